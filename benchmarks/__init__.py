@@ -1,0 +1,1 @@
+"""Benchmarks of mpcai against its peers (installed as ``mpcai.benchmarks``)."""

@@ -1,0 +1,106 @@
+/*
+ * mpcai_native.h -- the whole C API of mpcai's native core.
+ *
+ * Conventions (see ../shared/DESIGN.md):
+ *   - every exported function has the mpcai_ prefix;
+ *   - buffers are passed as (pointer, length) with lengths in elements
+ *     (uint64_t) or bytes (uint8_t) as named;
+ *   - every function returns an int status: MPCAI_OK or a negative error;
+ *   - nothing else is exported (internal helpers are static).
+ *
+ * The text between BEGIN CDEF and END CDEF is fed verbatim to cffi's cdef,
+ * so it must stay plain declarations (no #include, no #if).
+ */
+#ifndef MPCAI_NATIVE_H
+#define MPCAI_NATIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* BEGIN CDEF */
+#define MPCAI_OK 0
+#define MPCAI_ERR_NULL -1      /* a required pointer is NULL             */
+#define MPCAI_ERR_LENGTH -2    /* a length is wrong or too large         */
+#define MPCAI_ERR_RANGE -3     /* an input field element is not below p  */
+#define MPCAI_ERR_ARG -4       /* any other invalid argument             */
+#define MPCAI_ERR_NOMEM -5     /* allocation failed                      */
+
+/* ---- CPU dispatch (chacha20.c) ------------------------------------- */
+/* 1 if the AVX2 path is compiled in and the CPU supports it, else 0.   */
+int mpcai_simd_available(void);
+/* Select the path: 0 = portable scalar, 1 = best available.  Returns
+ * the path now in effect (0 or 1).  Output is bit-identical on every
+ * path; this exists so tests can compare them. */
+int mpcai_simd_select(int level);
+
+/* ---- ChaCha20, RFC 8439 (chacha20.c) ------------------------------- */
+/* Keystream for a 32-byte key, 12-byte nonce and 32-bit initial block
+ * counter.  out_len bytes; must not run past block counter 2^32 - 1. */
+int mpcai_chacha20_keystream(const uint8_t *key, size_t key_len,
+                             const uint8_t *nonce, size_t nonce_len,
+                             uint32_t counter,
+                             uint8_t *out, size_t out_len);
+
+/* ---- PRG expansion of a 32-byte seed (chacha20.c) ------------------ */
+/* The stream is ChaCha20(key = seed, nonce = 0^12, counter from 0),
+ * read as little-endian uint64 words w_0, w_1, ...                     */
+/* Ring Z_2^64: element i is w_i.  n <= MPCAI_PRG_MAX_WORDS.            */
+int mpcai_prg_ring64(const uint8_t *seed, size_t seed_len,
+                     uint64_t *out, size_t n);
+/* acc[i] = acc[i] + sign * w_i  (mod 2^64), sign is +1 or -1.  The mask
+ * is never written to memory. */
+int mpcai_prg_ring64_acc(const uint8_t *seed, size_t seed_len, int sign,
+                         uint64_t *acc, size_t n);
+/* GF(p), p = 2^61 - 1, by rejection sampling: candidate j is
+ * w_j & (2^61 - 1); it is rejected iff it equals p.  Element i is the
+ * i-th accepted candidate (so the output is uniform, no modulo bias).   */
+int mpcai_prg_fieldp(const uint8_t *seed, size_t seed_len,
+                     uint64_t *out, size_t n);
+/* acc[i] = acc[i] + sign * e_i mod p, where e_i is element i above.
+ * Every acc[i] must be < p (MPCAI_ERR_RANGE otherwise, acc untouched). */
+int mpcai_prg_fieldp_acc(const uint8_t *seed, size_t seed_len, int sign,
+                         uint64_t *acc, size_t n);
+
+/* ---- Z_2^64 kernels (ring64.c) ------------------------------------- */
+/* C = A B mod 2^64; A is m x k, B is k x n, C is m x n, all row-major
+ * and contiguous.  C must not alias A or B. */
+int mpcai_ring64_gemm(const uint64_t *a, const uint64_t *b, uint64_t *c,
+                      size_t m, size_t k, size_t n);
+
+/* ---- GF(p), p = 2^61 - 1 (fieldp.c) -------------------------------- */
+/* Element-wise; every input must be < p (MPCAI_ERR_RANGE otherwise).
+ * out may alias a or b. */
+int mpcai_fp_add(const uint64_t *a, const uint64_t *b, uint64_t *out,
+                 size_t n);
+int mpcai_fp_sub(const uint64_t *a, const uint64_t *b, uint64_t *out,
+                 size_t n);
+int mpcai_fp_mul(const uint64_t *a, const uint64_t *b, uint64_t *out,
+                 size_t n);
+/* Polynomial evaluation (Horner) of len polynomials at n_points points:
+ * coeffs is n_coeffs x len row-major (row k holds coefficient k of every
+ * polynomial), out is n_points x len:
+ *   out[j][i] = sum_k coeffs[k][i] * points[j]^k  mod p.               */
+int mpcai_fp_poly_eval(const uint64_t *coeffs, size_t n_coeffs, size_t len,
+                       const uint64_t *points, size_t n_points,
+                       uint64_t *out);
+/* Shamir shares of a whole vector in one call: the polynomial for
+ * element i is secret[i] + sum_{k=1..degree} r[i*degree + k-1] x^k with
+ * r = mpcai_prg_fieldp(seed, len * degree); out is n_points x len.  The
+ * random coefficients are never materialised as a whole.               */
+int mpcai_fp_shamir_share(const uint64_t *secret, size_t len,
+                          const uint8_t *seed, size_t seed_len,
+                          size_t degree,
+                          const uint64_t *points, size_t n_points,
+                          uint64_t *out);
+/* Linear combination of rows (e.g. Lagrange interpolation at a point):
+ *   out[i] = sum_j weights[j] * rows[j][i]  mod p;
+ * rows is n_rows x len row-major.                                      */
+int mpcai_fp_lincomb(const uint64_t *rows, size_t n_rows, size_t len,
+                     const uint64_t *weights, uint64_t *out);
+/* END CDEF */
+
+#define MPCAI_FIELD_P ((uint64_t)0x1FFFFFFFFFFFFFFFULL)
+/* 2^32 blocks of 64 bytes = 2^35 words.                                */
+#define MPCAI_PRG_MAX_WORDS ((uint64_t)1 << 35)
+
+#endif /* MPCAI_NATIVE_H */

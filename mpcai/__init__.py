@@ -1,0 +1,1 @@
+"""mpcai: secure multiparty computation for decentralised AI."""

@@ -1,0 +1,270 @@
+"""The only module that touches ``ffi``/``lib`` of the compiled core.
+
+Each wrapper checks types, dtypes, layout and lengths, calls C, and turns a
+status code into an exception.  Inputs that are merely non-contiguous are
+copied to a contiguous array; inputs of the wrong dtype are rejected (never
+silently cast); in-place outputs must already be writeable, C-contiguous
+``uint64`` arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mpcai._native import ffi, lib
+from mpcai.errors import InvalidInput, InvalidType, NativeError
+
+__all__ = [
+    "FIELD_P",
+    "PRG_MAX_WORDS",
+    "SEED_BYTES",
+    "chacha20_keystream",
+    "fp_add",
+    "fp_lincomb",
+    "fp_mul",
+    "fp_poly_eval",
+    "fp_shamir_share",
+    "fp_sub",
+    "prg_fieldp",
+    "prg_fieldp_acc",
+    "prg_ring64",
+    "prg_ring64_acc",
+    "ring64_gemm",
+    "simd_available",
+    "simd_select",
+]
+
+FIELD_P: int = (1 << 61) - 1
+SEED_BYTES: int = 32
+PRG_MAX_WORDS: int = 1 << 35
+
+_STATUS: dict[int, tuple[type[Exception], str]] = {
+    lib.MPCAI_ERR_NULL: (NativeError, "NULL pointer"),
+    lib.MPCAI_ERR_LENGTH: (InvalidInput, "length out of range"),
+    lib.MPCAI_ERR_RANGE: (InvalidInput, "field element not reduced modulo p = 2^61 - 1"),
+    lib.MPCAI_ERR_ARG: (InvalidInput, "invalid argument"),
+    lib.MPCAI_ERR_NOMEM: (MemoryError, "allocation failed"),
+}
+
+
+def _check(status: int, what: str) -> None:
+    if status != lib.MPCAI_OK:
+        exc, msg = _STATUS.get(status, (NativeError, f"unknown status {status}"))
+        raise exc(f"{what}: {msg}")
+
+
+def _bytes(value: Any, name: str, size: int | None = None) -> bytes:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InvalidType(f"{name} must be bytes, not {type(value).__name__}")
+    value = bytes(value)
+    if size is not None and len(value) != size:
+        raise InvalidInput(f"{name} must be {size} bytes, got {len(value)}")
+    return value
+
+
+def _u64_in(arr: Any, name: str, ndim: int | None = None) -> np.ndarray:
+    """A read-only uint64 input: right dtype required, layout fixed by copying."""
+    if not isinstance(arr, np.ndarray):
+        raise InvalidType(f"{name} must be a numpy array, not {type(arr).__name__}")
+    if arr.dtype != np.uint64:
+        raise InvalidType(f"{name} must have dtype uint64, not {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise InvalidInput(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _u64_inout(arr: Any, name: str) -> np.ndarray:
+    """An in-place uint64 output: must already be writeable and C-contiguous."""
+    if not isinstance(arr, np.ndarray):
+        raise InvalidType(f"{name} must be a numpy array, not {type(arr).__name__}")
+    if arr.dtype != np.uint64:
+        raise InvalidType(f"{name} must have dtype uint64, not {arr.dtype}")
+    if not arr.flags.c_contiguous:
+        raise InvalidType(f"{name} must be C-contiguous to be updated in place")
+    if not arr.flags.writeable:
+        raise InvalidType(f"{name} is read-only")
+    return arr
+
+
+def _ptr(arr: np.ndarray, ctype: str = "uint64_t *") -> Any:
+    return ffi.cast(ctype, ffi.from_buffer(arr, require_writable=False))
+
+
+def _u8(data: bytes | bytearray) -> Any:
+    return ffi.from_buffer("uint8_t[]", data)
+
+
+def _count(n: Any, name: str, limit: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise InvalidType(f"{name} must be an int, not {type(n).__name__}")
+    n = int(n)
+    if n < 0 or n > limit:
+        raise InvalidInput(f"{name} must be in [0, {limit}], got {n}")
+    return n
+
+
+def _sign(sign: Any) -> int:
+    if sign not in (1, -1) or isinstance(sign, bool):
+        raise InvalidInput(f"sign must be +1 or -1, got {sign!r}")
+    return int(sign)
+
+
+# ---- dispatch -------------------------------------------------------------
+
+
+def simd_available() -> bool:
+    """True if the AVX2 ChaCha20 path is compiled in and supported by this CPU."""
+    return bool(lib.mpcai_simd_available())
+
+
+def simd_select(level: int) -> int:
+    """Select the scalar (0) or best available (1) path; returns the path in effect."""
+    if level not in (0, 1):
+        raise InvalidInput(f"level must be 0 or 1, got {level!r}")
+    return int(lib.mpcai_simd_select(level))
+
+
+# ---- ChaCha20 and PRG -----------------------------------------------------
+
+
+def chacha20_keystream(key: bytes, nonce: bytes, counter: int, length: int) -> bytes:
+    """RFC 8439 ChaCha20 keystream: 32-byte key, 12-byte nonce, 32-bit block counter."""
+    key = _bytes(key, "key", 32)
+    nonce = _bytes(nonce, "nonce", 12)
+    counter = _count(counter, "counter", (1 << 32) - 1)
+    length = _count(length, "length", ((1 << 32) - counter) * 64)
+    out = bytearray(length)
+    _check(
+        lib.mpcai_chacha20_keystream(
+            _u8(key), 32, _u8(nonce), 12, counter, _u8(out), length
+        ),
+        "chacha20_keystream",
+    )
+    return bytes(out)
+
+
+def prg_ring64(seed: bytes, n: int) -> np.ndarray:
+    """n uniform elements of Z_2^64 expanded from a 32-byte seed."""
+    seed = _bytes(seed, "seed", SEED_BYTES)
+    n = _count(n, "n", PRG_MAX_WORDS)
+    out = np.empty(n, dtype=np.uint64)
+    _check(lib.mpcai_prg_ring64(_u8(seed), SEED_BYTES, _ptr(out), n), "prg_ring64")
+    return out
+
+
+def prg_ring64_acc(seed: bytes, acc: np.ndarray, sign: int = 1) -> None:
+    """acc += sign * PRG(seed) over Z_2^64, in place, without materialising the mask."""
+    seed = _bytes(seed, "seed", SEED_BYTES)
+    acc = _u64_inout(acc, "acc")
+    sign = _sign(sign)
+    _count(acc.size, "acc.size", PRG_MAX_WORDS)
+    _check(lib.mpcai_prg_ring64_acc(_u8(seed), SEED_BYTES, sign, _ptr(acc), acc.size), "prg_ring64_acc")
+
+
+def prg_fieldp(seed: bytes, n: int) -> np.ndarray:
+    """n uniform elements of GF(2^61 - 1) from a 32-byte seed (rejection sampling)."""
+    seed = _bytes(seed, "seed", SEED_BYTES)
+    n = _count(n, "n", PRG_MAX_WORDS // 2)
+    out = np.empty(n, dtype=np.uint64)
+    _check(lib.mpcai_prg_fieldp(_u8(seed), SEED_BYTES, _ptr(out), n), "prg_fieldp")
+    return out
+
+
+def prg_fieldp_acc(seed: bytes, acc: np.ndarray, sign: int = 1) -> None:
+    """acc = acc + sign * PRG_p(seed) mod p, in place; acc must hold reduced elements."""
+    seed = _bytes(seed, "seed", SEED_BYTES)
+    acc = _u64_inout(acc, "acc")
+    sign = _sign(sign)
+    _count(acc.size, "acc.size", PRG_MAX_WORDS // 2)
+    _check(lib.mpcai_prg_fieldp_acc(_u8(seed), SEED_BYTES, sign, _ptr(acc), acc.size), "prg_fieldp_acc")
+
+
+# ---- Z_2^64 ---------------------------------------------------------------
+
+
+def ring64_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Wrapping uint64 matrix product A @ B mod 2^64 (A is m x k, B is k x n)."""
+    a = _u64_in(a, "a", 2)
+    b = _u64_in(b, "b", 2)
+    (m, k), (k2, n) = a.shape, b.shape
+    if k != k2:
+        raise InvalidInput(f"inner dimensions differ: {a.shape} @ {b.shape}")
+    c = np.empty((m, n), dtype=np.uint64)
+    _check(lib.mpcai_ring64_gemm(_ptr(a), _ptr(b), _ptr(c), m, k, n), "ring64_gemm")
+    return c
+
+
+# ---- GF(2^61 - 1) ---------------------------------------------------------
+
+
+def _fp_binary(fn: Any, a: np.ndarray, b: np.ndarray, what: str) -> np.ndarray:
+    a = _u64_in(a, "a")
+    b = _u64_in(b, "b")
+    if a.shape != b.shape:
+        raise InvalidInput(f"{what}: shapes differ: {a.shape} and {b.shape}")
+    out = np.empty(a.shape, dtype=np.uint64)
+    _check(fn(_ptr(a), _ptr(b), _ptr(out), a.size), what)
+    return out
+
+
+def fp_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a + b) mod p element-wise; inputs must be reduced."""
+    return _fp_binary(lib.mpcai_fp_add, a, b, "fp_add")
+
+
+def fp_sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a - b) mod p element-wise; inputs must be reduced."""
+    return _fp_binary(lib.mpcai_fp_sub, a, b, "fp_sub")
+
+
+def fp_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a * b) mod p element-wise; inputs must be reduced."""
+    return _fp_binary(lib.mpcai_fp_mul, a, b, "fp_mul")
+
+
+def fp_poly_eval(coeffs: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Evaluate polynomials (coeffs[k] = coefficient k, shape (deg+1, len)) at points."""
+    coeffs = _u64_in(coeffs, "coeffs", 2)
+    points = _u64_in(points, "points", 1)
+    n_coeffs, length = coeffs.shape
+    if n_coeffs == 0:
+        raise InvalidInput("coeffs must have at least one row")
+    out = np.empty((points.size, length), dtype=np.uint64)
+    _check(
+        lib.mpcai_fp_poly_eval(_ptr(coeffs), n_coeffs, length, _ptr(points), points.size, _ptr(out)),
+        "fp_poly_eval",
+    )
+    return out
+
+
+def fp_shamir_share(
+    secret: np.ndarray, seed: bytes, degree: int, points: np.ndarray
+) -> np.ndarray:
+    """Shares (one row per point) of random degree-``degree`` polynomials with constant secret."""
+    secret = _u64_in(secret, "secret", 1)
+    seed = _bytes(seed, "seed", SEED_BYTES)
+    points = _u64_in(points, "points", 1)
+    degree = _count(degree, "degree", 1 << 20)
+    _count(secret.size * max(degree, 1), "secret.size * degree", PRG_MAX_WORDS // 2)
+    out = np.empty((points.size, secret.size), dtype=np.uint64)
+    _check(
+        lib.mpcai_fp_shamir_share(
+            _ptr(secret), secret.size, _u8(seed), SEED_BYTES, degree, _ptr(points), points.size, _ptr(out)
+        ),
+        "fp_shamir_share",
+    )
+    return out
+
+
+def fp_lincomb(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sum_j weights[j] * rows[j] mod p (rows has shape (n_rows, len))."""
+    rows = _u64_in(rows, "rows", 2)
+    weights = _u64_in(weights, "weights", 1)
+    n_rows, length = rows.shape
+    if weights.size != n_rows:
+        raise InvalidInput(f"{weights.size} weights for {n_rows} rows")
+    out = np.empty(length, dtype=np.uint64)
+    _check(lib.mpcai_fp_lincomb(_ptr(rows), n_rows, length, _ptr(weights), _ptr(out)), "fp_lincomb")
+    return out

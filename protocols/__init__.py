@@ -1,0 +1,1 @@
+"""Protocols built from mpcai primitives (installed as ``mpcai.protocols``)."""
