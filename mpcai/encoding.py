@@ -1,0 +1,168 @@
+"""Fixed-point encoding into Z_2^64 and quantisation of floats.
+
+Secret sharing and masking work over integers modulo 2^64 (or a prime), so
+real-valued data is mapped to integers first.
+
+**Fixed point** (:func:`encode_fixed`, :func:`decode_fixed`): ``x`` becomes
+``round(x * 2^f)`` as a two's-complement 64-bit integer, with ``f``
+fractional bits (default 16).  Sums of encodings decode to the sum of the
+inputs with an error of at most ``count * 2^-(f+1)``.  A value whose
+encoding does not fit ``max_bits`` signed bits (default 62, leaving headroom
+for a few additions before the ring wraps) raises :class:`EncodingOverflow`
+instead of wrapping silently; so do NaN and infinities.
+
+**Quantisation** (:func:`quantize`, :func:`dequantize`): floats in an
+explicit clipping range ``[-clip, clip]`` are mapped to unsigned integers in
+``[0, 2^bits - 1]``, as federated learning does before masking.  Values
+outside the range raise by default; ``out_of_range="clip"`` clips them and
+the caller asked for it.  The sum of ``n`` quantised vectors dequantises to
+the sum of the (clipped) inputs: :func:`dequantize` takes ``n_summands``.
+
+Both support **stochastic rounding** (round up with probability equal to the
+fractional part, so rounding is unbiased on average); its randomness comes
+from the ChaCha20 PRG keyed by a fresh OS seed, never from ``numpy.random``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from mpcai import prg
+from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType
+
+__all__ = [
+    "DEFAULT_FRAC_BITS",
+    "decode_fixed",
+    "dequantize",
+    "encode_fixed",
+    "quantize",
+]
+
+DEFAULT_FRAC_BITS: int = 16
+"""Default number of fractional bits for fixed-point encoding."""
+
+_TWO_53 = float(1 << 53)
+
+
+def _float_array(x: object, name: str = "x") -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating)
+        or np.issubdtype(arr.dtype, np.integer)
+        or arr.dtype == np.bool_
+    ):
+        raise InvalidType(f"{name} must be a real numeric array, not dtype {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
+def _uniform01(shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform floats in [0, 1) with 53 random bits each, from the CSPRNG."""
+    n = int(np.prod(shape, dtype=np.int64))
+    words = prg.random_ring(n) >> np.uint64(11)
+    return (words.astype(np.float64) / _TWO_53).reshape(shape)
+
+
+def _round(scaled: np.ndarray, stochastic: bool) -> np.ndarray:
+    if stochastic:
+        return np.floor(scaled + _uniform01(scaled.shape))
+    return np.rint(scaled)
+
+
+def _check_bits(value: int, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidType(f"{name} must be an int, not {type(value).__name__}")
+    if not lo <= int(value) <= hi:
+        raise InvalidInput(f"{name} must be in [{lo}, {hi}], got {value}")
+    return int(value)
+
+
+def encode_fixed(
+    x: object,
+    frac_bits: int = DEFAULT_FRAC_BITS,
+    *,
+    max_bits: int = 62,
+    stochastic: bool = False,
+) -> np.ndarray:
+    """Encode reals as fixed-point elements of Z_2^64 (``uint64``, two's complement).
+
+    ``frac_bits`` fractional bits; the encoded integer must fit in
+    ``max_bits`` signed bits (|round(x * 2^f)| < 2^(max_bits - 1)), else
+    :class:`EncodingOverflow`.  With ``stochastic=True`` rounding is
+    randomised (unbiased); otherwise round-to-nearest.
+    """
+    f = _check_bits(frac_bits, "frac_bits", 0, 62)
+    mb = _check_bits(max_bits, "max_bits", 2, 64)
+    arr = _float_array(x)
+    scaled = arr * float(1 << f)
+    if not np.all(np.isfinite(scaled)):
+        raise EncodingOverflow("cannot encode NaN or infinite values")
+    rounded = _round(scaled, stochastic)
+    limit = float(1 << (mb - 1))
+    if rounded.size and float(np.max(np.abs(rounded))) >= limit:
+        worst = float(np.max(np.abs(arr)))
+        raise EncodingOverflow(
+            f"|x| up to {worst:g} does not fit {mb}-bit fixed point with {f} fractional bits "
+            f"(limit {limit / (1 << f):g})"
+        )
+    return rounded.astype(np.int64).view(np.uint64)
+
+
+def decode_fixed(u: object, frac_bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:
+    """Decode ``uint64`` (or ``int64``) fixed-point elements back to ``float64``."""
+    f = _check_bits(frac_bits, "frac_bits", 0, 62)
+    arr = np.asarray(u)
+    if arr.dtype not in (np.uint64, np.int64):
+        raise InvalidType(f"fixed-point values must be uint64 or int64, not {arr.dtype}")
+    return arr.view(np.int64).astype(np.float64) / float(1 << f)
+
+
+def quantize(
+    x: object,
+    *,
+    clip: float,
+    bits: int = 16,
+    out_of_range: Literal["raise", "clip"] = "raise",
+    stochastic: bool = False,
+) -> np.ndarray:
+    """Map reals in ``[-clip, clip]`` to integers in ``[0, 2^bits - 1]`` (``uint64``).
+
+    ``q = round((x + clip) * (2^bits - 1) / (2 * clip))``.  Values outside
+    the range raise :class:`EncodingOverflow` unless ``out_of_range="clip"``.
+    """
+    b = _check_bits(bits, "bits", 1, 62)
+    clip = float(clip)
+    if not np.isfinite(clip) or clip <= 0:
+        raise InvalidInput(f"clip must be a positive finite number, got {clip}")
+    if out_of_range not in ("raise", "clip"):
+        raise InvalidInput(f"out_of_range must be 'raise' or 'clip', not {out_of_range!r}")
+    arr = _float_array(x)
+    if np.any(np.isnan(arr)):
+        raise EncodingOverflow("cannot quantize NaN")
+    outside = np.abs(arr) > clip
+    if np.any(outside):
+        if out_of_range == "raise":
+            raise EncodingOverflow(
+                f"{int(np.count_nonzero(outside))} values outside [-{clip:g}, {clip:g}] "
+                f"(max |x| = {float(np.max(np.abs(arr))):g}); pass out_of_range='clip' to clip"
+            )
+        arr = np.clip(arr, -clip, clip)
+    levels = float((1 << b) - 1)
+    scaled = (arr + clip) * (levels / (2.0 * clip))
+    q = np.clip(_round(scaled, stochastic), 0.0, levels)
+    return q.astype(np.uint64)
+
+
+def dequantize(q: object, *, clip: float, bits: int = 16, n_summands: int = 1) -> np.ndarray:
+    """Inverse of :func:`quantize` for a sum of ``n_summands`` quantised vectors."""
+    b = _check_bits(bits, "bits", 1, 62)
+    n = _check_bits(n_summands, "n_summands", 1, 1 << 40)
+    clip = float(clip)
+    if not np.isfinite(clip) or clip <= 0:
+        raise InvalidInput(f"clip must be a positive finite number, got {clip}")
+    arr = np.asarray(q)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidType(f"quantised values must have an integer dtype, not {arr.dtype}")
+    levels = float((1 << b) - 1)
+    return arr.astype(np.float64) * (2.0 * clip / levels) - n * clip

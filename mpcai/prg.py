@@ -1,0 +1,118 @@
+"""Seeds, key derivation and the ChaCha20 pseudo-random generator.
+
+All randomness for keys, masks and shares in mpcai comes from here: fresh
+32-byte seeds from the operating system (:func:`new_seed`), sub-seeds derived
+with HKDF-SHA256 under explicit domain-separation labels
+(:func:`derive_seed`), and expansion of a seed into long vectors by the
+RFC 8439 ChaCha20 stream implemented in C (:func:`ring_vector`,
+:func:`field_vector`).
+
+The stream for a seed is ChaCha20 with ``key = seed``, an all-zero nonce and
+the block counter starting at 0, read as little-endian 64-bit words.  Over
+Z_2^64 each word is one element; over GF(p), p = 2^61 - 1, a word's low 61
+bits are a candidate and the candidate equal to p is rejected, so elements
+are exactly uniform.  Two seeds derived under different labels give
+independent streams; never expand the same seed for two purposes.
+
+The accumulate forms (:func:`ring_accumulate`, :func:`field_accumulate`)
+compute ``acc += sign * PRG(seed)`` in one pass, so a mask never exists as
+an array in memory (secure aggregation adds and removes hundreds of them).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from mpcai import _bindings
+from mpcai.errors import InvalidInput, InvalidType
+
+__all__ = [
+    "FIELD_P",
+    "SEED_BYTES",
+    "derive_seed",
+    "field_accumulate",
+    "field_vector",
+    "new_seed",
+    "random_ring",
+    "ring_accumulate",
+    "ring_vector",
+]
+
+SEED_BYTES: int = _bindings.SEED_BYTES
+"""Length of a PRG seed in bytes (a ChaCha20 key)."""
+
+FIELD_P: int = _bindings.FIELD_P
+"""The Mersenne prime 2^61 - 1 used for Shamir sharing and field masks."""
+
+_LABEL_PREFIX = b"mpcai/v1/"
+_MAX_LABEL = 255
+
+
+def new_seed() -> bytes:
+    """A fresh uniformly random 32-byte seed from the operating system's CSPRNG."""
+    return secrets.token_bytes(SEED_BYTES)
+
+
+def _as_bytes(value: bytes | str, name: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise InvalidType(f"{name} must be bytes or str, not {type(value).__name__}")
+
+
+def derive_seed(key: bytes, label: bytes | str, context: bytes = b"") -> bytes:
+    """Derive a 32-byte seed from ``key`` for one purpose (HKDF-SHA256, RFC 5869).
+
+    ``label`` names the purpose (e.g. ``"secagg/self-mask"``); ``context``
+    binds the seed to a session, round or party pair.  The HKDF ``info`` is
+    ``b"mpcai/v1/" || len(label) || label || context``, so distinct
+    (label, context) pairs can never collide.  ``key`` must carry at least
+    16 bytes of entropy (a shared secret or a seed).
+    """
+    key = _as_bytes(key, "key")
+    label_b = _as_bytes(label, "label")
+    context = _as_bytes(context, "context")
+    if len(key) < 16:
+        raise InvalidInput(f"key must be at least 16 bytes, got {len(key)}")
+    if not 0 < len(label_b) <= _MAX_LABEL:
+        raise InvalidInput(f"label must be 1..{_MAX_LABEL} bytes, got {len(label_b)}")
+    info = _LABEL_PREFIX + bytes([len(label_b)]) + label_b + context
+    return HKDF(algorithm=hashes.SHA256(), length=SEED_BYTES, salt=None, info=info).derive(key)
+
+
+def ring_vector(seed: bytes, n: int) -> np.ndarray:
+    """``n`` pseudo-random elements of Z_2^64 (``uint64``) expanded from ``seed``."""
+    return _bindings.prg_ring64(seed, n)
+
+
+def field_vector(seed: bytes, n: int) -> np.ndarray:
+    """``n`` pseudo-random elements of GF(2^61 - 1) (``uint64``, each < p) from ``seed``."""
+    return _bindings.prg_fieldp(seed, n)
+
+
+def ring_accumulate(acc: np.ndarray, seed: bytes, sign: int = 1) -> None:
+    """In place, ``acc = acc + sign * ring_vector(seed, acc.size)`` modulo 2^64.
+
+    ``acc`` must be a writeable C-contiguous ``uint64`` array (any shape);
+    ``sign`` is +1 or -1.  The mask is added from registers, never stored.
+    """
+    _bindings.prg_ring64_acc(seed, acc, sign)
+
+
+def field_accumulate(acc: np.ndarray, seed: bytes, sign: int = 1) -> None:
+    """In place, ``acc = acc + sign * field_vector(seed, acc.size)`` modulo p.
+
+    ``acc`` must be a writeable C-contiguous ``uint64`` array whose elements
+    are all < p (checked before anything is written).
+    """
+    _bindings.prg_fieldp_acc(seed, acc, sign)
+
+
+def random_ring(n: int) -> np.ndarray:
+    """``n`` uniformly random ``uint64`` values from a fresh OS seed."""
+    return ring_vector(new_seed(), n)
