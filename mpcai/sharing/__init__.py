@@ -1,0 +1,6 @@
+"""Secret sharing: :mod:`~mpcai.sharing.additive` (n-of-n over Z_2^64) and
+:mod:`~mpcai.sharing.shamir` (t-of-n over GF(2^61 - 1))."""
+
+from mpcai.sharing import additive as additive
+
+__all__ = ["additive"]
