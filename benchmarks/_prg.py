@@ -44,6 +44,7 @@ def run(reps: int = 9, quick: bool = False) -> list[dict]:
     ours_expand = median_time(lambda: prg.ring_vector(seed, n), reps)
     ours_facc = median_time(lambda: prg.field_accumulate(facc, seed), reps)
     t_fpipe = median_time(openssl_field_pipeline, reps)
+    ours_acc_mt = median_time(lambda: prg.ring_accumulate(acc, seed, threads=2), reps)
     nb.simd_select(0)
     scalar_acc = median_time(lambda: prg.ring_accumulate(acc, seed), reps)
     nb.simd_select(1)
@@ -53,6 +54,9 @@ def run(reps: int = 9, quick: bool = False) -> list[dict]:
                "OpenSSL ChaCha20 update_into + numpy add", t_pipe, gb_per_s=gbs),
         record(f"prg ring64 fused acc {label}", ours_acc,
                "OpenSSL ChaCha20 keystream only (no add)", t_bare),
+        record(f"prg ring64 fused acc {label}, 2 threads", ours_acc_mt,
+               "OpenSSL ChaCha20 update_into + numpy add", t_pipe,
+               gb_per_s=8 * n / ours_acc_mt / 1e9),
         record(f"prg ring64 expand {label}", ours_expand,
                "OpenSSL ChaCha20 keystream only", t_bare),
         record(f"prg fieldp fused acc {label}", ours_facc,

@@ -30,7 +30,7 @@ def _compile_args() -> list[str]:
     # No -march=native: the wheel must run on any x86-64 / aarch64 CPU.
     # SIMD paths are compiled per function (target attributes) and chosen
     # at run time from CPU features.
-    args = ["-O3", "-std=c11", "-fno-strict-aliasing"]
+    args = ["-O3", "-std=c11", "-fno-strict-aliasing", "-pthread"]
     extra = os.environ.get("MPCAI_EXTRA_CFLAGS")
     if extra:
         args += extra.split()
@@ -45,6 +45,7 @@ ffibuilder.set_source(
     sources=sorted(str(p.relative_to(HERE.parent)) for p in HERE.glob("*.c")),
     include_dirs=[str(HERE.relative_to(HERE.parent))],
     extra_compile_args=_compile_args(),
+    extra_link_args=[] if sys.platform == "win32" else ["-pthread"],
 )
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@
  * in memory.
  */
 #include <string.h>
+#ifndef _WIN32
+#include <pthread.h>
+#endif
 
 #include "mpcai_native.h"
 
@@ -21,6 +24,11 @@
 #else
 #define MPCAI_HAVE_AVX2 0
 #endif
+
+/* Blocks per group: the unit of work of the AVX2 path (and of the field
+ * kernel on both paths). */
+#define GROUP_BLOCKS 9
+#define GROUP_WORDS (8 * GROUP_BLOCKS)
 
 #define ROTL32(v, n) (((v) << (n)) | ((v) >> (32 - (n))))
 #define QR(a, b, c, d)                                                    \
@@ -129,8 +137,6 @@ static void chacha_block(const uint32_t st[16], uint32_t ctr, uint32_t out[16])
  * w8[0..7] as 64-bit words.  The scalar block costs almost nothing: the
  * vector rounds are bound by the vector shift/shuffle ports while the
  * integer ALUs sit idle (+10% throughput measured on Zen 3). */
-#define GROUP_BLOCKS 9
-#define GROUP_WORDS (8 * GROUP_BLOCKS)
 AVX2_FN void chacha9_avx2(const uint32_t st[16], uint32_t ctr, __m256i o[16], uint64_t w8[8])
 {
     const __m256i rot16 = _mm256_set_epi8(13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2,
@@ -334,25 +340,23 @@ int mpcai_chacha20_keystream(const uint8_t *key, size_t key_len, const uint8_t *
     return MPCAI_OK;
 }
 
-/* Generic ring kernel: mode 0 = write, +1 = add, -1 = subtract. */
-static int ring64_kernel(const uint8_t *seed, size_t seed_len, int mode, uint64_t *acc, size_t n)
+/* Ring kernel over words [8 * first_block, 8 * first_block + n) of the
+ * stream; acc points at the first of them.  mode 0 = write, +1 = add,
+ * -1 = subtract. */
+static void ring64_range(const uint32_t st[16], uint32_t first_block, int mode, uint64_t *acc,
+                         size_t n)
 {
-    uint32_t st[16];
-    int rc = seed_state(seed, seed_len, st);
-    if (rc) return rc;
-    if (!acc && n) return MPCAI_ERR_NULL;
-    if ((uint64_t)n > MPCAI_PRG_MAX_WORDS) return MPCAI_ERR_LENGTH;
-    uint32_t ctr = 0;
+    uint32_t ctr = first_block;
     size_t i = 0;
 #if MPCAI_HAVE_AVX2
     if (use_avx2()) {
         size_t ngroups = n / GROUP_WORDS;
         if (mode == 0)
-            keystream_avx2(st, 0, ngroups, (uint8_t *)acc); /* x86 is little-endian */
+            keystream_avx2(st, ctr, ngroups, (uint8_t *)acc); /* x86 is little-endian */
         else
-            ring_acc_avx2(st, 0, ngroups, mode, acc);
+            ring_acc_avx2(st, ctr, ngroups, mode, acc);
         i = ngroups * GROUP_WORDS;
-        ctr = (uint32_t)(ngroups * GROUP_BLOCKS);
+        ctr += (uint32_t)(ngroups * GROUP_BLOCKS);
     }
 #endif
     uint32_t b[16];
@@ -365,18 +369,83 @@ static int ring64_kernel(const uint8_t *seed, size_t seed_len, int mode, uint64_
             else acc[i] -= w;
         }
     }
+}
+
+#ifndef _WIN32
+typedef struct {
+    const uint32_t *st;
+    uint32_t first_block;
+    int mode;
+    uint64_t *acc;
+    size_t n;
+} ring_job;
+
+static void *ring_job_run(void *arg)
+{
+    ring_job *j = (ring_job *)arg;
+    ring64_range(j->st, j->first_block, j->mode, j->acc, j->n);
+    return NULL;
+}
+#endif
+
+#define MPCAI_MAX_THREADS 64
+/* Below this many words per thread, starting threads costs more than it saves. */
+#define MIN_WORDS_PER_THREAD ((size_t)1 << 16)
+
+static int ring64_kernel(const uint8_t *seed, size_t seed_len, int mode, uint64_t *acc, size_t n,
+                         int n_threads)
+{
+    uint32_t st[16];
+    int rc = seed_state(seed, seed_len, st);
+    if (rc) return rc;
+    if (!acc && n) return MPCAI_ERR_NULL;
+    if ((uint64_t)n > MPCAI_PRG_MAX_WORDS) return MPCAI_ERR_LENGTH;
+    if (n_threads < 1 || n_threads > MPCAI_MAX_THREADS) return MPCAI_ERR_ARG;
+    if ((size_t)n_threads > n / MIN_WORDS_PER_THREAD) n_threads = (int)(n / MIN_WORDS_PER_THREAD);
+#ifndef _WIN32
+    if (n_threads > 1) {
+        /* contiguous slices of whole groups; each starts at its own block */
+        pthread_t tid[MPCAI_MAX_THREADS];
+        ring_job jobs[MPCAI_MAX_THREADS];
+        size_t groups = n / GROUP_WORDS, start = 0;
+        int started = 0;
+        for (int t = 0; t < n_threads; t++) {
+            size_t g = groups / (size_t)n_threads + ((size_t)t < groups % (size_t)n_threads);
+            size_t len = (t == n_threads - 1) ? n - start : g * GROUP_WORDS;
+            jobs[t] = (ring_job){st, (uint32_t)(start / 8), mode, acc + start, len};
+            start += len;
+        }
+        for (int t = 1; t < n_threads; t++) {
+            if (pthread_create(&tid[t], NULL, ring_job_run, &jobs[t]) != 0) break;
+            started = t;
+        }
+        /* run our own slice, then any slice whose thread failed to start */
+        ring_job_run(&jobs[0]);
+        for (int t = started + 1; t < n_threads; t++) ring_job_run(&jobs[t]);
+        for (int t = 1; t <= started; t++) pthread_join(tid[t], NULL);
+        return MPCAI_OK;
+    }
+#endif
+    ring64_range(st, 0, mode, acc, n);
     return MPCAI_OK;
 }
 
 int mpcai_prg_ring64(const uint8_t *seed, size_t seed_len, uint64_t *out, size_t n)
 {
-    return ring64_kernel(seed, seed_len, 0, out, n);
+    return ring64_kernel(seed, seed_len, 0, out, n, 1);
 }
 
 int mpcai_prg_ring64_acc(const uint8_t *seed, size_t seed_len, int sign, uint64_t *acc, size_t n)
 {
     if (sign != 1 && sign != -1) return MPCAI_ERR_ARG;
-    return ring64_kernel(seed, seed_len, sign, acc, n);
+    return ring64_kernel(seed, seed_len, sign, acc, n, 1);
+}
+
+int mpcai_prg_ring64_acc_mt(const uint8_t *seed, size_t seed_len, int sign, uint64_t *acc,
+                            size_t n, int n_threads)
+{
+    if (sign != 1 && sign != -1) return MPCAI_ERR_ARG;
+    return ring64_kernel(seed, seed_len, sign, acc, n, n_threads);
 }
 
 /* Generic field kernel: mode 0 = write, +1 = add, -1 = subtract (mod p). */

@@ -51,6 +51,10 @@ int mpcai_prg_ring64(const uint8_t *seed, size_t seed_len,
  * is never written to memory. */
 int mpcai_prg_ring64_acc(const uint8_t *seed, size_t seed_len, int sign,
                          uint64_t *acc, size_t n);
+/* The same, split over up to n_threads threads (1..64; fewer are used for
+ * short vectors).  Output identical to mpcai_prg_ring64_acc.            */
+int mpcai_prg_ring64_acc_mt(const uint8_t *seed, size_t seed_len, int sign,
+                            uint64_t *acc, size_t n, int n_threads);
 /* GF(p), p = 2^61 - 1, by rejection sampling: candidate j is
  * w_j & (2^61 - 1); it is rejected iff it equals p.  Element i is the
  * i-th accepted candidate (so the output is uniform, no modulo bias).   */

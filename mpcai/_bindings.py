@@ -154,13 +154,19 @@ def prg_ring64(seed: bytes, n: int) -> np.ndarray:
     return out
 
 
-def prg_ring64_acc(seed: bytes, acc: np.ndarray, sign: int = 1) -> None:
+def prg_ring64_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1) -> None:
     """acc += sign * PRG(seed) over Z_2^64, in place, without materialising the mask."""
     seed = _bytes(seed, "seed", SEED_BYTES)
     acc = _u64_inout(acc, "acc")
     sign = _sign(sign)
+    threads = _count(threads, "threads", 64)
+    if threads < 1:
+        raise InvalidInput("threads must be >= 1")
     _count(acc.size, "acc.size", PRG_MAX_WORDS)
-    _check(lib.mpcai_prg_ring64_acc(_u8(seed), SEED_BYTES, sign, _ptr(acc), acc.size), "prg_ring64_acc")
+    _check(
+        lib.mpcai_prg_ring64_acc_mt(_u8(seed), SEED_BYTES, sign, _ptr(acc), acc.size, threads),
+        "prg_ring64_acc",
+    )
 
 
 def prg_fieldp(seed: bytes, n: int) -> np.ndarray:

@@ -95,13 +95,15 @@ def field_vector(seed: bytes, n: int) -> np.ndarray:
     return _bindings.prg_fieldp(seed, n)
 
 
-def ring_accumulate(acc: np.ndarray, seed: bytes, sign: int = 1) -> None:
+def ring_accumulate(acc: np.ndarray, seed: bytes, sign: int = 1, *, threads: int = 1) -> None:
     """In place, ``acc = acc + sign * ring_vector(seed, acc.size)`` modulo 2^64.
 
     ``acc`` must be a writeable C-contiguous ``uint64`` array (any shape);
     ``sign`` is +1 or -1.  The mask is added from registers, never stored.
+    ``threads > 1`` splits long vectors over that many OS threads (the
+    result is identical); the GIL is released during the call either way.
     """
-    _bindings.prg_ring64_acc(seed, acc, sign)
+    _bindings.prg_ring64_acc(seed, acc, sign, threads)
 
 
 def field_accumulate(acc: np.ndarray, seed: bytes, sign: int = 1) -> None:

@@ -208,3 +208,20 @@ def test_simd_paths_bit_identical_on_large_streams() -> None:
     nb.simd_select(1)
     for a, b in zip(outs[0], outs[1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000, 1 << 16, (1 << 17) + 5, 1_000_003])
+@pytest.mark.parametrize("threads", [2, 3, 64])
+def test_threaded_accumulate_is_identical(path: int, n: int, threads: int) -> None:
+    seed = os.urandom(32)
+    acc = np.frombuffer(os.urandom(8 * n), dtype=np.uint64).copy()
+    expected = acc + nb.prg_ring64(seed, n)
+    nb.prg_ring64_acc(seed, acc, 1, threads)
+    np.testing.assert_array_equal(acc, expected)
+
+
+def test_threads_argument_is_checked() -> None:
+    acc = np.zeros(10, dtype=np.uint64)
+    for bad in (0, -1, 65):
+        with pytest.raises(InvalidInput):
+            nb.prg_ring64_acc(os.urandom(32), acc, 1, bad)
