@@ -137,9 +137,7 @@ def chacha20_keystream(key: bytes, nonce: bytes, counter: int, length: int) -> b
     length = _count(length, "length", ((1 << 32) - counter) * 64)
     out = bytearray(length)
     _check(
-        lib.mpcai_chacha20_keystream(
-            _u8(key), 32, _u8(nonce), 12, counter, _u8(out), length
-        ),
+        lib.mpcai_chacha20_keystream(_u8(key), 32, _u8(nonce), 12, counter, _u8(out), length),
         "chacha20_keystream",
     )
     return bytes(out)
@@ -184,7 +182,9 @@ def prg_fieldp_acc(seed: bytes, acc: np.ndarray, sign: int = 1) -> None:
     acc = _u64_inout(acc, "acc")
     sign = _sign(sign)
     _count(acc.size, "acc.size", PRG_MAX_WORDS // 2)
-    _check(lib.mpcai_prg_fieldp_acc(_u8(seed), SEED_BYTES, sign, _ptr(acc), acc.size), "prg_fieldp_acc")
+    _check(
+        lib.mpcai_prg_fieldp_acc(_u8(seed), SEED_BYTES, sign, _ptr(acc), acc.size), "prg_fieldp_acc"
+    )
 
 
 # ---- Z_2^64 ---------------------------------------------------------------
@@ -239,15 +239,15 @@ def fp_poly_eval(coeffs: np.ndarray, points: np.ndarray) -> np.ndarray:
         raise InvalidInput("coeffs must have at least one row")
     out = np.empty((points.size, length), dtype=np.uint64)
     _check(
-        lib.mpcai_fp_poly_eval(_ptr(coeffs), n_coeffs, length, _ptr(points), points.size, _ptr(out)),
+        lib.mpcai_fp_poly_eval(
+            _ptr(coeffs), n_coeffs, length, _ptr(points), points.size, _ptr(out)
+        ),
         "fp_poly_eval",
     )
     return out
 
 
-def fp_shamir_share(
-    secret: np.ndarray, seed: bytes, degree: int, points: np.ndarray
-) -> np.ndarray:
+def fp_shamir_share(secret: np.ndarray, seed: bytes, degree: int, points: np.ndarray) -> np.ndarray:
     """Shares (one row per point) of random degree-``degree`` polynomials with constant secret."""
     secret = _u64_in(secret, "secret", 1)
     seed = _bytes(seed, "seed", SEED_BYTES)
@@ -257,7 +257,14 @@ def fp_shamir_share(
     out = np.empty((points.size, secret.size), dtype=np.uint64)
     _check(
         lib.mpcai_fp_shamir_share(
-            _ptr(secret), secret.size, _u8(seed), SEED_BYTES, degree, _ptr(points), points.size, _ptr(out)
+            _ptr(secret),
+            secret.size,
+            _u8(seed),
+            SEED_BYTES,
+            degree,
+            _ptr(points),
+            points.size,
+            _ptr(out),
         ),
         "fp_shamir_share",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import native_reference as ref
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -12,7 +13,6 @@ from hypothesis import strategies as st
 
 from mpcai import _bindings as nb
 from mpcai.errors import InvalidInput, InvalidType
-import native_reference as ref
 
 PATHS = [0, 1] if nb.simd_available() else [0]
 
