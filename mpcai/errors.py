@@ -13,11 +13,17 @@ __all__ = [
     "InconsistentShares",
     "InvalidInput",
     "InvalidType",
+    "MessageRejected",
     "MpcaiError",
     "NativeError",
     "NotEnoughShares",
+    "PeerDropped",
+    "PeerError",
+    "PeerTimeout",
+    "ProtocolAbort",
     "ShareError",
     "TripleReuse",
+    "WireError",
 ]
 
 
@@ -59,3 +65,40 @@ class TripleReuse(MpcaiError, RuntimeError):
 
 class NativeError(MpcaiError, RuntimeError):
     """The C core reported an error that the Python checks should have caught."""
+
+
+class WireError(MpcaiError, ValueError):
+    """A frame or payload from the network is malformed or exceeds a limit.
+
+    ``peer`` names the party it came from, when known.
+    """
+
+    def __init__(self, message: str, peer: int | None = None) -> None:
+        super().__init__(message if peer is None else f"from party {peer}: {message}")
+        self.peer = peer
+
+
+class MessageRejected(WireError):
+    """A well-formed message that is not acceptable here: another session or
+    stage, a replayed or out-of-order sequence number, a wrong sender or
+    recipient."""
+
+
+class PeerError(MpcaiError, ConnectionError):
+    """A peer cannot be heard from; ``peer`` is its party id."""
+
+    def __init__(self, message: str, peer: int | None = None) -> None:
+        super().__init__(message)
+        self.peer = peer
+
+
+class PeerDropped(PeerError):
+    """The peer's connection closed (or it said goodbye) before the message came."""
+
+
+class PeerTimeout(PeerError, TimeoutError):
+    """The peer did not send the expected message before the deadline."""
+
+
+class ProtocolAbort(MpcaiError, RuntimeError):
+    """A protocol stopped because continuing would be unsafe or impossible."""

@@ -1,0 +1,27 @@
+"""The party runtime: parties, networks, the wire codec and statistics.
+
+The same async party function runs with every party in one trio run
+(:class:`InMemoryNetwork`, see :func:`mpcai.testing.run_local`) and as
+separate processes over TCP with mutual TLS (:class:`TcpNetwork`, see
+``mpcai party`` and :func:`mpcai.runtime.launcher.launch_local`).
+"""
+
+from mpcai.runtime.memory import InMemoryNetwork as InMemoryNetwork
+from mpcai.runtime.network import Link as Link
+from mpcai.runtime.network import Network as Network
+from mpcai.runtime.party import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from mpcai.runtime.party import Party as Party
+from mpcai.runtime.party import open_party as open_party
+from mpcai.runtime.stats import CommStats as CommStats
+from mpcai.runtime.wire import Limits as Limits
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "CommStats",
+    "InMemoryNetwork",
+    "Limits",
+    "Link",
+    "Network",
+    "Party",
+    "open_party",
+]

@@ -1,0 +1,406 @@
+"""The party runtime: send, receive, broadcast, gather and exchange over any network.
+
+A :class:`Party` is what protocol code talks to.  It is created with
+:func:`open_party`, which connects the party to its peers over a
+:class:`~mpcai.runtime.network.Network` and runs one reader task per peer.
+
+Every message is a frame (:mod:`mpcai.runtime.wire`) bound to the session
+id, a **tag** (the protocol stage or round), the sender, the recipient and
+a per-direction sequence number.  The reader rejects — with
+:class:`~mpcai.errors.MessageRejected`, naming the peer — a frame for
+another session, from a party other than the authenticated peer, for
+another recipient, out of sequence (a replay), with a tag that peer already
+used, or arriving after its deadline had passed.  A rejected or malformed
+frame, a closed connection or a goodbye ends that peer's link: every wait
+on it raises a typed error (:class:`~mpcai.errors.WireError`,
+:class:`~mpcai.errors.PeerDropped`), and the honest party carries on with
+the others.
+
+Tags are single-use per direction: each (sender, recipient, tag) carries at
+most one message.  Use tags like ``"share_keys"`` or ``"round3/masked"``.
+
+Every wait on a peer has a deadline (``timeout`` seconds, per call or the
+party's default); a missed deadline raises
+:class:`~mpcai.errors.PeerTimeout`.  All operations are cancellable.  A
+receive that is cancelled loses nothing (the message stays in its
+mailbox); a send cancelled half-way over a byte stream breaks that link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from mpcai.errors import (
+    InvalidInput,
+    MessageRejected,
+    MpcaiError,
+    PeerDropped,
+    PeerError,
+    PeerTimeout,
+    WireError,
+)
+from mpcai.runtime import wire
+from mpcai.runtime.network import Link, Network
+from mpcai.runtime.stats import CommStats
+
+__all__ = ["DEFAULT_TIMEOUT", "Party", "open_party"]
+
+DEFAULT_TIMEOUT: float = 60.0
+"""Default deadline, in seconds, for any wait on a peer."""
+
+_BYE_TIMEOUT = 1.0
+
+
+class _Slot:
+    """The mailbox for one (peer, tag): at most one message."""
+
+    __slots__ = ("consumed", "event", "expired", "has_value", "value")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.value: Any = None
+        self.has_value = False
+        self.consumed = False
+        self.expired = False
+
+
+class Party:
+    """One party of a multiparty computation, connected to its peers.
+
+    Attributes:
+        id: this party's id.
+        peers: the ids of every other party, sorted.
+        session: the 16-byte session id every message is bound to.
+        stats: a :class:`~mpcai.runtime.stats.CommStats`, updated as frames go.
+        timeout: the default deadline (seconds) for waits on a peer.
+    """
+
+    def __init__(
+        self,
+        party_id: int,
+        links: Mapping[int, Link],
+        session: bytes,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        limits: wire.Limits = wire.DEFAULT_LIMITS,
+    ) -> None:
+        if not isinstance(session, bytes) or len(session) != wire.SESSION_ID_BYTES:
+            raise InvalidInput(f"session id must be {wire.SESSION_ID_BYTES} bytes")
+        if not timeout > 0:
+            raise InvalidInput(f"timeout must be positive, got {timeout}")
+        self.id = party_id
+        self.peers: tuple[int, ...] = tuple(sorted(links))
+        self.session = session
+        self.stats = CommStats()
+        self.timeout = float(timeout)
+        self._links = dict(links)
+        self._limits = limits
+        self._send_seq = dict.fromkeys(self.peers, 0)
+        self._recv_seq = dict.fromkeys(self.peers, 0)
+        self._sent_tags: dict[int, set[str]] = {p: set() for p in self.peers}
+        self._slots: dict[tuple[int, str], _Slot] = {}
+        self._errors: dict[int, MpcaiError] = {}
+        self._send_locks = {p: trio.Lock() for p in self.peers}
+        self._last_was_send = False
+
+    # ---- introspection ----------------------------------------------------
+
+    @property
+    def n_parties(self) -> int:
+        """Number of parties in the computation (this one included)."""
+        return len(self.peers) + 1
+
+    @property
+    def failed(self) -> dict[int, MpcaiError]:
+        """Peers whose link has ended, with the error that ended it."""
+        return dict(self._errors)
+
+    def __repr__(self) -> str:
+        return f"<Party {self.id} of {self.n_parties}, session {self.session.hex()[:8]}>"
+
+    # ---- sending ----------------------------------------------------------
+
+    def _check_peer(self, peer: int) -> None:
+        if peer not in self._links:
+            raise InvalidInput(f"party {self.id} has no peer {peer!r} (peers: {self.peers})")
+
+    def _note_round(self) -> None:
+        if not self._last_was_send:
+            self.stats.rounds += 1
+            self._last_was_send = True
+
+    async def _send_body(self, to: int, tag: str, body: bytes, kind: int, timeout: float) -> None:
+        self._check_peer(to)
+        if to in self._errors and isinstance(self._errors[to], PeerError):
+            raise self._errors[to]
+        if kind == wire.FrameKind.DATA:
+            if tag in self._sent_tags[to]:
+                raise InvalidInput(f"tag {tag!r} already used for a message to party {to}")
+            self._sent_tags[to].add(tag)
+        link = self._links[to]
+        async with self._send_locks[to]:
+            seq = self._send_seq[to]
+            self._send_seq[to] = seq + 1
+            frame = wire.encode_header(
+                session=self.session, tag=tag, sender=self.id, recipient=to, seq=seq,
+                payload_len=len(body), kind=kind,
+            ) + body
+            try:
+                with trio.fail_after(timeout):
+                    await link.send_frame(frame)
+            except trio.TooSlowError as exc:
+                err = PeerTimeout(f"sending {tag!r} to party {to} timed out", to)
+                self._fail(to, err)
+                raise err from exc
+            except PeerDropped as exc:
+                self._fail(to, exc)
+                raise
+        if kind == wire.FrameKind.DATA:
+            self.stats._count_sent(to, len(frame) + link.frame_overhead)
+
+    async def send(self, to: int, tag: str, obj: Any, *, timeout: float | None = None) -> None:
+        """Send ``obj`` to party ``to`` under ``tag`` (single use per recipient)."""
+        self._note_round()
+        await self._send_body(to, tag, wire.encode_payload(obj), wire.FrameKind.DATA,
+                              self._deadline(timeout))
+
+    async def send_many(self, tag: str, objs: Mapping[int, Any], *,
+                        timeout: float | None = None) -> dict[int, MpcaiError]:
+        """Send ``objs[p]`` to each party ``p`` concurrently; returns the peers that failed.
+
+        A peer that has dropped does not stop the others: its error is
+        returned (and recorded in :attr:`failed`) instead of raised.
+        """
+        self._note_round()
+        deadline = self._deadline(timeout)
+        bodies = {p: wire.encode_payload(o) for p, o in objs.items()}
+        return await self._send_all(tag, bodies, deadline)
+
+    async def broadcast(self, tag: str, obj: Any, to: Iterable[int] | None = None, *,
+                        timeout: float | None = None) -> dict[int, MpcaiError]:
+        """Send the same ``obj`` to every peer (or those in ``to``); returns the peers that failed.
+
+        The payload is encoded once.
+        """
+        self._note_round()
+        body = wire.encode_payload(obj)
+        targets = self.peers if to is None else tuple(to)
+        return await self._send_all(tag, dict.fromkeys(targets, body), self._deadline(timeout))
+
+    async def _send_all(self, tag: str, bodies: Mapping[int, bytes],
+                        timeout: float) -> dict[int, MpcaiError]:
+        for p in bodies:
+            self._check_peer(p)
+        failures: dict[int, MpcaiError] = {}
+
+        async def one(p: int, body: bytes) -> None:
+            try:
+                await self._send_body(p, tag, body, wire.FrameKind.DATA, timeout)
+            except PeerError as exc:
+                failures[p] = exc
+
+        async with trio.open_nursery() as nursery:
+            for p, body in bodies.items():
+                nursery.start_soon(one, p, body)
+        return failures
+
+    # ---- receiving --------------------------------------------------------
+
+    def _deadline(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self.timeout
+        if not timeout > 0:
+            raise InvalidInput(f"timeout must be positive, got {timeout}")
+        return float(timeout)
+
+    def _slot(self, peer: int, tag: str) -> _Slot:
+        slot = self._slots.get((peer, tag))
+        if slot is None:
+            slot = self._slots[(peer, tag)] = _Slot()
+            if peer in self._errors:
+                slot.event.set()  # nothing more will come from this peer
+        return slot
+
+    def _take(self, peer: int, tag: str, slot: _Slot) -> Any:
+        if slot.has_value:
+            slot.consumed = True
+            value, slot.value, slot.has_value = slot.value, None, False
+            self._last_was_send = False
+            return value
+        if peer in self._errors:
+            raise self._errors[peer]
+        raise AssertionError("woken without a value or an error")  # pragma: no cover
+
+    async def recv(self, frm: int, tag: str, *, timeout: float | None = None) -> Any:
+        """Receive the message ``frm`` sent under ``tag``.
+
+        Raises :class:`~mpcai.errors.PeerTimeout` after the deadline (and the
+        late message, if it ever comes, is rejected), or the error that ended
+        the peer's link.
+        """
+        self._check_peer(frm)
+        slot = self._slot(frm, tag)
+        if slot.consumed:
+            raise InvalidInput(f"the message {tag!r} from party {frm} was already received")
+        if slot.expired:
+            raise PeerTimeout(f"{tag!r} from party {frm} already timed out", frm)
+        deadline = self._deadline(timeout)
+        with trio.move_on_after(deadline):
+            await slot.event.wait()
+        if not slot.event.is_set():
+            slot.expired = True
+            raise PeerTimeout(f"no {tag!r} from party {frm} within {deadline:g} s", frm)
+        return self._take(frm, tag, slot)
+
+    async def gather(
+        self,
+        tag: str,
+        frm: Iterable[int] | None = None,
+        *,
+        timeout: float | None = None,
+        min_count: int | None = None,
+    ) -> dict[int, Any]:
+        """Receive ``tag`` from many peers; returns ``{peer: obj}`` for those that answered.
+
+        Waits until every peer in ``frm`` (default: all) has answered or
+        failed, or until the deadline; peers that did not answer in time are
+        marked timed out (a late message from them is rejected).  With
+        ``min_count``, fewer answers raise :class:`~mpcai.errors.PeerTimeout`.
+        """
+        sources = self.peers if frm is None else tuple(frm)
+        for p in sources:
+            self._check_peer(p)
+        deadline = self._deadline(timeout)
+        slots = {p: self._slot(p, tag) for p in sources}
+        for p, slot in slots.items():
+            if slot.consumed:
+                raise InvalidInput(f"the message {tag!r} from party {p} was already received")
+        with trio.move_on_after(deadline):
+            for slot in slots.values():
+                if not slot.expired:
+                    await slot.event.wait()
+        got: dict[int, Any] = {}
+        for p, slot in slots.items():
+            if slot.has_value:
+                got[p] = self._take(p, tag, slot)
+            elif not slot.event.is_set():
+                slot.expired = True
+        self._last_was_send = False
+        if min_count is not None and len(got) < min_count:
+            missing = sorted(set(sources) - set(got))
+            raise PeerTimeout(
+                f"{tag!r}: {len(got)} of {len(sources)} parties answered, {min_count} needed "
+                f"(missing: {missing})"
+            )
+        return got
+
+    async def exchange(self, tag: str, obj: Any, peers: Iterable[int] | None = None, *,
+                       timeout: float | None = None) -> dict[int, Any]:
+        """Send ``obj`` to ``peers`` (default: all) and gather theirs under the same tag."""
+        targets = self.peers if peers is None else tuple(peers)
+        deadline = self._deadline(timeout)
+        failures = await self.broadcast(tag, obj, targets, timeout=deadline)
+        return await self.gather(tag, [p for p in targets if p not in failures],
+                                 timeout=deadline)
+
+    # ---- the reader, one task per peer --------------------------------------
+
+    def _fail(self, peer: int, err: MpcaiError) -> None:
+        if peer in self._errors:
+            return
+        self._errors[peer] = err
+        for (p, _), slot in self._slots.items():
+            if p == peer and not slot.has_value:
+                slot.event.set()
+
+    async def _reader(self, peer: int) -> None:
+        link = self._links[peer]
+        try:
+            while True:
+                data = await link.receive_frame()
+                self._deliver(peer, data, link.frame_overhead)
+        except (WireError, PeerDropped) as exc:
+            if isinstance(exc, WireError) and exc.peer is None:
+                exc = type(exc)(str(exc), peer)
+            self._fail(peer, exc)
+            await link.aclose()
+
+    def _deliver(self, peer: int, data: bytes, overhead: int) -> None:
+        frame = wire.decode_frame(data, self._limits)
+        if frame.session != self.session:
+            raise MessageRejected(
+                f"frame for session {frame.session.hex()[:8]}, this is {self.session.hex()[:8]}",
+                peer,
+            )
+        if frame.sender != peer:
+            raise MessageRejected(f"frame claims to be from party {frame.sender}", peer)
+        if frame.recipient != self.id:
+            raise MessageRejected(f"frame addressed to party {frame.recipient}", peer)
+        if frame.seq != self._recv_seq[peer]:
+            raise MessageRejected(
+                f"sequence number {frame.seq}, expected {self._recv_seq[peer]} (replay?)", peer
+            )
+        self._recv_seq[peer] += 1
+        if frame.kind == wire.FrameKind.BYE:
+            raise PeerDropped(f"party {peer} has left the session", peer)
+        slot = self._slot(peer, frame.tag)
+        if slot.has_value or slot.consumed:
+            raise MessageRejected(f"second message with tag {frame.tag!r}", peer)
+        if slot.expired:
+            raise MessageRejected(f"{frame.tag!r} arrived after its deadline", peer)
+        self.stats._count_received(peer, len(data) + overhead)
+        slot.value, slot.has_value = frame.payload, True
+        slot.event.set()
+
+    async def _say_goodbye(self) -> None:
+        async def bye(p: int) -> None:
+            if p in self._errors:
+                return
+            try:
+                await self._send_body(p, "", b"\x00", wire.FrameKind.BYE, _BYE_TIMEOUT)
+            except PeerError:
+                pass
+
+        with trio.move_on_after(_BYE_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for p in self.peers:
+                    nursery.start_soon(bye, p)
+
+
+@asynccontextmanager
+async def open_party(
+    network: Network,
+    party_id: int,
+    session: bytes,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    limits: wire.Limits = wire.DEFAULT_LIMITS,
+) -> AsyncIterator[Party]:
+    """Connect ``party_id`` to its peers on ``network`` and yield its :class:`Party`.
+
+    On exit the party says goodbye to its peers (so they see
+    :class:`~mpcai.errors.PeerDropped` at once instead of waiting for a
+    deadline) and closes its links.
+    """
+    failure: Exception | None = None
+    async with network.open_links(party_id) as links:
+        async with trio.open_nursery() as nursery:
+            party = Party(party_id, links, session, timeout=timeout, limits=limits)
+            for peer in party.peers:
+                nursery.start_soon(party._reader, peer)
+            try:
+                yield party
+            except Exception as exc:
+                # re-raised below, outside the nursery, so that the caller
+                # sees the party's own exception rather than an ExceptionGroup
+                failure = exc
+            finally:
+                with trio.CancelScope(shield=True):
+                    await party._say_goodbye()
+                nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure

@@ -1,0 +1,429 @@
+"""The wire codec: explicit, versioned, bounded — never pickle, never eval.
+
+A **frame** is a fixed header followed by an encoded payload::
+
+    magic "MPCA" | version u8 | kind u8 | flags u16 | session id 16 bytes
+    | sender u32 | recipient u32 | seq u64 | tag length u8 | tag (UTF-8)
+    | payload length u32 | payload
+
+All integers are little-endian.  The header binds every message to its
+session, tag (protocol stage / round), sender, recipient and a per-channel
+sequence number, so the runtime can reject a message from another session
+or stage, a replay, or one delivered to the wrong party.
+
+A **payload** is a tree of values, each introduced by a one-byte type code:
+``None``, ``bool``, ``int`` (arbitrary size: sign + length-prefixed
+magnitude, for Paillier ciphertexts), ``float`` (IEEE 754 binary64),
+``bytes``, ``str`` (UTF-8), ``list``, ``tuple``, ``dict`` (``str`` or
+``int`` keys) and numpy arrays (dtype from an allow-list, shape, raw
+little-endian bytes, 8-byte aligned within the payload).
+
+Decoding checks every length against what is left of the buffer and
+against :class:`Limits` *before* allocating, so a hostile peer cannot make
+us allocate more than it sent, recurse without bound, or build a huge
+container of tiny items.  Every malformed input raises :class:`WireError`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mpcai.errors import InvalidInput, InvalidType, WireError
+
+__all__ = [
+    "HEADER_SIZE",
+    "MAGIC",
+    "SESSION_ID_BYTES",
+    "VERSION",
+    "Frame",
+    "FrameKind",
+    "Limits",
+    "decode_frame",
+    "decode_payload",
+    "encode_frame",
+    "encode_header",
+    "encode_payload",
+    "peek_frame_length",
+]
+
+MAGIC = b"MPCA"
+VERSION = 1
+SESSION_ID_BYTES = 16
+MAX_TAG_BYTES = 255
+
+# magic, version, kind, flags, session, sender, recipient, seq, tag length
+_HEADER = struct.Struct("<4sBBH16sIIQB")
+HEADER_SIZE = _HEADER.size  # without the tag and the payload length
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
+
+
+class FrameKind:
+    """Frame kinds: application data, or an orderly goodbye."""
+
+    DATA = 0
+    BYE = 1
+    ALL = (DATA, BYE)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds enforced while decoding (defaults suit model updates of ~100M floats)."""
+
+    max_payload_bytes: int = 1 << 30
+    max_depth: int = 16
+    max_items: int = 1 << 20
+    max_int_bytes: int = 1 << 16
+    max_ndim: int = 8
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded frame: header fields and the decoded payload value."""
+
+    session: bytes
+    tag: str
+    sender: int
+    recipient: int
+    seq: int
+    payload: Any
+    kind: int = FrameKind.DATA
+
+
+# ---- payload type codes ------------------------------------------------------
+
+_NONE, _FALSE, _TRUE, _INT, _FLOAT, _BYTES, _STR, _LIST, _TUPLE, _DICT, _ARRAY = range(11)
+
+_DTYPES: dict[int, np.dtype] = {
+    1: np.dtype("<u1"),
+    2: np.dtype("<u2"),
+    3: np.dtype("<u4"),
+    4: np.dtype("<u8"),
+    5: np.dtype("<i1"),
+    6: np.dtype("<i2"),
+    7: np.dtype("<i4"),
+    8: np.dtype("<i8"),
+    9: np.dtype("<f4"),
+    10: np.dtype("<f8"),
+    11: np.dtype("?"),
+}
+_DTYPE_CODES = {dt: code for code, dt in _DTYPES.items()}
+
+
+def _dtype_code(dt: np.dtype) -> int:
+    code = _DTYPE_CODES.get(dt.newbyteorder("<") if dt.byteorder == ">" else dt)
+    if code is None:
+        raise InvalidType(f"arrays of dtype {dt} cannot be sent (allowed: "
+                          f"{', '.join(str(d) for d in _DTYPES.values())})")
+    return code
+
+
+# ---- encoding ---------------------------------------------------------------
+
+
+def encode_payload(value: Any) -> bytes:
+    """Encode a payload value (see the module docstring for the types allowed)."""
+    out = bytearray()
+    _encode(value, out, 0)
+    return bytes(out)
+
+
+def _encode(v: Any, out: bytearray, depth: int) -> None:
+    if depth > DEFAULT_LIMITS.max_depth:
+        raise InvalidInput(f"payload nested deeper than {DEFAULT_LIMITS.max_depth}")
+    if v is None:
+        out.append(_NONE)
+    elif v is True or v is False or isinstance(v, np.bool_):
+        out.append(_TRUE if v else _FALSE)
+    elif isinstance(v, (int, np.integer)):
+        n = int(v)
+        mag = abs(n)
+        body = mag.to_bytes((mag.bit_length() + 7) // 8, "little")
+        if len(body) > DEFAULT_LIMITS.max_int_bytes:
+            raise InvalidInput(f"integer of {len(body)} bytes exceeds the limit")
+        out.append(_INT)
+        out.append(1 if n < 0 else 0)
+        out += _U32.pack(len(body))
+        out += body
+    elif isinstance(v, (float, np.floating)):
+        out.append(_FLOAT)
+        out += _F64.pack(float(v))
+    elif isinstance(v, (bytes, bytearray, memoryview)):
+        b = bytes(v)
+        out.append(_BYTES)
+        out += _U32.pack(len(b))
+        out += b
+    elif isinstance(v, str):
+        b = v.encode("utf-8")
+        out.append(_STR)
+        out += _U32.pack(len(b))
+        out += b
+    elif isinstance(v, (list, tuple)):
+        out.append(_LIST if isinstance(v, list) else _TUPLE)
+        out += _U32.pack(len(v))
+        for item in v:
+            _encode(item, out, depth + 1)
+    elif isinstance(v, dict):
+        out.append(_DICT)
+        out += _U32.pack(len(v))
+        for key, item in v.items():
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise InvalidType(f"dict keys must be str or int, not {type(key).__name__}")
+            _encode(key, out, depth + 1)
+            _encode(item, out, depth + 1)
+    elif isinstance(v, np.ndarray):
+        code = _dtype_code(v.dtype)
+        if v.ndim > DEFAULT_LIMITS.max_ndim:
+            raise InvalidInput(f"arrays of more than {DEFAULT_LIMITS.max_ndim} dimensions")
+        out.append(_ARRAY)
+        out.append(code)
+        out.append(v.ndim)
+        for dim in v.shape:
+            out += _U64.pack(dim)
+        out += b"\0" * (-len(out) % 8)  # align the raw data (relative to the payload)
+        data = np.ascontiguousarray(v, dtype=_DTYPES[code])
+        out += memoryview(data).cast("B")
+    else:
+        raise InvalidType(f"cannot send a value of type {type(v).__name__}")
+
+
+def encode_header(
+    *,
+    session: bytes,
+    tag: str,
+    sender: int,
+    recipient: int,
+    seq: int,
+    payload_len: int,
+    kind: int = FrameKind.DATA,
+) -> bytes:
+    """The header of a frame whose encoded payload is ``payload_len`` bytes long.
+
+    ``encode_header(...) + encode_payload(v)`` is a frame; sending one
+    payload to many recipients encodes it once.
+    """
+    if not isinstance(session, bytes) or len(session) != SESSION_ID_BYTES:
+        raise InvalidInput(f"session id must be {SESSION_ID_BYTES} bytes")
+    tag_b = tag.encode("utf-8")
+    if len(tag_b) > MAX_TAG_BYTES:
+        raise InvalidInput(f"tag longer than {MAX_TAG_BYTES} bytes")
+    for name, val, bits in (
+        ("sender", sender, 32),
+        ("recipient", recipient, 32),
+        ("seq", seq, 64),
+        ("payload length", payload_len, 32),
+    ):
+        if not 0 <= val < (1 << bits):
+            raise InvalidInput(f"{name} out of range: {val}")
+    if kind not in FrameKind.ALL:
+        raise InvalidInput(f"unknown frame kind {kind}")
+    return (
+        _HEADER.pack(MAGIC, VERSION, kind, 0, session, sender, recipient, seq, len(tag_b))
+        + tag_b
+        + _U32.pack(payload_len)
+    )
+
+
+def encode_frame(
+    *,
+    session: bytes,
+    tag: str,
+    sender: int,
+    recipient: int,
+    seq: int,
+    payload: Any,
+    kind: int = FrameKind.DATA,
+) -> bytes:
+    """Encode a whole frame (header and payload)."""
+    body = encode_payload(payload)
+    header = encode_header(session=session, tag=tag, sender=sender, recipient=recipient,
+                           seq=seq, payload_len=len(body), kind=kind)
+    return header + body
+
+
+# ---- decoding ---------------------------------------------------------------
+
+
+class _Reader:
+    __slots__ = ("buf", "items", "limits", "pos")
+
+    def __init__(self, buf: memoryview, limits: Limits) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.limits = limits
+        self.items = 0
+
+    def take(self, n: int) -> memoryview:
+        if n < 0 or n > len(self.buf) - self.pos:
+            raise WireError(f"truncated: need {n} bytes at offset {self.pos}, "
+                            f"have {len(self.buf) - self.pos}")
+        view = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return view
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u32(self) -> int:
+        return _U32.unpack(self.take(4))[0]
+
+    def u64(self) -> int:
+        return _U64.unpack(self.take(8))[0]
+
+    def count(self, what: str) -> int:
+        n = self.u32()
+        self.items += n
+        if self.items > self.limits.max_items:
+            raise WireError(f"{what} makes more than {self.limits.max_items} items")
+        if n > len(self.buf) - self.pos:  # every item takes at least one byte
+            raise WireError(f"{what} of {n} items cannot fit in the bytes left")
+        return n
+
+
+def decode_payload(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Decode a payload; raises :class:`WireError` on anything malformed.
+
+    Arrays are decoded into fresh, writeable, native-endian arrays.
+    """
+    buf = memoryview(data).cast("B")
+    if len(buf) > limits.max_payload_bytes:
+        raise WireError(f"payload of {len(buf)} bytes exceeds {limits.max_payload_bytes}")
+    reader = _Reader(buf, limits)
+    value = _decode(reader, 0)
+    if reader.pos != len(buf):
+        raise WireError(f"{len(buf) - reader.pos} trailing bytes after the payload")
+    return value
+
+
+def _decode(r: _Reader, depth: int) -> Any:
+    if depth > r.limits.max_depth:
+        raise WireError(f"payload nested deeper than {r.limits.max_depth}")
+    code = r.u8()
+    if code == _NONE:
+        return None
+    if code == _FALSE:
+        return False
+    if code == _TRUE:
+        return True
+    if code == _INT:
+        sign = r.u8()
+        if sign > 1:
+            raise WireError(f"bad integer sign byte {sign}")
+        n = r.u32()
+        if n > r.limits.max_int_bytes:
+            raise WireError(f"integer of {n} bytes exceeds {r.limits.max_int_bytes}")
+        body = r.take(n)
+        if n and body[-1] == 0:
+            raise WireError("integer magnitude has a redundant leading zero byte")
+        value = int.from_bytes(body, "little")
+        if sign and value == 0:
+            raise WireError("negative zero integer")
+        return -value if sign else value
+    if code == _FLOAT:
+        return _F64.unpack(r.take(8))[0]
+    if code == _BYTES:
+        return bytes(r.take(r.u32()))
+    if code == _STR:
+        try:
+            return str(r.take(r.u32()), "utf-8")
+        except UnicodeDecodeError as exc:
+            raise WireError("string is not valid UTF-8") from exc
+    if code in (_LIST, _TUPLE):
+        n = r.count("list")
+        items = [_decode(r, depth + 1) for _ in range(n)]
+        return items if code == _LIST else tuple(items)
+    if code == _DICT:
+        n = r.count("dict")
+        out: dict[Any, Any] = {}
+        for _ in range(n):
+            key = _decode(r, depth + 1)
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise WireError(f"dict key of type {type(key).__name__}")
+            if key in out:
+                raise WireError(f"duplicate dict key {key!r}")
+            out[key] = _decode(r, depth + 1)
+        return out
+    if code == _ARRAY:
+        return _decode_array(r)
+    raise WireError(f"unknown type code {code}")
+
+
+def _decode_array(r: _Reader) -> np.ndarray:
+    dt = _DTYPES.get(r.u8())
+    if dt is None:
+        raise WireError("array of a dtype not on the allow-list")
+    ndim = r.u8()
+    if ndim > r.limits.max_ndim:
+        raise WireError(f"array of {ndim} dimensions exceeds {r.limits.max_ndim}")
+    shape = tuple(r.u64() for _ in range(ndim))
+    r.take(-r.pos % 8)
+    left = len(r.buf) - r.pos
+    size = 1
+    for dim in shape:
+        size *= dim
+        if size * dt.itemsize > left:
+            raise WireError(f"array of shape {shape} needs more bytes than the {left} left")
+    raw = r.take(size * dt.itemsize)
+    arr = np.frombuffer(raw, dtype=dt).reshape(shape)
+    return arr.astype(dt.newbyteorder("="), copy=True)
+
+
+def peek_frame_length(prefix: bytes | bytearray | memoryview) -> int:
+    """Total frame length from the first ``HEADER_SIZE + tag + 4`` bytes (for streams)."""
+    buf = memoryview(prefix).cast("B")
+    if len(buf) < HEADER_SIZE:
+        raise WireError("frame header truncated")
+    _check_magic(buf)
+    tag_len = buf[HEADER_SIZE - 1]
+    need = HEADER_SIZE + tag_len + 4
+    if len(buf) < need:
+        raise WireError("frame header truncated")
+    (plen,) = _U32.unpack(buf[need - 4 : need])
+    return need + plen
+
+
+def _check_magic(buf: memoryview) -> None:
+    if bytes(buf[:4]) != MAGIC:
+        raise WireError("not an mpcai frame (bad magic)")
+    if buf[4] != VERSION:
+        raise WireError(f"unsupported wire version {buf[4]} (this is version {VERSION})")
+
+
+def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Frame:
+    """Decode a whole frame; raises :class:`WireError` on anything malformed."""
+    buf = memoryview(data).cast("B")
+    if len(buf) < HEADER_SIZE:
+        raise WireError(f"frame of {len(buf)} bytes is shorter than a header")
+    _check_magic(buf)
+    _, _, kind, flags, session, sender, recipient, seq, tag_len = _HEADER.unpack(
+        buf[:HEADER_SIZE]
+    )
+    if kind not in FrameKind.ALL:
+        raise WireError(f"unknown frame kind {kind}")
+    if flags:
+        raise WireError(f"unknown frame flags {flags:#x}")
+    pos = HEADER_SIZE
+    if len(buf) < pos + tag_len + 4:
+        raise WireError("frame truncated inside the header")
+    try:
+        tag = str(buf[pos : pos + tag_len], "utf-8")
+    except UnicodeDecodeError as exc:
+        raise WireError("tag is not valid UTF-8") from exc
+    pos += tag_len
+    (plen,) = _U32.unpack(buf[pos : pos + 4])
+    pos += 4
+    if plen > limits.max_payload_bytes:
+        raise WireError(f"payload of {plen} bytes exceeds {limits.max_payload_bytes}")
+    if len(buf) - pos != plen:
+        raise WireError(f"frame declares {plen} payload bytes but carries {len(buf) - pos}")
+    payload = decode_payload(buf[pos:], limits)
+    return Frame(session=bytes(session), tag=tag, sender=sender, recipient=recipient, seq=seq,
+                 payload=payload, kind=kind)
