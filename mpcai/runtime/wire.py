@@ -190,7 +190,7 @@ def _encode(v: Any, out: bytearray, depth: int) -> None:
             out += _U64.pack(dim)
         out += b"\0" * (-len(out) % 8)  # align the raw data (relative to the payload)
         data = np.ascontiguousarray(v, dtype=_DTYPES[code])
-        out += memoryview(data).cast("B")
+        out += data.reshape(-1).view(np.uint8).data
     else:
         raise InvalidType(f"cannot send a value of type {type(v).__name__}")
 
@@ -367,10 +367,10 @@ def _decode_array(r: _Reader) -> np.ndarray:
     r.take(-r.pos % 8)
     left = len(r.buf) - r.pos
     size = 1
-    for dim in shape:
+    for dim in shape:  # Python ints: no overflow, whatever the shape claims
         size *= dim
-        if size * dt.itemsize > left:
-            raise WireError(f"array of shape {shape} needs more bytes than the {left} left")
+    if size * dt.itemsize > left:
+        raise WireError(f"array of shape {shape} needs more bytes than the {left} left")
     raw = r.take(size * dt.itemsize)
     arr = np.frombuffer(raw, dtype=dt).reshape(shape)
     return arr.astype(dt.newbyteorder("="), copy=True)

@@ -24,8 +24,10 @@ from mpcai.runtime.memory import InMemoryNetwork
 from mpcai.runtime.network import Network
 from mpcai.runtime.party import DEFAULT_TIMEOUT, open_party
 from mpcai.runtime.stats import CommStats
+from mpcai.testing.faults import Fault as Fault
+from mpcai.testing.faults import FaultyNetwork as FaultyNetwork
 
-__all__ = ["LocalRun", "run_local", "run_local_async"]
+__all__ = ["Fault", "FaultyNetwork", "LocalRun", "run_local", "run_local_async"]
 
 PartyFn = Callable[..., Awaitable[Any]]
 
@@ -96,6 +98,7 @@ def run_local(
     session: bytes | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     return_exceptions: bool = False,
+    clock: trio.abc.Clock | None = None,
 ) -> LocalRun:
     """Run ``n`` parties of ``party_fn(party, *args, *args_per_party[i])`` in one process.
 
@@ -104,12 +107,15 @@ def run_local(
     communication statistics in ``.stats``.  If a party raises, the others
     keep going (they see it drop out); then the first error is re-raised,
     or, with ``return_exceptions=True``, returned in its party's place.
+    ``clock`` is passed to :func:`trio.run` (e.g. ``trio.testing.MockClock``
+    to test deadlines without waiting).
     """
     return trio.run(
         lambda: run_local_async(
             n, party_fn, *args, args_per_party=args_per_party, network=network,
             session=session, timeout=timeout, return_exceptions=return_exceptions,
-        )
+        ),
+        clock=clock,
     )
 
 

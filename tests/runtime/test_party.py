@@ -1,0 +1,326 @@
+"""Party runtime conformance suite (in-memory network; TCP+TLS in test_party_tcp.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import trio
+import trio.testing
+
+from mpcai.errors import (
+    InvalidInput,
+    MessageRejected,
+    PeerDropped,
+    PeerTimeout,
+    WireError,
+)
+from mpcai.runtime import InMemoryNetwork, Network, Party, open_party, wire
+from mpcai.testing import Fault, FaultyNetwork, run_local
+
+SESSION = bytes(16)
+
+
+def mock_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+# ---- the conformance suite: same behaviour over every network ---------------
+
+NETWORKS: dict[str, Callable[[int], Network]] = {"memory": InMemoryNetwork}
+
+
+@pytest.fixture(params=sorted(NETWORKS))
+def make_network(request: pytest.FixtureRequest) -> Callable[[int], Network]:
+    return NETWORKS[request.param]
+
+
+def test_three_party_sum(make_network: Callable[[int], Network]) -> None:
+    async def add_up(party: Party, value: int) -> int:
+        others = await party.exchange("value", value)
+        return value + sum(others.values())
+
+    results = run_local(3, add_up, args_per_party=[(1,), (2,), (3,)], network=make_network(3))
+    assert list(results) == [6, 6, 6]
+
+
+def test_payload_types_survive(make_network: Callable[[int], Network]) -> None:
+    payload = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "big": 3**500, "s": "x",
+               "b": b"\x00\xff", "l": [None, True, 1.25], "t": (1, 2)}
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            await party.send(1, "p", payload)
+            return None
+        return await party.recv(0, "p")
+
+    got = run_local(2, fn, network=make_network(2))[1]
+    np.testing.assert_array_equal(got.pop("w"), payload["w"])
+    assert got == {k: v for k, v in payload.items() if k != "w"}
+
+
+def test_stats_count_wire_bytes_messages_rounds(make_network: Callable[[int], Network]) -> None:
+    arr = np.zeros(1000, dtype=np.uint64)
+
+    async def fn(party: Party) -> None:
+        await party.exchange("r1", arr)
+        await party.exchange("r2", arr[:10])
+
+    net = make_network(3)
+    res = run_local(3, fn, network=net)
+    overhead = 4 if "Tcp" in type(net).__name__ else 0
+    sizes = []
+    for tag, a in (("r1", arr), ("r2", arr[:10])):
+        body = wire.encode_payload(a)
+        sizes.append(len(wire.encode_header(session=SESSION, tag=tag, sender=0, recipient=1,
+                                            seq=0, payload_len=len(body))) + len(body))
+    for st in res.stats:
+        assert st.messages_sent == 4 and st.messages_received == 4
+        assert st.rounds == 2
+        assert st.bytes_sent == 2 * (sum(sizes) + 2 * overhead)
+        assert st.bytes_received == st.bytes_sent
+        assert sum(st.sent_to.values()) == st.bytes_sent
+
+
+def test_gather_returns_who_answered_and_rejects_latecomers(
+    make_network: Callable[[int], Network],
+) -> None:
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            got = await party.gather("g", timeout=1.0)
+            # party 2 answers after the deadline: its link is then rejected
+            with pytest.raises(MessageRejected):
+                await party.recv(2, "after")
+            return sorted(got)
+        if party.id == 2:
+            await trio.sleep(2.0)
+        await party.send(0, "g", party.id)
+        if party.id == 2:
+            await party.send(0, "after", 1)
+        return None
+
+    res = run_local(3, fn, network=make_network(3), clock=mock_clock())
+    assert res[0] == [1]
+
+
+def test_recv_timeout_is_typed(make_network: Callable[[int], Network]) -> None:
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            with pytest.raises(PeerTimeout) as info:
+                await party.recv(1, "never", timeout=5)
+            assert info.value.peer == 1
+            with pytest.raises(PeerTimeout):  # and it stays timed out
+                await party.recv(1, "never")
+        else:
+            await trio.sleep(10)
+        return "ok"
+
+    assert list(run_local(2, fn, network=make_network(2), clock=mock_clock())) == ["ok"] * 2
+
+
+def test_party_failure_surfaces_as_peer_dropped(make_network: Callable[[int], Network]) -> None:
+    async def fn(party: Party) -> object:
+        if party.id == 1:
+            raise RuntimeError("crash")
+        return await party.recv(1, "x", timeout=30)
+
+    res = run_local(3, fn, network=make_network(3), return_exceptions=True)
+    assert isinstance(res[1], RuntimeError)
+    assert isinstance(res[0], PeerDropped) and res[0].peer == 1
+    assert isinstance(res[2], PeerDropped)
+
+
+def test_first_error_is_reraised_with_party_note(make_network: Callable[[int], Network]) -> None:
+    async def fn(party: Party) -> None:
+        if party.id == 2:
+            raise ValueError("bad input at party 2")
+
+    with pytest.raises(ValueError, match="bad input") as info:
+        run_local(3, fn, network=make_network(3))
+    assert any("party 2" in note for note in info.value.__notes__)
+
+
+def test_tag_reuse_and_double_receive_are_bugs(make_network: Callable[[int], Network]) -> None:
+    async def fn(party: Party) -> None:
+        if party.id == 0:
+            await party.send(1, "t", 1)
+            with pytest.raises(InvalidInput, match="already used"):
+                await party.send(1, "t", 2)
+        else:
+            assert await party.recv(0, "t") == 1
+            with pytest.raises(InvalidInput, match="already received"):
+                await party.recv(0, "t")
+        with pytest.raises(InvalidInput):
+            await party.send(7, "x", 1)
+
+    run_local(2, fn, network=make_network(2))
+
+
+def test_cancelled_recv_loses_nothing(make_network: Callable[[int], Network]) -> None:
+    async def fn(party: Party) -> object:
+        if party.id == 1:
+            await trio.sleep(1)
+            await party.send(0, "m", "hello")
+            return None
+        with trio.move_on_after(0.5):
+            await party.recv(1, "m")
+        return await party.recv(1, "m")
+
+    assert run_local(2, fn, network=make_network(2), clock=mock_clock())[0] == "hello"
+
+
+def test_send_many_and_broadcast_subset(make_network: Callable[[int], Network]) -> None:
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            failed = await party.send_many("own", {p: p * 10 for p in party.peers})
+            assert failed == {}
+            await party.broadcast("sub", "hi", to=[2])
+            return None
+        got = await party.recv(0, "own")
+        extra = await party.recv(0, "sub") if party.id == 2 else None
+        return (got, extra)
+
+    res = run_local(3, fn, network=make_network(3))
+    assert res[1] == (10, None) and res[2] == (20, "hi")
+
+
+def test_many_parties_gather(make_network: Callable[[int], Network]) -> None:
+    n = 30
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            got = await party.gather("up", min_count=n - 1)
+            return sum(int(v.sum()) for v in got.values())
+        await party.send(0, "up", np.full(100, party.id, dtype=np.int64))
+        return None
+
+    assert run_local(n, fn, network=make_network(n))[0] == 100 * sum(range(1, n))
+
+
+# ---- faults and hostile frames (in-memory: frames crafted by hand) -------------
+
+
+async def _hostile(frames: Callable[[], list[bytes]], expect: type[Exception]) -> Exception:
+    """Party 0 is honest; party 1's raw link sends ``frames``; returns party 0's error."""
+    net = InMemoryNetwork(2)
+    async with net.open_links(1) as raw, open_party(net, 0, SESSION, timeout=5) as p0:
+        for f in frames():
+            await raw[0].send_frame(f)
+        with pytest.raises(expect) as info:
+            await p0.recv(1, "t")
+        assert 1 in p0.failed
+        return info.value
+
+
+def _f(**kw: object) -> bytes:
+    args = {"session": SESSION, "tag": "t", "sender": 1, "recipient": 0, "seq": 0,
+            "payload": 1} | kw
+    return wire.encode_frame(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("frames", "match"),
+    [
+        (lambda: [_f(session=b"\x01" * 16)], "session"),
+        (lambda: [_f(sender=5)], "claims to be from party 5"),
+        (lambda: [_f(recipient=3)], "addressed to party 3"),
+        (lambda: [_f(seq=1)], "sequence number"),
+        (lambda: [_f(tag="a"), _f(tag="b", seq=0)], "sequence number"),  # replay of seq 0
+        (lambda: [_f(tag="a"), _f(tag="a", seq=1)], "second message"),
+    ],
+)
+def test_rejected_frames_name_the_peer(frames: Callable[[], list[bytes]], match: str) -> None:
+    err = trio.run(_hostile, frames, MessageRejected)
+    assert err.peer == 1 and "party 1" in str(err)
+    assert match in str(err)
+
+
+@pytest.mark.parametrize("junk", [b"", b"garbage", _f()[:-1], b"MPCA" + bytes(60)])
+def test_garbage_is_a_wire_error(junk: bytes) -> None:
+    err = trio.run(_hostile, lambda: [junk], WireError)
+    assert err.peer == 1
+
+
+def test_goodbye_then_recv_is_peer_dropped() -> None:
+    bye = wire.encode_frame(session=SESSION, tag="", sender=1, recipient=0, seq=0,
+                            payload=None, kind=wire.FrameKind.BYE)
+    err = trio.run(_hostile, lambda: [bye], PeerDropped)
+    assert err.peer == 1
+
+
+def test_messages_before_a_drop_are_still_delivered() -> None:
+    async def fn(party: Party) -> object:
+        if party.id == 1:
+            await party.send(0, "a", 1)
+            return None  # leaves: a goodbye follows
+        await trio.sleep(1)
+        first = await party.recv(1, "a")
+        with pytest.raises(PeerDropped):
+            await party.recv(1, "b")
+        return first
+
+    assert run_local(2, fn, clock=mock_clock())[0] == 1
+
+
+def test_crashed_party_is_dropped_not_a_hang() -> None:
+    async def fn(party: Party) -> object:
+        if party.id == 2:
+            await party.send(0, "one", 1)
+            await party.send(0, "two", 2)  # crashes here
+            return None
+        if party.id == 0:
+            got = await party.gather("one")
+            with pytest.raises(PeerDropped):
+                await party.recv(2, "two")
+            return sorted(got)
+        await party.send(0, "one", 1)
+        return None
+
+    net = FaultyNetwork(InMemoryNetwork(3), {2: Fault(crash_after=1)})
+    res = run_local(3, fn, network=net, return_exceptions=True)
+    assert res[0] == [1, 2]
+    assert isinstance(res[2], PeerDropped)
+
+
+def test_stalled_party_times_out() -> None:
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            got = await party.gather("x", timeout=3)
+            return sorted(got)
+        await party.send(0, "x", party.id)
+        return None
+
+    net = FaultyNetwork(InMemoryNetwork(3), {1: Fault(stall_after=0)})
+    res = run_local(3, fn, network=net, clock=mock_clock(), timeout=5, return_exceptions=True)
+    assert res[0] == [2]
+    assert isinstance(res[1], PeerTimeout)
+
+
+def test_corrupting_party_is_cut_off_others_finish() -> None:
+    def flip(frame: bytes) -> bytes:
+        return frame[:-1] + bytes([frame[-1] ^ 0xFF]) + b"junk"
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            got = await party.gather("x")
+            assert isinstance(party.failed[1], WireError)
+            return sorted(got)
+        await party.send(0, "x", party.id)
+        return None
+
+    net = FaultyNetwork(InMemoryNetwork(3), {1: Fault(corrupt=flip)})
+    assert run_local(3, fn, network=net)[0] == [2]
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(InvalidInput):
+        InMemoryNetwork([0, 0])
+    with pytest.raises(InvalidInput):
+        run_local(0, lambda p: p)  # type: ignore[arg-type, return-value]
+    with pytest.raises(InvalidInput):
+        run_local(2, lambda p: p, args_per_party=[()])  # type: ignore[arg-type, return-value]
+    with pytest.raises(InvalidInput):
+        Party(0, {}, b"short")
+    with pytest.raises(InvalidInput):
+        Party(0, {}, SESSION, timeout=0)

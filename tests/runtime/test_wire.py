@@ -1,0 +1,230 @@
+"""The wire codec: round trips, and every malformed frame ends in WireError."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from mpcai.errors import InvalidInput, InvalidType, WireError
+from mpcai.runtime import wire
+
+SESSION = bytes(range(16))
+
+dtypes = st.sampled_from(["<u1", "<u2", "<u4", "<u8", "<i1", "<i2", "<i4", "<i8", "<f4", "<f8",
+                          "?", ">u8", ">f4"])
+arrays = dtypes.flatmap(lambda dt: hnp.arrays(np.dtype(dt), hnp.array_shapes(min_dims=0,
+                                                                           max_dims=4,
+                                                                           min_side=0,
+                                                                           max_side=5)))
+scalars = (st.none() | st.booleans() | st.integers(-(2**4000), 2**4000)
+           | st.floats(allow_nan=False) | st.binary(max_size=50) | st.text(max_size=20))
+values = st.recursive(
+    scalars | arrays,
+    lambda inner: (st.lists(inner, max_size=4)
+                   | st.lists(inner, max_size=3).map(tuple)
+                   | st.dictionaries(st.text(max_size=5) | st.integers(-5, 5), inner,
+                                     max_size=4)),
+    max_leaves=12,
+)
+
+
+def assert_same(a: object, b: object) -> None:
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and b.shape == a.shape
+        assert b.dtype == a.dtype.newbyteorder("=")
+        np.testing.assert_array_equal(a, b)
+        assert b.flags.writeable
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b)
+        for k in a:
+            assert_same(a[k], b[k])
+    else:
+        assert type(a) is type(b) and a == b
+
+
+@settings(max_examples=300, deadline=None)
+@given(v=values)
+def test_payload_round_trip(v: object) -> None:
+    assert_same(v, wire.decode_payload(wire.encode_payload(v)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(v=values, tag=st.text(max_size=30), sender=st.integers(0, 2**32 - 1),
+       recipient=st.integers(0, 2**32 - 1), seq=st.integers(0, 2**64 - 1))
+def test_frame_round_trip(v: object, tag: str, sender: int, recipient: int, seq: int) -> None:
+    data = wire.encode_frame(session=SESSION, tag=tag, sender=sender, recipient=recipient,
+                             seq=seq, payload=v)
+    assert wire.peek_frame_length(data) == len(data)
+    f = wire.decode_frame(data)
+    assert (f.session, f.tag, f.sender, f.recipient, f.seq, f.kind) == (
+        SESSION, tag, sender, recipient, seq, wire.FrameKind.DATA)
+    assert_same(v, f.payload)
+
+
+def _frame(payload: object = None, **kw: object) -> bytes:
+    args = {"session": SESSION, "tag": "t", "sender": 1, "recipient": 2, "seq": 0,
+            "payload": payload} | kw
+    return wire.encode_frame(**args)  # type: ignore[arg-type]
+
+
+SAMPLE = _frame({"x": np.arange(10, dtype=np.uint64), "n": 2**100, "s": "hé", "l": [1.5, None]})
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5, wire.HEADER_SIZE, wire.HEADER_SIZE + 3, len(SAMPLE) - 1])
+def test_truncated_frame(cut: int) -> None:
+    with pytest.raises(WireError):
+        wire.decode_frame(SAMPLE[:cut])
+
+
+def test_extended_frame() -> None:
+    with pytest.raises(WireError):
+        wire.decode_frame(SAMPLE + b"\0")
+
+
+@settings(max_examples=300, deadline=None)
+@given(pos=st.integers(0, len(SAMPLE) - 1), bit=st.integers(0, 7))
+def test_bit_flips_never_crash(pos: int, bit: int) -> None:
+    data = bytearray(SAMPLE)
+    data[pos] ^= 1 << bit
+    try:
+        f = wire.decode_frame(bytes(data))
+    except WireError:
+        return
+    # a flip in a field without redundancy decodes to *something* well-typed
+    assert isinstance(f, wire.Frame)
+
+
+@settings(max_examples=200, deadline=None)
+@given(junk=st.binary(max_size=200))
+def test_random_bytes_never_crash(junk: bytes) -> None:
+    for data in (junk, SAMPLE[: wire.HEADER_SIZE] + junk):
+        try:
+            wire.decode_frame(data)
+        except WireError:
+            pass
+        try:
+            wire.decode_payload(junk)
+        except WireError:
+            pass
+
+
+def test_wrong_magic_and_version() -> None:
+    with pytest.raises(WireError, match="magic"):
+        wire.decode_frame(b"XXXX" + SAMPLE[4:])
+    with pytest.raises(WireError, match="version"):
+        wire.decode_frame(SAMPLE[:4] + bytes([99]) + SAMPLE[5:])
+    with pytest.raises(WireError, match="kind"):
+        wire.decode_frame(SAMPLE[:5] + bytes([7]) + SAMPLE[6:])
+
+
+def test_huge_length_prefixes_rejected_before_allocating() -> None:
+    u32 = struct.Struct("<I")
+    # a list claiming 2^32 - 1 items in a few bytes
+    with pytest.raises(WireError):
+        wire.decode_payload(bytes([7]) + u32.pack(2**32 - 1))
+    # bytes claiming 4 GB
+    with pytest.raises(WireError, match="truncated"):
+        wire.decode_payload(bytes([5]) + u32.pack(2**32 - 1) + b"abc")
+    # an int claiming 4 GB of magnitude
+    with pytest.raises(WireError, match="exceeds"):
+        wire.decode_payload(bytes([3, 0]) + u32.pack(2**32 - 1))
+    # an array whose shape needs 8 * 2^64 bytes
+    arr = bytes([10, 4, 2]) + struct.pack("<QQ", 2**40, 2**40) + bytes(5)
+    with pytest.raises(WireError, match="needs more bytes"):
+        wire.decode_payload(arr)
+    # a frame header declaring a payload beyond the limit
+    small = wire.Limits(max_payload_bytes=100)
+    with pytest.raises(WireError, match="exceeds"):
+        wire.decode_frame(_frame(bytes(200)), small)
+
+
+def test_limits_depth_items_ndim() -> None:
+    deep: object = 1
+    for _ in range(10):
+        deep = [deep]
+    data = wire.encode_payload(deep)
+    with pytest.raises(WireError, match="deeper"):
+        wire.decode_payload(data, wire.Limits(max_depth=5))
+    with pytest.raises(WireError, match="items"):
+        wire.decode_payload(wire.encode_payload(list(range(100))), wire.Limits(max_items=50))
+    with pytest.raises(WireError, match="dimensions"):
+        wire.decode_payload(wire.encode_payload(np.zeros((1,) * 6)), wire.Limits(max_ndim=4))
+
+
+def test_unknown_dtype_and_type_codes() -> None:
+    good = wire.encode_payload(np.arange(3, dtype=np.int32))
+    with pytest.raises(WireError, match="allow-list"):
+        wire.decode_payload(good[:1] + bytes([200]) + good[2:])
+    with pytest.raises(WireError, match="unknown type"):
+        wire.decode_payload(bytes([42]))
+
+
+def test_shape_size_mismatch() -> None:
+    good = bytearray(wire.encode_payload(np.arange(4, dtype=np.uint8)))
+    # claim 5 elements but carry 4
+    good[3:11] = struct.pack("<Q", 5)
+    with pytest.raises(WireError):
+        wire.decode_payload(bytes(good))
+    # claim 3 elements but carry 4: trailing bytes
+    good[3:11] = struct.pack("<Q", 3)
+    with pytest.raises(WireError, match="trailing"):
+        wire.decode_payload(bytes(good))
+
+
+def test_non_canonical_encodings_rejected() -> None:
+    u32 = struct.Struct("<I")
+    with pytest.raises(WireError, match="leading zero"):
+        wire.decode_payload(bytes([3, 0]) + u32.pack(2) + b"\x01\x00")
+    with pytest.raises(WireError, match="negative zero"):
+        wire.decode_payload(bytes([3, 1]) + u32.pack(0))
+    with pytest.raises(WireError, match="sign"):
+        wire.decode_payload(bytes([3, 2]) + u32.pack(0))
+    with pytest.raises(WireError, match="UTF-8"):
+        wire.decode_payload(bytes([6]) + u32.pack(1) + b"\xff")
+    dup = bytes([9]) + u32.pack(2) + wire.encode_payload("a") + bytes([0]) + \
+        wire.encode_payload("a") + bytes([0])
+    with pytest.raises(WireError, match="duplicate"):
+        wire.decode_payload(dup)
+    with pytest.raises(WireError, match="key"):
+        wire.decode_payload(bytes([9]) + u32.pack(1) + bytes([0]) + bytes([0]))
+
+
+def test_unsendable_values_raise_typed_errors() -> None:
+    with pytest.raises(InvalidType):
+        wire.encode_payload(object())
+    with pytest.raises(InvalidType):
+        wire.encode_payload(np.array([1 + 2j]))
+    with pytest.raises(InvalidType):
+        wire.encode_payload(np.array(["a"]))
+    with pytest.raises(InvalidType):
+        wire.encode_payload({(1, 2): 3})
+    with pytest.raises(InvalidInput):
+        wire.encode_frame(session=b"short", tag="t", sender=0, recipient=1, seq=0, payload=None)
+    with pytest.raises(InvalidInput):
+        wire.encode_frame(session=SESSION, tag="x" * 300, sender=0, recipient=1, seq=0,
+                          payload=None)
+
+
+def test_no_pickle_anywhere() -> None:
+    import inspect
+
+    src = inspect.getsource(wire)
+    assert "pickle" not in src.replace("never pickle", "") and "eval(" not in src
+
+
+def test_arrays_are_aligned_and_writeable() -> None:
+    for prefix in ("", "a", "abc"):
+        v = [prefix, np.arange(7, dtype=np.float64)]
+        data = wire.encode_payload(v)
+        out = wire.decode_payload(data)
+        assert out[1].flags.writeable and out[1].flags.aligned
+        out[1] += 1
