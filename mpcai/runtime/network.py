@@ -25,6 +25,9 @@ class Link(abc.ABC):
     peer: int
     #: bytes the network adds to each frame on the wire (e.g. a length prefix)
     frame_overhead: int = 0
+    #: True if send_frame never blocks (an unbounded queue): no deadline or
+    #: send lock is then needed around it
+    send_never_blocks: bool = False
 
     @abc.abstractmethod
     async def send_frame(self, frame: bytes) -> None:

@@ -142,25 +142,36 @@ class Party:
                 raise InvalidInput(f"tag {tag!r} already used for a message to party {to}")
             self._sent_tags[to].add(tag)
         link = self._links[to]
-        async with self._send_locks[to]:
-            seq = self._send_seq[to]
-            self._send_seq[to] = seq + 1
-            frame = wire.encode_header(
-                session=self.session, tag=tag, sender=self.id, recipient=to, seq=seq,
-                payload_len=len(body), kind=kind,
-            ) + body
+        if link.send_never_blocks:
+            frame = self._frame(to, tag, body, kind)
             try:
-                with trio.fail_after(timeout):
-                    await link.send_frame(frame)
-            except trio.TooSlowError as exc:
-                err = PeerTimeout(f"sending {tag!r} to party {to} timed out", to)
-                self._fail(to, err)
-                raise err from exc
+                await link.send_frame(frame)
             except PeerDropped as exc:
                 self._fail(to, exc)
                 raise
+        else:
+            async with self._send_locks[to]:
+                frame = self._frame(to, tag, body, kind)
+                try:
+                    with trio.fail_after(timeout):
+                        await link.send_frame(frame)
+                except trio.TooSlowError as exc:
+                    err = PeerTimeout(f"sending {tag!r} to party {to} timed out", to)
+                    self._fail(to, err)
+                    raise err from exc
+                except PeerDropped as exc:
+                    self._fail(to, exc)
+                    raise
         if kind == wire.FrameKind.DATA:
             self.stats._count_sent(to, len(frame) + link.frame_overhead)
+
+    def _frame(self, to: int, tag: str, body: bytes, kind: int) -> bytes:
+        seq = self._send_seq[to]
+        self._send_seq[to] = seq + 1
+        return wire.encode_header(
+            session=self.session, tag=tag, sender=self.id, recipient=to, seq=seq,
+            payload_len=len(body), kind=kind,
+        ) + body
 
     async def send(self, to: int, tag: str, obj: Any, *, timeout: float | None = None) -> None:
         """Send ``obj`` to party ``to`` under ``tag`` (single use per recipient)."""

@@ -324,3 +324,19 @@ def test_bad_arguments() -> None:
         Party(0, {}, b"short")
     with pytest.raises(InvalidInput):
         Party(0, {}, SESSION, timeout=0)
+
+
+def test_star_network_links_only_the_hub() -> None:
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            assert party.peers == (1, 2, 3)
+            return sorted((await party.gather("x")).values())
+        assert party.peers == (0,)
+        with pytest.raises(InvalidInput):
+            await party.send(1 if party.id != 1 else 2, "x", 0)
+        await party.send(0, "x", party.id)
+        return None
+
+    assert run_local(4, fn, network=InMemoryNetwork(4, hub=0))[0] == [1, 2, 3]
+    with pytest.raises(InvalidInput):
+        InMemoryNetwork(3, hub=5)
