@@ -2,5 +2,6 @@
 :mod:`~mpcai.sharing.shamir` (t-of-n over GF(2^61 - 1))."""
 
 from mpcai.sharing import additive as additive
+from mpcai.sharing import shamir as shamir
 
-__all__ = ["additive"]
+__all__ = ["additive", "shamir"]

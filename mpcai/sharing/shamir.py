@@ -1,0 +1,477 @@
+"""t-of-n Shamir secret sharing over the prime field GF(p), p = 2^61 - 1.
+
+The scheme (Shamir, "How to share a secret", Communications of the ACM 22(11),
+1979): to share a field element ``s`` among ``n`` parties so that any ``t`` of
+them can recover it, the dealer picks a polynomial of degree ``t - 1``
+
+    f(X) = s + r_1 X + ... + r_{t-1} X^{t-1}
+
+with uniformly random coefficients ``r_k`` and gives party ``i`` the share
+``(x_i, f(x_i))`` at a distinct public point ``x_i != 0`` (by default
+``x_i = i + 1``).  Any ``t`` shares determine ``f`` by Lagrange interpolation,
+so ``s = f(0) = sum_i L_i(0) f(x_i)``.  Any ``t - 1`` shares are jointly
+uniform and independent of ``s``: they reveal nothing about it, whatever the
+computing power of whoever holds them.
+
+Vectors are shared element-wise with independent polynomials, in one call to
+the C kernel: the random coefficients are expanded from a fresh 32-byte seed
+(``secrets.token_bytes``) by the ChaCha20 field PRG of :mod:`mpcai._bindings`
+and are never materialised as a whole.
+
+The scheme is linear: adding the shares of ``a`` and ``b`` held by the same
+party gives a share of ``a + b`` (:func:`add_shares`), and multiplying a share
+by a public constant gives a share of the scaled secret (:func:`scale_share`).
+
+Integrity.  :func:`reconstruct` given more than ``t`` shares checks that all
+of them lie on one polynomial of degree ``t - 1`` and raises
+:class:`~mpcai.errors.InconsistentShares` otherwise.  With exactly ``t``
+shares no check is possible -- any ``t`` values are consistent with some
+polynomial of degree ``t - 1`` -- so a wrong share then yields a wrong secret,
+undetectably.  That is information-theoretic, not a limitation of this code;
+ask for more than ``t`` shares (or authenticate them) when parties may lie.
+
+Field elements are ``numpy.uint64`` values in ``[0, p)``.  :func:`to_field` and
+:func:`from_field` map signed integers to and from the field (negative ``v``
+as ``p - |v|``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from mpcai import _bindings
+from mpcai.errors import (
+    DuplicateShares,
+    InconsistentShares,
+    InvalidInput,
+    InvalidType,
+    NotEnoughShares,
+)
+
+__all__ = [
+    "PRIME",
+    "SEED_BYTES",
+    "Share",
+    "add_shares",
+    "field_add",
+    "field_mul",
+    "field_sub",
+    "from_field",
+    "lagrange_weights",
+    "reconstruct",
+    "reconstruct_bytes",
+    "scale_share",
+    "share",
+    "share_bytes",
+    "to_field",
+]
+
+PRIME: Final[int] = (1 << 61) - 1
+"""The field modulus, the Mersenne prime 2^61 - 1."""
+
+SEED_BYTES: Final[int] = 32
+"""Length of the seed from which the random coefficients are expanded."""
+
+_P64: Final = np.uint64(PRIME)
+_BYTES_PER_ELEMENT: Final[int] = 7  # 56 bits < 61: any 7 bytes are a field element
+# Columns per chunk when combining shares: keeps the stacked rows in cache.
+_CHUNK_WORDS: Final[int] = 1 << 17
+
+
+@dataclass(frozen=True, eq=False)
+class Share:
+    """One party's share of a (vector) secret.
+
+    Attributes:
+        x: the public evaluation point, an int in ``[1, p)``; party ``i``
+            gets ``x = i + 1`` by default.
+        values: ``uint64`` field elements ``f(x)``, with the shape of the
+            secret.  The shares returned by one :func:`share` call are views
+            of the rows of one ``(n, size)`` array (no copy is made).
+    """
+
+    x: int
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "x", _point(self.x, "Share.x"))
+        if not isinstance(self.values, np.ndarray):
+            raise InvalidType(
+                f"Share.values must be a numpy array, not {type(self.values).__name__}"
+            )
+        if self.values.dtype != np.uint64:
+            raise InvalidType(f"Share.values must have dtype uint64, not {self.values.dtype}")
+
+
+# ---- validation helpers ---------------------------------------------------
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidType(f"{name} must be an int, not {type(value).__name__}")
+    return int(value)
+
+
+def _point(value: Any, name: str) -> int:
+    x = _int(value, name)
+    if not 1 <= x < PRIME:
+        raise InvalidInput(f"{name} must be in [1, p) with p = 2^61 - 1, got {x}")
+    return x
+
+
+def _field_array(values: Any, name: str) -> np.ndarray:
+    """An integer array with values in [0, p), as uint64 (a copy only if needed)."""
+    if not isinstance(values, np.ndarray):
+        raise InvalidType(f"{name} must be a numpy array, not {type(values).__name__}")
+    if values.dtype.kind not in "iu":
+        raise InvalidType(f"{name} must have an integer dtype, not {values.dtype}")
+    if values.size:
+        if values.dtype.kind == "i" and values.min() < 0:
+            raise InvalidInput(f"{name} has negative values; map them with to_field() first")
+        if values.dtype.itemsize == 8 and values.max() >= PRIME:
+            raise InvalidInput(f"{name} has values >= p = 2^61 - 1; reduce them first")
+    return values.astype(np.uint64, copy=False)
+
+
+def _seed(seed: Any) -> bytes:
+    if seed is None:
+        return secrets.token_bytes(SEED_BYTES)
+    if not isinstance(seed, (bytes, bytearray, memoryview)):
+        raise InvalidType(f"seed must be bytes, not {type(seed).__name__}")
+    seed = bytes(seed)
+    if len(seed) != SEED_BYTES:
+        raise InvalidInput(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
+    return seed
+
+
+def _threshold(t: Any, n: int | None = None) -> int:
+    t = _int(t, "t")
+    if t < 1:
+        raise InvalidInput(f"threshold t must be at least 1, got {t}")
+    if n is not None and t > n:
+        raise InvalidInput(f"threshold t = {t} exceeds the number of shares n = {n}")
+    return t
+
+
+def _points(points: Iterable[Any] | None, n: int) -> list[int]:
+    if points is None:
+        return list(range(1, n + 1))
+    if isinstance(points, (str, bytes)) or not isinstance(points, Iterable):
+        raise InvalidType(f"points must be a sequence of ints, not {type(points).__name__}")
+    xs = [_point(x, "each point") for x in points]
+    if len(xs) != n:
+        raise InvalidInput(f"{len(xs)} points given for n = {n} shares")
+    if len(set(xs)) != n:
+        raise InvalidInput("points must be distinct")
+    return xs
+
+
+# ---- field helpers --------------------------------------------------------
+
+
+def to_field(values: np.ndarray) -> np.ndarray:
+    """Map an integer array into GF(p): ``v mod p``, so ``-v`` becomes ``p - v``.
+
+    Accepts any integer dtype (values outside ``(-p, p)`` are reduced too) and
+    returns ``uint64``.  Inverse of :func:`from_field` for ``|v| <= (p-1)/2``.
+    """
+    if not isinstance(values, np.ndarray):
+        raise InvalidType(f"values must be a numpy array, not {type(values).__name__}")
+    if values.dtype.kind not in "iu":
+        raise InvalidType(f"values must have an integer dtype, not {values.dtype}")
+    if values.dtype.kind == "u":
+        return (values.astype(np.uint64, copy=False) % _P64).astype(np.uint64, copy=False)
+    # floored modulo with a positive divisor is non-negative and exact in int64
+    return (values.astype(np.int64, copy=False) % np.int64(PRIME)).astype(np.uint64)
+
+
+def from_field(values: np.ndarray) -> np.ndarray:
+    """Map field elements to signed ``int64``: ``v > (p-1)/2`` becomes ``v - p``."""
+    if not isinstance(values, np.ndarray):
+        raise InvalidType(f"values must be a numpy array, not {type(values).__name__}")
+    if values.dtype != np.uint64:
+        raise InvalidType(f"values must have dtype uint64, not {values.dtype}")
+    if values.size and values.max() >= PRIME:
+        raise InvalidInput("values must be field elements in [0, p)")
+    signed = values.astype(np.int64)
+    return np.where(values > _P64 // np.uint64(2), signed - np.int64(PRIME), signed)
+
+
+def field_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(a + b) mod p`` element-wise; uint64 arrays of equal shape, values < p."""
+    return _bindings.fp_add(a, b)
+
+
+def field_sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(a - b) mod p`` element-wise; uint64 arrays of equal shape, values < p."""
+    return _bindings.fp_sub(a, b)
+
+
+def field_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(a * b) mod p`` element-wise; uint64 arrays of equal shape, values < p."""
+    return _bindings.fp_mul(a, b)
+
+
+def lagrange_weights(xs: Sequence[int], at: int = 0) -> np.ndarray:
+    """Lagrange coefficients ``L_i(at) = prod_{j != i} (at - x_j) / (x_i - x_j) mod p``.
+
+    ``sum_i L_i(at) f(x_i) = f(at)`` for every polynomial ``f`` of degree below
+    ``len(xs)``.  The points must be distinct field elements.  O(len(xs)^2)
+    Python-int work, negligible next to the vector operations.
+    """
+    pts = [_int(x, "each point") % PRIME for x in xs]
+    at = _int(at, "at") % PRIME
+    if len(set(pts)) != len(pts):
+        raise DuplicateShares("interpolation points must be distinct")
+    weights = []
+    for i, xi in enumerate(pts):
+        num = den = 1
+        for j, xj in enumerate(pts):
+            if j != i:
+                num = num * (at - xj) % PRIME
+                den = den * (xi - xj) % PRIME
+        weights.append(num * pow(den, -1, PRIME) % PRIME)
+    return np.array(weights, dtype=np.uint64)
+
+
+# ---- sharing --------------------------------------------------------------
+
+
+def share(
+    secret: np.ndarray,
+    t: int,
+    n: int,
+    *,
+    points: Sequence[int] | None = None,
+    seed: bytes | None = None,
+) -> list[Share]:
+    """Split ``secret`` into ``n`` shares, any ``t`` of which reconstruct it.
+
+    Args:
+        secret: array of any shape and integer dtype with values in ``[0, p)``
+            (use :func:`to_field` for signed data).  Each element is shared
+            with its own random polynomial of degree ``t - 1``.
+        t: threshold, ``1 <= t <= n``; ``t - 1`` shares reveal nothing.
+        n: number of shares.
+        points: the ``n`` distinct evaluation points in ``[1, p)``; default
+            ``1, 2, ..., n``.
+        seed: 32 bytes from which the random coefficients are expanded.
+            Default: fresh from :func:`secrets.token_bytes`.  Pass one only
+            for reproducible tests: anyone who knows it learns the secret
+            from any single share, and reusing it leaks differences between
+            secrets.
+
+    Returns:
+        ``n`` :class:`Share` objects, in the order of ``points``.
+
+    Raises:
+        InvalidType: ``secret`` is not an integer numpy array, or bad types.
+        InvalidInput: values outside ``[0, p)``, ``t`` or ``n`` out of range,
+            bad or repeated points, bad seed length.
+    """
+    arr = _field_array(secret, "secret")
+    n = _int(n, "n")
+    if n < 1:
+        raise InvalidInput(f"n must be at least 1, got {n}")
+    t = _threshold(t, n)
+    xs = _points(points, n)
+    values = _bindings.fp_shamir_share(
+        arr.reshape(-1), _seed(seed), t - 1, np.array(xs, dtype=np.uint64)
+    )
+    shape = arr.shape
+    return [Share(x, values[j].reshape(shape)) for j, x in enumerate(xs)]
+
+
+def _checked_shares(shares: Any) -> list[Share]:
+    if isinstance(shares, Share) or not isinstance(shares, Iterable):
+        raise InvalidType("shares must be a sequence of Share objects")
+    out = list(shares)
+    for s in out:
+        if not isinstance(s, Share):
+            raise InvalidType(f"shares must be Share objects, not {type(s).__name__}")
+    seen: dict[int, int] = {}
+    for k, s in enumerate(out):
+        if s.x in seen:
+            raise DuplicateShares(f"shares {seen[s.x]} and {k} are both at x = {s.x}")
+        seen[s.x] = k
+    if out:
+        shape = out[0].values.shape
+        for s in out[1:]:
+            if s.values.shape != shape:
+                raise InvalidInput(f"share shapes differ: {shape} and {s.values.shape}")
+    return out
+
+
+def _adjacent_rows(vals: list[np.ndarray]) -> np.ndarray | None:
+    """``vals`` as one (k, size) array without copying, if they are consecutive
+    rows of one C-contiguous 2-D array (as :func:`share` returns them)."""
+    owner = vals[0].base
+    size = vals[0].size
+    if (
+        not isinstance(owner, np.ndarray)
+        or owner.ndim != 2
+        or owner.dtype != np.uint64
+        or not owner.flags.c_contiguous
+        or owner.shape[1] != size
+        or size == 0
+    ):
+        return None
+    row_bytes = size * owner.itemsize
+    start = owner.__array_interface__["data"][0]
+    j0, rem = divmod(vals[0].__array_interface__["data"][0] - start, row_bytes)
+    if rem or j0 < 0 or j0 + len(vals) > owner.shape[0]:
+        return None
+    for k, v in enumerate(vals):
+        if (
+            v.base is not owner
+            or not v.flags.c_contiguous
+            or v.__array_interface__["data"][0] != start + (j0 + k) * row_bytes
+        ):
+            return None
+    return owner[j0 : j0 + len(vals)]
+
+
+def reconstruct(shares: Sequence[Share], t: int) -> np.ndarray:
+    """Recover the secret from at least ``t`` shares of a threshold-``t`` sharing.
+
+    The first ``t`` shares are interpolated at 0.  Every further share is
+    checked against the polynomial they define (its value is predicted from
+    the first ``t`` with Lagrange weights for its point); if any differs,
+    nothing is returned.  With exactly ``t`` shares no check is possible (see
+    the module docstring).
+
+    Returns:
+        ``uint64`` array with the shape of the shares.
+
+    Raises:
+        NotEnoughShares: fewer than ``t`` shares.
+        DuplicateShares: two shares at the same point.
+        InconsistentShares: more than ``t`` shares that do not lie on one
+            polynomial of degree ``t - 1``.
+        InvalidInput: shapes differ, or values outside ``[0, p)``.
+        InvalidType: not a sequence of :class:`Share`.
+    """
+    t = _threshold(t)
+    shares = _checked_shares(shares)
+    if len(shares) < t:
+        raise NotEnoughShares(f"{len(shares)} shares given, threshold is {t}")
+    base, extra = shares[:t], shares[t:]
+    base_x = [s.x for s in base]
+    w0 = lagrange_weights(base_x, 0)
+    w_extra = [lagrange_weights(base_x, s.x) for s in extra]
+    shape = base[0].values.shape
+    base_vals = [s.values.reshape(-1) for s in base]
+    extra_vals = [s.values.reshape(-1) for s in extra]
+    size = base_vals[0].size
+    rows = None if extra else _adjacent_rows(base_vals)
+    if rows is not None:  # the shares are rows of one array: no copy at all
+        try:
+            return _bindings.fp_lincomb(rows, w0).reshape(shape)
+        except InvalidInput as exc:
+            raise InvalidInput("share values must be field elements in [0, p)") from exc
+    out = np.empty(size, dtype=np.uint64)
+    step = max(1024, _CHUNK_WORDS // t)
+    for c0 in range(0, size, step):
+        c1 = min(size, c0 + step)
+        rows = np.stack([v[c0:c1] for v in base_vals])
+        try:
+            out[c0:c1] = _bindings.fp_lincomb(rows, w0)
+        except InvalidInput as exc:
+            raise InvalidInput("share values must be field elements in [0, p)") from exc
+        for s, w, v in zip(extra, w_extra, extra_vals, strict=True):
+            got = v[c0:c1]
+            if np.any(got >= _P64):
+                raise InvalidInput(f"share at x = {s.x} has values outside [0, p)")
+            if not np.array_equal(_bindings.fp_lincomb(rows, w), got):
+                raise InconsistentShares(
+                    f"share at x = {s.x} does not lie on the degree-{t - 1} polynomial "
+                    f"through the shares at x = {base_x}"
+                )
+    return out.reshape(shape)
+
+
+# ---- linear operations on shares ------------------------------------------
+
+
+def add_shares(a: Share, b: Share) -> Share:
+    """The share of ``secret_a + secret_b`` from two shares held at the same point."""
+    if not isinstance(a, Share) or not isinstance(b, Share):
+        raise InvalidType("add_shares takes two Share objects")
+    if a.x != b.x:
+        raise InvalidInput(f"cannot add shares at different points ({a.x} and {b.x})")
+    return Share(a.x, field_add(a.values, b.values))
+
+
+def scale_share(s: Share, c: int) -> Share:
+    """The share of ``c * secret`` (``c`` a public integer, reduced mod p)."""
+    if not isinstance(s, Share):
+        raise InvalidType(f"scale_share takes a Share, not {type(s).__name__}")
+    c = _int(c, "c") % PRIME
+    flat = s.values.reshape(1, -1)
+    scaled = _bindings.fp_lincomb(flat, np.array([c], dtype=np.uint64))
+    return Share(s.x, scaled.reshape(s.values.shape))
+
+
+# ---- byte strings ---------------------------------------------------------
+
+
+def _pack_bytes(data: bytes) -> np.ndarray:
+    """[len(data), then 7 bytes per element, little-endian, zero padded]."""
+    k = -(-len(data) // _BYTES_PER_ELEMENT)
+    padded = np.zeros((k, 8), dtype=np.uint8)
+    if k:
+        chunk = np.frombuffer(data.ljust(k * _BYTES_PER_ELEMENT, b"\0"), dtype=np.uint8)
+        padded[:, :_BYTES_PER_ELEMENT] = chunk.reshape(k, _BYTES_PER_ELEMENT)
+    body = padded.reshape(-1).view("<u8").astype(np.uint64)
+    return np.concatenate([np.array([len(data)], dtype=np.uint64), body])
+
+
+def _unpack_bytes(values: np.ndarray) -> bytes:
+    bad = InconsistentShares(
+        "the reconstructed value is not a valid byte-string encoding "
+        "(shares corrupted or from different secrets)"
+    )
+    if values.ndim != 1 or values.size < 1:
+        raise bad
+    length = int(values[0])
+    k = values.size - 1
+    if k != -(-length // _BYTES_PER_ELEMENT) or np.any(values[1:] >> np.uint64(56)):
+        raise bad
+    raw = values[1:].astype("<u8").view(np.uint8).reshape(k, 8)[:, :_BYTES_PER_ELEMENT]
+    data = raw.tobytes()
+    if any(data[length:]):
+        raise bad
+    return data[:length]
+
+
+def share_bytes(
+    secret: bytes,
+    t: int,
+    n: int,
+    *,
+    points: Sequence[int] | None = None,
+    seed: bytes | None = None,
+) -> list[Share]:
+    """Share a byte string (e.g. a 32-byte key); undo with :func:`reconstruct_bytes`.
+
+    The bytes are packed 7 per field element after one element holding the
+    length, so any content (empty, leading or trailing zero bytes) comes back
+    exactly.  Arguments as for :func:`share`.
+    """
+    if not isinstance(secret, (bytes, bytearray, memoryview)):
+        raise InvalidType(f"secret must be bytes, not {type(secret).__name__}")
+    return share(_pack_bytes(bytes(secret)), t, n, points=points, seed=seed)
+
+
+def reconstruct_bytes(shares: Sequence[Share], t: int) -> bytes:
+    """Recover a byte string shared with :func:`share_bytes` (checks as :func:`reconstruct`).
+
+    Raises :class:`~mpcai.errors.InconsistentShares` also when the
+    reconstructed elements are not a valid encoding.
+    """
+    return _unpack_bytes(reconstruct(shares, t))

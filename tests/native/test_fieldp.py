@@ -1,0 +1,376 @@
+"""GF(2^61 - 1) kernels (csrc/fieldp.c) against pure-Python big-int references.
+
+The references use Python ints only: (a * b) % p, sum(c_k * x**k) % p with
+pow(), and, for the fused Shamir kernel, the pure-Python ChaCha20 of
+native_reference.py.  Shapes cross the kernels' block boundaries (4-lane
+groups, 64 Horner lanes x 16 points, 256 evaluation / combination columns,
+1024 rows per lazy AVX2 accumulator) and inputs are loaded with the values
+that stress the lazy-reduction bounds (p - 1 everywhere).  Both paths --
+portable scalar and AVX2 -- are run in-process: fieldp.c reads
+MPCAI_FORCE_SCALAR on every call.
+"""
+
+from __future__ import annotations
+
+import os
+
+import native_reference as ref
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mpcai import _bindings as nb
+from mpcai.errors import InvalidInput, InvalidType
+
+ffi, lib = nb.ffi, nb.lib
+
+P = (1 << 61) - 1
+EDGE = [0, 1, 2, P - 1, P - 2, 1 << 60, (1 << 32) - 1, 1 << 32, (1 << 61) - 2]
+BAD = [P, 1 << 61, (1 << 64) - 1, 1 << 63]
+LENGTHS = [0, 1, 3, 7, 257, 1031]
+PATHS = ["scalar", "avx2"] if nb.simd_available() else ["scalar"]
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("MPCAI_FORCE_SCALAR", "1" if request.param == "scalar" else "0")
+    return str(request.param)
+
+
+def field(rng: np.random.Generator, *shape: int, edges: bool = True) -> np.ndarray:
+    x = rng.integers(0, P, size=shape, dtype=np.uint64)
+    if edges and x.size:
+        pick = rng.random(shape) < 0.3
+        x[pick] = rng.choice(np.array(EDGE, dtype=np.uint64), size=int(pick.sum()))
+    return x
+
+
+def py(a: np.ndarray) -> list[int]:
+    return [int(v) for v in a.reshape(-1)]
+
+
+def ref_poly_eval(coeffs: np.ndarray, points: list[int]) -> np.ndarray:
+    """out[j][i] = sum_k coeffs[k][i] * points[j]**k mod p, term by term."""
+    n_coeffs, length = coeffs.shape
+    cols = [[int(coeffs[k, i]) for k in range(n_coeffs)] for i in range(length)]
+    out = [[sum(c * pow(x, k, P) for k, c in enumerate(col)) % P for col in cols] for x in points]
+    return np.array(out, dtype=np.uint64).reshape(len(points), length)
+
+
+def ref_lincomb(rows: np.ndarray, weights: list[int]) -> np.ndarray:
+    n_rows, length = rows.shape
+    out = [sum(weights[j] * int(rows[j, i]) for j in range(n_rows)) % P for i in range(length)]
+    return np.array(out, dtype=np.uint64)
+
+
+# ---- element-wise -----------------------------------------------------------
+
+OPS = {
+    "add": (nb.fp_add, lambda a, b: (a + b) % P),
+    "sub": (nb.fp_sub, lambda a, b: (a - b) % P),
+    "mul": (nb.fp_mul, lambda a, b: (a * b) % P),
+}
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("n", LENGTHS)
+def test_elementwise_matches_bigint(path: str, op: str, n: int) -> None:
+    fn, refop = OPS[op]
+    rng = np.random.default_rng(n)
+    a, b = field(rng, n), field(rng, n)
+    got = fn(a, b)
+    assert got.dtype == np.uint64 and got.shape == (n,)
+    assert py(got) == [refop(x, y) for x, y in zip(py(a), py(b), strict=True)]
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_elementwise_all_edge_pairs(path: str, op: str) -> None:
+    fn, refop = OPS[op]
+    pairs = [(x, y) for x in EDGE for y in EDGE]
+    a = np.array([x for x, _ in pairs], dtype=np.uint64)
+    b = np.array([y for _, y in pairs], dtype=np.uint64)
+    assert py(fn(a, b)) == [refop(x, y) for x, y in pairs]
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_elementwise_shapes_and_noncontiguous(op: str) -> None:
+    fn, refop = OPS[op]
+    rng = np.random.default_rng(7)
+    a, b = field(rng, 6, 10), field(rng, 6, 10)
+    got = fn(a[:, ::2], b[:, 1::2])
+    exp = [refop(x, y) for x, y in zip(py(a[:, ::2]), py(b[:, 1::2]), strict=True)]
+    assert got.shape == (6, 5) and py(got) == exp
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, P - 1), st.integers(0, P - 1)), max_size=40))
+def test_elementwise_property(pairs: list[tuple[int, int]]) -> None:
+    a = np.array([x for x, _ in pairs], dtype=np.uint64)
+    b = np.array([y for _, y in pairs], dtype=np.uint64)
+    for op, (fn, refop) in OPS.items():
+        assert py(fn(a, b)) == [refop(x, y) for x, y in pairs], op
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("bad", BAD)
+def test_elementwise_rejects_unreduced(path: str, op: str, bad: int) -> None:
+    fn, _ = OPS[op]
+    a = np.arange(100, dtype=np.uint64)
+    b = np.ones(100, dtype=np.uint64)
+    for x, y in ((a.copy(), b), (a, b.copy())):
+        (x if x is not a else y)[57] = bad
+        with pytest.raises(InvalidInput, match="reduced"):
+            fn(x, y)
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_elementwise_error_leaves_aliased_output_untouched(path: str, op: str) -> None:
+    """C level: out == a, and an unreduced element late in b: nothing written."""
+    a = np.arange(1000, dtype=np.uint64)
+    b = np.full(1000, 3, dtype=np.uint64)
+    b[-1] = P
+    before = a.copy()
+    fn = getattr(lib, f"mpcai_fp_{op}")
+    pa, pb = ffi.cast("uint64_t *", ffi.from_buffer(a)), ffi.cast("uint64_t *", ffi.from_buffer(b))
+    assert fn(pa, pb, pa, a.size) == lib.MPCAI_ERR_RANGE
+    assert np.array_equal(a, before)
+    b[-1] = 5
+    assert fn(pa, pb, pa, a.size) == lib.MPCAI_OK  # in place
+    assert py(a) == [OPS[op][1](x, y) for x, y in zip(py(before), py(b), strict=True)]
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_elementwise_types(op: str) -> None:
+    fn, _ = OPS[op]
+    u = np.ones(4, dtype=np.uint64)
+    for bad in (np.ones(4, dtype=np.int64), np.ones(4, dtype=np.float64), [1, 2, 3, 4]):
+        with pytest.raises(InvalidType):
+            fn(bad, u)
+        with pytest.raises(InvalidType):
+            fn(u, bad)
+    with pytest.raises(InvalidInput):
+        fn(u, np.ones(5, dtype=np.uint64))
+
+
+def test_c_null_and_length_checks() -> None:
+    null = ffi.NULL
+    one = np.ones(4, dtype=np.uint64)
+    p1 = ffi.cast("uint64_t *", ffi.from_buffer(one))
+    assert lib.mpcai_fp_mul(null, p1, p1, 4) == lib.MPCAI_ERR_NULL
+    assert lib.mpcai_fp_mul(null, null, null, 0) == lib.MPCAI_OK
+    big = (1 << 64) - 1
+    assert lib.mpcai_fp_poly_eval(p1, 2, big, p1, 2, p1) == lib.MPCAI_ERR_LENGTH
+    assert lib.mpcai_fp_poly_eval(p1, 0, 4, p1, 1, p1) == lib.MPCAI_ERR_LENGTH
+    assert lib.mpcai_fp_lincomb(p1, big, 2, p1, p1) == lib.MPCAI_ERR_LENGTH
+    assert lib.mpcai_fp_lincomb(null, 1, 4, p1, p1) == lib.MPCAI_ERR_NULL
+    seed = ffi.new("uint8_t[32]")
+    assert lib.mpcai_fp_shamir_share(p1, 4, seed, 31, 1, p1, 1, p1) == lib.MPCAI_ERR_LENGTH
+    assert lib.mpcai_fp_shamir_share(p1, 4, null, 32, 1, p1, 1, p1) == lib.MPCAI_ERR_NULL
+    assert lib.mpcai_fp_shamir_share(p1, 1 << 33, seed, 32, 4, p1, 0, p1) == lib.MPCAI_ERR_LENGTH
+
+
+# ---- polynomial evaluation --------------------------------------------------
+
+POINT_SETS = {
+    "1..20": list(range(1, 21)),  # forward differences
+    "1..3": [1, 2, 3],
+    "gappy": [2, 9, 4, 4, 0, 7],  # differences, unsorted, repeated, x = 0
+    "one": [5],  # Horner (single point)
+    "1..40": list(range(1, 41)),  # > 16 points per Horner chunk / long stepping
+    "big": [P - 1, 1 << 32, (1 << 32) - 1, 3, 1 << 60],  # Horner, both step kinds
+    "far": [70000, 70001, 1],  # Horner: beyond the stepping range
+}
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 5, 9, 12, 13])
+@pytest.mark.parametrize("points", sorted(POINT_SETS))
+def test_poly_eval_matches_bigint(path: str, degree: int, points: str) -> None:
+    rng = np.random.default_rng(degree * 100 + len(points))
+    xs = POINT_SETS[points]
+    length = 67
+    coeffs = field(rng, degree + 1, length)
+    coeffs[:, :5] = P - 1  # worst case for every lazy bound
+    got = nb.fp_poly_eval(coeffs, np.array(xs, dtype=np.uint64))
+    assert got.shape == (len(xs), length)
+    assert np.array_equal(got, ref_poly_eval(coeffs, xs))
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_poly_eval_lengths_and_blocks(path: str, length: int) -> None:
+    rng = np.random.default_rng(length)
+    coeffs = field(rng, 10, length)
+    xs = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+    got = nb.fp_poly_eval(coeffs, np.array(xs, dtype=np.uint64))
+    cols = range(length) if length < 300 else [*range(300), *range(length - 40, length)]
+    sel = list(cols)
+    assert np.array_equal(got[:, sel], ref_poly_eval(coeffs[:, sel], xs))
+
+
+def test_poly_eval_all_max(path: str) -> None:
+    for degree in (9, 12, 20):
+        coeffs = np.full((degree + 1, 9), P - 1, dtype=np.uint64)
+        xs = list(range(1, 30))
+        got = nb.fp_poly_eval(coeffs, np.array(xs, dtype=np.uint64))
+        assert np.array_equal(got, ref_poly_eval(coeffs, xs))
+
+
+def test_poly_eval_noncontiguous_and_errors() -> None:
+    rng = np.random.default_rng(3)
+    coeffs = field(rng, 4, 40)
+    xs = np.arange(1, 6, dtype=np.uint64)
+    got = nb.fp_poly_eval(coeffs[:, ::3], xs[::-1])
+    assert np.array_equal(got, ref_poly_eval(coeffs[:, ::3], py(xs[::-1])))
+    for bad in BAD:
+        c = coeffs.copy()
+        c[3, 39] = bad
+        with pytest.raises(InvalidInput):
+            nb.fp_poly_eval(c, xs)
+        with pytest.raises(InvalidInput):
+            nb.fp_poly_eval(coeffs, np.array([1, bad], dtype=np.uint64))
+    with pytest.raises(InvalidType):
+        nb.fp_poly_eval(coeffs.astype(np.int64), xs)
+    with pytest.raises(InvalidType):
+        nb.fp_poly_eval(coeffs, xs.astype(np.float64))
+    assert nb.fp_poly_eval(coeffs, xs[:0]).shape == (0, 40)
+    assert nb.fp_poly_eval(coeffs[:, :0], xs).shape == (5, 0)
+
+
+# ---- fused Shamir sharing -----------------------------------------------------
+
+
+def share_via_poly_eval(secret: np.ndarray, seed: bytes, degree: int, xs: np.ndarray) -> np.ndarray:
+    r = nb.prg_fieldp(seed, secret.size * degree).reshape(secret.size, degree)
+    return nb.fp_poly_eval(np.vstack([secret[None, :], r.T]), xs)
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 9, 12, 13, 40])
+@pytest.mark.parametrize("length", [0, 1, 5, 203, 1001])
+def test_shamir_share_equals_poly_eval_of_prg(path: str, degree: int, length: int) -> None:
+    rng = np.random.default_rng(degree + length)
+    secret = field(rng, length)
+    seed = bytes(rng.integers(0, 256, 32, dtype=np.uint8))
+    for xs in (np.arange(1, 21, dtype=np.uint64), np.array([P - 1, 3, 1 << 40], np.uint64)):
+        got = nb.fp_shamir_share(secret, seed, degree, xs)
+        assert got.shape == (xs.size, length)
+        assert np.array_equal(got, share_via_poly_eval(secret, seed, degree, xs))
+
+
+def test_shamir_share_against_pure_python() -> None:
+    """Independent of every kernel: pure-Python ChaCha20 and big-int evaluation."""
+    seed = bytes(range(100, 132))
+    secret = np.array([0, 1, P - 1, 12345, 1 << 60], dtype=np.uint64)
+    degree, xs = 3, [1, 2, 7, P - 1]
+    r = py(ref.prg_fieldp(seed, secret.size * degree))
+    coeffs = np.array(
+        [py(secret)] + [[r[i * degree + k] for i in range(secret.size)] for k in range(degree)],
+        dtype=np.uint64,
+    )
+    got = nb.fp_shamir_share(secret, seed, degree, np.array(xs, dtype=np.uint64))
+    assert np.array_equal(got, ref_poly_eval(coeffs, xs))
+
+
+def test_shamir_share_paths_bit_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+    if len(PATHS) < 2:
+        pytest.skip("no AVX2 on this machine")
+    rng = np.random.default_rng(11)
+    secret = field(rng, 4099)
+    seed = os.urandom(32)
+    outs = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("MPCAI_FORCE_SCALAR", flag)
+        outs.append(
+            (
+                nb.fp_shamir_share(secret, seed, 9, np.arange(1, 21, dtype=np.uint64)),
+                nb.fp_shamir_share(secret, seed, 20, np.arange(1, 41, dtype=np.uint64)),
+            )
+        )
+    assert np.array_equal(outs[0][0], outs[1][0])
+    assert np.array_equal(outs[0][1], outs[1][1])
+
+
+def test_shamir_share_errors() -> None:
+    xs = np.arange(1, 4, dtype=np.uint64)
+    s = np.arange(10, dtype=np.uint64)
+    for bad in BAD:
+        with pytest.raises(InvalidInput):
+            nb.fp_shamir_share(np.array([1, bad], np.uint64), bytes(32), 2, xs)
+        with pytest.raises(InvalidInput):
+            nb.fp_shamir_share(s, bytes(32), 2, np.array([1, bad], np.uint64))
+    with pytest.raises(InvalidInput):
+        nb.fp_shamir_share(s, bytes(31), 2, xs)
+    with pytest.raises(InvalidType):
+        nb.fp_shamir_share(s.astype(np.int64), bytes(32), 2, xs)
+
+
+# ---- linear combination -------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_rows", [0, 1, 2, 10, 33, 1100])
+@pytest.mark.parametrize("length", [0, 1, 6, 21, 259])
+def test_lincomb_matches_bigint(path: str, n_rows: int, length: int) -> None:
+    if n_rows * length > 30000:
+        length = 21
+    rng = np.random.default_rng(n_rows * 1000 + length)
+    rows = field(rng, n_rows, length)
+    weights = field(rng, n_rows)
+    got = nb.fp_lincomb(rows, weights)
+    assert got.shape == (length,)
+    assert np.array_equal(got, ref_lincomb(rows, py(weights)))
+
+
+def test_lincomb_worst_case_bounds(path: str) -> None:
+    for n_rows in (1, 10, 1023, 1024, 1025, 2100):
+        rows = np.full((n_rows, 13), P - 1, dtype=np.uint64)
+        weights = np.full(n_rows, P - 1, dtype=np.uint64)
+        assert np.array_equal(nb.fp_lincomb(rows, weights), ref_lincomb(rows, py(weights)))
+
+
+def test_lincomb_noncontiguous_and_errors() -> None:
+    rng = np.random.default_rng(5)
+    rows = field(rng, 6, 30)
+    w = field(rng, 6)
+    assert np.array_equal(
+        nb.fp_lincomb(rows[::2, ::3], w[::2]), ref_lincomb(rows[::2, ::3], py(w[::2]))
+    )
+    for bad in BAD:
+        r = rows.copy()
+        r[5, 29] = bad
+        with pytest.raises(InvalidInput):
+            nb.fp_lincomb(r, w)
+        r = rows.copy()
+        r[0, 0] = bad
+        with pytest.raises(InvalidInput):
+            nb.fp_lincomb(r, w)
+        ww = w.copy()
+        ww[2] = bad
+        with pytest.raises(InvalidInput):
+            nb.fp_lincomb(rows, ww)
+    with pytest.raises(InvalidType):
+        nb.fp_lincomb(rows.astype(np.float64), w)
+    with pytest.raises(InvalidInput):
+        nb.fp_lincomb(rows, w[:5])
+
+
+def test_all_kernels_paths_bit_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+    if len(PATHS) < 2:
+        pytest.skip("no AVX2 on this machine")
+    rng = np.random.default_rng(99)
+    a, b = field(rng, 5003), field(rng, 5003)
+    coeffs = field(rng, 8, 999)
+    rows, w = field(rng, 1500, 37), field(rng, 1500)
+    results = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("MPCAI_FORCE_SCALAR", flag)
+        results.append(
+            [
+                nb.fp_add(a, b),
+                nb.fp_sub(a, b),
+                nb.fp_mul(a, b),
+                nb.fp_poly_eval(coeffs, np.arange(1, 25, dtype=np.uint64)),
+                nb.fp_poly_eval(coeffs, np.array([P - 2, 1 << 33, 17], dtype=np.uint64)),
+                nb.fp_lincomb(rows, w),
+            ]
+        )
+    for x, y in zip(*results, strict=True):
+        assert np.array_equal(x, y)
