@@ -23,6 +23,21 @@ def _build_parser() -> argparse.ArgumentParser:
     hosp.add_argument("--threshold", type=int, default=2,
                       help="Shamir threshold: hospitals needed to recover the total")
 
+    party = sub.add_parser("party", help="run one party of a deployment (TCP + mutual TLS)")
+    party.add_argument("--config", required=True, metavar="FILE", help="deployment config (JSON)")
+    party.add_argument("--id", required=True, type=int, help="this party's id")
+    party.add_argument("--announce", action="store_true",
+                       help="bind port 0, print 'MPCAI-LISTENING <port>', read the address "
+                            "book from stdin (used by the launcher)")
+    party.add_argument("--args", metavar="FILE", help="positional arguments (wire-encoded list)")
+    party.add_argument("--result", metavar="FILE",
+                       help="write the result and statistics here (wire-encoded)")
+
+    certs = sub.add_parser("certs", help="create a CA and per-party TLS certificates")
+    certs.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
+    certs.add_argument("--parties", required=True, type=int, metavar="N",
+                       help="certificates for parties 0..N-1")
+
     bench = sub.add_parser("bench", help="benchmarks against peers (ratios in one run)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="SUITE", required=True)
     prim = bench_sub.add_parser("primitives", help="C core: PRG, uint64 GEMM, Shamir")
@@ -31,6 +46,10 @@ def _build_parser() -> argparse.ArgumentParser:
     prim.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     prim.add_argument("--only", action="append", choices=["prg", "gemm", "shamir"],
                       help="run only this suite (repeatable)")
+    rt = bench_sub.add_parser("runtime", help="party runtime: TCP+TLS throughput, in-memory")
+    rt.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
+    rt.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
+    rt.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     return parser
 
 
@@ -48,13 +67,33 @@ def main(argv: list[str] | None = None) -> int:
             return _demo.hospitals(
                 n_hospitals=getattr(args, "hospitals", 3), threshold=getattr(args, "threshold", 2)
             )
-    if args.command == "bench" and args.bench == "primitives":
+    if args.command == "party":
+        from mpcai.runtime import launcher
+
+        return launcher.main_party(args.config, args.id, announce=args.announce,
+                                   args_path=args.args, result_path=args.result)
+    if args.command == "certs":
+        from mpcai.runtime import certs as certs_mod
+
+        if args.parties < 1:
+            parser.error("--parties must be >= 1")
+        written = certs_mod.write_party_certs(args.out, range(args.parties))
+        print(f"wrote a CA and certificates for parties 0..{args.parties - 1} to {args.out}")
+        for name in sorted(written):
+            print(f"  {written[name]}")
+        return 0
+    if args.command == "bench":
         if args.reps < 1:
             parser.error("--reps must be >= 1")
-        from mpcai.benchmarks import primitives
+        if args.bench == "primitives":
+            from mpcai.benchmarks import primitives
 
-        return primitives.main(reps=args.reps, quick=args.quick, json_path=args.json,
-                               only=args.only)
+            return primitives.main(reps=args.reps, quick=args.quick, json_path=args.json,
+                                   only=args.only)
+        if args.bench == "runtime":
+            from mpcai.benchmarks import runtime
+
+            return runtime.main(reps=args.reps, quick=args.quick, json_path=args.json)
     parser.error("unknown command")
     return 2
 

@@ -1,0 +1,42 @@
+"""Party functions that tests/runtime/test_launcher.py runs in child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+
+from mpcai.errors import PeerDropped, PeerTimeout
+from mpcai.runtime import Party
+
+
+async def ring_sum(party: Party, value: int) -> dict:
+    others = await party.exchange("v", np.full(1000, value, dtype=np.int64))
+    total = value + sum(int(v[0]) for v in others.values())
+    return {"total": total, "id": party.id, "peers": list(party.peers)}
+
+
+async def crash_in_round_two(party: Party) -> str:
+    """Party 2 dies (SIGKILL, no goodbye) after round 1; the others must not hang."""
+    await party.exchange("r1", party.id)
+    if party.id == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        got = await party.exchange("r2", party.id, timeout=20)
+    except (PeerDropped, PeerTimeout) as exc:  # pragma: no cover - exchange does not raise
+        return f"error {type(exc).__name__}"
+    # (an honest peer that finished first may also have left by now: only 2 crashed)
+    return f"got {sorted(got)}; party 2: {type(party.failed.get(2)).__name__}"
+
+
+async def raise_error(party: Party) -> None:
+    if party.id == 1:
+        raise ValueError("party 1 found bad input")
+    await party.recv(1, "never")
+
+
+async def big_arrays(party: Party, mib: int) -> float:
+    arr = np.arange(mib * (1 << 20) // 8, dtype=np.uint64)
+    got = await party.exchange("big", arr)
+    return float(sum(int(v[-1]) for v in got.values()))
