@@ -30,3 +30,47 @@ def record(name: str, ours_s: float, baseline_name: str, baseline_s: float, **ex
         "ratio": baseline_s / ours_s if ours_s > 0 else float("inf"),
         **extra,
     }
+
+
+def format_table(records: list[dict]) -> str:
+    """A fixed-width text table of records."""
+    rows = [("benchmark", "ours", "baseline", "baseline time", "ratio")]
+    for r in records:
+        rows.append((r["name"], fmt_s(r["ours_s"]), r["baseline_name"], fmt_s(r["baseline_s"]),
+                     f"{r['ratio']:.2f}x"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) if i in (0, 2) else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def fmt_s(seconds: float) -> str:
+    """Seconds in a readable unit."""
+    if seconds >= 1:
+        return f"{seconds:.3f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def report(records: list[dict], reps: int, json_path: str | None) -> None:
+    """Print the table (and extra figures) and optionally write the JSON records."""
+    import json
+    import platform
+    from pathlib import Path
+
+    print(format_table(records))
+    core = {"name", "ours_s", "baseline_name", "baseline_s", "ratio"}
+    for r in records:
+        extra = {k: v for k, v in r.items() if k not in core}
+        if extra:
+            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in extra.items())
+            print(f"  {r['name']}: {shown}")
+    print(f"\n(ratio = baseline time / our time; median of {reps} runs; "
+          f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()})")
+    if json_path:
+        Path(json_path).write_text(json.dumps(records, indent=2) + "\n")
+        print(f"wrote {len(records)} records to {json_path}")

@@ -3,8 +3,8 @@
 A **frame** is a fixed header followed by an encoded payload::
 
     magic "MPCA" | version u8 | kind u8 | flags u16 | session id 16 bytes
-    | sender u32 | recipient u32 | seq u64 | tag length u8 | tag (UTF-8)
-    | payload length u32 | payload
+    | sender u32 | recipient u32 | seq u64 | tag length u8 | payload length u32
+    | tag (UTF-8) | zero padding to a multiple of 8 bytes | payload
 
 All integers are little-endian.  The header binds every message to its
 session, tag (protocol stage / round), sender, recipient and a per-channel
@@ -16,7 +16,11 @@ A **payload** is a tree of values, each introduced by a one-byte type code:
 magnitude, for Paillier ciphertexts), ``float`` (IEEE 754 binary64),
 ``bytes``, ``str`` (UTF-8), ``list``, ``tuple``, ``dict`` (``str`` or
 ``int`` keys) and numpy arrays (dtype from an allow-list, shape, raw
-little-endian bytes, 8-byte aligned within the payload).
+little-endian bytes, 8-byte aligned within the payload — and so within the
+frame, whose header is padded to 8 bytes).  Decoding a frame held in a
+writeable, aligned buffer (as the TCP network receives it) returns arrays
+that are views into that buffer, without a copy; otherwise arrays are
+copied into fresh writeable arrays.
 
 Decoding checks every length against what is left of the buffer and
 against :class:`Limits` *before* allocating, so a hostile peer cannot make
@@ -47,6 +51,7 @@ __all__ = [
     "encode_frame",
     "encode_header",
     "encode_payload",
+    "header_length",
     "peek_frame_length",
 ]
 
@@ -55,9 +60,9 @@ VERSION = 1
 SESSION_ID_BYTES = 16
 MAX_TAG_BYTES = 255
 
-# magic, version, kind, flags, session, sender, recipient, seq, tag length
-_HEADER = struct.Struct("<4sBBH16sIIQB")
-HEADER_SIZE = _HEADER.size  # without the tag and the payload length
+# magic, version, kind, flags, session, sender, recipient, seq, tag length, payload length
+_HEADER = struct.Struct("<4sBBH16sIIQBI")
+HEADER_SIZE = _HEADER.size  # the fixed part, before the tag and its padding
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _F64 = struct.Struct("<d")
@@ -225,10 +230,12 @@ def encode_header(
             raise InvalidInput(f"{name} out of range: {val}")
     if kind not in FrameKind.ALL:
         raise InvalidInput(f"unknown frame kind {kind}")
+    pad = -(HEADER_SIZE + len(tag_b)) % 8
     return (
-        _HEADER.pack(MAGIC, VERSION, kind, 0, session, sender, recipient, seq, len(tag_b))
+        _HEADER.pack(MAGIC, VERSION, kind, 0, session, sender, recipient, seq, len(tag_b),
+                     payload_len)
         + tag_b
-        + _U32.pack(payload_len)
+        + b"\0" * pad
     )
 
 
@@ -373,21 +380,27 @@ def _decode_array(r: _Reader) -> np.ndarray:
         raise WireError(f"array of shape {shape} needs more bytes than the {left} left")
     raw = r.take(size * dt.itemsize)
     arr = np.frombuffer(raw, dtype=dt).reshape(shape)
+    if arr.flags.writeable and arr.flags.aligned and dt.isnative:
+        return arr  # a view into the caller's writeable buffer: no copy
     return arr.astype(dt.newbyteorder("="), copy=True)
 
 
-def peek_frame_length(prefix: bytes | bytearray | memoryview) -> int:
-    """Total frame length from the first ``HEADER_SIZE + tag + 4`` bytes (for streams)."""
+def header_length(prefix: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(header length with tag and padding, payload length) from a frame's first
+    :data:`HEADER_SIZE` bytes — what a stream reader needs to know how much follows."""
     buf = memoryview(prefix).cast("B")
     if len(buf) < HEADER_SIZE:
         raise WireError("frame header truncated")
     _check_magic(buf)
-    tag_len = buf[HEADER_SIZE - 1]
-    need = HEADER_SIZE + tag_len + 4
-    if len(buf) < need:
-        raise WireError("frame header truncated")
-    (plen,) = _U32.unpack(buf[need - 4 : need])
-    return need + plen
+    fields = _HEADER.unpack(buf[:HEADER_SIZE])
+    tag_len, plen = fields[-2], fields[-1]
+    return HEADER_SIZE + tag_len + (-(HEADER_SIZE + tag_len) % 8), plen
+
+
+def peek_frame_length(prefix: bytes | bytearray | memoryview) -> int:
+    """Total frame length from its first :data:`HEADER_SIZE` bytes."""
+    hlen, plen = header_length(prefix)
+    return hlen + plen
 
 
 def _check_magic(buf: memoryview) -> None:
@@ -403,7 +416,7 @@ def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_
     if len(buf) < HEADER_SIZE:
         raise WireError(f"frame of {len(buf)} bytes is shorter than a header")
     _check_magic(buf)
-    _, _, kind, flags, session, sender, recipient, seq, tag_len = _HEADER.unpack(
+    _, _, kind, flags, session, sender, recipient, seq, tag_len, plen = _HEADER.unpack(
         buf[:HEADER_SIZE]
     )
     if kind not in FrameKind.ALL:
@@ -411,15 +424,17 @@ def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_
     if flags:
         raise WireError(f"unknown frame flags {flags:#x}")
     pos = HEADER_SIZE
-    if len(buf) < pos + tag_len + 4:
+    pad = -(HEADER_SIZE + tag_len) % 8
+    if len(buf) < pos + tag_len + pad:
         raise WireError("frame truncated inside the header")
     try:
         tag = str(buf[pos : pos + tag_len], "utf-8")
     except UnicodeDecodeError as exc:
         raise WireError("tag is not valid UTF-8") from exc
     pos += tag_len
-    (plen,) = _U32.unpack(buf[pos : pos + 4])
-    pos += 4
+    if any(buf[pos : pos + pad]):
+        raise WireError("non-zero header padding")
+    pos += pad
     if plen > limits.max_payload_bytes:
         raise WireError(f"payload of {plen} bytes exceeds {limits.max_payload_bytes}")
     if len(buf) - pos != plen:

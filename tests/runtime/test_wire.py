@@ -228,3 +228,25 @@ def test_arrays_are_aligned_and_writeable() -> None:
         out = wire.decode_payload(data)
         assert out[1].flags.writeable and out[1].flags.aligned
         out[1] += 1
+
+
+def test_frames_in_writeable_buffers_decode_without_copy() -> None:
+    arr = np.arange(1000, dtype=np.uint64)
+    for tag in ("", "t", "seven77", "a-much-longer-tag"):
+        data = wire.encode_frame(session=SESSION, tag=tag, sender=0, recipient=1, seq=0,
+                                 payload=[1, arr])
+        assert wire.header_length(data)[0] % 8 == 0
+        buf = bytearray(data)
+        view = wire.decode_frame(buf).payload[1]
+        np.testing.assert_array_equal(view, arr)
+        assert np.shares_memory(view, np.frombuffer(buf, dtype=np.uint8))
+        copy = wire.decode_frame(data).payload[1]  # immutable bytes: a fresh array
+        assert copy.flags.writeable and not np.shares_memory(copy, view)
+
+
+def test_nonzero_header_padding_rejected() -> None:
+    data = bytearray(_frame(None, tag="t"))
+    hlen = wire.header_length(data)[0]
+    data[hlen - 1] = 1
+    with pytest.raises(WireError, match="padding"):
+        wire.decode_frame(bytes(data))
