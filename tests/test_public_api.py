@@ -17,6 +17,15 @@ PUBLIC_MODULES = [
     "mpcai.sharing",
     "mpcai.sharing.additive",
     "mpcai.sharing.shamir",
+    "mpcai.runtime",
+    "mpcai.runtime.wire",
+    "mpcai.runtime.party",
+    "mpcai.runtime.network",
+    "mpcai.runtime.memory",
+    "mpcai.runtime.stats",
+    "mpcai.runtime.launcher",
+    "mpcai.testing",
+    "mpcai.testing.faults",
 ]
 
 
