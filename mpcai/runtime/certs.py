@@ -53,7 +53,7 @@ DEFAULT_VALIDITY_DAYS: int = 365
 PARTY_DNS_SUFFIX: str = ".mpcai"
 """Party ``i`` is the DNS name ``party-<i>`` + this suffix in its certificate."""
 
-_PARTY_NAME = re.compile(r"party-(0|[1-9][0-9]{0,9])\.mpcai")
+_PARTY_NAME = re.compile(r"party-(0|[1-9][0-9]{0,9})\.mpcai")
 _MAX_PARTY_ID = 2**32 - 1  # the wire codec carries party ids as u32
 _BACKDATE = _dt.timedelta(minutes=5)  # tolerate small clock skew between machines
 
@@ -86,7 +86,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def _validity(days: int) -> tuple[_dt.datetime, _dt.datetime]:
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise InvalidInput(f"validity must be a positive number of days, got {days!r}")
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     return now - _BACKDATE, now + _dt.timedelta(days=days)
 
 
@@ -153,7 +153,7 @@ def issue_party_cert(
     *,
     validity_days: int = DEFAULT_VALIDITY_DAYS,
 ) -> tuple[bytes, bytes]:
-    """Issue the certificate of party ``party_id``, signed by the CA; returns ``(cert_pem, key_pem)``.
+    """Issue party ``party_id``'s certificate, signed by the CA; returns ``(cert_pem, key_pem)``.
 
     The certificate carries SAN DNS name ``party-<id>.mpcai``, CN
     ``mpcai party <id>``, ``BasicConstraints(ca=False)``, KeyUsage
