@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from mpcai.errors import InvalidInput, PeerDropped
-from mpcai.runtime.network import Link, Network
+from mpcai.runtime.network import Buffer, Link, Network
 
 __all__ = ["InMemoryNetwork", "MemoryLink"]
 
@@ -35,9 +35,11 @@ class MemoryLink(Link):
         self._send = send
         self._receive = receive
 
-    async def send_frame(self, frame: bytes) -> None:
+    async def send_frame(self, frame: Buffer | list[Buffer] | tuple[Buffer, ...]) -> None:
+        # one immutable copy: the receiver decodes it after the sender moved on
+        data = b"".join(frame) if isinstance(frame, (list, tuple)) else bytes(frame)
         try:
-            await self._send.send(frame)
+            await self._send.send(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise PeerDropped(f"party {self.peer} has left", self.peer) from exc
 

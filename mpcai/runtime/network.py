@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import abc
 from contextlib import AbstractAsyncContextManager
+from typing import TypeAlias
 
-__all__ = ["Link", "Network"]
+__all__ = ["Buffer", "Link", "Network"]
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 
 class Link(abc.ABC):
@@ -30,15 +33,19 @@ class Link(abc.ABC):
     send_never_blocks: bool = False
 
     @abc.abstractmethod
-    async def send_frame(self, frame: bytes) -> None:
-        """Send one frame.  Raises :class:`~mpcai.errors.PeerDropped` if the link is gone.
+    async def send_frame(self, frame: Buffer | list[Buffer] | tuple[Buffer, ...]) -> None:
+        """Send one frame: a buffer, or buffers that together form the frame.
+
+        The buffers may be views of the caller's arrays: once ``send_frame``
+        returns, the link must no longer depend on them (copy or transmit).
+        Raises :class:`~mpcai.errors.PeerDropped` if the link is gone.
 
         Not safe to cancel half-way on a byte stream: a cancelled send leaves
         the link broken, and later sends raise ``PeerDropped``.
         """
 
     @abc.abstractmethod
-    async def receive_frame(self) -> bytes:
+    async def receive_frame(self) -> bytes | bytearray:
         """The next frame.  Raises ``PeerDropped`` at end of stream and
         :class:`~mpcai.errors.WireError` if the framing itself is invalid."""
 

@@ -54,6 +54,9 @@ DEFAULT_TIMEOUT: float = 60.0
 
 _BYE_TIMEOUT = 1.0
 
+# an encoded payload: (buffers sent back to back, total length)
+_Body = tuple[list[wire.Buffer], int]
+
 
 class _Slot:
     """The mailbox for one (peer, tag): at most one message."""
@@ -133,7 +136,7 @@ class Party:
             self.stats.rounds += 1
             self._last_was_send = True
 
-    async def _send_body(self, to: int, tag: str, body: bytes, kind: int, timeout: float) -> None:
+    async def _send_body(self, to: int, tag: str, body: _Body, kind: int, timeout: float) -> None:
         self._check_peer(to)
         if to in self._errors and isinstance(self._errors[to], PeerError):
             raise self._errors[to]
@@ -163,20 +166,22 @@ class Party:
                     self._fail(to, exc)
                     raise
         if kind == wire.FrameKind.DATA:
-            self.stats._count_sent(to, len(frame) + link.frame_overhead)
+            self.stats._count_sent(to, len(frame[0]) + body[1] + link.frame_overhead)
 
-    def _frame(self, to: int, tag: str, body: bytes, kind: int) -> bytes:
+    def _frame(self, to: int, tag: str, body: _Body, kind: int) -> list[wire.Buffer]:
+        parts, length = body
         seq = self._send_seq[to]
         self._send_seq[to] = seq + 1
-        return wire.encode_header(
+        header = wire.encode_header(
             session=self.session, tag=tag, sender=self.id, recipient=to, seq=seq,
-            payload_len=len(body), kind=kind,
-        ) + body
+            payload_len=length, kind=kind,
+        )
+        return [header, *parts]
 
     async def send(self, to: int, tag: str, obj: Any, *, timeout: float | None = None) -> None:
         """Send ``obj`` to party ``to`` under ``tag`` (single use per recipient)."""
         self._note_round()
-        await self._send_body(to, tag, wire.encode_payload(obj), wire.FrameKind.DATA,
+        await self._send_body(to, tag, wire.encode_payload_parts(obj), wire.FrameKind.DATA,
                               self._deadline(timeout))
 
     async def send_many(self, tag: str, objs: Mapping[int, Any], *,
@@ -188,7 +193,7 @@ class Party:
         """
         self._note_round()
         deadline = self._deadline(timeout)
-        bodies = {p: wire.encode_payload(o) for p, o in objs.items()}
+        bodies = {p: wire.encode_payload_parts(o) for p, o in objs.items()}
         return await self._send_all(tag, bodies, deadline)
 
     async def broadcast(self, tag: str, obj: Any, to: Iterable[int] | None = None, *,
@@ -198,17 +203,17 @@ class Party:
         The payload is encoded once.
         """
         self._note_round()
-        body = wire.encode_payload(obj)
+        body = wire.encode_payload_parts(obj)
         targets = self.peers if to is None else tuple(to)
         return await self._send_all(tag, dict.fromkeys(targets, body), self._deadline(timeout))
 
-    async def _send_all(self, tag: str, bodies: Mapping[int, bytes],
+    async def _send_all(self, tag: str, bodies: Mapping[int, _Body],
                         timeout: float) -> dict[int, MpcaiError]:
         for p in bodies:
             self._check_peer(p)
         failures: dict[int, MpcaiError] = {}
 
-        async def one(p: int, body: bytes) -> None:
+        async def one(p: int, body: _Body) -> None:
             try:
                 await self._send_body(p, tag, body, wire.FrameKind.DATA, timeout)
             except PeerError as exc:
@@ -372,7 +377,7 @@ class Party:
             if p in self._errors:
                 return
             try:
-                await self._send_body(p, "", b"\x00", wire.FrameKind.BYE, _BYE_TIMEOUT)
+                await self._send_body(p, "", ([b"\x00"], 1), wire.FrameKind.BYE, _BYE_TIMEOUT)
             except PeerError:
                 pass
 

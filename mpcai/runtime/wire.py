@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -51,9 +51,12 @@ __all__ = [
     "encode_frame",
     "encode_header",
     "encode_payload",
+    "encode_payload_parts",
     "header_length",
     "peek_frame_length",
 ]
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 MAGIC = b"MPCA"
 VERSION = 1
@@ -134,16 +137,63 @@ def _dtype_code(dt: np.dtype) -> int:
 # ---- encoding ---------------------------------------------------------------
 
 
+_BIG_ARRAY = 1 << 16  # arrays at least this large are referenced, not copied, by the encoder
+
+
+class _Builder:
+    """Collects an encoding as a list of buffers: small items are copied into
+    a running bytearray, big arrays are referenced as memoryviews (zero-copy)."""
+
+    __slots__ = ("cur", "done", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[Buffer] = []
+        self.cur = bytearray()
+        self.done = 0  # bytes in self.parts
+
+    @property
+    def pos(self) -> int:
+        return self.done + len(self.cur)
+
+    def _flush(self) -> None:
+        if self.cur:
+            self.parts.append(bytes(self.cur))
+            self.done += len(self.cur)
+            self.cur.clear()  # the same object: callers may hold it as `out`
+
+    def reference(self, view: memoryview) -> None:
+        self._flush()
+        self.parts.append(view)
+        self.done += len(view)
+
+    def finish(self) -> list[Buffer]:
+        self._flush()
+        return self.parts
+
+
+def encode_payload_parts(value: Any) -> tuple[list[Buffer], int]:
+    """Encode a payload as ``(buffers, total length)`` without copying big arrays.
+
+    The buffers, sent back to back, are the same bytes as
+    :func:`encode_payload`; arrays of 64 KiB or more appear as views of the
+    caller's data, so they must not change until the buffers are sent.
+    """
+    b = _Builder()
+    _encode(value, b, 0)
+    parts = b.finish()
+    return parts, b.done
+
+
 def encode_payload(value: Any) -> bytes:
     """Encode a payload value (see the module docstring for the types allowed)."""
-    out = bytearray()
-    _encode(value, out, 0)
-    return bytes(out)
+    parts, _ = encode_payload_parts(value)
+    return b"".join(parts)
 
 
-def _encode(v: Any, out: bytearray, depth: int) -> None:
+def _encode(v: Any, b: _Builder, depth: int) -> None:
     if depth > DEFAULT_LIMITS.max_depth:
         raise InvalidInput(f"payload nested deeper than {DEFAULT_LIMITS.max_depth}")
+    out = b.cur
     if v is None:
         out.append(_NONE)
     elif v is True or v is False or isinstance(v, np.bool_):
@@ -162,28 +212,28 @@ def _encode(v: Any, out: bytearray, depth: int) -> None:
         out.append(_FLOAT)
         out += _F64.pack(float(v))
     elif isinstance(v, (bytes, bytearray, memoryview)):
-        b = bytes(v)
+        raw = bytes(v)
         out.append(_BYTES)
-        out += _U32.pack(len(b))
-        out += b
+        out += _U32.pack(len(raw))
+        out += raw
     elif isinstance(v, str):
-        b = v.encode("utf-8")
+        raw = v.encode("utf-8")
         out.append(_STR)
-        out += _U32.pack(len(b))
-        out += b
+        out += _U32.pack(len(raw))
+        out += raw
     elif isinstance(v, (list, tuple)):
         out.append(_LIST if isinstance(v, list) else _TUPLE)
         out += _U32.pack(len(v))
         for item in v:
-            _encode(item, out, depth + 1)
+            _encode(item, b, depth + 1)
     elif isinstance(v, dict):
         out.append(_DICT)
         out += _U32.pack(len(v))
         for key, item in v.items():
             if not isinstance(key, (str, int)) or isinstance(key, bool):
                 raise InvalidType(f"dict keys must be str or int, not {type(key).__name__}")
-            _encode(key, out, depth + 1)
-            _encode(item, out, depth + 1)
+            _encode(key, b, depth + 1)
+            _encode(item, b, depth + 1)
     elif isinstance(v, np.ndarray):
         code = _dtype_code(v.dtype)
         if v.ndim > DEFAULT_LIMITS.max_ndim:
@@ -193,9 +243,12 @@ def _encode(v: Any, out: bytearray, depth: int) -> None:
         out.append(v.ndim)
         for dim in v.shape:
             out += _U64.pack(dim)
-        out += b"\0" * (-len(out) % 8)  # align the raw data (relative to the payload)
-        data = np.ascontiguousarray(v, dtype=_DTYPES[code])
-        out += data.reshape(-1).view(np.uint8).data
+        out += b"\0" * (-b.pos % 8)  # align the raw data (relative to the payload)
+        data = np.ascontiguousarray(v, dtype=_DTYPES[code]).reshape(-1).view(np.uint8)
+        if data.nbytes >= _BIG_ARRAY:
+            b.reference(data.data)
+        else:
+            out += data.data
     else:
         raise InvalidType(f"cannot send a value of type {type(v).__name__}")
 

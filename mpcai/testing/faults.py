@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import trio
 
 from mpcai.errors import PeerDropped
-from mpcai.runtime.network import Link, Network
+from mpcai.runtime.network import Buffer, Link, Network
 
 __all__ = ["Fault", "FaultyNetwork"]
 
@@ -42,7 +42,7 @@ class _FaultyLink(Link):
         self._fault = fault
         self._siblings = siblings
 
-    async def send_frame(self, frame: bytes) -> None:
+    async def send_frame(self, frame: Buffer | list[Buffer] | tuple[Buffer, ...]) -> None:
         f = self._fault
         if f.crash_after is not None and f.sent >= f.crash_after:
             for link in self._siblings.values():
@@ -51,7 +51,10 @@ class _FaultyLink(Link):
         if f.stall_after is not None and f.sent >= f.stall_after:
             await trio.sleep_forever()
         f.sent += 1
-        await self._inner.send_frame(f.corrupt(frame) if f.corrupt else frame)
+        if f.corrupt:
+            joined = b"".join(frame) if isinstance(frame, (list, tuple)) else bytes(frame)
+            frame = f.corrupt(joined)
+        await self._inner.send_frame(frame)
 
     async def receive_frame(self) -> bytes:
         return await self._inner.receive_frame()

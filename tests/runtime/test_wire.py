@@ -250,3 +250,17 @@ def test_nonzero_header_padding_rejected() -> None:
     data[hlen - 1] = 1
     with pytest.raises(WireError, match="padding"):
         wire.decode_frame(bytes(data))
+
+
+def test_big_arrays_are_referenced_not_copied_by_the_encoder() -> None:
+    big = np.arange(100_000, dtype=np.float64)
+    value = {"a": [1, big, "x", big[::2]], "b": np.ones(3, dtype=np.int8)}
+    parts, total = wire.encode_payload_parts(value)
+    assert total == sum(len(memoryview(p).cast("B")) for p in parts)
+    joined = b"".join(parts)
+    assert joined == wire.encode_payload(value)
+    assert any(np.shares_memory(np.frombuffer(p, np.uint8), big) for p in parts
+               if isinstance(p, memoryview))
+    out = wire.decode_payload(joined)
+    np.testing.assert_array_equal(out["a"][1], big)
+    np.testing.assert_array_equal(out["a"][3], big[::2])
