@@ -24,6 +24,8 @@ PUBLIC_MODULES = [
     "mpcai.runtime.memory",
     "mpcai.runtime.stats",
     "mpcai.runtime.launcher",
+    "mpcai.runtime.tcp",
+    "mpcai.runtime.certs",
     "mpcai.testing",
     "mpcai.testing.faults",
 ]

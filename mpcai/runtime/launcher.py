@@ -188,9 +188,13 @@ async def run_party(
             raise InvalidInput(f"bad address book on stdin: {line!r}") from exc
         for pid, port in book.items():
             addresses[pid] = (addresses[pid][0], port)
-    network = TcpNetwork(addresses, creds, listeners={party_id: listener},
-                         insecure_plaintext=config.insecure_plaintext,
-                         connect_timeout=config.timeout)
+    try:
+        network = TcpNetwork(addresses, creds, listeners={party_id: listener},
+                             insecure_plaintext=config.insecure_plaintext,
+                             connect_timeout=config.timeout)
+    except BaseException:
+        await listener.aclose()
+        raise
     async with open_party(network, party_id, config.session, timeout=config.timeout) as party:
         result = await fn(party, *args)
         return result, party.stats
