@@ -32,6 +32,8 @@ def _build_parser() -> argparse.ArgumentParser:
     party.add_argument("--args", metavar="FILE", help="positional arguments (wire-encoded list)")
     party.add_argument("--result", metavar="FILE",
                        help="write the result and statistics here (wire-encoded)")
+    party.add_argument("--path", action="append", default=[], metavar="DIR",
+                       help="append DIR to sys.path (after site-packages) to find the function")
 
     certs = sub.add_parser("certs", help="create a CA and per-party TLS certificates")
     certs.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         from mpcai.runtime import launcher
 
         return launcher.main_party(args.config, args.id, announce=args.announce,
-                                   args_path=args.args, result_path=args.result)
+                                   args_path=args.args, result_path=args.result,
+                                   extra_path=args.path)
     if args.command == "certs":
         from mpcai.runtime import certs as certs_mod
 

@@ -287,12 +287,16 @@ def _launch(root: Path, n: int, function: str, args_per_party: Sequence[Sequence
             (root / f"args-{i}.bin").write_bytes(wire.encode_payload(list(args)))
             logs[i] = root / f"party-{i}.log"
             log_files.append(logs[i].open("w"))
+            # The child runs in the work directory, so a source checkout in the
+            # caller's directory cannot shadow the installed (compiled) mpcai;
+            # the caller's directory is appended to the child's sys.path, after
+            # site-packages, for the party function's own module.
             procs[i] = subprocess.Popen(
                 [sys.executable, "-m", "mpcai.cli", "party", "--config", str(root / "config.json"),
                  "--id", str(i), "--announce", "--args", str(root / f"args-{i}.bin"),
-                 "--result", str(root / f"result-{i}.bin")],
+                 "--result", str(root / f"result-{i}.bin"), "--path", os.getcwd()],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_files[-1],
-                text=True, env=child_env,
+                text=True, env=child_env, cwd=root,
             )
         deadline = time.monotonic() + timeout
         ports: dict[int, int] = {}
@@ -354,8 +358,9 @@ def _read_logs(logs: dict[int, Path], procs: dict[int, subprocess.Popen[str]]) -
 
 
 def main_party(config_path: str, party_id: int, *, announce: bool, args_path: str | None,
-               result_path: str | None) -> int:
+               result_path: str | None, extra_path: Sequence[str] = ()) -> int:
     """``mpcai party``: run one party; print its result and statistics."""
+    sys.path.extend(extra_path)
     config = PartyConfig.load(config_path)
     args: list[Any] = []
     if args_path:
