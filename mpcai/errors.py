@@ -16,7 +16,9 @@ __all__ = [
     "MessageRejected",
     "MpcaiError",
     "NativeError",
+    "IllegalTransition",
     "NotEnoughShares",
+    "NotEnoughSurvivors",
     "PeerDropped",
     "PeerError",
     "PeerTimeout",
@@ -102,3 +104,11 @@ class PeerTimeout(PeerError, TimeoutError):
 
 class ProtocolAbort(MpcaiError, RuntimeError):
     """A protocol stopped because continuing would be unsafe or impossible."""
+
+
+class NotEnoughSurvivors(ProtocolAbort):
+    """Fewer parties than the protocol's threshold are still alive; no result is given."""
+
+
+class IllegalTransition(ProtocolAbort):
+    """A protocol state machine was asked to move to a stage that may not follow this one."""

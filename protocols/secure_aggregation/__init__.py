@@ -1,0 +1,61 @@
+"""Secure aggregation for federated learning: SecAgg with the SecAgg+ graph.
+
+A server learns the weighted sum (and mean) of many clients' model updates
+and nothing else, even when clients drop out at any stage.  The protocol is
+Bonawitz et al., "Practical Secure Aggregation for Privacy-Preserving
+Machine Learning" (CCS 2017), with the sparse neighbour graph of Bell et
+al., "Secure Single-Server Aggregation with (Poly)Logarithmic Overhead"
+(CCS 2020, SecAgg+).
+
+**Threat model.**  One server (party 0) and ``n`` clients (``1..n``).  The
+server may collude with up to ``C`` clients; a client's secrets are shared
+among its ``k`` neighbours with threshold ``t``.  Against a semi-honest
+server, the colluders learn nothing beyond the sum of the honest survivors'
+inputs as long as they never hold ``t`` shares of one honest client
+(``min(k, C) < t``).  A malicious server may lie about who dropped out; a
+client reveals, for each neighbour, either its self-mask share (survivor)
+or its mask-key share (dropped), never both, and with the consistency check
+on, clients only answer a survivor list signed by ``t`` survivors.  Up to
+``k - t`` of any client's neighbours may drop; fewer than ``t`` survivors
+anywhere gives :class:`~mpcai.errors.NotEnoughSurvivors`, never a wrong
+result.  Clients do not learn the sum.  The server learns which clients
+survived and the total weight.  :func:`security_report` checks a
+configuration against declared fractions of corrupt and dropping clients.
+
+**Mechanics.**  X25519 key agreement and HKDF (``cryptography``); shares
+travel encrypted with ChaCha20-Poly1305 whose associated data binds session,
+stage, sender and recipient; Shamir sharing over GF(2^61 - 1); every mask is
+expanded by mpcai's ChaCha20 PRG and added in one fused pass; the neighbour
+graph comes from a hash of all advertised keys, so every party can check it.
+Updates are clipped to ``[-clip, clip]``, quantised to ``bits`` bits and
+multiplied by integer weights; the weights are masked too.  Masks live in
+Z_2^64 and the configuration refuses any size that could overflow it.
+"""
+
+from .client import client as client
+from .client import flatten_update as flatten_update
+from .config import SecAggConfig as SecAggConfig
+from .config import SecurityReport as SecurityReport
+from .config import security_report as security_report
+from .server import AggregateResult as AggregateResult
+from .server import server as server
+from .simulation import SimulationResult as SimulationResult
+from .simulation import simulate as simulate
+from .stages import LEGAL as LEGAL
+from .stages import Stage as Stage
+from .stages import StageMachine as StageMachine
+
+__all__ = [
+    "LEGAL",
+    "AggregateResult",
+    "SecAggConfig",
+    "SecurityReport",
+    "SimulationResult",
+    "Stage",
+    "StageMachine",
+    "client",
+    "flatten_update",
+    "security_report",
+    "server",
+    "simulate",
+]

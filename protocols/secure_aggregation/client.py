@@ -1,0 +1,242 @@
+"""The client role of secure aggregation: one function per stage over an explicit state."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mpcai import encoding, prg
+from mpcai.errors import InvalidInput, NotEnoughSurvivors, ProtocolAbort
+from mpcai.runtime import Party
+from mpcai.sharing import shamir
+
+from . import _crypto
+from .config import SecAggConfig
+from .stages import Stage, StageMachine
+
+__all__ = ["ClientState", "client", "flatten_update"]
+
+SERVER = 0
+
+
+@dataclass
+class ClientState:
+    """Everything one client holds during one aggregation."""
+
+    cfg: SecAggConfig
+    me: int
+    session: bytes
+    machine: StageMachine = field(default_factory=StageMachine)
+    c_sk: Any = None
+    s_sk: Any = None
+    e_sk: Any = None
+    self_seed: bytes = b""
+    keys: dict[int, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    graph: frozenset[int] = frozenset()
+    u2: frozenset[int] = frozenset()
+    # shares this client holds for its neighbours: {v: (b-share values, s-share values)}
+    held: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    clipped: int = 0
+
+
+def flatten_update(update: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
+    """A model update (an array, or a dict of named arrays) as one float64 vector.
+
+    Dicts are flattened in sorted key order, so every party agrees on it.
+    """
+    if isinstance(update, Mapping):
+        if not update:
+            raise InvalidInput("the update dict is empty")
+        return np.concatenate([np.asarray(update[k], dtype=np.float64).ravel()
+                               for k in sorted(update)])
+    return np.asarray(update, dtype=np.float64).ravel()
+
+
+def _ctx(state: ClientState) -> bytes:
+    return state.session
+
+
+# ---- stages ------------------------------------------------------------------
+
+
+async def advertise_keys(party: Party, state: ClientState) -> None:
+    """Send this client's public keys (share encryption, masking, signing) to the server."""
+    state.machine.advance(Stage.ADVERTISE_KEYS)
+    state.c_sk, c_pk = _crypto.x25519_keypair()
+    state.s_sk, s_pk = _crypto.x25519_keypair()
+    e_pk = b""
+    if state.cfg.consistency_check:
+        state.e_sk, e_pk = _crypto.ed25519_keypair()
+    await party.send(SERVER, Stage.ADVERTISE_KEYS.value, [c_pk, s_pk, e_pk])
+
+
+async def share_keys(party: Party, state: ClientState) -> None:
+    """Receive everyone's keys; send Shamir shares of this client's secrets to its neighbours.
+
+    The shares of the self-mask seed and of the masking private key travel
+    encrypted (ChaCha20-Poly1305 under an X25519 key shared with the
+    recipient; associated data binds session, stage, sender and recipient).
+    """
+    state.machine.advance(Stage.SHARE_KEYS)
+    raw = await party.recv(SERVER, Stage.ADVERTISE_KEYS.value)
+    keys: dict[int, tuple[bytes, bytes, bytes]] = {}
+    try:
+        for cid, triple in raw.items():
+            c_pk, s_pk, e_pk = triple
+            if not (isinstance(cid, int) and len(c_pk) == 32 and len(s_pk) == 32):
+                raise ValueError
+            keys[cid] = (bytes(c_pk), bytes(s_pk), bytes(e_pk))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ProtocolAbort("the server sent a malformed key list") from exc
+    mine = keys.get(state.me)
+    own_c = state.c_sk.public_key().public_bytes(*_crypto._RAW)
+    if mine is None or mine[0] != own_c:
+        raise ProtocolAbort("the server's key list does not hold this client's own keys")
+    state.keys = keys
+    seed = _crypto.graph_seed(state.session, keys)
+    state.graph = _crypto.neighbours(keys, state.cfg.neighbours, seed)[state.me]
+    t = state.cfg.threshold
+    if len(state.graph) < t:
+        raise NotEnoughSurvivors(f"only {len(state.graph)} neighbours advertised keys, {t} needed")
+    state.self_seed = prg.new_seed()
+    points = sorted(state.graph)
+    b_shares = shamir.share_bytes(state.self_seed, t, len(points), points=points)
+    s_raw = _crypto.x25519_private_bytes(state.s_sk)
+    s_shares = shamir.share_bytes(s_raw, t, len(points), points=points)
+    out: dict[int, bytes] = {}
+    for v, bs, ss in zip(points, b_shares, s_shares, strict=True):
+        key = _crypto.agree(state.c_sk, keys[v][0], "secagg/share", _crypto.pair_context(
+            state.session, state.me, v))
+        plain = struct.pack("<II", state.me, v) + bs.values.tobytes() + ss.values.tobytes()
+        out[v] = _crypto.seal(key, plain, _crypto.ad(state.session, Stage.SHARE_KEYS.value,
+                                                      state.me, v))
+    await party.send(SERVER, Stage.SHARE_KEYS.value, out)
+
+
+def _quantised(state: ClientState, update: np.ndarray, weight: int) -> np.ndarray:
+    cfg = state.cfg
+    x = flatten_update(update)
+    outside = int(np.count_nonzero(np.abs(x) > cfg.clip))
+    state.clipped = outside
+    q = encoding.quantize(x, clip=cfg.clip, bits=cfg.bits, out_of_range=cfg.out_of_range)
+    vec = np.empty(q.size + 1, dtype=np.uint64)
+    np.multiply(q, np.uint64(weight), out=vec[:-1])
+    vec[-1] = weight
+    return vec
+
+
+async def masked_input(party: Party, state: ClientState, update: np.ndarray,
+                       weight: int) -> None:
+    """Store the shares received; send the weighted, quantised update under its masks."""
+    state.machine.advance(Stage.MASKED_INPUT)
+    if not (isinstance(weight, (int, np.integer)) and 1 <= weight <= state.cfg.max_weight):
+        raise InvalidInput(f"weight must be an int in [1, {state.cfg.max_weight}], got {weight}")
+    vec = _quantised(state, update, int(weight))  # bad input fails before anything is sent
+    msg = await party.recv(SERVER, Stage.SHARE_KEYS.value)
+    try:
+        blobs: dict[int, bytes] = dict(msg["blobs"])
+        u2 = frozenset(int(i) for i in msg["u2"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolAbort("the server sent a malformed share_keys message") from exc
+    if state.me not in u2 or not u2 <= set(state.keys):
+        raise ProtocolAbort("the server's survivor list is inconsistent")
+    state.u2 = u2
+    n_elems = None
+    for u, blob in blobs.items():
+        if u not in state.graph or u not in u2:
+            continue
+        key = _crypto.agree(state.c_sk, state.keys[u][0], "secagg/share",
+                            _crypto.pair_context(state.session, u, state.me))
+        plain = _crypto.open_sealed(key, blob, _crypto.ad(state.session, Stage.SHARE_KEYS.value,
+                                                          u, state.me))
+        if plain is None or len(plain) < 8 or struct.unpack("<II", plain[:8]) != (u, state.me):
+            continue  # tampered or misdirected: this neighbour's shares are not held
+        body = np.frombuffer(plain[8:], dtype="<u8").astype(np.uint64)
+        n_elems = body.size // 2
+        if body.size % 2:
+            continue
+        state.held[u] = (body[:n_elems].copy(), body[n_elems:].copy())
+    prg.ring_accumulate(vec, state.self_seed, +1)
+    for v in sorted(state.graph & u2):
+        seed = _crypto.agree(state.s_sk, state.keys[v][1], "secagg/mask",
+                             _crypto.pair_context(state.session, state.me, v))
+        prg.ring_accumulate(vec, seed, +1 if state.me < v else -1)
+    await party.send(SERVER, Stage.MASKED_INPUT.value, vec)
+
+
+def _survivor_message(session: bytes, u3: list[int]) -> bytes:
+    return b"mpcai/secagg/u3|" + session + struct.pack(f"<{len(u3)}I", *u3)
+
+
+async def consistency_check(party: Party, state: ClientState) -> None:
+    """Sign the survivor list the server announced (Ed25519)."""
+    state.machine.advance(Stage.CONSISTENCY_CHECK)
+    u3 = sorted(int(i) for i in await party.recv(SERVER, Stage.CONSISTENCY_CHECK.value))
+    if state.me not in u3 or len(u3) < state.cfg.threshold:
+        raise NotEnoughSurvivors(f"{len(u3)} survivors announced, {state.cfg.threshold} needed")
+    sig = state.e_sk.sign(_survivor_message(state.session, u3))
+    await party.send(SERVER, Stage.CONSISTENCY_CHECK.value, sig)
+
+
+async def unmask(party: Party, state: ClientState) -> None:
+    """Reveal, for each neighbour, exactly one kind of share: the self-mask seed's share
+    if it survived, the masking key's share if it dropped.  Never both."""
+    state.machine.advance(Stage.UNMASK)
+    msg = await party.recv(SERVER, Stage.UNMASK.value)
+    try:
+        u3 = frozenset(int(i) for i in msg["u3"])
+        dropped = frozenset(int(i) for i in msg["dropped"])
+        sigs = dict(msg.get("sigs") or {})
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ProtocolAbort("the server sent a malformed unmask request") from exc
+    t = state.cfg.threshold
+    if u3 & dropped:
+        raise ProtocolAbort("the server lists a client as both surviving and dropped")
+    if not (u3 | dropped) <= state.u2 or state.me not in u3:
+        raise ProtocolAbort("the unmask request contradicts the earlier survivor list")
+    if len(u3) < t:
+        raise NotEnoughSurvivors(f"{len(u3)} survivors, {t} needed")
+    if state.cfg.consistency_check:
+        message = _survivor_message(state.session, sorted(u3))
+        good = sum(1 for cid, sig in sigs.items()
+                   if cid in u3 and cid in state.keys
+                   and _crypto.verify(state.keys[cid][2], sig, message))
+        if good < t:
+            raise ProtocolAbort(f"only {good} valid signatures on the survivor list, {t} needed")
+    reveal_b: dict[int, np.ndarray] = {}
+    reveal_s: dict[int, np.ndarray] = {}
+    for v, (b_share, s_share) in state.held.items():
+        if v in u3:
+            reveal_b[v] = b_share
+        elif v in dropped:
+            reveal_s[v] = s_share
+    await party.send(SERVER, Stage.UNMASK.value, {"b": reveal_b, "s": reveal_s})
+    state.machine.advance(Stage.DONE)
+
+
+async def client(party: Party, update: np.ndarray | Mapping[str, np.ndarray],
+                 cfg: SecAggConfig, weight: int = 1, *,
+                 drop_before: Stage | None = None) -> dict[str, Any]:
+    """Run one client of secure aggregation against the server (party 0).
+
+    ``drop_before`` (tests and simulations) makes the client vanish just
+    before it would send in that stage.  Returns a small status dict.
+    """
+    state = ClientState(cfg=cfg, me=party.id, session=party.session)
+    steps = [
+        (Stage.ADVERTISE_KEYS, lambda: advertise_keys(party, state)),
+        (Stage.SHARE_KEYS, lambda: share_keys(party, state)),
+        (Stage.MASKED_INPUT, lambda: masked_input(party, state, update, weight)),
+    ]
+    if cfg.consistency_check:
+        steps.append((Stage.CONSISTENCY_CHECK, lambda: consistency_check(party, state)))
+    steps.append((Stage.UNMASK, lambda: unmask(party, state)))
+    for stage, step in steps:
+        if stage == drop_before:
+            return {"dropped_before": stage.value}
+        await step()
+    return {"done": True, "clipped": state.clipped}

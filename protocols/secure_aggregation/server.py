@@ -1,0 +1,192 @@
+"""The server role of secure aggregation: one function per stage over an explicit state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mpcai import prg
+from mpcai.errors import InconsistentShares, NotEnoughShares, NotEnoughSurvivors
+from mpcai.runtime import Party
+from mpcai.sharing import shamir
+
+from . import _crypto
+from .config import SecAggConfig
+from .stages import Stage, StageMachine
+
+__all__ = ["AggregateResult", "ServerState", "server"]
+
+
+@dataclass
+class AggregateResult:
+    """What the server learns: the weighted mean and sum over the survivors, and who they were."""
+
+    mean: np.ndarray
+    weighted_sum: np.ndarray
+    total_weight: int
+    #: the exact unmasked sum in Z_2^64: sum of weight * quantised update, then total weight
+    quantised_sum: np.ndarray
+    survivors: list[int]
+    dropped: dict[str, list[int]]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ServerState:
+    """Everything the server holds during one aggregation."""
+
+    cfg: SecAggConfig
+    session: bytes
+    machine: StageMachine = field(default_factory=StageMachine)
+    keys: dict[int, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    graph: dict[int, frozenset[int]] = field(default_factory=dict)
+    u2: list[int] = field(default_factory=list)
+    u3: list[int] = field(default_factory=list)
+    masked: dict[int, np.ndarray] = field(default_factory=dict)
+    sigs: dict[int, bytes] = field(default_factory=dict)
+    dropped: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _need(state: ServerState, alive: list[int], stage: Stage) -> None:
+    t = state.cfg.threshold
+    if len(alive) < t:
+        raise NotEnoughSurvivors(f"{stage.value}: {len(alive)} clients left, {t} needed")
+
+
+async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -> None:
+    """Collect public keys; publish the list to the clients who sent them."""
+    state.machine.advance(Stage.ADVERTISE_KEYS)
+    got = await party.gather(Stage.ADVERTISE_KEYS.value, clients, timeout=state.cfg.timeout)
+    for cid, triple in got.items():
+        if (isinstance(triple, list) and len(triple) == 3
+                and all(isinstance(k, bytes) for k in triple)
+                and len(triple[0]) == 32 and len(triple[1]) == 32):
+            state.keys[cid] = (triple[0], triple[1], triple[2])
+    u1 = sorted(state.keys)
+    state.dropped[Stage.ADVERTISE_KEYS.value] = sorted(set(clients) - set(u1))
+    _need(state, u1, Stage.ADVERTISE_KEYS)
+    state.graph = _crypto.neighbours(u1, state.cfg.neighbours,
+                                     _crypto.graph_seed(state.session, state.keys))
+    await party.broadcast(Stage.ADVERTISE_KEYS.value, {c: list(k) for c, k in state.keys.items()},
+                          to=u1)
+
+
+async def share_keys(party: Party, state: ServerState) -> None:
+    """Collect the encrypted shares; forward each to its recipient with the survivor list."""
+    state.machine.advance(Stage.SHARE_KEYS)
+    u1 = sorted(state.keys)
+    got = await party.gather(Stage.SHARE_KEYS.value, u1, timeout=state.cfg.timeout)
+    blobs = {u: m for u, m in got.items()
+             if isinstance(m, dict) and set(m) <= state.graph[u]
+             and all(isinstance(b, bytes) for b in m.values())}
+    state.u2 = sorted(blobs)
+    state.dropped[Stage.SHARE_KEYS.value] = sorted(set(u1) - set(state.u2))
+    _need(state, state.u2, Stage.SHARE_KEYS)
+    await party.send_many(Stage.SHARE_KEYS.value, {
+        v: {"blobs": {u: blobs[u][v] for u in state.u2 if v in blobs[u]}, "u2": state.u2}
+        for v in state.u2
+    })
+
+
+async def masked_input(party: Party, state: ServerState) -> None:
+    """Collect the masked updates (all of one length)."""
+    state.machine.advance(Stage.MASKED_INPUT)
+    got = await party.gather(Stage.MASKED_INPUT.value, state.u2, timeout=state.cfg.timeout)
+    lengths = [v.size for v in got.values() if isinstance(v, np.ndarray) and v.ndim == 1
+               and v.dtype == np.uint64]
+    common = max(set(lengths), key=lengths.count) if lengths else 0
+    state.masked = {u: v for u, v in got.items() if isinstance(v, np.ndarray) and v.ndim == 1
+                    and v.dtype == np.uint64 and v.size == common and common >= 2}
+    state.u3 = sorted(state.masked)
+    state.dropped[Stage.MASKED_INPUT.value] = sorted(set(state.u2) - set(state.u3))
+    _need(state, state.u3, Stage.MASKED_INPUT)
+
+
+async def consistency_check(party: Party, state: ServerState) -> None:
+    """Have the survivors sign the survivor list."""
+    state.machine.advance(Stage.CONSISTENCY_CHECK)
+    await party.broadcast(Stage.CONSISTENCY_CHECK.value, state.u3, to=state.u3)
+    got = await party.gather(Stage.CONSISTENCY_CHECK.value, state.u3, timeout=state.cfg.timeout)
+    state.sigs = {u: s for u, s in got.items() if isinstance(s, bytes)}
+    state.dropped[Stage.CONSISTENCY_CHECK.value] = sorted(set(state.u3) - set(state.sigs))
+    _need(state, sorted(state.sigs), Stage.CONSISTENCY_CHECK)
+
+
+def _reconstruct(held: dict[int, np.ndarray], t: int, what: str) -> bytes:
+    shares = [shamir.Share(x, vals) for x, vals in sorted(held.items())]
+    if len(shares) < t:
+        raise NotEnoughSurvivors(f"{len(shares)} shares of {what}, {t} needed")
+    try:
+        return shamir.reconstruct_bytes(shares, t)
+    except (InconsistentShares, NotEnoughShares) as exc:
+        raise NotEnoughSurvivors(f"the shares of {what} do not agree: {exc}") from exc
+
+
+async def unmask(party: Party, state: ServerState) -> np.ndarray:
+    """Ask the survivors for shares; remove self masks and the dropped clients' pair masks."""
+    state.machine.advance(Stage.UNMASK)
+    dropped = sorted(set(state.u2) - set(state.u3))
+    request: dict[str, Any] = {"u3": state.u3, "dropped": dropped}
+    if state.cfg.consistency_check:
+        request["sigs"] = state.sigs
+    await party.broadcast(Stage.UNMASK.value, request, to=state.u3)
+    got = await party.gather(Stage.UNMASK.value, state.u3, timeout=state.cfg.timeout)
+    state.dropped[Stage.UNMASK.value] = sorted(set(state.u3) - set(got))
+    _need(state, sorted(got), Stage.UNMASK)
+    t = state.cfg.threshold
+    b_held: dict[int, dict[int, np.ndarray]] = {v: {} for v in state.u3}
+    s_held: dict[int, dict[int, np.ndarray]] = {v: {} for v in dropped}
+    for u, msg in got.items():
+        if not isinstance(msg, dict):
+            continue
+        for kind, into in (("b", b_held), ("s", s_held)):
+            part = msg.get(kind)
+            if not isinstance(part, dict):
+                continue
+            for v, vals in part.items():
+                if v in into and u in state.graph.get(v, ()) and isinstance(vals, np.ndarray) \
+                        and vals.dtype == np.uint64 and vals.ndim == 1:
+                    into[v][u] = vals
+    total = np.zeros_like(next(iter(state.masked.values())))
+    for u in state.u3:
+        np.add(total, state.masked[u], out=total)
+    for v in state.u3:
+        prg.ring_accumulate(total, _reconstruct(b_held[v], t, f"client {v}'s self-mask seed"), -1)
+    for v in dropped:
+        s_sk = _crypto.x25519_from_bytes(
+            _reconstruct(s_held[v], t, f"dropped client {v}'s mask key"))
+        for u in sorted(state.graph[v] & set(state.u3)):
+            seed = _crypto.agree(s_sk, state.keys[u][1], "secagg/mask",
+                                 _crypto.pair_context(state.session, u, v))
+            prg.ring_accumulate(total, seed, -1 if u < v else +1)
+    state.machine.advance(Stage.DONE)
+    return total
+
+
+async def server(party: Party, cfg: SecAggConfig) -> AggregateResult:
+    """Run the server of secure aggregation (party 0) with clients ``1..cfg.n_clients``."""
+    state = ServerState(cfg=cfg, session=party.session)
+    clients = [p for p in party.peers if 1 <= p <= cfg.n_clients]
+    timings: dict[str, float] = {}
+
+    async def timed(stage: Stage, coro: Any) -> Any:
+        t0 = time.perf_counter()
+        out = await coro
+        timings[stage.value] = time.perf_counter() - t0
+        return out
+
+    await timed(Stage.ADVERTISE_KEYS, advertise_keys(party, state, clients))
+    await timed(Stage.SHARE_KEYS, share_keys(party, state))
+    await timed(Stage.MASKED_INPUT, masked_input(party, state))
+    if cfg.consistency_check:
+        await timed(Stage.CONSISTENCY_CHECK, consistency_check(party, state))
+    total = await timed(Stage.UNMASK, unmask(party, state))
+    weight = int(total[-1])
+    scale = 2.0 * cfg.clip / cfg.levels
+    weighted_sum = total[:-1].astype(np.float64) * scale - cfg.clip * weight
+    return AggregateResult(mean=weighted_sum / weight, weighted_sum=weighted_sum,
+                           total_weight=weight, quantised_sum=total, survivors=list(state.u3),
+                           dropped=state.dropped, stage_seconds=timings)

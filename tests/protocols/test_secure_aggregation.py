@@ -1,0 +1,199 @@
+"""Secure aggregation: exact sums over survivors, dropouts at every stage, cheating."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+
+import numpy as np
+import pytest
+from mpcai.protocols import secure_aggregation as sa
+from mpcai.protocols.secure_aggregation import Stage
+
+from mpcai import encoding
+from mpcai.errors import IllegalTransition, InvalidInput, NotEnoughSurvivors, ProtocolAbort
+from mpcai.runtime import InMemoryNetwork, Party
+from mpcai.testing import run_local
+
+STAGES = [Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK]
+RNG = np.random.default_rng(1)  # data only
+
+
+def plaintext_quantised_sum(cfg: sa.SecAggConfig, updates: list, weights: list[int],
+                            survivors: list[int]) -> np.ndarray:
+    """The sum the server must obtain, computed in the clear with Python ints."""
+    total = None
+    for cid in survivors:
+        q = encoding.quantize(sa.flatten_update(updates[cid - 1]), clip=cfg.clip, bits=cfg.bits,
+                              out_of_range=cfg.out_of_range)
+        vec = [int(v) * weights[cid - 1] for v in q] + [weights[cid - 1]]
+        total = vec if total is None else [a + b for a, b in zip(total, vec, strict=True)]
+    assert total is not None
+    return np.array([v % 2**64 for v in total], dtype=np.uint64)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.10, 0.25, 0.49])
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.value)
+def test_exact_sum_over_survivors(fraction: float, stage: Stage) -> None:
+    n = 20
+    cfg = sa.SecAggConfig(n_clients=n, threshold=10, clip=2.0, bits=20, max_weight=50)
+    updates = [RNG.uniform(-2, 2, 257) for _ in range(n)]
+    weights = [int(w) for w in RNG.integers(1, 51, n)]
+    dropped = sorted(RNG.choice(np.arange(1, n + 1), int(fraction * n), replace=False).tolist())
+    res = sa.simulate(updates, cfg, weights=weights, dropouts=dict.fromkeys(dropped, stage))
+    agg = res.aggregate
+    expected_survivors = sorted(set(range(1, n + 1)) - set(dropped))
+    if stage == Stage.UNMASK:
+        # clients that vanish at unmask already sent their masked input: they are in the sum
+        expected_survivors = list(range(1, n + 1))
+    assert agg.survivors == expected_survivors
+    np.testing.assert_array_equal(
+        agg.quantised_sum, plaintext_quantised_sum(cfg, updates, weights, agg.survivors))
+    w = np.array([weights[c - 1] for c in agg.survivors], dtype=np.float64)
+    mean = (np.array([updates[c - 1] for c in agg.survivors]) * w[:, None]).sum(0) / w.sum()
+    assert np.max(np.abs(res.mean - mean)) <= 2 * 2.0 / (2**20 - 1)
+
+
+def test_secagg_plus_graph_and_dict_updates() -> None:
+    n = 30
+    cfg = sa.SecAggConfig(n_clients=n, threshold=5, degree=8, clip=1.0, bits=16)
+    updates = [{"layer.w": RNG.uniform(-1, 1, (4, 3)), "layer.b": RNG.uniform(-1, 1, 3)}
+               for _ in range(n)]
+    res = sa.simulate(updates, cfg, dropouts={4: Stage.MASKED_INPUT, 17: Stage.MASKED_INPUT})
+    assert set(res.mean) == {"layer.w", "layer.b"} and res.mean["layer.w"].shape == (4, 3)
+    surv = res.aggregate.survivors
+    assert 4 not in surv and 17 not in surv and len(surv) == n - 2
+    for k in ("layer.w", "layer.b"):
+        ref = np.mean([updates[c - 1][k] for c in surv], axis=0)
+        assert np.max(np.abs(res.mean[k] - ref)) < 1e-4
+    # clients talk to the server only: 4 messages each, 2 for those that vanished
+    assert [st.messages_sent for st in res.stats[1:]] == [2 if c in (4, 17) else 4
+                                                          for c in range(1, n + 1)]
+
+
+def test_consistency_check_round() -> None:
+    n = 8
+    cfg = sa.SecAggConfig(n_clients=n, threshold=5, consistency_check=True)
+    updates = [RNG.uniform(-1, 1, 10) for _ in range(n)]
+    res = sa.simulate(updates, cfg, dropouts={2: Stage.CONSISTENCY_CHECK})
+    # 2 sent its masked input, then vanished: its input is in the sum, its signature is not
+    assert res.aggregate.survivors == list(range(1, n + 1))
+    assert res.aggregate.dropped["consistency_check"] == [2]
+    assert "consistency_check" in res.aggregate.stage_seconds
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.value)
+def test_below_threshold_is_not_enough_survivors(stage: Stage) -> None:
+    n = 6
+    cfg = sa.SecAggConfig(n_clients=n, threshold=4, timeout=10)
+    updates = [np.zeros(5) for _ in range(n)]
+    with pytest.raises(NotEnoughSurvivors):
+        sa.simulate(updates, cfg, dropouts=dict.fromkeys([1, 2, 3], stage))
+
+
+def test_every_illegal_transition_raises() -> None:
+    for a, b in itertools.product(Stage, Stage):
+        m = sa.StageMachine()
+        m.stage = a
+        if b in sa.LEGAL[a]:
+            m.advance(b)
+            assert m.stage == b
+        else:
+            with pytest.raises(IllegalTransition):
+                m.advance(b)
+
+
+def test_client_never_reveals_both_shares_for_one_peer() -> None:
+    """A server that lists a client as both survivor and dropped gets nothing."""
+    n, t = 5, 3
+    cfg = sa.SecAggConfig(n_clients=n, threshold=t, timeout=10)
+    srv = importlib.import_module("mpcai.protocols.secure_aggregation.server")
+
+    async def equivocating(party: Party, cfg: sa.SecAggConfig) -> object:
+        state = srv.ServerState(cfg=cfg, session=party.session)
+        await srv.advertise_keys(party, state, list(range(1, n + 1)))
+        await srv.share_keys(party, state)
+        await srv.masked_input(party, state)
+        await party.broadcast("unmask", {"u3": state.u3, "dropped": [state.u3[0]]}, to=state.u3)
+        got = await party.gather("unmask", state.u3, timeout=5)
+        return got
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            return await equivocating(party, cfg)
+        return await sa.client(party, np.zeros(4), cfg)
+
+    res = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
+    assert res[0] == {}  # no client answered
+    assert all(isinstance(r, ProtocolAbort) and "both" in str(r) for r in res[1:])
+
+
+def test_tampered_share_ciphertext_is_ignored_and_others_finish() -> None:
+    n, t = 6, 3
+    cfg = sa.SecAggConfig(n_clients=n, threshold=t, timeout=10)
+    srv = importlib.import_module("mpcai.protocols.secure_aggregation.server")
+
+    original = srv.Party.send_many
+
+    async def tampering_send_many(self: Party, tag: str, objs: dict, **kw: object) -> object:
+        if tag == "share_keys":
+            blob = objs[2]["blobs"][1]
+            objs[2]["blobs"][1] = blob[:-1] + bytes([blob[-1] ^ 1])
+        return await original(self, tag, objs, **kw)
+
+    updates = [RNG.uniform(-1, 1, 7) for _ in range(n)]
+    srv.Party.send_many = tampering_send_many  # type: ignore[method-assign]
+    try:
+        res = sa.simulate(updates, cfg)
+    finally:
+        srv.Party.send_many = original  # type: ignore[method-assign]
+    assert res.aggregate.survivors == list(range(1, n + 1))
+    assert np.max(np.abs(res.mean - np.mean(updates, axis=0))) < 1e-4
+
+
+def test_configuration_checks() -> None:
+    with pytest.raises(InvalidInput, match="wrap around"):
+        sa.SecAggConfig(n_clients=1000, threshold=10, bits=40, max_weight=2**20)
+    with pytest.raises(InvalidInput):
+        sa.SecAggConfig(n_clients=10, threshold=11)
+    with pytest.raises(InvalidInput):
+        sa.SecAggConfig(n_clients=10, threshold=2, degree=3)
+    rep = sa.security_report(sa.SecAggConfig(n_clients=100, threshold=51), 0.2, 0.3)
+    assert rep.correct and rep.private_semi_honest and not rep.private_malicious
+    rep = sa.security_report(sa.SecAggConfig(n_clients=100, threshold=60, consistency_check=True),
+                             0.1, 0.3)
+    assert rep.correct and rep.private_malicious and "private against a malicious" in \
+        rep.statement
+    bad = sa.security_report(sa.SecAggConfig(n_clients=100, threshold=5, degree=10), 0.1, 0.1)
+    assert not bad.correct and not bad.private_semi_honest
+
+
+def test_clipping_is_explicit() -> None:
+    n = 4
+    updates = [np.array([0.5, 5.0]) for _ in range(n)]
+    res = sa.simulate(updates, sa.SecAggConfig(n_clients=n, threshold=3, clip=1.0))
+    np.testing.assert_allclose(res.mean, [0.5, 1.0], atol=1e-4)
+    assert all(c["clipped"] == 1 for c in res.clients)
+    strict = sa.SecAggConfig(n_clients=n, threshold=3, clip=1.0, out_of_range="raise",
+                             timeout=5)
+    with pytest.raises(NotEnoughSurvivors):  # every client refuses its own input
+        sa.simulate(updates, strict)
+
+
+@pytest.mark.parametrize("drop", [None, "masked_input"])
+def test_over_tls_processes(drop: str | None) -> None:
+    from mpcai.runtime.launcher import launch_local
+
+    n = 4
+    config = {"n_clients": n, "threshold": 2, "clip": 1.0, "bits": 16, "timeout": 20}
+    updates = [RNG.uniform(-1, 1, 50) for _ in range(n)]
+    args = [(config,)] + [(config, u, 1, drop if c == 2 else None)
+                          for c, u in enumerate(updates, start=1)]
+    run = launch_local(n + 1, "mpcai.protocols.secure_aggregation.simulation:process_party",
+                       args_per_party=args, timeout=60)
+    surv = run[0]["survivors"]
+    assert surv == ([1, 3, 4] if drop else [1, 2, 3, 4])
+    cfg = sa.SecAggConfig(**config)
+    np.testing.assert_array_equal(run[0]["quantised_sum"],
+                                  plaintext_quantised_sum(cfg, updates, [1] * n, surv))
+    assert run.stats[0].bytes_received > 0
