@@ -105,7 +105,7 @@ class Party:
         self._send_seq = dict.fromkeys(self.peers, 0)
         self._recv_seq = dict.fromkeys(self.peers, 0)
         self._sent_tags: dict[int, set[str]] = {p: set() for p in self.peers}
-        self._slots: dict[tuple[int, str], _Slot] = {}
+        self._slots: dict[int, dict[str, _Slot]] = {p: {} for p in self.peers}
         self._errors: dict[int, MpcaiError] = {}
         self._send_locks = {p: trio.Lock() for p in self.peers}
         self._last_was_send = False
@@ -234,9 +234,10 @@ class Party:
         return float(timeout)
 
     def _slot(self, peer: int, tag: str) -> _Slot:
-        slot = self._slots.get((peer, tag))
+        slots = self._slots[peer]
+        slot = slots.get(tag)
         if slot is None:
-            slot = self._slots[(peer, tag)] = _Slot()
+            slot = slots[tag] = _Slot()
             if peer in self._errors:
                 slot.event.set()  # nothing more will come from this peer
         return slot
@@ -329,8 +330,8 @@ class Party:
         if peer in self._errors:
             return
         self._errors[peer] = err
-        for (p, _), slot in self._slots.items():
-            if p == peer and not slot.has_value:
+        for slot in self._slots[peer].values():
+            if not slot.has_value:
                 slot.event.set()
 
     async def _reader(self, peer: int) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import struct
 from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -86,29 +88,56 @@ def verify(pk: bytes, signature: bytes, message: bytes) -> bool:
     return True
 
 
-def graph_seed(session: bytes, keys: dict[int, tuple[bytes, ...]]) -> bytes:
-    """Public randomness for the graph: a hash of the session and every advertised key."""
-    h = hashlib.sha256(b"mpcai/secagg/graph/v1|" + session)
-    for cid in sorted(keys):
-        h.update(struct.pack("<I", cid))
-        for k in keys[cid]:
-            h.update(struct.pack("<H", len(k)) + k)
-    return h.digest()
+def pack_keys(keys: dict[int, tuple[bytes, bytes, bytes]]) -> dict[str, Any]:
+    """The advertised keys as four flat fields (cheap to send and decode for 1000s)."""
+    ids = sorted(keys)
+    e_len = {len(keys[i][2]) for i in ids}
+    if len(e_len) > 1:
+        raise InvalidInput("signing keys of different lengths")
+    return {"ids": np.array(ids, dtype=np.uint32),
+            "c": b"".join(keys[i][0] for i in ids), "s": b"".join(keys[i][1] for i in ids),
+            "e": b"".join(keys[i][2] for i in ids)}
 
 
-def neighbours(ids: Iterable[int], k: int, seed: bytes) -> dict[int, frozenset[int]]:
+def unpack_keys(msg: Any) -> dict[int, tuple[bytes, bytes, bytes]]:
+    """Inverse of :func:`pack_keys`; raises ValueError/TypeError/KeyError if malformed."""
+    ids = [int(i) for i in msg["ids"]]
+    c, s, e = msg["c"], msg["s"], msg["e"]
+    n = len(ids)
+    if not (isinstance(c, bytes) and isinstance(s, bytes) and isinstance(e, bytes)):
+        raise TypeError("keys must be bytes")
+    if n == 0 or len(c) != 32 * n or len(s) != 32 * n or len(e) % n or len(set(ids)) != n:
+        raise ValueError("key list lengths do not match")
+    el = len(e) // n
+    return {i: (c[32 * j:32 * j + 32], s[32 * j:32 * j + 32], e[el * j:el * j + el])
+            for j, i in enumerate(ids)}
+
+
+def graph_seed(session: bytes, ids: Iterable[int]) -> bytes:
+    """Public randomness for the graph: a hash of the session id and the sorted client ids."""
+    arr = np.array(sorted(ids), dtype="<u4")
+    return hashlib.sha256(b"mpcai/secagg/graph/v1|" + session + arr.tobytes()).digest()
+
+
+def neighbours(ids: Iterable[int], k: int, seed: bytes,
+               only: int | None = None) -> dict[int, frozenset[int]]:
     """The SecAgg+ graph: a Harary graph H(k, n) over a seeded random order of ``ids``.
 
     Every party can recompute it from public data.  With ``k >= n - 1`` it is
-    the complete graph (classic SecAgg).
+    the complete graph (classic SecAgg).  ``only`` computes one party's
+    neighbourhood (what a client needs).
     """
-    order = sorted(ids, key=lambda i: hmac.new(seed, struct.pack("<I", i), "sha256").digest())
+    ids_arr = np.array(sorted(ids), dtype=np.int64)
+    # a seeded random order: sort by PRG words indexed by id (ties are 2^-64 events,
+    # broken by id since argsort is stable)
+    ranks = prg.ring_vector(prg.derive_seed(seed, "secagg/graph-order"), int(ids_arr[-1]) + 1)
+    order = [int(i) for i in ids_arr[np.argsort(ranks[ids_arr], kind="stable")]]
     n = len(order)
+    wanted = order if only is None else [only]
     if k >= n - 1:
         everyone = frozenset(order)
-        return {i: everyone - {i} for i in order}
+        return {i: everyone - {i} for i in wanted}
     half = k // 2
-    out: dict[int, frozenset[int]] = {}
-    for pos, i in enumerate(order):
-        out[i] = frozenset(order[(pos + d) % n] for d in range(-half, half + 1) if d)
-    return out
+    index = {i: pos for pos, i in enumerate(order)}
+    return {i: frozenset(order[(index[i] + d) % n] for d in range(-half, half + 1) if d)
+            for i in wanted}

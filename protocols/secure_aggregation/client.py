@@ -83,22 +83,22 @@ async def share_keys(party: Party, state: ClientState) -> None:
     """
     state.machine.advance(Stage.SHARE_KEYS)
     raw = await party.recv(SERVER, Stage.ADVERTISE_KEYS.value)
-    keys: dict[int, tuple[bytes, bytes, bytes]] = {}
     try:
-        for cid, triple in raw.items():
-            c_pk, s_pk, e_pk = triple
-            if not (isinstance(cid, int) and len(c_pk) == 32 and len(s_pk) == 32):
-                raise ValueError
-            keys[cid] = (bytes(c_pk), bytes(s_pk), bytes(e_pk))
-    except (AttributeError, TypeError, ValueError) as exc:
+        keys = _crypto.unpack_keys(raw["keys"])
+        u1 = [int(i) for i in raw["u1"]]
+    except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolAbort("the server sent a malformed key list") from exc
     mine = keys.get(state.me)
     own_c = state.c_sk.public_key().public_bytes(*_crypto._RAW)
     if mine is None or mine[0] != own_c:
         raise ProtocolAbort("the server's key list does not hold this client's own keys")
+    if state.me not in u1 or len(set(u1)) != len(u1):
+        raise ProtocolAbort("the server's list of clients is inconsistent")
+    seed = _crypto.graph_seed(state.session, u1)
+    state.graph = _crypto.neighbours(u1, state.cfg.neighbours, seed, only=state.me)[state.me]
+    if set(keys) != state.graph | {state.me}:
+        raise ProtocolAbort("the server sent keys for other clients than this one's neighbours")
     state.keys = keys
-    seed = _crypto.graph_seed(state.session, keys)
-    state.graph = _crypto.neighbours(keys, state.cfg.neighbours, seed)[state.me]
     t = state.cfg.threshold
     if len(state.graph) < t:
         raise NotEnoughSurvivors(f"only {len(state.graph)} neighbours advertised keys, {t} needed")
@@ -142,7 +142,7 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray,
         u2 = frozenset(int(i) for i in msg["u2"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolAbort("the server sent a malformed share_keys message") from exc
-    if state.me not in u2 or not u2 <= set(state.keys):
+    if state.me not in u2:
         raise ProtocolAbort("the server's survivor list is inconsistent")
     state.u2 = u2
     n_elems = None

@@ -60,18 +60,24 @@ async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -
     """Collect public keys; publish the list to the clients who sent them."""
     state.machine.advance(Stage.ADVERTISE_KEYS)
     got = await party.gather(Stage.ADVERTISE_KEYS.value, clients, timeout=state.cfg.timeout)
+    e_len = 32 if state.cfg.consistency_check else 0
     for cid, triple in got.items():
         if (isinstance(triple, list) and len(triple) == 3
                 and all(isinstance(k, bytes) for k in triple)
-                and len(triple[0]) == 32 and len(triple[1]) == 32):
+                and len(triple[0]) == 32 and len(triple[1]) == 32 and len(triple[2]) == e_len):
             state.keys[cid] = (triple[0], triple[1], triple[2])
     u1 = sorted(state.keys)
     state.dropped[Stage.ADVERTISE_KEYS.value] = sorted(set(clients) - set(u1))
     _need(state, u1, Stage.ADVERTISE_KEYS)
     state.graph = _crypto.neighbours(u1, state.cfg.neighbours,
-                                     _crypto.graph_seed(state.session, state.keys))
-    await party.broadcast(Stage.ADVERTISE_KEYS.value, {c: list(k) for c, k in state.keys.items()},
-                          to=u1)
+                                     _crypto.graph_seed(state.session, u1))
+    ids = np.array(u1, dtype=np.uint32)
+    # each client gets the survivor ids (to recompute the graph) and its neighbours' keys
+    await party.send_many(Stage.ADVERTISE_KEYS.value, {
+        c: {"u1": ids, "keys": _crypto.pack_keys(
+            {v: state.keys[v] for v in (*state.graph[c], c)})}
+        for c in u1
+    })
 
 
 async def share_keys(party: Party, state: ServerState) -> None:
@@ -85,8 +91,10 @@ async def share_keys(party: Party, state: ServerState) -> None:
     state.u2 = sorted(blobs)
     state.dropped[Stage.SHARE_KEYS.value] = sorted(set(u1) - set(state.u2))
     _need(state, state.u2, Stage.SHARE_KEYS)
+    u2 = np.array(state.u2, dtype=np.uint32)
     await party.send_many(Stage.SHARE_KEYS.value, {
-        v: {"blobs": {u: blobs[u][v] for u in state.u2 if v in blobs[u]}, "u2": state.u2}
+        v: {"blobs": {u: blobs[u][v] for u in state.graph[v] if u in blobs and v in blobs[u]},
+            "u2": u2}
         for v in state.u2
     })
 
@@ -108,7 +116,8 @@ async def masked_input(party: Party, state: ServerState) -> None:
 async def consistency_check(party: Party, state: ServerState) -> None:
     """Have the survivors sign the survivor list."""
     state.machine.advance(Stage.CONSISTENCY_CHECK)
-    await party.broadcast(Stage.CONSISTENCY_CHECK.value, state.u3, to=state.u3)
+    await party.broadcast(Stage.CONSISTENCY_CHECK.value, np.array(state.u3, dtype=np.uint32),
+                          to=state.u3)
     got = await party.gather(Stage.CONSISTENCY_CHECK.value, state.u3, timeout=state.cfg.timeout)
     state.sigs = {u: s for u, s in got.items() if isinstance(s, bytes)}
     state.dropped[Stage.CONSISTENCY_CHECK.value] = sorted(set(state.u3) - set(state.sigs))
@@ -129,7 +138,8 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
     """Ask the survivors for shares; remove self masks and the dropped clients' pair masks."""
     state.machine.advance(Stage.UNMASK)
     dropped = sorted(set(state.u2) - set(state.u3))
-    request: dict[str, Any] = {"u3": state.u3, "dropped": dropped}
+    request: dict[str, Any] = {"u3": np.array(state.u3, dtype=np.uint32),
+                               "dropped": np.array(dropped, dtype=np.uint32)}
     if state.cfg.consistency_check:
         request["sigs"] = state.sigs
     await party.broadcast(Stage.UNMASK.value, request, to=state.u3)
