@@ -1,0 +1,40 @@
+"""Gaussian flooding noise from the CSPRNG, and the flooding width.
+
+Uniforms come from :func:`mpcai.prg.random_ring` (ChaCha20 keyed by a fresh
+OS seed), never from ``numpy.random``; Box–Muller turns pairs of 53-bit
+uniforms into standard normals.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mpcai import prg
+
+_TWO_53 = float(1 << 53)
+
+
+def standard_normal(n: int) -> np.ndarray:
+    """``n`` independent N(0, 1) samples (Box–Muller over CSPRNG uniforms)."""
+    if n <= 0:
+        return np.zeros(0)
+    pairs = (n + 1) // 2
+    words = prg.random_ring(2 * pairs) >> np.uint64(11)
+    u = words.astype(np.float64)
+    u1 = (u[:pairs] + 1.0) / _TWO_53  # (0, 1]: log is finite
+    u2 = u[pairs:] / _TWO_53
+    r = np.sqrt(-2.0 * np.log(u1))
+    theta = 2.0 * np.pi * u2
+    return np.concatenate([r * np.cos(theta), r * np.sin(theta)])[:n]
+
+
+def flooding_sigma(noise_bound: float, security_bits: int, released_values: int) -> float:
+    """sigma = 2^(s-1) * B * sqrt(n): statistical distance <= 2^-s over ``n`` released values.
+
+    For shifts ``|mu_i| <= B`` the KL divergence between N(mu, sigma^2 I_n) and
+    N(0, sigma^2 I_n) is ``|mu|^2 / (2 sigma^2) <= n B^2 / (2 sigma^2)``;
+    Pinsker gives SD <= sqrt(KL / 2) <= B sqrt(n) / (2 sigma) = 2^-s.
+    """
+    return math.ldexp(noise_bound * math.sqrt(released_values), security_bits - 1)

@@ -1,0 +1,738 @@
+"""CKKS approximate homomorphic encryption: a small, typed layer over TenSEAL.
+
+**Contexts** (:class:`CKKSContext`) come from named presets
+(:data:`PRESETS`): ``"n8192"`` (N = 8192, coefficient chain 60-40-40-60 =
+200 bits, scale 2^40, multiplicative depth 2) and ``"n16384"`` (N = 16384,
+60-40x6-60 = 360 bits, scale 2^40, depth 6).  Both stay below the
+HomomorphicEncryption.org standard's bound for 128-bit classical security
+with ternary secrets (218 and 438 bits), and SEAL re-checks this when the
+context is built.  The key owner creates the context; :meth:`CKKSContext.public`
+and :meth:`CKKSContext.serialize` (by default) drop the secret key, so what
+leaves the owner can encrypt and compute but not decrypt.  The secret key is
+serialised only with ``save_secret_key=True``.  Loading checks the length
+against a limit before any byte reaches TenSEAL's deserialiser, and checks the
+parameters against the declared preset, so a peer cannot substitute weaker
+ones.
+
+**Vectors** (:class:`CKKSVector`) hold numpy arrays of any length (longer
+than the slot count means several ciphertexts).  Addition, multiplication by
+plaintexts or ciphertexts, dot products, sums and polynomials are thin
+wrappers over TenSEAL.  Two TenSEAL pitfalls are handled here:
+``CKKSVector.copy()`` re-serialises the whole context (secret key included),
+so it is never called; and with ``auto_mod_switch`` TenSEAL mod-switches the
+*argument* of ``a.add(b)`` in place when ``b`` sits at a higher level, so the
+higher-level operand is always made the receiver.  After each multiplication
+TenSEAL rescales and then overwrites the scale with the nominal 2^40 (the
+true scale is 2^80 / q_i), a relative error of |2^40/q_i - 1| < 2^-20 per
+rescale, well inside the errors below.
+
+**Vector x plain matrix** (:meth:`CKKSVector.matmul` with a
+:class:`PlainMatrix`): Halevi–Shoup's diagonal method with baby-step
+giant-step, run on TenSEAL's raw SEAL bindings.  For ``W`` of shape
+``(d_in, d_out)`` the output columns are padded to ``m`` (a power of two) and
+diagonal ``k < m`` pairs slot ``s`` with input ``s - k``; output ``j``
+collects in every slot ``s = j (mod m)``, and ``log2(span / m)`` rotations
+fold the copies.  With ``m = B * G``, ``sum_g rot_{-gB}(sum_b D'_{g,b} *
+rot_{-b}(v))`` costs ``B - 1 + G - 1 + log2(span / m)`` rotations and ``m``
+plaintext products (784x128 at N = 8192: 7 + 15 + 3 = 25 rotations where
+TenSEAL's ``mm`` does one per row).  Diagonals are encoded at the modulus
+prime the rescale removes, so the product keeps the input's scale exactly,
+and the one rescale comes after every rotation, so their key-switching
+error is divided by the scale (784x128: max error ~3e-7 against TenSEAL's
+~3e-6).  Slots of the input beyond its length are never read (TenSEAL fills
+them with copies), and slots of the output beyond ``d_out`` hold partial
+sums: only the first ``size`` slots of any vector are meaningful, as in
+TenSEAL.  The Galois keys for
+exactly the rotations used are made by the key owner
+(:meth:`CKKSContext.add_matvec_keys`) and travel in the public context.
+
+**Errors.**  A fresh encryption decrypts within about 1e-8 of its input at
+scale 2^40; each multiplication adds relative error around 1e-7 and absolute
+rounding around 1e-7 times the magnitude of the plaintext operand; each
+rotation (sums, dot products, matrix products) adds key-switching error of
+order 1e-6.  Tests assert ``|result - numpy| <= 1e-6`` for fresh additions,
+``1e-4`` for values of order 1 after one multiplication, a sum or a dot
+product (and matrix products with entries in [-1, 1] whose outputs are of
+order 1 to 10), and ``1e-3`` after a degree-3 polynomial.
+
+**Noise-flooded decryption** (:meth:`CKKSContext.decrypt_flooded`).  Threat
+model: the key owner decrypts a ciphertext that someone else computed or
+will see, and shows the result to anyone but itself.  A CKKS decryption is
+``m + e`` where the error ``e`` depends on the secret key; Li and Micciancio
+("On the Security of Homomorphic Encryption on Approximate Numbers",
+EUROCRYPT 2021) recover the key from a few such outputs.  SEAL and TenSEAL
+have no mitigation.  We add independent Gaussian noise of width ``sigma`` to
+every released value, from the ChaCha20 CSPRNG (never ``numpy.random``).
+Statement: if every released value's CKKS error satisfies ``|e_i| <= B``
+(the caller's ``noise_bound``; it must be an a-priori bound for the
+computation, not one measured on this ciphertext) and at most ``n = Q *
+slots`` values are released under one key (``Q`` the key's decryption budget,
+counted in ciphertexts), then with ``sigma = 2^(s-1) * B * sqrt(n)`` the
+whole transcript of released values is within statistical distance ``2^-s``
+of one computed from the error-free results (KL divergence of shifted
+Gaussians ``<= n B^2 / (2 sigma^2)``, then Pinsker).  So nothing the
+attacker does with the transcript, key recovery included, succeeds with
+probability more than ``2^-s`` above what it would without the errors.
+The bound assumes a passive key owner that decrypts only ciphertexts whose
+error it can bound by ``B``, and says nothing about what the result itself
+reveals.  Exceeding the budget raises :class:`DecryptionBudgetExceeded`.
+
+*Precision cost*: flooding loses ``s - 1 + log2(n) / 2`` bits against the
+unflooded error ``B``; a flooded value ``x`` keeps ``log2(|x| / sigma)``
+bits.  For the default ``s = 40`` and budget ``Q = 16``: N = 8192 (4096
+slots, n = 2^16) loses 47 bits and N = 16384 (8192 slots, n = 2^17) loses
+47.5 bits.  With a fresh-ciphertext bound ``B = 2^-26`` at scale 2^40 that
+is ``sigma = 2^21`` (2^21.5 at N = 16384), while a ciphertext at the last
+level holds only ``|x| < 2^19``: at full strength a flooded result of these
+presets carries no information about values of ordinary size.  Useful
+precision needs values far above ``sigma`` (possible only at higher levels,
+whose range is ``q_level / 2^41``) or a smaller ``s``, budget ``Q`` or bound
+``B`` -- an explicit choice of the caller, who passes ``security_bits`` and
+``decryption_budget``.  :meth:`CKKSContext.flooding_sigma` gives ``sigma``
+for a bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import secrets
+import struct
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import tenseal as ts
+
+from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType, MpcaiError, WireError
+from mpcai.he import _ckks_flood, _ckks_seal
+
+__all__ = [
+    "DEFAULT_DECRYPTION_BUDGET",
+    "DEFAULT_FLOOD_SECURITY_BITS",
+    "MAX_CONTEXT_BYTES",
+    "MAX_VECTOR_BYTES",
+    "PRESETS",
+    "CKKSContext",
+    "CKKSVector",
+    "DecryptionBudgetExceeded",
+    "MissingSecretKey",
+    "PlainMatrix",
+    "Preset",
+]
+
+_TS = ts._ts_cpp
+
+DEFAULT_FLOOD_SECURITY_BITS: int = 40
+"""Statistical security ``s`` of a flooded decryption: distance <= 2^-s."""
+
+DEFAULT_DECRYPTION_BUDGET: int = 16
+"""Flooded ciphertext decryptions allowed per key unless the owner sets another."""
+
+MAX_CONTEXT_BYTES: int = 1 << 30
+"""Default limit on a serialised context (Galois keys at N = 16384 are large)."""
+
+MAX_VECTOR_BYTES: int = 1 << 26
+"""Default limit on a serialised vector."""
+
+_CTX_MAGIC = b"MPCKCTX1"
+_VEC_MAGIC = b"MPCKVEC1"
+_CTX_HEADER = struct.Struct("<8sBB16sIIQ")  # magic, preset, has_sk, key id, budget, used, ts len
+
+
+class MissingSecretKey(MpcaiError, ValueError):
+    """A decryption or key generation was asked of a context without the secret key."""
+
+
+class DecryptionBudgetExceeded(MpcaiError, RuntimeError):
+    """The key's budget of flooded decryptions is spent; the key must be retired."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """CKKS parameters with their security level."""
+
+    name: str
+    poly_modulus_degree: int
+    coeff_mod_bit_sizes: tuple[int, ...]
+    scale_bits: int
+    max_coeff_bits: int
+    """The HE standard's largest total modulus for 128-bit security at this N."""
+    security_bits: int = 128
+
+    @property
+    def slots(self) -> int:
+        """Values per ciphertext (N / 2)."""
+        return self.poly_modulus_degree // 2
+
+    @property
+    def depth(self) -> int:
+        """Multiplications (rescales) available to a fresh ciphertext."""
+        return len(self.coeff_mod_bit_sizes) - 2
+
+    @property
+    def max_abs_value(self) -> float:
+        """Largest |x| that decrypts correctly at the last level (top prime / scale / 2)."""
+        return math.ldexp(1.0, self.coeff_mod_bit_sizes[0] - self.scale_bits - 1)
+
+
+PRESETS: dict[str, Preset] = {
+    "n8192": Preset("n8192", 8192, (60, 40, 40, 60), 40, 218),
+    "n16384": Preset("n16384", 16384, (60, 40, 40, 40, 40, 40, 40, 60), 40, 438),
+}
+"""Named parameter sets; every total modulus is within the 128-bit bound."""
+
+_PRESET_ORDER = list(PRESETS)
+
+
+def _check_int(value: object, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidType(f"{name} must be an int, not {type(value).__name__}")
+    if not lo <= int(value) <= hi:
+        raise InvalidInput(f"{name} must be in [{lo}, {hi}], got {value}")
+    return int(value)
+
+
+def _real_array(x: object, name: str, ndim: int) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
+                                   or np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidType(f"{name} must be a real numeric array, not dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise InvalidInput(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
+    arr = arr.astype(np.float64, copy=False)
+    if arr.size == 0:
+        raise InvalidInput(f"{name} must not be empty")
+    if not np.all(np.isfinite(arr)):
+        raise EncodingOverflow(f"{name} contains NaN or infinite values")
+    return arr
+
+
+@contextlib.contextmanager
+def _tenseal_errors(what: str):  # type: ignore[no-untyped-def]
+    try:
+        yield
+    except (ValueError, RuntimeError, TypeError) as exc:
+        if isinstance(exc, MpcaiError):
+            raise
+        raise InvalidInput(f"{what}: {str(exc)[:300]}") from exc
+
+
+class CKKSContext:
+    """CKKS parameters and keys.  Build with :meth:`create` (key owner) or :meth:`load`."""
+
+    def __init__(self, *, _ts_context: ts.Context, _preset: Preset, _key_id: bytes,
+                 _budget: int, _used: int, _mirror: _ckks_seal.SealMirror,
+                 _matvec_keys: bytes = b"") -> None:
+        self._ctx = _ts_context
+        self._preset = _preset
+        self._key_id = _key_id
+        self._budget = _budget
+        self._used = _used
+        self._mirror = _mirror
+        self._matvec_keys = _matvec_keys
+        self._lock = threading.Lock()
+        self._top_level = len(_preset.coeff_mod_bit_sizes) - 2
+
+    # -- construction -----------------------------------------------------
+
+    @classmethod
+    def create(cls, preset: str = "n8192", *, matvec_shapes: tuple[tuple[int, int], ...] = (),
+               galois_keys: bool = True,
+               decryption_budget: int = DEFAULT_DECRYPTION_BUDGET) -> CKKSContext:
+        """A fresh key pair for ``preset``; the caller is the key owner.
+
+        ``galois_keys`` creates TenSEAL's power-of-two rotation keys (needed
+        by :meth:`CKKSVector.sum` and :meth:`CKKSVector.dot`);
+        ``matvec_shapes`` lists ``(d_in, d_out)`` matrix shapes to create
+        product keys for now (see :meth:`add_matvec_keys`).
+        ``decryption_budget`` caps flooded decryptions under this key.
+        """
+        if preset not in PRESETS:
+            raise InvalidInput(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        budget = _check_int(decryption_budget, "decryption_budget", 0, 1 << 31)
+        p = PRESETS[preset]
+        with _tenseal_errors("creating the TenSEAL context"):
+            ctx = ts.context(ts.SCHEME_TYPE.CKKS, p.poly_modulus_degree,
+                             coeff_mod_bit_sizes=list(p.coeff_mod_bit_sizes))
+        ctx.global_scale = float(1 << p.scale_bits)
+        ctx.auto_relin = ctx.auto_rescale = ctx.auto_mod_switch = True
+        if galois_keys:
+            ctx.generate_galois_keys()
+        mirror = _ckks_seal.make_mirror(ctx)
+        out = cls(_ts_context=ctx, _preset=p, _key_id=secrets.token_bytes(16),
+                  _budget=budget, _used=0, _mirror=mirror)
+        out._check_parameters()
+        for d_in, d_out in matvec_shapes:
+            out.add_matvec_keys(d_in, d_out)
+        return out
+
+    def _check_parameters(self) -> None:
+        p = self._preset
+        sctx = self._mirror.context
+        if not sctx.parameters_set():
+            raise WireError(f"CKKS parameters rejected by SEAL: {sctx.parameters_error_message()}")
+        parms = sctx.key_context_data().parms()
+        bits = tuple(m.bit_count() for m in parms.coeff_modulus())
+        if parms.poly_modulus_degree() != p.poly_modulus_degree or bits != p.coeff_mod_bit_sizes:
+            raise WireError(f"context parameters (N={parms.poly_modulus_degree()}, chain {bits}) "
+                            f"do not match preset {p.name}")
+        if sum(bits) > p.max_coeff_bits:
+            raise WireError(f"total modulus {sum(bits)} bits exceeds the 128-bit bound")
+        if self._ctx.global_scale != float(1 << p.scale_bits):
+            raise WireError(f"context scale {self._ctx.global_scale} is not 2^{p.scale_bits}")
+
+    # -- properties -------------------------------------------------------
+
+    @property
+    def preset(self) -> Preset:
+        """The parameter preset."""
+        return self._preset
+
+    @property
+    def slot_count(self) -> int:
+        """Values per ciphertext."""
+        return self._preset.slots
+
+    @property
+    def has_secret_key(self) -> bool:
+        """True only for the key owner's context."""
+        return bool(self._ctx.has_secret_key())
+
+    @property
+    def decryptions_left(self) -> int:
+        """Flooded ciphertext decryptions this key may still perform."""
+        return self._budget - self._used
+
+    @property
+    def tenseal_context(self) -> ts.Context:
+        """The underlying TenSEAL context (interoperability; do not ``copy()`` it)."""
+        return self._ctx
+
+    # -- keys and serialisation ------------------------------------------
+
+    def public(self) -> CKKSContext:
+        """A copy without the secret key: it encrypts and computes, it cannot decrypt."""
+        data = self._ctx.serialize(save_public_key=True, save_secret_key=False,
+                                   save_galois_keys=True, save_relin_keys=True)
+        ctx = ts.context_from(data)
+        ctx.auto_relin = ctx.auto_rescale = ctx.auto_mod_switch = True
+        mirror = _ckks_seal.SealMirror(self._mirror.context, self._mirror.evaluator,
+                                       self._mirror.encoder, self._mirror.galois,
+                                       self._mirror.steps)
+        return CKKSContext(_ts_context=ctx, _preset=self._preset, _key_id=self._key_id,
+                           _budget=0, _used=0, _mirror=mirror, _matvec_keys=self._matvec_keys)
+
+    def add_matvec_keys(self, d_in: int, d_out: int) -> None:
+        """Create the Galois keys for ``vector (d_in) x matrix (d_in, d_out)`` (key owner only)."""
+        d_in = _check_int(d_in, "d_in", 1, self.slot_count)
+        d_out = _check_int(d_out, "d_out", 1, 1 << 24)
+        needed = set(_ckks_seal.rotation_steps(d_in, d_out, self.slot_count))
+        if needed <= self._mirror.steps:
+            return
+        if not self.has_secret_key:
+            raise MissingSecretKey("only the key owner can create Galois keys; ask the owner "
+                                   f"for keys for a {d_in}x{d_out} product")
+        steps = sorted(needed | self._mirror.steps)
+        data = _ckks_seal.galois_keys_bytes(self._ctx, steps)
+        self._mirror.galois = _ckks_seal.load_galois_keys(self._mirror, data)
+        self._mirror.steps = frozenset(steps)
+        self._matvec_keys = struct.pack(f"<I{len(steps)}i", len(steps), *steps) + data
+
+    def serialize(self, *, save_secret_key: bool = False) -> bytes:
+        """Bytes for :meth:`load`.  The secret key is included only if asked for.
+
+        A blob with the secret key also carries the flooding budget and its
+        use so far (reloading does not reset it).
+        """
+        sk = bool(save_secret_key)
+        if sk and not self.has_secret_key:
+            raise MissingSecretKey("this context has no secret key to save")
+        data = self._ctx.serialize(save_public_key=True, save_secret_key=sk,
+                                   save_galois_keys=True, save_relin_keys=True)
+        header = _CTX_HEADER.pack(_CTX_MAGIC, _PRESET_ORDER.index(self._preset.name), int(sk),
+                                  self._key_id, self._budget if sk else 0,
+                                  self._used if sk else 0, len(data))
+        return header + data + self._matvec_keys
+
+    @classmethod
+    def load(cls, data: bytes, *, max_bytes: int = MAX_CONTEXT_BYTES) -> CKKSContext:
+        """Parse :meth:`serialize` output; lengths and parameters are checked first."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidType(f"data must be bytes, not {type(data).__name__}")
+        data = bytes(data)
+        if len(data) > max_bytes:
+            raise WireError(f"context blob of {len(data)} bytes exceeds the limit of {max_bytes}")
+        if len(data) < _CTX_HEADER.size or data[:8] != _CTX_MAGIC:
+            raise WireError("not a serialised mpcai CKKS context")
+        _, preset_i, has_sk, key_id, budget, used, ts_len = _CTX_HEADER.unpack_from(data)
+        if preset_i >= len(_PRESET_ORDER) or has_sk > 1 or used > budget:
+            raise WireError("malformed CKKS context header")
+        off = _CTX_HEADER.size
+        if ts_len > len(data) - off:
+            raise WireError("truncated CKKS context")
+        ts_bytes, rest = data[off:off + ts_len], data[off + ts_len:]
+        try:
+            ctx = ts.context_from(ts_bytes)
+        except Exception as exc:  # any parser failure is a wire error
+            raise WireError(f"TenSEAL rejected the context: {exc}") from exc
+        if bool(ctx.has_secret_key()) != bool(has_sk):
+            raise WireError("secret-key flag does not match the context contents")
+        ctx.auto_relin = ctx.auto_rescale = ctx.auto_mod_switch = True
+        preset = PRESETS[_PRESET_ORDER[preset_i]]
+        mirror = _ckks_seal.make_mirror(ctx)
+        out = cls(_ts_context=ctx, _preset=preset, _key_id=key_id, _budget=budget,
+                  _used=used, _mirror=mirror)
+        out._check_parameters()
+        if rest:
+            if len(rest) < 4:
+                raise WireError("truncated Galois keys")
+            (n_steps,) = struct.unpack_from("<I", rest)
+            if n_steps > 4 * preset.slots or 4 + 4 * n_steps > len(rest):
+                raise WireError("malformed Galois key step list")
+            steps = struct.unpack_from(f"<{n_steps}i", rest, 4)
+            if any(not 0 < abs(s) < preset.slots for s in steps):
+                raise WireError("Galois key step out of range")
+            try:
+                mirror.galois = _ckks_seal.load_galois_keys(mirror, rest[4 + 4 * n_steps:])
+            except Exception as exc:
+                raise WireError(f"SEAL rejected the Galois keys: {exc}") from exc
+            mirror.steps = frozenset(steps)
+            out._matvec_keys = rest
+        return out
+
+    # -- encryption and decryption ---------------------------------------
+
+    def encrypt(self, x: object) -> CKKSVector:
+        """Encrypt a 1-D real array of any length (one ciphertext per ``slot_count`` values)."""
+        arr = _real_array(x, "x", 1)
+        limit = self._preset.max_abs_value
+        if float(np.max(np.abs(arr))) >= limit:
+            raise EncodingOverflow(f"|x| must stay below {limit:g} for preset {self._preset.name}")
+        with _tenseal_errors("encrypting"):
+            if arr.size <= self.slot_count:
+                v = _TS.CKKSVector(self._ctx.data, arr.tolist())
+            else:
+                # TenSEAL prints a warning about disabled matmul for chunked vectors
+                with contextlib.redirect_stdout(io.StringIO()):
+                    v = _TS.CKKSVector(self._ctx.data, arr.tolist())
+        return CKKSVector(self, v, self._top_level)
+
+    def _check_owner(self, vec: CKKSVector) -> None:
+        if not isinstance(vec, CKKSVector):
+            raise InvalidType(f"expected a CKKSVector, not {type(vec).__name__}")
+        if vec._ctx._key_id != self._key_id:
+            raise InvalidInput("the vector was encrypted under another key")
+        if not self.has_secret_key:
+            raise MissingSecretKey("this context has no secret key; only the key owner decrypts")
+
+    def decrypt(self, vec: CKKSVector) -> np.ndarray:
+        """Exact decryption for the key owner's own eyes.
+
+        Its errors depend on the secret key: never show the result to anyone
+        else; use :meth:`decrypt_flooded` for that.
+        """
+        self._check_owner(vec)
+        with _tenseal_errors("decrypting"):
+            if vec._ctx is self:
+                return np.array(vec._v.decrypt(), dtype=np.float64)
+            # TenSEAL builds a new Decryptor for an explicit key (about 1 ms)
+            return np.array(_TS.CKKSVector.decrypt(vec._v, self._ctx.data.secret_key()),
+                            dtype=np.float64)
+
+    def flooding_sigma(self, noise_bound: float,
+                       security_bits: int = DEFAULT_FLOOD_SECURITY_BITS) -> float:
+        """``2^(s-1) * B * sqrt(budget * slot_count)``: the flooding width for bound ``B``."""
+        b = float(noise_bound)
+        if not (math.isfinite(b) and b > 0):
+            raise InvalidInput(f"noise_bound must be a positive finite number, got {noise_bound}")
+        s = _check_int(security_bits, "security_bits", 16, 128)
+        return _ckks_flood.flooding_sigma(b, s, max(1, self._budget) * self.slot_count)
+
+    def decrypt_flooded(self, vec: CKKSVector, *, noise_bound: float,
+                        security_bits: int = DEFAULT_FLOOD_SECURITY_BITS) -> np.ndarray:
+        """Decrypt, then add N(0, sigma^2) noise (see the module docstring) before release.
+
+        ``noise_bound`` is an a-priori bound ``B`` on the CKKS error of each
+        value of ``vec``.  Each ciphertext of ``vec`` spends one unit of the
+        key's budget; an empty budget raises :class:`DecryptionBudgetExceeded`
+        and nothing is decrypted.
+        """
+        self._check_owner(vec)
+        sigma = self.flooding_sigma(noise_bound, security_bits)
+        cost = vec.ciphertext_count
+        with self._lock:
+            if self._used + cost > self._budget:
+                raise DecryptionBudgetExceeded(
+                    f"this key allows {self._budget} flooded decryptions and {self._used} "
+                    f"are spent; {cost} more requested")
+            self._used += cost
+        values = self.decrypt(vec)
+        return values + sigma * _ckks_flood.standard_normal(values.size)
+
+    # -- matrices ---------------------------------------------------------
+
+    def prepare_matrix(self, w: object) -> PlainMatrix:
+        """Encode ``W`` (``d_in x d_out``) once for repeated :meth:`CKKSVector.matmul` calls."""
+        return PlainMatrix(self, w)
+
+
+class PlainMatrix:
+    """A plaintext matrix ``W`` (``d_in x d_out``) with its diagonals cached for ``v @ W``."""
+
+    def __init__(self, ctx: CKKSContext, w: object) -> None:
+        if not isinstance(ctx, CKKSContext):
+            raise InvalidType(f"ctx must be a CKKSContext, not {type(ctx).__name__}")
+        arr = _real_array(w, "W", 2)
+        if arr.shape[0] > ctx.slot_count:
+            raise InvalidInput(f"W has {arr.shape[0]} rows; at most {ctx.slot_count} are supported")
+        self._ctx = ctx
+        self._enc = _ckks_seal.EncodedMatrix(arr, ctx.slot_count)
+        if not all(blk.nonzero.any() for blk in self._enc.blocks):
+            raise InvalidInput("W has a block of all-zero columns; drop them before encrypting")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(d_in, d_out)``."""
+        return self._enc.shape  # type: ignore[return-value]
+
+
+
+class CKKSVector:
+    """An encrypted real vector.  Only the first :attr:`size` slots are meaningful."""
+
+    __slots__ = ("_ctx", "_layout", "_level", "_v")
+
+    def __init__(self, ctx: CKKSContext, v: object, level: int | None,
+                 layout: tuple[int, ...] | None = None) -> None:
+        self._ctx = ctx
+        self._v = v
+        self._level = level
+        # None: TenSEAL's layout (slot_count values per ciphertext); else the
+        # values per ciphertext of a matrix product split into column blocks
+        self._layout = layout
+
+    # -- introspection ----------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Number of values."""
+        return int(self._v.size())
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def context(self) -> CKKSContext:
+        """The context this vector is linked to."""
+        return self._ctx
+
+    @property
+    def ciphertext_count(self) -> int:
+        """Number of SEAL ciphertexts (``ceil(size / slot_count)``)."""
+        return -(-self.size // self._ctx.slot_count)
+
+    @property
+    def level(self) -> int:
+        """Rescales (multiplications) still available."""
+        if self._level is None:
+            self._level = int(self._v.ciphertext()[0].coeff_modulus_size()) - 1
+        return self._level
+
+    def tenseal(self) -> ts.CKKSVector:
+        """The TenSEAL vector (shares state; its ``copy()`` re-serialises the context)."""
+        return ts.CKKSVector(data=self._v)
+
+    # -- serialisation ----------------------------------------------------
+
+    def serialize(self) -> bytes:
+        """Bytes for :meth:`load`: TenSEAL's vector protobuf behind an 8-byte tag."""
+        return _VEC_MAGIC + self._v.serialize()
+
+    @classmethod
+    def load(cls, ctx: CKKSContext, data: bytes, *,
+             max_bytes: int = MAX_VECTOR_BYTES) -> CKKSVector:
+        """Parse :meth:`serialize` output into ``ctx``; the length is checked first."""
+        if not isinstance(ctx, CKKSContext):
+            raise InvalidType(f"ctx must be a CKKSContext, not {type(ctx).__name__}")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidType(f"data must be bytes, not {type(data).__name__}")
+        if len(data) > max_bytes:
+            raise WireError(f"vector blob of {len(data)} bytes exceeds the limit of {max_bytes}")
+        data = bytes(data)
+        if data[:8] != _VEC_MAGIC:
+            raise WireError("not a serialised mpcai CKKS vector")
+        try:
+            sizes, _, _ = _ckks_seal.parse_vector_proto(data[8:])
+            v = _TS.CKKSVector(ctx._ctx.data, data[8:])
+            cts = v.ciphertext()
+        except Exception as exc:
+            raise WireError(f"TenSEAL rejected the vector: {exc}") from exc
+        if not cts or v.size() < 1 or len(sizes) != len(cts) or any(c.size() != 2 for c in cts):
+            raise WireError("malformed CKKS vector")
+        slots = ctx.slot_count
+        size = int(v.size())
+        standard = [min(slots, size - i) for i in range(0, size, slots)]
+        layout = None if sizes == standard else tuple(sizes)
+        return cls(ctx, v, int(cts[0].coeff_modulus_size()) - 1, layout)
+
+    def compact(self) -> CKKSVector:
+        """The same values mod-switched to the last level, for sending to the decryptor.
+
+        Only the last modulus prime is kept, so the serialised vector shrinks
+        (N = 8192: about 131 kB per ciphertext instead of 331 kB fresh) and
+        decrypts to the same values; it has no multiplications left.
+        """
+        if self.level == 0:
+            return self
+        with _tenseal_errors("compact"):
+            v = _ckks_seal.mod_switch_to_last(self._ctx._ctx, self._ctx._mirror,
+                                              self._v.serialize())
+        return self._wrap(v, 0)
+
+    # -- arithmetic -------------------------------------------------------
+
+    def _plain(self, other: object) -> float | list[float]:
+        if isinstance(other, (int, float, np.integer, np.floating)) and not isinstance(other, bool):
+            val = float(other)
+            if not math.isfinite(val):
+                raise EncodingOverflow("plain operand is NaN or infinite")
+            return val
+        arr = _real_array(other, "plain operand", 1)
+        if self._layout is not None:
+            raise InvalidInput("this vector holds a matrix product split into column blocks; "
+                               "only scalars and vectors of the same product combine with it")
+        if arr.size != self.size:
+            raise InvalidInput(f"plain operand has length {arr.size}, vector has {self.size}")
+        return arr.tolist()
+
+    def _peer(self, other: CKKSVector) -> None:
+        if other._ctx._key_id != self._ctx._key_id:
+            raise InvalidInput("operands are encrypted under different keys")
+        if other.size != self.size:
+            raise InvalidInput(f"operand sizes differ: {self.size} and {other.size}")
+        if other._layout != self._layout:
+            raise InvalidInput("operands split their values over ciphertexts differently "
+                               "(one is a matrix product in column blocks)")
+
+    def _need_level(self, *vecs: CKKSVector) -> None:
+        if min(v.level for v in vecs) < 1:
+            raise InvalidInput("no multiplicative level left (the preset's depth is spent)")
+
+    def _ordered(self, other: CKKSVector) -> tuple[CKKSVector, CKKSVector]:
+        """(higher level, lower level): TenSEAL mod-switches the argument in place otherwise."""
+        return (self, other) if self.level >= other.level else (other, self)
+
+    def _wrap(self, v: object, level: int | None, *, flat: bool = False) -> CKKSVector:
+        return CKKSVector(self._ctx, v, level, None if flat else self._layout)
+
+    def add(self, other: CKKSVector | float | np.ndarray) -> CKKSVector:
+        """Elementwise sum with a ciphertext, scalar or plain array."""
+        if isinstance(other, CKKSVector):
+            self._peer(other)
+            hi, lo = self._ordered(other)
+            with _tenseal_errors("add"):
+                return self._wrap(hi._v.add(lo._v), lo.level)
+        p = self._plain(other)
+        with _tenseal_errors("add"):
+            return self._wrap(self._v.add_plain(p), self._level)
+
+    def sub(self, other: CKKSVector | float | np.ndarray) -> CKKSVector:
+        """Elementwise difference."""
+        if isinstance(other, CKKSVector):
+            self._peer(other)
+            with _tenseal_errors("sub"):
+                if self.level >= other.level:
+                    return self._wrap(self._v.sub(other._v), other.level)
+                neg = other._v.neg()  # a fresh copy at the higher level receives the switch
+                neg.add_(self._v)
+                return self._wrap(neg, self.level)
+        p = self._plain(other)
+        with _tenseal_errors("sub"):
+            return self._wrap(self._v.sub_plain(p), self._level)
+
+    def mul(self, other: CKKSVector | float | np.ndarray) -> CKKSVector:
+        """Elementwise product (relinearised and rescaled: one level)."""
+        if isinstance(other, CKKSVector):
+            self._peer(other)
+            self._need_level(self, other)
+            hi, lo = self._ordered(other)
+            with _tenseal_errors("mul"):
+                return self._wrap(hi._v.mul(lo._v), lo.level - 1)
+        p = self._plain(other)
+        self._need_level(self)
+        with _tenseal_errors("mul"):
+            return self._wrap(self._v.mul_plain(p), self.level - 1)
+
+    def neg(self) -> CKKSVector:
+        """Elementwise negation."""
+        return self._wrap(self._v.neg(), self._level)
+
+    def dot(self, other: CKKSVector | np.ndarray) -> CKKSVector:
+        """Inner product; a size-1 vector (one level)."""
+        if isinstance(other, CKKSVector):
+            self._peer(other)
+            self._need_level(self, other)
+            hi, lo = self._ordered(other)
+            with _tenseal_errors("dot"):
+                return self._wrap(hi._v.dot(lo._v), lo.level - 1, flat=True)
+        if isinstance(other, (int, float)):
+            raise InvalidType("dot needs a vector operand")
+        p = self._plain(other)
+        self._need_level(self)
+        with _tenseal_errors("dot"):
+            return self._wrap(self._v.dot(_TS.PlainTensorDouble(p)), self.level - 1, flat=True)
+
+    def sum(self) -> CKKSVector:
+        """Sum of the values; a size-1 vector (needs the context's Galois keys)."""
+        with _tenseal_errors("sum"):
+            return self._wrap(self._v.sum(), self._level, flat=True)
+
+    def polyval(self, coefficients: object) -> CKKSVector:
+        """``sum_i c_i x^i`` elementwise (``coefficients[0]`` is the constant term)."""
+        c = _real_array(coefficients, "coefficients", 1)
+        with _tenseal_errors("polyval"):
+            return self._wrap(self._v.polyval(c.tolist()), None)
+
+    def matmul(self, w: PlainMatrix | np.ndarray) -> CKKSVector:
+        """``v @ W`` for a plaintext ``W`` (``d_in x d_out``); one level.
+
+        Pass a :class:`PlainMatrix` to reuse the encoded diagonals; a raw array
+        is encoded on every call.  The key owner's context creates missing
+        Galois keys on the fly; a public context must already carry them.
+        """
+        if not isinstance(w, PlainMatrix):
+            w = PlainMatrix(self._ctx, w)
+        d_in, d_out = w.shape
+        if self.size != d_in:
+            raise InvalidInput(f"vector has length {self.size}, W has {d_in} rows")
+        if self.ciphertext_count != 1:
+            raise InvalidInput("matmul needs a vector that fits one ciphertext")
+        self._need_level(self)
+        ctx = self._ctx
+        needed = set(_ckks_seal.rotation_steps(d_in, d_out, ctx.slot_count))
+        if not needed <= ctx._mirror.steps:
+            ctx.add_matvec_keys(d_in, d_out)
+        mirror = ctx._mirror
+        with _tenseal_errors("matmul"):
+            ct = _ckks_seal.to_seal(mirror, self._v.ciphertext()[0])
+            outs = _ckks_seal.matvec(mirror, ct, w._enc)
+            sizes = [blk.width for blk in w._enc.blocks]
+            if len(outs) > 1:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    v = _ckks_seal.from_seal(ctx._ctx, outs, sizes, ctx._ctx.global_scale)
+            else:
+                v = _ckks_seal.from_seal(ctx._ctx, outs, sizes, ctx._ctx.global_scale)
+        return CKKSVector(ctx, v, self.level - 1, tuple(sizes) if len(sizes) > 1 else None)
+
+    __add__ = add
+    __radd__ = add
+    __sub__ = sub
+    __mul__ = mul
+    __rmul__ = mul
+    __neg__ = neg
+    __matmul__ = matmul
+
+    def __rsub__(self, other: float | np.ndarray) -> CKKSVector:
+        return self.neg().add(other)

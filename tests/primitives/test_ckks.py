@@ -1,0 +1,295 @@
+"""CKKS over TenSEAL: results against numpy, key separation, limits, noise flooding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tenseal as ts
+
+from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType, MpcaiError, WireError
+from mpcai.he import _ckks_flood
+from mpcai.he.ckks import (
+    PRESETS,
+    CKKSContext,
+    CKKSVector,
+    DecryptionBudgetExceeded,
+    MissingSecretKey,
+)
+
+# Documented error bounds (module docstring) for values of order 1.
+FRESH_ERR = 1e-6
+ONE_MUL_ERR = 1e-4
+POLY_ERR = 1e-3
+
+
+@pytest.fixture(scope="module")
+def owner() -> CKKSContext:
+    return CKKSContext.create("n8192", matvec_shapes=((784, 128), (64, 16)),
+                              decryption_budget=1 << 20)
+
+
+@pytest.fixture(scope="module")
+def public(owner: CKKSContext) -> CKKSContext:
+    return CKKSContext.load(owner.public().serialize())
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(7)
+
+
+def test_presets_are_within_the_128_bit_bound() -> None:
+    for p in PRESETS.values():
+        assert sum(p.coeff_mod_bit_sizes) <= p.max_coeff_bits
+        assert p.security_bits == 128 and p.depth >= 2
+        assert all(b == p.scale_bits for b in p.coeff_mod_bit_sizes[1:-1])
+
+
+def test_n16384_preset_builds_and_round_trips() -> None:
+    ctx = CKKSContext.create("n16384", galois_keys=False)
+    assert ctx.slot_count == 8192 and ctx.preset.depth == 6
+    x = np.linspace(-3, 3, 100)
+    assert np.max(np.abs(ctx.decrypt(ctx.encrypt(x)) - x)) < FRESH_ERR
+
+
+def test_encrypt_any_length_splits_into_ciphertexts(owner: CKKSContext, rng) -> None:
+    x = rng.uniform(-10, 10, 10_000)
+    v = owner.encrypt(x)
+    assert v.size == 10_000 and v.ciphertext_count == 3
+    assert np.max(np.abs(owner.decrypt(v) - x)) < 1e-5
+
+
+def test_vector_ops_match_numpy(owner: CKKSContext, rng) -> None:
+    x, y, p = rng.uniform(-1, 1, (3, 1000))
+    vx, vy = owner.encrypt(x), owner.encrypt(y)
+    dec = owner.decrypt
+    assert np.max(np.abs(dec(vx + vy) - (x + y))) < FRESH_ERR
+    assert np.max(np.abs(dec(vx - vy) - (x - y))) < FRESH_ERR
+    assert np.max(np.abs(dec(vx + p) - (x + p))) < FRESH_ERR
+    assert np.max(np.abs(dec(2.5 - vx) - (2.5 - x))) < FRESH_ERR
+    assert np.max(np.abs(dec(vx * vy) - x * y)) < ONE_MUL_ERR
+    assert np.max(np.abs(dec(vx * p) - x * p)) < ONE_MUL_ERR
+    assert np.max(np.abs(dec(vx * 3.0) - 3 * x)) < ONE_MUL_ERR
+    assert abs(dec(vx.dot(vy))[0] - x @ y) < ONE_MUL_ERR
+    assert abs(dec(vx.dot(p))[0] - x @ p) < ONE_MUL_ERR
+    assert abs(dec(vx.sum())[0] - x.sum()) < ONE_MUL_ERR
+    coeffs = [0.5, -1.0, 0.25, 0.125]
+    assert np.max(np.abs(dec(vx.polyval(coeffs)) - np.polyval(coeffs[::-1], x))) < POLY_ERR
+
+
+def test_mixed_levels_leave_the_higher_operand_untouched(owner: CKKSContext, rng) -> None:
+    x, y = rng.uniform(-1, 1, (2, 64))
+    hi = owner.encrypt(x)
+    lo = owner.encrypt(y) * 1.0
+    assert (hi.level, lo.level) == (2, 1)
+    for out, want in [(lo + hi, x + y), (lo - hi, y - x), (hi - lo, x - y), (lo * hi, x * y)]:
+        assert np.max(np.abs(owner.decrypt(out) - want)) < ONE_MUL_ERR
+    # TenSEAL would have mod-switched `hi` down in place; it must still have two levels
+    assert hi.tenseal().ciphertext()[0].coeff_modulus_size() == 3
+    assert np.max(np.abs(owner.decrypt(hi * hi * 1.0) - x * x)) < POLY_ERR
+
+
+def test_no_level_left_is_a_typed_error(owner: CKKSContext) -> None:
+    v = owner.encrypt(np.ones(4)) * 1.0 * 1.0
+    assert v.level == 0
+    with pytest.raises(InvalidInput, match="level"):
+        _ = v * 2.0
+
+
+def test_matvec_784x128_matches_numpy(owner: CKKSContext, rng) -> None:
+    x = rng.uniform(-1, 1, 784)
+    w = rng.uniform(-1, 1, (784, 128))
+    y = owner.encrypt(x).matmul(owner.prepare_matrix(w))
+    assert y.size == 128 and y.level == 1
+    assert np.max(np.abs(owner.decrypt(y) - x @ w)) < ONE_MUL_ERR
+
+
+def test_matvec_error_no_worse_than_tenseal_mm(owner: CKKSContext, rng) -> None:
+    x = rng.uniform(-1, 1, 64)
+    w = rng.uniform(-1, 1, (64, 16))
+    ours = np.max(np.abs(owner.decrypt(owner.encrypt(x) @ w) - x @ w))
+    tv = ts.ckks_vector(owner.tenseal_context, x.tolist())
+    theirs = np.max(np.abs(np.array(tv.mm(w.tolist()).decrypt()) - x @ w))
+    assert ours <= theirs
+
+
+@pytest.mark.parametrize("shape", [(100, 10), (7, 3), (300, 1)])
+def test_matvec_odd_shapes(owner: CKKSContext, rng, shape: tuple[int, int]) -> None:
+    x = rng.uniform(-1, 1, shape[0])
+    w = rng.uniform(-1, 1, shape)
+    y = owner.encrypt(x) @ owner.prepare_matrix(w)
+    assert np.max(np.abs(owner.decrypt(y) - x @ w)) < ONE_MUL_ERR
+
+
+def test_matvec_chains_and_splits_wide_outputs(owner: CKKSContext, rng) -> None:
+    x = rng.uniform(-1, 1, 64)
+    w1 = rng.uniform(-1, 1, (64, 16)) / 8
+    w2 = rng.uniform(-1, 1, (16, 5))
+    # the first product leaves partial sums beyond slot 16; the second must ignore them
+    y = (owner.encrypt(x) @ w1) @ w2
+    assert np.max(np.abs(owner.decrypt(y) - (x @ w1) @ w2)) < ONE_MUL_ERR
+    x3 = rng.uniform(-1, 1, 3800)
+    w3 = rng.uniform(-1, 1, (3800, 300)) / 16
+    y3 = owner.encrypt(x3) @ w3  # two column blocks, two ciphertexts
+    assert y3.size == 300
+    assert np.max(np.abs(owner.decrypt(y3) - x3 @ w3)) < ONE_MUL_ERR
+    # column blocks combine with scalars and with the same layout, not with flat vectors
+    assert np.max(np.abs(owner.decrypt(y3 * 2.0 + y3) - 3 * (x3 @ w3))) < ONE_MUL_ERR
+    assert abs(owner.decrypt(y3.sum())[0] - (x3 @ w3).sum()) < 1e-3
+    with pytest.raises(InvalidInput):
+        _ = y3 + np.ones(300)
+    with pytest.raises(InvalidInput):
+        _ = y3 + owner.encrypt(np.ones(300))
+    again = CKKSVector.load(owner, y3.compact().serialize())
+    assert np.max(np.abs(owner.decrypt(again) - x3 @ w3)) < ONE_MUL_ERR
+    with pytest.raises(InvalidInput):
+        _ = again * np.ones(300)
+
+
+def test_public_context_computes_but_cannot_decrypt(owner: CKKSContext, public: CKKSContext,
+                                                    rng) -> None:
+    assert owner.has_secret_key and not public.has_secret_key
+    x = rng.uniform(-1, 1, 784)
+    w = rng.uniform(-1, 1, (784, 128))
+    v = CKKSVector.load(public, public.encrypt(x).serialize())
+    y = v @ public.prepare_matrix(w)
+    with pytest.raises(MissingSecretKey):
+        public.decrypt(y)
+    with pytest.raises(MissingSecretKey):
+        public.decrypt_flooded(y, noise_bound=1e-6)
+    back = CKKSVector.load(owner, y.serialize())
+    assert np.max(np.abs(owner.decrypt(back) - x @ w)) < ONE_MUL_ERR
+
+
+def test_public_context_without_product_keys_asks_the_owner(owner: CKKSContext) -> None:
+    bare = CKKSContext.load(CKKSContext.create(galois_keys=False).public().serialize())
+    with pytest.raises(MissingSecretKey):
+        bare.encrypt(np.ones(5)) @ np.ones((5, 2))
+
+
+def test_secret_key_is_serialised_only_when_asked(owner: CKKSContext) -> None:
+    default = CKKSContext.load(owner.serialize())
+    assert not default.has_secret_key
+    full = CKKSContext.load(owner.serialize(save_secret_key=True))
+    assert full.has_secret_key
+    x = np.arange(5.0)
+    assert np.max(np.abs(full.decrypt(full.encrypt(x)) - x)) < FRESH_ERR
+    with pytest.raises(MissingSecretKey):
+        default.serialize(save_secret_key=True)
+
+
+def test_blobs_are_length_checked_before_parsing(owner: CKKSContext) -> None:
+    blob = owner.public().serialize()
+    with pytest.raises(WireError, match="exceeds"):
+        CKKSContext.load(blob, max_bytes=len(blob) - 1)
+    with pytest.raises(WireError):
+        CKKSContext.load(b"MPCKCTX1" + b"\x00" * 100)
+    with pytest.raises(WireError):
+        CKKSContext.load(blob[:1000])
+    with pytest.raises(WireError):
+        CKKSContext.load(b"garbage")
+    vblob = owner.encrypt(np.ones(10)).serialize()
+    with pytest.raises(WireError, match="exceeds"):
+        CKKSVector.load(owner, vblob, max_bytes=1000)
+    with pytest.raises(WireError):
+        CKKSVector.load(owner, vblob[: len(vblob) // 2])
+    with pytest.raises(WireError):
+        CKKSVector.load(owner, b"MPCKVEC1" + b"\xff" * 64)
+    with pytest.raises(InvalidType):
+        CKKSVector.load(owner, "text")  # type: ignore[arg-type]
+
+
+def test_bad_inputs_raise_typed_errors(owner: CKKSContext) -> None:
+    v = owner.encrypt(np.ones(8))
+    with pytest.raises(InvalidInput):
+        owner.encrypt(np.ones((2, 2)))
+    with pytest.raises(InvalidInput):
+        owner.encrypt(np.array([]))
+    with pytest.raises(EncodingOverflow):
+        owner.encrypt(np.array([1.0, np.nan]))
+    with pytest.raises(EncodingOverflow):
+        owner.encrypt(np.array([1e9]))
+    with pytest.raises(InvalidType):
+        owner.encrypt(np.array(["a"]))
+    with pytest.raises(InvalidInput):
+        _ = v + owner.encrypt(np.ones(9))
+    with pytest.raises(InvalidInput):
+        _ = v * np.ones(7)
+    with pytest.raises(InvalidInput):
+        _ = v @ np.ones((9, 2))
+    with pytest.raises(InvalidInput):
+        CKKSContext.create("n1024")
+    other = CKKSContext.create(galois_keys=False)
+    with pytest.raises(InvalidInput):
+        owner.decrypt(other.encrypt(np.ones(8)))
+    with pytest.raises(InvalidInput):
+        _ = v + other.encrypt(np.ones(8))
+    with pytest.raises(InvalidInput):
+        owner.decrypt_flooded(v, noise_bound=-1.0)
+    assert issubclass(MissingSecretKey, MpcaiError) and issubclass(MissingSecretKey, ValueError)
+    assert issubclass(DecryptionBudgetExceeded, MpcaiError)
+
+
+def test_flooding_sigma_formula(owner: CKKSContext) -> None:
+    s, b = 40, 2.0 ** -30
+    n = (1 << 20) * owner.slot_count
+    assert owner.flooding_sigma(b, s) == pytest.approx(2.0 ** (s - 1) * b * math.sqrt(n))
+    assert _ckks_flood.flooding_sigma(1.0, 41, 4) == pytest.approx(2.0 ** 41)
+
+
+def test_flooded_decryption_adds_the_declared_gaussian(rng) -> None:
+    ctx = CKKSContext.create(galois_keys=False, decryption_budget=8)
+    s = 40
+    target_sigma = 0.5
+    bound = target_sigma / (2.0 ** (s - 1) * math.sqrt(8 * ctx.slot_count))
+    assert ctx.flooding_sigma(bound, s) == pytest.approx(target_sigma)
+    x = rng.uniform(-1, 1, ctx.slot_count)
+    v = ctx.encrypt(x)
+    noise = np.concatenate([ctx.decrypt_flooded(v, noise_bound=bound, security_bits=s) - x
+                            for _ in range(4)])
+    n = noise.size  # 16384 samples
+    assert abs(noise.mean()) < 5 * target_sigma / math.sqrt(n)
+    assert abs(noise.std() / target_sigma - 1) < 0.05
+    within = np.mean(np.abs(noise) < target_sigma)
+    assert abs(within - 0.6827) < 0.02
+    assert abs(np.mean(noise**4) / noise.var() ** 2 - 3.0) < 0.3  # Gaussian kurtosis
+    # two releases of the same ciphertext get independent noise
+    assert np.corrcoef(noise[:4096], noise[4096:8192])[0, 1] < 0.1
+    assert ctx.decryptions_left == 4
+
+
+def test_decryption_budget_is_enforced_per_key(rng) -> None:
+    ctx = CKKSContext.create(galois_keys=False, decryption_budget=3)
+    short, long_ = ctx.encrypt(np.ones(4)), ctx.encrypt(np.ones(5000))  # 1 and 2 ciphertexts
+    ctx.decrypt_flooded(short, noise_bound=1e-9, security_bits=20)
+    ctx.decrypt_flooded(long_, noise_bound=1e-9, security_bits=20)
+    assert ctx.decryptions_left == 0
+    with pytest.raises(DecryptionBudgetExceeded):
+        ctx.decrypt_flooded(short, noise_bound=1e-9, security_bits=20)
+    # the budget travels with a secret-key blob and is not reset by reloading
+    again = CKKSContext.load(ctx.serialize(save_secret_key=True))
+    assert again.decryptions_left == 0
+    with pytest.raises(DecryptionBudgetExceeded):
+        again.decrypt_flooded(short, noise_bound=1e-9, security_bits=20)
+    ctx.decrypt(short)  # the owner's own view is not budgeted
+
+
+def test_standard_normal_moments() -> None:
+    z = _ckks_flood.standard_normal(100_001)
+    assert z.size == 100_001 and np.all(np.isfinite(z))
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+
+
+def test_compact_shrinks_the_blob_and_decrypts_the_same(owner: CKKSContext, rng) -> None:
+    x = rng.uniform(-1, 1, 5000)
+    v = owner.encrypt(x)
+    small = v.compact()
+    assert small.level == 0 and small.size == 5000
+    assert len(small.serialize()) < 0.5 * len(v.serialize())
+    back = CKKSVector.load(owner, small.serialize())
+    assert np.max(np.abs(owner.decrypt(back) - x)) < FRESH_ERR
+    assert v.level == 2  # the original is untouched
+    y = (owner.encrypt(x[:784]) @ rng.uniform(-1, 1, (784, 128))).compact()
+    assert y.level == 0 and y.size == 128
