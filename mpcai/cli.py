@@ -14,8 +14,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="run a multi-party demo (default: hospitals)")
+    demo = sub.add_parser("demo", help="run a multi-party demo (default: secure aggregation)")
     demo_sub = demo.add_subparsers(dest="demo", metavar="DEMO")
+    sec = demo_sub.add_parser(
+        "secagg", help="secure aggregation: server + clients as processes over TLS")
+    sec.add_argument("--clients", type=int, default=20, help="number of clients")
+    sec.add_argument("--dim", type=int, default=100_000, help="parameters per model update")
+    sec.add_argument("--dropout", type=float, default=0.1,
+                     help="fraction of clients that drop before sending their masked input")
+    sec.add_argument("--threshold", type=int, default=None,
+                     help="Shamir threshold t (default: a majority)")
     hosp = demo_sub.add_parser(
         "hospitals", help="three hospitals add up private patient counts by secret sharing"
     )
@@ -65,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from mpcai import _demo
 
-        if args.demo in (None, "hospitals"):
-            return _demo.hospitals(
-                n_hospitals=getattr(args, "hospitals", 3), threshold=getattr(args, "threshold", 2)
-            )
+        if args.demo == "hospitals":
+            return _demo.hospitals(n_hospitals=args.hospitals, threshold=args.threshold)
+        return _demo.secagg(n_clients=getattr(args, "clients", 20),
+                            dim=getattr(args, "dim", 100_000),
+                            dropout=getattr(args, "dropout", 0.1),
+                            threshold=getattr(args, "threshold", None))
     if args.command == "party":
         from mpcai.runtime import launcher
 

@@ -165,6 +165,8 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray,
         seed = _crypto.agree(state.s_sk, state.keys[v][1], "secagg/mask",
                              _crypto.pair_context(state.session, state.me, v))
         prg.ring_accumulate(vec, seed, +1 if state.me < v else -1)
+    if state.cfg.ring_bits == 32:
+        vec = vec.astype(np.uint32)  # reduction mod 2^32: the masks stay uniform
     await party.send(SERVER, Stage.MASKED_INPUT.value, vec)
 
 

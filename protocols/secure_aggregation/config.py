@@ -1,6 +1,7 @@
 """Configuration of secure aggregation: parameters, their checks, the security statement.
 
-Masking is over the ring Z_2^64.  Each client's update is quantised into
+Masking is over the ring Z_2^64, sent reduced to Z_2^32 whenever the sum fits
+(:attr:`SecAggConfig.ring_bits`).  Each client's update is quantised into
 ``[0, 2^bits - 1]`` over an explicit clipping range and multiplied by its
 (integer) weight; the weights are summed, masked, alongside.  The sum of at
 most ``n_clients`` such vectors must not wrap around 2^64: a configuration
@@ -80,6 +81,17 @@ class SecAggConfig:
         if self.degree is None or self.degree >= self.n_clients - 1:
             return self.n_clients - 1
         return self.degree
+
+    @property
+    def ring_bits(self) -> int:
+        """Bits of the masking modulus on the wire: 32 when the sum cannot reach 2^32, else 64.
+
+        Masks are computed in Z_2^64 and reduced, so a 32-bit ring halves
+        the traffic at no cost in security (reduction mod 2^32 is a ring
+        homomorphism and keeps masks uniform).
+        """
+        worst = self.n_clients * self.max_weight * self.levels
+        return 32 if worst < 1 << 32 else 64
 
     @property
     def levels(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,11 +104,12 @@ async def masked_input(party: Party, state: ServerState) -> None:
     """Collect the masked updates (all of one length)."""
     state.machine.advance(Stage.MASKED_INPUT)
     got = await party.gather(Stage.MASKED_INPUT.value, state.u2, timeout=state.cfg.timeout)
+    dtype = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
     lengths = [v.size for v in got.values() if isinstance(v, np.ndarray) and v.ndim == 1
-               and v.dtype == np.uint64]
+               and v.dtype == dtype]
     common = max(set(lengths), key=lengths.count) if lengths else 0
     state.masked = {u: v for u, v in got.items() if isinstance(v, np.ndarray) and v.ndim == 1
-                    and v.dtype == np.uint64 and v.size == common and common >= 2}
+                    and v.dtype == dtype and v.size == common and common >= 2}
     state.u3 = sorted(state.masked)
     state.dropped[Stage.MASKED_INPUT.value] = sorted(set(state.u2) - set(state.u3))
     _need(state, state.u3, Stage.MASKED_INPUT)
@@ -160,9 +162,9 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
                 if v in into and u in state.graph.get(v, ()) and isinstance(vals, np.ndarray) \
                         and vals.dtype == np.uint64 and vals.ndim == 1:
                     into[v][u] = vals
-    total = np.zeros_like(next(iter(state.masked.values())))
+    total = np.zeros(next(iter(state.masked.values())).size, dtype=np.uint64)
     for u in state.u3:
-        np.add(total, state.masked[u], out=total)
+        np.add(total, state.masked[u], out=total, casting="unsafe")
     for v in state.u3:
         prg.ring_accumulate(total, _reconstruct(b_held[v], t, f"client {v}'s self-mask seed"), -1)
     for v in dropped:
@@ -172,20 +174,34 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
             seed = _crypto.agree(s_sk, state.keys[u][1], "secagg/mask",
                                  _crypto.pair_context(state.session, u, v))
             prg.ring_accumulate(total, seed, -1 if u < v else +1)
+    if state.cfg.ring_bits == 32:
+        total &= np.uint64(0xFFFFFFFF)
     state.machine.advance(Stage.DONE)
     return total
 
 
-async def server(party: Party, cfg: SecAggConfig) -> AggregateResult:
-    """Run the server of secure aggregation (party 0) with clients ``1..cfg.n_clients``."""
+async def server(
+    party: Party,
+    cfg: SecAggConfig,
+    *,
+    on_stage: Callable[[Stage, int, int, float], None] | None = None,
+) -> AggregateResult:
+    """Run the server of secure aggregation (party 0) with clients ``1..cfg.n_clients``.
+
+    ``on_stage(stage, answered, expected, seconds)`` is called after each stage.
+    """
     state = ServerState(cfg=cfg, session=party.session)
     clients = [p for p in party.peers if 1 <= p <= cfg.n_clients]
     timings: dict[str, float] = {}
 
     async def timed(stage: Stage, coro: Any) -> Any:
         t0 = time.perf_counter()
+        before = len(clients) - sum(len(v) for v in state.dropped.values())
         out = await coro
         timings[stage.value] = time.perf_counter() - t0
+        if on_stage is not None:
+            alive = len(clients) - sum(len(v) for v in state.dropped.values())
+            on_stage(stage, alive, before, timings[stage.value])
         return out
 
     await timed(Stage.ADVERTISE_KEYS, advertise_keys(party, state, clients))

@@ -92,16 +92,19 @@ def simulate(
 
 
 async def process_party(party: Party, config: dict[str, Any], update: np.ndarray | None = None,
-                        weight: int = 1, drop_before: str | None = None) -> dict[str, Any]:
+                        weight: int = 1, drop_before: str | None = None,
+                        progress: bool = False) -> dict[str, Any]:
     """Entry point for one OS process (``launch_local`` / ``mpcai party``).
 
     ``config`` holds :class:`SecAggConfig` fields.  Party 0 is the server and
     returns the mean, the exact quantised sum and the survivors; a client
-    returns its status.
+    returns its status.  With ``progress``, the server prints one line per
+    finished stage to stderr: ``mpcai-progress <stage> <answered> <expected>
+    <seconds>``.
     """
     cfg = SecAggConfig(**config)
     if party.id == 0:
-        agg = await server(party, cfg)
+        agg = await server(party, cfg, on_stage=_print_progress if progress else None)
         return {"mean": agg.mean, "quantised_sum": agg.quantised_sum,
                 "survivors": agg.survivors, "dropped": agg.dropped,
                 "stage_seconds": agg.stage_seconds}
@@ -109,3 +112,10 @@ async def process_party(party: Party, config: dict[str, Any], update: np.ndarray
         raise InvalidInput("a client needs an update")
     stage = Stage(drop_before) if drop_before else None
     return await client(party, update, cfg, weight, drop_before=stage)
+
+
+def _print_progress(stage: Stage, answered: int, expected: int, seconds: float) -> None:
+    import sys
+
+    print(f"mpcai-progress {stage.value} {answered} {expected} {seconds:.6f}", file=sys.stderr,
+          flush=True)

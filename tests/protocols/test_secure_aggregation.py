@@ -197,3 +197,18 @@ def test_over_tls_processes(drop: str | None) -> None:
     np.testing.assert_array_equal(run[0]["quantised_sum"],
                                   plaintext_quantised_sum(cfg, updates, [1] * n, surv))
     assert run.stats[0].bytes_received > 0
+
+
+@pytest.mark.parametrize(("bits", "max_weight", "ring"), [(16, 1, 32), (28, 100, 64)])
+def test_ring_is_the_smallest_that_cannot_overflow(bits: int, max_weight: int, ring: int) -> None:
+    n = 6
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, bits=bits, max_weight=max_weight)
+    assert cfg.ring_bits == ring
+    updates = [RNG.uniform(-1, 1, 33) for _ in range(n)]
+    weights = [max_weight] * n
+    res = sa.simulate(updates, cfg, weights=weights, dropouts={2: Stage.MASKED_INPUT})
+    surv = res.aggregate.survivors
+    np.testing.assert_array_equal(res.aggregate.quantised_sum,
+                                  plaintext_quantised_sum(cfg, updates, weights, surv))
+    masked_bytes = res.stats[1].sent_to[0]
+    assert masked_bytes > 0 and res.stats[0].bytes_received > n * 33 * ring // 8
