@@ -56,6 +56,12 @@ def _build_parser() -> argparse.ArgumentParser:
     prim.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     prim.add_argument("--only", action="append", choices=["prg", "gemm", "shamir"],
                       help="run only this suite (repeatable)")
+    he = bench_sub.add_parser("he", help="Paillier vs phe, CKKS vs raw TenSEAL")
+    he.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
+    he.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median)")
+    he.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    he.add_argument("--only", action="append", choices=["paillier", "ckks"],
+                    help="run only this suite (repeatable)")
     rt = bench_sub.add_parser("runtime", help="party runtime: TCP+TLS throughput, in-memory")
     rt.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     rt.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
@@ -103,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return primitives.main(reps=args.reps, quick=args.quick, json_path=args.json,
                                    only=args.only)
+        if args.bench == "he":
+            from mpcai.benchmarks import he
+
+            return he.main(reps=args.reps, quick=args.quick, json_path=args.json,
+                           only=args.only)
         if args.bench == "runtime":
             from mpcai.benchmarks import runtime
 

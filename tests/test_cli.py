@@ -15,12 +15,20 @@ from mpcai import cli
 REQUIRED_KEYS = {"name", "ours_s", "baseline_name", "baseline_s", "ratio"}
 
 
-def test_demo_runs_and_checks_its_result(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo"]) == 0
+def test_hospitals_demo_runs_and_checks_its_result(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "hospitals"]) == 0
     out = capsys.readouterr().out
     assert "Step 1" in out and "Step 4" in out
     assert "both totals match the plaintext sum" in out
     assert "FAIL" not in out and "MISMATCH" not in out
+
+
+def test_default_demo_is_secure_aggregation_over_tls(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "secagg", "--clients", "5", "--dim", "1000",
+                     "--dropout", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "over mutual TLS" in out and "unmask" in out and "-> OK" in out
+    assert "'masked_input': [" in out  # one client dropped and was named
 
 
 def test_demo_with_more_hospitals(capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,3 +71,11 @@ def test_no_command_prints_help() -> None:
     res = subprocess.run([sys.executable, "-m", "mpcai.cli"], capture_output=True, text=True,
                          cwd="/")
     assert res.returncode == 2 and "demo" in res.stdout
+
+
+@pytest.mark.parametrize("suite", ["he", "runtime"])
+def test_bench_suites_quick(suite: str, tmp_path: Path) -> None:
+    out_file = tmp_path / f"{suite}.json"
+    assert cli.main(["bench", suite, "--quick", "--reps", "1", "--json", str(out_file)]) == 0
+    records = json.loads(out_file.read_text())
+    assert records and all(REQUIRED_KEYS <= set(r) for r in records)

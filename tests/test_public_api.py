@@ -17,6 +17,8 @@ PUBLIC_MODULES = [
     "mpcai.sharing",
     "mpcai.sharing.additive",
     "mpcai.sharing.shamir",
+    "mpcai.he.paillier",
+    "mpcai.he.ckks",
     "mpcai.runtime",
     "mpcai.runtime.wire",
     "mpcai.runtime.party",
