@@ -145,7 +145,7 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
     rng = np.random.default_rng()  # demo data only; the protocol's randomness is its own
     updates = [rng.normal(0, 0.3, dim).clip(-1, 1).astype(np.float32) for _ in range(n_clients)]
     weights = [int(w) for w in rng.integers(1, max_weight + 1, n_clients)]
-    n_drop = int(round(dropout * n_clients))
+    n_drop = round(dropout * n_clients)
     dropping = sorted(int(c) for c in rng.choice(np.arange(1, n_clients + 1), n_drop,
                                                  replace=False))
     args: list[tuple] = [(config, None, 1, None, True)]

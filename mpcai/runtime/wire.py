@@ -313,30 +313,46 @@ def encode_frame(
 
 
 class _Reader:
-    __slots__ = ("buf", "items", "limits", "pos")
+    __slots__ = ("buf", "end", "items", "limits", "pos")
 
     def __init__(self, buf: memoryview, limits: Limits) -> None:
         self.buf = buf
+        self.end = len(buf)
         self.pos = 0
         self.limits = limits
         self.items = 0
 
+    def _short(self, n: int) -> WireError:
+        return WireError(f"truncated: need {n} bytes at offset {self.pos}, "
+                         f"have {self.end - self.pos}")
+
     def take(self, n: int) -> memoryview:
-        if n < 0 or n > len(self.buf) - self.pos:
-            raise WireError(f"truncated: need {n} bytes at offset {self.pos}, "
-                            f"have {len(self.buf) - self.pos}")
-        view = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return view
+        pos = self.pos
+        if n < 0 or n > self.end - pos:
+            raise self._short(n)
+        self.pos = pos + n
+        return self.buf[pos : pos + n]
 
     def u8(self) -> int:
-        return self.take(1)[0]
+        pos = self.pos
+        if pos >= self.end:
+            raise self._short(1)
+        self.pos = pos + 1
+        return self.buf[pos]
 
     def u32(self) -> int:
-        return _U32.unpack(self.take(4))[0]
+        pos = self.pos
+        if pos + 4 > self.end:
+            raise self._short(4)
+        self.pos = pos + 4
+        return _U32.unpack_from(self.buf, pos)[0]
 
     def u64(self) -> int:
-        return _U64.unpack(self.take(8))[0]
+        pos = self.pos
+        if pos + 8 > self.end:
+            raise self._short(8)
+        self.pos = pos + 8
+        return _U64.unpack_from(self.buf, pos)[0]
 
     def count(self, what: str) -> int:
         n = self.u32()
