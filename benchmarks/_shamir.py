@@ -14,7 +14,10 @@ allows, since every ratio is claimed against them:
 * column chunks sized for the L2/L3 caches, ``out=`` everywhere.
 
 ``run()`` returns one record per comparison (medians of ``reps`` repetitions
-measured in the same process); it prints nothing.
+measured in the same process); it prints nothing.  One record shares on 2
+threads (``threads=2``) and is compared with the single-threaded numpy
+reference: its ratio is multi-threaded vs single-threaded, as its name and
+``threads`` / ``baseline_threads`` fields say.
 """
 
 from __future__ import annotations
@@ -357,6 +360,23 @@ def run(reps: int = 5, quick: bool = False) -> list[dict[str, Any]]:
     rec["baseline_horner_s"] = _median_time(lambda: ref_sr(horner=True), max(1, reps // 2))
     rec["ratio_vs_horner"] = rec["baseline_horner_s"] / rec["ours_s"]
     records.append(rec)
+
+    # the same work with the sharing split over 2 threads (reconstruction stays
+    # single-threaded), against the same single-threaded numpy reference time
+    def ours_sr_mt() -> None:
+        sh = shamir.share(secret, t, n, threads=2)
+        shamir.reconstruct(sh[:t], t)
+
+    rec_mt = _record(
+        f"shamir share+reconstruct {size // 1000}k t={t} n={n}, share on 2 threads",
+        _median_time(ours_sr_mt, reps),
+        rec["baseline_name"] + ", single-threaded",
+        rec["baseline_s"],
+        size,
+    )
+    rec_mt["threads"] = 2
+    rec_mt["baseline_threads"] = 1
+    records.append(rec_mt)
 
     shares = shamir.share(secret, t, n)
     rows = [s.values for s in shares]

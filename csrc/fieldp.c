@@ -21,17 +21,20 @@
  *    (32-bit halves of c_m) and reduced once per D_k.
  *  - Horner otherwise, with a cheaper step when the point is below 2^32.
  *
- * The fused Shamir kernel draws the random coefficients from its own
- * streaming copy of the PRG (ChaCha20, key = seed, nonce = 0, counter from
- * 0, candidates w_j & (2^61 - 1), rejected iff equal to p -- the exact
- * stream of mpcai_prg_fieldp in chacha20.c), a block of elements at a
- * time, transposes the block to coefficient-major order in L1/L2 and
- * evaluates it at every point before moving on.
+ * The fused Shamir kernel streams the random coefficients with the
+ * field-element reader of _chacha_core.h (the exact stream of
+ * mpcai_prg_fieldp: ChaCha20, key = seed, nonce = 0, counter from 0,
+ * candidates w_j & (2^61 - 1), rejected iff equal to p), a block of
+ * elements at a time, transposes the block to coefficient-major order in
+ * L1/L2 and evaluates it at every point before moving on.  Split over
+ * threads, each thread starts its reader where its portion begins if no
+ * earlier candidate was rejected, and a rejection before the last portion
+ * is repaired exactly after the join (see shamir_share_impl).
  *
  * Paths: AVX2 (4 lanes of 64 bits; function-level target attribute) when
- * the CPU supports it, else portable scalar.  Setting the environment
- * variable MPCAI_FORCE_SCALAR=1 selects the scalar path; unlike ring64.c
- * it is read on every call, so tests can compare the paths in-process.
+ * the CPU supports it, else portable scalar, chosen on every call by the
+ * one SIMD switch of dispatch.c (mpcai_simd_select), so tests compare the
+ * paths in-process.
  *
  * Linear combinations (AVX2) split each weight w and w 2^32 mod p into
  * 21-bit limbs and each row value into 32-bit halves, so all limb products
@@ -48,14 +51,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mpcai_native.h"
-
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-#define FP_HAVE_AVX2 1
-#include <immintrin.h>
-#else
-#define FP_HAVE_AVX2 0
+#ifndef _WIN32
+#include <pthread.h>
 #endif
+
+#include "mpcai_native.h"
+#include "_dispatch.h"
+#include "_chacha_core.h"
 
 #define FP_P MPCAI_FIELD_P
 #define FP_M32 ((uint64_t)0xFFFFFFFFu)
@@ -142,25 +144,10 @@ static size_t fp_mul_size(size_t a, size_t b, int *ok)
 
 /* ---- path selection ---------------------------------------------------- */
 
-static int fp_cpu_avx2 = -1;
+/* The one switch of dispatch.c (mpcai_simd_select). */
+static int fp_use_avx2(void) { return mpcai_internal_use_avx2(); }
 
-static int fp_use_avx2(void)
-{
-#if FP_HAVE_AVX2
-    const char *force = getenv("MPCAI_FORCE_SCALAR");
-    if (force && strcmp(force, "1") == 0) return 0;
-    if (fp_cpu_avx2 < 0) {
-        __builtin_cpu_init();
-        fp_cpu_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    return fp_cpu_avx2;
-#else
-    (void)fp_cpu_avx2;
-    return 0;
-#endif
-}
-
-#if FP_HAVE_AVX2
+#if MPCAI_HAVE_AVX2
 #define FP_AVX2 __attribute__((target("avx2")))
 #define FP_AVX2_INLINE __attribute__((target("avx2"), always_inline)) static inline
 
@@ -209,7 +196,7 @@ static int fp_any_unreduced_scalar(const uint64_t *a, size_t n)
     return ((c0 | c1 | c2 | c3) >> 61) != 0;
 }
 
-#if FP_HAVE_AVX2
+#if MPCAI_HAVE_AVX2
 FP_AVX2 static int fp_any_unreduced_avx2(const uint64_t *a, size_t n)
 {
     const __m256i one = _mm256_set1_epi64x(1);
@@ -228,7 +215,7 @@ FP_AVX2 static int fp_any_unreduced_avx2(const uint64_t *a, size_t n)
 
 static int fp_any_unreduced(const uint64_t *a, size_t n, int avx2)
 {
-#if FP_HAVE_AVX2
+#if MPCAI_HAVE_AVX2
     if (avx2) return fp_any_unreduced_avx2(a, n);
 #endif
     (void)avx2;
@@ -242,216 +229,6 @@ static int fp_any_unreduced_block(const uint64_t *a, size_t stride, size_t nrows
     for (size_t r = 0; r < nrows; r++)
         if (fp_any_unreduced(a + r * stride, cols, avx2)) return 1;
     return 0;
-}
-
-/* ---- ChaCha20 field-element stream ----------------------------------- */
-/* A private copy of the stream of chacha20.c (which keeps its own static);
- * tests check that both produce the same elements. */
-
-#define FP_ROTL32(v, n) (((v) << (n)) | ((v) >> (32 - (n))))
-#define FP_QR(a, b, c, d)                                                 \
-    do {                                                                  \
-        a += b; d ^= a; d = FP_ROTL32(d, 16);                             \
-        c += d; b ^= c; b = FP_ROTL32(b, 12);                             \
-        a += b; d ^= a; d = FP_ROTL32(d, 8);                              \
-        c += d; b ^= c; b = FP_ROTL32(b, 7);                              \
-    } while (0)
-
-static uint32_t fp_load32_le(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
-
-static void fp_chacha_block(const uint32_t st[16], uint32_t ctr, uint32_t out[16])
-{
-    uint32_t x[16];
-    memcpy(x, st, sizeof x);
-    x[12] = ctr;
-    for (int i = 0; i < 10; i++) {
-        FP_QR(x[0], x[4], x[8], x[12]);
-        FP_QR(x[1], x[5], x[9], x[13]);
-        FP_QR(x[2], x[6], x[10], x[14]);
-        FP_QR(x[3], x[7], x[11], x[15]);
-        FP_QR(x[0], x[5], x[10], x[15]);
-        FP_QR(x[1], x[6], x[11], x[12]);
-        FP_QR(x[2], x[7], x[8], x[13]);
-        FP_QR(x[3], x[4], x[9], x[14]);
-    }
-    for (int i = 0; i < 16; i++) out[i] = x[i] + st[i];
-    out[12] = x[12] + ctr;
-}
-
-#if FP_HAVE_AVX2
-#define FP_VROTL(v, n) _mm256_or_si256(_mm256_slli_epi32(v, n), _mm256_srli_epi32(v, 32 - (n)))
-#define FP_VQR(a, b, c, d)                                                             \
-    do {                                                                               \
-        a = _mm256_add_epi32(a, b); d = _mm256_xor_si256(d, a);                        \
-        d = _mm256_shuffle_epi8(d, rot16);                                             \
-        c = _mm256_add_epi32(c, d); b = _mm256_xor_si256(b, c); b = FP_VROTL(b, 12);   \
-        a = _mm256_add_epi32(a, b); d = _mm256_xor_si256(d, a);                        \
-        d = _mm256_shuffle_epi8(d, rot8);                                              \
-        c = _mm256_add_epi32(c, d); b = _mm256_xor_si256(b, c); b = FP_VROTL(b, 7);    \
-    } while (0)
-#define FP_TRANSPOSE8(x0, x1, x2, x3, x4, x5, x6, x7)                \
-    do {                                                             \
-        __m256i t0 = _mm256_unpacklo_epi32(x0, x1);                  \
-        __m256i t1 = _mm256_unpackhi_epi32(x0, x1);                  \
-        __m256i t2 = _mm256_unpacklo_epi32(x2, x3);                  \
-        __m256i t3 = _mm256_unpackhi_epi32(x2, x3);                  \
-        __m256i t4 = _mm256_unpacklo_epi32(x4, x5);                  \
-        __m256i t5 = _mm256_unpackhi_epi32(x4, x5);                  \
-        __m256i t6 = _mm256_unpacklo_epi32(x6, x7);                  \
-        __m256i t7 = _mm256_unpackhi_epi32(x6, x7);                  \
-        __m256i u0 = _mm256_unpacklo_epi64(t0, t2);                  \
-        __m256i u1 = _mm256_unpackhi_epi64(t0, t2);                  \
-        __m256i u2 = _mm256_unpacklo_epi64(t1, t3);                  \
-        __m256i u3 = _mm256_unpackhi_epi64(t1, t3);                  \
-        __m256i u4 = _mm256_unpacklo_epi64(t4, t6);                  \
-        __m256i u5 = _mm256_unpackhi_epi64(t4, t6);                  \
-        __m256i u6 = _mm256_unpacklo_epi64(t5, t7);                  \
-        __m256i u7 = _mm256_unpackhi_epi64(t5, t7);                  \
-        x0 = _mm256_permute2x128_si256(u0, u4, 0x20);                \
-        x4 = _mm256_permute2x128_si256(u0, u4, 0x31);                \
-        x1 = _mm256_permute2x128_si256(u1, u5, 0x20);                \
-        x5 = _mm256_permute2x128_si256(u1, u5, 0x31);                \
-        x2 = _mm256_permute2x128_si256(u2, u6, 0x20);                \
-        x6 = _mm256_permute2x128_si256(u2, u6, 0x31);                \
-        x3 = _mm256_permute2x128_si256(u3, u7, 0x20);                \
-        x7 = _mm256_permute2x128_si256(u3, u7, 0x31);                \
-    } while (0)
-
-/* Blocks ctr..ctr+7 as 64 candidates (word & (2^61 - 1)) in stream order;
- * returns nonzero iff some candidate equals p (must be rejected). */
-FP_AVX2 static int fp_cand8_avx2(const uint32_t st[16], uint32_t ctr, uint64_t w[64])
-{
-    const __m256i rot16 = _mm256_set_epi8(13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2,
-                                          13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2);
-    const __m256i rot8 = _mm256_set_epi8(14, 13, 12, 15, 10, 9, 8, 11, 6, 5, 4, 7, 2, 1, 0, 3,
-                                         14, 13, 12, 15, 10, 9, 8, 11, 6, 5, 4, 7, 2, 1, 0, 3);
-    const __m256i ctrv = _mm256_add_epi32(_mm256_set1_epi32((int)ctr),
-                                          _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0));
-    __m256i x0 = _mm256_set1_epi32((int)st[0]), x1 = _mm256_set1_epi32((int)st[1]);
-    __m256i x2 = _mm256_set1_epi32((int)st[2]), x3 = _mm256_set1_epi32((int)st[3]);
-    __m256i x4 = _mm256_set1_epi32((int)st[4]), x5 = _mm256_set1_epi32((int)st[5]);
-    __m256i x6 = _mm256_set1_epi32((int)st[6]), x7 = _mm256_set1_epi32((int)st[7]);
-    __m256i x8 = _mm256_set1_epi32((int)st[8]), x9 = _mm256_set1_epi32((int)st[9]);
-    __m256i x10 = _mm256_set1_epi32((int)st[10]), x11 = _mm256_set1_epi32((int)st[11]);
-    __m256i x12 = ctrv, x13 = _mm256_set1_epi32((int)st[13]);
-    __m256i x14 = _mm256_set1_epi32((int)st[14]), x15 = _mm256_set1_epi32((int)st[15]);
-    for (int i = 0; i < 10; i++) {
-        FP_VQR(x0, x4, x8, x12);
-        FP_VQR(x1, x5, x9, x13);
-        FP_VQR(x2, x6, x10, x14);
-        FP_VQR(x3, x7, x11, x15);
-        FP_VQR(x0, x5, x10, x15);
-        FP_VQR(x1, x6, x11, x12);
-        FP_VQR(x2, x7, x8, x13);
-        FP_VQR(x3, x4, x9, x14);
-    }
-    x0 = _mm256_add_epi32(x0, _mm256_set1_epi32((int)st[0]));
-    x1 = _mm256_add_epi32(x1, _mm256_set1_epi32((int)st[1]));
-    x2 = _mm256_add_epi32(x2, _mm256_set1_epi32((int)st[2]));
-    x3 = _mm256_add_epi32(x3, _mm256_set1_epi32((int)st[3]));
-    x4 = _mm256_add_epi32(x4, _mm256_set1_epi32((int)st[4]));
-    x5 = _mm256_add_epi32(x5, _mm256_set1_epi32((int)st[5]));
-    x6 = _mm256_add_epi32(x6, _mm256_set1_epi32((int)st[6]));
-    x7 = _mm256_add_epi32(x7, _mm256_set1_epi32((int)st[7]));
-    x8 = _mm256_add_epi32(x8, _mm256_set1_epi32((int)st[8]));
-    x9 = _mm256_add_epi32(x9, _mm256_set1_epi32((int)st[9]));
-    x10 = _mm256_add_epi32(x10, _mm256_set1_epi32((int)st[10]));
-    x11 = _mm256_add_epi32(x11, _mm256_set1_epi32((int)st[11]));
-    x12 = _mm256_add_epi32(x12, ctrv);
-    x13 = _mm256_add_epi32(x13, _mm256_set1_epi32((int)st[13]));
-    x14 = _mm256_add_epi32(x14, _mm256_set1_epi32((int)st[14]));
-    x15 = _mm256_add_epi32(x15, _mm256_set1_epi32((int)st[15]));
-    FP_TRANSPOSE8(x0, x1, x2, x3, x4, x5, x6, x7);
-    FP_TRANSPOSE8(x8, x9, x10, x11, x12, x13, x14, x15);
-    /* block b: words 0..3 in x_b, words 4..7 in x_{b+8} */
-    const __m256i p = _mm256_set1_epi64x((long long)FP_P);
-    __m256i o[16] = {x0, x8, x1, x9, x2, x10, x3, x11, x4, x12, x5, x13, x6, x14, x7, x15};
-    __m256i bad = _mm256_setzero_si256();
-    for (int i = 0; i < 16; i++) {
-        __m256i v = _mm256_and_si256(o[i], p);
-        bad = _mm256_or_si256(bad, _mm256_cmpeq_epi64(v, p));
-        _mm256_storeu_si256((__m256i *)(w + 4 * i), v);
-    }
-    return !_mm256_testz_si256(bad, bad);
-}
-#endif
-
-static int fp_cand8_scalar(const uint32_t st[16], uint32_t ctr, uint64_t w[64])
-{
-    uint32_t b[16];
-    int bad = 0;
-    for (int k = 0; k < 8; k++) {
-        fp_chacha_block(st, ctr + (uint32_t)k, b);
-        for (int i = 0; i < 8; i++) {
-            uint64_t v = ((uint64_t)b[2 * i] | ((uint64_t)b[2 * i + 1] << 32)) & FP_P;
-            bad |= v == FP_P;
-            w[8 * k + i] = v;
-        }
-    }
-    return bad;
-}
-
-typedef struct {
-    uint32_t st[16];
-    uint32_t ctr;     /* next block */
-    int avx2;
-    size_t pos, have; /* unread candidates buf[pos..have) */
-    uint64_t buf[64];
-} fp_stream;
-
-static void fp_stream_init(fp_stream *s, const uint8_t seed[32], int avx2)
-{
-    s->st[0] = 0x61707865u;
-    s->st[1] = 0x3320646eu;
-    s->st[2] = 0x79622d32u;
-    s->st[3] = 0x6b206574u;
-    for (int i = 0; i < 8; i++) s->st[4 + i] = fp_load32_le(seed + 4 * i);
-    s->st[12] = s->st[13] = s->st[14] = s->st[15] = 0; /* counter; nonce = 0^12 */
-    s->ctr = 0;
-    s->avx2 = avx2;
-    s->pos = s->have = 0;
-}
-
-static int fp_stream_cand8(fp_stream *s, uint64_t w[64])
-{
-    uint32_t ctr = s->ctr;
-    s->ctr += 8;
-#if FP_HAVE_AVX2
-    if (s->avx2) return fp_cand8_avx2(s->st, ctr, w);
-#endif
-    return fp_cand8_scalar(s->st, ctr, w);
-}
-
-/* The next m accepted elements.  Like chacha20.c, refuses to start a group
- * of 8 blocks past counter 2^32 - 9 (never reached: 2^35 candidates cover
- * the largest legal request, 2^34, unless 2^34 of them are rejected). */
-static int fp_stream_read(fp_stream *s, uint64_t *out, size_t m)
-{
-    size_t i = 0;
-    while (i < m) {
-        if (s->pos < s->have) {
-            uint64_t v = s->buf[s->pos++];
-            if (v != FP_P) out[i++] = v;
-            continue;
-        }
-        if (s->ctr > UINT32_MAX - 8) return MPCAI_ERR_LENGTH;
-        if (m - i >= 64) {
-            if (!fp_stream_cand8(s, out + i)) {
-                i += 64;
-                continue;
-            }
-            memcpy(s->buf, out + i, sizeof s->buf); /* rare: filter one by one */
-        } else {
-            fp_stream_cand8(s, s->buf);
-        }
-        s->pos = 0;
-        s->have = 64;
-    }
-    return MPCAI_OK;
 }
 
 /* ---- evaluation plans ---------------------------------------------------- */
@@ -562,7 +339,7 @@ static void fp_step_lane(const fp_plan *pl, const uint64_t *src, size_t sstride,
     }
 }
 
-#if FP_HAVE_AVX2
+#if MPCAI_HAVE_AVX2
 /* Four lanes; d is a compile-time constant at every call site so that the
  * D vectors live in registers. */
 FP_AVX2_INLINE void fp_step_group_avx2(const size_t d, const fp_plan *pl, const uint64_t *src,
@@ -663,7 +440,7 @@ static void fp_horner_scalar(const fp_plan *pl, const uint64_t *src, size_t sstr
     }
 }
 
-#if FP_HAVE_AVX2
+#if MPCAI_HAVE_AVX2
 /* Columns [0, cols), cols a multiple of 4. */
 FP_AVX2 static void fp_horner_avx2(const fp_plan *pl, const uint64_t *src, size_t sstride,
                                    size_t cols, uint64_t *out, size_t ostride, uint64_t *acc)
@@ -713,7 +490,7 @@ static void fp_eval_cols(const fp_plan *pl, const uint64_t *src, size_t sstride,
 {
     size_t done = 0;
     if (pl->stepping) {
-#if FP_HAVE_AVX2
+#if MPCAI_HAVE_AVX2
         if (pl->avx2) {
             fp_step_groups_avx2(pl, src, sstride, cols / 4, out, ostride);
             done = cols & ~(size_t)3;
@@ -722,7 +499,7 @@ static void fp_eval_cols(const fp_plan *pl, const uint64_t *src, size_t sstride,
         for (size_t i = done; i < cols; i++) fp_step_lane(pl, src + i, sstride, out + i, ostride);
         return;
     }
-#if FP_HAVE_AVX2
+#if MPCAI_HAVE_AVX2
     if (pl->avx2) {
         done = cols & ~(size_t)3;
         fp_horner_avx2(pl, src, sstride, done, out, ostride, acc);
@@ -811,18 +588,93 @@ int mpcai_fp_poly_eval(const uint64_t *coeffs, size_t n_coeffs, size_t len, cons
 
 #define SHARE_BLOCK_WORDS 2048 /* coefficients per block (x 2 buffers) */
 #define SHARE_BLOCK_MAX 256
+/* Fewer elements per thread than this: starting a thread costs more than
+ * it saves (a thread start is ~ the work of a few hundred elements). */
+#define SHARE_MIN_PER_THREAD ((size_t)1 << 12)
 
-int mpcai_fp_shamir_share(const uint64_t *secret, size_t len, const uint8_t *seed, size_t seed_len,
-                          size_t degree, const uint64_t *points, size_t n_points, uint64_t *out)
+typedef struct {
+    const fp_plan *pl;
+    const uint64_t *secret;
+    size_t len, degree, B; /* B: elements per block (columns of ct) */
+    uint64_t *out;
+} share_ctx;
+
+/* One thread's portion of the elements and everything it writes to. */
+typedef struct {
+    const share_ctx *cx;
+    size_t begin, end;        /* elements [begin, end) */
+    uint64_t *rbuf, *ct, *acc; /* scratch: B x degree, (degree + 1) x B, Horner */
+    chacha_fp_reader rd;      /* coefficient stream, from candidate begin * degree */
+    int rc;
+    char pad[64];             /* keeps neighbouring jobs off each other's cache lines */
+} share_job;
+
+/* Shares of elements [begin, end), their coefficients read from rd. */
+static int share_range(const share_ctx *cx, chacha_fp_reader *rd, size_t begin, size_t end,
+                       uint64_t *rbuf, uint64_t *ct, uint64_t *acc)
+{
+    const size_t degree = cx->degree, B = cx->B;
+    for (size_t i0 = begin; i0 < end; i0 += B) {
+        size_t b = end - i0 < B ? end - i0 : B;
+        int rc = chacha_fp_reader_read(rd, rbuf, b * degree);
+        if (rc) return rc;
+        /* coefficient-major block: row 0 = secrets, row k = coefficient k
+         * (one loop: a separate memcpy of the secrets, a libc call per
+         * block, measured 3-5% slower overall) */
+        const uint64_t *sec = cx->secret + i0;
+        for (size_t i = 0; i < b; i++) {
+            const uint64_t *r = rbuf + i * degree;
+            ct[i] = sec[i];
+            for (size_t k = 0; k < degree; k++) ct[(k + 1) * B + i] = r[k];
+        }
+        fp_eval_cols(cx->pl, ct, B, b, cx->out + i0, cx->len, acc);
+    }
+    return MPCAI_OK;
+}
+
+static void *share_job_run(void *arg)
+{
+    share_job *j = (share_job *)arg;
+    j->rc = share_range(j->cx, &j->rd, j->begin, j->end, j->rbuf, j->ct, j->acc);
+    return NULL;
+}
+
+/* The Shamir kernel behind the three entry points below.
+ *
+ * Threads.  Element i takes candidates from index i * degree of the field
+ * stream on -- if no candidate before it was rejected.  Each thread takes a
+ * contiguous portion of the elements and starts its own reader at that
+ * guess (block (begin * degree) / 8, word (begin * degree) % 8), and the
+ * reader counts the candidates it rejects.  Thread 0's guess is exact, and
+ * by induction so is the guess of every thread whose predecessors saw no
+ * rejection.  After the join, if a thread other than the last saw one, its
+ * reader stands exactly after its portion: the portions after it are
+ * recomputed from there, sequentially (probability about
+ * len * degree * 2^-61; the result is the single-threaded one either way).
+ *
+ * min_per_thread: 0 for the default; force/n_force: candidate indices to
+ * reject as if they equalled p (tests only); info, if not NULL, receives
+ * {threads used, first thread whose successors were recomputed or -1}. */
+static int shamir_share_impl(const uint64_t *secret, size_t len, const uint8_t *seed,
+                             size_t seed_len, size_t degree, const uint64_t *points,
+                             size_t n_points, uint64_t *out, int n_threads,
+                             size_t min_per_thread, const uint64_t *force, size_t n_force,
+                             int *info)
 {
     int ok = 1;
     fp_mul_size(n_points, len, &ok);
     size_t nrand = fp_mul_size(len, degree, &ok);
+    if (info) {
+        info[0] = 0;
+        info[1] = -1;
+    }
     if (!ok || degree == SIZE_MAX) return MPCAI_ERR_LENGTH;
-    if ((len && !secret) || !seed || (n_points && !points) || (n_points && len && !out))
+    if ((len && !secret) || !seed || (n_points && !points) || (n_points && len && !out) ||
+        (n_force && !force))
         return MPCAI_ERR_NULL;
     if (seed_len != 32) return MPCAI_ERR_LENGTH;
     if ((uint64_t)nrand > MPCAI_PRG_MAX_WORDS / 2) return MPCAI_ERR_LENGTH;
+    if (n_threads < 1 || n_threads > MPCAI_MAX_THREADS) return MPCAI_ERR_ARG;
     int avx2 = fp_use_avx2();
     if (fp_any_unreduced(secret, len, avx2) || fp_any_unreduced(points, n_points, avx2))
         return MPCAI_ERR_RANGE;
@@ -836,37 +688,102 @@ int mpcai_fp_shamir_share(const uint64_t *secret, size_t len, const uint8_t *see
     if (B > len) B = len;
     if (ncoef > SIZE_MAX / B / 2 / sizeof(uint64_t)) return MPCAI_ERR_LENGTH;
 
+    if (!min_per_thread) min_per_thread = SHARE_MIN_PER_THREAD;
+    if ((size_t)n_threads > len / min_per_thread) n_threads = (int)(len / min_per_thread);
+    if (n_threads < 1) n_threads = 1;
+#ifdef _WIN32
+    n_threads = 1;
+#endif
+    if (info) info[0] = n_threads;
+
     fp_plan pl;
     int rc = fp_plan_init(&pl, degree, points, n_points, avx2);
     if (rc) return rc;
-    uint64_t *rbuf = malloc((degree ? B * degree : 1) * sizeof *rbuf);
-    uint64_t *ct = malloc(B * ncoef * sizeof *ct);
-    uint64_t *acc = fp_alloc_acc();
-    fp_stream *st = malloc(sizeof *st);
-    if (!rbuf || !ct || !acc || !st) {
-        rc = MPCAI_ERR_NOMEM;
-        goto done;
+    share_ctx cx = {&pl, secret, len, degree, B, out};
+    share_job *jobs = calloc((size_t)n_threads, sizeof *jobs);
+    if (!jobs) {
+        fp_plan_free(&pl);
+        return MPCAI_ERR_NOMEM;
     }
-    fp_stream_init(st, seed, pl.avx2);
-    for (size_t i0 = 0; i0 < len; i0 += B) {
-        size_t b = len - i0 < B ? len - i0 : B;
-        rc = fp_stream_read(st, rbuf, b * degree);
-        if (rc) goto done;
-        /* coefficient-major block: row 0 = secrets, row k = coefficient k */
-        memcpy(ct, secret + i0, b * sizeof *ct);
-        for (size_t i = 0; i < b; i++) {
-            const uint64_t *r = rbuf + i * degree;
-            for (size_t k = 0; k < degree; k++) ct[(k + 1) * B + i] = r[k];
+    size_t begin = 0;
+    for (int t = 0; t < n_threads; t++) {
+        share_job *j = &jobs[t];
+        size_t count = len / (size_t)n_threads + ((size_t)t < len % (size_t)n_threads);
+        j->cx = &cx;
+        j->begin = begin;
+        j->end = begin += count;
+        j->rbuf = malloc((degree ? B * degree : 1) * sizeof *j->rbuf);
+        j->ct = malloc(B * ncoef * sizeof *j->ct);
+        j->acc = fp_alloc_acc();
+        if (!j->rbuf || !j->ct || !j->acc) {
+            rc = MPCAI_ERR_NOMEM;
+            goto done;
         }
-        fp_eval_cols(&pl, ct, B, b, out + i0, len, acc);
+        chacha_fp_reader_init(&j->rd, seed, pl.avx2, (uint64_t)j->begin * degree);
+        j->rd.force = force;
+        j->rd.n_force = n_force;
+    }
+#ifndef _WIN32
+    if (n_threads > 1) {
+        pthread_t tid[MPCAI_MAX_THREADS];
+        int started = 0;
+        for (int t = 1; t < n_threads; t++) {
+            if (pthread_create(&tid[t], NULL, share_job_run, &jobs[t]) != 0) break;
+            started = t;
+        }
+        /* run our own portion, then any portion whose thread failed to start */
+        share_job_run(&jobs[0]);
+        for (int t = started + 1; t < n_threads; t++) share_job_run(&jobs[t]);
+        for (int t = 1; t <= started; t++) pthread_join(tid[t], NULL);
+    } else
+#endif
+        share_job_run(&jobs[0]);
+    /* Portions up to and including the first with a rejection started at
+     * the right candidate; the ones after it may not have. */
+    for (int t = 0; t < n_threads; t++) {
+        share_job *j = &jobs[t];
+        rc = j->rc;
+        if (rc || t == n_threads - 1) break;
+        if (j->rd.rejected) {
+            if (info) info[1] = t;
+            rc = share_range(&cx, &j->rd, j->end, len, j->rbuf, j->ct, j->acc);
+            break;
+        }
     }
 done:
-    free(st);
-    free(acc);
-    free(ct);
-    free(rbuf);
+    for (int t = 0; t < n_threads; t++) {
+        free(jobs[t].rbuf);
+        free(jobs[t].ct);
+        free(jobs[t].acc);
+    }
+    free(jobs);
     fp_plan_free(&pl);
     return rc;
+}
+
+int mpcai_fp_shamir_share(const uint64_t *secret, size_t len, const uint8_t *seed, size_t seed_len,
+                          size_t degree, const uint64_t *points, size_t n_points, uint64_t *out)
+{
+    return shamir_share_impl(secret, len, seed, seed_len, degree, points, n_points, out, 1, 0,
+                             NULL, 0, NULL);
+}
+
+int mpcai_fp_shamir_share_mt(const uint64_t *secret, size_t len, const uint8_t *seed,
+                             size_t seed_len, size_t degree, const uint64_t *points,
+                             size_t n_points, uint64_t *out, int n_threads)
+{
+    return shamir_share_impl(secret, len, seed, seed_len, degree, points, n_points, out,
+                             n_threads, 0, NULL, 0, NULL);
+}
+
+int mpcai_testhook_fp_shamir_share_mt(const uint64_t *secret, size_t len, const uint8_t *seed,
+                                      size_t seed_len, size_t degree, const uint64_t *points,
+                                      size_t n_points, uint64_t *out, int n_threads,
+                                      size_t min_per_thread, const uint64_t *force,
+                                      size_t n_force, int *info)
+{
+    return shamir_share_impl(secret, len, seed, seed_len, degree, points, n_points, out,
+                             n_threads, min_per_thread, force, n_force, info);
 }
 
 #define LC_COLS 256
@@ -894,7 +811,7 @@ static void fp_lincomb_scalar(const uint64_t *rows, size_t n_rows, size_t len,
     }
 }
 
-#if FP_HAVE_AVX2
+#if MPCAI_HAVE_AVX2
 #define LCV_ROWS 1024 /* two products < 2^53 + 2^50 per row: 2^10 rows fit 64 bits */
 
 /* v <= p: v 2^e mod p is a rotation of the 61-bit word (0 < e < 61). */
@@ -1006,7 +923,7 @@ int mpcai_fp_lincomb(const uint64_t *rows, size_t n_rows, size_t len, const uint
         return MPCAI_OK;
     }
     uint64_t *wl = NULL;
-#if FP_HAVE_AVX2
+#if MPCAI_HAVE_AVX2
     if (avx2 && n_rows <= SIZE_MAX / 24 / sizeof(uint64_t)) {
         wl = malloc(n_rows * 24 * sizeof(uint64_t));
         if (!wl) return MPCAI_ERR_NOMEM;
@@ -1015,7 +932,7 @@ int mpcai_fp_lincomb(const uint64_t *rows, size_t n_rows, size_t len, const uint
 #endif
     int rc = MPCAI_OK;
     size_t done = 0;
-#if FP_HAVE_AVX2
+#if MPCAI_HAVE_AVX2
     if (wl) {
         done = len & ~(size_t)3;
         if (fp_lincomb_avx2(rows, n_rows, len, wl, out, done)) rc = MPCAI_ERR_RANGE;

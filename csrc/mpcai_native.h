@@ -6,7 +6,9 @@
  *   - buffers are passed as (pointer, length) with lengths in elements
  *     (uint64_t) or bytes (uint8_t) as named;
  *   - every function returns an int status: MPCAI_OK or a negative error;
- *   - nothing else is exported (internal helpers are static).
+ *   - nothing else is exported (internal helpers are static, or hidden
+ *     when several .c files share them: _dispatch.h; shared inline code
+ *     is in the internal headers _dispatch.h and _chacha_core.h).
  *
  * The text between BEGIN CDEF and END CDEF is fed verbatim to cffi's cdef,
  * so it must stay plain declarations (no #include, no #if).
@@ -25,12 +27,13 @@
 #define MPCAI_ERR_ARG -4       /* any other invalid argument             */
 #define MPCAI_ERR_NOMEM -5     /* allocation failed                      */
 
-/* ---- CPU dispatch (chacha20.c) ------------------------------------- */
-/* 1 if the AVX2 path is compiled in and the CPU supports it, else 0.   */
+/* ---- CPU dispatch (dispatch.c) ------------------------------------- */
+/* 1 if the AVX2 paths are compiled in and the CPU supports AVX2, else 0. */
 int mpcai_simd_available(void);
-/* Select the path: 0 = portable scalar, 1 = best available.  Returns
- * the path now in effect (0 or 1).  Output is bit-identical on every
- * path; this exists so tests can compare them. */
+/* Select the path of every kernel (ChaCha20/PRG, Z_2^64 and GF(p)):
+ * 0 = portable scalar, 1 = best available (the default).  Returns the
+ * path now in effect (0 or 1).  Output is bit-identical on every path;
+ * this exists so tests and benchmarks can compare them. */
 int mpcai_simd_select(int level);
 
 /* ---- ChaCha20, RFC 8439 (chacha20.c) ------------------------------- */
@@ -96,6 +99,29 @@ int mpcai_fp_shamir_share(const uint64_t *secret, size_t len,
                           size_t degree,
                           const uint64_t *points, size_t n_points,
                           uint64_t *out);
+/* The same, split over up to n_threads threads (1..64; fewer are used for
+ * short vectors).  Output identical to mpcai_fp_shamir_share.           */
+int mpcai_fp_shamir_share_mt(const uint64_t *secret, size_t len,
+                             const uint8_t *seed, size_t seed_len,
+                             size_t degree,
+                             const uint64_t *points, size_t n_points,
+                             uint64_t *out, int n_threads);
+/* FOR TESTS ONLY -- never for real shares.  mpcai_fp_shamir_share_mt,
+ * except that (a) the candidates of the coefficient stream at the indices
+ * force[0..n_force) (any order) are rejected as if they equalled p, which
+ * makes the rare paths of rejection sampling reachable, and (b) a thread
+ * gets at least min_per_thread elements (0 = the default).  The output
+ * equals the single-threaded sharing with the same forced rejections.  If
+ * info is not NULL it receives {threads used, index of the first thread
+ * whose successors' portions were recomputed, or -1}.                  */
+int mpcai_testhook_fp_shamir_share_mt(const uint64_t *secret, size_t len,
+                                      const uint8_t *seed, size_t seed_len,
+                                      size_t degree,
+                                      const uint64_t *points, size_t n_points,
+                                      uint64_t *out, int n_threads,
+                                      size_t min_per_thread,
+                                      const uint64_t *force, size_t n_force,
+                                      int *info);
 /* Linear combination of rows (e.g. Lagrange interpolation at a point):
  *   out[i] = sum_j weights[j] * rows[j][i]  mod p;
  * rows is n_rows x len row-major.                                      */
@@ -104,6 +130,8 @@ int mpcai_fp_lincomb(const uint64_t *rows, size_t n_rows, size_t len,
 /* END CDEF */
 
 #define MPCAI_FIELD_P ((uint64_t)0x1FFFFFFFFFFFFFFFULL)
+/* Upper bound of every n_threads argument. */
+#define MPCAI_MAX_THREADS 64
 /* 2^32 blocks of 64 bytes = 2^35 words.                                */
 #define MPCAI_PRG_MAX_WORDS ((uint64_t)1 << 35)
 

@@ -26,9 +26,9 @@
  * A with fewer than 4 rows (e.g. a vector times a matrix) skips packing
  * and runs a row loop compiled for AVX2.
  *
- * Path selection: AVX2 when the CPU supports it, unless the environment
- * variable MPCAI_FORCE_SCALAR is set to "1" when the first GEMM runs (read
- * once; tests use a subprocess to compare the paths).
+ * Path selection: the one SIMD switch of dispatch.c -- AVX2 when the CPU
+ * supports it, unless mpcai_simd_select(0) chose the portable scalar path
+ * (checked on every call, so tests compare the paths in-process).
  *
  * Single-threaded.  C must not overlap A or B (MPCAI_ERR_ARG if it does).
  */
@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "mpcai_native.h"
+#include "_dispatch.h"
 
 #if defined(_MSC_VER)
 #define R64_RESTRICT __restrict
@@ -44,30 +45,9 @@
 #define R64_RESTRICT restrict
 #endif
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-#define MPCAI_HAVE_AVX2 1
-#include <immintrin.h>
-#else
-#define MPCAI_HAVE_AVX2 0
-#endif
-
 /* ---- path selection -------------------------------------------------- */
 
-static int ring64_path = -1; /* -1: not decided yet; 0: scalar; 1: AVX2 */
-
-static int use_avx2(void)
-{
-    if (ring64_path < 0) {
-        int avx2 = 0;
-#if MPCAI_HAVE_AVX2
-        const char *force = getenv("MPCAI_FORCE_SCALAR");
-        __builtin_cpu_init();
-        avx2 = __builtin_cpu_supports("avx2") && !(force && strcmp(force, "1") == 0);
-#endif
-        ring64_path = avx2;
-    }
-    return ring64_path;
-}
+static int use_avx2(void) { return mpcai_internal_use_avx2(); }
 
 /* ---- scalar path ------------------------------------------------------ */
 
@@ -338,11 +318,12 @@ int mpcai_ring64_gemm(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t 
         return MPCAI_OK;
     }
 #if MPCAI_HAVE_AVX2
-    if (use_avx2() && m < ROWS_MAX_M) {
+    const int avx2 = use_avx2();
+    if (avx2 && m < ROWS_MAX_M) {
         gemm_rows_avx2(a, b, c, m, k, n);
         return MPCAI_OK;
     }
-    if (use_avx2()) {
+    if (avx2) {
         size_t kc = k < KC ? k : KC;
         size_t mc = m < MC ? m : MC, nc = n < NC ? n : NC;
         size_t na = (mc + MR - 1) / MR * MR * 2 * kc, nb = (nc + NR - 1) / NR * NR * 2 * kc;

@@ -18,6 +18,7 @@ from mpcai.errors import InvalidInput, InvalidType, NativeError
 
 __all__ = [
     "FIELD_P",
+    "MAX_THREADS",
     "PRG_MAX_WORDS",
     "SEED_BYTES",
     "chacha20_keystream",
@@ -39,6 +40,7 @@ __all__ = [
 FIELD_P: int = (1 << 61) - 1
 SEED_BYTES: int = 32
 PRG_MAX_WORDS: int = 1 << 35
+MAX_THREADS: int = 64
 
 _STATUS: dict[int, tuple[type[Exception], str]] = {
     lib.MPCAI_ERR_NULL: (NativeError, "NULL pointer"),
@@ -111,16 +113,29 @@ def _sign(sign: Any) -> int:
     return int(sign)
 
 
+def _threads(threads: Any) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise InvalidType(f"threads must be an int, not {type(threads).__name__}")
+    threads = int(threads)
+    if not 1 <= threads <= MAX_THREADS:
+        raise InvalidInput(f"threads must be in [1, {MAX_THREADS}], got {threads}")
+    return threads
+
+
 # ---- dispatch -------------------------------------------------------------
 
 
 def simd_available() -> bool:
-    """True if the AVX2 ChaCha20 path is compiled in and supported by this CPU."""
+    """True if the AVX2 paths are compiled in and supported by this CPU."""
     return bool(lib.mpcai_simd_available())
 
 
 def simd_select(level: int) -> int:
-    """Select the scalar (0) or best available (1) path; returns the path in effect."""
+    """Select the scalar (0) or best available (1) path of every C kernel.
+
+    Process-wide; returns the path in effect.  Outputs are bit-identical on
+    both paths: this exists for tests and benchmarks.
+    """
     if level not in (0, 1):
         raise InvalidInput(f"level must be 0 or 1, got {level!r}")
     return int(lib.mpcai_simd_select(level))
@@ -157,9 +172,7 @@ def prg_ring64_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1
     seed = _bytes(seed, "seed", SEED_BYTES)
     acc = _u64_inout(acc, "acc")
     sign = _sign(sign)
-    threads = _count(threads, "threads", 64)
-    if threads < 1:
-        raise InvalidInput("threads must be >= 1")
+    threads = _threads(threads)
     _count(acc.size, "acc.size", PRG_MAX_WORDS)
     _check(
         lib.mpcai_prg_ring64_acc_mt(_u8(seed), SEED_BYTES, sign, _ptr(acc), acc.size, threads),
@@ -247,16 +260,23 @@ def fp_poly_eval(coeffs: np.ndarray, points: np.ndarray) -> np.ndarray:
     return out
 
 
-def fp_shamir_share(secret: np.ndarray, seed: bytes, degree: int, points: np.ndarray) -> np.ndarray:
-    """Shares (one row per point) of random degree-``degree`` polynomials with constant secret."""
+def fp_shamir_share(
+    secret: np.ndarray, seed: bytes, degree: int, points: np.ndarray, threads: int = 1
+) -> np.ndarray:
+    """Shares (one row per point) of random degree-``degree`` polynomials with constant secret.
+
+    ``threads`` (1..64) splits the work over that many threads at most (fewer
+    for short vectors); the shares are bit-identical for every value.
+    """
     secret = _u64_in(secret, "secret", 1)
     seed = _bytes(seed, "seed", SEED_BYTES)
     points = _u64_in(points, "points", 1)
     degree = _count(degree, "degree", 1 << 20)
+    threads = _threads(threads)
     _count(secret.size * max(degree, 1), "secret.size * degree", PRG_MAX_WORDS // 2)
     out = np.empty((points.size, secret.size), dtype=np.uint64)
     _check(
-        lib.mpcai_fp_shamir_share(
+        lib.mpcai_fp_shamir_share_mt(
             _ptr(secret),
             secret.size,
             _u8(seed),
@@ -265,6 +285,7 @@ def fp_shamir_share(secret: np.ndarray, seed: bytes, degree: int, points: np.nda
             _ptr(points),
             points.size,
             _ptr(out),
+            threads,
         ),
         "fp_shamir_share",
     )

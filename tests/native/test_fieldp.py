@@ -6,8 +6,8 @@ native_reference.py.  Shapes cross the kernels' block boundaries (4-lane
 groups, 64 Horner lanes x 16 points, 256 evaluation / combination columns,
 1024 rows per lazy AVX2 accumulator) and inputs are loaded with the values
 that stress the lazy-reduction bounds (p - 1 everywhere).  Both paths --
-portable scalar and AVX2 -- are run in-process: fieldp.c reads
-MPCAI_FORCE_SCALAR on every call.
+portable scalar and AVX2 -- are run in-process: the one SIMD switch
+(``simd_select``) is checked on every call.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ PATHS = ["scalar", "avx2"] if nb.simd_available() else ["scalar"]
 
 
 @pytest.fixture(params=PATHS)
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("MPCAI_FORCE_SCALAR", "1" if request.param == "scalar" else "0")
-    return str(request.param)
+def path(request: pytest.FixtureRequest):
+    nb.simd_select(0 if request.param == "scalar" else 1)
+    yield str(request.param)
+    nb.simd_select(1)
 
 
 def field(rng: np.random.Generator, *shape: int, edges: bool = True) -> np.ndarray:
@@ -270,23 +271,213 @@ def test_shamir_share_against_pure_python() -> None:
     assert np.array_equal(got, ref_poly_eval(coeffs, xs))
 
 
-def test_shamir_share_paths_bit_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shamir_share_paths_bit_identical() -> None:
     if len(PATHS) < 2:
         pytest.skip("no AVX2 on this machine")
     rng = np.random.default_rng(11)
     secret = field(rng, 4099)
     seed = os.urandom(32)
     outs = []
-    for flag in ("1", "0"):
-        monkeypatch.setenv("MPCAI_FORCE_SCALAR", flag)
-        outs.append(
-            (
-                nb.fp_shamir_share(secret, seed, 9, np.arange(1, 21, dtype=np.uint64)),
-                nb.fp_shamir_share(secret, seed, 20, np.arange(1, 41, dtype=np.uint64)),
+    try:
+        for level in (0, 1):
+            nb.simd_select(level)
+            outs.append(
+                (
+                    nb.fp_shamir_share(secret, seed, 9, np.arange(1, 21, dtype=np.uint64)),
+                    nb.fp_shamir_share(secret, seed, 20, np.arange(1, 41, dtype=np.uint64)),
+                )
             )
-        )
+    finally:
+        nb.simd_select(1)
     assert np.array_equal(outs[0][0], outs[1][0])
     assert np.array_equal(outs[0][1], outs[1][1])
+
+
+# ---- threaded Shamir sharing ----------------------------------------------------
+
+MIN_PER_THREAD = 1 << 12  # SHARE_MIN_PER_THREAD in fieldp.c
+
+
+def _cp(a: np.ndarray):
+    return ffi.cast("uint64_t *", ffi.from_buffer(a))
+
+
+def share_hook(
+    secret: np.ndarray,
+    seed: bytes,
+    degree: int,
+    xs: np.ndarray,
+    threads: int,
+    *,
+    min_per_thread: int = 0,
+    force: list[int] = (),
+) -> tuple[np.ndarray, list[int]]:
+    """mpcai_testhook_fp_shamir_share_mt: (shares, [threads used, repaired-from])."""
+    out = np.zeros((xs.size, secret.size), dtype=np.uint64)
+    f = np.array(sorted(force), dtype=np.uint64)
+    info = ffi.new("int[2]")
+    rc = lib.mpcai_testhook_fp_shamir_share_mt(
+        _cp(secret),
+        secret.size,
+        ffi.from_buffer("uint8_t[]", seed),
+        32,
+        degree,
+        _cp(xs),
+        xs.size,
+        _cp(out),
+        threads,
+        min_per_thread,
+        _cp(f) if f.size else ffi.NULL,
+        f.size,
+        info,
+    )
+    assert rc == lib.MPCAI_OK
+    return out, list(info)
+
+
+def share_with_rejections(
+    secret: np.ndarray, seed: bytes, degree: int, xs: np.ndarray, force: list[int]
+) -> np.ndarray:
+    """Reference: the field stream with the candidates at `force` rejected too,
+    built from the ring stream (checked against OpenSSL elsewhere)."""
+    need = secret.size * degree
+    words = nb.prg_ring64(seed, need + len(force) + 8)
+    cand = words & np.uint64(P)
+    keep = cand != np.uint64(P)
+    keep[list(force)] = False
+    r = cand[keep][:need].reshape(secret.size, degree)
+    return nb.fp_poly_eval(np.vstack([secret[None, :], r.T]), xs)
+
+
+def single(secret: np.ndarray, seed: bytes, degree: int, xs: np.ndarray) -> np.ndarray:
+    out = np.zeros((xs.size, secret.size), dtype=np.uint64)
+    rc = lib.mpcai_fp_shamir_share(
+        _cp(secret),
+        secret.size,
+        ffi.from_buffer("uint8_t[]", seed),
+        32,
+        degree,
+        _cp(xs),
+        xs.size,
+        _cp(out),
+    )
+    assert rc == lib.MPCAI_OK
+    return out
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7, 64])
+@pytest.mark.parametrize(
+    "length",
+    [
+        0,
+        1,
+        7,
+        MIN_PER_THREAD - 1,
+        2 * MIN_PER_THREAD,
+        2 * MIN_PER_THREAD + 1,
+        7 * MIN_PER_THREAD + 5,
+    ],
+)
+def test_shamir_share_threads_identical(path: str, threads: int, length: int) -> None:
+    rng = np.random.default_rng(length + threads)
+    secret = field(rng, length)
+    seed = os.urandom(32)
+    for degree, xs in (
+        (9, np.arange(1, 21, dtype=np.uint64)),
+        (3, np.array([P - 1, 5], np.uint64)),
+    ):
+        expect = single(secret, seed, degree, xs)
+        got = nb.fp_shamir_share(secret, seed, degree, xs, threads=threads)
+        assert np.array_equal(got, expect)
+        _, (used, repaired) = share_hook(secret, seed, degree, xs, threads)
+        expect_used = max(1, min(threads, length // MIN_PER_THREAD)) if length else 0
+        assert (used, repaired) == (expect_used, -1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    length=st.integers(0, 300),
+    degree=st.integers(0, 14),
+    threads=st.integers(1, 64),
+    min_per_thread=st.integers(1, 40),
+)
+def test_shamir_share_tiny_portions(length: int, degree: int, threads: int, min_per_thread: int):
+    """Portions of a few elements start mid-block (any word offset in a block)."""
+    rng = np.random.default_rng(length * 1000 + degree)
+    secret = field(rng, length)
+    seed = bytes(rng.integers(0, 256, 32, dtype=np.uint8))
+    xs = np.arange(1, 6, dtype=np.uint64)
+    got, (used, repaired) = share_hook(
+        secret, seed, degree, xs, threads, min_per_thread=min_per_thread
+    )
+    assert np.array_equal(got, single(secret, seed, degree, xs))
+    assert used == (max(1, min(threads, length // min_per_thread)) if length else 0)
+    assert repaired == -1
+
+
+def test_shamir_share_forced_rejections_single_thread(path: str) -> None:
+    """Rejections (forced: 2^-61 is too rare to meet) inside whole groups, in
+    the buffered tail of a read, on group boundaries, back to back."""
+    rng = np.random.default_rng(5)
+    secret = field(rng, 1000)
+    seed = os.urandom(32)
+    xs = np.arange(1, 21, dtype=np.uint64)
+    for force in ([0], [5], [71, 72], [100, 101, 102, 103], [1835, 1836, 1837], [8999]):
+        got, _ = share_hook(secret, seed, 9, xs, 1, force=force)
+        assert np.array_equal(got, share_with_rejections(secret, seed, 9, xs, force)), force
+        assert not np.array_equal(got, single(secret, seed, 9, xs))
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_shamir_share_forced_rejections_repair(path: str, threads: int) -> None:
+    """A rejection in thread k's portion shifts every later portion: the
+    portions after the first such thread are recomputed, exactly."""
+    per = 64  # min_per_thread
+    length, degree = threads * per + 3, 4
+    rng = np.random.default_rng(threads)
+    secret = field(rng, length)
+    seed = os.urandom(32)
+    xs = np.arange(1, 8, dtype=np.uint64)
+    # portion t covers elements [begin_t, end_t): candidates [begin_t d, end_t d)
+    sizes = [length // threads + (t < length % threads) for t in range(threads)]
+    bounds = np.cumsum([0, *sizes])
+    cases = {
+        "first candidate": ([0], 0),
+        "thread 0": ([int(bounds[1] * degree) - 5], 0),
+        "last candidate of thread 0": ([int(bounds[1] * degree) - 1], 0),
+        "first candidate of thread 1": ([int(bounds[1] * degree)], 1),
+        "thread 1, twice": ([int(bounds[1] * degree) + 7, int(bounds[1] * degree) + 8], 1),
+        "threads 0 and 1": ([3, int(bounds[1] * degree) + 2], 0),
+        "last thread only": ([int(bounds[-2] * degree) + 1], -1),
+    }
+    for name, (force, repaired_from) in cases.items():
+        if repaired_from == threads - 1:
+            repaired_from = -1  # the last portion shifts nothing after it
+        got, (used, repaired) = share_hook(
+            secret, seed, degree, xs, threads, min_per_thread=per, force=force
+        )
+        assert used == threads, name
+        assert repaired == repaired_from, name
+        assert np.array_equal(got, share_with_rejections(secret, seed, degree, xs, force)), name
+        single_got, _ = share_hook(secret, seed, degree, xs, 1, force=force)
+        assert np.array_equal(got, single_got), name
+
+
+def test_shamir_share_threads_argument() -> None:
+    s = np.arange(10, dtype=np.uint64)
+    xs = np.arange(1, 4, dtype=np.uint64)
+    for bad in (0, -1, 65, 1000):
+        with pytest.raises(InvalidInput, match="threads"):
+            nb.fp_shamir_share(s, bytes(32), 2, xs, threads=bad)
+    for bad in (1.0, True, "2", None):
+        with pytest.raises(InvalidType):
+            nb.fp_shamir_share(s, bytes(32), 2, xs, threads=bad)
+    out = np.zeros((3, 10), dtype=np.uint64)
+    seed = ffi.new("uint8_t[32]")
+    for bad in (0, 65, -3):
+        rc = lib.mpcai_fp_shamir_share_mt(_cp(s), 10, seed, 32, 2, _cp(xs), 3, _cp(out), bad)
+        assert rc == lib.MPCAI_ERR_ARG
+    assert not out.any()
 
 
 def test_shamir_share_errors() -> None:
@@ -352,7 +543,7 @@ def test_lincomb_noncontiguous_and_errors() -> None:
         nb.fp_lincomb(rows, w[:5])
 
 
-def test_all_kernels_paths_bit_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_all_kernels_paths_bit_identical() -> None:
     if len(PATHS) < 2:
         pytest.skip("no AVX2 on this machine")
     rng = np.random.default_rng(99)
@@ -360,17 +551,20 @@ def test_all_kernels_paths_bit_identical(monkeypatch: pytest.MonkeyPatch) -> Non
     coeffs = field(rng, 8, 999)
     rows, w = field(rng, 1500, 37), field(rng, 1500)
     results = []
-    for flag in ("1", "0"):
-        monkeypatch.setenv("MPCAI_FORCE_SCALAR", flag)
-        results.append(
-            [
-                nb.fp_add(a, b),
-                nb.fp_sub(a, b),
-                nb.fp_mul(a, b),
-                nb.fp_poly_eval(coeffs, np.arange(1, 25, dtype=np.uint64)),
-                nb.fp_poly_eval(coeffs, np.array([P - 2, 1 << 33, 17], dtype=np.uint64)),
-                nb.fp_lincomb(rows, w),
-            ]
-        )
+    try:
+        for level in (0, 1):
+            nb.simd_select(level)
+            results.append(
+                [
+                    nb.fp_add(a, b),
+                    nb.fp_sub(a, b),
+                    nb.fp_mul(a, b),
+                    nb.fp_poly_eval(coeffs, np.arange(1, 25, dtype=np.uint64)),
+                    nb.fp_poly_eval(coeffs, np.array([P - 2, 1 << 33, 17], dtype=np.uint64)),
+                    nb.fp_lincomb(rows, w),
+                ]
+            )
+    finally:
+        nb.simd_select(1)
     for x, y in zip(*results, strict=True):
         assert np.array_equal(x, y)

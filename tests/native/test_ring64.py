@@ -4,17 +4,12 @@ References: Python big-int products reduced mod 2^64 (small shapes) and
 numpy's own uint64 matmul, which wraps mod 2^64 without BLAS (larger
 shapes).  The kernel's blocking is MR = NR = 4, KC = 256, MC = 64,
 NC = 1024 (and fewer than 4 rows take an unpacked row loop), so the shapes
-below cross every block boundary.  The portable
-scalar path is compared with the default (AVX2 where available) path in a
-subprocess with MPCAI_FORCE_SCALAR=1, which ring64.c reads at first use.
+below cross every block boundary.  The portable scalar path is compared
+with the AVX2 path (where available) in-process: the one SIMD switch
+(``simd_select``) is checked on every call.
 """
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -25,6 +20,16 @@ from mpcai import _bindings as nb
 from mpcai.errors import InvalidInput, InvalidType
 
 ffi, lib = nb.ffi, nb.lib  # the compiled module, for C-level status codes
+
+PATHS = [0, 1] if nb.simd_available() else [0]
+
+
+@pytest.fixture(params=PATHS, ids=lambda p: ["scalar", "avx2"][p])
+def path(request: pytest.FixtureRequest):
+    nb.simd_select(request.param)
+    yield request.param
+    nb.simd_select(1)
+
 
 MASK = (1 << 64) - 1
 EDGE = np.array(
@@ -90,7 +95,7 @@ def check(a: np.ndarray, b: np.ndarray, ref=ref_bigint) -> None:
         (65, 130, 67),
     ],
 )
-def test_small_shapes_bigint(m: int, k: int, n: int) -> None:
+def test_small_shapes_bigint(path: int, m: int, k: int, n: int) -> None:
     rng = np.random.default_rng(m * 10_000 + k * 100 + n)
     check(edgy(rng, m, k), edgy(rng, k, n))
 
@@ -108,7 +113,7 @@ def test_small_shapes_bigint(m: int, k: int, n: int) -> None:
         (4, 300, 517),
     ],
 )
-def test_block_boundaries_numpy(m: int, k: int, n: int) -> None:
+def test_block_boundaries_numpy(path: int, m: int, k: int, n: int) -> None:
     rng = np.random.default_rng(m + 7 * k + 13 * n)
     check(rand(rng, m, k), rand(rng, k, n), ref=ref_numpy)
 
@@ -270,43 +275,38 @@ def test_c_api_null_and_overflow() -> None:
     assert lib.mpcai_ring64_gemm(_p(x), _p(x), _p(x), huge, huge, 1) == lib.MPCAI_ERR_LENGTH
 
 
-# ---- scalar path vs default path ---------------------------------------------
+# ---- scalar path vs AVX2 path ---------------------------------------------------
 
-_PATH_SCRIPT = textwrap.dedent(
-    """
-    import hashlib, sys
-    import numpy as np
-    from mpcai import _bindings as nb
-
-    h = hashlib.sha256()
-    rng = np.random.default_rng(2024)
-    for m, k, n in [(1, 1, 1), (3, 7, 5), (17, 33, 9), (65, 130, 67), (129, 300, 70),
-                    (6, 520, 1030), (1, 300, 700), (3, 70, 300)]:
-        a = rng.integers(0, 1 << 64, (m, k), dtype=np.uint64)
-        b = rng.integers(0, 1 << 64, (k, n), dtype=np.uint64)
-        c = nb.ring64_gemm(a, b)
-        assert (c == np.matmul(a, b)).all(), (m, k, n)
-        h.update(c.tobytes())
-    sys.stdout.write(h.hexdigest())
-    """
-)
-
-
-def _run_paths(force: str | None) -> str:
-    env = dict(os.environ)
-    env.pop("MPCAI_FORCE_SCALAR", None)
-    if force is not None:
-        env["MPCAI_FORCE_SCALAR"] = force
-    out = subprocess.run(
-        [sys.executable, "-c", _PATH_SCRIPT], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+PATH_SHAPES = [
+    (1, 1, 1),
+    (3, 7, 5),
+    (17, 33, 9),
+    (65, 130, 67),
+    (129, 300, 70),
+    (6, 520, 1030),
+    (1, 300, 700),
+    (3, 70, 300),
+]
 
 
 def test_scalar_and_simd_paths_bit_identical() -> None:
     # Meaningful when AVX2 is available (nb.simd_available()); otherwise both
     # runs take the scalar path and the test still checks the reference.
-    scalar, default = _run_paths("1"), _run_paths(None)
-    assert len(scalar) == 64
-    assert scalar == default
+    rng = np.random.default_rng(2024)
+    cases = [
+        (
+            rng.integers(0, 1 << 64, (m, k), dtype=np.uint64),
+            rng.integers(0, 1 << 64, (k, n), dtype=np.uint64),
+        )
+        for m, k, n in PATH_SHAPES
+    ]
+    outs = []
+    try:
+        for level in (0, 1):
+            assert nb.simd_select(level) == (level and int(nb.simd_available()))
+            outs.append([nb.ring64_gemm(a, b) for a, b in cases])
+    finally:
+        nb.simd_select(1)
+    for (a, b), c0, c1 in zip(cases, outs[0], outs[1], strict=True):
+        np.testing.assert_array_equal(c0, np.matmul(a, b))
+        np.testing.assert_array_equal(c0, c1)

@@ -116,6 +116,29 @@ def test_shares_match_independent_reference() -> None:
             assert int(s.values[i]) == sum(c * pow(s.x, k, P) for k, c in enumerate(coeffs)) % P
 
 
+@pytest.mark.parametrize("threads", [2, 3, 64])
+def test_threads_give_identical_shares(threads: int) -> None:
+    rng = np.random.default_rng(threads)
+    secret = field_values(rng, 3, 7001)  # long enough for several threads
+    seed = os.urandom(32)
+    one = shamir.share(secret, 4, 6, seed=seed)
+    many = shamir.share(secret, 4, 6, seed=seed, threads=threads)
+    assert [s.x for s in many] == [s.x for s in one]
+    assert all(np.array_equal(a.values, b.values) for a, b in zip(one, many, strict=True))
+    assert np.array_equal(shamir.reconstruct(many[1:5], 4), secret)
+    short = field_values(rng, 5)
+    assert np.array_equal(shamir.reconstruct(shamir.share(short, 2, 3, threads=threads), 2), short)
+
+
+def test_threads_validated() -> None:
+    secret = np.arange(10, dtype=U64)
+    for bad in (0, 65, -1):
+        with pytest.raises(InvalidInput, match="threads"):
+            shamir.share(secret, 2, 3, threads=bad)
+    with pytest.raises(InvalidType):
+        shamir.share(secret, 2, 3, threads=2.0)  # type: ignore[arg-type]
+
+
 def test_share_t_equals_one_and_t_equals_n() -> None:
     secret = np.array([0, 5, P - 1], dtype=U64)
     ones = shamir.share(secret, 1, 4)
