@@ -107,12 +107,15 @@ def test_matvec_784x128_matches_numpy(owner: CKKSContext, rng) -> None:
 
 
 def test_matvec_error_no_worse_than_tenseal_mm(owner: CKKSContext, rng) -> None:
-    x = rng.uniform(-1, 1, 64)
-    w = rng.uniform(-1, 1, (64, 16))
-    ours = np.max(np.abs(owner.decrypt(owner.encrypt(x) @ w) - x @ w))
-    tv = ts.ckks_vector(owner.tenseal_context, x.tolist())
-    theirs = np.max(np.abs(np.array(tv.mm(w.tolist()).decrypt()) - x @ w))
-    assert ours <= theirs
+    # encryption noise is random: compare the mean of the max errors over several trials
+    ours, theirs = [], []
+    for _ in range(5):
+        x = rng.uniform(-1, 1, 64)
+        w = rng.uniform(-1, 1, (64, 16))
+        ours.append(np.max(np.abs(owner.decrypt(owner.encrypt(x) @ w) - x @ w)))
+        tv = ts.ckks_vector(owner.tenseal_context, x.tolist())
+        theirs.append(np.max(np.abs(np.array(tv.mm(w.tolist()).decrypt()) - x @ w)))
+    assert np.mean(ours) <= np.mean(theirs)
 
 
 @pytest.mark.parametrize("shape", [(100, 10), (7, 3), (300, 1)])
