@@ -17,13 +17,6 @@ from mpcai.errors import InvalidInput, InvalidType
 PATHS = [0, 1] if nb.simd_available() else [0]
 
 
-@pytest.fixture(params=PATHS, ids=lambda p: ["scalar", "avx2"][p])
-def path(request: pytest.FixtureRequest):
-    nb.simd_select(request.param)
-    yield request.param
-    nb.simd_select(1)
-
-
 def openssl_keystream(key: bytes, nonce: bytes, counter: int, length: int) -> bytes:
     full_nonce = counter.to_bytes(4, "little") + nonce
     return Cipher(algorithms.ChaCha20(key, full_nonce), None).encryptor().update(bytes(length))

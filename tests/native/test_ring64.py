@@ -21,14 +21,6 @@ from mpcai.errors import InvalidInput, InvalidType
 
 ffi, lib = nb.ffi, nb.lib  # the compiled module, for C-level status codes
 
-PATHS = [0, 1] if nb.simd_available() else [0]
-
-
-@pytest.fixture(params=PATHS, ids=lambda p: ["scalar", "avx2"][p])
-def path(request: pytest.FixtureRequest):
-    nb.simd_select(request.param)
-    yield request.param
-    nb.simd_select(1)
 
 
 MASK = (1 << 64) - 1
