@@ -8,7 +8,7 @@
  * run time by the one SIMD switch of dispatch.c (mpcai_simd_select).
  *
  * PRG streams: key = 32-byte seed, nonce = 0^12, block counter from 0,
- * read as little-endian 64-bit words.  The fused accumulate kernels add the
+ * read as little-endian 64-bit words (or 32-bit words for Z_2^32).  The fused accumulate kernels add the
  * words to the accumulator straight from registers; the mask never exists
  * in memory.
  */
@@ -70,6 +70,32 @@ ring_acc_avx2(const uint32_t st[16], uint32_t ctr, size_t ngroups, int sign, uin
                 _mm256_storeu_si256((__m256i *)(acc + 4 * i), _mm256_sub_epi64(a, o[i]));
             }
             for (int i = 0; i < 8; i++) acc[64 + i] -= w8[i];
+        }
+    }
+}
+
+/* The same over Z_2^32: a group is 9 blocks = 144 little-endian 32-bit words. */
+__attribute__((target("avx2"))) static void
+ring32_acc_avx2(const uint32_t st[16], uint32_t ctr, size_t ngroups, int sign, uint32_t *acc)
+{
+    __m256i o[16];
+    uint64_t w8[8];
+    uint32_t w16[16];
+    for (size_t g = 0; g < ngroups; g++, ctr += GROUP_BLOCKS, acc += 2 * GROUP_WORDS) {
+        chacha9_avx2(st, ctr, o, w8);
+        memcpy(w16, w8, sizeof w16); /* x86 is little-endian: word 2k is the low half */
+        if (sign > 0) {
+            for (int i = 0; i < 16; i++) {
+                __m256i a = _mm256_loadu_si256((const __m256i *)(acc + 8 * i));
+                _mm256_storeu_si256((__m256i *)(acc + 8 * i), _mm256_add_epi32(a, o[i]));
+            }
+            for (int i = 0; i < 16; i++) acc[128 + i] += w16[i];
+        } else {
+            for (int i = 0; i < 16; i++) {
+                __m256i a = _mm256_loadu_si256((const __m256i *)(acc + 8 * i));
+                _mm256_storeu_si256((__m256i *)(acc + 8 * i), _mm256_sub_epi32(a, o[i]));
+            }
+            for (int i = 0; i < 16; i++) acc[128 + i] -= w16[i];
         }
     }
 }
@@ -153,19 +179,47 @@ static void ring64_range(const uint32_t st[16], uint32_t first_block, int mode, 
     }
 }
 
+/* Z_2^32 accumulate over 32-bit words [16 * first_block, 16 * first_block + n). */
+static void ring32_range(const uint32_t st[16], uint32_t first_block, int mode, uint32_t *acc,
+                         size_t n)
+{
+    uint32_t ctr = first_block;
+    size_t i = 0;
+#if MPCAI_HAVE_AVX2
+    if (use_avx2()) {
+        size_t ngroups = n / (2 * GROUP_WORDS);
+        ring32_acc_avx2(st, ctr, ngroups, mode, acc);
+        i = ngroups * 2 * GROUP_WORDS;
+        ctr += (uint32_t)(ngroups * GROUP_BLOCKS);
+    }
+#endif
+    uint32_t b[16];
+    while (i < n) {
+        chacha_block(st, ctr++, b);
+        for (int k = 0; k < 16 && i < n; k++, i++) {
+            if (mode > 0) acc[i] += b[k];
+            else acc[i] -= b[k];
+        }
+    }
+}
+
 #ifndef _WIN32
 typedef struct {
     const uint32_t *st;
     uint32_t first_block;
     int mode;
-    uint64_t *acc;
+    void *acc;
     size_t n;
+    int width; /* 64 or 32 */
 } ring_job;
 
 static void *ring_job_run(void *arg)
 {
     ring_job *j = (ring_job *)arg;
-    ring64_range(j->st, j->first_block, j->mode, j->acc, j->n);
+    if (j->width == 64)
+        ring64_range(j->st, j->first_block, j->mode, (uint64_t *)j->acc, j->n);
+    else
+        ring32_range(j->st, j->first_block, j->mode, (uint32_t *)j->acc, j->n);
     return NULL;
 }
 #endif
@@ -173,27 +227,32 @@ static void *ring_job_run(void *arg)
 /* Below this many words per thread, starting threads costs more than it saves. */
 #define MIN_WORDS_PER_THREAD ((size_t)1 << 16)
 
-static int ring64_kernel(const uint8_t *seed, size_t seed_len, int mode, uint64_t *acc, size_t n,
-                         int n_threads)
+/* Shared driver: width 64 (uint64_t words) or 32 (uint32_t words). */
+static int ring_kernel(const uint8_t *seed, size_t seed_len, int mode, void *acc, size_t n,
+                       int n_threads, int width)
 {
     uint32_t st[16];
     int rc = seed_state(seed, seed_len, st);
     if (rc) return rc;
     if (!acc && n) return MPCAI_ERR_NULL;
-    if ((uint64_t)n > MPCAI_PRG_MAX_WORDS) return MPCAI_ERR_LENGTH;
+    const size_t per_block = width == 64 ? 8 : 16, group = per_block * GROUP_BLOCKS;
+    if ((uint64_t)n > MPCAI_PRG_MAX_WORDS * (width == 64 ? 1 : 2)) return MPCAI_ERR_LENGTH;
     if (n_threads < 1 || n_threads > MPCAI_MAX_THREADS) return MPCAI_ERR_ARG;
     if ((size_t)n_threads > n / MIN_WORDS_PER_THREAD) n_threads = (int)(n / MIN_WORDS_PER_THREAD);
+    if (n_threads < 1) n_threads = 1;
 #ifndef _WIN32
     if (n_threads > 1) {
         /* contiguous slices of whole groups; each starts at its own block */
         pthread_t tid[MPCAI_MAX_THREADS];
         ring_job jobs[MPCAI_MAX_THREADS];
-        size_t groups = n / GROUP_WORDS, start = 0;
+        size_t groups = n / group, start = 0;
         int started = 0;
         for (int t = 0; t < n_threads; t++) {
             size_t g = groups / (size_t)n_threads + ((size_t)t < groups % (size_t)n_threads);
-            size_t len = (t == n_threads - 1) ? n - start : g * GROUP_WORDS;
-            jobs[t] = (ring_job){st, (uint32_t)(start / 8), mode, acc + start, len};
+            size_t len = (t == n_threads - 1) ? n - start : g * group;
+            void *base = width == 64 ? (void *)((uint64_t *)acc + start)
+                                     : (void *)((uint32_t *)acc + start);
+            jobs[t] = (ring_job){st, (uint32_t)(start / per_block), mode, base, len, width};
             start += len;
         }
         for (int t = 1; t < n_threads; t++) {
@@ -207,8 +266,17 @@ static int ring64_kernel(const uint8_t *seed, size_t seed_len, int mode, uint64_
         return MPCAI_OK;
     }
 #endif
-    ring64_range(st, 0, mode, acc, n);
+    if (width == 64)
+        ring64_range(st, 0, mode, (uint64_t *)acc, n);
+    else
+        ring32_range(st, 0, mode, (uint32_t *)acc, n);
     return MPCAI_OK;
+}
+
+static int ring64_kernel(const uint8_t *seed, size_t seed_len, int mode, uint64_t *acc, size_t n,
+                         int n_threads)
+{
+    return ring_kernel(seed, seed_len, mode, acc, n, n_threads, 64);
 }
 
 int mpcai_prg_ring64(const uint8_t *seed, size_t seed_len, uint64_t *out, size_t n)
@@ -227,6 +295,13 @@ int mpcai_prg_ring64_acc_mt(const uint8_t *seed, size_t seed_len, int sign, uint
 {
     if (sign != 1 && sign != -1) return MPCAI_ERR_ARG;
     return ring64_kernel(seed, seed_len, sign, acc, n, n_threads);
+}
+
+int mpcai_prg_ring32_acc_mt(const uint8_t *seed, size_t seed_len, int sign, uint32_t *acc,
+                            size_t n, int n_threads)
+{
+    if (sign != 1 && sign != -1) return MPCAI_ERR_ARG;
+    return ring_kernel(seed, seed_len, sign, acc, n, n_threads, 32);
 }
 
 /* Accumulating field kernels read this many elements at a time (8 groups:

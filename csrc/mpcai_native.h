@@ -58,6 +58,11 @@ int mpcai_prg_ring64_acc(const uint8_t *seed, size_t seed_len, int sign,
  * short vectors).  Output identical to mpcai_prg_ring64_acc.            */
 int mpcai_prg_ring64_acc_mt(const uint8_t *seed, size_t seed_len, int sign,
                             uint64_t *acc, size_t n, int n_threads);
+/* Z_2^32: the same stream read as little-endian 32-bit words v_0, v_1,
+ * ...; acc[i] = acc[i] + sign * v_i (mod 2^32), over up to n_threads
+ * threads.  Half the keystream of the 64-bit kernel per element. */
+int mpcai_prg_ring32_acc_mt(const uint8_t *seed, size_t seed_len, int sign,
+                            uint32_t *acc, size_t n, int n_threads);
 /* GF(p), p = 2^61 - 1, by rejection sampling: candidate j is
  * w_j & (2^61 - 1); it is rejected iff it equals p.  Element i is the
  * i-th accepted candidate (so the output is uniform, no modulo bias).   */

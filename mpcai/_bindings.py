@@ -30,6 +30,7 @@ __all__ = [
     "fp_sub",
     "prg_fieldp",
     "prg_fieldp_acc",
+    "prg_ring32_acc",
     "prg_ring64",
     "prg_ring64_acc",
     "ring64_gemm",
@@ -77,12 +78,12 @@ def _u64_in(arr: Any, name: str, ndim: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _u64_inout(arr: Any, name: str) -> np.ndarray:
-    """An in-place uint64 output: must already be writeable and C-contiguous."""
+def _u64_inout(arr: Any, name: str, dtype: type = np.uint64) -> np.ndarray:
+    """An in-place output of ``dtype``: must already be writeable and C-contiguous."""
     if not isinstance(arr, np.ndarray):
         raise InvalidType(f"{name} must be a numpy array, not {type(arr).__name__}")
-    if arr.dtype != np.uint64:
-        raise InvalidType(f"{name} must have dtype uint64, not {arr.dtype}")
+    if arr.dtype != dtype:
+        raise InvalidType(f"{name} must have dtype {np.dtype(dtype)}, not {arr.dtype}")
     if not arr.flags.c_contiguous:
         raise InvalidType(f"{name} must be C-contiguous to be updated in place")
     if not arr.flags.writeable:
@@ -177,6 +178,21 @@ def prg_ring64_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1
     _check(
         lib.mpcai_prg_ring64_acc_mt(_u8(seed), SEED_BYTES, sign, _ptr(acc), acc.size, threads),
         "prg_ring64_acc",
+    )
+
+
+def prg_ring32_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1) -> None:
+    """acc += sign * PRG32(seed) over Z_2^32 (the stream read as 32-bit words), in place."""
+    seed = _bytes(seed, "seed", SEED_BYTES)
+    acc = _u64_inout(acc, "acc", np.uint32)
+    sign = _sign(sign)
+    threads = _threads(threads)
+    _count(acc.size, "acc.size", 2 * PRG_MAX_WORDS)
+    _check(
+        lib.mpcai_prg_ring32_acc_mt(
+            _u8(seed), SEED_BYTES, sign, _ptr(acc, "uint32_t *"), acc.size, threads
+        ),
+        "prg_ring32_acc",
     )
 
 

@@ -138,20 +138,30 @@ def quantize(
     if out_of_range not in ("raise", "clip"):
         raise InvalidInput(f"out_of_range must be 'raise' or 'clip', not {out_of_range!r}")
     arr = _float_array(x)
-    if np.any(np.isnan(arr)):
+    levels = float((1 << b) - 1)
+    if arr.size == 0:
+        return np.zeros(arr.shape, dtype=np.uint64)
+    lo, hi = float(arr.min()), float(arr.max())  # NaN propagates into both
+    if np.isnan(lo) or np.isnan(hi):
         raise EncodingOverflow("cannot quantize NaN")
-    outside = np.abs(arr) > clip
-    if np.any(outside):
+    if lo < -clip or hi > clip:
         if out_of_range == "raise":
+            outside = int(np.count_nonzero(np.abs(arr) > clip))
             raise EncodingOverflow(
-                f"{int(np.count_nonzero(outside))} values outside [-{clip:g}, {clip:g}] "
-                f"(max |x| = {float(np.max(np.abs(arr))):g}); pass out_of_range='clip' to clip"
+                f"{outside} values outside [-{clip:g}, {clip:g}] "
+                f"(max |x| = {max(-lo, hi):g}); pass out_of_range='clip' to clip"
             )
         arr = np.clip(arr, -clip, clip)
-    levels = float((1 << b) - 1)
-    scaled = (arr + clip) * (levels / (2.0 * clip))
-    q = np.clip(_round(scaled, stochastic), 0.0, levels)
-    return q.astype(np.uint64)
+    # in place on one temporary: this runs on every model update in secure aggregation
+    scaled = arr + clip
+    scaled *= levels / (2.0 * clip)
+    if stochastic:
+        scaled += _uniform01(scaled.shape)
+        np.floor(scaled, out=scaled)
+    else:
+        np.rint(scaled, out=scaled)
+    np.clip(scaled, 0.0, levels, out=scaled)
+    return scaled.astype(np.uint64)
 
 
 def dequantize(q: object, *, clip: float, bits: int = 16, n_summands: int = 1) -> np.ndarray:

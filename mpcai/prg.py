@@ -96,14 +96,21 @@ def field_vector(seed: bytes, n: int) -> np.ndarray:
 
 
 def ring_accumulate(acc: np.ndarray, seed: bytes, sign: int = 1, *, threads: int = 1) -> None:
-    """In place, ``acc = acc + sign * ring_vector(seed, acc.size)`` modulo 2^64.
+    """In place, ``acc = acc + sign * mask`` in the ring of ``acc``'s dtype.
 
-    ``acc`` must be a writeable C-contiguous ``uint64`` array (any shape);
-    ``sign`` is +1 or -1.  The mask is added from registers, never stored.
-    ``threads > 1`` splits long vectors over that many OS threads (the
-    result is identical); the GIL is released during the call either way.
+    ``uint64``: the mask is ``ring_vector(seed, acc.size)``, modulo 2^64.
+    ``uint32``: the same stream read as 32-bit little-endian words (half the
+    keystream per element), modulo 2^32 — a different mask from the 64-bit
+    one, so every party must use the same width.  ``acc`` must be a
+    writeable C-contiguous array (any shape); ``sign`` is +1 or -1.  The
+    mask is added from registers, never stored.  ``threads > 1`` splits long
+    vectors over that many OS threads (the result is identical); the GIL is
+    released during the call either way.
     """
-    _bindings.prg_ring64_acc(seed, acc, sign, threads)
+    if isinstance(acc, np.ndarray) and acc.dtype == np.uint32:
+        _bindings.prg_ring32_acc(seed, acc, sign, threads)
+    else:
+        _bindings.prg_ring64_acc(seed, acc, sign, threads)
 
 
 def field_accumulate(acc: np.ndarray, seed: bytes, sign: int = 1) -> None:

@@ -120,11 +120,12 @@ async def share_keys(party: Party, state: ClientState) -> None:
 def _quantised(state: ClientState, update: np.ndarray, weight: int) -> np.ndarray:
     cfg = state.cfg
     x = flatten_update(update)
-    outside = int(np.count_nonzero(np.abs(x) > cfg.clip))
-    state.clipped = outside
+    if x.size and (x.min() < -cfg.clip or x.max() > cfg.clip):  # (NaN: quantize raises)
+        state.clipped = int(np.count_nonzero(np.abs(x) > cfg.clip))
     q = encoding.quantize(x, clip=cfg.clip, bits=cfg.bits, out_of_range=cfg.out_of_range)
-    vec = np.empty(q.size + 1, dtype=np.uint64)
-    np.multiply(q, np.uint64(weight), out=vec[:-1])
+    dtype = np.uint32 if cfg.ring_bits == 32 else np.uint64  # fits: checked by the config
+    vec = np.empty(q.size + 1, dtype=dtype)
+    np.multiply(q, np.uint64(weight), out=vec[:-1], casting="unsafe")
     vec[-1] = weight
     return vec
 
@@ -160,13 +161,12 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray,
         if body.size % 2:
             continue
         state.held[u] = (body[:n_elems].copy(), body[n_elems:].copy())
-    prg.ring_accumulate(vec, state.self_seed, +1)
+    threads = state.cfg.threads
+    prg.ring_accumulate(vec, state.self_seed, +1, threads=threads)
     for v in sorted(state.graph & u2):
         seed = _crypto.agree(state.s_sk, state.keys[v][1], "secagg/mask",
                              _crypto.pair_context(state.session, state.me, v))
-        prg.ring_accumulate(vec, seed, +1 if state.me < v else -1)
-    if state.cfg.ring_bits == 32:
-        vec = vec.astype(np.uint32)  # reduction mod 2^32: the masks stay uniform
+        prg.ring_accumulate(vec, seed, +1 if state.me < v else -1, threads=threads)
     await party.send(SERVER, Stage.MASKED_INPUT.value, vec)
 
 

@@ -1,6 +1,6 @@
 """Configuration of secure aggregation: parameters, their checks, the security statement.
 
-Masking is over the ring Z_2^64, sent reduced to Z_2^32 whenever the sum fits
+Masking is over the ring Z_2^32 whenever the sum fits in it, else Z_2^64
 (:attr:`SecAggConfig.ring_bits`).  Each client's update is quantised into
 ``[0, 2^bits - 1]`` over an explicit clipping range and multiplied by its
 (integer) weight; the weights are summed, masked, alongside.  The sum of at
@@ -11,7 +11,8 @@ where it could is refused when it is built.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Literal
 
 from mpcai.errors import InvalidInput
@@ -36,6 +37,8 @@ class SecAggConfig:
             or ``"raise"``.
         consistency_check: run the Ed25519-signed survivor-list round.
         timeout: seconds the server waits for clients at each stage.
+        threads: OS threads per mask expansion (long vectors only; results
+            are identical for any value).
     """
 
     n_clients: int
@@ -47,6 +50,7 @@ class SecAggConfig:
     out_of_range: Literal["clip", "raise"] = "clip"
     consistency_check: bool = False
     timeout: float = 30.0
+    threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
 
     def __post_init__(self) -> None:
         n = self.n_clients
@@ -68,6 +72,8 @@ class SecAggConfig:
             raise InvalidInput("out_of_range must be 'clip' or 'raise'")
         if not self.timeout > 0:
             raise InvalidInput("timeout must be positive")
+        if not (isinstance(self.threads, int) and 1 <= self.threads <= 64):
+            raise InvalidInput(f"threads must be in [1, 64], got {self.threads}")
         worst = n * self.max_weight * ((1 << self.bits) - 1)
         if worst >= 1 << 64:
             raise InvalidInput(
@@ -84,11 +90,10 @@ class SecAggConfig:
 
     @property
     def ring_bits(self) -> int:
-        """Bits of the masking modulus on the wire: 32 when the sum cannot reach 2^32, else 64.
+        """Bits of the masking ring: Z_2^32 when the sum cannot reach 2^32, else Z_2^64.
 
-        Masks are computed in Z_2^64 and reduced, so a 32-bit ring halves
-        the traffic at no cost in security (reduction mod 2^32 is a ring
-        homomorphism and keeps masks uniform).
+        The 32-bit ring halves the traffic and the keystream needed for the
+        masks (each mask element is one 32-bit word of the ChaCha20 stream).
         """
         worst = self.n_clients * self.max_weight * self.levels
         return 32 if worst < 1 << 32 else 64

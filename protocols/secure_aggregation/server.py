@@ -162,22 +162,23 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
                 if v in into and u in state.graph.get(v, ()) and isinstance(vals, np.ndarray) \
                         and vals.dtype == np.uint64 and vals.ndim == 1:
                     into[v][u] = vals
-    total = np.zeros(next(iter(state.masked.values())).size, dtype=np.uint64)
+    first = next(iter(state.masked.values()))
+    total = np.zeros(first.size, dtype=first.dtype)  # uint32 or uint64: the masking ring
     for u in state.u3:
-        np.add(total, state.masked[u], out=total, casting="unsafe")
+        np.add(total, state.masked[u], out=total)
+    threads = state.cfg.threads
     for v in state.u3:
-        prg.ring_accumulate(total, _reconstruct(b_held[v], t, f"client {v}'s self-mask seed"), -1)
+        prg.ring_accumulate(total, _reconstruct(b_held[v], t, f"client {v}'s self-mask seed"),
+                            -1, threads=threads)
     for v in dropped:
         s_sk = _crypto.x25519_from_bytes(
             _reconstruct(s_held[v], t, f"dropped client {v}'s mask key"))
         for u in sorted(state.graph[v] & set(state.u3)):
             seed = _crypto.agree(s_sk, state.keys[u][1], "secagg/mask",
                                  _crypto.pair_context(state.session, u, v))
-            prg.ring_accumulate(total, seed, -1 if u < v else +1)
-    if state.cfg.ring_bits == 32:
-        total &= np.uint64(0xFFFFFFFF)
+            prg.ring_accumulate(total, seed, -1 if u < v else +1, threads=threads)
     state.machine.advance(Stage.DONE)
-    return total
+    return total.astype(np.uint64)
 
 
 async def server(

@@ -218,3 +218,23 @@ def test_threads_argument_is_checked() -> None:
     for bad in (0, -1, 65):
         with pytest.raises(InvalidInput):
             nb.prg_ring64_acc(os.urandom(32), acc, 1, bad)
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 143, 144, 145, 1000, 300_001])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_ring32_acc_reads_the_stream_as_32_bit_words(path: int, n: int, threads: int) -> None:
+    seed = os.urandom(32)
+    mask = np.frombuffer(openssl_keystream(seed, bytes(12), 0, 4 * n), dtype="<u4")
+    acc = np.frombuffer(os.urandom(4 * n), dtype=np.uint32).copy()
+    expected = acc - mask
+    nb.prg_ring32_acc(seed, acc, -1, threads)
+    np.testing.assert_array_equal(acc, expected)
+    nb.prg_ring32_acc(seed, acc, 1, threads)
+    np.testing.assert_array_equal(acc, expected + mask)
+
+
+def test_ring32_acc_checks_its_array() -> None:
+    with pytest.raises(InvalidType):
+        nb.prg_ring32_acc(os.urandom(32), np.zeros(4, dtype=np.uint64))
+    with pytest.raises(InvalidType):
+        nb.prg_ring32_acc(os.urandom(32), np.zeros(8, dtype=np.uint32)[::2])
