@@ -62,6 +62,10 @@ def _build_parser() -> argparse.ArgumentParser:
     he.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     he.add_argument("--only", action="append", choices=["paillier", "ckks"],
                     help="run only this suite (repeatable)")
+    sg = bench_sub.add_parser("secagg", help="secure aggregation vs Flower's SecAgg+")
+    sg.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
+    sg.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
+    sg.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     rt = bench_sub.add_parser("runtime", help="party runtime: TCP+TLS throughput, in-memory")
     rt.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     rt.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
@@ -114,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return he.main(reps=args.reps, quick=args.quick, json_path=args.json,
                            only=args.only)
+        if args.bench == "secagg":
+            from mpcai.benchmarks import secagg
+
+            return secagg.main(reps=args.reps, quick=args.quick, json_path=args.json)
         if args.bench == "runtime":
             from mpcai.benchmarks import runtime
 

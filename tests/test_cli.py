@@ -73,7 +73,7 @@ def test_no_command_prints_help() -> None:
     assert res.returncode == 2 and "demo" in res.stdout
 
 
-@pytest.mark.parametrize("suite", ["he", "runtime"])
+@pytest.mark.parametrize("suite", ["he", "runtime", "secagg"])
 def test_bench_suites_quick(suite: str, tmp_path: Path) -> None:
     out_file = tmp_path / f"{suite}.json"
     assert cli.main(["bench", suite, "--quick", "--reps", "1", "--json", str(out_file)]) == 0
