@@ -64,7 +64,8 @@ def test_sdist_rebuilds_extension_into_working_wheel(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True, system_site_packages=True)
     py = env_dir / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed",
+                    str(wheel)],
                    check=True, capture_output=True)
     code = (
         "import mpcai, numpy as np; from mpcai import prg;"
