@@ -15,7 +15,7 @@ from mpcai.errors import IllegalTransition, InvalidInput, NotEnoughSurvivors, Pr
 from mpcai.runtime import InMemoryNetwork, Party
 from mpcai.testing import run_local
 
-STAGES = [Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK]
+STAGES = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK]
 RNG = np.random.default_rng(1)  # data only
 
 
@@ -212,3 +212,40 @@ def test_ring_is_the_smallest_that_cannot_overflow(bits: int, max_weight: int, r
                                   plaintext_quantised_sum(cfg, updates, weights, surv))
     masked_bytes = res.stats[1].sent_to[0]
     assert masked_bytes > 0 and res.stats[0].bytes_received > n * 33 * ring // 8
+
+
+def _wire_tamper(kind: str):
+    """A frame rewriter: another session's id, or a replay of the first frame."""
+    first: list[bytes] = []
+
+    def rewrite(frame: bytes) -> bytes:
+        if not first:
+            first.append(frame)
+            return frame
+        if kind == "session":
+            return frame[:8] + bytes(16) + frame[24:]  # the session id field of the header
+        return first[0]  # a replay: same sequence number, same tag
+
+    return rewrite
+
+
+@pytest.mark.parametrize("kind", ["session", "replay"])
+def test_cross_session_and_replayed_messages_make_a_dropout(kind: str) -> None:
+    from mpcai.testing import Fault, FaultyNetwork
+
+    n = 6
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, timeout=10)
+    updates = [RNG.uniform(-1, 1, 9) for _ in range(n)]
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            return await sa.server(party, cfg)
+        return await sa.client(party, updates[party.id - 1], cfg)
+
+    net = FaultyNetwork(InMemoryNetwork(n + 1, hub=0), {4: Fault(corrupt=_wire_tamper(kind))})
+    res = run_local(n + 1, fn, network=net, session=b"\x07" * 16, return_exceptions=True)
+    agg = res[0]
+    assert agg.survivors == [1, 2, 3, 5, 6]  # 4 was cut off after its first message
+    assert agg.dropped["share_keys"] == [4]
+    np.testing.assert_array_equal(
+        agg.quantised_sum, plaintext_quantised_sum(cfg, updates, [1] * n, agg.survivors))
