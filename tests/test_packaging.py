@@ -64,9 +64,9 @@ def test_sdist_rebuilds_extension_into_working_wheel(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True, system_site_packages=True)
     py = env_dir / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed",
-                    str(wheel)],
-                   check=True, capture_output=True)
+    # --ignore-installed: mpcai may also be installed system-wide (same version)
+    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index",
+                    "--ignore-installed", str(wheel)], check=True, capture_output=True)
     code = (
         "import mpcai, numpy as np; from mpcai import prg;"
         "assert 'venv' in mpcai.__file__, mpcai.__file__;"
