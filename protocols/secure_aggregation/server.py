@@ -47,6 +47,7 @@ class ServerState:
     u2: list[int] = field(default_factory=list)
     u3: list[int] = field(default_factory=list)
     masked: dict[int, np.ndarray] = field(default_factory=dict)
+    total: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     sigs: dict[int, bytes] = field(default_factory=dict)
     dropped: dict[str, list[int]] = field(default_factory=dict)
 
@@ -113,6 +114,12 @@ async def masked_input(party: Party, state: ServerState) -> None:
     state.u3 = sorted(state.masked)
     state.dropped[Stage.MASKED_INPUT.value] = sorted(set(state.u2) - set(state.u3))
     _need(state, state.u3, Stage.MASKED_INPUT)
+    # sum the masked vectors now (as Flower's server does when it collects them)
+    first = state.masked[state.u3[0]]
+    state.total = np.zeros(first.size, dtype=first.dtype)  # uint32 or uint64: the ring
+    for u in state.u3:
+        np.add(state.total, state.masked[u], out=state.total)
+    state.masked.clear()
 
 
 async def consistency_check(party: Party, state: ServerState) -> None:
@@ -162,10 +169,7 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
                 if v in into and u in state.graph.get(v, ()) and isinstance(vals, np.ndarray) \
                         and vals.dtype == np.uint64 and vals.ndim == 1:
                     into[v][u] = vals
-    first = next(iter(state.masked.values()))
-    total = np.zeros(first.size, dtype=first.dtype)  # uint32 or uint64: the masking ring
-    for u in state.u3:
-        np.add(total, state.masked[u], out=total)
+    total = state.total
     threads = state.cfg.threads
     for v in state.u3:
         prg.ring_accumulate(total, _reconstruct(b_held[v], t, f"client {v}'s self-mask seed"),
