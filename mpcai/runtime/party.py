@@ -54,6 +54,9 @@ DEFAULT_TIMEOUT: float = 60.0
 
 _BYE_TIMEOUT = 1.0
 
+MAX_UNREAD_MESSAGES: int = 1024
+"""Messages a peer may have waiting unread before its link is cut (a memory bound)."""
+
 # an encoded payload: (buffers sent back to back, total length)
 _Body = tuple[list[wire.Buffer], int]
 
@@ -108,6 +111,7 @@ class Party:
         self._slots: dict[int, dict[str, _Slot]] = {p: {} for p in self.peers}
         self._errors: dict[int, MpcaiError] = {}
         self._send_locks = {p: trio.Lock() for p in self.peers}
+        self._unread = dict.fromkeys(self.peers, 0)  # messages stored and not yet received
         self._last_was_send = False
 
     # ---- introspection ----------------------------------------------------
@@ -245,6 +249,7 @@ class Party:
     def _take(self, peer: int, tag: str, slot: _Slot) -> Any:
         if slot.has_value:
             slot.consumed = True
+            self._unread[peer] -= 1
             value, slot.value, slot.has_value = slot.value, None, False
             self._last_was_send = False
             return value
@@ -345,6 +350,9 @@ class Party:
                 exc = type(exc)(str(exc), peer)
             self._fail(peer, exc)
             await link.aclose()
+        except Exception as exc:  # a bug tripped by a peer's bytes: cut that peer off only
+            self._fail(peer, MessageRejected(f"unprocessable frame: {exc!r}", peer))
+            await link.aclose()
 
     def _deliver(self, peer: int, data: bytes, overhead: int) -> None:
         frame = wire.decode_frame(data, self._limits)
@@ -369,6 +377,9 @@ class Party:
             raise MessageRejected(f"second message with tag {frame.tag!r}", peer)
         if slot.expired:
             raise MessageRejected(f"{frame.tag!r} arrived after its deadline", peer)
+        if self._unread[peer] >= MAX_UNREAD_MESSAGES:
+            raise MessageRejected(f"more than {MAX_UNREAD_MESSAGES} messages waiting unread", peer)
+        self._unread[peer] += 1
         self.stats._count_received(peer, len(data) + overhead)
         slot.value, slot.has_value = frame.payload, True
         slot.event.set()

@@ -104,6 +104,7 @@ _TLS_READ_CHUNK = 1 << 18
 # plaintext bytes per send call (small frames go in one call with their prefix)
 _PLAIN_CHUNK = 1 << 20
 _CLOSE_TIMEOUT = 0.5
+_RX_START = 1 << 20  # first receive buffer of a frame; doubled as data arrives
 _BACKOFF_START, _BACKOFF_MAX = 0.02, 0.5
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
@@ -527,8 +528,16 @@ class TcpLink(Link):
                 raise self._break(WireError(
                     f"frame length prefix of {n} bytes exceeds the limit of "
                     f"{self.max_frame_bytes}", self.peer))
-            frame = bytearray(n)
-            await self._read_exact(memoryview(frame))
+            # Grow the buffer as bytes arrive (doubling from 1 MiB): a peer that
+            # declares a huge frame and stalls cannot make us allocate it.
+            frame = bytearray(min(n, _RX_START))
+            got = 0
+            while True:
+                await self._read_exact(memoryview(frame)[got:])
+                got = len(frame)
+                if got == n:
+                    break
+                frame.extend(bytes(min(got, n - got)))
             self._rx_partial = False
             done = True
         except MpcaiError:

@@ -373,7 +373,13 @@ def decode_payload(data: bytes | bytearray | memoryview, limits: Limits = DEFAUL
     if len(buf) > limits.max_payload_bytes:
         raise WireError(f"payload of {len(buf)} bytes exceeds {limits.max_payload_bytes}")
     reader = _Reader(buf, limits)
-    value = _decode(reader, 0)
+    try:
+        value = _decode(reader, 0)
+    except WireError:
+        raise
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+        # whatever slipped past the checks above is still a malformed payload
+        raise WireError(f"malformed payload: {exc}") from exc
     if reader.pos != len(buf):
         raise WireError(f"{len(buf) - reader.pos} trailing bytes after the payload")
     return value
@@ -440,6 +446,8 @@ def _decode_array(r: _Reader) -> np.ndarray:
     if ndim > r.limits.max_ndim:
         raise WireError(f"array of {ndim} dimensions exceeds {r.limits.max_ndim}")
     shape = tuple(r.u64() for _ in range(ndim))
+    if any(dim > r.limits.max_payload_bytes for dim in shape):
+        raise WireError(f"array dimension beyond the payload limit in shape {shape}")
     r.take(-r.pos % 8)
     left = len(r.buf) - r.pos
     size = 1

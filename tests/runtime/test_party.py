@@ -366,3 +366,20 @@ def test_star_network_links_only_the_hub() -> None:
     assert run_local(4, fn, network=InMemoryNetwork(4, hub=0))[0] == [1, 2, 3]
     with pytest.raises(InvalidInput):
         InMemoryNetwork(3, hub=5)
+
+
+def test_a_flood_of_unread_messages_cuts_the_peer_off() -> None:
+    from mpcai.runtime import party as party_mod
+
+    async def fn(party: Party) -> object:
+        if party.id == 1:
+            for i in range(party_mod.MAX_UNREAD_MESSAGES + 5):
+                try:
+                    await party.send(0, f"spam{i}", b"x")
+                except PeerDropped:
+                    break
+            return None
+        await trio.sleep(1)
+        return type(party.failed.get(1)).__name__
+
+    assert run_local(2, fn, clock=mock_clock())[0] == "MessageRejected"

@@ -138,8 +138,12 @@ def test_huge_length_prefixes_rejected_before_allocating() -> None:
     with pytest.raises(WireError, match="exceeds"):
         wire.decode_payload(bytes([3, 0]) + u32.pack(2**32 - 1))
     # an array whose shape needs 8 * 2^64 bytes
-    arr = bytes([10, 4, 2]) + struct.pack("<QQ", 2**40, 2**40) + bytes(5)
+    arr = bytes([10, 4, 2]) + struct.pack("<QQ", 2**20, 2**20) + bytes(5)
     with pytest.raises(WireError, match="needs more bytes"):
+        wire.decode_payload(arr)
+    # a dimension beyond any payload, even in an empty array (numpy cannot reshape to it)
+    arr = bytes([10, 1, 2]) + struct.pack("<QQ", 0, 2**63) + bytes(5)
+    with pytest.raises(WireError, match="dimension"):
         wire.decode_payload(arr)
     # a frame header declaring a payload beyond the limit
     small = wire.Limits(max_payload_bytes=100)
