@@ -10,12 +10,16 @@ al., "Secure Single-Server Aggregation with (Poly)Logarithmic Overhead"
 **Threat model.**  One server (party 0) and ``n`` clients (``1..n``).  The
 server may collude with up to ``C`` clients; a client's secrets are shared
 among its ``k`` neighbours with threshold ``t``.  Against a semi-honest
-server, the colluders learn nothing beyond the sum of the honest survivors'
-inputs as long as they never hold ``t`` shares of one honest client
-(``min(k, C) < t``).  A malicious server may lie about who dropped out; a
-client reveals, for each neighbour, either its self-mask share (survivor)
-or its mask-key share (dropped), never both, and with the consistency check
-on, clients only answer a survivor list signed by ``t`` survivors.  Up to
+server (one that follows the protocol), the colluders learn nothing beyond
+the sum of the honest survivors' inputs as long as they never hold ``t``
+shares of one honest client (``min(k, C) < t``).  Against a *malicious*
+server this implementation is **not** private yet: clients' advertised keys
+are not authenticated (no PKI), so a server could substitute keys and read
+the shares.  The defences that do not depend on it are in place: a client
+reveals, for each neighbour, either its self-mask share (survivor) or its
+mask-key share (dropped), never both; it answers one unmask request only;
+with the consistency check on, it answers only the survivor list it signed
+and that ``t`` of its neighbours signed.  Up to
 ``k - t`` of any client's neighbours may drop; fewer than ``t`` survivors
 anywhere gives :class:`~mpcai.errors.NotEnoughSurvivors`, never a wrong
 result.  Clients do not learn the sum.  The server learns which clients
@@ -26,7 +30,8 @@ configuration against declared fractions of corrupt and dropping clients.
 travel encrypted with ChaCha20-Poly1305 whose associated data binds session,
 stage, sender and recipient; Shamir sharing over GF(2^61 - 1); every mask is
 expanded by mpcai's ChaCha20 PRG and added in one fused pass; the neighbour
-graph comes from a hash of all advertised keys, so every party can check it.
+graph comes from a hash of the session id and the list of clients, so every
+party can check it.
 Updates are clipped to ``[-clip, clip]``, quantised to ``bits`` bits and
 multiplied by integer weights; the weights are masked too.  Masks live in
 Z_2^64 and the configuration refuses any size that could overflow it.

@@ -39,6 +39,15 @@ def x25519_from_bytes(raw: bytes) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(raw)
 
 
+def valid_x25519(pk: bytes) -> bool:
+    """True if ``pk`` is a usable X25519 public key (not a low-order point)."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(pk))
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def agree(sk: X25519PrivateKey, peer_pk: bytes, label: str, context: bytes) -> bytes:
     """A 32-byte key shared with the owner of ``peer_pk``, for one purpose."""
     try:
@@ -113,7 +122,12 @@ def unpack_keys(msg: Any) -> dict[int, tuple[bytes, bytes, bytes]]:
 
 
 def graph_seed(session: bytes, ids: Iterable[int]) -> bytes:
-    """Public randomness for the graph: a hash of the session id and the sorted client ids."""
+    """Public randomness for the graph: a hash of the session id and the sorted client ids.
+
+    (The server chooses which clients count as having advertised keys, so it
+    can try subsets; the worst-case guarantees of ``security_report`` do not
+    depend on the graph being random.)
+    """
     arr = np.array(sorted(ids), dtype="<u4")
     return hashlib.sha256(b"mpcai/secagg/graph/v1|" + session + arr.tobytes()).digest()
 

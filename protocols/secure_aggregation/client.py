@@ -21,6 +21,8 @@ from .stages import Stage, StageMachine
 __all__ = ["ClientState", "client", "flatten_update"]
 
 SERVER = 0
+#: field elements in one Shamir share of a 32-byte secret
+_SHARE_ELEMENTS: int = shamir.share_bytes(bytes(32), 1, 1)[0].values.size
 
 
 @dataclass
@@ -40,6 +42,7 @@ class ClientState:
     u2: frozenset[int] = frozenset()
     # shares this client holds for its neighbours: {v: (b-share values, s-share values)}
     held: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    signed_u3: frozenset[int] = frozenset()
     clipped: int = 0
 
 
@@ -89,10 +92,16 @@ async def share_keys(party: Party, state: ClientState) -> None:
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolAbort("the server sent a malformed key list") from exc
     mine = keys.get(state.me)
-    own_c = state.c_sk.public_key().public_bytes(*_crypto._RAW)
-    if mine is None or mine[0] != own_c:
+    own = (state.c_sk.public_key().public_bytes(*_crypto._RAW),
+           state.s_sk.public_key().public_bytes(*_crypto._RAW),
+           state.e_sk.public_key().public_bytes(*_crypto._RAW) if state.e_sk else b"")
+    if mine != own:
         raise ProtocolAbort("the server's key list does not hold this client's own keys")
-    if state.me not in u1 or len(set(u1)) != len(u1):
+    if any(not (_crypto.valid_x25519(k[0]) and _crypto.valid_x25519(k[1]))
+           for k in keys.values()):
+        raise ProtocolAbort("the server sent an unusable (low-order) public key")
+    if (state.me not in u1 or len(set(u1)) != len(u1) or len(u1) > state.cfg.n_clients
+            or min(u1) < 1 or max(u1) > state.cfg.n_clients):
         raise ProtocolAbort("the server's list of clients is inconsistent")
     seed = _crypto.graph_seed(state.session, u1)
     state.graph = _crypto.neighbours(u1, state.cfg.neighbours, seed, only=state.me)[state.me]
@@ -146,7 +155,6 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray,
     if state.me not in u2:
         raise ProtocolAbort("the server's survivor list is inconsistent")
     state.u2 = u2
-    n_elems = None
     for u, blob in blobs.items():
         if u not in state.graph or u not in u2:
             continue
@@ -154,13 +162,13 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray,
                             _crypto.pair_context(state.session, u, state.me))
         plain = _crypto.open_sealed(key, blob, _crypto.ad(state.session, Stage.SHARE_KEYS.value,
                                                           u, state.me))
-        if plain is None or len(plain) < 8 or struct.unpack("<II", plain[:8]) != (u, state.me):
-            continue  # tampered or misdirected: this neighbour's shares are not held
+        if (plain is None or len(plain) != 8 + 16 * _SHARE_ELEMENTS
+                or struct.unpack("<II", plain[:8]) != (u, state.me)):
+            continue  # tampered, misdirected or malformed: this neighbour's shares are not held
         body = np.frombuffer(plain[8:], dtype="<u8").astype(np.uint64)
-        n_elems = body.size // 2
-        if body.size % 2:
+        if np.any(body >= np.uint64(shamir.PRIME)):
             continue
-        state.held[u] = (body[:n_elems].copy(), body[n_elems:].copy())
+        state.held[u] = (body[:_SHARE_ELEMENTS].copy(), body[_SHARE_ELEMENTS:].copy())
     threads = state.cfg.threads
     prg.ring_accumulate(vec, state.self_seed, +1, threads=threads)
     for v in sorted(state.graph & u2):
@@ -177,7 +185,14 @@ def _survivor_message(session: bytes, u3: list[int]) -> bytes:
 async def consistency_check(party: Party, state: ClientState) -> None:
     """Sign the survivor list the server announced (Ed25519)."""
     state.machine.advance(Stage.CONSISTENCY_CHECK)
-    u3 = sorted(int(i) for i in await party.recv(SERVER, Stage.CONSISTENCY_CHECK.value))
+    raw = await party.recv(SERVER, Stage.CONSISTENCY_CHECK.value)
+    try:
+        u3 = sorted(int(i) for i in raw)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolAbort("the server sent a malformed survivor list") from exc
+    if len(set(u3)) != len(u3) or not set(u3) <= state.u2:
+        raise ProtocolAbort("the survivor list contradicts the earlier one")
+    state.signed_u3 = frozenset(u3)
     if state.me not in u3 or len(u3) < state.cfg.threshold:
         raise NotEnoughSurvivors(f"{len(u3)} survivors announced, {state.cfg.threshold} needed")
     sig = state.e_sk.sign(_survivor_message(state.session, u3))
@@ -203,6 +218,8 @@ async def unmask(party: Party, state: ClientState) -> None:
     if len(u3) < t:
         raise NotEnoughSurvivors(f"{len(u3)} survivors, {t} needed")
     if state.cfg.consistency_check:
+        if u3 != state.signed_u3:
+            raise ProtocolAbort("the unmask request names other survivors than the list signed")
         message = _survivor_message(state.session, sorted(u3))
         good = sum(1 for cid, sig in sigs.items()
                    if cid in u3 and cid in state.keys

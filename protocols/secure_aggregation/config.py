@@ -124,11 +124,9 @@ def security_report(cfg: SecAggConfig, corrupt_fraction: float,
     * privacy against a semi-honest server colluding with ``C`` clients:
       they can never hold ``t`` shares of an honest client's secrets:
       ``min(k, C) < t``;
-    * privacy against a malicious server (which may claim a client dropped
-      to some and survived to others) with the consistency check: the
-      server must not obtain ``t`` shares of both secrets of one client:
-      ``2 t > k + min(k, C)`` (Bonawitz et al., Theorem A.2, per
-      neighbourhood).
+    * privacy against a malicious server is **not** provided: it needs
+      clients' advertised keys to be authenticated (a PKI), which is not
+      implemented yet; ``private_malicious`` is always False.
 
     These are worst-case (adversarial placement) conditions; SecAgg+ with a
     random graph (Bell et al. 2020) holds with high probability under much
@@ -141,13 +139,16 @@ def security_report(cfg: SecAggConfig, corrupt_fraction: float,
     dropped = math.floor(dropout_fraction * n)
     correct = k - min(k, dropped) >= t
     semi = min(k, corrupt) < t
-    malicious = cfg.consistency_check and 2 * t > k + min(k, corrupt)
+    # Privacy against a malicious server also needs authenticated client keys
+    # (a PKI: each client signing its advertised keys with a long-term identity
+    # key); without it the server can substitute a neighbour's key and decrypt
+    # the shares.  mpcai does not implement that yet, so this is never claimed.
+    malicious = False
     statement = (
         f"n={n} clients, k={k} neighbours, t={t}: "
         f"{'survives' if correct else 'may FAIL with'} {dropped} dropouts; "
         f"{'private' if semi else 'NOT private'} against a semi-honest server with "
         f"{corrupt} colluding clients; "
-        f"{'private' if malicious else 'not proven private'} against a malicious server"
-        f"{'' if cfg.consistency_check else ' (consistency check off)'}."
+        "not private against a malicious server (client keys are not authenticated)."
     )
     return SecurityReport(correct, semi, malicious, statement)

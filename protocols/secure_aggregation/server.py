@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mpcai import prg
-from mpcai.errors import InconsistentShares, NotEnoughShares, NotEnoughSurvivors
+from mpcai.errors import InconsistentShares, InvalidInput, NotEnoughShares, NotEnoughSurvivors
 from mpcai.runtime import Party
 from mpcai.sharing import shamir
 
@@ -19,6 +19,9 @@ from .config import SecAggConfig
 from .stages import Stage, StageMachine
 
 __all__ = ["AggregateResult", "ServerState", "server"]
+
+#: field elements in one Shamir share of a 32-byte secret (length + 7 bytes each)
+SHARE_ELEMENTS: int = shamir.share_bytes(bytes(32), 1, 1)[0].values.size
 
 
 @dataclass
@@ -66,7 +69,8 @@ async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -
     for cid, triple in got.items():
         if (isinstance(triple, list) and len(triple) == 3
                 and all(isinstance(k, bytes) for k in triple)
-                and len(triple[0]) == 32 and len(triple[1]) == 32 and len(triple[2]) == e_len):
+                and len(triple[0]) == 32 and len(triple[1]) == 32 and len(triple[2]) == e_len
+                and _crypto.valid_x25519(triple[0]) and _crypto.valid_x25519(triple[1])):
             state.keys[cid] = (triple[0], triple[1], triple[2])
     u1 = sorted(state.keys)
     state.dropped[Stage.ADVERTISE_KEYS.value] = sorted(set(clients) - set(u1))
@@ -138,9 +142,12 @@ def _reconstruct(held: dict[int, np.ndarray], t: int, what: str) -> bytes:
     if len(shares) < t:
         raise NotEnoughSurvivors(f"{len(shares)} shares of {what}, {t} needed")
     try:
-        return shamir.reconstruct_bytes(shares, t)
-    except (InconsistentShares, NotEnoughShares) as exc:
+        secret = shamir.reconstruct_bytes(shares, t)
+    except (InconsistentShares, NotEnoughShares, InvalidInput) as exc:
         raise NotEnoughSurvivors(f"the shares of {what} do not agree: {exc}") from exc
+    if len(secret) != 32:
+        raise NotEnoughSurvivors(f"the shares of {what} do not hold a 32-byte secret")
+    return secret
 
 
 async def unmask(party: Party, state: ServerState) -> np.ndarray:
@@ -167,7 +174,8 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
                 continue
             for v, vals in part.items():
                 if v in into and u in state.graph.get(v, ()) and isinstance(vals, np.ndarray) \
-                        and vals.dtype == np.uint64 and vals.ndim == 1:
+                        and vals.dtype == np.uint64 and vals.shape == (SHARE_ELEMENTS,) \
+                        and bool(np.all(vals < np.uint64(shamir.PRIME))):
                     into[v][u] = vals
     total = state.total
     threads = state.cfg.threads

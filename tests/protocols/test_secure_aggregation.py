@@ -162,7 +162,8 @@ def test_configuration_checks() -> None:
     assert rep.correct and rep.private_semi_honest and not rep.private_malicious
     rep = sa.security_report(sa.SecAggConfig(n_clients=100, threshold=60, consistency_check=True),
                              0.1, 0.3)
-    assert rep.correct and rep.private_malicious and "private against a malicious" in \
+    # no PKI for client keys yet: never claimed against a malicious server
+    assert rep.correct and not rep.private_malicious and "not private against a malicious" in \
         rep.statement
     bad = sa.security_report(sa.SecAggConfig(n_clients=100, threshold=5, degree=10), 0.1, 0.1)
     assert not bad.correct and not bad.private_semi_honest
@@ -249,3 +250,47 @@ def test_cross_session_and_replayed_messages_make_a_dropout(kind: str) -> None:
     assert agg.dropped["share_keys"] == [4]
     np.testing.assert_array_equal(
         agg.quantised_sum, plaintext_quantised_sum(cfg, updates, [1] * n, agg.survivors))
+
+
+def test_low_order_key_makes_a_dropout_not_an_abort() -> None:
+    n = 6
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, timeout=10)
+    updates = [RNG.uniform(-1, 1, 9) for _ in range(n)]
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            return await sa.server(party, cfg)
+        if party.id == 1:  # advertises all-zero (low-order) keys, then plays along
+            await party.send(0, "advertise_keys", [bytes(32), bytes(32), b""])
+            return None
+        return await sa.client(party, updates[party.id - 1], cfg)
+
+    res = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
+    agg = res[0]
+    assert agg.survivors == [2, 3, 4, 5, 6] and agg.dropped["advertise_keys"] == [1]
+    np.testing.assert_array_equal(
+        agg.quantised_sum, plaintext_quantised_sum(cfg, updates, [1] * n, agg.survivors))
+
+
+def test_malformed_unmask_answers_are_ignored() -> None:
+    """A survivor returning garbage shares does not break the others' unmasking."""
+    n, t = 6, 3
+    cfg = sa.SecAggConfig(n_clients=n, threshold=t, timeout=10)
+    updates = [RNG.uniform(-1, 1, 9) for _ in range(n)]
+    client_mod = importlib.import_module("mpcai.protocols.secure_aggregation.client")
+    original = client_mod.Party.send
+
+    async def lying_send(self: Party, to: int, tag: str, obj: object, **kw: object) -> None:
+        if tag == "unmask" and self.id == 2:
+            obj = {"b": {v: np.full(3, 2**63, dtype=np.uint64) for v in obj["b"]},
+                   "s": {v: np.zeros(99, dtype=np.uint64) for v in obj["s"]}}
+        await original(self, to, tag, obj, **kw)
+
+    client_mod.Party.send = lying_send  # type: ignore[method-assign]
+    try:
+        res = sa.simulate(updates, cfg, dropouts={5: Stage.MASKED_INPUT})
+    finally:
+        client_mod.Party.send = original  # type: ignore[method-assign]
+    surv = res.aggregate.survivors
+    np.testing.assert_array_equal(res.aggregate.quantised_sum,
+                                  plaintext_quantised_sum(cfg, updates, [1] * n, surv))
