@@ -12,14 +12,16 @@ server may collude with up to ``C`` clients; a client's secrets are shared
 among its ``k`` neighbours with threshold ``t``.  Against a semi-honest
 server (one that follows the protocol), the colluders learn nothing beyond
 the sum of the honest survivors' inputs as long as they never hold ``t``
-shares of one honest client (``min(k, C) < t``).  Against a *malicious*
-server this implementation is **not** private yet: clients' advertised keys
-are not authenticated (no PKI), so a server could substitute keys and read
-the shares.  The defences that do not depend on it are in place: a client
-reveals, for each neighbour, either its self-mask share (survivor) or its
-mask-key share (dropped), never both; it answers one unmask request only;
-with the consistency check on, it answers only the survivor list it signed
-and that ``t`` of its neighbours signed.  Up to
+shares of one honest client (``min(k, C) < t``).  A *malicious* server could
+substitute the keys clients advertise unless they are authenticated: give
+every client a long-term Ed25519 identity key (``SecAggConfig.identities``,
+a PKI; :func:`make_identities` for tests), and clients sign their keys and
+check their neighbours' signatures.  Then, with the consistency check on,
+the remaining defences of Bonawitz et al. apply: a client reveals, for each
+neighbour, either its self-mask share (survivor) or its mask-key share
+(dropped), never both; it answers one unmask request only, and only for the
+survivor list it signed and that ``t`` of its neighbours signed.  Without
+identities, privacy holds against a semi-honest server only.  Up to
 ``k - t`` of any client's neighbours may drop; fewer than ``t`` survivors
 anywhere gives :class:`~mpcai.errors.NotEnoughSurvivors`, never a wrong
 result.  Clients do not learn the sum.  The server learns which clients
@@ -41,6 +43,7 @@ from .client import client as client
 from .client import flatten_update as flatten_update
 from .config import SecAggConfig as SecAggConfig
 from .config import SecurityReport as SecurityReport
+from .config import make_identities as make_identities
 from .config import security_report as security_report
 from .server import AggregateResult as AggregateResult
 from .server import server as server
@@ -60,6 +63,7 @@ __all__ = [
     "StageMachine",
     "client",
     "flatten_update",
+    "make_identities",
     "security_report",
     "server",
     "simulate",

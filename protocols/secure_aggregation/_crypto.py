@@ -83,6 +83,12 @@ def open_sealed(key: bytes, blob: bytes, assoc: bytes) -> bytes | None:
         return None
 
 
+def key_message(session: bytes, cid: int, keys: tuple[bytes, bytes, bytes]) -> bytes:
+    """What a client signs with its identity key: its advertised keys, bound to the session."""
+    return (b"mpcai/secagg/keys/v1|" + session + struct.pack("<I", cid)
+            + b"".join(struct.pack("<H", len(k)) + k for k in keys))
+
+
 def ed25519_keypair() -> tuple[Ed25519PrivateKey, bytes]:
     sk = Ed25519PrivateKey.generate()
     return sk, sk.public_key().public_bytes(*_RAW)

@@ -43,6 +43,7 @@ class ClientState:
     # shares this client holds for its neighbours: {v: (b-share values, s-share values)}
     held: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     signed_u3: frozenset[int] = frozenset()
+    identity: Any = None
     clipped: int = 0
 
 
@@ -74,7 +75,14 @@ async def advertise_keys(party: Party, state: ClientState) -> None:
     e_pk = b""
     if state.cfg.consistency_check:
         state.e_sk, e_pk = _crypto.ed25519_keypair()
-    await party.send(SERVER, Stage.ADVERTISE_KEYS.value, [c_pk, s_pk, e_pk])
+    sig = b""
+    if state.cfg.identities is not None:
+        if state.identity is None:
+            raise InvalidInput("this configuration has identities: the client needs its "
+                               "identity_key")
+        sig = state.identity.sign(_crypto.key_message(state.session, state.me,
+                                                      (c_pk, s_pk, e_pk)))
+    await party.send(SERVER, Stage.ADVERTISE_KEYS.value, [c_pk, s_pk, e_pk, sig])
 
 
 async def share_keys(party: Party, state: ClientState) -> None:
@@ -89,8 +97,17 @@ async def share_keys(party: Party, state: ClientState) -> None:
     try:
         keys = _crypto.unpack_keys(raw["keys"])
         u1 = [int(i) for i in raw["u1"]]
+        sigs = raw["sigs"]
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolAbort("the server sent a malformed key list") from exc
+    if state.cfg.identities is not None:
+        order = sorted(keys)
+        if not isinstance(sigs, bytes) or len(sigs) != 64 * len(order):
+            raise ProtocolAbort("the server did not forward the key signatures")
+        for j, cid in enumerate(order):
+            if not _crypto.verify(state.cfg.identities[cid], sigs[64 * j:64 * j + 64],
+                                  _crypto.key_message(state.session, cid, keys[cid])):
+                raise ProtocolAbort(f"client {cid}'s keys are not signed by its identity key")
     mine = keys.get(state.me)
     own = (state.c_sk.public_key().public_bytes(*_crypto._RAW),
            state.s_sk.public_key().public_bytes(*_crypto._RAW),
@@ -239,13 +256,21 @@ async def unmask(party: Party, state: ClientState) -> None:
 
 async def client(party: Party, update: np.ndarray | Mapping[str, np.ndarray],
                  cfg: SecAggConfig, weight: int = 1, *,
+                 identity_key: Any = None,
                  drop_before: Stage | None = None) -> dict[str, Any]:
     """Run one client of secure aggregation against the server (party 0).
 
-    ``drop_before`` (tests and simulations) makes the client vanish just
-    before it would send in that stage.  Returns a small status dict.
+    ``identity_key`` is this client's Ed25519 private key (a
+    ``cryptography`` key object or its 32 raw bytes) when ``cfg.identities``
+    is set.  ``drop_before`` (tests and simulations) makes the client vanish
+    just before it would send in that stage.  Returns a small status dict.
     """
     state = ClientState(cfg=cfg, me=party.id, session=party.session)
+    if isinstance(identity_key, bytes):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        identity_key = Ed25519PrivateKey.from_private_bytes(identity_key)
+    state.identity = identity_key
     steps = [
         (Stage.ADVERTISE_KEYS, lambda: advertise_keys(party, state)),
         (Stage.SHARE_KEYS, lambda: share_keys(party, state)),

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from mpcai.errors import InvalidInput
 
-__all__ = ["SecAggConfig", "SecurityReport", "security_report"]
+__all__ = ["SecAggConfig", "SecurityReport", "make_identities", "security_report"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class SecAggConfig:
         timeout: seconds the server waits for clients at each stage.
         threads: OS threads per mask expansion (long vectors only; results
             are identical for any value).
+        identities: ``{client id: Ed25519 public key (32 bytes)}`` for every
+            client — long-term identity keys known to all in advance (a PKI).
+            Clients then sign their advertised keys and check their
+            neighbours' signatures, so the server cannot substitute keys;
+            needed for privacy against a malicious server.
     """
 
     n_clients: int
@@ -51,6 +57,7 @@ class SecAggConfig:
     consistency_check: bool = False
     timeout: float = 30.0
     threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    identities: Mapping[int, bytes] | None = None
 
     def __post_init__(self) -> None:
         n = self.n_clients
@@ -74,6 +81,14 @@ class SecAggConfig:
             raise InvalidInput("timeout must be positive")
         if not (isinstance(self.threads, int) and 1 <= self.threads <= 64):
             raise InvalidInput(f"threads must be in [1, 64], got {self.threads}")
+        if self.identities is not None:
+            ids = {int(k) for k in self.identities}
+            if ids != set(range(1, n + 1)) or not all(
+                    isinstance(v, bytes) and len(v) == 32 for v in self.identities.values()):
+                raise InvalidInput("identities must map every client 1..n to a 32-byte "
+                                   "Ed25519 public key")
+            object.__setattr__(self, "identities",
+                               {int(k): bytes(v) for k, v in self.identities.items()})
         worst = n * self.max_weight * ((1 << self.bits) - 1)
         if worst >= 1 << 64:
             raise InvalidInput(
@@ -124,9 +139,11 @@ def security_report(cfg: SecAggConfig, corrupt_fraction: float,
     * privacy against a semi-honest server colluding with ``C`` clients:
       they can never hold ``t`` shares of an honest client's secrets:
       ``min(k, C) < t``;
-    * privacy against a malicious server is **not** provided: it needs
-      clients' advertised keys to be authenticated (a PKI), which is not
-      implemented yet; ``private_malicious`` is always False.
+    * privacy against a malicious server (which may claim a client dropped
+      to some and survived to others) needs authenticated client keys
+      (``identities``), the consistency check, and that the server never
+      obtains ``t`` shares of both secrets of one client:
+      ``2 t > k + min(k, C)`` (Bonawitz et al., per neighbourhood).
 
     These are worst-case (adversarial placement) conditions; SecAgg+ with a
     random graph (Bell et al. 2020) holds with high probability under much
@@ -139,16 +156,31 @@ def security_report(cfg: SecAggConfig, corrupt_fraction: float,
     dropped = math.floor(dropout_fraction * n)
     correct = k - min(k, dropped) >= t
     semi = min(k, corrupt) < t
-    # Privacy against a malicious server also needs authenticated client keys
-    # (a PKI: each client signing its advertised keys with a long-term identity
-    # key); without it the server can substitute a neighbour's key and decrypt
-    # the shares.  mpcai does not implement that yet, so this is never claimed.
-    malicious = False
+    # Privacy against a malicious server needs authenticated client keys
+    # (identities: each client signs its advertised keys with a long-term key);
+    # without them the server could substitute a neighbour's key and read shares.
+    malicious = (cfg.identities is not None and cfg.consistency_check
+                 and 2 * t > k + min(k, corrupt))
     statement = (
         f"n={n} clients, k={k} neighbours, t={t}: "
         f"{'survives' if correct else 'may FAIL with'} {dropped} dropouts; "
         f"{'private' if semi else 'NOT private'} against a semi-honest server with "
         f"{corrupt} colluding clients; "
-        "not private against a malicious server (client keys are not authenticated)."
+        f"{'private' if malicious else 'NOT private'} against a malicious server"
+        f"{'' if cfg.identities is not None else ' (client keys unauthenticated: set identities)'}"
+        f"{'' if cfg.consistency_check else ' (consistency check off)'}."
     )
     return SecurityReport(correct, semi, malicious, statement)
+
+
+def make_identities(n_clients: int) -> tuple[dict[int, bytes], dict[int, Any]]:
+    """Fresh Ed25519 identity keys for clients ``1..n``: (public keys for the
+    config, private keys for the clients).  In a deployment each client makes
+    its own and the public halves are distributed out of band."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private = {c: Ed25519PrivateKey.generate() for c in range(1, n_clients + 1)}
+    public = {c: k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+              for c, k in private.items()}
+    return public, private

@@ -46,6 +46,7 @@ class ServerState:
     session: bytes
     machine: StageMachine = field(default_factory=StageMachine)
     keys: dict[int, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    key_sigs: dict[int, bytes] = field(default_factory=dict)
     graph: dict[int, frozenset[int]] = field(default_factory=dict)
     u2: list[int] = field(default_factory=list)
     u3: list[int] = field(default_factory=list)
@@ -66,12 +67,18 @@ async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -
     state.machine.advance(Stage.ADVERTISE_KEYS)
     got = await party.gather(Stage.ADVERTISE_KEYS.value, clients, timeout=state.cfg.timeout)
     e_len = 32 if state.cfg.consistency_check else 0
-    for cid, triple in got.items():
-        if (isinstance(triple, list) and len(triple) == 3
-                and all(isinstance(k, bytes) for k in triple)
-                and len(triple[0]) == 32 and len(triple[1]) == 32 and len(triple[2]) == e_len
-                and _crypto.valid_x25519(triple[0]) and _crypto.valid_x25519(triple[1])):
-            state.keys[cid] = (triple[0], triple[1], triple[2])
+    identities = state.cfg.identities
+    for cid, msg in got.items():
+        if not (isinstance(msg, list) and len(msg) == 4
+                and all(isinstance(k, bytes) for k in msg)):
+            continue
+        triple = (msg[0], msg[1], msg[2])
+        if (len(triple[0]) == 32 and len(triple[1]) == 32 and len(triple[2]) == e_len
+                and _crypto.valid_x25519(triple[0]) and _crypto.valid_x25519(triple[1])
+                and (identities is None or _crypto.verify(
+                    identities[cid], msg[3], _crypto.key_message(state.session, cid, triple)))):
+            state.keys[cid] = triple
+            state.key_sigs[cid] = msg[3]
     u1 = sorted(state.keys)
     state.dropped[Stage.ADVERTISE_KEYS.value] = sorted(set(clients) - set(u1))
     _need(state, u1, Stage.ADVERTISE_KEYS)
@@ -81,7 +88,8 @@ async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -
     # each client gets the survivor ids (to recompute the graph) and its neighbours' keys
     await party.send_many(Stage.ADVERTISE_KEYS.value, {
         c: {"u1": ids, "keys": _crypto.pack_keys(
-            {v: state.keys[v] for v in (*state.graph[c], c)})}
+            {v: state.keys[v] for v in (*state.graph[c], c)}),
+            "sigs": b"".join(state.key_sigs[v] for v in sorted((*state.graph[c], c)))}
         for c in u1
     })
 

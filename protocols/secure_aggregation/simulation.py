@@ -44,11 +44,13 @@ def _unflatten(vec: np.ndarray, like: np.ndarray | Mapping[str, np.ndarray]
 
 
 async def _party(party: Party, cfg: SecAggConfig, updates: Sequence[Any],
-                 weights: Sequence[int], drops: Mapping[int, Stage]) -> Any:
+                 weights: Sequence[int], drops: Mapping[int, Stage],
+                 identity_keys: Mapping[int, Any]) -> Any:
     if party.id == 0:
         return await server(party, cfg)
     i = party.id - 1
-    return await client(party, updates[i], cfg, weights[i], drop_before=drops.get(party.id))
+    return await client(party, updates[i], cfg, weights[i], drop_before=drops.get(party.id),
+                        identity_key=identity_keys.get(party.id))
 
 
 def simulate(
@@ -58,6 +60,7 @@ def simulate(
     weights: Sequence[int] | None = None,
     dropouts: Mapping[int, Stage] | None = None,
     threshold: int | None = None,
+    identity_keys: Mapping[int, Any] | None = None,
 ) -> SimulationResult:
     """Securely aggregate ``updates`` (one per client) in one process.
 
@@ -65,8 +68,9 @@ def simulate(
     model state dict).  ``dropouts`` maps a client id (``1..N``) to the
     stage before which it vanishes.  Without ``cfg``, a configuration with
     ``threshold`` (default: a majority of the clients) and default clipping
-    is used.  Returns the weighted mean over the survivors, shaped like the
-    inputs.
+    is used.  With ``cfg.identities``, pass the clients' private identity
+    keys as ``identity_keys`` (see :func:`make_identities`).  Returns the
+    weighted mean over the survivors, shaped like the inputs.
     """
     n = len(updates)
     if n < 2:
@@ -84,8 +88,8 @@ def simulate(
     if not set(drops) <= set(range(1, n + 1)):
         raise InvalidInput("dropouts name clients that do not exist (ids are 1..N)")
     net = InMemoryNetwork(n + 1, hub=0)
-    run = run_local(n + 1, _party, cfg, updates, weights, drops, network=net,
-                    timeout=cfg.timeout)
+    run = run_local(n + 1, _party, cfg, updates, weights, drops, dict(identity_keys or {}),
+                    network=net, timeout=cfg.timeout)
     agg: AggregateResult = run[0]
     return SimulationResult(mean=_unflatten(agg.mean, updates[0]), aggregate=agg,
                             stats=list(run.stats), clients=list(run[1:]))
@@ -93,7 +97,8 @@ def simulate(
 
 async def process_party(party: Party, config: dict[str, Any], update: np.ndarray | None = None,
                         weight: int = 1, drop_before: str | None = None,
-                        progress: bool = False) -> dict[str, Any]:
+                        progress: bool = False,
+                        identity_key: bytes | None = None) -> dict[str, Any]:
     """Entry point for one OS process (``launch_local`` / ``mpcai party``).
 
     ``config`` holds :class:`SecAggConfig` fields.  Party 0 is the server and
@@ -111,7 +116,7 @@ async def process_party(party: Party, config: dict[str, Any], update: np.ndarray
     if update is None:
         raise InvalidInput("a client needs an update")
     stage = Stage(drop_before) if drop_before else None
-    return await client(party, update, cfg, weight, drop_before=stage)
+    return await client(party, update, cfg, weight, drop_before=stage, identity_key=identity_key)
 
 
 def _print_progress(stage: Stage, answered: int, expected: int, seconds: float) -> None:

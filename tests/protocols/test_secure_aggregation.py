@@ -162,8 +162,8 @@ def test_configuration_checks() -> None:
     assert rep.correct and rep.private_semi_honest and not rep.private_malicious
     rep = sa.security_report(sa.SecAggConfig(n_clients=100, threshold=60, consistency_check=True),
                              0.1, 0.3)
-    # no PKI for client keys yet: never claimed against a malicious server
-    assert rep.correct and not rep.private_malicious and "not private against a malicious" in \
+    # without identities (authenticated client keys) never claimed against a malicious server
+    assert rep.correct and not rep.private_malicious and "NOT private against a malicious" in \
         rep.statement
     bad = sa.security_report(sa.SecAggConfig(n_clients=100, threshold=5, degree=10), 0.1, 0.1)
     assert not bad.correct and not bad.private_semi_honest
@@ -294,3 +294,48 @@ def test_malformed_unmask_answers_are_ignored() -> None:
     surv = res.aggregate.survivors
     np.testing.assert_array_equal(res.aggregate.quantised_sum,
                                   plaintext_quantised_sum(cfg, updates, [1] * n, surv))
+
+
+def test_authenticated_keys_and_malicious_server_claim() -> None:
+    n = 8
+    public, private = sa.make_identities(n)
+    cfg = sa.SecAggConfig(n_clients=n, threshold=5, consistency_check=True, identities=public)
+    assert sa.security_report(cfg, 0.1, 0.2).private_malicious
+    updates = [RNG.uniform(-1, 1, 10) for _ in range(n)]
+    res = sa.simulate(updates, cfg, identity_keys=private, dropouts={3: Stage.MASKED_INPUT})
+    surv = res.aggregate.survivors
+    np.testing.assert_array_equal(res.aggregate.quantised_sum,
+                                  plaintext_quantised_sum(cfg, updates, [1] * n, surv))
+
+
+def test_substituted_key_is_detected() -> None:
+    """A server that swaps a neighbour's key (to read its shares) makes clients abort."""
+    n = 5
+    public, private = sa.make_identities(n)
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, identities=public, timeout=10)
+    srv = importlib.import_module("mpcai.protocols.secure_aggregation.server")
+    original = srv.Party.send_many
+
+    async def substituting(self: Party, tag: str, objs: dict, **kw: object) -> object:
+        if tag == "advertise_keys":
+            for msg in objs.values():
+                c = bytearray(msg["keys"]["c"])
+                c[:32] = srv._crypto.x25519_keypair()[1]  # the server's own key
+                msg["keys"]["c"] = bytes(c)
+        return await original(self, tag, objs, **kw)
+
+    srv.Party.send_many = substituting  # type: ignore[method-assign]
+    try:
+        with pytest.raises((ProtocolAbort, NotEnoughSurvivors)):
+            sa.simulate([np.zeros(4)] * n, cfg, identity_keys=private)
+    finally:
+        srv.Party.send_many = original  # type: ignore[method-assign]
+
+
+def test_identities_are_checked() -> None:
+    public, _ = sa.make_identities(4)
+    with pytest.raises(InvalidInput):
+        sa.SecAggConfig(n_clients=5, threshold=3, identities=public)
+    cfg = sa.SecAggConfig(n_clients=4, threshold=3, identities=public, timeout=5)
+    with pytest.raises((InvalidInput, NotEnoughSurvivors)):
+        sa.simulate([np.zeros(3)] * 4, cfg)  # clients without their identity keys
