@@ -64,9 +64,10 @@ _Body = tuple[list[wire.Buffer], int]
 class _Slot:
     """The mailbox for one (peer, tag): at most one message."""
 
-    __slots__ = ("consumed", "event", "expired", "has_value", "value")
+    __slots__ = ("consumed", "event", "expired", "has_value", "value", "waiting")
 
     def __init__(self) -> None:
+        self.waiting = False
         self.event = trio.Event()
         self.value: Any = None
         self.has_value = False
@@ -270,9 +271,15 @@ class Party:
             raise InvalidInput(f"the message {tag!r} from party {frm} was already received")
         if slot.expired:
             raise PeerTimeout(f"{tag!r} from party {frm} already timed out", frm)
+        if slot.waiting:
+            raise InvalidInput(f"another task is already receiving {tag!r} from party {frm}")
         deadline = self._deadline(timeout)
-        with trio.move_on_after(deadline):
-            await slot.event.wait()
+        slot.waiting = True
+        try:
+            with trio.move_on_after(deadline):
+                await slot.event.wait()
+        finally:
+            slot.waiting = False
         if not slot.event.is_set():
             slot.expired = True
             raise PeerTimeout(f"no {tag!r} from party {frm} within {deadline:g} s", frm)

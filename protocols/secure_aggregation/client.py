@@ -148,6 +148,8 @@ def _quantised(state: ClientState, update: np.ndarray, weight: int) -> np.ndarra
     x = flatten_update(update)
     if x.size and (x.min() < -cfg.clip or x.max() > cfg.clip):  # (NaN: quantize raises)
         state.clipped = int(np.count_nonzero(np.abs(x) > cfg.clip))
+    if cfg.dim is not None and x.size != cfg.dim:
+        raise InvalidInput(f"the update has {x.size} values, the configuration says {cfg.dim}")
     q = encoding.quantize(x, clip=cfg.clip, bits=cfg.bits, out_of_range=cfg.out_of_range)
     dtype = np.uint32 if cfg.ring_bits == 32 else np.uint64  # fits: checked by the config
     vec = np.empty(q.size + 1, dtype=dtype)

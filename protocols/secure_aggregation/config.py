@@ -40,6 +40,9 @@ class SecAggConfig:
         timeout: seconds the server waits for clients at each stage.
         threads: OS threads per mask expansion (long vectors only; results
             are identical for any value).
+        dim: the number of values in every update, if known in advance (the
+            server then refuses other lengths instead of taking the most
+            common one).
         identities: ``{client id: Ed25519 public key (32 bytes)}`` for every
             client — long-term identity keys known to all in advance (a PKI).
             Clients then sign their advertised keys and check their
@@ -57,6 +60,7 @@ class SecAggConfig:
     consistency_check: bool = False
     timeout: float = 30.0
     threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    dim: int | None = None
     identities: Mapping[int, bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -81,6 +85,8 @@ class SecAggConfig:
             raise InvalidInput("timeout must be positive")
         if not (isinstance(self.threads, int) and 1 <= self.threads <= 64):
             raise InvalidInput(f"threads must be in [1, 64], got {self.threads}")
+        if self.dim is not None and not (isinstance(self.dim, int) and self.dim >= 1):
+            raise InvalidInput(f"dim must be a positive int, got {self.dim}")
         if self.identities is not None:
             ids = {int(k) for k in self.identities}
             if ids != set(range(1, n + 1)) or not all(

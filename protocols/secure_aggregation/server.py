@@ -120,7 +120,10 @@ async def masked_input(party: Party, state: ServerState) -> None:
     dtype = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
     lengths = [v.size for v in got.values() if isinstance(v, np.ndarray) and v.ndim == 1
                and v.dtype == dtype]
-    common = max(set(lengths), key=lengths.count) if lengths else 0
+    if state.cfg.dim is not None:
+        common = state.cfg.dim + 1  # the values and the weight
+    else:
+        common = max(set(lengths), key=lengths.count) if lengths else 0
     state.masked = {u: v for u, v in got.items() if isinstance(v, np.ndarray) and v.ndim == 1
                     and v.dtype == dtype and v.size == common and common >= 2}
     state.u3 = sorted(state.masked)

@@ -339,3 +339,13 @@ def test_identities_are_checked() -> None:
     cfg = sa.SecAggConfig(n_clients=4, threshold=3, identities=public, timeout=5)
     with pytest.raises((InvalidInput, NotEnoughSurvivors)):
         sa.simulate([np.zeros(3)] * 4, cfg)  # clients without their identity keys
+
+
+def test_declared_dim_refuses_other_lengths() -> None:
+    n = 5
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, dim=8, timeout=10)
+    updates = [RNG.uniform(-1, 1, 8) for _ in range(n)]
+    res = sa.simulate(updates, cfg)
+    assert res.aggregate.survivors == [1, 2, 3, 4, 5]
+    with pytest.raises(InvalidInput):
+        sa.SecAggConfig(n_clients=n, threshold=3, dim=0)

@@ -383,3 +383,19 @@ def test_a_flood_of_unread_messages_cuts_the_peer_off() -> None:
         return type(party.failed.get(1)).__name__
 
     assert run_local(2, fn, clock=mock_clock())[0] == "MessageRejected"
+
+
+def test_two_tasks_receiving_one_tag_is_a_typed_error() -> None:
+    async def fn(party: Party) -> object:
+        if party.id == 1:
+            await trio.sleep(1)
+            await party.send(0, "m", 1)
+            return None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(party.recv, 1, "m")
+            await trio.sleep(0.1)
+            with pytest.raises(InvalidInput, match="already receiving"):
+                await party.recv(1, "m")
+        return "ok"
+
+    assert run_local(2, fn, clock=mock_clock())[0] == "ok"
