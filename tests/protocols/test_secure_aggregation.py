@@ -32,6 +32,14 @@ def plaintext_quantised_sum(cfg: sa.SecAggConfig, updates: list, weights: list[i
     return np.array([v % 2**64 for v in total], dtype=np.uint64)
 
 
+def assert_exact_sum(agg: sa.AggregateResult, cfg: sa.SecAggConfig, updates: list,
+                     weights: list[int] | None = None) -> None:
+    """The unmasked sum equals the plaintext sum over the survivors the server announced."""
+    weights = weights if weights is not None else [1] * len(updates)
+    np.testing.assert_array_equal(
+        agg.quantised_sum, plaintext_quantised_sum(cfg, updates, weights, agg.survivors))
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.10, 0.25, 0.49])
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.value)
 def test_exact_sum_over_survivors(fraction: float, stage: Stage) -> None:
@@ -47,8 +55,7 @@ def test_exact_sum_over_survivors(fraction: float, stage: Stage) -> None:
         # clients that vanish at unmask already sent their masked input: they are in the sum
         expected_survivors = list(range(1, n + 1))
     assert agg.survivors == expected_survivors
-    np.testing.assert_array_equal(
-        agg.quantised_sum, plaintext_quantised_sum(cfg, updates, weights, agg.survivors))
+    assert_exact_sum(agg, cfg, updates, weights)
     w = np.array([weights[c - 1] for c in agg.survivors], dtype=np.float64)
     mean = (np.array([updates[c - 1] for c in agg.survivors]) * w[:, None]).sum(0) / w.sum()
     assert np.max(np.abs(res.mean - mean)) <= 2 * 2.0 / (2**20 - 1)
@@ -208,9 +215,7 @@ def test_ring_is_the_smallest_that_cannot_overflow(bits: int, max_weight: int, r
     updates = [RNG.uniform(-1, 1, 33) for _ in range(n)]
     weights = [max_weight] * n
     res = sa.simulate(updates, cfg, weights=weights, dropouts={2: Stage.MASKED_INPUT})
-    surv = res.aggregate.survivors
-    np.testing.assert_array_equal(res.aggregate.quantised_sum,
-                                  plaintext_quantised_sum(cfg, updates, weights, surv))
+    assert_exact_sum(res.aggregate, cfg, updates, weights)
     masked_bytes = res.stats[1].sent_to[0]
     assert masked_bytes > 0 and res.stats[0].bytes_received > n * 33 * ring // 8
 
@@ -248,8 +253,7 @@ def test_cross_session_and_replayed_messages_make_a_dropout(kind: str) -> None:
     agg = res[0]
     assert agg.survivors == [1, 2, 3, 5, 6]  # 4 was cut off after its first message
     assert agg.dropped["share_keys"] == [4]
-    np.testing.assert_array_equal(
-        agg.quantised_sum, plaintext_quantised_sum(cfg, updates, [1] * n, agg.survivors))
+    assert_exact_sum(agg, cfg, updates)
 
 
 def test_low_order_key_makes_a_dropout_not_an_abort() -> None:
@@ -268,8 +272,7 @@ def test_low_order_key_makes_a_dropout_not_an_abort() -> None:
     res = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
     agg = res[0]
     assert agg.survivors == [2, 3, 4, 5, 6] and agg.dropped["advertise_keys"] == [1]
-    np.testing.assert_array_equal(
-        agg.quantised_sum, plaintext_quantised_sum(cfg, updates, [1] * n, agg.survivors))
+    assert_exact_sum(agg, cfg, updates)
 
 
 def test_malformed_unmask_answers_are_ignored() -> None:
@@ -291,9 +294,7 @@ def test_malformed_unmask_answers_are_ignored() -> None:
         res = sa.simulate(updates, cfg, dropouts={5: Stage.MASKED_INPUT})
     finally:
         client_mod.Party.send = original  # type: ignore[method-assign]
-    surv = res.aggregate.survivors
-    np.testing.assert_array_equal(res.aggregate.quantised_sum,
-                                  plaintext_quantised_sum(cfg, updates, [1] * n, surv))
+    assert_exact_sum(res.aggregate, cfg, updates)
 
 
 def test_authenticated_keys_and_malicious_server_claim() -> None:
@@ -303,9 +304,7 @@ def test_authenticated_keys_and_malicious_server_claim() -> None:
     assert sa.security_report(cfg, 0.1, 0.2).private_malicious
     updates = [RNG.uniform(-1, 1, 10) for _ in range(n)]
     res = sa.simulate(updates, cfg, identity_keys=private, dropouts={3: Stage.MASKED_INPUT})
-    surv = res.aggregate.survivors
-    np.testing.assert_array_equal(res.aggregate.quantised_sum,
-                                  plaintext_quantised_sum(cfg, updates, [1] * n, surv))
+    assert_exact_sum(res.aggregate, cfg, updates)
 
 
 def test_substituted_key_is_detected() -> None:
