@@ -15,8 +15,12 @@ instead of wrapping silently; so do NaN and infinities.
 explicit clipping range ``[-clip, clip]`` are mapped to unsigned integers in
 ``[0, 2^bits - 1]``, as federated learning does before masking.  Values
 outside the range raise by default; ``out_of_range="clip"`` clips them and
-the caller asked for it.  The sum of ``n`` quantised vectors dequantises to
-the sum of the (clipped) inputs: :func:`dequantize` takes ``n_summands``.
+the caller asked for it.  ``bits`` is at most :data:`MAX_QUANT_BITS` (53):
+float64 represents every level of such a grid exactly, and the output never
+exceeds ``2^bits - 1`` (the top of the range is enforced on the integers,
+after rounding), so a caller may size a ring by ``n * (2^bits - 1)``.  The
+sum of ``n`` quantised vectors dequantises to the sum of the (clipped)
+inputs: :func:`dequantize` takes ``n_summands``.
 
 Both support **stochastic rounding** (round up with probability equal to the
 fractional part, so rounding is unbiased on average); its randomness comes
@@ -34,6 +38,7 @@ from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType
 
 __all__ = [
     "DEFAULT_FRAC_BITS",
+    "MAX_QUANT_BITS",
     "decode_fixed",
     "dequantize",
     "encode_fixed",
@@ -42,6 +47,11 @@ __all__ = [
 
 DEFAULT_FRAC_BITS: int = 16
 """Default number of fractional bits for fixed-point encoding."""
+
+MAX_QUANT_BITS: int = 53
+"""Largest ``bits`` for :func:`quantize`: float64's 53-bit significand holds every
+level ``0 .. 2^53 - 1`` exactly; a finer grid would round levels into each other
+(and the top level up to ``2^bits``)."""
 
 _TWO_53 = float(1 << 53)
 
@@ -128,10 +138,12 @@ def quantize(
 ) -> np.ndarray:
     """Map reals in ``[-clip, clip]`` to integers in ``[0, 2^bits - 1]`` (``uint64``).
 
-    ``q = round((x + clip) * (2^bits - 1) / (2 * clip))``.  Values outside
-    the range raise :class:`EncodingOverflow` unless ``out_of_range="clip"``.
+    ``q = round((x + clip) * (2^bits - 1) / (2 * clip))``, and never more than
+    ``2^bits - 1`` whatever the float rounding did.  Values outside the range
+    raise :class:`EncodingOverflow` unless ``out_of_range="clip"``.  ``bits``
+    must be in ``[1, MAX_QUANT_BITS]``.
     """
-    b = _check_bits(bits, "bits", 1, 62)
+    b = _check_bits(bits, "bits", 1, MAX_QUANT_BITS)
     clip = float(clip)
     if not np.isfinite(clip) or clip <= 0:
         raise InvalidInput(f"clip must be a positive finite number, got {clip}")
@@ -160,13 +172,16 @@ def quantize(
         np.floor(scaled, out=scaled)
     else:
         np.rint(scaled, out=scaled)
-    np.clip(scaled, 0.0, levels, out=scaled)
-    return scaled.astype(np.uint64)
+    np.maximum(scaled, 0.0, out=scaled)
+    q = scaled.astype(np.uint64)
+    # the top of the range on the integers: exact whatever ``levels`` rounds to as a float
+    np.minimum(q, np.uint64((1 << b) - 1), out=q)
+    return q
 
 
 def dequantize(q: object, *, clip: float, bits: int = 16, n_summands: int = 1) -> np.ndarray:
     """Inverse of :func:`quantize` for a sum of ``n_summands`` quantised vectors."""
-    b = _check_bits(bits, "bits", 1, 62)
+    b = _check_bits(bits, "bits", 1, MAX_QUANT_BITS)
     n = _check_bits(n_summands, "n_summands", 1, 1 << 40)
     clip = float(clip)
     if not np.isfinite(clip) or clip <= 0:

@@ -8,6 +8,7 @@ exception a caller would naturally catch (``ValueError``, ``TypeError``,
 from __future__ import annotations
 
 __all__ = [
+    "AggregateOutOfRange",
     "DuplicateShares",
     "EncodingOverflow",
     "IllegalTransition",
@@ -19,6 +20,7 @@ __all__ = [
     "NativeError",
     "NotEnoughShares",
     "NotEnoughSurvivors",
+    "PartyFailed",
     "PeerDropped",
     "PeerError",
     "PeerTimeout",
@@ -102,12 +104,54 @@ class PeerTimeout(PeerError, TimeoutError):
     """The peer did not send the expected message before the deadline."""
 
 
+class PartyFailed(MpcaiError, RuntimeError):
+    """A party's OS process (see :mod:`mpcai.runtime.launcher`) did not deliver a result.
+
+    ``party_id``: the party.  ``exit_status``: its exit code, ``-N`` if signal
+    ``N`` killed it (see :attr:`signal`), ``None`` if unknown.  ``reason``: what
+    happened, in words.  ``error_type``: the qualified name of the exception
+    the party reported (e.g. ``"mpcai.errors.PeerDropped"``), if it reported
+    one.  ``log``: its stderr.
+    """
+
+    def __init__(self, party_id: int, exit_status: int | None, log: str = "", *,
+                 reason: str = "failed", error_type: str | None = None) -> None:
+        tail = "\n".join(log.rstrip().splitlines()[-5:])
+        super().__init__(f"party {party_id} {reason}" + (f"\n{tail}" if tail else ""))
+        self.party_id = party_id
+        self.exit_status = exit_status
+        self.reason = reason
+        self.error_type = error_type
+        self.log = log
+
+    @property
+    def signal(self) -> str | None:
+        """The name of the signal that killed the process (``"SIGKILL"``), or ``None``."""
+        import signal
+
+        if self.exit_status is None or self.exit_status >= 0:
+            return None
+        try:
+            return signal.Signals(-self.exit_status).name
+        except ValueError:
+            return f"signal {-self.exit_status}"
+
+    def __repr__(self) -> str:
+        return (f"PartyFailed(party_id={self.party_id}, exit_status={self.exit_status}, "
+                f"reason={self.reason!r})")
+
+
 class ProtocolAbort(MpcaiError, RuntimeError):
     """A protocol stopped because continuing would be unsafe or impossible."""
 
 
 class NotEnoughSurvivors(ProtocolAbort):
     """Fewer parties than the protocol's threshold are still alive; no result is given."""
+
+
+class AggregateOutOfRange(ProtocolAbort):
+    """An unmasked aggregate lies outside what honest inputs can produce (a total
+    weight or a value beyond its bounds): a participant cheated; no result is given."""
 
 
 class IllegalTransition(ProtocolAbort):

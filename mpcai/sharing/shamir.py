@@ -29,6 +29,8 @@ shares no check is possible -- any ``t`` values are consistent with some
 polynomial of degree ``t - 1`` -- so a wrong share then yields a wrong secret,
 undetectably.  That is information-theoretic, not a limitation of this code;
 ask for more than ``t`` shares (or authenticate them) when parties may lie.
+:func:`reconstruct_robust` goes further and corrects up to ``(m - t) // 2``
+wrong shares among ``m`` (Berlekamp–Welch), naming the wrong ones.
 
 Field elements are ``numpy.uint64`` values in ``[0, p)``.  :func:`to_field` and
 :func:`from_field` map signed integers to and from the field (negative ``v``
@@ -65,6 +67,8 @@ __all__ = [
     "lagrange_weights",
     "reconstruct",
     "reconstruct_bytes",
+    "reconstruct_bytes_robust",
+    "reconstruct_robust",
     "scale_share",
     "share",
     "share_bytes",
@@ -401,6 +405,142 @@ def reconstruct(shares: Sequence[Share], t: int) -> np.ndarray:
     return out.reshape(shape)
 
 
+def _solve_mod_p(rows: list[list[int]], rhs: list[int]) -> list[int] | None:
+    """One solution of ``rows @ x = rhs`` over GF(p) (free variables 0), or ``None``."""
+    n_vars = len(rows[0])
+    aug = [[*row, b] for row, b in zip(rows, rhs, strict=True)]
+    pivots: list[int] = []
+    r = 0
+    for c in range(n_vars):
+        piv = next((i for i in range(r, len(aug)) if aug[i][c]), None)
+        if piv is None:
+            continue
+        aug[r], aug[piv] = aug[piv], aug[r]
+        inv = pow(aug[r][c], -1, PRIME)
+        aug[r] = [v * inv % PRIME for v in aug[r]]
+        for i in range(len(aug)):
+            if i != r and aug[i][c]:
+                f = aug[i][c]
+                aug[i] = [(a - f * b) % PRIME for a, b in zip(aug[i], aug[r], strict=True)]
+        pivots.append(c)
+        r += 1
+    if any(row[-1] for row in aug[r:]):
+        return None  # inconsistent
+    x = [0] * n_vars
+    for i, c in enumerate(pivots):
+        x[c] = aug[i][-1]
+    return x
+
+
+def _poly_eval(coeffs: list[int], x: int) -> int:
+    acc = 0
+    for c in reversed(coeffs):
+        acc = (acc * x + c) % PRIME
+    return acc
+
+
+def _berlekamp_welch(xs: list[int], ys: list[int], t: int, e: int) -> list[int] | None:
+    """The degree-``< t`` polynomial through all but at most ``e`` of the points.
+
+    Berlekamp–Welch: find ``Q`` (degree ``< e + t``) and monic ``E`` (degree
+    ``e``) with ``Q(x_i) = y_i E(x_i)`` for every ``i``; then ``P = Q / E``.
+    Needs ``len(xs) >= t + 2e``.  Any solution of the (possibly rank-deficient)
+    system gives the same ``P`` when at most ``e`` points are wrong.  Returns
+    ``P``'s coefficients, or ``None`` when no such polynomial exists.
+    """
+    rows, rhs = [], []
+    for x, y in zip(xs, ys, strict=True):
+        powers = [1]
+        for _ in range(e + t):
+            powers.append(powers[-1] * x % PRIME)
+        rows.append(powers[:e + t] + [(-y * powers[j]) % PRIME for j in range(e)])
+        rhs.append(y * powers[e] % PRIME)
+    sol = _solve_mod_p(rows, rhs)
+    if sol is None:
+        return None
+    q, err = sol[:e + t], [*sol[e + t:], 1]  # E is monic
+    # P = Q / E by long division; the remainder must vanish
+    rem = list(q)
+    quot = [0] * t
+    for k in range(t - 1, -1, -1):
+        c = rem[k + e]
+        quot[k] = c
+        if c:
+            for j in range(e + 1):
+                rem[k + j] = (rem[k + j] - c * err[j]) % PRIME
+    if any(rem):
+        return None
+    wrong = sum(1 for x, y in zip(xs, ys, strict=True) if _poly_eval(quot, x) != y)
+    return quot if wrong <= e else None
+
+
+def _first_mismatch(shares: list[Share], t: int) -> int | None:
+    """The first element index at which the shares do not lie on one polynomial."""
+    base, extra = shares[:t], shares[t:]
+    rows = np.stack([s.values.reshape(-1) for s in base])
+    base_x = [s.x for s in base]
+    first: int | None = None
+    for s in extra:
+        bad = np.flatnonzero(
+            _bindings.fp_lincomb(rows, lagrange_weights(base_x, s.x)) != s.values.reshape(-1))
+        if bad.size and (first is None or int(bad[0]) < first):
+            first = int(bad[0])
+    return first
+
+
+def reconstruct_robust(shares: Sequence[Share], t: int) -> tuple[np.ndarray, list[int]]:
+    """Recover the secret even if some shares are wrong, and say which ones.
+
+    With ``m`` shares of a threshold-``t`` sharing, up to ``e = (m - t) // 2``
+    wrong shares are corrected (Reed–Solomon unique decoding, the
+    Berlekamp–Welch algorithm on the elements where the shares disagree);
+    the wrong shares are then left out and the others are checked to lie on one
+    polynomial.  When all shares agree this costs as much as :func:`reconstruct`.
+    Each corrupted element costs ``O(m^3)`` Python-int operations: meant for
+    key-sized secrets (:func:`reconstruct_bytes_robust`), not long vectors.
+
+    Returns:
+        ``(secret, bad)``: the secret and the points ``x`` of the wrong shares.
+
+    Raises:
+        NotEnoughShares: fewer than ``t`` shares.
+        InconsistentShares: more than ``e`` shares are wrong (with ``m = t``
+            no error can be seen, with ``m = t + 1`` one can be seen but not
+            corrected).
+        DuplicateShares, InvalidInput, InvalidType: as :func:`reconstruct`.
+    """
+    t = _threshold(t)
+    shares = _checked_shares(shares)
+    if len(shares) < t:
+        raise NotEnoughShares(f"{len(shares)} shares given, threshold is {t}")
+    for s in shares:
+        if s.values.size and s.values.max() >= _P64:
+            raise InvalidInput(f"share at x = {s.x} has values outside [0, p)")
+    e = (len(shares) - t) // 2
+    xs = [s.x for s in shares]
+    bad: set[int] = set()
+    while True:
+        rest = [s for s in shares if s.x not in bad]
+        try:
+            return reconstruct(rest, t), sorted(bad)
+        except InconsistentShares:
+            if e == 0:
+                raise InconsistentShares(
+                    f"{len(shares)} shares at threshold {t} disagree; correcting a wrong "
+                    "share needs at least t + 2 shares") from None
+        j = _first_mismatch(rest, t)
+        assert j is not None  # reconstruct found a mismatch
+        ys = [int(s.values.reshape(-1)[j]) for s in shares]
+        poly = _berlekamp_welch(xs, ys, t, e)
+        found = set() if poly is None else {
+            x for x, y in zip(xs, ys, strict=True) if _poly_eval(poly, x) != y}
+        if not found - bad or len(bad | found) > e:
+            raise InconsistentShares(
+                f"more than {e} of {len(shares)} shares are wrong (threshold {t}): "
+                "cannot correct them")
+        bad |= found
+
+
 # ---- linear operations on shares ------------------------------------------
 
 
@@ -481,3 +621,10 @@ def reconstruct_bytes(shares: Sequence[Share], t: int) -> bytes:
     reconstructed elements are not a valid encoding.
     """
     return _unpack_bytes(reconstruct(shares, t))
+
+
+def reconstruct_bytes_robust(shares: Sequence[Share], t: int) -> tuple[bytes, list[int]]:
+    """:func:`reconstruct_bytes` with error correction: ``(secret, bad points)``
+    (see :func:`reconstruct_robust` for how many wrong shares are corrected)."""
+    values, bad = reconstruct_robust(shares, t)
+    return _unpack_bytes(values), bad

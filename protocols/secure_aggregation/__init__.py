@@ -25,7 +25,18 @@ identities, privacy holds against a semi-honest server only.  Up to
 ``k - t`` of any client's neighbours may drop; fewer than ``t`` survivors
 anywhere gives :class:`~mpcai.errors.NotEnoughSurvivors`, never a wrong
 result.  Clients do not learn the sum.  The server learns which clients
-survived and the total weight.  :func:`security_report` checks a
+survived and the total weight.  A client that reveals a wrong Shamir share
+at unmask is out-voted when a secret has ``m >= t + 2`` shares: up to
+``(m - t) // 2`` wrong shares are corrected (Berlekamp–Welch) and their
+senders listed in ``AggregateResult.misbehaving``; with ``t + 1`` shares the
+round stops with :class:`~mpcai.errors.ProtocolAbort`, and with exactly ``t``
+a wrong share is undetectable as such (information-theoretically) but leaves
+a random mask in the sum, which the range check then refuses.  The range
+check: the total weight must lie in ``[|U3|, |U3| * max_weight]`` and every
+value of the sum below ``total weight * (2^bits - 1)``, else
+:class:`~mpcai.errors.AggregateOutOfRange` and no mean.  A client that cheats
+*within* those ranges shifts the sum undetected: masking gives privacy, not
+robustness against poisoned inputs.  :func:`security_report` checks a
 configuration against declared fractions of corrupt and dropping clients.
 
 **Mechanics.**  X25519 key agreement and HKDF (``cryptography``); shares
@@ -36,7 +47,10 @@ graph comes from a hash of the session id and the list of clients, so every
 party can check it.
 Updates are clipped to ``[-clip, clip]``, quantised to ``bits`` bits and
 multiplied by integer weights; the weights are masked too.  Masks live in
-Z_2^64 and the configuration refuses any size that could overflow it.
+Z_2^32 or Z_2^64 and the configuration refuses any size whose largest
+possible sum (every client at the top level ``2^bits - 1`` with the largest
+weight) could overflow it; ``bits`` is at most 53, the grid float64 holds
+exactly.
 """
 
 from .client import client as client

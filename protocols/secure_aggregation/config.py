@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mpcai.encoding import MAX_QUANT_BITS
 from mpcai.errors import InvalidInput
 
 __all__ = ["SecAggConfig", "SecurityReport", "make_identities", "security_report"]
@@ -73,8 +74,9 @@ class SecAggConfig:
         if not isinstance(self.threshold, int) or not 1 <= self.threshold <= k:
             raise InvalidInput(f"threshold must be in [1, {k}] (a client has {k} neighbours), "
                                f"got {self.threshold}")
-        if not (isinstance(self.bits, int) and 1 <= self.bits <= 62):
-            raise InvalidInput(f"bits must be in [1, 62], got {self.bits}")
+        if not (isinstance(self.bits, int) and 1 <= self.bits <= MAX_QUANT_BITS):
+            raise InvalidInput(f"bits must be in [1, {MAX_QUANT_BITS}] (float64 holds every "
+                               f"level of the grid exactly up to there), got {self.bits}")
         if not (isinstance(self.max_weight, int) and self.max_weight >= 1):
             raise InvalidInput(f"max_weight must be a positive int, got {self.max_weight}")
         if not (math.isfinite(self.clip) and self.clip > 0):
@@ -95,11 +97,13 @@ class SecAggConfig:
                                    "Ed25519 public key")
             object.__setattr__(self, "identities",
                                {int(k): bytes(v) for k, v in self.identities.items()})
-        worst = n * self.max_weight * ((1 << self.bits) - 1)
+        # the largest sum the server can see: every client at the top level (quantize
+        # never exceeds ``levels``) with the largest weight; it must stay below 2^64
+        worst = n * self.max_weight * self.levels
         if worst >= 1 << 64:
             raise InvalidInput(
-                f"unsafe: {n} clients x weight {self.max_weight} x 2^{self.bits} levels can "
-                f"reach {worst.bit_length()} bits and wrap around 2^64; lower bits or max_weight"
+                f"unsafe: {n} clients x weight {self.max_weight} x {self.levels} (2^{self.bits}"
+                f" - 1) can reach {worst} >= 2^64 and wrap around; lower bits or max_weight"
             )
 
     @property

@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 
 from mpcai import prg
-from mpcai.errors import InconsistentShares, InvalidInput, NotEnoughShares, NotEnoughSurvivors
+from mpcai.errors import (
+    AggregateOutOfRange,
+    InconsistentShares,
+    InvalidInput,
+    NotEnoughShares,
+    NotEnoughSurvivors,
+    ProtocolAbort,
+)
 from mpcai.runtime import Party
 from mpcai.sharing import shamir
 
@@ -36,6 +43,9 @@ class AggregateResult:
     survivors: list[int]
     dropped: dict[str, list[int]]
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: clients caught sending a wrong Shamir share at unmask (corrected by decoding;
+    #: their shares were left out, their own masked inputs stay in the sum)
+    misbehaving: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +64,7 @@ class ServerState:
     total: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     sigs: dict[int, bytes] = field(default_factory=dict)
     dropped: dict[str, list[int]] = field(default_factory=dict)
+    misbehaving: set[int] = field(default_factory=set)
 
 
 def _need(state: ServerState, alive: list[int], stage: Stage) -> None:
@@ -148,17 +159,55 @@ async def consistency_check(party: Party, state: ServerState) -> None:
     _need(state, sorted(state.sigs), Stage.CONSISTENCY_CHECK)
 
 
-def _reconstruct(held: dict[int, np.ndarray], t: int, what: str) -> bytes:
+def _reconstruct(state: ServerState, held: dict[int, np.ndarray], what: str) -> bytes:
+    """Decode one client's secret from its neighbours' shares (share points are the
+    holders' ids), correcting up to ``(m - t) // 2`` wrong shares among ``m`` and
+    marking their senders as misbehaving.
+
+    With exactly ``t`` shares a wrong share cannot be seen: it gives a wrong
+    seed, so a wrong mask is removed and the unmasked sum is uniformly random
+    in the ring -- which :func:`_check_range` then refuses, unless the ring is
+    barely larger than the range of honest sums (see its docstring).
+    """
+    t = state.cfg.threshold
     shares = [shamir.Share(x, vals) for x, vals in sorted(held.items())]
     if len(shares) < t:
         raise NotEnoughSurvivors(f"{len(shares)} shares of {what}, {t} needed")
     try:
-        secret = shamir.reconstruct_bytes(shares, t)
+        secret, bad = shamir.reconstruct_bytes_robust(shares, t)
     except (InconsistentShares, NotEnoughShares, InvalidInput) as exc:
-        raise NotEnoughSurvivors(f"the shares of {what} do not agree: {exc}") from exc
+        raise ProtocolAbort(f"the shares of {what} cannot be decoded (a neighbour sent a "
+                            f"wrong share): {exc}") from exc
     if len(secret) != 32:
-        raise NotEnoughSurvivors(f"the shares of {what} do not hold a 32-byte secret")
+        raise ProtocolAbort(f"the shares of {what} do not hold a 32-byte secret")
+    state.misbehaving.update(bad)
     return secret
+
+
+def _check_range(state: ServerState, total: np.ndarray) -> int:
+    """The total weight and every value of the sum must be what honest inputs give.
+
+    ``|U3| <= W <= |U3| * max_weight`` and each value ``<= W * (2^bits - 1)``;
+    anything else means a client sent an out-of-range masked input (or a
+    wrong share went undetected) and no mean is computed from it.  A
+    uniformly random sum passes with probability at most
+    ``(worst / 2^ring)^(dim + 1)``, negligible unless the configuration fills
+    the ring.  A cheater who stays inside these ranges is not detected: the
+    sum has no integrity beyond its range (no robust aggregation).
+    """
+    n3 = len(state.u3)
+    weight = int(total[-1])
+    lo, hi = n3, n3 * state.cfg.max_weight
+    if not lo <= weight <= hi:
+        raise AggregateOutOfRange(
+            f"the total weight of the {n3} survivors is {weight}, outside [{lo}, {hi}]: "
+            "a client sent an out-of-range input")
+    top = weight * state.cfg.levels
+    if total.size > 1 and int(total[:-1].max()) > top:
+        raise AggregateOutOfRange(
+            f"a value of the sum exceeds total weight x levels = {top}: a client sent an "
+            "out-of-range input")
+    return weight
 
 
 async def unmask(party: Party, state: ServerState) -> np.ndarray:
@@ -173,7 +222,6 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
     got = await party.gather(Stage.UNMASK.value, state.u3, timeout=state.cfg.timeout)
     state.dropped[Stage.UNMASK.value] = sorted(set(state.u3) - set(got))
     _need(state, sorted(got), Stage.UNMASK)
-    t = state.cfg.threshold
     b_held: dict[int, dict[int, np.ndarray]] = {v: {} for v in state.u3}
     s_held: dict[int, dict[int, np.ndarray]] = {v: {} for v in dropped}
     for u, msg in got.items():
@@ -191,11 +239,11 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
     total = state.total
     threads = state.cfg.threads
     for v in state.u3:
-        prg.ring_accumulate(total, _reconstruct(b_held[v], t, f"client {v}'s self-mask seed"),
+        prg.ring_accumulate(total, _reconstruct(state, b_held[v], f"client {v}'s self-mask seed"),
                             -1, threads=threads)
     for v in dropped:
         s_sk = _crypto.x25519_from_bytes(
-            _reconstruct(s_held[v], t, f"dropped client {v}'s mask key"))
+            _reconstruct(state, s_held[v], f"dropped client {v}'s mask key"))
         for u in sorted(state.graph[v] & set(state.u3)):
             seed = _crypto.agree(s_sk, state.keys[u][1], "secagg/mask",
                                  _crypto.pair_context(state.session, u, v))
@@ -234,9 +282,10 @@ async def server(
     if cfg.consistency_check:
         await timed(Stage.CONSISTENCY_CHECK, consistency_check(party, state))
     total = await timed(Stage.UNMASK, unmask(party, state))
-    weight = int(total[-1])
+    weight = _check_range(state, total)
     scale = 2.0 * cfg.clip / cfg.levels
     weighted_sum = total[:-1].astype(np.float64) * scale - cfg.clip * weight
     return AggregateResult(mean=weighted_sum / weight, weighted_sum=weighted_sum,
                            total_weight=weight, quantised_sum=total, survivors=list(state.u3),
-                           dropped=state.dropped, stage_seconds=timings)
+                           dropped=state.dropped, stage_seconds=timings,
+                           misbehaving=sorted(state.misbehaving))

@@ -100,3 +100,28 @@ def test_quantize_stochastic_unbiased() -> None:
     q = encoding.quantize(x, clip=1.0, bits=2, stochastic=True)
     back = encoding.dequantize(q, clip=1.0, bits=2)
     assert abs(back.mean() - 0.1) < 0.01
+
+
+@settings(max_examples=300, deadline=None)
+@given(bits=st.integers(1, encoding.MAX_QUANT_BITS),
+       clip=st.floats(1e-3, 1e6, allow_nan=False, allow_infinity=False),
+       stochastic=st.booleans())
+def test_quantize_never_exceeds_the_top_level(bits: int, clip: float, stochastic: bool) -> None:
+    """At and beyond +clip the level is at most 2^bits - 1 (Python ints decide), at -clip 0."""
+    x = np.array([clip, -clip, np.nextafter(clip, 0), 3 * clip, -3 * clip, 0.0])
+    q = encoding.quantize(x, clip=clip, bits=bits, out_of_range="clip", stochastic=stochastic)
+    top = (1 << bits) - 1
+    assert all(0 <= int(v) <= top for v in q)
+    assert int(q[1]) == 0 and int(q[4]) == 0
+    assert int(q[0]) >= top - 1 and int(q[3]) >= top - 1
+    if not stochastic:
+        assert int(q[3]) == int(q[0])  # clipped exactly like +clip
+
+
+@pytest.mark.parametrize("bits", [54, 58, 62])
+def test_quantize_refuses_grids_float64_cannot_hold(bits: int) -> None:
+    # 2^bits - 1 is not a float64 for bits >= 54: +clip used to land on 2^bits
+    with pytest.raises(InvalidInput, match=r"\[1, 53\]"):
+        encoding.quantize(np.array([1.0]), clip=1.0, bits=bits)
+    with pytest.raises(InvalidInput):
+        encoding.dequantize(np.array([1], dtype=np.uint64), clip=1.0, bits=bits)

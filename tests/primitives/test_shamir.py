@@ -433,3 +433,65 @@ def test_benchmark_quick_runs() -> None:
     for rec in records:
         assert {"name", "ours_s", "baseline_name", "baseline_s", "ratio"} <= rec.keys()
         assert rec["ratio"] == pytest.approx(rec["baseline_s"] / rec["ours_s"])
+
+
+# ---------------------------------------------------------------- error correction
+
+
+def _python_shares(secret: list[int], t: int, xs: list[int], seed: int) -> list[Share]:
+    """Shares built with Python ints only: f_j(X) = secret_j + sum_k c_jk X^k."""
+    import random
+
+    rnd = random.Random(seed)  # test data, not key material
+    coeffs = [[s] + [rnd.randrange(P) for _ in range(t - 1)] for s in secret]
+    return [Share(x, np.array([sum(c * pow(x, k, P) for k, c in enumerate(cj)) % P
+                               for cj in coeffs], dtype=U64)) for x in xs]
+
+
+@settings(max_examples=80, deadline=None)
+@given(t=st.integers(1, 8), extra=st.integers(0, 9), size=st.integers(1, 6),
+       data=st.data())
+def test_robust_reconstruction_corrects_up_to_half_the_excess(t: int, extra: int, size: int,
+                                                              data: st.DataObject) -> None:
+    m = t + extra
+    xs = data.draw(st.lists(st.integers(1, 10**6), min_size=m, max_size=m, unique=True))
+    secret = data.draw(st.lists(st.integers(0, P - 1), min_size=size, max_size=size))
+    shares = _python_shares(secret, t, xs, data.draw(st.integers(0, 2**32)))
+    e = extra // 2
+    n_bad = data.draw(st.integers(0, e))
+    bad = data.draw(st.lists(st.sampled_from(xs), min_size=n_bad, max_size=n_bad, unique=True))
+    corrupted = []
+    for s in shares:
+        vals = s.values.copy()
+        if s.x in bad:  # change a random non-empty subset of the elements
+            cols = data.draw(st.sets(st.integers(0, size - 1), min_size=1))
+            for c in cols:
+                vals[c] = (int(vals[c]) + data.draw(st.integers(1, P - 1))) % P
+        corrupted.append(Share(s.x, vals))
+    got, found = shamir.reconstruct_robust(corrupted, t)
+    assert [int(v) for v in got] == secret
+    assert found == sorted(bad)
+
+
+def test_robust_reconstruction_refuses_what_it_cannot_correct() -> None:
+    t, xs = 3, [1, 2, 3, 4, 5, 6]  # e = 1
+    shares = _python_shares([42, 7], t, xs, 1)
+    two_bad = [Share(s.x, (s.values + U64(1)) % U64(P)) if s.x in (2, 5) else s
+               for s in shares]
+    with pytest.raises(InconsistentShares, match="cannot correct"):
+        shamir.reconstruct_robust(two_bad, t)
+    one_extra = [Share(s.x, (s.values + U64(1)) % U64(P)) if s.x == 2 else s
+                 for s in shares[:4]]  # t + 1 shares: detectable, not correctable
+    with pytest.raises(InconsistentShares, match="t \\+ 2"):
+        shamir.reconstruct_robust(one_extra, t)
+    with pytest.raises(NotEnoughShares):
+        shamir.reconstruct_robust(shares[:2], t)
+
+
+def test_robust_bytes_names_the_liar() -> None:
+    key = os.urandom(32)
+    parts = shamir.share_bytes(key, 3, 7, points=[11, 12, 13, 14, 15, 16, 17])
+    parts[4] = Share(parts[4].x, (parts[4].values + U64(5)) % U64(P))
+    assert shamir.reconstruct_bytes_robust(parts, 3) == (key, [15])
+    with pytest.raises(InconsistentShares):
+        shamir.reconstruct_bytes(parts, 3)

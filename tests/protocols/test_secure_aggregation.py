@@ -7,11 +7,19 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from mpcai.protocols import secure_aggregation as sa
 from mpcai.protocols.secure_aggregation import Stage
 
 from mpcai import encoding
-from mpcai.errors import IllegalTransition, InvalidInput, NotEnoughSurvivors, ProtocolAbort
+from mpcai.errors import (
+    AggregateOutOfRange,
+    IllegalTransition,
+    InvalidInput,
+    NotEnoughSurvivors,
+    ProtocolAbort,
+)
 from mpcai.runtime import InMemoryNetwork, Party
 from mpcai.testing import run_local
 
@@ -348,3 +356,108 @@ def test_declared_dim_refuses_other_lengths() -> None:
     assert res.aggregate.survivors == [1, 2, 3, 4, 5]
     with pytest.raises(InvalidInput):
         sa.SecAggConfig(n_clients=n, threshold=3, dim=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(bits=st.integers(1, 62), n=st.integers(2, 5), beyond=st.booleans(),
+       clip=st.sampled_from([0.5, 1.0, 4.0]),
+       signs=st.lists(st.sampled_from([1.0, -1.0, 3.0, -3.0, 1e300, -1e300]), min_size=3,
+                      max_size=3))
+@example(bits=62, n=4, beyond=False, clip=1.0, signs=[1.0, 1.0, 1.0])  # mean -1.0 before
+@example(bits=62, n=2, beyond=False, clip=1.0, signs=[1.0, 1.0, 1.0])
+@example(bits=60, n=4, beyond=False, clip=1.0, signs=[1.0, 1.0, 1.0])
+@example(bits=53, n=2, beyond=False, clip=1.0, signs=[1.0, 1.0, 1.0])
+def test_sum_is_exact_or_the_configuration_is_refused(bits: int, n: int, beyond: bool,
+                                                      clip: float, signs: list[float]) -> None:
+    """At the overflow limit and one weight beyond it, with every value at or beyond
+    +-clip: either the configuration is refused when built, or the unmasked sum is the
+    exact plaintext sum (Python ints), never a wrapped one."""
+    levels = (1 << bits) - 1
+    at_limit = (2**64 - 1) // (n * levels)  # the largest weight whose worst sum fits
+    max_weight = max(1, at_limit + 1 if beyond else at_limit)
+    fits = bits <= 53 and n * max_weight * levels < 2**64
+    kwargs = {"n_clients": n, "threshold": n - 1, "bits": bits, "clip": clip,
+              "max_weight": max_weight, "timeout": 10}
+    if not fits:
+        with pytest.raises(InvalidInput):
+            sa.SecAggConfig(**kwargs)
+        return
+    cfg = sa.SecAggConfig(**kwargs)
+    # clients take turns through the signs, so every client is at the top for some value
+    updates = [np.array(signs[c:] + signs[:c]) * clip for c in range(n)]
+    # the oracle: values at or beyond +clip are the top level, at or beyond -clip level 0
+    expected = [sum(max_weight * (levels if u[j] > 0 else 0) for u in updates)
+                for j in range(3)] + [n * max_weight]
+    agg = sa.simulate(updates, cfg, weights=[max_weight] * n).aggregate
+    assert [int(v) for v in agg.quantised_sum] == expected
+    assert agg.total_weight == n * max_weight
+    mean = np.mean([np.clip(u, -clip, clip) for u in updates], axis=0)
+    np.testing.assert_allclose(agg.mean, mean, atol=1e-9 * clip)
+
+
+def _lying_client(monkeypatch: pytest.MonkeyPatch, liar: int, tag: str, change) -> None:
+    """Client ``liar`` passes what it sends under ``tag`` through ``change`` first."""
+    client_mod = importlib.import_module("mpcai.protocols.secure_aggregation.client")
+    original = client_mod.Party.send
+
+    async def send(self: Party, to: int, t: str, obj: object, **kw: object) -> None:
+        if t == tag and self.id == liar:
+            obj = change(obj)
+        await original(self, to, t, obj, **kw)
+
+    monkeypatch.setattr(client_mod.Party, "send", send)
+
+
+@pytest.mark.parametrize("forged", ["zero_weight", "huge_value"])
+def test_out_of_range_masked_input_is_a_typed_error(monkeypatch: pytest.MonkeyPatch,
+                                                    forged: str) -> None:
+    """A client whose masked input hides a weight that cancels the others' (total 0:
+    the mean was inf/NaN) or a value beyond any honest sum: refused, no mean."""
+    n = 5
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, timeout=10)
+    assert cfg.ring_bits == 32
+
+    def forge(vec: np.ndarray) -> np.ndarray:
+        vec = vec.copy()
+        if forged == "zero_weight":  # its weight becomes -(n - 1): the total is 0
+            vec[-1] = (int(vec[-1]) - n) % 2**32
+        else:
+            vec[0] = (int(vec[0]) + 2**31) % 2**32
+        return vec
+
+    _lying_client(monkeypatch, 3, "masked_input", forge)
+    with pytest.raises(AggregateOutOfRange):
+        sa.simulate([RNG.uniform(-1, 1, 6) for _ in range(n)], cfg)
+
+
+def _shift_one_share(answer: dict) -> dict:
+    """Add 1 to one field element of every self-mask share revealed (still in range)."""
+    b = {v: vals.copy() for v, vals in answer["b"].items()}
+    for vals in b.values():
+        vals[2] = (vals[2] + np.uint64(1)) % np.uint64(2**61 - 1)
+    return {"b": b, "s": answer["s"]}
+
+
+def test_wrong_share_is_corrected_and_its_sender_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    # every secret has 6 shares (classic SecAgg, n = 7) at threshold 3: one wrong one is
+    # corrected; it used to abort the round
+    n = 7
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, timeout=10)
+    updates = [RNG.uniform(-1, 1, 5) for _ in range(n)]
+    _lying_client(monkeypatch, 2, "unmask", _shift_one_share)
+    agg = sa.simulate(updates, cfg, dropouts={6: Stage.MASKED_INPUT}).aggregate
+    assert agg.misbehaving == [2]
+    assert agg.survivors == [1, 2, 3, 4, 5, 7]
+    assert_exact_sum(agg, cfg, updates)
+
+
+@pytest.mark.parametrize("n", [4, 5])
+def test_wrong_share_that_cannot_be_corrected_gives_no_result(
+        monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    # n = 4, t = 3: exactly t shares per secret, the wrong one is undetectable as a share,
+    # but the seed it yields leaves a random mask in the sum, which the range check
+    # refuses; n = 5: t + 1 shares, seen but not correctable
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, timeout=10)
+    _lying_client(monkeypatch, 2, "unmask", _shift_one_share)
+    with pytest.raises(ProtocolAbort):
+        sa.simulate([RNG.uniform(-1, 1, 5) for _ in range(n)], cfg)
