@@ -11,7 +11,7 @@ reals are fixed point, ``round(x * 2^f)`` with ``f`` fractional bits.
 :data:`DEFAULT_KEY_BITS` (3072).  Smaller keys raise :class:`KeyTooSmall`
 everywhere (generation, import, deserialisation); the only way around it is
 the test hook :func:`_unsafe_keypair_for_tests`.  Decryption uses CRT
-(two exponentiations modulo ``p^2`` and ``q^2``).
+(two exponentiations modulo ``p^2`` and ``q^2``, with ``powmod_sec``).
 
 **Randomness** (Damgård–Jurik–Nielsen, "A generalization of Paillier's
 public-key system", PKC 2001 / IJIS 2010, section 4.2): the key owner picks
@@ -34,8 +34,9 @@ most ``L / 8`` multiplications (vs ~``1.2 k`` for ``r^n`` with a fresh
   ``2^kappa`` generic (kangaroo / baby-step giant-step) attacks and that
   nothing better exists in this group.  Use only where that is acceptable.
 
-With the private key, encryption runs modulo ``p^2`` and ``q^2`` (CRT) with
-the same distribution of ``a``.
+Encryption never uses the private key: :meth:`PrivateKey.encrypt` is the
+public key's (CRT encryption modulo ``p^2`` and ``q^2`` with fixed-base
+tables was dropped, see "Side channels").
 
 A public key imported without ``h_s`` (a key made by ``phe`` has none; its
 JWK format has no field for it) falls back to ``rho = r^n mod n^2`` with
@@ -72,15 +73,45 @@ A packed ciphertext counts its summands; adding past ``K`` raises
 **Bulk and multi-core.**  :func:`encrypt_array`, :func:`decrypt_array`,
 :func:`encrypt_packed`, :func:`decrypt_packed` take ``workers`` (default 1;
 0 means every core).  Decryption with ``workers > 1`` runs in threads:
-gmpy2 releases the GIL inside ``powmod_base_list`` when its context allows
-it (set only inside those threads).  gmpy2 keeps the GIL for the
+gmpy2 releases the GIL inside ``powmod_sec`` when its context allows it
+(set only inside those threads).  gmpy2 keeps the GIL for the
 multiplications of table-based encryption, so encryption with
 ``workers > 1`` uses a ``spawn`` process pool started for the call; each
 worker rebuilds the key's table once (0.2 s at 2048 bits, 0.8 s at 3072),
-so it pays off only for thousands of ciphertexts.  The key (the private
-key too, when one is used) reaches the workers over the pool's local
-pipe.  As with any ``spawn`` pool, the main module must be importable
-(``if __name__ == "__main__":``).
+so it pays off only for thousands of ciphertexts.  Only the public key
+reaches the workers (over the pool's local pipe), also when a
+:class:`PrivateKey` is passed.  As with any ``spawn`` pool, the main
+module must be importable (``if __name__ == "__main__":``).
+
+**Side channels.**  Constant time here means GMP's ``mpz_powm_sec``
+(``gmpy2.powmod_sec``): time and memory access pattern depend only on the
+limb counts of base, exponent and modulus.  It is used for every
+exponentiation, inversion and reduction with a secret exponent or modulus:
+decryption (``c^(p-1) mod p^2``, ``c^(q-1) mod q^2`` with ``c`` unreduced,
+the products with ``h_p``, ``h_q`` reduced modulo ``p``, ``q``, the Garner
+step modulo ``q``; single, array, packed and threaded bulk decryption
+alike), and key set-up (``h_p``, ``h_q``, ``p^-1 mod q``,
+``p^-2 mod q^2`` as Fermat/Euler powers instead of ``gmpy2.invert``; ``h_s
+= h^n`` modulo ``p^2``, ``q^2``); ``L(x) = (x - 1) / p`` is a 2-adic exact
+division (a multiplication and a mask, no division by ``p``).  The
+``r^n mod n^2`` of keys without ``h_s`` uses it too (secret base).  *Not*
+constant time: (1) DJN encryption and re-randomisation: the fixed-base
+table is indexed by the digits of the secret exponent ``a`` (whoever
+learns ``a`` learns the plaintext), so an observer of cache or memory
+accesses can learn it; the number and sizes of the multiplications are
+fixed (zero digits are not skipped), so plain timing reveals nothing
+beyond Python-level noise; the modulus ``n^2`` is public.  (2) ``mpz``
+multiplication, addition, subtraction and masks between those steps:
+GMP's ordinary functions, whose time depends on operand limb counts (a
+value whose top limb is zero is shorter, probability ~2^-64) and, for
+subtraction, on a magnitude comparison; they are not documented as
+side-channel silent.  (3) Checking and making keys: ``is_prime``,
+``next_prime`` and ``gcd`` on ``p``, ``q`` at generation, import and
+deserialisation; ``random_unit``'s gcd and rejection loop.  (4) Python
+itself: object allocation, big-int conversions for serialisation, and
+branches on plaintexts (range checks, the sign of a decrypted value).
+(5) Homomorphic operations treat their scalars as public: ``c^k`` is
+gmpy2's variable-time ``powmod`` and the sign of ``k`` picks a branch.
 
 **Formats.**  ``serialize()``/``deserialize()`` give a compact binary form
 (magic, version, key id, fixed-width big-endian integers; every length
@@ -117,8 +148,13 @@ from ._paillier_math import (
     WINDOW_BITS,
     FixedBase,
     crt_pair,
+    inverse_mod_2k,
     random_prime,
     random_unit,
+    sec_exact_quotient,
+    sec_inverse_mod_prime,
+    sec_inverse_mod_prime_square,
+    sec_mod,
 )
 
 __all__ = [
@@ -323,8 +359,8 @@ class PublicKey:
     def _obfuscator(self, randomness: Randomness = "conservative") -> mpz:
         """A fresh random n-th residue ``rho`` modulo n^2."""
         bits = self.exponent_bits(randomness)
-        if self.hs is None:
-            return gmpy2.powmod(random_unit(self.n), self.n, self.nsquare)
+        if self.hs is None:  # the base r is secret: constant-time powmod
+            return gmpy2.powmod_sec(random_unit(self.n), self.n, self.nsquare)
         return self._fixed_base().pow(secrets.randbits(bits))
 
     # ---- encryption
@@ -412,11 +448,16 @@ def _json_obj(jwk: object) -> dict[str, Any]:
 
 
 class PrivateKey:
-    """A Paillier private key (``p``, ``q``) with CRT precomputation; holds its
-    :attr:`public_key` (whose ``h_s`` it generated)."""
+    """A Paillier private key (``p < q``) with CRT precomputation; holds its
+    :attr:`public_key` (whose ``h_s`` it generated).
 
-    __slots__ = ("_crt_tables", "hp", "hq", "p", "p2_inv", "p_inv", "psquare", "public_key",
-                 "q", "qsquare")
+    Every exponentiation, inversion and reduction modulo ``p``, ``q``,
+    ``p^2``, ``q^2`` uses ``gmpy2.powmod_sec`` (see "Side channels" in the
+    module docstring); checking ``p`` and ``q`` (primality, gcd) does not.
+    """
+
+    __slots__ = ("_p_div", "_q_div", "hp", "hq", "p", "p2_inv", "p_inv", "psquare",
+                 "public_key", "q", "qsquare")
 
     def __init__(self, p: int, q: int, hs: int | None = None, *,
                  _allow_small: bool = False) -> None:
@@ -435,22 +476,27 @@ class PrivateKey:
             raise InvalidInput("gcd(n, (p - 1)(q - 1)) must be 1")
         self.p, self.q = p_m, q_m
         self.psquare, self.qsquare = p_m * p_m, q_m * q_m
-        self.p_inv = gmpy2.invert(p_m, q_m)
-        self.p2_inv = gmpy2.invert(self.psquare, self.qsquare)
+        self.p_inv = sec_inverse_mod_prime(p_m, q_m)
+        self.p2_inv = sec_inverse_mod_prime_square(self.psquare, q_m)
+        # exact division by p (q) of x - 1 for x = 1 mod p (q), without dividing by a secret
+        self._p_div = (inverse_mod_2k(p_m, p_m.bit_length()), (ONE << p_m.bit_length()) - 1)
+        self._q_div = (inverse_mod_2k(q_m, q_m.bit_length()), (ONE << q_m.bit_length()) - 1)
         # h = L((n+1)^(p-1) mod p^2)^-1 mod p (Paillier section 7), likewise for q
-        self.hp = gmpy2.invert((gmpy2.powmod(n + 1, p_m - 1, self.psquare) - 1) // p_m, p_m)
-        self.hq = gmpy2.invert((gmpy2.powmod(n + 1, q_m - 1, self.qsquare) - 1) // q_m, q_m)
+        self.hp = sec_inverse_mod_prime(
+            self._lp(gmpy2.powmod_sec(n + 1, p_m - 1, self.psquare)), p_m)
+        self.hq = sec_inverse_mod_prime(
+            self._lq(gmpy2.powmod_sec(n + 1, q_m - 1, self.qsquare)), q_m)
         if hs is None:
             x = random_unit(n)
-            h = (-x * x) % n
-            hs = self._crt_n2(gmpy2.powmod(h, n, self.psquare), gmpy2.powmod(h, n, self.qsquare))
+            h = n - gmpy2.powmod_sec(x, 2, n)  # -x^2 mod n (x is a unit, so x^2 != 0)
+            hs = self._crt_n2(gmpy2.powmod_sec(h, n, self.psquare),
+                              gmpy2.powmod_sec(h, n, self.qsquare))
         else:
             hs = mpz(_int_arg(hs, "hs"))
             # the owner can check what nobody else can: h_s is an n-th residue (encrypts 0)
             if not 0 < hs < n * n or gmpy2.gcd(hs, n) != 1 or self._decrypt_residue(hs) != 0:
                 raise InvalidInput("h_s is not an n-th residue modulo n^2")
         self.public_key = PublicKey(n, hs, _allow_small=_allow_small)
-        self._crt_tables: tuple[FixedBase, FixedBase] | None = None
 
     def __repr__(self) -> str:
         return f"PrivateKey(for {self.public_key!r})"
@@ -464,39 +510,30 @@ class PrivateKey:
     def _crt_n2(self, xp: mpz, xq: mpz) -> mpz:
         return crt_pair(xp, xq, self.psquare, self.qsquare, self.p2_inv)
 
-    # ---- encryption with the secret key (CRT)
-    def precompute(self, window_bits: int = WINDOW_BITS) -> None:
-        """Build the fixed-base tables for ``h_s`` modulo ``p^2`` and ``q^2`` used by
-        private-key (CRT) encryption; see :meth:`PublicKey.precompute` for the trade-off."""
-        w = _int_arg(window_bits, "window_bits")
-        if not 1 <= w <= 12:
-            raise InvalidInput(f"window_bits must be in [1, 12], got {w}")
-        hs = self.public_key.hs
-        bits = self.public_key.exponent_bits("conservative")
-        self._crt_tables = (FixedBase(hs % self.psquare, self.psquare, bits, w),
-                            FixedBase(hs % self.qsquare, self.qsquare, bits, w))
+    def _lp(self, x: mpz) -> mpz:
+        """Paillier's ``L(x) = (x - 1) / p`` for ``x = 1 mod p``, ``x < p^2``."""
+        return sec_exact_quotient(x - 1, *self._p_div)
 
-    def _tables(self) -> tuple[FixedBase, FixedBase]:
-        if self._crt_tables is None:
-            self.precompute()
-        assert self._crt_tables is not None
-        return self._crt_tables
+    def _lq(self, x: mpz) -> mpz:
+        return sec_exact_quotient(x - 1, *self._q_div)
+
+    # ---- encryption: the public key's, so that p and q are not involved
+    def precompute(self, window_bits: int = WINDOW_BITS) -> None:
+        """Same as :meth:`PublicKey.precompute` on :attr:`public_key`."""
+        self.public_key.precompute(window_bits)
 
     def _raw_encrypt(self, residue: mpz, randomness: Randomness) -> mpz:
-        pub = self.public_key
-        a = secrets.randbits(pub.exponent_bits(randomness))
-        tp, tq = self._tables()
-        nude = 1 + residue * pub.n
-        cp = nude % self.psquare * tp.pow(a) % self.psquare
-        cq = nude % self.qsquare * tq.pow(a) % self.qsquare
-        return self._crt_n2(cp, cq)
+        return self.public_key._raw_encrypt(residue, randomness)
 
     def encrypt(self, value: int | float, *, frac_bits: int | None = None,
                 randomness: Randomness = "conservative") -> EncryptedNumber:
-        """Like :meth:`PublicKey.encrypt`, computed modulo p^2 and q^2 (same distribution)."""
-        f, m = _encode_scalar(value, frac_bits)
-        pub = self.public_key
-        return EncryptedNumber._trusted(pub, self._raw_encrypt(pub._encode(m), randomness), f)
+        """Same as :meth:`PublicKey.encrypt` on :attr:`public_key`.
+
+        Encryption does not use CRT modulo ``p^2`` and ``q^2``: a fixed-base
+        table keyed by a secret modulus is arithmetic on ``p`` outside
+        ``powmod_sec``, and measured it saved only ~10% (``mpcai bench he``).
+        """
+        return self.public_key.encrypt(value, frac_bits=frac_bits, randomness=randomness)
 
     # ---- decryption
     def decrypt_raw(self, ciphertext: int) -> mpz:
@@ -505,23 +542,19 @@ class PrivateKey:
         return self._decrypt_residue(c)
 
     def _decrypt_residue(self, c: mpz) -> mpz:
+        """``m mod n`` of a unit ``c`` of Z_{n^2}: ``m_p = L(c^(p-1) mod p^2) h_p mod p``,
+        likewise for q, joined by Garner; every step on a secret is ``powmod_sec``
+        (``c`` enters unreduced: GMP reduces it modulo ``p^2`` side-channel silently)."""
         p, q = self.p, self.q
-        mp = (gmpy2.powmod(c % self.psquare, p - 1, self.psquare) - 1) // p * self.hp % p
-        mq = (gmpy2.powmod(c % self.qsquare, q - 1, self.qsquare) - 1) // q * self.hq % q
-        return mp + p * ((mq - mp) * self.p_inv % q)
+        mp = sec_mod(self._lp(gmpy2.powmod_sec(c, p - 1, self.psquare)) * self.hp, p)
+        mq = sec_mod(self._lq(gmpy2.powmod_sec(c, q - 1, self.qsquare)) * self.hq, q)
+        return crt_pair(mp, mq, p, q, self.p_inv)
 
     def _decrypt_many(self, cts: list[mpz]) -> list[mpz]:
-        """Like :meth:`_decrypt_residue` over a list, with the GIL released in GMP."""
-        p, q, psq, qsq = self.p, self.q, self.psquare, self.qsquare
+        """Like :meth:`_decrypt_residue` over a list, with the GIL released inside
+        GMP (``powmod_sec`` releases it when the thread's context allows it)."""
         with gmpy2.context(allow_release_gil=True):
-            xp = gmpy2.powmod_base_list([c % psq for c in cts], p - 1, psq)
-            xq = gmpy2.powmod_base_list([c % qsq for c in cts], q - 1, qsq)
-        out = []
-        for a, b in zip(xp, xq, strict=True):
-            mp = (a - 1) // p * self.hp % p
-            mq = (b - 1) // q * self.hq % q
-            out.append(mp + p * ((mq - mp) * self.p_inv % q))
-        return out
+            return [self._decrypt_residue(c) for c in cts]
 
     def _signed(self, residue: mpz) -> int:
         pub = self.public_key
@@ -784,7 +817,9 @@ _WORKER_KEY: list[Any] = []
 
 
 def _worker_init(kind: str, blob: bytes) -> None:
-    _WORKER_KEY[:] = [PrivateKey.deserialize(blob) if kind == "sk" else PublicKey.deserialize(blob)]
+    if kind != "pk":
+        raise InvalidInput("encryption workers take a public key only")
+    _WORKER_KEY[:] = [PublicKey.deserialize(blob)]
 
 
 def _worker_encrypt(residues: list[int], randomness: Randomness) -> list[int]:
@@ -807,12 +842,12 @@ def _bulk_encrypt(key: PublicKey | PrivateKey, residues: list[mpz], randomness: 
                   workers: int) -> list[mpz]:
     if not isinstance(key, (PublicKey, PrivateKey)):
         raise InvalidType(f"key must be a PublicKey or PrivateKey, not {type(key).__name__}")
-    _pub_of(key).exponent_bits(randomness)  # validates ``randomness``
+    pub = _pub_of(key)  # encryption needs the public key only (see PrivateKey.encrypt)
+    pub.exponent_bits(randomness)  # validates ``randomness``
     w = _workers(workers)
     if w <= 1 or len(residues) < 2:
-        return [key._raw_encrypt(m, randomness) for m in residues]
-    kind = "sk" if isinstance(key, PrivateKey) else "pk"
-    return _map_chunks(w, (kind, key.serialize()), _worker_encrypt,
+        return [pub._raw_encrypt(m, randomness) for m in residues]
+    return _map_chunks(w, ("pk", pub.serialize()), _worker_encrypt,
                        [int(m) for m in residues], randomness)
 
 
@@ -952,8 +987,8 @@ def encrypt_array(key: PublicKey | PrivateKey, values: np.ndarray,
                   frac_bits: int = DEFAULT_FRAC_BITS, *,
                   randomness: Randomness = "conservative", workers: int = 1) -> EncryptedArray:
     """One ciphertext per element of ``values`` (floats: fixed point with
-    ``frac_bits``; ints: exact, scaled by ``2^frac_bits``).  With a
-    :class:`PrivateKey`, encryption uses CRT."""
+    ``frac_bits``; ints: exact, scaled by ``2^frac_bits``).  A
+    :class:`PrivateKey` encrypts with its public key."""
     f = _check_frac(frac_bits)
     pub = _pub_of(key)
     ints, shape = _fixed_ints(values, f)

@@ -7,6 +7,8 @@ hook; formats, interop and key-size rules use real 2048-bit keys made once.
 from __future__ import annotations
 
 import json
+import math
+from typing import Any
 
 import gmpy2
 import numpy as np
@@ -18,7 +20,7 @@ from phe import command_line as phe_cli
 
 from mpcai.errors import EncodingOverflow, InvalidInput, MpcaiError
 from mpcai.he import paillier as P
-from mpcai.he._paillier_math import FixedBase
+from mpcai.he._paillier_math import FixedBase, inverse_mod_2k, sec_exact_quotient
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +89,25 @@ _TABLES = {w: FixedBase(gmpy2.mpz(7), _MOD, 256, w) for w in (1, 5, 8, 11)}
 @given(e=st.integers(0, (1 << 256) - 1), w=st.sampled_from([1, 5, 8, 11]))
 def test_fixed_base_table_matches_powmod(e: int, w: int) -> None:
     assert _TABLES[w].pow(e) == gmpy2.powmod(7, e, _MOD)
+
+
+def test_fixed_base_edge_exponents() -> None:
+    one_row = FixedBase(gmpy2.mpz(7), _MOD, 8, 8)  # a single row: result reduced at the end
+    for e in (0, 1, 255):
+        assert one_row.pow(e) == gmpy2.powmod(7, e, _MOD)
+    for e in (0, 1, 1 << 64, (1 << 256) - 1, 0xFF << 128):  # zero digits included
+        assert _TABLES[8].pow(e) == gmpy2.powmod(7, e, _MOD)
+
+
+@settings(max_examples=40, deadline=None)
+@given(bits=st.integers(2, 1100), seed=st.integers(0, 2**64))
+def test_two_adic_exact_division(bits: int, seed: int) -> None:
+    d = gmpy2.mpz(seed | 1) | (gmpy2.mpz(1) << bits)  # odd, bits + 1 bits
+    k = d.bit_length()
+    inv = inverse_mod_2k(d, k)
+    assert inv * d % (1 << k) == 1
+    y = gmpy2.mpz(seed) * 0x9E3779B97F4A7C15 % d  # any 0 <= y < d
+    assert sec_exact_quotient(d * y, inv, (gmpy2.mpz(1) << k) - 1) == y
 
 
 def test_wider_window_gives_same_ciphertext_distribution(
@@ -349,3 +370,134 @@ def test_bulk_workers_match_serial(real: tuple[P.PublicKey, P.PrivateKey]) -> No
     np.testing.assert_array_equal(P.decrypt_array(sk, enc, workers=2), x)
     packed = P.encrypt_packed(pub, np.tile(x, 5), workers=2)
     np.testing.assert_array_equal(P.decrypt_packed(sk, packed, workers=2), np.tile(x, 5))
+
+
+# ---------------------------------------------------------------- side channels (issue 8.6)
+
+
+def _secret_values(p: int, q: int) -> set[int]:
+    """Exponents derived from p and q that a constant-time implementation never
+    hands to a variable-time function."""
+    lam = (p - 1) * (q - 1) // math.gcd(p - 1, q - 1)
+    return {p, q, p - 1, q - 1, p - 2, q - 2, lam, (p - 1) * (q - 1), q * (q - 1) - 1,
+            p * (p - 1) - 1}
+
+
+def _guard_vartime(monkeypatch: pytest.MonkeyPatch, p: int, q: int) -> list[tuple]:
+    """Make gmpy2's variable-time powmod / powmod_base_list / invert raise when the
+    exponent is secret-derived or the modulus shares a proper factor with n = p q,
+    and record every powmod_sec call (base, exponent, modulus)."""
+    n = p * q
+    secret = _secret_values(p, q)
+    real_powmod, real_list = gmpy2.powmod, gmpy2.powmod_base_list
+    real_invert, real_sec = gmpy2.invert, gmpy2.powmod_sec
+
+    def secret_modulus(m: object) -> bool:
+        return math.gcd(int(m), n) not in (1, n)
+
+    def powmod(b: object, e: object, m: object) -> gmpy2.mpz:
+        assert int(e) not in secret and not secret_modulus(m), "variable-time powmod on a secret"
+        return real_powmod(b, e, m)
+
+    def powmod_base_list(bs: object, e: object, m: object) -> list:
+        assert int(e) not in secret and not secret_modulus(m), "variable-time powmod on a secret"
+        return real_list(bs, e, m)
+
+    def invert(x: object, m: object) -> gmpy2.mpz:
+        assert not secret_modulus(m), "variable-time invert modulo a secret"
+        return real_invert(x, m)
+
+    calls: list[tuple] = []
+
+    def powmod_sec(b: object, e: object, m: object) -> gmpy2.mpz:
+        calls.append((int(b), int(e), int(m)))
+        return real_sec(b, e, m)
+
+    for name, fn in (("powmod", powmod), ("powmod_base_list", powmod_base_list),
+                     ("invert", invert), ("powmod_sec", powmod_sec)):
+        monkeypatch.setattr(gmpy2, name, fn)
+    return calls
+
+
+class _NoSecretTables(FixedBase):
+    n: int = 0
+
+    def __init__(self, base: gmpy2.mpz, mod: gmpy2.mpz, *args: int) -> None:
+        assert math.gcd(int(mod), self.n) in (1, self.n), "fixed-base table modulo a secret"
+        super().__init__(base, mod, *args)
+
+
+def test_secret_key_operations_use_powmod_sec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Key set-up, decryption (single, array, packed, threaded) and private-key
+    encryption never pass p, q, p^2, q^2 or an exponent made from them to a
+    variable-time gmpy2 function or a fixed-base table; results still match
+    phe (run with the guard off: phe itself uses plain powmod) and the known answers."""
+    # known answers on phe's tiny key, with the guard on from key set-up
+    calls = _guard_vartime(monkeypatch, 293, 433)
+    _NoSecretTables.n = 293 * 433
+    monkeypatch.setattr(P, "FixedBase", _NoSecretTables)
+    _, sk = P._unsafe_keypair_for_tests(293, 433)
+    assert sk.decrypt_raw(935906717) == 10100
+    assert (293 - 1, 293**2) in {(e, m) for _, e, m in calls}
+    monkeypatch.undo()
+    # a 1024-bit key; phe's ciphertexts made before the guard goes on
+    p, q = sorted((P.random_prime(512), P.random_prime(512)))
+    ppub = phe.PaillierPublicKey(int(p * q))
+    msgs = (0, 1, -1, 123456789, -(1 << 300))
+    theirs = [ppub.raw_encrypt(m % ppub.n) for m in msgs]
+    calls = _guard_vartime(monkeypatch, int(p), int(q))
+    _NoSecretTables.n = ppub.n
+    monkeypatch.setattr(P, "FixedBase", _NoSecretTables)
+    pub, sk = P._unsafe_keypair_for_tests(p, q)
+    calls.clear()
+    assert [sk.decrypt(P.EncryptedNumber(pub, c)) for c in theirs] == list(msgs)
+    used = {(e, m) for _, e, m in calls}
+    assert (p - 1, p * p) in used and (q - 1, q * q) in used
+    ours = [sk.encrypt(m).ciphertext() for m in msgs]
+    x = np.arange(-6, 6, dtype=np.float64) / 4
+    enc = P.encrypt_array(sk, x)
+    for workers in (1, 2):
+        np.testing.assert_array_equal(P.decrypt_array(sk, enc, workers=workers), x)
+        packed = P.encrypt_packed(sk, np.tile(x, 40), P.PackingSpec(4, 8, 2))
+        np.testing.assert_array_equal(P.decrypt_packed(sk, packed, workers=workers),
+                                      np.tile(x, 40))
+    monkeypatch.undo()
+    psk = phe.PaillierPrivateKey(ppub, int(p), int(q))
+    assert [psk.decrypt(phe.EncryptedNumber(ppub, c)) for c in ours] == list(msgs)
+    assert psk.decrypt(phe.EncryptedNumber(ppub, int(enc._cs[0]))) == int(x[0] * 2**16)
+
+
+def test_private_key_never_reaches_encryption_workers(
+        monkeypatch: pytest.MonkeyPatch, real: tuple[P.PublicKey, P.PrivateKey]) -> None:
+    """Bulk encryption with a PrivateKey ships only the public key to its pool
+    (run in-process here) and produces ciphertexts under that key."""
+    _, sk = real
+    shipped: list[str] = []
+    monkeypatch.setattr(P, "_WORKER_KEY", [])
+
+    def in_process(w: int, initargs: tuple[str, bytes], fn: Any, items: list[int],
+                   *args: Any) -> list[gmpy2.mpz]:
+        shipped.append(initargs[0])
+        P._worker_init(*initargs)
+        return [gmpy2.mpz(v) for v in fn(items, *args)]
+
+    monkeypatch.setattr(P, "_map_chunks", in_process)
+    x = np.arange(5, dtype=np.float64)
+    np.testing.assert_array_equal(P.decrypt_array(sk, P.encrypt_array(sk, x, workers=2)), x)
+    assert shipped == ["pk"] and isinstance(P._WORKER_KEY[0], P.PublicKey)
+    with pytest.raises(InvalidInput):
+        P._worker_init("sk", sk.serialize())
+
+
+def test_phe_key_randomness_uses_powmod_sec(monkeypatch: pytest.MonkeyPatch,
+                                            small: tuple[P.PublicKey, P.PrivateKey]) -> None:
+    """``r^n mod n^2`` for a key without h_s has a secret base r: no variable-time powmod."""
+    pub_small, sk = small
+    pub = P.PublicKey(int(pub_small.n), _allow_small=True)
+    assert pub.hs is None
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("variable-time powmod in encryption")
+
+    monkeypatch.setattr(gmpy2, "powmod", refuse)
+    assert sk.decrypt(pub.encrypt(-77)) == -77
