@@ -17,8 +17,8 @@ explicit clipping range ``[-clip, clip]`` are mapped to unsigned integers in
 outside the range raise by default; ``out_of_range="clip"`` clips them and
 the caller asked for it.  ``bits`` is at most :data:`MAX_QUANT_BITS` (53):
 float64 represents every level of such a grid exactly, and the output never
-exceeds ``2^bits - 1`` (the top of the range is enforced on the integers,
-after rounding), so a caller may size a ring by ``n * (2^bits - 1)``.  The
+exceeds ``2^bits - 1`` (clipped after rounding, on a float that is exactly
+that integer), so a caller may size a ring by ``n * (2^bits - 1)``.  The
 sum of ``n`` quantised vectors dequantises to the sum of the (clipped)
 inputs: :func:`dequantize` takes ``n_summands``.
 
@@ -172,11 +172,10 @@ def quantize(
         np.floor(scaled, out=scaled)
     else:
         np.rint(scaled, out=scaled)
-    np.maximum(scaled, 0.0, out=scaled)
-    q = scaled.astype(np.uint64)
-    # the top of the range on the integers: exact whatever ``levels`` rounds to as a float
-    np.minimum(q, np.uint64((1 << b) - 1), out=q)
-    return q
+    # exact: for bits <= 53 the float ``levels`` is the integer 2^bits - 1 itself (at
+    # bits = 62 it rounded up to 2^62, one level too many, and sums wrapped)
+    np.clip(scaled, 0.0, levels, out=scaled)
+    return scaled.astype(np.uint64)
 
 
 def dequantize(q: object, *, clip: float, bits: int = 16, n_summands: int = 1) -> np.ndarray:
