@@ -10,6 +10,7 @@ Two entry points:
         "session": "<32 hex digits>",
         "function": "my_package.module:party_fn",     # or "path/to/file.py:fn"
         "timeout": 60,
+        "connect_timeout": 15,                          # optional (default: timeout)
         "ca": "certs/ca.pem",
         "parties": {
           "0": {"host": "10.0.0.1", "port": 7000,
@@ -24,8 +25,22 @@ Two entry points:
 * :func:`launch_local` starts ``n`` such processes on localhost for you —
   fresh certificates, a fresh session, free ports (each party binds port 0
   and reports the port it got, so concurrent runs never collide) — waits
-  for them, and returns their results and communication statistics.  If a
-  party fails, :class:`LaunchError` carries every party's log.
+  for them, and returns their results and communication statistics.
+
+**Failures are per party.**  Whatever moment a party dies at — before it
+announces its port, between announcing and receiving the address book,
+while connecting, or during the computation — the launcher reports it as a
+typed :class:`~mpcai.errors.PartyFailed` (party id, exit status or signal,
+the exception type the party reported, its stderr) and the others carry on
+with it as a dropout: a party dead before the address book goes out is
+marked absent in the book (its peers see
+:class:`~mpcai.errors.PeerDropped` from it at once); one that dies later is
+a peer that does not connect (``PeerDropped`` after ``connect_timeout``)
+or whose connection closes (``PeerDropped`` at once).  Every wait is
+bounded by the run's ``timeout``, and every child is reaped before
+:func:`launch_local` returns.  With ``return_failures=True`` the failed
+parties' places in the results hold their ``PartyFailed``; otherwise one
+:class:`LaunchError` names them all and carries every party's log.
 
 Arguments and results cross the process boundary in the wire codec
 (:mod:`mpcai.runtime.wire`), never pickle.
@@ -37,39 +52,57 @@ import importlib
 import importlib.util
 import json
 import os
+import queue
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn
 
 import trio
 
-from mpcai.errors import InvalidInput, MpcaiError
+from mpcai.errors import InvalidInput, MpcaiError, PartyFailed, PeerDropped, WireError
 from mpcai.runtime import certs, wire
+from mpcai.runtime.network import Buffer, Link, Network
 from mpcai.runtime.party import DEFAULT_TIMEOUT, open_party
 from mpcai.runtime.stats import CommStats
 
-__all__ = ["LaunchError", "LaunchResult", "PartyConfig", "PartyFailed", "launch_local",
-           "load_function", "run_party"]
+__all__ = ["LaunchError", "LaunchEvent", "LaunchResult", "PartyConfig", "PartyFailed",
+           "launch_local", "load_function", "run_party"]
 
 ANNOUNCE = "MPCAI-LISTENING"
 _MAX_RESULT_BYTES = 1 << 31
 
 
-class LaunchError(MpcaiError, RuntimeError):
-    """A launched party failed or timed out; ``logs[i]`` is party i's output."""
+_LOG_LINES_SHOWN = 40  # per party, in a LaunchError's message (``logs`` has everything)
+_STDOUT_KEPT = 1 << 16  # bytes of a party's stray stdout kept for its log
 
-    def __init__(self, message: str, logs: dict[int, str]) -> None:
-        shown = "\n".join(
-            f"---- party {pid} ----\n{text.rstrip() or '(no output)'}" for pid, text in logs.items()
-        )
+
+class LaunchError(MpcaiError, RuntimeError):
+    """Launched parties failed: ``failures[i]`` is party i's :class:`PartyFailed`,
+    ``logs[i]`` every party's output (the message shows the last lines)."""
+
+    def __init__(self, message: str, logs: dict[int, str],
+                 failures: Mapping[int, PartyFailed] | None = None) -> None:
+        def tail(text: str) -> str:
+            lines = text.rstrip().splitlines()
+            cut = len(lines) - _LOG_LINES_SHOWN
+            return "\n".join(([f"... ({cut} lines before)"] if cut > 0 else [])
+                             + lines[-_LOG_LINES_SHOWN:])
+
+        shown = "\n".join(f"---- party {pid} ----\n{tail(text) or '(no output)'}"
+                          for pid, text in logs.items())
         super().__init__(f"{message}\n{shown}")
         self.logs = logs
+        self.failures = dict(failures or {})
 
 
 @dataclass
@@ -82,6 +115,7 @@ class PartyConfig:
     ca: Path | None
     timeout: float = DEFAULT_TIMEOUT
     insecure_plaintext: bool = False
+    connect_timeout: float | None = None  # None: ``timeout``
 
     @classmethod
     def load(cls, path: str | Path) -> PartyConfig:
@@ -112,8 +146,14 @@ class PartyConfig:
         ca = base / raw["ca"] if "ca" in raw else None
         if ca is None and not plain:
             raise InvalidInput("config needs 'ca' (or insecure_plaintext)")
+        try:
+            timeout = float(raw.get("timeout", DEFAULT_TIMEOUT))
+            connect = raw.get("connect_timeout")
+            connect = None if connect is None else float(connect)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"config {path}: bad timeout: {exc}") from exc
         return cls(session=session, function=function, parties=parties, ca=ca,
-                   timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)), insecure_plaintext=plain)
+                   timeout=timeout, insecure_plaintext=plain, connect_timeout=connect)
 
     def dump(self, path: str | Path) -> None:
         """Write the config as JSON (paths as given)."""
@@ -121,6 +161,7 @@ class PartyConfig:
             "session": self.session.hex(),
             "function": self.function,
             "timeout": self.timeout,
+            "connect_timeout": self.connect_timeout,
             "insecure_plaintext": self.insecure_plaintext,
             "parties": {str(k): {kk: str(vv) if isinstance(vv, Path) else vv
                                  for kk, vv in v.items()} for k, v in self.parties.items()},
@@ -150,6 +191,53 @@ def load_function(spec: str) -> Callable[..., Awaitable[Any]]:
     return fn
 
 
+class _AbsentLink(Link):
+    """The link to a party the launcher reported dead before the run: always dropped."""
+
+    def __init__(self, peer: int) -> None:
+        self.peer = peer
+
+    def _raise(self) -> NoReturn:
+        raise PeerDropped(f"party {self.peer}: its process died before the run started "
+                          "(absent from the address book)", self.peer)
+
+    async def send_frame(self, frame: Buffer | list[Buffer] | tuple[Buffer, ...]) -> None:
+        self._raise()
+
+    async def receive_frame(self) -> bytes:
+        self._raise()
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _WithAbsent(Network):
+    """``inner`` (the live parties) plus parties that are known to be gone."""
+
+    def __init__(self, inner: Network, absent: Sequence[int]) -> None:
+        self.inner = inner
+        self.absent = tuple(sorted(absent))
+        self.party_ids = tuple(sorted((*inner.party_ids, *self.absent)))
+
+    @asynccontextmanager
+    async def open_links(self, party_id: int) -> AsyncIterator[dict[int, Link]]:
+        async with self.inner.open_links(party_id) as links:
+            yield {**links, **{p: _AbsentLink(p) for p in self.absent}}
+
+
+def _parse_book(line: str, parties: Mapping[int, Any]) -> dict[int, int | None]:
+    """``{"id": port or null}`` (null: the party is gone) for every party of the config."""
+    try:
+        raw = json.loads(line)
+        book = {int(k): (None if v is None else int(v)) for k, v in raw.items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise InvalidInput(f"bad address book on stdin: {line[:200]!r}") from exc
+    if set(book) != set(parties) or any(p is not None and not 0 < p < 65536
+                                        for p in book.values()):
+        raise InvalidInput(f"bad address book on stdin: {line[:200]!r}")
+    return book
+
+
 async def run_party(
     config: PartyConfig,
     party_id: int,
@@ -161,7 +249,10 @@ async def run_party(
 
     With ``announce=True`` the party binds an ephemeral port, prints
     ``MPCAI-LISTENING <port>`` on stdout, and reads the address book
-    (``{"id": port, ...}`` as one JSON line) from stdin before connecting.
+    (``{"id": port, ...}`` as one JSON line; ``null`` for a party that is
+    gone, which then is a dropout from the start) from stdin before
+    connecting.  Peers that do not connect within ``config.connect_timeout``
+    (default ``config.timeout``) are dropouts too.
     """
     from mpcai.runtime.tcp import TcpListener, TcpNetwork, TlsCredentials
 
@@ -177,40 +268,49 @@ async def run_party(
             raise InvalidInput(f"{me['cert']} is party {creds.party_id}'s certificate, "
                                f"not party {party_id}'s")
     addresses = {pid: (p["host"], int(p["port"])) for pid, p in config.parties.items()}
+    absent: list[int] = []
     listener = await TcpListener.bind(me["host"], 0 if announce else int(me["port"]))
     if announce:
-        print(f"{ANNOUNCE} {listener.port}", flush=True)
-        line = await trio.to_thread.run_sync(sys.stdin.readline)
         try:
-            book = {int(k): int(v) for k, v in json.loads(line).items()}
-        except (ValueError, AttributeError) as exc:
+            print(f"{ANNOUNCE} {listener.port}", flush=True)
+            line = await trio.to_thread.run_sync(sys.stdin.readline)
+            book = _parse_book(line, config.parties)
+        except BaseException:
             await listener.aclose()
-            raise InvalidInput(f"bad address book on stdin: {line!r}") from exc
+            raise
         for pid, port in book.items():
-            addresses[pid] = (addresses[pid][0], port)
+            if port is None:
+                absent.append(pid)
+            else:
+                addresses[pid] = (addresses[pid][0], port)
+        if party_id in absent:
+            await listener.aclose()
+            raise InvalidInput(f"the address book lists this party ({party_id}) as gone")
+        for pid in absent:
+            del addresses[pid]
+    connect_timeout = (config.connect_timeout if config.connect_timeout is not None
+                       else config.timeout)
+    network: Network
     try:
         network = TcpNetwork(addresses, creds, listeners={party_id: listener},
                              insecure_plaintext=config.insecure_plaintext,
-                             connect_timeout=config.timeout)
+                             connect_timeout=connect_timeout)
     except BaseException:
         await listener.aclose()
         raise
+    if absent:
+        network = _WithAbsent(network, absent)
     async with open_party(network, party_id, config.session, timeout=config.timeout) as party:
         result = await fn(party, *args)
         return result, party.stats
 
 
-@dataclass(frozen=True)
-class PartyFailed:
-    """In :func:`launch_local` results (with ``return_failures=True``): a party that failed."""
-
-    party_id: int
-    exit_status: int | None
-    log: str
-
-
 class LaunchResult(list):
-    """Results of :func:`launch_local` in party order, with ``stats`` and ``logs``."""
+    """Results of :func:`launch_local` in party order, with ``stats`` and ``logs``.
+
+    With ``return_failures=True``, :attr:`failures` maps each failed party to
+    its :class:`PartyFailed` (which is also its entry in the list).
+    """
 
     stats: list[CommStats]
     logs: dict[int, str]
@@ -219,6 +319,11 @@ class LaunchResult(list):
         super().__init__(results)
         self.stats = stats
         self.logs = logs
+
+    @property
+    def failures(self) -> dict[int, PartyFailed]:
+        """``{party id: PartyFailed}`` for the parties that gave no result."""
+        return {i: r for i, r in enumerate(self) if isinstance(r, PartyFailed)}
 
 
 def _stats_from_dict(d: dict[str, Any]) -> CommStats:
@@ -230,146 +335,439 @@ def _stats_from_dict(d: dict[str, Any]) -> CommStats:
     )
 
 
+class _Child:
+    """One party's process: started, watched, signalled and reaped by the launcher only.
+
+    ``poll`` and ``signal`` share a lock, so a signal never reaches a process
+    that has already been reaped (whose pid the OS may give to another one).
+    """
+
+    def __init__(self, party_id: int, proc: subprocess.Popen[str], log: Path) -> None:
+        self.party_id = party_id
+        self.proc = proc
+        self.log = log
+        self._lock = threading.Lock()
+        self.stdout_extra: list[str] = []  # what the party printed besides its announcement
+        self._stdout_size = 0
+
+    def poll(self) -> int | None:
+        with self._lock:
+            return self.proc.poll()
+
+    def signal(self, sig: int) -> bool:
+        with self._lock:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:  # pragma: no cover - exited but not yet reaped
+                return False
+            return True
+
+    def wait_exited(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until the process has exited, without reaping it."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._lock:
+                if self.proc.returncode is not None:
+                    return
+                try:
+                    info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:  # pragma: no cover - reaped elsewhere
+                    return
+            if info is not None:
+                return
+            time.sleep(0.005)
+
+    def read_stdout(self, announced: queue.Queue[tuple[int, str | None]]) -> None:
+        """Reader thread: the first announcement goes to ``announced`` (``None`` at EOF
+        without one); everything else the party prints is kept (bounded) for its log."""
+        stream = self.proc.stdout
+        assert stream is not None
+        reported = False
+        try:
+            for line in stream:
+                if not reported and line.startswith(ANNOUNCE):
+                    announced.put((self.party_id, line))
+                    reported = True
+                elif self._stdout_size < _STDOUT_KEPT:
+                    self.stdout_extra.append(line)
+                    self._stdout_size += len(line)
+        except (OSError, ValueError):  # closed under us at the end of the launch
+            pass
+        finally:
+            if not reported:
+                announced.put((self.party_id, None))
+
+
+@dataclass(frozen=True)
+class LaunchEvent:
+    """A moment in a party's start-up, passed to ``launch_local(on_event=...)``.
+
+    ``name`` is ``"started"`` (the process exists), ``"announced"`` (it
+    reported its port) or ``"book"`` (its address book is about to be
+    written to it).  :meth:`kill` signals the process, for monitoring and
+    fault-injection tests; it never signals a process after the launcher has
+    reaped it.
+    """
+
+    name: str
+    party_id: int
+    pid: int
+    _child: _Child = field(repr=False, compare=False)
+
+    def kill(self, sig: int = signal.SIGKILL, *, wait: bool = False) -> bool:
+        """Send ``sig``; with ``wait``, also wait (up to 10 s) until the process has
+        exited.  Returns False if it had already exited."""
+        sent = self._child.signal(sig)
+        if sent and wait:
+            self._child.wait_exited(10.0)
+        return sent
+
+
 def launch_local(
     n: int,
     function: str,
     *,
     args_per_party: Sequence[Sequence[Any]] | None = None,
     timeout: float = 60.0,
+    connect_timeout: float | None = None,
     workdir: str | Path | None = None,
     env: dict[str, str] | None = None,
     return_failures: bool = False,
+    on_event: Callable[[LaunchEvent], None] | None = None,
 ) -> LaunchResult:
     """Run ``n`` parties of ``function`` as OS processes over TCP+TLS on localhost.
 
     ``function`` is ``"module:fn"`` or ``"file.py:fn"``; party ``i`` calls
     ``fn(party, *args_per_party[i])``.  Arguments and results must be
     encodable by the wire codec.  Returns the results in party order with
-    ``.stats`` (per-party :class:`CommStats`) and ``.logs``; raises
-    :class:`LaunchError` (with every party's log) if any party fails or the
-    run exceeds ``timeout`` seconds (then every process is killed).  With
-    ``return_failures=True`` a failed party's result is a
-    :class:`PartyFailed` instead, and the others' results are still returned.
+    ``.stats`` (per-party :class:`CommStats`) and ``.logs``.
+
+    The whole run takes at most about ``timeout`` seconds: parties still
+    running then are killed.  ``connect_timeout`` (default ``timeout / 4``)
+    is how long a party waits for its peers to connect; a peer that dies
+    before connecting costs the others that long.
+
+    A party that dies, fails or times out — at any moment, see the module
+    docstring — is a :class:`PartyFailed`; the others still run, treating
+    it as a dropout.  With ``return_failures=True`` its entry in the results
+    is its ``PartyFailed`` (and its stats are empty); otherwise, once every
+    party has ended, one :class:`LaunchError` names every failed party
+    (``.failures``) and carries every party's log.  ``on_event`` is called in
+    the launcher's thread at each :class:`LaunchEvent` of each party.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInput(f"n must be a positive int, got {n!r}")
     if args_per_party is not None and len(args_per_party) != n:
         raise InvalidInput(f"args_per_party has {len(args_per_party)} entries for {n} parties")
+    if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+        raise InvalidInput(f"timeout must be a positive number, got {timeout!r}")
+    if connect_timeout is None:
+        connect_timeout = timeout / 4
+    if not (isinstance(connect_timeout, (int, float)) and 0 < connect_timeout < float("inf")):
+        raise InvalidInput(f"connect_timeout must be a positive number, got {connect_timeout!r}")
     load_function(function)  # fail early, in the caller's process, on a bad spec
+    module_name, _, attr = function.rpartition(":")
+    if module_name.endswith(".py"):  # the children run elsewhere: make the path absolute
+        function = f"{Path(module_name).resolve()}:{attr}"
     tmp = tempfile.TemporaryDirectory(prefix="mpcai-launch-") if workdir is None else None
     root = Path(tmp.name if tmp is not None else workdir)  # type: ignore[arg-type]
     try:
-        return _launch(root, n, function, args_per_party, timeout, env, return_failures)
+        return _Launch(root, n, function, args_per_party, float(timeout), float(connect_timeout),
+                       env, on_event).run(return_failures)
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
-def _launch(root: Path, n: int, function: str, args_per_party: Sequence[Sequence[Any]] | None,
-            timeout: float, env: dict[str, str] | None, return_failures: bool) -> LaunchResult:
-    root.mkdir(parents=True, exist_ok=True)
-    certs.write_party_certs(root / "certs", range(n))
-    parties = {
-        i: {"host": "127.0.0.1", "port": 0, "cert": Path("certs") / f"party-{i}.pem",
-            "key": Path("certs") / f"party-{i}.key"}
-        for i in range(n)
-    }
-    config = PartyConfig(session=secrets.token_bytes(wire.SESSION_ID_BYTES), function=function,
-                         parties=parties, ca=Path("certs") / "ca.pem", timeout=timeout)
-    config.dump(root / "config.json")
-    procs: dict[int, subprocess.Popen[str]] = {}
-    logs: dict[int, Path] = {}
-    log_files: list[Any] = []
-    child_env = {**os.environ, **(env or {})}
-    try:
+class _Launch:
+    """One run of :func:`launch_local` (see its docstring)."""
+
+    def __init__(self, root: Path, n: int, function: str,
+                 args_per_party: Sequence[Sequence[Any]] | None, timeout: float,
+                 connect_timeout: float, env: dict[str, str] | None,
+                 on_event: Callable[[LaunchEvent], None] | None) -> None:
+        self.root, self.n, self.function = root, n, function
+        self.args_per_party = args_per_party
+        self.timeout, self.connect_timeout = timeout, connect_timeout
+        self.env, self.on_event = env, on_event
+        self.children: dict[int, _Child] = {}
+        # what the launcher saw of a failed party: the start-up phase it died in,
+        # and why the launcher killed it (if it did)
+        self.phase: dict[int, str] = {}
+        self.killed_note: dict[int, str] = {}
+        self.log_files: list[IO[str]] = []
+        self.readers: list[threading.Thread] = []
+
+    def _event(self, name: str, i: int) -> None:
+        if self.on_event is not None:
+            child = self.children[i]
+            self.on_event(LaunchEvent(name, i, child.proc.pid, child))
+
+    def _setup(self) -> None:
+        root, n = self.root, self.n
+        root.mkdir(parents=True, exist_ok=True)
+        certs.write_party_certs(root / "certs", range(n))
+        parties = {
+            i: {"host": "127.0.0.1", "port": 0, "cert": Path("certs") / f"party-{i}.pem",
+                "key": Path("certs") / f"party-{i}.key"}
+            for i in range(n)
+        }
+        config = PartyConfig(session=secrets.token_bytes(wire.SESSION_ID_BYTES),
+                             function=self.function, parties=parties,
+                             ca=Path("certs") / "ca.pem", timeout=self.timeout,
+                             connect_timeout=self.connect_timeout)
+        config.dump(root / "config.json")
         for i in range(n):
-            args = tuple(args_per_party[i]) if args_per_party is not None else ()
+            args = tuple(self.args_per_party[i]) if self.args_per_party is not None else ()
             (root / f"args-{i}.bin").write_bytes(wire.encode_payload(list(args)))
-            logs[i] = root / f"party-{i}.log"
-            log_files.append(logs[i].open("w"))
+            (root / f"result-{i}.bin").unlink(missing_ok=True)
+
+    def _spawn(self, announced: queue.Queue[tuple[int, str | None]]) -> None:
+        root = self.root
+        child_env = {**os.environ, **(self.env or {})}
+        for i in range(self.n):
+            log = root / f"party-{i}.log"
+            self.log_files.append(log.open("w"))
             # The child runs in the work directory, so a source checkout in the
             # caller's directory cannot shadow the installed (compiled) mpcai;
             # the caller's directory is appended to the child's sys.path, after
             # site-packages, for the party function's own module.
-            procs[i] = subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "mpcai.cli", "party", "--config", str(root / "config.json"),
                  "--id", str(i), "--announce", "--args", str(root / f"args-{i}.bin"),
                  "--result", str(root / f"result-{i}.bin"), "--path", os.getcwd()],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_files[-1],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log_files[-1],
                 text=True, env=child_env, cwd=root,
             )
-        deadline = time.monotonic() + timeout
+            self.children[i] = child = _Child(i, proc, log)
+            reader = threading.Thread(target=child.read_stdout, args=(announced,),
+                                      name=f"mpcai-launch-stdout-{i}", daemon=True)
+            reader.start()
+            self.readers.append(reader)
+            self._event("started", i)
+
+    def _collect_ports(self, announced: queue.Queue[tuple[int, str | None]],
+                       deadline: float) -> dict[int, int]:
         ports: dict[int, int] = {}
-        for i, proc in procs.items():
-            line = proc.stdout.readline() if proc.stdout else ""  # blocks until it binds
-            if not line.startswith(ANNOUNCE):
-                raise LaunchError(f"party {i} did not start", _read_logs(logs, procs))
-            ports[i] = int(line.split()[1])
-        book = json.dumps({str(k): v for k, v in ports.items()}) + "\n"
-        for proc in procs.values():
-            assert proc.stdin is not None
-            proc.stdin.write(book)
-            proc.stdin.flush()
-        for i, proc in procs.items():
-            left = max(0.1, deadline - time.monotonic())
+        waiting = set(self.children)
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                proc.wait(timeout=left)
-            except subprocess.TimeoutExpired as exc:
-                raise LaunchError(f"party {i} still running after {timeout:g} s",
-                                  _read_logs(logs, procs)) from exc
-        texts = _read_logs(logs, procs)
-        failed = [i for i, p in procs.items() if p.returncode != 0]
-        if failed and not return_failures:
-            raise LaunchError(f"parties {failed} failed", texts)
-        results: list[Any] = []
-        stats: list[CommStats] = []
-        for i in range(n):
-            if i in failed:
-                results.append(PartyFailed(i, procs[i].returncode, texts[i]))
-                stats.append(CommStats())
+                i, line = announced.get(timeout=left)
+            except queue.Empty:
+                break
+            waiting.discard(i)
+            if line is None:  # its stdout closed: it has exited (or is exiting)
+                self.phase[i] = "before announcing its port"
+                self.children[i].wait_exited(1.0)
+                self._kill(i, "it closed its stdout without announcing a port")
                 continue
-            data = (root / f"result-{i}.bin").read_bytes()
-            out = wire.decode_payload(data, wire.Limits(max_payload_bytes=_MAX_RESULT_BYTES))
-            results.append(out["result"])
-            stats.append(_stats_from_dict(out["stats"]))
-        return LaunchResult(results, stats, texts)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdin, proc.stdout):
+            try:
+                port = int(line.split()[1])
+                if not 0 < port < 65536:
+                    raise ValueError(port)
+            except (IndexError, ValueError):
+                self.phase[i] = "before announcing its port"
+                self._kill(i, f"it announced a bad port ({line.strip()[:80]!r})")
+                continue
+            ports[i] = port
+            self._event("announced", i)
+        for i in waiting:
+            self.phase[i] = "before announcing its port"
+            self._kill(i, f"it did not announce its port within {self.timeout:g} s")
+        return ports
+
+    def _kill(self, i: int, note: str) -> None:
+        if self.children[i].signal(signal.SIGKILL):
+            self.killed_note[i] = note
+
+    def _send_books(self, ports: dict[int, int]) -> None:
+        # A party that has exited since it announced is marked absent (null) in
+        # the book; one that dies while the books go out has its port in some
+        # peers' books: for those it is a peer that never connects.
+        late = "after announcing its port, before the address book reached it"
+        for i in ports:
+            if self.children[i].poll() is not None:
+                self.phase[i] = late
+        for i, child in self.children.items():
+            if i in self.phase:
+                continue
+            book = {str(k): (ports[k] if k in ports and k not in self.phase else None)
+                    for k in range(self.n)}
+            self._event("book", i)
+            stdin = child.proc.stdin
+            assert stdin is not None
+            try:
+                stdin.write(json.dumps(book) + "\n")
+                stdin.flush()
+            except (OSError, ValueError):  # BrokenPipeError: it has died
+                self.phase[i] = late
+                self.children[i].wait_exited(1.0)
+                self._kill(i, "its stdin closed before the address book reached it")
+        for child in self.children.values():
+            try:
+                assert child.proc.stdin is not None
+                child.proc.stdin.close()
+            except (OSError, ValueError):
+                pass
+
+    def _wait_all(self, deadline: float) -> None:
+        running = set(self.children)
+        while running:
+            running = {i for i in running if self.children[i].poll() is None}
+            if not running:
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        for i in running:
+            self._kill(i, f"it was still running after {self.timeout:g} s")
+
+    def _reap_all(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.signal(signal.SIGKILL)
+            with child._lock:
+                try:
+                    child.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:  # pragma: no cover - unkillable
+                    pass
+        for reader in self.readers:
+            reader.join(timeout=2)
+        for child in self.children.values():
+            for stream in (child.proc.stdin, child.proc.stdout):
                 if stream is not None:
-                    stream.close()
-        for fh in log_files:
+                    try:
+                        stream.close()
+                    except (OSError, ValueError):
+                        pass
+        for fh in self.log_files:
             fh.close()
 
+    def _logs(self) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for i, child in self.children.items():
+            try:
+                text = child.log.read_text(errors="replace")
+            except OSError:
+                text = ""
+            if child.stdout_extra:
+                text = "".join(child.stdout_extra) + text
+            rc = child.proc.returncode
+            note = ""
+            if rc is not None and rc < 0:
+                try:
+                    note = f"(killed by {signal.Signals(-rc).name})"
+                except ValueError:
+                    note = f"(killed by signal {-rc})"
+            elif rc not in (None, 0):
+                note = f"(exit status {rc})"
+            if note:
+                text = (text.rstrip() + "\n" if text.strip() else "") + note
+            out[i] = text
+        return out
 
-def _read_logs(logs: dict[int, Path], procs: dict[int, subprocess.Popen[str]]) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for i, path in logs.items():
+    def _outcome(self, i: int, log: str) -> tuple[Any, CommStats]:
+        """Party i's (result, stats), or (PartyFailed, empty stats)."""
+        rc = self.children[i].proc.returncode
+        record: Any = None
+        unreadable = ""
+        path = self.root / f"result-{i}.bin"
+        if path.exists():
+            try:
+                record = wire.decode_payload(path.read_bytes(),
+                                             wire.Limits(max_payload_bytes=_MAX_RESULT_BYTES))
+            except (WireError, OSError) as exc:
+                unreadable = f" but its result is unreadable ({exc})"
+        ok = isinstance(record, dict) and "result" in record and "stats" in record
+        if rc == 0 and ok and i not in self.phase and not unreadable:
+            return record["result"], _stats_from_dict(record["stats"])
+        if i in self.killed_note:
+            how = f"was killed by the launcher ({self.killed_note[i]})"
+        elif rc is not None and rc < 0:
+            try:
+                how = f"was killed by {signal.Signals(-rc).name}"
+            except ValueError:
+                how = f"was killed by signal {-rc}"
+        else:
+            how = f"exited with status {rc}"
+        reason = how + (f" {self.phase[i]}" if i in self.phase else "")
+        error_type = None
+        if isinstance(record, dict) and isinstance(record.get("error"), dict):
+            error_type = str(record["error"].get("type", "?"))
+            reason += f": {error_type}: {str(record['error'].get('message', ''))[:300]}"
+        elif unreadable:
+            reason += unreadable
+        elif rc == 0:
+            reason += " without a result"
+        return PartyFailed(i, rc, log, reason=reason, error_type=error_type), CommStats()
+
+    def run(self, return_failures: bool) -> LaunchResult:
+        self._setup()
+        announced: queue.Queue[tuple[int, str | None]] = queue.Queue()
         try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            text = ""
-        rc = procs[i].poll() if i in procs else None
-        out[i] = text + (f"\n(exit status {rc})" if rc not in (None, 0) else "")
-    return out
+            deadline = time.monotonic() + self.timeout
+            self._spawn(announced)
+            ports = self._collect_ports(announced, deadline)
+            self._send_books(ports)
+            self._wait_all(deadline)
+        finally:
+            self._reap_all()
+        logs = self._logs()
+        results: list[Any] = []
+        stats: list[CommStats] = []
+        for i in range(self.n):
+            res, st = self._outcome(i, logs[i])
+            results.append(res)
+            stats.append(st)
+        run = LaunchResult(results, stats, logs)
+        failures = run.failures
+        if failures and not return_failures:
+            names = "; ".join(f"party {i} {f.reason}" for i, f in failures.items())
+            raise LaunchError(f"{len(failures)} of {self.n} parties failed: {names}", logs,
+                              failures)
+        return run
 
 
 def main_party(config_path: str, party_id: int, *, announce: bool, args_path: str | None,
                result_path: str | None, extra_path: Sequence[str] = ()) -> int:
-    """``mpcai party``: run one party; print its result and statistics."""
+    """``mpcai party``: run one party; print its result and statistics.
+
+    With ``result_path``, the result and statistics are written there (wire
+    codec, atomically).  If the party raises, the exception's type and
+    message are written there instead (so the launcher can report it as a
+    typed failure), its traceback goes to stderr, and the exit code is 1.
+    """
     sys.path.extend(extra_path)
-    config = PartyConfig.load(config_path)
-    args: list[Any] = []
-    if args_path:
-        args = wire.decode_payload(Path(args_path).read_bytes())
-    result, stats = trio.run(lambda: run_party(config, party_id, args, announce=announce))
+    try:
+        config = PartyConfig.load(config_path)
+        args: list[Any] = []
+        if args_path:
+            args = wire.decode_payload(Path(args_path).read_bytes())
+        result, stats = trio.run(lambda: run_party(config, party_id, args, announce=announce))
+    except Exception as exc:
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1 \
+                and isinstance(exc.exceptions[0], Exception):
+            exc = exc.exceptions[0]
+        traceback.print_exception(exc, file=sys.stderr)
+        if result_path:
+            kind = type(exc)
+            _write_atomic(result_path, {"error": {"type": f"{kind.__module__}.{kind.__qualname__}",
+                                                  "message": str(exc)[:2000]}})
+        return 1
     if result_path:
-        Path(result_path).write_bytes(
-            wire.encode_payload({"result": result, "stats": stats.as_dict()}))
+        _write_atomic(result_path, {"result": result, "stats": stats.as_dict()})
     print(f"party {party_id}: {stats}", file=sys.stderr)
     if not result_path:
         print(repr(result))
     return 0
+
+
+def _write_atomic(path: str, record: dict[str, Any]) -> None:
+    tmp = Path(f"{path}.part")
+    tmp.write_bytes(wire.encode_payload(record))
+    os.replace(tmp, path)

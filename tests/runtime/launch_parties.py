@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import numpy as np
 
@@ -40,3 +41,38 @@ async def big_arrays(party: Party, mib: int) -> float:
     arr = np.arange(mib * (1 << 20) // 8, dtype=np.uint64)
     got = await party.exchange("big", arr)
     return float(sum(int(v[-1]) for v in got.values()))
+
+
+# ---- deterministic exit points, chosen by the test through the environment ----------
+# MPCAI_TEST_DIE="<party id>:<point>" makes that party's process exit (os._exit(3)) at
+# <point>: "import" (when the launcher's child imports this module, i.e. before it
+# binds and announces its port) or "stdin" (right after announcing, when it reads the
+# address book).  Only the child named by ``--id`` is affected; the test process that
+# imports this module (to check the function spec) has no ``--id`` in its argv.
+
+
+def _my_party_id() -> int | None:
+    try:
+        return int(sys.argv[sys.argv.index("--id") + 1])
+    except (ValueError, IndexError):
+        return None
+
+
+class _DieOnRead:
+    def readline(self) -> str:
+        os._exit(3)
+
+
+_who, _, _point = os.environ.get("MPCAI_TEST_DIE", "").partition(":")
+if _who and _my_party_id() == int(_who):
+    if _point == "import":
+        os._exit(3)
+    if _point == "stdin":
+        sys.stdin = _DieOnRead()  # type: ignore[assignment]
+
+
+async def sum_of_survivors(party: Party, value: int) -> dict:
+    """Exchange with everyone; the peers that did not answer are reported, not raised."""
+    others = await party.exchange("v", value, timeout=20)
+    return {"total": value + sum(int(v) for v in others.values()),
+            "dropped": sorted(set(party.peers) - set(others))}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mpcai import cli
-from mpcai.errors import InvalidInput
+from mpcai.errors import InvalidInput, MpcaiError
 from mpcai.runtime.launcher import LaunchError, PartyConfig, PartyFailed, launch_local
 
 HERE = Path(__file__).resolve().parent
@@ -98,3 +98,33 @@ def test_bad_configs_are_typed_errors(tmp_path: Path, broken: dict) -> None:
         PartyConfig.load(tmp_path / "cfg.json")
     with pytest.raises(InvalidInput):
         PartyConfig.load(tmp_path / "missing.json")
+
+
+# ---- parties that die before the run starts ------------------------------------------
+
+
+@pytest.mark.parametrize(("victim", "point"), [(1, "import"), (0, "stdin"), (2, "stdin")])
+def test_party_dead_before_the_run_is_a_typed_per_party_failure(victim: int, point: str) -> None:
+    """Dead before announcing its port ("import"), or right after ("stdin": it exits when
+    it would read the address book, so the launcher's write meets a closed pipe): the
+    launcher reports that party as a PartyFailed and the others run without it."""
+    run = launch_local(4, f"{FNS}:sum_of_survivors", args_per_party=[(1,), (10,), (100,), (1000,)],
+                       timeout=60, connect_timeout=5, return_failures=True,
+                       env={"MPCAI_TEST_DIE": f"{victim}:{point}"})
+    failure = run[victim]
+    assert isinstance(failure, PartyFailed) and isinstance(failure, MpcaiError)
+    assert failure.party_id == victim and failure.exit_status == 3
+    total = sum(10**i for i in range(4) if i != victim)
+    for i in range(4):
+        if i != victim:
+            assert run[i] == {"total": total, "dropped": [victim]}
+
+
+def test_party_dead_before_announcing_raises_one_typed_error() -> None:
+    with pytest.raises(LaunchError) as info:
+        launch_local(3, f"{FNS}:sum_of_survivors", args_per_party=[(1,), (2,), (3,)],
+                     timeout=60, connect_timeout=5, env={"MPCAI_TEST_DIE": "1:import"})
+    err = info.value
+    assert set(err.failures) == {1} and err.failures[1].exit_status == 3
+    assert "before announcing" in err.failures[1].reason
+    assert "party 1" in str(err).splitlines()[0]
