@@ -10,20 +10,31 @@ per value; the baseline name says so.  Sizes: ours is the compact binary
 form (per value for packed vectors), phe's the JSON ``{"v": ..., "e": ...}``
 its CLI writes per value.  Multi-core records (``workers=0``) include pool
 start-up and are noisy on a shared machine.
+
+Side-channel cost (issue 8.6), measured in the same run: decryption with
+``powmod_sec`` against the previous variable-time CRT decryption
+(``gmpy2.powmod`` and ``mpz`` division by p, q), reproduced here; private-key
+encryption (now the public key's) against the previous CRT fixed-base
+tables modulo p^2, q^2; and the CRT exponentiation ``h_s^a`` modulo p^2, q^2
+with ``powmod_sec`` against plain ``powmod`` (the constant-time CRT
+encryption one could have had).  ``ratio < 1`` there is the price paid.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
+import gmpy2
 import numpy as np
 import phe
 
 from mpcai.he import paillier as P
+from mpcai.he._paillier_math import FixedBase
 
 from ._common import record
 
@@ -43,6 +54,24 @@ def _interleaved(fns: list[Callable[[], Any]], reps: int) -> list[float]:
 
 def _phe_json_bytes(enc: phe.EncryptedNumber) -> int:
     return len(json.dumps({"v": str(enc.ciphertext()), "e": enc.exponent}))
+
+
+def _vartime_decrypt(sk: P.PrivateKey, c: Any) -> Any:
+    """The previous CRT decryption: variable-time powmod and division by p, q."""
+    p, q, psq, qsq = sk.p, sk.q, sk.psquare, sk.qsquare
+    mp = (gmpy2.powmod(c % psq, p - 1, psq) - 1) // p * sk.hp % p
+    mq = (gmpy2.powmod(c % qsq, q - 1, qsq) - 1) // q * sk.hq % q
+    return mp + p * ((mq - mp) * sk.p_inv % q)
+
+
+def _crt_encrypt(sk: P.PrivateKey, residue: Any, pow_p: Callable[[int], Any],
+                 pow_q: Callable[[int], Any], bits: int) -> Any:
+    """CRT encryption ``(1 + m n) h_s^a`` modulo p^2 and q^2, ``h_s^a`` by ``pow_p``/``pow_q``."""
+    a = secrets.randbits(bits)
+    nude = 1 + residue * sk.public_key.n
+    cp = nude % sk.psquare * pow_p(a) % sk.psquare
+    cq = nude % sk.qsquare * pow_q(a) % sk.qsquare
+    return sk._crt_n2(cp, cq)
 
 
 def _bench_key(bits: int, reps: int, batch: int, out: list[dict]) -> tuple[Any, ...]:
@@ -68,8 +97,28 @@ def _bench_key(bits: int, reps: int, batch: int, out: list[dict]) -> tuple[Any, 
         for v in vals:
             ppub.encrypt(v)
 
-    t_cons, t_phe, t_short, t_sk = _interleaved([ours("conservative"), theirs,
-                                                  ours("short"), ours_sk], reps)
+    # the previous CRT encryption (tables modulo p^2, q^2) and CRT with (sec) powmod
+    L = pub.exponent_bits()
+    hs_p, hs_q = pub.hs % sk.psquare, pub.hs % sk.qsquare
+    tp, tq = FixedBase(hs_p, sk.psquare, L), FixedBase(hs_q, sk.qsquare, L)
+    residues = [pub._encode(round(v * 2**16)) for v in vals]
+
+    def crt(pow_p: Callable[[int], Any], pow_q: Callable[[int], Any]) -> Callable[[], Any]:
+        return lambda: [_crt_encrypt(sk, m, pow_p, pow_q, L) for m in residues]
+
+    for c in crt(tp.pow, tq.pow)()[:3]:
+        assert sk.decrypt_raw(c) in residues
+    for c in crt(lambda a: gmpy2.powmod_sec(hs_p, a, sk.psquare),
+                 lambda a: gmpy2.powmod_sec(hs_q, a, sk.qsquare))()[:3]:
+        assert sk.decrypt_raw(c) in residues
+
+    t_cons, t_phe, t_short, t_sk, t_crt_tab = _interleaved(
+        [ours("conservative"), theirs, ours("short"), ours_sk, crt(tp.pow, tq.pow)], reps)
+    t_crt_sec, t_crt_var = _interleaved(
+        [crt(lambda a: gmpy2.powmod_sec(hs_p, a, sk.psquare),
+             lambda a: gmpy2.powmod_sec(hs_q, a, sk.qsquare)),
+         crt(lambda a: gmpy2.powmod(hs_p, a, sk.psquare),
+             lambda a: gmpy2.powmod(hs_q, a, sk.qsquare))], max(1, reps // 2))
     our_bytes = len(pub.encrypt(1.5).serialize())
     phe_bytes = _phe_json_bytes(ppub.encrypt(1.5))
     sizes = {"ours_ct_bytes": our_bytes, "phe_ct_bytes": phe_bytes}
@@ -81,15 +130,29 @@ def _bench_key(bits: int, reps: int, batch: int, out: list[dict]) -> tuple[Any, 
     out.append(record(f"{label} (DJN, short 2k={pub.exponent_bits('short')}-bit exponent; "
                       "stronger assumption)", t_short / batch, "phe encrypt", t_phe / batch,
                       values_per_s=batch / t_short, **sizes))
-    out.append(record(f"{label} (private key, CRT, conservative exponent)", t_sk / batch,
-                      "phe encrypt", t_phe / batch, values_per_s=batch / t_sk, **sizes))
+    out.append(record(f"{label} (private key = its public key's, conservative exponent)",
+                      t_sk / batch, "phe encrypt", t_phe / batch, values_per_s=batch / t_sk,
+                      **sizes))
+    out.append(record(f"{label} (private key = its public key's)", t_sk / batch,
+                      "previous CRT: fixed-base tables mod p^2, q^2 (variable time in p, q)",
+                      t_crt_tab / batch))
+    out.append(record(f"{label} CRT h_s^a mod p^2, q^2 with powmod_sec (not used)",
+                      t_crt_sec / batch, "same with variable-time gmpy2.powmod",
+                      t_crt_var / batch, vs_public_key_path=t_sk / t_crt_sec))
 
     cts = [pub.encrypt(v) for v in vals]
     pcts = [ppub.encrypt(v) for v in vals]
-    t_dec, t_pdec = _interleaved([lambda: [sk.decrypt(c) for c in cts],
-                                  lambda: [psk.decrypt(c) for c in pcts]], reps)
-    out.append(record(f"paillier decrypt {bits} (CRT)", t_dec / batch, "phe decrypt",
-                      t_pdec / batch, values_per_s=batch / t_dec, **sizes))
+    raw = [c._c for c in cts]
+    assert [_vartime_decrypt(sk, c) for c in raw] == [sk.decrypt_raw(c) for c in raw]
+    t_dec, t_pdec, t_dec_var = _interleaved([lambda: [sk.decrypt(c) for c in cts],
+                                             lambda: [psk.decrypt(c) for c in pcts],
+                                             lambda: [_vartime_decrypt(sk, c) for c in raw]],
+                                            reps)
+    out.append(record(f"paillier decrypt {bits} (CRT, powmod_sec)", t_dec / batch,
+                      "phe decrypt", t_pdec / batch, values_per_s=batch / t_dec, **sizes))
+    out.append(record(f"paillier decrypt {bits} (CRT, powmod_sec)", t_dec / batch,
+                      "previous CRT decrypt: variable-time powmod, mpz division by p, q",
+                      t_dec_var / batch))
     return pub, sk, ppub, psk, t_phe / batch, t_pdec / batch, phe_bytes, batch
 
 
@@ -126,7 +189,8 @@ def _bench_packed(keys: tuple[Any, ...], size: int, reps: int, out: list[dict],
     per_value_bytes = len(packed.serialize()) / size
     sizes = {"ours_ct_bytes": per_value_bytes, "ciphertexts": packed.num_ciphertexts}
     packed_case(f"public key, {layout}", lambda: P.encrypt_packed(pub, x, spec), **sizes)
-    packed_case(f"private key, CRT, {layout}", lambda: P.encrypt_packed(sk, x, spec), **sizes)
+    packed_case(f"private key = its public key's, {layout}",
+                lambda: P.encrypt_packed(sk, x, spec), **sizes)
     packed_case("public key, short 2k-bit exponent; stronger assumption",
                 lambda: P.encrypt_packed(pub, x, spec, randomness="short"), **sizes)
     if extras:

@@ -51,14 +51,15 @@ class FixedBase:
 
     ``table[i][d] = base^(d * 2^(window * i)) mod m`` (d < 2^window), so
     ``base^e`` is the product of one entry per ``window``-bit digit of ``e``:
-    exactly ``rows - 1`` modular multiplications instead of ~1.2 * bits for
-    square-and-multiply.  A zero digit is not skipped: its entry is the
-    full-size representative ``m + 1`` of 1, so the number and the operand
-    sizes of the multiplications do not depend on ``e``; which entry is read
-    does (the table index is the secret digit), so this is not constant time
-    against an observer of memory accesses (cache timing).  Building costs ``2^window * rows``
-    multiplications and as many residues of memory (window 8: 2048-bit n,
-    1024-bit exponents, 17 MB; 3072-bit n, 39 MB; window 10 at 2048 bits: 57 MB).
+    ``ceil(bits / window) - 1`` modular multiplications for a ``bits``-bit
+    exponent instead of ~1.2 * bits for square-and-multiply.  A zero digit is
+    not skipped: its entry is the full-size representative ``m + 1`` of 1, so
+    the number and the operand sizes of the multiplications do not depend on
+    ``e``; which entry is read does (the table index is the secret digit), so
+    this is not constant time against an observer of memory accesses (cache
+    timing).  Building costs ``2^window * rows`` multiplications and as many
+    residues of memory (window 8: 2048-bit n, 1024-bit exponents, 17 MB;
+    3072-bit n, 39 MB; window 10 at 2048 bits: 57 MB).
     """
 
     __slots__ = ("mod", "rows", "table", "window")
@@ -79,21 +80,24 @@ class FixedBase:
             g = last * g % mod
         self.table = table
 
-    def pow(self, e: int) -> mpz:
-        """``base^e mod m`` for ``0 <= e < 2^(window * rows)``."""
+    def pow(self, e: int, bits: int | None = None) -> mpz:
+        """``base^e mod m`` for ``0 <= e < 2^bits``, ``bits`` (public: the length
+        ``e`` was drawn with, not its actual bit length) at most ``window * rows``
+        (the default).  Uses the first ``ceil(bits / window)`` rows."""
         w, mod = self.window, self.mod
-        if e >> (w * self.rows):
+        rows = self.rows if bits is None else -(-bits // w)
+        if rows > self.rows or rows < 1 or e >> (w * rows):
             raise ValueError("exponent too long for this table")
         if w == 8:
-            digits: bytes | list[int] = e.to_bytes(self.rows, "little")
+            digits: bytes | list[int] = e.to_bytes(rows, "little")
         else:
             mask = (1 << w) - 1
-            digits = [(e >> (w * i)) & mask for i in range(self.rows)]
+            digits = [(e >> (w * i)) & mask for i in range(rows)]
         table = self.table
         acc = table[0][digits[0]]
-        for i in range(1, self.rows):
+        for i in range(1, rows):
             acc = acc * table[i][digits[i]] % mod
-        return acc % mod if self.rows == 1 else acc
+        return acc % mod if rows == 1 else acc
 
 
 def sec_mod(x: mpz, m: mpz) -> mpz:

@@ -361,7 +361,7 @@ class PublicKey:
         bits = self.exponent_bits(randomness)
         if self.hs is None:  # the base r is secret: constant-time powmod
             return gmpy2.powmod_sec(random_unit(self.n), self.n, self.nsquare)
-        return self._fixed_base().pow(secrets.randbits(bits))
+        return self._fixed_base().pow(secrets.randbits(bits), bits)
 
     # ---- encryption
     def _encode(self, m: int) -> mpz:

@@ -97,6 +97,11 @@ def test_fixed_base_edge_exponents() -> None:
         assert one_row.pow(e) == gmpy2.powmod(7, e, _MOD)
     for e in (0, 1, 1 << 64, (1 << 256) - 1, 0xFF << 128):  # zero digits included
         assert _TABLES[8].pow(e) == gmpy2.powmod(7, e, _MOD)
+    for w, bits, e in ((8, 72, (1 << 72) - 1), (8, 72, 5 << 64), (5, 12, 4095), (11, 1, 1)):
+        assert _TABLES[w].pow(e, bits) == gmpy2.powmod(7, e, _MOD)  # first rows only
+    for bad in ((1 << 72, 72), (1, 257), (0, 0)):
+        with pytest.raises(ValueError):
+            _TABLES[8].pow(*bad)
 
 
 @settings(max_examples=40, deadline=None)
