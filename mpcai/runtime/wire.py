@@ -31,7 +31,8 @@ container of tiny items.  Every malformed input raises :class:`WireError`.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -88,6 +89,12 @@ class Limits:
     max_items: int = 1 << 20
     max_int_bytes: int = 1 << 16
     max_ndim: int = 8
+    work_base: int = 1 << 13
+    bytes_per_work: int = 8
+
+    def decode_work(self, payload_bytes: int) -> int:
+        """Units of decoding work allowed for a payload of ``payload_bytes`` bytes."""
+        return self.work_base + payload_bytes // self.bytes_per_work
 
 
 DEFAULT_LIMITS = Limits()
@@ -311,155 +318,374 @@ def encode_frame(
 
 # ---- decoding ---------------------------------------------------------------
 
+# Decoding work is counted in units of about one small value's worth of
+# Python work, and bounded per payload byte (see Limits), so that decoding
+# (or refusing) any payload costs time proportional to its size.
+_W_INT = 1  # an int, besides its unit as a value
+_W_FLOAT = 1  # a float, likewise
+_W_BYTES = 3  # a bytes or str value, likewise
+_W_EMPTY = 3  # an empty list or tuple, likewise
+_W_CONTAINER = 6  # a non-empty list or tuple, or a dict, likewise
+_W_ENTRY = 1  # a dict entry, besides its key and value
+_W_ARRAY = 9  # an array, likewise
+_KEY_TYPES = frozenset({str, int})
+_W_FAST_TRY = 4  # trying a fast path on a long list
+_FAST_MIN = 64  # lists at least this long are tried on a fast path
+_FAST_PER_UNIT = 16  # values per unit on a fast path
+_ITEM_BYTES = 72  # memory charged per decoded value (its object and the pointer to it)
+_ARRAY_BYTES = 256  # extra memory charged per decoded array (object, shape, strides)
+_NATIVE_LE = sys.byteorder == "little"
 
-class _Reader:
-    __slots__ = ("buf", "end", "items", "limits", "pos")
 
-    def __init__(self, buf: memoryview, limits: Limits) -> None:
-        self.buf = buf
-        self.end = len(buf)
-        self.pos = 0
+class _Deferred(Exception):
+    """Internal: decoding needs more work than the caller allowed inline."""
+
+
+class _Decoder:
+    """One payload's decoding state: position, limits, work and memory counters."""
+
+    __slots__ = ("addr", "arrays", "budget", "copied", "end", "items", "limits",
+                 "max_work", "mv", "pos", "raw", "start", "u8", "views", "work", "writeable")
+
+    def __init__(self, raw: Buffer, mv: memoryview, start: int, limits: Limits,
+                 max_work: int | None) -> None:
+        self.raw = raw  # bytes or bytearray when we have one (fast indexing), else mv
+        self.mv = mv
+        self.start = start
+        self.pos = start
+        self.end = len(mv)
         self.limits = limits
         self.items = 0
+        self.work = 0
+        self.budget = limits.decode_work(self.end - start)
+        self.max_work = self.budget if max_work is None else min(self.budget, max_work)
+        self.views = False
+        self.copied = 0
+        self.arrays = 0
+        self.writeable = not mv.readonly
+        self.u8: np.ndarray | None = None
+        self.addr = 0
 
-    def _short(self, n: int) -> WireError:
-        return WireError(f"truncated: need {n} bytes at offset {self.pos}, "
-                         f"have {self.end - self.pos}")
+    def held_bytes(self) -> int:
+        """An upper estimate of the memory the decoded value holds."""
+        return ((self.end if self.views else 0) + self.copied + _ITEM_BYTES * (self.items + 1)
+                + _ARRAY_BYTES * self.arrays)
 
-    def take(self, n: int) -> memoryview:
-        pos = self.pos
-        if n < 0 or n > self.end - pos:
-            raise self._short(n)
-        self.pos = pos + n
-        return self.buf[pos : pos + n]
+    def _short(self, n: int, pos: int) -> WireError:
+        return WireError(f"truncated: need {n} bytes at offset {pos - self.start}, "
+                         f"have {self.end - pos}")
 
-    def u8(self) -> int:
-        pos = self.pos
-        if pos >= self.end:
-            raise self._short(1)
-        self.pos = pos + 1
-        return self.buf[pos]
+    def charge(self, units: int) -> None:
+        work = self.work + units
+        if work > self.max_work:
+            if work > self.budget:
+                raise WireError(f"payload of {self.end - self.start} bytes needs more than "
+                                f"{self.budget} units of decoding work (too many small items)")
+            raise _Deferred
+        self.work = work
 
-    def u32(self) -> int:
+    def count(self, what: str, per_item: int = 1) -> int:
         pos = self.pos
         if pos + 4 > self.end:
-            raise self._short(4)
+            raise self._short(4, pos)
+        n = _U32.unpack_from(self.raw, pos)[0]
         self.pos = pos + 4
-        return _U32.unpack_from(self.buf, pos)[0]
-
-    def u64(self) -> int:
-        pos = self.pos
-        if pos + 8 > self.end:
-            raise self._short(8)
-        self.pos = pos + 8
-        return _U64.unpack_from(self.buf, pos)[0]
-
-    def count(self, what: str) -> int:
-        n = self.u32()
-        self.items += n
-        if self.items > self.limits.max_items:
+        items = self.items + n * per_item
+        if items > self.limits.max_items:
             raise WireError(f"{what} makes more than {self.limits.max_items} items")
-        if n > len(self.buf) - self.pos:  # every item takes at least one byte
+        if n * per_item > self.end - self.pos:  # every item takes at least one byte
             raise WireError(f"{what} of {n} items cannot fit in the bytes left")
+        self.items = items
+        self.charge(n * per_item + _W_CONTAINER)
         return n
+
+    def value(self, depth: int) -> Any:
+        out: list[Any] = []
+        self.fill(1, depth, out)
+        return out[0]
+
+    def fill(self, n: int, depth: int, out: list[Any]) -> None:
+        """Decode ``n`` consecutive values (already counted and charged a unit each)
+        onto ``out``; the costlier kinds are charged their extra work as they come."""
+        if n and depth > self.limits.max_depth:
+            raise WireError(f"payload nested deeper than {self.limits.max_depth}")
+        raw, mv, end, pos = self.raw, self.mv, self.end, self.pos
+        work, max_work = self.work, self.max_work
+        append = out.append
+        max_int = self.limits.max_int_bytes
+        for _ in range(n):
+            if pos >= end:
+                raise self._short(1, pos)
+            code = raw[pos]
+            if code == _NONE:
+                append(None)
+                pos += 1
+            elif code == _INT:
+                work += _W_INT
+                if work > max_work:
+                    self.work = work
+                    self.charge(0)
+                if pos + 6 > end:
+                    raise self._short(6, pos + 1)
+                sign = raw[pos + 1]
+                ln = _U32.unpack_from(raw, pos + 2)[0]
+                pos += 6
+                if sign > 1:
+                    raise WireError(f"bad integer sign byte {sign}")
+                if ln > max_int:
+                    raise WireError(f"integer of {ln} bytes exceeds {max_int}")
+                if pos + ln > end:
+                    raise self._short(ln, pos)
+                if ln:
+                    if raw[pos + ln - 1] == 0:
+                        raise WireError("integer magnitude has a redundant leading zero byte")
+                    v = int.from_bytes(mv[pos : pos + ln], "little")
+                    pos += ln
+                    append(-v if sign else v)
+                elif sign:
+                    raise WireError("negative zero integer")
+                else:
+                    append(0)
+            elif code == _TRUE:
+                append(True)
+                pos += 1
+            elif code == _FALSE:
+                append(False)
+                pos += 1
+            elif code == _FLOAT:
+                work += _W_FLOAT
+                if work > max_work:
+                    self.work = work
+                    self.charge(0)
+                if pos + 9 > end:
+                    raise self._short(8, pos + 1)
+                append(_F64.unpack_from(raw, pos + 1)[0])
+                pos += 9
+            elif code == _BYTES or code == _STR:
+                work += _W_BYTES
+                if work > max_work:
+                    self.work = work
+                    self.charge(0)
+                if pos + 5 > end:
+                    raise self._short(4, pos + 1)
+                ln = _U32.unpack_from(raw, pos + 1)[0]
+                pos += 5
+                if pos + ln > end:
+                    raise self._short(ln, pos)
+                if code == _BYTES:
+                    append(bytes(mv[pos : pos + ln]))
+                else:
+                    try:
+                        append(str(mv[pos : pos + ln], "utf-8"))
+                    except UnicodeDecodeError as exc:
+                        raise WireError("string is not valid UTF-8") from exc
+                self.copied += ln
+                pos += ln
+            else:
+                if (code == _LIST or code == _TUPLE) and pos + 5 <= end:
+                    k = _U32.unpack_from(raw, pos + 1)[0]
+                    pos += 5
+                    if k == 0:  # the common small case, inline
+                        work += 1 + _W_EMPTY
+                        if work > max_work:
+                            self.work = work
+                            self.charge(0)
+                        append([] if code == _LIST else ())
+                        continue
+                    self.pos, self.work = pos, work
+                    append(self.seq_of(k, depth + 1, code == _TUPLE))
+                    pos, work = self.pos, self.work
+                    continue
+                self.pos, self.work = pos + 1, work
+                if code == _LIST or code == _TUPLE:
+                    append(self.seq(depth + 1, code == _TUPLE))
+                elif code == _DICT:
+                    append(self.dict(depth + 1))
+                elif code == _ARRAY:
+                    append(self.array())
+                else:
+                    raise WireError(f"unknown type code {code}")
+                pos, work = self.pos, self.work
+        self.pos, self.work = pos, work
+
+    def seq(self, depth: int, as_tuple: bool) -> list[Any] | tuple[Any, ...]:
+        pos = self.pos
+        if pos + 4 > self.end:
+            raise self._short(4, pos)
+        self.pos = pos + 4
+        return self.seq_of(_U32.unpack_from(self.raw, pos)[0], depth, as_tuple)
+
+    def seq_of(self, n: int, depth: int, as_tuple: bool) -> list[Any] | tuple[Any, ...]:
+        """A list or tuple of ``n`` values at ``self.pos`` (its count already read)."""
+        items_total = self.items + n
+        if items_total > self.limits.max_items:
+            raise WireError(f"list makes more than {self.limits.max_items} items")
+        if n > self.end - self.pos:  # every item takes at least one byte
+            raise WireError(f"list of {n} items cannot fit in the bytes left")
+        self.items = items_total
+        self.charge(_W_CONTAINER)
+        items: list[Any] = []
+        if n >= _FAST_MIN and depth <= self.limits.max_depth:
+            self.charge(_W_FAST_TRY)
+            if self.fast(n, items):  # charges its own (smaller) work
+                return tuple(items) if as_tuple else items
+        self.charge(n)
+        self.fill(n, depth, items)
+        return tuple(items) if as_tuple else items
+
+    def fast(self, n: int, out: list[Any]) -> bool:
+        """Homogeneous lists of None, bools, floats or small same-size ints, vectorised."""
+        pos, end = self.pos, self.end
+        code = self.raw[pos]
+        if self.u8 is None:
+            self.u8 = np.frombuffer(self.mv, dtype=np.uint8)
+        u8 = self.u8
+        if code == _NONE or code == _TRUE or code == _FALSE:
+            if pos + n > end:
+                return False
+            m = u8[pos : pos + n]
+            if code == _NONE:
+                if m.any():
+                    return False
+                out.extend([None] * n)
+            else:
+                if not ((m - np.uint8(_FALSE)) <= 1).all():
+                    return False
+                out.extend((m == _TRUE).tolist())
+            self.pos = pos + n
+        elif code == _FLOAT:
+            if pos + 9 * n > end:
+                return False
+            m = u8[pos : pos + 9 * n].reshape(n, 9)
+            if not (m[:, 0] == _FLOAT).all():
+                return False
+            out.extend(np.ascontiguousarray(m[:, 1:]).view("<f8").reshape(n).tolist())
+            self.pos = pos + 9 * n
+        elif code == _INT:
+            if pos + 6 > end:
+                return False
+            ln = _U32.unpack_from(self.raw, pos + 2)[0]
+            size = 6 + ln
+            if ln > 7 or ln > self.limits.max_int_bytes or pos + size * n > end:
+                return False
+            m = u8[pos : pos + size * n].reshape(n, size)
+            if not ((m[:, 0] == _INT).all()
+                    and (m[:, 2:6].view("<u4").reshape(n) == ln).all()):
+                return False
+            signs = m[:, 1]
+            if ln == 0:
+                if signs.any():
+                    return False
+                out.extend([0] * n)
+            else:
+                if not ((signs <= 1).all() and m[:, size - 1].all()):
+                    return False
+                wide = np.zeros((n, 8), dtype=np.uint8)
+                wide[:, :ln] = m[:, 6:]
+                vals = wide.view("<u8").reshape(n).astype(np.int64)
+                np.negative(vals, out=vals, where=signs.astype(bool))
+                out.extend(vals.tolist())
+            self.pos = pos + size * n
+        else:
+            return False
+        self.charge(n // _FAST_PER_UNIT)
+        return True
+
+    def dict(self, depth: int) -> dict[Any, Any]:
+        n = self.count("dict", 2)
+        self.charge(n * _W_ENTRY)
+        flat: list[Any] = []
+        self.fill(2 * n, depth, flat)
+        keys = flat[0::2]
+        if not set(map(type, keys)) <= _KEY_TYPES:
+            bad = next(k for k in keys if type(k) not in _KEY_TYPES)
+            raise WireError(f"dict key of type {type(bad).__name__}")
+        out = dict(zip(keys, flat[1::2], strict=True))
+        if len(out) != n:
+            seen: set[Any] = set()
+            for key in keys:
+                if key in seen:
+                    raise WireError(f"duplicate dict key {key!r}")
+                seen.add(key)
+        return out
+
+    def array(self) -> np.ndarray:
+        self.charge(_W_ARRAY)
+        raw, pos, end, lim = self.raw, self.pos, self.end, self.limits
+        if pos + 2 > end:
+            raise self._short(2, pos)
+        dt = _DTYPES.get(raw[pos])
+        if dt is None:
+            raise WireError("array of a dtype not on the allow-list")
+        ndim = raw[pos + 1]
+        if ndim > lim.max_ndim:
+            raise WireError(f"array of {ndim} dimensions exceeds {lim.max_ndim}")
+        pos += 2
+        if pos + 8 * ndim > end:
+            raise self._short(8 * ndim, pos)
+        shape = _shape_struct(ndim).unpack_from(raw, pos)
+        pos += 8 * ndim
+        if any(dim > lim.max_payload_bytes for dim in shape):
+            raise WireError(f"array dimension beyond the payload limit in shape {shape}")
+        pos += -(pos - self.start) % 8
+        if pos > end:
+            raise self._short(-(pos - self.start) % 8, pos)
+        size = dt.itemsize
+        for dim in shape:  # Python ints: no overflow, whatever the shape claims
+            size *= dim
+        if size > end - pos:
+            raise WireError(f"array of shape {shape} needs more bytes than the {end - pos} left")
+        self.arrays += 1
+        self.pos = pos + size
+        arr = np.ndarray(shape, dtype=dt, buffer=self.mv, offset=pos)
+        if self.writeable and _NATIVE_LE:
+            if not self.addr and self.end:
+                self.addr = np.frombuffer(self.mv, dtype=np.uint8).ctypes.data
+            if (self.addr + pos) % dt.alignment == 0:
+                self.views = True
+                return arr  # a view into the caller's writeable buffer: no copy
+        self.copied += size
+        return arr.astype(dt.newbyteorder("="), copy=True)
+
+
+_SHAPES = [struct.Struct(f"<{k}Q") for k in range(9)]
+
+
+def _shape_struct(ndim: int) -> struct.Struct:
+    return _SHAPES[ndim] if ndim < len(_SHAPES) else struct.Struct(f"<{ndim}Q")
+
+
+def _decode_payload_at(data: Buffer, mv: memoryview, start: int, limits: Limits,
+                       max_work: int | None) -> tuple[Any, int]:
+    """(value, held bytes) of the payload ``mv[start:]``."""
+    raw = data if isinstance(data, (bytes, bytearray)) else mv
+    d = _Decoder(raw, mv, start, limits, max_work)
+    try:
+        d.charge(1)
+        value = d.value(0)
+    except (WireError, _Deferred):
+        raise
+    except (ValueError, TypeError, OverflowError, MemoryError, IndexError,
+            struct.error) as exc:
+        # whatever slipped past the checks above is still a malformed payload
+        raise WireError(f"malformed payload: {exc}") from exc
+    if d.pos != d.end:
+        raise WireError(f"{d.end - d.pos} trailing bytes after the payload")
+    return value, d.held_bytes()
 
 
 def decode_payload(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Decode a payload; raises :class:`WireError` on anything malformed.
 
-    Arrays are decoded into fresh, writeable, native-endian arrays.
+    Arrays are views into ``data`` if it is writeable and aligned, else
+    fresh, writeable, native-endian arrays.  The work is bounded by
+    ``limits`` (:meth:`Limits.decode_work`): a payload of many tiny items is
+    refused, not decoded slowly.
     """
-    buf = memoryview(data).cast("B")
-    if len(buf) > limits.max_payload_bytes:
-        raise WireError(f"payload of {len(buf)} bytes exceeds {limits.max_payload_bytes}")
-    reader = _Reader(buf, limits)
-    try:
-        value = _decode(reader, 0)
-    except WireError:
-        raise
-    except (ValueError, TypeError, OverflowError, MemoryError) as exc:
-        # whatever slipped past the checks above is still a malformed payload
-        raise WireError(f"malformed payload: {exc}") from exc
-    if reader.pos != len(buf):
-        raise WireError(f"{len(buf) - reader.pos} trailing bytes after the payload")
-    return value
-
-
-def _decode(r: _Reader, depth: int) -> Any:
-    if depth > r.limits.max_depth:
-        raise WireError(f"payload nested deeper than {r.limits.max_depth}")
-    code = r.u8()
-    if code == _NONE:
-        return None
-    if code == _FALSE:
-        return False
-    if code == _TRUE:
-        return True
-    if code == _INT:
-        sign = r.u8()
-        if sign > 1:
-            raise WireError(f"bad integer sign byte {sign}")
-        n = r.u32()
-        if n > r.limits.max_int_bytes:
-            raise WireError(f"integer of {n} bytes exceeds {r.limits.max_int_bytes}")
-        body = r.take(n)
-        if n and body[-1] == 0:
-            raise WireError("integer magnitude has a redundant leading zero byte")
-        value = int.from_bytes(body, "little")
-        if sign and value == 0:
-            raise WireError("negative zero integer")
-        return -value if sign else value
-    if code == _FLOAT:
-        return _F64.unpack(r.take(8))[0]
-    if code == _BYTES:
-        return bytes(r.take(r.u32()))
-    if code == _STR:
-        try:
-            return str(r.take(r.u32()), "utf-8")
-        except UnicodeDecodeError as exc:
-            raise WireError("string is not valid UTF-8") from exc
-    if code in (_LIST, _TUPLE):
-        n = r.count("list")
-        items = [_decode(r, depth + 1) for _ in range(n)]
-        return items if code == _LIST else tuple(items)
-    if code == _DICT:
-        n = r.count("dict")
-        out: dict[Any, Any] = {}
-        for _ in range(n):
-            key = _decode(r, depth + 1)
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
-                raise WireError(f"dict key of type {type(key).__name__}")
-            if key in out:
-                raise WireError(f"duplicate dict key {key!r}")
-            out[key] = _decode(r, depth + 1)
-        return out
-    if code == _ARRAY:
-        return _decode_array(r)
-    raise WireError(f"unknown type code {code}")
-
-
-def _decode_array(r: _Reader) -> np.ndarray:
-    dt = _DTYPES.get(r.u8())
-    if dt is None:
-        raise WireError("array of a dtype not on the allow-list")
-    ndim = r.u8()
-    if ndim > r.limits.max_ndim:
-        raise WireError(f"array of {ndim} dimensions exceeds {r.limits.max_ndim}")
-    shape = tuple(r.u64() for _ in range(ndim))
-    if any(dim > r.limits.max_payload_bytes for dim in shape):
-        raise WireError(f"array dimension beyond the payload limit in shape {shape}")
-    r.take(-r.pos % 8)
-    left = len(r.buf) - r.pos
-    size = 1
-    for dim in shape:  # Python ints: no overflow, whatever the shape claims
-        size *= dim
-    if size * dt.itemsize > left:
-        raise WireError(f"array of shape {shape} needs more bytes than the {left} left")
-    raw = r.take(size * dt.itemsize)
-    arr = np.frombuffer(raw, dtype=dt).reshape(shape)
-    if arr.flags.writeable and arr.flags.aligned and dt.isnative:
-        return arr  # a view into the caller's writeable buffer: no copy
-    return arr.astype(dt.newbyteorder("="), copy=True)
+    mv = memoryview(data).cast("B")
+    if len(mv) > limits.max_payload_bytes:
+        raise WireError(f"payload of {len(mv)} bytes exceeds {limits.max_payload_bytes}")
+    return _decode_payload_at(data, mv, 0, limits, None)[0]
 
 
 def header_length(prefix: bytes | bytearray | memoryview) -> tuple[int, int]:
@@ -487,8 +713,8 @@ def _check_magic(buf: memoryview) -> None:
         raise WireError(f"unsupported wire version {buf[4]} (this is version {VERSION})")
 
 
-def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Frame:
-    """Decode a whole frame; raises :class:`WireError` on anything malformed."""
+def _parse_header(data: Buffer, limits: Limits = DEFAULT_LIMITS) -> tuple[Frame, int]:
+    """A frame's header, checked (payload ``None``), and the offset of its payload."""
     buf = memoryview(data).cast("B")
     if len(buf) < HEADER_SIZE:
         raise WireError(f"frame of {len(buf)} bytes is shorter than a header")
@@ -516,6 +742,24 @@ def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_
         raise WireError(f"payload of {plen} bytes exceeds {limits.max_payload_bytes}")
     if len(buf) - pos != plen:
         raise WireError(f"frame declares {plen} payload bytes but carries {len(buf) - pos}")
-    payload = decode_payload(buf[pos:], limits)
-    return Frame(session=bytes(session), tag=tag, sender=sender, recipient=recipient, seq=seq,
-                 payload=payload, kind=kind)
+    header = Frame(session=bytes(session), tag=tag, sender=sender, recipient=recipient, seq=seq,
+                   payload=None, kind=kind)
+    return header, pos
+
+
+def _decode_frame_sized(data: Buffer, limits: Limits = DEFAULT_LIMITS,
+                        max_work: int | None = None) -> tuple[Frame, int]:
+    """(frame, an upper estimate of the bytes its payload holds in memory).
+
+    With ``max_work``, raises :class:`_Deferred` (not a ``WireError``) once
+    the decoding needs more work than that, though the payload's budget
+    would allow it: the caller can finish the decoding elsewhere.
+    """
+    header, pos = _parse_header(data, limits)
+    payload, held = _decode_payload_at(data, memoryview(data).cast("B"), pos, limits, max_work)
+    return replace(header, payload=payload), held
+
+
+def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Frame:
+    """Decode a whole frame; raises :class:`WireError` on anything malformed."""
+    return _decode_frame_sized(data, limits)[0]

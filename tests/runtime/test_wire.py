@@ -268,3 +268,102 @@ def test_big_arrays_are_referenced_not_copied_by_the_encoder() -> None:
     out = wire.decode_payload(joined)
     np.testing.assert_array_equal(out["a"][1], big)
     np.testing.assert_array_equal(out["a"][3], big[::2])
+
+
+# ---- decoding work is bounded by the payload's size -----------------------------------
+
+
+def _raw_list(items: bytes, n: int) -> bytes:
+    return bytes([wire._LIST]) + struct.pack("<I", n) + items
+
+
+@pytest.mark.parametrize("unit", [
+    bytes([wire._NONE, wire._LIST]) + struct.pack("<I", 0),  # [None, []] defeats fast paths
+    bytes([wire._LIST]) + struct.pack("<I", 0),  # empty lists
+    bytes([wire._STR]) + struct.pack("<I", 0),  # empty strings
+    b"",  # 0-d uint8 arrays, 8 bytes each
+], ids=["none-and-list", "empty-lists", "empty-strs", "small-arrays"])
+def test_a_megabyte_of_tiny_items_is_refused_not_decoded_slowly(unit: bytes) -> None:
+    # each of these is a valid payload; before the work budget they decoded, slowly
+    if unit:
+        k = (1 << 20) // len(unit)
+        n = k * 2 if unit[0] == wire._NONE else k
+        data = _raw_list(unit * k, n)
+    else:
+        n = (1 << 20) // 8
+        data = wire.encode_payload([np.zeros((), np.uint8)] * n)
+    with pytest.raises(WireError, match="decoding work"):
+        wire.decode_payload(data)
+    # the same items decode when the budget allows them (the refusal is the budget's)
+    roomy = wire.Limits(work_base=1 << 24)
+    assert len(wire.decode_payload(data, roomy)) == n
+
+
+def test_work_budget_scales_with_the_payload() -> None:
+    lim = wire.Limits()
+    assert lim.decode_work(0) == lim.work_base
+    assert lim.decode_work(8 << 20) == lim.work_base + (8 << 20) // lim.bytes_per_work
+    few = [[i, "x"] for i in range(400)]  # a small payload below the base allowance
+    assert wire.decode_payload(wire.encode_payload(few)) == few
+    with pytest.raises(WireError, match="decoding work"):
+        wire.decode_payload(wire.encode_payload(few), wire.Limits(work_base=100))
+
+
+@pytest.mark.parametrize("value", [
+    [None] * 5000,
+    [True, False, False] * 3000,
+    [1.5, -0.0, float("inf"), 2.0**-1074] * 3000,
+    list(range(1, 256)) * 40,  # one-byte ints
+    [-(2**55) + 7 * i for i in range(5000)],  # seven-byte ints, negative
+    [0] * 300,
+    [1] * 63 + [2**40],  # below the fast-path length
+    [3] * 100 + [300],  # mixed int sizes: the general path
+    [None] * 99 + [True],
+    [1.0] * 80 + [1],
+], ids=["none", "bool", "float", "int1", "int7neg", "zero", "short", "mixed-int",
+        "none-then-bool", "float-then-int"])
+def test_long_homogeneous_lists_decode_exactly(value: list) -> None:
+    got = wire.decode_payload(wire.encode_payload(value))
+    assert_same(value, got)
+    assert_same(tuple(value), wire.decode_payload(wire.encode_payload(tuple(value))))
+
+
+def test_a_million_nones_still_decode() -> None:
+    value = [None] * (1 << 20)
+    assert wire.decode_payload(wire.encode_payload(value)) == value
+
+
+@pytest.mark.parametrize("bad", [
+    bytes([wire._INT, 1]) + struct.pack("<I", 0),  # negative zero
+    bytes([wire._INT, 0]) + struct.pack("<I", 2) + b"\x05\x00",  # redundant zero byte
+    bytes([wire._INT, 2]) + struct.pack("<I", 1) + b"\x05",  # bad sign byte
+], ids=["negative-zero", "leading-zero", "sign"])
+def test_fast_path_ints_are_checked_like_the_others(bad: bytes) -> None:
+    good = wire.encode_payload(5)
+    for where in (0, 50, 99):
+        items = [good] * 100
+        items[where] = bad
+        with pytest.raises(WireError):
+            wire.decode_payload(_raw_list(b"".join(items), 100))
+
+
+def test_legitimate_protocol_payloads_fit_the_budget() -> None:
+    # the secure aggregation unmask answer: two dicts of small share arrays per neighbour
+    # (with the default limits, up to ~1800 neighbours)
+    shares = {v: np.arange(5, dtype=np.uint64) + v for v in range(1, 1500)}
+    msg = {"b": shares, "s": {}}
+    got = wire.decode_payload(wire.encode_payload(msg))
+    assert sorted(got["b"]) == sorted(shares)
+    np.testing.assert_array_equal(got["b"][7], shares[7])
+    blobs = {u: bytes(120) for u in range(1, 5000)}
+    assert wire.decode_payload(wire.encode_payload({"blobs": blobs}))["blobs"] == blobs
+
+
+def test_decode_frame_reports_what_the_payload_holds() -> None:
+    arr = np.arange(1 << 16, dtype=np.uint64)
+    data = bytearray(_frame([arr, b"x" * 1000]))
+    frame, held = wire._decode_frame_sized(data, wire.DEFAULT_LIMITS)
+    assert np.shares_memory(frame.payload[0], np.frombuffer(data, np.uint8))
+    assert held >= len(data) + 1000  # the frame buffer it views, and the copied bytes
+    tiny = bytearray(_frame([[]] * 1000))
+    assert wire._decode_frame_sized(tiny, wire.DEFAULT_LIMITS)[1] >= 1000 * 56  # list objects
