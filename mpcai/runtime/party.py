@@ -47,7 +47,7 @@ from mpcai.runtime import wire
 from mpcai.runtime.network import Link, Network
 from mpcai.runtime.stats import CommStats
 
-__all__ = ["DEFAULT_TIMEOUT", "Party", "open_party"]
+__all__ = ["DEFAULT_MAX_UNREAD_BYTES", "DEFAULT_TIMEOUT", "Party", "open_party"]
 
 DEFAULT_TIMEOUT: float = 60.0
 """Default deadline, in seconds, for any wait on a peer."""
@@ -57,6 +57,21 @@ _BYE_TIMEOUT = 1.0
 MAX_UNREAD_MESSAGES: int = 1024
 """Messages a peer may have waiting unread before its link is cut (a memory bound)."""
 
+DEFAULT_MAX_UNREAD_BYTES: int = 256 << 20
+"""Default bound on the memory (bytes) a peer's unsolicited messages may hold.
+
+A message is *unsolicited* if it arrives while no receive (``recv``,
+``gather``, ``exchange``) is waiting for its tag.  It is charged what its
+decoded payload holds (:attr:`mpcai.runtime.wire.Frame.held_bytes`) until it
+is received; a peer whose unsolicited messages would exceed the budget is
+cut off (:class:`~mpcai.errors.MessageRejected`).  A message some receive is
+already waiting for is not charged: it is one the protocol asked for.
+"""
+
+_INLINE_WORK = 1 << 12
+"""Decoding work (wire units, ~1 ms) done inline in a reader; a frame needing more is
+decoded in a worker thread so that the party's other links and deadlines go on."""
+
 # an encoded payload: (buffers sent back to back, total length)
 _Body = tuple[list[wire.Buffer], int]
 
@@ -64,10 +79,13 @@ _Body = tuple[list[wire.Buffer], int]
 class _Slot:
     """The mailbox for one (peer, tag): at most one message."""
 
-    __slots__ = ("consumed", "event", "expired", "has_value", "value", "waiting")
+    __slots__ = ("charge", "consumed", "event", "expired", "has_value", "value", "waiting",
+                 "wanted")
 
     def __init__(self) -> None:
-        self.waiting = False
+        self.waiting = False  # a recv is waiting
+        self.wanted = 0  # receives (recv or gather) waiting
+        self.charge = 0  # bytes charged to the peer's unread budget
         self.event = trio.Event()
         self.value: Any = None
         self.has_value = False
@@ -84,6 +102,8 @@ class Party:
         session: the 16-byte session id every message is bound to.
         stats: a :class:`~mpcai.runtime.stats.CommStats`, updated as frames go.
         timeout: the default deadline (seconds) for waits on a peer.
+        max_unread_bytes: the per-peer budget of unsolicited unread messages
+            (see :data:`DEFAULT_MAX_UNREAD_BYTES`).
     """
 
     def __init__(
@@ -94,11 +114,16 @@ class Party:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         limits: wire.Limits = wire.DEFAULT_LIMITS,
+        max_unread_bytes: int = DEFAULT_MAX_UNREAD_BYTES,
     ) -> None:
         if not isinstance(session, bytes) or len(session) != wire.SESSION_ID_BYTES:
             raise InvalidInput(f"session id must be {wire.SESSION_ID_BYTES} bytes")
         if not timeout > 0:
             raise InvalidInput(f"timeout must be positive, got {timeout}")
+        if (isinstance(max_unread_bytes, bool) or not isinstance(max_unread_bytes, int)
+                or max_unread_bytes < 0):
+            raise InvalidInput(f"max_unread_bytes must be a non-negative int, "
+                               f"got {max_unread_bytes!r}")
         self.id = party_id
         self.peers: tuple[int, ...] = tuple(sorted(links))
         self.session = session
@@ -113,6 +138,8 @@ class Party:
         self._errors: dict[int, MpcaiError] = {}
         self._send_locks = {p: trio.Lock() for p in self.peers}
         self._unread = dict.fromkeys(self.peers, 0)  # messages stored and not yet received
+        self.max_unread_bytes = max_unread_bytes
+        self._unread_bytes = dict.fromkeys(self.peers, 0)  # what the unsolicited ones hold
         self._last_was_send = False
 
     # ---- introspection ----------------------------------------------------
@@ -251,6 +278,8 @@ class Party:
         if slot.has_value:
             slot.consumed = True
             self._unread[peer] -= 1
+            self._unread_bytes[peer] -= slot.charge
+            slot.charge = 0
             value, slot.value, slot.has_value = slot.value, None, False
             self._last_was_send = False
             return value
@@ -275,11 +304,13 @@ class Party:
             raise InvalidInput(f"another task is already receiving {tag!r} from party {frm}")
         deadline = self._deadline(timeout)
         slot.waiting = True
+        slot.wanted += 1
         try:
             with trio.move_on_after(deadline):
                 await slot.event.wait()
         finally:
             slot.waiting = False
+            slot.wanted -= 1
         if not slot.event.is_set():
             slot.expired = True
             raise PeerTimeout(f"no {tag!r} from party {frm} within {deadline:g} s", frm)
@@ -308,10 +339,16 @@ class Party:
         for p, slot in slots.items():
             if slot.consumed:
                 raise InvalidInput(f"the message {tag!r} from party {p} was already received")
-        with trio.move_on_after(deadline):
+        for slot in slots.values():
+            slot.wanted += 1
+        try:
+            with trio.move_on_after(deadline):
+                for slot in slots.values():
+                    if not slot.expired:
+                        await slot.event.wait()
+        finally:
             for slot in slots.values():
-                if not slot.expired:
-                    await slot.event.wait()
+                slot.wanted -= 1
         got: dict[int, Any] = {}
         for p, slot in slots.items():
             if slot.has_value:
@@ -351,7 +388,7 @@ class Party:
         try:
             while True:
                 data = await link.receive_frame()
-                self._deliver(peer, data, link.frame_overhead)
+                await self._deliver(peer, data, link.frame_overhead)
         except (WireError, PeerDropped) as exc:
             if isinstance(exc, WireError) and exc.peer is None:
                 exc = type(exc)(str(exc), peer)
@@ -361,35 +398,58 @@ class Party:
             self._fail(peer, MessageRejected(f"unprocessable frame: {exc!r}", peer))
             await link.aclose()
 
-    def _deliver(self, peer: int, data: bytes, overhead: int) -> None:
-        frame = wire.decode_frame(data, self._limits)
-        if frame.session != self.session:
+    async def _deliver(self, peer: int, data: bytes | bytearray, overhead: int) -> None:
+        header, _ = wire._parse_header(data, self._limits)
+        if header.session != self.session:
             raise MessageRejected(
-                f"frame for session {frame.session.hex()[:8]}, this is {self.session.hex()[:8]}",
+                f"frame for session {header.session.hex()[:8]}, this is {self.session.hex()[:8]}",
                 peer,
             )
-        if frame.sender != peer:
-            raise MessageRejected(f"frame claims to be from party {frame.sender}", peer)
-        if frame.recipient != self.id:
-            raise MessageRejected(f"frame addressed to party {frame.recipient}", peer)
-        if frame.seq != self._recv_seq[peer]:
+        if header.sender != peer:
+            raise MessageRejected(f"frame claims to be from party {header.sender}", peer)
+        if header.recipient != self.id:
+            raise MessageRejected(f"frame addressed to party {header.recipient}", peer)
+        if header.seq != self._recv_seq[peer]:
             raise MessageRejected(
-                f"sequence number {frame.seq}, expected {self._recv_seq[peer]} (replay?)", peer
+                f"sequence number {header.seq}, expected {self._recv_seq[peer]} (replay?)", peer
             )
         self._recv_seq[peer] += 1
-        if frame.kind == wire.FrameKind.BYE:
+        if header.kind == wire.FrameKind.BYE:
             raise PeerDropped(f"party {peer} has left the session", peer)
-        slot = self._slot(peer, frame.tag)
-        if slot.has_value or slot.consumed:
-            raise MessageRejected(f"second message with tag {frame.tag!r}", peer)
-        if slot.expired:
-            raise MessageRejected(f"{frame.tag!r} arrived after its deadline", peer)
-        if self._unread[peer] >= MAX_UNREAD_MESSAGES:
-            raise MessageRejected(f"more than {MAX_UNREAD_MESSAGES} messages waiting unread", peer)
+        slot = self._slot(peer, header.tag)
+        self._check_slot(peer, header.tag, slot, len(data))  # before spending work on it
+        try:
+            frame = wire._decode_frame(data, self._limits, _INLINE_WORK)
+        except wire._Deferred:
+            # much work: decode in a thread, so this party's other links and deadlines go on
+            # (abandoned on cancellation: the work is bounded by the limits, then dropped)
+            frame = await trio.to_thread.run_sync(wire.decode_frame, data, self._limits,
+                                                  abandon_on_cancel=True)
+            if slot.expired:  # it came in time, but its receive gave up while it was decoded
+                return
+        charge = self._check_slot(peer, header.tag, slot, frame.held_bytes)
         self._unread[peer] += 1
+        self._unread_bytes[peer] += charge
+        slot.charge = charge
         self.stats._count_received(peer, len(data) + overhead)
         slot.value, slot.has_value = frame.payload, True
         slot.event.set()
+
+    def _check_slot(self, peer: int, tag: str, slot: _Slot, nbytes: int) -> int:
+        """Whether a message for ``slot`` holding ``nbytes`` may be stored; returns its charge."""
+        if slot.has_value or slot.consumed:
+            raise MessageRejected(f"second message with tag {tag!r}", peer)
+        if slot.expired:
+            raise MessageRejected(f"{tag!r} arrived after its deadline", peer)
+        if self._unread[peer] >= MAX_UNREAD_MESSAGES:
+            raise MessageRejected(f"more than {MAX_UNREAD_MESSAGES} messages waiting unread", peer)
+        if slot.wanted:
+            return 0
+        if self._unread_bytes[peer] + nbytes > self.max_unread_bytes:
+            raise MessageRejected(
+                f"unsolicited messages would hold more than {self.max_unread_bytes} bytes "
+                f"({self._unread_bytes[peer]} waiting unread, then {tag!r} of {nbytes})", peer)
+        return nbytes
 
     async def _say_goodbye(self) -> None:
         async def bye(p: int) -> None:
@@ -414,6 +474,7 @@ async def open_party(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     limits: wire.Limits = wire.DEFAULT_LIMITS,
+    max_unread_bytes: int = DEFAULT_MAX_UNREAD_BYTES,
 ) -> AsyncIterator[Party]:
     """Connect ``party_id`` to its peers on ``network`` and yield its :class:`Party`.
 
@@ -424,7 +485,8 @@ async def open_party(
     failure: Exception | None = None
     async with network.open_links(party_id) as links:
         async with trio.open_nursery() as nursery:
-            party = Party(party_id, links, session, timeout=timeout, limits=limits)
+            party = Party(party_id, links, session, timeout=timeout, limits=limits,
+                          max_unread_bytes=max_unread_bytes)
             for peer in party.peers:
                 nursery.start_soon(party._reader, peer)
             try:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -111,6 +111,9 @@ class Frame:
     seq: int
     payload: Any
     kind: int = FrameKind.DATA
+    #: an upper estimate of the memory the decoded payload holds (bytes),
+    #: including the frame buffer when arrays are views into it
+    held_bytes: int = field(default=0, compare=False)
 
 
 # ---- payload type codes ------------------------------------------------------
@@ -747,19 +750,16 @@ def _parse_header(data: Buffer, limits: Limits = DEFAULT_LIMITS) -> tuple[Frame,
     return header, pos
 
 
-def _decode_frame_sized(data: Buffer, limits: Limits = DEFAULT_LIMITS,
-                        max_work: int | None = None) -> tuple[Frame, int]:
-    """(frame, an upper estimate of the bytes its payload holds in memory).
-
-    With ``max_work``, raises :class:`_Deferred` (not a ``WireError``) once
-    the decoding needs more work than that, though the payload's budget
-    would allow it: the caller can finish the decoding elsewhere.
-    """
+def _decode_frame(data: Buffer, limits: Limits = DEFAULT_LIMITS,
+                  max_work: int | None = None) -> Frame:
+    """:func:`decode_frame`, and with ``max_work`` raises :class:`_Deferred` (not a
+    ``WireError``) once decoding needs more work than that though the payload's
+    budget would allow it: the caller can then finish the decoding elsewhere."""
     header, pos = _parse_header(data, limits)
     payload, held = _decode_payload_at(data, memoryview(data).cast("B"), pos, limits, max_work)
-    return replace(header, payload=payload), held
+    return replace(header, payload=payload, held_bytes=held)
 
 
 def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Frame:
     """Decode a whole frame; raises :class:`WireError` on anything malformed."""
-    return _decode_frame_sized(data, limits)[0]
+    return _decode_frame(data, limits)

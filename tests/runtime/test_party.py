@@ -399,3 +399,136 @@ def test_two_tasks_receiving_one_tag_is_a_typed_error() -> None:
         return "ok"
 
     assert run_local(2, fn, clock=mock_clock())[0] == "ok"
+
+
+# ---- resource bounds: unread bytes per peer, decoding off the event loop -------------
+
+
+async def _run_parties(net: Network, fns: dict[int, Callable[[Party], Any]],
+                       **party_options: Any) -> dict[int, Any]:
+    """Run ``fns[pid](party)`` for every party of ``net`` (party 0 gets ``party_options``)."""
+    results: dict[int, Any] = {}
+
+    async def one(pid: int) -> None:
+        options = party_options if pid == 0 else {}
+        async with open_party(net, pid, SESSION, timeout=10, **options) as party:
+            results[pid] = await fns[pid](party)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for pid in fns:
+                nursery.start_soon(one, pid)
+    return results
+
+
+BUDGET = 2 << 20
+SPAM = np.zeros(256 << 10, dtype=np.uint8)
+
+
+def test_unread_bytes_beyond_the_budget_cut_the_peer_off(
+        make_network: Callable[[int], Network]) -> None:
+    async def honest(party: Party) -> object:
+        with trio.fail_after(20):
+            while 1 not in party.failed:
+                await trio.sleep(0.01)
+        err = party.failed[1]
+        with pytest.raises(MessageRejected):
+            await party.recv(1, "never sent")
+        stored = party.stats.received_from.get(1, 0)
+        others = await party.exchange("after", 0, [2])  # the others carry on
+        return type(err), err.peer, str(err), stored, others
+
+    async def flooder(party: Party) -> int:
+        sent = 0
+        for i in range(40):  # 10 MiB under tags nobody reads
+            try:
+                await party.send(0, f"spam{i}", SPAM)
+            except PeerDropped:
+                break
+            sent += 1
+        return sent
+
+    async def bystander(party: Party) -> object:
+        return await party.exchange("after", 2, [0])
+
+    async def main() -> dict[int, Any]:
+        return await _run_parties(make_network(3), {0: honest, 1: flooder, 2: bystander},
+                                  max_unread_bytes=BUDGET)
+
+    res = trio.run(main)
+    kind, peer, msg, stored, others = res[0]
+    assert kind is MessageRejected and peer == 1
+    assert "unsolicited messages would hold more than" in msg
+    assert stored <= BUDGET  # what party 0 accepted from party 1 fits the budget
+    assert stored >= BUDGET - 2 * SPAM.nbytes  # and the budget, not something else, stopped it
+    assert others == {2: 2} and res[2] == {0: 0}
+
+
+def test_messages_a_receive_waits_for_are_not_charged(timed: tuple) -> None:
+    make_network, clock, unit = timed
+    big = np.arange(1 << 18, dtype=np.uint64)  # 2 MiB, beyond the 64 KiB budget
+
+    async def receiver(party: Party) -> object:
+        one = await party.recv(1, "big")
+        two = await party.gather("big2", [1])
+        with trio.fail_after(10):
+            while 1 not in party.failed:  # the unsolicited one is refused
+                await trio.sleep(0.01 * unit)
+        return int(one.sum()), int(two[1][-1]), type(party.failed[1])
+
+    async def sender(party: Party) -> None:
+        await trio.sleep(1.0 * unit)  # both receives are waiting by then
+        await party.send(0, "big", big)
+        await trio.sleep(1.0 * unit)
+        await party.send(0, "big2", big)
+        await trio.sleep(1.0 * unit)
+        try:
+            await party.send(0, "unasked", big)
+        except PeerDropped:
+            pass
+
+    async def main() -> dict[int, Any]:
+        return await _run_parties(make_network(2), {0: receiver, 1: sender},
+                                  max_unread_bytes=64 << 10)
+
+    res = trio.run(main, clock=clock) if clock else trio.run(main)
+    assert res[0] == (int(big.sum()), int(big[-1]), MessageRejected)
+
+
+def test_a_frame_slow_to_decode_does_not_stall_the_other_links(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    release = threading.Event()
+    outcome: list[bool] = []
+    real = wire.decode_frame
+
+    def slow_decode(data: Any, limits: wire.Limits = wire.DEFAULT_LIMITS) -> wire.Frame:
+        frame = real(data, limits)
+        if frame.tag == "huge":  # stands for a frame that takes long to decode
+            outcome.append(release.wait(timeout=5))
+        return frame
+
+    monkeypatch.setattr(wire, "decode_frame", slow_decode)
+    huge_payload = list(range(5000))  # many small ints: more work than a reader does inline
+    huge = _f(tag="huge", payload=huge_payload)
+    small = _f(tag="small", sender=2, payload="hi")
+
+    async def main() -> object:
+        net = InMemoryNetwork(3)
+        async with net.open_links(1) as raw1, net.open_links(2) as raw2, \
+                open_party(net, 0, SESSION, timeout=10) as p0:
+            await raw1[0].send_frame(huge)
+            await raw2[0].send_frame(small)
+            got = await p0.recv(2, "small")  # while party 1's frame is still being decoded
+            release.set()
+            return got, await p0.recv(1, "huge")
+
+    assert trio.run(main) == ("hi", huge_payload)
+    assert outcome == [True]  # released by the test, not by the timeout
+
+
+def test_max_unread_bytes_is_checked() -> None:
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InvalidInput):
+            Party(0, {}, SESSION, max_unread_bytes=bad)  # type: ignore[arg-type]

@@ -362,8 +362,9 @@ def test_legitimate_protocol_payloads_fit_the_budget() -> None:
 def test_decode_frame_reports_what_the_payload_holds() -> None:
     arr = np.arange(1 << 16, dtype=np.uint64)
     data = bytearray(_frame([arr, b"x" * 1000]))
-    frame, held = wire._decode_frame_sized(data, wire.DEFAULT_LIMITS)
+    frame = wire.decode_frame(data)
+    held = frame.held_bytes
     assert np.shares_memory(frame.payload[0], np.frombuffer(data, np.uint8))
     assert held >= len(data) + 1000  # the frame buffer it views, and the copied bytes
     tiny = bytearray(_frame([[]] * 1000))
-    assert wire._decode_frame_sized(tiny, wire.DEFAULT_LIMITS)[1] >= 1000 * 56  # list objects
+    assert wire.decode_frame(tiny).held_bytes >= 1000 * 56  # list objects
