@@ -91,23 +91,25 @@ decryption (``c^(p-1) mod p^2``, ``c^(q-1) mod q^2`` with ``c`` unreduced,
 the products with ``h_p``, ``h_q`` reduced modulo ``p``, ``q``, the Garner
 step modulo ``q``; single, array, packed and threaded bulk decryption
 alike), and key set-up (``h_p``, ``h_q``, ``p^-1 mod q``,
-``p^-2 mod q^2`` as Fermat/Euler powers instead of ``gmpy2.invert``; ``h_s
-= h^n`` modulo ``p^2``, ``q^2``); ``L(x) = (x - 1) / p`` is a 2-adic exact
-division (a multiplication and a mask, no division by ``p``).  The
+``(p^2)^-1 mod q^2`` as Fermat/Euler powers instead of ``gmpy2.invert``;
+``h_s = h^n`` modulo ``p^2``, ``q^2``); ``L(x) = (x - 1) / p`` is a 2-adic
+exact division (a multiplication and a mask, no division by ``p``).  The
 ``r^n mod n^2`` of keys without ``h_s`` uses it too (secret base).  *Not*
 constant time: (1) DJN encryption and re-randomisation: the fixed-base
 table is indexed by the digits of the secret exponent ``a`` (whoever
 learns ``a`` learns the plaintext), so an observer of cache or memory
-accesses can learn it; the number and sizes of the multiplications are
-fixed (zero digits are not skipped), so plain timing reveals nothing
-beyond Python-level noise; the modulus ``n^2`` is public.  (2) ``mpz``
-multiplication, addition, subtraction and masks between those steps:
-GMP's ordinary functions, whose time depends on operand limb counts (a
-value whose top limb is zero is shorter, probability ~2^-64) and, for
-subtraction, on a magnitude comparison; they are not documented as
-side-channel silent.  (3) Checking and making keys: ``is_prime``,
-``next_prime`` and ``gcd`` on ``p``, ``q`` at generation, import and
-deserialisation; ``random_unit``'s gcd and rejection loop.  (4) Python
+accesses can learn it; the number and operand sizes of its
+multiplications are fixed (zero digits are not skipped), and its modulus
+``n^2`` is public.  (2) Ordinary ``mpz`` arithmetic on secret values:
+multiplication, addition, subtraction and masks between the steps above,
+and in encryption the reductions modulo the public ``n^2``
+(``mpz_tdiv_r``, whose quotient corrections depend on the values).  Their
+time depends on operand limb counts (a value whose top limb is zero is
+shorter, probability ~2^-64) and, for subtraction, on a magnitude
+comparison; GMP does not document them as side-channel silent.
+(3) Checking and making keys: ``is_prime``, ``next_prime`` and ``gcd`` on
+``p``, ``q`` at generation, import and deserialisation; ``random_unit``'s
+gcd and rejection loop.  (4) Python
 itself: object allocation, big-int conversions for serialisation, and
 branches on plaintexts (range checks, the sign of a decrypted value).
 (5) Homomorphic operations treat their scalars as public: ``c^k`` is
@@ -529,9 +531,11 @@ class PrivateKey:
                 randomness: Randomness = "conservative") -> EncryptedNumber:
         """Same as :meth:`PublicKey.encrypt` on :attr:`public_key`.
 
-        Encryption does not use CRT modulo ``p^2`` and ``q^2``: a fixed-base
-        table keyed by a secret modulus is arithmetic on ``p`` outside
-        ``powmod_sec``, and measured it saved only ~10% (``mpcai bench he``).
+        Encryption does not use CRT modulo ``p^2`` and ``q^2``: fixed-base
+        tables keyed by the secret moduli mean ordinary (variable-time) ``mpz``
+        reductions modulo ``p^2``, ``q^2`` for every encryption.  They were
+        1.2-1.7x faster than this; CRT with ``powmod_sec`` would be ~6x slower
+        (``mpcai bench he`` measures both).
         """
         return self.public_key.encrypt(value, frac_bits=frac_bits, randomness=randomness)
 
