@@ -445,9 +445,11 @@ def launch_local(
     ``.stats`` (per-party :class:`CommStats`) and ``.logs``.
 
     The whole run takes at most about ``timeout`` seconds: parties still
-    running then are killed.  ``connect_timeout`` (default ``timeout / 4``)
-    is how long a party waits for its peers to connect; a peer that dies
-    before connecting costs the others that long.
+    running then are killed.  A party that has not announced its port
+    within ``timeout / 2`` is killed and absent from the others' address
+    book.  ``connect_timeout`` (default ``timeout / 4``) is how long a party
+    waits for its peers to connect; a peer that dies after the address book
+    went out but before connecting costs the others that long.
 
     A party that dies, fails or times out — at any moment, see the module
     docstring — is a :class:`PartyFailed`; the others still run, treating
@@ -578,7 +580,7 @@ class _Launch:
             self._event("announced", i)
         for i in waiting:
             self.phase[i] = "before announcing its port"
-            self._kill(i, f"it did not announce its port within {self.timeout:g} s")
+            self._kill(i, f"it did not announce its port within {self.timeout / 2:g} s")
         return ports
 
     def _kill(self, i: int, note: str) -> None:
@@ -710,9 +712,10 @@ class _Launch:
         self._setup()
         announced: queue.Queue[tuple[int, str | None]] = queue.Queue()
         try:
-            deadline = time.monotonic() + self.timeout
+            start = time.monotonic()
+            deadline = start + self.timeout
             self._spawn(announced)
-            ports = self._collect_ports(announced, deadline)
+            ports = self._collect_ports(announced, start + self.timeout / 2)
             self._send_books(ports)
             self._wait_all(deadline)
         finally:

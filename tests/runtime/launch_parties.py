@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import numpy as np
+import trio
 
 from mpcai.errors import PeerDropped, PeerTimeout
 from mpcai.runtime import Party
@@ -45,10 +47,11 @@ async def big_arrays(party: Party, mib: int) -> float:
 
 # ---- deterministic exit points, chosen by the test through the environment ----------
 # MPCAI_TEST_DIE="<party id>:<point>" makes that party's process exit (os._exit(3)) at
-# <point>: "import" (when the launcher's child imports this module, i.e. before it
-# binds and announces its port) or "stdin" (right after announcing, when it reads the
-# address book).  Only the child named by ``--id`` is affected; the test process that
-# imports this module (to check the function spec) has no ``--id`` in its argv.
+# <point>: "import" (when the launcher's child imports this module, i.e. before it binds
+# and announces its port) or "stdin" (right after announcing, when it reads the address
+# book); "hang" makes it sleep at import instead.  Only the child named by ``--id`` is
+# affected; the test process that imports this module (to check the function spec) has
+# no ``--id`` in its argv.
 
 
 def _my_party_id() -> int | None:
@@ -67,6 +70,8 @@ _who, _, _point = os.environ.get("MPCAI_TEST_DIE", "").partition(":")
 if _who and _my_party_id() == int(_who):
     if _point == "import":
         os._exit(3)
+    if _point == "hang":
+        time.sleep(3600)
     if _point == "stdin":
         sys.stdin = _DieOnRead()  # type: ignore[assignment]
 
@@ -76,3 +81,10 @@ async def sum_of_survivors(party: Party, value: int) -> dict:
     others = await party.exchange("v", value, timeout=20)
     return {"total": value + sum(int(v) for v in others.values()),
             "dropped": sorted(set(party.peers) - set(others))}
+
+
+async def one_sleeps(party: Party) -> str:
+    """Party 1 never finishes; the others do."""
+    if party.id == 1:
+        await trio.sleep(3600)
+    return "done"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
+import signal
 import stat
 from pathlib import Path
 
@@ -11,7 +13,13 @@ import pytest
 
 from mpcai import cli
 from mpcai.errors import InvalidInput, MpcaiError
-from mpcai.runtime.launcher import LaunchError, PartyConfig, PartyFailed, launch_local
+from mpcai.runtime.launcher import (
+    LaunchError,
+    LaunchEvent,
+    PartyConfig,
+    PartyFailed,
+    launch_local,
+)
 
 HERE = Path(__file__).resolve().parent
 FNS = str(HERE / "launch_parties.py")
@@ -128,3 +136,52 @@ def test_party_dead_before_announcing_raises_one_typed_error() -> None:
     assert set(err.failures) == {1} and err.failures[1].exit_status == 3
     assert "before announcing" in err.failures[1].reason
     assert "party 1" in str(err).splitlines()[0]
+
+
+def _assert_reaped(pids: list[int]) -> None:
+    """Every child has been waited for: none is left running or as a zombie."""
+    assert pids
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+@pytest.mark.parametrize("moment", ["started", "announced", "book"])
+def test_party_killed_by_signal_during_start_up(moment: str) -> None:
+    """SIGKILL at each start-up event of party 1 (``book``: just before its address book
+    is written, waiting until it is dead, so the write meets a closed pipe)."""
+    pids: list[int] = []
+
+    def on_event(ev: LaunchEvent) -> None:
+        if ev.name == "started":
+            pids.append(ev.pid)
+        if ev.name == moment and ev.party_id == 1:
+            assert ev.kill(signal.SIGKILL, wait=True)
+
+    run = launch_local(3, f"{FNS}:sum_of_survivors", args_per_party=[(1,), (10,), (100,)],
+                       timeout=60, connect_timeout=5, return_failures=True, on_event=on_event)
+    failure = run[1]
+    assert isinstance(failure, PartyFailed)
+    assert failure.exit_status == -signal.SIGKILL and failure.signal == "SIGKILL"
+    assert ("before announcing" in failure.reason) == (moment == "started")
+    assert run[0] == run[2] == {"total": 101, "dropped": [1]}
+    assert run.failures == {1: failure}
+    _assert_reaped(pids)
+
+
+def test_hung_parties_are_killed_at_the_deadline() -> None:
+    """One party hangs before announcing (killed at timeout / 2, absent from the book), one
+    never finishes (killed at the timeout); the third's result is still returned."""
+    pids: list[int] = []
+    run = launch_local(3, f"{FNS}:one_sleeps", timeout=10, connect_timeout=2,
+                       return_failures=True, env={"MPCAI_TEST_DIE": "2:hang"},
+                       on_event=lambda ev: pids.append(ev.pid) if ev.name == "started" else None)
+    assert run[0] == "done"
+    assert isinstance(run[1], PartyFailed) and "still running after 10 s" in run[1].reason
+    assert isinstance(run[2], PartyFailed) and "did not announce" in run[2].reason
+    assert run[1].signal == run[2].signal == "SIGKILL"
+    _assert_reaped(pids)
+    with pytest.raises(LaunchError) as info:
+        launch_local(3, f"{FNS}:one_sleeps", timeout=6, connect_timeout=2)
+    assert set(info.value.failures) == {1}
+    assert "1 of 3 parties failed: party 1 was killed by the launcher" in str(info.value)
