@@ -27,6 +27,7 @@ __all__ = [
     "ProtocolAbort",
     "ShareError",
     "TripleReuse",
+    "UnsupportedVersion",
     "WireError",
 ]
 
@@ -69,6 +70,10 @@ class TripleReuse(MpcaiError, RuntimeError):
 
 class NativeError(MpcaiError, RuntimeError):
     """The C core reported an error that the Python checks should have caught."""
+
+
+class UnsupportedVersion(MpcaiError, RuntimeError):
+    """An installed dependency has a version whose internals mpcai does not support."""
 
 
 class WireError(MpcaiError, ValueError):

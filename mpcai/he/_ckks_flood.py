@@ -31,10 +31,10 @@ def standard_normal(n: int) -> np.ndarray:
 
 
 def flooding_sigma(noise_bound: float, security_bits: int, released_values: int) -> float:
-    """sigma = 2^(s-1) * B * sqrt(n): statistical distance <= 2^-s over ``n`` released values.
+    """sigma = 2^((s-1)/2) * B * sqrt(n): KL divergence <= 2^-s over ``n`` values shifted by <= B.
 
-    For shifts ``|mu_i| <= B`` the KL divergence between N(mu, sigma^2 I_n) and
-    N(0, sigma^2 I_n) is ``|mu|^2 / (2 sigma^2) <= n B^2 / (2 sigma^2)``;
-    Pinsker gives SD <= sqrt(KL / 2) <= B sqrt(n) / (2 sigma) = 2^-s.
+    For shifts ``|mu_i| <= B`` the KL divergence between N(mu, sigma^2 I_n)
+    and N(0, sigma^2 I_n) is ``|mu|^2 / (2 sigma^2) <= n B^2 / (2 sigma^2)
+    = 2^-s``; its Renyi divergence of order ``a`` is ``a`` times that.
     """
-    return math.ldexp(noise_bound * math.sqrt(released_values), security_bits - 1)
+    return noise_bound * math.sqrt(released_values) * 2.0 ** ((security_bits - 1) / 2)

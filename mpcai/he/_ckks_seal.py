@@ -2,63 +2,143 @@
 
 TenSEAL ships two pybind11 modules whose SEAL types are ``module_local``: a
 ``Ciphertext`` from a ``CKKSVector`` cannot be handed to ``sealapi.Evaluator``
-and vice versa.  Both sides only expose ``save(path)`` / ``load(ctx, path)``,
-so objects cross over through files in a private (0700) directory, on a
-RAM-backed file system where one exists.  Only public material crosses:
+and vice versa.  The SEAL objects on both sides only expose ``save(path)`` /
+``load(ctx, path)`` (no bytes or stream overload, and no way to set their
+data), so they cross over through files.  Only public material crosses:
 ciphertexts, encryption parameters and Galois keys.  Galois keys are created
 on the TenSEAL side, from the secret key inside TenSEAL's own context, so the
-secret key never touches a file.
+secret key never touches a file.  Whatever TenSEAL can do in memory stays in
+memory: a ``CKKSVector`` is rebuilt from SEAL ciphertext bytes by writing
+TenSEAL's ``CKKSVectorProto`` (sizes, ciphertexts, scale) by hand, three
+protobuf fields.
 
-A ``CKKSVector`` is rebuilt from SEAL ciphertext bytes by writing TenSEAL's
-``CKKSVectorProto`` (sizes, ciphertexts, scale) by hand: three protobuf fields.
+**Where the files go.**  Every file lives in a private directory made by
+``tempfile.mkdtemp`` (mode 0700, random name; removed at interpreter exit)
+and is unlinked as soon as the object is loaded or read back, also when an
+exception is raised.  The parent directory is
+
+* ``$MPCAI_SEAL_TMPDIR`` when that environment variable is set (read on
+  every use; it must name an existing writable directory, and nothing else is
+  tried);
+* otherwise :data:`SHM_DIR` (``/dev/shm``, RAM-backed) when it exists, is
+  writable and reports (``os.statvfs``) room for the object plus
+  :data:`SHM_HEADROOM` bytes -- Docker's default ``/dev/shm`` is 64 MiB,
+  and Galois keys at N = 16384 are hundreds of MB;
+* otherwise, or when writing there fails anyway (it may fill up
+  concurrently), :func:`tempfile.gettempdir` (``$TMPDIR``, then ``/tmp``).
+
+**TenSEAL versions.**  The bridge relies on TenSEAL internals (``_ts_cpp``,
+``sealapi``, ``TenSEALContext.seal_context()`` / ``secret_key()`` and the
+protobuf layout of ``CKKSVectorProto``), identical from 0.3.14 (SEAL 4.1) up
+to at least 0.3.18; :data:`SUPPORTED_TENSEAL` is that range, and any other
+version raises :class:`mpcai.errors.UnsupportedVersion` when a context is
+built or loaded (:func:`make_mirror`).
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import shutil
 import struct
 import tempfile
 import threading
-import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import tenseal as ts
 from tenseal import sealapi as sa
 
+from mpcai.errors import InvalidInput, UnsupportedVersion
+
 _TS = ts._ts_cpp
 
+SUPPORTED_TENSEAL: tuple[tuple[int, int, int], tuple[int, int, int]] = ((0, 3, 14), (0, 4, 0))
+"""TenSEAL versions the bridge supports: ``lo <= version < hi``."""
+
+TMPDIR_ENV = "MPCAI_SEAL_TMPDIR"
+"""Environment variable naming the parent directory of the scratch files."""
+
+SHM_DIR = "/dev/shm"  # noqa: S108 (a private mkdtemp directory is made inside it)
+"""RAM-backed parent directory tried first."""
+
+SHM_HEADROOM = 64 << 20
+"""Free bytes that must remain in :data:`SHM_DIR` after writing an object there."""
+
+_T = TypeVar("_T")
 _counter = itertools.count()
 _dir_lock = threading.Lock()
-_tmpdir: str | None = None
+_private: dict[str, str] = {}  # parent directory -> our private directory inside it
 
 
-def _scratch_dir() -> str:
-    global _tmpdir
+def check_tenseal_version(version: str | None = None) -> None:
+    """Raise :class:`UnsupportedVersion` unless ``version`` (default: installed) is supported."""
+    v = ts.__version__ if version is None else version
+    nums: list[int] = []
+    for part in str(v).split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        nums.append(int(digits))
+    lo, hi = SUPPORTED_TENSEAL
+    if len(nums) != 3 or not lo <= tuple(nums) < hi:
+        raise UnsupportedVersion(
+            f"TenSEAL {v} is not supported by mpcai's CKKS bridge (it needs "
+            f"{'.'.join(map(str, lo))} <= tenseal < {'.'.join(map(str, hi))}); "
+            f"install a supported version, e.g. pip install 'tenseal>=0.3.14,<0.4'")
+
+
+def _has_room(directory: str, need: int) -> bool:
+    try:
+        if not (os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)):
+            return False
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize >= need + SHM_HEADROOM
+
+
+def _parents(need: int) -> list[str]:
+    """Parent directories to try, in order, for an object of about ``need`` bytes."""
+    explicit = os.environ.get(TMPDIR_ENV)
+    if explicit:
+        if not (os.path.isdir(explicit) and os.access(explicit, os.W_OK | os.X_OK)):
+            raise InvalidInput(f"{TMPDIR_ENV}={explicit!r} is not a writable directory")
+        return [explicit]
+    out = [SHM_DIR] if _has_room(SHM_DIR, need) else []
+    out.append(tempfile.gettempdir())
+    return out
+
+
+def _private_dir(parent: str) -> str:
     with _dir_lock:
-        if _tmpdir is None or not os.path.isdir(_tmpdir):
-            # mkdtemp makes a fresh 0700 directory with a random name, so a shared parent is safe
-            shm = "/dev/shm"  # noqa: S108
-            base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-            _tmpdir = tempfile.mkdtemp(prefix="mpcai-ckks-", dir=base)  # mode 0700
-            weakref.finalize(_scratch_dir, shutil.rmtree, _tmpdir, True)
-        return _tmpdir
+        d = _private.get(parent)
+        if d is None or not os.path.isdir(d):
+            d = tempfile.mkdtemp(prefix="mpcai-ckks-", dir=parent)  # mode 0700, random name
+            _private[parent] = d
+            atexit.register(shutil.rmtree, d, True)
+        return d
 
 
-class _Scratch:
-    """A unique file path in the scratch directory, removed on exit."""
-
-    def __enter__(self) -> str:
-        self.path = os.path.join(_scratch_dir(), f"{os.getpid()}-{next(_counter)}")
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
+def _via_file(need: int, use: Callable[[str], _T]) -> _T:
+    """``use(path)`` on a fresh scratch path (module docstring); the file is removed after."""
+    parents = _parents(need)
+    for i, parent in enumerate(parents):
+        path = os.path.join(_private_dir(parent), f"{os.getpid()}-{next(_counter)}")
         try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+            return use(path)
+        except (OSError, RuntimeError):
+            if i == len(parents) - 1:
+                raise
+        finally:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _read(path: str) -> bytes:
@@ -69,6 +149,12 @@ def _read(path: str) -> bytes:
 def _write(path: str, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
+
+
+def _ct_bytes(ct: object) -> int:
+    """Upper estimate of a serialised ciphertext (uncompressed) in bytes."""
+    return (8 * ct.size() * ct.poly_modulus_degree()  # type: ignore[attr-defined]
+            * ct.coeff_modulus_size() + 4096)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -83,46 +169,79 @@ class SealMirror:
 
 
 def make_mirror(ts_context: ts.Context) -> SealMirror:
+    """``sealapi`` objects for ``ts_context``'s parameters (checks the TenSEAL version first)."""
+    check_tenseal_version()
     parms = ts_context.data.seal_context().key_context_data().parms()
-    with _Scratch() as p:
-        parms.save(p)
+
+    def load(path: str) -> sa.EncryptionParameters:
+        parms.save(path)
         ep = sa.EncryptionParameters(sa.SCHEME_TYPE.CKKS)
-        ep.load(p)
+        ep.load(path)
+        return ep
+
+    ep = _via_file(1 << 16, load)
     sctx = sa.SEALContext(ep, True, sa.SEC_LEVEL_TYPE.TC128)
     return SealMirror(sctx, sa.Evaluator(sctx), sa.CKKSEncoder(sctx))
 
 
 def galois_keys_bytes(ts_context: ts.Context, steps: list[int]) -> bytes:
     """SEAL-serialised Galois keys for ``steps``, made from the secret key inside TenSEAL."""
-    kg = _TS.KeyGenerator(ts_context.data.seal_context(), ts_context.data.secret_key())
+    seal_ctx = ts_context.data.seal_context()
+    kg = _TS.KeyGenerator(seal_ctx, ts_context.data.secret_key())
     gk = _TS.GaloisKeys()
     kg.create_galois_keys(sorted(set(steps)), gk)
-    with _Scratch() as p:
-        gk.save(p)
-        return _read(p)
+    parms = seal_ctx.key_context_data().parms()
+    k = len(parms.coeff_modulus())  # one key: (k - 1) ciphertexts of 2 polynomials over k primes
+    need = len(set(steps)) * (k - 1) * 2 * parms.poly_modulus_degree() * k * 8 + 4096
+
+    def save(path: str) -> bytes:
+        gk.save(path)
+        return _read(path)
+
+    return _via_file(need, save)
 
 
 def load_galois_keys(mirror: SealMirror, data: bytes) -> sa.GaloisKeys:
     gk = sa.GaloisKeys()
-    with _Scratch() as p:
-        _write(p, data)
-        gk.load(mirror.context, p)
+
+    def load(path: str) -> None:
+        _write(path, data)
+        gk.load(mirror.context, path)
+
+    _via_file(len(data), load)
     return gk
 
 
 def to_seal(mirror: SealMirror, ct: object) -> sa.Ciphertext:
     """Copy a TenSEAL-side ciphertext into a ``sealapi`` one (SEAL validates it on load)."""
     out = sa.Ciphertext()
-    with _Scratch() as p:
-        ct.save(p)  # type: ignore[attr-defined]
-        out.load(mirror.context, p)
+
+    def cross(path: str) -> None:
+        ct.save(path)  # type: ignore[attr-defined]
+        out.load(mirror.context, path)
+
+    _via_file(_ct_bytes(ct), cross)
     return out
 
 
 def seal_bytes(ct: sa.Ciphertext) -> bytes:
-    with _Scratch() as p:
-        ct.save(p)
-        return _read(p)
+    def save(path: str) -> bytes:
+        ct.save(path)
+        return _read(path)
+
+    return _via_file(_ct_bytes(ct), save)
+
+
+def load_ciphertext(mirror: SealMirror, data: bytes) -> sa.Ciphertext:
+    """A ``sealapi`` ciphertext from SEAL bytes (as found in a ``CKKSVectorProto``)."""
+    ct = sa.Ciphertext()
+
+    def load(path: str) -> None:
+        _write(path, data)
+        ct.load(mirror.context, path)
+
+    _via_file(len(data), load)
+    return ct
 
 
 def _varint(n: int) -> bytes:
@@ -200,14 +319,30 @@ def mod_switch_to_last(ts_context: ts.Context, mirror: SealMirror, proto: bytes)
     last = mirror.context.last_parms_id()
     out = []
     for raw in cts:
-        ct = sa.Ciphertext()
-        with _Scratch() as p:
-            _write(p, raw)
-            ct.load(mirror.context, p)
+        ct = load_ciphertext(mirror, raw)
         if ct.parms_id() != last:
             mirror.evaluator.mod_switch_to_inplace(ct, last)
         out.append(ct)
     return from_seal(ts_context, out, sizes, scale)
+
+
+def times_monomial(ts_context: ts.Context, mirror: SealMirror, raw: bytes, scale: float) -> object:
+    """A TenSEAL vector over all slots whose real parts are ``+-Im(z)`` for the ciphertext ``raw``.
+
+    Both ciphertext polynomials are multiplied by the monomial ``X^(N/2)``:
+    an exact ring operation that adds no noise and needs no key.  SEAL's slot
+    ``j`` evaluates at ``zeta^(3^j)`` (``zeta = exp(i pi / N)``), where
+    ``X^(N/2)`` is ``i^(3^j) = (-1)^j i``; so slot ``j`` of the result holds
+    ``(-1)^j i z_j`` and its real part is ``(-1)^(j+1) Im(z_j)``.  The
+    plaintext is built by encoding those values at scale 1, which SEAL
+    rounds to exactly that monomial.
+    """
+    ct = load_ciphertext(mirror, raw)
+    slots = mirror.encoder.slot_count()
+    pt = sa.Plaintext()
+    mirror.encoder.encode([1j, -1j] * (slots // 2), ct.parms_id(), 1.0, pt)
+    mirror.evaluator.multiply_plain_inplace(ct, pt)
+    return from_seal(ts_context, [ct], [slots], scale)
 
 
 def from_seal(ts_context: ts.Context, cts: list[sa.Ciphertext], sizes: list[int],

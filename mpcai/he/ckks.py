@@ -95,7 +95,6 @@ for a bound.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import secrets
 import struct
@@ -113,6 +112,7 @@ __all__ = [
     "DEFAULT_FLOOD_SECURITY_BITS",
     "MAX_CONTEXT_BYTES",
     "MAX_VECTOR_BYTES",
+    "NOISE_MARGIN",
     "PRESETS",
     "CKKSContext",
     "CKKSVector",
@@ -125,7 +125,10 @@ __all__ = [
 _TS = ts._ts_cpp
 
 DEFAULT_FLOOD_SECURITY_BITS: int = 40
-"""Statistical security ``s`` of a flooded decryption: distance <= 2^-s."""
+"""Statistical security ``s`` of flooded decryptions: KL divergence <= 2^-s over a key's budget."""
+
+NOISE_MARGIN: float = 8.0
+"""Estimated noise bound = this times the measured noise RMS, rounded up to a power of two."""
 
 DEFAULT_DECRYPTION_BUDGET: int = 16
 """Flooded ciphertext decryptions allowed per key unless the owner sets another."""
@@ -180,6 +183,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "n8192": Preset("n8192", 8192, (60, 40, 40, 60), 40, 218),
     "n16384": Preset("n16384", 16384, (60, 40, 40, 40, 40, 40, 40, 60), 40, 438),
+    "n16384-hp": Preset("n16384-hp", 16384, (60, 55, 55, 55, 55, 60), 55, 438),
 }
 """Named parameter sets; every total modulus is within the 128-bit bound."""
 
@@ -410,13 +414,23 @@ class CKKSContext:
         limit = self._preset.max_abs_value
         if float(np.max(np.abs(arr))) >= limit:
             raise EncodingOverflow(f"|x| must stay below {limit:g} for preset {self._preset.name}")
+        slots = self.slot_count
         with _tenseal_errors("encrypting"):
-            if arr.size <= self.slot_count:
+            if arr.size <= slots:
                 v = _TS.CKKSVector(self._ctx.data, arr.tolist())
             else:
-                # TenSEAL prints a warning about disabled matmul for chunked vectors
-                with contextlib.redirect_stdout(io.StringIO()):
-                    v = _TS.CKKSVector(self._ctx.data, arr.tolist())
+                # TenSEAL's constructor prints a warning to sys.stdout for a vector
+                # longer than the slots; encrypting chunk by chunk and joining the
+                # ciphertexts in memory (same layout) prints nothing
+                sizes: list[int] = []
+                cts: list[bytes] = []
+                scale = 0.0
+                for i in range(0, arr.size, slots):
+                    part = _TS.CKKSVector(self._ctx.data, arr[i:i + slots].tolist())
+                    sz, ct, scale = _ckks_seal.parse_vector_proto(part.serialize())
+                    sizes += sz
+                    cts += ct
+                v = _TS.CKKSVector(self._ctx.data, _ckks_seal.vector_proto(sizes, cts, scale))
         return CKKSVector(self, v, self._top_level)
 
     def _check_owner(self, vec: CKKSVector) -> None:
@@ -442,34 +456,92 @@ class CKKSContext:
                             dtype=np.float64)
 
     def flooding_sigma(self, noise_bound: float,
-                       security_bits: int = DEFAULT_FLOOD_SECURITY_BITS) -> float:
-        """``2^(s-1) * B * sqrt(budget * slot_count)``: the flooding width for bound ``B``."""
+                       security_bits: int = DEFAULT_FLOOD_SECURITY_BITS, *,
+                       size: int | None = None) -> float:
+        """``2^((s-1)/2) * B * sqrt(budget * size)``: the width for ``size`` values of a ciphertext.
+
+        ``size`` (default: the slot count) is the number of values released
+        from the ciphertext; ``B`` bounds the error of each of them.
+        """
         b = float(noise_bound)
         if not (math.isfinite(b) and b > 0):
             raise InvalidInput(f"noise_bound must be a positive finite number, got {noise_bound}")
         s = _check_int(security_bits, "security_bits", 16, 128)
-        return _ckks_flood.flooding_sigma(b, s, max(1, self._budget) * self.slot_count)
+        k = self.slot_count if size is None else _check_int(size, "size", 1, self.slot_count)
+        return _ckks_flood.flooding_sigma(b, s, max(1, self._budget) * k)
 
-    def decrypt_flooded(self, vec: CKKSVector, *, noise_bound: float,
-                        security_bits: int = DEFAULT_FLOOD_SECURITY_BITS) -> np.ndarray:
-        """Decrypt, then add N(0, sigma^2) noise (see the module docstring) before release.
+    def estimated_noise_bound(self, noise_rms: float) -> float:
+        """``2^ceil(log2(NOISE_MARGIN * max(rms, 2^-scale_bits)))``: the bound flooded against."""
+        rms = max(float(noise_rms), math.ldexp(1.0, -self._preset.scale_bits))
+        return math.ldexp(1.0, math.ceil(math.log2(NOISE_MARGIN * rms)))
 
-        ``noise_bound`` is an a-priori bound ``B`` on the CKKS error of each
-        value of ``vec``.  Each ciphertext of ``vec`` spends one unit of the
-        key's budget; an empty budget raises :class:`DecryptionBudgetExceeded`
-        and nothing is decrypted.
+    def _noise_rms(self, raw: bytes, scale: float) -> float:
+        # the imaginary parts of a real computation's slots are pure CKKS error
+        im = np.array(_ckks_seal.times_monomial(self._ctx, self._mirror, raw, scale).decrypt())
+        return float(np.sqrt(np.mean(im * im)))
+
+    def estimate_noise(self, vec: CKKSVector) -> np.ndarray:
+        """Per ciphertext of ``vec``: the RMS over all slots of the decrypted imaginary parts.
+
+        Every operation of this module is real, so a slot's imaginary part is
+        its CKKS error alone, distributed like the error of its real part (see
+        the module docstring).  Key-dependent: for the owner's eyes only.
         """
         self._check_owner(vec)
-        sigma = self.flooding_sigma(noise_bound, security_bits)
-        cost = vec.ciphertext_count
+        with _tenseal_errors("estimating the noise"):
+            _, cts, scale = _ckks_seal.parse_vector_proto(vec._v.serialize())
+            return np.array([self._noise_rms(raw, scale) for raw in cts])
+
+    def decrypt_flooded(self, vec: CKKSVector, *, noise_bound: float | None = None,
+                        security_bits: int = DEFAULT_FLOOD_SECURITY_BITS,
+                        return_sigma: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Decrypt, then add N(0, sigma^2) noise to every value before release (module docstring).
+
+        Each ciphertext of ``vec`` spends one unit of the key's budget ``Q``
+        (an empty budget raises :class:`DecryptionBudgetExceeded` and nothing
+        is decrypted); its ``k`` values get ``sigma = 2^((s-1)/2) * B *
+        sqrt(Q * k)``.  ``B`` is the caller's a-priori ``noise_bound`` (a
+        key-independent width; refused with :class:`InvalidInput`, the budget
+        still spent, if the measured noise RMS exceeds it) or, by default,
+        :meth:`estimated_noise_bound` of the ciphertext's measured noise.
+        With ``return_sigma`` the widths (one per value) are returned too.
+        """
+        self._check_owner(vec)
+        s = _check_int(security_bits, "security_bits", 16, 128)
+        bound = None
+        if noise_bound is not None:
+            bound = float(noise_bound)
+            if not (math.isfinite(bound) and bound > 0):
+                raise InvalidInput(f"noise_bound must be a positive finite number, "
+                                   f"got {noise_bound}")
+        sizes, cts, scale = _ckks_seal.parse_vector_proto(vec._v.serialize())
+        cost = len(cts)
         with self._lock:
             if self._used + cost > self._budget:
                 raise DecryptionBudgetExceeded(
                     f"this key allows {self._budget} flooded decryptions and {self._used} "
                     f"are spent; {cost} more requested")
             self._used += cost
-        values = self.decrypt(vec)
-        return values + sigma * _ckks_flood.standard_normal(values.size)
+        slots = self.slot_count
+        values, sigmas = [], []
+        with _tenseal_errors("decrypting"):
+            for size, raw in zip(sizes, cts, strict=True):
+                proto = _ckks_seal.vector_proto([slots], [raw], scale)
+                full = _TS.CKKSVector(self._ctx.data, proto)
+                values.append(np.array(full.decrypt(), dtype=np.float64)[:size])
+                rms = self._noise_rms(raw, scale)
+                if bound is None:
+                    b = self.estimated_noise_bound(rms)
+                elif rms > bound:
+                    raise InvalidInput(f"noise_bound {bound:.3g} is below the measured noise RMS "
+                                       f"{rms:.3g}; nothing was released")
+                else:
+                    b = bound
+                sigmas.append(np.full(size, self.flooding_sigma(b, s, size=size)))
+        out = np.concatenate(values)
+        sigma = np.concatenate(sigmas)
+        released = out + sigma * _ckks_flood.standard_normal(out.size)
+        return (released, sigma) if return_sigma else released
 
     # -- matrices ---------------------------------------------------------
 
@@ -719,11 +791,9 @@ class CKKSVector:
             ct = _ckks_seal.to_seal(mirror, self._v.ciphertext()[0])
             outs = _ckks_seal.matvec(mirror, ct, w._enc)
             sizes = [blk.width for blk in w._enc.blocks]
-            if len(outs) > 1:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    v = _ckks_seal.from_seal(ctx._ctx, outs, sizes, ctx._ctx.global_scale)
-            else:
-                v = _ckks_seal.from_seal(ctx._ctx, outs, sizes, ctx._ctx.global_scale)
+            # built from a protobuf: TenSEAL prints nothing (its warning comes only
+            # from the constructor that encrypts values)
+            v = _ckks_seal.from_seal(ctx._ctx, outs, sizes, ctx._ctx.global_scale)
         return CKKSVector(ctx, v, self.level - 1, tuple(sizes) if len(sizes) > 1 else None)
 
     __add__ = add

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import math
+import os
+import stat
+import sys
+import tempfile
 
 import numpy as np
 import pytest
 import tenseal as ts
 
-from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType, MpcaiError, WireError
-from mpcai.he import _ckks_flood
+from mpcai.errors import (
+    EncodingOverflow,
+    InvalidInput,
+    InvalidType,
+    MpcaiError,
+    UnsupportedVersion,
+    WireError,
+)
+from mpcai.he import _ckks_flood, _ckks_seal
 from mpcai.he.ckks import (
+    DEFAULT_DECRYPTION_BUDGET,
+    DEFAULT_FLOOD_SECURITY_BITS,
+    NOISE_MARGIN,
     PRESETS,
     CKKSContext,
     CKKSVector,
@@ -238,15 +252,99 @@ def test_bad_inputs_raise_typed_errors(owner: CKKSContext) -> None:
 def test_flooding_sigma_formula(owner: CKKSContext) -> None:
     s, b = 40, 2.0 ** -30
     n = (1 << 20) * owner.slot_count
-    assert owner.flooding_sigma(b, s) == pytest.approx(2.0 ** (s - 1) * b * math.sqrt(n))
-    assert _ckks_flood.flooding_sigma(1.0, 41, 4) == pytest.approx(2.0 ** 41)
+    assert owner.flooding_sigma(b, s) == pytest.approx(2.0 ** ((s - 1) / 2) * b * math.sqrt(n))
+    assert owner.flooding_sigma(b, s, size=1) == pytest.approx(
+        2.0 ** ((s - 1) / 2) * b * math.sqrt(1 << 20))
+    assert _ckks_flood.flooding_sigma(1.0, 41, 4) == pytest.approx(2.0 ** 21)
+    assert owner.estimated_noise_bound(1e-9) == 2.0 ** math.ceil(math.log2(8e-9))
+    assert NOISE_MARGIN == 8.0 and DEFAULT_FLOOD_SECURITY_BITS == 40
+
+
+def _delta(ctx: CKKSContext) -> float:
+    """TenSEAL's nominal-scale factor after one rescale: 2^scale_bits / (dropped prime)."""
+    top = ctx.tenseal_context.data.seal_context().first_context_data().parms().coeff_modulus()[-1]
+    return ctx.preset.scale_bits and 2.0 ** ctx.preset.scale_bits / float(top.value())
+
+
+def test_monomial_product_is_exact_and_reads_the_imaginary_noise(rng) -> None:
+    ctx = CKKSContext.create(galois_keys=False)
+    x = rng.uniform(-1, 1, ctx.slot_count)
+    v = ctx.encrypt(x)
+    _, cts, scale = _ckks_seal.parse_vector_proto(v.tenseal().serialize())
+    once = _ckks_seal.times_monomial(ctx.tenseal_context, ctx._mirror, cts[0], scale)
+    _, cts2, _ = _ckks_seal.parse_vector_proto(once.serialize())
+    twice = _ckks_seal.times_monomial(ctx.tenseal_context, ctx._mirror, cts2[0], scale)
+    # X^(N/2) squared is X^N = -1: exactly minus the original decryption, no new noise
+    assert np.array_equal(np.array(twice.decrypt()), -ctx.decrypt(v))
+    # a fresh encryption's imaginary noise has the RMS of its real-part error (numpy reference)
+    rms = ctx.estimate_noise(v)[0]
+    real_err = np.sqrt(np.mean((ctx.decrypt(v) - x) ** 2))
+    assert 0.9 < rms / real_err < 1.1
+    # a product: its real-part error is that noise plus the public nominal-scale factor
+    p = v * v
+    err = ctx.decrypt(p) - x * x * _delta(ctx)
+    assert 0.9 < ctx.estimate_noise(p)[0] / np.sqrt(np.mean(err**2)) < 1.1
+    assert ctx.decryptions_left == DEFAULT_DECRYPTION_BUDGET  # estimating is not a release
+
+
+@pytest.fixture(scope="module")
+def hp() -> CKKSContext:
+    return CKKSContext.create("n16384-hp")
+
+
+def test_flooded_dot_product_keeps_ten_bits_at_the_default_security(hp: CKKSContext) -> None:
+    """Dot product of two 4096-value vectors in [-1, 1], released with s = 40, Q = 16.
+
+    Precision is measured against R = sqrt(4096) / 3, the RMS of such a dot
+    product: every released error must be at most 2^-10 * R (10 bits).
+    """
+    rng = np.random.default_rng(11)
+    d, s, q = 4096, DEFAULT_FLOOD_SECURITY_BITS, DEFAULT_DECRYPTION_BUDGET
+    assert hp.decryptions_left == q
+    r = math.sqrt(d) / 3
+    errors = []
+    for _ in range(8):
+        a, b = rng.uniform(-1, 1, (2, d))
+        dot = hp.encrypt(a).dot(hp.encrypt(b))
+        rho = hp.estimate_noise(dot)[0]
+        released, sigma = hp.decrypt_flooded(dot, return_sigma=True)
+        # the documented width: B = 2^ceil(log2(8 rho)), sigma = 2^((s-1)/2) * B * sqrt(Q * 1)
+        bound = 2.0 ** math.ceil(math.log2(8 * rho))
+        assert sigma[0] == pytest.approx(2.0 ** ((s - 1) / 2) * bound * math.sqrt(q))
+        # the statement's assumption against numpy: the key-dependent error is within B
+        noise = hp.decrypt(dot)[0] - (a @ b) * _delta(hp)
+        assert abs(noise) <= bound
+        errors.append(released[0] - a @ b)
+    assert hp.decryptions_left == q - 8
+    worst = float(np.max(np.abs(errors)))
+    assert worst <= 2.0 ** -10 * r, f"{math.log2(r / worst):.1f} bits"
+    assert sigma[0] <= 2.0 ** -12 * r  # 12.9 bits at the width's 1-sigma
+
+
+def test_flooding_noise_has_the_promised_width_and_follows_the_estimate(rng) -> None:
+    ctx = CKKSContext.create(galois_keys=False, decryption_budget=4)
+    s, q, k = DEFAULT_FLOOD_SECURITY_BITS, 4, ctx.slot_count
+    x = rng.uniform(-1, 1, k)
+    quiet = ctx.encrypt(x)
+    loud = quiet * 64.0  # 64 times the noise (and the values)
+    widths = []
+    for v, want in ((quiet, x), (loud, 64 * x * _delta(ctx))):
+        rho = ctx.estimate_noise(v)[0]
+        promised = 2.0 ** ((s - 1) / 2) * 2.0 ** math.ceil(math.log2(8 * rho)) * math.sqrt(q * k)
+        err = ctx.decrypt_flooded(v) - want
+        assert abs(err.std() / promised - 1) < 0.06  # 4096 samples: 1.1% standard error
+        assert abs(err.mean()) < 5 * promised / math.sqrt(k)
+        widths.append(promised)
+    assert 32 <= widths[1] / widths[0] <= 128
+    # the issue's case (n8192, s = 40, budget 16, fresh values in [-1, 1]) gave RMS 2.1e6
+    assert widths[0] * 2 < 10  # about 2.8 with this budget of 4; see the module docstring
 
 
 def test_flooded_decryption_adds_the_declared_gaussian(rng) -> None:
     ctx = CKKSContext.create(galois_keys=False, decryption_budget=8)
     s = 40
     target_sigma = 0.5
-    bound = target_sigma / (2.0 ** (s - 1) * math.sqrt(8 * ctx.slot_count))
+    bound = target_sigma / (2.0 ** ((s - 1) / 2) * math.sqrt(8 * ctx.slot_count))
     assert ctx.flooding_sigma(bound, s) == pytest.approx(target_sigma)
     x = rng.uniform(-1, 1, ctx.slot_count)
     v = ctx.encrypt(x)
@@ -261,21 +359,25 @@ def test_flooded_decryption_adds_the_declared_gaussian(rng) -> None:
     # two releases of the same ciphertext get independent noise
     assert np.corrcoef(noise[:4096], noise[4096:8192])[0, 1] < 0.1
     assert ctx.decryptions_left == 4
+    # a bound below the measured noise is refused, and the attempt is spent
+    with pytest.raises(InvalidInput, match="below the measured noise"):
+        ctx.decrypt_flooded(v, noise_bound=1e-12)
+    assert ctx.decryptions_left == 3
 
 
 def test_decryption_budget_is_enforced_per_key(rng) -> None:
     ctx = CKKSContext.create(galois_keys=False, decryption_budget=3)
     short, long_ = ctx.encrypt(np.ones(4)), ctx.encrypt(np.ones(5000))  # 1 and 2 ciphertexts
-    ctx.decrypt_flooded(short, noise_bound=1e-9, security_bits=20)
-    ctx.decrypt_flooded(long_, noise_bound=1e-9, security_bits=20)
+    ctx.decrypt_flooded(short, security_bits=20)
+    ctx.decrypt_flooded(long_, noise_bound=1e-6, security_bits=20)
     assert ctx.decryptions_left == 0
     with pytest.raises(DecryptionBudgetExceeded):
-        ctx.decrypt_flooded(short, noise_bound=1e-9, security_bits=20)
+        ctx.decrypt_flooded(short, security_bits=20)
     # the budget travels with a secret-key blob and is not reset by reloading
     again = CKKSContext.load(ctx.serialize(save_secret_key=True))
     assert again.decryptions_left == 0
     with pytest.raises(DecryptionBudgetExceeded):
-        again.decrypt_flooded(short, noise_bound=1e-9, security_bits=20)
+        again.decrypt_flooded(short, security_bits=20)
     ctx.decrypt(short)  # the owner's own view is not budgeted
 
 
@@ -296,3 +398,112 @@ def test_compact_shrinks_the_blob_and_decrypts_the_same(owner: CKKSContext, rng)
     assert v.level == 2  # the original is untouched
     y = (owner.encrypt(x[:784]) @ rng.uniform(-1, 1, (784, 128))).compact()
     assert y.level == 0 and y.size == 128
+
+
+# -- the bridge to sealapi: scratch files, streams, versions --------------------
+
+
+def _round_trip(ctx: CKKSContext, rng) -> None:
+    """Every kind of object that crosses through a file: parameters (create), Galois
+    keys (add_matvec_keys, load), ciphertexts both ways (matmul, compact, estimates)."""
+    x = rng.uniform(-1, 1, 64)
+    w = rng.uniform(-1, 1, (64, 16))
+    ctx.add_matvec_keys(64, 16)
+    again = CKKSContext.load(ctx.serialize(save_secret_key=True))
+    y = (again.encrypt(x) @ w).compact()
+    assert np.max(np.abs(again.decrypt(y) - x @ w)) < ONE_MUL_ERR
+    assert again.estimate_noise(y)[0] < 1e-6
+
+
+def _isolated_scratch(monkeypatch, tmp_path, shm: str) -> str:
+    monkeypatch.delenv(_ckks_seal.TMPDIR_ENV, raising=False)
+    monkeypatch.setattr(_ckks_seal, "SHM_DIR", shm)
+    monkeypatch.setattr(_ckks_seal, "_private", {})
+    fallback = tmp_path / "tmp"
+    fallback.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(fallback))
+    return str(fallback)
+
+
+def _only_empty_private_dir(parent: str) -> None:
+    entries = os.listdir(parent)
+    assert len(entries) == 1 and entries[0].startswith("mpcai-ckks-"), entries
+    private = os.path.join(parent, entries[0])
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
+    assert os.listdir(private) == []  # every scratch file was removed
+
+
+def test_scratch_falls_back_when_shm_is_missing(monkeypatch, tmp_path, rng) -> None:
+    fallback = _isolated_scratch(monkeypatch, tmp_path, str(tmp_path / "no-shm"))
+    _round_trip(CKKSContext.create(galois_keys=False), rng)
+    _only_empty_private_dir(fallback)
+
+
+def test_scratch_falls_back_when_shm_is_too_small(monkeypatch, tmp_path, rng) -> None:
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    fallback = _isolated_scratch(monkeypatch, tmp_path, str(shm))
+    real = os.statvfs
+
+    class Small:
+        f_bavail, f_frsize = 1024, 4096  # 4 MiB: less than the headroom alone
+
+    monkeypatch.setattr(os, "statvfs", lambda p: Small() if str(p) == str(shm) else real(p))
+    _round_trip(CKKSContext.create(galois_keys=False), rng)
+    assert os.listdir(shm) == []
+    _only_empty_private_dir(fallback)
+    # with room, /dev/shm's stand-in is used instead
+    monkeypatch.setattr(os, "statvfs", real)
+    _round_trip(CKKSContext.create(galois_keys=False), rng)
+    _only_empty_private_dir(str(shm))
+
+
+def test_scratch_directory_from_the_environment(monkeypatch, tmp_path, rng) -> None:
+    _isolated_scratch(monkeypatch, tmp_path, str(tmp_path / "no-shm"))
+    chosen = tmp_path / "chosen"
+    chosen.mkdir()
+    monkeypatch.setenv(_ckks_seal.TMPDIR_ENV, str(chosen))
+    _round_trip(CKKSContext.create(galois_keys=False), rng)
+    _only_empty_private_dir(str(chosen))
+    assert os.listdir(tmp_path / "tmp") == []
+    monkeypatch.setenv(_ckks_seal.TMPDIR_ENV, str(tmp_path / "absent"))
+    with pytest.raises(InvalidInput, match=_ckks_seal.TMPDIR_ENV):
+        CKKSContext.create(galois_keys=False)
+
+
+def test_nothing_is_written_to_stdout_and_sys_stdout_is_untouched(owner: CKKSContext, capfd,
+                                                                  rng) -> None:
+    before = sys.stdout
+    swapped: list[str] = []
+
+    def watch(frame, event, arg) -> None:  # the sys.setprofile signature
+        if sys.stdout is not before:  # checked at every call and return, C calls included
+            swapped.append(event)
+
+    x = rng.uniform(-1, 1, 10_000)  # three ciphertexts: TenSEAL's constructor would warn
+    w = rng.uniform(-1, 1, (3800, 300)) / 16  # two column blocks: two ciphertexts
+    sys.setprofile(watch)
+    try:
+        v = owner.encrypt(x)
+        y = owner.encrypt(x[:3800]) @ w
+    finally:
+        sys.setprofile(None)
+    assert not swapped and sys.stdout is before
+    assert len(v.tenseal().ciphertext()) == 3 and len(y.tenseal().ciphertext()) == 2
+    assert np.max(np.abs(owner.decrypt(v) - x)) < 1e-5
+    assert np.max(np.abs(owner.decrypt(y) - x[:3800] @ w)) < ONE_MUL_ERR
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_unsupported_tenseal_version_is_a_typed_error(monkeypatch) -> None:
+    for ok in ("0.3.14", "0.3.18", ts.__version__):
+        _ckks_seal.check_tenseal_version(ok)
+    for bad in ("0.3.13", "0.4.0", "1.0.0", "0.3", "dev"):
+        with pytest.raises(UnsupportedVersion, match="tenseal"):
+            _ckks_seal.check_tenseal_version(bad)
+    assert issubclass(UnsupportedVersion, MpcaiError) and issubclass(UnsupportedVersion,
+                                                                     RuntimeError)
+    monkeypatch.setattr(ts, "__version__", "0.2.9")
+    with pytest.raises(UnsupportedVersion, match=r"0\.2\.9"):
+        CKKSContext.create(galois_keys=False)
