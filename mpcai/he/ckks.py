@@ -2,17 +2,19 @@
 
 **Contexts** (:class:`CKKSContext`) come from named presets
 (:data:`PRESETS`): ``"n8192"`` (N = 8192, coefficient chain 60-40-40-60 =
-200 bits, scale 2^40, multiplicative depth 2) and ``"n16384"`` (N = 16384,
-60-40x6-60 = 360 bits, scale 2^40, depth 6).  Both stay below the
-HomomorphicEncryption.org standard's bound for 128-bit classical security
-with ternary secrets (218 and 438 bits), and SEAL re-checks this when the
-context is built.  The key owner creates the context; :meth:`CKKSContext.public`
-and :meth:`CKKSContext.serialize` (by default) drop the secret key, so what
-leaves the owner can encrypt and compute but not decrypt.  The secret key is
-serialised only with ``save_secret_key=True``.  Loading checks the length
-against a limit before any byte reaches TenSEAL's deserialiser, and checks the
-parameters against the declared preset, so a peer cannot substitute weaker
-ones.
+200 bits, scale 2^40, multiplicative depth 2), ``"n16384"`` (N = 16384,
+60-40x6-60 = 360 bits, scale 2^40, depth 6) and ``"n16384-hp"`` (N = 16384,
+60-55x4-60 = 340 bits, scale 2^55, depth 4: the preset for flooded
+decryptions, see below; fresh values must stay below 16 in magnitude). All
+stay below the HomomorphicEncryption.org standard's bound for 128-bit
+classical security with ternary secrets (218 and 438 bits), and SEAL
+re-checks this when the context is built. The key owner creates the context;
+:meth:`CKKSContext.public` and :meth:`CKKSContext.serialize` (by default)
+drop the secret key, so what leaves the owner can encrypt and compute but
+not decrypt. The secret key is serialised only with
+``save_secret_key=True``. Loading checks the length against a limit before
+any byte reaches TenSEAL's deserialiser, and checks the parameters against
+the declared preset, so a peer cannot substitute weaker ones.
 
 **Vectors** (:class:`CKKSVector`) hold numpy arrays of any length (longer
 than the slot count means several ciphertexts).  Addition, multiplication by
@@ -56,40 +58,81 @@ product (and matrix products with entries in [-1, 1] whose outputs are of
 order 1 to 10), and ``1e-3`` after a degree-3 polynomial.
 
 **Noise-flooded decryption** (:meth:`CKKSContext.decrypt_flooded`).  Threat
-model: the key owner decrypts a ciphertext that someone else computed or
-will see, and shows the result to anyone but itself.  A CKKS decryption is
-``m + e`` where the error ``e`` depends on the secret key; Li and Micciancio
-("On the Security of Homomorphic Encryption on Approximate Numbers",
-EUROCRYPT 2021) recover the key from a few such outputs.  SEAL and TenSEAL
-have no mitigation.  We add independent Gaussian noise of width ``sigma`` to
-every released value, from the ChaCha20 CSPRNG (never ``numpy.random``).
-Statement: if every released value's CKKS error satisfies ``|e_i| <= B``
-(the caller's ``noise_bound``; it must be an a-priori bound for the
-computation, not one measured on this ciphertext) and at most ``n = Q *
-slots`` values are released under one key (``Q`` the key's decryption budget,
-counted in ciphertexts), then with ``sigma = 2^(s-1) * B * sqrt(n)`` the
-whole transcript of released values is within statistical distance ``2^-s``
-of one computed from the error-free results (KL divergence of shifted
-Gaussians ``<= n B^2 / (2 sigma^2)``, then Pinsker).  So nothing the
-attacker does with the transcript, key recovery included, succeeds with
-probability more than ``2^-s`` above what it would without the errors.
-The bound assumes a passive key owner that decrypts only ciphertexts whose
-error it can bound by ``B``, and says nothing about what the result itself
-reveals.  Exceeding the budget raises :class:`DecryptionBudgetExceeded`.
+model: the key owner decrypts a ciphertext that someone else computed with
+this module's operations (a passive evaluator) and shows the result to anyone
+but itself.  A CKKS decryption is ``m + e`` where the error ``e`` depends on
+the secret key; Li and Micciancio ("On the Security of Homomorphic
+Encryption on Approximate Numbers", EUROCRYPT 2021) recover the key from a
+few such outputs.  SEAL and TenSEAL have no mitigation.  We add independent
+Gaussian noise to every released value, from the ChaCha20 CSPRNG (never
+``numpy.random``), with a width set by the ciphertext's *measured* noise, as
+OpenFHE's ``NOISE_FLOODING_DECRYPT`` mode does (Li, Micciancio, Schultz and
+Sorrell, "Securing Approximate Homomorphic Encryption Using Differential
+Privacy", CRYPTO 2022).
 
-*Precision cost*: flooding loses ``s - 1 + log2(n) / 2`` bits against the
-unflooded error ``B``; a flooded value ``x`` keeps ``log2(|x| / sigma)``
-bits.  For the default ``s = 40`` and budget ``Q = 16``: N = 8192 (4096
-slots, n = 2^16) loses 47 bits and N = 16384 (8192 slots, n = 2^17) loses
-47.5 bits.  With a fresh-ciphertext bound ``B = 2^-26`` at scale 2^40 that
-is ``sigma = 2^21`` (2^21.5 at N = 16384), while a ciphertext at the last
-level holds only ``|x| < 2^19``: at full strength a flooded result of these
-presets carries no information about values of ordinary size.  Useful
-precision needs values far above ``sigma`` (possible only at higher levels,
-whose range is ``q_level / 2^41``) or a smaller ``s``, budget ``Q`` or bound
-``B`` -- an explicit choice of the caller, who passes ``security_bits`` and
-``decryption_budget``.  :meth:`CKKSContext.flooding_sigma` gives ``sigma``
-for a bound.
+*Measuring the noise.*  Every operation here is real (real inputs,
+plaintexts, rotations), so the imaginary part of every slot is pure CKKS
+error, distributed like the error of the slot's real part.  The owner reads
+the imaginary parts by multiplying the ciphertext by the monomial
+``X^(N/2)`` (exact: no noise, no key; it maps slot ``j`` to ``+-i z_j``)
+and decrypting: ``rho`` is their RMS over all N/2 slots
+(:meth:`CKKSContext.estimate_noise`; a fresh encryption's ``rho`` matches
+the RMS of its real-part error within a few percent).  The bound flooded
+against is ``B = 2^ceil(log2(8 rho))`` (:data:`NOISE_MARGIN` = 8 standard
+deviations, rounded up to a power of two).  TenSEAL's nominal scale after a
+rescale (above) multiplies results by a public factor ``1 + delta``; that
+part of the error depends on the values only, not on the key, and is not
+flooded.  A caller may pass an a-priori ``noise_bound`` instead (refused if
+the measured ``rho`` exceeds it).
+
+*Width and statement.*  A key has a budget of ``Q`` ciphertext decryptions
+(:data:`DEFAULT_DECRYPTION_BUDGET` = 16; exceeding it raises
+:class:`DecryptionBudgetExceeded`).  The ``k`` values released from one
+ciphertext get ``sigma = 2^((s-1)/2) * B * sqrt(Q * k)``; only the
+``size`` meaningful slots are released, so a dot product (``k = 1``) pays
+``sqrt(Q)`` where a full vector pays ``sqrt(Q * N/2)``.  If every released
+error obeys ``|e_i| <= B``, each ciphertext contributes at most ``k B^2 /
+(2 sigma^2) = 2^-s / Q`` to the KL divergence between the transcript of
+released values and the ideal one ``m + g`` (same widths, no CKKS error), so
+the whole key's transcript, adaptively chosen ciphertexts included (chain
+rule), is within KL divergence ``2^-s`` of the ideal, with ``s =``
+:data:`DEFAULT_FLOOD_SECURITY_BITS` = 40 by default (OpenFHE's default is
+30).  Consequences: (1) key recovery, or any other event, has probability
+``p' <= (p * exp(a 2^-s))^(1 - 1/a)`` for every ``a > 1`` (Renyi divergence
+of order ``a`` is ``a`` times the KL bound), where ``p`` is its probability
+given the ideal transcript: with ``a = 2^(s/2)`` and ``p >= 2^-128``,
+``p' <= 1.0001 p`` at ``s = 40``; (2) statistical distance ``<=
+2^(-(s+1)/2)`` (Pinsker), i.e. ``2^-20.5`` at ``s = 40``: a weaker
+distinguishing guarantee than ``2^-s``, which is the price of usable
+precision (``2^-s`` in statistical distance costs ``(s+1)/2`` more bits);
+(3) ``s``-bit security in the bit-security sense of Micciancio and Walter
+used by Li et al. above.
+
+*Caveats.*  The statement is conditional on ``|e_i| <= B``: with the
+measured bound that holds for errors of Gaussian shape with equal spread
+over the slots (a released slot beyond 8 RMS has probability below
+2^-49), which is the case for this module's operations on data of uniform
+magnitude; a computation that concentrates the error in a few released
+slots (one value 1000 times the others, then a product) should pass an
+a-priori ``noise_bound``.  With the measured bound the width itself depends
+on the key, but only through the power of two ``B``, which the adversary is
+also given; ``rho^2`` averages N/2 squared errors, so ``rho``'s relative
+spread is about ``1 / sqrt(N)`` (0.8 % at N = 16384) and ``B`` is in
+practice a function of the computation, not of the key; in the worst case it leaks
+``log2`` of the number of possible powers (about 6 bits) per decryption.
+An a-priori ``noise_bound`` gives a key-independent width.  A malicious
+evaluator (crafted ciphertexts, complex conjugation) is out of scope.
+
+*Precision* (measured; ``s = 40``, ``Q = 16``): on ``"n16384-hp"`` a dot
+product of two 4096-value vectors in [-1, 1] has ``rho ~ 7e-11``, ``B =
+2^-30`` and ``sigma = 2^-8.5 ~ 2.8e-3``: 12.9 bits against the result's RMS
+``sqrt(4096)/3 ~ 21``; a fresh full vector (8192 values in [-1, 1]) has
+``sigma = 2^-12``.  On ``"n8192"`` (scale 2^40) the same fresh vector gets
+``sigma ~ 2.8`` (it was 2.1e6 with the former statistical-distance
+formula) and the dot product ``sigma ~ 23``: no information, so use
+``"n16384-hp"``, or a smaller ``s`` or ``Q`` (:meth:`CKKSContext.flooding_sigma`
+gives ``sigma`` for a bound).  A flooded decryption costs one extra
+ciphertext product and decryption (about 25 ms at N = 16384).
 """
 
 from __future__ import annotations
