@@ -122,14 +122,24 @@ def hospitals(n_hospitals: int = 3, threshold: int = 2) -> int:
 
 def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
            threshold: int | None = None, timeout: float = 120.0) -> int:
-    """Secure aggregation with server and clients as OS processes over TLS; prints progress."""
+    """Secure aggregation with server and clients as OS processes over TLS; prints progress.
+
+    ``dropout`` is the fraction of clients whose processes are killed
+    (SIGKILL, no goodbye) as soon as the server has finished the share_keys
+    stage, so usually before they send their masked input (a small update
+    may already be sent: then they drop at unmask).  They show up as
+    dropouts; the exit code is 0 if the server's mean over the survivors
+    matches the plaintext mean.
+    """
+    import signal
     import tempfile
     import threading
     import time
     from pathlib import Path
 
+    from mpcai.errors import PartyFailed
     from mpcai.protocols import secure_aggregation as sa
-    from mpcai.runtime.launcher import LaunchError, launch_local
+    from mpcai.runtime.launcher import LaunchError, LaunchEvent, launch_local
 
     if n_clients < 3:
         raise InvalidInput("the demo needs at least 3 clients")
@@ -150,22 +160,28 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
                                                  replace=False))
     args: list[tuple] = [(config, None, 1, None, True)]
     for cid in range(1, n_clients + 1):
-        drop = sa.Stage.MASKED_INPUT.value if cid in dropping else None
-        args.append((config, updates[cid - 1], weights[cid - 1], drop))
+        args.append((config, updates[cid - 1], weights[cid - 1]))
 
     print(f"mpcai demo secagg: 1 server + {n_clients} clients as OS processes over mutual TLS")
     print(f"  model update: {dim:,} float32 per client, weights 1..{max_weight}, "
-          f"threshold t={t}; clients {dropping} will drop before sending their masked input")
+          f"threshold t={t}; clients {dropping} will be killed (SIGKILL) once the server "
+          "has finished share_keys")
     print(f"  {sa.security_report(cfg, 0.0, dropout).statement}\n")
 
     work = tempfile.TemporaryDirectory(prefix="mpcai-demo-")
     box: dict[str, object] = {}
+    handles: dict[int, LaunchEvent] = {}
+
+    def on_event(ev: LaunchEvent) -> None:
+        if ev.name == "started" and ev.party_id in dropping:
+            handles[ev.party_id] = ev
 
     def run() -> None:
         try:
             box["run"] = launch_local(
                 n_clients + 1, "mpcai.protocols.secure_aggregation.simulation:process_party",
-                args_per_party=args, timeout=timeout, workdir=work.name)
+                args_per_party=args, timeout=timeout, workdir=work.name, return_failures=True,
+                on_event=on_event)
         except Exception as exc:  # shown below
             box["error"] = exc
 
@@ -174,6 +190,7 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
     thread.start()
     log = Path(work.name) / "party-0.log"
     shown = 0
+    killed: list[int] = []
     stages = ["advertise_keys", "share_keys", "masked_input", "unmask"]
     print(f"  {'stage':<16}{'progress':<24}{'clients':>9}{'time':>10}")
     while thread.is_alive() or shown < len(stages):
@@ -186,10 +203,13 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
             bar = "#" * round(20 * int(alive) / max(1, n_clients))
             print(f"  {stage:<16}[{bar:<20}]  {alive:>4}/{expected:<4}{float(secs):>9.2f}s",
                   flush=True)
+            if stage == sa.Stage.SHARE_KEYS.value and dropping and not killed:
+                killed = [c for c in dropping if c in handles and handles[c].kill(signal.SIGKILL)]
+                print(f"  {'':<16}killed clients {killed} (SIGKILL)", flush=True)
         shown = len(lines)
         if not thread.is_alive():
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     thread.join()
     wall = time.perf_counter() - t0
     if "error" in box:
@@ -199,6 +219,11 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
         return 1
     run_result = box["run"]
     server_out = run_result[0]  # type: ignore[index]
+    failures: dict[int, PartyFailed] = run_result.failures  # type: ignore[attr-defined]
+    if isinstance(server_out, PartyFailed):
+        print(f"\nFAILED: the server {server_out.reason}\n{server_out.log[-4000:]}")
+        work.cleanup()
+        return 1
     survivors = server_out["survivors"]
     w = np.array([weights[c - 1] for c in survivors], dtype=np.float64)
     clear = (np.array([updates[c - 1] for c in survivors], dtype=np.float64)
@@ -206,10 +231,15 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
     err = float(np.max(np.abs(server_out["mean"] - clear)))
     step = 2.0 * cfg.clip / cfg.levels
     stats = run_result.stats  # type: ignore[attr-defined]
-    client_bytes = [s.bytes_sent for i, s in enumerate(stats[1:], start=1) if i not in dropping]
+    client_bytes = [s.bytes_sent for i, s in enumerate(stats[1:], start=1) if i not in failures]
     print("\nSummary")
     print(f"  survivors: {len(survivors)} of {n_clients}; dropped: "
           f"{ {k: v for k, v in server_out['dropped'].items() if v} or 'none'}")
+    for cid, failure in failures.items():
+        if cid in killed and failure.signal == "SIGKILL":
+            print(f"  client {cid}: process killed (SIGKILL) by the demo -> a dropout")
+        else:
+            print(f"  client {cid} {failure.reason}")
     print(f"  weighted mean over survivors: max error vs plaintext {err:.2e} "
           f"(quantisation step {step:.1e}) -> {'OK' if err <= step else 'FAIL'}")
     print("  time per stage (server): " + ", ".join(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,13 @@ def test_default_demo_is_secure_aggregation_over_tls(capsys: pytest.CaptureFixtu
                      "--dropout", "0.2"]) == 0
     out = capsys.readouterr().out
     assert "over mutual TLS" in out and "unmask" in out and "-> OK" in out
-    assert "'masked_input': [" in out  # one client dropped and was named
+    # one client's process was really killed, and it is a dropout, not a failed run
+    killed = re.search(r"killed clients \[(\d+)\] \(SIGKILL\)", out)
+    assert killed is not None, out
+    cid = killed.group(1)
+    assert f"client {cid}: process killed (SIGKILL) by the demo -> a dropout" in out
+    assert re.search(rf"dropped: \{{'(masked_input|unmask)': \[{cid}\]\}}", out), out
+    assert "FAILED" not in out and "failed" not in out
 
 
 def test_demo_with_more_hospitals(capsys: pytest.CaptureFixture[str]) -> None:
