@@ -124,8 +124,9 @@ An a-priori ``noise_bound`` gives a key-independent width.  A malicious
 evaluator (crafted ciphertexts, complex conjugation) is out of scope.
 
 *Precision* (measured; ``s = 40``, ``Q = 16``): on ``"n16384-hp"`` a dot
-product of two 4096-value vectors in [-1, 1] has ``rho ~ 7e-11``, ``B =
-2^-30`` and ``sigma = 2^-8.5 ~ 2.8e-3``: 12.9 bits against the result's RMS
+product of two 4096-value vectors in [-1, 1] has ``rho ~ 5e-11 to 8e-11``
+(by the data), ``B = 2^-31`` or ``2^-30`` and ``sigma = 2^-9.5`` or
+``2^-8.5`` (1.4e-3 or 2.8e-3): 13.9 or 12.9 bits against the result's RMS
 ``sqrt(4096)/3 ~ 21``; a fresh full vector (8192 values in [-1, 1]) has
 ``sigma = 2^-12``.  On ``"n8192"`` (scale 2^40) the same fresh vector gets
 ``sigma ~ 2.8`` (it was 2.1e6 with the former statistical-distance
