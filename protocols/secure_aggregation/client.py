@@ -126,15 +126,21 @@ async def share_keys(party: Party, state: ClientState) -> None:
         raise ProtocolAbort("the server sent keys for other clients than this one's neighbours")
     state.keys = keys
     t = state.cfg.threshold
-    if len(state.graph) < t:
-        raise NotEnoughSurvivors(f"only {len(state.graph)} neighbours advertised keys, {t} needed")
+    if len(state.graph) + 1 < t:
+        raise NotEnoughSurvivors(f"only {len(state.graph)} neighbours advertised keys, "
+                                 f"{t - 1} needed")
     state.self_seed = prg.new_seed()
-    points = sorted(state.graph)
+    # shares for the neighbours and one for this client itself (SecAgg+): a survivor's
+    # own self-mask share counts toward the threshold at unmask
+    points = sorted(state.graph | {state.me})
     b_shares = shamir.share_bytes(state.self_seed, t, len(points), points=points)
     s_raw = _crypto.x25519_private_bytes(state.s_sk)
     s_shares = shamir.share_bytes(s_raw, t, len(points), points=points)
     out: dict[int, bytes] = {}
     for v, bs, ss in zip(points, b_shares, s_shares, strict=True):
+        if v == state.me:
+            state.held[v] = (bs.values, ss.values)
+            continue
         key = _crypto.agree(state.c_sk, keys[v][0], "secagg/share", _crypto.pair_context(
             state.session, state.me, v))
         plain = struct.pack("<II", state.me, v) + bs.values.tobytes() + ss.values.tobytes()

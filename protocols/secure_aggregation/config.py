@@ -19,6 +19,8 @@ from typing import Any, Literal
 from mpcai.encoding import MAX_QUANT_BITS
 from mpcai.errors import InvalidInput
 
+from . import _params
+
 __all__ = ["SecAggConfig", "SecurityReport", "make_identities", "security_report"]
 
 
@@ -28,10 +30,25 @@ class SecAggConfig:
 
     Attributes:
         n_clients: number of clients (party ids ``1..n_clients``; the server is 0).
-        threshold: ``t``, how many of a client's neighbours must survive to
-            recover its secrets (and how many colluders it takes to learn them).
+        threshold: ``t``, how many shares recover a client's secrets (its own
+            share counts, so a surviving client needs ``t - 1`` surviving
+            neighbours) and how many colluding neighbours it takes to learn
+            them.  ``None`` (the default): chosen with ``degree`` so that a
+            round fails with probability at most ``failure_bound`` and
+            privacy fails with probability at most ``privacy_bound``, for the
+            declared ``dropout_fraction`` and ``corrupt_fraction`` (see
+            :func:`security_report`).
         degree: ``k``, neighbours per client in the SecAgg+ graph (even);
-            ``None`` for every other client (classic SecAgg).
+            ``None`` with an explicit ``threshold``: every other client
+            (classic SecAgg); ``None`` without one: chosen as above.
+        dropout_fraction: the fraction of clients that may drop out in a
+            round (used to choose ``degree`` and ``threshold``).
+        corrupt_fraction: the fraction of clients that may collude with the
+            server (likewise).
+        failure_bound: the largest acceptable probability that a round
+            gives no result (``NotEnoughSurvivors``).
+        privacy_bound: the largest acceptable probability that the server
+            and the corrupt clients learn more than the sum.
         clip: updates are clipped (or refused) outside ``[-clip, clip]``.
         bits: quantisation levels ``2^bits - 1`` over the clipping range.
         max_weight: largest per-client weight (e.g. sample count).
@@ -52,7 +69,7 @@ class SecAggConfig:
     """
 
     n_clients: int
-    threshold: int
+    threshold: int | None = None
     degree: int | None = None
     clip: float = 1.0
     bits: int = 16
@@ -63,17 +80,46 @@ class SecAggConfig:
     threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     dim: int | None = None
     identities: Mapping[int, bytes] | None = None
+    dropout_fraction: float = 0.1
+    corrupt_fraction: float = 0.1
+    failure_bound: float = 2.0**-20
+    privacy_bound: float = 2.0**-40
 
     def __post_init__(self) -> None:
         n = self.n_clients
-        if not isinstance(n, int) or n < 2:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
             raise InvalidInput(f"n_clients must be an int >= 2, got {n!r}")
+        if self.degree is not None and (isinstance(self.degree, bool)
+                                        or not isinstance(self.degree, int)
+                                        or self.degree < 2 or self.degree % 2):
+            raise InvalidInput(f"degree must be an even int >= 2, got {self.degree!r}")
+        for name in ("dropout_fraction", "corrupt_fraction"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v < 1):
+                raise InvalidInput(f"{name} must be in [0, 1), got {v!r}")
+        for name in ("failure_bound", "privacy_bound"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 < v < 1):
+                raise InvalidInput(f"{name} must be in (0, 1), got {v!r}")
+        if self.threshold is None:
+            chosen = _params.choose(n, float(self.dropout_fraction), float(self.corrupt_fraction),
+                                    float(self.failure_bound), float(self.privacy_bound),
+                                    self.degree)
+            if chosen is None:
+                raise InvalidInput(
+                    f"no {'threshold for degree ' + str(self.degree) if self.degree else 'degree'}"
+                    f" meets failure <= {self.failure_bound:.3g} and privacy <= "
+                    f"{self.privacy_bound:.3g} with {n} clients, dropout fraction "
+                    f"{self.dropout_fraction} and corrupt fraction {self.corrupt_fraction}: "
+                    "declare smaller fractions, looser bounds, or set threshold yourself")
+            k, t = chosen
+            object.__setattr__(self, "threshold", t)
+            object.__setattr__(self, "degree", None if k >= n - 1 else k)
         k = self.neighbours
-        if self.degree is not None and (self.degree < 2 or self.degree % 2):
-            raise InvalidInput(f"degree must be an even int >= 2, got {self.degree}")
-        if not isinstance(self.threshold, int) or not 1 <= self.threshold <= k:
-            raise InvalidInput(f"threshold must be in [1, {k}] (a client has {k} neighbours), "
-                               f"got {self.threshold}")
+        if (isinstance(self.threshold, bool) or not isinstance(self.threshold, int)
+                or not 1 <= self.threshold <= k + 1):
+            raise InvalidInput(f"threshold must be in [1, {k + 1}] (a client and its {k} "
+                               f"neighbours hold shares), got {self.threshold!r}")
         if not (isinstance(self.bits, int) and 1 <= self.bits <= MAX_QUANT_BITS):
             raise InvalidInput(f"bits must be in [1, {MAX_QUANT_BITS}] (float64 holds every "
                                f"level of the grid exactly up to there), got {self.bits}")
@@ -131,56 +177,89 @@ class SecAggConfig:
 
 @dataclass(frozen=True)
 class SecurityReport:
-    """What a configuration guarantees against ``corrupt`` colluding clients and
-    ``dropouts`` dropping clients (worst-case placement)."""
+    """What a configuration guarantees against a fraction of corrupt clients
+    colluding with the server and a fraction of dropping clients.
+
+    The booleans are worst-case statements (every dropout or corrupt client
+    placed as badly as possible); the probabilities are upper bounds for a
+    random SecAgg+ graph with the corrupt and dropping clients fixed
+    independently of it (Bell et al. 2020; see ``_params``).
+    """
 
     correct: bool
     private_semi_honest: bool
     private_malicious: bool
+    #: P[a round gives no result] (upper bound)
+    failure_probability: float
+    #: P[a semi-honest server and the corrupt clients learn more than the sum]
+    privacy_failure_probability: float
+    #: the same against a malicious server (1.0 without identities and the
+    #: consistency check)
+    malicious_failure_probability: float
     statement: str
 
 
-def security_report(cfg: SecAggConfig, corrupt_fraction: float,
-                    dropout_fraction: float) -> SecurityReport:
-    """Check ``threshold`` and ``degree`` against the declared adversary, worst case.
+def security_report(cfg: SecAggConfig, corrupt_fraction: float | None = None,
+                    dropout_fraction: float | None = None) -> SecurityReport:
+    """Check ``threshold`` and ``degree`` against the declared adversary.
 
-    * correctness: even if every dropout is a neighbour of one client, at
-      least ``t`` of its ``k`` neighbours survive: ``k - min(k, D) >= t``;
+    The fractions default to the configuration's own.  Worst case, with ``D``
+    dropouts and ``C`` corrupt clients:
+
+    * correctness: a surviving client recovers its self-mask seed from its own
+      share and ``t - 1`` of its neighbours' (``k - min(k, D) >= t - 1``), a
+      dropped one from ``t`` neighbours (``k - min(k, D - 1) >= t``);
     * privacy against a semi-honest server colluding with ``C`` clients:
-      they can never hold ``t`` shares of an honest client's secrets:
-      ``min(k, C) < t``;
+      they never hold ``t`` shares of an honest client's secrets
+      (``min(k, C) < t``);
     * privacy against a malicious server (which may claim a client dropped
       to some and survived to others) needs authenticated client keys
       (``identities``), the consistency check, and that the server never
       obtains ``t`` shares of both secrets of one client:
-      ``2 t > k + min(k, C)`` (Bonawitz et al., per neighbourhood).
+      ``2 t > k + 1 + min(k, C)`` (Bonawitz et al., per neighbourhood).
 
-    These are worst-case (adversarial placement) conditions; SecAgg+ with a
-    random graph (Bell et al. 2020) holds with high probability under much
-    weaker ones, which this check does not credit.
+    The probabilities credit the random graph: a client's neighbourhood is a
+    random subset, so far smaller ``k`` and ``t`` suffice with high
+    probability.  A malicious server that chooses which clients count as
+    having advertised keys can draw several graphs (the graph hashes the
+    session and that list); the malicious bound is per graph.
     """
-    if not (0 <= corrupt_fraction < 1 and 0 <= dropout_fraction < 1):
+    gamma = cfg.corrupt_fraction if corrupt_fraction is None else corrupt_fraction
+    delta = cfg.dropout_fraction if dropout_fraction is None else dropout_fraction
+    if not (0 <= gamma < 1 and 0 <= delta < 1):
         raise InvalidInput("fractions must be in [0, 1)")
     n, k, t = cfg.n_clients, cfg.neighbours, cfg.threshold
-    corrupt = math.floor(corrupt_fraction * n)
-    dropped = math.floor(dropout_fraction * n)
-    correct = k - min(k, dropped) >= t
+    assert t is not None  # chosen in __post_init__
+    corrupt = _params._corrupt(n, gamma)
+    dropped = _params._dropped(n, delta)
+    correct = (k - min(k, dropped) >= t - 1
+               and (dropped == 0 or k - min(k, dropped - 1) >= t))
     semi = min(k, corrupt) < t
     # Privacy against a malicious server needs authenticated client keys
     # (identities: each client signs its advertised keys with a long-term key);
     # without them the server could substitute a neighbour's key and read shares.
-    malicious = (cfg.identities is not None and cfg.consistency_check
-                 and 2 * t > k + min(k, corrupt))
+    guarded = cfg.identities is not None and cfg.consistency_check
+    malicious = guarded and 2 * t > k + 1 + min(k, corrupt)
+    p_fail = _params.failure_probability(n, k, t, delta)
+    p_priv = _params.privacy_probability(n, k, t, gamma, delta)
+    p_mal = _params.malicious_probability(n, k, t, gamma, delta) if guarded else 1.0
+    if guarded:
+        against_malicious = (f"against a malicious server P[privacy lost] <= {p_mal:.2g} "
+                             f"(worst case: {'private' if malicious else 'NOT always private'})")
+    else:
+        missing = " and ".join(
+            why for why, off in (("client keys unauthenticated: set identities",
+                                  cfg.identities is None),
+                                 ("consistency check off", not cfg.consistency_check)) if off)
+        against_malicious = f"NOT private against a malicious server ({missing})"
     statement = (
-        f"n={n} clients, k={k} neighbours, t={t}: "
-        f"{'survives' if correct else 'may FAIL with'} {dropped} dropouts; "
-        f"{'private' if semi else 'NOT private'} against a semi-honest server with "
-        f"{corrupt} colluding clients; "
-        f"{'private' if malicious else 'NOT private'} against a malicious server"
-        f"{'' if cfg.identities is not None else ' (client keys unauthenticated: set identities)'}"
-        f"{'' if cfg.consistency_check else ' (consistency check off)'}."
+        f"n={n} clients, k={k} neighbours, t={t}, with {dropped} dropouts and {corrupt} "
+        f"corrupt: P[no result] <= {p_fail:.2g} "
+        f"(worst case: {'never fails' if correct else 'may FAIL'}); against a semi-honest "
+        f"server P[privacy lost] <= {p_priv:.2g} "
+        f"(worst case: {'private' if semi else 'NOT always private'}); {against_malicious}."
     )
-    return SecurityReport(correct, semi, malicious, statement)
+    return SecurityReport(correct, semi, malicious, p_fail, p_priv, p_mal, statement)
 
 
 def make_identities(n_clients: int) -> tuple[dict[int, bytes], dict[int, Any]]:

@@ -232,7 +232,9 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
             if not isinstance(part, dict):
                 continue
             for v, vals in part.items():
-                if v in into and u in state.graph.get(v, ()) and isinstance(vals, np.ndarray) \
+                # a survivor's own self-mask share counts (SecAgg+); never its own mask key's
+                holds = u in state.graph.get(v, ()) or (kind == "b" and u == v)
+                if v in into and holds and isinstance(vals, np.ndarray) \
                         and vals.dtype == np.uint64 and vals.shape == (SHARE_ELEMENTS,) \
                         and bool(np.all(vals < np.uint64(shamir.PRIME))):
                     into[v][u] = vals

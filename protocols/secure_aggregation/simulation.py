@@ -61,22 +61,26 @@ def simulate(
     dropouts: Mapping[int, Stage] | None = None,
     threshold: int | None = None,
     identity_keys: Mapping[int, Any] | None = None,
+    session: bytes | None = None,
 ) -> SimulationResult:
     """Securely aggregate ``updates`` (one per client) in one process.
 
     ``updates`` are arrays of one shape, or dicts of named arrays (like a
     model state dict).  ``dropouts`` maps a client id (``1..N``) to the
     stage before which it vanishes.  Without ``cfg``, a configuration with
-    ``threshold`` (default: a majority of the clients) and default clipping
+    ``threshold`` (default: chosen with the degree for the default failure and
+    privacy bounds, see :class:`SecAggConfig`) and default clipping
     is used.  With ``cfg.identities``, pass the clients' private identity
-    keys as ``identity_keys`` (see :func:`make_identities`).  Returns the
-    weighted mean over the survivors, shaped like the inputs.
+    keys as ``identity_keys`` (see :func:`make_identities`).  ``session``
+    (16 random bytes by default) fixes the session id, and with it the
+    neighbour graph, to replay a round.  Returns the weighted mean over the
+    survivors, shaped like the inputs.
     """
     n = len(updates)
     if n < 2:
         raise InvalidInput("secure aggregation needs at least 2 clients")
     if cfg is None:
-        cfg = SecAggConfig(n_clients=n, threshold=threshold or n // 2 + 1,
+        cfg = SecAggConfig(n_clients=n, threshold=threshold,
                            max_weight=max(weights) if weights else 1)
     if cfg.n_clients != n:
         raise InvalidInput(f"the configuration is for {cfg.n_clients} clients, got {n} updates")
@@ -89,7 +93,7 @@ def simulate(
         raise InvalidInput("dropouts name clients that do not exist (ids are 1..N)")
     net = InMemoryNetwork(n + 1, hub=0)
     run = run_local(n + 1, _party, cfg, updates, weights, drops, dict(identity_keys or {}),
-                    network=net, timeout=cfg.timeout)
+                    network=net, session=session, timeout=cfg.timeout)
     agg: AggregateResult = run[0]
     return SimulationResult(mean=_unflatten(agg.mean, updates[0]), aggregate=agg,
                             stats=list(run.stats), clients=list(run[1:]))
