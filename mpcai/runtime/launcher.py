@@ -386,7 +386,7 @@ class _Child:
         assert stream is not None
         reported = False
         try:
-            for line in stream:
+            for line in iter(lambda: stream.readline(8192), ""):  # bounded line length
                 if not reported and line.startswith(ANNOUNCE):
                     announced.put((self.party_id, line))
                     reported = True

@@ -81,6 +81,7 @@ def test_certs_command_and_config_round_trip(tmp_path: Path) -> None:
         assert stat.S_IMODE((tmp_path / "c" / name).stat().st_mode) == 0o600
     cfg = {
         "session": "00" * 16, "function": f"{FNS}:ring_sum", "ca": "c/ca.pem",
+        "connect_timeout": 7,
         "parties": {str(i): {"host": "127.0.0.1", "port": 7000 + i, "cert": f"c/party-{i}.pem",
                              "key": f"c/party-{i}.key"} for i in range(2)},
     }
@@ -88,6 +89,7 @@ def test_certs_command_and_config_round_trip(tmp_path: Path) -> None:
     loaded = PartyConfig.load(tmp_path / "cfg.json")
     assert loaded.parties[1]["cert"] == tmp_path / "c" / "party-1.pem"
     assert loaded.ca == tmp_path / "c" / "ca.pem"
+    assert loaded.connect_timeout == 7.0 and loaded.timeout == 60.0
 
 
 @pytest.mark.parametrize("broken", [
@@ -95,6 +97,7 @@ def test_certs_command_and_config_round_trip(tmp_path: Path) -> None:
     {"session": "00" * 8},
     {"parties": {"0": {"host": "127.0.0.1"}}},
     {"ca": None},
+    {"connect_timeout": "soon"},
 ])
 def test_bad_configs_are_typed_errors(tmp_path: Path, broken: dict) -> None:
     cfg = {"session": "00" * 16, "function": "m:f", "ca": "ca.pem",
@@ -117,7 +120,7 @@ def test_party_dead_before_the_run_is_a_typed_per_party_failure(victim: int, poi
     it would read the address book, so the launcher's write meets a closed pipe): the
     launcher reports that party as a PartyFailed and the others run without it."""
     run = launch_local(4, f"{FNS}:sum_of_survivors", args_per_party=[(1,), (10,), (100,), (1000,)],
-                       timeout=60, connect_timeout=5, return_failures=True,
+                       timeout=60, connect_timeout=3, return_failures=True,
                        env={"MPCAI_TEST_DIE": f"{victim}:{point}"})
     failure = run[victim]
     assert isinstance(failure, PartyFailed) and isinstance(failure, MpcaiError)
@@ -131,7 +134,7 @@ def test_party_dead_before_the_run_is_a_typed_per_party_failure(victim: int, poi
 def test_party_dead_before_announcing_raises_one_typed_error() -> None:
     with pytest.raises(LaunchError) as info:
         launch_local(3, f"{FNS}:sum_of_survivors", args_per_party=[(1,), (2,), (3,)],
-                     timeout=60, connect_timeout=5, env={"MPCAI_TEST_DIE": "1:import"})
+                     timeout=60, connect_timeout=3, env={"MPCAI_TEST_DIE": "1:import"})
     err = info.value
     assert set(err.failures) == {1} and err.failures[1].exit_status == 3
     assert "before announcing" in err.failures[1].reason
@@ -159,7 +162,7 @@ def test_party_killed_by_signal_during_start_up(moment: str) -> None:
             assert ev.kill(signal.SIGKILL, wait=True)
 
     run = launch_local(3, f"{FNS}:sum_of_survivors", args_per_party=[(1,), (10,), (100,)],
-                       timeout=60, connect_timeout=5, return_failures=True, on_event=on_event)
+                       timeout=60, connect_timeout=3, return_failures=True, on_event=on_event)
     failure = run[1]
     assert isinstance(failure, PartyFailed)
     assert failure.exit_status == -signal.SIGKILL and failure.signal == "SIGKILL"
@@ -169,19 +172,16 @@ def test_party_killed_by_signal_during_start_up(moment: str) -> None:
     _assert_reaped(pids)
 
 
+@pytest.mark.slow
 def test_hung_parties_are_killed_at_the_deadline() -> None:
     """One party hangs before announcing (killed at timeout / 2, absent from the book), one
     never finishes (killed at the timeout); the third's result is still returned."""
     pids: list[int] = []
-    run = launch_local(3, f"{FNS}:one_sleeps", timeout=10, connect_timeout=2,
+    run = launch_local(3, f"{FNS}:one_sleeps", timeout=16, connect_timeout=2,
                        return_failures=True, env={"MPCAI_TEST_DIE": "2:hang"},
                        on_event=lambda ev: pids.append(ev.pid) if ev.name == "started" else None)
     assert run[0] == "done"
-    assert isinstance(run[1], PartyFailed) and "still running after 10 s" in run[1].reason
+    assert isinstance(run[1], PartyFailed) and "still running after 16 s" in run[1].reason
     assert isinstance(run[2], PartyFailed) and "did not announce" in run[2].reason
     assert run[1].signal == run[2].signal == "SIGKILL"
     _assert_reaped(pids)
-    with pytest.raises(LaunchError) as info:
-        launch_local(3, f"{FNS}:one_sleeps", timeout=6, connect_timeout=2)
-    assert set(info.value.failures) == {1}
-    assert "1 of 3 parties failed: party 1 was killed by the launcher" in str(info.value)
