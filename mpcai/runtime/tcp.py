@@ -76,7 +76,9 @@ from mpcai.runtime.network import Link, Network
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_MAX_PENDING",
     "TcpLink",
     "TcpListener",
     "TcpNetwork",
@@ -90,6 +92,13 @@ DEFAULT_CONNECT_TIMEOUT: float = 30.0
 DEFAULT_MAX_FRAME_BYTES: int = (1 << 30) + 1024
 """Largest frame accepted from a peer: a 1 GiB payload plus room for the header."""
 
+DEFAULT_MAX_PENDING: int = 64
+"""Incoming connections a party handles at once before they are authenticated;
+more wait in the kernel's accept queue until one is done."""
+
+DEFAULT_HANDSHAKE_TIMEOUT: float = 5.0
+"""Seconds an incoming connection has to complete TLS and the hello; then it is closed."""
+
 _PREFIX = struct.Struct("<I")
 _MAX_U32 = 2**32 - 1
 # hello (client -> server) and acknowledgement (server -> client):
@@ -101,6 +110,8 @@ _ACK_MAGIC = b"mpcaiOK1"
 # 256 KiB keeps both sides busy at once (measured best for 8 MB frames).
 _TLS_WRITE_CHUNK = 1 << 18
 _TLS_READ_CHUNK = 1 << 18
+# ciphertext per socket read before the peer is authenticated (handshake messages are small)
+_TLS_HANDSHAKE_CHUNK = 1 << 14
 # plaintext bytes per send call (small frames go in one call with their prefix)
 _PLAIN_CHUNK = 1 << 20
 _CLOSE_TIMEOUT = 0.5
@@ -306,6 +317,9 @@ class _PlainTransport:
         self.stream = stream
         self.send_lock = trio.Lock()
 
+    def grow(self) -> None:
+        """Nothing to do: plaintext reads go straight into the caller's buffer."""
+
     async def recv_into(self, view: memoryview) -> int:
         return await self.stream.socket.recv_into(view)
 
@@ -337,8 +351,14 @@ class _TlsTransport:
         self._out = ssl.MemoryBIO()
         self._obj = context.wrap_bio(self._in, self._out, server_side=server_side,
                                      server_hostname=server_hostname)
-        self._rbuf = bytearray(_TLS_READ_CHUNK)
-        self._rview = memoryview(self._rbuf)
+        # small until the peer is authenticated (see grow): a connection that has not
+        # proved who it is costs little memory
+        self._rview = memoryview(bytearray(_TLS_HANDSHAKE_CHUNK))
+
+    def grow(self) -> None:
+        """The big read buffer, for an authenticated link."""
+        if len(self._rview) < _TLS_READ_CHUNK:
+            self._rview = memoryview(bytearray(_TLS_READ_CHUNK))
 
     async def handshake(self) -> None:
         while True:
@@ -637,6 +657,10 @@ class TcpNetwork(Network):
             listener) is loopback.
         connect_timeout: seconds :meth:`open_links` waits for all peers.
         max_frame_bytes: largest frame accepted from a peer.
+        max_pending: incoming connections handled at once before they are
+            authenticated (more wait in the kernel's accept queue).
+        handshake_timeout: seconds an incoming connection has to send its
+            first byte, complete TLS and the hello; then it is closed.
     """
 
     def __init__(
@@ -648,6 +672,8 @@ class TcpNetwork(Network):
         insecure_plaintext: bool = False,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         book: dict[int, tuple[str, int]] = {}
         for pid, addr in dict(addresses).items():
@@ -711,6 +737,14 @@ class TcpNetwork(Network):
             raise InvalidInput(f"max_frame_bytes must be an int in [1, 2**32), "
                                f"got {max_frame_bytes!r}")
         self.max_frame_bytes = max_frame_bytes
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise InvalidInput(f"max_pending must be a positive int, got {max_pending!r}")
+        self.max_pending = max_pending
+        if not (isinstance(handshake_timeout, (int, float)) and handshake_timeout > 0
+                and math.isfinite(handshake_timeout)):
+            raise InvalidInput(f"handshake_timeout must be a positive number, "
+                               f"got {handshake_timeout!r}")
+        self.handshake_timeout = float(handshake_timeout)
         self._opened: set[int] = set()
 
     def __repr__(self) -> str:
@@ -788,6 +822,8 @@ class _Connector:
         self.reserved: set[int] = set()
         self.rejected: list[str] = []
         self.last_dial_error: dict[int, str] = {}
+        self.pending = 0  # incoming connections not yet authenticated
+        self.slot_free = trio.Event()
         self.done = trio.Event()
         self.client_ctx = creds._context(server_side=False) if creds else None
         self.server_ctx = creds._context(server_side=True) if creds else None
@@ -797,6 +833,7 @@ class _Connector:
             self.done.set()
 
     def _link(self, peer: int, transport: _Transport) -> None:
+        transport.grow()
         self.links[peer] = TcpLink(peer, transport, max_frame_bytes=self.net.max_frame_bytes)
         self._settle()
 
@@ -843,16 +880,34 @@ class _Connector:
 
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
         while True:
+            while self.pending >= self.net.max_pending:  # the rest wait in the accept queue
+                self.slot_free = trio.Event()
+                await self.slot_free.wait()
             try:
                 stream = await self.listener.accept()
             except OSError:  # e.g. out of file descriptors: try again shortly
                 await trio.sleep(0.05)
                 continue
+            self.pending += 1
             nursery.start_soon(self._handle_incoming, stream)
 
     async def _handle_incoming(self, stream: trio.SocketStream) -> None:
+        try:
+            with trio.move_on_after(self.net.handshake_timeout) as scope:
+                await self._authenticate_incoming(stream)
+            if scope.cancelled_caught:
+                self.rejected.append(f"{_peer_name(stream)}: did not complete the handshake "
+                                     f"within {self.net.handshake_timeout:g} s")
+                stream.socket.close()
+        finally:
+            self.pending -= 1
+            self.slot_free.set()
+
+    async def _authenticate_incoming(self, stream: trio.SocketStream) -> None:
         handed_over = False
         try:
+            # nothing is allocated for a connection before it sends something
+            await trio.lowlevel.wait_readable(stream.socket)
             transport: _Transport
             cert_id: int | None = None
             if self.server_ctx is not None:
@@ -972,6 +1027,8 @@ def local_tcp_network(
     insecure_plaintext: bool = False,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> TcpNetwork:
     """A :class:`TcpNetwork` for several parties of this process on 127.0.0.1 (ports from the OS).
 
@@ -993,6 +1050,7 @@ def local_tcp_network(
             {pid: ("127.0.0.1", lst.port) for pid, lst in listeners.items()},
             credentials, listeners=listeners, insecure_plaintext=insecure_plaintext,
             connect_timeout=connect_timeout, max_frame_bytes=max_frame_bytes,
+            max_pending=max_pending, handshake_timeout=handshake_timeout,
         )
     except BaseException:
         for lst in listeners.values():

@@ -449,6 +449,10 @@ class _Decoder:
                     raise WireError("negative zero integer")
                 else:
                     append(0)
+            elif code == _ARRAY:
+                self.pos, self.work = pos + 1, work
+                append(self.array())
+                pos, work = self.pos, self.work
             elif code == _TRUE:
                 append(True)
                 pos += 1
@@ -504,8 +508,6 @@ class _Decoder:
                     append(self.seq(depth + 1, code == _TUPLE))
                 elif code == _DICT:
                     append(self.dict(depth + 1))
-                elif code == _ARRAY:
-                    append(self.array())
                 else:
                     raise WireError(f"unknown type code {code}")
                 pos, work = self.pos, self.work
@@ -613,7 +615,10 @@ class _Decoder:
         return out
 
     def array(self) -> np.ndarray:
-        self.charge(_W_ARRAY)
+        work = self.work + _W_ARRAY
+        if work > self.max_work:
+            self.charge(_W_ARRAY)
+        self.work = work
         raw, pos, end, lim = self.raw, self.pos, self.end, self.limits
         if pos + 2 > end:
             raise self._short(2, pos)
@@ -626,24 +631,36 @@ class _Decoder:
         pos += 2
         if pos + 8 * ndim > end:
             raise self._short(8 * ndim, pos)
-        shape = _shape_struct(ndim).unpack_from(raw, pos)
+        if ndim == 1:  # the common case, quickly
+            count = _U64.unpack_from(raw, pos)[0]
+            shape: tuple[int, ...] = (count,)
+            if count > lim.max_payload_bytes:
+                raise WireError(f"array dimension beyond the payload limit in shape {shape}")
+        else:
+            shape = _shape_struct(ndim).unpack_from(raw, pos)
+            count = 1
+            for dim in shape:  # Python ints: no overflow, whatever the shape claims
+                if dim > lim.max_payload_bytes:
+                    raise WireError(f"array dimension beyond the payload limit in shape {shape}")
+                count *= dim
         pos += 8 * ndim
-        if any(dim > lim.max_payload_bytes for dim in shape):
-            raise WireError(f"array dimension beyond the payload limit in shape {shape}")
-        pos += -(pos - self.start) % 8
-        if pos > end:
-            raise self._short(-(pos - self.start) % 8, pos)
-        size = dt.itemsize
-        for dim in shape:  # Python ints: no overflow, whatever the shape claims
-            size *= dim
+        pad = -(pos - self.start) % 8
+        if pos + pad > end:
+            raise self._short(pad, pos)
+        pos += pad
+        size = count * dt.itemsize
         if size > end - pos:
             raise WireError(f"array of shape {shape} needs more bytes than the {end - pos} left")
         self.arrays += 1
         self.pos = pos + size
-        arr = np.ndarray(shape, dtype=dt, buffer=self.mv, offset=pos)
+        if not size:
+            return np.empty(shape, dtype=dt.newbyteorder("="))
+        arr = np.frombuffer(self.mv, dtype=dt, count=count, offset=pos)
+        if ndim != 1:
+            arr = arr.reshape(shape)
         if self.writeable and _NATIVE_LE:
-            if not self.addr and self.end:
-                self.addr = np.frombuffer(self.mv, dtype=np.uint8).ctypes.data
+            if not self.addr:
+                self.addr = arr.ctypes.data - pos
             if (self.addr + pos) % dt.alignment == 0:
                 self.views = True
                 return arr  # a view into the caller's writeable buffer: no copy

@@ -442,3 +442,60 @@ def test_credentials_load_from_the_files_write_party_certs_makes(tmp_path: Any) 
         TlsCredentials.from_directory(tmp_path, 4)
     with pytest.raises(InvalidInput):
         TlsCredentials(c.ca_cert, c.cert, b"-----BEGIN PRIVATE KEY-----\njunk\n")._context(True)
+
+
+# ---- connections that never authenticate ---------------------------------------------
+
+
+@pytest.mark.trio
+async def test_silent_connections_are_capped_timed_out_and_cost_no_buffers(
+        creds: dict[int, TlsCredentials], monkeypatch: pytest.MonkeyPatch) -> None:
+    live, peak = [0], [0]
+    real = tcp._Connector._handle_incoming
+
+    async def counted(self: Any, stream: trio.SocketStream) -> None:
+        live[0] += 1
+        peak[0] = max(peak[0], live[0])
+        try:
+            await real(self, stream)
+        finally:
+            live[0] -= 1
+
+    monkeypatch.setattr(tcp._Connector, "_handle_incoming", counted)
+    net = local_tcp_network(3, creds, connect_timeout=GUARD, max_pending=4,
+                            handshake_timeout=0.3)
+    port = net.addresses[0][1]
+    results: dict[int, Any] = {}
+
+    async def party(me: int) -> None:
+        results[me] = await _honest(net, me, lambda p: p.exchange("x", me))
+
+    silent: list[trio.SocketStream] = []
+    tracemalloc.start()
+    try:
+        with trio.fail_after(GUARD):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(party, 0)
+                for _ in range(40):
+                    silent.append(await trio.open_tcp_stream("127.0.0.1", port))
+                nursery.start_soon(party, 1)  # queued behind the silent ones, still gets in
+                for stream in silent:  # party 0 closes them while it still waits for party 2
+                    assert await stream.receive_some() == b""
+                _, peak_bytes = tracemalloc.get_traced_memory()
+                nursery.start_soon(party, 2)
+    finally:
+        tracemalloc.stop()
+        for stream in silent:
+            await trio.aclose_forcefully(stream)
+    assert results == {0: {1: 1, 2: 2}, 1: {0: 0, 2: 2}, 2: {0: 0, 1: 1}}
+    assert peak[0] <= 4  # never more than max_pending unauthenticated at once
+    # no 256 KiB TLS buffer per silent connection (40 of them would be 10 MiB)
+    assert peak_bytes < 5 << 20
+
+
+def test_pending_and_handshake_options_are_checked(creds: dict[int, TlsCredentials]) -> None:
+    book = {0: ("127.0.0.1", 4000), 1: ("127.0.0.1", 4001)}
+    for bad in ({"max_pending": 0}, {"max_pending": 2.5}, {"handshake_timeout": 0},
+                {"handshake_timeout": float("inf")}):
+        with pytest.raises(InvalidInput):
+            TcpNetwork(book, creds[0], **bad)  # type: ignore[arg-type]
