@@ -34,7 +34,7 @@ import numpy as np
 import phe
 
 from mpcai.he import paillier as P
-from mpcai.he._paillier_math import FixedBase
+from mpcai.he._paillier_math import FixedBase, random_unit
 
 from ._common import record
 
@@ -66,12 +66,14 @@ def _vartime_decrypt(sk: P.PrivateKey, c: Any) -> Any:
 
 def _crt_encrypt(sk: P.PrivateKey, residue: Any, pow_p: Callable[[int], Any],
                  pow_q: Callable[[int], Any], bits: int) -> Any:
-    """CRT encryption ``(1 + m n) h_s^a`` modulo p^2 and q^2, ``h_s^a`` by ``pow_p``/``pow_q``."""
+    """CRT encryption ``(1 + m n) h_s^a`` modulo p^2 and q^2, ``h_s^a`` by ``pow_p``/``pow_q``,
+    joined by the previous (plain ``mpz``) Garner step."""
     a = secrets.randbits(bits)
+    psq, qsq = sk.psquare, sk.qsquare
     nude = 1 + residue * sk.public_key.n
-    cp = nude % sk.psquare * pow_p(a) % sk.psquare
-    cq = nude % sk.qsquare * pow_q(a) % sk.qsquare
-    return sk._crt_n2(cp, cq)
+    cp = nude % psq * pow_p(a) % psq
+    cq = nude % qsq * pow_q(a) % qsq
+    return cp + psq * ((cq - cp) * sk.p2_inv % qsq)
 
 
 def _bench_key(bits: int, reps: int, batch: int, out: list[dict]) -> tuple[Any, ...]:
@@ -139,6 +141,19 @@ def _bench_key(bits: int, reps: int, batch: int, out: list[dict]) -> tuple[Any, 
     out.append(record(f"{label} CRT h_s^a mod p^2, q^2 with powmod_sec (not used)",
                       t_crt_sec / batch, "same with variable-time gmpy2.powmod",
                       t_crt_var / batch, vs_public_key_path=t_sk / t_crt_sec))
+
+    # a key without h_s (imported from phe): r^n mod n^2 with a secret base r
+    nohs = P.PublicKey(int(pub.n))
+    few = vals[:max(5, batch // 10)]
+    rs = [random_unit(pub.n) for _ in few]
+    t_nohs, t_phe_few, t_rn_var = _interleaved(
+        [lambda: [nohs.encrypt(v) for v in few], lambda: [ppub.encrypt(v) for v in few],
+         lambda: [gmpy2.powmod(r, pub.n, pub.nsquare) for r in rs]], max(1, reps // 2))
+    t_rn_sec = _interleaved([lambda: [gmpy2.powmod_sec(r, pub.n, pub.nsquare) for r in rs]],
+                            max(1, reps // 2))[0]
+    out.append(record(f"{label} (key without h_s: r^n with powmod_sec)", t_nohs / len(few),
+                      "phe encrypt", t_phe_few / len(few), values_per_s=len(few) / t_nohs,
+                      powmod_sec_over_powmod_r_n=t_rn_sec / t_rn_var))
 
     cts = [pub.encrypt(v) for v in vals]
     pcts = [ppub.encrypt(v) for v in vals]
