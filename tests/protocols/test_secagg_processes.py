@@ -11,7 +11,7 @@ every failed party must be a typed :class:`PartyFailed` (the victim killed
 by SIGKILL; any other with an ``mpcai.errors`` exception), every child
 must be reaped, and whenever the server survives its sum must be exactly
 the plaintext sum over the survivors it names, computed here with Python
-ints.  With ``N = 5`` and ``T = 3`` one dead client always leaves enough.
+ints.  With ``N = 5`` and ``T = 4`` one dead client leaves exactly enough.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from mpcai import encoding
 from mpcai.errors import PartyFailed
 from mpcai.runtime.launcher import LaunchEvent, launch_local
 
-N, T, DIM, MAX_WEIGHT = 5, 3, 40, 9
+N, T, DIM, MAX_WEIGHT = 5, 4, 40, 9
 CONFIG = {"n_clients": N, "threshold": T, "clip": 1.0, "bits": 16, "max_weight": MAX_WEIGHT,
           "timeout": 10.0, "dim": DIM}
 TIMEOUT, CONNECT_TIMEOUT = 45.0, 4.0
