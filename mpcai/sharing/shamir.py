@@ -221,6 +221,55 @@ def field_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _bindings.fp_mul(a, b)
 
 
+def _batch_inverse(values: list[int]) -> list[int]:
+    """Inverses mod p of non-zero values with one modular inversion (Montgomery)."""
+    prefix = [1] * (len(values) + 1)
+    for i, v in enumerate(values):
+        prefix[i + 1] = prefix[i] * v % PRIME
+    inv = pow(prefix[-1], -1, PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inv * prefix[i] % PRIME
+        inv = inv * values[i] % PRIME
+    return out
+
+
+def _lagrange_rows(xs: Sequence[int], ats: Sequence[int]) -> list[np.ndarray]:
+    """Lagrange weights of the points ``xs`` for each evaluation point in ``ats``.
+
+    Barycentric form: ``L_i(a) = l(a) w_i / (a - x_i)`` with ``l(a) = prod_j (a - x_j)``
+    and ``w_i = 1 / prod_{j != i} (x_i - x_j)``: ``O(len(xs)^2)`` once, then
+    ``O(len(xs))`` per evaluation point.
+    """
+    pts = [_int(x, "each point") % PRIME for x in xs]
+    if len(set(pts)) != len(pts):
+        raise DuplicateShares("interpolation points must be distinct")
+    den = []
+    for i, xi in enumerate(pts):
+        d = 1
+        for j, xj in enumerate(pts):
+            if j != i:
+                d = d * (xi - xj) % PRIME
+        den.append(d)
+    w = _batch_inverse(den)
+    index = {x: i for i, x in enumerate(pts)}
+    rows = []
+    for at in ats:
+        a = _int(at, "at") % PRIME
+        if a in index:  # the polynomial's value there is that share
+            row = [0] * len(pts)
+            row[index[a]] = 1
+        else:
+            diffs = [(a - xj) % PRIME for xj in pts]
+            ell = 1
+            for d in diffs:
+                ell = ell * d % PRIME
+            row = [ell * wi % PRIME * di % PRIME
+                   for wi, di in zip(w, _batch_inverse(diffs), strict=True)]
+        rows.append(np.array(row, dtype=np.uint64))
+    return rows
+
+
 def lagrange_weights(xs: Sequence[int], at: int = 0) -> np.ndarray:
     """Lagrange coefficients ``L_i(at) = prod_{j != i} (at - x_j) / (x_i - x_j) mod p``.
 
@@ -228,19 +277,7 @@ def lagrange_weights(xs: Sequence[int], at: int = 0) -> np.ndarray:
     ``len(xs)``.  The points must be distinct field elements.  O(len(xs)^2)
     Python-int work, negligible next to the vector operations.
     """
-    pts = [_int(x, "each point") % PRIME for x in xs]
-    at = _int(at, "at") % PRIME
-    if len(set(pts)) != len(pts):
-        raise DuplicateShares("interpolation points must be distinct")
-    weights = []
-    for i, xi in enumerate(pts):
-        num = den = 1
-        for j, xj in enumerate(pts):
-            if j != i:
-                num = num * (at - xj) % PRIME
-                den = den * (xi - xj) % PRIME
-        weights.append(num * pow(den, -1, PRIME) % PRIME)
-    return np.array(weights, dtype=np.uint64)
+    return _lagrange_rows(xs, [at])[0]
 
 
 # ---- sharing --------------------------------------------------------------
@@ -372,8 +409,7 @@ def reconstruct(shares: Sequence[Share], t: int) -> np.ndarray:
         raise NotEnoughShares(f"{len(shares)} shares given, threshold is {t}")
     base, extra = shares[:t], shares[t:]
     base_x = [s.x for s in base]
-    w0 = lagrange_weights(base_x, 0)
-    w_extra = [lagrange_weights(base_x, s.x) for s in extra]
+    w0, *w_extra = _lagrange_rows(base_x, [0, *(s.x for s in extra)])
     shape = base[0].values.shape
     base_vals = [s.values.reshape(-1) for s in base]
     extra_vals = [s.values.reshape(-1) for s in extra]
@@ -478,11 +514,10 @@ def _first_mismatch(shares: list[Share], t: int) -> int | None:
     """The first element index at which the shares do not lie on one polynomial."""
     base, extra = shares[:t], shares[t:]
     rows = np.stack([s.values.reshape(-1) for s in base])
-    base_x = [s.x for s in base]
+    weights = _lagrange_rows([s.x for s in base], [s.x for s in extra])
     first: int | None = None
-    for s in extra:
-        bad = np.flatnonzero(
-            _bindings.fp_lincomb(rows, lagrange_weights(base_x, s.x)) != s.values.reshape(-1))
+    for s, w in zip(extra, weights, strict=True):
+        bad = np.flatnonzero(_bindings.fp_lincomb(rows, w) != s.values.reshape(-1))
         if bad.size and (first is None or int(bad[0]) < first):
             first = int(bad[0])
     return first

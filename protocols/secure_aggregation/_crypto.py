@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 import struct
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -39,10 +38,18 @@ def x25519_from_bytes(raw: bytes) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(raw)
 
 
+_PROBE = X25519PrivateKey.generate()  # public use only: the all-zero output test
+
+
 def valid_x25519(pk: bytes) -> bool:
-    """True if ``pk`` is a usable X25519 public key (not a low-order point)."""
+    """True if ``pk`` is a usable X25519 public key (not a low-order point).
+
+    A low-order point gives the all-zero shared secret for every clamped
+    scalar (a multiple of the cofactor 8), so one exchange with a fixed
+    scalar decides it; ``cryptography`` refuses the all-zero output.
+    """
     try:
-        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(pk))
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(pk))
     except (ValueError, TypeError):
         return False
     return True
@@ -127,36 +134,106 @@ def unpack_keys(msg: Any) -> dict[int, tuple[bytes, bytes, bytes]]:
             for j, i in enumerate(ids)}
 
 
-def graph_seed(session: bytes, ids: Iterable[int]) -> bytes:
-    """Public randomness for the graph: a hash of the session id and the sorted client ids.
+_FEISTEL_ROUNDS = 12
 
-    (The server chooses which clients count as having advertised keys, so it
-    can try subsets; the worst-case guarantees of ``security_report`` do not
-    depend on the graph being random.)
+
+class Graph:
+    """The SecAgg+ neighbour graph: the Harary graph ``H(k, n)`` over a pseudorandom
+    cyclic order of the clients ``1..n``, fixed by the session id alone.
+
+    The order is a keyed permutation of ``[0, n)``: a 12-round Feistel network
+    on ``b`` bits (``2^b >= n``) whose round functions are tables of
+    ``2^(b/2)`` words expanded by the ChaCha20 PRG from a hash of the session,
+    with cycle walking into ``[0, n)``.  A client finds its ``k`` neighbours
+    with ``O(k)`` evaluations (plus ``O(sqrt n)`` words of tables), never
+    the whole order; the server evaluates it for everyone at once (numpy).
+    Since the graph does not depend on who advertised keys, the server
+    cannot draw other graphs by choosing which clients to count.  With
+    ``k >= n - 1`` it is the complete graph (classic SecAgg).
     """
-    arr = np.array(sorted(ids), dtype="<u4")
-    return hashlib.sha256(b"mpcai/secagg/graph/v1|" + session + arr.tobytes()).digest()
 
+    def __init__(self, session: bytes, n: int, k: int) -> None:
+        if n < 2:
+            raise InvalidInput("the graph needs at least 2 clients")
+        self.n, self.k = n, min(k, n - 1)
+        self.complete = self.k >= n - 1
+        bits = max(2, (n - 1).bit_length())
+        bits += bits % 2
+        self._half = bits // 2
+        self._mask = (1 << self._half) - 1
+        seed = hashlib.sha256(b"mpcai/secagg/graph/v2|" + session
+                              + struct.pack("<II", n, self.k)).digest()
+        words = prg.ring_vector(prg.derive_seed(seed, "secagg/graph-rounds"),
+                                _FEISTEL_ROUNDS << self._half) & np.uint64(self._mask)
+        self._tables = list(words.astype(np.int64).reshape(_FEISTEL_ROUNDS, -1))
+        self._rows: list[list[int]] = [t.tolist() for t in self._tables]
 
-def neighbours(ids: Iterable[int], k: int, seed: bytes,
-               only: int | None = None) -> dict[int, frozenset[int]]:
-    """The SecAgg+ graph: a Harary graph H(k, n) over a seeded random order of ``ids``.
+    def _forward(self, x: int) -> int:
+        half, mask = self._half, self._mask
+        while True:  # cycle walking: the permutation of [0, 2^b) restricted to [0, n)
+            left, right = x >> half, x & mask
+            for row in self._rows:
+                left, right = right, left ^ row[right]
+            x = (left << half) | right
+            if x < self.n:
+                return x
 
-    Every party can recompute it from public data.  With ``k >= n - 1`` it is
-    the complete graph (classic SecAgg).  ``only`` computes one party's
-    neighbourhood (what a client needs).
-    """
-    ids_arr = np.array(sorted(ids), dtype=np.int64)
-    # a seeded random order: sort by PRG words indexed by id (ties are 2^-64 events,
-    # broken by id since argsort is stable)
-    ranks = prg.ring_vector(prg.derive_seed(seed, "secagg/graph-order"), int(ids_arr[-1]) + 1)
-    order = [int(i) for i in ids_arr[np.argsort(ranks[ids_arr], kind="stable")]]
-    n = len(order)
-    wanted = order if only is None else [only]
-    if k >= n - 1:
-        everyone = frozenset(order)
-        return {i: everyone - {i} for i in wanted}
-    half = k // 2
-    index = {i: pos for pos, i in enumerate(order)}
-    return {i: frozenset(order[(index[i] + d) % n] for d in range(-half, half + 1) if d)
-            for i in wanted}
+    def _backward(self, x: int) -> int:
+        half, mask = self._half, self._mask
+        while True:
+            left, right = x >> half, x & mask
+            for row in reversed(self._rows):
+                left, right = right ^ row[left], left
+            x = (left << half) | right
+            if x < self.n:
+                return x
+
+    def position(self, cid: int) -> int:
+        """Where client ``cid`` sits in the cyclic order."""
+        return self._forward(cid - 1)
+
+    def client_at(self, pos: int) -> int:
+        """The client at position ``pos`` of the cyclic order."""
+        return self._backward(pos % self.n) + 1
+
+    def neighbours(self, cid: int) -> frozenset[int]:
+        """Client ``cid``'s ``k`` neighbours (``O(k)`` permutation evaluations)."""
+        if not 1 <= cid <= self.n:
+            raise InvalidInput(f"client {cid} is not in 1..{self.n}")
+        if self.complete:
+            return frozenset(range(1, self.n + 1)) - {cid}
+        pos = self.position(cid)
+        half = self.k // 2
+        return frozenset(self.client_at(pos + d) for d in range(-half, half + 1) if d)
+
+    def order(self) -> np.ndarray:
+        """``order[pos]`` = the client at each position (all at once, vectorised)."""
+        half, mask = self._half, np.int64(self._mask)
+        x = np.arange(self.n, dtype=np.int64)
+        out = np.empty(self.n, dtype=np.int64)
+        todo = np.arange(self.n)
+        while todo.size:
+            left, right = x[todo] >> half, x[todo] & mask
+            for table in self._tables:
+                left, right = right, left ^ table[right]
+            y = (left << half) | right
+            done = y < self.n
+            out[todo[done]] = y[done]
+            x[todo] = y
+            todo = todo[~done]
+        order = np.empty(self.n, dtype=np.int64)
+        order[out] = np.arange(1, self.n + 1)
+        return order
+
+    def table(self) -> np.ndarray:
+        """Every client's neighbours as an ``(n, k)`` array (row ``cid - 1``), for the
+        server: ``O(n k)`` memory instead of ``n`` Python sets."""
+        if self.complete:
+            ids = np.arange(1, self.n + 1, dtype=np.int64)
+            return np.array([np.delete(ids, c) for c in range(self.n)])
+        order = self.order()
+        pos = np.empty(self.n, dtype=np.int64)
+        pos[order - 1] = np.arange(self.n)
+        half = self.k // 2
+        offsets = np.array([d for d in range(-half, half + 1) if d], dtype=np.int64)
+        return order[(pos[:, None] + offsets[None, :]) % self.n]

@@ -17,8 +17,8 @@ window holds ``m`` marked clients", bounded by :func:`_window_bound`.
 * **Failure** (no result): a surviving client's self-mask seed needs ``t``
   shares from itself and its surviving neighbours, a dropped client's seed or
   mask key ``t`` from its surviving neighbours: it fails when a window holds
-  ``k - t + 2`` dropouts.  Dropouts are counted once the graph is fixed
-  (clients that leave before advertising keys are not in the graph).
+  ``k - t + 2`` dropouts (at any stage: the graph is fixed by the session
+  before anyone advertises keys).
 * **Privacy** against a semi-honest server with ``C`` colluding clients: no
   honest client may have ``t`` corrupt neighbours (a window holding ``t``
   corrupt clients), and the honest survivors must stay connected once

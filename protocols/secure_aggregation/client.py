@@ -40,6 +40,9 @@ class ClientState:
     keys: dict[int, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
     graph: frozenset[int] = frozenset()
     u2: frozenset[int] = frozenset()
+    # pairwise keys with each neighbour (one X25519 exchange each, computed once)
+    share_keys: dict[int, bytes] = field(default_factory=dict)
+    mask_seeds: dict[int, bytes] = field(default_factory=dict)
     # shares this client holds for its neighbours: {v: (b-share values, s-share values)}
     held: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     signed_u3: frozenset[int] = frozenset()
@@ -96,7 +99,6 @@ async def share_keys(party: Party, state: ClientState) -> None:
     raw = await party.recv(SERVER, Stage.ADVERTISE_KEYS.value)
     try:
         keys = _crypto.unpack_keys(raw["keys"])
-        u1 = [int(i) for i in raw["u1"]]
         sigs = raw["sigs"]
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolAbort("the server sent a malformed key list") from exc
@@ -114,17 +116,20 @@ async def share_keys(party: Party, state: ClientState) -> None:
            state.e_sk.public_key().public_bytes(*_crypto._RAW) if state.e_sk else b"")
     if mine != own:
         raise ProtocolAbort("the server's key list does not hold this client's own keys")
-    if any(not (_crypto.valid_x25519(k[0]) and _crypto.valid_x25519(k[1]))
-           for k in keys.values()):
-        raise ProtocolAbort("the server sent an unusable (low-order) public key")
-    if (state.me not in u1 or len(set(u1)) != len(u1) or len(u1) > state.cfg.n_clients
-            or min(u1) < 1 or max(u1) > state.cfg.n_clients):
-        raise ProtocolAbort("the server's list of clients is inconsistent")
-    seed = _crypto.graph_seed(state.session, u1)
-    state.graph = _crypto.neighbours(u1, state.cfg.neighbours, seed, only=state.me)[state.me]
-    if set(keys) != state.graph | {state.me}:
+    # the neighbours follow from the session alone; those without keys did not advertise
+    mine_all = _crypto.Graph(state.session, state.cfg.n_clients,
+                             state.cfg.neighbours).neighbours(state.me)
+    if not set(keys) - {state.me} <= mine_all:
         raise ProtocolAbort("the server sent keys for other clients than this one's neighbours")
+    state.graph = frozenset(keys) - {state.me}
     state.keys = keys
+    try:  # both pairwise keys now: a low-order key aborts before any share is sent
+        for v in state.graph:
+            ctx = _crypto.pair_context(state.session, state.me, v)
+            state.share_keys[v] = _crypto.agree(state.c_sk, keys[v][0], "secagg/share", ctx)
+            state.mask_seeds[v] = _crypto.agree(state.s_sk, keys[v][1], "secagg/mask", ctx)
+    except InvalidInput as exc:
+        raise ProtocolAbort("the server sent an unusable (low-order) public key") from exc
     t = state.cfg.threshold
     if len(state.graph) + 1 < t:
         raise NotEnoughSurvivors(f"only {len(state.graph)} neighbours advertised keys, "
@@ -141,8 +146,7 @@ async def share_keys(party: Party, state: ClientState) -> None:
         if v == state.me:
             state.held[v] = (bs.values, ss.values)
             continue
-        key = _crypto.agree(state.c_sk, keys[v][0], "secagg/share", _crypto.pair_context(
-            state.session, state.me, v))
+        key = state.share_keys[v]
         plain = struct.pack("<II", state.me, v) + bs.values.tobytes() + ss.values.tobytes()
         out[v] = _crypto.seal(key, plain, _crypto.ad(state.session, Stage.SHARE_KEYS.value,
                                                       state.me, v))
@@ -174,19 +178,17 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray,
     msg = await party.recv(SERVER, Stage.SHARE_KEYS.value)
     try:
         blobs: dict[int, bytes] = dict(msg["blobs"])
-        u2 = frozenset(int(i) for i in msg["u2"])
+        u2 = frozenset(int(i) for i in msg["u2"]) | {state.me}  # neighbours in U2, and me
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolAbort("the server sent a malformed share_keys message") from exc
-    if state.me not in u2:
-        raise ProtocolAbort("the server's survivor list is inconsistent")
+    if not u2 - {state.me} <= state.graph:
+        raise ProtocolAbort("the server's survivor list names clients that are not neighbours")
     state.u2 = u2
     for u, blob in blobs.items():
         if u not in state.graph or u not in u2:
             continue
-        key = _crypto.agree(state.c_sk, state.keys[u][0], "secagg/share",
-                            _crypto.pair_context(state.session, u, state.me))
-        plain = _crypto.open_sealed(key, blob, _crypto.ad(state.session, Stage.SHARE_KEYS.value,
-                                                          u, state.me))
+        plain = _crypto.open_sealed(state.share_keys[u], blob, _crypto.ad(
+            state.session, Stage.SHARE_KEYS.value, u, state.me))
         if (plain is None or len(plain) != 8 + 16 * _SHARE_ELEMENTS
                 or struct.unpack("<II", plain[:8]) != (u, state.me)):
             continue  # tampered, misdirected or malformed: this neighbour's shares are not held
@@ -197,9 +199,8 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray,
     threads = state.cfg.threads
     prg.ring_accumulate(vec, state.self_seed, +1, threads=threads)
     for v in sorted(state.graph & u2):
-        seed = _crypto.agree(state.s_sk, state.keys[v][1], "secagg/mask",
-                             _crypto.pair_context(state.session, state.me, v))
-        prg.ring_accumulate(vec, seed, +1 if state.me < v else -1, threads=threads)
+        prg.ring_accumulate(vec, state.mask_seeds[v], +1 if state.me < v else -1,
+                            threads=threads)
     await party.send(SERVER, Stage.MASKED_INPUT.value, vec)
 
 
@@ -215,7 +216,7 @@ async def consistency_check(party: Party, state: ClientState) -> None:
         u3 = sorted(int(i) for i in raw)
     except (TypeError, ValueError) as exc:
         raise ProtocolAbort("the server sent a malformed survivor list") from exc
-    if len(set(u3)) != len(u3) or not set(u3) <= state.u2:
+    if len(set(u3)) != len(u3) or not set(u3) & state.graph <= state.u2:
         raise ProtocolAbort("the survivor list contradicts the earlier one")
     state.signed_u3 = frozenset(u3)
     if state.me not in u3 or len(u3) < state.cfg.threshold:
@@ -236,12 +237,16 @@ async def unmask(party: Party, state: ClientState) -> None:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ProtocolAbort("the server sent a malformed unmask request") from exc
     t = state.cfg.threshold
+    # the survivors of this client's neighbourhood (the server sends only those, or,
+    # with the consistency check, the whole list this client signed)
+    local = u3 & (state.graph | {state.me})
     if u3 & dropped:
         raise ProtocolAbort("the server lists a client as both surviving and dropped")
-    if not (u3 | dropped) <= state.u2 or state.me not in u3:
+    if not (local | dropped) <= state.u2 or state.me not in u3:
         raise ProtocolAbort("the unmask request contradicts the earlier survivor list")
-    if len(u3) < t:
-        raise NotEnoughSurvivors(f"{len(u3)} survivors, {t} needed")
+    counted = u3 if state.cfg.consistency_check else local
+    if len(counted) < t:
+        raise NotEnoughSurvivors(f"{len(counted)} survivors, {t} needed")
     if state.cfg.consistency_check:
         if u3 != state.signed_u3:
             raise ProtocolAbort("the unmask request names other survivors than the list signed")

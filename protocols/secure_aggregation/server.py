@@ -57,6 +57,7 @@ class ServerState:
     machine: StageMachine = field(default_factory=StageMachine)
     keys: dict[int, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
     key_sigs: dict[int, bytes] = field(default_factory=dict)
+    #: each client's neighbours that advertised keys (the graph restricted to U1)
     graph: dict[int, frozenset[int]] = field(default_factory=dict)
     u2: list[int] = field(default_factory=list)
     u3: list[int] = field(default_factory=list)
@@ -93,13 +94,15 @@ async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -
     u1 = sorted(state.keys)
     state.dropped[Stage.ADVERTISE_KEYS.value] = sorted(set(clients) - set(u1))
     _need(state, u1, Stage.ADVERTISE_KEYS)
-    state.graph = _crypto.neighbours(u1, state.cfg.neighbours,
-                                     _crypto.graph_seed(state.session, u1))
-    ids = np.array(u1, dtype=np.uint32)
-    # each client gets the survivor ids (to recompute the graph) and its neighbours' keys
+    table = _crypto.Graph(state.session, state.cfg.n_clients, state.cfg.neighbours).table()
+    present = np.zeros(state.cfg.n_clients + 1, dtype=bool)
+    present[u1] = True
+    state.graph = {c: frozenset(row[present[row]].tolist())
+                   for c, row in zip(u1, table[np.array(u1) - 1], strict=True)}
+    # each client gets its present neighbours' keys only: O(k) per client; it derives
+    # its neighbours from the session itself and checks the list against them
     await party.send_many(Stage.ADVERTISE_KEYS.value, {
-        c: {"u1": ids, "keys": _crypto.pack_keys(
-            {v: state.keys[v] for v in (*state.graph[c], c)}),
+        c: {"keys": _crypto.pack_keys({v: state.keys[v] for v in (*state.graph[c], c)}),
             "sigs": b"".join(state.key_sigs[v] for v in sorted((*state.graph[c], c)))}
         for c in u1
     })
@@ -116,10 +119,11 @@ async def share_keys(party: Party, state: ServerState) -> None:
     state.u2 = sorted(blobs)
     state.dropped[Stage.SHARE_KEYS.value] = sorted(set(u1) - set(state.u2))
     _need(state, state.u2, Stage.SHARE_KEYS)
-    u2 = np.array(state.u2, dtype=np.uint32)
+    u2 = set(state.u2)
+    # each client: its neighbours' shares for it, and which of its neighbours are in U2
     await party.send_many(Stage.SHARE_KEYS.value, {
         v: {"blobs": {u: blobs[u][v] for u in state.graph[v] if u in blobs and v in blobs[u]},
-            "u2": u2}
+            "u2": np.array(sorted(state.graph[v] & u2), dtype=np.uint32)}
         for v in state.u2
     })
 
@@ -214,11 +218,22 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
     """Ask the survivors for shares; remove self masks and the dropped clients' pair masks."""
     state.machine.advance(Stage.UNMASK)
     dropped = sorted(set(state.u2) - set(state.u3))
-    request: dict[str, Any] = {"u3": np.array(state.u3, dtype=np.uint32),
-                               "dropped": np.array(dropped, dtype=np.uint32)}
-    if state.cfg.consistency_check:
-        request["sigs"] = state.sigs
-    await party.broadcast(Stage.UNMASK.value, request, to=state.u3)
+    u3, gone = set(state.u3), set(dropped)
+    full_u3 = np.array(state.u3, dtype=np.uint32)
+
+    def request(v: int) -> dict[str, Any]:
+        # each survivor hears about its own neighbourhood only (O(k)); with the
+        # consistency check it gets the whole list it signed, and its neighbours' signatures
+        mine = state.graph[v]
+        req: dict[str, Any] = {"dropped": np.array(sorted(mine & gone), dtype=np.uint32)}
+        if state.cfg.consistency_check:
+            req["u3"] = full_u3
+            req["sigs"] = {c: state.sigs[c] for c in (*mine, v) if c in state.sigs}
+        else:
+            req["u3"] = np.array(sorted((mine & u3) | {v}), dtype=np.uint32)
+        return req
+
+    await party.send_many(Stage.UNMASK.value, {v: request(v) for v in state.u3})
     got = await party.gather(Stage.UNMASK.value, state.u3, timeout=state.cfg.timeout)
     state.dropped[Stage.UNMASK.value] = sorted(set(state.u3) - set(got))
     _need(state, sorted(got), Stage.UNMASK)
@@ -246,7 +261,7 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
     for v in dropped:
         s_sk = _crypto.x25519_from_bytes(
             _reconstruct(state, s_held[v], f"dropped client {v}'s mask key"))
-        for u in sorted(state.graph[v] & set(state.u3)):
+        for u in sorted(state.graph[v] & u3):
             seed = _crypto.agree(s_sk, state.keys[u][1], "secagg/mask",
                                  _crypto.pair_context(state.session, u, v))
             prg.ring_accumulate(total, seed, -1 if u < v else +1, threads=threads)

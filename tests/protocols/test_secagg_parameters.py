@@ -35,7 +35,8 @@ def outcome(cfg: sa.SecAggConfig, drops: dict[int, Stage], session: bytes) -> bo
     answering = u3 - before[Stage.UNMASK]
     if min(len(u1), len(u2), len(u3), len(answering)) < t:
         return False
-    graph = _crypto.neighbours(u1, cfg.neighbours, _crypto.graph_seed(session, u1))
+    full = _crypto.Graph(session, n, cfg.neighbours)
+    graph = {c: full.neighbours(c) & set(u1) for c in u1}  # who advertised keys
     if any(len(graph[c]) + 1 < t for c in u1):
         return False
     for v in u3:  # self-mask seed: its neighbours' shares and its own
