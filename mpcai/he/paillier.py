@@ -114,6 +114,8 @@ itself: object allocation, big-int conversions for serialisation, and
 branches on plaintexts (range checks, the sign of a decrypted value).
 (5) Homomorphic operations treat their scalars as public: ``c^k`` is
 gmpy2's variable-time ``powmod`` and the sign of ``k`` picks a branch.
+Cost (``mpcai bench he``, 2-core AMD EPYC): decryption runs at 0.7-0.85x
+the speed of the previous variable-time CRT code, ``r^n`` 1.25-1.35x slower.
 
 **Formats.**  ``serialize()``/``deserialize()`` give a compact binary form
 (magic, version, key id, fixed-width big-endian integers; every length
