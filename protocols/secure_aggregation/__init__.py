@@ -9,7 +9,8 @@ al., "Secure Single-Server Aggregation with (Poly)Logarithmic Overhead"
 
 **Threat model.**  One server (party 0) and ``n`` clients (``1..n``).  The
 server may collude with up to ``C`` clients; a client's secrets are shared
-among its ``k`` neighbours with threshold ``t``.  Against a semi-honest
+among its ``k`` neighbours and itself with threshold ``t`` (its own share
+counts when it survives, as in SecAgg+).  Against a semi-honest
 server (one that follows the protocol), the colluders learn nothing beyond
 the sum of the honest survivors' inputs as long as they never hold ``t``
 shares of one honest client (``min(k, C) < t``).  A *malicious* server could
@@ -21,10 +22,13 @@ the remaining defences of Bonawitz et al. apply: a client reveals, for each
 neighbour, either its self-mask share (survivor) or its mask-key share
 (dropped), never both; it answers one unmask request only, and only for the
 survivor list it signed and that ``t`` of its neighbours signed.  Without
-identities, privacy holds against a semi-honest server only.  Up to
-``k - t`` of any client's neighbours may drop; fewer than ``t`` survivors
+identities, privacy holds against a semi-honest server only.  A surviving
+client needs ``t - 1`` surviving neighbours, a dropped one ``t``; fewer
 anywhere gives :class:`~mpcai.errors.NotEnoughSurvivors`, never a wrong
-result.  Clients do not learn the sum.  The server learns which clients
+result.  By default ``k`` and ``t`` are chosen from the declared dropout
+and corruption fractions so that a round fails with probability at most
+2^-20 and privacy with at most 2^-40 (:class:`SecAggConfig`,
+:func:`security_report`).  Clients do not learn the sum.  The server learns which clients
 survived and the total weight.  A client that reveals a wrong Shamir share
 at unmask is out-voted when a secret has ``m >= t + 2`` shares: up to
 ``(m - t) // 2`` wrong shares are corrected (Berlekamp–Welch) and their
@@ -43,8 +47,11 @@ configuration against declared fractions of corrupt and dropping clients.
 travel encrypted with ChaCha20-Poly1305 whose associated data binds session,
 stage, sender and recipient; Shamir sharing over GF(2^61 - 1); every mask is
 expanded by mpcai's ChaCha20 PRG and added in one fused pass; the neighbour
-graph comes from a hash of the session id and the list of clients, so every
-party can check it.
+graph is a Harary graph over a pseudorandom order of the client ids keyed by
+the session id alone, so a client finds its neighbours in ``O(k)`` and the
+server cannot draw other graphs by choosing which clients count.  Each
+client receives only what concerns its neighbourhood (``O(k)`` keys, shares
+and ids per stage; the consistency check adds the survivor list).
 Updates are clipped to ``[-clip, clip]``, quantised to ``bits`` bits and
 multiplied by integer weights; the weights are masked too.  Masks live in
 Z_2^32 or Z_2^64 and the configuration refuses any size whose largest
