@@ -147,11 +147,13 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
         raise InvalidInput("dim must be >= 1")
     if not 0 <= dropout < 0.5:
         raise InvalidInput("dropout must be in [0, 0.5)")
-    t = threshold if threshold is not None else n_clients // 2 + 1
     max_weight = 100
-    config = {"n_clients": n_clients, "threshold": t, "clip": 1.0, "bits": 16,
-              "max_weight": max_weight, "timeout": timeout / 2}
+    # degree and threshold for the declared dropout (at least the default 10%) unless given
+    config = {"n_clients": n_clients, "threshold": threshold, "clip": 1.0, "bits": 16,
+              "max_weight": max_weight, "timeout": timeout / 2,
+              "dropout_fraction": max(0.1, dropout)}
     cfg = sa.SecAggConfig(**config)  # refuses unsafe parameters before anything starts
+    t = cfg.threshold
     rng = np.random.default_rng()  # demo data only; the protocol's randomness is its own
     updates = [rng.normal(0, 0.3, dim).clip(-1, 1).astype(np.float32) for _ in range(n_clients)]
     weights = [int(w) for w in rng.integers(1, max_weight + 1, n_clients)]
@@ -166,7 +168,7 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
     print(f"  model update: {dim:,} float32 per client, weights 1..{max_weight}, "
           f"threshold t={t}; clients {dropping} will be killed (SIGKILL) once the server "
           "has finished share_keys")
-    print(f"  {sa.security_report(cfg, 0.0, dropout).statement}\n")
+    print(f"  {sa.security_report(cfg).statement}\n")
 
     work = tempfile.TemporaryDirectory(prefix="mpcai-demo-")
     box: dict[str, object] = {}
