@@ -16,6 +16,15 @@ on it raises a typed error (:class:`~mpcai.errors.WireError`,
 :class:`~mpcai.errors.PeerDropped`), and the honest party carries on with
 the others.
 
+**Bounded per peer.**  A peer may keep at most
+:data:`MAX_UNREAD_MESSAGES` messages, and ``max_unread_bytes`` bytes of
+unsolicited ones (that no receive was waiting for), waiting unread; beyond
+that it is cut off with ``MessageRejected``.  A frame is checked (session,
+sender, sequence, tag, budget) from its header before its payload is
+decoded; one whose decoding needs more than a little work (see
+:mod:`mpcai.runtime.wire`) is decoded in a worker thread, so a peer sending
+costly frames does not stall this party's other links or deadlines.
+
 Tags are single-use per direction: each (sender, recipient, tag) carries at
 most one message.  Use tags like ``"share_keys"`` or ``"round3/masked"``.
 

@@ -31,6 +31,13 @@ before anything is allocated; the end of the stream raises ``PeerDropped``
 (between frames, or in the middle of one: a truncated frame is a peer
 that went away).
 
+**Connections that have not authenticated** cost little: nothing is
+allocated for one before it sends its first byte, its TLS read buffer stays
+at 16 KiB until the hello is acknowledged, at most ``max_pending`` (64) are
+handled at once (more wait in the kernel's accept queue, so honest peers
+behind a flood still get in), and one that has not completed TLS and the
+hello within ``handshake_timeout`` (5 s) is closed.
+
 **Binding first (port 0).**  A launcher that lets the OS choose the port
 binds before it knows the address book::
 
