@@ -78,23 +78,28 @@ def test_outcome_predicts_full_rounds() -> None:
 
 @pytest.mark.parametrize("n", [50, 500])
 def test_defaults_never_fail_at_ten_percent_dropout(n: int) -> None:
+    """200 seeded rounds with 10% of the clients dropping at random stages (replayed
+    by ``outcome``): no failure."""
     cfg = sa.SecAggConfig(n_clients=n)
     rep = sa.security_report(cfg)
     assert rep.failure_probability <= 2.0**-20 and rep.privacy_failure_probability <= 2.0**-40
-    assert cfg.neighbours < n - 1 or n <= 50  # a sparse graph where it pays
+    assert cfg.neighbours < n - 1  # a sparse graph
     rng = random.Random(n)
     failures = sum(not outcome(cfg, random_drops(rng, n, n // 10), session_of(i))
                    for i in range(200))
     assert failures == 0
 
 
-def test_defaults_in_full_rounds() -> None:
+@pytest.mark.slow
+def test_defaults_never_fail_in_full_rounds() -> None:
+    """The same at N = 50 with the whole protocol: 200 rounds, each mean exact."""
     n = 50
     cfg = sa.SecAggConfig(n_clients=n, threads=1)
     rng = random.Random(9)
-    for _ in range(2):
+    for i in range(200):
         drops = random_drops(rng, n, n // 10)
-        res = sa.simulate([np.full(3, 0.5) for _ in range(n)], cfg, dropouts=drops)
+        res = sa.simulate([np.full(3, 0.5) for _ in range(n)], cfg, dropouts=drops,
+                          session=session_of(i))
         np.testing.assert_allclose(res.mean, 0.5, atol=1e-4)
 
 
