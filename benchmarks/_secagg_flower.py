@@ -45,10 +45,6 @@ def version() -> str:
     return str(getattr(flwr, "__version__", "?"))
 
 
-class FlowerRoundFailed(RuntimeError):
-    """Not enough shares to unmask (the dropouts hit one neighbourhood too hard)."""
-
-
 @dataclass
 class FlowerRound:
     """Per-stage compute seconds (clients summed, server), bytes, and the result."""
@@ -56,6 +52,8 @@ class FlowerRound:
     stage_s: dict[str, float] = field(default_factory=dict)
     client_bytes: dict[int, int] = field(default_factory=dict)
     mean: np.ndarray | None = None
+    #: the round halted as ``SecAggPlusWorkflow`` would (too few active neighbours)
+    failed: bool = False
 
     @property
     def total_s(self) -> float:
@@ -64,14 +62,19 @@ class FlowerRound:
     @property
     def unmask_s(self) -> float:
         """The unmask stage: clients answering with shares + the server removing masks."""
-        return self.stage_s["client_unmask"] + self.stage_s["server_unmask"]
+        return self.stage_s.get("client_unmask", 0.0) + self.stage_s.get("server_unmask", 0.0)
 
 
 def run_round(updates: list[np.ndarray], dropped: set[int], *, num_shares: int,
               threshold: int, clipping_range: float, quantization_range: int,
               modulus_range: int = 1 << 32, max_weight: float = 1.0) -> FlowerRound:
     """One SecAgg+ round over ``updates`` (client node ids ``1..N``); clients in
-    ``dropped`` vanish after share_keys, before sending their masked input."""
+    ``dropped`` vanish after share_keys, before sending their masked input.
+
+    Like ``SecAggPlusWorkflow``, the server halts after the masked-input stage
+    if some client has fewer than ``threshold`` active nodes among its
+    neighbourhood (itself included); the round is then returned with
+    ``failed=True`` and the time spent so far."""
     from flwr.app import ConfigRecord
     from flwr.common import bytes_to_ndarray, ndarrays_to_parameters
     from flwr.common.secure_aggregation.crypto.shamir import combine_shares
@@ -160,6 +163,12 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, num_shares: int,
     tick("server_masked_input", t0)
     active_nids = set(survivors)
     dead_nids = set(nids) - active_nids
+    t0 = time.perf_counter()  # the workflow's _check_threshold
+    halted = any(len(nid_to_neighbours[nid] & active_nids) < threshold for nid in nids)
+    tick("server_masked_input", t0)
+    if halted:
+        out.failed = True
+        return out
 
     # ---- unmask: survivors reveal shares; the server rebuilds and removes masks
     collected: dict[int, list[bytes]] = {nid: [] for nid in nids}
@@ -178,8 +187,10 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, num_shares: int,
         tick("server_unmask", t0)
     t0 = time.perf_counter()
     for nid, share_list in collected.items():
-        if len(share_list) < threshold:
-            raise FlowerRoundFailed(f"node {nid}: {len(share_list)} shares, {threshold} needed")
+        if len(share_list) < threshold:  # (unreachable after the check above)
+            out.failed = True
+            tick("server_unmask", t0)
+            return out
         secret = combine_shares(share_list)
         if nid in active_nids:
             private_mask = pseudo_rand_gen(secret, modulus_range,

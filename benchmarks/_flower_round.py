@@ -1,0 +1,250 @@
+"""A whole Flower round in one process: ``ServerApp`` + ``ClientApp`` s through a Grid.
+
+Flower 1.41 runs a ``ServerApp`` against ``ClientApp`` s in one machine only
+through its simulation engine, whose one backend is Ray
+(``flwr/server/superlink/fleet/vce/backend/raybackend.py``: every message
+goes to a Ray actor with the node's whole ``Context``).  Ray is not a
+dependency of ``flwr`` and is not installed here, so this module provides
+the missing piece itself: :class:`InProcessGrid`, a ``flwr.serverapp.grid.Grid``
+that hands each message to the destination node's ``ClientApp`` directly, in
+this thread, with that node's persistent ``Context`` (where
+``secaggplus_mod`` keeps its state).  Each message, both ways, goes through
+Flower's own protobuf serde (``message_to_proto`` / ``SerializeToString`` /
+``message_from_proto``): what a deployment puts on the wire (the client's
+bytes are counted from it).  There is no LinkState, no polling sleep, no
+Ray actor hop: this is a lower bound on Flower's simulated round time.
+
+The apps are the ones Flower's secure-aggregation example builds:
+
+* **SecAgg+**: ``ServerApp`` main = ``DefaultWorkflow(fit_workflow=
+  SecAggPlusWorkflow(num_shares, reconstruction_threshold, ...))`` on a
+  ``LegacyContext`` with ``FedAvg``; ``ClientApp(client_fn, mods=[secaggplus_mod])``.
+* **plain**: the same with the default fit workflow and no mod (plain FedAvg).
+
+The clients' ``NumPyClient.fit`` returns its (precomputed) update with weight
+1.  The global model sent to the clients is empty on purpose (our
+``simulate`` does not broadcast a model either), so both sides time only the
+aggregation: the clients' uploads, the protocol, the server's sum.
+
+Dropouts: a client in ``dropped`` stops answering once it has shared its
+keys (from ``collect_masked_vectors`` on; in the plain round it never
+answers ``fit``) -- the grid returns no reply for it, which is what Flower's
+workflow sees when a node's reply times out (without waiting for the
+timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class WholeRound:
+    """Wall time of one whole Flower round, its outcome, and the clients' upload."""
+
+    total_s: float
+    failed: bool
+    #: mean serialised bytes a surviving client sent (all its replies)
+    bytes_per_survivor: float
+    mean: np.ndarray | None
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence Flower's log for the round (stages; failures are counted by the caller)."""
+    logger = logging.getLogger("flwr")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
+def _server_identity() -> Iterator[None]:
+    """The process-wide identity a ``ServerApp`` process has (Flower's ``run_serverapp``
+    sets it; messages take their run id and source from it), restored afterwards."""
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
+    try:
+        yield
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+def _make_grid_class() -> type:
+    from flwr.app import Context, Message, RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.common.secure_aggregation.secaggplus_constants import (
+        RECORD_KEY_CONFIGS,
+        Key,
+        Stage,
+    )
+    from flwr.common.serde import message_from_proto, message_to_proto
+    from flwr.proto.message_pb2 import Message as ProtoMessage  # type: ignore[attr-defined]
+    from flwr.proto.node_pb2 import NodeInfo  # type: ignore[attr-defined]
+    from flwr.serverapp.grid import Grid
+    from flwr.supercore.run import Run
+
+    late = {Stage.COLLECT_MASKED_VECTORS, Stage.UNMASK}
+
+    def wire(msg: Message) -> tuple[Message, int]:
+        data = message_to_proto(msg).SerializeToString()
+        proto = ProtoMessage()
+        proto.ParseFromString(data)
+        return message_from_proto(proto), len(data)
+
+    class InProcessGrid(Grid):
+        """Delivers each message to its node's ``ClientApp`` in this thread."""
+
+        def __init__(self, app: Any, node_ids: list[int], dropped: set[int]) -> None:
+            self._app = app
+            self._nodes = list(node_ids)
+            self._dropped = set(dropped)
+            self._run = Run.create_empty(run_id=1)
+            self.contexts = {nid: Context(run_id=1, node_id=nid,
+                                          node_config={"partition-id": i},
+                                          state=RecordDict(), run_config={})
+                             for i, nid in enumerate(self._nodes)}
+            self.sent_bytes = {nid: 0 for nid in self._nodes}
+            self._replies: dict[str, Message] = {}
+            self._next_id = 0
+
+        def set_run(self, run: Any) -> None:
+            self._run = run
+
+        @property
+        def run(self) -> Any:
+            return self._run
+
+        def create_message(self, content: Any, message_type: str, dst_node_id: int,
+                           group_id: str, ttl: float | None = None) -> Any:
+            return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+        def get_node_ids(self) -> Iterable[int]:
+            return list(self._nodes)
+
+        def get_nodes(self) -> Iterable[Any]:
+            return [NodeInfo(node_id=nid) for nid in self._nodes]
+
+        def _answers(self, msg: Message) -> bool:
+            nid = msg.metadata.dst_node_id
+            if nid not in self._dropped:
+                return True
+            if not msg.has_content():
+                return True
+            cfgs = msg.content.config_records
+            if RECORD_KEY_CONFIGS in cfgs:  # SecAgg+: drop after share_keys
+                return cfgs[RECORD_KEY_CONFIGS].get(Key.STAGE) not in late
+            return msg.metadata.message_type != "train"  # plain FedAvg: no fit reply
+
+        def push_messages(self, messages: Iterable[Any]) -> Iterable[str]:
+            ids = []
+            for msg in messages:
+                self._next_id += 1
+                mid = f"m{self._next_id}"
+                md = msg.metadata.__dict__
+                md["_message_id"] = mid
+                md["_src_node_id"] = SUPERLINK_NODE_ID
+                md["_run_id"] = self._run.run_id
+                ids.append(mid)
+                if not self._answers(msg):
+                    continue
+                nid = msg.metadata.dst_node_id
+                delivered, _ = wire(msg)
+                reply = self._app(delivered, self.contexts[nid])
+                reply.metadata.__dict__["_message_id"] = f"r{self._next_id}"
+                back, size = wire(reply)
+                self.sent_bytes[nid] += size
+                self._replies[mid] = back
+            return ids
+
+        def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Any]:
+            return [self._replies.pop(m) for m in list(message_ids) if m in self._replies]
+
+        def send_and_receive(self, messages: Iterable[Any], *,
+                             timeout: float | None = None) -> Iterable[Any]:
+            return self.pull_messages(self.push_messages(messages))
+
+    return InProcessGrid
+
+
+_GRID: type | None = None
+
+
+def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
+              num_shares: int = 7, threshold: int = 4, clipping_range: float = 1.0,
+              quantization_range: int = 65535) -> WholeRound:
+    """One whole Flower round (FedAvg, one fit round, no evaluation) over ``updates``
+    (client node ids ``1..N``), with SecAgg+ or plain; ``dropped`` as above."""
+    global _GRID
+    import flwr.compat.common.recorddict_compat as compat
+    from flwr.app import Context, RecordDict
+    from flwr.client import NumPyClient
+    from flwr.client.mod import secaggplus_mod
+    from flwr.clientapp import ClientApp
+    from flwr.common import Parameters, parameters_to_ndarrays
+    from flwr.server import LegacyContext, ServerApp, ServerConfig
+    from flwr.server.strategy import FedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+    if _GRID is None:
+        _GRID = _make_grid_class()
+    n = len(updates)
+
+    class Client(NumPyClient):  # type: ignore[misc]
+        def __init__(self, idx: int) -> None:
+            self.idx = idx
+
+        def fit(self, parameters: Any, config: Any) -> Any:
+            return [updates[self.idx]], 1, {}
+
+    def client_fn(context: Any) -> Any:
+        return Client(int(context.node_config["partition-id"])).to_client()
+
+    client_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secagg else [])
+    server_app = ServerApp()
+    result: dict[str, Any] = {}
+
+    @server_app.main()  # type: ignore[misc]
+    def main(grid: Any, context: Any) -> None:
+        strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n,
+                          min_evaluate_clients=0, min_available_clients=n,
+                          accept_failures=True, fit_metrics_aggregation_fn=lambda _: {},
+                          initial_parameters=Parameters(tensors=[],
+                                                        tensor_type="numpy.ndarray"))
+        ctx = LegacyContext(context=context, config=ServerConfig(num_rounds=1),
+                            strategy=strategy)
+        fit = SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold,
+                                 max_weight=1.0, clipping_range=clipping_range,
+                                 quantization_range=quantization_range) if secagg else None
+        DefaultWorkflow(fit_workflow=fit)(grid, ctx)
+        result["params"] = ctx.state.array_records[MAIN_PARAMS_RECORD]
+        result["rounds"] = len(ctx.history.metrics_distributed_fit) or None
+
+    nodes = list(range(1, n + 1))
+    grid = _GRID(client_app, nodes, dropped)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    with _quiet(), _server_identity():
+        t0 = time.perf_counter()
+        server_app(grid, context)
+        total = time.perf_counter() - t0
+    arrays = parameters_to_ndarrays(compat.arrayrecord_to_parameters(result["params"],
+                                                                   keep_input=True))
+    failed = len(arrays) == 0  # the workflow halted: the global model was never replaced
+    sent = [grid.sent_bytes[nid] for nid in nodes if nid not in dropped]
+    return WholeRound(total_s=total, failed=failed,
+                      bytes_per_survivor=float(np.mean(sent)) if sent else 0.0,
+                      mean=None if failed else np.asarray(arrays[0]))
