@@ -402,4 +402,6 @@ def main(reps: int = 3, quick: bool = False, json_path: str | None = None) -> in
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); threads: ours 1 "
           f"(records marked 'ours {MULTI_THREADS} threads': {MULTI_THREADS}), Flower 1")
     report(run(reps=reps, quick=quick), reps, json_path)
+    print("(secagg times: all timed rounds, failed ones included, per successful aggregate; "
+          "failures_* = failed/rounds; median_* = plain medians)")
     return 0
