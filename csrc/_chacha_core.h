@@ -36,8 +36,6 @@
 
 #define CHACHA_GROUP_BLOCKS 9
 #define CHACHA_GROUP_WORDS (8 * CHACHA_GROUP_BLOCKS)
-/* Largest block counter at which a whole group still fits below 2^32. */
-#define CHACHA_LAST_GROUP_START ((uint64_t)UINT32_MAX - (CHACHA_GROUP_BLOCKS - 1))
 
 #define CHACHA_ROTL32(v, n) (((v) << (n)) | ((v) >> (32 - (n))))
 #define CHACHA_QR(a, b, c, d)                                             \
@@ -228,6 +226,122 @@ CHACHA_AVX2_INLINE int chacha_fp_cand_group_avx2(const uint32_t st[16], uint32_t
 }
 #endif /* MPCAI_HAVE_AVX2 */
 
+/* ---- AVX-512: 16 blocks in zmm registers ------------------------------- */
+#if MPCAI_HAVE_AVX512
+#define CHACHA_AVX512_INLINE \
+    __attribute__((target(MPCAI_AVX512_TARGET), always_inline)) static inline
+
+/* The AVX-512 unit of work: 16 consecutive blocks (128 words). */
+#define CHACHA16_BLOCKS 16
+#define CHACHA16_WORDS (8 * CHACHA16_BLOCKS)
+
+#define CHACHA_ZQR(a, b, c, d)                                                        \
+    do {                                                                              \
+        a = _mm512_add_epi32(a, b); d = _mm512_xor_si512(d, a); d = _mm512_rol_epi32(d, 16); \
+        c = _mm512_add_epi32(c, d); b = _mm512_xor_si512(b, c); b = _mm512_rol_epi32(b, 12); \
+        a = _mm512_add_epi32(a, b); d = _mm512_xor_si512(d, a); d = _mm512_rol_epi32(d, 8);  \
+        c = _mm512_add_epi32(c, d); b = _mm512_xor_si512(b, c); b = _mm512_rol_epi32(b, 7);  \
+    } while (0)
+
+/* 4 x 4 transpose of 32-bit words inside each 128-bit lane: on entry
+ * vector i holds word w0 + i of blocks 0..15; on exit lane L of vector r
+ * holds words w0..w0+3 of block 4L + r. */
+#define CHACHA_ZT4(x0, x1, x2, x3)                              \
+    do {                                                        \
+        __m512i t0 = _mm512_unpacklo_epi32(x0, x1);             \
+        __m512i t1 = _mm512_unpackhi_epi32(x0, x1);             \
+        __m512i t2 = _mm512_unpacklo_epi32(x2, x3);             \
+        __m512i t3 = _mm512_unpackhi_epi32(x2, x3);             \
+        x0 = _mm512_unpacklo_epi64(t0, t2);                     \
+        x1 = _mm512_unpackhi_epi64(t0, t2);                     \
+        x2 = _mm512_unpacklo_epi64(t1, t3);                     \
+        x3 = _mm512_unpackhi_epi64(t1, t3);                     \
+    } while (0)
+
+/* Blocks ctr..ctr+15 into o[0..15], o[b] = the 64 bytes of block ctr + b
+ * (little-endian words, as in the byte stream).  The caller keeps
+ * ctr + 15 <= 2^32 - 1. */
+CHACHA_AVX512_INLINE void chacha16_avx512(const uint32_t st[16], uint32_t ctr, __m512i o[16])
+{
+    const __m512i ctrv = _mm512_add_epi32(
+        _mm512_set1_epi32((int)ctr),
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
+    __m512i x0 = _mm512_set1_epi32((int)st[0]), x1 = _mm512_set1_epi32((int)st[1]);
+    __m512i x2 = _mm512_set1_epi32((int)st[2]), x3 = _mm512_set1_epi32((int)st[3]);
+    __m512i x4 = _mm512_set1_epi32((int)st[4]), x5 = _mm512_set1_epi32((int)st[5]);
+    __m512i x6 = _mm512_set1_epi32((int)st[6]), x7 = _mm512_set1_epi32((int)st[7]);
+    __m512i x8 = _mm512_set1_epi32((int)st[8]), x9 = _mm512_set1_epi32((int)st[9]);
+    __m512i x10 = _mm512_set1_epi32((int)st[10]), x11 = _mm512_set1_epi32((int)st[11]);
+    __m512i x12 = ctrv, x13 = _mm512_set1_epi32((int)st[13]);
+    __m512i x14 = _mm512_set1_epi32((int)st[14]), x15 = _mm512_set1_epi32((int)st[15]);
+    for (int i = 0; i < 10; i++) {
+        CHACHA_ZQR(x0, x4, x8, x12);
+        CHACHA_ZQR(x1, x5, x9, x13);
+        CHACHA_ZQR(x2, x6, x10, x14);
+        CHACHA_ZQR(x3, x7, x11, x15);
+        CHACHA_ZQR(x0, x5, x10, x15);
+        CHACHA_ZQR(x1, x6, x11, x12);
+        CHACHA_ZQR(x2, x7, x8, x13);
+        CHACHA_ZQR(x3, x4, x9, x14);
+    }
+    x0 = _mm512_add_epi32(x0, _mm512_set1_epi32((int)st[0]));
+    x1 = _mm512_add_epi32(x1, _mm512_set1_epi32((int)st[1]));
+    x2 = _mm512_add_epi32(x2, _mm512_set1_epi32((int)st[2]));
+    x3 = _mm512_add_epi32(x3, _mm512_set1_epi32((int)st[3]));
+    x4 = _mm512_add_epi32(x4, _mm512_set1_epi32((int)st[4]));
+    x5 = _mm512_add_epi32(x5, _mm512_set1_epi32((int)st[5]));
+    x6 = _mm512_add_epi32(x6, _mm512_set1_epi32((int)st[6]));
+    x7 = _mm512_add_epi32(x7, _mm512_set1_epi32((int)st[7]));
+    x8 = _mm512_add_epi32(x8, _mm512_set1_epi32((int)st[8]));
+    x9 = _mm512_add_epi32(x9, _mm512_set1_epi32((int)st[9]));
+    x10 = _mm512_add_epi32(x10, _mm512_set1_epi32((int)st[10]));
+    x11 = _mm512_add_epi32(x11, _mm512_set1_epi32((int)st[11]));
+    x12 = _mm512_add_epi32(x12, ctrv);
+    x13 = _mm512_add_epi32(x13, _mm512_set1_epi32((int)st[13]));
+    x14 = _mm512_add_epi32(x14, _mm512_set1_epi32((int)st[14]));
+    x15 = _mm512_add_epi32(x15, _mm512_set1_epi32((int)st[15]));
+    /* U[g][r]: lane L = words 4g..4g+3 of block 4L + r */
+    CHACHA_ZT4(x0, x1, x2, x3);
+    CHACHA_ZT4(x4, x5, x6, x7);
+    CHACHA_ZT4(x8, x9, x10, x11);
+    CHACHA_ZT4(x12, x13, x14, x15);
+    /* per r, a 4 x 4 transpose of 128-bit lanes across g */
+#define CHACHA_ZL4(r, u0, u1, u2, u3)                                  \
+    do {                                                               \
+        __m512i v0 = _mm512_shuffle_i32x4(u0, u1, 0x44);               \
+        __m512i v1 = _mm512_shuffle_i32x4(u0, u1, 0xEE);               \
+        __m512i v2 = _mm512_shuffle_i32x4(u2, u3, 0x44);               \
+        __m512i v3 = _mm512_shuffle_i32x4(u2, u3, 0xEE);               \
+        o[r] = _mm512_shuffle_i32x4(v0, v2, 0x88);                     \
+        o[4 + r] = _mm512_shuffle_i32x4(v0, v2, 0xDD);                 \
+        o[8 + r] = _mm512_shuffle_i32x4(v1, v3, 0x88);                 \
+        o[12 + r] = _mm512_shuffle_i32x4(v1, v3, 0xDD);                \
+    } while (0)
+    CHACHA_ZL4(0, x0, x4, x8, x12);
+    CHACHA_ZL4(1, x1, x5, x9, x13);
+    CHACHA_ZL4(2, x2, x6, x10, x14);
+    CHACHA_ZL4(3, x3, x7, x11, x15);
+#undef CHACHA_ZL4
+}
+
+/* The 128 field candidates of the 16 blocks at ctr, in stream order;
+ * nonzero iff one of them equals p (must be rejected). */
+__attribute__((target(MPCAI_AVX512_TARGET))) static inline int chacha_fp_cand_group_avx512(const uint32_t st[16], uint32_t ctr,
+                                                     uint64_t w[CHACHA16_WORDS])
+{
+    const __m512i p = _mm512_set1_epi64((long long)MPCAI_FIELD_P);
+    __m512i o[16];
+    __mmask8 bad = 0;
+    chacha16_avx512(st, ctr, o);
+    for (int i = 0; i < 16; i++) {
+        __m512i v = _mm512_and_si512(o[i], p);
+        bad |= _mm512_cmpeq_epi64_mask(v, p);
+        _mm512_storeu_si512((void *)(w + 8 * i), v);
+    }
+    return bad != 0;
+}
+#endif /* MPCAI_HAVE_AVX512 */
+
 /* Scalar twin of chacha_fp_cand_group_avx2. */
 static inline int chacha_fp_cand_group_scalar(const uint32_t st[16], uint32_t ctr,
                                               uint64_t w[CHACHA_GROUP_WORDS])
@@ -247,29 +361,43 @@ static inline int chacha_fp_cand_group_scalar(const uint32_t st[16], uint32_t ct
 
 /* ---- field-element reader ------------------------------------------------ */
 
+/* Largest unit of work of any compiled-in path, in words. */
+#if MPCAI_HAVE_AVX512
+#define CHACHA_MAX_GROUP_WORDS CHACHA16_WORDS
+#else
+#define CHACHA_MAX_GROUP_WORDS CHACHA_GROUP_WORDS
+#endif
+
 typedef struct {
     uint32_t st[16];
     uint64_t ctr;             /* first block of the next group (64-bit: never wraps) */
-    int avx2;
+    int level;                /* SIMD level (_dispatch.h) */
+    unsigned gblocks, gwords; /* blocks and candidates per group of this level */
     unsigned skip;            /* candidates to drop from the front of the next group */
     size_t pos, have;         /* unread candidates buf[pos..have) */
     int buf_bad;              /* some candidate in buf must be rejected */
     uint64_t rejected;        /* candidates rejected while reading so far */
     const uint64_t *force;    /* tests only: candidate indices rejected as if */
     size_t n_force;           /* they equalled p (see the Shamir test hook) */
-    uint64_t buf[CHACHA_GROUP_WORDS];
+    uint64_t buf[CHACHA_MAX_GROUP_WORDS];
 } chacha_fp_reader;
 
 /* A reader of the field stream of a 32-byte seed positioned at candidate
- * index `first` (0 = the start of the stream). */
-static inline void chacha_fp_reader_init(chacha_fp_reader *r, const uint8_t seed[32], int avx2,
+ * index `first` (0 = the start of the stream), generating with the kernels
+ * of SIMD level `level` (the stream is the same on every level). */
+static inline void chacha_fp_reader_init(chacha_fp_reader *r, const uint8_t seed[32], int level,
                                          uint64_t first)
 {
     static const uint8_t zero_nonce[12] = {0};
     chacha_init(r->st, seed, zero_nonce);
     r->ctr = first / 8;
     r->skip = (unsigned)(first % 8);
-    r->avx2 = avx2;
+    r->level = level;
+    r->gblocks = CHACHA_GROUP_BLOCKS;
+#if MPCAI_HAVE_AVX512
+    if (level >= MPCAI_LEVEL_AVX512) r->gblocks = CHACHA16_BLOCKS;
+#endif
+    r->gwords = 8 * r->gblocks;
     r->pos = r->have = 0;
     r->buf_bad = 0;
     r->rejected = 0;
@@ -277,21 +405,27 @@ static inline void chacha_fp_reader_init(chacha_fp_reader *r, const uint8_t seed
     r->n_force = 0;
 }
 
-/* Candidates of the next group into w; nonzero iff one must be rejected. */
-static inline int chacha_fp_reader_fill(chacha_fp_reader *r, uint64_t w[CHACHA_GROUP_WORDS])
+/* Candidates of the next group (r->gwords of them) into w; nonzero iff one
+ * must be rejected. */
+static inline int chacha_fp_reader_fill(chacha_fp_reader *r, uint64_t *w)
 {
     const uint64_t base = 8 * r->ctr;
     int bad;
+#if MPCAI_HAVE_AVX512
+    if (r->level >= MPCAI_LEVEL_AVX512)
+        bad = chacha_fp_cand_group_avx512(r->st, (uint32_t)r->ctr, w);
+    else
+#endif
 #if MPCAI_HAVE_AVX2
-    if (r->avx2)
+    if (r->level >= MPCAI_LEVEL_AVX2)
         bad = chacha_fp_cand_group_avx2(r->st, (uint32_t)r->ctr, w);
     else
 #endif
         bad = chacha_fp_cand_group_scalar(r->st, (uint32_t)r->ctr, w);
-    r->ctr += CHACHA_GROUP_BLOCKS;
+    r->ctr += r->gblocks;
     for (size_t k = 0; k < r->n_force; k++) {
         uint64_t j = r->force[k] - base; /* wraps to a huge value below base */
-        if (j < CHACHA_GROUP_WORDS) {
+        if (j < r->gwords) {
             w[j] = MPCAI_FIELD_P;
             bad = 1;
         }
@@ -326,21 +460,21 @@ static inline int chacha_fp_reader_read(chacha_fp_reader *r, uint64_t *out, size
                 r->rejected++; /* reject: keeps the output uniform */
             continue;
         }
-        if (r->ctr > CHACHA_LAST_GROUP_START) return MPCAI_ERR_LENGTH;
-        if (!r->skip && m - i >= CHACHA_GROUP_WORDS) {
+        if (r->ctr + (r->gblocks - 1) > (uint64_t)UINT32_MAX) return MPCAI_ERR_LENGTH;
+        if (!r->skip && m - i >= r->gwords) {
             /* fast path: a whole group straight to out, if nothing is rejected */
             if (!chacha_fp_reader_fill(r, out + i)) {
-                i += CHACHA_GROUP_WORDS;
+                i += r->gwords;
                 continue;
             }
-            memcpy(r->buf, out + i, sizeof r->buf);
+            memcpy(r->buf, out + i, r->gwords * sizeof *r->buf);
             r->buf_bad = 1;
         } else {
             r->buf_bad = chacha_fp_reader_fill(r, r->buf);
         }
         r->pos = r->skip;
         r->skip = 0;
-        r->have = CHACHA_GROUP_WORDS;
+        r->have = r->gwords;
     }
     return MPCAI_OK;
 }

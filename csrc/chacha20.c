@@ -34,7 +34,7 @@ static void store32_le(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)(v >> 24);
 }
 
-static int use_avx2(void) { return mpcai_internal_use_avx2(); }
+static int simd_level(void) { return mpcai_internal_simd_level(); }
 
 /* ---- AVX2 group kernels (chacha9_avx2 in _chacha_core.h) -------------- */
 #if MPCAI_HAVE_AVX2
@@ -101,6 +101,73 @@ ring32_acc_avx2(const uint32_t st[16], uint32_t ctr, size_t ngroups, int sign, u
 }
 #endif /* MPCAI_HAVE_AVX2 */
 
+/* ---- AVX-512 group kernels (chacha16_avx512 in _chacha_core.h) -------- */
+#if MPCAI_HAVE_AVX512
+#define G16_BLOCKS CHACHA16_BLOCKS
+#define G16_WORDS CHACHA16_WORDS
+#define AVX512_FN __attribute__((target(MPCAI_AVX512_TARGET))) static
+
+/* ngroups groups of 16 blocks from block ctr, written to out. */
+AVX512_FN void keystream_avx512(const uint32_t st[16], uint32_t ctr, size_t ngroups, uint8_t *out)
+{
+    __m512i o[16];
+    for (size_t g = 0; g < ngroups; g++, ctr += G16_BLOCKS, out += 8 * G16_WORDS) {
+        chacha16_avx512(st, ctr, o);
+        for (int i = 0; i < 16; i++) _mm512_storeu_si512((void *)(out + 64 * i), o[i]);
+    }
+}
+
+AVX512_FN void ring_acc_avx512(const uint32_t st[16], uint32_t ctr, size_t ngroups, int sign,
+                               uint64_t *acc)
+{
+    __m512i o[16];
+    for (size_t g = 0; g < ngroups; g++, ctr += G16_BLOCKS, acc += G16_WORDS) {
+        chacha16_avx512(st, ctr, o);
+        if (sign > 0) {
+            for (int i = 0; i < 16; i++) {
+                __m512i a = _mm512_loadu_si512((const void *)(acc + 8 * i));
+                _mm512_storeu_si512((void *)(acc + 8 * i), _mm512_add_epi64(a, o[i]));
+            }
+        } else {
+            for (int i = 0; i < 16; i++) {
+                __m512i a = _mm512_loadu_si512((const void *)(acc + 8 * i));
+                _mm512_storeu_si512((void *)(acc + 8 * i), _mm512_sub_epi64(a, o[i]));
+            }
+        }
+    }
+}
+
+/* Z_2^32: a group is 16 blocks = 256 little-endian 32-bit words. */
+AVX512_FN void ring32_acc_avx512(const uint32_t st[16], uint32_t ctr, size_t ngroups, int sign,
+                                 uint32_t *acc)
+{
+    __m512i o[16];
+    for (size_t g = 0; g < ngroups; g++, ctr += G16_BLOCKS, acc += 2 * G16_WORDS) {
+        chacha16_avx512(st, ctr, o);
+        if (sign > 0) {
+            for (int i = 0; i < 16; i++) {
+                __m512i a = _mm512_loadu_si512((const void *)(acc + 16 * i));
+                _mm512_storeu_si512((void *)(acc + 16 * i), _mm512_add_epi32(a, o[i]));
+            }
+        } else {
+            for (int i = 0; i < 16; i++) {
+                __m512i a = _mm512_loadu_si512((const void *)(acc + 16 * i));
+                _mm512_storeu_si512((void *)(acc + 16 * i), _mm512_sub_epi32(a, o[i]));
+            }
+        }
+    }
+}
+#endif /* MPCAI_HAVE_AVX512 */
+
+/* Blocks per unit of work of the vector kernels of a level (1 = scalar). */
+static uint32_t group_blocks(int level)
+{
+#if MPCAI_HAVE_AVX512
+    if (level >= MPCAI_LEVEL_AVX512) return CHACHA16_BLOCKS;
+#endif
+    return level >= MPCAI_LEVEL_AVX2 ? GROUP_BLOCKS : 1;
+}
+
 static int seed_state(const uint8_t *seed, size_t seed_len, uint32_t st[16])
 {
     static const uint8_t zero_nonce[12] = {0};
@@ -122,8 +189,21 @@ int mpcai_chacha20_keystream(const uint8_t *key, size_t key_len, const uint8_t *
     if (nblocks > ((uint64_t)1 << 32) - counter) return MPCAI_ERR_LENGTH;
     chacha_init(st, key, nonce);
     size_t done = 0;
+    const int level = simd_level();
+    (void)level; /* unused when no SIMD path is compiled in */
+#if MPCAI_HAVE_AVX512
+    if (level >= MPCAI_LEVEL_AVX512) {
+        /* whole groups that end before the counter wraps; the rest is scalar */
+        size_t ngroups = out_len / (8 * G16_WORDS);
+        uint64_t room = (((uint64_t)1 << 32) - counter) / G16_BLOCKS;
+        if (ngroups > room) ngroups = (size_t)room;
+        keystream_avx512(st, counter, ngroups, out);
+        done = ngroups * 8 * G16_WORDS;
+        counter += (uint32_t)(ngroups * G16_BLOCKS);
+    }
+#endif
 #if MPCAI_HAVE_AVX2
-    if (use_avx2()) {
+    if (level == MPCAI_LEVEL_AVX2) {
         /* whole groups that end before the counter wraps; the rest is scalar */
         size_t ngroups = out_len / (8 * GROUP_WORDS);
         uint64_t room = (((uint64_t)1 << 32) - counter) / GROUP_BLOCKS;
@@ -156,8 +236,21 @@ static void ring64_range(const uint32_t st[16], uint32_t first_block, int mode, 
 {
     uint32_t ctr = first_block;
     size_t i = 0;
+    const int level = simd_level();
+    (void)level; /* unused when no SIMD path is compiled in */
+#if MPCAI_HAVE_AVX512
+    if (level >= MPCAI_LEVEL_AVX512) {
+        size_t ngroups = n / G16_WORDS;
+        if (mode == 0)
+            keystream_avx512(st, ctr, ngroups, (uint8_t *)acc); /* x86 is little-endian */
+        else
+            ring_acc_avx512(st, ctr, ngroups, mode, acc);
+        i = ngroups * G16_WORDS;
+        ctr += (uint32_t)(ngroups * G16_BLOCKS);
+    }
+#endif
 #if MPCAI_HAVE_AVX2
-    if (use_avx2()) {
+    if (level == MPCAI_LEVEL_AVX2) {
         size_t ngroups = n / GROUP_WORDS;
         if (mode == 0)
             keystream_avx2(st, ctr, ngroups, (uint8_t *)acc); /* x86 is little-endian */
@@ -185,8 +278,18 @@ static void ring32_range(const uint32_t st[16], uint32_t first_block, int mode, 
 {
     uint32_t ctr = first_block;
     size_t i = 0;
+    const int level = simd_level();
+    (void)level; /* unused when no SIMD path is compiled in */
+#if MPCAI_HAVE_AVX512
+    if (level >= MPCAI_LEVEL_AVX512) {
+        size_t ngroups = n / (2 * G16_WORDS);
+        ring32_acc_avx512(st, ctr, ngroups, mode, acc);
+        i = ngroups * 2 * G16_WORDS;
+        ctr += (uint32_t)(ngroups * G16_BLOCKS);
+    }
+#endif
 #if MPCAI_HAVE_AVX2
-    if (use_avx2()) {
+    if (level == MPCAI_LEVEL_AVX2) {
         size_t ngroups = n / (2 * GROUP_WORDS);
         ring32_acc_avx2(st, ctr, ngroups, mode, acc);
         i = ngroups * 2 * GROUP_WORDS;
@@ -235,7 +338,7 @@ static int ring_kernel(const uint8_t *seed, size_t seed_len, int mode, void *acc
     int rc = seed_state(seed, seed_len, st);
     if (rc) return rc;
     if (!acc && n) return MPCAI_ERR_NULL;
-    const size_t per_block = width == 64 ? 8 : 16, group = per_block * GROUP_BLOCKS;
+    const size_t per_block = width == 64 ? 8 : 16, group = per_block * group_blocks(simd_level());
     if ((uint64_t)n > MPCAI_PRG_MAX_WORDS * (width == 64 ? 1 : 2)) return MPCAI_ERR_LENGTH;
     if (n_threads < 1 || n_threads > MPCAI_MAX_THREADS) return MPCAI_ERR_ARG;
     if ((size_t)n_threads > n / MIN_WORDS_PER_THREAD) n_threads = (int)(n / MIN_WORDS_PER_THREAD);
@@ -321,7 +424,7 @@ static int fieldp_kernel(const uint8_t *seed, size_t seed_len, int mode, uint64_
     if (mode != 0)
         for (size_t i = 0; i < n; i++)
             if (acc[i] >= P61) return MPCAI_ERR_RANGE;
-    chacha_fp_reader_init(&r, seed, use_avx2(), 0);
+    chacha_fp_reader_init(&r, seed, simd_level(), 0);
     if (mode == 0) return chacha_fp_reader_read(&r, acc, n);
     for (size_t i = 0; i < n; i += FIELD_CHUNK) {
         size_t take = n - i < FIELD_CHUNK ? n - i : FIELD_CHUNK;

@@ -34,7 +34,8 @@
  * Paths: AVX2 (4 lanes of 64 bits; function-level target attribute) when
  * the CPU supports it, else portable scalar, chosen on every call by the
  * one SIMD switch of dispatch.c (mpcai_simd_select), so tests compare the
- * paths in-process.
+ * paths in-process.  The AVX-512 level uses the AVX2 arithmetic here; only
+ * the coefficient stream (the ChaCha20 reader) has 16-block AVX-512 code.
  *
  * Linear combinations (AVX2) split each weight w and w 2^32 mod p into
  * 21-bit limbs and each row value into 32-bit halves, so all limb products
@@ -675,7 +676,8 @@ static int shamir_share_impl(const uint64_t *secret, size_t len, const uint8_t *
     if (seed_len != 32) return MPCAI_ERR_LENGTH;
     if ((uint64_t)nrand > MPCAI_PRG_MAX_WORDS / 2) return MPCAI_ERR_LENGTH;
     if (n_threads < 1 || n_threads > MPCAI_MAX_THREADS) return MPCAI_ERR_ARG;
-    int avx2 = fp_use_avx2();
+    const int level = mpcai_internal_simd_level(); /* one level for the whole call */
+    int avx2 = level >= MPCAI_LEVEL_AVX2;
     if (fp_any_unreduced(secret, len, avx2) || fp_any_unreduced(points, n_points, avx2))
         return MPCAI_ERR_RANGE;
     if (!len || !n_points) return MPCAI_OK;
@@ -719,7 +721,7 @@ static int shamir_share_impl(const uint64_t *secret, size_t len, const uint8_t *
             rc = MPCAI_ERR_NOMEM;
             goto done;
         }
-        chacha_fp_reader_init(&j->rd, seed, pl.avx2, (uint64_t)j->begin * degree);
+        chacha_fp_reader_init(&j->rd, seed, level, (uint64_t)j->begin * degree);
         j->rd.force = force;
         j->rd.n_force = n_force;
     }

@@ -28,13 +28,19 @@
 #define MPCAI_ERR_NOMEM -5     /* allocation failed                      */
 
 /* ---- CPU dispatch (dispatch.c) ------------------------------------- */
-/* 1 if the AVX2 paths are compiled in and the CPU supports AVX2, else 0. */
+/* Paths ("levels"): 0 = portable scalar, 1 = AVX2, 2 = AVX-512 (F, DQ,
+ * BW, VL).  Output is bit-identical on every path; the switch exists so
+ * tests and benchmarks can compare them.                               */
+/* The highest level compiled in and supported by this CPU and OS.      */
 int mpcai_simd_available(void);
 /* Select the path of every kernel (ChaCha20/PRG, Z_2^64 and GF(p)):
- * 0 = portable scalar, 1 = best available (the default).  Returns the
- * path now in effect (0 or 1).  Output is bit-identical on every path;
- * this exists so tests and benchmarks can compare them. */
+ * min(level, mpcai_simd_available()), 0 for level <= 0.  Returns the
+ * level now in effect.  The default is the highest level available,
+ * capped by the environment variable MPCAI_SIMD ("scalar", "avx2",
+ * "avx512") if it is set when the first kernel runs.                   */
 int mpcai_simd_select(int level);
+/* The level now in effect.                                             */
+int mpcai_simd_level(void);
 
 /* ---- ChaCha20, RFC 8439 (chacha20.c) ------------------------------- */
 /* Keystream for a 32-byte key, 12-byte nonce and 32-bit initial block

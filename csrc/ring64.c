@@ -47,7 +47,7 @@
 
 /* ---- path selection -------------------------------------------------- */
 
-static int use_avx2(void) { return mpcai_internal_use_avx2(); }
+static int simd_level(void) { return mpcai_internal_simd_level(); }
 
 /* ---- scalar path ------------------------------------------------------ */
 
@@ -293,6 +293,118 @@ AVX2_FN void gemm_avx2(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t
 }
 #endif /* MPCAI_HAVE_AVX2 */
 
+/* ---- AVX-512 path ----------------------------------------------------- */
+#if MPCAI_HAVE_AVX512
+/* vpmullq (AVX-512DQ) is a 64 x 64 -> 64 multiply per lane: the product
+ * mod 2^64 in one instruction.  Register tile Z_MR x Z_NR = 12 x 16: 24
+ * zmm accumulators (12 rows x 2 vectors of 8 columns), 2 B vectors and the
+ * broadcast A element; per k, 24 vpmullq + 24 vpaddq.  A is packed per k
+ * as the Z_MR values of a row strip, B per k as the Z_NR values of a
+ * column strip (both zero-padded), so the kernel reads both sequentially. */
+#define Z_MR 12
+#define Z_NR 16
+#define Z_KC 256
+#define Z_MC 96
+#define Z_NC 2048
+#define AVX512_FN __attribute__((target(MPCAI_AVX512_TARGET))) static
+
+/* Rows [0, mc) x depth [0, kc) of A into strips of Z_MR rows (per k, the
+ * Z_MR values of the strip; rows past mc are zero). */
+static void z_pack_a(const uint64_t *a, size_t lda, size_t mc, size_t kc, uint64_t *pa)
+{
+    for (size_t i0 = 0; i0 < mc; i0 += Z_MR) {
+        size_t live = mc - i0 < Z_MR ? mc - i0 : Z_MR;
+        for (size_t p = 0; p < kc; p++) {
+            size_t r = 0;
+            for (; r < live; r++) pa[r] = a[(i0 + r) * lda + p];
+            for (; r < Z_MR; r++) pa[r] = 0;
+            pa += Z_MR;
+        }
+    }
+}
+
+/* Depth [0, kc) x columns [0, nc) of B into strips of Z_NR columns (per
+ * k, the Z_NR values of the strip; columns past nc are zero). */
+AVX512_FN void z_pack_b(const uint64_t *b, size_t ldb, size_t kc, size_t nc, uint64_t *pb)
+{
+    for (size_t j0 = 0; j0 < nc; j0 += Z_NR, pb += Z_NR * kc) {
+        size_t live = nc - j0 < Z_NR ? nc - j0 : Z_NR;
+        __mmask8 m0 = (__mmask8)(live >= 8 ? 0xFF : (1u << live) - 1);
+        __mmask8 m1 = (__mmask8)(live >= 16 ? 0xFF : live <= 8 ? 0 : (1u << (live - 8)) - 1);
+        for (size_t p = 0; p < kc; p++) {
+            const uint64_t *row = b + p * ldb + j0;
+            _mm512_store_si512((void *)(pb + p * Z_NR), _mm512_maskz_loadu_epi64(m0, row));
+            _mm512_store_si512((void *)(pb + p * Z_NR + 8), _mm512_maskz_loadu_epi64(m1, row + 8));
+        }
+    }
+}
+
+/* One Z_MR x Z_NR tile over depth kc.  c points at the tile's top-left
+ * corner (leading dimension ldc); only rows < mr and columns < nr are
+ * written; with accumulate == 0 the tile is stored, else added. */
+AVX512_FN void z_kernel(size_t kc, const uint64_t *pa, const uint64_t *pb, uint64_t *c,
+                        size_t ldc, size_t mr, size_t nr, int accumulate)
+{
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m512i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    __m512i c60 = c00, c61 = c00, c70 = c00, c71 = c00, c80 = c00, c81 = c00;
+    __m512i c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
+    for (size_t p = 0; p < kc; p++, pa += Z_MR, pb += Z_NR) {
+        const __m512i b0 = _mm512_load_si512((const void *)pb);
+        const __m512i b1 = _mm512_load_si512((const void *)(pb + 8));
+        __m512i a;
+#define Z_ROW(r, x0, x1)                                                   \
+        a = _mm512_set1_epi64((long long)pa[r]);                           \
+        x0 = _mm512_add_epi64(x0, _mm512_mullo_epi64(a, b0));              \
+        x1 = _mm512_add_epi64(x1, _mm512_mullo_epi64(a, b1));
+        Z_ROW(0, c00, c01) Z_ROW(1, c10, c11) Z_ROW(2, c20, c21) Z_ROW(3, c30, c31)
+        Z_ROW(4, c40, c41) Z_ROW(5, c50, c51) Z_ROW(6, c60, c61) Z_ROW(7, c70, c71)
+        Z_ROW(8, c80, c81) Z_ROW(9, c90, c91) Z_ROW(10, ca0, ca1) Z_ROW(11, cb0, cb1)
+#undef Z_ROW
+    }
+    __m512i t[Z_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41},
+                          {c50, c51}, {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91},
+                          {ca0, ca1}, {cb0, cb1}};
+    __mmask8 m0 = (__mmask8)(nr >= 8 ? 0xFF : (1u << nr) - 1);
+    __mmask8 m1 = (__mmask8)(nr >= 16 ? 0xFF : nr <= 8 ? 0 : (1u << (nr - 8)) - 1);
+    for (size_t r = 0; r < mr; r++) {
+        uint64_t *d = c + r * ldc;
+        __m512i v0 = t[r][0], v1 = t[r][1];
+        if (accumulate) {
+            v0 = _mm512_add_epi64(v0, _mm512_maskz_loadu_epi64(m0, d));
+            v1 = _mm512_add_epi64(v1, _mm512_maskz_loadu_epi64(m1, d + 8));
+        }
+        _mm512_mask_storeu_epi64(d, m0, v0);
+        _mm512_mask_storeu_epi64(d + 8, m1, v1);
+    }
+}
+
+AVX512_FN void gemm_avx512(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t m, size_t k,
+                           size_t n, uint64_t *pa, uint64_t *pb)
+{
+    for (size_t jc = 0; jc < n; jc += Z_NC) {
+        size_t nc = n - jc < Z_NC ? n - jc : Z_NC;
+        for (size_t pc = 0; pc < k; pc += Z_KC) {
+            size_t kc = k - pc < Z_KC ? k - pc : Z_KC;
+            z_pack_b(b + pc * n + jc, n, kc, nc, pb);
+            for (size_t ic = 0; ic < m; ic += Z_MC) {
+                size_t mc = m - ic < Z_MC ? m - ic : Z_MC;
+                z_pack_a(a + ic * k + pc, k, mc, kc, pa);
+                for (size_t jr = 0; jr < nc; jr += Z_NR) {
+                    size_t nr = nc - jr < Z_NR ? nc - jr : Z_NR;
+                    const uint64_t *pbs = pb + jr * kc;
+                    for (size_t ir = 0; ir < mc; ir += Z_MR) {
+                        size_t mr = mc - ir < Z_MR ? mc - ir : Z_MR;
+                        z_kernel(kc, pa + ir * kc, pbs, c + (ic + ir) * n + jc + jr, n, mr, nr,
+                                 pc != 0);
+                    }
+                }
+            }
+        }
+    }
+}
+#endif /* MPCAI_HAVE_AVX512 */
+
 /* ---- public entry point ------------------------------------------------ */
 
 static int mul_overflows(size_t x, size_t y) { return y != 0 && x > SIZE_MAX / y; }
@@ -318,11 +430,25 @@ int mpcai_ring64_gemm(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t 
         return MPCAI_OK;
     }
 #if MPCAI_HAVE_AVX2
-    const int avx2 = use_avx2();
+    const int level = simd_level(), avx2 = level >= MPCAI_LEVEL_AVX2;
     if (avx2 && m < ROWS_MAX_M) {
         gemm_rows_avx2(a, b, c, m, k, n);
         return MPCAI_OK;
     }
+#if MPCAI_HAVE_AVX512
+    if (level >= MPCAI_LEVEL_AVX512) {
+        size_t kc = k < Z_KC ? k : Z_KC;
+        size_t mc = m < Z_MC ? m : Z_MC, nc = n < Z_NC ? n : Z_NC;
+        size_t na = (mc + Z_MR - 1) / Z_MR * Z_MR * kc, nb = (nc + Z_NR - 1) / Z_NR * Z_NR * kc;
+        na = (na + 7) & ~(size_t)7; /* keep the B panel 64-byte aligned */
+        unsigned char *raw = malloc((na + nb) * sizeof(uint64_t) + 64);
+        if (!raw) return MPCAI_ERR_NOMEM;
+        uint64_t *buf = (uint64_t *)(raw + (64 - (uintptr_t)raw % 64)); /* 64-byte aligned */
+        gemm_avx512(a, b, c, m, k, n, buf, buf + na);
+        free(raw);
+        return MPCAI_OK;
+    }
+#endif
     if (avx2) {
         size_t kc = k < KC ? k : KC;
         size_t mc = m < MC ? m : MC, nc = n < NC ? n : NC;
@@ -335,7 +461,7 @@ int mpcai_ring64_gemm(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t 
         return MPCAI_OK;
     }
 #else
-    (void)use_avx2;
+    (void)simd_level;
 #endif
     gemm_scalar(a, b, c, m, k, n);
     return MPCAI_OK;

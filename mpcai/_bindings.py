@@ -21,6 +21,7 @@ __all__ = [
     "MAX_THREADS",
     "PRG_MAX_WORDS",
     "SEED_BYTES",
+    "SIMD_PATHS",
     "chacha20_keystream",
     "fp_add",
     "fp_lincomb",
@@ -35,6 +36,8 @@ __all__ = [
     "prg_ring64_acc",
     "ring64_gemm",
     "simd_available",
+    "simd_level",
+    "simd_path",
     "simd_select",
 ]
 
@@ -126,20 +129,41 @@ def _threads(threads: Any) -> int:
 # ---- dispatch -------------------------------------------------------------
 
 
-def simd_available() -> bool:
-    """True if the AVX2 paths are compiled in and supported by this CPU."""
-    return bool(lib.mpcai_simd_available())
+SIMD_PATHS: tuple[str, ...] = ("scalar", "avx2", "avx512")
+"""Names of the SIMD levels of the C kernels, indexed by level."""
+
+
+def simd_available() -> int:
+    """The highest SIMD level compiled in and supported by this CPU and OS.
+
+    0 = portable scalar only, 1 = AVX2, 2 = AVX-512 (F, DQ, BW, VL; the OS
+    must save the ZMM state).  Index into :data:`SIMD_PATHS` for the name.
+    """
+    return int(lib.mpcai_simd_available())
 
 
 def simd_select(level: int) -> int:
-    """Select the scalar (0) or best available (1) path of every C kernel.
+    """Select the SIMD level of every C kernel: 0 scalar, 1 AVX2, 2 AVX-512.
 
-    Process-wide; returns the path in effect.  Outputs are bit-identical on
-    both paths: this exists for tests and benchmarks.
+    A level above :func:`simd_available` is capped to it.  Process-wide;
+    returns the level in effect.  Outputs are bit-identical on every level:
+    this exists for tests and benchmarks.  The default is the highest level
+    available, capped by the environment variable ``MPCAI_SIMD`` (``scalar``,
+    ``avx2`` or ``avx512``) if it is set before the first kernel call.
     """
-    if level not in (0, 1):
-        raise InvalidInput(f"level must be 0 or 1, got {level!r}")
+    if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level < len(SIMD_PATHS):
+        raise InvalidInput(f"level must be 0, 1 or 2, got {level!r}")
     return int(lib.mpcai_simd_select(level))
+
+
+def simd_level() -> int:
+    """The SIMD level in effect now (0, 1 or 2)."""
+    return int(lib.mpcai_simd_level())
+
+
+def simd_path() -> str:
+    """The name of the SIMD path in effect now (an entry of :data:`SIMD_PATHS`)."""
+    return SIMD_PATHS[simd_level()]
 
 
 # ---- ChaCha20 and PRG -----------------------------------------------------

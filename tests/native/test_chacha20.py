@@ -10,11 +10,10 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from simd_paths import PATHS, each_path
 
 from mpcai import _bindings as nb
 from mpcai.errors import InvalidInput, InvalidType
-
-PATHS = [0, 1] if nb.simd_available() else [0]
 
 
 def openssl_keystream(key: bytes, nonce: bytes, counter: int, length: int) -> bytes:
@@ -54,7 +53,12 @@ def test_python_reference_matches_rfc() -> None:
     assert ref.chacha20_block(bytes(32), 0, bytes(12)) == A1_TV1
 
 
-@pytest.mark.parametrize("length", [0, 1, 63, 64, 65, 511, 512, 513, 1000, 4096 + 7, 100_003])
+# 576 bytes = one AVX2 group (9 blocks), 1024 = one AVX-512 group (16 blocks)
+@pytest.mark.parametrize(
+    "length",
+    [0, 1, 63, 64, 65, 511, 512, 513, 575, 576, 577, 1000, 1023, 1024, 1025, 1087, 2048 + 64,
+     4096 + 7, 9216, 100_003],
+)
 def test_keystream_matches_openssl(path: int, length: int) -> None:
     key, nonce = os.urandom(32), os.urandom(12)
     counter = int.from_bytes(os.urandom(2), "little")
@@ -71,22 +75,22 @@ def test_keystream_matches_openssl(path: int, length: int) -> None:
     length=st.integers(0, 2000),
 )
 def test_keystream_property_against_openssl(key: bytes, nonce: bytes, counter: int, length: int):
-    for level in PATHS:
-        nb.simd_select(level)
-        assert nb.chacha20_keystream(key, nonce, counter, length) == openssl_keystream(
-            key, nonce, counter, length
-        )
-    nb.simd_select(1)
+    expect = openssl_keystream(key, nonce, counter, length)
+    for _ in each_path():
+        assert nb.chacha20_keystream(key, nonce, counter, length) == expect
 
 
-def test_keystream_near_counter_wrap(path: int) -> None:
+@pytest.mark.parametrize("blocks", [1, 9, 16, 20, 32, 35])
+def test_keystream_near_counter_wrap(path: int, blocks: int) -> None:
+    """The last `blocks` blocks before the 32-bit counter wraps (whole SIMD
+    groups that fit, the rest one block at a time), then one byte too many."""
     key, nonce = os.urandom(32), os.urandom(12)
-    counter = 2**32 - 20
-    assert nb.chacha20_keystream(key, nonce, counter, 20 * 64) == ref.chacha20_keystream(
-        key, nonce, counter, 20 * 64
+    counter = 2**32 - blocks
+    assert nb.chacha20_keystream(key, nonce, counter, blocks * 64) == ref.chacha20_keystream(
+        key, nonce, counter, blocks * 64
     )
     with pytest.raises(InvalidInput):
-        nb.chacha20_keystream(key, nonce, counter, 20 * 64 + 1)
+        nb.chacha20_keystream(key, nonce, counter, blocks * 64 + 1)
 
 
 def test_keystream_rejects_bad_arguments() -> None:
@@ -100,7 +104,7 @@ def test_keystream_rejects_bad_arguments() -> None:
         nb.chacha20_keystream(bytes(32), bytes(12), -1, 10)
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 8, 63, 64, 65, 129, 1001])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 63, 64, 65, 71, 72, 73, 127, 128, 129, 257, 1001])
 def test_prg_ring64_matches_reference(path: int, n: int) -> None:
     seed = os.urandom(32)
     np.testing.assert_array_equal(nb.prg_ring64(seed, n), ref.prg_ring64(seed, n))
@@ -133,7 +137,7 @@ def test_prg_ring64_acc_any_shape_and_cancellation() -> None:
     np.testing.assert_array_equal(acc, before)
 
 
-@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 1000])
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 72, 73, 127, 128, 129, 577, 1000])
 def test_prg_fieldp_matches_reference(path: int, n: int) -> None:
     seed = os.urandom(32)
     out = nb.prg_fieldp(seed, n)
@@ -189,18 +193,19 @@ def test_accumulate_rejects_bad_arrays() -> None:
 
 
 def test_simd_paths_bit_identical_on_large_streams() -> None:
-    if not nb.simd_available():
+    if len(PATHS) < 2:
         pytest.skip("this CPU has no AVX2: only the scalar path exists")
     seed = os.urandom(32)
     outs = []
-    for level in (0, 1):
-        nb.simd_select(level)
+    for _ in each_path():
         acc = np.arange(123_457, dtype=np.uint64)
         nb.prg_ring64_acc(seed, acc, -1)
-        outs.append((nb.prg_ring64(seed, 99_999), nb.prg_fieldp(seed, 77_777), acc))
-    nb.simd_select(1)
-    for a, b in zip(outs[0], outs[1], strict=True):
-        np.testing.assert_array_equal(a, b)
+        acc32 = np.arange(54_321, dtype=np.uint32)
+        nb.prg_ring32_acc(seed, acc32, 1)
+        outs.append((nb.prg_ring64(seed, 99_999), nb.prg_fieldp(seed, 77_777), acc, acc32))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("n", [0, 1, 1000, 1 << 16, (1 << 17) + 5, 1_000_003])
@@ -220,7 +225,9 @@ def test_threads_argument_is_checked() -> None:
             nb.prg_ring64_acc(os.urandom(32), acc, 1, bad)
 
 
-@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 143, 144, 145, 1000, 300_001])
+@pytest.mark.parametrize(
+    "n", [0, 1, 15, 16, 17, 143, 144, 145, 255, 256, 257, 1000, 300_001]
+)
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_ring32_acc_reads_the_stream_as_32_bit_words(path: int, n: int, threads: int) -> None:
     seed = os.urandom(32)

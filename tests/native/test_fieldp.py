@@ -5,8 +5,10 @@ pow(), and, for the fused Shamir kernel, the pure-Python ChaCha20 of
 native_reference.py.  Shapes cross the kernels' block boundaries (4-lane
 groups, 64 Horner lanes x 16 points, 256 evaluation / combination columns,
 1024 rows per lazy AVX2 accumulator) and inputs are loaded with the values
-that stress the lazy-reduction bounds (p - 1 everywhere).  Both paths --
-portable scalar and AVX2 -- are run in-process: the one SIMD switch
+that stress the lazy-reduction bounds (p - 1 everywhere).  Every SIMD path
+the machine has -- portable scalar, AVX2, AVX-512 (whose only own code here
+is the 16-block ChaCha20 of the Shamir coefficient stream) -- is run
+in-process through the ``path`` fixture of conftest.py: the one SIMD switch
 (``simd_select``) is checked on every call.
 """
 
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from simd_paths import PATHS, each_path
 
 from mpcai import _bindings as nb
 from mpcai.errors import InvalidInput, InvalidType
@@ -29,14 +32,6 @@ P = (1 << 61) - 1
 EDGE = [0, 1, 2, P - 1, P - 2, 1 << 60, (1 << 32) - 1, 1 << 32, (1 << 61) - 2]
 BAD = [P, 1 << 61, (1 << 64) - 1, 1 << 63]
 LENGTHS = [0, 1, 3, 7, 257, 1031]
-PATHS = ["scalar", "avx2"] if nb.simd_available() else ["scalar"]
-
-
-@pytest.fixture(params=PATHS)
-def path(request: pytest.FixtureRequest):
-    nb.simd_select(0 if request.param == "scalar" else 1)
-    yield str(request.param)
-    nb.simd_select(1)
 
 
 def field(rng: np.random.Generator, *shape: int, edges: bool = True) -> np.ndarray:
@@ -76,7 +71,7 @@ OPS = {
 
 @pytest.mark.parametrize("op", sorted(OPS))
 @pytest.mark.parametrize("n", LENGTHS)
-def test_elementwise_matches_bigint(path: str, op: str, n: int) -> None:
+def test_elementwise_matches_bigint(path: int, op: str, n: int) -> None:
     fn, refop = OPS[op]
     rng = np.random.default_rng(n)
     a, b = field(rng, n), field(rng, n)
@@ -86,7 +81,7 @@ def test_elementwise_matches_bigint(path: str, op: str, n: int) -> None:
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
-def test_elementwise_all_edge_pairs(path: str, op: str) -> None:
+def test_elementwise_all_edge_pairs(path: int, op: str) -> None:
     fn, refop = OPS[op]
     pairs = [(x, y) for x in EDGE for y in EDGE]
     a = np.array([x for x, _ in pairs], dtype=np.uint64)
@@ -109,13 +104,14 @@ def test_elementwise_shapes_and_noncontiguous(op: str) -> None:
 def test_elementwise_property(pairs: list[tuple[int, int]]) -> None:
     a = np.array([x for x, _ in pairs], dtype=np.uint64)
     b = np.array([y for _, y in pairs], dtype=np.uint64)
-    for op, (fn, refop) in OPS.items():
-        assert py(fn(a, b)) == [refop(x, y) for x, y in pairs], op
+    for _ in each_path():
+        for op, (fn, refop) in OPS.items():
+            assert py(fn(a, b)) == [refop(x, y) for x, y in pairs], op
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
 @pytest.mark.parametrize("bad", BAD)
-def test_elementwise_rejects_unreduced(path: str, op: str, bad: int) -> None:
+def test_elementwise_rejects_unreduced(path: int, op: str, bad: int) -> None:
     fn, _ = OPS[op]
     a = np.arange(100, dtype=np.uint64)
     b = np.ones(100, dtype=np.uint64)
@@ -126,7 +122,7 @@ def test_elementwise_rejects_unreduced(path: str, op: str, bad: int) -> None:
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
-def test_elementwise_error_leaves_aliased_output_untouched(path: str, op: str) -> None:
+def test_elementwise_error_leaves_aliased_output_untouched(path: int, op: str) -> None:
     """C level: out == a, and an unreduced element late in b: nothing written."""
     a = np.arange(1000, dtype=np.uint64)
     b = np.full(1000, 3, dtype=np.uint64)
@@ -186,7 +182,7 @@ POINT_SETS = {
 
 @pytest.mark.parametrize("degree", [0, 1, 2, 5, 9, 12, 13])
 @pytest.mark.parametrize("points", sorted(POINT_SETS))
-def test_poly_eval_matches_bigint(path: str, degree: int, points: str) -> None:
+def test_poly_eval_matches_bigint(path: int, degree: int, points: str) -> None:
     rng = np.random.default_rng(degree * 100 + len(points))
     xs = POINT_SETS[points]
     length = 67
@@ -198,7 +194,7 @@ def test_poly_eval_matches_bigint(path: str, degree: int, points: str) -> None:
 
 
 @pytest.mark.parametrize("length", LENGTHS)
-def test_poly_eval_lengths_and_blocks(path: str, length: int) -> None:
+def test_poly_eval_lengths_and_blocks(path: int, length: int) -> None:
     rng = np.random.default_rng(length)
     coeffs = field(rng, 10, length)
     xs = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
@@ -208,7 +204,7 @@ def test_poly_eval_lengths_and_blocks(path: str, length: int) -> None:
     assert np.array_equal(got[:, sel], ref_poly_eval(coeffs[:, sel], xs))
 
 
-def test_poly_eval_all_max(path: str) -> None:
+def test_poly_eval_all_max(path: int) -> None:
     for degree in (9, 12, 20):
         coeffs = np.full((degree + 1, 9), P - 1, dtype=np.uint64)
         xs = list(range(1, 30))
@@ -247,7 +243,7 @@ def share_via_poly_eval(secret: np.ndarray, seed: bytes, degree: int, xs: np.nda
 
 @pytest.mark.parametrize("degree", [0, 1, 2, 9, 12, 13, 40])
 @pytest.mark.parametrize("length", [0, 1, 5, 203, 1001])
-def test_shamir_share_equals_poly_eval_of_prg(path: str, degree: int, length: int) -> None:
+def test_shamir_share_equals_poly_eval_of_prg(path: int, degree: int, length: int) -> None:
     rng = np.random.default_rng(degree + length)
     secret = field(rng, length)
     seed = bytes(rng.integers(0, 256, 32, dtype=np.uint8))
@@ -257,7 +253,7 @@ def test_shamir_share_equals_poly_eval_of_prg(path: str, degree: int, length: in
         assert np.array_equal(got, share_via_poly_eval(secret, seed, degree, xs))
 
 
-def test_shamir_share_against_pure_python() -> None:
+def test_shamir_share_against_pure_python(path: int) -> None:
     """Independent of every kernel: pure-Python ChaCha20 and big-int evaluation."""
     seed = bytes(range(100, 132))
     secret = np.array([0, 1, P - 1, 12345, 1 << 60], dtype=np.uint64)
@@ -277,20 +273,16 @@ def test_shamir_share_paths_bit_identical() -> None:
     rng = np.random.default_rng(11)
     secret = field(rng, 4099)
     seed = os.urandom(32)
-    outs = []
-    try:
-        for level in (0, 1):
-            nb.simd_select(level)
-            outs.append(
-                (
-                    nb.fp_shamir_share(secret, seed, 9, np.arange(1, 21, dtype=np.uint64)),
-                    nb.fp_shamir_share(secret, seed, 20, np.arange(1, 41, dtype=np.uint64)),
-                )
-            )
-    finally:
-        nb.simd_select(1)
-    assert np.array_equal(outs[0][0], outs[1][0])
-    assert np.array_equal(outs[0][1], outs[1][1])
+    outs = [
+        (
+            nb.fp_shamir_share(secret, seed, 9, np.arange(1, 21, dtype=np.uint64)),
+            nb.fp_shamir_share(secret, seed, 20, np.arange(1, 41, dtype=np.uint64)),
+        )
+        for _ in each_path()
+    ]
+    for other in outs[1:]:
+        assert np.array_equal(outs[0][0], other[0])
+        assert np.array_equal(outs[0][1], other[1])
 
 
 # ---- threaded Shamir sharing ----------------------------------------------------
@@ -378,7 +370,7 @@ def single(secret: np.ndarray, seed: bytes, degree: int, xs: np.ndarray) -> np.n
         7 * MIN_PER_THREAD + 5,
     ],
 )
-def test_shamir_share_threads_identical(path: str, threads: int, length: int) -> None:
+def test_shamir_share_threads_identical(path: int, threads: int, length: int) -> None:
     rng = np.random.default_rng(length + threads)
     secret = field(rng, length)
     seed = os.urandom(32)
@@ -407,29 +399,34 @@ def test_shamir_share_tiny_portions(length: int, degree: int, threads: int, min_
     secret = field(rng, length)
     seed = bytes(rng.integers(0, 256, 32, dtype=np.uint8))
     xs = np.arange(1, 6, dtype=np.uint64)
-    got, (used, repaired) = share_hook(
-        secret, seed, degree, xs, threads, min_per_thread=min_per_thread
-    )
-    assert np.array_equal(got, single(secret, seed, degree, xs))
-    assert used == (max(1, min(threads, length // min_per_thread)) if length else 0)
-    assert repaired == -1
+    expect = share_via_poly_eval(secret, seed, degree, xs)
+    for _ in each_path():
+        got, (used, repaired) = share_hook(
+            secret, seed, degree, xs, threads, min_per_thread=min_per_thread
+        )
+        assert np.array_equal(got, expect)
+        assert np.array_equal(got, single(secret, seed, degree, xs))
+        assert used == (max(1, min(threads, length // min_per_thread)) if length else 0)
+        assert repaired == -1
 
 
-def test_shamir_share_forced_rejections_single_thread(path: str) -> None:
+def test_shamir_share_forced_rejections_single_thread(path: int) -> None:
     """Rejections (forced: 2^-61 is too rare to meet) inside whole groups, in
     the buffered tail of a read, on group boundaries, back to back."""
     rng = np.random.default_rng(5)
     secret = field(rng, 1000)
     seed = os.urandom(32)
     xs = np.arange(1, 21, dtype=np.uint64)
-    for force in ([0], [5], [71, 72], [100, 101, 102, 103], [1835, 1836, 1837], [8999]):
+    # group boundaries: 72 candidates (AVX2 and scalar), 128 (AVX-512)
+    for force in ([0], [5], [71, 72], [127, 128], [255, 256, 257], [100, 101, 102, 103],
+                  [1835, 1836, 1837], [8999]):
         got, _ = share_hook(secret, seed, 9, xs, 1, force=force)
         assert np.array_equal(got, share_with_rejections(secret, seed, 9, xs, force)), force
         assert not np.array_equal(got, single(secret, seed, 9, xs))
 
 
 @pytest.mark.parametrize("threads", [2, 3, 5])
-def test_shamir_share_forced_rejections_repair(path: str, threads: int) -> None:
+def test_shamir_share_forced_rejections_repair(path: int, threads: int) -> None:
     """A rejection in thread k's portion shifts every later portion: the
     portions after the first such thread are recomputed, exactly."""
     per = 64  # min_per_thread
@@ -499,7 +496,7 @@ def test_shamir_share_errors() -> None:
 
 @pytest.mark.parametrize("n_rows", [0, 1, 2, 10, 33, 1100])
 @pytest.mark.parametrize("length", [0, 1, 6, 21, 259])
-def test_lincomb_matches_bigint(path: str, n_rows: int, length: int) -> None:
+def test_lincomb_matches_bigint(path: int, n_rows: int, length: int) -> None:
     if n_rows * length > 30000:
         length = 21
     rng = np.random.default_rng(n_rows * 1000 + length)
@@ -510,7 +507,7 @@ def test_lincomb_matches_bigint(path: str, n_rows: int, length: int) -> None:
     assert np.array_equal(got, ref_lincomb(rows, py(weights)))
 
 
-def test_lincomb_worst_case_bounds(path: str) -> None:
+def test_lincomb_worst_case_bounds(path: int) -> None:
     for n_rows in (1, 10, 1023, 1024, 1025, 2100):
         rows = np.full((n_rows, 13), P - 1, dtype=np.uint64)
         weights = np.full(n_rows, P - 1, dtype=np.uint64)
@@ -550,21 +547,17 @@ def test_all_kernels_paths_bit_identical() -> None:
     a, b = field(rng, 5003), field(rng, 5003)
     coeffs = field(rng, 8, 999)
     rows, w = field(rng, 1500, 37), field(rng, 1500)
-    results = []
-    try:
-        for level in (0, 1):
-            nb.simd_select(level)
-            results.append(
-                [
-                    nb.fp_add(a, b),
-                    nb.fp_sub(a, b),
-                    nb.fp_mul(a, b),
-                    nb.fp_poly_eval(coeffs, np.arange(1, 25, dtype=np.uint64)),
-                    nb.fp_poly_eval(coeffs, np.array([P - 2, 1 << 33, 17], dtype=np.uint64)),
-                    nb.fp_lincomb(rows, w),
-                ]
-            )
-    finally:
-        nb.simd_select(1)
-    for x, y in zip(*results, strict=True):
-        assert np.array_equal(x, y)
+    results = [
+        [
+            nb.fp_add(a, b),
+            nb.fp_sub(a, b),
+            nb.fp_mul(a, b),
+            nb.fp_poly_eval(coeffs, np.arange(1, 25, dtype=np.uint64)),
+            nb.fp_poly_eval(coeffs, np.array([P - 2, 1 << 33, 17], dtype=np.uint64)),
+            nb.fp_lincomb(rows, w),
+        ]
+        for _ in each_path()
+    ]
+    for other in results[1:]:
+        for x, y in zip(results[0], other, strict=True):
+            assert np.array_equal(x, y)

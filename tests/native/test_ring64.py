@@ -3,9 +3,11 @@
 References: Python big-int products reduced mod 2^64 (small shapes) and
 numpy's own uint64 matmul, which wraps mod 2^64 without BLAS (larger
 shapes).  The kernel's blocking is MR = NR = 4, KC = 256, MC = 64,
-NC = 1024 (and fewer than 4 rows take an unpacked row loop), so the shapes
-below cross every block boundary.  The portable scalar path is compared
-with the AVX2 path (where available) in-process: the one SIMD switch
+NC = 1024 on the AVX2 path and MR = 12, NR = 16, KC = 256, MC = 96,
+NC = 2048 on the AVX-512 path (and fewer than 4 rows take an unpacked row
+loop on both), so the shapes below cross every block boundary.  Every path
+the machine has (portable scalar, AVX2, AVX-512) runs each test through
+the ``path`` fixture of conftest.py, in-process: the one SIMD switch
 (``simd_select``) is checked on every call.
 """
 
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from simd_paths import each_path
 
 from mpcai import _bindings as nb
 from mpcai.errors import InvalidInput, InvalidType
@@ -85,6 +88,10 @@ def check(a: np.ndarray, b: np.ndarray, ref=ref_bigint) -> None:
         (1, 33, 17),
         (33, 17, 1),
         (65, 130, 67),
+        (12, 5, 16),
+        (13, 9, 17),
+        (11, 3, 15),
+        (25, 4, 33),
     ],
 )
 def test_small_shapes_bigint(path: int, m: int, k: int, n: int) -> None:
@@ -103,6 +110,10 @@ def test_small_shapes_bigint(path: int, m: int, k: int, n: int) -> None:
         (1, 600, 1030),  # single rows take an unpacked row loop (m < 4)
         (3, 300, 517),
         (4, 300, 517),
+        (96, 256, 16),  # one AVX-512 block: MC x KC x NR
+        (97, 257, 2049),  # one past MC, KC and NC of the AVX-512 path
+        (193, 100, 31),  # several MC blocks, ragged MR and NR tails
+        (12, 600, 8),  # exactly MR rows, half a NR strip
     ],
 )
 def test_block_boundaries_numpy(path: int, m: int, k: int, n: int) -> None:
@@ -110,12 +121,12 @@ def test_block_boundaries_numpy(path: int, m: int, k: int, n: int) -> None:
     check(rand(rng, m, k), rand(rng, k, n), ref=ref_numpy)
 
 
-def test_block_boundaries_bigint_spot() -> None:
+def test_block_boundaries_bigint_spot(path: int) -> None:
     """A few entries of a multi-block product against big ints (numpy-free)."""
     rng = np.random.default_rng(5)
     a, b = edgy(rng, 70, 520), edgy(rng, 520, 9)
     c = nb.ring64_gemm(a, b)
-    rows = [0, 3, 63, 64, 65, 69]
+    rows = [0, 3, 11, 12, 63, 64, 65, 69]
     np.testing.assert_array_equal(c[rows], ref_bigint(a[rows], b))
 
 
@@ -134,21 +145,23 @@ def test_zero_inner_dimension_gives_zeros(m: int, n: int) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    m=st.integers(1, 12),
+    m=st.integers(1, 26),
     k=st.integers(1, 20),
-    n=st.integers(1, 12),
+    n=st.integers(1, 34),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_random_small_shapes(m: int, k: int, n: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    check(edgy(rng, m, k), edgy(rng, k, n))
+    a, b = edgy(rng, m, k), edgy(rng, k, n)
+    for _ in each_path():
+        check(a, b)
 
 
 # ---- values -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("value", [0, 1, 1 << 32, 1 << 63, MASK])
-def test_constant_matrices(value: int) -> None:
+def test_constant_matrices(path: int, value: int) -> None:
     k = 300
     a = np.full((5, k), value, np.uint64)
     b = np.full((k, 6), value, np.uint64)
@@ -156,7 +169,7 @@ def test_constant_matrices(value: int) -> None:
     np.testing.assert_array_equal(nb.ring64_gemm(a, b), np.full((5, 6), expect, np.uint64))
 
 
-def test_wraparound_examples() -> None:
+def test_wraparound_examples(path: int) -> None:
     a = np.array([[MASK, MASK]], np.uint64)  # -1, -1
     b = np.array([[MASK], [2]], np.uint64)  # -1, 2
     assert int(nb.ring64_gemm(a, b)[0, 0]) == MASK  # (-1)(-1) + (-1)(2) = -1 mod 2^64
@@ -165,7 +178,7 @@ def test_wraparound_examples() -> None:
     assert int(nb.ring64_gemm(a, b)[0, 0]) == 0  # 2^64 + 2^64 = 0 mod 2^64
 
 
-def test_identity_and_permutation() -> None:
+def test_identity_and_permutation(path: int) -> None:
     rng = np.random.default_rng(11)
     a = rand(rng, 37, 37)
     eye = np.eye(37, dtype=np.uint64)
@@ -179,7 +192,7 @@ def test_identity_and_permutation() -> None:
 # ---- layout -------------------------------------------------------------------
 
 
-def test_non_contiguous_inputs() -> None:
+def test_non_contiguous_inputs(path: int) -> None:
     rng = np.random.default_rng(3)
     base_a = edgy(rng, 40, 70)
     base_b = edgy(rng, 70, 46)
@@ -267,7 +280,7 @@ def test_c_api_null_and_overflow() -> None:
     assert lib.mpcai_ring64_gemm(_p(x), _p(x), _p(x), huge, huge, 1) == lib.MPCAI_ERR_LENGTH
 
 
-# ---- scalar path vs AVX2 path ---------------------------------------------------
+# ---- every SIMD path against each other -------------------------------------------
 
 PATH_SHAPES = [
     (1, 1, 1),
@@ -278,12 +291,13 @@ PATH_SHAPES = [
     (6, 520, 1030),
     (1, 300, 700),
     (3, 70, 300),
+    (100, 270, 2060),
 ]
 
 
 def test_scalar_and_simd_paths_bit_identical() -> None:
-    # Meaningful when AVX2 is available (nb.simd_available()); otherwise both
-    # runs take the scalar path and the test still checks the reference.
+    # Meaningful when AVX2 is available (nb.simd_available()); otherwise only
+    # the scalar path runs and the test still checks the reference.
     rng = np.random.default_rng(2024)
     cases = [
         (
@@ -292,13 +306,9 @@ def test_scalar_and_simd_paths_bit_identical() -> None:
         )
         for m, k, n in PATH_SHAPES
     ]
-    outs = []
-    try:
-        for level in (0, 1):
-            assert nb.simd_select(level) == (level and int(nb.simd_available()))
-            outs.append([nb.ring64_gemm(a, b) for a, b in cases])
-    finally:
-        nb.simd_select(1)
-    for (a, b), c0, c1 in zip(cases, outs[0], outs[1], strict=True):
+    outs = [[nb.ring64_gemm(a, b) for a, b in cases] for _ in each_path()]
+    for (a, b), c0 in zip(cases, outs[0], strict=True):
         np.testing.assert_array_equal(c0, np.matmul(a, b))
-        np.testing.assert_array_equal(c0, c1)
+    for other in outs[1:]:
+        for c0, c1 in zip(outs[0], other, strict=True):
+            np.testing.assert_array_equal(c0, c1)
