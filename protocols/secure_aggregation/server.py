@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import trio
 
 from mpcai import prg
 from mpcai.errors import (
@@ -16,7 +17,9 @@ from mpcai.errors import (
     InvalidInput,
     NotEnoughShares,
     NotEnoughSurvivors,
+    PeerError,
     ProtocolAbort,
+    WireError,
 )
 from mpcai.runtime import Party
 from mpcai.sharing import shamir
@@ -61,7 +64,6 @@ class ServerState:
     graph: dict[int, frozenset[int]] = field(default_factory=dict)
     u2: list[int] = field(default_factory=list)
     u3: list[int] = field(default_factory=list)
-    masked: dict[int, np.ndarray] = field(default_factory=dict)
     total: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     sigs: dict[int, bytes] = field(default_factory=dict)
     dropped: dict[str, list[int]] = field(default_factory=dict)
@@ -128,28 +130,45 @@ async def share_keys(party: Party, state: ServerState) -> None:
     })
 
 
+#: at most this many different update lengths are summed side by side while the
+#: server cannot yet tell which length the majority sends (``cfg.dim`` unset)
+_MAX_LENGTHS = 4
+
+
 async def masked_input(party: Party, state: ServerState) -> None:
-    """Collect the masked updates (all of one length)."""
+    """Collect the masked updates (all of one length), adding each to the running sum as
+    it arrives, so the server holds one vector per length, not one per client."""
     state.machine.advance(Stage.MASKED_INPUT)
-    got = await party.gather(Stage.MASKED_INPUT.value, state.u2, timeout=state.cfg.timeout)
     dtype = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
-    lengths = [v.size for v in got.values() if isinstance(v, np.ndarray) and v.ndim == 1
-               and v.dtype == dtype]
-    if state.cfg.dim is not None:
-        common = state.cfg.dim + 1  # the values and the weight
-    else:
-        common = max(set(lengths), key=lengths.count) if lengths else 0
-    state.masked = {u: v for u, v in got.items() if isinstance(v, np.ndarray) and v.ndim == 1
-                    and v.dtype == dtype and v.size == common and common >= 2}
-    state.u3 = sorted(state.masked)
+    fixed = None if state.cfg.dim is None else state.cfg.dim + 1  # the values and the weight
+    sums: dict[int, tuple[np.ndarray, list[int]]] = {}  # length -> (running sum, senders)
+    tag = Stage.MASKED_INPUT.value
+
+    async def take(u: int) -> None:
+        try:
+            v = await party.recv(u, tag, timeout=state.cfg.timeout)
+        except (PeerError, WireError):
+            return  # silent, gone or garbled: a dropout
+        if not (isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == dtype
+                and v.size >= 2 and (fixed is None or v.size == fixed)):
+            return
+        if v.size not in sums:
+            if len(sums) >= _MAX_LENGTHS:
+                return
+            sums[v.size] = (np.zeros(v.size, dtype=dtype), [])  # the ring: uint32 or uint64
+        total, senders = sums[v.size]
+        np.add(total, v, out=total)
+        senders.append(u)
+
+    async with trio.open_nursery() as nursery:
+        for u in state.u2:
+            nursery.start_soon(take, u)
+    # the length most clients sent (or the declared one)
+    length = max(sums, key=lambda size: len(sums[size][1]), default=None)
+    state.total, senders = sums[length] if length is not None else (np.zeros(0, dtype), [])
+    state.u3 = sorted(senders)
     state.dropped[Stage.MASKED_INPUT.value] = sorted(set(state.u2) - set(state.u3))
     _need(state, state.u3, Stage.MASKED_INPUT)
-    # sum the masked vectors now (as Flower's server does when it collects them)
-    first = state.masked[state.u3[0]]
-    state.total = np.zeros(first.size, dtype=first.dtype)  # uint32 or uint64: the ring
-    for u in state.u3:
-        np.add(state.total, state.masked[u], out=state.total)
-    state.masked.clear()
 
 
 async def consistency_check(party: Party, state: ServerState) -> None:
