@@ -201,6 +201,9 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray,
     for v in sorted(state.graph & u2):
         prg.ring_accumulate(vec, state.mask_seeds[v], +1 if state.me < v else -1,
                             threads=threads)
+    # the pairwise keys have done their work: keep no secret longer than needed
+    state.share_keys.clear()
+    state.mask_seeds.clear()
     await party.send(SERVER, Stage.MASKED_INPUT.value, vec)
 
 
