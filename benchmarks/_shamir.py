@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from mpcai.sharing import shamir
 
+from . import _simd
+
 __all__ = [
     "NumpyFieldPRG",
     "np_lagrange_lincomb",
@@ -349,17 +351,29 @@ def run(reps: int = 5, quick: bool = False) -> list[dict[str, Any]]:
         sh = np_share(secret, t, n, os.urandom(32), horner=horner)
         np_reconstruct(list(sh[:t]), range(1, t + 1))
 
-    rec = _record(
-        f"shamir share+reconstruct {size // 1000}k t={t} n={n}",
-        _median_time(ours_sr, reps),
-        "numpy (limb-split, forward differences, OpenSSL ChaCha20)",
-        _median_time(ref_sr, reps),
-        size,
-    )
+    # ours on the best SIMD path and (if that is above AVX2) the AVX2 path
+    # forced, interleaved round by round with the numpy reference
+    levels = _simd.compared_paths()
+    fns = {f"ours{lv}": _simd.on_path(lv, ours_sr) for lv in levels}
+    fns["ref"] = ref_sr
+    times = _simd.interleaved(fns, reps)
+    base_name = "numpy (limb-split, forward differences, OpenSSL ChaCha20)"
+    for lv in levels:
+        tag = "" if lv == levels[0] else f" ({_simd.path_name(lv).upper()} path forced)"
+        r = _record(
+            f"shamir share+reconstruct {size // 1000}k t={t} n={n}{tag}",
+            statistics.median(times[f"ours{lv}"]),
+            base_name,
+            statistics.median(times["ref"]),
+            size,
+        )
+        r["simd_path"] = _simd.path_name(lv)
+        r["ratio_q1_q3"] = _simd.ratio_spread(times["ref"], times[f"ours{lv}"])
+        records.append(r)
+    rec = records[0]
     # for information: the same numpy code with textbook Horner evaluation
     rec["baseline_horner_s"] = _median_time(lambda: ref_sr(horner=True), max(1, reps // 2))
     rec["ratio_vs_horner"] = rec["baseline_horner_s"] / rec["ours_s"]
-    records.append(rec)
 
     # the same work with the sharing split over 2 threads (reconstruction stays
     # single-threaded), against the same single-threaded numpy reference time

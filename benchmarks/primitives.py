@@ -2,14 +2,17 @@
 
 Every record is ``{"name", "ours_s", "baseline_name", "baseline_s", "ratio"}``
 with ``ratio = baseline_s / ours_s`` (median of ``reps`` repetitions, both
-sides measured in this run), plus optional extra figures.
+sides measured in this run), plus optional extra figures.  Ours runs on the
+best SIMD path of the C kernels and, where that is AVX-512, on the AVX2 path
+forced too (names ending in ``(AVX2 path forced)``), interleaved with the
+baselines round by round.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import _gemm, _prg, _shamir
+from . import _gemm, _prg, _shamir, _simd
 from ._common import report
 
 SUITES: dict[str, Callable[..., list[dict]]] = {
@@ -31,6 +34,16 @@ def run(reps: int = 7, quick: bool = False, only: list[str] | None = None) -> li
 
 def main(reps: int = 7, quick: bool = False, json_path: str | None = None,
          only: list[str] | None = None) -> int:
-    """Run, print the table, optionally write JSON; returns an exit code."""
-    report(run(reps=reps, quick=quick, only=only), reps, json_path)
+    """Run, print the machine line and the table, optionally write JSON; returns an exit code.
+
+    The machine line names the CPU model, its SIMD flags and the C kernels'
+    paths; every record also carries the path it ran on (``simd_path``) and
+    the CPU model (``cpu``), so the JSON is self-describing.
+    """
+    print(_simd.machine_line() + "\n")
+    records = run(reps=reps, quick=quick, only=only)
+    cpu = _simd.cpu_model()
+    for r in records:
+        r.setdefault("cpu", cpu)
+    report(records, reps, json_path)
     return 0
