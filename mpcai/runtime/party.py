@@ -397,7 +397,10 @@ class Party:
         try:
             while True:
                 data = await link.receive_frame()
-                await self._deliver(peer, data, link.frame_overhead)
+                deferred = self._deliver(peer, data, link.frame_overhead)
+                if deferred is not None:
+                    await self._deliver_decoded_in_thread(peer, data, link.frame_overhead,
+                                                          *deferred)
         except (WireError, PeerDropped) as exc:
             if isinstance(exc, WireError) and exc.peer is None:
                 exc = type(exc)(str(exc), peer)
@@ -407,41 +410,54 @@ class Party:
             self._fail(peer, MessageRejected(f"unprocessable frame: {exc!r}", peer))
             await link.aclose()
 
-    async def _deliver(self, peer: int, data: bytes | bytearray, overhead: int) -> None:
-        header, _ = wire._parse_header(data, self._limits)
-        if header.session != self.session:
+    def _deliver(self, peer: int, data: bytes | bytearray,
+                 overhead: int) -> tuple[str, _Slot] | None:
+        """Check and store a frame; returns ``(tag, slot)`` if its payload needs more
+        decoding work than a reader does inline (see _deliver_decoded_in_thread)."""
+        kind, session, tag, sender, recipient, seq, pos = wire._parse_header(data, self._limits)
+        if session != self.session:
             raise MessageRejected(
-                f"frame for session {header.session.hex()[:8]}, this is {self.session.hex()[:8]}",
-                peer,
+                f"frame for session {session.hex()[:8]}, this is {self.session.hex()[:8]}", peer
             )
-        if header.sender != peer:
-            raise MessageRejected(f"frame claims to be from party {header.sender}", peer)
-        if header.recipient != self.id:
-            raise MessageRejected(f"frame addressed to party {header.recipient}", peer)
-        if header.seq != self._recv_seq[peer]:
+        if sender != peer:
+            raise MessageRejected(f"frame claims to be from party {sender}", peer)
+        if recipient != self.id:
+            raise MessageRejected(f"frame addressed to party {recipient}", peer)
+        if seq != self._recv_seq[peer]:
             raise MessageRejected(
-                f"sequence number {header.seq}, expected {self._recv_seq[peer]} (replay?)", peer
+                f"sequence number {seq}, expected {self._recv_seq[peer]} (replay?)", peer
             )
         self._recv_seq[peer] += 1
-        if header.kind == wire.FrameKind.BYE:
+        if kind == wire.FrameKind.BYE:
             raise PeerDropped(f"party {peer} has left the session", peer)
-        slot = self._slot(peer, header.tag)
-        self._check_slot(peer, header.tag, slot, len(data))  # before spending work on it
+        slot = self._slot(peer, tag)
+        self._check_slot(peer, tag, slot, len(data))  # before spending work on it
         try:
-            frame = wire._decode_frame(data, self._limits, _INLINE_WORK)
+            payload, held = wire._decode_payload_at(data, memoryview(data).cast("B"), pos,
+                                                    self._limits, _INLINE_WORK)
         except wire._Deferred:
-            # much work: decode in a thread, so this party's other links and deadlines go on
-            # (abandoned on cancellation: the work is bounded by the limits, then dropped)
-            frame = await trio.to_thread.run_sync(wire.decode_frame, data, self._limits,
-                                                  abandon_on_cancel=True)
-            if slot.expired:  # it came in time, but its receive gave up while it was decoded
-                return
-        charge = self._check_slot(peer, header.tag, slot, frame.held_bytes)
+            return tag, slot
+        self._store(peer, tag, slot, payload, held, len(data) + overhead)
+        return None
+
+    async def _deliver_decoded_in_thread(self, peer: int, data: bytes | bytearray,
+                                         overhead: int, tag: str, slot: _Slot) -> None:
+        # much work: decode in a thread, so this party's other links and deadlines go on
+        # (abandoned on cancellation: the work is bounded by the limits, then dropped)
+        frame = await trio.to_thread.run_sync(wire.decode_frame, data, self._limits,
+                                              abandon_on_cancel=True)
+        if slot.expired:  # it came in time, but its receive gave up while it was decoded
+            return
+        self._store(peer, tag, slot, frame.payload, frame.held_bytes, len(data) + overhead)
+
+    def _store(self, peer: int, tag: str, slot: _Slot, payload: Any, held: int,
+               wire_bytes: int) -> None:
+        charge = self._check_slot(peer, tag, slot, held)
         self._unread[peer] += 1
         self._unread_bytes[peer] += charge
         slot.charge = charge
-        self.stats._count_received(peer, len(data) + overhead)
-        slot.value, slot.has_value = frame.payload, True
+        self.stats._count_received(peer, wire_bytes)
+        slot.value, slot.has_value = payload, True
         slot.event.set()
 
     def _check_slot(self, peer: int, tag: str, slot: _Slot, nbytes: int) -> int:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -366,7 +366,7 @@ class _Deferred(Exception):
 class _Decoder:
     """One payload's decoding state: position, limits, work and memory counters."""
 
-    __slots__ = ("addr", "arrays", "budget", "copied", "end", "items", "limits",
+    __slots__ = ("arrays", "budget", "copied", "end", "items", "limits",
                  "max_work", "mv", "pos", "raw", "start", "u8", "views", "work", "writeable")
 
     def __init__(self, raw: Buffer, mv: memoryview, start: int, limits: Limits,
@@ -386,7 +386,6 @@ class _Decoder:
         self.arrays = 0
         self.writeable = not mv.readonly
         self.u8: np.ndarray | None = None
-        self.addr = 0
 
     def held_bytes(self) -> int:
         """An upper estimate of the memory the decoded value holds."""
@@ -683,12 +682,9 @@ class _Decoder:
         arr = np.frombuffer(self.mv, dtype=dt, count=count, offset=pos)
         if ndim != 1:
             arr = arr.reshape(shape)
-        if self.writeable and _NATIVE_LE:
-            if not self.addr:
-                self.addr = arr.ctypes.data - pos
-            if (self.addr + pos) % dt.alignment == 0:
-                self.views = True
-                return arr  # a view into the caller's writeable buffer: no copy
+        if self.writeable and _NATIVE_LE and arr.flags.aligned:
+            self.views = True
+            return arr  # a view into the caller's writeable buffer: no copy
         self.copied += size
         return arr.astype(dt.newbyteorder("="), copy=True)
 
@@ -758,15 +754,17 @@ def _check_magic(buf: memoryview) -> None:
         raise WireError(f"unsupported wire version {buf[4]} (this is version {VERSION})")
 
 
-def _parse_header(data: Buffer, limits: Limits = DEFAULT_LIMITS) -> tuple[Frame, int]:
-    """A frame's header, checked (payload ``None``), and the offset of its payload."""
+_Header: TypeAlias = tuple[int, bytes, str, int, int, int, int]
+"""kind, session, tag, sender, recipient, seq, payload offset"""
+
+
+def _parse_header(data: Buffer, limits: Limits = DEFAULT_LIMITS) -> _Header:
+    """A frame's header fields, checked, and the offset of its payload."""
     buf = memoryview(data).cast("B")
     if len(buf) < HEADER_SIZE:
         raise WireError(f"frame of {len(buf)} bytes is shorter than a header")
     _check_magic(buf)
-    _, _, kind, flags, session, sender, recipient, seq, tag_len, plen = _HEADER.unpack(
-        buf[:HEADER_SIZE]
-    )
+    _, _, kind, flags, session, sender, recipient, seq, tag_len, plen = _HEADER.unpack_from(buf)
     if kind not in FrameKind.ALL:
         raise WireError(f"unknown frame kind {kind}")
     if flags:
@@ -780,28 +778,19 @@ def _parse_header(data: Buffer, limits: Limits = DEFAULT_LIMITS) -> tuple[Frame,
     except UnicodeDecodeError as exc:
         raise WireError("tag is not valid UTF-8") from exc
     pos += tag_len
-    if any(buf[pos : pos + pad]):
+    if pad and any(buf[pos : pos + pad]):
         raise WireError("non-zero header padding")
     pos += pad
     if plen > limits.max_payload_bytes:
         raise WireError(f"payload of {plen} bytes exceeds {limits.max_payload_bytes}")
     if len(buf) - pos != plen:
         raise WireError(f"frame declares {plen} payload bytes but carries {len(buf) - pos}")
-    header = Frame(session=bytes(session), tag=tag, sender=sender, recipient=recipient, seq=seq,
-                   payload=None, kind=kind)
-    return header, pos
-
-
-def _decode_frame(data: Buffer, limits: Limits = DEFAULT_LIMITS,
-                  max_work: int | None = None) -> Frame:
-    """:func:`decode_frame`, and with ``max_work`` raises :class:`_Deferred` (not a
-    ``WireError``) once decoding needs more work than that though the payload's
-    budget would allow it: the caller can then finish the decoding elsewhere."""
-    header, pos = _parse_header(data, limits)
-    payload, held = _decode_payload_at(data, memoryview(data).cast("B"), pos, limits, max_work)
-    return replace(header, payload=payload, held_bytes=held)
+    return kind, session, tag, sender, recipient, seq, pos
 
 
 def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Frame:
     """Decode a whole frame; raises :class:`WireError` on anything malformed."""
-    return _decode_frame(data, limits)
+    kind, session, tag, sender, recipient, seq, pos = _parse_header(data, limits)
+    payload, held = _decode_payload_at(data, memoryview(data).cast("B"), pos, limits, None)
+    return Frame(session=session, tag=tag, sender=sender, recipient=recipient, seq=seq,
+                 payload=payload, kind=kind, held_bytes=held)
