@@ -4,7 +4,7 @@
 rounds of ``N`` clients with ``D`` parameters (``DROP`` of them dropping
 before their masked input), with the automatically chosen degree and
 threshold and one thread, and prints one JSON line: times, bytes, and the
-process's peak resident set size (``ru_maxrss``) -- in a fresh process so
+process's peak resident set size (``VmHWM``) -- in a fresh process so
 the peak belongs to that size alone.
 """
 
@@ -96,8 +96,21 @@ def dropped_ids(n: int, fraction: float) -> set[int]:
 
 
 def _rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process so far, MiB.
+
+    ``VmHWM`` from /proc/self/status: the high-water mark of this process's
+    own address space.  ``ru_maxrss`` is not used where VmHWM exists: Linux
+    carries it over from the parent through fork and exec, so a child of a
+    big parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _current_rss_mb() -> float:

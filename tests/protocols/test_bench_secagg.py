@@ -120,6 +120,15 @@ def test_scaling_quick_subprocesses() -> None:
         assert math.isfinite(last[key])
 
 
+def test_scaling_child_peak_is_its_own() -> None:
+    # Linux carries ru_maxrss from parent to child through fork+exec: a child of a
+    # 256 MiB parent would report >= 256 MiB.  The child's own peak is far smaller.
+    ballast = np.ones(32 * 2**20)  # 256 MiB, touched
+    r = secagg._scale_one(10, 100, 1)
+    assert ballast[-1] == 1.0
+    assert 10 < r["peak_rss_mb"] < 200
+
+
 def test_dropped_ids_are_spread() -> None:
     assert _secagg_ours.dropped_ids(50, 0.1) == {10, 20, 30, 40, 50}
     assert len(_secagg_ours.dropped_ids(1000, 0.05)) == 50
