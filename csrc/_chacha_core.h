@@ -15,7 +15,12 @@
  * registers and block 8 on the scalar ALUs alongside: the vector rounds are
  * bound by the vector shift/shuffle ports while the integer ALUs sit idle,
  * so the ninth block costs almost nothing (+10% throughput on Zen 3).  The
- * scalar path computes the same 9 blocks one by one.
+ * scalar path computes the same 9 blocks one by one.  The AVX-512 path has
+ * its own unit, CHACHA_Z_GROUP_BLOCKS = 17 blocks (136 words): 16 in zmm
+ * registers (one state word per register across the 16 blocks, vprold
+ * rotations, a 16 x 16 word transpose to stream order) and the 17th on the
+ * scalar ALUs alongside (+2% on Zen 5).  Streams are cut into groups by
+ * block counter, so the paths agree on every word whatever the unit.
  *
  * Field-element reader: the stream of mpcai_prg_fieldp -- candidate j is
  * w_j & (2^61 - 1), rejected iff it equals p, element i is the i-th
@@ -226,14 +231,16 @@ CHACHA_AVX2_INLINE int chacha_fp_cand_group_avx2(const uint32_t st[16], uint32_t
 }
 #endif /* MPCAI_HAVE_AVX2 */
 
-/* ---- AVX-512: 16 blocks in zmm registers ------------------------------- */
+/* ---- AVX-512: 16 blocks in zmm registers + 1 on the scalar ALUs ------- */
 #if MPCAI_HAVE_AVX512
 #define CHACHA_AVX512_INLINE \
     __attribute__((target(MPCAI_AVX512_TARGET), always_inline)) static inline
 
-/* The AVX-512 unit of work: 16 consecutive blocks (128 words). */
-#define CHACHA16_BLOCKS 16
-#define CHACHA16_WORDS (8 * CHACHA16_BLOCKS)
+/* The AVX-512 unit of work: 17 consecutive blocks (136 words), 16 in zmm
+ * registers and the 17th on the scalar ALUs alongside (as on the AVX2 path:
+ * the vector rounds leave the integer ALUs idle). */
+#define CHACHA_Z_GROUP_BLOCKS 17
+#define CHACHA_Z_GROUP_WORDS (8 * CHACHA_Z_GROUP_BLOCKS)
 
 #define CHACHA_ZQR(a, b, c, d)                                                        \
     do {                                                                              \
@@ -258,10 +265,12 @@ CHACHA_AVX2_INLINE int chacha_fp_cand_group_avx2(const uint32_t st[16], uint32_t
         x3 = _mm512_unpackhi_epi64(t1, t3);                     \
     } while (0)
 
-/* Blocks ctr..ctr+15 into o[0..15], o[b] = the 64 bytes of block ctr + b
- * (little-endian words, as in the byte stream).  The caller keeps
- * ctr + 15 <= 2^32 - 1. */
-CHACHA_AVX512_INLINE void chacha16_avx512(const uint32_t st[16], uint32_t ctr, __m512i o[16])
+/* Blocks ctr..ctr+16: blocks ctr..ctr+15 into o[0..15], o[b] = the 64 bytes
+ * of block ctr + b (little-endian words, as in the byte stream), and block
+ * ctr + 16, computed on the scalar ALUs, into w16[0..7] as 64-bit words.
+ * The caller keeps ctr + 16 <= 2^32 - 1. */
+CHACHA_AVX512_INLINE void chacha17_avx512(const uint32_t st[16], uint32_t ctr, __m512i o[16],
+                                          uint64_t w16[8])
 {
     const __m512i ctrv = _mm512_add_epi32(
         _mm512_set1_epi32((int)ctr),
@@ -274,7 +283,18 @@ CHACHA_AVX512_INLINE void chacha16_avx512(const uint32_t st[16], uint32_t ctr, _
     __m512i x10 = _mm512_set1_epi32((int)st[10]), x11 = _mm512_set1_epi32((int)st[11]);
     __m512i x12 = ctrv, x13 = _mm512_set1_epi32((int)st[13]);
     __m512i x14 = _mm512_set1_epi32((int)st[14]), x15 = _mm512_set1_epi32((int)st[15]);
+    uint32_t s0 = st[0], s1 = st[1], s2 = st[2], s3 = st[3], s4 = st[4], s5 = st[5];
+    uint32_t s6 = st[6], s7 = st[7], s8 = st[8], s9 = st[9], s10 = st[10], s11 = st[11];
+    uint32_t s12 = ctr + 16, s13 = st[13], s14 = st[14], s15 = st[15];
     for (int i = 0; i < 10; i++) {
+        CHACHA_QR(s0, s4, s8, s12);
+        CHACHA_QR(s1, s5, s9, s13);
+        CHACHA_QR(s2, s6, s10, s14);
+        CHACHA_QR(s3, s7, s11, s15);
+        CHACHA_QR(s0, s5, s10, s15);
+        CHACHA_QR(s1, s6, s11, s12);
+        CHACHA_QR(s2, s7, s8, s13);
+        CHACHA_QR(s3, s4, s9, s14);
         CHACHA_ZQR(x0, x4, x8, x12);
         CHACHA_ZQR(x1, x5, x9, x13);
         CHACHA_ZQR(x2, x6, x10, x14);
@@ -300,6 +320,13 @@ CHACHA_AVX512_INLINE void chacha16_avx512(const uint32_t st[16], uint32_t ctr, _
     x13 = _mm512_add_epi32(x13, _mm512_set1_epi32((int)st[13]));
     x14 = _mm512_add_epi32(x14, _mm512_set1_epi32((int)st[14]));
     x15 = _mm512_add_epi32(x15, _mm512_set1_epi32((int)st[15]));
+#define CHACHA_W16(k, a, b) \
+    w16[k] = (uint64_t)(a + st[2 * k]) | ((uint64_t)(b + st[2 * k + 1]) << 32)
+    CHACHA_W16(0, s0, s1); CHACHA_W16(1, s2, s3); CHACHA_W16(2, s4, s5); CHACHA_W16(3, s6, s7);
+    CHACHA_W16(4, s8, s9); CHACHA_W16(5, s10, s11);
+    w16[6] = (uint64_t)(s12 + ctr + 16) | ((uint64_t)(s13 + st[13]) << 32);
+    CHACHA_W16(7, s14, s15);
+#undef CHACHA_W16
     /* U[g][r]: lane L = words 4g..4g+3 of block 4L + r */
     CHACHA_ZT4(x0, x1, x2, x3);
     CHACHA_ZT4(x4, x5, x6, x7);
@@ -324,21 +351,27 @@ CHACHA_AVX512_INLINE void chacha16_avx512(const uint32_t st[16], uint32_t ctr, _
 #undef CHACHA_ZL4
 }
 
-/* The 128 field candidates of the 16 blocks at ctr, in stream order;
+/* The 136 field candidates of the 17 blocks at ctr, in stream order;
  * nonzero iff one of them equals p (must be rejected). */
 __attribute__((target(MPCAI_AVX512_TARGET))) static inline int chacha_fp_cand_group_avx512(const uint32_t st[16], uint32_t ctr,
-                                                     uint64_t w[CHACHA16_WORDS])
+                                                     uint64_t w[CHACHA_Z_GROUP_WORDS])
 {
     const __m512i p = _mm512_set1_epi64((long long)MPCAI_FIELD_P);
     __m512i o[16];
     __mmask8 bad = 0;
-    chacha16_avx512(st, ctr, o);
+    uint64_t w16[8], sbad = 0;
+    chacha17_avx512(st, ctr, o, w16);
     for (int i = 0; i < 16; i++) {
         __m512i v = _mm512_and_si512(o[i], p);
         bad |= _mm512_cmpeq_epi64_mask(v, p);
         _mm512_storeu_si512((void *)(w + 8 * i), v);
     }
-    return bad != 0;
+    for (int i = 0; i < 8; i++) {
+        uint64_t v = w16[i] & MPCAI_FIELD_P;
+        sbad |= (uint64_t)(v == MPCAI_FIELD_P);
+        w[128 + i] = v;
+    }
+    return bad != 0 || sbad;
 }
 #endif /* MPCAI_HAVE_AVX512 */
 
@@ -363,7 +396,7 @@ static inline int chacha_fp_cand_group_scalar(const uint32_t st[16], uint32_t ct
 
 /* Largest unit of work of any compiled-in path, in words. */
 #if MPCAI_HAVE_AVX512
-#define CHACHA_MAX_GROUP_WORDS CHACHA16_WORDS
+#define CHACHA_MAX_GROUP_WORDS CHACHA_Z_GROUP_WORDS
 #else
 #define CHACHA_MAX_GROUP_WORDS CHACHA_GROUP_WORDS
 #endif
@@ -395,7 +428,7 @@ static inline void chacha_fp_reader_init(chacha_fp_reader *r, const uint8_t seed
     r->level = level;
     r->gblocks = CHACHA_GROUP_BLOCKS;
 #if MPCAI_HAVE_AVX512
-    if (level >= MPCAI_LEVEL_AVX512) r->gblocks = CHACHA16_BLOCKS;
+    if (level >= MPCAI_LEVEL_AVX512) r->gblocks = CHACHA_Z_GROUP_BLOCKS;
 #endif
     r->gwords = 8 * r->gblocks;
     r->pos = r->have = 0;

@@ -2,15 +2,18 @@
  * chacha20.c -- ChaCha20 (RFC 8439) keystream and the PRG built on it.
  *
  * The ChaCha20 block functions live in _chacha_core.h (shared with
- * fieldp.c).  Two paths produce bit-identical output: a portable scalar
+ * fieldp.c).  Three paths produce bit-identical output: a portable scalar
  * path and, on x86-64 with GCC/Clang, an AVX2 path computing 9 blocks at
- * once (8 in vector registers, 1 on the scalar ALUs alongside), chosen at
- * run time by the one SIMD switch of dispatch.c (mpcai_simd_select).
+ * once (8 in vector registers, 1 on the scalar ALUs alongside) and an
+ * AVX-512 path computing 17 (16 in zmm registers, 1 scalar; what is left
+ * after its last whole group goes through the AVX2 groups, then block by
+ * block), chosen at run time by the one SIMD switch of dispatch.c
+ * (mpcai_simd_select).
  *
  * PRG streams: key = 32-byte seed, nonce = 0^12, block counter from 0,
- * read as little-endian 64-bit words (or 32-bit words for Z_2^32).  The fused accumulate kernels add the
- * words to the accumulator straight from registers; the mask never exists
- * in memory.
+ * read as little-endian 64-bit words (or 32-bit words for Z_2^32).  The
+ * fused accumulate kernels add the words to the accumulator straight from
+ * registers; the mask never exists in memory.
  */
 #include <string.h>
 #ifndef _WIN32
@@ -101,19 +104,21 @@ ring32_acc_avx2(const uint32_t st[16], uint32_t ctr, size_t ngroups, int sign, u
 }
 #endif /* MPCAI_HAVE_AVX2 */
 
-/* ---- AVX-512 group kernels (chacha16_avx512 in _chacha_core.h) -------- */
+/* ---- AVX-512 group kernels (chacha17_avx512 in _chacha_core.h) -------- */
 #if MPCAI_HAVE_AVX512
-#define G16_BLOCKS CHACHA16_BLOCKS
-#define G16_WORDS CHACHA16_WORDS
+#define ZG_BLOCKS CHACHA_Z_GROUP_BLOCKS
+#define ZG_WORDS CHACHA_Z_GROUP_WORDS
 #define AVX512_FN __attribute__((target(MPCAI_AVX512_TARGET))) static
 
-/* ngroups groups of 16 blocks from block ctr, written to out. */
+/* ngroups groups of 17 blocks from block ctr, written to out. */
 AVX512_FN void keystream_avx512(const uint32_t st[16], uint32_t ctr, size_t ngroups, uint8_t *out)
 {
     __m512i o[16];
-    for (size_t g = 0; g < ngroups; g++, ctr += G16_BLOCKS, out += 8 * G16_WORDS) {
-        chacha16_avx512(st, ctr, o);
+    uint64_t w16[8];
+    for (size_t g = 0; g < ngroups; g++, ctr += ZG_BLOCKS, out += 8 * ZG_WORDS) {
+        chacha17_avx512(st, ctr, o, w16);
         for (int i = 0; i < 16; i++) _mm512_storeu_si512((void *)(out + 64 * i), o[i]);
+        memcpy(out + 1024, w16, 64); /* x86 is little-endian */
     }
 }
 
@@ -121,39 +126,47 @@ AVX512_FN void ring_acc_avx512(const uint32_t st[16], uint32_t ctr, size_t ngrou
                                uint64_t *acc)
 {
     __m512i o[16];
-    for (size_t g = 0; g < ngroups; g++, ctr += G16_BLOCKS, acc += G16_WORDS) {
-        chacha16_avx512(st, ctr, o);
+    uint64_t w16[8];
+    for (size_t g = 0; g < ngroups; g++, ctr += ZG_BLOCKS, acc += ZG_WORDS) {
+        chacha17_avx512(st, ctr, o, w16);
         if (sign > 0) {
             for (int i = 0; i < 16; i++) {
                 __m512i a = _mm512_loadu_si512((const void *)(acc + 8 * i));
                 _mm512_storeu_si512((void *)(acc + 8 * i), _mm512_add_epi64(a, o[i]));
             }
+            for (int i = 0; i < 8; i++) acc[128 + i] += w16[i];
         } else {
             for (int i = 0; i < 16; i++) {
                 __m512i a = _mm512_loadu_si512((const void *)(acc + 8 * i));
                 _mm512_storeu_si512((void *)(acc + 8 * i), _mm512_sub_epi64(a, o[i]));
             }
+            for (int i = 0; i < 8; i++) acc[128 + i] -= w16[i];
         }
     }
 }
 
-/* Z_2^32: a group is 16 blocks = 256 little-endian 32-bit words. */
+/* Z_2^32: a group is 17 blocks = 272 little-endian 32-bit words. */
 AVX512_FN void ring32_acc_avx512(const uint32_t st[16], uint32_t ctr, size_t ngroups, int sign,
                                  uint32_t *acc)
 {
     __m512i o[16];
-    for (size_t g = 0; g < ngroups; g++, ctr += G16_BLOCKS, acc += 2 * G16_WORDS) {
-        chacha16_avx512(st, ctr, o);
+    uint64_t w16[8];
+    uint32_t v16[16];
+    for (size_t g = 0; g < ngroups; g++, ctr += ZG_BLOCKS, acc += 2 * ZG_WORDS) {
+        chacha17_avx512(st, ctr, o, w16);
+        memcpy(v16, w16, sizeof v16); /* x86 is little-endian: word 2k is the low half */
         if (sign > 0) {
             for (int i = 0; i < 16; i++) {
                 __m512i a = _mm512_loadu_si512((const void *)(acc + 16 * i));
                 _mm512_storeu_si512((void *)(acc + 16 * i), _mm512_add_epi32(a, o[i]));
             }
+            for (int i = 0; i < 16; i++) acc[256 + i] += v16[i];
         } else {
             for (int i = 0; i < 16; i++) {
                 __m512i a = _mm512_loadu_si512((const void *)(acc + 16 * i));
                 _mm512_storeu_si512((void *)(acc + 16 * i), _mm512_sub_epi32(a, o[i]));
             }
+            for (int i = 0; i < 16; i++) acc[256 + i] -= v16[i];
         }
     }
 }
@@ -163,7 +176,7 @@ AVX512_FN void ring32_acc_avx512(const uint32_t st[16], uint32_t ctr, size_t ngr
 static uint32_t group_blocks(int level)
 {
 #if MPCAI_HAVE_AVX512
-    if (level >= MPCAI_LEVEL_AVX512) return CHACHA16_BLOCKS;
+    if (level >= MPCAI_LEVEL_AVX512) return CHACHA_Z_GROUP_BLOCKS;
 #endif
     return level >= MPCAI_LEVEL_AVX2 ? GROUP_BLOCKS : 1;
 }
@@ -191,28 +204,29 @@ int mpcai_chacha20_keystream(const uint8_t *key, size_t key_len, const uint8_t *
     size_t done = 0;
     const int level = simd_level();
     (void)level; /* unused when no SIMD path is compiled in */
+    /* whole groups that end before the counter wraps (AVX-512 groups, then
+     * AVX2 groups on what is left); the rest is scalar */
+    uint64_t next = counter, end = (uint64_t)1 << 32; /* 64-bit: no wrap here */
 #if MPCAI_HAVE_AVX512
     if (level >= MPCAI_LEVEL_AVX512) {
-        /* whole groups that end before the counter wraps; the rest is scalar */
-        size_t ngroups = out_len / (8 * G16_WORDS);
-        uint64_t room = (((uint64_t)1 << 32) - counter) / G16_BLOCKS;
-        if (ngroups > room) ngroups = (size_t)room;
-        keystream_avx512(st, counter, ngroups, out);
-        done = ngroups * 8 * G16_WORDS;
-        counter += (uint32_t)(ngroups * G16_BLOCKS);
+        size_t ngroups = out_len / (8 * ZG_WORDS);
+        if (ngroups > (end - next) / ZG_BLOCKS) ngroups = (size_t)((end - next) / ZG_BLOCKS);
+        keystream_avx512(st, (uint32_t)next, ngroups, out);
+        done = ngroups * 8 * ZG_WORDS;
+        next += ngroups * ZG_BLOCKS;
     }
 #endif
 #if MPCAI_HAVE_AVX2
-    if (level == MPCAI_LEVEL_AVX2) {
-        /* whole groups that end before the counter wraps; the rest is scalar */
-        size_t ngroups = out_len / (8 * GROUP_WORDS);
-        uint64_t room = (((uint64_t)1 << 32) - counter) / GROUP_BLOCKS;
-        if (ngroups > room) ngroups = (size_t)room;
-        keystream_avx2(st, counter, ngroups, out);
-        done = ngroups * 8 * GROUP_WORDS;
-        counter += (uint32_t)(ngroups * GROUP_BLOCKS);
+    if (level >= MPCAI_LEVEL_AVX2) {
+        size_t ngroups = (out_len - done) / (8 * GROUP_WORDS);
+        if (ngroups > (end - next) / GROUP_BLOCKS) ngroups = (size_t)((end - next) / GROUP_BLOCKS);
+        keystream_avx2(st, (uint32_t)next, ngroups, out + done);
+        done += ngroups * 8 * GROUP_WORDS;
+        next += ngroups * GROUP_BLOCKS;
     }
 #endif
+    (void)end;
+    counter = (uint32_t)next; /* < 2^32 whenever bytes are left */
     while (done < out_len) {
         chacha_block(st, counter++, b);
         size_t take = out_len - done < 64 ? out_len - done : 64;
@@ -240,23 +254,23 @@ static void ring64_range(const uint32_t st[16], uint32_t first_block, int mode, 
     (void)level; /* unused when no SIMD path is compiled in */
 #if MPCAI_HAVE_AVX512
     if (level >= MPCAI_LEVEL_AVX512) {
-        size_t ngroups = n / G16_WORDS;
+        size_t ngroups = n / ZG_WORDS;
         if (mode == 0)
             keystream_avx512(st, ctr, ngroups, (uint8_t *)acc); /* x86 is little-endian */
         else
             ring_acc_avx512(st, ctr, ngroups, mode, acc);
-        i = ngroups * G16_WORDS;
-        ctr += (uint32_t)(ngroups * G16_BLOCKS);
+        i = ngroups * ZG_WORDS;
+        ctr += (uint32_t)(ngroups * ZG_BLOCKS);
     }
 #endif
 #if MPCAI_HAVE_AVX2
-    if (level == MPCAI_LEVEL_AVX2) {
-        size_t ngroups = n / GROUP_WORDS;
+    if (level >= MPCAI_LEVEL_AVX2) { /* on AVX-512: the words after its last whole group */
+        size_t ngroups = (n - i) / GROUP_WORDS;
         if (mode == 0)
-            keystream_avx2(st, ctr, ngroups, (uint8_t *)acc); /* x86 is little-endian */
+            keystream_avx2(st, ctr, ngroups, (uint8_t *)(acc + i)); /* x86 is little-endian */
         else
-            ring_acc_avx2(st, ctr, ngroups, mode, acc);
-        i = ngroups * GROUP_WORDS;
+            ring_acc_avx2(st, ctr, ngroups, mode, acc + i);
+        i += ngroups * GROUP_WORDS;
         ctr += (uint32_t)(ngroups * GROUP_BLOCKS);
     }
 #endif
@@ -282,17 +296,17 @@ static void ring32_range(const uint32_t st[16], uint32_t first_block, int mode, 
     (void)level; /* unused when no SIMD path is compiled in */
 #if MPCAI_HAVE_AVX512
     if (level >= MPCAI_LEVEL_AVX512) {
-        size_t ngroups = n / (2 * G16_WORDS);
+        size_t ngroups = n / (2 * ZG_WORDS);
         ring32_acc_avx512(st, ctr, ngroups, mode, acc);
-        i = ngroups * 2 * G16_WORDS;
-        ctr += (uint32_t)(ngroups * G16_BLOCKS);
+        i = ngroups * 2 * ZG_WORDS;
+        ctr += (uint32_t)(ngroups * ZG_BLOCKS);
     }
 #endif
 #if MPCAI_HAVE_AVX2
-    if (level == MPCAI_LEVEL_AVX2) {
-        size_t ngroups = n / (2 * GROUP_WORDS);
-        ring32_acc_avx2(st, ctr, ngroups, mode, acc);
-        i = ngroups * 2 * GROUP_WORDS;
+    if (level >= MPCAI_LEVEL_AVX2) { /* on AVX-512: the words after its last whole group */
+        size_t ngroups = (n - i) / (2 * GROUP_WORDS);
+        ring32_acc_avx2(st, ctr, ngroups, mode, acc + i);
+        i += ngroups * 2 * GROUP_WORDS;
         ctr += (uint32_t)(ngroups * GROUP_BLOCKS);
     }
 #endif

@@ -35,7 +35,7 @@
  * the CPU supports it, else portable scalar, chosen on every call by the
  * one SIMD switch of dispatch.c (mpcai_simd_select), so tests compare the
  * paths in-process.  The AVX-512 level uses the AVX2 arithmetic here; only
- * the coefficient stream (the ChaCha20 reader) has 16-block AVX-512 code.
+ * the coefficient stream (the ChaCha20 reader) has 17-block AVX-512 code.
  *
  * Linear combinations (AVX2) split each weight w and w 2^32 mod p into
  * 21-bit limbs and each row value into 32-bit halves, so all limb products

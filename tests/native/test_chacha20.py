@@ -53,11 +53,12 @@ def test_python_reference_matches_rfc() -> None:
     assert ref.chacha20_block(bytes(32), 0, bytes(12)) == A1_TV1
 
 
-# 576 bytes = one AVX2 group (9 blocks), 1024 = one AVX-512 group (16 blocks)
+# 576 bytes = one AVX2 group (9 blocks), 1088 = one AVX-512 group (17 blocks:
+# 16 in zmm registers, 1 scalar); 1664 = 17 + 9 blocks
 @pytest.mark.parametrize(
     "length",
-    [0, 1, 63, 64, 65, 511, 512, 513, 575, 576, 577, 1000, 1023, 1024, 1025, 1087, 2048 + 64,
-     4096 + 7, 9216, 100_003],
+    [0, 1, 63, 64, 65, 511, 512, 513, 575, 576, 577, 1000, 1023, 1024, 1025, 1087, 1088, 1089,
+     1663, 1664, 1665, 2176, 4096 + 7, 9216, 100_003],
 )
 def test_keystream_matches_openssl(path: int, length: int) -> None:
     key, nonce = os.urandom(32), os.urandom(12)
@@ -80,7 +81,7 @@ def test_keystream_property_against_openssl(key: bytes, nonce: bytes, counter: i
         assert nb.chacha20_keystream(key, nonce, counter, length) == expect
 
 
-@pytest.mark.parametrize("blocks", [1, 9, 16, 20, 32, 35])
+@pytest.mark.parametrize("blocks", [1, 9, 16, 17, 20, 26, 34, 35, 43])
 def test_keystream_near_counter_wrap(path: int, blocks: int) -> None:
     """The last `blocks` blocks before the 32-bit counter wraps (whole SIMD
     groups that fit, the rest one block at a time), then one byte too many."""
@@ -104,7 +105,9 @@ def test_keystream_rejects_bad_arguments() -> None:
         nb.chacha20_keystream(bytes(32), bytes(12), -1, 10)
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 8, 63, 64, 65, 71, 72, 73, 127, 128, 129, 257, 1001])
+@pytest.mark.parametrize(
+    "n", [0, 1, 7, 8, 63, 64, 65, 71, 72, 73, 127, 128, 129, 135, 136, 137, 208, 209, 1001]
+)
 def test_prg_ring64_matches_reference(path: int, n: int) -> None:
     seed = os.urandom(32)
     np.testing.assert_array_equal(nb.prg_ring64(seed, n), ref.prg_ring64(seed, n))
@@ -137,7 +140,7 @@ def test_prg_ring64_acc_any_shape_and_cancellation() -> None:
     np.testing.assert_array_equal(acc, before)
 
 
-@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 72, 73, 127, 128, 129, 577, 1000])
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 72, 73, 135, 136, 137, 577, 1000])
 def test_prg_fieldp_matches_reference(path: int, n: int) -> None:
     seed = os.urandom(32)
     out = nb.prg_fieldp(seed, n)
@@ -226,7 +229,7 @@ def test_threads_argument_is_checked() -> None:
 
 
 @pytest.mark.parametrize(
-    "n", [0, 1, 15, 16, 17, 143, 144, 145, 255, 256, 257, 1000, 300_001]
+    "n", [0, 1, 15, 16, 17, 143, 144, 145, 271, 272, 273, 416, 417, 1000, 300_001]
 )
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_ring32_acc_reads_the_stream_as_32_bit_words(path: int, n: int, threads: int) -> None:

@@ -7,7 +7,7 @@ groups, 64 Horner lanes x 16 points, 256 evaluation / combination columns,
 1024 rows per lazy AVX2 accumulator) and inputs are loaded with the values
 that stress the lazy-reduction bounds (p - 1 everywhere).  Every SIMD path
 the machine has -- portable scalar, AVX2, AVX-512 (whose only own code here
-is the 16-block ChaCha20 of the Shamir coefficient stream) -- is run
+is the 17-block ChaCha20 of the Shamir coefficient stream) -- is run
 in-process through the ``path`` fixture of conftest.py: the one SIMD switch
 (``simd_select``) is checked on every call.
 """
@@ -417,8 +417,9 @@ def test_shamir_share_forced_rejections_single_thread(path: int) -> None:
     secret = field(rng, 1000)
     seed = os.urandom(32)
     xs = np.arange(1, 21, dtype=np.uint64)
-    # group boundaries: 72 candidates (AVX2 and scalar), 128 (AVX-512)
-    for force in ([0], [5], [71, 72], [127, 128], [255, 256, 257], [100, 101, 102, 103],
+    # group boundaries: 72 candidates (AVX2 and scalar), 136 (AVX-512)
+    for force in ([0], [5], [71, 72], [127, 128], [135, 136], [271, 272, 273],
+                  [100, 101, 102, 103],
                   [1835, 1836, 1837], [8999]):
         got, _ = share_hook(secret, seed, 9, xs, 1, force=force)
         assert np.array_equal(got, share_with_rejections(secret, seed, 9, xs, force)), force
