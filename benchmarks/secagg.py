@@ -69,7 +69,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -359,20 +360,28 @@ def scaling(reps: int, quick: bool, *, huge: bool = False, cpu: str | None = Non
                                  f"k={r['k']} t={r['t']} (ours, 1 thread)", r, cpu,
                                  runs[0] if i else None, **extra))
     if huge:
-        n, dh = HUGE
-        _progress(f"scaling N={n} d={dh} (long) ...")
-        r = _scale_one(n, dh, 1)
-        r["_per"] = sum(r["times_s"]) / max(1, len(r["times_s"]) - r["failures"])
-        _progress(f"scaling N={n} d={dh}: {r['_per']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MiB")
-        out.append(_scale_record(f"secagg scaling {_label(n, dh, SCALING_DROP)} auto "
-                                 f"k={r['k']} t={r['t']} (ours, 1 thread)", r, cpu))
+        out += scaling_huge(cpu=cpu)
     return out
+
+
+def scaling_huge(cpu: str | None = None) -> list[dict]:
+    """The N = 100,000, d = 1,000 record (one round, fresh process; long)."""
+    n, dh = HUGE
+    _progress(f"scaling N={n} d={dh} (long) ...")
+    r = _scale_one(n, dh, 1)
+    r["_per"] = sum(r["times_s"]) / max(1, len(r["times_s"]) - r["failures"])
+    _progress(f"scaling N={n} d={dh}: {r['_per']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MiB")
+    return [_scale_record(f"secagg scaling {_label(n, dh, SCALING_DROP)} auto "
+                          f"k={r['k']} t={r['t']} (ours, 1 thread)", r, cpu or cpu_model())]
 
 
 def run(reps: int = 3, quick: bool = False,
         sizes: Sequence[tuple[int, int]] | None = None, with_scaling: bool = True,
-        auto_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict]:
-    """All secure-aggregation records; Flower's are left out if ``flwr`` is missing."""
+        auto_sizes: Sequence[tuple[int, int]] | None = None,
+        on_records: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """All secure-aggregation records; Flower's are left out if ``flwr`` is missing.
+    ``on_records`` is called with the records so far after each size (a full run
+    takes long: its caller can save them as they come)."""
     flower = _secagg_flower.available()
     cpu = cpu_model()
     if sizes is None:
@@ -380,28 +389,46 @@ def run(reps: int = 3, quick: bool = False,
     if auto_sizes is None:
         auto_sizes = QUICK_SIZES if quick else AUTO_SIZES
     records: list[dict] = []
+
+    def done() -> None:
+        if on_records is not None:
+            on_records(list(records))
+
     for n, d in sizes:
         _progress(f"compare {_label(n, d, DROP)} ...")
         records += compare(n, d, reps, flower=flower, cpu=cpu)
+        done()
     if flower:
         for n, d in auto_sizes:
             _progress(f"auto parameters {_label(n, d, DROP)} ...")
             rec = compare_auto(n, d, reps, cpu=cpu)
             if rec is not None:
                 records.append(rec)
+            done()
     if with_scaling:
-        records += scaling(reps, quick, huge=not quick, cpu=cpu)
+        records += scaling(reps, quick, huge=False, cpu=cpu)
+        done()
+        if not quick:
+            records += scaling_huge(cpu=cpu)
+            done()
     return records
 
 
 def main(reps: int = 3, quick: bool = False, json_path: str | None = None) -> int:
-    """Run, print the table (CPU and thread counts first), optionally write JSON."""
+    """Run, print the table (CPU and thread counts first), optionally write JSON
+    (and, while running, the records so far to ``<json_path>.partial``)."""
     if not _secagg_flower.available():
         print("flwr is not installed: Flower SecAgg+ records skipped "
               "(pip install 'flwr==1.41.0')")
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); threads: ours 1 "
           f"(records marked 'ours {MULTI_THREADS} threads': {MULTI_THREADS}), Flower 1")
-    report(run(reps=reps, quick=quick), reps, json_path)
+    def save(records: list[dict]) -> None:
+        if json_path:
+            Path(json_path + ".partial").write_text(json.dumps(records, indent=2) + "\n")
+
+    report(run(reps=reps, quick=quick, on_records=save), reps, json_path)
+    if json_path:
+        Path(json_path + ".partial").unlink(missing_ok=True)
     print("(secagg times: all timed rounds, failed ones included, per successful aggregate; "
           "failures_* = failed/rounds; median_* = plain medians)")
     return 0
