@@ -29,7 +29,7 @@ container of tiny items.  Every malformed input raises :class:`WireError`.
 
 Decoding **work** is bounded by the payload's size: each value costs units
 of work by kind (about one small value's Python work each: 1 for None or a
-bool, 2 for an int or a float, 4 for bytes or str, 4 for an empty list,
+bool, 3 for an int, 2 for a float, 4 for bytes or str, 4 for an empty list,
 7 + n for a list of n, 10 for an array, ...), and a payload of ``b`` bytes
 may spend ``Limits.decode_work(b) = work_base + b // bytes_per_work`` units;
 beyond that it is refused (a ``WireError``) as soon as the budget runs out.
@@ -100,7 +100,7 @@ class Limits:
     with the defaults, at most 8192 units plus one per 10 payload bytes,
     which keeps decoding (or refusing) any payload of a MiB or more under
     50 ms per MiB on a (loaded) 2-core EPYC, and still admits e.g. a dict of
-    ~1200 small share arrays (a secure aggregation unmask answer).
+    ~1050 small share arrays (a secure aggregation unmask answer).
     """
 
     max_payload_bytes: int = 1 << 30
@@ -343,7 +343,7 @@ def encode_frame(
 # Decoding work is counted in units of about one small value's worth of
 # Python work, and bounded per payload byte (see Limits), so that decoding
 # (or refusing) any payload costs time proportional to its size.
-_W_INT = 1  # an int, besides its unit as a value
+_W_INT = 2  # an int, besides its unit as a value
 _W_FLOAT = 1  # a float, likewise
 _W_BYTES = 3  # a bytes or str value, likewise
 _W_EMPTY = 3  # an empty list or tuple, likewise

@@ -510,7 +510,7 @@ def test_a_frame_slow_to_decode_does_not_stall_the_other_links(
         return frame
 
     monkeypatch.setattr(wire, "decode_frame", slow_decode)
-    huge_payload = list(range(5000))  # many small ints: more work than a reader does inline
+    huge_payload = list(range(2000))  # many small ints: more work than a reader does inline
     huge = _f(tag="huge", payload=huge_payload)
     small = _f(tag="small", sender=2, payload="hi")
 

@@ -349,8 +349,8 @@ def test_fast_path_ints_are_checked_like_the_others(bad: bytes) -> None:
 
 def test_legitimate_protocol_payloads_fit_the_budget() -> None:
     # the secure aggregation unmask answer: two dicts of small share arrays per neighbour
-    # (with the default limits, up to ~1200 neighbours)
-    shares = {v: np.arange(5, dtype=np.uint64) + v for v in range(1, 1100)}
+    # (with the default limits, up to ~1050 neighbours)
+    shares = {v: np.arange(5, dtype=np.uint64) + v for v in range(1, 1000)}
     msg = {"b": shares, "s": {}}
     got = wire.decode_payload(wire.encode_payload(msg))
     assert sorted(got["b"]) == sorted(shares)
