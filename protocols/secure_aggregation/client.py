@@ -259,15 +259,23 @@ async def unmask(party: Party, state: ClientState) -> None:
                    and _crypto.verify(state.keys[cid][2], sig, message))
         if good < t:
             raise ProtocolAbort(f"only {good} valid signatures on the survivor list, {t} needed")
-    reveal_b: dict[int, np.ndarray] = {}
-    reveal_s: dict[int, np.ndarray] = {}
-    for v, (b_share, s_share) in state.held.items():
-        if v in u3:
-            reveal_b[v] = b_share
-        elif v in dropped:
-            reveal_s[v] = s_share
-    await party.send(SERVER, Stage.UNMASK.value, {"b": reveal_b, "s": reveal_s})
+    b_ids = sorted(v for v in state.held if v in u3)
+    s_ids = sorted(v for v in state.held if v in dropped and v not in u3)
+    await party.send(SERVER, Stage.UNMASK.value, _answer(state, b_ids, s_ids))
     state.machine.advance(Stage.DONE)
+
+
+def _answer(state: ClientState, b_ids: list[int], s_ids: list[int]) -> dict[str, np.ndarray]:
+    """The unmask answer as four arrays (ids, and one row of share values per id): cheap
+    to encode and decode for any number of neighbours."""
+    def rows(ids: list[int], which: int) -> np.ndarray:
+        out = np.zeros((len(ids), _SHARE_ELEMENTS), dtype=np.uint64)
+        for j, v in enumerate(ids):
+            out[j] = state.held[v][which]
+        return out
+
+    return {"b_ids": np.array(b_ids, dtype=np.uint32), "b": rows(b_ids, 0),
+            "s_ids": np.array(s_ids, dtype=np.uint32), "s": rows(s_ids, 1)}
 
 
 async def client(party: Party, update: np.ndarray | Mapping[str, np.ndarray],

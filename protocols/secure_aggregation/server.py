@@ -262,16 +262,17 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
         if not isinstance(msg, dict):
             continue
         for kind, into in (("b", b_held), ("s", s_held)):
-            part = msg.get(kind)
-            if not isinstance(part, dict):
-                continue
-            for v, vals in part.items():
+            ids, vals = msg.get(kind + "_ids"), msg.get(kind)
+            if not (isinstance(ids, np.ndarray) and ids.dtype == np.uint32 and ids.ndim == 1
+                    and isinstance(vals, np.ndarray) and vals.dtype == np.uint64
+                    and vals.shape == (ids.size, SHARE_ELEMENTS)
+                    and bool(np.all(vals < np.uint64(shamir.PRIME)))):
+                continue  # a malformed part: none of it counts
+            for v, row in zip(ids.tolist(), vals, strict=True):
                 # a survivor's own self-mask share counts (SecAgg+); never its own mask key's
                 holds = u in state.graph.get(v, ()) or (kind == "b" and u == v)
-                if v in into and holds and isinstance(vals, np.ndarray) \
-                        and vals.dtype == np.uint64 and vals.shape == (SHARE_ELEMENTS,) \
-                        and bool(np.all(vals < np.uint64(shamir.PRIME))):
-                    into[v][u] = vals
+                if v in into and holds and u not in into[v]:
+                    into[v][u] = row
     total = state.total
     threads = state.cfg.threads
     for v in state.u3:

@@ -293,8 +293,10 @@ def test_malformed_unmask_answers_are_ignored() -> None:
 
     async def lying_send(self: Party, to: int, tag: str, obj: object, **kw: object) -> None:
         if tag == "unmask" and self.id == 2:
-            obj = {"b": {v: np.full(3, 2**63, dtype=np.uint64) for v in obj["b"]},
-                   "s": {v: np.zeros(99, dtype=np.uint64) for v in obj["s"]}}
+            obj = {"b_ids": obj["b_ids"], "b": np.full((obj["b_ids"].size, 3), 2**63,
+                                                         dtype=np.uint64),
+                   "s_ids": obj["s_ids"], "s": np.zeros((obj["s_ids"].size, 99),
+                                                        dtype=np.uint64)}
         await original(self, to, tag, obj, **kw)
 
     client_mod.Party.send = lying_send  # type: ignore[method-assign]
@@ -432,10 +434,9 @@ def test_out_of_range_masked_input_is_a_typed_error(monkeypatch: pytest.MonkeyPa
 
 def _shift_one_share(answer: dict) -> dict:
     """Add 1 to one field element of every self-mask share revealed (still in range)."""
-    b = {v: vals.copy() for v, vals in answer["b"].items()}
-    for vals in b.values():
-        vals[2] = (vals[2] + np.uint64(1)) % np.uint64(2**61 - 1)
-    return {"b": b, "s": answer["s"]}
+    b = answer["b"].copy()
+    b[:, 2] = (b[:, 2] + np.uint64(1)) % np.uint64(2**61 - 1)
+    return {**answer, "b": b}
 
 
 def test_wrong_share_is_corrected_and_its_sender_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -463,3 +464,21 @@ def test_wrong_share_that_cannot_be_corrected_gives_no_result(
     _lying_client(monkeypatch, 2, "unmask", _shift_one_share)
     with pytest.raises(ProtocolAbort):
         sa.simulate([RNG.uniform(-1, 1, 5) for _ in range(n)], cfg)
+
+
+def test_unmask_answer_of_a_large_neighbourhood_fits_the_wire_budget() -> None:
+    """Classic SecAgg with 5,000 clients: an answer naming 4,999 neighbours decodes under
+    the runtime's default per-byte decoding budget (a dict of arrays per neighbour did not)."""
+    from mpcai.runtime import wire
+
+    client_mod = importlib.import_module("mpcai.protocols.secure_aggregation.client")
+    m = 4999
+    state = client_mod.ClientState(cfg=sa.SecAggConfig(n_clients=m + 1, threshold=10), me=1,
+                                   session=b"s" * 16)
+    elements = client_mod._SHARE_ELEMENTS
+    state.held = {v: (np.full(elements, v, dtype=np.uint64), np.zeros(elements, np.uint64))
+                  for v in range(2, m + 2)}
+    answer = client_mod._answer(state, sorted(state.held), [])
+    back = wire.decode_payload(wire.encode_payload(answer))
+    np.testing.assert_array_equal(back["b_ids"], np.arange(2, m + 2))
+    assert back["b"].shape == (m, elements) and int(back["b"][-1, 0]) == m + 1
