@@ -297,7 +297,10 @@ def _scale_one(n: int, d: int, rounds: int) -> dict:
     """One scaling size in a fresh interpreter (its own peak RSS)."""
     env = dict(os.environ)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mpcai.benchmarks._secagg_ours", str(n), str(d),
+    # -P: the working directory is not put on sys.path, so a source checkout there cannot
+    # shadow the installed package (the child must import what this process imported)
+    proc = subprocess.run([sys.executable, "-P", "-m", "mpcai.benchmarks._secagg_ours", str(n),
+                           str(d),
                            repr(SCALING_DROP), str(rounds)], capture_output=True, text=True,
                           env=env, check=False)
     if proc.returncode != 0:

@@ -226,7 +226,7 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
         print(f"\nFAILED: the server {server_out.reason}\n{server_out.log[-4000:]}")
         work.cleanup()
         return 1
-    survivors = server_out["survivors"]
+    survivors = [int(c) for c in server_out["survivors"]]
     w = np.array([weights[c - 1] for c in survivors], dtype=np.float64)
     clear = (np.array([updates[c - 1] for c in survivors], dtype=np.float64)
              * w[:, None]).sum(0) / w.sum()
@@ -235,8 +235,8 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
     stats = run_result.stats  # type: ignore[attr-defined]
     client_bytes = [s.bytes_sent for i, s in enumerate(stats[1:], start=1) if i not in failures]
     print("\nSummary")
-    print(f"  survivors: {len(survivors)} of {n_clients}; dropped: "
-          f"{ {k: v for k, v in server_out['dropped'].items() if v} or 'none'}")
+    gone = {k: [int(c) for c in v] for k, v in server_out["dropped"].items() if len(v)}
+    print(f"  survivors: {len(survivors)} of {n_clients}; dropped: {gone or 'none'}")
     for cid, failure in failures.items():
         if cid in killed and failure.signal == "SIGKILL":
             print(f"  client {cid}: process killed (SIGKILL) by the demo -> a dropout")

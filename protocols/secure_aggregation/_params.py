@@ -2,7 +2,7 @@
 degree and threshold that meets given bounds (after Bell et al., CCS 2020, §4).
 
 The model.  ``n`` clients; ``D = ceil(dropout_fraction * n)`` of them drop at
-some stage and ``C = floor(corrupt_fraction * n)`` are corrupt (colluding with
+some stage and ``C = ceil(corrupt_fraction * n)`` are corrupt (colluding with
 the server), both sets fixed independently of the graph.  The graph is the
 Harary graph ``H(k, n)`` over a uniformly random order of the clients, so one
 client's ``k`` neighbours are a uniformly random ``k``-subset of the other
@@ -47,7 +47,8 @@ def _dropped(n: int, fraction: float) -> int:
 
 
 def _corrupt(n: int, fraction: float) -> int:
-    return min(n, math.floor(fraction * n + 1e-9))
+    # rounded up, like the dropouts: "10% of 8 clients" may still be one client
+    return min(n, math.ceil(fraction * n - 1e-9))
 
 
 @lru_cache(maxsize=4096)

@@ -106,7 +106,7 @@ async def process_party(party: Party, config: dict[str, Any], update: np.ndarray
     """Entry point for one OS process (``launch_local`` / ``mpcai party``).
 
     ``config`` holds :class:`SecAggConfig` fields.  Party 0 is the server and
-    returns the mean, the exact quantised sum and the survivors; a client
+    returns the mean, the exact quantised sum and the survivors (id arrays); a client
     returns its status.  With ``progress``, the server prints one line per
     finished stage to stderr: ``mpcai-progress <stage> <answered> <expected>
     <seconds>``.
@@ -114,8 +114,11 @@ async def process_party(party: Party, config: dict[str, Any], update: np.ndarray
     cfg = SecAggConfig(**config)
     if party.id == 0:
         agg = await server(party, cfg, on_stage=_print_progress if progress else None)
+        # id lists as arrays: cheap to encode and decode for any number of clients
         return {"mean": agg.mean, "quantised_sum": agg.quantised_sum,
-                "survivors": agg.survivors, "dropped": agg.dropped,
+                "survivors": np.array(agg.survivors, dtype=np.uint32),
+                "dropped": {k: np.array(v, dtype=np.uint32) for k, v in agg.dropped.items()},
+                "misbehaving": np.array(agg.misbehaving, dtype=np.uint32),
                 "stage_seconds": agg.stage_seconds}
     if update is None:
         raise InvalidInput("a client needs an update")

@@ -136,8 +136,9 @@ def test_failure_probability_matches_observed_rate() -> None:
 
 
 def test_choice_meets_the_bounds_and_refuses_the_impossible() -> None:
-    for n in (2, 3, 10, 100, 2000):
+    for n in (3, 8, 10, 100, 2000):
         cfg = sa.SecAggConfig(n_clients=n)
+        assert cfg.threshold >= 2  # one colluding client never suffices (10% rounds up)
         rep = sa.security_report(cfg)
         assert rep.failure_probability <= cfg.failure_bound
         assert rep.privacy_failure_probability <= cfg.privacy_bound
@@ -153,5 +154,9 @@ def test_choice_meets_the_bounds_and_refuses_the_impossible() -> None:
     assert sparse.neighbours <= 100  # O(log N) neighbours, not N
     with pytest.raises(InvalidInput, match="no degree"):
         sa.SecAggConfig(n_clients=100, dropout_fraction=0.5, corrupt_fraction=0.5)
+    # two clients: the other one may be the corrupt one, and then the sum reveals the input
+    with pytest.raises(InvalidInput, match="no degree"):
+        sa.SecAggConfig(n_clients=2)
+    assert sa.SecAggConfig(n_clients=2, corrupt_fraction=0.0).threshold == 1
     with pytest.raises(InvalidInput, match="dropout_fraction"):
         sa.SecAggConfig(n_clients=10, dropout_fraction=1.5)

@@ -125,7 +125,7 @@ def test_random_kill_gives_typed_failures_and_exact_sums(seed: int, tmp_path: Pa
         assert killed and victim == 0
         return
     server = run[0]
-    survivors = server["survivors"]
+    survivors = [int(c) for c in server["survivors"]]
     alive = [c for c in range(1, N + 1) if c not in run.failures]
     assert set(alive) <= set(survivors) <= set(range(1, N + 1)) and len(survivors) >= T
     for c in alive:
