@@ -24,10 +24,13 @@
  * 32-bit halves.  The 2 x 2 blocks go back to rows with unpack{lo,hi}.
  *
  * A with fewer than 4 rows (e.g. a vector times a matrix) skips packing
- * and runs a row loop compiled for AVX2.
+ * and runs a row loop compiled for AVX2 (or AVX-512).
  *
- * Path selection: the one SIMD switch of dispatch.c -- AVX2 when the CPU
- * supports it, unless mpcai_simd_select(0) chose the portable scalar path
+ * AVX-512 (DQ) has the 64 x 64 -> 64 multiply, vpmullq: its micro-kernel
+ * is a plain 12 x 16 multiply-add tile (see the AVX-512 section).
+ *
+ * Path selection: the one SIMD switch of dispatch.c -- AVX-512 or AVX2 when
+ * the CPU supports it, unless mpcai_simd_select() chose a lower level
  * (checked on every call, so tests compare the paths in-process).
  *
  * Single-threaded.  C must not overlap A or B (MPCAI_ERR_ARG if it does).
@@ -308,6 +311,14 @@ AVX2_FN void gemm_avx2(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t
 #define Z_NC 2048
 #define AVX512_FN __attribute__((target(MPCAI_AVX512_TARGET))) static
 
+/* The unpacked row loop (m < ROWS_MAX_M) compiled for AVX-512: the
+ * compiler vectorises its multiply-add with vpmullq. */
+AVX512_FN void gemm_rows_avx512(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t m,
+                                size_t k, size_t n)
+{
+    GEMM_ROWS_BODY
+}
+
 /* Rows [0, mc) x depth [0, kc) of A into strips of Z_MR rows (per k, the
  * Z_MR values of the strip; rows past mc are zero). */
 static void z_pack_a(const uint64_t *a, size_t lda, size_t mc, size_t kc, uint64_t *pa)
@@ -432,6 +443,12 @@ int mpcai_ring64_gemm(const uint64_t *a, const uint64_t *b, uint64_t *c, size_t 
 #if MPCAI_HAVE_AVX2
     const int level = simd_level(), avx2 = level >= MPCAI_LEVEL_AVX2;
     if (avx2 && m < ROWS_MAX_M) {
+#if MPCAI_HAVE_AVX512
+        if (level >= MPCAI_LEVEL_AVX512) {
+            gemm_rows_avx512(a, b, c, m, k, n);
+            return MPCAI_OK;
+        }
+#endif
         gemm_rows_avx2(a, b, c, m, k, n);
         return MPCAI_OK;
     }
