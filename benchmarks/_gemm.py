@@ -85,7 +85,7 @@ def _one_blas_thread(n: int, reps: int, levels: list[int]) -> tuple[dict[str, li
     env = dict(os.environ)
     env.update(dict.fromkeys(_BLAS_THREAD_VARS, "1"))
     out = subprocess.run(
-        [sys.executable, "-c", "from mpcai.benchmarks import _gemm; _gemm._child()",
+        [sys.executable, "-P", "-c", "from mpcai.benchmarks import _gemm; _gemm._child()",
          str(n), str(reps), ",".join(map(str, levels))],
         env=env,
         capture_output=True,

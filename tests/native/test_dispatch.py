@@ -38,7 +38,7 @@ def fresh_level(env: dict[str, str]) -> tuple[int, int]:
     """(simd_available(), simd_level()) in a new process: the default decision."""
     code = "from mpcai import _bindings as nb; print(nb.simd_available(), nb.simd_level())"
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+        [sys.executable, "-P", "-c", code], env=env, capture_output=True, text=True, check=True,
         timeout=120,
     )
     avail, level = out.stdout.split()
