@@ -37,14 +37,16 @@ class ClientState:
     s_sk: Any = None
     e_sk: Any = None
     self_seed: bytes = b""
-    keys: dict[int, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    #: the neighbours' (and this client's) Ed25519 keys, for the consistency check only
+    signing_keys: dict[int, bytes] = field(default_factory=dict)
     graph: frozenset[int] = frozenset()
     u2: frozenset[int] = frozenset()
     # pairwise keys with each neighbour (one X25519 exchange each, computed once)
     share_keys: dict[int, bytes] = field(default_factory=dict)
     mask_seeds: dict[int, bytes] = field(default_factory=dict)
     # shares this client holds for its neighbours: {v: (b-share values, s-share values)}
-    held: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: (one (2, elements) array each: row 0 the self-mask seed's share, row 1 the mask key's)
+    held: dict[int, np.ndarray] = field(default_factory=dict)
     signed_u3: frozenset[int] = frozenset()
     identity: Any = None
     clipped: int = 0
@@ -122,7 +124,8 @@ async def share_keys(party: Party, state: ClientState) -> None:
     if not set(keys) - {state.me} <= mine_all:
         raise ProtocolAbort("the server sent keys for other clients than this one's neighbours")
     state.graph = frozenset(keys) - {state.me}
-    state.keys = keys
+    if state.cfg.consistency_check:
+        state.signing_keys = {v: k[2] for v, k in keys.items()}
     try:  # both pairwise keys now: a low-order key aborts before any share is sent
         for v in state.graph:
             ctx = _crypto.pair_context(state.session, state.me, v)
@@ -143,8 +146,8 @@ async def share_keys(party: Party, state: ClientState) -> None:
     s_shares = shamir.share_bytes(s_raw, t, len(points), points=points)
     out: dict[int, bytes] = {}
     for v, bs, ss in zip(points, b_shares, s_shares, strict=True):
-        if v == state.me:
-            state.held[v] = (bs.values, ss.values)
+        if v == state.me:  # copies: the rows would keep the whole share arrays alive
+            state.held[v] = np.stack([bs.values, ss.values])
             continue
         key = state.share_keys[v]
         plain = struct.pack("<II", state.me, v) + bs.values.tobytes() + ss.values.tobytes()
@@ -195,7 +198,7 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray,
         body = np.frombuffer(plain[8:], dtype="<u8").astype(np.uint64)
         if np.any(body >= np.uint64(shamir.PRIME)):
             continue
-        state.held[u] = (body[:_SHARE_ELEMENTS].copy(), body[_SHARE_ELEMENTS:].copy())
+        state.held[u] = body.reshape(2, _SHARE_ELEMENTS)
     threads = state.cfg.threads
     prg.ring_accumulate(vec, state.self_seed, +1, threads=threads)
     for v in sorted(state.graph & u2):
@@ -255,8 +258,8 @@ async def unmask(party: Party, state: ClientState) -> None:
             raise ProtocolAbort("the unmask request names other survivors than the list signed")
         message = _survivor_message(state.session, sorted(u3))
         good = sum(1 for cid, sig in sigs.items()
-                   if cid in u3 and cid in state.keys
-                   and _crypto.verify(state.keys[cid][2], sig, message))
+                   if cid in u3 and cid in state.signing_keys
+                   and _crypto.verify(state.signing_keys[cid], sig, message))
         if good < t:
             raise ProtocolAbort(f"only {good} valid signatures on the survivor list, {t} needed")
     b_ids = sorted(v for v in state.held if v in u3)

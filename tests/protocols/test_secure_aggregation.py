@@ -476,8 +476,8 @@ def test_unmask_answer_of_a_large_neighbourhood_fits_the_wire_budget() -> None:
     state = client_mod.ClientState(cfg=sa.SecAggConfig(n_clients=m + 1, threshold=10), me=1,
                                    session=b"s" * 16)
     elements = client_mod._SHARE_ELEMENTS
-    state.held = {v: (np.full(elements, v, dtype=np.uint64), np.zeros(elements, np.uint64))
-                  for v in range(2, m + 2)}
+    state.held = {v: np.stack([np.full(elements, v, dtype=np.uint64),
+                               np.zeros(elements, np.uint64)]) for v in range(2, m + 2)}
     answer = client_mod._answer(state, sorted(state.held), [])
     back = wire.decode_payload(wire.encode_payload(answer))
     np.testing.assert_array_equal(back["b_ids"], np.arange(2, m + 2))
