@@ -17,8 +17,11 @@ shares of one honest client (``min(k, C) < t``).  A *malicious* server could
 substitute the keys clients advertise unless they are authenticated: give
 every client a long-term Ed25519 identity key (``SecAggConfig.identities``,
 a PKI; :func:`make_identities` for tests), and clients sign their keys and
-check their neighbours' signatures.  Then, with the consistency check on,
-the remaining defences of Bonawitz et al. apply: a client reveals, for each
+check their neighbours' signatures.  Then, with the consistency check on
+and the complete graph (a sparse one lets a malicious server claim that a
+client's neighbours dropped and read its input as the sum of its component;
+automatic parameters choose the complete graph in this case), the remaining
+defences of Bonawitz et al. apply: a client reveals, for each
 neighbour, either its self-mask share (survivor) or its mask-key share
 (dropped), never both; it answers one unmask request only, and only for the
 survivor list it signed and that ``t`` of its neighbours signed.  Without

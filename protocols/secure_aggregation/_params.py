@@ -27,9 +27,13 @@ window holds ``m`` marked clients", bounded by :func:`_window_bound`.
   bounded by ``n * C(R, k/2) / C(n, k/2)`` with ``R = C + D``.
 * **Malicious server** (identities and the consistency check on): it may get
   the self-mask shares from some honest neighbours and the mask-key shares
-  from others, so an honest client with ``Y`` corrupt neighbours is safe only
-  if ``2t > k + 1 + Y``: a window holding ``2t - k - 1`` corrupt clients, plus
-  the same connectivity term.
+  from others, so an honest client is safe only if ``2t > k + 1 + C``; and it
+  may *claim* that clients dropped, chosen after seeing the (public) graph.
+  In a sparse graph, claiming a client's ``k`` neighbours dropped isolates
+  that client, and the "sum" of its component is its input, so no privacy is
+  claimed against a malicious server unless the graph is complete (classic
+  SecAgg, where the consistency check guarantees the sum covers at least
+  ``t`` clients, at least ``t - C`` of them honest).
 
 All are upper bounds, exact hypergeometric terms inside.
 """
@@ -140,33 +144,38 @@ def privacy_probability(n: int, k: int, t: int, corrupt_fraction: float,
 def malicious_probability(n: int, k: int, t: int, corrupt_fraction: float,
                           dropout_fraction: float) -> float:
     """As :func:`privacy_probability` against a malicious server (identities and the
-    consistency check assumed; the caller checks that they are on)."""
-    c = _corrupt(n, corrupt_fraction)
-    need = 2 * t - min(k, n - 1) - 1  # corrupt neighbours that break one honest client
-    if k >= n - 1:
-        p = 1.0 if c >= need else 0.0
-    else:
-        p = _window_bound(n, c, k + 1, need)
-    return min(1.0, p + _disconnected(n, k, c + _dropped(n, dropout_fraction)))
+    consistency check assumed; the caller checks that they are on): 0 or 1, since
+    the server chooses what it does.  1 for every sparse graph (see the module)."""
+    if k < n - 1:
+        return 1.0
+    return 0.0 if 2 * t > n + _corrupt(n, corrupt_fraction) else 1.0
 
 
 @lru_cache(maxsize=256)
 def choose(n: int, dropout_fraction: float, corrupt_fraction: float, failure_bound: float,
-           privacy_bound: float, degree: int | None = None) -> tuple[int, int] | None:
+           privacy_bound: float, degree: int | None = None,
+           malicious: bool = False) -> tuple[int, int] | None:
     """The smallest degree ``k`` (even, or ``n - 1``: every other client) with a
     threshold ``t`` meeting both bounds, and the smallest such ``t`` (the one that
     tolerates the most dropouts).  With ``degree`` given, only ``t`` is chosen.
+    With ``malicious`` (identities and the consistency check on), privacy must
+    hold against a malicious server too, which needs the complete graph.
     ``None`` if nothing meets the bounds."""
     if degree is not None:
         candidates = [min(degree, n - 1)]
     else:
         candidates = [*range(2, n - 1, 2), n - 1]
+    if malicious:
+        candidates = [k for k in candidates if k >= n - 1]
     for k in candidates:
         if _disconnected(n, k, _corrupt(n, corrupt_fraction)
                          + _dropped(n, dropout_fraction)) > privacy_bound:
             continue
         for t in range(1, k + 2):
-            if privacy_probability(n, k, t, corrupt_fraction, dropout_fraction) <= privacy_bound:
+            p = privacy_probability(n, k, t, corrupt_fraction, dropout_fraction)
+            if malicious:
+                p = max(p, malicious_probability(n, k, t, corrupt_fraction, dropout_fraction))
+            if p <= privacy_bound:
                 if failure_probability(n, k, t, dropout_fraction) <= failure_bound:
                     return k, t
                 break  # a larger t only fails more often

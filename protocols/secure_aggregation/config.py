@@ -102,9 +102,10 @@ class SecAggConfig:
             if not (isinstance(v, (int, float)) and 0 < v < 1):
                 raise InvalidInput(f"{name} must be in (0, 1), got {v!r}")
         if self.threshold is None:
+            malicious = self.identities is not None and self.consistency_check
             chosen = _params.choose(n, float(self.dropout_fraction), float(self.corrupt_fraction),
                                     float(self.failure_bound), float(self.privacy_bound),
-                                    self.degree)
+                                    self.degree, malicious)
             if chosen is None:
                 raise InvalidInput(
                     f"no {'threshold for degree ' + str(self.degree) if self.degree else 'degree'}"
@@ -216,13 +217,15 @@ def security_report(cfg: SecAggConfig, corrupt_fraction: float | None = None,
       to some and survived to others) needs authenticated client keys
       (``identities``), the consistency check, and that the server never
       obtains ``t`` shares of both secrets of one client:
-      ``2 t > k + 1 + min(k, C)`` (Bonawitz et al., per neighbourhood).
+      ``2 t > k + 1 + min(k, C)`` (Bonawitz et al.), and the complete graph:
+      in a sparse one the server may claim a client's neighbours dropped and
+      read its input as the sum of its component.
 
     The probabilities credit the random graph: a client's neighbourhood is a
     random subset, so far smaller ``k`` and ``t`` suffice with high
-    probability.  A malicious server that chooses which clients count as
-    having advertised keys can draw several graphs (the graph hashes the
-    session and that list); the malicious bound is per graph.
+    probability.  The graph depends on the session id alone, so the server
+    cannot draw others by choosing which clients count as having advertised
+    keys (whoever picks the session id could).
     """
     gamma = cfg.corrupt_fraction if corrupt_fraction is None else corrupt_fraction
     delta = cfg.dropout_fraction if dropout_fraction is None else dropout_fraction
@@ -239,7 +242,9 @@ def security_report(cfg: SecAggConfig, corrupt_fraction: float | None = None,
     # (identities: each client signs its advertised keys with a long-term key);
     # without them the server could substitute a neighbour's key and read shares.
     guarded = cfg.identities is not None and cfg.consistency_check
-    malicious = guarded and 2 * t > k + 1 + min(k, corrupt)
+    # a sparse graph lets a malicious server isolate a client by claiming its neighbours
+    # dropped: only the complete graph (classic SecAgg) is private against it
+    malicious = guarded and k >= n - 1 and 2 * t > k + 1 + min(k, corrupt)
     p_fail = _params.failure_probability(n, k, t, delta)
     p_priv = _params.privacy_probability(n, k, t, gamma, delta)
     p_mal = _params.malicious_probability(n, k, t, gamma, delta) if guarded else 1.0

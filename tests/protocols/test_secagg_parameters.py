@@ -160,3 +160,19 @@ def test_choice_meets_the_bounds_and_refuses_the_impossible() -> None:
     assert sa.SecAggConfig(n_clients=2, corrupt_fraction=0.0).threshold == 1
     with pytest.raises(InvalidInput, match="dropout_fraction"):
         sa.SecAggConfig(n_clients=10, dropout_fraction=1.5)
+
+
+def test_malicious_mode_chooses_parameters_private_against_a_malicious_server() -> None:
+    n = 40
+    public, _ = sa.make_identities(n)
+    cfg = sa.SecAggConfig(n_clients=n, identities=public, consistency_check=True)
+    rep = sa.security_report(cfg)
+    # the complete graph, and 2t > n + C: t self-mask and t mask-key shares never both
+    assert cfg.neighbours == n - 1 and 2 * cfg.threshold > n + 4
+    assert rep.private_malicious and rep.malicious_failure_probability == 0.0
+    assert rep.failure_probability <= cfg.failure_bound
+    # a sparse graph is never claimed private against a malicious server
+    sparse = sa.SecAggConfig(n_clients=n, degree=10, threshold=9, identities=public,
+                             consistency_check=True)
+    rep = sa.security_report(sparse)
+    assert not rep.private_malicious and rep.malicious_failure_probability == 1.0
