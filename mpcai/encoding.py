@@ -15,8 +15,9 @@ instead of wrapping silently; so do NaN and infinities.
 explicit clipping range ``[-clip, clip]`` are mapped to unsigned integers in
 ``[0, 2^bits - 1]``, as federated learning does before masking.  Values
 outside the range raise by default; ``out_of_range="clip"`` clips them and
-the caller asked for it.  ``bits`` is at most :data:`MAX_QUANT_BITS` (53):
-float64 represents every level of such a grid exactly, and the output never
+the caller asked for it (NaN and infinities always raise).  ``bits`` is at
+most :data:`MAX_QUANT_BITS` (53): float64 represents every level of such a
+grid exactly, and the output never
 exceeds ``2^bits - 1`` (clipped after rounding, on a float that is exactly
 that integer), so a caller may size a ring by ``n * (2^bits - 1)``.  The
 sum of ``n`` quantised vectors dequantises to the sum of the (clipped)
@@ -37,6 +38,7 @@ from mpcai import prg
 from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType
 
 __all__ = [
+    "CLIP_RANGE",
     "DEFAULT_FRAC_BITS",
     "MAX_QUANT_BITS",
     "decode_fixed",
@@ -52,6 +54,10 @@ MAX_QUANT_BITS: int = 53
 """Largest ``bits`` for :func:`quantize`: float64's 53-bit significand holds every
 level ``0 .. 2^53 - 1`` exactly; a finer grid would round levels into each other
 (and the top level up to ``2^bits``)."""
+
+CLIP_RANGE: tuple[float, float] = (2.0**-900, 2.0**900)
+"""Accepted ``clip`` values for :func:`quantize`: every intermediate (``x + clip``,
+``(2^bits - 1) / (2 clip)``) stays a finite float64 inside it."""
 
 _TWO_53 = float(1 << 53)
 
@@ -72,6 +78,16 @@ def _uniform01(shape: tuple[int, ...]) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64))
     words = prg.random_ring(n) >> np.uint64(11)
     return (words.astype(np.float64) / _TWO_53).reshape(shape)
+
+
+def _check_clip(clip: object) -> float:
+    if isinstance(clip, bool) or not isinstance(clip, (int, float, np.integer, np.floating)):
+        raise InvalidType(f"clip must be a number, not {type(clip).__name__}")
+    c = float(clip)
+    lo, hi = CLIP_RANGE
+    if not lo <= c <= hi:  # NaN fails too
+        raise InvalidInput(f"clip must be in [2^-900, 2^900] (float64 stays finite), got {c}")
+    return c
 
 
 def _round(scaled: np.ndarray, stochastic: bool) -> np.ndarray:
@@ -144,9 +160,7 @@ def quantize(
     must be in ``[1, MAX_QUANT_BITS]``.
     """
     b = _check_bits(bits, "bits", 1, MAX_QUANT_BITS)
-    clip = float(clip)
-    if not np.isfinite(clip) or clip <= 0:
-        raise InvalidInput(f"clip must be a positive finite number, got {clip}")
+    clip = _check_clip(clip)
     if out_of_range not in ("raise", "clip"):
         raise InvalidInput(f"out_of_range must be 'raise' or 'clip', not {out_of_range!r}")
     arr = _float_array(x)
@@ -156,6 +170,8 @@ def quantize(
     lo, hi = float(arr.min()), float(arr.max())  # NaN propagates into both
     if np.isnan(lo) or np.isnan(hi):
         raise EncodingOverflow("cannot quantize NaN")
+    if np.isinf(lo) or np.isinf(hi):  # never clipped silently: it is not a value
+        raise EncodingOverflow("cannot quantize infinite values")
     if lo < -clip or hi > clip:
         if out_of_range == "raise":
             outside = int(np.count_nonzero(np.abs(arr) > clip))
@@ -182,9 +198,7 @@ def dequantize(q: object, *, clip: float, bits: int = 16, n_summands: int = 1) -
     """Inverse of :func:`quantize` for a sum of ``n_summands`` quantised vectors."""
     b = _check_bits(bits, "bits", 1, MAX_QUANT_BITS)
     n = _check_bits(n_summands, "n_summands", 1, 1 << 40)
-    clip = float(clip)
-    if not np.isfinite(clip) or clip <= 0:
-        raise InvalidInput(f"clip must be a positive finite number, got {clip}")
+    clip = _check_clip(clip)
     arr = np.asarray(q)
     if not np.issubdtype(arr.dtype, np.integer):
         raise InvalidType(f"quantised values must have an integer dtype, not {arr.dtype}")

@@ -10,13 +10,12 @@ where it could is refused when it is built.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mpcai.encoding import MAX_QUANT_BITS
+from mpcai.encoding import CLIP_RANGE, MAX_QUANT_BITS
 from mpcai.errors import InvalidInput
 
 from . import _params
@@ -126,8 +125,9 @@ class SecAggConfig:
                                f"level of the grid exactly up to there), got {self.bits}")
         if not (isinstance(self.max_weight, int) and self.max_weight >= 1):
             raise InvalidInput(f"max_weight must be a positive int, got {self.max_weight}")
-        if not (math.isfinite(self.clip) and self.clip > 0):
-            raise InvalidInput(f"clip must be a positive number, got {self.clip}")
+        if not (isinstance(self.clip, (int, float)) and not isinstance(self.clip, bool)
+                and CLIP_RANGE[0] <= self.clip <= CLIP_RANGE[1]):
+            raise InvalidInput(f"clip must be a number in [2^-900, 2^900], got {self.clip!r}")
         if self.out_of_range not in ("clip", "raise"):
             raise InvalidInput("out_of_range must be 'clip' or 'raise'")
         if not self.timeout > 0:

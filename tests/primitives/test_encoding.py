@@ -125,3 +125,23 @@ def test_quantize_refuses_grids_float64_cannot_hold(bits: int) -> None:
         encoding.quantize(np.array([1.0]), clip=1.0, bits=bits)
     with pytest.raises(InvalidInput):
         encoding.dequantize(np.array([1], dtype=np.uint64), clip=1.0, bits=bits)
+
+
+@pytest.mark.parametrize("clip", [1.7e308, 5e-324, 1e-300, 2.0**901, float("nan"), 0.0, -1.0])
+def test_quantize_refuses_clips_whose_arithmetic_overflows(clip: float) -> None:
+    # 1.7e308: x + clip was inf; 5e-324: levels / (2 clip) was inf; both gave 2^63
+    with pytest.raises(InvalidInput, match="clip"):
+        encoding.quantize(np.array([0.0]), clip=clip, bits=16, out_of_range="clip")
+
+
+@pytest.mark.parametrize("clip", list(encoding.CLIP_RANGE))
+def test_quantize_at_the_clip_range_ends_stays_on_the_grid(clip: float) -> None:
+    q = encoding.quantize(np.array([clip, -clip, 10 * clip, 0.0]), clip=clip, bits=53,
+                          out_of_range="clip")
+    assert [int(v) for v in q] == [2**53 - 1, 0, 2**53 - 1, 2**52]
+
+
+@pytest.mark.parametrize("inf", [np.inf, -np.inf])
+def test_quantize_never_clips_infinities_silently(inf: float) -> None:
+    with pytest.raises(EncodingOverflow, match="infinite"):
+        encoding.quantize(np.array([0.5, inf]), clip=1.0, out_of_range="clip")
