@@ -107,6 +107,8 @@ def _flooding_records() -> list[dict]:
     return [record("ckks flooded decryption of a 4096-term dot product N=16384 scale 2^55 "
                    "(s=40, budget 16)", ours_s, "owner's unflooded decrypt", theirs_s,
                    flood_sigma=sigma, bits_at_sigma=float(np.log2(r / sigma)),
+                   # B = 2^ceil(log2(8 max_j |Im e_j|)) of the last product: sigma = 2^19.5 B * 4
+                   noise_bound_log2=float(np.log2(sigma / (2.0 ** 19.5 * 4))),
                    bits_worst_of_8=float(np.log2(r / worst)),
                    error_rms_of_8=float(np.sqrt(np.mean(np.square(errors)))))]
 

@@ -72,18 +72,35 @@ Privacy", CRYPTO 2022).
 
 *Measuring the noise.*  Every operation here is real (real inputs,
 plaintexts, rotations), so the imaginary part of every slot is pure CKKS
-error, distributed like the error of the slot's real part.  The owner reads
-the imaginary parts by multiplying the ciphertext by the monomial
-``X^(N/2)`` (exact: no noise, no key; it maps slot ``j`` to ``+-i z_j``)
-and decrypting: ``rho`` is their RMS over all N/2 slots
-(:meth:`CKKSContext.estimate_noise`; a fresh encryption's ``rho`` matches
-the RMS of its real-part error within a few percent).  The bound flooded
-against is ``B = 2^ceil(log2(8 rho))`` (:data:`NOISE_MARGIN` = 8 standard
-deviations, rounded up to a power of two).  TenSEAL's nominal scale after a
-rescale (above) multiplies results by a public factor ``1 + delta``; that
-part of the error depends on the values only, not on the key, and is not
-flooded.  A caller may pass an a-priori ``noise_bound`` instead (refused if
-the measured ``rho`` exceeds it).
+error.  The owner reads the imaginary parts by multiplying the ciphertext
+by the monomial ``X^(N/2)`` (exact: no noise, no key; it maps slot ``j`` to
+``+-i z_j``) and decrypting (:meth:`CKKSContext.estimate_noise`: their RMS
+``rho``, or with ``peak=True`` their maximum ``M = max_j |Im e_j|``).  The
+bound flooded against is ``B = 2^ceil(log2(8 M))`` (:data:`NOISE_MARGIN` =
+8, rounded up to a power of two).  Why the maximum and not the RMS: the
+error is not spread evenly over the slots.  SEAL's key switching (every
+rotation, so every sum, dot product and matrix product) decomposes the
+ciphertext into digits in ``[0, q_i)``, not centred, so each rotation adds a
+*deterministic* error ``C(X) E(X)`` with ``E`` a fixed combination of the
+Galois key's errors and ``C = 1 + X + ... + X^(N-1)``, whose slot values
+``2 / (1 - zeta_j)`` are largest (about ``2N/pi``) at slot 0, where sums and
+dot products land, and a few other slots.  That part is a complex number
+per slot with a key-dependent phase: its real part (released) and its
+imaginary part (measured) are different projections, so no statistic of
+one ciphertext's imaginary parts bounds the released real error for every
+key.  Measured on ``"n16384-hp"`` over fresh keys (4096-term dot products:
+100 keys x 3; sums of 2 to 4096 fresh values: 25 keys x 8): slot 0's real
+error is a key-dependent constant plus a small random part (over keys its
+constant has a Gaussian spread of about ``5 rho`` for the dot product, and
+up to ``70 rho`` for a sum of 2 values, whose ``rho`` is small), so ``8
+rho`` (the former rule) was exceeded by about 5 % of keys; the ratio ``t =
+|Re e_0| / M`` had median 0.7, 99th percentile 2.9 and maximum 3.9 for dot
+products (maximum 5.5 for short sums), i.e. at most 0.49 (0.69) of ``8 M``
+and, after rounding up, at most 0.34 of ``B`` for dot products.  TenSEAL's
+nominal scale after a rescale (above) multiplies results by a public factor
+``1 + delta``; that part of the error depends on the values only, not on
+the key, and is not flooded.  A caller may pass an a-priori ``noise_bound``
+instead (refused if any measured ``|Im e_j|`` exceeds it).
 
 *Width and statement.*  A key has a budget of ``Q`` ciphertext decryptions
 (:data:`DEFAULT_DECRYPTION_BUDGET` = 16; exceeding it raises
@@ -108,32 +125,40 @@ precision (``2^-s`` in statistical distance costs ``(s+1)/2`` more bits);
 (3) ``s``-bit security in the bit-security sense of Micciancio and Walter
 used by Li et al. above.
 
-*Caveats.*  The statement is conditional on ``|e_i| <= B``: with the
-measured bound that holds for errors of Gaussian shape with equal spread
-over the slots (a released slot beyond 8 RMS has probability below
-2^-49), which is the case for this module's operations on data of uniform
-magnitude; a computation that concentrates the error in a few released
-slots (one value 1000 times the others, then a product) should pass an
-a-priori ``noise_bound``.  With the measured bound the width itself depends
-on the key, but only through the power of two ``B``, which the adversary is
-also given; ``rho^2`` averages N/2 squared errors, so ``rho``'s relative
-spread is about ``1 / sqrt(N)`` (0.8 % at N = 16384) and ``B`` is in
-practice a function of the computation, not of the key; in the worst case it leaks
-``log2`` of the number of possible powers (about 6 bits) per decryption.
-An a-priori ``noise_bound`` gives a key-independent width.  A malicious
-evaluator (crafted ciphertexts, complex conjugation) is out of scope.
+*Caveats.*  The statement is conditional on ``|e_i| <= B`` for the
+released errors, and with the measured bound that is an empirical property
+of this module's operations, not a theorem (above: no key of 100 came within
+a factor 2 of it for dot products; a tail fit of ``t`` suggests a key
+exceeds it with probability of order 1e-4 for dot products and 1e-3 for
+sums of a few values, by a deterministic amount, so for every ciphertext
+of that computation).  It degrades gracefully: if the released errors of
+a ciphertext obey ``|e_i| <= t B`` with ``t > 1``, that ciphertext's
+KL term is ``t^2`` times larger, so ``t = 2`` for every ciphertext of a
+key costs 2 of the ``s`` bits (KL ``<= 2^-(s-2)``), not the whole
+guarantee.  A computation that concentrates error in a few released slots
+in other ways (one value 1000 times the others, then a product) should pass
+an a-priori ``noise_bound``.  With the measured bound the width itself
+depends on the key, but only through the power of two ``B``, which the
+adversary is also given; ``M`` varies with the data and the key (dot
+products above: ``B`` was ``2^-30``, ``2^-29`` or ``2^-28`` for 17 %, 62
+% and 21 % of them), so it leaks at most ``log2`` of the number of possible
+powers (about 6 bits) per decryption.  An a-priori ``noise_bound`` gives a
+key-independent width.  A malicious evaluator (crafted ciphertexts,
+complex conjugation) is out of scope.
 
 *Precision* (measured; ``s = 40``, ``Q = 16``): on ``"n16384-hp"`` a dot
-product of two 4096-value vectors in [-1, 1] has ``rho ~ 5e-11 to 8e-11``
-(by the data), ``B = 2^-31`` or ``2^-30`` and ``sigma = 2^-9.5`` or
-``2^-8.5`` (1.4e-3 or 2.8e-3): 13.9 or 12.9 bits against the result's RMS
-``sqrt(4096)/3 ~ 21``; a fresh full vector (8192 values in [-1, 1]) has
-``sigma = 2^-12``.  On ``"n8192"`` (scale 2^40) the same fresh vector gets
-``sigma ~ 2.8`` (it was 2.1e6 with the former statistical-distance
-formula) and the dot product ``sigma ~ 23``: no information, so use
-``"n16384-hp"``, or a smaller ``s`` or ``Q`` (:meth:`CKKSContext.flooding_sigma`
-gives ``sigma`` for a bound).  A flooded decryption costs one extra
-ciphertext product and decryption (about 25 ms at N = 16384).
+product of two 4096-value vectors in [-1, 1] has ``M ~ 6e-11 to 4e-10``,
+``B = 2^-30``, ``2^-29`` or ``2^-28`` and ``sigma = 2^-8.5``, ``2^-7.5`` or
+``2^-6.5`` (2.8e-3 to 1.1e-2): 12.9, 11.9 or 10.9 bits (median 11.9) for
+the released error's standard deviation against the result's RMS
+``sqrt(4096)/3 ~ 21``; a single released value is within ``2^-10`` of that
+RMS only with the Gaussian's probability at those widths (e.g. 94 % at
+10.9 bits).  A fresh full vector (8192 values in [-1, 1]) has ``sigma =
+2^-10`` or ``2^-9``.  On ``"n8192"`` (scale 2^40) the same fresh vector
+gets ``sigma = 2^4.5 ~ 23``: no information, so use ``"n16384-hp"``, or a smaller
+``s`` or ``Q`` (:meth:`CKKSContext.flooding_sigma` gives ``sigma`` for a
+bound).  A flooded decryption costs one extra ciphertext product and
+decryption (about 25 ms at N = 16384).
 """
 
 from __future__ import annotations
@@ -172,7 +197,7 @@ DEFAULT_FLOOD_SECURITY_BITS: int = 40
 """Statistical security ``s`` of flooded decryptions: KL divergence <= 2^-s over a key's budget."""
 
 NOISE_MARGIN: float = 8.0
-"""Estimated noise bound = this times the measured noise RMS, rounded up to a power of two."""
+"""Noise bound = this times the largest measured |Im| error, rounded up to a power of two."""
 
 DEFAULT_DECRYPTION_BUDGET: int = 16
 """Flooded ciphertext decryptions allowed per key unless the owner sets another."""
@@ -514,27 +539,31 @@ class CKKSContext:
         k = self.slot_count if size is None else _check_int(size, "size", 1, self.slot_count)
         return _ckks_flood.flooding_sigma(b, s, max(1, self._budget) * k)
 
-    def estimated_noise_bound(self, noise_rms: float) -> float:
-        """``2^ceil(log2(NOISE_MARGIN * max(rms, 2^-scale_bits)))``: the bound flooded against."""
-        rms = max(float(noise_rms), math.ldexp(1.0, -self._preset.scale_bits))
-        return math.ldexp(1.0, math.ceil(math.log2(NOISE_MARGIN * rms)))
+    def estimated_noise_bound(self, noise_peak: float) -> float:
+        """``2^ceil(log2(NOISE_MARGIN * max(peak, 2^-scale_bits)))``: the bound flooded against.
 
-    def _noise_rms(self, raw: bytes, scale: float) -> float:
+        ``noise_peak`` is the largest decrypted imaginary part over all slots
+        (:meth:`estimate_noise` with ``peak=True``).
+        """
+        peak = max(float(noise_peak), math.ldexp(1.0, -self._preset.scale_bits))
+        return math.ldexp(1.0, math.ceil(math.log2(NOISE_MARGIN * peak)))
+
+    def _noise_stats(self, raw: bytes, scale: float) -> tuple[float, float]:
         # the imaginary parts of a real computation's slots are pure CKKS error
         im = np.array(_ckks_seal.times_monomial(self._ctx, self._mirror, raw, scale).decrypt())
-        return float(np.sqrt(np.mean(im * im)))
+        return float(np.sqrt(np.mean(im * im))), float(np.max(np.abs(im)))
 
-    def estimate_noise(self, vec: CKKSVector) -> np.ndarray:
-        """Per ciphertext of ``vec``: the RMS over all slots of the decrypted imaginary parts.
+    def estimate_noise(self, vec: CKKSVector, *, peak: bool = False) -> np.ndarray:
+        """Per ciphertext of ``vec``: the RMS (with ``peak``: the maximum) of |Im| over all slots.
 
         Every operation of this module is real, so a slot's imaginary part is
-        its CKKS error alone, distributed like the error of its real part (see
-        the module docstring).  Key-dependent: for the owner's eyes only.
+        its CKKS error alone (see the module docstring for how it relates to
+        the real part's error).  Key-dependent: for the owner's eyes only.
         """
         self._check_owner(vec)
         with _tenseal_errors("estimating the noise"):
             _, cts, scale = _ckks_seal.parse_vector_proto(vec._v.serialize())
-            return np.array([self._noise_rms(raw, scale) for raw in cts])
+            return np.array([self._noise_stats(raw, scale)[1 if peak else 0] for raw in cts])
 
     def decrypt_flooded(self, vec: CKKSVector, *, noise_bound: float | None = None,
                         security_bits: int = DEFAULT_FLOOD_SECURITY_BITS,
@@ -546,8 +575,8 @@ class CKKSContext:
         is decrypted); its ``k`` values get ``sigma = 2^((s-1)/2) * B *
         sqrt(Q * k)``.  ``B`` is the caller's a-priori ``noise_bound`` (a
         key-independent width; refused with :class:`InvalidInput`, the budget
-        still spent, if the measured noise RMS exceeds it) or, by default,
-        :meth:`estimated_noise_bound` of the ciphertext's measured noise.
+        still spent, if a measured imaginary error exceeds it) or, by default,
+        :meth:`estimated_noise_bound` of the ciphertext's measured noise peak.
         With ``return_sigma`` the widths (one per value) are returned too.
         """
         self._check_owner(vec)
@@ -573,12 +602,12 @@ class CKKSContext:
                 proto = _ckks_seal.vector_proto([slots], [raw], scale)
                 full = _TS.CKKSVector(self._ctx.data, proto)
                 values.append(np.array(full.decrypt(), dtype=np.float64)[:size])
-                rms = self._noise_rms(raw, scale)
+                peak = self._noise_stats(raw, scale)[1]
                 if bound is None:
-                    b = self.estimated_noise_bound(rms)
-                elif rms > bound:
-                    raise InvalidInput(f"noise_bound {bound:.3g} is below the measured noise RMS "
-                                       f"{rms:.3g}; nothing was released")
+                    b = self.estimated_noise_bound(peak)
+                elif peak > bound:
+                    raise InvalidInput(f"noise_bound {bound:.3g} is below the measured noise "
+                                       f"{peak:.3g} of a slot; nothing was released")
                 else:
                     b = bound
                 sigmas.append(np.full(size, self.flooding_sigma(b, s, size=size)))

@@ -287,38 +287,45 @@ def test_monomial_product_is_exact_and_reads_the_imaginary_noise(rng) -> None:
     assert ctx.decryptions_left == DEFAULT_DECRYPTION_BUDGET  # estimating is not a release
 
 
-@pytest.fixture(scope="module")
-def hp() -> CKKSContext:
-    return CKKSContext.create("n16384-hp")
+def _imaginary_errors(ctx: CKKSContext, vec: CKKSVector) -> np.ndarray:
+    """All slots' imaginary parts, read by rotating them into the real parts (X^(N/2))."""
+    _, cts, scale = _ckks_seal.parse_vector_proto(vec.tenseal().serialize())
+    return np.array(_ckks_seal.times_monomial(ctx.tenseal_context, ctx._mirror, cts[0],
+                                              scale).decrypt())
 
 
-def test_flooded_dot_product_keeps_ten_bits_at_the_default_security(hp: CKKSContext) -> None:
-    """Dot product of two 4096-value vectors in [-1, 1], released with s = 40, Q = 16.
+def test_flooded_dot_product_keeps_ten_bits_at_the_default_security() -> None:
+    """Dot products of two 4096-value vectors in [-1, 1], released with s = 40, Q = 16.
 
-    Precision is measured against R = sqrt(4096) / 3, the RMS of such a dot
-    product: every released error must be at most 2^-10 * R (10 bits).
+    The released slot's error has a key-dependent deterministic part (SEAL's
+    uncentred key-switching digits), so the assumption ``|error| <= B`` is
+    checked on several fresh keys.  Precision is measured against R =
+    sqrt(4096) / 3, the RMS of such a dot product: the released error's
+    standard deviation must be at most 2^-10 * R (10 bits).
     """
     rng = np.random.default_rng(11)
     d, s, q = 4096, DEFAULT_FLOOD_SECURITY_BITS, DEFAULT_DECRYPTION_BUDGET
-    assert hp.decryptions_left == q
     r = math.sqrt(d) / 3
-    errors = []
-    for _ in range(8):
-        a, b = rng.uniform(-1, 1, (2, d))
-        dot = hp.encrypt(a).dot(hp.encrypt(b))
-        rho = hp.estimate_noise(dot)[0]
-        released, sigma = hp.decrypt_flooded(dot, return_sigma=True)
-        # the documented width: B = 2^ceil(log2(8 rho)), sigma = 2^((s-1)/2) * B * sqrt(Q * 1)
-        bound = 2.0 ** math.ceil(math.log2(8 * rho))
-        assert sigma[0] == pytest.approx(2.0 ** ((s - 1) / 2) * bound * math.sqrt(q))
-        # the statement's assumption against numpy: the key-dependent error is within B
-        noise = hp.decrypt(dot)[0] - (a @ b) * _delta(hp)
-        assert abs(noise) <= bound
-        errors.append(released[0] - a @ b)
-    assert hp.decryptions_left == q - 8
-    worst = float(np.max(np.abs(errors)))
-    assert worst <= 2.0 ** -10 * r, f"{math.log2(r / worst):.1f} bits"
-    assert sigma[0] <= 2.0 ** -12 * r  # 12.9 bits at the width's 1-sigma
+    for _ in range(4):  # fresh keys: the deterministic part of the error differs per key
+        hp = CKKSContext.create("n16384-hp")
+        assert hp.decryptions_left == q
+        for _ in range(3):
+            a, b = rng.uniform(-1, 1, (2, d))
+            dot = hp.encrypt(a).dot(hp.encrypt(b))
+            peak = float(np.max(np.abs(_imaginary_errors(hp, dot))))
+            assert hp.estimate_noise(dot, peak=True)[0] == peak
+            released, sigma = hp.decrypt_flooded(dot, return_sigma=True)
+            # the documented width: B = 2^ceil(log2(8 max_j |Im e_j|)),
+            # sigma = 2^((s-1)/2) * B * sqrt(Q)
+            bound = 2.0 ** math.ceil(math.log2(8 * peak))
+            assert sigma[0] == pytest.approx(2.0 ** ((s - 1) / 2) * bound * math.sqrt(q))
+            # the statement's assumption against numpy: the key-dependent error is within B
+            noise = hp.decrypt(dot)[0] - (a @ b) * _delta(hp)
+            assert abs(noise) <= bound, f"|error| = {abs(noise) / bound:.2f} B"
+            assert sigma[0] <= 2.0 ** -10 * r, f"{math.log2(r / sigma[0]):.1f} bits"
+            # the release is the value plus noise of that width (6 sigma: p ~ 2e-9)
+            assert abs(released[0] - a @ b) <= 6 * sigma[0]
+        assert hp.decryptions_left == q - 3
 
 
 def test_flooding_noise_has_the_promised_width_and_follows_the_estimate(rng) -> None:
@@ -329,21 +336,21 @@ def test_flooding_noise_has_the_promised_width_and_follows_the_estimate(rng) -> 
     loud = quiet * 64.0  # 64 times the noise (and the values)
     widths = []
     for v, want in ((quiet, x), (loud, 64 * x * _delta(ctx))):
-        rho = ctx.estimate_noise(v)[0]
-        promised = 2.0 ** ((s - 1) / 2) * 2.0 ** math.ceil(math.log2(8 * rho)) * math.sqrt(q * k)
+        peak = float(np.max(np.abs(_imaginary_errors(ctx, v))))
+        promised = 2.0 ** ((s - 1) / 2) * 2.0 ** math.ceil(math.log2(8 * peak)) * math.sqrt(q * k)
         err = ctx.decrypt_flooded(v) - want
         assert abs(err.std() / promised - 1) < 0.06  # 4096 samples: 1.1% standard error
         assert abs(err.mean()) < 5 * promised / math.sqrt(k)
         widths.append(promised)
     assert 32 <= widths[1] / widths[0] <= 128
     # the issue's case (n8192, s = 40, budget 16, fresh values in [-1, 1]) gave RMS 2.1e6
-    assert widths[0] * 2 < 10  # about 2.8 with this budget of 4; see the module docstring
+    assert widths[0] * 2 < 32  # 2^3.5 ~ 11 with this budget of 4; see the module docstring
 
 
 def test_flooded_decryption_adds_the_declared_gaussian(rng) -> None:
     ctx = CKKSContext.create(galois_keys=False, decryption_budget=8)
     s = 40
-    target_sigma = 0.5
+    target_sigma = 8.0  # its bound (6e-8) must exceed every slot's measured error (~1e-8)
     bound = target_sigma / (2.0 ** ((s - 1) / 2) * math.sqrt(8 * ctx.slot_count))
     assert ctx.flooding_sigma(bound, s) == pytest.approx(target_sigma)
     x = rng.uniform(-1, 1, ctx.slot_count)
