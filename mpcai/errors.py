@@ -109,6 +109,16 @@ class PeerTimeout(PeerError, TimeoutError):
     """The peer did not send the expected message before the deadline."""
 
 
+_LOG_LINE_SHOWN = 300  # characters of each log line quoted in PartyFailed / LaunchError
+
+
+def _clip_line(line: str) -> str:
+    """``line``, cut to ``_LOG_LINE_SHOWN`` characters (saying how many were cut)."""
+    if len(line) <= _LOG_LINE_SHOWN:
+        return line
+    return f"{line[:_LOG_LINE_SHOWN]}... ({len(line) - _LOG_LINE_SHOWN} more characters)"
+
+
 class PartyFailed(MpcaiError, RuntimeError):
     """A party's OS process (see :mod:`mpcai.runtime.launcher`) did not deliver a result.
 
@@ -116,12 +126,13 @@ class PartyFailed(MpcaiError, RuntimeError):
     ``N`` killed it (see :attr:`signal`), ``None`` if unknown.  ``reason``: what
     happened, in words.  ``error_type``: the qualified name of the exception
     the party reported (e.g. ``"mpcai.errors.PeerDropped"``), if it reported
-    one.  ``log``: its stderr.
+    one.  ``log``: its stderr (the launcher keeps only its end).  The message
+    quotes the log's last 5 lines, each cut to ``_LOG_LINE_SHOWN`` characters.
     """
 
     def __init__(self, party_id: int, exit_status: int | None, log: str = "", *,
                  reason: str = "failed", error_type: str | None = None) -> None:
-        tail = "\n".join(log.rstrip().splitlines()[-5:])
+        tail = "\n".join(_clip_line(line) for line in log.rstrip().splitlines()[-5:])
         super().__init__(f"party {party_id} {reason}" + (f"\n{tail}" if tail else ""))
         self.party_id = party_id
         self.exit_status = exit_status

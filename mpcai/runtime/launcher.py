@@ -42,6 +42,17 @@ bounded by the run's ``timeout``, and every child is reaped before
 parties' places in the results hold their ``PartyFailed``; otherwise one
 :class:`LaunchError` names them all and carries every party's log.
 
+**Logs are bounded.**  A party's stderr goes to ``party-<id>.log`` in the
+work directory; the launcher reads back only its last :data:`_LOG_KEPT`
+bytes (1 MiB, less the at most 64 KiB of stray stdout it kept), seeking to
+them, so a party that writes gigabytes costs the launcher at most that
+much memory.  A cut log starts with a line saying how many bytes were left
+out and where the full file is: ``<workdir>/party-<id>.log`` if
+:func:`launch_local` was given a ``workdir`` (which it never deletes);
+the default temporary directory is removed when the launch returns.
+Error messages quote only the last lines of a log, each cut to
+``mpcai.errors._LOG_LINE_SHOWN`` characters.
+
 Arguments and results cross the process boundary in the wire codec
 (:mod:`mpcai.runtime.wire`), never pickle.
 """
@@ -69,7 +80,14 @@ from typing import IO, Any, NoReturn
 
 import trio
 
-from mpcai.errors import InvalidInput, MpcaiError, PartyFailed, PeerDropped, WireError
+from mpcai.errors import (
+    InvalidInput,
+    MpcaiError,
+    PartyFailed,
+    PeerDropped,
+    WireError,
+    _clip_line,
+)
 from mpcai.runtime import certs, wire
 from mpcai.runtime.network import Buffer, Link, Network
 from mpcai.runtime.party import DEFAULT_TIMEOUT, open_party
@@ -82,13 +100,20 @@ ANNOUNCE = "MPCAI-LISTENING"
 _MAX_RESULT_BYTES = 1 << 31
 
 
-_LOG_LINES_SHOWN = 40  # per party, in a LaunchError's message (``logs`` has everything)
+_LOG_LINES_SHOWN = 40  # per party, in a LaunchError's message (``logs`` has the kept tail)
 _STDOUT_KEPT = 1 << 16  # bytes of a party's stray stdout kept for its log
+_LOG_KEPT = 1 << 20
+"""Characters of a party's log the launcher keeps (``LaunchResult.logs``,
+``PartyFailed.log``, ``LaunchError.logs``): the kept stray stdout, then the
+end of its stderr file (read from the end, never whole), plus at most two
+short note lines (what was cut and where the full file is; how it exited)."""
 
 
 class LaunchError(MpcaiError, RuntimeError):
     """Launched parties failed: ``failures[i]`` is party i's :class:`PartyFailed`,
-    ``logs[i]`` every party's output (the message shows the last lines)."""
+    ``logs[i]`` every party's output (its last :data:`_LOG_KEPT` characters, see the
+    module docstring); the message shows each log's last ``_LOG_LINES_SHOWN`` lines,
+    each cut to ``_LOG_LINE_SHOWN`` characters."""
 
     def __init__(self, message: str, logs: dict[int, str],
                  failures: Mapping[int, PartyFailed] | None = None) -> None:
@@ -96,7 +121,7 @@ class LaunchError(MpcaiError, RuntimeError):
             lines = text.rstrip().splitlines()
             cut = len(lines) - _LOG_LINES_SHOWN
             return "\n".join(([f"... ({cut} lines before)"] if cut > 0 else [])
-                             + lines[-_LOG_LINES_SHOWN:])
+                             + [_clip_line(line) for line in lines[-_LOG_LINES_SHOWN:]])
 
         shown = "\n".join(f"---- party {pid} ----\n{tail(text) or '(no output)'}"
                           for pid, text in logs.items())
@@ -306,7 +331,8 @@ async def run_party(
 
 
 class LaunchResult(list):
-    """Results of :func:`launch_local` in party order, with ``stats`` and ``logs``.
+    """Results of :func:`launch_local` in party order, with ``stats`` and ``logs``
+    (each party's log: at most its last :data:`_LOG_KEPT` characters).
 
     With ``return_failures=True``, :attr:`failures` maps each failed party to
     its :class:`PartyFailed` (which is also its entry in the list).
@@ -458,6 +484,14 @@ def launch_local(
     party has ended, one :class:`LaunchError` names every failed party
     (``.failures``) and carries every party's log.  ``on_event`` is called in
     the launcher's thread at each :class:`LaunchEvent` of each party.
+
+    Logs are truncated: each party's kept log (``.logs``, ``PartyFailed.log``)
+    is at most :data:`_LOG_KEPT` characters (1 MiB) of the end of its output,
+    and error messages quote only short lines.  For the full stderr, pass
+    ``workdir``: it keeps ``party-<id>.log`` (and the certificates, config and
+    argument/result files) after the launch; a cut log's first line names that
+    file.  Without ``workdir`` the files live in a temporary directory that is
+    removed before this function returns.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInput(f"n must be a positive int, got {n!r}")
@@ -477,7 +511,7 @@ def launch_local(
     root = Path(tmp.name if tmp is not None else workdir)  # type: ignore[arg-type]
     try:
         return _Launch(root, n, function, args_per_party, float(timeout), float(connect_timeout),
-                       env, on_event).run(return_failures)
+                       env, on_event, kept=tmp is None).run(return_failures)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -489,8 +523,9 @@ class _Launch:
     def __init__(self, root: Path, n: int, function: str,
                  args_per_party: Sequence[Sequence[Any]] | None, timeout: float,
                  connect_timeout: float, env: dict[str, str] | None,
-                 on_event: Callable[[LaunchEvent], None] | None) -> None:
+                 on_event: Callable[[LaunchEvent], None] | None, *, kept: bool) -> None:
         self.root, self.n, self.function = root, n, function
+        self.kept = kept  # ``root`` outlives the launch (the caller's workdir)
         self.args_per_party = args_per_party
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.env, self.on_event = env, on_event
@@ -651,14 +686,21 @@ class _Launch:
             fh.close()
 
     def _logs(self) -> dict[int, str]:
+        """Every party's kept log: its stray stdout, then the end of its stderr file,
+        at most ``_LOG_KEPT`` characters together (plus short notes)."""
         out: dict[int, str] = {}
         for i, child in self.children.items():
+            stdout = "".join(child.stdout_extra)
             try:
-                text = child.log.read_text(errors="replace")
+                text, skipped = _read_tail(child.log, max(0, _LOG_KEPT - len(stdout)))
             except OSError:
-                text = ""
-            if child.stdout_extra:
-                text = "".join(child.stdout_extra) + text
+                text, skipped = "", 0
+            if skipped:
+                where = (f"the full log is {child.log}" if self.kept else
+                         "pass launch_local(workdir=...) to keep the full log file")
+                text = (f"... ({skipped} earlier bytes of stderr not kept; {where})\n"
+                        + text)
+            text = stdout + text
             rc = child.proc.returncode
             note = ""
             if rc is not None and rc < 0:
@@ -734,6 +776,17 @@ class _Launch:
             raise LaunchError(f"{len(failures)} of {self.n} parties failed: {names}", logs,
                               failures)
         return run
+
+
+def _read_tail(path: Path, limit: int) -> tuple[str, int]:
+    """The last ``limit`` bytes of ``path``, decoded (bad UTF-8, e.g. a character cut
+    at the start, replaced), and how many bytes precede them.  Reads only those bytes."""
+    with path.open("rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        start = max(0, size - limit)
+        fh.seek(start)
+        data = fh.read(limit)
+    return data.decode(errors="replace"), start
 
 
 def main_party(config_path: str, party_id: int, *, announce: bool, args_path: str | None,

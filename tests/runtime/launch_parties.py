@@ -88,3 +88,26 @@ async def one_sleeps(party: Party) -> str:
     if party.id == 1:
         await trio.sleep(3600)
     return "done"
+
+
+def _noise(mib: int) -> None:
+    """``mib`` MiB of numbered 1 KiB lines on stderr."""
+    line = "x" * 1014
+    for k in range(mib * 1024):
+        sys.stderr.write(f"{k:>8} {line}\n")  # 1024 bytes
+    sys.stderr.flush()
+
+
+async def noisy_stderr(party: Party, value: int, mib: int) -> dict:
+    """Writes ``mib`` MiB to stderr (ending with ``END-OF-NOISE``), then sums the values;
+    with MPCAI_TEST_NOISY_DIE=<id>, that party instead ends its noise with one 2 MiB line
+    (no newline) and exits with status 4."""
+    _noise(mib)
+    if os.environ.get("MPCAI_TEST_NOISY_DIE") == str(party.id):
+        sys.stderr.write("y" * (2 << 20))
+        sys.stderr.flush()
+        os._exit(4)
+    print("END-OF-NOISE", file=sys.stderr, flush=True)
+    others = await party.exchange("v", value, timeout=20)
+    return {"total": value + sum(int(v) for v in others.values()),
+            "dropped": sorted(set(party.peers) - set(others))}

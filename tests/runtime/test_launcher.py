@@ -13,6 +13,7 @@ import pytest
 
 from mpcai import cli
 from mpcai.errors import InvalidInput, MpcaiError
+from mpcai.runtime import launcher
 from mpcai.runtime.launcher import (
     LaunchError,
     LaunchEvent,
@@ -185,3 +186,40 @@ def test_hung_parties_are_killed_at_the_deadline() -> None:
     assert isinstance(run[2], PartyFailed) and "did not announce" in run[2].reason
     assert run[1].signal == run[2].signal == "SIGKILL"
     _assert_reaped(pids)
+
+
+# ---- bounded logs ----------------------------------------------------------------------
+
+
+def test_a_party_writing_megabytes_to_stderr_keeps_only_a_bounded_tail(tmp_path: Path) -> None:
+    """5 MiB of stderr per party: the results are right, each kept log is at most
+    ``_LOG_KEPT`` (plus a short note naming the full log file) and ends with the
+    party's last line; the full log stays in the work directory."""
+    run = launch_local(2, f"{FNS}:noisy_stderr", args_per_party=[(3, 5), (4, 5)], timeout=60,
+                       workdir=tmp_path)
+    assert [r["total"] for r in run] == [7, 7]
+    for i in range(2):
+        log = run.logs[i]
+        assert len(log) <= launcher._LOG_KEPT + 1024
+        assert len(log) >= launcher._LOG_KEPT // 2  # a tail, not nothing
+        assert "END-OF-NOISE" in log and f"party {i}:" in log.splitlines()[-1]
+        assert str(tmp_path / f"party-{i}.log") in log.splitlines()[0]
+        assert (tmp_path / f"party-{i}.log").stat().st_size > 5 << 20
+
+
+def test_a_failing_noisy_party_gives_short_error_messages() -> None:
+    """Party 1 writes 5 MiB and then one 2 MiB line to stderr and exits: its
+    PartyFailed and the LaunchError quote only short lines, and its kept log is
+    bounded (the launch's temporary directory is gone, which the note says)."""
+    with pytest.raises(LaunchError) as info:
+        launch_local(2, f"{FNS}:noisy_stderr", args_per_party=[(3, 5), (4, 5)], timeout=60,
+                     connect_timeout=3, env={"MPCAI_TEST_NOISY_DIE": "1"})
+    err = info.value
+    failure = err.failures[1]
+    assert failure.exit_status == 4 and "exit status 4" in failure.log
+    assert len(failure.log) <= launcher._LOG_KEPT + 1024
+    assert failure.log.rstrip().splitlines()[-2].endswith("y" * 100)  # the 2 MiB line, cut
+    assert "workdir" in failure.log.splitlines()[0]
+    assert len(str(failure)) < 5000
+    assert len(str(err)) < 2 * (launcher._LOG_LINES_SHOWN + 2) * 400 + 5000
+    assert all(len(line) <= 400 for line in str(err).splitlines()[1:])
