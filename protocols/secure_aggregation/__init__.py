@@ -32,13 +32,17 @@ result.  By default ``k`` and ``t`` are chosen from the declared dropout
 and corruption fractions so that a round fails with probability at most
 2^-20 and privacy with at most 2^-40 (:class:`SecAggConfig`,
 :func:`security_report`).  Clients do not learn the sum.  The server learns which clients
-survived and the total weight.  A client that reveals a wrong Shamir share
-at unmask is out-voted when a secret has ``m >= t + 2`` shares: up to
-``(m - t) // 2`` wrong shares are corrected (Berlekamp–Welch) and their
-senders listed in ``AggregateResult.misbehaving``; with ``t + 1`` shares the
-round stops with :class:`~mpcai.errors.ProtocolAbort`, and with exactly ``t``
-a wrong share is undetectable as such (information-theoretically) but leaves
-a random mask in the sum, which the range check then refuses.  The range
+survived and the total weight.  Every share a client deals comes with its
+hash commitment (kept by the server, hiding: a share has >= 256 bits of
+entropy): a client that reveals at unmask anything but what it was dealt is
+caught and its share dropped; a dealer whose shares do not lie on one
+polynomial is out-voted when a secret has ``m >= t + 2`` shares (up to
+``(m - t) // 2`` wrong ones corrected, Berlekamp–Welch).  Both kinds of
+cheater are listed in ``AggregateResult.misbehaving`` (honest clients never
+are).  With ``t + 1`` shares a wrong one stops the round with
+:class:`~mpcai.errors.ProtocolAbort`; with exactly ``t`` it is undetectable
+as such (information-theoretically) but leaves a random mask in the sum,
+which the range check then refuses.  The range
 check: the total weight must lie in ``[|U3|, |U3| * max_weight]`` and every
 value of the sum below ``total weight * (2^bits - 1)``, else
 :class:`~mpcai.errors.AggregateOutOfRange` and no mean.  A client that cheats

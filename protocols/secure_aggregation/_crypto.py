@@ -90,6 +90,24 @@ def open_sealed(key: bytes, blob: bytes, assoc: bytes) -> bytes | None:
         return None
 
 
+COMMITMENT_BYTES = 64  # two SHA-256 digests: the self-mask share's, the mask key share's
+
+
+def share_commitment(session: bytes, dealer: int, holder: int, b_share: np.ndarray,
+                     s_share: np.ndarray) -> bytes:
+    """The dealer's binding commitment to the two shares it gives ``holder``.
+
+    The server keeps it, so a share revealed at unmask can be checked against
+    what was dealt: a mismatch blames the holder, a share that matches but lies
+    off the polynomial blames the dealer.  Hiding: a share has at least 256
+    bits of entropy (uniform field elements for ``t >= 2``, the secret itself
+    for ``t = 1``), so its hash reveals nothing.
+    """
+    ctx = b"mpcai/secagg/share-commit/v1|" + session + struct.pack("<II", dealer, holder)
+    return (hashlib.sha256(ctx + b"b" + np.asarray(b_share, dtype="<u8").tobytes()).digest()
+            + hashlib.sha256(ctx + b"s" + np.asarray(s_share, dtype="<u8").tobytes()).digest())
+
+
 def key_message(session: bytes, cid: int, keys: tuple[bytes, bytes, bytes]) -> bytes:
     """What a client signs with its identity key: its advertised keys, bound to the session."""
     return (b"mpcai/secagg/keys/v1|" + session + struct.pack("<I", cid)

@@ -151,8 +151,10 @@ async def share_keys(party: Party, state: ClientState) -> None:
             continue
         key = state.share_keys[v]
         plain = struct.pack("<II", state.me, v) + bs.values.tobytes() + ss.values.tobytes()
-        out[v] = _crypto.seal(key, plain, _crypto.ad(state.session, Stage.SHARE_KEYS.value,
-                                                      state.me, v))
+        # the commitment in the clear (the server keeps it), the shares sealed for v
+        out[v] = (_crypto.share_commitment(state.session, state.me, v, bs.values, ss.values)
+                  + _crypto.seal(key, plain, _crypto.ad(state.session,
+                                                        Stage.SHARE_KEYS.value, state.me, v)))
     await party.send(SERVER, Stage.SHARE_KEYS.value, out)
 
 
@@ -190,15 +192,20 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray,
     for u, blob in blobs.items():
         if u not in state.graph or u not in u2:
             continue
-        plain = _crypto.open_sealed(state.share_keys[u], blob, _crypto.ad(
+        if not isinstance(blob, bytes) or len(blob) < _crypto.COMMITMENT_BYTES:
+            continue
+        commitment, sealed = blob[:_crypto.COMMITMENT_BYTES], blob[_crypto.COMMITMENT_BYTES:]
+        plain = _crypto.open_sealed(state.share_keys[u], sealed, _crypto.ad(
             state.session, Stage.SHARE_KEYS.value, u, state.me))
         if (plain is None or len(plain) != 8 + 16 * _SHARE_ELEMENTS
                 or struct.unpack("<II", plain[:8]) != (u, state.me)):
             continue  # tampered, misdirected or malformed: this neighbour's shares are not held
         body = np.frombuffer(plain[8:], dtype="<u8").astype(np.uint64)
-        if np.any(body >= np.uint64(shamir.PRIME)):
-            continue
-        state.held[u] = body.reshape(2, _SHARE_ELEMENTS)
+        pair = body.reshape(2, _SHARE_ELEMENTS)
+        if np.any(body >= np.uint64(shamir.PRIME)) or commitment != _crypto.share_commitment(
+                state.session, u, state.me, pair[0], pair[1]):
+            continue  # not the shares u committed to: not held (u's fault, not ours)
+        state.held[u] = pair
     threads = state.cfg.threads
     prg.ring_accumulate(vec, state.self_seed, +1, threads=threads)
     for v in sorted(state.graph & u2):

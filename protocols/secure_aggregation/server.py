@@ -46,8 +46,9 @@ class AggregateResult:
     survivors: list[int]
     dropped: dict[str, list[int]]
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    #: clients caught sending a wrong Shamir share at unmask (corrected by decoding;
-    #: their shares were left out, their own masked inputs stay in the sum)
+    #: clients caught cheating with Shamir shares: revealing at unmask another share than
+    #: the one committed to, or dealing shares off one polynomial (corrected by decoding);
+    #: their shares were left out, their own masked inputs stay in the sum
     misbehaving: list[int] = field(default_factory=list)
 
 
@@ -68,6 +69,8 @@ class ServerState:
     sigs: dict[int, bytes] = field(default_factory=dict)
     dropped: dict[str, list[int]] = field(default_factory=dict)
     misbehaving: set[int] = field(default_factory=set)
+    #: (dealer, holder) -> the dealer's commitment to the holder's two shares
+    commitments: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
 
 def _need(state: ServerState, alive: list[int], stage: Stage) -> None:
@@ -117,7 +120,10 @@ async def share_keys(party: Party, state: ServerState) -> None:
     got = await party.gather(Stage.SHARE_KEYS.value, u1, timeout=state.cfg.timeout)
     blobs = {u: m for u, m in got.items()
              if isinstance(m, dict) and set(m) <= state.graph[u]
-             and all(isinstance(b, bytes) for b in m.values())}
+             and all(isinstance(b, bytes) and len(b) > _crypto.COMMITMENT_BYTES
+                     for b in m.values())}
+    state.commitments = {(u, v): blob[:_crypto.COMMITMENT_BYTES]
+                         for u, m in blobs.items() for v, blob in m.items()}
     state.u2 = sorted(blobs)
     state.dropped[Stage.SHARE_KEYS.value] = sorted(set(u1) - set(state.u2))
     _need(state, state.u2, Stage.SHARE_KEYS)
@@ -182,10 +188,14 @@ async def consistency_check(party: Party, state: ServerState) -> None:
     _need(state, sorted(state.sigs), Stage.CONSISTENCY_CHECK)
 
 
-def _reconstruct(state: ServerState, held: dict[int, np.ndarray], what: str) -> bytes:
+def _reconstruct(state: ServerState, dealer: int, held: dict[int, np.ndarray],
+                 what: str) -> bytes:
     """Decode one client's secret from its neighbours' shares (share points are the
-    holders' ids), correcting up to ``(m - t) // 2`` wrong shares among ``m`` and
-    marking their senders as misbehaving.
+    holders' ids), correcting up to ``(m - t) // 2`` wrong shares among ``m``.
+
+    Every share from a neighbour was checked against the dealer's commitment
+    (a mismatch already marked the holder), so a share that lies off the
+    polynomial was dealt that way: the dealer is marked as misbehaving.
 
     With exactly ``t`` shares a wrong share cannot be seen: it gives a wrong
     seed, so a wrong mask is removed and the unmasked sum is uniformly random
@@ -203,7 +213,8 @@ def _reconstruct(state: ServerState, held: dict[int, np.ndarray], what: str) -> 
                             f"wrong share): {exc}") from exc
     if len(secret) != 32:
         raise ProtocolAbort(f"the shares of {what} do not hold a 32-byte secret")
-    state.misbehaving.update(bad)
+    if bad:
+        state.misbehaving.add(dealer)
     return secret
 
 
@@ -271,16 +282,27 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
             for v, row in zip(ids.tolist(), vals, strict=True):
                 # a survivor's own self-mask share counts (SecAgg+); never its own mask key's
                 holds = u in state.graph.get(v, ()) or (kind == "b" and u == v)
-                if v in into and holds and u not in into[v]:
-                    into[v][u] = row
+                if not (v in into and holds and u not in into[v]):
+                    continue
+                if u != v:  # checked against what v dealt: a different share is u's lie
+                    dealt = state.commitments.get((v, u))
+                    half = slice(0, 32) if kind == "b" else slice(32, 64)
+                    zeros = np.zeros(SHARE_ELEMENTS, dtype=np.uint64)
+                    pair = (row, zeros) if kind == "b" else (zeros, row)
+                    if dealt is None or _crypto.share_commitment(
+                            state.session, v, u, *pair)[half] != dealt[half]:
+                        state.misbehaving.add(u)
+                        continue
+                into[v][u] = row
     total = state.total
     threads = state.cfg.threads
     for v in state.u3:
-        prg.ring_accumulate(total, _reconstruct(state, b_held[v], f"client {v}'s self-mask seed"),
+        prg.ring_accumulate(total, _reconstruct(state, v, b_held[v],
+                                                f"client {v}'s self-mask seed"),
                             -1, threads=threads)
     for v in dropped:
         s_sk = _crypto.x25519_from_bytes(
-            _reconstruct(state, s_held[v], f"dropped client {v}'s mask key"))
+            _reconstruct(state, v, s_held[v], f"dropped client {v}'s mask key"))
         for u in sorted(state.graph[v] & u3):
             seed = _crypto.agree(s_sk, state.keys[u][1], "secagg/mask",
                                  _crypto.pair_context(state.session, u, v))

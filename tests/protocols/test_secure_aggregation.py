@@ -482,3 +482,33 @@ def test_unmask_answer_of_a_large_neighbourhood_fits_the_wire_budget() -> None:
     back = wire.decode_payload(wire.encode_payload(answer))
     np.testing.assert_array_equal(back["b_ids"], np.arange(2, m + 2))
     assert back["b"].shape == (m, elements) and int(back["b"][-1, 0]) == m + 1
+
+
+def test_a_dealer_of_inconsistent_shares_is_named_not_its_honest_holder(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client 3 deals client 5 a self-mask share off its polynomial (committing to it):
+    client 5 reveals exactly what it was dealt, so the commitment clears it and the
+    decoder's verdict falls on the dealer (it used to name client 5)."""
+    import sys
+
+    client_mod = importlib.import_module("mpcai.protocols.secure_aggregation.client")
+    real = client_mod.shamir.share_bytes
+
+    def lying_share_bytes(secret: bytes, t: int, n: int, **kw: object) -> list:
+        shares = real(secret, t, n, **kw)
+        state = sys._getframe(1).f_locals.get("state")
+        if state is not None and state.me == 3 and secret == state.self_seed:
+            bad = next(s for s in shares if s.x == 5)
+            bad.values[1] = (bad.values[1] + np.uint64(1)) % np.uint64(2**61 - 1)
+        return shares
+
+    proxy = type("ShamirProxy", (), {"__getattr__": lambda _, n: getattr(shamir_mod, n),
+                                     "share_bytes": staticmethod(lying_share_bytes)})()
+    shamir_mod = client_mod.shamir
+    monkeypatch.setattr(client_mod, "shamir", proxy)
+    n = 7
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, timeout=10)
+    updates = [RNG.uniform(-1, 1, 5) for _ in range(n)]
+    agg = sa.simulate(updates, cfg).aggregate
+    assert agg.misbehaving == [3]
+    assert_exact_sum(agg, cfg, updates)
