@@ -48,6 +48,8 @@ class ClientState:
     #: (one (2, elements) array each: row 0 the self-mask seed's share, row 1 the mask key's)
     held: dict[int, np.ndarray] = field(default_factory=dict)
     signed_u3: frozenset[int] = frozenset()
+    #: the number of values in this client's update
+    length: int = 0
     identity: Any = None
     clipped: int = 0
 
@@ -87,7 +89,9 @@ async def advertise_keys(party: Party, state: ClientState) -> None:
                                "identity_key")
         sig = state.identity.sign(_crypto.key_message(state.session, state.me,
                                                       (c_pk, s_pk, e_pk)))
-    await party.send(SERVER, Stage.ADVERTISE_KEYS.value, [c_pk, s_pk, e_pk, sig])
+    # the update's length too: the server fixes the length from the majority before any
+    # vector arrives (a few cheaters cannot crowd out the honest length later)
+    await party.send(SERVER, Stage.ADVERTISE_KEYS.value, [c_pk, s_pk, e_pk, sig, state.length])
 
 
 async def share_keys(party: Party, state: ClientState) -> None:
@@ -299,7 +303,8 @@ async def client(party: Party, update: np.ndarray | Mapping[str, np.ndarray],
     is set.  ``drop_before`` (tests and simulations) makes the client vanish
     just before it would send in that stage.  Returns a small status dict.
     """
-    state = ClientState(cfg=cfg, me=party.id, session=party.session)
+    state = ClientState(cfg=cfg, me=party.id, session=party.session,
+                        length=int(flatten_update(update).size))
     if isinstance(identity_key, bytes):
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

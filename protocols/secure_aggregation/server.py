@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,8 @@ class ServerState:
     sigs: dict[int, bytes] = field(default_factory=dict)
     dropped: dict[str, list[int]] = field(default_factory=dict)
     misbehaving: set[int] = field(default_factory=set)
+    #: the number of values in every update (the declared dim, or the majority's)
+    length: int = 0
     #: (dealer, holder) -> the dealer's commitment to the holder's two shares
     commitments: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
@@ -85,9 +88,12 @@ async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -
     got = await party.gather(Stage.ADVERTISE_KEYS.value, clients, timeout=state.cfg.timeout)
     e_len = 32 if state.cfg.consistency_check else 0
     identities = state.cfg.identities
+    lengths: dict[int, int] = {}
     for cid, msg in got.items():
-        if not (isinstance(msg, list) and len(msg) == 4
-                and all(isinstance(k, bytes) for k in msg)):
+        if not (isinstance(msg, list) and len(msg) == 5
+                and all(isinstance(k, bytes) for k in msg[:4])
+                and isinstance(msg[4], int) and not isinstance(msg[4], bool)
+                and 1 <= msg[4] < 1 << 40):
             continue
         triple = (msg[0], msg[1], msg[2])
         if (len(triple[0]) == 32 and len(triple[1]) == 32 and len(triple[2]) == e_len
@@ -96,7 +102,14 @@ async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -
                     identities[cid], msg[3], _crypto.key_message(state.session, cid, triple)))):
             state.keys[cid] = triple
             state.key_sigs[cid] = msg[3]
+            lengths[cid] = msg[4]
     u1 = sorted(state.keys)
+    # the declared length, or the one most clients announced (counts only, no vectors)
+    if state.cfg.dim is not None:
+        state.length = state.cfg.dim
+    elif lengths:
+        counts = Counter(lengths[c] for c in u1)
+        state.length = max(counts, key=lambda size: (counts[size], -size))
     state.dropped[Stage.ADVERTISE_KEYS.value] = sorted(set(clients) - set(u1))
     _need(state, u1, Stage.ADVERTISE_KEYS)
     table = _crypto.Graph(state.session, state.cfg.n_clients, state.cfg.neighbours).table()
@@ -136,18 +149,14 @@ async def share_keys(party: Party, state: ServerState) -> None:
     })
 
 
-#: at most this many different update lengths are summed side by side while the
-#: server cannot yet tell which length the majority sends (``cfg.dim`` unset)
-_MAX_LENGTHS = 4
-
-
 async def masked_input(party: Party, state: ServerState) -> None:
-    """Collect the masked updates (all of one length), adding each to the running sum as
-    it arrives, so the server holds one vector per length, not one per client."""
+    """Collect the masked updates, adding each to the running sum as it arrives (the
+    server holds one vector, not one per client); any other length is a dropout."""
     state.machine.advance(Stage.MASKED_INPUT)
     dtype = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
-    fixed = None if state.cfg.dim is None else state.cfg.dim + 1  # the values and the weight
-    sums: dict[int, tuple[np.ndarray, list[int]]] = {}  # length -> (running sum, senders)
+    size = state.length + 1  # the values and the weight
+    total = np.zeros(size, dtype=dtype)  # the ring: uint32 or uint64
+    senders: list[int] = []
     tag = Stage.MASKED_INPUT.value
 
     async def take(u: int) -> None:
@@ -155,23 +164,14 @@ async def masked_input(party: Party, state: ServerState) -> None:
             v = await party.recv(u, tag, timeout=state.cfg.timeout)
         except (PeerError, WireError):
             return  # silent, gone or garbled: a dropout
-        if not (isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == dtype
-                and v.size >= 2 and (fixed is None or v.size == fixed)):
-            return
-        if v.size not in sums:
-            if len(sums) >= _MAX_LENGTHS:
-                return
-            sums[v.size] = (np.zeros(v.size, dtype=dtype), [])  # the ring: uint32 or uint64
-        total, senders = sums[v.size]
-        np.add(total, v, out=total)
-        senders.append(u)
+        if isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == dtype and v.size == size:
+            np.add(total, v, out=total)
+            senders.append(u)
 
     async with trio.open_nursery() as nursery:
         for u in state.u2:
             nursery.start_soon(take, u)
-    # the length most clients sent (or the declared one)
-    length = max(sums, key=lambda size: len(sums[size][1]), default=None)
-    state.total, senders = sums[length] if length is not None else (np.zeros(0, dtype), [])
+    state.total = total
     state.u3 = sorted(senders)
     state.dropped[Stage.MASKED_INPUT.value] = sorted(set(state.u2) - set(state.u3))
     _need(state, state.u3, Stage.MASKED_INPUT)

@@ -512,3 +512,24 @@ def test_a_dealer_of_inconsistent_shares_is_named_not_its_honest_holder(
     agg = sa.simulate(updates, cfg).aggregate
     assert agg.misbehaving == [3]
     assert_exact_sum(agg, cfg, updates)
+
+
+def test_a_few_clients_of_other_lengths_cannot_crowd_out_the_honest_length() -> None:
+    """Without a declared dim, 4 colluders with 4 different update lengths (which used to
+    take every per-length slot and evict the honest vectors): the majority's length is
+    fixed at advertise_keys from counts alone, the colluders drop out, the rest is exact."""
+    n = 10
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, timeout=3)  # the colluders wait it out
+    updates = [RNG.uniform(-1, 1, 6 + (c if c <= 4 else 0)) for c in range(1, n + 1)]
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            return await sa.server(party, cfg)
+        return await sa.client(party, updates[party.id - 1], cfg)
+
+    run = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
+    agg = run[0]
+    assert isinstance(agg, sa.AggregateResult)
+    assert agg.survivors == list(range(5, n + 1))
+    assert agg.dropped["masked_input"] == [1, 2, 3, 4]
+    assert_exact_sum(agg, cfg, updates)
