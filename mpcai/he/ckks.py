@@ -421,7 +421,11 @@ class CKKSContext:
         """Bytes for :meth:`load`.  The secret key is included only if asked for.
 
         A blob with the secret key also carries the flooding budget and its
-        use so far (reloading does not reset it).
+        use so far, as of this call: loading it gives a context that starts
+        from that use.  The budget is counted per loaded object, so loading
+        one blob twice (or an older blob) allows the same decryptions again:
+        the key owner must keep one live context per key, or serialize after
+        every flooded decryption and keep only the newest blob.
         """
         sk = bool(save_secret_key)
         if sk and not self.has_secret_key:
