@@ -155,7 +155,9 @@ async def masked_input(party: Party, state: ServerState) -> None:
     state.machine.advance(Stage.MASKED_INPUT)
     dtype = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
     size = state.length + 1  # the values and the weight
-    total = np.zeros(size, dtype=dtype)  # the ring: uint32 or uint64
+    # allocated from the first vector that arrives, so an announced length alone never
+    # makes the server allocate (what arrives passed the network's size limits)
+    sums: list[np.ndarray] = []
     senders: list[int] = []
     tag = Stage.MASKED_INPUT.value
 
@@ -165,13 +167,16 @@ async def masked_input(party: Party, state: ServerState) -> None:
         except (PeerError, WireError):
             return  # silent, gone or garbled: a dropout
         if isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == dtype and v.size == size:
-            np.add(total, v, out=total)
+            if sums:
+                np.add(sums[0], v, out=sums[0])
+            else:
+                sums.append(v.copy())  # the ring: uint32 or uint64
             senders.append(u)
 
     async with trio.open_nursery() as nursery:
         for u in state.u2:
             nursery.start_soon(take, u)
-    state.total = total
+    state.total = sums[0] if sums else np.zeros(0, dtype=dtype)
     state.u3 = sorted(senders)
     state.dropped[Stage.MASKED_INPUT.value] = sorted(set(state.u2) - set(state.u3))
     _need(state, state.u3, Stage.MASKED_INPUT)
