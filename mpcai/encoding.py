@@ -114,7 +114,7 @@ def encode_fixed(
     """Encode reals as fixed-point elements of Z_2^64 (``uint64``, two's complement).
 
     ``frac_bits`` fractional bits; the encoded integer must fit in
-    ``max_bits`` signed bits (|round(x * 2^f)| < 2^(max_bits - 1)), else
+    ``max_bits`` signed bits (``|round(x * 2^f)| < 2^(max_bits - 1)``), else
     :class:`EncodingOverflow`.  With ``stochastic=True`` rounding is
     randomised (unbiased); otherwise round-to-nearest.
     """

@@ -25,7 +25,7 @@ so it is never called; and with ``auto_mod_switch`` TenSEAL mod-switches the
 *argument* of ``a.add(b)`` in place when ``b`` sits at a higher level, so the
 higher-level operand is always made the receiver.  After each multiplication
 TenSEAL rescales and then overwrites the scale with the nominal 2^40 (the
-true scale is 2^80 / q_i), a relative error of |2^40/q_i - 1| < 2^-20 per
+true scale is 2^80 / q_i), a relative error of ``|2^40/q_i - 1| < 2^-20`` per
 rescale, well inside the errors below.
 
 **Vector x plain matrix** (:meth:`CKKSVector.matmul` with a
@@ -201,7 +201,7 @@ DEFAULT_FLOOD_SECURITY_BITS: int = 40
 """Statistical security ``s`` of flooded decryptions: KL divergence <= 2^-s over a key's budget."""
 
 NOISE_MARGIN: float = 8.0
-"""Noise bound = this times the largest measured |Im| error, rounded up to a power of two."""
+"""Noise bound = this times the largest measured ``|Im|`` error, rounded up to a power of two."""
 
 DEFAULT_DECRYPTION_BUDGET: int = 16
 """Flooded ciphertext decryptions allowed per key unless the owner sets another."""
@@ -249,7 +249,7 @@ class Preset:
 
     @property
     def max_abs_value(self) -> float:
-        """Largest |x| that decrypts correctly at the last level (top prime / scale / 2)."""
+        """Largest ``|x|`` that decrypts correctly at the last level (top prime / scale / 2)."""
         return math.ldexp(1.0, self.coeff_mod_bit_sizes[0] - self.scale_bits - 1)
 
 
@@ -562,7 +562,7 @@ class CKKSContext:
         return float(np.sqrt(np.mean(im * im))), float(np.max(np.abs(im)))
 
     def estimate_noise(self, vec: CKKSVector, *, peak: bool = False) -> np.ndarray:
-        """Per ciphertext of ``vec``: the RMS (with ``peak``: the maximum) of |Im| over all slots.
+        """Per ciphertext of ``vec``: the RMS (with ``peak``: the maximum) of ``|Im|`` over slots.
 
         Every operation of this module is real, so a slot's imaginary part is
         its CKKS error alone (see the module docstring for how it relates to
