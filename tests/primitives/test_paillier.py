@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phe import command_line as phe_cli
 
-from mpcai.errors import EncodingOverflow, InvalidInput, MpcaiError
+from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType, MpcaiError
 from mpcai.he import paillier as P
 from mpcai.he._paillier_math import FixedBase, inverse_mod_2k, sec_exact_quotient
 
@@ -506,3 +506,48 @@ def test_phe_key_randomness_uses_powmod_sec(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(gmpy2, "powmod", refuse)
     assert sk.decrypt(pub.encrypt(-77)) == -77
+
+
+def test_phe_keys_are_accepted_where_a_user_passes_them(
+        phe_keys: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]) -> None:
+    """phe's key objects go straight into the bulk functions and the ciphertext
+    constructors (converted: phe decrypts what we encrypt under its key and we decrypt
+    what phe encrypts), and the explicit converters check what they convert."""
+    ppub, psk = phe_keys
+    values = np.array([1.5, -2.25, 1e6, 0.0])
+    enc = P.encrypt_array(ppub, values)
+    assert enc.public_key.n == ppub.n and enc.public_key.hs is None  # phe: r^n randomness
+    got = [psk.decrypt(phe.EncryptedNumber(ppub, int(c), -(enc.frac_bits // 4)))
+           for c in enc._cs]  # phe decrypts each element (the reference)
+    assert got == pytest.approx(values.tolist())
+    np.testing.assert_allclose(P.decrypt_array(psk, P.encrypt_array(psk, values)), values)
+    assert P.decrypt_array(psk, enc).tolist() == pytest.approx(values.tolist())
+    packed = P.encrypt_packed(ppub, values[:2])
+    np.testing.assert_allclose(P.decrypt_packed(psk, packed + packed), 2 * values[:2])
+    theirs = ppub.encrypt(-31337)
+    ours = P.EncryptedNumber(ppub, theirs.ciphertext())
+    assert P.PrivateKey.from_phe(psk).decrypt(ours) == -31337
+    obj = json.loads(phe_cli.serialise_encrypted(ppub.encrypt(2.5)))
+    assert P.PrivateKey.from_phe(psk).decrypt(P.EncryptedNumber.from_phe_json(ppub, obj)) == 2.5
+    # explicit converters
+    pub = P.PublicKey.from_phe(ppub)
+    sk = P.PrivateKey.from_phe(psk)
+    assert pub == sk.public_key and pub.n == ppub.n and (sk.p * sk.q) == ppub.n
+    assert sk.public_key.hs is not None  # the owner draws a fresh h_s, as from_jwk does
+    assert psk.decrypt(phe.EncryptedNumber(ppub, sk.encrypt(-7).ciphertext())) == -7
+    with pytest.raises(InvalidType):
+        P.PublicKey.from_phe(pub)  # ours is not a phe key
+    with pytest.raises(InvalidType):
+        P.PrivateKey.from_phe(ppub)
+    tiny = phe.generate_paillier_keypair(n_length=512)
+    with pytest.raises(P.KeyTooSmall):
+        P.encrypt_array(tiny[0], values)
+    with pytest.raises(P.KeyTooSmall):
+        P.PrivateKey.from_phe(tiny[1])
+    # a public key where the private key is needed: a typed error that says so
+    with pytest.raises(InvalidType, match="private key"):
+        P.decrypt_array(ppub, enc)
+    with pytest.raises(InvalidType, match="private key"):
+        P.decrypt_array(pub, enc)
+    with pytest.raises(InvalidType, match="from_phe"):
+        P.encrypt_array(object(), values)  # type: ignore[arg-type]
