@@ -24,6 +24,7 @@ __all__ = [
     "PeerDropped",
     "PeerError",
     "PeerTimeout",
+    "PeersMissing",
     "ProtocolAbort",
     "ShareError",
     "TripleReuse",
@@ -107,6 +108,22 @@ class PeerDropped(PeerError):
 
 class PeerTimeout(PeerError, TimeoutError):
     """The peer did not send the expected message before the deadline."""
+
+
+class PeersMissing(PeerError):
+    """A ``gather`` or ``exchange`` did not hear from every peer it needed.
+
+    ``missing`` maps each party that gave no answer to why, as the error
+    that party's receive got: :class:`PeerTimeout` (silent until the
+    deadline), :class:`PeerDropped` (it left, crashed, or never connected,
+    e.g. its certificate was refused) or :class:`WireError` (it sent
+    something unacceptable and was cut off).  ``peer`` is the missing party
+    when there is exactly one, else ``None``.
+    """
+
+    def __init__(self, message: str, missing: dict[int, MpcaiError]) -> None:
+        super().__init__(message, next(iter(missing)) if len(missing) == 1 else None)
+        self.missing = dict(missing)
 
 
 _LOG_LINE_SHOWN = 300  # characters of each log line quoted in PartyFailed / LaunchError

@@ -11,6 +11,7 @@ from mpcai.runtime.memory import InMemoryNetwork as InMemoryNetwork
 from mpcai.runtime.network import Link as Link
 from mpcai.runtime.network import Network as Network
 from mpcai.runtime.party import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from mpcai.runtime.party import Gathered as Gathered
 from mpcai.runtime.party import Party as Party
 from mpcai.runtime.party import open_party as open_party
 from mpcai.runtime.stats import CommStats as CommStats
@@ -23,6 +24,7 @@ from mpcai.runtime.wire import Limits as Limits
 __all__ = [
     "DEFAULT_TIMEOUT",
     "CommStats",
+    "Gathered",
     "InMemoryNetwork",
     "Limits",
     "Link",

@@ -49,6 +49,7 @@ from mpcai.errors import (
     MpcaiError,
     PeerDropped,
     PeerError,
+    PeersMissing,
     PeerTimeout,
     WireError,
 )
@@ -56,7 +57,7 @@ from mpcai.runtime import wire
 from mpcai.runtime.network import Link, Network
 from mpcai.runtime.stats import CommStats
 
-__all__ = ["DEFAULT_MAX_UNREAD_BYTES", "DEFAULT_TIMEOUT", "Party", "open_party"]
+__all__ = ["DEFAULT_MAX_UNREAD_BYTES", "DEFAULT_TIMEOUT", "Gathered", "Party", "open_party"]
 
 DEFAULT_TIMEOUT: float = 60.0
 """Default deadline, in seconds, for any wait on a peer."""
@@ -100,6 +101,50 @@ class _Slot:
         self.has_value = False
         self.consumed = False
         self.expired = False
+
+
+class Gathered(dict[int, Any]):
+    """What :meth:`Party.gather` and :meth:`Party.exchange` return.
+
+    A dict ``{peer: obj}`` of the answers that came, plus ``missing``:
+    ``{peer: error}`` for each expected peer that gave none, with the reason
+    (:class:`~mpcai.errors.PeerTimeout`, :class:`~mpcai.errors.PeerDropped`,
+    :class:`~mpcai.errors.WireError`).  ``missing`` is empty unless the
+    call's ``min_count`` allowed partial results.
+    """
+
+    __slots__ = ("missing",)
+
+    def __init__(self, answers: Mapping[int, Any] | None = None,
+                 missing: Mapping[int, MpcaiError] | None = None) -> None:
+        super().__init__(answers or {})
+        self.missing: dict[int, MpcaiError] = dict(missing or {})
+
+    def __repr__(self) -> str:
+        return f"Gathered({dict.__repr__(self)}, missing={sorted(self.missing)})"
+
+
+def _check_parties(tag: str, parties: tuple[int, ...], min_count: int | None) -> None:
+    if len(set(parties)) != len(parties):
+        raise InvalidInput(f"{tag!r}: a party is listed twice in {parties}")
+    if min_count is None:
+        return
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 0:
+        raise InvalidInput(f"min_count must be a non-negative int or None, got {min_count!r}")
+    if min_count > len(parties):
+        raise InvalidInput(f"{tag!r}: min_count {min_count} exceeds the {len(parties)} "
+                           f"parties asked")
+
+
+def _gathered(tag: str, got: dict[int, Any], missing: dict[int, MpcaiError], expected: int,
+              min_count: int | None) -> Gathered:
+    """The result, or :class:`PeersMissing` if fewer than ``min_count`` (default: all) answered."""
+    needed = expected if min_count is None else min_count
+    if len(got) < needed:
+        why = ", ".join(f"party {p} ({type(e).__name__}: {e})" for p, e in sorted(missing.items()))
+        raise PeersMissing(f"{tag!r}: {len(got)} of {expected} parties answered, {needed} needed; "
+                           f"missing: {why}", missing)
+    return Gathered(got, missing)
 
 
 class Party:
@@ -332,17 +377,30 @@ class Party:
         *,
         timeout: float | None = None,
         min_count: int | None = None,
-    ) -> dict[int, Any]:
-        """Receive ``tag`` from many peers; returns ``{peer: obj}`` for those that answered.
+    ) -> Gathered:
+        """Receive ``tag`` from every peer in ``frm`` (default: all of them).
 
-        Waits until every peer in ``frm`` (default: all) has answered or
-        failed, or until the deadline; peers that did not answer in time are
-        marked timed out (a late message from them is rejected).  With
-        ``min_count``, fewer answers raise :class:`~mpcai.errors.PeerTimeout`.
+        Waits until each of them has answered or failed, or until the
+        deadline; a peer that has not answered by then is marked timed out
+        (a late message from it is rejected).
+
+        By default every one of them must answer: if any did not, this
+        raises :class:`~mpcai.errors.PeersMissing`, whose ``missing`` maps
+        each silent party to why (``PeerTimeout``, ``PeerDropped``,
+        ``WireError``); the answers that did come are consumed.  With
+        ``min_count=k``, partial results are accepted: it raises
+        ``PeersMissing`` only if fewer than ``k`` answered (``min_count=0``
+        accepts any subset, even none), and otherwise returns the answers
+        with ``.missing`` filled in.
+
+        Returns a :class:`Gathered`: ``{peer: obj}`` for the peers that
+        answered, and ``.missing``, ``{peer: error}`` for the others (empty
+        unless ``min_count`` let some be missing).
         """
         sources = self.peers if frm is None else tuple(frm)
         for p in sources:
             self._check_peer(p)
+        _check_parties(tag, sources, min_count)
         deadline = self._deadline(timeout)
         slots = {p: self._slot(p, tag) for p in sources}
         for p, slot in slots.items():
@@ -359,28 +417,41 @@ class Party:
             for slot in slots.values():
                 slot.wanted -= 1
         got: dict[int, Any] = {}
+        missing: dict[int, MpcaiError] = {}
         for p, slot in slots.items():
             if slot.has_value:
                 got[p] = self._take(p, tag, slot)
-            elif not slot.event.is_set():
+            elif p in self._errors:
+                missing[p] = self._errors[p]
+            else:
                 slot.expired = True
+                missing[p] = PeerTimeout(f"no {tag!r} from party {p} within {deadline:g} s", p)
         self._last_was_send = False
-        if min_count is not None and len(got) < min_count:
-            missing = sorted(set(sources) - set(got))
-            raise PeerTimeout(
-                f"{tag!r}: {len(got)} of {len(sources)} parties answered, {min_count} needed "
-                f"(missing: {missing})"
-            )
-        return got
+        return _gathered(tag, got, missing, len(sources), min_count)
 
     async def exchange(self, tag: str, obj: Any, peers: Iterable[int] | None = None, *,
-                       timeout: float | None = None) -> dict[int, Any]:
-        """Send ``obj`` to ``peers`` (default: all) and gather theirs under the same tag."""
+                       timeout: float | None = None,
+                       min_count: int | None = None) -> Gathered:
+        """Send ``obj`` to ``peers`` (default: all) and gather theirs under the same tag.
+
+        Every one of ``peers`` must take part unless ``min_count`` says
+        otherwise, exactly as in :meth:`gather`: a peer that could not be
+        sent to, or did not answer, is missing, and by default any missing
+        peer raises :class:`~mpcai.errors.PeersMissing` naming it and why.
+        With ``min_count=k`` the result (``{peer: obj}``, with ``.missing``)
+        is returned if at least ``k`` peers answered.
+        """
         targets = self.peers if peers is None else tuple(peers)
+        for p in targets:
+            self._check_peer(p)
+        _check_parties(tag, targets, min_count)
         deadline = self._deadline(timeout)
         failures = await self.broadcast(tag, obj, targets, timeout=deadline)
-        return await self.gather(tag, [p for p in targets if p not in failures],
-                                 timeout=deadline)
+        answered = await self.gather(tag, [p for p in targets if p not in failures],
+                                     timeout=deadline, min_count=0)
+        missing = {p: failures[p] if p in failures else answered.missing[p]
+                   for p in targets if p not in answered}
+        return _gathered(tag, dict(answered), missing, len(targets), min_count)
 
     # ---- the reader, one task per peer --------------------------------------
 

@@ -85,7 +85,8 @@ def _need(state: ServerState, alive: list[int], stage: Stage) -> None:
 async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -> None:
     """Collect public keys; publish the list to the clients who sent them."""
     state.machine.advance(Stage.ADVERTISE_KEYS)
-    got = await party.gather(Stage.ADVERTISE_KEYS.value, clients, timeout=state.cfg.timeout)
+    got = await party.gather(Stage.ADVERTISE_KEYS.value, clients, timeout=state.cfg.timeout,
+                             min_count=0)  # partial: dropouts are expected
     e_len = 32 if state.cfg.consistency_check else 0
     identities = state.cfg.identities
     lengths: dict[int, int] = {}
@@ -130,7 +131,8 @@ async def share_keys(party: Party, state: ServerState) -> None:
     """Collect the encrypted shares; forward each to its recipient with the survivor list."""
     state.machine.advance(Stage.SHARE_KEYS)
     u1 = sorted(state.keys)
-    got = await party.gather(Stage.SHARE_KEYS.value, u1, timeout=state.cfg.timeout)
+    got = await party.gather(Stage.SHARE_KEYS.value, u1, timeout=state.cfg.timeout,
+                             min_count=0)  # partial: dropouts are expected
     blobs = {u: m for u, m in got.items()
              if isinstance(m, dict) and set(m) <= state.graph[u]
              and all(isinstance(b, bytes) and len(b) > _crypto.COMMITMENT_BYTES
@@ -187,7 +189,8 @@ async def consistency_check(party: Party, state: ServerState) -> None:
     state.machine.advance(Stage.CONSISTENCY_CHECK)
     await party.broadcast(Stage.CONSISTENCY_CHECK.value, np.array(state.u3, dtype=np.uint32),
                           to=state.u3)
-    got = await party.gather(Stage.CONSISTENCY_CHECK.value, state.u3, timeout=state.cfg.timeout)
+    got = await party.gather(Stage.CONSISTENCY_CHECK.value, state.u3, timeout=state.cfg.timeout,
+                             min_count=0)  # partial: dropouts are expected
     state.sigs = {u: s for u, s in got.items() if isinstance(s, bytes)}
     state.dropped[Stage.CONSISTENCY_CHECK.value] = sorted(set(state.u3) - set(state.sigs))
     _need(state, sorted(state.sigs), Stage.CONSISTENCY_CHECK)
@@ -269,7 +272,8 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
         return req
 
     await party.send_many(Stage.UNMASK.value, {v: request(v) for v in state.u3})
-    got = await party.gather(Stage.UNMASK.value, state.u3, timeout=state.cfg.timeout)
+    got = await party.gather(Stage.UNMASK.value, state.u3, timeout=state.cfg.timeout,
+                             min_count=0)  # partial: dropouts are expected
     state.dropped[Stage.UNMASK.value] = sorted(set(state.u3) - set(got))
     _need(state, sorted(got), Stage.UNMASK)
     b_held: dict[int, dict[int, np.ndarray]] = {v: {} for v in state.u3}

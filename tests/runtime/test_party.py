@@ -18,11 +18,12 @@ from mpcai.errors import (
     InvalidInput,
     MessageRejected,
     PeerDropped,
+    PeersMissing,
     PeerTimeout,
     WireError,
 )
-from mpcai.runtime import InMemoryNetwork, Network, Party, open_party, wire
-from mpcai.runtime.tcp import local_tcp_network
+from mpcai.runtime import Gathered, InMemoryNetwork, Network, Party, open_party, wire
+from mpcai.runtime.tcp import TlsCredentials, local_tcp_network
 from mpcai.testing import Fault, FaultyNetwork, run_local
 
 SESSION = bytes(16)
@@ -100,16 +101,17 @@ def test_stats_count_wire_bytes_messages_rounds(make_network: Callable[[int], Ne
         assert sum(st.sent_to.values()) == st.bytes_sent
 
 
-def test_gather_returns_who_answered_and_rejects_latecomers(timed: tuple) -> None:
+def test_partial_gather_returns_who_answered_and_rejects_latecomers(timed: tuple) -> None:
     make_network, clock, unit = timed
 
     async def fn(party: Party) -> object:
         if party.id == 0:
-            got = await party.gather("g", timeout=1.0 * unit)
+            got = await party.gather("g", timeout=1.0 * unit, min_count=1)
+            assert isinstance(got.missing[2], PeerTimeout) and got.missing[2].peer == 2
             # party 2 answers after the deadline: its link is then rejected
             with pytest.raises(MessageRejected):
                 await party.recv(2, "after")
-            return sorted(got)
+            return sorted(got), sorted(got.missing)
         if party.id != 2:
             await party.send(0, "g", party.id)
             return None
@@ -122,7 +124,7 @@ def test_gather_returns_who_answered_and_rejects_latecomers(timed: tuple) -> Non
         return None
 
     res = run_local(3, fn, network=make_network(3), clock=clock)
-    assert res[0] == [1]
+    assert res[0] == ([1], [2])
 
 
 def test_recv_timeout_is_typed(timed: tuple) -> None:
@@ -224,6 +226,131 @@ def test_many_parties_gather(make_network: Callable[[int], Network]) -> None:
     assert run_local(n, fn, network=make_network(n))[0] == 100 * sum(range(1, n))
 
 
+# ---- everyone expected, or a typed error naming who is missing ---------------------
+
+
+async def add_up(party: Party, value: int) -> int:
+    """The README's example, verbatim."""
+    others = await party.exchange("value", value)   # send to all, gather from all
+    return value + sum(others.values())
+
+
+def test_exchange_raises_naming_a_party_that_left(make_network: Callable[[int], Network]) -> None:
+    async def fn(party: Party, value: int) -> object:
+        if party.id == 2:
+            return None  # leaves at once (says goodbye)
+        return await add_up(party, value)
+
+    res = run_local(3, fn, args_per_party=[(1,), (2,), (3,)], network=make_network(3),
+                    return_exceptions=True)
+    for me in (0, 1):
+        err = res[me]
+        assert isinstance(err, PeersMissing), err
+        assert set(err.missing) == {2} and err.peer == 2
+        assert isinstance(err.missing[2], PeerDropped) and err.missing[2].peer == 2
+        assert "'value': 1 of 2 parties answered, 2 needed; missing: party 2 (PeerDropped" \
+            in str(err)
+    assert res[2] is None
+
+
+def test_exchange_raises_on_a_silent_party_partial_mode_says_who_is_missing(
+        timed: tuple) -> None:
+    make_network, clock, unit = timed
+
+    async def fn(party: Party) -> object:
+        if party.id == 2:
+            await trio.sleep(3 * unit)  # silent past both deadlines
+            return None
+        if party.id == 0:
+            with pytest.raises(PeersMissing) as info:
+                await party.exchange("v", 10, timeout=1 * unit)
+            return {p: type(e) for p, e in info.value.missing.items()}
+        got = await party.exchange("v", 11, timeout=1 * unit, min_count=1)
+        return type(got), dict(got), {p: type(e) for p, e in got.missing.items()}
+
+    res = run_local(3, fn, network=make_network(3), clock=clock, return_exceptions=True)
+    assert res[0] == {2: PeerTimeout}
+    assert res[1] == (Gathered, {0: 10}, {2: PeerTimeout})
+
+
+def test_min_count_raises_below_k_and_returns_from_k(
+        make_network: Callable[[int], Network]) -> None:
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            enough = await party.gather("a", min_count=2)
+            with pytest.raises(PeersMissing, match="2 of 3 parties answered, 3 needed") as info:
+                await party.gather("b", min_count=3, timeout=30)
+            none_needed = await party.gather("c", [3], min_count=0)
+            return (dict(enough), sorted(enough.missing), sorted(info.value.missing),
+                    dict(none_needed), sorted(none_needed.missing))
+        if party.id == 3:
+            return None  # leaves at once
+        await party.send(0, "a", party.id)
+        await party.send(0, "b", party.id)
+        return None
+
+    res = run_local(4, fn, network=make_network(4))
+    assert res[0] == ({1: 1, 2: 2}, [3], [3], {}, [3])
+
+
+def test_gather_arguments_are_checked() -> None:
+    async def fn(party: Party) -> None:
+        if party.id != 0:
+            return
+        for bad in (-1, 1.5, True, 3):  # 3: more than the two peers asked
+            with pytest.raises(InvalidInput):
+                await party.gather("x", min_count=bad)  # type: ignore[arg-type]
+            with pytest.raises(InvalidInput):
+                await party.exchange("x", 0, min_count=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="listed twice"):
+            await party.gather("x", [1, 1])
+
+    run_local(3, fn)
+
+
+@pytest.mark.parametrize("network", ["memory", "tcp+tls"])
+def test_readme_add_up_with_only_party_0_started_raises(network: str) -> None:
+    # the issue: party 0 alone printed 1 and exited 0
+    net = InMemoryNetwork(3) if network == "memory" else local_tcp_network(3, connect_timeout=1)
+
+    async def main() -> PeersMissing:
+        with pytest.raises(PeersMissing) as info:
+            async with open_party(net, 0, SESSION, timeout=5) as party:
+                await add_up(party, 1)
+        if network != "memory":
+            await net.aclose()  # type: ignore[attr-defined]
+        return info.value
+
+    err = trio.run(main, clock=mock_clock() if network == "memory" else None)
+    expected = PeerTimeout if network == "memory" else PeerDropped  # TCP: never connected
+    assert sorted(err.missing) == [1, 2] and err.peer is None
+    assert all(type(e) is expected for e in err.missing.values())
+    assert "party 1 (" in str(err) and "party 2 (" in str(err)
+
+
+def test_readme_add_up_with_a_refused_certificate_raises() -> None:
+    # the issue: party 2 refused party 1's certificate, and 0 and 1 printed 3
+    good = TlsCredentials.generate([0, 1, 2])
+    foreign = TlsCredentials.generate([1])  # another CA: refused by 0 and 2
+    net = local_tcp_network(3, {0: good[0], 1: foreign[1], 2: good[2]}, connect_timeout=1)
+    res = run_local(3, add_up, args_per_party=[(1,), (2,), (3,)], network=net, timeout=10,
+                    return_exceptions=True)
+    assert all(isinstance(r, PeersMissing) for r in res), list(res)
+    assert sorted(res[0].missing) == [1] and sorted(res[2].missing) == [1]
+    assert sorted(res[1].missing) == [0, 2]
+    assert all(isinstance(e, PeerDropped) for r in res for e in r.missing.values())
+    assert "certificate" in str(res[2].missing[1])  # 2 connects to 1 and refuses its certificate
+
+
+def test_readme_states_what_add_up_really_sends() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    run = run_local(3, add_up, args_per_party=[(1,), (2,), (3,)])
+    assert list(run) == [6, 6, 6]
+    assert f"print(run.stats[0])       # {run.stats[0]}\n" in readme
+
+
 # ---- faults and hostile frames (in-memory: frames crafted by hand) -------------
 
 
@@ -312,14 +439,14 @@ def test_crashed_party_is_dropped_not_a_hang() -> None:
 def test_stalled_party_times_out() -> None:
     async def fn(party: Party) -> object:
         if party.id == 0:
-            got = await party.gather("x", timeout=3)
-            return sorted(got)
+            got = await party.gather("x", timeout=3, min_count=1)
+            return sorted(got), type(got.missing[1])
         await party.send(0, "x", party.id)
         return None
 
     net = FaultyNetwork(InMemoryNetwork(3), {1: Fault(stall_after=0)})
     res = run_local(3, fn, network=net, clock=mock_clock(), timeout=5, return_exceptions=True)
-    assert res[0] == [2]
+    assert res[0] == ([2], PeerTimeout)
     assert isinstance(res[1], PeerTimeout)
 
 
@@ -329,8 +456,9 @@ def test_corrupting_party_is_cut_off_others_finish() -> None:
 
     async def fn(party: Party) -> object:
         if party.id == 0:
-            got = await party.gather("x")
+            got = await party.gather("x", min_count=1)
             assert isinstance(party.failed[1], WireError)
+            assert got.missing == {1: party.failed[1]}
             return sorted(got)
         await party.send(0, "x", party.id)
         return None
