@@ -1,4 +1,14 @@
-"""The ``mpcai`` command: ``mpcai demo ...`` and ``mpcai bench ...``."""
+"""The ``mpcai`` command: ``mpcai demo ...`` and ``mpcai bench ...``.
+
+An error a person can fix (a typed :class:`~mpcai.errors.MpcaiError`, an
+``OSError`` such as a missing or unreadable file) is printed as one line,
+``mpcai: error: <what is wrong>``, plus ``mpcai: hint: <what to do>`` where
+there is one, and the exit status is 2 for bad input (``InvalidInput``,
+``InvalidType``, as for argparse's usage errors) or 1 for a failed run;
+Ctrl-C exits with 130.  ``--debug`` (or ``-v``, anywhere on the command line)
+lets the exception propagate with its traceback instead.  Other exceptions
+(bugs) always propagate.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +17,25 @@ import sys
 
 __all__ = ["main"]
 
+_DEBUG_HELP = "show the full traceback of an error instead of one line"
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpcai", description="Secure multiparty computation for decentralised AI."
     )
+    parser.add_argument("-v", "--debug", action="store_true", help=_DEBUG_HELP)
+    # ``--debug`` after a subcommand too (SUPPRESS: absent there, the top level's False stays)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--debug", action="store_true", default=argparse.SUPPRESS,
+                        help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="run a multi-party demo (default: secure aggregation)")
+    demo = sub.add_parser("demo", parents=[common],
+                          help="run a multi-party demo (default: secure aggregation)")
     demo_sub = demo.add_subparsers(dest="demo", metavar="DEMO")
-    sec = demo_sub.add_parser(
-        "secagg", help="secure aggregation: server + clients as processes over TLS")
+    sec = demo_sub.add_parser("secagg", parents=[common],
+                              help="secure aggregation: server + clients as processes over TLS")
     sec.add_argument("--clients", type=int, default=20, help="number of clients")
     sec.add_argument("--dim", type=int, default=100_000, help="parameters per model update")
     sec.add_argument("--dropout", type=float, default=0.1,
@@ -27,13 +45,14 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="Shamir threshold t (default: chosen with the graph degree for "
                           "P[round fails] <= 2^-20 and P[privacy lost] <= 2^-40)")
     hosp = demo_sub.add_parser(
-        "hospitals", help="three hospitals add up private patient counts by secret sharing"
-    )
+        "hospitals", parents=[common],
+        help="three hospitals add up private patient counts by secret sharing")
     hosp.add_argument("--hospitals", type=int, default=3, help="number of hospitals (>= 3)")
     hosp.add_argument("--threshold", type=int, default=2,
                       help="Shamir threshold: hospitals needed to recover the total")
 
-    party = sub.add_parser("party", help="run one party of a deployment (TCP + mutual TLS)")
+    party = sub.add_parser("party", parents=[common],
+                           help="run one party of a deployment (TCP + mutual TLS)")
     party.add_argument("--config", required=True, metavar="FILE", help="deployment config (JSON)")
     party.add_argument("--id", required=True, type=int, help="this party's id")
     party.add_argument("--announce", action="store_true",
@@ -45,40 +64,98 @@ def _build_parser() -> argparse.ArgumentParser:
     party.add_argument("--path", action="append", default=[], metavar="DIR",
                        help="append DIR to sys.path (after site-packages) to find the function")
 
-    certs = sub.add_parser("certs", help="create a CA and per-party TLS certificates")
+    certs = sub.add_parser("certs", parents=[common],
+                           help="create a CA and per-party TLS certificates")
     certs.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
     certs.add_argument("--parties", required=True, type=int, metavar="N",
                        help="certificates for parties 0..N-1")
 
-    bench = sub.add_parser("bench", help="benchmarks against peers (ratios in one run)")
+    bench = sub.add_parser("bench", parents=[common],
+                           help="benchmarks against peers (ratios in one run)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="SUITE", required=True)
-    prim = bench_sub.add_parser("primitives", help="C core: PRG, uint64 GEMM, Shamir")
+    prim = bench_sub.add_parser("primitives", parents=[common],
+                                help="C core: PRG, uint64 GEMM, Shamir")
     prim.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     prim.add_argument("--reps", type=int, default=7, help="repetitions per measurement (median)")
     prim.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     prim.add_argument("--only", action="append", choices=["prg", "gemm", "shamir"],
                       help="run only this suite (repeatable)")
-    he = bench_sub.add_parser("he", help="Paillier vs phe, CKKS vs raw TenSEAL")
+    he = bench_sub.add_parser("he", parents=[common], help="Paillier vs phe, CKKS vs raw TenSEAL")
     he.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     he.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median)")
     he.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     he.add_argument("--only", action="append", choices=["paillier", "ckks"],
                     help="run only this suite (repeatable)")
-    sg = bench_sub.add_parser("secagg", help="secure aggregation vs Flower's SecAgg+")
+    sg = bench_sub.add_parser("secagg", parents=[common],
+                              help="secure aggregation vs Flower's SecAgg+")
     sg.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     sg.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
     sg.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    rt = bench_sub.add_parser("runtime", help="party runtime: TCP+TLS throughput, in-memory")
+    rt = bench_sub.add_parser("runtime", parents=[common],
+                              help="party runtime: TCP+TLS throughput, in-memory")
     rt.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     rt.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
     rt.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     return parser
 
 
+def _hint(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """What to do about ``exc``, in one line, where there is something to say."""
+    from mpcai import errors
+    from mpcai.runtime.launcher import LaunchError
+
+    command = " ".join(str(getattr(args, k)) for k in ("command", "demo", "bench")
+                       if getattr(args, k, None))
+    if isinstance(exc, LaunchError):
+        return "every party's log follows the error with --debug"
+    if isinstance(exc, (errors.InvalidInput, errors.InvalidType)):
+        return f"see 'mpcai {command} --help'" if command else "see 'mpcai --help'"
+    if isinstance(exc, errors.PeerError):
+        return "check that every party is running and reachable at its configured address"
+    if isinstance(exc, errors.UnsupportedVersion):
+        return "install a version within the range pyproject.toml names"
+    if isinstance(exc, FileNotFoundError):
+        return "check the path"
+    if isinstance(exc, PermissionError):
+        return "check the file's permissions"
+    return None
+
+
+def _report(exc: BaseException, args: argparse.Namespace) -> int:
+    """Print ``exc`` as one line (and a hint); the exit status: 2 for bad input, else 1."""
+    from mpcai import errors
+
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    more = f" ({len(lines) - 1} more lines with --debug)" if len(lines) > 1 else ""
+    print(f"mpcai: error: {lines[0]}{more}", file=sys.stderr)
+    hint = _hint(exc, args)
+    if hint:
+        print(f"mpcai: hint: {hint}", file=sys.stderr)
+    return 2 if isinstance(exc, (errors.InvalidInput, errors.InvalidType)) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mpcai`` console script."""
+    """Entry point of the ``mpcai`` console script: runs the command and returns its
+    exit status.  Typed errors, ``OSError`` and Ctrl-C are reported in one line (see
+    the module docstring) unless ``--debug`` is given, which re-raises them."""
+    from mpcai.errors import MpcaiError
+
     parser = _build_parser()
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("mpcai: interrupted", file=sys.stderr)
+        return 130
+    except (MpcaiError, OSError) as exc:
+        if args.debug:
+            raise
+        return _report(exc, args)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command is None:
         parser.print_help()
         return 2
@@ -96,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return launcher.main_party(args.config, args.id, announce=args.announce,
                                    args_path=args.args, result_path=args.result,
-                                   extra_path=args.path)
+                                   extra_path=args.path, debug=args.debug)
     if args.command == "certs":
         from mpcai.runtime import certs as certs_mod
 

@@ -43,11 +43,78 @@ def test_demo_with_more_hospitals(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Shamir 3-of-5" in capsys.readouterr().out
 
 
-def test_demo_rejects_bad_threshold() -> None:
+def test_demo_rejects_bad_threshold_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A typed error is one line saying what is wrong, one saying what to do, exit 2."""
+    assert cli.main(["demo", "hospitals", "--hospitals", "3", "--threshold", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("mpcai: error: threshold must be in [1, 3]\n"
+                   "mpcai: hint: see 'mpcai demo hospitals --help'\n")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--debug", "demo", "hospitals", "--threshold", "4"],
+    ["-v", "demo", "hospitals", "--threshold", "4"],
+    ["demo", "hospitals", "--threshold", "4", "--debug"],
+])
+def test_debug_flag_keeps_the_traceback(argv: list[str]) -> None:
     from mpcai.errors import InvalidInput
 
-    with pytest.raises(InvalidInput):
-        cli.main(["demo", "hospitals", "--hospitals", "3", "--threshold", "4"])
+    with pytest.raises(InvalidInput, match="threshold"):
+        cli.main(argv)
+
+
+def test_console_error_has_no_traceback() -> None:
+    """The real command (``python -m mpcai.cli``): a bad argument, a missing config
+    file for ``mpcai party``; and with --debug the traceback is back."""
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mpcai.cli", *argv],
+                              capture_output=True, text=True, cwd="/", timeout=120)
+
+    res = run("demo", "hospitals", "--threshold", "9")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.splitlines() == ["mpcai: error: threshold must be in [1, 3]",
+                                       "mpcai: hint: see 'mpcai demo hospitals --help'"]
+    res = run("party", "--config", "/nonexistent/mpcai.json", "--id", "0")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("mpcai: error: party 0: InvalidInput: cannot read config "
+                                 "/nonexistent/mpcai.json")
+    assert len(res.stderr.splitlines()) == 2 and "--debug" in res.stderr
+    res = run("--debug", "party", "--config", "/nonexistent/mpcai.json", "--id", "0")
+    assert res.returncode == 1 and "Traceback" in res.stderr
+
+
+def test_os_error_is_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert cli.main(["certs", "--out", str(blocker / "certs"), "--parties", "2"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) <= 2 and lines[0].startswith("mpcai: error: ")
+    assert str(blocker) in lines[0]
+    with pytest.raises(OSError):
+        cli.main(["--debug", "certs", "--out", str(blocker / "certs"), "--parties", "2"])
+
+
+def test_multi_line_errors_and_ctrl_c(monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from mpcai.runtime.launcher import LaunchError
+
+    def launch_failed(*_: object) -> int:
+        raise LaunchError("2 of 2 parties failed", {0: "log line a\nlog line b", 1: ""})
+
+    monkeypatch.setattr(cli, "_run", launch_failed)
+    assert cli.main(["demo", "secagg"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("mpcai: error: 2 of 2 parties failed (") and "--debug" in err[0]
+    assert len(err) == 2 and "log" in err[1]
+
+    def interrupted(*_: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert cli.main(["demo", "secagg"]) == 130
+    assert capsys.readouterr().err == "mpcai: interrupted\n"
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["--debug", "demo", "secagg"])
 
 
 def test_bench_primitives_quick_writes_json(tmp_path: Path,

@@ -82,9 +82,11 @@ import trio
 
 from mpcai.errors import (
     InvalidInput,
+    InvalidType,
     MpcaiError,
     PartyFailed,
     PeerDropped,
+    PeerError,
     WireError,
     _clip_line,
 )
@@ -112,22 +114,56 @@ short note lines (what was cut and where the full file is; how it exited)."""
 class LaunchError(MpcaiError, RuntimeError):
     """Launched parties failed: ``failures[i]`` is party i's :class:`PartyFailed`,
     ``logs[i]`` every party's output (its last :data:`_LOG_KEPT` characters, see the
-    module docstring); the message shows each log's last ``_LOG_LINES_SHOWN`` lines,
-    each cut to ``_LOG_LINE_SHOWN`` characters."""
+    module docstring).  ``first`` is the failed party that most likely caused the
+    rest (see :func:`_first_failure`).
+
+    The message's first line is that party's failure (``party 1 exited with status
+    1: mpcai.errors.EncodingOverflow: cannot encode NaN ...``), the next line
+    ``message`` (every failed party), then each log's last ``_LOG_LINES_SHOWN``
+    lines (the first party's log first), each cut to ``_LOG_LINE_SHOWN`` characters.
+    """
 
     def __init__(self, message: str, logs: dict[int, str],
-                 failures: Mapping[int, PartyFailed] | None = None) -> None:
+                 failures: Mapping[int, PartyFailed] | None = None, *,
+                 first: int | None = None) -> None:
         def tail(text: str) -> str:
             lines = text.rstrip().splitlines()
             cut = len(lines) - _LOG_LINES_SHOWN
             return "\n".join(([f"... ({cut} lines before)"] if cut > 0 else [])
                              + [_clip_line(line) for line in lines[-_LOG_LINES_SHOWN:]])
 
-        shown = "\n".join(f"---- party {pid} ----\n{tail(text) or '(no output)'}"
-                          for pid, text in logs.items())
-        super().__init__(f"{message}\n{shown}")
+        failures = dict(failures or {})
+        if first not in failures:
+            first = min(failures) if failures else None
+        order = sorted(logs, key=lambda pid: (pid != first, pid))
+        shown = "\n".join(f"---- party {pid} ----\n{tail(logs[pid]) or '(no output)'}"
+                          for pid in order)
+        head = f"party {first} {failures[first].reason}\n" if first is not None else ""
+        super().__init__(f"{head}{message}\n{shown}")
         self.logs = logs
-        self.failures = dict(failures or {})
+        self.failures = failures
+        self.first = first
+
+
+def _first_failure(failures: Mapping[int, PartyFailed],
+                   exited_at: Mapping[int, float]) -> int | None:
+    """The failed party to name first: a party whose failure is not a
+    :class:`~mpcai.errors.PeerError` (``PeerDropped``, ``PeerTimeout``,
+    ``PeersMissing``: what its peers see when another party fails) — a typed
+    error of its own, or a crash without one — before those that only lost a
+    peer; among equals, the one whose exit the launcher saw first, then the
+    lowest id."""
+    import mpcai.errors
+
+    def consequence(f: PartyFailed) -> bool:
+        module, _, name = (f.error_type or "").rpartition(".")
+        kind = getattr(mpcai.errors, name, None) if module == "mpcai.errors" else None
+        return isinstance(kind, type) and issubclass(kind, PeerError)
+
+    if not failures:
+        return None
+    return min(failures, key=lambda i: (consequence(failures[i]),
+                                        exited_at.get(i, float("inf")), i))
 
 
 @dataclass
@@ -375,10 +411,18 @@ class _Child:
         self._lock = threading.Lock()
         self.stdout_extra: list[str] = []  # what the party printed besides its announcement
         self._stdout_size = 0
+        self.exited_at: float | None = None  # monotonic time its exit was first seen
+
+    def _seen_exit(self) -> None:
+        if self.exited_at is None:
+            self.exited_at = time.monotonic()
 
     def poll(self) -> int | None:
         with self._lock:
-            return self.proc.poll()
+            rc = self.proc.poll()
+            if rc is not None:
+                self._seen_exit()
+            return rc
 
     def signal(self, sig: int) -> bool:
         with self._lock:
@@ -402,6 +446,8 @@ class _Child:
                 except ChildProcessError:  # pragma: no cover - reaped elsewhere
                     return
             if info is not None:
+                with self._lock:
+                    self._seen_exit()
                 return
             time.sleep(0.005)
 
@@ -465,7 +511,10 @@ def launch_local(
 ) -> LaunchResult:
     """Run ``n`` parties of ``function`` as OS processes over TCP+TLS on localhost.
 
-    ``function`` is ``"module:fn"`` or ``"file.py:fn"``; party ``i`` calls
+    ``function`` is ``"module:fn"`` or ``"path/to/file.py:fn"`` (a relative path is
+    relative to the current directory), never ``"__main__:fn"`` (refused with
+    :class:`~mpcai.errors.InvalidInput`: the parties do not run the caller's
+    script as ``__main__``); party ``i`` calls
     ``fn(party, *args_per_party[i])``.  Arguments and results must be
     encodable by the wire codec.  Returns the results in party order with
     ``.stats`` (per-party :class:`CommStats`) and ``.logs``.
@@ -503,6 +552,7 @@ def launch_local(
         connect_timeout = timeout / 4
     if not (isinstance(connect_timeout, (int, float)) and 0 < connect_timeout < float("inf")):
         raise InvalidInput(f"connect_timeout must be a positive number, got {connect_timeout!r}")
+    _refuse_main_module(function)
     load_function(function)  # fail early, in the caller's process, on a bad spec
     module_name, _, attr = function.rpartition(":")
     if module_name.endswith(".py"):  # the children run elsewhere: make the path absolute
@@ -515,6 +565,25 @@ def launch_local(
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _refuse_main_module(function: object) -> None:
+    """Refuse ``"__main__:fn"``: it resolves in the caller (whose script is
+    ``__main__``) but not in the parties, whose ``__main__`` is ``mpcai.cli``."""
+    if not isinstance(function, str):
+        raise InvalidType(f"function must be a 'module:function' string, not "
+                          f"{type(function).__name__}")
+    module_name, _, attr = function.rpartition(":")
+    if module_name not in ("__main__", "__mp_main__"):
+        return
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    as_file = (f"'{Path(script).resolve()}:{attr}'" if isinstance(script, str)
+               and script.endswith(".py") else f"'path/to/file.py:{attr}'")
+    raise InvalidInput(
+        f"launch_local cannot run {function!r}: each party is a new process whose "
+        f"__main__ is not your script; put {attr} in a module and pass "
+        f"'module:{attr}', or pass the file: {as_file} (keep the script's own "
+        "launch under `if __name__ == \"__main__\":`, the parties import the file)")
 
 
 class _Launch:
@@ -671,6 +740,7 @@ class _Launch:
             with child._lock:
                 try:
                     child.proc.wait(timeout=10)
+                    child._seen_exit()
                 except subprocess.TimeoutExpired:  # pragma: no cover - unkillable
                     pass
         for reader in self.readers:
@@ -743,7 +813,8 @@ class _Launch:
         error_type = None
         if isinstance(record, dict) and isinstance(record.get("error"), dict):
             error_type = str(record["error"].get("type", "?"))
-            reason += f": {error_type}: {str(record['error'].get('message', ''))[:300]}"
+            message = " ".join(str(record["error"].get("message", "")).split("\n"))
+            reason += f": {error_type}: {message[:300]}"
         elif unreadable:
             reason += unreadable
         elif rc == 0:
@@ -773,8 +844,10 @@ class _Launch:
         failures = run.failures
         if failures and not return_failures:
             names = "; ".join(f"party {i} {f.reason}" for i, f in failures.items())
+            exited = {i: c.exited_at for i, c in self.children.items()
+                      if c.exited_at is not None}
             raise LaunchError(f"{len(failures)} of {self.n} parties failed: {names}", logs,
-                              failures)
+                              failures, first=_first_failure(failures, exited))
         return run
 
 
@@ -790,13 +863,17 @@ def _read_tail(path: Path, limit: int) -> tuple[str, int]:
 
 
 def main_party(config_path: str, party_id: int, *, announce: bool, args_path: str | None,
-               result_path: str | None, extra_path: Sequence[str] = ()) -> int:
+               result_path: str | None, extra_path: Sequence[str] = (),
+               debug: bool = False) -> int:
     """``mpcai party``: run one party; print its result and statistics.
 
     With ``result_path``, the result and statistics are written there (wire
     codec, atomically).  If the party raises, the exception's type and
     message are written there instead (so the launcher can report it as a
-    typed failure), its traceback goes to stderr, and the exit code is 1.
+    typed failure), and the exit code is 1.  Its traceback goes to stderr
+    with ``debug`` or ``announce`` (a launched party: its log is the
+    launcher's report); otherwise stderr gets one line, ``mpcai: error:
+    party <id>: <type>: <message>``, and a hint naming ``--debug``.
     """
     sys.path.extend(extra_path)
     try:
@@ -809,7 +886,12 @@ def main_party(config_path: str, party_id: int, *, announce: bool, args_path: st
         while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1 \
                 and isinstance(exc.exceptions[0], Exception):
             exc = exc.exceptions[0]
-        traceback.print_exception(exc, file=sys.stderr)
+        if debug or announce:
+            traceback.print_exception(exc, file=sys.stderr)
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            print(f"mpcai: error: party {party_id}: {type(exc).__name__}: {first}\n"
+                  "mpcai: hint: --debug shows the traceback", file=sys.stderr)
         if result_path:
             kind = type(exc)
             _write_atomic(result_path, {"error": {"type": f"{kind.__module__}.{kind.__qualname__}",

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import mpcai.errors
 from mpcai import cli
-from mpcai.errors import InvalidInput, MpcaiError
+from mpcai.errors import InvalidInput, InvalidType, MpcaiError
 from mpcai.runtime import launcher
 from mpcai.runtime.launcher import (
     LaunchError,
@@ -223,3 +224,52 @@ def test_a_failing_noisy_party_gives_short_error_messages() -> None:
     assert len(str(failure)) < 5000
     assert len(str(err)) < 2 * (launcher._LOG_LINES_SHOWN + 2) * 400 + 5000
     assert all(len(line) <= 400 for line in str(err).splitlines()[1:])
+
+
+# ---- error messages a person can act on -----------------------------------------------
+
+
+def test_launch_error_names_the_first_failing_partys_typed_error_on_its_first_line() -> None:
+    """One party is given a NaN (EncodingOverflow), the others then see PeerDropped; the
+    NaN party exits last.  The first line of the LaunchError is that party's typed error,
+    and its log is shown first."""
+    with pytest.raises(LaunchError) as info:
+        launch_local(3, f"{HERE / 'launch_failing.py'}:nan_at_one_party",
+                     args_per_party=[([1.0],), ([float("nan")],), ([2.0],)],
+                     timeout=60, connect_timeout=5)
+    err = info.value
+    assert set(err.failures) == {0, 1, 2}
+    for i in (0, 2):  # the peers only lost party 1 (PeerDropped, or PeersMissing naming it)
+        name = err.failures[i].error_type or ""
+        assert name.startswith("mpcai.errors.")
+        assert issubclass(getattr(mpcai.errors, name.rpartition(".")[2]), mpcai.errors.PeerError)
+    assert err.first == 1
+    first, second = str(err).splitlines()[:2]
+    assert first == ("party 1 exited with status 1: mpcai.errors.EncodingOverflow: "
+                     "cannot encode NaN or infinite values")
+    assert second.startswith("3 of 3 parties failed")
+    assert str(err).index("---- party 1 ----") < str(err).index("---- party 0 ----")
+
+
+def test_main_module_function_is_refused_up_front() -> None:
+    """``__main__:fn`` resolves in the caller (its script is ``__main__``) but never in
+    the children (there ``__main__`` is ``mpcai.cli``): refused before any process
+    starts, with the fix in the message; ``path/to/file.py:fn`` is the supported form."""
+    import __main__
+
+    __main__._mpcai_test_party_fn = lambda party: None  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(InvalidInput, match=r"file\.py:fn|module"):
+            launch_local(2, "__main__:_mpcai_test_party_fn", timeout=10)
+    finally:
+        del __main__._mpcai_test_party_fn  # type: ignore[attr-defined]
+    with pytest.raises(InvalidType):
+        launch_local(2, 42)  # type: ignore[arg-type]
+
+
+def test_relative_file_path_function_runs_in_the_children(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(HERE.parent)
+    run = launch_local(2, "runtime/launch_parties.py:ring_sum", args_per_party=[(1,), (2,)],
+                       timeout=60)
+    assert [r["total"] for r in run] == [3, 3]
