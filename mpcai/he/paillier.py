@@ -125,7 +125,9 @@ checked); :meth:`PublicKey.to_jwk` / :meth:`PrivateKey.to_jwk` and
 ``{"v": ..., "e": ...}`` ciphertexts (base-16 exponent ``e = -f / 4``).
 phe's key objects are accepted wherever a key is passed (bulk functions,
 ciphertext constructors, ``deserialize``, ``from_phe_json``) and converted by
-:meth:`PublicKey.from_phe` / :meth:`PrivateKey.from_phe`.
+:meth:`PublicKey.from_phe` / :meth:`PrivateKey.from_phe`; a
+``phe.EncryptedNumber`` given to :meth:`PrivateKey.decrypt` by
+:meth:`EncryptedNumber.from_phe`.
 """
 
 from __future__ import annotations
@@ -588,9 +590,14 @@ class PrivateKey:
         raise EncodingOverflow("decrypted value is in the overflow band (|m| > n // 3 - 1)")
 
     def decrypt(self, encrypted: EncryptedNumber) -> int | float:
-        """An int when ``frac_bits == 0``, else the float ``m / 2^frac_bits``."""
+        """An int when ``frac_bits == 0``, else the float ``m / 2^frac_bits``.  A
+        ``phe.EncryptedNumber`` is converted (:meth:`EncryptedNumber.from_phe`)."""
         if not isinstance(encrypted, EncryptedNumber):
-            raise InvalidType(f"expected an EncryptedNumber, not {type(encrypted).__name__}")
+            import phe
+
+            if not isinstance(encrypted, phe.EncryptedNumber):
+                raise InvalidType(f"expected an EncryptedNumber, not {type(encrypted).__name__}")
+            encrypted = EncryptedNumber.from_phe(encrypted)
         if encrypted.public_key != self.public_key:
             raise InvalidCiphertext("ciphertext was made under another public key")
         m = self._signed(self._decrypt_residue(encrypted._c))
@@ -834,6 +841,18 @@ class EncryptedNumber:
             raise InvalidInput(f"phe exponent {e} outside [-256, 256]")
         ct = cls(public_key, int(v), 4 * -e if e < 0 else 0)
         return ct * (16 ** e) if e > 0 else ct
+
+    @classmethod
+    def from_phe(cls, encrypted: Any) -> EncryptedNumber:
+        """Convert a ``phe.EncryptedNumber`` (its key, ciphertext and base-16 exponent,
+        as :meth:`from_phe_json`); the phe object is not changed (not obfuscated)."""
+        import phe
+
+        if not isinstance(encrypted, phe.EncryptedNumber):
+            raise InvalidType(f"expected a phe.EncryptedNumber, not {type(encrypted).__name__}")
+        return cls.from_phe_json(encrypted.public_key,
+                                 {"v": str(encrypted.ciphertext(be_secure=False)),
+                                  "e": encrypted.exponent})
 
 
 # --------------------------------------------------------------------------- process pool

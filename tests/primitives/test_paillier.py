@@ -529,6 +529,11 @@ def test_phe_keys_are_accepted_where_a_user_passes_them(
     assert P.PrivateKey.from_phe(psk).decrypt(ours) == -31337
     obj = json.loads(phe_cli.serialise_encrypted(ppub.encrypt(2.5)))
     assert P.PrivateKey.from_phe(psk).decrypt(P.EncryptedNumber.from_phe_json(ppub, obj)) == 2.5
+    # phe's own ciphertext objects, straight into decrypt (phe picks the exponent)
+    for value in (3.75, -1e-3, 12345678901234567, -2):
+        assert P.PrivateKey.from_phe(psk).decrypt(ppub.encrypt(value)) == pytest.approx(value)
+    with pytest.raises(InvalidType):
+        P.EncryptedNumber.from_phe(ours)
     # explicit converters
     pub = P.PublicKey.from_phe(ppub)
     sk = P.PrivateKey.from_phe(psk)
