@@ -83,7 +83,10 @@ def _uniform01(shape: tuple[int, ...]) -> np.ndarray:
 def _check_clip(clip: object) -> float:
     if isinstance(clip, bool) or not isinstance(clip, (int, float, np.integer, np.floating)):
         raise InvalidType(f"clip must be a number, not {type(clip).__name__}")
-    c = float(clip)
+    try:
+        c = float(clip)
+    except OverflowError:  # an int beyond float64
+        c = float("inf")
     lo, hi = CLIP_RANGE
     if not lo <= c <= hi:  # NaN fails too
         raise InvalidInput(f"clip must be in [2^-900, 2^900] (float64 stays finite), got {c}")

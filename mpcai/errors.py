@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AggregateOutOfRange",
+    "ClippingWarning",
     "DuplicateShares",
     "EncodingOverflow",
     "IllegalTransition",
@@ -16,6 +17,7 @@ __all__ = [
     "InvalidInput",
     "InvalidType",
     "MessageRejected",
+    "MisbehaviourDetected",
     "MpcaiError",
     "NativeError",
     "NotEnoughShares",
@@ -180,6 +182,20 @@ class ProtocolAbort(MpcaiError, RuntimeError):
 
 class NotEnoughSurvivors(ProtocolAbort):
     """Fewer parties than the protocol's threshold are still alive; no result is given."""
+
+
+class ClippingWarning(UserWarning):
+    """Many values were clipped to the quantisation range before aggregation (the
+    result is the mean of the clipped values): widen ``clip`` or send deltas."""
+
+
+class MisbehaviourDetected(ProtocolAbort):
+    """A participant cheated in a way that leaves no result (e.g. a dealer whose shares
+    cannot be decoded); ``misbehaving`` names every client caught so far."""
+
+    def __init__(self, message: str, misbehaving: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.misbehaving = list(misbehaving or [])
 
 
 class AggregateOutOfRange(ProtocolAbort):

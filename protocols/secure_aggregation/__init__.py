@@ -59,8 +59,11 @@ the session id alone, so a client finds its neighbours in ``O(k)`` and the
 server cannot draw other graphs by choosing which clients count.  Each
 client receives only what concerns its neighbourhood (``O(k)`` keys, shares
 and ids per stage; the consistency check adds the survivor list).
-Updates are clipped to ``[-clip, clip]``, quantised to ``bits`` bits and
-multiplied by integer weights; the weights are masked too.  Masks live in
+Updates are clipped to ``[-clip, clip]`` (NaN and infinities are refused),
+quantised to ``bits`` bits and multiplied by integer weights; the weights
+are masked too, and so is each client's count of clipped values, so the
+server reports the total (``AggregateResult.clipped``) and issues a
+:class:`~mpcai.errors.ClippingWarning` above 1% of the values.  Masks live in
 Z_2^32 or Z_2^64 and the configuration refuses any size whose largest
 possible sum (every client at the top level ``2^bits - 1`` with the largest
 weight) could overflow it; ``bits`` is at most 53, the grid float64 holds

@@ -15,12 +15,13 @@ from mpcai.runtime import Party
 from mpcai.sharing import shamir
 
 from . import _crypto
-from .config import SecAggConfig
+from .config import CLIPPED_COUNT_CAP, SecAggConfig
 from .stages import Stage, StageMachine
 
 __all__ = ["ClientState", "client", "flatten_update"]
 
 SERVER = 0
+_QUANT_CHUNK = 1 << 18  # values quantised at a time
 #: field elements in one Shamir share of a 32-byte secret
 _SHARE_ELEMENTS: int = shamir.share_bytes(bytes(32), 1, 1)[0].values.size
 
@@ -55,16 +56,23 @@ class ClientState:
 
 
 def flatten_update(update: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
-    """A model update (an array, or a dict of named arrays) as one float64 vector.
+    """A model update (an array, or a dict of named arrays) as one float vector
+    (float32 stays float32, so a large update is not copied to float64; anything
+    else becomes float64).
 
     Dicts are flattened in sorted key order, so every party agrees on it.
     """
+    def flat(a: object) -> np.ndarray:
+        arr = np.asarray(a)
+        if arr.dtype not in (np.float32, np.float64):
+            arr = arr.astype(np.float64)
+        return arr.ravel()
+
     if isinstance(update, Mapping):
         if not update:
             raise InvalidInput("the update dict is empty")
-        return np.concatenate([np.asarray(update[k], dtype=np.float64).ravel()
-                               for k in sorted(update)])
-    return np.asarray(update, dtype=np.float64).ravel()
+        return np.concatenate([flat(update[k]) for k in sorted(update)])
+    return flat(update)
 
 
 def _ctx(state: ClientState) -> bytes:
@@ -165,14 +173,23 @@ async def share_keys(party: Party, state: ClientState) -> None:
 def _quantised(state: ClientState, update: np.ndarray, weight: int) -> np.ndarray:
     cfg = state.cfg
     x = flatten_update(update)
-    if x.size and (x.min() < -cfg.clip or x.max() > cfg.clip):  # (NaN: quantize raises)
-        state.clipped = int(np.count_nonzero(np.abs(x) > cfg.clip))
     if cfg.dim is not None and x.size != cfg.dim:
         raise InvalidInput(f"the update has {x.size} values, the configuration says {cfg.dim}")
-    q = encoding.quantize(x, clip=cfg.clip, bits=cfg.bits, out_of_range=cfg.out_of_range)
     dtype = np.uint32 if cfg.ring_bits == 32 else np.uint64  # fits: checked by the config
-    vec = np.empty(q.size + 1, dtype=dtype)
-    np.multiply(q, np.uint64(weight), out=vec[:-1], casting="unsafe")
+    # [weight x quantised values..., clipped count (saturated), weight]: the count is
+    # masked too, so the server learns how many values were clipped in all, no more
+    vec = np.empty(x.size + 2, dtype=dtype)
+    clipped = 0
+    # in chunks: the float and uint64 temporaries stay small next to the update itself
+    for lo in range(0, x.size, _QUANT_CHUNK):
+        chunk = x[lo:lo + _QUANT_CHUNK]
+        q = encoding.quantize(chunk, clip=cfg.clip, bits=cfg.bits,
+                              out_of_range=cfg.out_of_range)  # NaN and inf raise here
+        clipped += int(np.count_nonzero(chunk < -cfg.clip)) + int(
+            np.count_nonzero(chunk > cfg.clip))
+        np.multiply(q, np.uint64(weight), out=vec[lo:lo + q.size], casting="unsafe")
+    state.clipped = clipped
+    vec[-2] = min(clipped, CLIPPED_COUNT_CAP)
     vec[-1] = weight
     return vec
 

@@ -20,7 +20,12 @@ from mpcai.errors import InvalidInput
 
 from . import _params
 
-__all__ = ["SecAggConfig", "SecurityReport", "make_identities", "security_report"]
+__all__ = ["CLIPPED_COUNT_CAP", "SecAggConfig", "SecurityReport", "make_identities",
+           "security_report"]
+
+CLIPPED_COUNT_CAP: int = (1 << 16) - 1
+"""Each client's count of clipped values travels masked next to its update (so the
+server learns only the total), saturated at this value so the ring stays small."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ class SecAggConfig:
                                {int(k): bytes(v) for k, v in self.identities.items()})
         # the largest sum the server can see: every client at the top level (quantize
         # never exceeds ``levels``) with the largest weight; it must stay below 2^64
-        worst = n * self.max_weight * self.levels
+        worst = n * max(self.max_weight * self.levels, CLIPPED_COUNT_CAP)
         if worst >= 1 << 64:
             raise InvalidInput(
                 f"unsafe: {n} clients x weight {self.max_weight} x {self.levels} (2^{self.bits}"
@@ -167,7 +172,7 @@ class SecAggConfig:
         The 32-bit ring halves the traffic and the keystream needed for the
         masks (each mask element is one 32-bit word of the ChaCha20 stream).
         """
-        worst = self.n_clients * self.max_weight * self.levels
+        worst = self.n_clients * max(self.max_weight * self.levels, CLIPPED_COUNT_CAP)
         return 32 if worst < 1 << 32 else 64
 
     @property

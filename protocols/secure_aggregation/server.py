@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,10 @@ import trio
 from mpcai import prg
 from mpcai.errors import (
     AggregateOutOfRange,
+    ClippingWarning,
     InconsistentShares,
     InvalidInput,
+    MisbehaviourDetected,
     NotEnoughShares,
     NotEnoughSurvivors,
     PeerError,
@@ -26,10 +29,13 @@ from mpcai.runtime import Party
 from mpcai.sharing import shamir
 
 from . import _crypto
-from .config import SecAggConfig
+from .config import CLIPPED_COUNT_CAP, SecAggConfig
 from .stages import Stage, StageMachine
 
 __all__ = ["AggregateResult", "ServerState", "server"]
+
+#: warn (ClippingWarning) when more than this fraction of all values was clipped
+CLIPPING_WARN_FRACTION = 0.01
 
 #: field elements in one Shamir share of a 32-byte secret (length + 7 bytes each)
 SHARE_ELEMENTS: int = shamir.share_bytes(bytes(32), 1, 1)[0].values.size
@@ -42,7 +48,8 @@ class AggregateResult:
     mean: np.ndarray
     weighted_sum: np.ndarray
     total_weight: int
-    #: the exact unmasked sum in Z_2^64: sum of weight * quantised update, then total weight
+    #: the exact unmasked sum in Z_2^64: sum of weight * quantised update, then the
+    #: clipped count, then total weight
     quantised_sum: np.ndarray
     survivors: list[int]
     dropped: dict[str, list[int]]
@@ -51,6 +58,9 @@ class AggregateResult:
     #: the one committed to, or dealing shares off one polynomial (corrected by decoding);
     #: their shares were left out, their own masked inputs stay in the sum
     misbehaving: list[int] = field(default_factory=list)
+    #: how many values the survivors clipped in all (each client's count saturates at
+    #: CLIPPED_COUNT_CAP); a ClippingWarning is issued above 1% of the values
+    clipped: int = 0
 
 
 @dataclass
@@ -109,8 +119,12 @@ async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -
     if state.cfg.dim is not None:
         state.length = state.cfg.dim
     elif lengths:
-        counts = Counter(lengths[c] for c in u1)
-        state.length = max(counts, key=lambda size: (counts[size], -size))
+        (length, votes), = Counter(lengths[c] for c in u1).most_common(1)
+        if 2 * votes <= len(u1):  # a half of the clients must not decide it for the rest
+            raise ProtocolAbort(
+                f"no update length is announced by a majority of the {len(u1)} clients "
+                f"({votes} announce {length}): declare SecAggConfig.dim")
+        state.length = length
     state.dropped[Stage.ADVERTISE_KEYS.value] = sorted(set(clients) - set(u1))
     _need(state, u1, Stage.ADVERTISE_KEYS)
     table = _crypto.Graph(state.session, state.cfg.n_clients, state.cfg.neighbours).table()
@@ -134,7 +148,7 @@ async def share_keys(party: Party, state: ServerState) -> None:
     got = await party.gather(Stage.SHARE_KEYS.value, u1, timeout=state.cfg.timeout,
                              min_count=0)  # partial: dropouts are expected
     blobs = {u: m for u, m in got.items()
-             if isinstance(m, dict) and set(m) <= state.graph[u]
+             if isinstance(m, dict) and set(m) == state.graph[u]  # all of them, as honest
              and all(isinstance(b, bytes) and len(b) > _crypto.COMMITMENT_BYTES
                      for b in m.values())}
     state.commitments = {(u, v): blob[:_crypto.COMMITMENT_BYTES]
@@ -156,7 +170,7 @@ async def masked_input(party: Party, state: ServerState) -> None:
     server holds one vector, not one per client); any other length is a dropout."""
     state.machine.advance(Stage.MASKED_INPUT)
     dtype = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
-    size = state.length + 1  # the values and the weight
+    size = state.length + 2  # the values, the clipped count and the weight
     # allocated from the first vector that arrives, so an announced length alone never
     # makes the server allocate (what arrives passed the network's size limits)
     sums: list[np.ndarray] = []
@@ -217,10 +231,15 @@ def _reconstruct(state: ServerState, dealer: int, held: dict[int, np.ndarray],
     try:
         secret, bad = shamir.reconstruct_bytes_robust(shares, t)
     except (InconsistentShares, NotEnoughShares, InvalidInput) as exc:
-        raise ProtocolAbort(f"the shares of {what} cannot be decoded (a neighbour sent a "
-                            f"wrong share): {exc}") from exc
+        # every share here matched the dealer's commitment (or is its own): its fault
+        state.misbehaving.add(dealer)
+        raise MisbehaviourDetected(
+            f"the shares of {what} cannot be decoded: client {dealer} dealt shares off one "
+            f"polynomial ({exc})", sorted(state.misbehaving)) from exc
     if len(secret) != 32:
-        raise ProtocolAbort(f"the shares of {what} do not hold a 32-byte secret")
+        state.misbehaving.add(dealer)
+        raise MisbehaviourDetected(f"the shares of {what} do not hold a 32-byte secret: "
+                                   f"client {dealer} dealt them", sorted(state.misbehaving))
     if bad:
         state.misbehaving.add(dealer)
     return secret
@@ -245,10 +264,12 @@ def _check_range(state: ServerState, total: np.ndarray) -> int:
             f"the total weight of the {n3} survivors is {weight}, outside [{lo}, {hi}]: "
             "a client sent an out-of-range input")
     top = weight * state.cfg.levels
-    if total.size > 1 and int(total[:-1].max()) > top:
+    if total.size > 2 and int(total[:-2].max()) > top:
         raise AggregateOutOfRange(
             f"a value of the sum exceeds total weight x levels = {top}: a client sent an "
             "out-of-range input")
+    if int(total[-2]) > n3 * CLIPPED_COUNT_CAP:
+        raise AggregateOutOfRange("the clipped-value count exceeds what the survivors can send")
     return weight
 
 
@@ -352,8 +373,13 @@ async def server(
     total = await timed(Stage.UNMASK, unmask(party, state))
     weight = _check_range(state, total)
     scale = 2.0 * cfg.clip / cfg.levels
-    weighted_sum = total[:-1].astype(np.float64) * scale - cfg.clip * weight
+    weighted_sum = total[:-2].astype(np.float64) * scale - cfg.clip * weight
+    clipped = int(total[-2])
+    if clipped > CLIPPING_WARN_FRACTION * weighted_sum.size * len(state.u3):
+        warnings.warn(f"{clipped} of {weighted_sum.size * len(state.u3)} values were clipped to "
+                      f"[-{cfg.clip:g}, {cfg.clip:g}] before aggregation: widen clip or send "
+                      "model deltas", ClippingWarning, stacklevel=2)
     return AggregateResult(mean=weighted_sum / weight, weighted_sum=weighted_sum,
                            total_weight=weight, quantised_sum=total, survivors=list(state.u3),
                            dropped=state.dropped, stage_seconds=timings,
-                           misbehaving=sorted(state.misbehaving))
+                           misbehaving=sorted(state.misbehaving), clipped=clipped)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mpcai.errors import InvalidInput
+from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime import CommStats, InMemoryNetwork, Party
 from mpcai.testing import run_local
 
@@ -22,12 +22,28 @@ __all__ = ["SimulationResult", "process_party", "simulate"]
 
 @dataclass
 class SimulationResult:
-    """The server's result (reshaped like the inputs), plus per-party statistics."""
+    """The server's result (reshaped like the inputs), plus per-party statistics.
+
+    Client ids are list positions plus one: ``updates[i]`` is client ``i + 1``
+    (party 0 is the server); :attr:`by_client` and ``aggregate.survivors`` use
+    those ids.
+    """
 
     mean: np.ndarray | dict[str, np.ndarray]
     aggregate: AggregateResult
     stats: list[CommStats]
+    #: each client's status, in the order of ``updates``
     clients: list[Any]
+
+    @property
+    def by_client(self) -> dict[int, Any]:
+        """``{client id: status}``; the id of ``updates[i]`` is ``i + 1``."""
+        return {i + 1: c for i, c in enumerate(self.clients)}
+
+    @property
+    def clipped(self) -> int:
+        """How many values the survivors clipped to ``[-clip, clip]`` in all."""
+        return self.aggregate.clipped
 
 
 def _unflatten(vec: np.ndarray, like: np.ndarray | Mapping[str, np.ndarray]
@@ -53,6 +69,73 @@ async def _party(party: Party, cfg: SecAggConfig, updates: Sequence[Any],
                         identity_key=identity_keys.get(party.id))
 
 
+def _check_updates(updates: Sequence[Any]) -> list[np.ndarray]:
+    """Every update flattened; all of one layout (same dict keys and shapes)."""
+    if isinstance(updates, (np.ndarray, Mapping)) or not isinstance(updates, Sequence):
+        raise InvalidType("updates must be a list with one update per client")
+    vectors = []
+    for i, u in enumerate(updates):
+        if u is None:
+            raise InvalidInput(f"updates[{i}] (client {i + 1}) is None")
+        v = flatten_update(u)
+        if v.size == 0:
+            raise InvalidInput(f"updates[{i}] (client {i + 1}) is empty")
+        vectors.append(v)
+    first = updates[0]
+    for i, u in enumerate(updates[1:], start=1):
+        if isinstance(first, Mapping) != isinstance(u, Mapping):
+            raise InvalidInput(f"updates[0] and updates[{i}] are not both dicts (or both arrays)")
+        if isinstance(first, Mapping):
+            assert isinstance(u, Mapping)
+            if set(u) != set(first):
+                raise InvalidInput(
+                    f"updates[{i}] (client {i + 1}) has other keys than updates[0]: "
+                    f"missing {sorted(set(first) - set(u))}, extra {sorted(set(u) - set(first))}")
+            for k in first:
+                if np.shape(u[k]) != np.shape(first[k]):
+                    raise InvalidInput(f"updates[{i}][{k!r}] has shape {np.shape(u[k])}, "
+                                       f"updates[0][{k!r}] {np.shape(first[k])}")
+        elif np.shape(u) != np.shape(first):
+            raise InvalidInput(f"updates[{i}] has shape {np.shape(u)}, updates[0] "
+                               f"{np.shape(first)}")
+    return vectors
+
+
+def _check_weights(weights: Sequence[Any] | None, n: int, max_weight: int | None) -> list[int]:
+    if weights is None:
+        return [1] * n
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, (Sequence, np.ndarray)):
+        raise InvalidType("weights must be a list of ints, one per client")
+    out = list(weights)
+    if len(out) != n:
+        raise InvalidInput(f"{len(out)} weights for {n} updates")
+    for i, w in enumerate(out):
+        if isinstance(w, bool) or not isinstance(w, (int, np.integer)):
+            raise InvalidType(f"weights[{i}] is {w!r}: weights are integers (e.g. sample "
+                              "counts); scale fractional weights to integers")
+        if w < 1:
+            raise InvalidInput(f"weights[{i}] is {w}: weights must be >= 1")
+        if max_weight is not None and w > max_weight:
+            raise InvalidInput(f"weights[{i}] is {w}, above the configuration's max_weight="
+                               f"{max_weight}: raise max_weight (the largest weight any "
+                               "client may have)")
+    return [int(w) for w in out]
+
+
+def _check_dropouts(dropouts: Mapping[int, Any] | None, n: int) -> dict[int, Stage]:
+    drops: dict[int, Stage] = {}
+    for cid, stage in dict(dropouts or {}).items():
+        if isinstance(cid, bool) or not isinstance(cid, (int, np.integer)) or not 1 <= cid <= n:
+            raise InvalidInput(f"dropouts names client {cid!r}: ids are 1..{n} "
+                               "(updates[i] is client i + 1)")
+        try:
+            drops[int(cid)] = Stage(stage)  # a Stage or its name, e.g. "masked_input"
+        except ValueError:
+            raise InvalidInput(f"dropouts[{cid}] = {stage!r} is not a stage; one of "
+                               f"{[s.value for s in Stage]}") from None
+    return drops
+
+
 def simulate(
     updates: Sequence[np.ndarray | Mapping[str, np.ndarray]],
     cfg: SecAggConfig | None = None,
@@ -66,8 +149,11 @@ def simulate(
     """Securely aggregate ``updates`` (one per client) in one process.
 
     ``updates`` are arrays of one shape, or dicts of named arrays (like a
-    model state dict).  ``dropouts`` maps a client id (``1..N``) to the
-    stage before which it vanishes.  Without ``cfg``, a configuration with
+    model state dict), all of one layout.  ``updates[i]`` is client ``i + 1``.
+    ``weights`` are integers (sample counts), at most ``cfg.max_weight`` (without
+    ``cfg``, ``max_weight`` is the largest weight given).  ``dropouts`` maps a
+    client id (``1..N``) to the :class:`Stage` (or its name) before which it
+    vanishes.  Without ``cfg``, a configuration with
     ``threshold`` (default: chosen with the degree for the default failure and
     privacy bounds, see :class:`SecAggConfig`) and default clipping
     is used.  With ``cfg.identities``, pass the clients' private identity
@@ -79,18 +165,21 @@ def simulate(
     n = len(updates)
     if n < 2:
         raise InvalidInput("secure aggregation needs at least 2 clients")
+    vectors = _check_updates(updates)
+    weights = _check_weights(weights, n, None if cfg is None else cfg.max_weight)
     if cfg is None:
-        cfg = SecAggConfig(n_clients=n, threshold=threshold,
-                           max_weight=max(weights) if weights else 1)
+        if n == 2 and threshold is None:
+            raise InvalidInput(
+                "with 2 clients, one colluding with the server learns the other's update from "
+                "the sum; pass SecAggConfig(n_clients=2, corrupt_fraction=0.0) if neither may "
+                "be corrupt")
+        cfg = SecAggConfig(n_clients=n, threshold=threshold, max_weight=max(weights))
     if cfg.n_clients != n:
         raise InvalidInput(f"the configuration is for {cfg.n_clients} clients, got {n} updates")
-    sizes = {flatten_update(u).size for u in updates}
-    if len(sizes) != 1:
-        raise InvalidInput(f"updates differ in size: {sorted(sizes)}")
-    weights = list(weights) if weights is not None else [1] * n
-    drops = dict(dropouts or {})
-    if not set(drops) <= set(range(1, n + 1)):
-        raise InvalidInput("dropouts name clients that do not exist (ids are 1..N)")
+    if cfg.dim is not None and vectors[0].size != cfg.dim:
+        raise InvalidInput(f"the updates have {vectors[0].size} values, the configuration "
+                           f"says dim={cfg.dim}")
+    drops = _check_dropouts(dropouts, n)
     net = InMemoryNetwork(n + 1, hub=0)
     run = run_local(n + 1, _party, cfg, updates, weights, drops, dict(identity_keys or {}),
                     network=net, session=session, timeout=cfg.timeout)

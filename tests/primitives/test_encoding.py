@@ -127,7 +127,8 @@ def test_quantize_refuses_grids_float64_cannot_hold(bits: int) -> None:
         encoding.dequantize(np.array([1], dtype=np.uint64), clip=1.0, bits=bits)
 
 
-@pytest.mark.parametrize("clip", [1.7e308, 5e-324, 1e-300, 2.0**901, float("nan"), 0.0, -1.0])
+@pytest.mark.parametrize("clip", [1.7e308, 5e-324, 1e-300, 2.0**901, float("nan"), 0.0, -1.0,
+                                  10**400])
 def test_quantize_refuses_clips_whose_arithmetic_overflows(clip: float) -> None:
     # 1.7e308: x + clip was inf; 5e-324: levels / (2 clip) was inf; both gave 2^63
     with pytest.raises(InvalidInput, match="clip"):

@@ -43,15 +43,16 @@ ANCHORS = {"started": 1.5, "book": 0.3, "advertise_keys": 0.05, "share_keys": 0.
 
 def plaintext_quantised_sum(updates: list[np.ndarray], weights: list[int],
                             survivors: list[int]) -> list[int]:
-    """sum over survivors of weight * quantised update, then the sum of weights, mod 2^64."""
+    """sum over survivors of weight * quantised update, then the clipped count (none here),
+    then the sum of weights, mod 2^64."""
     cfg = sa.SecAggConfig(**CONFIG)
-    total = [0] * (DIM + 1)
+    total = [0] * (DIM + 2)
     for cid in survivors:
         q = encoding.quantize(updates[cid - 1], clip=cfg.clip, bits=cfg.bits)
         w = weights[cid - 1]
         for j, v in enumerate(q):
             total[j] += int(v) * w
-        total[DIM] += w
+        total[DIM + 1] += w
     return [v % 2**64 for v in total]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -15,8 +16,11 @@ from mpcai.protocols.secure_aggregation import Stage
 from mpcai import encoding
 from mpcai.errors import (
     AggregateOutOfRange,
+    ClippingWarning,
+    EncodingOverflow,
     IllegalTransition,
     InvalidInput,
+    MisbehaviourDetected,
     NotEnoughSurvivors,
     ProtocolAbort,
 )
@@ -29,12 +33,14 @@ RNG = np.random.default_rng(1)  # data only
 
 def plaintext_quantised_sum(cfg: sa.SecAggConfig, updates: list, weights: list[int],
                             survivors: list[int]) -> np.ndarray:
-    """The sum the server must obtain, computed in the clear with Python ints."""
+    """The sum the server must obtain, computed in the clear with Python ints:
+    weight x quantised values, then the clipped count, then the weight."""
     total = None
     for cid in survivors:
-        q = encoding.quantize(sa.flatten_update(updates[cid - 1]), clip=cfg.clip, bits=cfg.bits,
-                              out_of_range=cfg.out_of_range)
-        vec = [int(v) * weights[cid - 1] for v in q] + [weights[cid - 1]]
+        x = sa.flatten_update(updates[cid - 1])
+        q = encoding.quantize(x, clip=cfg.clip, bits=cfg.bits, out_of_range=cfg.out_of_range)
+        clipped = sum(1 for v in x if abs(float(v)) > cfg.clip)
+        vec = [int(v) * weights[cid - 1] for v in q] + [clipped, weights[cid - 1]]
         total = vec if total is None else [a + b for a, b in zip(total, vec, strict=True)]
     assert total is not None
     return np.array([v % 2**64 for v in total], dtype=np.uint64)
@@ -185,10 +191,13 @@ def test_configuration_checks() -> None:
 
 
 def test_clipping_is_explicit() -> None:
+    """Clipping shows at the top of the result (the total travels masked) and warns."""
     n = 4
     updates = [np.array([0.5, 5.0]) for _ in range(n)]
-    res = sa.simulate(updates, sa.SecAggConfig(n_clients=n, threshold=3, clip=1.0))
+    with pytest.warns(ClippingWarning, match="4 of 8 values were clipped"):
+        res = sa.simulate(updates, sa.SecAggConfig(n_clients=n, threshold=3, clip=1.0))
     np.testing.assert_allclose(res.mean, [0.5, 1.0], atol=1e-4)
+    assert res.clipped == 4 and res.aggregate.clipped == 4
     assert all(c["clipped"] == 1 for c in res.clients)
     strict = sa.SecAggConfig(n_clients=n, threshold=3, clip=1.0, out_of_range="raise",
                              timeout=5)
@@ -388,9 +397,12 @@ def test_sum_is_exact_or_the_configuration_is_refused(bits: int, n: int, beyond:
     # clients take turns through the signs, so every client is at the top for some value
     updates = [np.array(signs[c:] + signs[:c]) * clip for c in range(n)]
     # the oracle: values at or beyond +clip are the top level, at or beyond -clip level 0
+    clipped = sum(1 for u in updates for v in u if abs(v) > clip)
     expected = [sum(max_weight * (levels if u[j] > 0 else 0) for u in updates)
-                for j in range(3)] + [n * max_weight]
-    agg = sa.simulate(updates, cfg, weights=[max_weight] * n).aggregate
+                for j in range(3)] + [clipped, n * max_weight]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ClippingWarning)  # values beyond clip, on purpose
+        agg = sa.simulate(updates, cfg, weights=[max_weight] * n).aggregate
     assert [int(v) for v in agg.quantised_sum] == expected
     assert agg.total_weight == n * max_weight
     mean = np.mean([np.clip(u, -clip, clip) for u in updates], axis=0)
@@ -533,3 +545,88 @@ def test_a_few_clients_of_other_lengths_cannot_crowd_out_the_honest_length() -> 
     assert agg.survivors == list(range(5, n + 1))
     assert agg.dropped["masked_input"] == [1, 2, 3, 4]
     assert_exact_sum(agg, cfg, updates)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_updates_are_refused_not_clipped(bad: float) -> None:
+    updates = [np.array([0.5, 0.1]) for _ in range(4)]
+    updates[2] = np.array([0.5, bad])
+    with pytest.raises(EncodingOverflow):
+        sa.simulate(updates, sa.SecAggConfig(n_clients=4, threshold=3, timeout=5))
+
+
+def test_simulate_refuses_inputs_it_would_misread() -> None:
+    cfg = sa.SecAggConfig(n_clients=3, threshold=2, timeout=5)
+    good = [np.zeros(4) for _ in range(3)]
+    with pytest.raises(InvalidInput, match="other keys"):  # was labelled with client 1's keys
+        sa.simulate([{"a": np.zeros(2)}, {"b": np.zeros(2)}, {"a": np.zeros(2)}], cfg)
+    with pytest.raises(InvalidInput, match="is None"):
+        sa.simulate([np.zeros(4), None, np.zeros(4)], cfg)
+    with pytest.raises(InvalidInput, match="empty"):
+        sa.simulate([np.zeros(4), np.zeros(0), np.zeros(4)], cfg)
+    with pytest.raises(InvalidInput, match="not a stage"):
+        sa.simulate(good, cfg, dropouts={1: "before_lunch"})
+    with pytest.raises(InvalidInput, match=r"ids are 1\.\.3"):
+        sa.simulate(good, cfg, dropouts={0: Stage.MASKED_INPUT})
+    with pytest.raises(TypeError, match="integers"):  # was NotEnoughSurvivors
+        sa.simulate(good, cfg, weights=[1.5, 2, 3])
+    with pytest.raises(InvalidInput, match="max_weight"):
+        sa.simulate(good, cfg, weights=[1, 2, 3])
+    with pytest.raises(InvalidInput, match="2 weights for 3"):
+        sa.simulate(good, cfg, weights=[1, 1])
+    with pytest.raises(InvalidInput, match="2 clients"):
+        sa.simulate([np.zeros(4), np.zeros(4)])
+
+
+def test_a_stage_name_drops_the_client_and_ids_follow_list_positions() -> None:
+    cfg = sa.SecAggConfig(n_clients=4, threshold=2, timeout=5)
+    updates = [np.full(3, float(i) / 10) for i in range(4)]
+    res = sa.simulate(updates, cfg, dropouts={2: "masked_input"})  # was ignored
+    assert res.aggregate.survivors == [1, 3, 4]
+    assert res.by_client[2] == {"dropped_before": "masked_input"}
+    np.testing.assert_allclose(res.mean, np.mean([updates[0], updates[2], updates[3]], axis=0),
+                               atol=1e-4)
+    # without a configuration, max_weight follows the weights given
+    res = sa.simulate(updates, weights=[10, 200, 3000, 4])
+    assert res.aggregate.total_weight == 3214
+
+
+def test_a_dealer_whose_shares_cannot_be_decoded_is_named_in_the_abort(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client 1 commits to 3 off-polynomial shares of 6 (beyond what decoding corrects):
+    the round stops, and the abort names the dealer (it used to blame "a neighbour")."""
+    import sys
+
+    client_mod = importlib.import_module("mpcai.protocols.secure_aggregation.client")
+    shamir_mod = client_mod.shamir
+    real = shamir_mod.share_bytes
+
+    def lying_share_bytes(secret: bytes, t: int, n: int, **kw: object) -> list:
+        shares = real(secret, t, n, **kw)
+        state = sys._getframe(1).f_locals.get("state")
+        if state is not None and state.me == 1 and secret == state.self_seed:
+            for s in shares[1:4]:
+                s.values[1] = (s.values[1] + np.uint64(1)) % np.uint64(2**61 - 1)
+        return shares
+
+    proxy = type("ShamirProxy", (), {"__getattr__": lambda _, n: getattr(shamir_mod, n),
+                                     "share_bytes": staticmethod(lying_share_bytes)})()
+    monkeypatch.setattr(client_mod, "shamir", proxy)
+    cfg = sa.SecAggConfig(n_clients=6, threshold=2, timeout=10)
+    with pytest.raises(MisbehaviourDetected) as info:
+        sa.simulate([np.full(3, 0.1 * i) for i in range(6)], cfg)
+    assert info.value.misbehaving == [1] and "client 1 dealt" in str(info.value)
+
+
+def test_half_the_clients_cannot_decide_the_update_length() -> None:
+    n = 4
+    cfg = sa.SecAggConfig(n_clients=n, threshold=2, timeout=3)
+    updates = [np.zeros(1), np.zeros(1), np.zeros(4), np.zeros(4)]
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            return await sa.server(party, cfg)
+        return await sa.client(party, updates[party.id - 1], cfg)
+
+    run = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
+    assert isinstance(run[0], ProtocolAbort) and "majority" in str(run[0])
