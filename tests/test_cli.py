@@ -153,3 +153,12 @@ def test_bench_suites_quick(suite: str, tmp_path: Path) -> None:
     assert cli.main(["bench", suite, "--quick", "--reps", "1", "--json", str(out_file)]) == 0
     records = json.loads(out_file.read_text())
     assert records and all(REQUIRED_KEYS <= set(r) for r in records)
+
+
+def test_demo_refuses_a_size_that_cannot_fit_before_allocating(capsys) -> None:
+    # --dim 10^9 used to end in a numpy MemoryError after minutes of work
+    from mpcai.cli import main
+
+    assert main(["demo", "secagg", "--clients", "3", "--dim", str(10**12)]) == 2
+    err = capsys.readouterr().err
+    assert "GiB" in err and "lower --dim or --clients" in err
