@@ -196,7 +196,10 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
                                                  replace=False))
     args: list[tuple] = [(config, None, 1, None, True)]
     for cid in range(1, n_clients + 1):
-        args.append((config, updates[cid - 1], weights[cid - 1]))
+        # a dropping client goes silent before its masked input and waits to be killed,
+        # so the kill never races a masked input already sent
+        drop = ("masked_input", False, None, True) if cid in dropping else ()
+        args.append((config, updates[cid - 1], weights[cid - 1], *drop))
 
     print(f"mpcai demo secagg: 1 server + {n_clients} clients as OS processes over mutual TLS")
     print(f"  model update: {dim:,} float32 per client, weights 1..{max_weight}, "

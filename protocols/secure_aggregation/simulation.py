@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import trio
 
 from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime import CommStats, InMemoryNetwork, Party
@@ -191,12 +192,15 @@ def simulate(
 async def process_party(party: Party, config: dict[str, Any], update: np.ndarray | None = None,
                         weight: int = 1, drop_before: str | None = None,
                         progress: bool = False,
-                        identity_key: bytes | None = None) -> dict[str, Any]:
+                        identity_key: bytes | None = None,
+                        linger: bool = False) -> dict[str, Any]:
     """Entry point for one OS process (``launch_local`` / ``mpcai party``).
 
     ``config`` holds :class:`SecAggConfig` fields.  Party 0 is the server and
     returns the mean, the exact quantised sum and the survivors (id arrays); a client
-    returns its status.  With ``progress``, the server prints one line per
+    returns its status; with ``drop_before`` and ``linger`` it stays connected but
+    silent from that stage on, until the process is killed (demos: a dropout that
+    cannot race its own kill).  With ``progress``, the server prints one line per
     finished stage to stderr: ``mpcai-progress <stage> <answered> <expected>
     <seconds>``.
     """
@@ -212,7 +216,10 @@ async def process_party(party: Party, config: dict[str, Any], update: np.ndarray
     if update is None:
         raise InvalidInput("a client needs an update")
     stage = Stage(drop_before) if drop_before else None
-    return await client(party, update, cfg, weight, drop_before=stage, identity_key=identity_key)
+    out = await client(party, update, cfg, weight, drop_before=stage, identity_key=identity_key)
+    if linger and stage is not None:
+        await trio.sleep_forever()
+    return out
 
 
 def _print_progress(stage: Stage, answered: int, expected: int, seconds: float) -> None:
