@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from .config import CLIPPED_COUNT_CAP, SecAggConfig
 from .stages import Stage, StageMachine
 
 __all__ = ["ClientState", "client", "flatten_update"]
+
+_log = logging.getLogger(__name__)
 
 SERVER = 0
 _QUANT_CHUNK = 1 << 18  # values quantised at a time
@@ -337,6 +340,9 @@ async def client(party: Party, update: np.ndarray | Mapping[str, np.ndarray],
     steps.append((Stage.UNMASK, lambda: unmask(party, state)))
     for stage, step in steps:
         if stage == drop_before:
+            _log.info("client %d: dropping out before %s (drop_before)", party.id, stage.value)
             return {"dropped_before": stage.value}
+        _log.debug("client %d: %s", party.id, stage.value)
         await step()
+    _log.debug("client %d: done (%d values clipped)", party.id, state.clipped)
     return {"done": True, "clipped": state.clipped}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections import Counter
@@ -33,6 +34,8 @@ from .config import CLIPPED_COUNT_CAP, SecAggConfig
 from .stages import Stage, StageMachine
 
 __all__ = ["AggregateResult", "ServerState", "server"]
+
+_log = logging.getLogger(__name__)
 
 #: warn (ClippingWarning) when more than this fraction of all values was clipped
 CLIPPING_WARN_FRACTION = 0.01
@@ -358,8 +361,18 @@ async def server(
     async def timed(stage: Stage, coro: Any) -> Any:
         t0 = time.perf_counter()
         before = len(clients) - sum(len(v) for v in state.dropped.values())
+        cheats = len(state.misbehaving)
+        _log.debug("server: %s started with %d clients", stage.value, before)
         out = await coro
         timings[stage.value] = time.perf_counter() - t0
+        gone = state.dropped.get(stage.value, [])
+        _log.info("server: %s finished in %.3f s: %d of %d clients answered",
+                  stage.value, timings[stage.value], before - len(gone), before)
+        if gone:
+            _log.info("server: %s: dropped clients %s", stage.value, gone)
+        if len(state.misbehaving) > cheats:
+            _log.warning("server: %s: misbehaving clients %s (their shares left out)",
+                         stage.value, sorted(state.misbehaving))
         if on_stage is not None:
             alive = len(clients) - sum(len(v) for v in state.dropped.values())
             on_stage(stage, alive, before, timings[stage.value])
@@ -379,6 +392,8 @@ async def server(
         warnings.warn(f"{clipped} of {weighted_sum.size * len(state.u3)} values were clipped to "
                       f"[-{cfg.clip:g}, {cfg.clip:g}] before aggregation: widen clip or send "
                       "model deltas", ClippingWarning, stacklevel=2)
+    _log.info("server: aggregated %d survivors (total weight %d, %d values clipped)",
+              len(state.u3), weight, clipped)
     return AggregateResult(mean=weighted_sum / weight, weighted_sum=weighted_sum,
                            total_weight=weight, quantised_sum=total, survivors=list(state.u3),
                            dropped=state.dropped, stage_seconds=timings,
