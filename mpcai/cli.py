@@ -69,6 +69,9 @@ def _build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
     certs.add_argument("--parties", required=True, type=int, metavar="N",
                        help="certificates for parties 0..N-1")
+    certs.add_argument("--force", action="store_true",
+                       help="overwrite existing files (a new CA: every party needs the new "
+                            "files)")
 
     bench = sub.add_parser("bench", parents=[common],
                            help="benchmarks against peers (ratios in one run)")
@@ -114,6 +117,8 @@ def _hint(exc: BaseException, args: argparse.Namespace) -> str | None:
         return "check that every party is running and reachable at its configured address"
     if isinstance(exc, errors.UnsupportedVersion):
         return "install a version within the range pyproject.toml names"
+    if isinstance(exc, errors.WouldOverwrite):
+        return "pass --force to overwrite them, or choose another --out directory"
     if isinstance(exc, FileNotFoundError):
         return "check the path"
     if isinstance(exc, PermissionError):
@@ -179,10 +184,16 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
         if args.parties < 1:
             parser.error("--parties must be >= 1")
-        written = certs_mod.write_party_certs(args.out, range(args.parties))
+        written = certs_mod.write_party_certs(args.out, range(args.parties),
+                                              overwrite=args.force)
         print(f"wrote a CA and certificates for parties 0..{args.parties - 1} to {args.out}")
-        for name in sorted(written):
-            print(f"  {written[name]}")
+        print(f"CA private key: {written['ca_key']}")
+        print("  WARNING: keep it offline; never copy it to a party (it is needed only to "
+              "issue more certificates)")
+        print("copy to each party's machine (and nothing else):")
+        for i in range(args.parties):
+            ca, cert, key = written.for_party(i)
+            print(f"  party {i}: {ca} {cert} {key}")
         return 0
     if args.command == "bench":
         if args.reps < 1:

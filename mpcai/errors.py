@@ -32,6 +32,7 @@ __all__ = [
     "TripleReuse",
     "UnsupportedVersion",
     "WireError",
+    "WouldOverwrite",
 ]
 
 
@@ -45,6 +46,15 @@ class InvalidInput(MpcaiError, ValueError):
 
 class InvalidType(MpcaiError, TypeError):
     """An argument has the wrong type or dtype, or an array has the wrong layout."""
+
+
+class WouldOverwrite(MpcaiError, FileExistsError):
+    """Files that would be overwritten exist already (``paths`` lists them); nothing
+    was written.  Pass the tool's overwrite flag (``--force``) to replace them."""
+
+    def __init__(self, message: str, paths: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.paths = list(paths or [])
 
 
 class EncodingOverflow(MpcaiError, OverflowError):

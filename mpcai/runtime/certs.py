@@ -11,13 +11,20 @@ both TLS server and client authentication, since every party is both.
 Keys are ECDSA P-256, signatures ECDSA with SHA-256, validity one year by
 default.  :func:`write_party_certs` writes the private keys **unencrypted**
 (PKCS#8 PEM) with file mode ``0600``: protect the directory, or move each
-key to its own party's machine and delete the rest.  The CA key is only
-needed to issue more party certificates; keep it offline.
+key to its own party's machine and delete the rest.  The CA's private key
+goes into its own directory, ``ca-private/`` (mode ``0700``), apart from
+everything a party needs: it is only needed to issue more party
+certificates; keep it offline and never copy it to a party.  Existing
+files are never overwritten unless asked (``overwrite=True``; ``mpcai certs
+--force``): a new CA silently replacing the old one would cut every party
+still holding the old CA certificate off.
 
 Typical use::
 
     paths = write_party_certs("certs/", [0, 1, 2])
-    # -> certs/ca.pem, certs/ca.key, certs/party-0.pem, certs/party-0.key, ...
+    # -> certs/ca.pem, certs/party-0.pem, certs/party-0.key, ...,
+    #    certs/ca-private/ca.key
+    paths.for_party(1)  # what to copy to party 1's machine: ca.pem, party-1.pem, party-1.key
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mpcai.errors import InvalidInput, InvalidType
+from mpcai.errors import InvalidInput, InvalidType, WouldOverwrite
 
 __all__ = [
+    "CA_PRIVATE_DIR",
     "DEFAULT_VALIDITY_DAYS",
     "PARTY_DNS_SUFFIX",
     "PartyCertPaths",
@@ -49,6 +57,9 @@ __all__ = [
 
 DEFAULT_VALIDITY_DAYS: int = 365
 """How long new certificates are valid, in days."""
+
+CA_PRIVATE_DIR: str = "ca-private"
+"""The subdirectory :func:`write_party_certs` writes the CA's private key into."""
 
 PARTY_DNS_SUFFIX: str = ".mpcai"
 """Party ``i`` is the DNS name ``party-<i>`` + this suffix in its certificate."""
@@ -242,8 +253,10 @@ def party_id_from_cert(cert: bytes | Mapping[str, Any] | x509.Certificate) -> in
 class PartyCertPaths(dict[str, Path]):
     """Where :func:`write_party_certs` put everything.
 
-    A dict with keys ``"ca"``, ``"ca_key"``, ``"party-<i>"`` and
-    ``"party-<i>.key"``; :meth:`for_party` gives one party's three paths.
+    A dict with keys ``"ca"``, ``"ca_key"`` (in the ``ca-private/``
+    subdirectory: keep offline), ``"party-<i>"`` and ``"party-<i>.key"``;
+    :meth:`for_party` gives one party's three paths, the files to copy to
+    that party's machine.
     """
 
     def for_party(self, party_id: int) -> tuple[Path, Path, Path]:
@@ -251,10 +264,12 @@ class PartyCertPaths(dict[str, Path]):
         return self["ca"], self[f"party-{party_id}"], self[f"party-{party_id}.key"]
 
 
-def _write(path: Path, data: bytes, *, secret: bool) -> None:
+def _write(path: Path, data: bytes, *, secret: bool, overwrite: bool) -> None:
     # Create with the final mode so a key is never readable by others, even briefly.
     mode = 0o600 if secret else 0o644
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
+    # without overwrite, O_EXCL: a file created since the check is not replaced either
+    flags |= os.O_TRUNC if overwrite else os.O_EXCL
     fd = os.open(path, flags, mode)
     try:
         os.fchmod(fd, mode)  # O_CREAT's mode does not apply to an existing file
@@ -271,27 +286,43 @@ def write_party_certs(
     party_ids: Iterable[int],
     *,
     validity_days: int = DEFAULT_VALIDITY_DAYS,
+    overwrite: bool = False,
 ) -> PartyCertPaths:
     """Create a CA and a certificate for every party in ``party_ids``, written to ``directory``.
 
-    Writes ``ca.pem``, ``ca.key``, ``party-<i>.pem`` and ``party-<i>.key``
-    (existing files are overwritten).  Private keys are unencrypted PEM
+    Writes ``ca.pem``, ``party-<i>.pem`` and ``party-<i>.key`` into
+    ``directory`` and the CA's private key into ``directory/ca-private/ca.key``
+    (that subdirectory mode ``0700``).  Private keys are unencrypted PEM
     with mode ``0600``; certificates are ``0644``.  The directory is created
     (mode ``0700``) if it does not exist.  Returns the paths.
+
+    If any of those files exists already, nothing is written and
+    :class:`~mpcai.errors.WouldOverwrite` (a ``FileExistsError``) names them,
+    unless ``overwrite`` is true.
     """
     ids = [_check_party_id(i) for i in party_ids]
     if not ids or len(set(ids)) != len(ids):
         raise InvalidInput(f"party ids must be distinct and non-empty, got {ids}")
     root = Path(directory)
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    ca_cert, ca_key = create_ca(validity_days=validity_days)
-    paths = PartyCertPaths(ca=root / "ca.pem", ca_key=root / "ca.key")
-    _write(paths["ca_key"], ca_key, secret=True)
-    _write(paths["ca"], ca_cert, secret=False)
+    paths = PartyCertPaths(ca=root / "ca.pem", ca_key=root / CA_PRIVATE_DIR / "ca.key")
     for i in ids:
-        cert, key = issue_party_cert(ca_cert, ca_key, i, validity_days=validity_days)
         paths[f"party-{i}"] = root / f"party-{i}.pem"
         paths[f"party-{i}.key"] = root / f"party-{i}.key"
-        _write(paths[f"party-{i}.key"], key, secret=True)
-        _write(paths[f"party-{i}"], cert, secret=False)
+    existing = [str(p) for p in paths.values() if os.path.lexists(p)]
+    if existing and not overwrite:
+        shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more"
+                                           if len(existing) > 4 else "")
+        raise WouldOverwrite(
+            f"{shown} already exist{'s' if len(existing) == 1 else ''}; nothing written "
+            "(a new CA would cut off every party holding the old CA certificate)", existing)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (root / CA_PRIVATE_DIR).mkdir(mode=0o700, exist_ok=True)
+    os.chmod(root / CA_PRIVATE_DIR, 0o700)  # mkdir's mode is masked by the umask
+    ca_cert, ca_key = create_ca(validity_days=validity_days)
+    _write(paths["ca_key"], ca_key, secret=True, overwrite=overwrite)
+    _write(paths["ca"], ca_cert, secret=False, overwrite=overwrite)
+    for i in ids:
+        cert, key = issue_party_cert(ca_cert, ca_key, i, validity_days=validity_days)
+        _write(paths[f"party-{i}.key"], key, secret=True, overwrite=overwrite)
+        _write(paths[f"party-{i}"], cert, secret=False, overwrite=overwrite)
     return paths

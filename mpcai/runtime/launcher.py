@@ -614,7 +614,7 @@ class _Launch:
     def _setup(self) -> None:
         root, n = self.root, self.n
         root.mkdir(parents=True, exist_ok=True)
-        certs.write_party_certs(root / "certs", range(n))
+        certs.write_party_certs(root / "certs", range(n), overwrite=True)  # a reused workdir
         parties = {
             i: {"host": "127.0.0.1", "port": 0, "cert": Path("certs") / f"party-{i}.pem",
                 "key": Path("certs") / f"party-{i}.key"}

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mpcai.errors import InvalidInput, InvalidType
+from mpcai.errors import InvalidInput, InvalidType, WouldOverwrite
 from mpcai.runtime import certs
 
 
@@ -121,13 +121,15 @@ def test_write_party_certs_writes_keys_private(tmp_path: Path) -> None:
     target.mkdir()
     stale.write_bytes(b"old")
     stale.chmod(0o644)  # an existing file must not keep loose permissions
-    paths = certs.write_party_certs(target, [0, 1, 2])
-    names = sorted(p.name for p in target.iterdir())
-    assert names == ["ca.key", "ca.pem", "party-0.key", "party-0.pem", "party-1.key",
-                     "party-1.pem", "party-2.key", "party-2.pem"]
-    for path in target.iterdir():
+    paths = certs.write_party_certs(target, [0, 1, 2], overwrite=True)
+    names = sorted(str(p.relative_to(target)) for p in target.rglob("*"))
+    assert names == ["ca-private", "ca-private/ca.key", "ca.pem", "party-0.key", "party-0.pem",
+                     "party-1.key", "party-1.pem", "party-2.key", "party-2.pem"]
+    assert stat.S_IMODE((target / "ca-private").stat().st_mode) == 0o700
+    for path in target.rglob("*.*"):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o600 if path.suffix == ".key" else 0o644), path
+    assert paths["ca_key"] == target / "ca-private" / "ca.key"
     ca_pem, cert_pem, key_pem = paths.for_party(1)
     assert ca_pem == target / "ca.pem"
     assert certs.party_id_from_cert(cert_pem.read_bytes()) == 1
@@ -141,3 +143,50 @@ def test_write_party_certs_refuses_duplicate_or_no_ids(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput):
         certs.write_party_certs(tmp_path, [])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_party_certs_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
+    first = certs.write_party_certs(tmp_path, [0, 1])
+    before = {p: p.read_bytes() for p in first.values()}
+    with pytest.raises(WouldOverwrite) as info:
+        certs.write_party_certs(tmp_path, [0, 1])
+    assert isinstance(info.value, FileExistsError)
+    assert set(info.value.paths) == {str(p) for p in first.values()}
+    # a single existing file is enough, and nothing else is written either
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "party-2.pem").write_bytes(b"mine")
+    with pytest.raises(WouldOverwrite, match=r"party-2\.pem"):
+        certs.write_party_certs(tmp_path / "x", [0, 1, 2])
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["party-2.pem"]
+    assert {p: p.read_bytes() for p in first.values()} == before
+    again = certs.write_party_certs(tmp_path, [0, 1], overwrite=True)
+    assert again["ca"].read_bytes() != before[first["ca"]]
+    assert again["ca_key"].read_bytes() != before[first["ca_key"]]
+    _load(again["party-1"].read_bytes()).verify_directly_issued_by(
+        _load(again["ca"].read_bytes()))
+
+
+def test_certs_command_refuses_overwrite_and_says_what_goes_where(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mpcai import cli
+
+    out = tmp_path / "c"
+    assert cli.main(["certs", "--out", str(out), "--parties", "3"]) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    key_line = next(line for line in lines if "ca.key" in line)
+    assert str(out / "ca-private" / "ca.key") in key_line
+    assert "offline" in printed and "never copy it to a party" in printed
+    for i in range(3):
+        (line,) = [x for x in lines if x.strip().startswith(f"party {i}:")]
+        assert line.split(":", 1)[1].split() == [
+            str(out / "ca.pem"), str(out / f"party-{i}.pem"), str(out / f"party-{i}.key")]
+        assert "ca.key" not in line
+    ca_before = (out / "ca.pem").read_bytes()
+    assert cli.main(["certs", "--out", str(out), "--parties", "3"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("mpcai: error: ") and "already exist" in err[0]
+    assert "--force" in err[1]
+    assert (out / "ca.pem").read_bytes() == ca_before
+    assert cli.main(["certs", "--out", str(out), "--parties", "3", "--force"]) == 0
+    assert (out / "ca.pem").read_bytes() != ca_before

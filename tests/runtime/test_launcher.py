@@ -79,7 +79,7 @@ def test_certs_command_and_config_round_trip(tmp_path: Path) -> None:
     assert cli.main(["certs", "--out", str(tmp_path / "c"), "--parties", "2"]) == 0
     for name in ("ca.pem", "party-0.pem", "party-1.pem"):
         assert (tmp_path / "c" / name).read_bytes().startswith(b"-----BEGIN CERTIFICATE")
-    for name in ("ca.key", "party-0.key", "party-1.key"):
+    for name in ("ca-private/ca.key", "party-0.key", "party-1.key"):
         assert stat.S_IMODE((tmp_path / "c" / name).stat().st_mode) == 0o600
     cfg = {
         "session": "00" * 16, "function": f"{FNS}:ring_sum", "ca": "c/ca.pem",
