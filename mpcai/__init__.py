@@ -3,8 +3,12 @@
 Primitives (this package): :mod:`mpcai.encoding` (fixed point, quantisation),
 :mod:`mpcai.prg` (seeds, HKDF, ChaCha20 expansion), :mod:`mpcai.sharing`
 (additive over Z_2^64, Shamir over GF(2^61 - 1)) and :mod:`mpcai.errors`.
-Importing mpcai has no side effects: no logging setup, no argv parsing.
+Importing mpcai has no side effects beyond a ``logging.NullHandler`` on the
+``mpcai`` logger (silent by default; every module logs under its own name, e.g.
+``mpcai.runtime.tcp``): no logging setup, no argv parsing.
 """
+
+import logging as _logging
 
 from mpcai import encoding as encoding
 from mpcai import errors as errors
@@ -13,5 +17,7 @@ from mpcai import sharing as sharing
 from mpcai.errors import MpcaiError as MpcaiError
 
 __version__ = "0.1.0"
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = ["MpcaiError", "__version__", "encoding", "errors", "prg", "sharing"]

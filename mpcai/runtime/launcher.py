@@ -62,6 +62,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import queue
 import secrets
@@ -97,6 +98,8 @@ from mpcai.runtime.stats import CommStats
 
 __all__ = ["LaunchError", "LaunchEvent", "LaunchResult", "PartyConfig", "PartyFailed",
            "launch_local", "load_function", "run_party"]
+
+_log = logging.getLogger(__name__)
 
 ANNOUNCE = "MPCAI-LISTENING"
 _MAX_RESULT_BYTES = 1 << 31
@@ -607,6 +610,7 @@ class _Launch:
         self.readers: list[threading.Thread] = []
 
     def _event(self, name: str, i: int) -> None:
+        _log.debug("launch: party %d %s (pid %d)", i, name, self.children[i].proc.pid)
         if self.on_event is not None:
             child = self.children[i]
             self.on_event(LaunchEvent(name, i, child.proc.pid, child))
@@ -690,6 +694,7 @@ class _Launch:
     def _kill(self, i: int, note: str) -> None:
         if self.children[i].signal(signal.SIGKILL):
             self.killed_note[i] = note
+            _log.warning("launch: killed party %d: %s", i, note)
 
     def _send_books(self, ports: dict[int, int]) -> None:
         # A party that has exited since it announced is marked absent (null) in
@@ -842,6 +847,10 @@ class _Launch:
             stats.append(st)
         run = LaunchResult(results, stats, logs)
         failures = run.failures
+        for i, f in failures.items():
+            _log.warning("launch: party %d %s", i, f.reason)
+        _log.info("launch: %d of %d parties succeeded in %.2f s", self.n - len(failures), self.n,
+                  time.monotonic() - start)
         if failures and not return_failures:
             names = "; ".join(f"party {i} {f.reason}" for i, f in failures.items())
             exited = {i: c.exited_at for i, c in self.children.items()

@@ -37,6 +37,7 @@ mailbox); a send cancelled half-way over a byte stream breaks that link.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,6 +59,8 @@ from mpcai.runtime.network import Link, Network
 from mpcai.runtime.stats import CommStats
 
 __all__ = ["DEFAULT_MAX_UNREAD_BYTES", "DEFAULT_TIMEOUT", "Gathered", "Party", "open_party"]
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT: float = 60.0
 """Default deadline, in seconds, for any wait on a peer."""
@@ -426,6 +429,9 @@ class Party:
             else:
                 slot.expired = True
                 missing[p] = PeerTimeout(f"no {tag!r} from party {p} within {deadline:g} s", p)
+        if missing:
+            _log.info("party %d: %r: %d of %d peers missing: %s", self.id, tag, len(missing),
+                      len(sources), sorted(missing))
         self._last_was_send = False
         return _gathered(tag, got, missing, len(sources), min_count)
 
@@ -459,6 +465,10 @@ class Party:
         if peer in self._errors:
             return
         self._errors[peer] = err
+        if isinstance(err, PeerDropped):
+            _log.info("party %d: peer %d dropped: %s", self.id, peer, err)
+        else:  # a peer that sent what it must not: cut off
+            _log.warning("party %d: peer %d cut off: %s", self.id, peer, err)
         for slot in self._slots[peer].values():
             if not slot.has_value:
                 slot.event.set()
@@ -585,12 +595,15 @@ async def open_party(
                           max_unread_bytes=max_unread_bytes)
             for peer in party.peers:
                 nursery.start_soon(party._reader, peer)
+            _log.debug("party %d: session %s open with peers %s", party_id,
+                       session.hex()[:8], list(party.peers))
             try:
                 yield party
             except Exception as exc:
                 # re-raised below, outside the nursery, so that the caller
                 # sees the party's own exception rather than an ExceptionGroup
                 failure = exc
+                _log.debug("party %d: leaving on %s: %s", party_id, type(exc).__name__, exc)
             finally:
                 with trio.CancelScope(shield=True):
                     await party._say_goodbye()

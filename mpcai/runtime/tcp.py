@@ -63,6 +63,7 @@ listener) is a loopback address.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import os
 import socket
@@ -92,6 +93,8 @@ __all__ = [
     "TlsCredentials",
     "local_tcp_network",
 ]
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT: float = 30.0
 """Seconds :meth:`TcpNetwork.open_links` waits for every peer to connect."""
@@ -842,12 +845,15 @@ class _Connector:
     def _link(self, peer: int, transport: _Transport) -> None:
         transport.grow()
         self.links[peer] = TcpLink(peer, transport, max_frame_bytes=self.net.max_frame_bytes)
+        _log.debug("party %d: connected to party %d (%s)", self.me, peer,
+                   "TLS" if self.creds else "plaintext")
         self._settle()
 
     def _fail(self, peer: int, why: str, cause: BaseException | None = None) -> None:
         err = PeerDropped(f"party {peer}: {why}", peer)
         err.__cause__ = cause
         self.failures[peer] = err
+        _log.warning("party %d: no link to party %d: %s", self.me, peer, why)
         self._settle()
 
     async def run(self) -> dict[int, Link]:
@@ -880,7 +886,9 @@ class _Connector:
                 why += f" (last error: {self.last_dial_error[peer]})"
             elif peer > self.me and self.rejected:
                 why += f" (refused connections: {'; '.join(self.rejected[-5:])})"
+            _log.warning("party %d: no link to party %d: %s", self.me, peer, why)
             out[peer] = _FailedLink(peer, PeerDropped(f"party {peer}: {why}", peer))
+        _log.info("party %d: %d of %d peers connected", self.me, len(self.links), len(self.peers))
         return out
 
     # -- accepting side -----------------------------------------------------------
@@ -905,6 +913,7 @@ class _Connector:
             if scope.cancelled_caught:
                 self.rejected.append(f"{_peer_name(stream)}: did not complete the handshake "
                                      f"within {self.net.handshake_timeout:g} s")
+                _log.warning("party %d: refused a connection: %s", self.me, self.rejected[-1])
                 stream.socket.close()
         finally:
             self.pending -= 1
@@ -946,6 +955,7 @@ class _Connector:
             handed_over = True
         except (_Refused, InvalidInput, WireError, *_STREAM_ERRORS) as exc:
             self.rejected.append(f"{_peer_name(stream)}: {_reason(exc)}")
+            _log.warning("party %d: refused a connection: %s", self.me, self.rejected[-1])
         finally:
             if not handed_over:
                 stream.socket.close()
@@ -963,7 +973,11 @@ class _Connector:
                 stream = await trio.open_tcp_stream(host, port)
                 break
             except OSError as exc:
-                self.last_dial_error[peer] = _reason(exc)
+                why = _reason(exc)
+                if self.last_dial_error.get(peer) != why:  # not once per retry
+                    _log.debug("party %d: dialling party %d at %s:%d: %s (retrying)",
+                               self.me, peer, host, port, why)
+                self.last_dial_error[peer] = why
                 await trio.sleep(delay)
                 delay = min(delay * 1.5, _BACKOFF_MAX)
         handed_over = False
