@@ -194,7 +194,7 @@ class NotEnoughSurvivors(ProtocolAbort):
     """Fewer parties than the protocol's threshold are still alive; no result is given."""
 
 
-class ClippingWarning(UserWarning):
+class ClippingWarning(MpcaiError, UserWarning):
     """Many values were clipped to the quantisation range before aggregation (the
     result is the mean of the clipped values): widen ``clip`` or send deltas."""
 
