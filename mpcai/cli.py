@@ -53,7 +53,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     party = sub.add_parser("party", parents=[common],
                            help="run one party of a deployment (TCP + mutual TLS)")
-    party.add_argument("--config", required=True, metavar="FILE", help="deployment config (JSON)")
+    party.add_argument("--config", required=True, metavar="FILE",
+                       help="deployment config (TOML if FILE ends in .toml, else JSON)")
     party.add_argument("--id", required=True, type=int, help="this party's id")
     party.add_argument("--announce", action="store_true",
                        help="bind port 0, print 'MPCAI-LISTENING <port>', read the address "

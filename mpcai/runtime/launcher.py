@@ -20,7 +20,12 @@ Two entry points:
       }
 
   Relative paths are relative to the config file.  ``mpcai certs`` makes
-  the CA and the per-party certificates.
+  the CA and the per-party certificates.  A config named ``*.toml`` is read
+  as TOML.  Instead of ``function``, a ``protocol`` table may name a
+  protocol (``name = "secure_aggregation"`` and its parameters) and ``io``
+  tables each party's input and output files (``.npy`` / ``.npz``): then
+  ``mpcai party --config deploy.toml --id 3`` needs no Python at all (see
+  ``docs/deploy.rst``).
 
 * :func:`launch_local` starts ``n`` such processes on localhost for you —
   fresh certificates, a fresh session, free ports (each party binds port 0
@@ -180,26 +185,51 @@ class PartyConfig:
     timeout: float = DEFAULT_TIMEOUT
     insecure_plaintext: bool = False
     connect_timeout: float | None = None  # None: ``timeout``
+    #: a declarative deployment (``[protocol]``): the protocol's name and parameters,
+    #: every party's ``[io.<id>]`` table, and the directory its file names are relative to
+    protocol: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    io: dict[int, dict[str, Any]] = field(default_factory=dict)
+    base: Path | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> PartyConfig:
-        """Read and check a JSON config file."""
+        """Read and check a config file: TOML if its name ends in ``.toml``, else JSON
+        (the same fields either way; see the module docstring and ``docs/deploy.rst``).
+
+        With a ``protocol`` table (``name`` one of :data:`mpcai.runtime._deploy.PROTOCOLS`
+        plus the protocol's parameters) instead of ``function``, the party function
+        and its arguments come from the protocol and the ``io`` tables.  A party's
+        ``address = "host:port"`` (``"[v6]:port"``) may replace ``host`` and ``port``.
+        """
+        import tomllib
+
+        from mpcai.runtime import _deploy
+
         path = Path(path)
         try:
-            raw = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+            if path.suffix.lower() == ".toml":
+                raw = tomllib.loads(path.read_text())
+            else:
+                raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
             raise InvalidInput(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise InvalidInput(f"config {path} must be a table (a JSON object)")
         base = path.parent
         try:
             session = bytes.fromhex(raw["session"])
             parties = {int(k): dict(v) for k, v in raw["parties"].items()}
-            function = str(raw["function"])
+            function = "" if "protocol" in raw else str(raw["function"])
+            io = {int(k): dict(v) for k, v in raw.get("io", {}).items()}
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise InvalidInput(f"config {path} is missing or has a bad field: {exc}") from exc
         if len(session) != wire.SESSION_ID_BYTES:
             raise InvalidInput(f"session must be {wire.SESSION_ID_BYTES} bytes of hex")
         plain = bool(raw.get("insecure_plaintext", False))
         for pid, entry in parties.items():
+            if "address" in entry:
+                entry["host"], entry["port"] = _split_address(entry.pop("address"), pid)
             if "host" not in entry or "port" not in entry:
                 raise InvalidInput(f"party {pid} needs a host and a port")
             for key in ("cert", "key"):
@@ -216,8 +246,16 @@ class PartyConfig:
             connect = None if connect is None else float(connect)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"config {path}: bad timeout: {exc}") from exc
+        protocol, params = None, {}
+        if "protocol" in raw:
+            function, params = _deploy.protocol_function(raw["protocol"], len(parties))
+            protocol = raw["protocol"]["name"]
+            _deploy.check_io(io, parties)
+        elif io:
+            raise InvalidInput(f"config {path}: [io] tables need a [protocol] table")
         return cls(session=session, function=function, parties=parties, ca=ca,
-                   timeout=timeout, insecure_plaintext=plain, connect_timeout=connect)
+                   timeout=timeout, insecure_plaintext=plain, connect_timeout=connect,
+                   protocol=protocol, params=params, io=io, base=base)
 
     def dump(self, path: str | Path) -> None:
         """Write the config as JSON (paths as given)."""
@@ -233,6 +271,19 @@ class PartyConfig:
         if self.ca is not None:
             data["ca"] = str(self.ca)
         Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _split_address(address: object, pid: int) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6 address]:port"`` -> (host, port)."""
+    if not isinstance(address, str):
+        raise InvalidInput(f"party {pid}: address must be a 'host:port' string")
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidInput(f"party {pid}: address {address!r} is not 'host:port' "
+                           "(port 1..65535)")
+    return host, int(port)
 
 
 def load_function(spec: str) -> Callable[..., Awaitable[Any]]:
@@ -333,7 +384,8 @@ async def run_party(
                                f"not party {party_id}'s")
     addresses = {pid: (p["host"], int(p["port"])) for pid, p in config.parties.items()}
     absent: list[int] = []
-    listener = await TcpListener.bind(me["host"], 0 if announce else int(me["port"]))
+    listener = await TcpListener.bind(str(me.get("listen", me["host"])),
+                                      0 if announce else int(me["port"]))
     if announce:
         try:
             print(f"{ANNOUNCE} {listener.port}", flush=True)
@@ -890,7 +942,20 @@ def main_party(config_path: str, party_id: int, *, announce: bool, args_path: st
         args: list[Any] = []
         if args_path:
             args = wire.decode_payload(Path(args_path).read_bytes())
+        elif config.protocol is not None:
+            from mpcai.runtime import _deploy
+
+            if party_id not in config.parties:
+                raise InvalidInput(f"party {party_id} is not in the config")
+            assert config.base is not None
+            args = _deploy.party_args(config.protocol, config.params,
+                                      config.io.get(party_id, {}), party_id, config.base)
         result, stats = trio.run(lambda: run_party(config, party_id, args, announce=announce))
+        summary = None
+        if config.protocol is not None and not args_path:
+            assert config.base is not None
+            summary = _deploy.write_output(config.protocol, result, config.io.get(party_id, {}),
+                                           party_id, config.base)
     except Exception as exc:
         while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1 \
                 and isinstance(exc.exceptions[0], Exception):
@@ -909,7 +974,9 @@ def main_party(config_path: str, party_id: int, *, announce: bool, args_path: st
     if result_path:
         _write_atomic(result_path, {"result": result, "stats": stats.as_dict()})
     print(f"party {party_id}: {stats}", file=sys.stderr)
-    if not result_path:
+    if summary is not None:
+        print(f"party {party_id}: {summary}")
+    elif not result_path:
         print(repr(result))
     return 0
 

@@ -1,0 +1,254 @@
+"""Declarative deployments: ``mpcai party --config deploy.toml --id I`` with no Python.
+
+A deployment config (TOML, or JSON of the same shape) with a ``[protocol]``
+table names a protocol of :data:`PROTOCOLS` instead of a ``function``; the
+``[io.<id>]`` tables name each party's input and output files (``.npy`` /
+``.npz`` / ``.json``).  :func:`party_args` turns a party's input files into
+the protocol function's arguments, :func:`write_output` writes its result.
+See ``docs/deploy.rst`` for the format and a walkthrough.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mpcai.errors import InvalidInput, InvalidType
+
+__all__ = ["PROTOCOLS", "Protocol", "party_args", "protocol_function", "write_output"]
+
+#: keys of the server's result file that are not arrays of the mean
+META_PREFIX = "mpcai."
+
+_IO_KEYS = {"input", "output", "weight", "weight_field", "like"}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a named protocol runs from files: its party function (``module:function``,
+    called as ``fn(party, params, *args)``), how a party's ``[io]`` table becomes
+    ``args`` and how its result is written."""
+
+    function: str
+    check: Callable[[Mapping[str, Any], int], None]
+    args: Callable[[Mapping[str, Any], Mapping[str, Any], int, Path], list[Any]]
+    write: Callable[[Any, Mapping[str, Any], int, Path], str]
+
+
+def _secagg_check(params: Mapping[str, Any], n_parties: int) -> None:
+    from mpcai.protocols.secure_aggregation import SecAggConfig
+
+    known = {f.name for f in dataclasses.fields(SecAggConfig)} - {"identities"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise InvalidInput(f"[protocol] has unknown secure_aggregation fields {unknown}; "
+                           f"known: {sorted(known)}")
+    SecAggConfig(**params)  # typed errors for bad values, before anything connects
+
+
+def _secagg_params(params: Mapping[str, Any], n_parties: int) -> dict[str, Any]:
+    out = dict(params)
+    out.setdefault("n_clients", n_parties - 1)
+    return out
+
+
+def _load_update(path: Path, weight_field: str | None) -> tuple[Any, int | None]:
+    """An update from ``.npy`` (one array) or ``.npz`` (named arrays: a dict update),
+    and the weight read from ``weight_field`` of the ``.npz`` (then not part of the
+    update).  Never unpickles."""
+    suffix = path.suffix.lower()
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:  # object arrays (pickles) and malformed files
+        raise InvalidInput(f"cannot read {path}: {exc}") from exc
+    if suffix == ".npy":
+        if not isinstance(loaded, np.ndarray):
+            raise InvalidInput(f"{path} is not a .npy array")
+        if weight_field is not None:
+            raise InvalidInput(f"weight_field needs an .npz input, {path} is .npy")
+        return loaded, None
+    if suffix != ".npz" or isinstance(loaded, np.ndarray):
+        raise InvalidInput(f"input {path} must be .npy (one array) or .npz (named arrays)")
+    with loaded:
+        arrays = {k: loaded[k] for k in loaded.files}
+    weight = None
+    if weight_field is not None:
+        if weight_field not in arrays:
+            raise InvalidInput(f"{path} has no field {weight_field!r} (weight_field); fields: "
+                               f"{sorted(arrays)}")
+        w = arrays.pop(weight_field)
+        if w.size != 1 or not np.issubdtype(w.dtype, np.integer):
+            raise InvalidType(f"{path}[{weight_field!r}] must be one integer (a sample "
+                              f"count), got dtype {w.dtype} shape {w.shape}")
+        weight = int(w.reshape(()))
+    if not arrays:
+        raise InvalidInput(f"{path} holds no update arrays")
+    for k, a in arrays.items():
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise InvalidType(f"{path}[{k!r}] has dtype {a.dtype}; updates are numbers")
+    return arrays, weight
+
+
+def _secagg_args(params: Mapping[str, Any], io: Mapping[str, Any], party_id: int,
+                 base: Path) -> list[Any]:
+    out = str(io.get("output", ""))
+    allowed = (".npz",) if party_id == 0 else (".json", ".npz")
+    if out and not out.lower().endswith(allowed):  # checked before the run, not after it
+        raise InvalidInput(f"[io.{party_id}] output must end in {' or '.join(allowed)}, "
+                           f"got {out!r}")
+    if party_id == 0:
+        if "input" in io:
+            raise InvalidInput("[io.0]: the server (party 0) has no input")
+        if "like" in io and not (base / io["like"]).is_file():
+            raise InvalidInput(f"[io.0] like = {io['like']!r}: no such file")
+        return []
+    if "input" not in io:
+        raise InvalidInput(f"[io.{party_id}] needs input = \"<update>.npz\" (or .npy)")
+    if "weight" in io and "weight_field" in io:
+        raise InvalidInput(f"[io.{party_id}]: give weight or weight_field, not both")
+    update, weight = _load_update(base / io["input"], io.get("weight_field"))
+    if weight is None:
+        weight = io.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        raise InvalidType(f"[io.{party_id}] weight must be an integer, got {weight!r}")
+    return [update, weight]
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, path)
+
+
+def _secagg_write(result: Mapping[str, Any], io: Mapping[str, Any], party_id: int,
+                  base: Path) -> str:
+    out = io.get("output")
+    path = base / out if out is not None else None
+    if party_id != 0:
+        status = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in result.items()}
+        if path is not None:
+            if path.suffix.lower() == ".json":
+                tmp = path.with_name(path.name + ".part")
+                tmp.write_text(json.dumps(status) + "\n")
+                os.replace(tmp, path)
+            elif path.suffix.lower() == ".npz":
+                _write_npz(path, {k: np.asarray(v) for k, v in status.items()})
+            else:
+                raise InvalidInput(f"[io.{party_id}] output must be .json or .npz, got {out}")
+        return f"status {status}" + (f", written to {path}" if path else "")
+    mean = np.asarray(result["mean"])
+    arrays: dict[str, np.ndarray] = {}
+    if "like" in io:
+        like, _ = _load_update(base / io["like"], None)
+        if isinstance(like, dict):
+            sizes = {k: int(np.prod(np.shape(like[k]), dtype=np.int64)) for k in sorted(like)}
+            if sum(sizes.values()) != mean.size:
+                raise InvalidInput(f"the mean has {mean.size} values, {io['like']} has "
+                                   f"{sum(sizes.values())}")
+            pos = 0
+            for k in sorted(like):  # flatten_update's order
+                if k.startswith(META_PREFIX):
+                    raise InvalidInput(f"{io['like']}: array names starting with "
+                                       f"{META_PREFIX!r} are reserved")
+                arrays[k] = mean[pos:pos + sizes[k]].reshape(np.shape(like[k]))
+                pos += sizes[k]
+        else:
+            if like.size != mean.size:
+                raise InvalidInput(f"the mean has {mean.size} values, {io['like']} has "
+                                   f"{like.size}")
+            arrays["mean"] = mean.reshape(like.shape)
+    else:
+        arrays["mean"] = mean
+    arrays[META_PREFIX + "survivors"] = np.asarray(result["survivors"], dtype=np.uint32)
+    for stage, ids in result["dropped"].items():
+        arrays[f"{META_PREFIX}dropped.{stage}"] = np.asarray(ids, dtype=np.uint32)
+    arrays[META_PREFIX + "misbehaving"] = np.asarray(result["misbehaving"], dtype=np.uint32)
+    arrays[META_PREFIX + "clipped"] = np.asarray(result["clipped"], dtype=np.int64)
+    arrays[META_PREFIX + "total_weight"] = np.asarray(result["total_weight"], dtype=np.int64)
+    if path is not None:
+        if path.suffix.lower() != ".npz":
+            raise InvalidInput(f"[io.0] output must be .npz, got {out}")
+        _write_npz(path, arrays)
+    survivors = [int(s) for s in result["survivors"]]
+    return (f"mean of {mean.size} values over survivors {survivors}, clipped "
+            f"{int(result['clipped'])}" + (f", written to {path}" if path else ""))
+
+
+async def secure_aggregation_party(party: Any, params: Mapping[str, Any], update: Any = None,
+                                   weight: int = 1) -> dict[str, Any]:
+    """One party of secure aggregation from a deployment config: party 0 runs the
+    server and returns the mean, survivors, dropped, misbehaving, clipped and
+    total weight (wire-encodable); a client returns its status dict."""
+    from mpcai.protocols.secure_aggregation import SecAggConfig, client, server
+
+    cfg = SecAggConfig(**params)
+    if party.id == 0:
+        agg = await server(party, cfg)
+        return {"mean": agg.mean, "survivors": np.array(agg.survivors, dtype=np.uint32),
+                "dropped": {k: np.array(v, dtype=np.uint32) for k, v in agg.dropped.items()},
+                "misbehaving": np.array(agg.misbehaving, dtype=np.uint32),
+                "clipped": int(agg.clipped), "total_weight": int(agg.total_weight)}
+    if update is None:
+        raise InvalidInput(f"client {party.id} needs an update")
+    return await client(party, update, cfg, weight)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "secure_aggregation": Protocol(
+        function="mpcai.runtime._deploy:secure_aggregation_party",
+        check=_secagg_check, args=_secagg_args, write=_secagg_write),
+}
+"""Protocol names a deployment config may give, and how each runs from files."""
+
+
+def protocol_function(table: Mapping[str, Any], n_parties: int) -> tuple[str, dict[str, Any]]:
+    """``[protocol]`` -> (party function spec, checked parameters).  An unknown or
+    missing ``name`` is :class:`~mpcai.errors.InvalidInput` listing the known ones."""
+    if not isinstance(table, Mapping):
+        raise InvalidType("[protocol] must be a table")
+    params = dict(table)
+    name = params.pop("name", None)
+    if name not in PROTOCOLS:
+        raise InvalidInput(f"[protocol] name = {name!r} is not a protocol; known: "
+                           f"{sorted(PROTOCOLS)}")
+    proto = PROTOCOLS[name]
+    if name == "secure_aggregation":
+        params = _secagg_params(params, n_parties)
+    try:
+        proto.check(params, n_parties)
+    except TypeError as exc:
+        if isinstance(exc, InvalidType):
+            raise
+        raise InvalidType(f"[protocol]: {exc}") from exc
+    return proto.function, params
+
+
+def check_io(io: Mapping[int, Mapping[str, Any]], parties: Mapping[int, Any]) -> None:
+    """``[io.<id>]`` tables name known parties and known keys."""
+    for pid, table in io.items():
+        if pid not in parties:
+            raise InvalidInput(f"[io.{pid}] names no party of [parties]")
+        unknown = sorted(set(table) - _IO_KEYS)
+        if unknown:
+            raise InvalidInput(f"[io.{pid}] has unknown keys {unknown}; known: "
+                               f"{sorted(_IO_KEYS)}")
+
+
+def party_args(name: str, params: Mapping[str, Any], io: Mapping[str, Any], party_id: int,
+               base: Path) -> list[Any]:
+    """The protocol function's arguments after ``(party, params)`` for ``party_id``."""
+    return [params, *PROTOCOLS[name].args(params, io, party_id, base)]
+
+
+def write_output(name: str, result: Any, io: Mapping[str, Any], party_id: int,
+                 base: Path) -> str:
+    """Write ``result`` to the party's ``output`` file (if any); returns a one-line summary."""
+    return PROTOCOLS[name].write(result, io, party_id, base)

@@ -1,0 +1,205 @@
+"""Declarative deployments: ``mpcai party --config deploy.toml --id I``, no Python glue.
+
+The end-to-end test plays four machines in four directories on loopback: each
+gets only what ``mpcai certs`` says to copy to it, the same ``deploy.toml`` and
+its own ``.npz`` input; the server's ``result.npz`` is checked against the
+weighted mean computed here in plaintext.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpcai import cli
+from mpcai.errors import InvalidInput, InvalidType
+from mpcai.runtime.launcher import PartyConfig
+
+N_CLIENTS = 3
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _toml(ports: list[int], *, protocol: str = "secure_aggregation") -> str:
+    parties = "".join(
+        f'\n[parties.{i}]\naddress = "127.0.0.1:{port}"\ncert = "certs/party-{i}.pem"\n'
+        f'key = "certs/party-{i}.key"\n' for i, port in enumerate(ports))
+    return f'''session = "{os.urandom(16).hex()}"
+ca = "certs/ca.pem"
+timeout = 60
+connect_timeout = 30
+
+[protocol]
+name = "{protocol}"
+n_clients = {N_CLIENTS}
+threshold = 2
+clip = 4.0
+bits = 20
+max_weight = 100
+{parties}
+[io.0]
+output = "result.npz"
+like = "model.npz"
+
+[io.1]
+input = "update.npz"
+weight = 5
+output = "status.json"
+
+[io.2]
+input = "update.npz"
+weight_field = "num_samples"
+output = "status.npz"
+
+[io.3]
+input = "update.npz"
+weight_field = "num_samples"
+'''
+
+
+def test_four_machines_aggregate_npz_files_from_a_toml_config(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    certs_dir = tmp_path / "ca-machine"
+    assert cli.main(["certs", "--out", str(certs_dir), "--parties", str(N_CLIENTS + 1)]) == 0
+    toml = _toml(_free_ports(N_CLIENTS + 1))
+    shapes = {"layer.w": (4, 3), "layer.b": (3,), "head": (2,)}
+    updates = [{k: rng.uniform(-2, 2, size=s).astype(np.float32) for k, s in shapes.items()}
+               for _ in range(N_CLIENTS)]
+    weights = [5, 17, 40]
+    machines = []
+    for i in range(N_CLIENTS + 1):
+        m = tmp_path / f"machine-{i}"
+        (m / "certs").mkdir(parents=True)
+        for name in ("ca.pem", f"party-{i}.pem", f"party-{i}.key"):  # what certs says to copy
+            shutil.copy2(certs_dir / name, m / "certs" / name)
+        (m / "deploy.toml").write_text(toml)
+        if i == 0:
+            np.savez(m / "model.npz", **{k: np.zeros(s) for k, s in shapes.items()})
+        else:
+            extra = {"num_samples": np.int64(weights[i - 1])} if i > 1 else {}
+            np.savez(m / "update.npz", **updates[i - 1], **extra)
+        machines.append(m)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-m", "mpcai.cli", "party", "--config",
+                               str(m / "deploy.toml"), "--id", str(i)], cwd=m, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i, m in enumerate(machines)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=90))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for i, (p, (out, err)) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode == 0, f"party {i}:\n{out}\n{err}"
+    assert "survivors [1, 2, 3]" in outs[0][0] and "result.npz" in outs[0][0]
+    with np.load(machines[0] / "result.npz", allow_pickle=False) as res:
+        dropped = [k for k in res.files if k.startswith("mpcai.dropped.")]
+        assert "mpcai.dropped.masked_input" in dropped
+        assert all(res[k].tolist() == [] for k in dropped)
+        assert sorted(set(res.files) - set(dropped)) == sorted(
+            [*shapes, "mpcai.survivors", "mpcai.misbehaving", "mpcai.clipped",
+             "mpcai.total_weight"])
+        assert res["mpcai.survivors"].tolist() == [1, 2, 3]
+        assert res["mpcai.misbehaving"].tolist() == []
+        assert int(res["mpcai.clipped"]) == 0
+        assert int(res["mpcai.total_weight"]) == sum(weights)
+        for k, shape in shapes.items():
+            expected = sum(w * u[k].astype(np.float64) for w, u in
+                           zip(weights, updates, strict=True)) / sum(weights)
+            assert res[k].shape == shape
+            # quantisation: 2^20 levels over [-4, 4], well under 1e-4 after averaging
+            np.testing.assert_allclose(res[k], expected, atol=1e-4, rtol=0)
+    assert json.loads((machines[1] / "status.json").read_text()) == {"done": True, "clipped": 0}
+    with np.load(machines[2] / "status.npz", allow_pickle=False) as st:
+        assert bool(st["done"]) and int(st["clipped"]) == 0
+    assert not list(machines[3].glob("status*"))  # no output named: only printed
+    assert "'done': True" in outs[3][0]
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "deploy.toml"
+    path.write_text(text)
+    return path
+
+
+def test_toml_config_loads_addresses_paths_and_the_protocol(tmp_path: Path) -> None:
+    cfg = PartyConfig.load(_config(tmp_path, _toml([7000, 7001, 7002, 7003])))
+    assert cfg.function == "mpcai.runtime._deploy:secure_aggregation_party"
+    assert cfg.protocol == "secure_aggregation"
+    assert cfg.params == {"n_clients": 3, "threshold": 2, "clip": 4.0, "bits": 20,
+                          "max_weight": 100}
+    assert cfg.parties[2]["host"] == "127.0.0.1" and cfg.parties[2]["port"] == 7002
+    assert cfg.parties[2]["cert"] == tmp_path / "certs" / "party-2.pem"
+    assert cfg.ca == tmp_path / "certs" / "ca.pem"
+    assert cfg.io[2] == {"input": "update.npz", "weight_field": "num_samples",
+                         "output": "status.npz"}
+    assert cfg.timeout == 60.0 and cfg.connect_timeout == 30.0
+
+
+def test_unknown_protocol_and_bad_fields_are_typed_errors(tmp_path: Path) -> None:
+    ports = [7000, 7001, 7002, 7003]
+    with pytest.raises(InvalidInput, match=r"known: \['secure_aggregation'\]"):
+        PartyConfig.load(_config(tmp_path, _toml(ports, protocol="secure_agregation")))
+    text = _toml(ports)
+    with pytest.raises(InvalidInput, match="unknown secure_aggregation fields"):
+        PartyConfig.load(_config(tmp_path, text.replace("bits = 20", "bitz = 20")))
+    with pytest.raises(InvalidInput, match="threshold"):
+        PartyConfig.load(_config(tmp_path, text.replace("threshold = 2", "threshold = 9")))
+    with pytest.raises(InvalidInput, match="not 'host:port'"):
+        PartyConfig.load(_config(tmp_path, text.replace("127.0.0.1:7001", "127.0.0.1")))
+    with pytest.raises(InvalidInput, match=r"unknown keys \['wieght'\]"):
+        PartyConfig.load(_config(tmp_path, text.replace("weight = 5", "wieght = 5")))
+    with pytest.raises(InvalidInput, match="cannot read config"):
+        PartyConfig.load(_config(tmp_path, text.replace("[io.0]", "[io.0")))
+
+
+def test_party_inputs_are_checked_before_anything_connects(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mpcai.runtime import _deploy
+
+    base = tmp_path
+    np.save(base / "u.npy", np.ones(3))
+    np.savez(base / "u.npz", a=np.ones(2), num_samples=np.float64(3.0))
+    np.save(base / "obj.npy", np.array([{"x": 1}], dtype=object))
+    params = {"n_clients": 3}
+    args = _deploy.party_args("secure_aggregation", params, {"input": "u.npy", "weight": 4},
+                              1, base)
+    assert args[0] is params and args[2] == 4
+    np.testing.assert_array_equal(args[1], np.ones(3))
+    with pytest.raises(InvalidType, match="one integer"):
+        _deploy.party_args("secure_aggregation", params,
+                           {"input": "u.npz", "weight_field": "num_samples"}, 1, base)
+    with pytest.raises(InvalidInput, match="cannot read"):  # never unpickled
+        _deploy.party_args("secure_aggregation", params, {"input": "obj.npy"}, 1, base)
+    with pytest.raises(InvalidInput, match=r"must end in \.json or \.npz"):
+        _deploy.party_args("secure_aggregation", params,
+                           {"input": "u.npy", "output": "status.txt"}, 1, base)
+    with pytest.raises(InvalidInput, match="needs input"):
+        _deploy.party_args("secure_aggregation", params, {}, 2, base)
+    # through the command line: one line, before connecting to anyone
+    cfg = _config(tmp_path, _toml([7000, 7001, 7002, 7003]).replace(
+        'output = "result.npz"', 'output = "result.json"'))
+    assert cli.main(["party", "--config", str(cfg), "--id", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "output must end in .npz" in err and "Traceback" not in err
