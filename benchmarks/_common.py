@@ -21,8 +21,11 @@ def median_time(fn: Callable[[], Any], reps: int, warmup: int = 1) -> float:
 
 
 def record(name: str, ours_s: float, baseline_name: str, baseline_s: float, **extra: Any) -> dict:
-    """One benchmark record; ``ratio = baseline_s / ours_s`` (> 1 means we are faster)."""
-    return {
+    """One benchmark record; ``ratio = baseline_s / ours_s`` (> 1 means we are faster).
+    Reported as a progress line on stderr while a suite's ``main`` runs."""
+    from . import _progress
+
+    rec = {
         "name": name,
         "ours_s": ours_s,
         "baseline_name": baseline_name,
@@ -30,6 +33,8 @@ def record(name: str, ours_s: float, baseline_name: str, baseline_s: float, **ex
         "ratio": baseline_s / ours_s if ours_s > 0 else float("inf"),
         **extra,
     }
+    _progress.measured(rec)
+    return rec
 
 
 def format_table(records: list[dict]) -> str:

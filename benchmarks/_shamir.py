@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from mpcai.sharing import shamir
 
-from . import _simd
+from . import _progress, _simd
 
 __all__ = [
     "NumpyFieldPRG",
@@ -314,7 +314,7 @@ def _median_time(fn: Callable[[], Any], reps: int) -> float:
 
 
 def _record(name: str, ours: float, base_name: str, base: float, elements: int) -> dict[str, Any]:
-    return {
+    rec = {
         "name": name,
         "ours_s": ours,
         "baseline_name": base_name,
@@ -323,6 +323,8 @@ def _record(name: str, ours: float, base_name: str, base: float, elements: int) 
         "elements": elements,
         "elements_per_s": elements / ours,
     }
+    _progress.measured(rec)  # a line on stderr while ``mpcai bench`` runs
+    return rec
 
 
 def run(reps: int = 5, quick: bool = False) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import _ckks, _paillier
+from . import _ckks, _paillier, _progress
 from ._common import report
 
 SUITES: dict[str, Callable[..., list[dict]]] = {"paillier": _paillier.run, "ckks": _ckks.run}
@@ -19,6 +19,7 @@ def run(reps: int = 5, quick: bool = False, only: list[str] | None = None) -> li
     records: list[dict] = []
     for name, fn in SUITES.items():
         if not only or name in only:
+            _progress.step(name)
             records.extend(fn(reps=reps, quick=quick))
     return records
 
@@ -26,5 +27,7 @@ def run(reps: int = 5, quick: bool = False, only: list[str] | None = None) -> li
 def main(reps: int = 5, quick: bool = False, json_path: str | None = None,
          only: list[str] | None = None) -> int:
     """Run, print the table, optionally write JSON; returns an exit code."""
-    report(run(reps=reps, quick=quick, only=only), reps, json_path)
+    with _progress.running("mpcai bench he", [s for s in SUITES if not only or s in only]):
+        records = run(reps=reps, quick=quick, only=only)
+    report(records, reps, json_path)
     return 0

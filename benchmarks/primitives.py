@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import _gemm, _prg, _shamir, _simd
+from . import _gemm, _prg, _progress, _shamir, _simd
 from ._common import report
 
 SUITES: dict[str, Callable[..., list[dict]]] = {
@@ -28,6 +28,7 @@ def run(reps: int = 7, quick: bool = False, only: list[str] | None = None) -> li
     for name, fn in SUITES.items():
         if only and name not in only:
             continue
+        _progress.step(name)
         records.extend(fn(reps=reps, quick=quick))
     return records
 
@@ -41,7 +42,8 @@ def main(reps: int = 7, quick: bool = False, json_path: str | None = None,
     the CPU model (``cpu``), so the JSON is self-describing.
     """
     print(_simd.machine_line() + "\n")
-    records = run(reps=reps, quick=quick, only=only)
+    with _progress.running("mpcai bench primitives", [s for s in SUITES if not only or s in only]):
+        records = run(reps=reps, quick=quick, only=only)
     cpu = _simd.cpu_model()
     for r in records:
         r.setdefault("cpu", cpu)

@@ -7,17 +7,24 @@ both sides measured in this run.
 
 from __future__ import annotations
 
-from . import _runtime_hostile, _runtime_memory, _runtime_tcp
+from . import _progress, _runtime_hostile, _runtime_memory, _runtime_tcp
 from ._common import report
+
+STEPS = ("tcp", "memory", "hostile")
 
 
 def run(reps: int = 3, quick: bool = False) -> list[dict]:
     """All runtime records."""
-    return (_runtime_tcp.run(reps=reps, quick=quick) + _runtime_memory.run(reps=reps, quick=quick)
-            + _runtime_hostile.run(reps=reps, quick=quick))
+    records: list[dict] = []
+    for name, mod in zip(STEPS, (_runtime_tcp, _runtime_memory, _runtime_hostile), strict=True):
+        _progress.step(name)
+        records += mod.run(reps=reps, quick=quick)
+    return records
 
 
 def main(reps: int = 3, quick: bool = False, json_path: str | None = None) -> int:
     """Run, print the table, optionally write JSON; returns an exit code."""
-    report(run(reps=reps, quick=quick), reps, json_path)
+    with _progress.running("mpcai bench runtime", STEPS):
+        records = run(reps=reps, quick=quick)
+    report(records, reps, json_path)
     return 0

@@ -76,6 +76,7 @@ from typing import Any
 import numpy as np
 
 from . import _flower_round, _secagg_flower, _secagg_ours
+from . import _progress as _prog
 from ._common import record, report
 
 FLOWER_SHARES = 7  # Flower's SecAgg+ num_shares: the client itself + 6 ring neighbours
@@ -329,7 +330,8 @@ def _scale_record(name: str, r: dict, cpu: str, baseline: dict | None = None,
 
 
 def _progress(msg: str) -> None:
-    print(f"[bench secagg] {msg}", file=sys.stderr, flush=True)
+    if not _prog.note(msg):  # run() called from code: a plain line
+        print(f"[bench secagg] {msg}", file=sys.stderr, flush=True)
 
 
 def scaling(reps: int, quick: bool, *, huge: bool = False, cpu: str | None = None
@@ -397,21 +399,28 @@ def run(reps: int = 3, quick: bool = False,
         if on_records is not None:
             on_records(list(records))
 
+    _prog.plan([f"compare {_label(n, d, DROP)}" for n, d in sizes]
+               + [f"auto parameters {_label(n, d, DROP)}" for n, d in auto_sizes if flower]
+               + ["scaling"] * with_scaling + ["scaling N=100,000"] * (with_scaling and not quick))
     for n, d in sizes:
-        _progress(f"compare {_label(n, d, DROP)} ...")
+        if not _prog.step(f"compare {_label(n, d, DROP)}"):
+            _progress(f"compare {_label(n, d, DROP)} ...")
         records += compare(n, d, reps, flower=flower, cpu=cpu)
         done()
     if flower:
         for n, d in auto_sizes:
-            _progress(f"auto parameters {_label(n, d, DROP)} ...")
+            if not _prog.step(f"auto parameters {_label(n, d, DROP)}"):
+                _progress(f"auto parameters {_label(n, d, DROP)} ...")
             rec = compare_auto(n, d, reps, cpu=cpu)
             if rec is not None:
                 records.append(rec)
             done()
     if with_scaling:
+        _prog.step("scaling")
         records += scaling(reps, quick, huge=False, cpu=cpu)
         done()
         if not quick:
+            _prog.step("scaling N=100,000")
             records += scaling_huge(cpu=cpu)
             done()
     return records
@@ -429,7 +438,9 @@ def main(reps: int = 3, quick: bool = False, json_path: str | None = None) -> in
         if json_path:
             Path(json_path + ".partial").write_text(json.dumps(records, indent=2) + "\n")
 
-    report(run(reps=reps, quick=quick, on_records=save), reps, json_path)
+    with _prog.running("mpcai bench secagg", []):  # run() declares its steps
+        records = run(reps=reps, quick=quick, on_records=save)
+    report(records, reps, json_path)
     if json_path:
         Path(json_path + ".partial").unlink(missing_ok=True)
     print("(secagg times: all timed rounds, failed ones included, per successful aggregate; "
