@@ -8,27 +8,41 @@ there is one, and the exit status is 2 for bad input (``InvalidInput``,
 Ctrl-C exits with 130.  ``--debug`` (or ``-v``, anywhere on the command line)
 lets the exception propagate with its traceback instead.  Other exceptions
 (bugs) always propagate.
+
+``-v`` / ``--verbose`` also sends the ``mpcai`` loggers' records to stderr: INFO
+and above (peers dropped or refused, each secure-aggregation stage with its
+counts, dropped and misbehaving clients), ``-vv`` DEBUG as well.  Only the
+``mpcai`` logger gets a handler, for the duration of the command; the root
+logger is left alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 __all__ = ["main"]
 
 _DEBUG_HELP = "show the full traceback of an error instead of one line"
+_VERBOSE_HELP = ("log what mpcai does to stderr (INFO; -vv: DEBUG); also shows the "
+                 "traceback of an error")
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpcai", description="Secure multiparty computation for decentralised AI."
     )
-    parser.add_argument("-v", "--debug", action="store_true", help=_DEBUG_HELP)
-    # ``--debug`` after a subcommand too (SUPPRESS: absent there, the top level's False stays)
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=_VERBOSE_HELP)
+    # ``--debug``/``-v`` after a subcommand too (SUPPRESS: absent there, the top level's
+    # value stays; given there, it replaces it)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--debug", action="store_true", default=argparse.SUPPRESS,
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help=_DEBUG_HELP)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", parents=[common],
@@ -148,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = _build_parser()
     args = parser.parse_args(argv)
+    args.debug = args.debug or args.verbose > 0
+    logged = _start_logging(args.verbose)
     try:
         return _run(parser, args)
     except KeyboardInterrupt:
@@ -159,6 +175,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         return _report(exc, args)
+    finally:
+        if logged is not None:
+            _stop_logging(*logged)
+
+
+def _start_logging(verbose: int) -> tuple[logging.Handler, int] | None:
+    """With ``verbose`` >= 1, a stderr handler on the ``mpcai`` logger at INFO
+    (>= 2: DEBUG); the root logger is not touched.  Returns the handler and the
+    logger's previous level (for :func:`_stop_logging`), or None without ``verbose``."""
+    if verbose < 1:
+        return None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    top = logging.getLogger("mpcai")
+    previous = top.level
+    top.addHandler(handler)
+    top.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+    return handler, previous
+
+
+def _stop_logging(handler: logging.Handler, previous: int) -> None:
+    """Undo :func:`_start_logging`."""
+    top = logging.getLogger("mpcai")
+    top.removeHandler(handler)
+    top.setLevel(previous)
+    handler.close()
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -162,3 +162,85 @@ def test_demo_refuses_a_size_that_cannot_fit_before_allocating(capsys) -> None:
     assert main(["demo", "secagg", "--clients", "3", "--dim", str(10**12)]) == 2
     err = capsys.readouterr().err
     assert "GiB" in err and "lower --dim or --clients" in err
+
+
+def test_bench_progress_goes_to_stderr_one_line_per_measurement(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each step of ``mpcai bench`` and each measurement is one line on stderr (not a
+    TTY here: no bar, no carriage returns); stdout holds the table only."""
+    out_file = tmp_path / "bench.json"
+    assert cli.main(["bench", "primitives", "--quick", "--reps", "1", "--only", "prg",
+                     "--only", "shamir", "--json", str(out_file)]) == 0
+    records = json.loads(out_file.read_text())
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert "\r" not in err and lines
+    assert all(line.startswith("[mpcai bench primitives") for line in lines), err
+    assert [ln for ln in lines if ln.endswith(")") and "] started (" in ln] == [
+        ln for ln in lines if "started" in ln]
+    started = [ln.split("]")[0] for ln in lines if "] started (" in ln]
+    assert started == ["[mpcai bench primitives 1/2 prg", "[mpcai bench primitives 2/2 shamir"]
+    measured = [ln for ln in lines if "] started (" not in ln and "] done: " not in ln]
+    assert len(measured) == len(records)
+    for line, r in zip(measured, records, strict=True):
+        assert f"] {r['name']}: ours " in line and f"{r['ratio']:.2f}x" in line
+    assert re.fullmatch(rf"\[mpcai bench primitives\] done: {len(records)} measurements "
+                        r"\(\d+\.\d s\)", lines[-1])
+    assert "[mpcai bench" not in out and "started" not in out
+    assert all(r["name"] in out for r in records)  # the table
+
+
+def test_bench_progress_bar_on_a_terminal() -> None:
+    """On a TTY a tqdm bar counts the steps; the lines are written above it."""
+    import io
+
+    from mpcai.benchmarks import _common, _progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    with _progress.running("mpcai bench t", ["a", "b"], stream=stream):
+        assert _progress.step("a")
+        _common.record("m1", 1.0, "base", 2.0)
+        assert _progress.step("b")
+    text = stream.getvalue()
+    assert "\r" in text and "1/2" in text and "| 0/2" in text
+    lines = [seg for seg in text.replace("\r", "\n").splitlines() if seg.startswith("[")]
+    assert [ln.rsplit(" (", 1)[0] for ln in lines] == [
+        "[mpcai bench t 1/2 a] started", "[mpcai bench t 1/2 a] m1: ours 1.000 s, base "
+        "2.000 s: 2.00x", "[mpcai bench t 2/2 b] started", "[mpcai bench t] done: 1 measurements"]
+    assert _progress.step("c") is False  # outside running(): silent
+
+
+@pytest.mark.parametrize(("argv", "shown"), [
+    (["demo"], set()),
+    (["-v", "demo"], {"INFO"}),
+    (["demo", "-vv"], {"INFO", "DEBUG"}),
+    (["--debug", "demo"], set()),  # tracebacks only
+])
+def test_verbose_logs_mpcai_to_stderr(argv: list[str], shown: set[str],
+                                      monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    def run(parser: object, args: object) -> int:
+        for level in (logging.DEBUG, logging.INFO, logging.WARNING):
+            logging.getLogger("mpcai.runtime.tcp").log(level, "event at %s", level)
+        logging.getLogger("other").warning("not ours")
+        return 0
+
+    root = logging.getLogger()
+    root_before = (list(root.handlers), root.level)
+    monkeypatch.setattr(cli, "_run", run)
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    names = {"DEBUG": logging.DEBUG, "INFO": logging.INFO}
+    for name, level in names.items():
+        assert (f"{name} mpcai.runtime.tcp: event at {level}" in err) == (name in shown), err
+    assert ("WARNING mpcai.runtime.tcp: event at 30" in err) == bool(shown)
+    assert "not ours" not in err and out == ""
+    top = logging.getLogger("mpcai")  # the handler is gone after the command
+    assert [type(h) for h in top.handlers] == [logging.NullHandler]
+    assert top.level == logging.NOTSET and (list(root.handlers), root.level) == root_before
