@@ -37,14 +37,15 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _toml(ports: list[int], *, protocol: str = "secure_aggregation") -> str:
+def _toml(ports: list[int], *, protocol: str = "secure_aggregation",
+          connect_timeout: float = 30) -> str:
     parties = "".join(
         f'\n[parties.{i}]\naddress = "127.0.0.1:{port}"\ncert = "certs/party-{i}.pem"\n'
         f'key = "certs/party-{i}.key"\n' for i, port in enumerate(ports))
     return f'''session = "{os.urandom(16).hex()}"
 ca = "certs/ca.pem"
 timeout = 60
-connect_timeout = 30
+connect_timeout = {connect_timeout}
 
 [protocol]
 name = "{protocol}"
@@ -74,15 +75,19 @@ weight_field = "num_samples"
 '''
 
 
-def test_four_machines_aggregate_npz_files_from_a_toml_config(tmp_path: Path) -> None:
-    rng = np.random.default_rng(7)
+SHAPES = {"layer.w": (4, 3), "layer.b": (3,), "head": (2,)}
+WEIGHTS = [5, 17, 40]  # client 1's from [io.1] weight = 5, the others' from num_samples
+
+
+def _machines(tmp_path: Path, toml: str, seed: int
+              ) -> tuple[list[Path], list[dict[str, np.ndarray]]]:
+    """One directory per machine, holding what the walkthrough copies there."""
+    rng = np.random.default_rng(seed)
     certs_dir = tmp_path / "ca-machine"
     assert cli.main(["certs", "--out", str(certs_dir), "--parties", str(N_CLIENTS + 1)]) == 0
-    toml = _toml(_free_ports(N_CLIENTS + 1))
-    shapes = {"layer.w": (4, 3), "layer.b": (3,), "head": (2,)}
+    shapes, weights = SHAPES, WEIGHTS
     updates = [{k: rng.uniform(-2, 2, size=s).astype(np.float32) for k, s in shapes.items()}
                for _ in range(N_CLIENTS)]
-    weights = [5, 17, 40]
     machines = []
     for i in range(N_CLIENTS + 1):
         m = tmp_path / f"machine-{i}"
@@ -96,11 +101,17 @@ def test_four_machines_aggregate_npz_files_from_a_toml_config(tmp_path: Path) ->
             extra = {"num_samples": np.int64(weights[i - 1])} if i > 1 else {}
             np.savez(m / "update.npz", **updates[i - 1], **extra)
         machines.append(m)
+    return machines, updates
+
+
+def _run(machines: list[Path], ids: list[int]) -> list[tuple[str, str]]:
+    """``mpcai party --config deploy.toml --id i`` in machine i's directory, for each id;
+    (stdout, stderr) of each once all have exited (each within 90 s)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs = [subprocess.Popen([sys.executable, "-m", "mpcai.cli", "party", "--config",
-                               str(m / "deploy.toml"), "--id", str(i)], cwd=m, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i, m in enumerate(machines)]
+                               str(machines[i] / "deploy.toml"), "--id", str(i)],
+                              cwd=machines[i], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in ids]
     outs = []
     try:
         for p in procs:
@@ -110,8 +121,21 @@ def test_four_machines_aggregate_npz_files_from_a_toml_config(tmp_path: Path) ->
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for i, (p, (out, err)) in enumerate(zip(procs, outs, strict=True)):
+    for i, p, (out, err) in zip(ids, procs, outs, strict=True):
         assert p.returncode == 0, f"party {i}:\n{out}\n{err}"
+    return outs
+
+
+def _weighted_mean(updates: list[dict[str, np.ndarray]], clients: list[int], k: str
+                   ) -> np.ndarray:
+    total = sum(WEIGHTS[c - 1] * updates[c - 1][k].astype(np.float64) for c in clients)
+    return total / sum(WEIGHTS[c - 1] for c in clients)
+
+
+def test_four_machines_aggregate_npz_files_from_a_toml_config(tmp_path: Path) -> None:
+    machines, updates = _machines(tmp_path, _toml(_free_ports(N_CLIENTS + 1)), seed=7)
+    shapes, weights = SHAPES, WEIGHTS
+    outs = _run(machines, [0, 1, 2, 3])
     assert "survivors [1, 2, 3]" in outs[0][0] and "result.npz" in outs[0][0]
     with np.load(machines[0] / "result.npz", allow_pickle=False) as res:
         dropped = [k for k in res.files if k.startswith("mpcai.dropped.")]
@@ -125,16 +149,29 @@ def test_four_machines_aggregate_npz_files_from_a_toml_config(tmp_path: Path) ->
         assert int(res["mpcai.clipped"]) == 0
         assert int(res["mpcai.total_weight"]) == sum(weights)
         for k, shape in shapes.items():
-            expected = sum(w * u[k].astype(np.float64) for w, u in
-                           zip(weights, updates, strict=True)) / sum(weights)
             assert res[k].shape == shape
             # quantisation: 2^20 levels over [-4, 4], well under 1e-4 after averaging
-            np.testing.assert_allclose(res[k], expected, atol=1e-4, rtol=0)
+            np.testing.assert_allclose(res[k], _weighted_mean(updates, [1, 2, 3], k),
+                                       atol=1e-4, rtol=0)
     assert json.loads((machines[1] / "status.json").read_text()) == {"done": True, "clipped": 0}
     with np.load(machines[2] / "status.npz", allow_pickle=False) as st:
         assert bool(st["done"]) and int(st["clipped"]) == 0
     assert not list(machines[3].glob("status*"))  # no output named: only printed
     assert "'done': True" in outs[3][0]
+
+
+def test_a_machine_that_never_starts_is_a_dropout(tmp_path: Path) -> None:
+    toml = _toml(_free_ports(N_CLIENTS + 1), connect_timeout=3)
+    machines, updates = _machines(tmp_path, toml, seed=8)
+    outs = _run(machines, [0, 1, 2])  # client 3's machine is down
+    assert "survivors [1, 2]" in outs[0][0]
+    with np.load(machines[0] / "result.npz", allow_pickle=False) as res:
+        assert res["mpcai.survivors"].tolist() == [1, 2]
+        assert res["mpcai.dropped.advertise_keys"].tolist() == [3]
+        assert int(res["mpcai.total_weight"]) == WEIGHTS[0] + WEIGHTS[1]
+        for k in SHAPES:
+            np.testing.assert_allclose(res[k], _weighted_mean(updates, [1, 2], k),
+                                       atol=1e-4, rtol=0)
 
 
 def _config(tmp_path: Path, text: str) -> Path:
