@@ -77,7 +77,10 @@ def _load_update(path: Path, weight_field: str | None) -> tuple[Any, int | None]
     if suffix != ".npz" or isinstance(loaded, np.ndarray):
         raise InvalidInput(f"input {path} must be .npy (one array) or .npz (named arrays)")
     with loaded:
-        arrays = {k: loaded[k] for k in loaded.files}
+        try:
+            arrays = {k: loaded[k] for k in loaded.files}
+        except ValueError as exc:  # an object array (a pickle) inside the .npz
+            raise InvalidInput(f"cannot read {path}: {exc}") from exc
     weight = None
     if weight_field is not None:
         if weight_field not in arrays:
@@ -106,8 +109,8 @@ def _secagg_args(params: Mapping[str, Any], io: Mapping[str, Any], party_id: int
     if party_id == 0:
         if "input" in io:
             raise InvalidInput("[io.0]: the server (party 0) has no input")
-        if "like" in io and not (base / io["like"]).is_file():
-            raise InvalidInput(f"[io.0] like = {io['like']!r}: no such file")
+        if "like" in io:
+            _layout(base / io["like"])  # its errors before the run, not after it
         return []
     if "input" not in io:
         raise InvalidInput(f"[io.{party_id}] needs input = \"<update>.npz\" (or .npy)")
@@ -119,6 +122,19 @@ def _secagg_args(params: Mapping[str, Any], io: Mapping[str, Any], party_id: int
     if isinstance(weight, bool) or not isinstance(weight, int):
         raise InvalidType(f"[io.{party_id}] weight must be an integer, got {weight!r}")
     return [update, weight]
+
+
+def _layout(path: Path) -> list[tuple[str, tuple[int, ...]]]:
+    """The (name, shape) of each array of ``like`` in :func:`flatten_update`'s order
+    (sorted names); ``[("mean", shape)]`` for a ``.npy``."""
+    like, _ = _load_update(path, None)
+    if not isinstance(like, dict):
+        return [("mean", tuple(like.shape))]
+    for k in like:
+        if k.startswith(META_PREFIX):
+            raise InvalidInput(f"{path}: array names starting with {META_PREFIX!r} are "
+                               "reserved for the result's metadata")
+    return [(k, tuple(like[k].shape)) for k in sorted(like)]
 
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -145,28 +161,19 @@ def _secagg_write(result: Mapping[str, Any], io: Mapping[str, Any], party_id: in
                 raise InvalidInput(f"[io.{party_id}] output must be .json or .npz, got {out}")
         return f"status {status}" + (f", written to {path}" if path else "")
     mean = np.asarray(result["mean"])
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {"mean": mean}
+    mismatch = None
     if "like" in io:
-        like, _ = _load_update(base / io["like"], None)
-        if isinstance(like, dict):
-            sizes = {k: int(np.prod(np.shape(like[k]), dtype=np.int64)) for k in sorted(like)}
-            if sum(sizes.values()) != mean.size:
-                raise InvalidInput(f"the mean has {mean.size} values, {io['like']} has "
-                                   f"{sum(sizes.values())}")
-            pos = 0
-            for k in sorted(like):  # flatten_update's order
-                if k.startswith(META_PREFIX):
-                    raise InvalidInput(f"{io['like']}: array names starting with "
-                                       f"{META_PREFIX!r} are reserved")
-                arrays[k] = mean[pos:pos + sizes[k]].reshape(np.shape(like[k]))
-                pos += sizes[k]
-        else:
-            if like.size != mean.size:
-                raise InvalidInput(f"the mean has {mean.size} values, {io['like']} has "
-                                   f"{like.size}")
-            arrays["mean"] = mean.reshape(like.shape)
-    else:
-        arrays["mean"] = mean
+        layout = _layout(base / io["like"])
+        sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in layout]
+        if sum(sizes) == mean.size:
+            arrays, pos = {}, 0
+            for (k, shape), size in zip(layout, sizes, strict=True):
+                arrays[k] = mean[pos:pos + size].reshape(shape)
+                pos += size
+        else:  # keep the result (as one flat array), then say what is wrong
+            mismatch = (f"the mean has {mean.size} values, like = {io['like']!r} "
+                        f"{sum(sizes)}: written as one flat array 'mean'")
     arrays[META_PREFIX + "survivors"] = np.asarray(result["survivors"], dtype=np.uint32)
     for stage, ids in result["dropped"].items():
         arrays[f"{META_PREFIX}dropped.{stage}"] = np.asarray(ids, dtype=np.uint32)
@@ -177,6 +184,8 @@ def _secagg_write(result: Mapping[str, Any], io: Mapping[str, Any], party_id: in
         if path.suffix.lower() != ".npz":
             raise InvalidInput(f"[io.0] output must be .npz, got {out}")
         _write_npz(path, arrays)
+    if mismatch is not None:
+        raise InvalidInput(mismatch)
     survivors = [int(s) for s in result["survivors"]]
     return (f"mean of {mean.size} values over survivors {survivors}, clipped "
             f"{int(result['clipped'])}" + (f", written to {path}" if path else ""))

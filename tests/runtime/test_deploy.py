@@ -240,3 +240,33 @@ def test_party_inputs_are_checked_before_anything_connects(
     assert cli.main(["party", "--config", str(cfg), "--id", "0"]) == 1
     err = capsys.readouterr().err
     assert "output must end in .npz" in err and "Traceback" not in err
+
+
+def test_server_output_keeps_the_mean_when_like_does_not_fit(tmp_path: Path) -> None:
+    from mpcai.runtime import _deploy
+
+    np.savez(tmp_path / "model.npz", b=np.zeros(2), a=np.zeros((2, 2)))
+    np.savez(tmp_path / "bad.npz", **{"mpcai.survivors": np.zeros(2)})
+    np.savez(tmp_path / "obj.npz", x=np.array([None], dtype=object))
+    with pytest.raises(InvalidInput, match="reserved"):  # before the run
+        _deploy.party_args("secure_aggregation", {}, {"like": "bad.npz"}, 0, tmp_path)
+    with pytest.raises(InvalidInput, match="cannot read"):
+        _deploy.party_args("secure_aggregation", {}, {"input": "obj.npz"}, 1, tmp_path)
+    result = {"mean": np.arange(6.0), "survivors": np.array([1, 2], dtype=np.uint32),
+              "dropped": {"unmask": np.array([3], dtype=np.uint32)},
+              "misbehaving": np.array([], dtype=np.uint32), "clipped": 4, "total_weight": 9}
+    io = {"output": "r.npz", "like": "model.npz"}
+    summary = _deploy.write_output("secure_aggregation", result, io, 0, tmp_path)
+    assert "survivors [1, 2]" in summary and "clipped 4" in summary
+    with np.load(tmp_path / "r.npz", allow_pickle=False) as res:
+        # flatten_update's order is the sorted names: a (4 values), then b
+        np.testing.assert_array_equal(res["a"], [[0.0, 1.0], [2.0, 3.0]])
+        np.testing.assert_array_equal(res["b"], [4.0, 5.0])
+        assert res["mpcai.dropped.unmask"].tolist() == [3]
+        assert int(res["mpcai.clipped"]) == 4 and int(res["mpcai.total_weight"]) == 9
+    result["mean"] = np.arange(5.0)
+    with pytest.raises(InvalidInput, match="flat array 'mean'"):
+        _deploy.write_output("secure_aggregation", result, io, 0, tmp_path)
+    with np.load(tmp_path / "r.npz", allow_pickle=False) as res:
+        np.testing.assert_array_equal(res["mean"], np.arange(5.0))
+        assert "a" not in res.files
