@@ -121,6 +121,11 @@ def _secagg_args(params: Mapping[str, Any], io: Mapping[str, Any], party_id: int
         weight = io.get("weight", 1)
     if isinstance(weight, bool) or not isinstance(weight, int):
         raise InvalidType(f"[io.{party_id}] weight must be an integer, got {weight!r}")
+    max_weight = params.get("max_weight", 1)
+    if not 1 <= weight <= max_weight:  # before the run, not as a dropout in the middle
+        raise InvalidInput(f"party {party_id}'s weight is {weight}: weights must be in "
+                           f"[1, max_weight = {max_weight}]; raise [protocol] max_weight "
+                           "(on every machine) to the largest weight of any client")
     return [update, weight]
 
 

@@ -220,9 +220,9 @@ def test_party_inputs_are_checked_before_anything_connects(
     np.savez(base / "u.npz", a=np.ones(2), num_samples=np.float64(3.0))
     np.save(base / "obj.npy", np.array([{"x": 1}], dtype=object))
     params = {"n_clients": 3}
-    args = _deploy.party_args("secure_aggregation", params, {"input": "u.npy", "weight": 4},
-                              1, base)
-    assert args[0] is params and args[2] == 4
+    args = _deploy.party_args("secure_aggregation", {**params, "max_weight": 4},
+                              {"input": "u.npy", "weight": 4}, 1, base)
+    assert args[0]["max_weight"] == 4 and args[2] == 4
     np.testing.assert_array_equal(args[1], np.ones(3))
     with pytest.raises(InvalidType, match="one integer"):
         _deploy.party_args("secure_aggregation", params,
@@ -234,6 +234,9 @@ def test_party_inputs_are_checked_before_anything_connects(
                            {"input": "u.npy", "output": "status.txt"}, 1, base)
     with pytest.raises(InvalidInput, match="needs input"):
         _deploy.party_args("secure_aggregation", params, {}, 2, base)
+    with pytest.raises(InvalidInput, match=r"max_weight = 1\]"):  # SecAggConfig's default
+        _deploy.party_args("secure_aggregation", params, {"input": "u.npy", "weight": 3}, 1,
+                           base)
     # through the command line: one line, before connecting to anyone
     cfg = _config(tmp_path, _toml([7000, 7001, 7002, 7003]).replace(
         'output = "result.npz"', 'output = "result.json"'))
