@@ -62,6 +62,7 @@ listener) is a loopback address.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import math
@@ -830,7 +831,9 @@ class _Connector:
         self.links: dict[int, TcpLink] = {}
         self.failures: dict[int, PeerDropped] = {}
         self.reserved: set[int] = set()
-        self.rejected: list[str] = []
+        # the latest reasons only (quoted in errors): a flood of refused connections
+        # must not grow memory
+        self.rejected: collections.deque[str] = collections.deque(maxlen=16)
         self.last_dial_error: dict[int, str] = {}
         self.pending = 0  # incoming connections not yet authenticated
         self.slot_free = trio.Event()
@@ -885,7 +888,7 @@ class _Connector:
             if peer < self.me and peer in self.last_dial_error:
                 why += f" (last error: {self.last_dial_error[peer]})"
             elif peer > self.me and self.rejected:
-                why += f" (refused connections: {'; '.join(self.rejected[-5:])})"
+                why += f" (refused connections: {'; '.join(list(self.rejected)[-5:])})"
             _log.warning("party %d: no link to party %d: %s", self.me, peer, why)
             out[peer] = _FailedLink(peer, PeerDropped(f"party {peer}: {why}", peer))
         _log.info("party %d: %d of %d peers connected", self.me, len(self.links), len(self.peers))
