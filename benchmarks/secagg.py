@@ -325,8 +325,12 @@ def _scale_record(name: str, r: dict, cpu: str, baseline: dict | None = None,
                   time_per_client_s=per / r["n"], server_stage_s=server,
                   bytes_per_client=r["bytes_per_client"],
                   server_bytes_sent=r["server_bytes_sent"], peak_rss_mb=r["peak_rss_mb"],
-                  rss_before_round_mb=r["rss_before_round_mb"], cpu=cpu, threads_ours=1,
-                  **extra)
+                  rss_before_round_mb=r["rss_before_round_mb"],
+                  # what the round added to the process, per byte of the clients' float32
+                  # updates held in it (all parties share the one process here)
+                  memory_per_update_byte=(r["peak_rss_mb"] - r["rss_before_round_mb"]) * 2**20
+                  / (4 * r["n"] * r["d"]),
+                  cpu=cpu, threads_ours=1, **extra)
 
 
 def _progress(msg: str) -> None:
