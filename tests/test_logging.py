@@ -40,7 +40,7 @@ def test_import_configures_nothing() -> None:
         "    assert lg.handlers == [] and lg.level == logging.NOTSET and lg.propagate, n\n"
         "print(' '.join(names))\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr
     names = set(res.stdout.split())
@@ -55,7 +55,7 @@ def test_nothing_is_printed_without_configuration(capfd: pytest.CaptureFixture[s
     NullHandler stops logging's last-resort handler from printing it)."""
     code = ("import logging, mpcai\n"
             "logging.getLogger('mpcai.runtime.tcp').warning('must not be seen')\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0 and res.stderr == "" and res.stdout == ""
 
