@@ -76,6 +76,10 @@ def _build_parser() -> argparse.ArgumentParser:
     party.add_argument("--args", metavar="FILE", help="positional arguments (wire-encoded list)")
     party.add_argument("--result", metavar="FILE",
                        help="write the result and statistics here (wire-encoded)")
+    party.add_argument("--round", type=int, default=None, metavar="R",
+                       help="run round R (>= 0) of a multi-round deployment: the session id "
+                            "is derived from the config's session and R, and {round} in the "
+                            "[io] file names becomes R; never reuse R with the same session")
     party.add_argument("--path", action="append", default=[], metavar="DIR",
                        help="append DIR to sys.path (after site-packages) to find the function")
 
@@ -221,7 +225,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
         return launcher.main_party(args.config, args.id, announce=args.announce,
                                    args_path=args.args, result_path=args.result,
-                                   extra_path=args.path, debug=args.debug)
+                                   extra_path=args.path, debug=args.debug,
+                                   round_=args.round)
     if args.command == "certs":
         from mpcai.runtime import certs as certs_mod
 

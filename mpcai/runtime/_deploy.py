@@ -11,8 +11,10 @@ See ``docs/deploy.rst`` for the format and a walkthrough.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +24,78 @@ import numpy as np
 
 from mpcai.errors import InvalidInput, InvalidType
 
-__all__ = ["PROTOCOLS", "Protocol", "party_args", "protocol_function", "write_output"]
+__all__ = ["PROTOCOLS", "Protocol", "party_args", "protocol_function", "round_io",
+           "round_session", "write_output"]
 
 #: keys of the server's result file that are not arrays of the mean
 META_PREFIX = "mpcai."
 
 _IO_KEYS = {"input", "output", "weight", "weight_field", "like"}
+#: ``[io]`` keys naming files: templates that may use ``{round}``
+_PATH_KEYS = ("input", "output", "like")
+#: domain separation of :func:`round_session`
+ROUND_DOMAIN = b"mpcai/deploy/round/v1|"
+#: rounds are 8-byte little-endian integers in :func:`round_session`
+MAX_ROUND = 2**64 - 1
+
+
+def round_session(session: bytes, round_: int) -> bytes:
+    """The session id of round ``round_`` of a deployment whose config gives
+    ``session``: the first ``len(session)`` (16) bytes of
+    ``SHA-256(ROUND_DOMAIN + session + round_ as 8 bytes little-endian)``.
+
+    Every party derives the same id from the same config and ``--round``, and
+    different rounds get unrelated ids, so no message of one round is accepted
+    in another.  A round number must never be reused with the same ``session``
+    (it would get the same id).  ``round_`` must be an int in ``[0, 2^64)``.
+    """
+    if isinstance(round_, bool) or not isinstance(round_, int):
+        raise InvalidType(f"round must be an integer, got {round_!r}")
+    if not 0 <= round_ <= MAX_ROUND:
+        raise InvalidInput(f"round must be in [0, 2^64), got {round_}")
+    digest = hashlib.sha256(ROUND_DOMAIN + session + round_.to_bytes(8, "little")).digest()
+    return digest[:len(session)]
+
+
+def _check_template(value: Any, where: str) -> bool:
+    """Check a file-name template of ``[io]``: ``{round}`` (with an optional format
+    spec, e.g. ``{round:03d}``) is the only placeholder, ``{{`` / ``}}`` are literal
+    braces.  True if it uses ``{round}``."""
+    if not isinstance(value, str):
+        raise InvalidType(f"{where} must be a file name (a string), got {value!r}")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+    except ValueError as exc:  # a lone '{' or '}'
+        raise InvalidInput(f"{where} = {value!r}: {exc} (write {{{{ or }}}} for a literal "
+                           "brace)") from exc
+    other = sorted({f for f in fields if f != "round"})
+    if other:
+        raise InvalidInput(f"{where} = {value!r} has placeholders {other}; the only one is "
+                           "{round} (the --round number)")
+    return bool(fields)
+
+
+def _format_path(value: Any, round_: int | None, where: str) -> str:
+    uses_round = _check_template(value, where)
+    if uses_round and round_ is None:
+        raise InvalidInput(f"{where} = {value!r} uses {{round}}: run with --round R")
+    try:
+        return str(value).format(round=round_)
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+        raise InvalidInput(f"{where} = {value!r}: cannot format with round = {round_}: "
+                           f"{exc}") from exc
+
+
+def round_io(io: Mapping[str, Any], party_id: int, round_: int | None) -> dict[str, Any]:
+    """A party's ``[io.<id>]`` table with its file names formatted for round
+    ``round_`` (``{round}`` -> the number; ``None``: no ``--round``, then a
+    ``{round}`` is :class:`~mpcai.errors.InvalidInput`).  Other placeholders are
+    :class:`~mpcai.errors.InvalidInput` too."""
+    out = dict(io)
+    for key in _PATH_KEYS:
+        if key in out:
+            out[key] = _format_path(out[key], round_, f"[io.{party_id}] {key}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -246,7 +314,8 @@ def protocol_function(table: Mapping[str, Any], n_parties: int) -> tuple[str, di
 
 
 def check_io(io: Mapping[int, Mapping[str, Any]], parties: Mapping[int, Any]) -> None:
-    """``[io.<id>]`` tables name known parties and known keys."""
+    """``[io.<id>]`` tables name known parties and known keys; their file names are
+    templates whose only placeholder is ``{round}``."""
     for pid, table in io.items():
         if pid not in parties:
             raise InvalidInput(f"[io.{pid}] names no party of [parties]")
@@ -254,6 +323,9 @@ def check_io(io: Mapping[int, Mapping[str, Any]], parties: Mapping[int, Any]) ->
         if unknown:
             raise InvalidInput(f"[io.{pid}] has unknown keys {unknown}; known: "
                                f"{sorted(_IO_KEYS)}")
+        for key in _PATH_KEYS:
+            if key in table:
+                _check_template(table[key], f"[io.{pid}] {key}")
 
 
 def party_args(name: str, params: Mapping[str, Any], io: Mapping[str, Any], party_id: int,

@@ -25,7 +25,8 @@ Two entry points:
   protocol (``name = "secure_aggregation"`` and its parameters) and ``io``
   tables each party's input and output files (``.npy`` / ``.npz``): then
   ``mpcai party --config deploy.toml --id 3`` needs no Python at all (see
-  ``docs/deploy.rst``).
+  ``docs/deploy.rst``).  ``--round R`` runs round R of it: a session id
+  derived from ``session`` and R, ``{round}`` in the file names.
 
 * :func:`launch_local` starts ``n`` such processes on localhost for you —
   fresh certificates, a fresh session, free ports (each party binds port 0
@@ -64,6 +65,7 @@ Arguments and results cross the process boundary in the wire codec
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -925,8 +927,14 @@ def _read_tail(path: Path, limit: int) -> tuple[str, int]:
 
 def main_party(config_path: str, party_id: int, *, announce: bool, args_path: str | None,
                result_path: str | None, extra_path: Sequence[str] = (),
-               debug: bool = False) -> int:
+               debug: bool = False, round_: int | None = None) -> int:
     """``mpcai party``: run one party; print its result and statistics.
+
+    With ``round_`` (``--round R``), the party runs round R of the deployment:
+    its session id is :func:`mpcai.runtime._deploy.round_session` of the
+    config's ``session`` and R (every party derives the same one; rounds never
+    share one), and ``{round}`` in its ``[io]`` file names becomes R.  A round
+    number must never be reused with the same config ``session``.
 
     With ``result_path``, the result and statistics are written there (wire
     codec, atomically).  If the party raises, the exception's type and
@@ -938,24 +946,30 @@ def main_party(config_path: str, party_id: int, *, announce: bool, args_path: st
     """
     sys.path.extend(extra_path)
     try:
+        from mpcai.runtime import _deploy
+
         config = PartyConfig.load(config_path)
+        if round_ is not None:
+            config = dataclasses.replace(
+                config, session=_deploy.round_session(config.session, round_))
         args: list[Any] = []
+        io: dict[str, Any] = {}
         if args_path:
             args = wire.decode_payload(Path(args_path).read_bytes())
         elif config.protocol is not None:
-            from mpcai.runtime import _deploy
-
             if party_id not in config.parties:
                 raise InvalidInput(f"party {party_id} is not in the config")
             assert config.base is not None
-            args = _deploy.party_args(config.protocol, config.params,
-                                      config.io.get(party_id, {}), party_id, config.base)
+            io = _deploy.round_io(config.io.get(party_id, {}), party_id, round_)
+            args = _deploy.party_args(config.protocol, config.params, io, party_id,
+                                      config.base)
         result, stats = trio.run(lambda: run_party(config, party_id, args, announce=announce))
         summary = None
         if config.protocol is not None and not args_path:
             assert config.base is not None
-            summary = _deploy.write_output(config.protocol, result, config.io.get(party_id, {}),
-                                           party_id, config.base)
+            summary = _deploy.write_output(config.protocol, result, io, party_id, config.base)
+            if round_ is not None:
+                summary = f"round {round_}: {summary}"
     except Exception as exc:
         while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1 \
                 and isinstance(exc.exceptions[0], Exception):
