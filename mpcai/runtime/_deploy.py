@@ -24,8 +24,8 @@ import numpy as np
 
 from mpcai.errors import InvalidInput, InvalidType
 
-__all__ = ["PROTOCOLS", "Protocol", "party_args", "protocol_function", "round_io",
-           "round_session", "write_output"]
+__all__ = ["PROTOCOLS", "Protocol", "claim_round", "party_args", "protocol_function",
+           "round_io", "round_session", "write_output"]
 
 #: keys of the server's result file that are not arrays of the mean
 META_PREFIX = "mpcai."
@@ -55,6 +55,33 @@ def round_session(session: bytes, round_: int) -> bytes:
         raise InvalidInput(f"round must be in [0, 2^64), got {round_}")
     digest = hashlib.sha256(ROUND_DOMAIN + session + round_.to_bytes(8, "little")).digest()
     return digest[:len(session)]
+
+
+#: the directory, next to the config, where :func:`claim_round` records the rounds run
+ROUNDS_DIR = ".mpcai-rounds"
+
+
+def claim_round(base: Path, session: bytes, party_id: int, round_: int) -> Path:
+    """Record, before anything connects, that ``party_id`` runs round ``round_`` of the
+    config ``session`` on this machine: creates ``base/.mpcai-rounds/<round session
+    id>.party-<id>`` exclusively (atomic).  A round this machine's party has already
+    started (even if it failed: its messages may have been sent) is
+    :class:`~mpcai.errors.InvalidInput`: a round number is never reused with the same
+    session.  Returns the record's path."""
+    folder = base / ROUNDS_DIR
+    path = folder / f"{round_session(session, round_).hex()}.party-{party_id}"
+    try:
+        folder.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise InvalidInput(f"party {party_id} has already run round {round_} of this "
+                           f"session ({path} exists): a round number must never be reused "
+                           "with the same session; use the next round number") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot record round {round_} in {folder}: {exc}") from exc
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"round {round_}\n")
+    return path
 
 
 def _check_template(value: Any, where: str) -> bool:

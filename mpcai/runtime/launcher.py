@@ -934,7 +934,9 @@ def main_party(config_path: str, party_id: int, *, announce: bool, args_path: st
     its session id is :func:`mpcai.runtime._deploy.round_session` of the
     config's ``session`` and R (every party derives the same one; rounds never
     share one), and ``{round}`` in its ``[io]`` file names becomes R.  A round
-    number must never be reused with the same config ``session``.
+    number must never be reused with the same config ``session``: once its inputs
+    are checked, the party records R next to the config
+    (:func:`mpcai.runtime._deploy.claim_round`) and refuses a round it has recorded.
 
     With ``result_path``, the result and statistics are written there (wire
     codec, atomically).  If the party raises, the exception's type and
@@ -949,6 +951,7 @@ def main_party(config_path: str, party_id: int, *, announce: bool, args_path: st
         from mpcai.runtime import _deploy
 
         config = PartyConfig.load(config_path)
+        raw_session = config.session
         if round_ is not None:
             config = dataclasses.replace(
                 config, session=_deploy.round_session(config.session, round_))
@@ -963,6 +966,11 @@ def main_party(config_path: str, party_id: int, *, announce: bool, args_path: st
             io = _deploy.round_io(config.io.get(party_id, {}), party_id, round_)
             args = _deploy.party_args(config.protocol, config.params, io, party_id,
                                       config.base)
+        if round_ is not None:  # inputs checked: now the round number is used up
+            if party_id not in config.parties:
+                raise InvalidInput(f"party {party_id} is not in the config")
+            assert config.base is not None
+            _deploy.claim_round(config.base, raw_session, party_id, round_)
         result, stats = trio.run(lambda: run_party(config, party_id, args, announce=announce))
         summary = None
         if config.protocol is not None and not args_path:

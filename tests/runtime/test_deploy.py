@@ -3,11 +3,14 @@
 The end-to-end test plays four machines in four directories on loopback: each
 gets only what ``mpcai certs`` says to copy to it, the same ``deploy.toml`` and
 its own ``.npz`` input; the server's ``result.npz`` is checked against the
-weighted mean computed here in plaintext.
+weighted mean computed here in plaintext.  A federated training plays five
+machines over three ``--round`` runs of one unchanged config and compares the
+model with plain FedAvg.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -384,14 +387,14 @@ def test_federated_training_over_rounds_of_one_unchanged_config(tmp_path: Path) 
         w_plain = w_plain + fedavg
     assert sorted(f.name for f in machines[0].glob("result-*")) == [
         f"result-{r}.npz" for r in range(FED_ROUNDS)]
+    for m in machines:  # each machine recorded the rounds its party ran
+        assert len(list((m / ".mpcai-rounds").iterdir())) == FED_ROUNDS
     np.testing.assert_allclose(w_secure, w_plain, atol=1e-5, rtol=0)
     accuracy = float(np.mean(((x @ w_secure) > 0) == (y > 0.5)))
     assert accuracy > 0.9
 
 
 def test_round_session_is_sha256_of_the_domain_session_and_round() -> None:
-    import hashlib
-
     from mpcai.runtime import _deploy
 
     session = bytes(range(16))
@@ -436,11 +439,15 @@ def test_round_placeholders_in_io_file_names(tmp_path: Path,
     assert "uses {round}: run with --round R" in capsys.readouterr().err
 
 
+def _round_id(session: bytes, r: int) -> bytes:
+    """The round's session id as docs/deploy.rst spells it (independent of the code)."""
+    return hashlib.sha256(b"mpcai/deploy/round/v1|" + session
+                          + r.to_bytes(8, "little")).digest()[:16]
+
+
 def test_party_round_runs_with_the_derived_session_and_formatted_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import hashlib
-
     from mpcai.runtime import launcher
 
     seen: list[tuple[bytes, list[object]]] = []
@@ -458,10 +465,19 @@ def test_party_round_runs_with_the_derived_session_and_formatted_files(
     for r in (4, 5):
         np.savez(tmp_path / f"u-{r}.npz", a=np.full(2, float(r)))
         assert cli.main(["party", "--config", str(cfg), "--id", "1", "--round", str(r)]) == 1
-        want = hashlib.sha256(b"mpcai/deploy/round/v1|" + session
-                              + r.to_bytes(8, "little")).digest()[:16]
-        assert seen[-1][0] == want
+        assert seen[-1][0] == _round_id(session, r)
         np.testing.assert_array_equal(seen[-1][1][1]["a"], [r, r])  # round r's file
     assert "stop here" in capsys.readouterr().err
+    # a round once started (here: failed) is never run again by this machine's party ...
+    assert cli.main(["party", "--config", str(cfg), "--id", "1", "--round", "4"]) == 1
+    assert "already run round 4" in capsys.readouterr().err and len(seen) == 2
+    # ... but one refused before connecting (its input is missing) is not used up
+    assert cli.main(["party", "--config", str(cfg), "--id", "1", "--round", "6"]) == 1
+    assert "u-6.npz" in capsys.readouterr().err and len(seen) == 2
+    np.savez(tmp_path / "u-6.npz", a=np.full(2, 6.0))
+    assert cli.main(["party", "--config", str(cfg), "--id", "1", "--round", "6"]) == 1
+    records = sorted(p.name for p in (tmp_path / ".mpcai-rounds").iterdir())
+    assert len(seen) == 3 and records == sorted(f"{_round_id(session, r).hex()}.party-1"
+                                                for r in (4, 5, 6))
     assert cli.main(["party", "--config", str(cfg), "--id", "1", "--round", "-1"]) == 1
     assert "round must be in [0, 2^64)" in capsys.readouterr().err
