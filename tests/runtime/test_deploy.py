@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -317,8 +318,9 @@ def _local_step(w: np.ndarray, x: np.ndarray, y: np.ndarray, lr: float = 0.5,
 
 
 def _run_round(machines: list[Path], r: int) -> list[str]:
-    """Every machine's ``mpcai party --config deploy.toml --id i --round r`` (each within
+    """Every machine's ``mpcai party --config deploy.toml --id i --round r`` (all within
     60 s); their stdout."""
+    deadline = time.monotonic() + 60
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs = [subprocess.Popen([sys.executable, "-m", "mpcai.cli", "party", "--config",
                                "deploy.toml", "--id", str(i), "--round", str(r)],
@@ -327,7 +329,7 @@ def _run_round(machines: list[Path], r: int) -> list[str]:
     outs = []
     try:
         for p in procs:
-            outs.append(p.communicate(timeout=60))
+            outs.append(p.communicate(timeout=max(0.1, deadline - time.monotonic())))
     finally:
         for p in procs:
             if p.poll() is None:
