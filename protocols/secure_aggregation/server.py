@@ -49,10 +49,10 @@ class AggregateResult:
     """What the server learns: the weighted mean and sum over the survivors, and who they were."""
 
     mean: np.ndarray
-    weighted_sum: np.ndarray
     total_weight: int
-    #: the exact unmasked sum in Z_2^64: sum of weight * quantised update, then the
-    #: clipped count, then total weight
+    #: the exact unmasked sum in the masking ring (uint32 for Z_2^32, uint64 for Z_2^64,
+    #: see SecAggConfig.ring_bits): sum of weight * quantised update, then the clipped
+    #: count, then total weight
     quantised_sum: np.ndarray
     survivors: list[int]
     dropped: dict[str, list[int]]
@@ -64,6 +64,13 @@ class AggregateResult:
     #: how many values the survivors clipped in all (each client's count saturates at
     #: CLIPPED_COUNT_CAP); a ClippingWarning is issued above 1% of the values
     clipped: int = 0
+
+
+    @property
+    def weighted_sum(self) -> np.ndarray:
+        """``sum_i w_i x_i`` over the survivors (``mean * total_weight``, computed on use:
+        the server keeps one float64 vector, not two)."""
+        return self.mean * self.total_weight
 
 
 @dataclass
@@ -341,7 +348,7 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
                                  _crypto.pair_context(state.session, u, v))
             prg.ring_accumulate(total, seed, -1 if u < v else +1, threads=threads)
     state.machine.advance(Stage.DONE)
-    return total.astype(np.uint64)
+    return total
 
 
 async def server(
@@ -386,15 +393,19 @@ async def server(
     total = await timed(Stage.UNMASK, unmask(party, state))
     weight = _check_range(state, total)
     scale = 2.0 * cfg.clip / cfg.levels
-    weighted_sum = total[:-2].astype(np.float64) * scale - cfg.clip * weight
+    # the mean in place on one float64 vector: (q * scale - clip * W) / W
+    mean = total[:-2].astype(np.float64)
+    mean *= scale
+    mean -= cfg.clip * weight
+    mean /= weight
     clipped = int(total[-2])
-    if clipped > CLIPPING_WARN_FRACTION * weighted_sum.size * len(state.u3):
-        warnings.warn(f"{clipped} of {weighted_sum.size * len(state.u3)} values were clipped to "
+    if clipped > CLIPPING_WARN_FRACTION * mean.size * len(state.u3):
+        warnings.warn(f"{clipped} of {mean.size * len(state.u3)} values were clipped to "
                       f"[-{cfg.clip:g}, {cfg.clip:g}] before aggregation: widen clip or send "
                       "model deltas", ClippingWarning, stacklevel=2)
     _log.info("server: aggregated %d survivors (total weight %d, %d values clipped)",
               len(state.u3), weight, clipped)
-    return AggregateResult(mean=weighted_sum / weight, weighted_sum=weighted_sum,
-                           total_weight=weight, quantised_sum=total, survivors=list(state.u3),
+    return AggregateResult(mean=mean, total_weight=weight, quantised_sum=total,
+                           survivors=list(state.u3),
                            dropped=state.dropped, stage_seconds=timings,
                            misbehaving=sorted(state.misbehaving), clipped=clipped)
