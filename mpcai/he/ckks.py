@@ -155,14 +155,17 @@ product of two 4096-value vectors in [-1, 1] has ``M ~ 6e-11 to 4e-10``,
 ``B = 2^-30``, ``2^-29`` or ``2^-28`` and ``sigma = 2^-8.5``, ``2^-7.5`` or
 ``2^-6.5`` (2.8e-3 to 1.1e-2): 12.9, 11.9 or 10.9 bits (median 11.9) for
 the released error's standard deviation against the result's RMS
-``sqrt(4096)/3 ~ 21``; a single release's error is below ``2^-10`` times
-that RMS only with the Gaussian's probability at those widths (94 % at
-10.9 bits).  A fresh full vector (8192 values in [-1, 1]) has ``sigma =
-2^-10`` or ``2^-9``.  On ``"n8192"`` (scale 2^40) the same fresh vector
-gets ``sigma = 2^4.5 ~ 23``: no information, so use ``"n16384-hp"``, or a smaller
-``s`` or ``Q`` (:meth:`CKKSContext.flooding_sigma` gives ``sigma`` for a
-bound).  A flooded decryption costs one extra ciphertext product and
-decryption (about 25 ms at N = 16384).
+``sqrt(4096)/3 ~ 21``, and for a rare key ``B = 2^-27``: 9.9 bits.  A
+budget of ``Q = 4`` (``decryption_budget=4``) gains one bit (``sigma``
+grows as ``sqrt(Q)``): at least 10.9 bits for every key seen.  A single
+release's error is below ``2^-10`` times that RMS only with the
+Gaussian's probability at those widths (94 % at 10.9 bits).  A fresh full
+vector (8192 values in [-1, 1]) has ``sigma = 2^-10`` or ``2^-9``.  On
+``"n8192"`` (scale 2^40) the same fresh vector gets ``sigma = 2^4.5 ~ 23``:
+no information, so use ``"n16384-hp"``, or a smaller ``s`` or ``Q``
+(:meth:`CKKSContext.flooding_sigma` gives ``sigma`` for a bound).  A flooded
+decryption costs one extra ciphertext product and decryption (about 25 ms at
+N = 16384).
 """
 
 from __future__ import annotations
