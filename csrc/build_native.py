@@ -21,7 +21,13 @@ def _cdef_text() -> str:
     text = HEADER.read_text()
     start = text.index("/* BEGIN CDEF */") + len("/* BEGIN CDEF */")
     end = text.index("/* END CDEF */")
-    return text[start:end]
+    # The constants below the CDEF block are read from C when the module is
+    # built ("..."), so Python never keeps a second copy of their values.
+    constants = "".join(f"#define {name} ...\n" for name in _CONSTANTS)
+    return text[start:end] + constants
+
+
+_CONSTANTS = ("MPCAI_FIELD_P", "MPCAI_SEED_BYTES", "MPCAI_MAX_THREADS", "MPCAI_PRG_MAX_WORDS")
 
 
 def _compile_args() -> list[str]:

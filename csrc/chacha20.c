@@ -185,7 +185,7 @@ static int seed_state(const uint8_t *seed, size_t seed_len, uint32_t st[16])
 {
     static const uint8_t zero_nonce[12] = {0};
     if (!seed) return MPCAI_ERR_NULL;
-    if (seed_len != 32) return MPCAI_ERR_LENGTH;
+    if (seed_len != MPCAI_SEED_BYTES) return MPCAI_ERR_LENGTH;
     chacha_init(st, seed, zero_nonce);
     return MPCAI_OK;
 }
@@ -432,7 +432,7 @@ static int fieldp_kernel(const uint8_t *seed, size_t seed_len, int mode, uint64_
     uint64_t w[FIELD_CHUNK];
     int rc;
     if (!seed) return MPCAI_ERR_NULL;
-    if (seed_len != 32) return MPCAI_ERR_LENGTH;
+    if (seed_len != MPCAI_SEED_BYTES) return MPCAI_ERR_LENGTH;
     if (!acc && n) return MPCAI_ERR_NULL;
     if ((uint64_t)n > MPCAI_PRG_MAX_WORDS / 2) return MPCAI_ERR_LENGTH;
     if (mode != 0)

@@ -673,7 +673,7 @@ static int shamir_share_impl(const uint64_t *secret, size_t len, const uint8_t *
     if ((len && !secret) || !seed || (n_points && !points) || (n_points && len && !out) ||
         (n_force && !force))
         return MPCAI_ERR_NULL;
-    if (seed_len != 32) return MPCAI_ERR_LENGTH;
+    if (seed_len != MPCAI_SEED_BYTES) return MPCAI_ERR_LENGTH;
     if ((uint64_t)nrand > MPCAI_PRG_MAX_WORDS / 2) return MPCAI_ERR_LENGTH;
     if (n_threads < 1 || n_threads > MPCAI_MAX_THREADS) return MPCAI_ERR_ARG;
     const int level = mpcai_internal_simd_level(); /* one level for the whole call */

@@ -141,6 +141,8 @@ int mpcai_fp_lincomb(const uint64_t *rows, size_t n_rows, size_t len,
 /* END CDEF */
 
 #define MPCAI_FIELD_P ((uint64_t)0x1FFFFFFFFFFFFFFFULL)
+/* Length of every PRG seed (a ChaCha20 key).                            */
+#define MPCAI_SEED_BYTES 32
 /* Upper bound of every n_threads argument. */
 #define MPCAI_MAX_THREADS 64
 /* 2^32 blocks of 64 bytes = 2^35 words.                                */

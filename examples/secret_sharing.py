@@ -39,7 +39,7 @@ held_sh = []
 for j in range(3):
     acc = sh[0][j]
     for i in (1, 2):
-        acc = shamir.add_shares(acc, sh[i][j])
+        acc = shamir.add(acc, sh[i][j])
     held_sh.append(acc)
 total = shamir.from_field(shamir.reconstruct([held_sh[0], held_sh[2]], t=2)) / 2**16
 print("sum from parties 1 and 3 only:", np.round(total, 4))

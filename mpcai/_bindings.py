@@ -15,6 +15,7 @@ import numpy as np
 
 from mpcai._native import ffi, lib
 from mpcai.errors import InvalidInput, InvalidType, NativeError
+from mpcai.validation import check_bytes, check_int
 
 __all__ = [
     "FIELD_P",
@@ -41,10 +42,15 @@ __all__ = [
     "simd_select",
 ]
 
-FIELD_P: int = (1 << 61) - 1
-SEED_BYTES: int = 32
-PRG_MAX_WORDS: int = 1 << 35
-MAX_THREADS: int = 64
+# Read from the C header (csrc/mpcai_native.h), never restated here.
+FIELD_P: int = int(lib.MPCAI_FIELD_P)
+"""The field modulus p = 2^61 - 1 of every GF(p) kernel."""
+SEED_BYTES: int = int(lib.MPCAI_SEED_BYTES)
+"""The length of every PRG seed (a ChaCha20 key)."""
+PRG_MAX_WORDS: int = int(lib.MPCAI_PRG_MAX_WORDS)
+"""The most 64-bit words one seed may expand to (2^32 ChaCha20 blocks)."""
+MAX_THREADS: int = int(lib.MPCAI_MAX_THREADS)
+"""The upper bound of every ``threads`` argument."""
 
 _STATUS: dict[int, tuple[type[Exception], str]] = {
     lib.MPCAI_ERR_NULL: (NativeError, "NULL pointer"),
@@ -59,15 +65,6 @@ def _check(status: int, what: str) -> None:
     if status != lib.MPCAI_OK:
         exc, msg = _STATUS.get(status, (NativeError, f"unknown status {status}"))
         raise exc(f"{what}: {msg}")
-
-
-def _bytes(value: Any, name: str, size: int | None = None) -> bytes:
-    if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise InvalidType(f"{name} must be bytes, not {type(value).__name__}")
-    value = bytes(value)
-    if size is not None and len(value) != size:
-        raise InvalidInput(f"{name} must be {size} bytes, got {len(value)}")
-    return value
 
 
 def _u64_in(arr: Any, name: str, ndim: int | None = None) -> np.ndarray:
@@ -102,15 +99,6 @@ def _u8(data: bytes | bytearray) -> Any:
     return ffi.from_buffer("uint8_t[]", data)
 
 
-def _count(n: Any, name: str, limit: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise InvalidType(f"{name} must be an int, not {type(n).__name__}")
-    n = int(n)
-    if n < 0 or n > limit:
-        raise InvalidInput(f"{name} must be in [0, {limit}], got {n}")
-    return n
-
-
 def _sign(sign: Any) -> int:
     if sign not in (1, -1) or isinstance(sign, bool):
         raise InvalidInput(f"sign must be +1 or -1, got {sign!r}")
@@ -118,12 +106,7 @@ def _sign(sign: Any) -> int:
 
 
 def _threads(threads: Any) -> int:
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
-        raise InvalidType(f"threads must be an int, not {type(threads).__name__}")
-    threads = int(threads)
-    if not 1 <= threads <= MAX_THREADS:
-        raise InvalidInput(f"threads must be in [1, {MAX_THREADS}], got {threads}")
-    return threads
+    return check_int(threads, "threads", lo=1, hi=MAX_THREADS)
 
 
 # ---- dispatch -------------------------------------------------------------
@@ -171,10 +154,10 @@ def simd_path() -> str:
 
 def chacha20_keystream(key: bytes, nonce: bytes, counter: int, length: int) -> bytes:
     """RFC 8439 ChaCha20 keystream: 32-byte key, 12-byte nonce, 32-bit block counter."""
-    key = _bytes(key, "key", 32)
-    nonce = _bytes(nonce, "nonce", 12)
-    counter = _count(counter, "counter", (1 << 32) - 1)
-    length = _count(length, "length", ((1 << 32) - counter) * 64)
+    key = check_bytes(key, "key", size=32)
+    nonce = check_bytes(nonce, "nonce", size=12)
+    counter = check_int(counter, "counter", lo=0, hi=(1 << 32) - 1)
+    length = check_int(length, "length", lo=0, hi=((1 << 32) - counter) * 64)
     out = bytearray(length)
     _check(
         lib.mpcai_chacha20_keystream(_u8(key), 32, _u8(nonce), 12, counter, _u8(out), length),
@@ -185,8 +168,8 @@ def chacha20_keystream(key: bytes, nonce: bytes, counter: int, length: int) -> b
 
 def prg_ring64(seed: bytes, n: int) -> np.ndarray:
     """n uniform elements of Z_2^64 expanded from a 32-byte seed."""
-    seed = _bytes(seed, "seed", SEED_BYTES)
-    n = _count(n, "n", PRG_MAX_WORDS)
+    seed = check_bytes(seed, "seed", size=SEED_BYTES)
+    n = check_int(n, "n", lo=0, hi=PRG_MAX_WORDS)
     out = np.empty(n, dtype=np.uint64)
     _check(lib.mpcai_prg_ring64(_u8(seed), SEED_BYTES, _ptr(out), n), "prg_ring64")
     return out
@@ -194,11 +177,11 @@ def prg_ring64(seed: bytes, n: int) -> np.ndarray:
 
 def prg_ring64_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1) -> None:
     """acc += sign * PRG(seed) over Z_2^64, in place, without materialising the mask."""
-    seed = _bytes(seed, "seed", SEED_BYTES)
+    seed = check_bytes(seed, "seed", size=SEED_BYTES)
     acc = _u64_inout(acc, "acc")
     sign = _sign(sign)
     threads = _threads(threads)
-    _count(acc.size, "acc.size", PRG_MAX_WORDS)
+    check_int(acc.size, "acc.size", lo=0, hi=PRG_MAX_WORDS)
     _check(
         lib.mpcai_prg_ring64_acc_mt(_u8(seed), SEED_BYTES, sign, _ptr(acc), acc.size, threads),
         "prg_ring64_acc",
@@ -207,11 +190,11 @@ def prg_ring64_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1
 
 def prg_ring32_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1) -> None:
     """acc += sign * PRG32(seed) over Z_2^32 (the stream read as 32-bit words), in place."""
-    seed = _bytes(seed, "seed", SEED_BYTES)
+    seed = check_bytes(seed, "seed", size=SEED_BYTES)
     acc = _u64_inout(acc, "acc", np.uint32)
     sign = _sign(sign)
     threads = _threads(threads)
-    _count(acc.size, "acc.size", 2 * PRG_MAX_WORDS)
+    check_int(acc.size, "acc.size", lo=0, hi=2 * PRG_MAX_WORDS)
     _check(
         lib.mpcai_prg_ring32_acc_mt(
             _u8(seed), SEED_BYTES, sign, _ptr(acc, "uint32_t *"), acc.size, threads
@@ -222,8 +205,8 @@ def prg_ring32_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1
 
 def prg_fieldp(seed: bytes, n: int) -> np.ndarray:
     """n uniform elements of GF(2^61 - 1) from a 32-byte seed (rejection sampling)."""
-    seed = _bytes(seed, "seed", SEED_BYTES)
-    n = _count(n, "n", PRG_MAX_WORDS // 2)
+    seed = check_bytes(seed, "seed", size=SEED_BYTES)
+    n = check_int(n, "n", lo=0, hi=PRG_MAX_WORDS // 2)
     out = np.empty(n, dtype=np.uint64)
     _check(lib.mpcai_prg_fieldp(_u8(seed), SEED_BYTES, _ptr(out), n), "prg_fieldp")
     return out
@@ -231,10 +214,10 @@ def prg_fieldp(seed: bytes, n: int) -> np.ndarray:
 
 def prg_fieldp_acc(seed: bytes, acc: np.ndarray, sign: int = 1) -> None:
     """acc = acc + sign * PRG_p(seed) mod p, in place; acc must hold reduced elements."""
-    seed = _bytes(seed, "seed", SEED_BYTES)
+    seed = check_bytes(seed, "seed", size=SEED_BYTES)
     acc = _u64_inout(acc, "acc")
     sign = _sign(sign)
-    _count(acc.size, "acc.size", PRG_MAX_WORDS // 2)
+    check_int(acc.size, "acc.size", lo=0, hi=PRG_MAX_WORDS // 2)
     _check(
         lib.mpcai_prg_fieldp_acc(_u8(seed), SEED_BYTES, sign, _ptr(acc), acc.size), "prg_fieldp_acc"
     )
@@ -309,11 +292,11 @@ def fp_shamir_share(
     for short vectors); the shares are bit-identical for every value.
     """
     secret = _u64_in(secret, "secret", 1)
-    seed = _bytes(seed, "seed", SEED_BYTES)
+    seed = check_bytes(seed, "seed", size=SEED_BYTES)
     points = _u64_in(points, "points", 1)
-    degree = _count(degree, "degree", 1 << 20)
+    degree = check_int(degree, "degree", lo=0, hi=1 << 20)
     threads = _threads(threads)
-    _count(secret.size * max(degree, 1), "secret.size * degree", PRG_MAX_WORDS // 2)
+    check_int(secret.size * max(degree, 1), "secret.size * degree", lo=0, hi=PRG_MAX_WORDS // 2)
     out = np.empty((points.size, secret.size), dtype=np.uint64)
     _check(
         lib.mpcai_fp_shamir_share_mt(

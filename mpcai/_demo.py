@@ -96,7 +96,7 @@ def hospitals(n_hospitals: int = 3, threshold: int = 2) -> int:
     for j in range(n):
         acc = sh[0][j]
         for i in range(1, n):
-            acc = shamir.add_shares(acc, sh[i][j])
+            acc = shamir.add(acc, sh[i][j])
         held.append(acc)
     offline = secrets.randbelow(n)
     online = [s for k, s in enumerate(held) if k != offline][:t]

@@ -36,6 +36,7 @@ import numpy as np
 
 from mpcai import prg
 from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType
+from mpcai.validation import check_int, check_real
 
 __all__ = [
     "CLIP_RANGE",
@@ -81,12 +82,7 @@ def _uniform01(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _check_clip(clip: object) -> float:
-    if isinstance(clip, bool) or not isinstance(clip, (int, float, np.integer, np.floating)):
-        raise InvalidType(f"clip must be a number, not {type(clip).__name__}")
-    try:
-        c = float(clip)
-    except OverflowError:  # an int beyond float64
-        c = float("inf")
+    c = check_real(clip, "clip", finite=False)
     lo, hi = CLIP_RANGE
     if not lo <= c <= hi:  # NaN fails too
         raise InvalidInput(f"clip must be in [2^-900, 2^900] (float64 stays finite), got {c}")
@@ -97,14 +93,6 @@ def _round(scaled: np.ndarray, stochastic: bool) -> np.ndarray:
     if stochastic:
         return np.floor(scaled + _uniform01(scaled.shape))
     return np.rint(scaled)
-
-
-def _check_bits(value: int, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidType(f"{name} must be an int, not {type(value).__name__}")
-    if not lo <= int(value) <= hi:
-        raise InvalidInput(f"{name} must be in [{lo}, {hi}], got {value}")
-    return int(value)
 
 
 def encode_fixed(
@@ -121,8 +109,8 @@ def encode_fixed(
     :class:`EncodingOverflow`.  With ``stochastic=True`` rounding is
     randomised (unbiased); otherwise round-to-nearest.
     """
-    f = _check_bits(frac_bits, "frac_bits", 0, 62)
-    mb = _check_bits(max_bits, "max_bits", 2, 64)
+    f = check_int(frac_bits, "frac_bits", lo=0, hi=62)
+    mb = check_int(max_bits, "max_bits", lo=2, hi=64)
     arr = _float_array(x)
     scaled = arr * float(1 << f)
     if not np.all(np.isfinite(scaled)):
@@ -140,7 +128,7 @@ def encode_fixed(
 
 def decode_fixed(u: object, frac_bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:
     """Decode ``uint64`` (or ``int64``) fixed-point elements back to ``float64``."""
-    f = _check_bits(frac_bits, "frac_bits", 0, 62)
+    f = check_int(frac_bits, "frac_bits", lo=0, hi=62)
     arr = np.asarray(u)
     if arr.dtype not in (np.uint64, np.int64):
         raise InvalidType(f"fixed-point values must be uint64 or int64, not {arr.dtype}")
@@ -162,7 +150,7 @@ def quantize(
     raise :class:`EncodingOverflow` unless ``out_of_range="clip"``.  ``bits``
     must be in ``[1, MAX_QUANT_BITS]``.
     """
-    b = _check_bits(bits, "bits", 1, MAX_QUANT_BITS)
+    b = check_int(bits, "bits", lo=1, hi=MAX_QUANT_BITS)
     clip = _check_clip(clip)
     if out_of_range not in ("raise", "clip"):
         raise InvalidInput(f"out_of_range must be 'raise' or 'clip', not {out_of_range!r}")
@@ -199,8 +187,8 @@ def quantize(
 
 def dequantize(q: object, *, clip: float, bits: int = 16, n_summands: int = 1) -> np.ndarray:
     """Inverse of :func:`quantize` for a sum of ``n_summands`` quantised vectors."""
-    b = _check_bits(bits, "bits", 1, MAX_QUANT_BITS)
-    n = _check_bits(n_summands, "n_summands", 1, 1 << 40)
+    b = check_int(bits, "bits", lo=1, hi=MAX_QUANT_BITS)
+    n = check_int(n_summands, "n_summands", lo=1, hi=1 << 40)
     clip = _check_clip(clip)
     arr = np.asarray(q)
     if not np.issubdtype(arr.dtype, np.integer):

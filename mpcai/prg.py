@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mpcai import _bindings
-from mpcai.errors import InvalidInput, InvalidType
+from mpcai.errors import InvalidInput
+from mpcai.validation import check_bytes
 
 __all__ = [
     "FIELD_P",
@@ -57,14 +58,6 @@ def new_seed() -> bytes:
     return secrets.token_bytes(SEED_BYTES)
 
 
-def _as_bytes(value: bytes | str, name: str) -> bytes:
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise InvalidType(f"{name} must be bytes or str, not {type(value).__name__}")
-
-
 def derive_seed(key: bytes, label: bytes | str, context: bytes = b"") -> bytes:
     """Derive a 32-byte seed from ``key`` for one purpose (HKDF-SHA256, RFC 5869).
 
@@ -74,9 +67,9 @@ def derive_seed(key: bytes, label: bytes | str, context: bytes = b"") -> bytes:
     (label, context) pairs can never collide.  ``key`` must carry at least
     16 bytes of entropy (a shared secret or a seed).
     """
-    key = _as_bytes(key, "key")
-    label_b = _as_bytes(label, "label")
-    context = _as_bytes(context, "context")
+    key = check_bytes(key, "key", allow_str=True)
+    label_b = check_bytes(label, "label", allow_str=True)
+    context = check_bytes(context, "context", allow_str=True)
     if len(key) < 16:
         raise InvalidInput(f"key must be at least 16 bytes, got {len(key)}")
     if not 0 < len(label_b) <= _MAX_LABEL:

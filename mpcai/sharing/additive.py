@@ -25,6 +25,7 @@ import numpy as np
 
 from mpcai import prg
 from mpcai.errors import InvalidInput, InvalidType
+from mpcai.validation import check_int
 
 __all__ = [
     "add",
@@ -55,11 +56,7 @@ def _ring_array(x: object, name: str) -> np.ndarray:
 
 
 def _check_n(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise InvalidType(f"n must be an int, not {type(n).__name__}")
-    if not 2 <= int(n) <= _MAX_PARTIES:
-        raise InvalidInput(f"n must be in [2, {_MAX_PARTIES}], got {n}")
-    return int(n)
+    return check_int(n, "n", lo=2, hi=_MAX_PARTIES)
 
 
 def share(x: np.ndarray, n: int) -> list[np.ndarray]:
@@ -150,10 +147,6 @@ def mul_public(a: np.ndarray, c: object) -> np.ndarray:
 def add_public(a: np.ndarray, c: object, party_index: int) -> np.ndarray:
     """Share of ``x + c``: party 0 adds the public ``c``, every other party keeps its share."""
     a = _ring_array(a, "a")
-    if isinstance(party_index, bool) or not isinstance(party_index, (int, np.integer)):
-        raise InvalidType("party_index must be an int")
-    if party_index < 0:
-        raise InvalidInput(f"party_index must be >= 0, got {party_index}")
-    if party_index != 0:
+    if check_int(party_index, "party_index", lo=0) != 0:
         return a.copy()
     return np.add(a, _public(c, a.shape))

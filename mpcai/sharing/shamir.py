@@ -19,8 +19,9 @@ the C kernel: the random coefficients are expanded from a fresh 32-byte seed
 and are never materialised as a whole.
 
 The scheme is linear: adding the shares of ``a`` and ``b`` held by the same
-party gives a share of ``a + b`` (:func:`add_shares`), and multiplying a share
-by a public constant gives a share of the scaled secret (:func:`scale_share`).
+party gives a share of ``a + b`` (:func:`add`, likewise :func:`sub`), and
+multiplying a share by a public constant gives a share of the scaled secret
+(:func:`mul_public`) -- the same verbs as :mod:`mpcai.sharing.additive`.
 
 Integrity.  :func:`reconstruct` given more than ``t`` shares checks that all
 of them lie on one polynomial of degree ``t - 1`` and raises
@@ -54,34 +55,38 @@ from mpcai.errors import (
     InvalidType,
     NotEnoughShares,
 )
+from mpcai.validation import check_bytes, check_int
 
 __all__ = [
-    "PRIME",
+    "FIELD_P",
     "SEED_BYTES",
     "Share",
-    "add_shares",
+    "add",
+    "bytes_share_size",
     "field_add",
     "field_mul",
     "field_sub",
     "from_field",
     "lagrange_weights",
+    "mul_public",
     "reconstruct",
     "reconstruct_bytes",
     "reconstruct_bytes_robust",
     "reconstruct_robust",
-    "scale_share",
     "share",
     "share_bytes",
+    "sub",
     "to_field",
 ]
 
-PRIME: Final[int] = (1 << 61) - 1
-"""The field modulus, the Mersenne prime 2^61 - 1."""
+FIELD_P: Final[int] = _bindings.FIELD_P
+"""The field modulus, the Mersenne prime 2^61 - 1 (read from the C core; also
+:data:`mpcai.prg.FIELD_P`)."""
 
-SEED_BYTES: Final[int] = 32
+SEED_BYTES: Final[int] = _bindings.SEED_BYTES
 """Length of the seed from which the random coefficients are expanded."""
 
-_P64: Final = np.uint64(PRIME)
+_P64: Final = np.uint64(FIELD_P)
 _BYTES_PER_ELEMENT: Final[int] = 7  # 56 bits < 61: any 7 bytes are a field element
 # Columns per chunk when combining shares: keeps the stacked rows in cache.
 _CHUNK_WORDS: Final[int] = 1 << 17
@@ -115,15 +120,9 @@ class Share:
 # ---- validation helpers ---------------------------------------------------
 
 
-def _int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidType(f"{name} must be an int, not {type(value).__name__}")
-    return int(value)
-
-
 def _point(value: Any, name: str) -> int:
-    x = _int(value, name)
-    if not 1 <= x < PRIME:
+    x = check_int(value, name)
+    if not 1 <= x < FIELD_P:
         raise InvalidInput(f"{name} must be in [1, p) with p = 2^61 - 1, got {x}")
     return x
 
@@ -137,7 +136,7 @@ def _field_array(values: Any, name: str) -> np.ndarray:
     if values.size:
         if values.dtype.kind == "i" and values.min() < 0:
             raise InvalidInput(f"{name} has negative values; map them with to_field() first")
-        if values.dtype.itemsize == 8 and values.max() >= PRIME:
+        if values.dtype.itemsize == 8 and values.max() >= FIELD_P:
             raise InvalidInput(f"{name} has values >= p = 2^61 - 1; reduce them first")
     return values.astype(np.uint64, copy=False)
 
@@ -145,18 +144,11 @@ def _field_array(values: Any, name: str) -> np.ndarray:
 def _seed(seed: Any) -> bytes:
     if seed is None:
         return secrets.token_bytes(SEED_BYTES)
-    if not isinstance(seed, (bytes, bytearray, memoryview)):
-        raise InvalidType(f"seed must be bytes, not {type(seed).__name__}")
-    seed = bytes(seed)
-    if len(seed) != SEED_BYTES:
-        raise InvalidInput(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
-    return seed
+    return check_bytes(seed, "seed", size=SEED_BYTES)
 
 
 def _threshold(t: Any, n: int | None = None) -> int:
-    t = _int(t, "t")
-    if t < 1:
-        raise InvalidInput(f"threshold t must be at least 1, got {t}")
+    t = check_int(t, "threshold t", lo=1)
     if n is not None and t > n:
         raise InvalidInput(f"threshold t = {t} exceeds the number of shares n = {n}")
     return t
@@ -191,7 +183,7 @@ def to_field(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "u":
         return (values.astype(np.uint64, copy=False) % _P64).astype(np.uint64, copy=False)
     # floored modulo with a positive divisor is non-negative and exact in int64
-    return (values.astype(np.int64, copy=False) % np.int64(PRIME)).astype(np.uint64)
+    return (values.astype(np.int64, copy=False) % np.int64(FIELD_P)).astype(np.uint64)
 
 
 def from_field(values: np.ndarray) -> np.ndarray:
@@ -200,10 +192,10 @@ def from_field(values: np.ndarray) -> np.ndarray:
         raise InvalidType(f"values must be a numpy array, not {type(values).__name__}")
     if values.dtype != np.uint64:
         raise InvalidType(f"values must have dtype uint64, not {values.dtype}")
-    if values.size and values.max() >= PRIME:
+    if values.size and values.max() >= FIELD_P:
         raise InvalidInput("values must be field elements in [0, p)")
     signed = values.astype(np.int64)
-    return np.where(values > _P64 // np.uint64(2), signed - np.int64(PRIME), signed)
+    return np.where(values > _P64 // np.uint64(2), signed - np.int64(FIELD_P), signed)
 
 
 def field_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -225,12 +217,12 @@ def _batch_inverse(values: list[int]) -> list[int]:
     """Inverses mod p of non-zero values with one modular inversion (Montgomery)."""
     prefix = [1] * (len(values) + 1)
     for i, v in enumerate(values):
-        prefix[i + 1] = prefix[i] * v % PRIME
-    inv = pow(prefix[-1], -1, PRIME)
+        prefix[i + 1] = prefix[i] * v % FIELD_P
+    inv = pow(prefix[-1], -1, FIELD_P)
     out = [0] * len(values)
     for i in range(len(values) - 1, -1, -1):
-        out[i] = inv * prefix[i] % PRIME
-        inv = inv * values[i] % PRIME
+        out[i] = inv * prefix[i] % FIELD_P
+        inv = inv * values[i] % FIELD_P
     return out
 
 
@@ -241,7 +233,7 @@ def _lagrange_rows(xs: Sequence[int], ats: Sequence[int]) -> list[np.ndarray]:
     and ``w_i = 1 / prod_{j != i} (x_i - x_j)``: ``O(len(xs)^2)`` once, then
     ``O(len(xs))`` per evaluation point.
     """
-    pts = [_int(x, "each point") % PRIME for x in xs]
+    pts = [check_int(x, "each point") % FIELD_P for x in xs]
     if len(set(pts)) != len(pts):
         raise DuplicateShares("interpolation points must be distinct")
     den = []
@@ -249,22 +241,22 @@ def _lagrange_rows(xs: Sequence[int], ats: Sequence[int]) -> list[np.ndarray]:
         d = 1
         for j, xj in enumerate(pts):
             if j != i:
-                d = d * (xi - xj) % PRIME
+                d = d * (xi - xj) % FIELD_P
         den.append(d)
     w = _batch_inverse(den)
     index = {x: i for i, x in enumerate(pts)}
     rows = []
     for at in ats:
-        a = _int(at, "at") % PRIME
+        a = check_int(at, "at") % FIELD_P
         if a in index:  # the polynomial's value there is that share
             row = [0] * len(pts)
             row[index[a]] = 1
         else:
-            diffs = [(a - xj) % PRIME for xj in pts]
+            diffs = [(a - xj) % FIELD_P for xj in pts]
             ell = 1
             for d in diffs:
-                ell = ell * d % PRIME
-            row = [ell * wi % PRIME * di % PRIME
+                ell = ell * d % FIELD_P
+            row = [ell * wi % FIELD_P * di % FIELD_P
                    for wi, di in zip(w, _batch_inverse(diffs), strict=True)]
         rows.append(np.array(row, dtype=np.uint64))
     return rows
@@ -322,9 +314,7 @@ def share(
             ``[1, 64]``.
     """
     arr = _field_array(secret, "secret")
-    n = _int(n, "n")
-    if n < 1:
-        raise InvalidInput(f"n must be at least 1, got {n}")
+    n = check_int(n, "n", lo=1)
     t = _threshold(t, n)
     xs = _points(points, n)
     values = _bindings.fp_shamir_share(
@@ -462,7 +452,7 @@ def _solve_mod_p(rows: list[list[int]], rhs: list[int]) -> list[int] | None:
         piv = r + int(nz[0])
         if piv != r:
             aug[[r, piv]] = aug[[piv, r]]
-        inv = pow(int(aug[r, c]), -1, PRIME)
+        inv = pow(int(aug[r, c]), -1, FIELD_P)
         aug[r] = _bindings.fp_mul(aug[r], np.full(n_cols, inv, dtype=np.uint64))
         factors = aug[:, c].copy()
         factors[r] = 0
@@ -483,7 +473,7 @@ def _solve_mod_p(rows: list[list[int]], rhs: list[int]) -> list[int] | None:
 def _poly_eval(coeffs: list[int], x: int) -> int:
     acc = 0
     for c in reversed(coeffs):
-        acc = (acc * x + c) % PRIME
+        acc = (acc * x + c) % FIELD_P
     return acc
 
 
@@ -500,9 +490,9 @@ def _berlekamp_welch(xs: list[int], ys: list[int], t: int, e: int) -> list[int] 
     for x, y in zip(xs, ys, strict=True):
         powers = [1]
         for _ in range(e + t):
-            powers.append(powers[-1] * x % PRIME)
-        rows.append(powers[:e + t] + [(-y * powers[j]) % PRIME for j in range(e)])
-        rhs.append(y * powers[e] % PRIME)
+            powers.append(powers[-1] * x % FIELD_P)
+        rows.append(powers[:e + t] + [(-y * powers[j]) % FIELD_P for j in range(e)])
+        rhs.append(y * powers[e] % FIELD_P)
     sol = _solve_mod_p(rows, rhs)
     if sol is None:
         return None
@@ -515,7 +505,7 @@ def _berlekamp_welch(xs: list[int], ys: list[int], t: int, e: int) -> list[int] 
         quot[k] = c
         if c:
             for j in range(e + 1):
-                rem[k + j] = (rem[k + j] - c * err[j]) % PRIME
+                rem[k + j] = (rem[k + j] - c * err[j]) % FIELD_P
     if any(rem):
         return None
     wrong = sum(1 for x, y in zip(xs, ys, strict=True) if _poly_eval(quot, x) != y)
@@ -566,7 +556,7 @@ def reconstruct_robust(shares: Sequence[Share], t: int) -> tuple[np.ndarray, lis
                     "share needs at least t + 2 shares") from None
         if ys is None:  # y_i = sum_j r_j v_ij: one decoding finds every wrong share
             size = shares[0].values.size
-            coeffs = np.array([secrets.randbelow(PRIME - 1) + 1 for _ in range(size)],
+            coeffs = np.array([secrets.randbelow(FIELD_P - 1) + 1 for _ in range(size)],
                               dtype=np.uint64)
             cols = np.ascontiguousarray(np.stack([s.values.reshape(-1) for s in shares]).T)
             ys = [int(v) for v in _bindings.fp_lincomb(cols, coeffs)]
@@ -583,20 +573,30 @@ def reconstruct_robust(shares: Sequence[Share], t: int) -> tuple[np.ndarray, lis
 # ---- linear operations on shares ------------------------------------------
 
 
-def add_shares(a: Share, b: Share) -> Share:
-    """The share of ``secret_a + secret_b`` from two shares held at the same point."""
+def _same_point(a: Share, b: Share, verb: str) -> None:
     if not isinstance(a, Share) or not isinstance(b, Share):
-        raise InvalidType("add_shares takes two Share objects")
+        raise InvalidType(f"{verb} takes two Share objects")
     if a.x != b.x:
-        raise InvalidInput(f"cannot add shares at different points ({a.x} and {b.x})")
+        raise InvalidInput(f"cannot {verb} shares at different points ({a.x} and {b.x})")
+
+
+def add(a: Share, b: Share) -> Share:
+    """The share of ``secret_a + secret_b`` from two shares held at the same point."""
+    _same_point(a, b, "add")
     return Share(a.x, field_add(a.values, b.values))
 
 
-def scale_share(s: Share, c: int) -> Share:
+def sub(a: Share, b: Share) -> Share:
+    """The share of ``secret_a - secret_b`` from two shares held at the same point."""
+    _same_point(a, b, "sub")
+    return Share(a.x, field_sub(a.values, b.values))
+
+
+def mul_public(s: Share, c: int) -> Share:
     """The share of ``c * secret`` (``c`` a public integer, reduced mod p)."""
     if not isinstance(s, Share):
-        raise InvalidType(f"scale_share takes a Share, not {type(s).__name__}")
-    c = _int(c, "c") % PRIME
+        raise InvalidType(f"mul_public takes a Share, not {type(s).__name__}")
+    c = check_int(c, "c") % FIELD_P
     flat = s.values.reshape(1, -1)
     scaled = _bindings.fp_lincomb(flat, np.array([c], dtype=np.uint64))
     return Share(s.x, scaled.reshape(s.values.shape))
@@ -605,9 +605,16 @@ def scale_share(s: Share, c: int) -> Share:
 # ---- byte strings ---------------------------------------------------------
 
 
+def bytes_share_size(nbytes: int) -> int:
+    """The number of field elements in each share of an ``nbytes``-long :func:`share_bytes`
+    secret: one for the length, then one per 7 bytes (6 for a 32-byte key)."""
+    nbytes = check_int(nbytes, "nbytes", lo=0)
+    return 1 + -(-nbytes // _BYTES_PER_ELEMENT)
+
+
 def _pack_bytes(data: bytes) -> np.ndarray:
     """[len(data), then 7 bytes per element, little-endian, zero padded]."""
-    k = -(-len(data) // _BYTES_PER_ELEMENT)
+    k = bytes_share_size(len(data)) - 1
     padded = np.zeros((k, 8), dtype=np.uint8)
     if k:
         chunk = np.frombuffer(data.ljust(k * _BYTES_PER_ELEMENT, b"\0"), dtype=np.uint8)

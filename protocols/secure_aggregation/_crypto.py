@@ -21,8 +21,12 @@ from cryptography.hazmat.primitives.serialization import (
 
 from mpcai import prg
 from mpcai.errors import InvalidInput
+from mpcai.sharing import shamir
 
 _RAW = (Encoding.Raw, PublicFormat.Raw)
+
+#: field elements in one Shamir share of a 32-byte secret (length + 7 bytes each)
+SHARE_ELEMENTS: int = shamir.bytes_share_size(prg.SEED_BYTES)
 
 
 def x25519_keypair() -> tuple[X25519PrivateKey, bytes]:

@@ -25,9 +25,6 @@ _log = logging.getLogger(__name__)
 
 SERVER = 0
 _QUANT_CHUNK = 1 << 18  # values quantised at a time
-#: field elements in one Shamir share of a 32-byte secret
-_SHARE_ELEMENTS: int = shamir.share_bytes(bytes(32), 1, 1)[0].values.size
-
 
 @dataclass
 class ClientState:
@@ -221,12 +218,12 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray,
         commitment, sealed = blob[:_crypto.COMMITMENT_BYTES], blob[_crypto.COMMITMENT_BYTES:]
         plain = _crypto.open_sealed(state.share_keys[u], sealed, _crypto.ad(
             state.session, Stage.SHARE_KEYS.value, u, state.me))
-        if (plain is None or len(plain) != 8 + 16 * _SHARE_ELEMENTS
+        if (plain is None or len(plain) != 8 + 16 * _crypto.SHARE_ELEMENTS
                 or struct.unpack("<II", plain[:8]) != (u, state.me)):
             continue  # tampered, misdirected or malformed: this neighbour's shares are not held
         body = np.frombuffer(plain[8:], dtype="<u8").astype(np.uint64)
-        pair = body.reshape(2, _SHARE_ELEMENTS)
-        if np.any(body >= np.uint64(shamir.PRIME)) or commitment != _crypto.share_commitment(
+        pair = body.reshape(2, _crypto.SHARE_ELEMENTS)
+        if np.any(body >= np.uint64(shamir.FIELD_P)) or commitment != _crypto.share_commitment(
                 state.session, u, state.me, pair[0], pair[1]):
             continue  # not the shares u committed to: not held (u's fault, not ours)
         state.held[u] = pair
@@ -303,7 +300,7 @@ def _answer(state: ClientState, b_ids: list[int], s_ids: list[int]) -> dict[str,
     """The unmask answer as four arrays (ids, and one row of share values per id): cheap
     to encode and decode for any number of neighbours."""
     def rows(ids: list[int], which: int) -> np.ndarray:
-        out = np.zeros((len(ids), _SHARE_ELEMENTS), dtype=np.uint64)
+        out = np.zeros((len(ids), _crypto.SHARE_ELEMENTS), dtype=np.uint64)
         for j, v in enumerate(ids):
             out[j] = state.held[v][which]
         return out

@@ -40,9 +40,6 @@ _log = logging.getLogger(__name__)
 #: warn (ClippingWarning) when more than this fraction of all values was clipped
 CLIPPING_WARN_FRACTION = 0.01
 
-#: field elements in one Shamir share of a 32-byte secret (length + 7 bytes each)
-SHARE_ELEMENTS: int = shamir.share_bytes(bytes(32), 1, 1)[0].values.size
-
 
 @dataclass
 class AggregateResult:
@@ -316,8 +313,8 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
             ids, vals = msg.get(kind + "_ids"), msg.get(kind)
             if not (isinstance(ids, np.ndarray) and ids.dtype == np.uint32 and ids.ndim == 1
                     and isinstance(vals, np.ndarray) and vals.dtype == np.uint64
-                    and vals.shape == (ids.size, SHARE_ELEMENTS)
-                    and bool(np.all(vals < np.uint64(shamir.PRIME)))):
+                    and vals.shape == (ids.size, _crypto.SHARE_ELEMENTS)
+                    and bool(np.all(vals < np.uint64(shamir.FIELD_P)))):
                 continue  # a malformed part: none of it counts
             for v, row in zip(ids.tolist(), vals, strict=True):
                 # a survivor's own self-mask share counts (SecAgg+); never its own mask key's
@@ -327,7 +324,7 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
                 if u != v:  # checked against what v dealt: a different share is u's lie
                     dealt = state.commitments.get((v, u))
                     half = slice(0, 32) if kind == "b" else slice(32, 64)
-                    zeros = np.zeros(SHARE_ELEMENTS, dtype=np.uint64)
+                    zeros = np.zeros(_crypto.SHARE_ELEMENTS, dtype=np.uint64)
                     pair = (row, zeros) if kind == "b" else (zeros, row)
                     if dealt is None or _crypto.share_commitment(
                             state.session, v, u, *pair)[half] != dealt[half]:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from mpcai.benchmarks import _shamir as bench
 
+from mpcai import prg
 from mpcai.errors import (
     DuplicateShares,
     InconsistentShares,
@@ -28,10 +29,14 @@ from mpcai.errors import (
     NotEnoughShares,
 )
 from mpcai.sharing import shamir
-from mpcai.sharing.shamir import PRIME as P
 from mpcai.sharing.shamir import Share
 
 U64 = np.uint64
+P = (1 << 61) - 1  # the Mersenne prime, written out independently of the code
+
+
+def test_field_modulus_is_the_mersenne_prime() -> None:
+    assert shamir.FIELD_P == P and prg.FIELD_P == P
 
 
 def field_values(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -257,17 +262,24 @@ def test_linearity() -> None:
     rng = np.random.default_rng(4)
     a, b = field_values(rng, 3, 11), field_values(rng, 3, 11)
     sa, sb = shamir.share(a, 3, 5), shamir.share(b, 3, 5)
-    summed = [shamir.add_shares(x, y) for x, y in zip(sa, sb, strict=True)]
+    summed = [shamir.add(x, y) for x, y in zip(sa, sb, strict=True)]
     got = shamir.reconstruct(summed[1:4], 3)
     assert [int(v) for v in got.reshape(-1)] == [
         (int(x) + int(y)) % P for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True)
     ]
     for c in (0, 1, 7, P - 1, -3, 1 << 70):
-        scaled = [shamir.scale_share(s, c) for s in sa]
+        scaled = [shamir.mul_public(s, c) for s in sa]
         got = shamir.reconstruct(scaled[::2], 3)
         assert [int(v) for v in got.reshape(-1)] == [c * int(x) % P for x in a.reshape(-1)]
+    diff = [shamir.sub(x, y) for x, y in zip(sa, sb, strict=True)]
+    got = shamir.reconstruct(diff[2:], 3)
+    assert [int(v) for v in got.reshape(-1)] == [
+        (int(x) - int(y)) % P for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True)
+    ]
     with pytest.raises(InvalidInput):
-        shamir.add_shares(sa[0], sb[1])
+        shamir.add(sa[0], sb[1])
+    with pytest.raises(InvalidInput):
+        shamir.sub(sa[0], sb[1])
 
 
 @pytest.mark.parametrize("t", [2, 3])
@@ -495,3 +507,11 @@ def test_robust_bytes_names_the_liar() -> None:
     assert shamir.reconstruct_bytes_robust(parts, 3) == (key, [15])
     with pytest.raises(InconsistentShares):
         shamir.reconstruct_bytes(parts, 3)
+
+
+def test_bytes_share_size_matches_share_bytes() -> None:
+    for nbytes in range(0, 40):
+        got = shamir.share_bytes(bytes(range(nbytes)), 2, 3)[0].values.size
+        assert shamir.bytes_share_size(nbytes) == got == 1 + -(-nbytes // 7)
+    with pytest.raises(InvalidInput):
+        shamir.bytes_share_size(-1)

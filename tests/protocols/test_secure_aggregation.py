@@ -25,6 +25,7 @@ from mpcai.errors import (
     ProtocolAbort,
 )
 from mpcai.runtime import InMemoryNetwork, Party
+from mpcai.sharing import shamir
 from mpcai.testing import run_local
 
 STAGES = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK]
@@ -487,7 +488,7 @@ def test_unmask_answer_of_a_large_neighbourhood_fits_the_wire_budget() -> None:
     m = 4999
     state = client_mod.ClientState(cfg=sa.SecAggConfig(n_clients=m + 1, threshold=10), me=1,
                                    session=b"s" * 16)
-    elements = client_mod._SHARE_ELEMENTS
+    elements = shamir.bytes_share_size(32)
     state.held = {v: np.stack([np.full(elements, v, dtype=np.uint64),
                                np.zeros(elements, np.uint64)]) for v in range(2, m + 2)}
     answer = client_mod._answer(state, sorted(state.held), [])
