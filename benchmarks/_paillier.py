@@ -34,7 +34,7 @@ import numpy as np
 import phe
 
 from mpcai.he import paillier as P
-from mpcai.he._paillier_math import FixedBase, random_unit
+from mpcai.he.paillier._math import FixedBase, random_unit
 
 from ._common import record
 

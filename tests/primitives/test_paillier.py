@@ -20,7 +20,8 @@ from phe import command_line as phe_cli
 
 from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType, MpcaiError
 from mpcai.he import paillier as P
-from mpcai.he._paillier_math import FixedBase, inverse_mod_2k, sec_exact_quotient
+from mpcai.he.paillier import _bulk, _keys
+from mpcai.he.paillier._math import FixedBase, inverse_mod_2k, random_prime, sec_exact_quotient
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def real() -> tuple[P.PublicKey, P.PrivateKey]:
 
 @pytest.fixture(scope="module")
 def small() -> tuple[P.PublicKey, P.PrivateKey]:
-    return P._unsafe_keypair_for_tests(n_bits=512)
+    return _keys._unsafe_keypair_for_tests(n_bits=512)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ reals = st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False)
 
 
 def test_phe_known_answers_on_tiny_key() -> None:
-    pub, sk = P._unsafe_keypair_for_tests(293, 433)
+    pub, sk = _keys._unsafe_keypair_for_tests(293, 433)
     assert pub.n == 126869
     assert pub._encrypt_with_r(10100, 74384) == 935906717
     assert pub._encrypt_with_r(1, 1) == 126870
@@ -62,7 +63,7 @@ def test_keys_below_2048_bits_are_refused(real: tuple[P.PublicKey, P.PrivateKey]
         P.PublicKey(126869)
     with pytest.raises(P.KeyTooSmall):
         P.PrivateKey(293, 433)
-    small_pub, small_sk = P._unsafe_keypair_for_tests(293, 433)
+    small_pub, small_sk = _keys._unsafe_keypair_for_tests(293, 433)
     with pytest.raises(P.KeyTooSmall):
         P.PublicKey.deserialize(small_pub.serialize())
     with pytest.raises(P.KeyTooSmall):
@@ -117,7 +118,7 @@ def test_two_adic_exact_division(bits: int, seed: int) -> None:
 
 def test_wider_window_gives_same_ciphertext_distribution(
         small: tuple[P.PublicKey, P.PrivateKey]) -> None:
-    pub, sk = P._unsafe_keypair_for_tests(n_bits=512)
+    pub, sk = _keys._unsafe_keypair_for_tests(n_bits=512)
     pub.precompute(window_bits=10)
     sk.precompute(window_bits=6)
     assert sk.decrypt(pub.encrypt(-12345) + sk.encrypt(45)) == -12300
@@ -440,20 +441,20 @@ def test_secret_key_operations_use_powmod_sec(monkeypatch: pytest.MonkeyPatch) -
     # known answers on phe's tiny key, with the guard on from key set-up
     calls = _guard_vartime(monkeypatch, 293, 433)
     _NoSecretTables.n = 293 * 433
-    monkeypatch.setattr(P, "FixedBase", _NoSecretTables)
-    _, sk = P._unsafe_keypair_for_tests(293, 433)
+    monkeypatch.setattr(_keys, "FixedBase", _NoSecretTables)
+    _, sk = _keys._unsafe_keypair_for_tests(293, 433)
     assert sk.decrypt_raw(935906717) == 10100
     assert (293 - 1, 293**2) in {(e, m) for _, e, m in calls}
     monkeypatch.undo()
     # a 1024-bit key; phe's ciphertexts made before the guard goes on
-    p, q = sorted((P.random_prime(512), P.random_prime(512)))
+    p, q = sorted((random_prime(512), random_prime(512)))
     ppub = phe.PaillierPublicKey(int(p * q))
     msgs = (0, 1, -1, 123456789, -(1 << 300))
     theirs = [ppub.raw_encrypt(m % ppub.n) for m in msgs]
     calls = _guard_vartime(monkeypatch, int(p), int(q))
     _NoSecretTables.n = ppub.n
-    monkeypatch.setattr(P, "FixedBase", _NoSecretTables)
-    pub, sk = P._unsafe_keypair_for_tests(p, q)
+    monkeypatch.setattr(_keys, "FixedBase", _NoSecretTables)
+    pub, sk = _keys._unsafe_keypair_for_tests(p, q)
     calls.clear()
     assert [sk.decrypt(P.EncryptedNumber(pub, c)) for c in theirs] == list(msgs)
     used = {(e, m) for _, e, m in calls}
@@ -478,20 +479,20 @@ def test_private_key_never_reaches_encryption_workers(
     (run in-process here) and produces ciphertexts under that key."""
     _, sk = real
     shipped: list[str] = []
-    monkeypatch.setattr(P, "_WORKER_KEY", [])
+    monkeypatch.setattr(_bulk, "_WORKER_KEY", [])
 
     def in_process(w: int, initargs: tuple[str, bytes], fn: Any, items: list[int],
                    *args: Any) -> list[gmpy2.mpz]:
         shipped.append(initargs[0])
-        P._worker_init(*initargs)
+        _bulk._worker_init(*initargs)
         return [gmpy2.mpz(v) for v in fn(items, *args)]
 
-    monkeypatch.setattr(P, "_map_chunks", in_process)
+    monkeypatch.setattr(_bulk, "_map_chunks", in_process)
     x = np.arange(5, dtype=np.float64)
     np.testing.assert_array_equal(P.decrypt_array(sk, P.encrypt_array(sk, x, workers=2)), x)
-    assert shipped == ["pk"] and isinstance(P._WORKER_KEY[0], P.PublicKey)
+    assert shipped == ["pk"] and isinstance(_bulk._WORKER_KEY[0], P.PublicKey)
     with pytest.raises(InvalidInput):
-        P._worker_init("sk", sk.serialize())
+        _bulk._worker_init("sk", sk.serialize())
 
 
 def test_phe_key_randomness_uses_powmod_sec(monkeypatch: pytest.MonkeyPatch,

@@ -1,7 +1,7 @@
 """Number theory behind :mod:`mpcai.he.paillier`: primes, fixed-base tables, CRT.
 
 Internal; everything here works on ``gmpy2.mpz`` and trusts its arguments
-(the public module checks them).  The ``sec_*`` helpers and :func:`crt_pair`
+(the modules that use it check them).  The ``sec_*`` helpers and :func:`crt_pair`
 are the private-key arithmetic: every reduction, inversion and exponentiation
 modulo a secret goes through ``gmpy2.powmod_sec`` (GMP's ``mpz_powm_sec``,
 whose time and memory access pattern depend on operand limb counts only);
