@@ -51,7 +51,7 @@ if __name__ == "__main__":
 
         run = launch_local(3, f"{__file__}:secure_sum", args_per_party=[(v,) for v in INPUTS])
     else:
-        from mpcai.testing import run_local
+        from mpcai.runtime import run_local
 
         run = run_local(3, secure_sum, args_per_party=[(v,) for v in INPUTS])
     for pid, (result, stats) in enumerate(zip(run, run.stats, strict=True)):

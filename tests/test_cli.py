@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mpcai import cli
+from mpcai.cli import _main as cli_main
 
 REQUIRED_KEYS = {"name", "ours_s", "baseline_name", "baseline_s", "ratio"}
 
@@ -101,7 +102,7 @@ def test_multi_line_errors_and_ctrl_c(monkeypatch: pytest.MonkeyPatch,
     def launch_failed(*_: object) -> int:
         raise LaunchError("2 of 2 parties failed", {0: "log line a\nlog line b", 1: ""})
 
-    monkeypatch.setattr(cli, "_run", launch_failed)
+    monkeypatch.setattr(cli_main, "_run", launch_failed)
     assert cli.main(["demo", "secagg"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("mpcai: error: 2 of 2 parties failed (") and "--debug" in err[0]
@@ -110,7 +111,7 @@ def test_multi_line_errors_and_ctrl_c(monkeypatch: pytest.MonkeyPatch,
     def interrupted(*_: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_run", interrupted)
+    monkeypatch.setattr(cli_main, "_run", interrupted)
     assert cli.main(["demo", "secagg"]) == 130
     assert capsys.readouterr().err == "mpcai: interrupted\n"
     with pytest.raises(KeyboardInterrupt):
@@ -233,7 +234,7 @@ def test_verbose_logs_mpcai_to_stderr(argv: list[str], shown: set[str],
 
     root = logging.getLogger()
     root_before = (list(root.handlers), root.level)
-    monkeypatch.setattr(cli, "_run", run)
+    monkeypatch.setattr(cli_main, "_run", run)
     assert cli.main(argv) == 0
     out, err = capsys.readouterr()
     names = {"DEBUG": logging.DEBUG, "INFO": logging.INFO}

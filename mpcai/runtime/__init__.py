@@ -1,12 +1,15 @@
 """The party runtime: parties, networks, the wire codec and statistics.
 
 The same async party function runs with every party in one trio run
-(:class:`InMemoryNetwork`, see :func:`mpcai.testing.run_local`) and as
+(:class:`InMemoryNetwork`, see :func:`run_local`) and as
 separate processes over TCP with mutual TLS (:class:`TcpNetwork`, see
 ``mpcai party`` and :func:`mpcai.runtime.launcher.launch_local`).
 Certificates: :mod:`mpcai.runtime.certs` (or ``mpcai certs``).
 """
 
+from mpcai.runtime.local import LocalRun as LocalRun
+from mpcai.runtime.local import run_local as run_local
+from mpcai.runtime.local import run_local_async as run_local_async
 from mpcai.runtime.memory import InMemoryNetwork as InMemoryNetwork
 from mpcai.runtime.network import Link as Link
 from mpcai.runtime.network import Network as Network
@@ -28,6 +31,7 @@ __all__ = [
     "InMemoryNetwork",
     "Limits",
     "Link",
+    "LocalRun",
     "Network",
     "Party",
     "TcpListener",
@@ -35,4 +39,6 @@ __all__ = [
     "TlsCredentials",
     "local_tcp_network",
     "open_party",
+    "run_local",
+    "run_local_async",
 ]

@@ -65,7 +65,6 @@ Arguments and results cross the process boundary in the wire codec
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.util
 import json
@@ -79,7 +78,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -187,10 +185,10 @@ class PartyConfig:
     timeout: float = DEFAULT_TIMEOUT
     insecure_plaintext: bool = False
     connect_timeout: float | None = None  # None: ``timeout``
-    #: a declarative deployment (``[protocol]``): the protocol's name and parameters,
-    #: every party's ``[io.<id>]`` table, and the directory its file names are relative to
-    protocol: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    #: a declarative deployment: the raw ``[protocol]`` table (resolved into
+    #: ``function`` by ``mpcai party``, see ``mpcai.cli``), every party's
+    #: ``[io.<id>]`` table, and the directory file names are relative to
+    protocol_table: dict[str, Any] | None = None
     io: dict[int, dict[str, Any]] = field(default_factory=dict)
     base: Path | None = None
 
@@ -199,14 +197,12 @@ class PartyConfig:
         """Read and check a config file: TOML if its name ends in ``.toml``, else JSON
         (the same fields either way; see the module docstring and ``docs/deploy.rst``).
 
-        With a ``protocol`` table (``name`` one of :data:`mpcai.runtime._deploy.PROTOCOLS`
-        plus the protocol's parameters) instead of ``function``, the party function
-        and its arguments come from the protocol and the ``io`` tables.  A party's
+        A ``[protocol]`` table may replace ``function``: it is kept as it is, with
+        the ``[io.<id>]`` tables, in :attr:`protocol_table` and :attr:`io`, for
+        ``mpcai party`` to resolve (``function`` stays empty until then).  A party's
         ``address = "host:port"`` (``"[v6]:port"``) may replace ``host`` and ``port``.
         """
         import tomllib
-
-        from mpcai.runtime import _deploy
 
         path = Path(path)
         try:
@@ -248,16 +244,14 @@ class PartyConfig:
             connect = None if connect is None else float(connect)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"config {path}: bad timeout: {exc}") from exc
-        protocol, params = None, {}
-        if "protocol" in raw:
-            function, params = _deploy.protocol_function(raw["protocol"], len(parties))
-            protocol = raw["protocol"]["name"]
-            _deploy.check_io(io, parties)
-        elif io:
+        table = raw.get("protocol")
+        if table is not None and not isinstance(table, dict):
+            raise InvalidInput(f"config {path}: [protocol] must be a table")
+        if table is None and io:
             raise InvalidInput(f"config {path}: [io] tables need a [protocol] table")
         return cls(session=session, function=function, parties=parties, ca=ca,
                    timeout=timeout, insecure_plaintext=plain, connect_timeout=connect,
-                   protocol=protocol, params=params, io=io, base=base)
+                   protocol_table=table, io=io, base=base)
 
     def dump(self, path: str | Path) -> None:
         """Write the config as JSON (paths as given)."""
@@ -923,87 +917,3 @@ def _read_tail(path: Path, limit: int) -> tuple[str, int]:
         fh.seek(start)
         data = fh.read(limit)
     return data.decode(errors="replace"), start
-
-
-def main_party(config_path: str, party_id: int, *, announce: bool, args_path: str | None,
-               result_path: str | None, extra_path: Sequence[str] = (),
-               debug: bool = False, round_: int | None = None) -> int:
-    """``mpcai party``: run one party; print its result and statistics.
-
-    With ``round_`` (``--round R``), the party runs round R of the deployment:
-    its session id is :func:`mpcai.runtime._deploy.round_session` of the
-    config's ``session`` and R (every party derives the same one; rounds never
-    share one), and ``{round}`` in its ``[io]`` file names becomes R.  A round
-    number must never be reused with the same config ``session``: once its inputs
-    are checked, the party records R next to the config
-    (:func:`mpcai.runtime._deploy.claim_round`) and refuses a round it has recorded.
-
-    With ``result_path``, the result and statistics are written there (wire
-    codec, atomically).  If the party raises, the exception's type and
-    message are written there instead (so the launcher can report it as a
-    typed failure), and the exit code is 1.  Its traceback goes to stderr
-    with ``debug`` or ``announce`` (a launched party: its log is the
-    launcher's report); otherwise stderr gets one line, ``mpcai: error:
-    party <id>: <type>: <message>``, and a hint naming ``--debug``.
-    """
-    sys.path.extend(extra_path)
-    try:
-        from mpcai.runtime import _deploy
-
-        config = PartyConfig.load(config_path)
-        raw_session = config.session
-        if round_ is not None:
-            config = dataclasses.replace(
-                config, session=_deploy.round_session(config.session, round_))
-        args: list[Any] = []
-        io: dict[str, Any] = {}
-        if args_path:
-            args = wire.decode_payload(Path(args_path).read_bytes())
-        elif config.protocol is not None:
-            if party_id not in config.parties:
-                raise InvalidInput(f"party {party_id} is not in the config")
-            assert config.base is not None
-            io = _deploy.round_io(config.io.get(party_id, {}), party_id, round_)
-            args = _deploy.party_args(config.protocol, config.params, io, party_id,
-                                      config.base)
-        if round_ is not None:  # inputs checked: now the round number is used up
-            if party_id not in config.parties:
-                raise InvalidInput(f"party {party_id} is not in the config")
-            assert config.base is not None
-            _deploy.claim_round(config.base, raw_session, party_id, round_)
-        result, stats = trio.run(lambda: run_party(config, party_id, args, announce=announce))
-        summary = None
-        if config.protocol is not None and not args_path:
-            assert config.base is not None
-            summary = _deploy.write_output(config.protocol, result, io, party_id, config.base)
-            if round_ is not None:
-                summary = f"round {round_}: {summary}"
-    except Exception as exc:
-        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1 \
-                and isinstance(exc.exceptions[0], Exception):
-            exc = exc.exceptions[0]
-        if debug or announce:
-            traceback.print_exception(exc, file=sys.stderr)
-        else:
-            first = (str(exc).strip().splitlines() or [""])[0]
-            print(f"mpcai: error: party {party_id}: {type(exc).__name__}: {first}\n"
-                  "mpcai: hint: --debug shows the traceback", file=sys.stderr)
-        if result_path:
-            kind = type(exc)
-            _write_atomic(result_path, {"error": {"type": f"{kind.__module__}.{kind.__qualname__}",
-                                                  "message": str(exc)[:2000]}})
-        return 1
-    if result_path:
-        _write_atomic(result_path, {"result": result, "stats": stats.as_dict()})
-    print(f"party {party_id}: {stats}", file=sys.stderr)
-    if summary is not None:
-        print(f"party {party_id}: {summary}")
-    elif not result_path:
-        print(repr(result))
-    return 0
-
-
-def _write_atomic(path: str, record: dict[str, Any]) -> None:
-    tmp = Path(f"{path}.part")
-    tmp.write_bytes(wire.encode_payload(record))
-    os.replace(tmp, path)

@@ -10,8 +10,7 @@ import numpy as np
 import trio
 
 from mpcai.errors import InvalidInput, InvalidType
-from mpcai.runtime import CommStats, InMemoryNetwork, Party
-from mpcai.testing import run_local
+from mpcai.runtime import CommStats, InMemoryNetwork, Party, run_local
 
 from .client import client, flatten_update
 from .config import SecAggConfig

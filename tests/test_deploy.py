@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from mpcai import cli
+from mpcai.cli import _deploy
 from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime.launcher import PartyConfig
 
@@ -185,11 +186,10 @@ def _config(tmp_path: Path, text: str) -> Path:
 
 
 def test_toml_config_loads_addresses_paths_and_the_protocol(tmp_path: Path) -> None:
-    cfg = PartyConfig.load(_config(tmp_path, _toml([7000, 7001, 7002, 7003])))
-    assert cfg.function == "mpcai.runtime._deploy:secure_aggregation_party"
-    assert cfg.protocol == "secure_aggregation"
-    assert cfg.params == {"n_clients": 3, "threshold": 2, "clip": 4.0, "bits": 20,
-                          "max_weight": 100}
+    cfg = _deploy.load_config(_config(tmp_path, _toml([7000, 7001, 7002, 7003])))
+    assert cfg.function == "mpcai.cli._deploy:secure_aggregation_party"
+    assert cfg.protocol_table == {"name": "secure_aggregation", "n_clients": 3, "threshold": 2,
+                                  "clip": 4.0, "bits": 20, "max_weight": 100}
     assert cfg.parties[2]["host"] == "127.0.0.1" and cfg.parties[2]["port"] == 7002
     assert cfg.parties[2]["cert"] == tmp_path / "certs" / "party-2.pem"
     assert cfg.ca == tmp_path / "certs" / "ca.pem"
@@ -201,46 +201,45 @@ def test_toml_config_loads_addresses_paths_and_the_protocol(tmp_path: Path) -> N
 def test_unknown_protocol_and_bad_fields_are_typed_errors(tmp_path: Path) -> None:
     ports = [7000, 7001, 7002, 7003]
     with pytest.raises(InvalidInput, match=r"known: \['secure_aggregation'\]"):
-        PartyConfig.load(_config(tmp_path, _toml(ports, protocol="secure_agregation")))
+        _deploy.load_config(_config(tmp_path, _toml(ports, protocol="secure_agregation")))
     text = _toml(ports)
     with pytest.raises(InvalidInput, match="unknown secure_aggregation fields"):
-        PartyConfig.load(_config(tmp_path, text.replace("bits = 20", "bitz = 20")))
+        _deploy.load_config(_config(tmp_path, text.replace("bits = 20", "bitz = 20")))
     with pytest.raises(InvalidInput, match="threshold"):
-        PartyConfig.load(_config(tmp_path, text.replace("threshold = 2", "threshold = 9")))
+        _deploy.load_config(_config(tmp_path, text.replace("threshold = 2", "threshold = 9")))
     with pytest.raises(InvalidInput, match="not 'host:port'"):
-        PartyConfig.load(_config(tmp_path, text.replace("127.0.0.1:7001", "127.0.0.1")))
+        _deploy.load_config(_config(tmp_path, text.replace("127.0.0.1:7001", "127.0.0.1")))
     with pytest.raises(InvalidInput, match=r"unknown keys \['wieght'\]"):
-        PartyConfig.load(_config(tmp_path, text.replace("weight = 5", "wieght = 5")))
+        _deploy.load_config(_config(tmp_path, text.replace("weight = 5", "wieght = 5")))
     with pytest.raises(InvalidInput, match="cannot read config"):
-        PartyConfig.load(_config(tmp_path, text.replace("[io.0]", "[io.0")))
+        _deploy.load_config(_config(tmp_path, text.replace("[io.0]", "[io.0")))
 
 
 def test_party_inputs_are_checked_before_anything_connects(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mpcai.runtime import _deploy
 
     base = tmp_path
     np.save(base / "u.npy", np.ones(3))
     np.savez(base / "u.npz", a=np.ones(2), num_samples=np.float64(3.0))
     np.save(base / "obj.npy", np.array([{"x": 1}], dtype=object))
     params = {"n_clients": 3}
-    args = _deploy.party_args("secure_aggregation", {**params, "max_weight": 4},
+    args = _deploy.party_args({"name": "secure_aggregation", **params, "max_weight": 4},
                               {"input": "u.npy", "weight": 4}, 1, base)
     assert args[0]["max_weight"] == 4 and args[2] == 4
     np.testing.assert_array_equal(args[1], np.ones(3))
     with pytest.raises(InvalidType, match="one integer"):
-        _deploy.party_args("secure_aggregation", params,
+        _deploy.party_args({"name": "secure_aggregation", **params},
                            {"input": "u.npz", "weight_field": "num_samples"}, 1, base)
     with pytest.raises(InvalidInput, match="cannot read"):  # never unpickled
-        _deploy.party_args("secure_aggregation", params, {"input": "obj.npy"}, 1, base)
+        _deploy.party_args({"name": "secure_aggregation", **params}, {"input": "obj.npy"}, 1, base)
     with pytest.raises(InvalidInput, match=r"must end in \.json or \.npz"):
-        _deploy.party_args("secure_aggregation", params,
+        _deploy.party_args({"name": "secure_aggregation", **params},
                            {"input": "u.npy", "output": "status.txt"}, 1, base)
     with pytest.raises(InvalidInput, match="needs input"):
-        _deploy.party_args("secure_aggregation", params, {}, 2, base)
+        _deploy.party_args({"name": "secure_aggregation", **params}, {}, 2, base)
     with pytest.raises(InvalidInput, match=r"max_weight = 1\]"):  # SecAggConfig's default
-        _deploy.party_args("secure_aggregation", params, {"input": "u.npy", "weight": 3}, 1,
-                           base)
+        _deploy.party_args({"name": "secure_aggregation", **params},
+                           {"input": "u.npy", "weight": 3}, 1, base)
     # through the command line: one line, before connecting to anyone
     cfg = _config(tmp_path, _toml([7000, 7001, 7002, 7003]).replace(
         'output = "result.npz"', 'output = "result.json"'))
@@ -250,20 +249,19 @@ def test_party_inputs_are_checked_before_anything_connects(
 
 
 def test_server_output_keeps_the_mean_when_like_does_not_fit(tmp_path: Path) -> None:
-    from mpcai.runtime import _deploy
 
     np.savez(tmp_path / "model.npz", b=np.zeros(2), a=np.zeros((2, 2)))
     np.savez(tmp_path / "bad.npz", **{"mpcai.survivors": np.zeros(2)})
     np.savez(tmp_path / "obj.npz", x=np.array([None], dtype=object))
     with pytest.raises(InvalidInput, match="reserved"):  # before the run
-        _deploy.party_args("secure_aggregation", {}, {"like": "bad.npz"}, 0, tmp_path)
+        _deploy.party_args({"name": "secure_aggregation"}, {"like": "bad.npz"}, 0, tmp_path)
     with pytest.raises(InvalidInput, match="cannot read"):
-        _deploy.party_args("secure_aggregation", {}, {"input": "obj.npz"}, 1, tmp_path)
+        _deploy.party_args({"name": "secure_aggregation"}, {"input": "obj.npz"}, 1, tmp_path)
     result = {"mean": np.arange(6.0), "survivors": np.array([1, 2], dtype=np.uint32),
               "dropped": {"unmask": np.array([3], dtype=np.uint32)},
               "misbehaving": np.array([], dtype=np.uint32), "clipped": 4, "total_weight": 9}
     io = {"output": "r.npz", "like": "model.npz"}
-    summary = _deploy.write_output("secure_aggregation", result, io, 0, tmp_path)
+    summary = _deploy.write_output({"name": "secure_aggregation"}, result, io, 0, tmp_path)
     assert "survivors [1, 2]" in summary and "clipped 4" in summary
     with np.load(tmp_path / "r.npz", allow_pickle=False) as res:
         # flatten_update's order is the sorted names: a (4 values), then b
@@ -273,7 +271,7 @@ def test_server_output_keeps_the_mean_when_like_does_not_fit(tmp_path: Path) -> 
         assert int(res["mpcai.clipped"]) == 4 and int(res["mpcai.total_weight"]) == 9
     result["mean"] = np.arange(5.0)
     with pytest.raises(InvalidInput, match="flat array 'mean'"):
-        _deploy.write_output("secure_aggregation", result, io, 0, tmp_path)
+        _deploy.write_output({"name": "secure_aggregation"}, result, io, 0, tmp_path)
     with np.load(tmp_path / "r.npz", allow_pickle=False) as res:
         np.testing.assert_array_equal(res["mean"], np.arange(5.0))
         assert "a" not in res.files
@@ -397,7 +395,6 @@ def test_federated_training_over_rounds_of_one_unchanged_config(tmp_path: Path) 
 
 
 def test_round_session_is_sha256_of_the_domain_session_and_round() -> None:
-    from mpcai.runtime import _deploy
 
     session = bytes(range(16))
     # independent reference: the derivation spelled out by hand
@@ -416,7 +413,6 @@ def test_round_session_is_sha256_of_the_domain_session_and_round() -> None:
 
 def test_round_placeholders_in_io_file_names(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    from mpcai.runtime import _deploy
 
     io = {"input": "in/update-{round}.npz", "output": "s-{round:03d}.json", "weight": 2}
     assert _deploy.round_io(io, 1, 7) == {"input": "in/update-7.npz", "output": "s-007.json",
@@ -433,7 +429,7 @@ def test_round_placeholders_in_io_file_names(tmp_path: Path,
                        ('input = "update-{round.npz"', "literal brace"),
                        ('input = 3', "file name")):
         with pytest.raises((InvalidInput, InvalidType), match=match):  # at load time
-            PartyConfig.load(_config(tmp_path, text.replace('input = "update.npz"\nweight = 5',
+            _deploy.load_config(_config(tmp_path, text.replace('input = "update.npz"\nweight = 5',
                                                             f"{bad}\nweight = 5")))
     # without --round a {round} is refused in one line, before connecting
     cfg = _config(tmp_path, text.replace('output = "result.npz"', 'output = "r-{round}.npz"'))
@@ -450,7 +446,7 @@ def _round_id(session: bytes, r: int) -> bytes:
 def test_party_round_runs_with_the_derived_session_and_formatted_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from mpcai.runtime import launcher
+    from mpcai.cli import _party
 
     seen: list[tuple[bytes, list[object]]] = []
 
@@ -459,7 +455,7 @@ def test_party_round_runs_with_the_derived_session_and_formatted_files(
         seen.append((config.session, args))
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(launcher, "run_party", fake_run_party)
+    monkeypatch.setattr(_party, "run_party", fake_run_party)
     text = _toml([7000, 7001, 7002, 7003]).replace('input = "update.npz"\nweight = 5',
                                                    'input = "u-{round}.npz"\nweight = 5')
     cfg = _config(tmp_path, text)

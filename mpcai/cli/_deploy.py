@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from mpcai.errors import InvalidInput, InvalidType
+from mpcai.runtime.launcher import PartyConfig
 
-__all__ = ["PROTOCOLS", "Protocol", "claim_round", "party_args", "protocol_function",
-           "round_io", "round_session", "write_output"]
+__all__ = ["PROTOCOLS", "Protocol", "claim_round", "load_config", "party_args",
+           "protocol_function", "round_io", "round_session", "write_output"]
 
 #: keys of the server's result file that are not arrays of the mean
 META_PREFIX = "mpcai."
@@ -312,7 +313,7 @@ async def secure_aggregation_party(party: Any, params: Mapping[str, Any], update
 
 PROTOCOLS: dict[str, Protocol] = {
     "secure_aggregation": Protocol(
-        function="mpcai.runtime._deploy:secure_aggregation_party",
+        function="mpcai.cli._deploy:secure_aggregation_party",
         check=_secagg_check, args=_secagg_args, write=_secagg_write),
 }
 """Protocol names a deployment config may give, and how each runs from files."""
@@ -355,13 +356,35 @@ def check_io(io: Mapping[int, Mapping[str, Any]], parties: Mapping[int, Any]) ->
                 _check_template(table[key], f"[io.{pid}] {key}")
 
 
-def party_args(name: str, params: Mapping[str, Any], io: Mapping[str, Any], party_id: int,
+def load_config(path: str | Path) -> PartyConfig:
+    """Read a deployment config (:meth:`PartyConfig.load`) and resolve its
+    ``[protocol]`` table, if any: the party function, the checked parameters
+    (kept with the protocol's ``name`` in ``protocol_table``) and the ``[io]``
+    tables."""
+    config = PartyConfig.load(path)
+    if config.protocol_table is None:
+        return config
+    function, params = protocol_function(config.protocol_table, len(config.parties))
+    check_io(config.io, config.parties)
+    return dataclasses.replace(config, function=function,
+                               protocol_table={"name": config.protocol_table["name"], **params})
+
+
+def _split(table: Mapping[str, Any]) -> tuple[Protocol, dict[str, Any]]:
+    params = dict(table)
+    return PROTOCOLS[params.pop("name")], params
+
+
+def party_args(table: Mapping[str, Any], io: Mapping[str, Any], party_id: int,
                base: Path) -> list[Any]:
-    """The protocol function's arguments after ``(party, params)`` for ``party_id``."""
-    return [params, *PROTOCOLS[name].args(params, io, party_id, base)]
+    """The protocol function's arguments after ``party`` for ``party_id``, from a
+    ``protocol_table`` resolved by :func:`load_config`."""
+    proto, params = _split(table)
+    return [params, *proto.args(params, io, party_id, base)]
 
 
-def write_output(name: str, result: Any, io: Mapping[str, Any], party_id: int,
+def write_output(table: Mapping[str, Any], result: Any, io: Mapping[str, Any], party_id: int,
                  base: Path) -> str:
     """Write ``result`` to the party's ``output`` file (if any); returns a one-line summary."""
-    return PROTOCOLS[name].write(result, io, party_id, base)
+    proto, _ = _split(table)
+    return proto.write(result, io, party_id, base)

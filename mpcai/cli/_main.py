@@ -212,7 +212,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.print_help()
         return 2
     if args.command == "demo":
-        from mpcai import _demo
+        from mpcai.cli import _demo
 
         if args.demo == "hospitals":
             return _demo.hospitals(n_hospitals=args.hospitals, threshold=args.threshold)
@@ -221,12 +221,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                             dropout=getattr(args, "dropout", 0.1),
                             threshold=getattr(args, "threshold", None))
     if args.command == "party":
-        from mpcai.runtime import launcher
+        from mpcai.cli._party import main_party
 
-        return launcher.main_party(args.config, args.id, announce=args.announce,
-                                   args_path=args.args, result_path=args.result,
-                                   extra_path=args.path, debug=args.debug,
-                                   round_=args.round)
+        return main_party(args.config, args.id, announce=args.announce,
+                          args_path=args.args, result_path=args.result,
+                          extra_path=args.path, debug=args.debug, round_=args.round)
     if args.command == "certs":
         from mpcai.runtime import certs as certs_mod
 
@@ -266,7 +265,3 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return runtime.main(reps=args.reps, quick=args.quick, json_path=args.json)
     parser.error("unknown command")
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
