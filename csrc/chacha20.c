@@ -465,6 +465,19 @@ int mpcai_prg_fieldp(const uint8_t *seed, size_t seed_len, uint64_t *out, size_t
     return fieldp_kernel(seed, seed_len, 0, out, n);
 }
 
+int mpcai_testhook_prg_fieldp(const uint8_t *seed, size_t seed_len, const uint64_t *force,
+                              size_t n_force, uint64_t *out, size_t n)
+{
+    chacha_fp_reader r;
+    if (!seed || (!out && n) || (!force && n_force)) return MPCAI_ERR_NULL;
+    if (seed_len != MPCAI_SEED_BYTES) return MPCAI_ERR_LENGTH;
+    if ((uint64_t)n > MPCAI_PRG_MAX_WORDS / 2) return MPCAI_ERR_LENGTH;
+    chacha_fp_reader_init(&r, seed, simd_level(), 0);
+    r.force = force;
+    r.n_force = n_force;
+    return chacha_fp_reader_read(&r, out, n);
+}
+
 int mpcai_prg_fieldp_acc(const uint8_t *seed, size_t seed_len, int sign, uint64_t *acc, size_t n)
 {
     if (sign != 1 && sign != -1) return MPCAI_ERR_ARG;

@@ -117,6 +117,13 @@ int mpcai_fp_shamir_share_mt(const uint64_t *secret, size_t len,
                              size_t degree,
                              const uint64_t *points, size_t n_points,
                              uint64_t *out, int n_threads);
+/* FOR TESTS ONLY.  mpcai_prg_fieldp, except that the candidates at the
+ * indices force[0..n_force) of the stream are rejected as if they equalled
+ * p: the rejection path, otherwise met with probability 2^-61 per word,
+ * becomes reachable.  Same generator, reader and filter as the real call. */
+int mpcai_testhook_prg_fieldp(const uint8_t *seed, size_t seed_len,
+                              const uint64_t *force, size_t n_force,
+                              uint64_t *out, size_t n);
 /* FOR TESTS ONLY -- never for real shares.  mpcai_fp_shamir_share_mt,
  * except that (a) the candidates of the coefficient stream at the indices
  * force[0..n_force) (any order) are rejected as if they equalled p, which

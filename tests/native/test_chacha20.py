@@ -148,10 +148,37 @@ def test_prg_fieldp_matches_reference(path: int, n: int) -> None:
     assert np.all(out < ref.P61)
 
 
-def test_prg_fieldp_rejection_rule() -> None:
-    # Rejections are too rare (2^-61) to meet at random; check the rule on words.
+def test_reference_rejection_rule() -> None:
+    # The reference's rule on chosen words: low 61 bits all ones are rejected.
     words = [ref.P61, 5, (1 << 64) - 1, ref.P61 | (1 << 63), 7]
     assert ref.prg_fieldp_from_words(words, 2) == [5, 7]
+
+
+@pytest.mark.parametrize("force", [[0], [3], [7, 8], [0, 1, 2, 63, 64, 65], [130, 131, 1000],
+                                   list(range(200, 260))])
+@pytest.mark.parametrize("n", [1, 64, 137, 1100])
+def test_prg_fieldp_rejection_in_c_matches_reference(path: int, force: list[int],
+                                                     n: int) -> None:
+    """The C kernel's rejection path (probability 2^-61 per word, never met at random)
+    made reachable by a test hook that rejects chosen candidates as if they equalled p:
+    the output must equal the reference applied to the keystream with those words set
+    to p -- on every SIMD path, in the fast whole-group path and the buffered one."""
+    from mpcai._native import ffi, lib
+
+    seed = os.urandom(32)
+    forced = np.array(sorted(force), dtype=np.uint64)
+    out = np.zeros(n, dtype=np.uint64)
+    rc = lib.mpcai_testhook_prg_fieldp(ffi.from_buffer("uint8_t[]", seed), 32,
+                                       ffi.cast("uint64_t *", forced.ctypes.data), forced.size,
+                                       ffi.cast("uint64_t *", out.ctypes.data), n)
+    assert rc == lib.MPCAI_OK
+    words = ref.prg_words(seed, max(n + len(force), max(force) + 1) + 8)
+    for j in force:
+        words[j] = ref.P61
+    expected = ref.prg_fieldp_from_words(words, n)
+    assert out.tolist() == expected
+    if any(j < n for j in force):  # the forced words really were dropped
+        assert out.tolist() != ref.prg_fieldp(seed, n).tolist()
 
 
 @pytest.mark.parametrize("n", [0, 1, 64, 65, 10_007])
