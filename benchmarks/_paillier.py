@@ -181,7 +181,7 @@ def _bench_packed(keys: tuple[Any, ...], size: int, reps: int, out: list[dict],
     sample_cts = [ppub.encrypt(v) for v in sample_vals]
     label = f"{size:,}" if size < 100_000 else "100k"
     head = f"paillier packed {{}} {label} values {pub.n_bits}-bit key, K=100"
-    layout = f"{spec.slot_bits}-bit slots x {spec.slots(pub)}"
+    layout = f"{spec.slot_bits}-bit slots x {spec.slot_count(pub)}"
     base_enc = f"phe encrypt, one EncryptedNumber per value (sample of {sample})"
     base_dec = f"phe decrypt, one EncryptedNumber per value (sample of {sample})"
     r = max(1, reps // 2)
@@ -202,7 +202,7 @@ def _bench_packed(keys: tuple[Any, ...], size: int, reps: int, out: list[dict],
 
     packed = P.encrypt_packed(pub, x, spec)
     per_value_bytes = len(packed.serialize()) / size
-    sizes = {"ours_ct_bytes": per_value_bytes, "ciphertexts": packed.num_ciphertexts}
+    sizes = {"ours_ct_bytes": per_value_bytes, "ciphertexts": packed.ciphertext_count}
     packed_case(f"public key, {layout}", lambda: P.encrypt_packed(pub, x, spec), **sizes)
     packed_case(f"private key = its public key's, {layout}",
                 lambda: P.encrypt_packed(sk, x, spec), **sizes)

@@ -10,14 +10,18 @@ from __future__ import annotations
 __all__ = [
     "AggregateOutOfRange",
     "ClippingWarning",
+    "DecryptionBudgetExceeded",
     "DuplicateShares",
     "EncodingOverflow",
     "IllegalTransition",
     "InconsistentShares",
+    "InvalidCiphertext",
     "InvalidInput",
     "InvalidType",
+    "KeyTooSmall",
     "MessageRejected",
     "MisbehaviourDetected",
+    "MissingSecretKey",
     "MpcaiError",
     "NativeError",
     "NotEnoughShares",
@@ -29,6 +33,7 @@ __all__ = [
     "PeersMissing",
     "ProtocolAbort",
     "ShareError",
+    "SlotOverflow",
     "TripleReuse",
     "UnsupportedVersion",
     "WireError",
@@ -215,3 +220,29 @@ class AggregateOutOfRange(ProtocolAbort):
 
 class IllegalTransition(ProtocolAbort):
     """A protocol state machine was asked to move to a stage that may not follow this one."""
+
+
+# --------------------------------------------------------------------------- homomorphic encryption
+
+
+class KeyTooSmall(InvalidInput):
+    """A Paillier modulus below :data:`~mpcai.he.paillier.MIN_KEY_BITS` bits was given or
+    requested."""
+
+
+class InvalidCiphertext(InvalidInput):
+    """A ciphertext is not a unit of Z_{n^2} (0 < c < n^2, gcd(c, n) = 1) or has
+    the wrong key, length or format."""
+
+
+class SlotOverflow(EncodingOverflow):
+    """A packed value is outside its slot's range, or a packed sum exceeds its
+    declared number of summands K; nothing was written into a neighbouring slot."""
+
+
+class MissingSecretKey(MpcaiError, ValueError):
+    """A decryption or key generation was asked of a context without the secret key."""
+
+
+class DecryptionBudgetExceeded(MpcaiError, RuntimeError):
+    """The key's budget of flooded decryptions is spent; the key must be retired."""

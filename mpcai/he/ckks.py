@@ -12,8 +12,8 @@ re-checks this when the context is built. The key owner creates the context;
 :meth:`CKKSContext.public` and :meth:`CKKSContext.serialize` (by default)
 drop the secret key, so what leaves the owner can encrypt and compute but
 not decrypt. The secret key is serialised only with
-``save_secret_key=True``. Loading checks the length against a limit before
-any byte reaches TenSEAL's deserialiser, and checks the parameters against
+``save_secret_key=True``. ``deserialize`` checks the length against a limit
+before any byte reaches TenSEAL's deserialiser, and checks the parameters against
 the declared preset, so a peer cannot substitute weaker ones.
 
 **Vectors** (:class:`CKKSVector`) hold numpy arrays of any length (longer
@@ -108,7 +108,7 @@ instead (refused if any measured ``|Im e_j|`` exceeds it).
 
 *Width and statement.*  A key has a budget of ``Q`` ciphertext decryptions
 (:data:`DEFAULT_DECRYPTION_BUDGET` = 16; exceeding it raises
-:class:`DecryptionBudgetExceeded`).  The ``k`` values released from one
+:class:`~mpcai.errors.DecryptionBudgetExceeded`).  The ``k`` values released from one
 ciphertext get ``sigma = 2^((s-1)/2) * B * sqrt(Q * k)``; only the
 ``size`` meaningful slots are released, so a dot product (``k = 1``) pays
 ``sqrt(Q)`` where a full vector pays ``sqrt(Q * N/2)``.  If every released
@@ -180,8 +180,17 @@ from dataclasses import dataclass
 import numpy as np
 import tenseal as ts
 
-from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType, MpcaiError, WireError
+from mpcai.errors import (
+    DecryptionBudgetExceeded,
+    EncodingOverflow,
+    InvalidInput,
+    InvalidType,
+    MissingSecretKey,
+    MpcaiError,
+    WireError,
+)
 from mpcai.he import _ckks_flood, _ckks_seal
+from mpcai.validation import check_bool, check_int, check_real
 
 __all__ = [
     "DEFAULT_DECRYPTION_BUDGET",
@@ -192,8 +201,6 @@ __all__ = [
     "PRESETS",
     "CKKSContext",
     "CKKSVector",
-    "DecryptionBudgetExceeded",
-    "MissingSecretKey",
     "PlainMatrix",
     "Preset",
 ]
@@ -220,14 +227,6 @@ _VEC_MAGIC = b"MPCKVEC1"
 _CTX_HEADER = struct.Struct("<8sBB16sIIQ")  # magic, preset, has_sk, key id, budget, used, ts len
 
 
-class MissingSecretKey(MpcaiError, ValueError):
-    """A decryption or key generation was asked of a context without the secret key."""
-
-
-class DecryptionBudgetExceeded(MpcaiError, RuntimeError):
-    """The key's budget of flooded decryptions is spent; the key must be retired."""
-
-
 @dataclass(frozen=True)
 class Preset:
     """CKKS parameters with their security level."""
@@ -241,7 +240,7 @@ class Preset:
     security_bits: int = 128
 
     @property
-    def slots(self) -> int:
+    def slot_count(self) -> int:
         """Values per ciphertext (N / 2)."""
         return self.poly_modulus_degree // 2
 
@@ -266,12 +265,12 @@ PRESETS: dict[str, Preset] = {
 _PRESET_ORDER = list(PRESETS)
 
 
-def _check_int(value: object, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidType(f"{name} must be an int, not {type(value).__name__}")
-    if not lo <= int(value) <= hi:
-        raise InvalidInput(f"{name} must be in [{lo}, {hi}], got {value}")
-    return int(value)
+def _noise_bound(value: object) -> float:
+    """``noise_bound`` as a positive finite float."""
+    b = check_real(value, "noise_bound")
+    if b <= 0:
+        raise InvalidInput(f"noise_bound must be a positive finite number, got {b}")
+    return b
 
 
 def _real_array(x: object, name: str, ndim: int) -> np.ndarray:
@@ -300,7 +299,7 @@ def _tenseal_errors(what: str):  # type: ignore[no-untyped-def]
 
 
 class CKKSContext:
-    """CKKS parameters and keys.  Build with :meth:`create` (key owner) or :meth:`load`."""
+    """CKKS parameters and keys.  Build with :meth:`create` (key owner) or :meth:`deserialize`."""
 
     def __init__(self, *, _ts_context: ts.Context, _preset: Preset, _key_id: bytes,
                  _budget: int, _used: int, _mirror: _ckks_seal.SealMirror,
@@ -331,7 +330,7 @@ class CKKSContext:
         """
         if preset not in PRESETS:
             raise InvalidInput(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        budget = _check_int(decryption_budget, "decryption_budget", 0, 1 << 31)
+        budget = check_int(decryption_budget, "decryption_budget", lo=0, hi=1 << 31)
         p = PRESETS[preset]
         with _tenseal_errors("creating the TenSEAL context"):
             ctx = ts.context(ts.SCHEME_TYPE.CKKS, p.poly_modulus_degree,
@@ -373,7 +372,7 @@ class CKKSContext:
     @property
     def slot_count(self) -> int:
         """Values per ciphertext."""
-        return self._preset.slots
+        return self._preset.slot_count
 
     @property
     def has_secret_key(self) -> bool:
@@ -406,8 +405,8 @@ class CKKSContext:
 
     def add_matvec_keys(self, d_in: int, d_out: int) -> None:
         """Create the Galois keys for ``vector (d_in) x matrix (d_in, d_out)`` (key owner only)."""
-        d_in = _check_int(d_in, "d_in", 1, self.slot_count)
-        d_out = _check_int(d_out, "d_out", 1, 1 << 24)
+        d_in = check_int(d_in, "d_in", lo=1, hi=self.slot_count)
+        d_out = check_int(d_out, "d_out", lo=1, hi=1 << 24)
         needed = set(_ckks_seal.rotation_steps(d_in, d_out, self.slot_count))
         if needed <= self._mirror.steps:
             return
@@ -421,16 +420,17 @@ class CKKSContext:
         self._matvec_keys = struct.pack(f"<I{len(steps)}i", len(steps), *steps) + data
 
     def serialize(self, *, save_secret_key: bool = False) -> bytes:
-        """Bytes for :meth:`load`.  The secret key is included only if asked for.
+        """Bytes for :meth:`deserialize`.  The secret key is included only if asked for.
 
         A blob with the secret key also carries the flooding budget and its
-        use so far, as of this call: loading it gives a context that starts
-        from that use.  The budget is counted per loaded object, so loading
-        one blob twice (or an older blob) allows the same decryptions again:
-        the key owner must keep one live context per key, or serialize after
-        every flooded decryption and keep only the newest blob.
+        use so far, as of this call: deserializing it gives a context that
+        starts from that use.  The budget is counted per deserialized object,
+        so deserializing one blob twice (or an older blob) allows the same
+        decryptions again: the key owner must keep one live context per key,
+        or serialize after every flooded decryption and keep only the newest
+        blob.
         """
-        sk = bool(save_secret_key)
+        sk = check_bool(save_secret_key, "save_secret_key")
         if sk and not self.has_secret_key:
             raise MissingSecretKey("this context has no secret key to save")
         data = self._ctx.serialize(save_public_key=True, save_secret_key=sk,
@@ -441,7 +441,7 @@ class CKKSContext:
         return header + data + self._matvec_keys
 
     @classmethod
-    def load(cls, data: bytes, *, max_bytes: int = MAX_CONTEXT_BYTES) -> CKKSContext:
+    def deserialize(cls, data: bytes, *, max_bytes: int = MAX_CONTEXT_BYTES) -> CKKSContext:
         """Parse :meth:`serialize` output; lengths and parameters are checked first."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidType(f"data must be bytes, not {type(data).__name__}")
@@ -473,10 +473,10 @@ class CKKSContext:
             if len(rest) < 4:
                 raise WireError("truncated Galois keys")
             (n_steps,) = struct.unpack_from("<I", rest)
-            if n_steps > 4 * preset.slots or 4 + 4 * n_steps > len(rest):
+            if n_steps > 4 * preset.slot_count or 4 + 4 * n_steps > len(rest):
                 raise WireError("malformed Galois key step list")
             steps = struct.unpack_from(f"<{n_steps}i", rest, 4)
-            if any(not 0 < abs(s) < preset.slots for s in steps):
+            if any(not 0 < abs(s) < preset.slot_count for s in steps):
                 raise WireError("Galois key step out of range")
             try:
                 mirror.galois = _ckks_seal.load_galois_keys(mirror, rest[4 + 4 * n_steps:])
@@ -543,11 +543,9 @@ class CKKSContext:
         ``size`` (default: the slot count) is the number of values released
         from the ciphertext; ``B`` bounds the error of each of them.
         """
-        b = float(noise_bound)
-        if not (math.isfinite(b) and b > 0):
-            raise InvalidInput(f"noise_bound must be a positive finite number, got {noise_bound}")
-        s = _check_int(security_bits, "security_bits", 16, 128)
-        k = self.slot_count if size is None else _check_int(size, "size", 1, self.slot_count)
+        b = _noise_bound(noise_bound)
+        s = check_int(security_bits, "security_bits", lo=16, hi=128)
+        k = self.slot_count if size is None else check_int(size, "size", lo=1, hi=self.slot_count)
         return _ckks_flood.flooding_sigma(b, s, max(1, self._budget) * k)
 
     def estimated_noise_bound(self, noise_peak: float) -> float:
@@ -582,7 +580,7 @@ class CKKSContext:
         """Decrypt, then add N(0, sigma^2) noise to every value before release (module docstring).
 
         Each ciphertext of ``vec`` spends one unit of the key's budget ``Q``
-        (an empty budget raises :class:`DecryptionBudgetExceeded` and nothing
+        (an empty budget raises :class:`~mpcai.errors.DecryptionBudgetExceeded` and nothing
         is decrypted); its ``k`` values get ``sigma = 2^((s-1)/2) * B *
         sqrt(Q * k)``.  ``B`` is the caller's a-priori ``noise_bound`` (a
         key-independent width; refused with :class:`InvalidInput`, the budget
@@ -591,13 +589,8 @@ class CKKSContext:
         With ``return_sigma`` the widths (one per value) are returned too.
         """
         self._check_owner(vec)
-        s = _check_int(security_bits, "security_bits", 16, 128)
-        bound = None
-        if noise_bound is not None:
-            bound = float(noise_bound)
-            if not (math.isfinite(bound) and bound > 0):
-                raise InvalidInput(f"noise_bound must be a positive finite number, "
-                                   f"got {noise_bound}")
+        s = check_int(security_bits, "security_bits", lo=16, hi=128)
+        bound = None if noise_bound is None else _noise_bound(noise_bound)
         sizes, cts, scale = _ckks_seal.parse_vector_proto(vec._v.serialize())
         cost = len(cts)
         with self._lock:
@@ -703,12 +696,12 @@ class CKKSVector:
     # -- serialisation ----------------------------------------------------
 
     def serialize(self) -> bytes:
-        """Bytes for :meth:`load`: TenSEAL's vector protobuf behind an 8-byte tag."""
+        """Bytes for :meth:`deserialize`: TenSEAL's vector protobuf behind an 8-byte tag."""
         return _VEC_MAGIC + self._v.serialize()
 
     @classmethod
-    def load(cls, ctx: CKKSContext, data: bytes, *,
-             max_bytes: int = MAX_VECTOR_BYTES) -> CKKSVector:
+    def deserialize(cls, ctx: CKKSContext, data: bytes, *,
+                    max_bytes: int = MAX_VECTOR_BYTES) -> CKKSVector:
         """Parse :meth:`serialize` output into ``ctx``; the length is checked first."""
         if not isinstance(ctx, CKKSContext):
             raise InvalidType(f"ctx must be a CKKSContext, not {type(ctx).__name__}")

@@ -13,9 +13,11 @@ import pytest
 import tenseal as ts
 
 from mpcai.errors import (
+    DecryptionBudgetExceeded,
     EncodingOverflow,
     InvalidInput,
     InvalidType,
+    MissingSecretKey,
     MpcaiError,
     UnsupportedVersion,
     WireError,
@@ -28,8 +30,6 @@ from mpcai.he.ckks import (
     PRESETS,
     CKKSContext,
     CKKSVector,
-    DecryptionBudgetExceeded,
-    MissingSecretKey,
 )
 
 # Documented error bounds (module docstring) for values of order 1.
@@ -46,7 +46,7 @@ def owner() -> CKKSContext:
 
 @pytest.fixture(scope="module")
 def public(owner: CKKSContext) -> CKKSContext:
-    return CKKSContext.load(owner.public().serialize())
+    return CKKSContext.deserialize(owner.public().serialize())
 
 
 @pytest.fixture()
@@ -159,7 +159,7 @@ def test_matvec_chains_and_splits_wide_outputs(owner: CKKSContext, rng) -> None:
         _ = y3 + np.ones(300)
     with pytest.raises(InvalidInput):
         _ = y3 + owner.encrypt(np.ones(300))
-    again = CKKSVector.load(owner, y3.compact().serialize())
+    again = CKKSVector.deserialize(owner, y3.compact().serialize())
     assert np.max(np.abs(owner.decrypt(again) - x3 @ w3)) < ONE_MUL_ERR
     with pytest.raises(InvalidInput):
         _ = again * np.ones(300)
@@ -170,26 +170,26 @@ def test_public_context_computes_but_cannot_decrypt(owner: CKKSContext, public: 
     assert owner.has_secret_key and not public.has_secret_key
     x = rng.uniform(-1, 1, 784)
     w = rng.uniform(-1, 1, (784, 128))
-    v = CKKSVector.load(public, public.encrypt(x).serialize())
+    v = CKKSVector.deserialize(public, public.encrypt(x).serialize())
     y = v @ public.prepare_matrix(w)
     with pytest.raises(MissingSecretKey):
         public.decrypt(y)
     with pytest.raises(MissingSecretKey):
         public.decrypt_flooded(y, noise_bound=1e-6)
-    back = CKKSVector.load(owner, y.serialize())
+    back = CKKSVector.deserialize(owner, y.serialize())
     assert np.max(np.abs(owner.decrypt(back) - x @ w)) < ONE_MUL_ERR
 
 
 def test_public_context_without_product_keys_asks_the_owner(owner: CKKSContext) -> None:
-    bare = CKKSContext.load(CKKSContext.create(galois_keys=False).public().serialize())
+    bare = CKKSContext.deserialize(CKKSContext.create(galois_keys=False).public().serialize())
     with pytest.raises(MissingSecretKey):
         bare.encrypt(np.ones(5)) @ np.ones((5, 2))
 
 
 def test_secret_key_is_serialised_only_when_asked(owner: CKKSContext) -> None:
-    default = CKKSContext.load(owner.serialize())
+    default = CKKSContext.deserialize(owner.serialize())
     assert not default.has_secret_key
-    full = CKKSContext.load(owner.serialize(save_secret_key=True))
+    full = CKKSContext.deserialize(owner.serialize(save_secret_key=True))
     assert full.has_secret_key
     x = np.arange(5.0)
     assert np.max(np.abs(full.decrypt(full.encrypt(x)) - x)) < FRESH_ERR
@@ -200,22 +200,22 @@ def test_secret_key_is_serialised_only_when_asked(owner: CKKSContext) -> None:
 def test_blobs_are_length_checked_before_parsing(owner: CKKSContext) -> None:
     blob = owner.public().serialize()
     with pytest.raises(WireError, match="exceeds"):
-        CKKSContext.load(blob, max_bytes=len(blob) - 1)
+        CKKSContext.deserialize(blob, max_bytes=len(blob) - 1)
     with pytest.raises(WireError):
-        CKKSContext.load(b"MPCKCTX1" + b"\x00" * 100)
+        CKKSContext.deserialize(b"MPCKCTX1" + b"\x00" * 100)
     with pytest.raises(WireError):
-        CKKSContext.load(blob[:1000])
+        CKKSContext.deserialize(blob[:1000])
     with pytest.raises(WireError):
-        CKKSContext.load(b"garbage")
+        CKKSContext.deserialize(b"garbage")
     vblob = owner.encrypt(np.ones(10)).serialize()
     with pytest.raises(WireError, match="exceeds"):
-        CKKSVector.load(owner, vblob, max_bytes=1000)
+        CKKSVector.deserialize(owner, vblob, max_bytes=1000)
     with pytest.raises(WireError):
-        CKKSVector.load(owner, vblob[: len(vblob) // 2])
+        CKKSVector.deserialize(owner, vblob[: len(vblob) // 2])
     with pytest.raises(WireError):
-        CKKSVector.load(owner, b"MPCKVEC1" + b"\xff" * 64)
+        CKKSVector.deserialize(owner, b"MPCKVEC1" + b"\xff" * 64)
     with pytest.raises(InvalidType):
-        CKKSVector.load(owner, "text")  # type: ignore[arg-type]
+        CKKSVector.deserialize(owner, "text")  # type: ignore[arg-type]
 
 
 def test_bad_inputs_raise_typed_errors(owner: CKKSContext) -> None:
@@ -383,7 +383,7 @@ def test_decryption_budget_is_enforced_per_key(rng) -> None:
     with pytest.raises(DecryptionBudgetExceeded):
         ctx.decrypt_flooded(short, security_bits=20)
     # the budget travels with a secret-key blob and is not reset by reloading
-    again = CKKSContext.load(ctx.serialize(save_secret_key=True))
+    again = CKKSContext.deserialize(ctx.serialize(save_secret_key=True))
     assert again.decryptions_left == 0
     with pytest.raises(DecryptionBudgetExceeded):
         again.decrypt_flooded(short, security_bits=20)
@@ -402,7 +402,7 @@ def test_compact_shrinks_the_blob_and_decrypts_the_same(owner: CKKSContext, rng)
     small = v.compact()
     assert small.level == 0 and small.size == 5000
     assert len(small.serialize()) < 0.5 * len(v.serialize())
-    back = CKKSVector.load(owner, small.serialize())
+    back = CKKSVector.deserialize(owner, small.serialize())
     assert np.max(np.abs(owner.decrypt(back) - x)) < FRESH_ERR
     assert v.level == 2  # the original is untouched
     y = (owner.encrypt(x[:784]) @ rng.uniform(-1, 1, (784, 128))).compact()
@@ -414,11 +414,11 @@ def test_compact_shrinks_the_blob_and_decrypts_the_same(owner: CKKSContext, rng)
 
 def _round_trip(ctx: CKKSContext, rng) -> None:
     """Every kind of object that crosses through a file: parameters (create), Galois
-    keys (add_matvec_keys, load), ciphertexts both ways (matmul, compact, estimates)."""
+    keys (add_matvec_keys, deserialize), ciphertexts both ways (matmul, compact, estimates)."""
     x = rng.uniform(-1, 1, 64)
     w = rng.uniform(-1, 1, (64, 16))
     ctx.add_matvec_keys(64, 16)
-    again = CKKSContext.load(ctx.serialize(save_secret_key=True))
+    again = CKKSContext.deserialize(ctx.serialize(save_secret_key=True))
     y = (again.encrypt(x) @ w).compact()
     assert np.max(np.abs(again.decrypt(y) - x @ w)) < ONE_MUL_ERR
     assert again.estimate_noise(y)[0] < 1e-6

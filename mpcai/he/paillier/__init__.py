@@ -8,9 +8,10 @@ reals are fixed point, ``round(x * 2^f)`` with ``f`` fractional bits.
 
 **Keys.**  ``n = p q`` with ``p``, ``q`` random primes of equal size from
 :mod:`secrets`; n of at least :data:`MIN_KEY_BITS` (2048) bits, default
-:data:`DEFAULT_KEY_BITS` (3072).  Smaller keys raise :class:`KeyTooSmall`
-everywhere (generation, import, deserialisation); the only way around it is
-the test hook :func:`._keys._unsafe_keypair_for_tests`.  Decryption uses CRT
+:data:`DEFAULT_KEY_BITS` (3072).  Smaller keys raise
+:class:`~mpcai.errors.KeyTooSmall` everywhere (generation, import,
+deserialisation); the only way around it is the test hook
+:func:`._keys._unsafe_keypair_for_tests`.  Decryption uses CRT
 (two exponentiations modulo ``p^2`` and ``q^2``, with ``powmod_sec``).
 
 **Randomness** (Damgård–Jurik–Nielsen, "A generalization of Paillier's
@@ -52,7 +53,8 @@ key owner only if the owner made ``h_s`` honestly.
 :class:`PackedCiphertext`) support ``+``, ``-``, unary ``-`` and ``*`` by a
 plaintext int or float (fixed point; fractional bits add up).  Any
 ciphertext from outside (constructor, ``deserialize``) is checked:
-``0 < c < n^2`` and ``gcd(c, n) = 1``, else :class:`InvalidCiphertext`.
+``0 < c < n^2`` and ``gcd(c, n) = 1``, else
+:class:`~mpcai.errors.InvalidCiphertext`.
 Homomorphic results are *not* fresh: ``serialize()`` and ``ciphertext()``
 re-randomise (multiply by a fresh ``h_s^a``) any ciphertext that is not
 fresh from encryption or re-randomisation, in place, before it is exported;
@@ -68,7 +70,8 @@ of ``int_bits + f + 1 + ceil(log2 K)`` bits rounded up to whole bytes
 (at most 64), so the sum of up to ``K`` packed vectors never carries into
 the next slot.  ``floor((k - 1) / slot_bits)`` slots fit in one plaintext.
 A packed ciphertext counts its summands; adding past ``K`` raises
-:class:`SlotOverflow`, as do values outside the range at encryption.
+:class:`~mpcai.errors.SlotOverflow`, as do values outside the range at
+encryption.
 
 **Bulk and multi-core.**  :func:`encrypt_array`, :func:`decrypt_array`,
 :func:`encrypt_packed`, :func:`decrypt_packed` take ``workers`` (default 1;
@@ -145,15 +148,12 @@ from . import _keys
 from ._array import EncryptedArray as EncryptedArray
 from ._array import decrypt_array as decrypt_array
 from ._array import encrypt_array as encrypt_array
-from ._keys import InvalidCiphertext as InvalidCiphertext
-from ._keys import KeyTooSmall as KeyTooSmall
 from ._keys import PrivateKey as PrivateKey
 from ._keys import PublicKey as PublicKey
 from ._keys import generate_keypair as generate_keypair
 from ._number import EncryptedNumber as EncryptedNumber
 from ._packing import PackedCiphertext as PackedCiphertext
 from ._packing import PackingSpec as PackingSpec
-from ._packing import SlotOverflow as SlotOverflow
 from ._packing import decrypt_packed as decrypt_packed
 from ._packing import encrypt_packed as encrypt_packed
 
@@ -169,13 +169,10 @@ __all__ = [
     "MIN_KEY_BITS",
     "EncryptedArray",
     "EncryptedNumber",
-    "InvalidCiphertext",
-    "KeyTooSmall",
     "PackedCiphertext",
     "PackingSpec",
     "PrivateKey",
     "PublicKey",
-    "SlotOverflow",
     "decrypt_array",
     "decrypt_packed",
     "encrypt_array",
@@ -184,7 +181,7 @@ __all__ = [
 ]
 
 # The public classes and functions live here for their users: reprs, pickles,
-# error type names and the API reference say mpcai.he.paillier.X, as before the split.
+# and the API reference say mpcai.he.paillier.X, as before the split.
 for _name in __all__:
     _obj = globals()[_name]
     if callable(_obj):  # classes and functions; not the int constants

@@ -16,12 +16,13 @@ import numpy as np
 from gmpy2 import mpz
 
 from mpcai.encoding import DEFAULT_FRAC_BITS
-from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType
+from mpcai.errors import EncodingOverflow, InvalidCiphertext, InvalidInput, InvalidType
+from mpcai.validation import check_int
 
 from ._bulk import bulk_decrypt, bulk_encrypt
 from ._formats import MAX_COUNT, VERSION, Reader
-from ._keys import InvalidCiphertext, PrivateKey, PublicKey, Randomness
-from ._number import check_frac, encode_scalar
+from ._keys import PrivateKey, PublicKey, Randomness
+from ._number import MAX_FRAC_BITS, encode_scalar
 from ._phe import key_arg, pub_arg, pub_of
 
 
@@ -51,7 +52,7 @@ class EncryptedArray:
         self.shape = (len(self._cs),) if shape is None else tuple(int(s) for s in shape)
         if math.prod(self.shape) != len(self._cs):
             raise InvalidInput(f"shape {self.shape} does not hold {len(self._cs)} ciphertexts")
-        self.frac_bits = check_frac(frac_bits)
+        self.frac_bits = check_int(frac_bits, "frac_bits", lo=0, hi=MAX_FRAC_BITS)
         self._fresh = False
 
     @classmethod
@@ -145,7 +146,7 @@ def encrypt_array(key: PublicKey | PrivateKey, values: np.ndarray,
     :class:`PrivateKey` encrypts with its public key.  phe keys
     (``phe.PaillierPublicKey`` / ``PaillierPrivateKey``) are accepted and converted
     (:meth:`PublicKey.from_phe`, :meth:`PrivateKey.from_phe`)."""
-    f = check_frac(frac_bits)
+    f = check_int(frac_bits, "frac_bits", lo=0, hi=MAX_FRAC_BITS)
     key = key_arg(key)
     pub = pub_of(key)
     ints, shape = _fixed_ints(values, f)

@@ -25,12 +25,9 @@ from ._keys import PrivateKey, PublicKey, Randomness
 from ._phe import pub_of
 
 
-def check_workers(workers: object) -> int:
+def _worker_count(workers: object) -> int:
     """The number of workers to use: ``workers`` itself, or every core for 0."""
-    w = check_int(workers, "workers")
-    if w < 0:
-        raise InvalidInput("workers must be >= 0 (0 = every core)")
-    return (os.cpu_count() or 1) if w == 0 else w
+    return check_int(workers, "workers", lo=0) or (os.cpu_count() or 1)
 
 
 def _pool(w: int, initargs: tuple[str, bytes]) -> ProcessPoolExecutor:
@@ -70,7 +67,7 @@ def bulk_encrypt(key: PublicKey | PrivateKey, residues: list[mpz], randomness: R
         raise InvalidType(f"key must be a PublicKey or PrivateKey, not {type(key).__name__}")
     pub = pub_of(key)  # encryption needs the public key only (see PrivateKey.encrypt)
     pub.exponent_bits(randomness)  # validates ``randomness``
-    w = check_workers(workers)
+    w = _worker_count(workers)
     if w <= 1 or len(residues) < 2:
         return [pub._raw_encrypt(m, randomness) for m in residues]
     return _map_chunks(w, ("pk", pub.serialize()), _worker_encrypt,
@@ -81,7 +78,7 @@ def bulk_decrypt(key: PrivateKey, cts: list[mpz], workers: int) -> list[mpz]:
     """Plaintext residues in ``[0, n)`` of checked ciphertexts (CRT, ``powmod_sec``)."""
     if not isinstance(key, PrivateKey):
         raise InvalidType(f"decryption needs a PrivateKey, not {type(key).__name__}")
-    w = check_workers(workers)
+    w = _worker_count(workers)
     if w <= 1 or len(cts) < 2:
         return [key._decrypt_residue(c) for c in cts]
     # gmpy2 releases the GIL inside powmod_sec when the context allows it,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import gmpy2
 from gmpy2 import mpz
 
-from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType
+from mpcai.errors import EncodingOverflow, InvalidCiphertext, InvalidInput, InvalidType, KeyTooSmall
 from mpcai.validation import check_int
 
 from ._formats import MAX_KEY_BITS, VERSION, Reader, b64, big, json_obj, nbytes, unb64
@@ -48,18 +48,9 @@ Randomness = Literal["conservative", "short"]
 """Length of the DJN exponent: ``"conservative"`` (k/2 bits) or ``"short"`` (2 kappa bits)."""
 
 
-class KeyTooSmall(InvalidInput):
-    """A Paillier modulus below :data:`MIN_KEY_BITS` bits was given or requested."""
-
-
-class InvalidCiphertext(InvalidInput):
-    """A ciphertext is not a unit of Z_{n^2} (0 < c < n^2, gcd(c, n) = 1) or has
-    the wrong key, length or format."""
-
-
 def check_key_bits(n: mpz, allow_small: bool) -> None:
     """Refuse a modulus above :data:`~._formats.MAX_KEY_BITS` or, unless
-    ``allow_small``, below :data:`MIN_KEY_BITS` (:class:`KeyTooSmall`)."""
+    ``allow_small``, below :data:`MIN_KEY_BITS` (:class:`~mpcai.errors.KeyTooSmall`)."""
     bits = n.bit_length()
     if bits > MAX_KEY_BITS:
         raise InvalidInput(f"modulus of {bits} bits exceeds the {MAX_KEY_BITS}-bit limit")
@@ -130,9 +121,7 @@ class PublicKey:
         multiplications per encryption (window 10 at 2048 bits: 57 MB, ~20%
         faster).  No-op for keys without ``h_s``.
         """
-        w = check_int(window_bits, "window_bits")
-        if not 1 <= w <= 12:
-            raise InvalidInput(f"window_bits must be in [1, 12], got {w}")
+        w = check_int(window_bits, "window_bits", lo=1, hi=12)
         if self.hs is not None:
             self._table = FixedBase(self.hs, self.nsquare, self.exponent_bits("conservative"), w)
 

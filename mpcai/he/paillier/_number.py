@@ -17,21 +17,16 @@ import numpy as np
 from gmpy2 import mpz
 
 from mpcai.encoding import DEFAULT_FRAC_BITS
-from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType
+from mpcai.errors import EncodingOverflow, InvalidCiphertext, InvalidInput, InvalidType
 from mpcai.validation import check_int
 
 from ._formats import MAX_KEY_BITS, VERSION, Reader, json_obj
-from ._keys import InvalidCiphertext, PublicKey, Randomness
+from ._keys import PublicKey, Randomness
 from ._math import ONE
 from ._phe import pub_arg
 
-
-def check_frac(f: object) -> int:
-    """``frac_bits`` as an int in [0, 1024]."""
-    fb = check_int(f, "frac_bits")
-    if not 0 <= fb <= 1024:
-        raise InvalidInput(f"frac_bits must be in [0, 1024], got {fb}")
-    return fb
+MAX_FRAC_BITS = 1024
+"""Largest ``frac_bits`` of a plaintext or ciphertext."""
 
 
 def encode_scalar(value: object, frac_bits: int | None) -> tuple[int, int]:
@@ -42,10 +37,11 @@ def encode_scalar(value: object, frac_bits: int | None) -> tuple[int, int]:
     if isinstance(value, (bool, np.bool_)):
         raise InvalidType("plaintext must be an int or float, not bool")
     if isinstance(value, (int, np.integer, type(ONE))):
-        f = 0 if frac_bits is None else check_frac(frac_bits)
+        f = 0 if frac_bits is None else check_int(frac_bits, "frac_bits", lo=0, hi=MAX_FRAC_BITS)
         return f, int(value) << f
     if isinstance(value, (float, np.floating)):
-        f = DEFAULT_FRAC_BITS if frac_bits is None else check_frac(frac_bits)
+        f = DEFAULT_FRAC_BITS if frac_bits is None else check_int(
+            frac_bits, "frac_bits", lo=0, hi=MAX_FRAC_BITS)
         x = float(value)
         if not math.isfinite(x):
             raise EncodingOverflow("cannot encrypt NaN or infinity")
@@ -68,7 +64,7 @@ class EncryptedNumber:
         public_key = pub_arg(public_key)  # a phe public key is converted
         self.public_key = public_key
         self._c = public_key._check_ciphertext(ciphertext)
-        self.frac_bits = check_frac(frac_bits)
+        self.frac_bits = check_int(frac_bits, "frac_bits", lo=0, hi=MAX_FRAC_BITS)
         self._fresh = False
 
     @classmethod
@@ -184,9 +180,7 @@ class EncryptedNumber:
         v, e = d.get("v"), d.get("e")
         if not isinstance(v, str) or len(v) > 2 * MAX_KEY_BITS // 3 + 2 or not v.isdigit():
             raise InvalidCiphertext("phe ciphertext 'v' must be a decimal string")
-        e = check_int(e, "e")
-        if not -256 <= e <= 256:
-            raise InvalidInput(f"phe exponent {e} outside [-256, 256]")
+        e = check_int(e, "phe exponent e", lo=-256, hi=256)
         ct = cls(public_key, int(v), 4 * -e if e < 0 else 0)
         return ct * (16 ** e) if e > 0 else ct
 

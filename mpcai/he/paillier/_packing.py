@@ -15,18 +15,19 @@ import numpy as np
 from gmpy2 import mpz
 
 from mpcai.encoding import DEFAULT_FRAC_BITS
-from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType
+from mpcai.errors import (
+    EncodingOverflow,
+    InvalidCiphertext,
+    InvalidInput,
+    InvalidType,
+    SlotOverflow,
+)
 from mpcai.validation import check_int
 
 from ._bulk import bulk_decrypt, bulk_encrypt
 from ._formats import MAX_COUNT, VERSION, Reader
-from ._keys import InvalidCiphertext, PrivateKey, PublicKey, Randomness
+from ._keys import PrivateKey, PublicKey, Randomness
 from ._phe import key_arg, pub_arg, pub_of
-
-
-class SlotOverflow(EncodingOverflow):
-    """A packed value is outside its slot's range, or a packed sum exceeds its
-    declared number of summands K; nothing was written into a neighbouring slot."""
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,9 @@ class PackingSpec:
     max_summands: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("int_bits", "frac_bits", "max_summands"):
-            check_int(getattr(self, name), name)
-        if self.int_bits < 0 or self.frac_bits < 0 or self.max_summands < 1:
-            raise InvalidInput("int_bits, frac_bits must be >= 0 and max_summands >= 1")
+        check_int(self.int_bits, "int_bits", lo=0)
+        check_int(self.frac_bits, "frac_bits", lo=0)
+        check_int(self.max_summands, "max_summands", lo=1)
         if self.slot_bits > 64:
             raise InvalidInput(f"slot of {self.slot_bits} bits exceeds 64; reduce int_bits, "
                                "frac_bits or max_summands")
@@ -63,46 +63,46 @@ class PackingSpec:
         raw = self.value_bits + 1 + (self.max_summands - 1).bit_length()
         return -(-raw // 8) * 8
 
-    def slots(self, public_key: PublicKey) -> int:
+    def slot_count(self, public_key: PublicKey) -> int:
         """Slots per ciphertext under ``public_key``: ``floor((k - 1) / slot_bits)``."""
         return (pub_arg(public_key).n_bits - 1) // self.slot_bits
 
 
 class PackedCiphertext:
-    """A packed fixed-point vector: ``len(values)`` slots over several ciphertexts,
+    """A packed fixed-point vector: :attr:`size` values (slots) over several ciphertexts,
     holding the sum of ``summands`` vectors (at most ``spec.max_summands``)."""
 
-    __slots__ = ("_cs", "_fresh", "length", "public_key", "spec", "summands")
+    __slots__ = ("_cs", "_fresh", "public_key", "size", "spec", "summands")
 
-    def __init__(self, public_key: PublicKey, ciphertexts: Sequence[int], length: int,
+    def __init__(self, public_key: PublicKey, ciphertexts: Sequence[int], size: int,
                  spec: PackingSpec, summands: int = 1) -> None:
         public_key = pub_arg(public_key)  # a phe public key is converted
         self.public_key, self.spec = public_key, spec
-        self.length = check_int(length, "length")
+        self.size = check_int(size, "size", lo=0)
         self.summands = check_int(summands, "summands")
         if not 1 <= self.summands <= spec.max_summands:
             raise SlotOverflow(f"summands {self.summands} outside [1, {spec.max_summands}]")
-        k = spec.slots(public_key)
-        if k < 1 or len(ciphertexts) != -(-self.length // k):
-            raise InvalidCiphertext(f"{len(ciphertexts)} ciphertexts cannot hold {length} slots")
+        k = spec.slot_count(public_key)
+        if k < 1 or len(ciphertexts) != -(-self.size // k):
+            raise InvalidCiphertext(f"{len(ciphertexts)} ciphertexts cannot hold {size} slots")
         self._cs = [public_key._check_ciphertext(c) for c in ciphertexts]
         self._fresh = False
 
     @classmethod
-    def _trusted(cls, pub: PublicKey, cs: list[mpz], length: int, spec: PackingSpec,
+    def _trusted(cls, pub: PublicKey, cs: list[mpz], size: int, spec: PackingSpec,
                  summands: int, fresh: bool) -> PackedCiphertext:
         obj = cls.__new__(cls)
-        obj.public_key, obj._cs, obj.length, obj.spec = pub, cs, length, spec
+        obj.public_key, obj._cs, obj.size, obj.spec = pub, cs, size, spec
         obj.summands, obj._fresh = summands, fresh
         return obj
 
     def __repr__(self) -> str:
-        return (f"PackedCiphertext(length={self.length}, ciphertexts={len(self._cs)}, "
+        return (f"PackedCiphertext(size={self.size}, ciphertexts={len(self._cs)}, "
                 f"summands={self.summands}/{self.spec.max_summands})")
 
     @property
-    def num_ciphertexts(self) -> int:
-        """Number of Paillier ciphertexts holding the slots."""
+    def ciphertext_count(self) -> int:
+        """Number of Paillier ciphertexts holding the slots (``ceil(size / slot_count)``)."""
         return len(self._cs)
 
     @property
@@ -114,15 +114,15 @@ class PackedCiphertext:
         if not isinstance(other, PackedCiphertext):
             raise InvalidType("can only add a PackedCiphertext to a PackedCiphertext")
         if other.public_key != self.public_key or other.spec != self.spec \
-                or other.length != self.length:
-            raise InvalidInput("packed vectors differ in key, spec or length")
+                or other.size != self.size:
+            raise InvalidInput("packed vectors differ in key, spec or size")
         s = self.summands + other.summands
         if s > self.spec.max_summands:
             raise SlotOverflow(f"sum of {s} packed vectors exceeds the declared "
                                f"K = {self.spec.max_summands}")
         n2 = self.public_key.nsquare
         cs = [a * b % n2 for a, b in zip(self._cs, other._cs, strict=True)]
-        return PackedCiphertext._trusted(self.public_key, cs, self.length, self.spec, s, False)
+        return PackedCiphertext._trusted(self.public_key, cs, self.size, self.spec, s, False)
 
     def rerandomize(self, randomness: Randomness = "conservative") -> PackedCiphertext:
         """Re-randomise every ciphertext in place; returns ``self``."""
@@ -133,14 +133,14 @@ class PackedCiphertext:
 
     def serialize(self, rerandomize: bool | None = None) -> bytes:
         """``b"PPC" | version | key id | int_bits, frac_bits (u16) | K, summands (u32) |
-        length (u64) | ciphertexts``; re-randomised first unless fresh."""
+        size (u64) | ciphertexts``; re-randomised first unless fresh."""
         if rerandomize or (rerandomize is None and not self._fresh):
             self.rerandomize()
         pub, s = self.public_key, self.spec
         w = pub.ciphertext_bytes
         head = (b"PPC" + bytes([VERSION]) + pub.key_id
                 + struct.pack(">HHIIQ", s.int_bits, s.frac_bits, s.max_summands, self.summands,
-                              self.length))
+                              self.size))
         return head + b"".join(int(c).to_bytes(w, "big") for c in self._cs)
 
     @classmethod
@@ -150,7 +150,7 @@ class PackedCiphertext:
         r = Reader(data, b"PPC")
         if r.take(8) != public_key.key_id:
             raise InvalidCiphertext("ciphertexts were made under another public key")
-        ib, fb, k, summands, length = r.unpack(">HHIIQ")
+        ib, fb, k, summands, size = r.unpack(">HHIIQ")
         spec = PackingSpec(ib, fb, k)
         w = public_key.ciphertext_bytes
         count = (len(data) - r.pos) // w
@@ -158,7 +158,7 @@ class PackedCiphertext:
             raise InvalidCiphertext("packed ciphertext has the wrong length")
         body = r.take(count * w)
         cs = [int.from_bytes(body[i:i + w], "big") for i in range(0, count * w, w)]
-        return cls(public_key, cs, length, spec, summands)
+        return cls(public_key, cs, size, spec, summands)
 
 
 def _slot_dtype_bytes(arr: np.ndarray, slot_bytes: int) -> bytes:
@@ -172,10 +172,10 @@ def _slot_dtype_bytes(arr: np.ndarray, slot_bytes: int) -> bytes:
 def encrypt_packed(key: PublicKey | PrivateKey, values: np.ndarray,
                    spec: PackingSpec | None = None, *, randomness: Randomness = "conservative",
                    workers: int = 1) -> PackedCiphertext:
-    """Encrypt a 1-D real vector, ``spec.slots(pub)`` values per ciphertext.
+    """Encrypt a 1-D real vector, ``spec.slot_count(pub)`` values per ciphertext.
 
-    Raises :class:`SlotOverflow` if any value is outside the slot range
-    (nothing is clipped) and :class:`EncodingOverflow` on NaN/infinity.  phe keys
+    Raises :class:`~mpcai.errors.SlotOverflow` if any value is outside the slot range
+    (nothing is clipped) and :class:`~mpcai.errors.EncodingOverflow` on NaN/infinity.  phe keys
     are accepted as in :func:`encrypt_array`.
     """
     spec = PackingSpec() if spec is None else spec
@@ -195,7 +195,7 @@ def encrypt_packed(key: PublicKey | PrivateKey, values: np.ndarray,
     if v.size and float(np.max(np.abs(v))) > bound:
         raise SlotOverflow(f"|x| up to {float(np.max(np.abs(x))):g} exceeds the slot range "
                            f"{bound / 2.0 ** spec.frac_bits:g} (int_bits={spec.int_bits})")
-    k = spec.slots(pub)
+    k = spec.slot_count(pub)
     if k < 1:
         raise InvalidInput("key too small for one slot")
     count = -(-arr.size // k)
@@ -213,7 +213,7 @@ def encrypt_packed(key: PublicKey | PrivateKey, values: np.ndarray,
 def decrypt_packed(key: PrivateKey, packed: PackedCiphertext, *, workers: int = 1) -> np.ndarray:
     """The ``float64`` vector of slot sums (``sum of the summands' values``).
 
-    Raises :class:`SlotOverflow` if a slot holds a value no honest sum of
+    Raises :class:`~mpcai.errors.SlotOverflow` if a slot holds a value no honest sum of
     ``packed.summands`` vectors can produce (corruption or a false count).  phe
     private keys are accepted as in :func:`decrypt_array`.
     """
@@ -224,7 +224,7 @@ def decrypt_packed(key: PrivateKey, packed: PackedCiphertext, *, workers: int = 
     if packed.public_key != key.public_key:
         raise InvalidCiphertext("ciphertexts were made under another public key")
     spec = packed.spec
-    k = spec.slots(key.public_key)
+    k = spec.slot_count(key.public_key)
     sb = spec.slot_bits // 8
     step = k * sb
     residues = bulk_decrypt(key, packed._cs, workers)
@@ -239,7 +239,7 @@ def decrypt_packed(key: PrivateKey, packed: PackedCiphertext, *, workers: int = 
         padded = np.zeros((cols.shape[0], 8), dtype=np.uint8)
         padded[:, :sb] = cols
         slots = padded.view("<u8").ravel()
-    slots = slots[:packed.length].astype(np.uint64)
+    slots = slots[:packed.size].astype(np.uint64)
     s = packed.summands
     lo = s
     hi = s * ((1 << (spec.value_bits + 1)) - 1)
