@@ -3,6 +3,11 @@
 Used by tests and simulations (hundreds of FL clients in one process).  The
 frames are the same bytes the TCP network carries, so the codec, binding
 checks and statistics are exercised exactly as in a deployment.
+
+A frame is what it is over TCP (:func:`mpcai.runtime._link.frame_parts`:
+a C-contiguous buffer or a list of them).  The rest of the TCP framing is
+not needed here: a channel carries whole frames (no length prefix), made by
+a sender in this process, so there is no frame budget to enforce.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from mpcai.errors import InvalidInput, PeerDropped
+from mpcai.runtime._link import frame_parts
 from mpcai.runtime.network import Buffer, Link, Network
 
 __all__ = ["InMemoryNetwork", "MemoryLink"]
@@ -37,7 +43,8 @@ class MemoryLink(Link):
 
     async def send_frame(self, frame: Buffer | list[Buffer] | tuple[Buffer, ...]) -> None:
         # one immutable copy: the receiver decodes it after the sender moved on
-        data = b"".join(frame) if isinstance(frame, (list, tuple)) else bytes(frame)
+        # (what a frame may be, and the error otherwise, as over TCP)
+        data = frame if type(frame) is bytes else b"".join(frame_parts(frame))
         try:
             await self._send.send(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

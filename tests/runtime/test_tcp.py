@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import trio
 
-from mpcai.errors import InvalidInput, PeerDropped, WireError
-from mpcai.runtime import tcp, wire
+from mpcai.errors import InvalidInput, InvalidType, PeerDropped, WireError
+from mpcai.runtime import _connect, tcp, wire
 from mpcai.runtime.party import Party, open_party
 from mpcai.runtime.tcp import (
     TcpListener,
@@ -62,14 +62,14 @@ async def _impostor_client(port: int, ctx: ssl.SSLContext | None, claimed: int,
         if ctx is not None:
             stream = trio.SSLStream(stream, ctx, server_hostname=f"party-{recipient}.mpcai")
             await stream.do_handshake()
-        await stream.send_all(tcp._HELLO.pack(tcp._HELLO_MAGIC, claimed, recipient))
+        await stream.send_all(_connect._HELLO.pack(_connect._HELLO_MAGIC, claimed, recipient))
         ack = b""
-        while len(ack) < tcp._HELLO.size:
+        while len(ack) < _connect._HELLO.size:
             chunk = await stream.receive_some()
             if not chunk:
                 return "closed"
             ack += chunk
-        assert tcp._HELLO.unpack(ack) == (tcp._ACK_MAGIC, recipient, claimed)
+        assert _connect._HELLO.unpack(ack) == (_connect._ACK_MAGIC, recipient, claimed)
         if after_ack:
             await stream.send_all(after_ack)
         return "accepted"
@@ -451,7 +451,7 @@ def test_credentials_load_from_the_files_write_party_certs_makes(tmp_path: Any) 
 async def test_silent_connections_are_capped_timed_out_and_cost_no_buffers(
         creds: dict[int, TlsCredentials], monkeypatch: pytest.MonkeyPatch) -> None:
     live, peak = [0], [0]
-    real = tcp._Connector._handle_incoming
+    real = _connect._Connector._handle_incoming
 
     async def counted(self: Any, stream: trio.SocketStream) -> None:
         live[0] += 1
@@ -461,7 +461,7 @@ async def test_silent_connections_are_capped_timed_out_and_cost_no_buffers(
         finally:
             live[0] -= 1
 
-    monkeypatch.setattr(tcp._Connector, "_handle_incoming", counted)
+    monkeypatch.setattr(_connect._Connector, "_handle_incoming", counted)
     net = local_tcp_network(3, creds, connect_timeout=GUARD, max_pending=4,
                             handshake_timeout=0.3)
     port = net.addresses[0][1]
@@ -495,7 +495,10 @@ async def test_silent_connections_are_capped_timed_out_and_cost_no_buffers(
 
 def test_pending_and_handshake_options_are_checked(creds: dict[int, TlsCredentials]) -> None:
     book = {0: ("127.0.0.1", 4000), 1: ("127.0.0.1", 4001)}
-    for bad in ({"max_pending": 0}, {"max_pending": 2.5}, {"handshake_timeout": 0},
+    for bad in ({"max_pending": 0}, {"handshake_timeout": 0},
                 {"handshake_timeout": float("inf")}):
         with pytest.raises(InvalidInput):
+            TcpNetwork(book, creds[0], **bad)  # type: ignore[arg-type]
+    for bad in ({"max_pending": 2.5}, {"handshake_timeout": "5"}, {"max_frame_bytes": True}):
+        with pytest.raises(InvalidType):
             TcpNetwork(book, creds[0], **bad)  # type: ignore[arg-type]
