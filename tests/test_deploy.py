@@ -407,7 +407,7 @@ def test_round_session_is_sha256_of_the_domain_session_and_round() -> None:
         _deploy.round_session(session, -1)
     with pytest.raises(InvalidInput, match="round"):
         _deploy.round_session(session, 2**64)
-    with pytest.raises(InvalidType, match="integer"):
+    with pytest.raises(InvalidType, match="round must be an int"):
         _deploy.round_session(session, True)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime.launcher import PartyConfig
+from mpcai.validation import check_int
 
 __all__ = ["PROTOCOLS", "Protocol", "claim_round", "load_config", "party_args",
            "protocol_function", "round_io", "round_session", "write_output"]
@@ -50,8 +51,7 @@ def round_session(session: bytes, round_: int) -> bytes:
     in another.  A round number must never be reused with the same ``session``
     (it would get the same id).  ``round_`` must be an int in ``[0, 2^64)``.
     """
-    if isinstance(round_, bool) or not isinstance(round_, int):
-        raise InvalidType(f"round must be an integer, got {round_!r}")
+    round_ = check_int(round_, "round")
     if not 0 <= round_ <= MAX_ROUND:
         raise InvalidInput(f"round must be in [0, 2^64), got {round_}")
     digest = hashlib.sha256(ROUND_DOMAIN + session + round_.to_bytes(8, "little")).digest()

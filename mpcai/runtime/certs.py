@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mpcai.errors import InvalidInput, InvalidType, WouldOverwrite
+from mpcai.validation import check_int
 
 __all__ = [
     "CA_PRIVATE_DIR",
@@ -75,11 +76,7 @@ def party_hostname(party_id: int) -> str:
 
 
 def _check_party_id(party_id: int) -> int:
-    if isinstance(party_id, bool) or not isinstance(party_id, int):
-        raise InvalidType(f"party id must be an int, got {type(party_id).__name__}")
-    if not 0 <= party_id <= _MAX_PARTY_ID:
-        raise InvalidInput(f"party id must be in [0, 2**32), got {party_id}")
-    return party_id
+    return check_int(party_id, "party id", lo=0, hi=_MAX_PARTY_ID)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -95,8 +92,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _validity(days: int) -> tuple[_dt.datetime, _dt.datetime]:
-    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise InvalidInput(f"validity must be a positive number of days, got {days!r}")
+    days = check_int(days, "validity in days", lo=1)
     now = _dt.datetime.now(_dt.UTC)
     return now - _BACKDATE, now + _dt.timedelta(days=days)
 

@@ -100,6 +100,7 @@ from mpcai.runtime import certs, wire
 from mpcai.runtime.network import Buffer, Link, Network
 from mpcai.runtime.party import DEFAULT_TIMEOUT, open_party
 from mpcai.runtime.stats import CommStats
+from mpcai.validation import check_int, check_real
 
 __all__ = ["LaunchError", "LaunchEvent", "LaunchResult", "PartyConfig", "PartyFailed",
            "launch_local", "load_function", "run_party"]
@@ -593,16 +594,13 @@ def launch_local(
     file.  Without ``workdir`` the files live in a temporary directory that is
     removed before this function returns.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidInput(f"n must be a positive int, got {n!r}")
+    n = check_int(n, "n", lo=1)
     if args_per_party is not None and len(args_per_party) != n:
         raise InvalidInput(f"args_per_party has {len(args_per_party)} entries for {n} parties")
-    if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
-        raise InvalidInput(f"timeout must be a positive number, got {timeout!r}")
+    timeout = check_real(timeout, "timeout", lo=1e-9)
     if connect_timeout is None:
         connect_timeout = timeout / 4
-    if not (isinstance(connect_timeout, (int, float)) and 0 < connect_timeout < float("inf")):
-        raise InvalidInput(f"connect_timeout must be a positive number, got {connect_timeout!r}")
+    connect_timeout = check_real(connect_timeout, "connect_timeout", lo=1e-9)
     _refuse_main_module(function)
     load_function(function)  # fail early, in the caller's process, on a bad spec
     module_name, _, attr = function.rpartition(":")

@@ -57,6 +57,7 @@ from mpcai.errors import (
 from mpcai.runtime import wire
 from mpcai.runtime.network import Link, Network
 from mpcai.runtime.stats import CommStats
+from mpcai.validation import check_int
 
 __all__ = ["DEFAULT_MAX_UNREAD_BYTES", "DEFAULT_TIMEOUT", "Gathered", "Party", "open_party"]
 
@@ -132,8 +133,7 @@ def _check_parties(tag: str, parties: tuple[int, ...], min_count: int | None) ->
         raise InvalidInput(f"{tag!r}: a party is listed twice in {parties}")
     if min_count is None:
         return
-    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 0:
-        raise InvalidInput(f"min_count must be a non-negative int or None, got {min_count!r}")
+    check_int(min_count, "min_count", lo=0)
     if min_count > len(parties):
         raise InvalidInput(f"{tag!r}: min_count {min_count} exceeds the {len(parties)} "
                            f"parties asked")
@@ -177,10 +177,7 @@ class Party:
             raise InvalidInput(f"session id must be {wire.SESSION_ID_BYTES} bytes")
         if not timeout > 0:
             raise InvalidInput(f"timeout must be positive, got {timeout}")
-        if (isinstance(max_unread_bytes, bool) or not isinstance(max_unread_bytes, int)
-                or max_unread_bytes < 0):
-            raise InvalidInput(f"max_unread_bytes must be a non-negative int, "
-                               f"got {max_unread_bytes!r}")
+        check_int(max_unread_bytes, "max_unread_bytes", lo=0)
         self.id = party_id
         self.peers: tuple[int, ...] = tuple(sorted(links))
         self.session = session

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from mpcai.encoding import CLIP_RANGE, MAX_QUANT_BITS
 from mpcai.errors import InvalidInput
+from mpcai.validation import check_int
 
 from . import _params
 
@@ -91,8 +92,7 @@ class SecAggConfig:
 
     def __post_init__(self) -> None:
         n = self.n_clients
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise InvalidInput(f"n_clients must be an int >= 2, got {n!r}")
+        check_int(n, "n_clients", lo=2)
         if self.degree is not None and (isinstance(self.degree, bool)
                                         or not isinstance(self.degree, int)
                                         or self.degree < 2 or self.degree % 2):

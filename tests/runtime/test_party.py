@@ -16,6 +16,7 @@ import trio.testing
 
 from mpcai.errors import (
     InvalidInput,
+    InvalidType,
     MessageRejected,
     PeerDropped,
     PeersMissing,
@@ -297,10 +298,11 @@ def test_gather_arguments_are_checked() -> None:
     async def fn(party: Party) -> None:
         if party.id != 0:
             return
-        for bad in (-1, 1.5, True, 3):  # 3: more than the two peers asked
-            with pytest.raises(InvalidInput):
+        for bad, error in ((-1, InvalidInput), (1.5, InvalidType), (True, InvalidType),
+                           (3, InvalidInput)):  # 3: more than the two peers asked
+            with pytest.raises(error):
                 await party.gather("x", min_count=bad)  # type: ignore[arg-type]
-            with pytest.raises(InvalidInput):
+            with pytest.raises(error):
                 await party.exchange("x", 0, min_count=bad)  # type: ignore[arg-type]
         with pytest.raises(InvalidInput, match="listed twice"):
             await party.gather("x", [1, 1])
@@ -657,6 +659,6 @@ def test_a_frame_slow_to_decode_does_not_stall_the_other_links(
 
 
 def test_max_unread_bytes_is_checked() -> None:
-    for bad in (-1, 1.5, True):
-        with pytest.raises(InvalidInput):
+    for bad, error in ((-1, InvalidInput), (1.5, InvalidType), (True, InvalidType)):
+        with pytest.raises(error, match="max_unread_bytes"):
             Party(0, {}, SESSION, max_unread_bytes=bad)  # type: ignore[arg-type]
