@@ -13,7 +13,7 @@ a sender in this process, so there is no frame budget to enforce.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -21,6 +21,7 @@ import trio
 from mpcai.errors import InvalidInput, PeerDropped
 from mpcai.runtime._link import frame_parts
 from mpcai.runtime.network import Buffer, Link, Network
+from mpcai.validation import check_int
 
 __all__ = ["InMemoryNetwork", "MemoryLink"]
 
@@ -74,8 +75,11 @@ class InMemoryNetwork(Network):
 
     def __init__(self, n: int | Sequence[int], *, hub: int | None = None,
                  buffer: float = math.inf) -> None:
-        ids = tuple(range(n)) if isinstance(n, int) else tuple(n)
-        if len(ids) < 1 or len(set(ids)) != len(ids) or any(i < 0 for i in ids):
+        if isinstance(n, Iterable):
+            ids = tuple(check_int(i, "party id", lo=0) for i in n)
+        else:
+            ids = tuple(range(check_int(n, "n", lo=1)))
+        if len(ids) < 1 or len(set(ids)) != len(ids):
             raise InvalidInput(f"party ids must be distinct non-negative ints, got {ids}")
         if hub is not None and hub not in ids:
             raise InvalidInput(f"hub {hub} is not one of the parties")
