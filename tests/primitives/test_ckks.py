@@ -26,7 +26,6 @@ from mpcai.he import _ckks_flood, _ckks_seal
 from mpcai.he.ckks import (
     DEFAULT_DECRYPTION_BUDGET,
     DEFAULT_FLOOD_SECURITY_BITS,
-    NOISE_MARGIN,
     PRESETS,
     CKKSContext,
     CKKSVector,
@@ -54,11 +53,30 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(7)
 
 
-def test_presets_are_within_the_128_bit_bound() -> None:
-    for p in PRESETS.values():
-        assert sum(p.coeff_mod_bit_sizes) <= p.max_coeff_bits
-        assert p.security_bits == 128 and p.depth >= 2
-        assert all(b == p.scale_bits for b in p.coeff_mod_bit_sizes[1:-1])
+# The HomomorphicEncryption.org security standard (Albrecht et al., "Homomorphic
+# Encryption Security Standard", 2018), Table 1: the largest log2(q) of an RLWE
+# modulus q with 128-bit classical security for ring degree n, uniform or ternary
+# secret.  SEAL (whose secrets are ternary) carries the same numbers in
+# native/src/seal/util/hestdparms.h, seal_he_std_parms_128_tc.
+HE_STANDARD_128_BIT_MAX_LOG_Q = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438,
+                                 32768: 881}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_meet_the_he_standard_128_bit_bound(name: str) -> None:
+    """Each preset's modulus as SEAL built it (every prime, the key-switching one
+    included), not as the preset declares it, against the standard's table."""
+    ctx = CKKSContext.create(name, galois_keys=False)
+    parms = ctx.tenseal_context.data.seal_context().key_context_data().parms()
+    n = parms.poly_modulus_degree()
+    q = math.prod(m.value() for m in parms.coeff_modulus())
+    assert n in HE_STANDARD_128_BIT_MAX_LOG_Q, f"ring degree {n} is not in the standard's table"
+    assert q.bit_length() <= HE_STANDARD_128_BIT_MAX_LOG_Q[n], (
+        f"{name}: q has {q.bit_length()} bits, the 128-bit bound at n = {n} is "
+        f"{HE_STANDARD_128_BIT_MAX_LOG_Q[n]}")
+    # the bound deserialised contexts are checked against is the standard's
+    assert ctx.preset.max_coeff_bits == HE_STANDARD_128_BIT_MAX_LOG_Q[n]
+    assert ctx.preset.security_bits == 128
 
 
 def test_n16384_preset_builds_and_round_trips() -> None:
@@ -249,15 +267,44 @@ def test_bad_inputs_raise_typed_errors(owner: CKKSContext) -> None:
     assert issubclass(DecryptionBudgetExceeded, MpcaiError)
 
 
-def test_flooding_sigma_formula(owner: CKKSContext) -> None:
-    s, b = 40, 2.0 ** -30
-    n = (1 << 20) * owner.slot_count
-    assert owner.flooding_sigma(b, s) == pytest.approx(2.0 ** ((s - 1) / 2) * b * math.sqrt(n))
-    assert owner.flooding_sigma(b, s, size=1) == pytest.approx(
-        2.0 ** ((s - 1) / 2) * b * math.sqrt(1 << 20))
-    assert _ckks_flood.flooding_sigma(1.0, 41, 4) == pytest.approx(2.0 ** 21)
-    assert owner.estimated_noise_bound(1e-9) == 2.0 ** math.ceil(math.log2(8e-9))
-    assert NOISE_MARGIN == 8.0 and DEFAULT_FLOOD_SECURITY_BITS == 40
+def test_flooding_noise_measured_gives_the_promised_kl_divergence(rng) -> None:
+    """The noise actually released, measured: its standard deviation per ciphertext is
+    the width the context reports, and the KL divergence it buys, ``k B^2 / (2 std^2)``
+    for ``k`` values of a ciphertext whose errors are at most ``B`` (the module
+    docstring's statement), is ``2^-s / Q`` whatever ``k``, the budget ``Q`` and ``s``.
+
+    Fails if the noise is missing, added twice, of the wrong scale, or does not grow
+    as ``sqrt(Q k) 2^(s/2)``: a vector of 4096 + 64 values (one full ciphertext, one
+    of 64 values) under budgets 1, 4 and 32 and s = 40 and 20.  Tolerances are five
+    standard errors of a sample variance, ``5 sqrt(2 / samples)`` relative.
+    """
+    bound = 2.0 ** -20  # a-priori error bound: above every fresh slot's error (~1e-8)
+    for budget, security_bits, releases in ((1, 40, 1), (4, 20, 2), (32, 40, 16)):
+        ctx = CKKSContext.create(galois_keys=False, decryption_budget=budget)
+        sizes = (ctx.slot_count, 64) if releases > 1 else (ctx.slot_count,)
+        x = rng.uniform(-1, 1, sum(sizes))
+        v = ctx.encrypt(x)
+        assert v.ciphertext_count == len(sizes)
+        noise, sigma = [], []
+        for _ in range(releases):
+            released, width = ctx.decrypt_flooded(v, noise_bound=bound,
+                                                  security_bits=security_bits,
+                                                  return_sigma=True)
+            noise.append(released - x)
+            sigma.append(width)
+        assert ctx.decryptions_left == budget - releases * len(sizes)
+        noise_by_ct = np.split(np.stack(noise), np.cumsum(sizes)[:-1], axis=1)
+        sigma_by_ct = np.split(np.stack(sigma), np.cumsum(sizes)[:-1], axis=1)
+        for k, e, w in zip(sizes, noise_by_ct, sigma_by_ct, strict=True):
+            n = e.size
+            tol = 5 * math.sqrt(2 / n)
+            var = float(np.mean(e * e))  # the mean is 0: the exact values are known
+            assert np.all(w == w.flat[0]), "one width for every value of a ciphertext"
+            assert abs(var / w.flat[0] ** 2 - 1) < tol, (budget, security_bits, k)
+            assert abs(var / ctx.flooding_sigma(bound, security_bits, size=k) ** 2 - 1) < tol
+            kl = k * bound**2 / (2 * var)
+            assert abs(kl * budget * 2.0**security_bits - 1) < tol, (budget, security_bits, k)
+            assert abs(float(np.mean(e))) < 5 * math.sqrt(var / n)
 
 
 def _delta(ctx: CKKSContext) -> float:
