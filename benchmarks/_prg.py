@@ -18,7 +18,7 @@ from mpcai import prg
 from . import _simd
 from ._common import record
 
-P61 = np.uint64((1 << 61) - 1)
+P61 = np.uint64(prg.FIELD_P)
 
 
 def run(reps: int = 9, quick: bool = False) -> list[dict]:

@@ -45,7 +45,7 @@ __all__ = [
     "run",
 ]
 
-PRIME = (1 << 61) - 1
+PRIME = shamir.FIELD_P
 _P = np.uint64(PRIME)
 _M32 = np.uint64(0xFFFFFFFF)
 _S3, _S29, _S32, _S61 = (np.uint64(k) for k in (3, 29, 32, 61))
