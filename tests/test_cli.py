@@ -25,6 +25,7 @@ def test_hospitals_demo_runs_and_checks_its_result(capsys: pytest.CaptureFixture
     assert "FAIL" not in out and "MISMATCH" not in out
 
 
+@pytest.mark.slow
 def test_default_demo_is_secure_aggregation_over_tls(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["demo", "secagg", "--clients", "5", "--dim", "1000",
                      "--dropout", "0.2"]) == 0
@@ -64,6 +65,7 @@ def test_debug_flag_keeps_the_traceback(argv: list[str]) -> None:
         cli.main(argv)
 
 
+@pytest.mark.slow
 def test_console_error_has_no_traceback() -> None:
     """The real command (``python -m mpcai.cli``): a bad argument, a missing config
     file for ``mpcai party``; and with --debug the traceback is back."""
@@ -148,6 +150,7 @@ def test_no_command_prints_help() -> None:
     assert res.returncode == 2 and "demo" in res.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suite", ["he", "runtime", "secagg"])
 def test_bench_suites_quick(suite: str, tmp_path: Path) -> None:
     out_file = tmp_path / f"{suite}.json"

@@ -137,6 +137,7 @@ def _weighted_mean(updates: list[dict[str, np.ndarray]], clients: list[int], k: 
     return total / sum(WEIGHTS[c - 1] for c in clients)
 
 
+@pytest.mark.slow
 def test_four_machines_aggregate_npz_files_from_a_toml_config(tmp_path: Path) -> None:
     machines, updates = _machines(tmp_path, _toml(_free_ports(N_CLIENTS + 1)), seed=7)
     shapes, weights = SHAPES, WEIGHTS
@@ -165,6 +166,7 @@ def test_four_machines_aggregate_npz_files_from_a_toml_config(tmp_path: Path) ->
     assert "'done': True" in outs[3][0]
 
 
+@pytest.mark.slow
 def test_a_machine_that_never_starts_is_a_dropout(tmp_path: Path) -> None:
     toml = _toml(_free_ports(N_CLIENTS + 1), connect_timeout=3)
     machines, updates = _machines(tmp_path, toml, seed=8)
@@ -338,6 +340,7 @@ def _run_round(machines: list[Path], r: int) -> list[str]:
     return [out for out, _ in outs]
 
 
+@pytest.mark.slow
 def test_federated_training_over_rounds_of_one_unchanged_config(tmp_path: Path) -> None:
     """Logistic regression on breast cancer, 4 clients on 4 machines and a server, 3
     rounds: each round only the update files change (``update-{round}.npz``) and every

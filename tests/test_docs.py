@@ -58,6 +58,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_docs_build_without_warnings_and_document_every_public_module(built: Path) -> None:
     index = (built / "index.html").read_text()
     assert 'href="protocols.html"' in index
@@ -69,6 +70,7 @@ def test_docs_build_without_warnings_and_document_every_public_module(built: Pat
         assert f'id="{member}"' in html, f"{member} not generated from its docstring"
 
 
+@pytest.mark.slow
 def test_docs_link_nothing_outside_the_repository(built: Path) -> None:
     for html in built.rglob("*.html"):
         text = html.read_text()
@@ -80,6 +82,7 @@ def test_docs_link_nothing_outside_the_repository(built: Path) -> None:
             assert "../" not in text and "http://" not in text and "https://" not in text, src
 
 
+@pytest.mark.slow
 def test_a_docstring_warning_fails_the_build(tmp_path: Path) -> None:
     """The same conf.py on a module whose docstring has an undefined
     substitution (``|x|``): the control build passes, the broken one fails."""

@@ -31,6 +31,7 @@ def _one(records: list[dict], prefix: str, contains: str = "") -> dict:
     return found[0]
 
 
+@pytest.mark.slow
 def test_quick_with_flower() -> None:
     import flwr.client.mod.secure_aggregation.secaggplus_mod  # noqa: F401  (fails if missing)
 
@@ -77,6 +78,7 @@ def test_quick_without_flower(monkeypatch: pytest.MonkeyPatch) -> None:
     assert records[0]["max_abs_err_ours"] < 1e-3
 
 
+@pytest.mark.slow
 def test_failed_rounds_are_timed_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     # N=10, 4 dropouts, threshold 6 of a closed neighbourhood of 7: some window of 7
     # consecutive clients holds >= 3 dropouts (28 dropout-slots over 10 windows), so
@@ -105,6 +107,7 @@ def test_flower_whole_round_drops_clients() -> None:
     assert p.mean is not None and np.allclose(p.mean, survivors, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_scaling_quick_subprocesses() -> None:
     records = secagg.scaling(1, quick=True)
     assert len(records) == len(secagg.SCALING_QUICK)
@@ -120,6 +123,7 @@ def test_scaling_quick_subprocesses() -> None:
         assert math.isfinite(last[key])
 
 
+@pytest.mark.slow
 def test_scaling_child_peak_is_its_own() -> None:
     # Linux carries ru_maxrss from parent to child through fork+exec: a child of a
     # 256 MiB parent would report >= 256 MiB.  The child's own peak is far smaller.

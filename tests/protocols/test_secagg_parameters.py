@@ -55,6 +55,7 @@ def session_of(i: int) -> bytes:
     return hashlib.sha256(b"test round %d" % i).digest()[:16]
 
 
+@pytest.mark.slow
 def test_outcome_predicts_full_rounds() -> None:
     """The restatement agrees with the protocol, failures included (a weak config)."""
     n = 24
@@ -76,6 +77,7 @@ def test_outcome_predicts_full_rounds() -> None:
     assert seen[True] and seen[False]  # both kinds of round were exercised
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [50, 500])
 def test_defaults_never_fail_at_ten_percent_dropout(n: int) -> None:
     """200 seeded rounds with 10% of the clients dropping at random stages (replayed
@@ -111,6 +113,7 @@ def _hyper_tail(pop: int, marked: int, draws: int, at_least: int) -> float:
     return hits / total
 
 
+@pytest.mark.slow
 def test_failure_probability_matches_observed_rate() -> None:
     """Flower's num_shares = 7 (k = 6) with t = 4 at N = 100 and 10 dropouts before the
     masked input: the reported probability, an independent exact computation of the

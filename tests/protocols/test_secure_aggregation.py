@@ -206,6 +206,7 @@ def test_clipping_is_explicit() -> None:
         sa.simulate(updates, strict)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drop", [None, "masked_input"])
 def test_over_tls_processes(drop: str | None) -> None:
     from mpcai.runtime.launcher import launch_local

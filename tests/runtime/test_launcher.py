@@ -36,6 +36,7 @@ def test_three_processes_over_tls() -> None:
         assert st.bytes_sent > 2 * 8000 and st.bytes_sent == st.bytes_received
 
 
+@pytest.mark.slow
 def test_killed_party_is_a_dropout_for_the_others() -> None:
     run = launch_local(3, f"{FNS}:crash_in_round_two", timeout=60, return_failures=True)
     assert isinstance(run[2], PartyFailed) and run[2].exit_status != 0
@@ -43,6 +44,7 @@ def test_killed_party_is_a_dropout_for_the_others() -> None:
     assert run[1] == "got [0]; party 2: PeerDropped"
 
 
+@pytest.mark.slow
 def test_failure_shows_every_log() -> None:
     with pytest.raises(LaunchError) as info:
         launch_local(3, f"{FNS}:raise_error", timeout=60)
@@ -52,6 +54,7 @@ def test_failure_shows_every_log() -> None:
     assert "---- party 1 ----" in str(info.value)
 
 
+@pytest.mark.slow
 def test_concurrent_launches_do_not_collide() -> None:
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futs = [pool.submit(launch_local, 2, f"{FNS}:ring_sum", args_per_party=[(k,), (k,)],
@@ -116,6 +119,7 @@ def test_bad_configs_are_typed_errors(tmp_path: Path, broken: dict) -> None:
 # ---- parties that die before the run starts ------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("victim", "point"), [(1, "import"), (0, "stdin"), (2, "stdin")])
 def test_party_dead_before_the_run_is_a_typed_per_party_failure(victim: int, point: str) -> None:
     """Dead before announcing its port ("import"), or right after ("stdin": it exits when
@@ -133,6 +137,7 @@ def test_party_dead_before_the_run_is_a_typed_per_party_failure(victim: int, poi
             assert run[i] == {"total": total, "dropped": [victim]}
 
 
+@pytest.mark.slow
 def test_party_dead_before_announcing_raises_one_typed_error() -> None:
     with pytest.raises(LaunchError) as info:
         launch_local(3, f"{FNS}:sum_of_survivors", args_per_party=[(1,), (2,), (3,)],
@@ -151,6 +156,7 @@ def _assert_reaped(pids: list[int]) -> None:
             os.waitpid(pid, os.WNOHANG)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", ["started", "announced", "book"])
 def test_party_killed_by_signal_during_start_up(moment: str) -> None:
     """SIGKILL at each start-up event of party 1 (``book``: just before its address book
@@ -192,6 +198,7 @@ def test_hung_parties_are_killed_at_the_deadline() -> None:
 # ---- bounded logs ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_party_writing_megabytes_to_stderr_keeps_only_a_bounded_tail(tmp_path: Path) -> None:
     """5 MiB of stderr per party: the results are right, each kept log is at most
     ``_LOG_KEPT`` (plus a short note naming the full log file) and ends with the
@@ -208,6 +215,7 @@ def test_a_party_writing_megabytes_to_stderr_keeps_only_a_bounded_tail(tmp_path:
         assert (tmp_path / f"party-{i}.log").stat().st_size > 5 << 20
 
 
+@pytest.mark.slow
 def test_a_failing_noisy_party_gives_short_error_messages() -> None:
     """Party 1 writes 5 MiB and then one 2 MiB line to stderr and exits: its
     PartyFailed and the LaunchError quote only short lines, and its kept log is
@@ -229,6 +237,7 @@ def test_a_failing_noisy_party_gives_short_error_messages() -> None:
 # ---- error messages a person can act on -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_launch_error_names_the_first_failing_partys_typed_error_on_its_first_line() -> None:
     """One party is given a NaN (EncodingOverflow), the others then see PeerDropped; the
     NaN party exits last.  The first line of the LaunchError is that party's typed error,
@@ -267,6 +276,7 @@ def test_main_module_function_is_refused_up_front() -> None:
         launch_local(2, 42)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_relative_file_path_function_runs_in_the_children(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(HERE.parent)

@@ -128,6 +128,7 @@ def test_partial_gather_returns_who_answered_and_rejects_latecomers(timed: tuple
     assert res[0] == ([1], [2])
 
 
+@pytest.mark.slow
 def test_recv_timeout_is_typed(timed: tuple) -> None:
     make_network, clock, unit = timed
 

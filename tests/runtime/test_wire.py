@@ -279,6 +279,7 @@ def _raw_list(items: bytes, n: int) -> bytes:
     bytes([wire._STR]) + struct.pack("<I", 0),  # empty strings
     b"",  # 0-d uint8 arrays, 8 bytes each
 ], ids=["none-and-list", "empty-lists", "empty-strs", "small-arrays"])
+@pytest.mark.slow
 def test_a_megabyte_of_tiny_items_is_refused_not_decoded_slowly(unit: bytes) -> None:
     # each of these is a valid payload; before the work budget they decoded, slowly
     if unit:
