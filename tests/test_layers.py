@@ -195,3 +195,32 @@ def test_the_pickle_scan_catches(tmp_path: Path, source: str, expect: str) -> No
     finally:
         planted.unlink()
     assert any(expect in f for f in found), found
+
+
+# ---- docs/ARCHITECTURE.md describes the tree as it is ------------------------------
+
+ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
+
+
+def test_architecture_names_every_module_and_nothing_that_is_gone() -> None:
+    """Every module of mpcai/, protocols/ and csrc/ appears in the map (by file name),
+    and every file name the map mentions exists in the tree."""
+    import re
+
+    text = ARCHITECTURE.read_text()
+    tree = [p for folder in ("mpcai", "protocols", "csrc") for p in (ROOT / folder).rglob("*")
+            if p.suffix in (".py", ".c", ".h") and p.name not in ("__init__.py", "__main__.py")
+            and "build" not in p.parts]
+    missing = sorted(str(p.relative_to(ROOT)) for p in tree
+                     if not re.search(rf"(?<![\w.]){re.escape(p.stem)}(\.\w+)?\b", text))
+    assert missing == [], f"not in docs/ARCHITECTURE.md: {missing}"
+    names = set(re.findall(r"(?<![\w/.])(_?[a-z][a-z0-9_]*\.(?:py|c|h))\b", text))
+    existing = {p.name for p in ROOT.rglob("*") if p.suffix in (".py", ".c", ".h")
+                and ".git" not in p.parts}
+    gone = sorted(names - existing)
+    assert gone == [], f"docs/ARCHITECTURE.md names files that do not exist: {gone}"
+
+
+def test_readme_links_the_architecture() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/ARCHITECTURE.md" in readme and "../shared" not in readme
