@@ -7,6 +7,8 @@ exception a caller would naturally catch (``ValueError``, ``TypeError``,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "AggregateOutOfRange",
     "ClippingWarning",
@@ -19,6 +21,7 @@ __all__ = [
     "InvalidInput",
     "InvalidType",
     "KeyTooSmall",
+    "LaunchError",
     "MessageRejected",
     "MisbehaviourDetected",
     "MissingSecretKey",
@@ -144,6 +147,7 @@ class PeersMissing(PeerError):
 
 
 _LOG_LINE_SHOWN = 300  # characters of each log line quoted in PartyFailed / LaunchError
+_LOG_LINES_SHOWN = 40  # lines of each party's log in a LaunchError's message
 
 
 def _clip_line(line: str) -> str:
@@ -189,6 +193,39 @@ class PartyFailed(MpcaiError, RuntimeError):
     def __repr__(self) -> str:
         return (f"PartyFailed(party_id={self.party_id}, exit_status={self.exit_status}, "
                 f"reason={self.reason!r})")
+
+
+class LaunchError(MpcaiError, RuntimeError):
+    """Launched parties failed: ``failures[i]`` is party i's :class:`PartyFailed`,
+    ``logs[i]`` every party's output (its end, see :mod:`mpcai.runtime.launcher`).
+    ``first`` is the failed party that most likely caused the rest.
+
+    The message's first line is that party's failure (``party 1 exited with status
+    1: mpcai.errors.EncodingOverflow: cannot encode NaN ...``), the next line
+    ``message`` (every failed party), then each log's last ``_LOG_LINES_SHOWN``
+    lines (the first party's log first), each cut to ``_LOG_LINE_SHOWN`` characters.
+    """
+
+    def __init__(self, message: str, logs: dict[int, str],
+                 failures: Mapping[int, PartyFailed] | None = None, *,
+                 first: int | None = None) -> None:
+        def tail(text: str) -> str:
+            lines = text.rstrip().splitlines()
+            cut = len(lines) - _LOG_LINES_SHOWN
+            return "\n".join(([f"... ({cut} lines before)"] if cut > 0 else [])
+                             + [_clip_line(line) for line in lines[-_LOG_LINES_SHOWN:]])
+
+        failures = dict(failures or {})
+        if first not in failures:
+            first = min(failures) if failures else None
+        order = sorted(logs, key=lambda pid: (pid != first, pid))
+        shown = "\n".join(f"---- party {pid} ----\n{tail(logs[pid]) or '(no output)'}"
+                          for pid in order)
+        head = f"party {first} {failures[first].reason}\n" if first is not None else ""
+        super().__init__(f"{head}{message}\n{shown}")
+        self.logs = logs
+        self.failures = failures
+        self.first = first
 
 
 class ProtocolAbort(MpcaiError, RuntimeError):

@@ -99,7 +99,7 @@ def test_os_error_is_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_multi_line_errors_and_ctrl_c(monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from mpcai.runtime.launcher import LaunchError
+    from mpcai.errors import LaunchError
 
     def launch_failed(*_: object) -> int:
         raise LaunchError("2 of 2 parties failed", {0: "log line a\nlog line b", 1: ""})

@@ -164,9 +164,9 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
     import time
     from pathlib import Path
 
-    from mpcai.errors import PartyFailed
+    from mpcai.errors import LaunchError, PartyFailed
     from mpcai.protocols import secure_aggregation as sa
-    from mpcai.runtime.launcher import LaunchError, LaunchEvent, launch_local
+    from mpcai.runtime.launcher import LaunchEvent, launch_local
 
     if n_clients < 3:
         raise InvalidInput("the demo needs at least 3 clients")

@@ -124,7 +124,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def _hint(exc: BaseException, args: argparse.Namespace) -> str | None:
     """What to do about ``exc``, in one line, where there is something to say."""
     from mpcai import errors
-    from mpcai.runtime.launcher import LaunchError
+    from mpcai.errors import LaunchError
 
     command = " ".join(str(getattr(args, k)) for k in ("command", "demo", "bench")
                        if getattr(args, k, None))

@@ -46,7 +46,7 @@ or whose connection closes (``PeerDropped`` at once).  Every wait is
 bounded by the run's ``timeout``, and every child is reaped before
 :func:`launch_local` returns.  With ``return_failures=True`` the failed
 parties' places in the results hold their ``PartyFailed``; otherwise one
-:class:`LaunchError` names them all and carries every party's log.
+:class:`~mpcai.errors.LaunchError` names them all and carries every party's log.
 
 **Logs are bounded.**  A party's stderr goes to ``party-<id>.log`` in the
 work directory; the launcher reads back only its last :data:`_LOG_KEPT`
@@ -89,12 +89,11 @@ import trio
 from mpcai.errors import (
     InvalidInput,
     InvalidType,
-    MpcaiError,
+    LaunchError,
     PartyFailed,
     PeerDropped,
     PeerError,
     WireError,
-    _clip_line,
 )
 from mpcai.runtime import certs, wire
 from mpcai.runtime.network import Buffer, Link, Network
@@ -102,8 +101,8 @@ from mpcai.runtime.party import DEFAULT_TIMEOUT, open_party
 from mpcai.runtime.stats import CommStats
 from mpcai.validation import check_int, check_real
 
-__all__ = ["LaunchError", "LaunchEvent", "LaunchResult", "PartyConfig", "PartyFailed",
-           "launch_local", "load_function", "run_party"]
+__all__ = ["LaunchEvent", "LaunchResult", "PartyConfig", "launch_local", "load_function",
+           "run_party"]
 
 _log = logging.getLogger(__name__)
 
@@ -111,47 +110,12 @@ ANNOUNCE = "MPCAI-LISTENING"
 _MAX_RESULT_BYTES = 1 << 31
 
 
-_LOG_LINES_SHOWN = 40  # per party, in a LaunchError's message (``logs`` has the kept tail)
 _STDOUT_KEPT = 1 << 16  # bytes of a party's stray stdout kept for its log
 _LOG_KEPT = 1 << 20
 """Characters of a party's log the launcher keeps (``LaunchResult.logs``,
 ``PartyFailed.log``, ``LaunchError.logs``): the kept stray stdout, then the
 end of its stderr file (read from the end, never whole), plus at most two
 short note lines (what was cut and where the full file is; how it exited)."""
-
-
-class LaunchError(MpcaiError, RuntimeError):
-    """Launched parties failed: ``failures[i]`` is party i's :class:`PartyFailed`,
-    ``logs[i]`` every party's output (its last :data:`_LOG_KEPT` characters, see the
-    module docstring).  ``first`` is the failed party that most likely caused the
-    rest (see :func:`_first_failure`).
-
-    The message's first line is that party's failure (``party 1 exited with status
-    1: mpcai.errors.EncodingOverflow: cannot encode NaN ...``), the next line
-    ``message`` (every failed party), then each log's last ``_LOG_LINES_SHOWN``
-    lines (the first party's log first), each cut to ``_LOG_LINE_SHOWN`` characters.
-    """
-
-    def __init__(self, message: str, logs: dict[int, str],
-                 failures: Mapping[int, PartyFailed] | None = None, *,
-                 first: int | None = None) -> None:
-        def tail(text: str) -> str:
-            lines = text.rstrip().splitlines()
-            cut = len(lines) - _LOG_LINES_SHOWN
-            return "\n".join(([f"... ({cut} lines before)"] if cut > 0 else [])
-                             + [_clip_line(line) for line in lines[-_LOG_LINES_SHOWN:]])
-
-        failures = dict(failures or {})
-        if first not in failures:
-            first = min(failures) if failures else None
-        order = sorted(logs, key=lambda pid: (pid != first, pid))
-        shown = "\n".join(f"---- party {pid} ----\n{tail(logs[pid]) or '(no output)'}"
-                          for pid in order)
-        head = f"party {first} {failures[first].reason}\n" if first is not None else ""
-        super().__init__(f"{head}{message}\n{shown}")
-        self.logs = logs
-        self.failures = failures
-        self.first = first
 
 
 def _first_failure(failures: Mapping[int, PartyFailed],

@@ -13,15 +13,9 @@ import pytest
 
 import mpcai.errors
 from mpcai import cli
-from mpcai.errors import InvalidInput, InvalidType, MpcaiError
+from mpcai.errors import InvalidInput, InvalidType, LaunchError, MpcaiError, PartyFailed
 from mpcai.runtime import launcher
-from mpcai.runtime.launcher import (
-    LaunchError,
-    LaunchEvent,
-    PartyConfig,
-    PartyFailed,
-    launch_local,
-)
+from mpcai.runtime.launcher import LaunchEvent, PartyConfig, launch_local
 
 HERE = Path(__file__).resolve().parent
 FNS = str(HERE / "launch_parties.py")
@@ -230,7 +224,7 @@ def test_a_failing_noisy_party_gives_short_error_messages() -> None:
     assert failure.log.rstrip().splitlines()[-2].endswith("y" * 100)  # the 2 MiB line, cut
     assert "workdir" in failure.log.splitlines()[0]
     assert len(str(failure)) < 5000
-    assert len(str(err)) < 2 * (launcher._LOG_LINES_SHOWN + 2) * 400 + 5000
+    assert len(str(err)) < 2 * (mpcai.errors._LOG_LINES_SHOWN + 2) * 400 + 5000
     assert all(len(line) <= 400 for line in str(err).splitlines()[1:])
 
 
