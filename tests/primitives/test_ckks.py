@@ -138,6 +138,7 @@ def test_matvec_784x128_matches_numpy(owner: CKKSContext, rng) -> None:
     assert np.max(np.abs(owner.decrypt(y) - x @ w)) < ONE_MUL_ERR
 
 
+@pytest.mark.slow
 def test_matvec_error_no_worse_than_tenseal_mm(owner: CKKSContext, rng) -> None:
     # encryption noise is random: compare the mean of the max errors over several trials
     ours, theirs = [], []
@@ -204,6 +205,7 @@ def test_public_context_without_product_keys_asks_the_owner(owner: CKKSContext) 
         bare.encrypt(np.ones(5)) @ np.ones((5, 2))
 
 
+@pytest.mark.slow
 def test_secret_key_is_serialised_only_when_asked(owner: CKKSContext) -> None:
     default = CKKSContext.deserialize(owner.serialize())
     assert not default.has_secret_key
@@ -341,6 +343,7 @@ def _imaginary_errors(ctx: CKKSContext, vec: CKKSVector) -> np.ndarray:
                                               scale).decrypt())
 
 
+@pytest.mark.slow
 def test_flooded_dot_product_keeps_ten_bits_at_the_default_security() -> None:
     """Dot products of two 4096-value vectors in [-1, 1], released with the default
     s = 40 and a budget of Q = 4 decryptions per key (the default Q = 16 costs half a bit

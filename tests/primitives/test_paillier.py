@@ -377,6 +377,7 @@ def test_packed_serialization_rerandomises(real: tuple[P.PublicKey, P.PrivateKey
     np.testing.assert_array_equal(P.decrypt_packed(sk, back), 2 * np.rint(x * 2**16) / 2**16)
 
 
+@pytest.mark.slow
 def test_bulk_workers_match_serial(real: tuple[P.PublicKey, P.PrivateKey]) -> None:
     pub, sk = real
     x = np.arange(-20, 20, dtype=np.float64) / 8

@@ -447,6 +447,7 @@ def test_credentials_load_from_the_files_write_party_certs_makes(tmp_path: Any) 
 # ---- connections that never authenticate ---------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.trio
 async def test_silent_connections_are_capped_timed_out_and_cost_no_buffers(
         creds: dict[int, TlsCredentials], monkeypatch: pytest.MonkeyPatch) -> None:
