@@ -134,8 +134,7 @@ def simd_select(level: int) -> int:
     available, capped by the environment variable ``MPCAI_SIMD`` (``scalar``,
     ``avx2`` or ``avx512``) if it is set before the first kernel call.
     """
-    if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level < len(SIMD_PATHS):
-        raise InvalidInput(f"level must be 0, 1 or 2, got {level!r}")
+    level = check_int(level, "level", lo=0, hi=len(SIMD_PATHS) - 1)
     return int(lib.mpcai_simd_select(level))
 
 

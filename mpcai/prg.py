@@ -33,6 +33,7 @@ from mpcai.validation import check_bytes
 
 __all__ = [
     "FIELD_P",
+    "MAX_THREADS",
     "SEED_BYTES",
     "derive_seed",
     "field_accumulate",
@@ -45,6 +46,9 @@ __all__ = [
 
 SEED_BYTES: int = _bindings.SEED_BYTES
 """Length of a PRG seed in bytes (a ChaCha20 key)."""
+
+MAX_THREADS: int = _bindings.MAX_THREADS
+"""The largest ``threads`` any kernel accepts (masking, Shamir sharing)."""
 
 FIELD_P: int = _bindings.FIELD_P
 """The Mersenne prime 2^61 - 1 used for Shamir sharing and field masks."""

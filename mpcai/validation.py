@@ -51,8 +51,9 @@ def check_int(value: Any, name: str, *, lo: int | None = None, hi: int | None = 
 
 
 def check_real(value: Any, name: str, *, lo: float | None = None, hi: float | None = None,
-               finite: bool = True) -> float:
-    """``value`` as a Python ``float``, in ``[lo, hi]``; NaN (and, by default, ±inf) refused.
+               positive: bool = False, finite: bool = True) -> float:
+    """``value`` as a Python ``float``, in ``[lo, hi]`` (and ``> 0`` with ``positive``);
+    NaN (and, by default, ±inf) refused.
 
     Accepts ints, floats and numpy scalars; refuses ``bool``.  An int too
     large for a float64 is out of range, not an ``OverflowError``.
@@ -66,6 +67,8 @@ def check_real(value: Any, name: str, *, lo: float | None = None, hi: float | No
         out = float("inf") if value > 0 else float("-inf")
     if out != out or (finite and out in (float("inf"), float("-inf"))):
         raise InvalidInput(f"{name} must be a finite number, got {out}")
+    if positive and not out > 0:
+        raise InvalidInput(f"{name} must be positive, got {out}")
     if (lo is not None and not out >= lo) or (hi is not None and not out <= hi):
         raise InvalidInput(_range_message(name, out, lo, hi))
     return out

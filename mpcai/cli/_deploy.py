@@ -215,8 +215,7 @@ def _secagg_args(params: Mapping[str, Any], io: Mapping[str, Any], party_id: int
     update, weight = _load_update(base / io["input"], io.get("weight_field"))
     if weight is None:
         weight = io.get("weight", 1)
-    if isinstance(weight, bool) or not isinstance(weight, int):
-        raise InvalidType(f"[io.{party_id}] weight must be an integer, got {weight!r}")
+    weight = check_int(weight, f"[io.{party_id}] weight")
     max_weight = params.get("max_weight", 1)
     if not 1 <= weight <= max_weight:  # before the run, not as a dropout in the middle
         raise InvalidInput(f"party {party_id}'s weight is {weight}: weights must be in "

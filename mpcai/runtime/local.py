@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from mpcai.errors import InvalidInput
+from mpcai.runtime import wire
 from mpcai.runtime.memory import InMemoryNetwork
 from mpcai.runtime.network import Network
 from mpcai.runtime.party import DEFAULT_TIMEOUT, open_party
@@ -60,7 +61,7 @@ async def run_local_async(
     ids = net.party_ids
     if len(ids) != n:
         raise InvalidInput(f"the network has {len(ids)} parties, not {n}")
-    session = session if session is not None else secrets.token_bytes(16)
+    session = session if session is not None else secrets.token_bytes(wire.SESSION_ID_BYTES)
     results: list[Any] = [None] * n
     stats: list[CommStats] = [CommStats() for _ in range(n)]
     errors: list[BaseException | None] = [None] * n

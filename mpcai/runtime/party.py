@@ -57,7 +57,7 @@ from mpcai.errors import (
 from mpcai.runtime import wire
 from mpcai.runtime.network import Link, Network
 from mpcai.runtime.stats import CommStats
-from mpcai.validation import check_int
+from mpcai.validation import check_bytes, check_int, check_real
 
 __all__ = ["DEFAULT_MAX_UNREAD_BYTES", "DEFAULT_TIMEOUT", "Gathered", "Party", "open_party"]
 
@@ -173,10 +173,8 @@ class Party:
         limits: wire.Limits = wire.DEFAULT_LIMITS,
         max_unread_bytes: int = DEFAULT_MAX_UNREAD_BYTES,
     ) -> None:
-        if not isinstance(session, bytes) or len(session) != wire.SESSION_ID_BYTES:
-            raise InvalidInput(f"session id must be {wire.SESSION_ID_BYTES} bytes")
-        if not timeout > 0:
-            raise InvalidInput(f"timeout must be positive, got {timeout}")
+        session = check_bytes(session, "session id", size=wire.SESSION_ID_BYTES)
+        timeout = check_real(timeout, "timeout", positive=True)
         check_int(max_unread_bytes, "max_unread_bytes", lo=0)
         self.id = party_id
         self.peers: tuple[int, ...] = tuple(sorted(links))
@@ -315,9 +313,7 @@ class Party:
     def _deadline(self, timeout: float | None) -> float:
         if timeout is None:
             return self.timeout
-        if not timeout > 0:
-            raise InvalidInput(f"timeout must be positive, got {timeout}")
-        return float(timeout)
+        return check_real(timeout, "timeout", positive=True)
 
     def _slot(self, peer: int, tag: str) -> _Slot:
         slots = self._slots[peer]

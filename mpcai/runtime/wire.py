@@ -49,6 +49,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from mpcai.errors import InvalidInput, InvalidType, WireError
+from mpcai.validation import check_bytes
 
 __all__ = [
     "HEADER_SIZE",
@@ -297,8 +298,7 @@ def encode_header(
     ``encode_header(...) + encode_payload(v)`` is a frame; sending one
     payload to many recipients encodes it once.
     """
-    if not isinstance(session, bytes) or len(session) != SESSION_ID_BYTES:
-        raise InvalidInput(f"session id must be {SESSION_ID_BYTES} bytes")
+    session = check_bytes(session, "session id", size=SESSION_ID_BYTES)
     tag_b = tag.encode("utf-8")
     if len(tag_b) > MAX_TAG_BYTES:
         raise InvalidInput(f"tag longer than {MAX_TAG_BYTES} bytes")

@@ -25,6 +25,9 @@ from mpcai.sharing import shamir
 
 _RAW = (Encoding.Raw, PublicFormat.Raw)
 
+#: bytes of a raw X25519 or Ed25519 public key
+KEY_BYTES = 32
+
 #: field elements in one Shamir share of a 32-byte secret (length + 7 bytes each)
 SHARE_ELEMENTS: int = shamir.bytes_share_size(prg.SEED_BYTES)
 
@@ -149,7 +152,8 @@ def unpack_keys(msg: Any) -> dict[int, tuple[bytes, bytes, bytes]]:
     n = len(ids)
     if not (isinstance(c, bytes) and isinstance(s, bytes) and isinstance(e, bytes)):
         raise TypeError("keys must be bytes")
-    if n == 0 or len(c) != 32 * n or len(s) != 32 * n or len(e) % n or len(set(ids)) != n:
+    if (n == 0 or len(c) != KEY_BYTES * n or len(s) != KEY_BYTES * n or len(e) % n
+            or len(set(ids)) != n):
         raise ValueError("key list lengths do not match")
     el = len(e) // n
     return {i: (c[32 * j:32 * j + 32], s[32 * j:32 * j + 32], e[el * j:el * j + el])

@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mpcai import prg
 from mpcai.encoding import CLIP_RANGE, MAX_QUANT_BITS
 from mpcai.errors import InvalidInput
-from mpcai.validation import check_int
+from mpcai.validation import check_bool, check_int, check_real
 
-from . import _params
+from . import _crypto, _params
 
 __all__ = ["CLIPPED_COUNT_CAP", "SecAggConfig", "SecurityReport", "make_identities",
            "security_report"]
@@ -93,22 +94,26 @@ class SecAggConfig:
     def __post_init__(self) -> None:
         n = self.n_clients
         check_int(n, "n_clients", lo=2)
-        if self.degree is not None and (isinstance(self.degree, bool)
-                                        or not isinstance(self.degree, int)
-                                        or self.degree < 2 or self.degree % 2):
-            raise InvalidInput(f"degree must be an even int >= 2, got {self.degree!r}")
+        if self.degree is not None:
+            degree = check_int(self.degree, "degree", lo=2)
+            if degree % 2:
+                raise InvalidInput(f"degree must be even (a Harary graph), got {degree}")
+            object.__setattr__(self, "degree", degree)
         for name in ("dropout_fraction", "corrupt_fraction"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 <= v < 1):
+            v = check_real(getattr(self, name), name, lo=0.0)
+            if not v < 1:
                 raise InvalidInput(f"{name} must be in [0, 1), got {v!r}")
+            object.__setattr__(self, name, v)
         for name in ("failure_bound", "privacy_bound"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 < v < 1):
+            v = check_real(getattr(self, name), name, positive=True)
+            if not v < 1:
                 raise InvalidInput(f"{name} must be in (0, 1), got {v!r}")
+            object.__setattr__(self, name, v)
+        check_bool(self.consistency_check, "consistency_check")
         if self.threshold is None:
             malicious = self.identities is not None and self.consistency_check
-            chosen = _params.choose(n, float(self.dropout_fraction), float(self.corrupt_fraction),
-                                    float(self.failure_bound), float(self.privacy_bound),
+            chosen = _params.choose(n, self.dropout_fraction, self.corrupt_fraction,
+                                    self.failure_bound, self.privacy_bound,
                                     self.degree, malicious)
             if chosen is None:
                 raise InvalidInput(
@@ -121,30 +126,25 @@ class SecAggConfig:
             object.__setattr__(self, "threshold", t)
             object.__setattr__(self, "degree", None if k >= n - 1 else k)
         k = self.neighbours
-        if (isinstance(self.threshold, bool) or not isinstance(self.threshold, int)
-                or not 1 <= self.threshold <= k + 1):
-            raise InvalidInput(f"threshold must be in [1, {k + 1}] (a client and its {k} "
-                               f"neighbours hold shares), got {self.threshold!r}")
-        if not (isinstance(self.bits, int) and 1 <= self.bits <= MAX_QUANT_BITS):
-            raise InvalidInput(f"bits must be in [1, {MAX_QUANT_BITS}] (float64 holds every "
-                               f"level of the grid exactly up to there), got {self.bits}")
-        if not (isinstance(self.max_weight, int) and self.max_weight >= 1):
-            raise InvalidInput(f"max_weight must be a positive int, got {self.max_weight}")
-        if not (isinstance(self.clip, (int, float)) and not isinstance(self.clip, bool)
-                and CLIP_RANGE[0] <= self.clip <= CLIP_RANGE[1]):
-            raise InvalidInput(f"clip must be a number in [2^-900, 2^900], got {self.clip!r}")
+        object.__setattr__(self, "threshold", check_int(
+            self.threshold, f"threshold (a client and its {k} neighbours hold shares)",
+            lo=1, hi=k + 1))
+        object.__setattr__(self, "bits", check_int(self.bits, "bits", lo=1, hi=MAX_QUANT_BITS))
+        object.__setattr__(self, "max_weight", check_int(self.max_weight, "max_weight", lo=1))
+        object.__setattr__(self, "clip", check_real(self.clip, "clip", lo=CLIP_RANGE[0],
+                                                    hi=CLIP_RANGE[1]))
         if self.out_of_range not in ("clip", "raise"):
             raise InvalidInput("out_of_range must be 'clip' or 'raise'")
-        if not self.timeout > 0:
-            raise InvalidInput("timeout must be positive")
-        if not (isinstance(self.threads, int) and 1 <= self.threads <= 64):
-            raise InvalidInput(f"threads must be in [1, 64], got {self.threads}")
-        if self.dim is not None and not (isinstance(self.dim, int) and self.dim >= 1):
-            raise InvalidInput(f"dim must be a positive int, got {self.dim}")
+        object.__setattr__(self, "timeout", check_real(self.timeout, "timeout", positive=True))
+        object.__setattr__(self, "threads", check_int(self.threads, "threads", lo=1,
+                                                      hi=prg.MAX_THREADS))
+        if self.dim is not None:
+            object.__setattr__(self, "dim", check_int(self.dim, "dim", lo=1))
         if self.identities is not None:
             ids = {int(k) for k in self.identities}
             if ids != set(range(1, n + 1)) or not all(
-                    isinstance(v, bytes) and len(v) == 32 for v in self.identities.values()):
+                    isinstance(v, bytes) and len(v) == _crypto.KEY_BYTES
+                    for v in self.identities.values()):
                 raise InvalidInput("identities must map every client 1..n to a 32-byte "
                                    "Ed25519 public key")
             object.__setattr__(self, "identities",

@@ -114,7 +114,8 @@ async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -
                 and 1 <= msg[4] < 1 << 40):
             continue
         triple = (msg[0], msg[1], msg[2])
-        if (len(triple[0]) == 32 and len(triple[1]) == 32 and len(triple[2]) == e_len
+        if (len(triple[0]) == _crypto.KEY_BYTES and len(triple[1]) == _crypto.KEY_BYTES
+                and len(triple[2]) == e_len
                 and _crypto.valid_x25519(triple[0]) and _crypto.valid_x25519(triple[1])
                 and (identities is None or _crypto.verify(
                     identities[cid], msg[3], _crypto.key_message(state.session, cid, triple)))):
@@ -243,9 +244,10 @@ def _reconstruct(state: ServerState, dealer: int, held: dict[int, np.ndarray],
         raise MisbehaviourDetected(
             f"the shares of {what} cannot be decoded: client {dealer} dealt shares off one "
             f"polynomial ({exc})", sorted(state.misbehaving)) from exc
-    if len(secret) != 32:
+    if len(secret) != prg.SEED_BYTES:
         state.misbehaving.add(dealer)
-        raise MisbehaviourDetected(f"the shares of {what} do not hold a 32-byte secret: "
+        raise MisbehaviourDetected(f"the shares of {what} do not hold a {prg.SEED_BYTES}-byte "
+                                   "secret: "
                                    f"client {dealer} dealt them", sorted(state.misbehaving))
     if bad:
         state.misbehaving.add(dealer)

@@ -11,6 +11,7 @@ import trio
 
 from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime import CommStats, InMemoryNetwork, Party, run_local
+from mpcai.validation import check_int
 
 from .client import client, flatten_update
 from .config import SecAggConfig
@@ -110,11 +111,11 @@ def _check_weights(weights: Sequence[Any] | None, n: int, max_weight: int | None
     if len(out) != n:
         raise InvalidInput(f"{len(out)} weights for {n} updates")
     for i, w in enumerate(out):
-        if isinstance(w, bool) or not isinstance(w, (int, np.integer)):
-            raise InvalidType(f"weights[{i}] is {w!r}: weights are integers (e.g. sample "
-                              "counts); scale fractional weights to integers")
-        if w < 1:
-            raise InvalidInput(f"weights[{i}] is {w}: weights must be >= 1")
+        try:
+            w = out[i] = check_int(w, f"weights[{i}]", lo=1)
+        except InvalidType as exc:
+            raise InvalidType(f"{exc}: weights are integers (e.g. sample counts); scale "
+                              "fractional weights to integers") from None
         if max_weight is not None and w > max_weight:
             raise InvalidInput(f"weights[{i}] is {w}, above the configuration's max_weight="
                                f"{max_weight}: raise max_weight (the largest weight any "
@@ -125,8 +126,9 @@ def _check_weights(weights: Sequence[Any] | None, n: int, max_weight: int | None
 def _check_dropouts(dropouts: Mapping[int, Any] | None, n: int) -> dict[int, Stage]:
     drops: dict[int, Stage] = {}
     for cid, stage in dict(dropouts or {}).items():
-        if isinstance(cid, bool) or not isinstance(cid, (int, np.integer)) or not 1 <= cid <= n:
-            raise InvalidInput(f"dropouts names client {cid!r}: ids are 1..{n} "
+        cid = check_int(cid, "a client id in dropouts")
+        if not 1 <= cid <= n:
+            raise InvalidInput(f"dropouts names client {cid}: ids are 1..{n} "
                                "(updates[i] is client i + 1)")
         try:
             drops[int(cid)] = Stage(stage)  # a Stage or its name, e.g. "masked_input"

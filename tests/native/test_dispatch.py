@@ -17,7 +17,7 @@ import pytest
 from simd_paths import PATHS
 
 from mpcai import _bindings as nb
-from mpcai.errors import InvalidInput
+from mpcai.errors import InvalidInput, InvalidType
 
 AVX512_FLAGS = {"avx512f", "avx512dq", "avx512bw", "avx512vl"}
 
@@ -89,9 +89,11 @@ def test_select_caps_to_available_and_reports_the_path() -> None:
         nb.simd_select(before)
 
 
-@pytest.mark.parametrize("bad", [-1, 3, 1.0, True, "avx2"])
-def test_select_rejects_unknown_levels(bad: object) -> None:
-    with pytest.raises(InvalidInput):
+@pytest.mark.parametrize("bad, error", [(-1, InvalidInput), (3, InvalidInput),
+                                        (1.0, InvalidType), (True, InvalidType),
+                                        ("avx2", InvalidType)])
+def test_select_rejects_unknown_levels(bad: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
         nb.simd_select(bad)  # type: ignore[arg-type]
 
 
