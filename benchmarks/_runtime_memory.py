@@ -9,7 +9,7 @@ import numpy as np
 import trio
 
 from mpcai.runtime import InMemoryNetwork, Party
-from mpcai.testing import run_local
+from mpcai.runtime import run_local
 
 from ._common import record
 

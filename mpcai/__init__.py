@@ -2,7 +2,11 @@
 
 Primitives (this package): :mod:`mpcai.encoding` (fixed point, quantisation),
 :mod:`mpcai.prg` (seeds, HKDF, ChaCha20 expansion), :mod:`mpcai.sharing`
-(additive over Z_2^64, Shamir over GF(2^61 - 1)) and :mod:`mpcai.errors`.
+(additive over Z_2^64, Shamir over GF(2^61 - 1)), :mod:`mpcai.he` (Paillier,
+CKKS; imported on first use), :mod:`mpcai.errors` (every exception) and
+:mod:`mpcai.validation` (the argument checks).  The party runtime is
+:mod:`mpcai.runtime`, the protocols :mod:`mpcai.protocols`; the map of the
+code is ``docs/ARCHITECTURE.md`` in the repository.
 Importing mpcai has no side effects beyond a ``logging.NullHandler`` on the
 ``mpcai`` logger (silent by default; every module logs under its own name, e.g.
 ``mpcai.runtime.tcp``): no logging setup, no argv parsing.
