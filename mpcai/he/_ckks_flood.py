@@ -1,8 +1,9 @@
 """Gaussian flooding noise from the CSPRNG, and the flooding width.
 
-Uniforms come from :func:`mpcai.prg.random_ring` (ChaCha20 keyed by a fresh
-OS seed), never from ``numpy.random``; Box–Muller turns pairs of 53-bit
-uniforms into standard normals.
+Uniforms come from the helper :mod:`mpcai.encoding` uses for stochastic
+rounding (53-bit floats from :func:`mpcai.prg.random_ring`, ChaCha20 keyed by a
+fresh OS seed), never from ``numpy.random``; Box–Muller turns pairs of them
+into standard normals.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import math
 
 import numpy as np
 
-from mpcai import prg
-
-_TWO_53 = float(1 << 53)
+from mpcai.encoding import _uniform01
 
 
 def standard_normal(n: int) -> np.ndarray:
@@ -21,10 +20,9 @@ def standard_normal(n: int) -> np.ndarray:
     if n <= 0:
         return np.zeros(0)
     pairs = (n + 1) // 2
-    words = prg.random_ring(2 * pairs) >> np.uint64(11)
-    u = words.astype(np.float64)
-    u1 = (u[:pairs] + 1.0) / _TWO_53  # (0, 1]: log is finite
-    u2 = u[pairs:] / _TWO_53
+    u = _uniform01((2 * pairs,))  # multiples of 2^-53 in [0, 1)
+    u1 = 1.0 - u[:pairs]  # (0, 1], exactly: log is finite
+    u2 = u[pairs:]
     r = np.sqrt(-2.0 * np.log(u1))
     theta = 2.0 * np.pi * u2
     return np.concatenate([r * np.cos(theta), r * np.sin(theta)])[:n]

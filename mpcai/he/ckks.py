@@ -190,7 +190,7 @@ from mpcai.errors import (
     WireError,
 )
 from mpcai.he import _ckks_flood, _ckks_seal
-from mpcai.validation import check_bool, check_int, check_real
+from mpcai.validation import check_bool, check_bytes, check_int, check_real
 
 __all__ = [
     "DEFAULT_DECRYPTION_BUDGET",
@@ -443,10 +443,8 @@ class CKKSContext:
     @classmethod
     def deserialize(cls, data: bytes, *, max_bytes: int = MAX_CONTEXT_BYTES) -> CKKSContext:
         """Parse :meth:`serialize` output; lengths and parameters are checked first."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise InvalidType(f"data must be bytes, not {type(data).__name__}")
-        data = bytes(data)
-        if len(data) > max_bytes:
+        data = check_bytes(data, "data")
+        if len(data) > check_int(max_bytes, "max_bytes", lo=0):
             raise WireError(f"context blob of {len(data)} bytes exceeds the limit of {max_bytes}")
         if len(data) < _CTX_HEADER.size or data[:8] != _CTX_MAGIC:
             raise WireError("not a serialised mpcai CKKS context")
@@ -666,10 +664,11 @@ class CKKSVector:
 
     @property
     def size(self) -> int:
-        """Number of values."""
+        """Number of plaintext values."""
         return int(self._v.size())
 
     def __len__(self) -> int:
+        """:attr:`size`, the number of values."""
         return self.size
 
     @property
@@ -679,7 +678,10 @@ class CKKSVector:
 
     @property
     def ciphertext_count(self) -> int:
-        """Number of SEAL ciphertexts (``ceil(size / slot_count)``)."""
+        """Number of SEAL ciphertexts: ``ceil(size / slot_count)``, or one per column block
+        for the result of a :meth:`matmul` whose columns did not fit one ciphertext."""
+        if self._layout is not None:
+            return len(self._layout)
         return -(-self.size // self._ctx.slot_count)
 
     @property
@@ -705,11 +707,9 @@ class CKKSVector:
         """Parse :meth:`serialize` output into ``ctx``; the length is checked first."""
         if not isinstance(ctx, CKKSContext):
             raise InvalidType(f"ctx must be a CKKSContext, not {type(ctx).__name__}")
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise InvalidType(f"data must be bytes, not {type(data).__name__}")
-        if len(data) > max_bytes:
+        data = check_bytes(data, "data")
+        if len(data) > check_int(max_bytes, "max_bytes", lo=0):
             raise WireError(f"vector blob of {len(data)} bytes exceeds the limit of {max_bytes}")
-        data = bytes(data)
         if data[:8] != _VEC_MAGIC:
             raise WireError("not a serialised mpcai CKKS vector")
         try:

@@ -19,6 +19,7 @@ the dealer's outgoing traffic by a factor of about ``n``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -80,11 +81,20 @@ def share_seeded(x: np.ndarray, n: int) -> tuple[list[bytes], np.ndarray]:
     return seeds, last
 
 
+def _shape(shape: object) -> tuple[int, ...]:
+    """``shape`` (an int or a tuple of ints, each >= 0) as a tuple of Python ints."""
+    if isinstance(shape, tuple):
+        return tuple(check_int(d, f"shape[{i}]", lo=0) for i, d in enumerate(shape))
+    if isinstance(shape, (list, np.ndarray)):
+        raise InvalidType(f"shape must be an int or a tuple of ints, not {type(shape).__name__}")
+    return (check_int(shape, "shape", lo=0),)
+
+
 def expand_seeded(seed: bytes, shape: int | tuple[int, ...]) -> np.ndarray:
-    """The share of shape ``shape`` that a seed from :func:`share_seeded` stands for."""
-    shape_t = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    size = int(np.prod(shape_t, dtype=np.int64))
-    return prg.ring_vector(seed, size).reshape(shape_t)
+    """The share of shape ``shape`` (an int or a tuple of ints >= 0) that a seed from
+    :func:`share_seeded` stands for."""
+    shape_t = _shape(shape)
+    return prg.ring_vector(seed, math.prod(shape_t)).reshape(shape_t)
 
 
 def reconstruct(shares: Sequence[np.ndarray]) -> np.ndarray:

@@ -15,13 +15,15 @@ computing power of whoever holds them.
 
 Vectors are shared element-wise with independent polynomials, in one call to
 the C kernel: the random coefficients are expanded from a fresh 32-byte seed
-(``secrets.token_bytes``) by the ChaCha20 field PRG of :mod:`mpcai._bindings`
+(:func:`mpcai.prg.new_seed`) by the ChaCha20 field PRG of :mod:`mpcai._bindings`
 and are never materialised as a whole.
 
 The scheme is linear: adding the shares of ``a`` and ``b`` held by the same
-party gives a share of ``a + b`` (:func:`add`, likewise :func:`sub`), and
-multiplying a share by a public constant gives a share of the scaled secret
-(:func:`mul_public`) -- the same verbs as :mod:`mpcai.sharing.additive`.
+party gives a share of ``a + b`` (:func:`add`, likewise :func:`sub` and
+:func:`neg`), multiplying a share by a public constant gives a share of the
+scaled secret (:func:`mul_public`), and adding a public constant to every
+share gives a share of the shifted secret (:func:`add_public`) -- the same
+verbs as :mod:`mpcai.sharing.additive`.
 
 Integrity.  :func:`reconstruct` given more than ``t`` shares checks that all
 of them lie on one polynomial of degree ``t - 1`` and raises
@@ -47,7 +49,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from mpcai import _bindings
+from mpcai import _bindings, prg
 from mpcai.errors import (
     DuplicateShares,
     InconsistentShares,
@@ -62,6 +64,7 @@ __all__ = [
     "SEED_BYTES",
     "Share",
     "add",
+    "add_public",
     "bytes_share_size",
     "field_add",
     "field_mul",
@@ -69,6 +72,7 @@ __all__ = [
     "from_field",
     "lagrange_weights",
     "mul_public",
+    "neg",
     "reconstruct",
     "reconstruct_bytes",
     "reconstruct_bytes_robust",
@@ -121,10 +125,7 @@ class Share:
 
 
 def _point(value: Any, name: str) -> int:
-    x = check_int(value, name)
-    if not 1 <= x < FIELD_P:
-        raise InvalidInput(f"{name} must be in [1, p) with p = 2^61 - 1, got {x}")
-    return x
+    return check_int(value, name, lo=1, hi=FIELD_P - 1)
 
 
 def _field_array(values: Any, name: str) -> np.ndarray:
@@ -143,7 +144,7 @@ def _field_array(values: Any, name: str) -> np.ndarray:
 
 def _seed(seed: Any) -> bytes:
     if seed is None:
-        return secrets.token_bytes(SEED_BYTES)
+        return prg.new_seed()
     return check_bytes(seed, "seed", size=SEED_BYTES)
 
 
@@ -200,17 +201,17 @@ def from_field(values: np.ndarray) -> np.ndarray:
 
 def field_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(a + b) mod p`` element-wise; uint64 arrays of equal shape, values < p."""
-    return _bindings.fp_add(a, b)
+    return _bindings.fp_add(a, b).reshape(a.shape)  # the kernel returns 0-d as 1-d
 
 
 def field_sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(a - b) mod p`` element-wise; uint64 arrays of equal shape, values < p."""
-    return _bindings.fp_sub(a, b)
+    return _bindings.fp_sub(a, b).reshape(a.shape)  # the kernel returns 0-d as 1-d
 
 
 def field_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(a * b) mod p`` element-wise; uint64 arrays of equal shape, values < p."""
-    return _bindings.fp_mul(a, b)
+    return _bindings.fp_mul(a, b).reshape(a.shape)  # the kernel returns 0-d as 1-d
 
 
 def _batch_inverse(values: list[int]) -> list[int]:
@@ -295,7 +296,7 @@ def share(
         points: the ``n`` distinct evaluation points in ``[1, p)``; default
             ``1, 2, ..., n``.
         seed: 32 bytes from which the random coefficients are expanded.
-            Default: fresh from :func:`secrets.token_bytes`.  Pass one only
+            Default: fresh from :func:`mpcai.prg.new_seed`.  Pass one only
             for reproducible tests: anyone who knows it learns the secret
             from any single share, and reusing it leaks differences between
             secrets.
@@ -602,6 +603,27 @@ def mul_public(s: Share, c: int) -> Share:
     return Share(s.x, scaled.reshape(s.values.shape))
 
 
+def neg(s: Share) -> Share:
+    """The share of ``-secret`` (mod p): every party negates its own share."""
+    if not isinstance(s, Share):
+        raise InvalidType(f"neg takes a Share, not {type(s).__name__}")
+    return Share(s.x, field_sub(np.zeros_like(s.values), s.values))
+
+
+def add_public(s: Share, c: int) -> Share:
+    """The share of ``secret + c`` (``c`` a public integer, reduced mod p).
+
+    Every party adds ``c`` to its share: the shares become the values of
+    ``f(X) + c``, the same polynomial with its constant term ``f(0)`` grown by
+    ``c``.  Unlike :func:`mpcai.sharing.additive.add_public` (where exactly one
+    party adds ``c``, hence its ``party_index``), no party index is needed.
+    """
+    if not isinstance(s, Share):
+        raise InvalidType(f"add_public takes a Share, not {type(s).__name__}")
+    c = check_int(c, "c") % FIELD_P
+    return Share(s.x, field_add(s.values, np.full(s.values.shape, c, dtype=np.uint64)))
+
+
 # ---- byte strings ---------------------------------------------------------
 
 
@@ -655,9 +677,7 @@ def share_bytes(
     length, so any content (empty, leading or trailing zero bytes) comes back
     exactly.  Arguments as for :func:`share`.
     """
-    if not isinstance(secret, (bytes, bytearray, memoryview)):
-        raise InvalidType(f"secret must be bytes, not {type(secret).__name__}")
-    return share(_pack_bytes(bytes(secret)), t, n, points=points, seed=seed)
+    return share(_pack_bytes(check_bytes(secret, "secret")), t, n, points=points, seed=seed)
 
 
 def reconstruct_bytes(shares: Sequence[Share], t: int) -> bytes:

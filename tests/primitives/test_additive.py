@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mpcai import encoding
+from mpcai import encoding, prg
 from mpcai.errors import InvalidInput, InvalidType
 from mpcai.sharing import additive
 
@@ -65,6 +65,24 @@ def test_seeded_shares_expand_to_the_same_sharing() -> None:
     assert len(seeds) == 3 and all(len(s) == 32 for s in seeds)
     shares = [additive.expand_seeded(s, x.shape) for s in seeds] + [last]
     np.testing.assert_array_equal(additive.reconstruct(shares), x)
+
+
+def test_expand_seeded_validates_the_shape() -> None:
+    seed = bytes(range(32))
+    stream = prg.ring_vector(seed, 12)  # the PRG words the share stands for
+    np.testing.assert_array_equal(additive.expand_seeded(seed, 12), stream)
+    for shape in ((3, 4), (np.int64(3), 4)):
+        np.testing.assert_array_equal(additive.expand_seeded(seed, shape), stream.reshape(3, 4))
+    assert additive.expand_seeded(seed, ()).shape == ()
+    assert additive.expand_seeded(seed, (2, 0)).shape == (2, 0)
+    for bad, kind, msg in ((True, InvalidType, "shape must be an int, not bool"),
+                           ((2, True), InvalidType, r"shape\[1\] must be an int, not bool"),
+                           (2.0, InvalidType, "shape must be an int, not float"),
+                           ([3, 4], InvalidType, "shape must be an int or a tuple of ints"),
+                           (-1, InvalidInput, "shape must be at least 0, got -1"),
+                           ((3, -4), InvalidInput, r"shape\[1\] must be at least 0, got -4")):
+        with pytest.raises(kind, match=msg):
+            additive.expand_seeded(seed, bad)  # type: ignore[arg-type]
 
 
 def test_int64_input_is_twos_complement() -> None:

@@ -89,7 +89,7 @@ def test_n16384_preset_builds_and_round_trips() -> None:
 def test_encrypt_any_length_splits_into_ciphertexts(owner: CKKSContext, rng) -> None:
     x = rng.uniform(-10, 10, 10_000)
     v = owner.encrypt(x)
-    assert v.size == 10_000 and v.ciphertext_count == 3
+    assert v.size == len(v) == 10_000 and v.ciphertext_count == 3
     assert np.max(np.abs(owner.decrypt(v) - x)) < 1e-5
 
 
@@ -169,7 +169,11 @@ def test_matvec_chains_and_splits_wide_outputs(owner: CKKSContext, rng) -> None:
     x3 = rng.uniform(-1, 1, 3800)
     w3 = rng.uniform(-1, 1, (3800, 300)) / 16
     y3 = owner.encrypt(x3) @ w3  # two column blocks, two ciphertexts
-    assert y3.size == 300
+    assert y3.size == len(y3) == 300
+    # counted against the ciphertexts in the blob (one noise estimate each)
+    assert y3.ciphertext_count == len(owner.estimate_noise(y3)) == 2
+    with pytest.raises(InvalidInput, match="fits one ciphertext"):
+        _ = y3 @ np.ones((300, 4))  # would read only the first block
     assert np.max(np.abs(owner.decrypt(y3) - x3 @ w3)) < ONE_MUL_ERR
     # column blocks combine with scalars and with the same layout, not with flat vectors
     assert np.max(np.abs(owner.decrypt(y3 * 2.0 + y3) - 3 * (x3 @ w3))) < ONE_MUL_ERR
@@ -179,6 +183,7 @@ def test_matvec_chains_and_splits_wide_outputs(owner: CKKSContext, rng) -> None:
     with pytest.raises(InvalidInput):
         _ = y3 + owner.encrypt(np.ones(300))
     again = CKKSVector.deserialize(owner, y3.compact().serialize())
+    assert again.ciphertext_count == 2
     assert np.max(np.abs(owner.decrypt(again) - x3 @ w3)) < ONE_MUL_ERR
     with pytest.raises(InvalidInput):
         _ = again * np.ones(300)
@@ -234,8 +239,12 @@ def test_blobs_are_length_checked_before_parsing(owner: CKKSContext) -> None:
         CKKSVector.deserialize(owner, vblob[: len(vblob) // 2])
     with pytest.raises(WireError):
         CKKSVector.deserialize(owner, b"MPCKVEC1" + b"\xff" * 64)
-    with pytest.raises(InvalidType):
+    with pytest.raises(InvalidType, match="data must be bytes, not str"):
         CKKSVector.deserialize(owner, "text")  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="data must be bytes, not str"):
+        CKKSContext.deserialize("text")  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="max_bytes must be an int"):
+        CKKSContext.deserialize(blob, max_bytes=1e9)  # type: ignore[arg-type]
 
 
 def test_bad_inputs_raise_typed_errors(owner: CKKSContext) -> None:

@@ -322,6 +322,24 @@ def test_array_round_trip_and_ops(real: tuple[P.PublicKey, P.PrivateKey]) -> Non
         P.encrypt_array(pub, np.array([1.0, np.inf]))
 
 
+def test_containers_count_values_and_ciphertexts(
+        real: tuple[P.PublicKey, P.PrivateKey]) -> None:
+    """``size`` (= ``len()``) counts values, ``ciphertext_count`` ciphertexts; the latter
+    is checked against the serialised body, which holds one fixed-width ciphertext each."""
+    pub, _ = real
+    w = pub.ciphertext_bytes
+    arr = P.encrypt_array(pub, np.zeros((3, 4)))
+    assert (arr.size, len(arr), arr.ciphertext_count, arr.shape) == (12, 12, 12, (3, 4))
+    head = 3 + 1 + 8 + 2 + 1 + 4 * 2  # magic, version, key id, frac_bits, ndim, 2 dims
+    assert len(arr.serialize()) == head + 12 * w
+    spec = P.PackingSpec()  # 32-bit slots: (2048 - 1) // 32 = 63 per ciphertext
+    packed = P.encrypt_packed(pub, np.zeros(200), spec)
+    assert (packed.size, len(packed), packed.ciphertext_count) == (200, 200, 4)
+    assert len(packed.serialize()) == 3 + 1 + 8 + 2 * 2 + 4 * 2 + 8 + 4 * w
+    with pytest.raises(InvalidType, match="data must be bytes, not str"):
+        P.EncryptedArray.deserialize(pub, "PCA")  # type: ignore[arg-type]
+
+
 def test_packing_spec_slot_width() -> None:
     spec = P.PackingSpec(int_bits=8, frac_bits=16, max_summands=100)
     assert spec.slot_bits == 32  # 8 + 16 + 1 sign/offset + 7 headroom

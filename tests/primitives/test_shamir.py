@@ -237,7 +237,7 @@ def test_input_validation() -> None:
     with pytest.raises(InvalidType):
         shamir.reconstruct(shares[0], 1)  # type: ignore[arg-type]
     for x in (0, P, -1):
-        with pytest.raises(InvalidInput):
+        with pytest.raises(InvalidInput, match=rf"Share.x must be in \[1, {P - 1}\], got {x}"):
             Share(x, ok)
     with pytest.raises(InvalidType):
         Share(True, ok)
@@ -282,6 +282,46 @@ def test_linearity() -> None:
         shamir.sub(sa[0], sb[1])
 
 
+@pytest.mark.parametrize("shape", [(3, 11), (), (0,)])
+def test_neg_and_add_public(shape: tuple[int, ...]) -> None:
+    """Reconstructed against (-secret) mod p and (secret + c) mod p in Python ints; all
+    five shares are used once, so a share off the shifted polynomial (e.g. ``c`` added
+    by one party only, as in additive sharing) raises InconsistentShares."""
+    rng = np.random.default_rng(5)
+    a = field_values(rng, *shape)
+    sa = shamir.share(a, 3, 5)
+    flat = [int(x) for x in a.reshape(-1)]
+    negated = [shamir.neg(s) for s in sa]
+    assert all(n.x == s.x for n, s in zip(negated, sa, strict=True))
+    got = shamir.reconstruct(negated, 3)
+    assert got.shape == shape
+    assert [int(v) for v in got.reshape(-1)] == [(-x) % P for x in flat]
+    assert shamir.add(sa[0], negated[0]).values.shape == shape  # 0-d stays 0-d
+    for c in (0, 1, 7, P - 1, P, -3, 1 << 70):
+        shifted = [shamir.add_public(s, c) for s in sa]
+        for subset in (shifted, shifted[2:], shifted[::2]):
+            got = shamir.reconstruct(subset, 3)
+            assert [int(v) for v in got.reshape(-1)] == [(x + c) % P for x in flat]
+    with pytest.raises(InvalidType):
+        shamir.neg(a)  # type: ignore[arg-type]
+    with pytest.raises(InvalidType):
+        shamir.add_public(a, 1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="c must be an int"):
+        shamir.add_public(sa[0], 1.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="c must be an int"):
+        shamir.add_public(sa[0], True)
+
+
+def test_default_seed_comes_from_prg_new_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``seed`` the coefficients come from prg.new_seed (the one OS-seed source)."""
+    secret = np.arange(6, dtype=U64)
+    fixed = bytes(range(32))
+    monkeypatch.setattr(prg, "new_seed", lambda: fixed)
+    got = shamir.share(secret, 3, 4)
+    want = shamir.share(secret, 3, 4, seed=fixed)
+    assert all(np.array_equal(g.values, w.values) for g, w in zip(got, want, strict=True))
+
+
 @pytest.mark.parametrize("t", [2, 3])
 def test_t_minus_one_shares_look_uniform_for_any_secret(t: int) -> None:
     """With t - 1 shares the share values are uniform whatever the secret: the
@@ -322,7 +362,7 @@ def test_bytes_round_trip_property(data: bytes, t: int) -> None:
 
 
 def test_bytes_errors() -> None:
-    with pytest.raises(InvalidType):
+    with pytest.raises(InvalidType, match="secret must be bytes, not str"):
         shamir.share_bytes("text", 2, 3)  # type: ignore[arg-type]
     shares = shamir.share_bytes(os.urandom(32), 2, 3)
     noise = np.random.default_rng(8).integers(1, P, shares[0].values.shape, dtype=U64)

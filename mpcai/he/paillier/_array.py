@@ -40,7 +40,11 @@ def _fixed_ints(values: object, frac_bits: int) -> tuple[list[int], tuple[int, .
 
 
 class EncryptedArray:
-    """An array of Paillier ciphertexts (one per element) with common ``frac_bits``."""
+    """An array of Paillier ciphertexts (one per element) with common ``frac_bits``.
+
+    :attr:`size` (also ``len()``) counts the values, :attr:`shape` arranges
+    them; :attr:`ciphertext_count` equals :attr:`size` (one ciphertext each).
+    """
 
     __slots__ = ("_cs", "_fresh", "frac_bits", "public_key", "shape")
 
@@ -62,7 +66,18 @@ class EncryptedArray:
         obj.public_key, obj._cs, obj.shape, obj.frac_bits, obj._fresh = pub, cs, shape, f, fresh
         return obj
 
+    @property
+    def size(self) -> int:
+        """Number of plaintext values (the product of :attr:`shape`)."""
+        return len(self._cs)
+
+    @property
+    def ciphertext_count(self) -> int:
+        """Number of Paillier ciphertexts: one per value, so :attr:`size`."""
+        return len(self._cs)
+
     def __len__(self) -> int:
+        """:attr:`size`: every value, whatever the number of dimensions (unlike numpy)."""
         return len(self._cs)
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from gmpy2 import mpz
 
 from mpcai.errors import InvalidInput, InvalidType
+from mpcai.validation import check_bytes
 
 VERSION = 1
 """Version byte of every binary form."""
@@ -44,9 +45,7 @@ class Reader:
     """Bounds-checked reader over a serialised blob; checks its magic and version."""
 
     def __init__(self, data: object, magic: bytes) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise InvalidType(f"expected bytes, not {type(data).__name__}")
-        self.data = bytes(data)
+        self.data = check_bytes(data, "data")
         self.pos = 0
         if self.take(len(magic)) != magic:
             raise InvalidInput(f"not a serialised {magic.decode()} object (bad magic)")

@@ -64,13 +64,20 @@ class PackingSpec:
         return -(-raw // 8) * 8
 
     def slot_count(self, public_key: PublicKey) -> int:
-        """Slots per ciphertext under ``public_key``: ``floor((k - 1) / slot_bits)``."""
+        """Slots per ciphertext under ``public_key``: ``floor((k - 1) / slot_bits)``.
+
+        A method, not a property like :attr:`CKKSContext.slot_count
+        <mpcai.he.ckks.CKKSContext.slot_count>`: a spec is only the slot layout,
+        and the number of slots also depends on the modulus size ``k`` of the
+        key it is used with (one spec serves keys of every size).
+        """
         return (pub_arg(public_key).n_bits - 1) // self.slot_bits
 
 
 class PackedCiphertext:
-    """A packed fixed-point vector: :attr:`size` values (slots) over several ciphertexts,
-    holding the sum of ``summands`` vectors (at most ``spec.max_summands``)."""
+    """A packed fixed-point vector: :attr:`size` values (slots; also ``len()``) over
+    :attr:`ciphertext_count` ciphertexts, holding the sum of ``summands`` vectors (at most
+    ``spec.max_summands``)."""
 
     __slots__ = ("_cs", "_fresh", "public_key", "size", "spec", "summands")
 
@@ -104,6 +111,10 @@ class PackedCiphertext:
     def ciphertext_count(self) -> int:
         """Number of Paillier ciphertexts holding the slots (``ceil(size / slot_count)``)."""
         return len(self._cs)
+
+    def __len__(self) -> int:
+        """:attr:`size`, the number of values."""
+        return self.size
 
     @property
     def additions(self) -> int:
