@@ -75,7 +75,8 @@ def _u64_in(arr: Any, name: str, ndim: int | None = None) -> np.ndarray:
         raise InvalidType(f"{name} must have dtype uint64, not {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
         raise InvalidInput(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    # not np.ascontiguousarray: it turns a 0-d array into a 1-d one
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
 
 
 def _u64_inout(arr: Any, name: str, dtype: type = np.uint64) -> np.ndarray:

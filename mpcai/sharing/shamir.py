@@ -201,17 +201,17 @@ def from_field(values: np.ndarray) -> np.ndarray:
 
 def field_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(a + b) mod p`` element-wise; uint64 arrays of equal shape, values < p."""
-    return _bindings.fp_add(a, b).reshape(a.shape)  # the kernel returns 0-d as 1-d
+    return _bindings.fp_add(a, b)
 
 
 def field_sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(a - b) mod p`` element-wise; uint64 arrays of equal shape, values < p."""
-    return _bindings.fp_sub(a, b).reshape(a.shape)  # the kernel returns 0-d as 1-d
+    return _bindings.fp_sub(a, b)
 
 
 def field_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(a * b) mod p`` element-wise; uint64 arrays of equal shape, values < p."""
-    return _bindings.fp_mul(a, b).reshape(a.shape)  # the kernel returns 0-d as 1-d
+    return _bindings.fp_mul(a, b)
 
 
 def _batch_inverse(values: list[int]) -> list[int]:

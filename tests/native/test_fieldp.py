@@ -562,3 +562,13 @@ def test_all_kernels_paths_bit_identical() -> None:
     for other in results[1:]:
         for x, y in zip(results[0], other, strict=True):
             assert np.array_equal(x, y)
+
+
+def test_elementwise_kernels_keep_the_shape_of_0d_and_nd_inputs() -> None:
+    P = ref.P61
+    for shape in ((), (0,), (3, 4), (2, 1, 5)):
+        a = np.full(shape, 5, dtype=np.uint64)
+        b = np.full(shape, P - 2, dtype=np.uint64)
+        assert nb.fp_add(a, b).shape == shape and np.all(nb.fp_add(a, b) == 3)
+        assert nb.fp_sub(a, b).shape == shape and np.all(nb.fp_sub(a, b) == 7)
+        assert nb.fp_mul(a, b).shape == shape and np.all(nb.fp_mul(a, b) == P - 10)
