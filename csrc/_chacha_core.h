@@ -208,15 +208,45 @@ CHACHA_AVX2_INLINE void chacha9_avx2(const uint32_t st[16], uint32_t ctr, __m256
     o[12] = x6; o[13] = x14; o[14] = x7; o[15] = x15;
 }
 
+/* ---- tests only: forced rejections ------------------------------------- */
+
+/* The test hooks of mpcai_native.h make the rejection path (probability
+ * 2^-61 per word) reachable: the raw 64-bit words at the stream indices
+ * force[0..n_force) that fall in [base, base + n) become 2^64 - 1, whose
+ * candidate (word & p) is p.  The candidate-group functions below apply
+ * this to the generator's raw words before their own comparison with p, so
+ * a forced word is detected by the same code as a real one, on every SIMD
+ * path.  Each path's body is instantiated twice: with force = NULL (the
+ * real path; the forcing folds away, the code is the one without it) and
+ * with the test hook's list (chacha_fp_reader_fill picks it when r->force
+ * is set). */
+static inline void chacha_force_words(uint64_t *raw, uint64_t base, size_t n,
+                                      const uint64_t *force, size_t n_force)
+{
+    for (size_t k = 0; k < n_force; k++) {
+        uint64_t j = force[k] - base; /* wraps to a huge value below base */
+        if (j < n) raw[j] = UINT64_MAX;
+    }
+}
+
 /* The 72 field candidates (word & (2^61 - 1)) of the group at ctr, in
- * stream order; nonzero iff one of them equals p (must be rejected). */
-CHACHA_AVX2_INLINE int chacha_fp_cand_group_avx2(const uint32_t st[16], uint32_t ctr,
-                                                 uint64_t w[CHACHA_GROUP_WORDS])
+ * stream order; nonzero iff one of them equals p (must be rejected).
+ * force/n_force: see chacha_force_words. */
+__attribute__((target("avx2"), always_inline)) static inline int
+chacha_fp_cand_avx2_body(const uint32_t st[16], uint32_t ctr, uint64_t w[CHACHA_GROUP_WORDS],
+                         const uint64_t *force, size_t n_force)
 {
     const __m256i p = _mm256_set1_epi64x((long long)MPCAI_FIELD_P);
     __m256i o[16], bad = _mm256_setzero_si256();
     uint64_t w8[8], sbad = 0;
     chacha9_avx2(st, ctr, o, w8);
+    if (force) {
+        uint64_t raw[64];
+        for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)(raw + 4 * i), o[i]);
+        chacha_force_words(raw, 8 * (uint64_t)ctr, 64, force, n_force);
+        chacha_force_words(w8, 8 * (uint64_t)ctr + 64, 8, force, n_force);
+        for (int i = 0; i < 16; i++) o[i] = _mm256_loadu_si256((const __m256i *)(raw + 4 * i));
+    }
     for (int i = 0; i < 16; i++) {
         __m256i v = _mm256_and_si256(o[i], p);
         bad = _mm256_or_si256(bad, _mm256_cmpeq_epi64(v, p));
@@ -228,6 +258,19 @@ CHACHA_AVX2_INLINE int chacha_fp_cand_group_avx2(const uint32_t st[16], uint32_t
         w[64 + i] = v;
     }
     return !_mm256_testz_si256(bad, bad) || sbad;
+}
+
+CHACHA_AVX2_INLINE int chacha_fp_cand_group_avx2(const uint32_t st[16], uint32_t ctr,
+                                                 uint64_t w[CHACHA_GROUP_WORDS])
+{
+    return chacha_fp_cand_avx2_body(st, ctr, w, NULL, 0);
+}
+
+CHACHA_AVX2_INLINE int chacha_fp_cand_group_avx2_forced(const uint32_t st[16], uint32_t ctr,
+                                                        uint64_t w[CHACHA_GROUP_WORDS],
+                                                        const uint64_t *force, size_t n_force)
+{
+    return chacha_fp_cand_avx2_body(st, ctr, w, force, n_force);
 }
 #endif /* MPCAI_HAVE_AVX2 */
 
@@ -352,15 +395,24 @@ CHACHA_AVX512_INLINE void chacha17_avx512(const uint32_t st[16], uint32_t ctr, _
 }
 
 /* The 136 field candidates of the 17 blocks at ctr, in stream order;
- * nonzero iff one of them equals p (must be rejected). */
-__attribute__((target(MPCAI_AVX512_TARGET))) static inline int chacha_fp_cand_group_avx512(const uint32_t st[16], uint32_t ctr,
-                                                     uint64_t w[CHACHA_Z_GROUP_WORDS])
+ * nonzero iff one of them equals p (must be rejected).  force/n_force: see
+ * chacha_force_words. */
+CHACHA_AVX512_INLINE int chacha_fp_cand_avx512_body(const uint32_t st[16], uint32_t ctr,
+                                                    uint64_t w[CHACHA_Z_GROUP_WORDS],
+                                                    const uint64_t *force, size_t n_force)
 {
     const __m512i p = _mm512_set1_epi64((long long)MPCAI_FIELD_P);
     __m512i o[16];
     __mmask8 bad = 0;
     uint64_t w16[8], sbad = 0;
     chacha17_avx512(st, ctr, o, w16);
+    if (force) {
+        uint64_t raw[128];
+        for (int i = 0; i < 16; i++) _mm512_storeu_si512((void *)(raw + 8 * i), o[i]);
+        chacha_force_words(raw, 8 * (uint64_t)ctr, 128, force, n_force);
+        chacha_force_words(w16, 8 * (uint64_t)ctr + 128, 8, force, n_force);
+        for (int i = 0; i < 16; i++) o[i] = _mm512_loadu_si512((const void *)(raw + 8 * i));
+    }
     for (int i = 0; i < 16; i++) {
         __m512i v = _mm512_and_si512(o[i], p);
         bad |= _mm512_cmpeq_epi64_mask(v, p);
@@ -373,23 +425,55 @@ __attribute__((target(MPCAI_AVX512_TARGET))) static inline int chacha_fp_cand_gr
     }
     return bad != 0 || sbad;
 }
+
+#define CHACHA_AVX512_FN __attribute__((target(MPCAI_AVX512_TARGET))) static inline
+CHACHA_AVX512_FN int chacha_fp_cand_group_avx512(const uint32_t st[16], uint32_t ctr,
+                                                 uint64_t w[CHACHA_Z_GROUP_WORDS])
+{
+    return chacha_fp_cand_avx512_body(st, ctr, w, NULL, 0);
+}
+
+CHACHA_AVX512_FN int chacha_fp_cand_group_avx512_forced(const uint32_t st[16], uint32_t ctr,
+                                                        uint64_t w[CHACHA_Z_GROUP_WORDS],
+                                                        const uint64_t *force, size_t n_force)
+{
+    return chacha_fp_cand_avx512_body(st, ctr, w, force, n_force);
+}
+#undef CHACHA_AVX512_FN
 #endif /* MPCAI_HAVE_AVX512 */
 
-/* Scalar twin of chacha_fp_cand_group_avx2. */
-static inline int chacha_fp_cand_group_scalar(const uint32_t st[16], uint32_t ctr,
-                                              uint64_t w[CHACHA_GROUP_WORDS])
+/* Scalar twin of chacha_fp_cand_avx2_body. */
+static inline int
+chacha_fp_cand_scalar_body(const uint32_t st[16], uint32_t ctr, uint64_t w[CHACHA_GROUP_WORDS],
+                           const uint64_t *force, size_t n_force)
 {
     uint32_t b[16];
-    uint64_t bad = 0;
+    uint64_t raw[8], bad = 0;
     for (int k = 0; k < CHACHA_GROUP_BLOCKS; k++) {
         chacha_block(st, ctr + (uint32_t)k, b);
+        for (int i = 0; i < 8; i++) raw[i] = (uint64_t)b[2 * i] | ((uint64_t)b[2 * i + 1] << 32);
+        if (force)
+            chacha_force_words(raw, 8 * ((uint64_t)ctr + (uint64_t)k), 8, force, n_force);
         for (int i = 0; i < 8; i++) {
-            uint64_t v = ((uint64_t)b[2 * i] | ((uint64_t)b[2 * i + 1] << 32)) & MPCAI_FIELD_P;
+            uint64_t v = raw[i] & MPCAI_FIELD_P;
             bad |= (uint64_t)(v == MPCAI_FIELD_P);
             w[8 * k + i] = v;
         }
     }
     return bad != 0;
+}
+
+static inline int chacha_fp_cand_group_scalar(const uint32_t st[16], uint32_t ctr,
+                                              uint64_t w[CHACHA_GROUP_WORDS])
+{
+    return chacha_fp_cand_scalar_body(st, ctr, w, NULL, 0);
+}
+
+static inline int chacha_fp_cand_group_scalar_forced(const uint32_t st[16], uint32_t ctr,
+                                                     uint64_t w[CHACHA_GROUP_WORDS],
+                                                     const uint64_t *force, size_t n_force)
+{
+    return chacha_fp_cand_scalar_body(st, ctr, w, force, n_force);
 }
 
 /* ---- field-element reader ------------------------------------------------ */
@@ -410,8 +494,8 @@ typedef struct {
     size_t pos, have;         /* unread candidates buf[pos..have) */
     int buf_bad;              /* some candidate in buf must be rejected */
     uint64_t rejected;        /* candidates rejected while reading so far */
-    const uint64_t *force;    /* tests only: candidate indices rejected as if */
-    size_t n_force;           /* they equalled p (see the Shamir test hook) */
+    const uint64_t *force;    /* tests only: stream indices whose words are */
+    size_t n_force;           /* forced to a rejected one (chacha_force_words) */
     uint64_t buf[CHACHA_MAX_GROUP_WORDS];
 } chacha_fp_reader;
 
@@ -438,12 +522,30 @@ static inline void chacha_fp_reader_init(chacha_fp_reader *r, const uint8_t seed
     r->n_force = 0;
 }
 
+/* chacha_fp_reader_fill for the test hooks (r->force set): out of line, so
+ * that the real path's code stays as it is without the forcing. */
+__attribute__((noinline, cold)) static int chacha_fp_reader_fill_forced(chacha_fp_reader *r,
+                                                                        uint64_t *w)
+{
+    const uint32_t ctr = (uint32_t)r->ctr;
+    r->ctr += r->gblocks;
+#if MPCAI_HAVE_AVX512
+    if (r->level >= MPCAI_LEVEL_AVX512)
+        return chacha_fp_cand_group_avx512_forced(r->st, ctr, w, r->force, r->n_force);
+#endif
+#if MPCAI_HAVE_AVX2
+    if (r->level >= MPCAI_LEVEL_AVX2)
+        return chacha_fp_cand_group_avx2_forced(r->st, ctr, w, r->force, r->n_force);
+#endif
+    return chacha_fp_cand_group_scalar_forced(r->st, ctr, w, r->force, r->n_force);
+}
+
 /* Candidates of the next group (r->gwords of them) into w; nonzero iff one
  * must be rejected. */
 static inline int chacha_fp_reader_fill(chacha_fp_reader *r, uint64_t *w)
 {
-    const uint64_t base = 8 * r->ctr;
     int bad;
+    if (__builtin_expect(r->force != NULL, 0)) return chacha_fp_reader_fill_forced(r, w);
 #if MPCAI_HAVE_AVX512
     if (r->level >= MPCAI_LEVEL_AVX512)
         bad = chacha_fp_cand_group_avx512(r->st, (uint32_t)r->ctr, w);
@@ -456,13 +558,6 @@ static inline int chacha_fp_reader_fill(chacha_fp_reader *r, uint64_t *w)
 #endif
         bad = chacha_fp_cand_group_scalar(r->st, (uint32_t)r->ctr, w);
     r->ctr += r->gblocks;
-    for (size_t k = 0; k < r->n_force; k++) {
-        uint64_t j = r->force[k] - base; /* wraps to a huge value below base */
-        if (j < r->gwords) {
-            w[j] = MPCAI_FIELD_P;
-            bad = 1;
-        }
-    }
     return bad;
 }
 

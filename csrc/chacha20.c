@@ -445,15 +445,16 @@ static int fieldp_kernel(const uint8_t *seed, size_t seed_len, int mode, uint64_
         rc = chacha_fp_reader_read(&r, w, take);
         if (rc) return rc;
         uint64_t *a = acc + i;
+        /* branch-free, one constant: d in [-p, p) (as signed), + p if negative */
         if (mode > 0) {
             for (size_t k = 0; k < take; k++) {
-                uint64_t s = a[k] + w[k];
-                a[k] = s >= P61 ? s - P61 : s;
+                uint64_t d = a[k] + w[k] - P61;
+                a[k] = d + (P61 & (0 - (d >> 63)));
             }
         } else {
             for (size_t k = 0; k < take; k++) {
-                uint64_t x = a[k], v = w[k];
-                a[k] = x >= v ? x - v : x + P61 - v;
+                uint64_t d = a[k] - w[k];
+                a[k] = d + (P61 & (0 - (d >> 63)));
             }
         }
     }

@@ -117,21 +117,24 @@ int mpcai_fp_shamir_share_mt(const uint64_t *secret, size_t len,
                              size_t degree,
                              const uint64_t *points, size_t n_points,
                              uint64_t *out, int n_threads);
-/* FOR TESTS ONLY.  mpcai_prg_fieldp, except that the candidates at the
- * indices force[0..n_force) of the stream are rejected as if they equalled
- * p: the rejection path, otherwise met with probability 2^-61 per word,
- * becomes reachable.  Same generator, reader and filter as the real call. */
+/* FOR TESTS ONLY.  mpcai_prg_fieldp, except that the generator's raw
+ * words at the indices force[0..n_force) of the stream (any order) are
+ * replaced by 2^64 - 1, whose candidate is p, before the SIMD path's own
+ * comparison with p: the rejection path, otherwise met with probability
+ * 2^-61 per word, becomes reachable through the same detection, reader and
+ * filter as a real rejection.                                          */
 int mpcai_testhook_prg_fieldp(const uint8_t *seed, size_t seed_len,
                               const uint64_t *force, size_t n_force,
                               uint64_t *out, size_t n);
 /* FOR TESTS ONLY -- never for real shares.  mpcai_fp_shamir_share_mt,
- * except that (a) the candidates of the coefficient stream at the indices
- * force[0..n_force) (any order) are rejected as if they equalled p, which
- * makes the rare paths of rejection sampling reachable, and (b) a thread
- * gets at least min_per_thread elements (0 = the default).  The output
- * equals the single-threaded sharing with the same forced rejections.  If
- * info is not NULL it receives {threads used, index of the first thread
- * whose successors' portions were recomputed, or -1}.                  */
+ * except that (a) the words of the coefficient stream at the indices
+ * force[0..n_force) (any order) are forced to be rejected, as in
+ * mpcai_testhook_prg_fieldp, which makes the rare paths of rejection
+ * sampling reachable, and (b) a thread gets at least min_per_thread
+ * elements (0 = the default).  The output equals the single-threaded
+ * sharing with the same forced rejections.  If info is not NULL it
+ * receives {threads used, index of the first thread whose successors'
+ * portions were recomputed, or -1}.                                    */
 int mpcai_testhook_fp_shamir_share_mt(const uint64_t *secret, size_t len,
                                       const uint8_t *seed, size_t seed_len,
                                       size_t degree,

@@ -155,14 +155,17 @@ def test_reference_rejection_rule() -> None:
 
 
 @pytest.mark.parametrize("force", [[0], [3], [7, 8], [0, 1, 2, 63, 64, 65], [130, 131, 1000],
-                                   list(range(200, 260))])
+                                   [71, 72, 127, 128, 135, 136], list(range(200, 260))])
 @pytest.mark.parametrize("n", [1, 64, 137, 1100])
 def test_prg_fieldp_rejection_in_c_matches_reference(path: int, force: list[int],
                                                      n: int) -> None:
     """The C kernel's rejection path (probability 2^-61 per word, never met at random)
-    made reachable by a test hook that rejects chosen candidates as if they equalled p:
-    the output must equal the reference applied to the keystream with those words set
-    to p -- on every SIMD path, in the fast whole-group path and the buffered one."""
+    made reachable by a test hook that replaces the generator's raw words at chosen
+    stream indices by 2^64 - 1 (candidate p) *before* the SIMD path's own comparison
+    with p, so the detection under test is the real one: the output must equal the
+    reference applied to the keystream with those words replaced -- on every SIMD
+    path, at both ends of a group (8-block + 1 AVX2/scalar groups, 16 + 1 AVX-512),
+    in the fast whole-group path and the buffered one."""
     from mpcai._native import ffi, lib
 
     seed = os.urandom(32)
@@ -174,7 +177,7 @@ def test_prg_fieldp_rejection_in_c_matches_reference(path: int, force: list[int]
     assert rc == lib.MPCAI_OK
     words = ref.prg_words(seed, max(n + len(force), max(force) + 1) + 8)
     for j in force:
-        words[j] = ref.P61
+        words[j] = (1 << 64) - 1
     expected = ref.prg_fieldp_from_words(words, n)
     assert out.tolist() == expected
     if any(j < n for j in force):  # the forced words really were dropped
