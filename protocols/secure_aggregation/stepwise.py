@@ -1,0 +1,301 @@
+"""Secure aggregation one message at a time, for hosts that drive the round trips.
+
+Frameworks such as Flower deliver each server message to a client call that
+keeps nothing in memory between messages (only a byte store per node), and
+let the server send a batch of messages and collect the replies
+(``send_and_receive``).  This module runs the *same* stage functions as
+:func:`~mpcai.protocols.secure_aggregation.client` and
+:func:`~mpcai.protocols.secure_aggregation.server` on such a host:
+
+* a client is :func:`client_begin` (on the first message: it advertises its
+  keys and returns its state as bytes) then :func:`client_step` for each later
+  message (state in, reply and new state out).  The state holds this client's
+  secrets for the round (its X25519/Ed25519 private keys, self-mask seed,
+  pairwise keys, the shares it holds) and its update: keep it where only this
+  client can read it, and delete it when the round ends;
+* the server is :func:`run_server`, given ``round_trip(tag, outgoing)``: deliver
+  ``outgoing[client]`` (a list of ``(tag, object)`` the server sent that client
+  since the last round trip; empty for the first one) and return ``{client:
+  reply}`` for the clients that answered with a message of stage ``tag``; one that
+  did not answer in time is a dropout.
+
+The threat model is the protocol's (see the package docstring): the host
+transports messages and stores each client's state, and learns nothing the
+server does not.  Every value is encoded with :mod:`mpcai.runtime.wire` (no
+pickle); a malformed message or state is refused with a typed error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from mpcai.errors import InvalidInput, PeerDropped, ProtocolAbort, WireError
+from mpcai.runtime import Gathered, wire
+from mpcai.validation import check_bytes, check_int
+
+from . import _crypto
+from .client import (
+    ClientState,
+    _quantised,
+    advertise_keys,
+    consistency_check,
+    flatten_update,
+    masked_input,
+    share_keys,
+    unmask,
+)
+from .config import SecAggConfig
+from .server import AggregateResult, server
+from .stages import Stage, StageMachine
+
+__all__ = ["RoundTrip", "client_begin", "client_step", "run_server"]
+
+SERVER = 0
+_STATE_VERSION = 1
+
+RoundTrip = Callable[[str, Mapping[int, list[tuple[str, Any]]]], Mapping[int, Any]]
+"""``round_trip(tag, outgoing) -> {client: reply}``: see the module docstring."""
+
+# the client stage that consumes the server's message of each stage
+_NEXT: dict[str, Stage] = {
+    Stage.ADVERTISE_KEYS.value: Stage.SHARE_KEYS,
+    Stage.SHARE_KEYS.value: Stage.MASKED_INPUT,
+    Stage.CONSISTENCY_CHECK.value: Stage.CONSISTENCY_CHECK,
+    Stage.UNMASK.value: Stage.UNMASK,
+}
+
+
+# ---- the client ------------------------------------------------------------------
+
+
+class _OneMessage:
+    """A client's view of one round trip: the server's messages in, one reply out."""
+
+    def __init__(self, me: int, session: bytes, incoming: Mapping[str, Any]) -> None:
+        self.id = me
+        self.session = session
+        self._incoming = dict(incoming)
+        self.sent: list[tuple[str, Any]] = []
+
+    async def recv(self, frm: int, tag: str, *, timeout: float | None = None) -> Any:
+        if frm != SERVER or tag not in self._incoming:
+            raise ProtocolAbort(f"the server's message for {tag!r} is missing")
+        return self._incoming.pop(tag)
+
+    async def send(self, to: int, tag: str, obj: Any, *, timeout: float | None = None) -> None:
+        self.sent.append((tag, obj))
+
+
+def _raw_x25519(sk: Any) -> bytes:
+    return b"" if sk is None else _crypto.x25519_private_bytes(sk)
+
+
+def _raw_ed25519(sk: Any) -> bytes:
+    if sk is None:
+        return b""
+    return sk.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+def _encode_state(state: ClientState, update: np.ndarray, weight: int) -> bytes:
+    cfg = {f.name: getattr(state.cfg, f.name) for f in dataclasses.fields(state.cfg)}
+    if cfg["identities"] is not None:
+        cfg["identities"] = {int(k): bytes(v) for k, v in cfg["identities"].items()}
+    ids = lambda s: np.array(sorted(s), dtype=np.uint32)  # noqa: E731
+    return wire.encode_payload({
+        "version": _STATE_VERSION, "cfg": cfg, "me": state.me, "session": state.session,
+        "stage": state.machine.stage.value, "c_sk": _raw_x25519(state.c_sk),
+        "s_sk": _raw_x25519(state.s_sk), "e_sk": _raw_ed25519(state.e_sk),
+        "self_seed": state.self_seed, "signing_keys": dict(state.signing_keys),
+        "graph": ids(state.graph), "u2": ids(state.u2), "signed_u3": ids(state.signed_u3),
+        "share_keys": dict(state.share_keys), "mask_seeds": dict(state.mask_seeds),
+        "held": dict(state.held), "length": state.length, "clipped": state.clipped,
+        "identity": _raw_ed25519(state.identity), "update": update, "weight": weight,
+    })
+
+
+def _decode_state(blob: bytes) -> tuple[ClientState, np.ndarray, int]:
+    blob = check_bytes(blob, "state")
+    try:
+        d = wire.decode_payload(blob)
+        if d["version"] != _STATE_VERSION:
+            raise InvalidInput(f"client state version {d['version']}, this is "
+                               f"{_STATE_VERSION}")
+        state = ClientState(cfg=SecAggConfig(**d["cfg"]), me=int(d["me"]),
+                            session=bytes(d["session"]))
+        state.machine = StageMachine()
+        state.machine.stage = Stage(d["stage"])
+        state.c_sk = _crypto.x25519_from_bytes(d["c_sk"]) if d["c_sk"] else None
+        state.s_sk = _crypto.x25519_from_bytes(d["s_sk"]) if d["s_sk"] else None
+        state.e_sk = Ed25519PrivateKey.from_private_bytes(d["e_sk"]) if d["e_sk"] else None
+        state.self_seed = bytes(d["self_seed"])
+        state.signing_keys = {int(k): bytes(v) for k, v in d["signing_keys"].items()}
+        state.graph = frozenset(int(i) for i in d["graph"])
+        state.u2 = frozenset(int(i) for i in d["u2"])
+        state.signed_u3 = frozenset(int(i) for i in d["signed_u3"])
+        state.share_keys = {int(k): bytes(v) for k, v in d["share_keys"].items()}
+        state.mask_seeds = {int(k): bytes(v) for k, v in d["mask_seeds"].items()}
+        state.held = {int(k): np.asarray(v, dtype=np.uint64) for k, v in d["held"].items()}
+        state.length = int(d["length"])
+        state.clipped = int(d["clipped"])
+        state.identity = (Ed25519PrivateKey.from_private_bytes(d["identity"])
+                          if d["identity"] else None)
+        return state, d["update"], int(d["weight"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, InvalidInput):
+            raise
+        raise InvalidInput(f"not a secure-aggregation client state: {exc!r}") from exc
+    except WireError as exc:
+        raise InvalidInput(f"not a secure-aggregation client state: {exc}") from exc
+
+
+def _run_stage(coro_fn: Callable[[], Any]) -> None:
+    """Run a client stage to completion without an event loop (its only awaits are on
+    :class:`_OneMessage`, which never suspends), so a host may call it from inside its
+    own loop -- even a trio run, e.g. a server and clients in one process."""
+    coro = coro_fn()
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("a client stage waited on something other than its one message")
+
+
+def client_begin(cfg: SecAggConfig, me: int, session: bytes,
+                 update: np.ndarray | Mapping[str, np.ndarray], weight: int = 1, *,
+                 identity_key: Any = None) -> tuple[Any, bytes]:
+    """The client's first stage (advertise its keys) for a round of ``session``.
+
+    ``me`` is this client's id in ``1..cfg.n_clients`` (the host assigns them),
+    ``update`` its model update and ``weight`` its integer weight (e.g. its
+    number of examples, at most ``cfg.max_weight``), both checked now.
+    Returns ``(message for the server, state)``: send the message as this
+    client's answer to stage ``"advertise_keys"`` and keep the state (bytes)
+    for :func:`client_step`.
+    """
+    if not isinstance(cfg, SecAggConfig):
+        raise InvalidInput("cfg must be a SecAggConfig")
+    me = check_int(me, "client id", lo=1, hi=cfg.n_clients)
+    session = check_bytes(session, "session", size=wire.SESSION_ID_BYTES)
+    weight = check_int(weight, "weight", lo=1, hi=cfg.max_weight)
+    vec = flatten_update(update)
+    if cfg.dim is not None and vec.size != cfg.dim:
+        raise InvalidInput(f"the update has {vec.size} values, the configuration says "
+                           f"dim={cfg.dim}")
+    state = ClientState(cfg=cfg, me=me, session=session, length=int(vec.size))
+    if isinstance(identity_key, bytes):
+        identity_key = Ed25519PrivateKey.from_private_bytes(identity_key)
+    state.identity = identity_key
+    host = _OneMessage(me, session, {})
+    _quantised(state, vec, weight)  # bad values refused before any key is made
+    state.clipped = 0
+    _run_stage(lambda: advertise_keys(host, state))  # type: ignore[arg-type]
+    (_, message), = host.sent
+    return message, _encode_state(state, vec, weight)
+
+
+def client_step(state: bytes, incoming: Mapping[str, Any]) -> tuple[str | None, Any, bytes]:
+    """The client's next stage: ``incoming`` holds the server's messages of one round trip
+    (``{stage: object}``).  Returns ``(stage of the reply, reply, new state)``; after the
+    last stage the reply's stage is ``None`` ("done", with a status dict as the reply)
+    and the state should be deleted.
+
+    Raises :class:`~mpcai.errors.ProtocolAbort` (or a subclass) if the server's
+    messages are malformed or contradict earlier ones: the client then stops
+    answering this round (a dropout), and its secrets never leave it.
+    """
+    st, update, weight = _decode_state(state)
+    if not isinstance(incoming, Mapping) or not incoming:
+        raise ProtocolAbort("no message from the server")
+    # the message that starts the next stage (a consistency check comes before unmask)
+    order = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.CONSISTENCY_CHECK, Stage.UNMASK]
+    tags = [s.value for s in order if s.value in incoming]
+    if not tags:
+        raise ProtocolAbort(f"unexpected server messages {sorted(map(str, incoming))}")
+    stage = _NEXT[tags[0]]
+    host = _OneMessage(st.me, st.session, incoming)
+    if stage is Stage.SHARE_KEYS:
+        _run_stage(lambda: share_keys(host, st))  # type: ignore[arg-type]
+    elif stage is Stage.MASKED_INPUT:
+        _run_stage(lambda: masked_input(host, st, update, weight))  # type: ignore[arg-type]
+    elif stage is Stage.CONSISTENCY_CHECK:
+        _run_stage(lambda: consistency_check(host, st))  # type: ignore[arg-type]
+    else:
+        _run_stage(lambda: unmask(host, st))  # type: ignore[arg-type]
+    (tag, reply), = host.sent
+    if stage is not Stage.SHARE_KEYS:  # the masked update is sent: keep no copy of it
+        update = np.zeros(0, dtype=update.dtype)
+    return tag, reply, _encode_state(st, update, weight)
+
+
+# ---- the server ------------------------------------------------------------------
+
+
+class _Hub:
+    """The server's view of a host that batches messages into round trips."""
+
+    def __init__(self, session: bytes, clients: Sequence[int], round_trip: RoundTrip) -> None:
+        self.id = SERVER
+        self.session = session
+        self.peers = tuple(sorted(clients))
+        self._round_trip = round_trip
+        self._out: dict[int, list[tuple[str, Any]]] = {}
+        self._replies: dict[str, dict[int, Any]] = {}
+
+    def _queue(self, tag: str, objs: Mapping[int, Any]) -> None:
+        for cid, obj in objs.items():
+            self._out.setdefault(int(cid), []).append((tag, obj))
+
+    async def send_many(self, tag: str, objs: Mapping[int, Any], *,
+                        timeout: float | None = None) -> None:
+        self._queue(tag, objs)
+
+    async def broadcast(self, tag: str, obj: Any, to: Sequence[int] | None = None, *,
+                        timeout: float | None = None) -> None:
+        self._queue(tag, {cid: obj for cid in (self.peers if to is None else to)})
+
+    def _ensure(self, tag: str, ids: Sequence[int]) -> dict[int, Any]:
+        if tag not in self._replies:
+            outgoing = self._out or {int(cid): [] for cid in ids}
+            self._out = {}
+            got = self._round_trip(tag, outgoing)
+            self._replies[tag] = {int(cid): reply for cid, reply in dict(got).items()
+                                  if int(cid) in outgoing}
+        return self._replies[tag]
+
+    async def gather(self, tag: str, peers: Sequence[int] | None = None, *,
+                     timeout: float | None = None, min_count: int | None = None) -> Gathered:
+        ids = list(self.peers if peers is None else peers)
+        got = self._ensure(tag, ids)
+        answers = {cid: got[cid] for cid in ids if cid in got}
+        missing = {cid: PeerDropped(f"client {cid} did not answer {tag!r}", cid)
+                   for cid in ids if cid not in got}
+        if missing and min_count is None:
+            raise next(iter(missing.values()))
+        return Gathered(answers, missing)
+
+    async def recv(self, frm: int, tag: str, *, timeout: float | None = None) -> Any:
+        got = self._ensure(tag, [frm])
+        if frm not in got:
+            raise PeerDropped(f"client {frm} did not answer {tag!r}", frm)
+        return got[frm]
+
+
+def run_server(cfg: SecAggConfig, session: bytes, round_trip: RoundTrip) -> AggregateResult:
+    """Run the server of one round on a host: ``round_trip`` carries each stage's messages
+    (see the module docstring); clients are ``1..cfg.n_clients``.  Returns the
+    :class:`~mpcai.protocols.secure_aggregation.AggregateResult`, or raises as
+    :func:`~mpcai.protocols.secure_aggregation.server` does (e.g.
+    :class:`~mpcai.errors.NotEnoughSurvivors`)."""
+    if not isinstance(cfg, SecAggConfig):
+        raise InvalidInput("cfg must be a SecAggConfig")
+    session = check_bytes(session, "session", size=wire.SESSION_ID_BYTES)
+    hub = _Hub(session, range(1, cfg.n_clients + 1), round_trip)
+    return trio.run(lambda: server(hub, cfg))  # type: ignore[arg-type]

@@ -1,0 +1,131 @@
+"""Secure aggregation driven one message at a time (the shape of a Flower round):
+clients keep nothing in memory between messages, only the state bytes they return."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import numpy as np
+import pytest
+from mpcai.protocols.secure_aggregation import SecAggConfig, make_identities
+from mpcai.protocols.secure_aggregation import stepwise as sw
+
+from mpcai.errors import EncodingOverflow, InvalidInput, NotEnoughSurvivors, ProtocolAbort
+
+
+class StatelessHost:
+    """Stores each client's state as bytes between round trips, as a framework would;
+    a client in ``drop[stage]`` does not answer that stage's round trip."""
+
+    def __init__(self, cfg: SecAggConfig, updates: list[np.ndarray], weights: list[int],
+                 drop: dict[str, set[int]] | None = None,
+                 identity_keys: dict[int, Any] | None = None) -> None:
+        self.cfg, self.updates, self.weights = cfg, updates, weights
+        self.drop = drop or {}
+        self.identity_keys = identity_keys or {}
+        self.session = secrets.token_bytes(16)
+        self.state: dict[int, bytes] = {}
+        self.trips: list[str] = []
+        self.done: dict[int, Any] = {}
+
+    def round_trip(self, tag: str, outgoing: dict[int, list[tuple[str, Any]]]) -> dict[int, Any]:
+        self.trips.append(tag)
+        replies = {}
+        for cid, msgs in outgoing.items():
+            if cid in self.drop.get(tag, set()):
+                self.state.pop(cid, None)
+                continue
+            if not msgs:  # the first round trip: the client trains and advertises
+                msg, self.state[cid] = sw.client_begin(
+                    self.cfg, cid, self.session, self.updates[cid - 1], self.weights[cid - 1],
+                    identity_key=self.identity_keys.get(cid))
+                replies[cid] = msg
+                continue
+            got, reply, self.state[cid] = sw.client_step(self.state[cid], dict(msgs))
+            assert got == tag
+            replies[cid] = reply
+        return replies
+
+
+def _plain_mean(updates: list[np.ndarray], weights: list[int], ids: list[int]) -> np.ndarray:
+    w = np.array([weights[i - 1] for i in ids], dtype=np.float64)
+    return (np.stack([updates[i - 1] for i in ids]) * w[:, None]).sum(0) / w.sum()
+
+
+@pytest.mark.parametrize("consistency", [False, True])
+def test_stateless_clients_give_the_weighted_mean(consistency: bool) -> None:
+    rng = np.random.default_rng(1)
+    n, d = 12, 300
+    updates = [rng.uniform(-1, 1, d) for _ in range(n)]
+    weights = [int(w) for w in rng.integers(1, 50, n)]
+    kw: dict[str, Any] = {}
+    if consistency:
+        pub, priv = make_identities(n)
+        kw = {"identities": pub, "consistency_check": True}
+    cfg = SecAggConfig(n_clients=n, max_weight=50, **kw)
+    host = StatelessHost(cfg, updates, weights, identity_keys=priv if consistency else None)
+    res = sw.run_server(cfg, host.session, host.round_trip)
+    expect = ["advertise_keys", "share_keys", "masked_input"]
+    expect += ["consistency_check"] if consistency else []
+    assert host.trips == [*expect, "unmask"]
+    assert res.survivors == list(range(1, n + 1))
+    assert res.total_weight == sum(weights)
+    step = 2 * cfg.clip / cfg.levels
+    np.testing.assert_allclose(res.mean, _plain_mean(updates, weights, res.survivors),
+                               atol=step)
+
+
+@pytest.mark.parametrize("stage", ["share_keys", "masked_input", "unmask"])
+def test_dropouts_at_each_stage(stage: str) -> None:
+    rng = np.random.default_rng(2)
+    n, d = 15, 50
+    updates = [rng.uniform(-1, 1, d) for _ in range(n)]
+    weights = [1] * n
+    cfg = SecAggConfig(n_clients=n)
+    host = StatelessHost(cfg, updates, weights, drop={stage: {3, 9}})
+    res = sw.run_server(cfg, host.session, host.round_trip)
+    # a client that does not deliver its masked input is not in the sum; one that leaves
+    # at unmask already contributed
+    gone = {3, 9} if stage in ("share_keys", "masked_input") else set()
+    assert set(res.survivors) == set(range(1, n + 1)) - gone
+    np.testing.assert_allclose(res.mean, _plain_mean(updates, weights, res.survivors),
+                               atol=2 * cfg.clip / cfg.levels)
+
+
+def test_too_many_dropouts_raise_not_a_wrong_result() -> None:
+    n = 6
+    cfg = SecAggConfig(n_clients=n, threshold=5)
+    host = StatelessHost(cfg, [np.zeros(4)] * n, [1] * n, drop={"share_keys": {1, 2, 3}})
+    with pytest.raises(NotEnoughSurvivors):
+        sw.run_server(cfg, host.session, host.round_trip)
+
+
+def test_state_holds_no_plain_update_for_others_and_is_refused_when_corrupt() -> None:
+    cfg = SecAggConfig(n_clients=4)
+    session = secrets.token_bytes(16)
+    msg, state = sw.client_begin(cfg, 2, session, np.ones(8), 1)
+    assert isinstance(msg, list) and len(msg) == 5  # keys, signature, update length
+    with pytest.raises(InvalidInput):
+        sw.client_step(state[:-3], {"advertise_keys": {}})
+    with pytest.raises(InvalidInput):
+        sw.client_step(b"garbage", {"advertise_keys": {}})
+    with pytest.raises(ProtocolAbort):  # malformed key list from the server
+        sw.client_step(state, {"advertise_keys": {"keys": 5}})
+    with pytest.raises(ProtocolAbort):
+        sw.client_step(state, {"nonsense": 1})
+
+
+def test_client_begin_checks_its_arguments() -> None:
+    cfg = SecAggConfig(n_clients=4, max_weight=3, dim=8)
+    s = secrets.token_bytes(16)
+    with pytest.raises(InvalidInput):
+        sw.client_begin(cfg, 5, s, np.ones(8))
+    with pytest.raises(InvalidInput):
+        sw.client_begin(cfg, 1, s, np.ones(8), weight=4)
+    with pytest.raises(InvalidInput):
+        sw.client_begin(cfg, 1, s, np.ones(7))
+    with pytest.raises(InvalidInput):
+        sw.client_begin(cfg, 1, s[:8], np.ones(8))
+    with pytest.raises(EncodingOverflow):
+        sw.client_begin(cfg, 1, s, np.full(8, np.nan))
