@@ -8,8 +8,7 @@ import tracemalloc
 import numpy as np
 import trio
 
-from mpcai.runtime import InMemoryNetwork, Party
-from mpcai.runtime import run_local
+from mpcai.runtime import InMemoryNetwork, Party, run_local
 
 from ._common import record
 

@@ -222,7 +222,8 @@ def protocols_use_only_the_public_api(src: Source) -> list[str]:
 # layer of a dotted name: the first package that contains it
 LAYERS = (("mpcai.runtime", "runtime", 1), ("mpcai.testing", "testing", 2),
           ("mpcai.protocols", "protocols", 3), ("mpcai.cli", "cli", 4),
-          ("mpcai.benchmarks", "benchmarks", 4), ("examples", "examples", 4),
+          ("mpcai.integrations", "integrations", 4), ("mpcai.benchmarks", "benchmarks", 4),
+          ("examples", "examples", 4),
           ("mpcai", "primitives", 0))
 
 

@@ -32,6 +32,9 @@ PUBLIC_MODULES = [
     "mpcai.runtime.certs",
     "mpcai.testing",
     "mpcai.testing.faults",
+    "mpcai.integrations",
+    "mpcai.integrations.flower",
+    "mpcai.protocols.secure_aggregation.stepwise",
 ]
 
 

@@ -1,0 +1,228 @@
+"""SecAggStrategy + secagg_mod with the real Flower (1.41) Message API: a ServerApp-style
+``strategy.start`` against ClientApps, every message through Flower's protobuf serde, each
+node with its own persistent Context (as a SuperNode keeps it)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+from flwr.serverapp.strategy import FedAvg
+
+from mpcai.errors import InvalidInput
+from mpcai.integrations.flower import RECORD_KEY, SecAggStrategy, secagg_mod
+
+N, D = 8, 40
+RNG = np.random.default_rng(7)
+DELTAS = {nid: RNG.uniform(-0.4, 0.4, D).astype(np.float32) for nid in range(101, 101 + N)}
+WEIGHTS = {nid: int(w) for nid, w in zip(DELTAS, RNG.integers(1, 300, N), strict=True)}
+
+
+@contextmanager
+def server_identity() -> Iterator[None]:
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
+    try:
+        yield
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
+              bad: set[tuple[int, str]] | None = None) -> Any:
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.common.serde import message_from_proto, message_to_proto
+    from flwr.proto.message_pb2 import Message as ProtoMessage  # type: ignore[attr-defined]
+    from flwr.proto.node_pb2 import NodeInfo  # type: ignore[attr-defined]
+    from flwr.serverapp.grid import Grid
+    from flwr.supercore.run import Run
+
+    def wire(msg: Message) -> Message:
+        proto = ProtoMessage()
+        proto.ParseFromString(message_to_proto(msg).SerializeToString())
+        return message_from_proto(proto)
+
+    class InProcessGrid(Grid):
+        """Each message to its node's ClientApp, in this thread; (node, stage) in ``drop``
+        never answers, in ``bad`` answers garbage."""
+
+        def __init__(self) -> None:
+            self._run = Run.create_empty(run_id=1)
+            self.contexts = {nid: Context(run_id=1, node_id=nid, node_config={},
+                                          state=RecordDict(), run_config={}) for nid in DELTAS}
+            self._replies: dict[str, Message] = {}
+            self._next = 0
+            self.trips: list[list[str]] = []
+
+        def set_run(self, run: Any) -> None:
+            self._run = run
+
+        @property
+        def run(self) -> Any:
+            return self._run
+
+        def create_message(self, content: Any, message_type: str, dst_node_id: int,
+                           group_id: str, ttl: float | None = None) -> Any:
+            return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+        def get_node_ids(self) -> Iterable[int]:
+            return list(DELTAS)
+
+        def get_nodes(self) -> Iterable[Any]:
+            return [NodeInfo(node_id=nid) for nid in DELTAS]
+
+        def push_messages(self, messages: Iterable[Any]) -> Iterable[str]:
+            ids, stages = [], []
+            for msg in messages:
+                self._next += 1
+                mid = f"m{self._next}"
+                md = msg.metadata.__dict__
+                md["_message_id"], md["_src_node_id"], md["_run_id"] = mid, SUPERLINK_NODE_ID, 1
+                ids.append(mid)
+                nid = msg.metadata.dst_node_id
+                recs = msg.content.config_records if msg.has_content() else {}
+                stage = (recs[RECORD_KEY]["stage"] if RECORD_KEY in recs
+                         else msg.metadata.message_type)
+                stages.append(stage)
+                if (drop or {}).get((nid, stage)):
+                    continue
+                reply = app(wire(msg), self.contexts[nid])
+                if (nid, stage) in (bad or set()):
+                    reply = Message(RecordDict({RECORD_KEY: ConfigRecord(
+                        {"stage": "x", "data": b"\x00garbage"})}), reply_to=msg)
+                reply.metadata.__dict__["_message_id"] = f"r{self._next}"
+                self._replies[mid] = wire(reply)
+            self.trips.append(stages)
+            return ids
+
+        def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Any]:
+            return [self._replies.pop(m) for m in list(message_ids) if m in self._replies]
+
+        def send_and_receive(self, messages: Iterable[Any], *,
+                             timeout: float | None = None) -> Iterable[Any]:
+            return self.pull_messages(self.push_messages(messages))
+
+    return InProcessGrid()
+
+
+def client_app(seen: dict[int, Any]) -> ClientApp:
+    app = ClientApp(mods=[secagg_mod])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        nid = context.node_id
+        w = msg.content["arrays"]["w"].numpy()
+        seen[nid] = {k: v for k, v in msg.content.config_records.items()}
+        new = ArrayRecord({"w": Array.from_numpy_ndarray((w + DELTAS[nid]).astype(np.float32))})
+        return Message(RecordDict({"arrays": new,
+                                   "metrics": MetricRecord({"num-examples": WEIGHTS[nid]})}),
+                       reply_to=msg)
+
+    return app
+
+
+def plain_mean(w0: np.ndarray, nodes: Iterable[int]) -> np.ndarray:
+    nodes = list(nodes)
+    ws = np.array([WEIGHTS[n] for n in nodes], dtype=np.float64)
+    ups = np.stack([w0 + DELTAS[n] for n in nodes]).astype(np.float64)
+    return (ups * ws[:, None]).sum(0) / ws.sum()
+
+
+def run(strategy: SecAggStrategy, grid: Any, rounds: int) -> Any:
+    w0 = np.zeros(D, dtype=np.float32)
+    logging.getLogger("flwr").setLevel(logging.CRITICAL)
+    with server_identity():
+        return strategy.start(grid=grid, initial_arrays=ArrayRecord(
+            {"w": Array.from_numpy_ndarray(w0)}), num_rounds=rounds, timeout=10)
+
+
+def fedavg() -> FedAvg:
+    return FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=N,
+                  min_train_nodes=N)
+
+
+def test_two_rounds_equal_the_plaintext_weighted_mean() -> None:
+    seen: dict[int, Any] = {}
+    grid = make_grid(client_app(seen))
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
+    result = run(strategy, grid, rounds=2)
+    step = 2 * 1.0 / (2**20 - 1)
+    expect = plain_mean(plain_mean(np.zeros(D), DELTAS), DELTAS)
+    got = result.arrays["w"].numpy()
+    assert got.dtype == np.float32 and got.shape == (D,)
+    np.testing.assert_allclose(got, expect, atol=4 * step + 1e-6)
+    # each round: one train trip then share_keys, masked_input and unmask, to every node
+    trips = [t for t in grid.trips if t]  # (evaluation is off: its trips are empty)
+    assert [t[0] for t in trips] == ["begin", "share_keys", "masked_input", "unmask"] * 2
+    assert all(len(t) == N and len(set(t)) == 1 for t in trips)
+    assert [h["secagg-survivors"] for h in strategy.history] == [N, N]
+    assert all(h["secagg-clipped"] == 0 for h in strategy.history)
+    # the user's train function saw its own config, and no client state is left behind
+    assert all(RECORD_KEY not in c.state.config_records for c in grid.contexts.values())
+
+
+def test_dropouts_and_a_malformed_reply_are_left_out() -> None:
+    nodes = list(DELTAS)
+    drop = {(nodes[0], "masked_input"): True,  # shares its keys, never its masked input
+            (nodes[1], "share_keys"): True}  # advertises its keys, never shares them
+    bad = {(nodes[2], "begin")}  # garbage instead of its keys
+    grid = make_grid(client_app({}), drop=drop, bad=bad)
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
+    result = run(strategy, grid, rounds=1)
+    alive = [n for n in nodes if n not in nodes[:3]]
+    np.testing.assert_allclose(result.arrays["w"].numpy(), plain_mean(np.zeros(D), alive),
+                               atol=4 * 2 / (2**20 - 1) + 1e-6)
+    assert strategy.history[0]["secagg-survivors"] == N - 3
+    assert strategy.history[0]["secagg-dropped"] == 3  # a garbled reply is a dropout too
+
+
+def test_clipping_is_counted_and_reported() -> None:
+    grid = make_grid(client_app({}))
+    strategy = SecAggStrategy(fedavg(), clip=0.1, bits=16, max_weight=1000)
+    with pytest.warns(Warning, match="clipped"):
+        run(strategy, grid, rounds=1)
+    clipped = sum(int(np.sum(np.abs(d) > 0.1)) for d in DELTAS.values())
+    assert strategy.history[0]["secagg-clipped"] == clipped > 0
+
+
+def test_bad_options_are_refused_when_built() -> None:
+    with pytest.raises(InvalidInput):
+        SecAggStrategy(fedavg(), bits=0)
+    with pytest.raises(InvalidInput):
+        SecAggStrategy(fedavg(), bits=53, max_weight=2**40)  # the sum could overflow
+    with pytest.raises(InvalidInput):
+        SecAggStrategy(fedavg(), nonsense=1)
+    with pytest.raises(InvalidInput):
+        SecAggStrategy(object())  # type: ignore[arg-type]
+
+
+def test_messages_without_our_record_pass_through() -> None:
+    app = client_app({})
+    with server_identity():
+        msg = Message(RecordDict({"arrays": ArrayRecord(
+            {"w": Array.from_numpy_ndarray(np.zeros(D, dtype=np.float32))})}),
+            dst_node_id=101, message_type="train")
+        md = msg.metadata.__dict__
+        md["_message_id"], md["_src_node_id"], md["_run_id"] = "m1", 1, 1
+        ctx = Context(run_id=1, node_id=101, node_config={}, state=RecordDict(),
+                      run_config={})
+        reply = app(msg, ctx)
+    assert not reply.has_error()
+    assert reply.content["metrics"]["num-examples"] == WEIGHTS[101]
