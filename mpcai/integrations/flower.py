@@ -107,7 +107,11 @@ class SecAggStrategy(Strategy):
     may report), ``timeout`` (seconds per stage) and the other keyword
     arguments are those of :class:`SecAggConfig`; ``weighted_by_key`` is the
     metric the clients' weights come from.  The round's metrics gain
-    ``secagg-survivors``, ``secagg-dropped`` and ``secagg-clipped``.
+    ``secagg-survivors``, ``secagg-dropped`` and ``secagg-clipped``.  A round the
+    protocol cannot finish (fewer survivors than the threshold, a cheater caught)
+    leaves the model unchanged: ``aggregate_train`` returns no arrays and
+    ``secagg-failed = 1``, and the run goes on with the next round.  ``history``
+    lists every round's outcome.
     """
 
     def __init__(self, inner: Strategy, *, clip: float = 1.0, bits: int = 16,
@@ -224,7 +228,15 @@ class SecAggStrategy(Strategy):
             return self.inner.aggregate_train(server_round, replies)
         r = self._round
         cfg: SecAggConfig = r["cfg"]
-        res = _sw.run_server(cfg, r["session"], self._round_trip(replies))
+        try:
+            res = _sw.run_server(cfg, r["session"], self._round_trip(replies))
+        except ProtocolAbort as exc:  # too few survivors, a cheater caught: skip the round
+            _log.warning("secure aggregation round %d failed, the model is unchanged: %s",
+                         server_round, exc)
+            self.history.append({"round": server_round, "failed": f"{type(exc).__name__}: "
+                                 f"{exc}", "misbehaving": list(getattr(exc, "misbehaving",
+                                                                       []))})
+            return None, MetricRecord({"secagg-failed": 1})
         keys, shapes, dtypes = r["layout"]
         sizes = [int(np.prod(s)) for s in shapes]
         if res.mean.size != sum(sizes):

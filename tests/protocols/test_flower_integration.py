@@ -226,3 +226,15 @@ def test_messages_without_our_record_pass_through() -> None:
         reply = app(msg, ctx)
     assert not reply.has_error()
     assert reply.content["metrics"]["num-examples"] == WEIGHTS[101]
+
+
+def test_a_round_that_cannot_finish_leaves_the_model_and_the_run_goes_on() -> None:
+    nodes = list(DELTAS)
+    drop = {(n, "masked_input"): True for n in nodes[:7]}  # 1 of 8 left: below the threshold
+    grid = make_grid(client_app({}), drop=drop)
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
+    result = run(strategy, grid, rounds=2)
+    assert "NotEnoughSurvivors" in strategy.history[0]["failed"]
+    assert "NotEnoughSurvivors" in strategy.history[1]["failed"]
+    # no round produced a model: Flower keeps none beyond the initial one
+    assert "w" not in result.arrays or not np.any(result.arrays["w"].numpy())
