@@ -16,28 +16,41 @@ Client (the ``ClientApp``): one line, the mod::
 
 Each training round, the train message of the inner strategy reaches the
 user's train function unchanged; the mod takes its reply (the arrays and the
-``num-examples`` weight), keeps them on the node and answers with this
-client's public keys instead.  Three (four with the consistency check) more
-``train`` round trips run the stages of
+``num-examples`` weight), keeps the *change* it makes to the model it received
+(``reply - received``, so ``clip`` bounds an update, not the model) on the node
+and answers with this client's public keys instead.  Three (four with the
+consistency check) more ``train`` round trips run the stages of
 :mod:`mpcai.protocols.secure_aggregation`; the server sees only masked vectors
-and the sum.  The weights are masked too: the server learns the total weight,
-never a client's number of examples.  Nodes that do not answer a stage before
-``timeout`` are dropouts; a reply that is an error or malformed counts as one.
+and the sum, adds the mean change to the global model and hands that to the
+inner strategy.  The weights are masked too: the server learns the total
+weight, never a client's number of examples in training (evaluation replies
+are the inner strategy's, in the clear).  Nodes that do not answer a stage
+before ``timeout`` are dropouts; a reply that is an error or malformed counts
+as one.  The user's own training metrics are not forwarded.
 
 Clipping and range: every value is clipped to ``[-clip, clip]`` and quantised
 to ``bits`` bits; the number of clipped values is counted under the masks and
 reported in the round's metrics (``secagg-clipped``), with the survivors and
 dropouts.  A configuration whose worst-case sum could overflow the ring is
-refused when the round is configured (:class:`SecAggConfig`).
+refused when the strategy is built (:class:`SecAggConfig`).
 
 Threat model: the protocol's (see :mod:`mpcai.protocols.secure_aggregation`),
-against a semi-honest server: the clients accept the round's parameters
-(threshold, clipping) from the server, so a malicious server could weaken
-them; give clients identity keys and check parameters for a malicious one.
-Flower carries the messages (TLS between SuperNodes and the SuperLink in a
-real deployment) and keeps each client's round state in its node's
-``context.state``, on that node only.  Values travel in mpcai's wire codec
-inside Flower ``ConfigRecord`` bytes; nothing is pickled.
+against a semi-honest server.  Every stage message names the round's session,
+and a client refuses one for another session (a late message from an earlier
+round can never reveal shares of the current one).  A client refuses a round
+whose parameters are weaker than its own floor (:func:`make_secagg_mod`:
+fewer clients, a lower threshold, a wider ``clip`` than it accepts) and, by
+default, any train message that does not run secure aggregation, so its update
+never goes to the server in the clear.  Against a server that deviates in
+other ways (e.g. forging the survivor lists), use the protocol's identities
+and consistency check, which this integration does not expose yet.  A client
+that fails sends the server one fixed error message, never the reason (which
+could quote its weight or values).  Flower carries the messages (TLS between
+SuperNodes and the SuperLink in a real deployment) and keeps each client's
+round state in its node's ``context.state``, on that node only; a round that
+aborts leaves it there until the node's next round replaces it.  Values travel
+in mpcai's wire codec inside Flower ``ConfigRecord`` bytes; nothing is
+pickled.
 
 Requires ``flwr`` (``pip install 'mpcai[flower]'``); importing :mod:`mpcai`
 does not import it.
@@ -73,27 +86,52 @@ except ImportError as exc:  # pragma: no cover - flwr is in the test extra
     raise ImportError("mpcai.integrations.flower needs Flower: pip install 'mpcai[flower]'"
                       ) from exc
 
-__all__ = ["RECORD_KEY", "SecAggStrategy", "secagg_mod"]
+__all__ = ["RECORD_KEY", "SecAggStrategy", "make_secagg_mod", "secagg_mod"]
 
 _log = logging.getLogger(__name__)
 
 RECORD_KEY = "mpcai.secagg"
 """The ``ConfigRecord`` key of every secure-aggregation message (and of the client state)."""
 
-_CFG_FIELDS = ("clip", "bits", "max_weight", "out_of_range", "consistency_check", "timeout",
-               "threads", "dropout_fraction", "corrupt_fraction", "failure_bound",
+_CFG_FIELDS = ("clip", "bits", "max_weight", "out_of_range", "timeout",
+               "dropout_fraction", "corrupt_fraction", "failure_bound",
                "privacy_bound", "threshold", "degree")
+#: the clients' parameters the server decides (``threads`` stays each client's own)
+_SENT_FIELDS = ("n_clients", "dim", *_CFG_FIELDS)
+
+#: inner strategies whose aggregate is the weighted mean (they get one reply holding it)
+AVERAGING = ("FedAvg", "FedAvgM", "FedProx", "FedOpt", "FedAdam", "FedAdagrad", "FedYogi")
+
+_FAILED = "secure aggregation: this client left the round (the reason is in its own log)"
+#: fewest clients in a round (with two, each learns the other's update from the sum)
+MIN_CLIENTS = 3
 
 
 def _record(stage: str, obj: Any, **extra: Any) -> RecordDict:
+    """A secure-aggregation message: its stage and the wire-encoded payload."""
     rec = ConfigRecord({"stage": stage, "data": wire.encode_payload(obj), **extra})
     return RecordDict({RECORD_KEY: rec})
 
 
-def _flatten(arrays: ArrayRecord) -> tuple[list[str], np.ndarray]:
-    keys = list(arrays.keys())
-    parts = [np.asarray(arrays[k].numpy(), dtype=np.float64).reshape(-1) for k in keys]
-    return keys, (np.concatenate(parts) if parts else np.zeros(0))
+def _layout(arrays: ArrayRecord) -> list[tuple[str, tuple[int, ...]]]:
+    return [(k, tuple(int(n) for n in arrays[k].shape)) for k in arrays.keys()]
+
+
+def _delta(reply: ArrayRecord, received: ArrayRecord,
+           layout: list[tuple[str, tuple[int, ...]]]) -> np.ndarray:
+    """``reply - received`` flattened in the server's key order; refused unless both
+    hold exactly the arrays of ``layout``."""
+    want = dict(layout)
+    if dict(_layout(reply)) != want or dict(_layout(received)) != want:
+        raise InvalidInput("the train reply's arrays are not the model's (names and shapes)")
+    parts = []
+    for k, _ in layout:
+        new, old = reply[k].numpy(), received[k].numpy()
+        if new.dtype.kind != "f" or old.dtype.kind != "f":
+            raise InvalidInput(f"array {k!r} is not floating point: secure aggregation "
+                               "averages float arrays only")
+        parts.append((new.astype(np.float64) - old.astype(np.float64)).reshape(-1))
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 class SecAggStrategy(Strategy):
@@ -106,7 +144,9 @@ class SecAggStrategy(Strategy):
     ``clip``, ``bits``, ``max_weight`` (the largest ``num-examples`` a client
     may report), ``timeout`` (seconds per stage) and the other keyword
     arguments are those of :class:`SecAggConfig`; ``weighted_by_key`` is the
-    metric the clients' weights come from.  The round's metrics gain
+    metric the clients' weights come from (by default the inner strategy's).
+    Only averaging inner strategies are accepted (:data:`AVERAGING`): a median
+    or Krum of one pre-averaged reply would silently be the mean.  The round's metrics gain
     ``secagg-survivors``, ``secagg-dropped`` and ``secagg-clipped``.  A round the
     protocol cannot finish (fewer survivors than the threshold, a cheater caught)
     leaves the model unchanged: ``aggregate_train`` returns no arrays and
@@ -116,18 +156,27 @@ class SecAggStrategy(Strategy):
 
     def __init__(self, inner: Strategy, *, clip: float = 1.0, bits: int = 16,
                  max_weight: int = 100_000, timeout: float = 60.0,
-                 weighted_by_key: str = "num-examples", **secagg: Any) -> None:
+                 weighted_by_key: str | None = None, **secagg: Any) -> None:
         if not isinstance(inner, Strategy):
             raise InvalidInput(f"inner must be a Flower Message-API Strategy, not "
                                f"{type(inner).__name__}")
+        if type(inner).__name__ not in AVERAGING:
+            raise InvalidInput(f"{type(inner).__name__} does not aggregate by a weighted mean; "
+                               f"secure aggregation computes only that ({', '.join(AVERAGING)})")
         unknown = set(secagg) - set(_CFG_FIELDS)
         if unknown:
             raise InvalidInput(f"unknown secure-aggregation options {sorted(unknown)}")
         self.inner = inner
+        inner_key = getattr(inner, "weighted_by_key", None)
+        if weighted_by_key is None:
+            weighted_by_key = inner_key or "num-examples"
+        elif inner_key is not None and inner_key != weighted_by_key:
+            raise InvalidInput(f"weighted_by_key={weighted_by_key!r} but the inner strategy "
+                               f"weighs by {inner_key!r}")
         self.weighted_by_key = weighted_by_key
         self._options = {"clip": clip, "bits": bits, "max_weight": max_weight,
                          "timeout": timeout, **secagg}
-        SecAggConfig(n_clients=2, threshold=2, **self._options)  # refuse bad options now
+        SecAggConfig(n_clients=MIN_CLIENTS, threshold=2, **self._options)  # refuse bad ones now
         self._grid: Grid | None = None
         self._round: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
@@ -157,33 +206,35 @@ class SecAggStrategy(Strategy):
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self._grid = grid
         self._round = None
-        if not messages:
-            return messages
-        if len(messages) < 2:
-            raise InvalidInput("secure aggregation needs at least 2 clients per round")
-        cfg = SecAggConfig(n_clients=len(messages), **self._options)
+        targets = [m.metadata.dst_node_id for m in messages]
+        if len(messages) < MIN_CLIENTS or len(set(targets)) != len(targets):
+            _log.warning("secure aggregation round %d skipped: %d distinct clients sampled, "
+                         "%d needed", server_round, len(set(targets)), MIN_CLIENTS)
+            self.history.append({"round": server_round, "failed": "too few clients sampled"})
+            return []  # never the inner strategy's plain round
+        layout = _layout(arrays)
+        dim = sum(int(np.prod(shape)) for _, shape in layout)
+        cfg = SecAggConfig(n_clients=len(messages), dim=dim, **self._options)
         session = secrets.token_bytes(wire.SESSION_ID_BYTES)
-        fields = {name: getattr(cfg, name) for name in ("n_clients", *_CFG_FIELDS)}
+        fields = {name: getattr(cfg, name) for name in _SENT_FIELDS}
+        blob = wire.encode_payload({"config": fields, "layout": [[k, list(s)]
+                                                                 for k, s in layout]})
         nodes: dict[int, int] = {}
-        blob = wire.encode_payload(fields)
         out = []
         for cid, msg in enumerate(messages, start=1):
             md = msg.metadata
             nodes[cid] = md.dst_node_id
             # a new content per message: strategies may share one RecordDict between them
             content = RecordDict({**dict(msg.content.items()), RECORD_KEY: ConfigRecord({
-                "stage": "begin", "session": session, "id": cid, "config": blob,
+                "stage": "begin", "session": session, "id": cid, "round-config": blob,
                 "weight-key": self.weighted_by_key})})
             out.append(Message(content, dst_node_id=md.dst_node_id,
                                message_type=md.message_type, group_id=md.group_id,
                                ttl=md.ttl))
-        messages = out
-        keys = list(arrays.keys())
-        shapes = [tuple(arrays[k].shape) for k in keys]
-        dtypes = [np.dtype(arrays[k].dtype) for k in keys]
-        self._round = {"cfg": cfg, "session": session, "nodes": nodes, "messages": messages,
-                       "layout": (keys, shapes, dtypes), "round": server_round}
-        return messages
+        self._round = {"cfg": cfg, "session": session, "nodes": nodes, "messages": out,
+                       "arrays": arrays, "layout": layout, "round": server_round,
+                       "type": out[0].metadata.message_type}
+        return out
 
     def _round_trip(self, first: list[Message]) -> _sw.RoundTrip:
         assert self._round is not None and self._grid is not None
@@ -196,7 +247,7 @@ class SecAggStrategy(Strategy):
             out: dict[int, Any] = {}
             for r in replies:
                 cid = ids.get(r.metadata.src_node_id)
-                if cid is None or r.has_error():
+                if cid is None or cid in out or r.has_error():
                     continue
                 try:
                     rec = r.content.config_records[RECORD_KEY]
@@ -212,8 +263,10 @@ class SecAggStrategy(Strategy):
         def round_trip(tag: str, outgoing: Any) -> dict[int, Any]:
             if "first" in pending:  # advertise_keys: the replies to the train messages
                 return parse(pending.pop("first"), tag)
-            messages = [Message(_record(tag, [list(item) for item in items]),
-                                dst_node_id=nodes[cid], message_type="train")
+            messages = [Message(_record(tag, [list(item) for item in items],
+                                        session=self._round["session"]),
+                                dst_node_id=nodes[cid], message_type=self._round["type"],
+                                group_id=str(self._round["round"]), ttl=cfg.timeout)
                         for cid, items in outgoing.items()]
             return parse(grid.send_and_receive(messages, timeout=cfg.timeout), tag)
 
@@ -225,7 +278,7 @@ class SecAggStrategy(Strategy):
         inner strategy one reply with the weighted mean."""
         replies = list(replies)
         if self._round is None or self._round["round"] != server_round:
-            return self.inner.aggregate_train(server_round, replies)
+            return None, MetricRecord({"secagg-failed": 1})  # never a plain aggregate
         r = self._round
         cfg: SecAggConfig = r["cfg"]
         try:
@@ -237,14 +290,17 @@ class SecAggStrategy(Strategy):
                                  f"{exc}", "misbehaving": list(getattr(exc, "misbehaving",
                                                                        []))})
             return None, MetricRecord({"secagg-failed": 1})
-        keys, shapes, dtypes = r["layout"]
-        sizes = [int(np.prod(s)) for s in shapes]
-        if res.mean.size != sum(sizes):
-            raise ProtocolAbort(f"the clients' updates have {res.mean.size} values, the "
-                                f"model has {sum(sizes)}")
-        parts = np.split(res.mean, np.cumsum(sizes)[:-1]) if keys else []
-        mean = ArrayRecord({k: Array.from_numpy_ndarray(p.reshape(s).astype(dt, copy=False))
-                            for k, p, s, dt in zip(keys, parts, shapes, dtypes, strict=True)})
+        finally:
+            self._round = None
+        global_arrays: ArrayRecord = r["arrays"]
+        start = 0
+        mean = ArrayRecord()
+        for k, shape in r["layout"]:  # the global model plus the mean change
+            size = int(np.prod(shape))
+            base = global_arrays[k].numpy()
+            new = base.astype(np.float64) + res.mean[start:start + size].reshape(shape)
+            mean[k] = Array.from_numpy_ndarray(new.astype(base.dtype, copy=False))
+            start += size
         dropped = sum(len(v) for v in res.dropped.values())
         info = {"secagg-survivors": len(res.survivors), "secagg-dropped": dropped,
                 "secagg-clipped": int(res.clipped)}
@@ -263,55 +319,93 @@ class SecAggStrategy(Strategy):
         return arrays, out
 
 
-def _client_config(rec: ConfigRecord) -> tuple[SecAggConfig, int, bytes, str]:
+def _round_config(rec: ConfigRecord) -> tuple[SecAggConfig, list[tuple[str, tuple[int, ...]]],
+                                             int, bytes, str]:
     try:
-        fields = wire.decode_payload(rec["config"])
-        cfg = SecAggConfig(**fields)
-        return cfg, int(rec["id"]), bytes(rec["session"]), str(rec["weight-key"])
-    except (KeyError, TypeError, ValueError) as exc:
+        blob = wire.decode_payload(rec["round-config"])
+        cfg = SecAggConfig(**blob["config"])
+        layout = [(str(k), tuple(int(n) for n in shape)) for k, shape in blob["layout"]]
+        return cfg, layout, int(rec["id"]), bytes(rec["session"]), str(rec["weight-key"])
+    except (KeyError, TypeError, ValueError, MpcaiError) as exc:
         raise ProtocolAbort(f"malformed secure-aggregation parameters: {exc}") from exc
 
 
-def secagg_mod(msg: Message, context: Context, call_next: Any) -> Message:
-    """The ClientApp mod of :class:`SecAggStrategy` (``ClientApp(mods=[secagg_mod])``).
+def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
+                    min_threshold: int = 2, max_clip: float | None = None) -> Any:
+    """A ClientApp mod for :class:`SecAggStrategy`, with this client's own floor.
 
-    Train messages without secure-aggregation parameters (and every other
-    message) pass through unchanged.  On a round's first train message it
-    runs the user's train function, flattens the returned arrays (in key
-    order) and takes their weight from the reply's metrics, then answers with
-    this client's keys; its update and secrets stay in ``context.state`` until
-    the round's last stage (or the next round) replaces them.
+    The client refuses (a fixed error reply, the reason only in its own log) a
+    round with fewer than ``min_clients`` clients, a Shamir threshold below
+    ``min_threshold`` or a ``clip`` above ``max_clip``.  With ``required``
+    (the default), a train message that does not run secure aggregation is
+    refused too, so the update never reaches a server that forgot the wrapper;
+    ``required=False`` lets such messages through to the user's app unchanged.
+    Every other message type passes through.
     """
-    if msg.metadata.message_type != "train" or RECORD_KEY not in msg.content.config_records:
-        return call_next(msg, context)
-    rec = msg.content.config_records[RECORD_KEY]
-    if rec.get("stage") == "begin":
-        cfg, me, session, weight_key = _client_config(rec)
-        reply = call_next(msg, context)
-        if reply.has_error():
-            return reply
-        arrays = list(reply.content.array_records.values())
-        metrics = list(reply.content.metric_records.values())
-        if len(arrays) != 1 or len(metrics) != 1 or weight_key not in metrics[0]:
-            raise InvalidInput(f"the train reply must hold one ArrayRecord and one "
-                               f"MetricRecord with {weight_key!r}")
-        _, update = _flatten(arrays[0])
-        weight = metrics[0][weight_key]
-        if isinstance(weight, float) and weight.is_integer():
-            weight = int(weight)
-        message, state = _sw.client_begin(cfg, me, session, update, weight)
-        context.state[RECORD_KEY] = ConfigRecord({"state": state})
-        return Message(_record("advertise_keys", message), reply_to=msg)
-    held = context.state.config_records.get(RECORD_KEY)
-    if held is None:
-        raise ProtocolAbort("a secure-aggregation stage arrived before the round began")
-    try:
-        items = {str(t): o for t, o in wire.decode_payload(rec["data"])}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolAbort("malformed secure-aggregation message") from exc
-    tag, out, state = _sw.client_step(held["state"], items)
-    if tag == "unmask":  # the round's last stage: keep nothing
-        del context.state[RECORD_KEY]
-    else:
-        context.state[RECORD_KEY] = ConfigRecord({"state": state})
-    return Message(_record(str(tag), out), reply_to=msg)
+    def mod(msg: Message, context: Context, call_next: Any) -> Message:
+        """Run this client's secure-aggregation stage for a train message of
+        :class:`SecAggStrategy`; pass other messages through."""
+        category = msg.metadata.message_type.split(".")[0]
+        ours = RECORD_KEY in msg.content.config_records if msg.has_content() else False
+        if category != "train" or not ours:
+            if category == "train" and required:
+                _log.error("refused a train message without secure aggregation "
+                           "(make_secagg_mod(required=False) allows it)")
+                raise RuntimeError(_FAILED)
+            return call_next(msg, context)
+        try:
+            return _handle(msg, context, call_next)
+        except Exception:  # the reason may quote this client's weight or values
+            _log.exception("secure aggregation failed on this client")
+            context.state.config_records.pop(RECORD_KEY, None)
+            raise RuntimeError(_FAILED) from None
+
+    def _handle(msg: Message, context: Context, call_next: Any) -> Message:
+        rec = msg.content.config_records[RECORD_KEY]
+        if rec.get("stage") == "begin":
+            cfg, layout, me, session, weight_key = _round_config(rec)
+            if cfg.n_clients < min_clients or cfg.threshold < min_threshold or (
+                    max_clip is not None and cfg.clip > max_clip):
+                raise ProtocolAbort(f"round parameters below this client's floor: "
+                                    f"{cfg.n_clients} clients, threshold {cfg.threshold}, "
+                                    f"clip {cfg.clip}")
+            received = [r for k, r in msg.content.array_records.items()]
+            if len(received) != 1:
+                raise InvalidInput("the train message must hold one ArrayRecord (the model)")
+            reply = call_next(msg, context)
+            if reply.has_error():
+                raise RuntimeError("the user's train function failed")
+            arrays = list(reply.content.array_records.values())
+            metrics = list(reply.content.metric_records.values())
+            if len(arrays) != 1 or len(metrics) != 1 or weight_key not in metrics[0]:
+                raise InvalidInput(f"the train reply must hold one ArrayRecord and one "
+                                   f"MetricRecord with {weight_key!r}")
+            update = _delta(arrays[0], received[0], layout)
+            weight = metrics[0][weight_key]
+            if isinstance(weight, float) and weight.is_integer():
+                weight = int(weight)
+            message, state = _sw.client_begin(cfg, me, session, update, weight)
+            context.state[RECORD_KEY] = ConfigRecord({"state": state, "session": session})
+            return Message(_record("advertise_keys", message), reply_to=msg)
+        held = context.state.config_records.get(RECORD_KEY)
+        if held is None or bytes(rec.get("session", b"")) != bytes(held["session"]):
+            # a late message of another round: refused, and the state left as it is
+            raise ProtocolAbort("a secure-aggregation message for another round")
+        try:
+            items = {str(t): o for t, o in wire.decode_payload(rec["data"])}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolAbort("malformed secure-aggregation message") from exc
+        tag, out, state = _sw.client_step(held["state"], items)
+        if tag == "unmask":  # the round's last stage: keep nothing
+            del context.state[RECORD_KEY]
+        else:
+            context.state[RECORD_KEY] = ConfigRecord({"state": state,
+                                                      "session": held["session"]})
+        return Message(_record(str(tag), out), reply_to=msg)
+
+    return mod
+
+
+secagg_mod = make_secagg_mod()
+"""The mod with the default floor (``ClientApp(mods=[secagg_mod])``); see
+:func:`make_secagg_mod`."""

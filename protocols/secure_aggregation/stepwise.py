@@ -201,11 +201,11 @@ def client_begin(cfg: SecAggConfig, me: int, session: bytes,
     return message, _encode_state(state, vec, weight)
 
 
-def client_step(state: bytes, incoming: Mapping[str, Any]) -> tuple[str | None, Any, bytes]:
+def client_step(state: bytes, incoming: Mapping[str, Any]) -> tuple[str, Any, bytes]:
     """The client's next stage: ``incoming`` holds the server's messages of one round trip
-    (``{stage: object}``).  Returns ``(stage of the reply, reply, new state)``; after the
-    last stage the reply's stage is ``None`` ("done", with a status dict as the reply)
-    and the state should be deleted.
+    (``{stage: object}``).  Returns ``(stage of the reply, reply, new state)``; once the
+    reply's stage is ``"unmask"`` the round is over for this client: delete the state.
+    The caller checks that the messages belong to this state's round (their session).
 
     Raises :class:`~mpcai.errors.ProtocolAbort` (or a subclass) if the server's
     messages are malformed or contradict earlier ones: the client then stops

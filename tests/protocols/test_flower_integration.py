@@ -16,6 +16,7 @@ from flwr.app import (
     ArrayRecord,
     ConfigRecord,
     Context,
+    Error,
     Message,
     MetricRecord,
     RecordDict,
@@ -24,7 +25,13 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg
 
 from mpcai.errors import InvalidInput
-from mpcai.integrations.flower import RECORD_KEY, SecAggStrategy, secagg_mod
+from mpcai.integrations.flower import _FAILED as FAILED
+from mpcai.integrations.flower import (
+    RECORD_KEY,
+    SecAggStrategy,
+    make_secagg_mod,
+    secagg_mod,
+)
 
 N, D = 8, 40
 RNG = np.random.default_rng(7)
@@ -70,6 +77,7 @@ def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
             self._replies: dict[str, Message] = {}
             self._next = 0
             self.trips: list[list[str]] = []
+            self.replies: list[Message] = []
 
         def set_run(self, run: Any) -> None:
             self._run = run
@@ -103,7 +111,17 @@ def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
                 stages.append(stage)
                 if (drop or {}).get((nid, stage)):
                     continue
-                reply = app(wire(msg), self.contexts[nid])
+                try:
+                    reply = app(wire(msg), self.contexts[nid])
+                except Exception as exc:  # as Flower's run_clientapp: an error reply
+                    reply = Message(Error(code=2, reason=str(exc)), reply_to=msg)
+                if RECORD_KEY in recs:  # nothing of the client's in the clear, ever
+                    if reply.has_error():
+                        assert reply.error.reason == FAILED, reply.error.reason
+                    else:
+                        assert not reply.content.array_records
+                        assert not reply.content.metric_records
+                    self.replies.append(reply)
                 if (nid, stage) in (bad or set()):
                     reply = Message(RecordDict({RECORD_KEY: ConfigRecord(
                         {"stage": "x", "data": b"\x00garbage"})}), reply_to=msg)
@@ -122,15 +140,19 @@ def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
     return InProcessGrid()
 
 
-def client_app(seen: dict[int, Any]) -> ClientApp:
-    app = ClientApp(mods=[secagg_mod])
+def client_app(seen: dict[int, Any], mod: Any = secagg_mod, extra: bool = False) -> ClientApp:
+    app = ClientApp(mods=[mod])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         nid = context.node_id
         w = msg.content["arrays"]["w"].numpy()
-        seen[nid] = {k: v for k, v in msg.content.config_records.items()}
-        new = ArrayRecord({"w": Array.from_numpy_ndarray((w + DELTAS[nid]).astype(np.float32))})
+        seen[nid] = dict(msg.content["config"])
+        arrays = {"w": Array.from_numpy_ndarray((w + DELTAS[nid]).astype(np.float32))}
+        if extra:  # a second array, returned first (the server's order must win)
+            b = msg.content["arrays"]["b"].numpy()
+            arrays = {"b": Array.from_numpy_ndarray(b - 2 * DELTAS[nid][:3]), **arrays}
+        new = ArrayRecord(arrays)
         return Message(RecordDict({"arrays": new,
                                    "metrics": MetricRecord({"num-examples": WEIGHTS[nid]})}),
                        reply_to=msg)
@@ -213,19 +235,22 @@ def test_bad_options_are_refused_when_built() -> None:
         SecAggStrategy(object())  # type: ignore[arg-type]
 
 
-def test_messages_without_our_record_pass_through() -> None:
-    app = client_app({})
+@pytest.mark.parametrize("required", [True, False])
+def test_a_plain_train_message_is_refused_unless_allowed(required: bool) -> None:
+    app = client_app({}, mod=make_secagg_mod(required=required))
     with server_identity():
         msg = Message(RecordDict({"arrays": ArrayRecord(
-            {"w": Array.from_numpy_ndarray(np.zeros(D, dtype=np.float32))})}),
-            dst_node_id=101, message_type="train")
+            {"w": Array.from_numpy_ndarray(np.zeros(D, dtype=np.float32))}),
+            "config": ConfigRecord({})}), dst_node_id=101, message_type="train")
         md = msg.metadata.__dict__
         md["_message_id"], md["_src_node_id"], md["_run_id"] = "m1", 1, 1
         ctx = Context(run_id=1, node_id=101, node_config={}, state=RecordDict(),
                       run_config={})
-        reply = app(msg, ctx)
-    assert not reply.has_error()
-    assert reply.content["metrics"]["num-examples"] == WEIGHTS[101]
+        if required:  # the update would go to the server in the clear
+            with pytest.raises(RuntimeError, match="left the round"):
+                app(msg, ctx)
+        else:
+            assert app(msg, ctx).content["metrics"]["num-examples"] == WEIGHTS[101]
 
 
 def test_a_round_that_cannot_finish_leaves_the_model_and_the_run_goes_on() -> None:
@@ -238,3 +263,78 @@ def test_a_round_that_cannot_finish_leaves_the_model_and_the_run_goes_on() -> No
     assert "NotEnoughSurvivors" in strategy.history[1]["failed"]
     # no round produced a model: Flower keeps none beyond the initial one
     assert "w" not in result.arrays or not np.any(result.arrays["w"].numpy())
+
+
+def test_inner_fedadam_and_fedprox_match_their_plain_runs() -> None:
+    from flwr.serverapp.strategy import FedAdam, FedProx
+
+    def plain_result(make: Any) -> np.ndarray:
+        grid = make_grid(client_app({}, mod=make_secagg_mod(required=False)))
+        w0 = np.zeros(D, dtype=np.float32)
+        with server_identity():
+            res = make().start(grid=grid, initial_arrays=ArrayRecord(
+                {"w": Array.from_numpy_ndarray(w0)}), num_rounds=2, timeout=10)
+        return res.arrays["w"].numpy()
+
+    for make in (lambda: FedAdam(fraction_train=1.0, fraction_evaluate=0.0,
+                                 min_available_nodes=N, min_train_nodes=N),
+                 lambda: FedProx(fraction_train=1.0, fraction_evaluate=0.0,
+                                 min_available_nodes=N, min_train_nodes=N, proximal_mu=0.1)):
+        secure = run(SecAggStrategy(make(), clip=1.0, bits=20, max_weight=1000),
+                     make_grid(client_app({})), rounds=2).arrays["w"].numpy()
+        np.testing.assert_allclose(secure, plain_result(make), atol=1e-4)
+
+
+def test_several_arrays_in_any_reply_order_and_the_users_config_untouched() -> None:
+    seen: dict[int, Any] = {}
+    grid = make_grid(client_app(seen, extra=True))
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
+    init = ArrayRecord({"w": Array.from_numpy_ndarray(np.zeros(D, dtype=np.float32)),
+                        "b": Array.from_numpy_ndarray(np.ones(3, dtype=np.float32))})
+    logging.getLogger("flwr").setLevel(logging.CRITICAL)
+    with server_identity():
+        res = strategy.start(grid=grid, initial_arrays=init, num_rounds=1, timeout=10,
+                             train_config=ConfigRecord({"lr": 0.5}))
+    ws = np.array([WEIGHTS[n] for n in DELTAS], dtype=np.float64)
+    mean_delta = (np.stack(list(DELTAS.values())) * ws[:, None]).sum(0) / ws.sum()
+    step = 4 * 2 / (2**20 - 1) + 1e-6
+    np.testing.assert_allclose(res.arrays["w"].numpy(), mean_delta, atol=step)
+    np.testing.assert_allclose(res.arrays["b"].numpy(), 1 - 2 * mean_delta[:3], atol=step)
+    assert all(c["lr"] == 0.5 for c in seen.values()) and len(seen) == N
+
+
+def test_a_message_of_another_round_is_refused_and_the_state_kept() -> None:
+    grid = make_grid(client_app({}))
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
+    run(strategy, grid, rounds=1)
+    # replay the first node's round-1 unmask request against a fresh round's state
+    nid = next(iter(DELTAS))
+    ctx = grid.contexts[nid]
+    ctx.state[RECORD_KEY] = ConfigRecord({"state": b"x", "session": b"s" * 16})
+    with server_identity():
+        msg = Message(RecordDict({RECORD_KEY: ConfigRecord(
+            {"stage": "unmask", "data": b"", "session": b"t" * 16})}),
+            dst_node_id=nid, message_type="train")
+        md = msg.metadata.__dict__
+        md["_message_id"], md["_src_node_id"], md["_run_id"] = "mx", 1, 1
+        with pytest.raises(RuntimeError, match="left the round"):
+            client_app({})(msg, ctx)
+
+
+def test_updates_are_deltas_so_a_large_model_is_not_clipped() -> None:
+    grid = make_grid(client_app({}))
+    strategy = SecAggStrategy(fedavg(), clip=0.5, bits=20, max_weight=1000)
+    w0 = np.full(D, 100.0, dtype=np.float32)  # far beyond clip: only the change is masked
+    with server_identity():
+        res = strategy.start(grid=grid, initial_arrays=ArrayRecord(
+            {"w": Array.from_numpy_ndarray(w0)}), num_rounds=1, timeout=10)
+    np.testing.assert_allclose(res.arrays["w"].numpy(), plain_mean(w0, DELTAS), atol=1e-4)
+    assert strategy.history[0]["secagg-clipped"] == 0
+
+
+def test_strategies_that_do_not_average_are_refused() -> None:
+    from flwr.serverapp.strategy import FedMedian, Krum
+
+    for inner in (FedMedian(), Krum()):
+        with pytest.raises(InvalidInput, match="weighted mean"):
+            SecAggStrategy(inner)

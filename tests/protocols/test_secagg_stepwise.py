@@ -129,3 +129,23 @@ def test_client_begin_checks_its_arguments() -> None:
         sw.client_begin(cfg, 1, s[:8], np.ones(8))
     with pytest.raises(EncodingOverflow):
         sw.client_begin(cfg, 1, s, np.full(8, np.nan))
+
+
+def test_the_state_drops_the_update_once_it_is_sent_masked() -> None:
+    n = 5
+    cfg = SecAggConfig(n_clients=n)
+    host = StatelessHost(cfg, [np.full(16, 0.25)] * n, [1] * n)
+    states: dict[str, dict[int, int]] = {}
+    orig = host.round_trip
+
+    def spy(tag: str, outgoing: dict[int, list[tuple[str, Any]]]) -> dict[int, Any]:
+        out = orig(tag, outgoing)
+        states[tag] = {cid: sw._decode_state(st)[1].size for cid, st in host.state.items()}
+        return out
+
+    host.round_trip = spy  # type: ignore[method-assign]
+    sw.run_server(cfg, host.session, host.round_trip)
+    assert set(states["advertise_keys"].values()) == {16}  # kept until it is masked
+    assert set(states["share_keys"].values()) == {16}
+    assert set(states["masked_input"].values()) == {0}  # sent: no copy kept
+    assert set(states["unmask"].values()) == {0}
