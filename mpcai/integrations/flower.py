@@ -145,6 +145,9 @@ class SecAggStrategy(Strategy):
     may report), ``timeout`` (seconds per stage) and the other keyword
     arguments are those of :class:`SecAggConfig`; ``weighted_by_key`` is the
     metric the clients' weights come from (by default the inner strategy's).
+    ``secagg-errors`` counts the dropouts that answered with an error or a
+    malformed reply (a client that refused the round, failed or cheated) rather
+    than not at all.
     Only averaging inner strategies are accepted (:data:`AVERAGING`): a median
     or Krum of one pre-averaged reply would silently be the mean.  The round's metrics gain
     ``secagg-survivors``, ``secagg-dropped`` and ``secagg-clipped``.  A round the
@@ -176,7 +179,8 @@ class SecAggStrategy(Strategy):
         self.weighted_by_key = weighted_by_key
         self._options = {"clip": clip, "bits": bits, "max_weight": max_weight,
                          "timeout": timeout, **secagg}
-        SecAggConfig(n_clients=MIN_CLIENTS, threshold=2, **self._options)  # refuse bad ones now
+        probe = {"threshold": 2, **self._options}  # refuse bad options now
+        SecAggConfig(n_clients=max(MIN_CLIENTS, int(probe["threshold"] or 2)), **probe)
         self._grid: Grid | None = None
         self._round: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
@@ -243,19 +247,24 @@ class SecAggStrategy(Strategy):
         cfg: SecAggConfig = self._round["cfg"]
         grid = self._grid
 
+        errors = self._round.setdefault("errors", {})
+
         def parse(replies: Iterable[Message], tag: str) -> dict[int, Any]:
             out: dict[int, Any] = {}
             for r in replies:
                 cid = ids.get(r.metadata.src_node_id)
-                if cid is None or cid in out or r.has_error():
+                if cid is None or cid in out:
+                    continue
+                if r.has_error():  # counted: a client that failed, not one that was slow
+                    errors[tag] = errors.get(tag, 0) + 1
                     continue
                 try:
                     rec = r.content.config_records[RECORD_KEY]
                     if rec["stage"] != tag:
-                        continue
+                        raise ValueError(rec["stage"])
                     out[cid] = wire.decode_payload(rec["data"])
                 except (KeyError, TypeError, ValueError, MpcaiError):
-                    continue  # malformed: a dropout
+                    errors[tag] = errors.get(tag, 0) + 1  # malformed: a dropout too
             return out
 
         pending = {"first": first}
@@ -303,6 +312,7 @@ class SecAggStrategy(Strategy):
             start += size
         dropped = sum(len(v) for v in res.dropped.values())
         info = {"secagg-survivors": len(res.survivors), "secagg-dropped": dropped,
+                "secagg-errors": sum(r.get("errors", {}).values()),
                 "secagg-clipped": int(res.clipped)}
         self.history.append({"round": server_round, **info,
                              "misbehaving": list(res.misbehaving)})

@@ -195,6 +195,7 @@ def test_two_rounds_equal_the_plaintext_weighted_mean() -> None:
     assert [t[0] for t in trips] == ["begin", "share_keys", "masked_input", "unmask"] * 2
     assert all(len(t) == N and len(set(t)) == 1 for t in trips)
     assert [h["secagg-survivors"] for h in strategy.history] == [N, N]
+    assert [h["secagg-errors"] for h in strategy.history] == [0, 0]
     assert all(h["secagg-clipped"] == 0 for h in strategy.history)
     # the user's train function saw its own config, and no client state is left behind
     assert all(RECORD_KEY not in c.state.config_records for c in grid.contexts.values())
@@ -213,6 +214,7 @@ def test_dropouts_and_a_malformed_reply_are_left_out() -> None:
                                atol=4 * 2 / (2**20 - 1) + 1e-6)
     assert strategy.history[0]["secagg-survivors"] == N - 3
     assert strategy.history[0]["secagg-dropped"] == 3  # a garbled reply is a dropout too
+    assert strategy.history[0]["secagg-errors"] == 1  # ... and counted as an error
 
 
 def test_clipping_is_counted_and_reported() -> None:
@@ -338,3 +340,24 @@ def test_strategies_that_do_not_average_are_refused() -> None:
     for inner in (FedMedian(), Krum()):
         with pytest.raises(InvalidInput, match="weighted mean"):
             SecAggStrategy(inner)
+
+
+def test_a_client_refusing_the_round_is_an_error_dropout() -> None:
+    strict = make_secagg_mod(min_threshold=3)  # above the threshold chosen for 8 clients
+    nodes = list(DELTAS)
+
+    class Mixed:  # one node with a stricter floor than the server's round
+        def __init__(self) -> None:
+            self.normal, self.strict = client_app({}), client_app({}, mod=strict)
+
+        def __call__(self, msg: Message, ctx: Context) -> Message:
+            app = self.strict if ctx.node_id == nodes[0] else self.normal
+            return app(msg, ctx)
+
+    grid = make_grid(Mixed())  # type: ignore[arg-type]
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000, threshold=2)
+    result = run(strategy, grid, rounds=1)
+    assert strategy.history[0]["secagg-errors"] == 1
+    assert strategy.history[0]["secagg-survivors"] == N - 1
+    np.testing.assert_allclose(result.arrays["w"].numpy(), plain_mean(np.zeros(D), nodes[1:]),
+                               atol=4 * 2 / (2**20 - 1) + 1e-6)
