@@ -25,3 +25,55 @@ def test_federated_breast_cancer_matches_plain_fedavg(capsys: pytest.CaptureFixt
     assert out["max_weight_gap"] < 1e-5
     assert out["secure"] == out["plain"] and out["secure"] > 0.9
     assert "round  4: 9 of 10 hospitals" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_flower_digits_secure_fedavg_matches_plain_fedavg() -> None:
+    """The Flower example, run as a user runs it (two Flower simulations, 10 non-IID
+    clients, one dropping each round): it exits 0, both runs lose the dropping client in
+    every round, nothing is clipped, and the plain run's accuracies are those of an
+    independent numpy FedAvg over the same survivors (the secure run within 1 point)."""
+    import re
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    rounds, clients = 4, 10
+    here = EXAMPLES / "flower_digits"
+    proc = subprocess.run([sys.executable, str(here / "run.py"), "--rounds", str(rounds),
+                           "--clients", str(clients)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    rows = re.findall(r"^\s*(\d+)\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)"
+                      r"\s+\((\d+)/(\d+)\)$", proc.stdout, flags=re.M)
+    assert [int(r[0]) for r in rows] == list(range(1, rounds + 1)), proc.stdout
+    # every round: 9 survivors and 1 dropout in both runs, nothing clipped
+    assert all(r[4:] == ("9", "1", "0", "9", "1") for r in rows), proc.stdout
+    assert len({r[1] for r in rows}) == rounds  # a different client drops each round
+    # the reference: FedAvg written out in numpy over the example's data and local steps
+    spec = importlib.util.spec_from_file_location("flower_digits_task", here / "task.py")
+    assert spec is not None and spec.loader is not None
+    task = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(task)
+    x_test, y_test = task.held_out(clients)
+    w, b = np.zeros((64, 10)), np.zeros(10)
+    for r, row in enumerate(rows, start=1):
+        dropped = [int(c) for c in row[1].split(",")]
+        assert dropped == task.dropping(r, clients)
+        models, sizes = [], []
+        for pid in range(clients):
+            if pid in dropped:
+                continue
+            x, y = task.partition(pid, clients)
+            w_i, b_i, _ = task.train(w, b, x, y, seed=task.batch_seed(r, pid))
+            models.append((w_i, b_i))
+            sizes.append(len(y))
+        weights = np.array(sizes, dtype=np.float64) / sum(sizes)
+        w = sum(a * m[0] for a, m in zip(weights, models, strict=True))
+        b = sum(a * m[1] for a, m in zip(weights, models, strict=True))
+        expect = float(np.mean(np.argmax(x_test @ w + b, axis=1) == y_test))
+        assert float(row[2]) == pytest.approx(expect, abs=1e-4)  # plain FedAvg
+        assert abs(float(row[3]) - expect) <= 0.01  # FedAvg over secure aggregation
+    assert expect > 0.85  # a useful model after four rounds
+    assert "within 1" in proc.stdout
