@@ -27,10 +27,10 @@ The clients' ``NumPyClient.fit`` returns its (precomputed) update with weight
 aggregation: the clients' uploads, the protocol, the server's sum.
 
 Dropouts: a client in ``dropped`` stops answering once it has shared its
-keys (from ``collect_masked_vectors`` on; in the plain round it never
-answers ``fit``) -- the grid returns no reply for it, which is what Flower's
-workflow sees when a node's reply times out (without waiting for the
-timeout).
+keys (from ``collect_masked_vectors`` on for SecAgg+, from ``masked_input`` on
+for ours; in the plain round it never answers ``fit`` / ``train``) -- the grid
+returns no reply for it, which is what Flower's workflow sees when a node's
+reply times out (without waiting for the timeout).
 """
 
 from __future__ import annotations
@@ -83,6 +83,10 @@ def _server_identity() -> Iterator[None]:
         TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
 
 
+#: the ConfigRecord key of mpcai's secure-aggregation messages (mpcai.integrations.flower)
+OURS_KEY = "mpcai.secagg"
+
+
 def _make_grid_class() -> type:
     from flwr.app import Context, Message, RecordDict
     from flwr.common.constant import SUPERLINK_NODE_ID
@@ -98,6 +102,7 @@ def _make_grid_class() -> type:
     from flwr.supercore.run import Run
 
     late = {Stage.COLLECT_MASKED_VECTORS, Stage.UNMASK}
+    ours_late = {"masked_input", "consistency_check", "unmask"}
 
     def wire(msg: Message) -> tuple[Message, int]:
         data = message_to_proto(msg).SerializeToString()
@@ -147,6 +152,8 @@ def _make_grid_class() -> type:
             cfgs = msg.content.config_records
             if RECORD_KEY_CONFIGS in cfgs:  # SecAgg+: drop after share_keys
                 return cfgs[RECORD_KEY_CONFIGS].get(Key.STAGE) not in late
+            if OURS_KEY in cfgs:  # ours: drop after share_keys too
+                return cfgs[OURS_KEY].get("stage") not in ours_late
             return msg.metadata.message_type != "train"  # plain FedAvg: no fit reply
 
         def push_messages(self, messages: Iterable[Any]) -> Iterable[str]:
@@ -185,16 +192,18 @@ _GRID: type | None = None
 
 def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
               num_shares: int = 7, threshold: int = 4, clipping_range: float = 1.0,
-              quantization_range: int = 65535) -> WholeRound:
+              quantization_range: int = 65535, send_model: bool = False) -> WholeRound:
     """One whole Flower round (FedAvg, one fit round, no evaluation) over ``updates``
-    (client node ids ``1..N``), with SecAgg+ or plain; ``dropped`` as above."""
+    (client node ids ``1..N``), with SecAgg+ or plain; ``dropped`` as above.
+    ``send_model``: the global model is ``zeros(d)`` (sent to every client, which
+    answers ``model + update``) instead of empty."""
     global _GRID
     import flwr.compat.common.recorddict_compat as compat
     from flwr.app import Context, RecordDict
     from flwr.client import NumPyClient
     from flwr.client.mod import secaggplus_mod
     from flwr.clientapp import ClientApp
-    from flwr.common import Parameters, parameters_to_ndarrays
+    from flwr.common import Parameters, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server import LegacyContext, ServerApp, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
@@ -209,12 +218,16 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
             self.idx = idx
 
         def fit(self, parameters: Any, config: Any) -> Any:
+            if send_model:
+                return [parameters[0] + updates[self.idx]], 1, {}
             return [updates[self.idx]], 1, {}
 
     def client_fn(context: Any) -> Any:
         return Client(int(context.node_config["partition-id"])).to_client()
 
     client_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secagg else [])
+    initial = (ndarrays_to_parameters([np.zeros_like(updates[0])]) if send_model
+               else Parameters(tensors=[], tensor_type="numpy.ndarray"))
     server_app = ServerApp()
     result: dict[str, Any] = {}
 
@@ -223,8 +236,7 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
         strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n,
                           min_evaluate_clients=0, min_available_clients=n,
                           accept_failures=True, fit_metrics_aggregation_fn=lambda _: {},
-                          initial_parameters=Parameters(tensors=[],
-                                                        tensor_type="numpy.ndarray"))
+                          initial_parameters=initial)
         ctx = LegacyContext(context=context, config=ServerConfig(num_rounds=1),
                             strategy=strategy)
         fit = SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold,
@@ -248,3 +260,65 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
     return WholeRound(total_s=total, failed=failed,
                       bytes_per_survivor=float(np.mean(sent)) if sent else 0.0,
                       mean=None if failed else np.asarray(arrays[0]))
+
+
+def run_message_round(updates: list[np.ndarray], dropped: set[int], *, secure: bool,
+                      clip: float = 1.0, bits: int = 16, degree: int | None = None,
+                      threshold: int | None = None, threads: int = 1,
+                      timeout: float = 3600.0) -> WholeRound:
+    """One whole Message-API round: a ``ServerApp`` running ``FedAvg.start`` (one round,
+    no evaluation) on the global model ``zeros(d)``, ``ClientApp`` s answering
+    ``model + update`` with weight 1 -- wrapped in ``SecAggStrategy`` + ``secagg_mod``
+    (``threads`` per client) when ``secure``, plain FedAvg otherwise; ``dropped`` as
+    above (ours: from ``masked_input`` on)."""
+    global _GRID
+    from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+    from flwr.serverapp.strategy import FedAvg
+
+    from mpcai.integrations.flower import SecAggStrategy, make_secagg_mod
+
+    if _GRID is None:
+        _GRID = _make_grid_class()
+    n = len(updates)
+    client_app = ClientApp(mods=[make_secagg_mod(threads=threads)] if secure else [])
+
+    @client_app.train()  # type: ignore[misc]
+    def train(msg: Message, context: Context) -> Message:
+        idx = int(context.node_config["partition-id"])
+        model = msg.content["arrays"]["w"].numpy()
+        return Message(RecordDict({
+            "arrays": ArrayRecord({"w": Array.from_numpy_ndarray(model + updates[idx])}),
+            "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
+
+    server_app = ServerApp()
+    result: dict[str, Any] = {}
+
+    @server_app.main()  # type: ignore[misc]
+    def main(grid: Any, context: Any) -> None:
+        strategy: Any = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n,
+                               min_available_nodes=n)
+        if secure:
+            opts = {k: v for k, v in (("degree", degree), ("threshold", threshold))
+                    if v is not None}
+            strategy = SecAggStrategy(strategy, clip=clip, bits=bits, max_weight=1,
+                                      timeout=timeout, **opts)
+        res = strategy.start(grid=grid, initial_arrays=ArrayRecord(
+            {"w": Array.from_numpy_ndarray(np.zeros_like(updates[0]))}), num_rounds=1)
+        result["w"] = res.arrays["w"].numpy()
+        result["history"] = getattr(strategy, "history", None)
+
+    nodes = list(range(1, n + 1))
+    grid = _GRID(client_app, nodes, dropped)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    with _quiet(), _server_identity():
+        t0 = time.perf_counter()
+        server_app(grid, context)
+        total = time.perf_counter() - t0
+    hist = result.get("history")
+    failed = bool(hist and "failed" in hist[-1])
+    sent = [grid.sent_bytes[nid] for nid in nodes if nid not in dropped]
+    return WholeRound(total_s=total, failed=failed,
+                      bytes_per_survivor=float(np.mean(sent)) if sent else 0.0,
+                      mean=None if failed else np.asarray(result["w"]))

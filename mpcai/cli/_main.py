@@ -113,6 +113,13 @@ def _build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     sg.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
     sg.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    fl = bench_sub.add_parser("flower", parents=[common],
+                              help="secure aggregation inside Flower vs Flower's SecAgg+")
+    fl.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
+    fl.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
+    fl.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    fl.add_argument("--engine", action="append", choices=["grid", "simulation"],
+                    help="only this Flower engine (repeatable; default both)")
     rt = bench_sub.add_parser("runtime", parents=[common],
                               help="party runtime: TCP+TLS throughput, in-memory")
     rt.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
@@ -259,6 +266,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             from mpcai.benchmarks import secagg
 
             return secagg.main(reps=args.reps, quick=args.quick, json_path=args.json)
+        if args.bench == "flower":
+            from mpcai.benchmarks import flower
+
+            return flower.main(reps=args.reps, quick=args.quick, json_path=args.json,
+                               engines=args.engine)
         if args.bench == "runtime":
             from mpcai.benchmarks import runtime
 

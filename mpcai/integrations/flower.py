@@ -58,6 +58,7 @@ does not import it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from collections.abc import Iterable
@@ -66,9 +67,11 @@ from typing import Any
 import numpy as np
 
 from mpcai.errors import InvalidInput, MpcaiError, ProtocolAbort
+from mpcai.prg import MAX_THREADS
 from mpcai.protocols.secure_aggregation import SecAggConfig
 from mpcai.protocols.secure_aggregation import stepwise as _sw
 from mpcai.runtime import wire
+from mpcai.validation import check_int
 
 try:
     from flwr.app import (
@@ -130,8 +133,12 @@ def _delta(reply: ArrayRecord, received: ArrayRecord,
         if new.dtype.kind != "f" or old.dtype.kind != "f":
             raise InvalidInput(f"array {k!r} is not floating point: secure aggregation "
                                "averages float arrays only")
-        parts.append((new.astype(np.float64) - old.astype(np.float64)).reshape(-1))
-    return np.concatenate(parts) if parts else np.zeros(0)
+        # in the arrays' own precision (float32 rounding is far below the quantisation step)
+        wide = np.result_type(new.dtype, old.dtype, np.float32)
+        parts.append(np.subtract(new, old, dtype=wide).reshape(-1))
+    if not parts:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 class SecAggStrategy(Strategy):
@@ -341,7 +348,8 @@ def _round_config(rec: ConfigRecord) -> tuple[SecAggConfig, list[tuple[str, tupl
 
 
 def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
-                    min_threshold: int = 2, max_clip: float | None = None) -> Any:
+                    min_threshold: int = 2, max_clip: float | None = None,
+                    threads: int | None = None) -> Any:
     """A ClientApp mod for :class:`SecAggStrategy`, with this client's own floor.
 
     The client refuses (a fixed error reply, the reason only in its own log) a
@@ -350,8 +358,11 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
     (the default), a train message that does not run secure aggregation is
     refused too, so the update never reaches a server that forgot the wrapper;
     ``required=False`` lets such messages through to the user's app unchanged.
-    Every other message type passes through.
+    Every other message type passes through.  ``threads``: this client's OS
+    threads for the mask expansion (by default :class:`SecAggConfig`'s).
     """
+    if threads is not None:
+        threads = check_int(threads, "threads", lo=1, hi=MAX_THREADS)
     def mod(msg: Message, context: Context, call_next: Any) -> Message:
         """Run this client's secure-aggregation stage for a train message of
         :class:`SecAggStrategy`; pass other messages through."""
@@ -374,6 +385,8 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         rec = msg.content.config_records[RECORD_KEY]
         if rec.get("stage") == "begin":
             cfg, layout, me, session, weight_key = _round_config(rec)
+            if threads is not None:
+                cfg = dataclasses.replace(cfg, threads=threads)
             if cfg.n_clients < min_clients or cfg.threshold < min_threshold or (
                     max_clip is not None and cfg.clip > max_clip):
                 raise ProtocolAbort(f"round parameters below this client's floor: "

@@ -194,13 +194,22 @@ def _quantised(state: ClientState, update: np.ndarray, weight: int) -> np.ndarra
     return vec
 
 
-async def masked_input(party: Party, state: ClientState, update: np.ndarray,
-                       weight: int) -> None:
-    """Store the shares received; send the weighted, quantised update under its masks."""
+async def masked_input(party: Party, state: ClientState, update: np.ndarray | None,
+                       weight: int, *, quantised: np.ndarray | None = None) -> None:
+    """Store the shares received; send the weighted, quantised update under its masks.
+    ``quantised``: the vector ``_quantised`` made of ``update`` earlier (then ``update``
+    is not needed; it is consumed: the masks are added in place)."""
     state.machine.advance(Stage.MASKED_INPUT)
     if not (isinstance(weight, (int, np.integer)) and 1 <= weight <= state.cfg.max_weight):
         raise InvalidInput(f"weight must be an int in [1, {state.cfg.max_weight}], got {weight}")
-    vec = _quantised(state, update, int(weight))  # bad input fails before anything is sent
+    if quantised is None:
+        vec = _quantised(state, update, int(weight))  # bad input fails before anything is sent
+    else:
+        want = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
+        if (quantised.dtype != want or quantised.ndim != 1 or quantised.size != state.length + 2
+                or int(quantised[-1]) != int(weight)):
+            raise InvalidInput("the quantised update does not match this client's round")
+        vec = quantised
     msg = await party.recv(SERVER, Stage.SHARE_KEYS.value)
     try:
         blobs: dict[int, bytes] = dict(msg["blobs"])

@@ -58,7 +58,7 @@ from .stages import Stage, StageMachine
 __all__ = ["RoundTrip", "client_begin", "client_step", "run_server"]
 
 SERVER = 0
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 RoundTrip = Callable[[str, Mapping[int, list[tuple[str, Any]]]], Mapping[int, Any]]
 """``round_trip(tag, outgoing) -> {client: reply}``: see the module docstring."""
@@ -194,11 +194,12 @@ def client_begin(cfg: SecAggConfig, me: int, session: bytes,
         identity_key = Ed25519PrivateKey.from_private_bytes(identity_key)
     state.identity = identity_key
     host = _OneMessage(me, session, {})
-    _quantised(state, vec, weight)  # bad values refused before any key is made
-    state.clipped = 0
+    # bad values refused before any key is made; the state keeps the quantised,
+    # weighted vector (the float update is not needed again)
+    quantised = _quantised(state, vec, weight)
     _run_stage(lambda: advertise_keys(host, state))  # type: ignore[arg-type]
     (_, message), = host.sent
-    return message, _encode_state(state, vec, weight)
+    return message, _encode_state(state, quantised, weight)
 
 
 def client_step(state: bytes, incoming: Mapping[str, Any]) -> tuple[str, Any, bytes]:
@@ -224,7 +225,9 @@ def client_step(state: bytes, incoming: Mapping[str, Any]) -> tuple[str, Any, by
     if stage is Stage.SHARE_KEYS:
         _run_stage(lambda: share_keys(host, st))  # type: ignore[arg-type]
     elif stage is Stage.MASKED_INPUT:
-        _run_stage(lambda: masked_input(host, st, update, weight))  # type: ignore[arg-type]
+        vec = update if update.flags.writeable else update.copy()  # masked in place
+        _run_stage(lambda: masked_input(host, st, None, weight,  # type: ignore[arg-type]
+                                        quantised=vec))
     elif stage is Stage.CONSISTENCY_CHECK:
         _run_stage(lambda: consistency_check(host, st))  # type: ignore[arg-type]
     else:

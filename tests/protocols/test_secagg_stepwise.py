@@ -145,7 +145,8 @@ def test_the_state_drops_the_update_once_it_is_sent_masked() -> None:
 
     host.round_trip = spy  # type: ignore[method-assign]
     sw.run_server(cfg, host.session, host.round_trip)
-    assert set(states["advertise_keys"].values()) == {16}  # kept until it is masked
-    assert set(states["share_keys"].values()) == {16}
+    # kept until it is masked: the quantised, weighted vector + clipped count and weight
+    assert set(states["advertise_keys"].values()) == {16 + 2}
+    assert set(states["share_keys"].values()) == {16 + 2}
     assert set(states["masked_input"].values()) == {0}  # sent: no copy kept
     assert set(states["unmask"].values()) == {0}

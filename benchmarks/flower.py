@@ -1,0 +1,249 @@
+"""``mpcai bench flower``: our secure aggregation *inside Flower* against Flower's SecAgg+.
+
+The same round three ways, on the same model, clients and engine, in one run:
+
+* **ours**: the Message-API ``FedAvg`` wrapped in
+  :class:`mpcai.integrations.flower.SecAggStrategy`, ``ClientApp`` s with
+  ``secagg_mod`` (one mask-expansion thread per client), the same neighbourhood
+  as Flower's (a ring of 6 neighbours, threshold 4);
+* **Flower SecAgg+**: Flower's own, on its legacy workflow API
+  (``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(num_shares=7,
+  reconstruction_threshold=4, clipping_range=1, quantization_range=2^16))``,
+  ``ClientApp(client_fn, mods=[secaggplus_mod])``);
+* **plain**: the Message-API ``FedAvg`` with no secure aggregation (what a user
+  runs today).
+
+The global model is ``zeros(d)`` (float32), sent to every client, which answers
+``model + update`` (``uniform(-0.5, 0.5)``) with weight 1; 10% of the clients
+(evenly spaced ids) drop after the key exchange.  Engines:
+
+* ``grid``: a ``ServerApp`` against ``ClientApp`` s through an in-process Grid
+  (:mod:`._flower_round`): every message both ways through Flower's protobuf
+  serde, each node with its persistent ``Context``, no polling and no Ray hop --
+  the lower bound of any Flower engine.  Bytes per client: the serialised
+  replies of a client that finished.  A dropout simply never answers.
+* ``simulation``: Flower's own simulation engine (``run_simulation``, Ray), each
+  round in a fresh process (:mod:`._flower_sim`), one Ray CPU (one ``ClientApp``
+  at a time: single-threaded on every side).  ``ours_s`` / ``baseline_s`` are the
+  ``ServerApp``'s round (the actors' start-up inside it, the Ray runtime's start
+  outside); ``total_*`` the whole ``run_simulation`` call.  A dropout answers
+  with an error (a simulated node cannot vanish).
+
+Scale: ours alone in the grid engine at d = 10,000 for N = 100 and 1,000 (the
+library's automatic degree and threshold), with the growth exponent
+``log(t(1000) / t(100)) / log(10)``.
+
+Failures are counted, never retried: a round that fails is timed and the
+reported time is all timed rounds' time per successful round (``failures_*``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _flower_round, _flower_sim
+from . import _progress as _prog
+from ._common import record, report
+from ._secagg_ours import dropped_ids
+from .secagg import _Side, cpu_model
+
+DROP = 0.10
+DEGREE, THRESHOLD, FLOWER_SHARES = 6, 4, 7
+FULL = {"grid": ((50, 1_000_000), (50, 100_000)), "simulation": ((50, 1_000_000),),
+        "scale": (100, 1_000), "scale_d": 10_000}
+QUICK = {"grid": ((10, 1_000),), "simulation": ((10, 1_000),), "scale": (10, 30),
+         "scale_d": 1_000}
+ENGINES = ("grid", "simulation")
+
+
+def _label(n: int, d: int) -> str:
+    return f"N={n} d={d:,} {DROP:.0%} drop"
+
+
+def _data(n: int, d: int, seed: int) -> tuple[list[np.ndarray], set[int], np.ndarray]:
+    updates = [_flower_sim.update(p, d, seed) for p in range(n)]
+    dropped = dropped_ids(n, DROP)
+    ref = np.mean([u for i, u in enumerate(updates, 1) if i not in dropped], axis=0)
+    return updates, dropped, ref
+
+
+def _common(n: int, d: int, dropped: set[int], cpu: str, engine: str) -> dict[str, Any]:
+    return {"n_clients": n, "d": d, "dropped": len(dropped), "cpu": cpu, "engine": engine,
+            "threads_ours": 1, "threads_flower": 1, "flower_version": _version()}
+
+
+def _version() -> str:
+    import flwr
+
+    return str(getattr(flwr, "__version__", "?"))
+
+
+def grid(n: int, d: int, reps: int, *, cpu: str, seed: int = 0) -> list[dict]:
+    """The three rounds through the in-process grid, interleaved per repetition."""
+    updates, dropped, ref = _data(n, d, seed)
+    ours, sap, plain = _Side(), _Side(), _Side()
+    warmup = 1 if n * d <= 2_000_000 else 0
+    for rep in range(warmup + max(1, reps)):
+        timed = rep >= warmup
+        w = _flower_round.run_message_round(updates, dropped, secure=True, degree=DEGREE,
+                                            threshold=THRESHOLD, threads=1)
+        if timed:
+            ours.add(w.total_s, w.failed, w.mean, ref, w.bytes_per_survivor)
+        w = _flower_round.run_round(updates, dropped, secagg=True,
+                                    num_shares=min(FLOWER_SHARES, n), threshold=THRESHOLD,
+                                    clipping_range=1.0, quantization_range=65535,
+                                    send_model=True)
+        if timed:
+            sap.add(w.total_s, w.failed, w.mean, ref, w.bytes_per_survivor)
+        w = _flower_round.run_message_round(updates, dropped, secure=False)
+        if timed:
+            plain.add(w.total_s, w.failed, w.mean, ref, w.bytes_per_survivor)
+        del w
+    _flower_sim.update.cache_clear()
+    c = _common(n, d, dropped, cpu, "grid")
+    ver = c["flower_version"]
+    figures = {"failures_ours": ours.failure_str, "failures_flower": sap.failure_str,
+               "bytes_per_client_ours": ours.bytes, "bytes_per_client_flower": sap.bytes,
+               "bytes_per_client_plain": plain.bytes, "max_abs_err_ours": ours.err,
+               "max_abs_err_flower": sap.err, "plain_s": plain.per_result,
+               "overhead_x": ours.per_result / plain.per_result,
+               "overhead_x_flower": sap.per_result / plain.per_result,
+               "bytes_x_flower": sap.bytes / ours.bytes if ours.bytes else float("nan"),
+               "degree": DEGREE, "threshold": THRESHOLD, "flower_num_shares": min(7, n)}
+    return [
+        record(f"flower round {_label(n, d)} (in-process grid, 1 thread)", ours.per_result,
+               f"Flower {ver} SecAgg+ (SecAggPlusWorkflow + secaggplus_mod)", sap.per_result,
+               **c, **figures),
+        record(f"flower round vs plain FedAvg {_label(n, d)} (in-process grid)",
+               ours.per_result, f"Flower {ver} plain FedAvg (Message API, insecure)",
+               plain.per_result, **c, overhead_x=ours.per_result / plain.per_result,
+               failures_ours=ours.failure_str, failures_flower=plain.failure_str,
+               bytes_per_client_ours=ours.bytes, bytes_per_client_flower=plain.bytes),
+    ]
+
+
+def _sim_child(kind: str, n: int, d: int, seed: int) -> dict[str, Any]:
+    """One ``run_simulation`` round in a fresh interpreter (its own Ray runtime)."""
+    with tempfile.TemporaryDirectory(prefix="ray", dir="/tmp" if os.path.isdir("/tmp")
+                                     else None) as tmp:  # Ray's socket paths: < 108 bytes
+        out = Path(tmp) / "round.json"
+        env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_DEDUP_LOGS": "0",
+               "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "RAY_USAGE_STATS_ENABLED": "0",
+               "FLWR_TELEMETRY_ENABLED": "0"}
+        proc = subprocess.run([sys.executable, "-P", "-m", "mpcai.benchmarks._flower_sim",
+                               kind, str(n), str(d), repr(DROP), str(seed), "1", str(out)],
+                              capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"run_simulation child {kind} N={n} d={d} failed "
+                               f"({proc.returncode}):\n{proc.stderr[-4000:]}")
+        return dict(json.loads(out.read_text()))
+
+
+def simulation(n: int, d: int, reps: int, *, cpu: str, seed: int = 0) -> list[dict]:
+    """The three rounds under Flower's ``run_simulation``, interleaved per repetition."""
+    runs: dict[str, list[dict]] = {k: [] for k in _flower_sim.KINDS}
+    for _ in range(max(1, reps)):
+        for kind in _flower_sim.KINDS:
+            runs[kind].append(_sim_child(kind, n, d, seed))
+
+    def per(kind: str, key: str = "round_s") -> float:
+        rs = runs[kind]
+        return sum(r[key] for r in rs) / max(1, sum(not r["failed"] for r in rs))
+
+    def fails(kind: str) -> str:
+        return f"{sum(r['failed'] for r in runs[kind])}/{len(runs[kind])}"
+
+    def err(kind: str) -> float:
+        return max((r["max_abs_err"] for r in runs[kind] if r["max_abs_err"] is not None),
+                   default=float("nan"))
+
+    dropped = dropped_ids(n, DROP)
+    c = _common(n, d, dropped, cpu, "simulation (Ray, 1 CPU)")
+    ver = c["flower_version"]
+    ours, sap, plain = per("ours"), per("secaggplus"), per("plain")
+    return [
+        record(f"flower round {_label(n, d)} (run_simulation, 1 CPU)", ours,
+               f"Flower {ver} SecAgg+ (SecAggPlusWorkflow + secaggplus_mod)", sap, **c,
+               failures_ours=fails("ours"), failures_flower=fails("secaggplus"),
+               total_ours_s=per("ours", "total_s"), total_flower_s=per("secaggplus", "total_s"),
+               plain_s=plain, overhead_x=ours / plain, overhead_x_flower=sap / plain,
+               max_abs_err_ours=err("ours"), max_abs_err_flower=err("secaggplus")),
+        record(f"flower round vs plain FedAvg {_label(n, d)} (run_simulation, 1 CPU)", ours,
+               f"Flower {ver} plain FedAvg (Message API, insecure)", plain, **c,
+               overhead_x=ours / plain, failures_ours=fails("ours"),
+               failures_flower=fails("plain"), total_plain_s=per("plain", "total_s")),
+    ]
+
+
+def scale(sizes: Sequence[int], d: int, *, cpu: str, seed: int = 0) -> list[dict]:
+    """Ours alone, one round per size, automatic degree and threshold (grid engine)."""
+    out: list[dict] = []
+    base: tuple[int, float] | None = None
+    for n in sizes:
+        updates, dropped, ref = _data(n, d, seed)
+        w = _flower_round.run_message_round(updates, dropped, secure=True, threads=1)
+        side = _Side()
+        side.add(w.total_s, w.failed, w.mean, ref, w.bytes_per_survivor)
+        extra: dict[str, Any] = {}
+        if base is not None:
+            extra["time_exponent"] = (math.log(side.per_result / base[1])
+                                      / math.log(n / base[0]))
+            extra["exponent_span"] = f"N={base[0]}..{n}"
+        out.append(record(
+            f"flower scaling {_label(n, d)} auto (in-process grid, ours, 1 thread)",
+            side.per_result, f"ours at N={base[0]}" if base else "(no baseline)",
+            base[1] if base else side.per_result, **_common(n, d, dropped, cpu, "grid"),
+            failures_ours=side.failure_str, time_per_client_s=side.per_result / n,
+            bytes_per_client_ours=side.bytes, max_abs_err_ours=side.err, **extra))
+        if base is None:
+            base = (n, side.per_result)
+        _flower_sim.update.cache_clear()
+    return out
+
+
+def run(reps: int = 3, quick: bool = False,
+        engines: Sequence[str] = ENGINES, with_scale: bool = True) -> list[dict]:
+    """All records (see the module docstring)."""
+    sizes = QUICK if quick else FULL
+    cpu = cpu_model()
+    records: list[dict] = []
+    for n, d in sizes["grid"] if "grid" in engines else ():
+        _prog.step(f"grid {_label(n, d)}")
+        records += grid(n, d, reps, cpu=cpu)
+    for n, d in sizes["simulation"] if "simulation" in engines else ():
+        _prog.step(f"simulation {_label(n, d)}")
+        records += simulation(n, d, 1 if not quick and n * d > 10**7 else reps, cpu=cpu)
+    if with_scale:
+        _prog.step("scale")
+        records += scale(sizes["scale"], sizes["scale_d"], cpu=cpu)  # type: ignore[arg-type]
+    return records
+
+
+def main(reps: int = 3, quick: bool = False, json_path: str | None = None,
+         engines: Sequence[str] | None = None) -> int:
+    """Run, print the table (CPU and threads first), optionally write JSON."""
+    engines = tuple(engines or ENGINES)
+    sizes = QUICK if quick else FULL
+    steps = ([f"grid {_label(n, d)}" for n, d in sizes["grid"]] * ("grid" in engines)
+             + [f"simulation {_label(n, d)}" for n, d in sizes["simulation"]]
+             * ("simulation" in engines) + ["scale"])
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); threads: 1 per side "
+          f"(ours: one mask-expansion thread per client; run_simulation: 1 Ray CPU)")
+    t0 = time.perf_counter()
+    with _prog.running("mpcai bench flower", steps):
+        records = run(reps=reps, quick=quick, engines=engines)
+    report(records, reps, json_path)
+    print(f"(flower times: per successful round, failed rounds included; simulation rounds "
+          f"run once each at full size; {time.perf_counter() - t0:.0f} s in all)")
+    return 0
