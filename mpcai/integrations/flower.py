@@ -14,19 +14,24 @@ Client (the ``ClientApp``): one line, the mod::
 
     app = ClientApp(mods=[secagg_mod])
 
-Each training round, the train message of the inner strategy reaches the
-user's train function unchanged; the mod takes its reply (the arrays and the
-``num-examples`` weight), keeps the *change* it makes to the model it received
-(``reply - received``, so ``clip`` bounds an update, not the model) on the node
-and answers with this client's public keys instead.  Three (four with the
-consistency check) more ``train`` round trips run the stages of
-:mod:`mpcai.protocols.secure_aggregation`; the server sees only masked vectors
-and the sum, adds the mean change to the global model and hands that to the
-inner strategy.  The weights are masked too: the server learns the total
-weight, never a client's number of examples in training (evaluation replies
-are the inner strategy's, in the clear).  Nodes that do not answer a stage
-before ``timeout`` are dropouts; a reply that is an error or malformed counts
-as one.  The user's own training metrics are not forwarded.
+Each training round runs the stages of :mod:`mpcai.protocols.secure_aggregation`
+as ``train`` round trips: the clients exchange keys first (small messages), then
+the inner strategy's train message (the model and its config) goes with the
+masked-input stage and reaches the user's train function unchanged; the mod
+takes its reply (the arrays and the ``num-examples`` weight), masks the *change*
+it makes to the model it received (``reply - received``, so ``clip`` bounds an
+update, not the model) and answers with the masked vector; one more round trip
+(two with the consistency check) removes the masks.  A node holds no update
+between messages (its state stays a few kilobytes until it trains), as Flower's
+SecAgg+ does.  The server sees only masked vectors and the sum, adds the mean
+change to the global model and hands that to the inner strategy.  The weights
+are masked too: the server learns the total weight, never a client's number of
+examples in training (evaluation replies are the inner strategy's, in the
+clear).  Nodes that do not answer a stage before ``timeout`` are dropouts; a
+reply that is an error or malformed counts as one (``secagg-dropped`` counts
+every client that left the round at some stage, also after its masked input,
+whose update is then in the sum; ``secagg-survivors`` those whose updates are).
+The user's own training metrics are not forwarded.
 
 Clipping and range: every value is clipped to ``[-clip, clip]`` and quantised
 to ``bits`` bits; the number of clipped values is counted under the masks and
@@ -231,20 +236,23 @@ class SecAggStrategy(Strategy):
         blob = wire.encode_payload({"config": fields, "layout": [[k, list(s)]
                                                                  for k, s in layout]})
         nodes: dict[int, int] = {}
+        contents: dict[int, RecordDict] = {}
         out = []
         for cid, msg in enumerate(messages, start=1):
             md = msg.metadata
             nodes[cid] = md.dst_node_id
-            # a new content per message: strategies may share one RecordDict between them
-            content = RecordDict({**dict(msg.content.items()), RECORD_KEY: ConfigRecord({
+            # the inner strategy's content (the model) goes with the masked_input stage:
+            # the client trains after the key exchange and holds no update in between
+            contents[cid] = msg.content
+            content = RecordDict({RECORD_KEY: ConfigRecord({
                 "stage": "begin", "session": session, "id": cid, "round-config": blob,
                 "weight-key": self.weighted_by_key})})
             out.append(Message(content, dst_node_id=md.dst_node_id,
                                message_type=md.message_type, group_id=md.group_id,
                                ttl=md.ttl))
         self._round = {"cfg": cfg, "session": session, "nodes": nodes, "messages": out,
-                       "arrays": arrays, "layout": layout, "round": server_round,
-                       "type": out[0].metadata.message_type}
+                       "contents": contents, "arrays": arrays, "layout": layout,
+                       "round": server_round, "type": out[0].metadata.message_type}
         return out
 
     def _round_trip(self, first: list[Message]) -> _sw.RoundTrip:
@@ -279,11 +287,17 @@ class SecAggStrategy(Strategy):
         def round_trip(tag: str, outgoing: Any) -> dict[int, Any]:
             if "first" in pending:  # advertise_keys: the replies to the train messages
                 return parse(pending.pop("first"), tag)
-            messages = [Message(_record(tag, [list(item) for item in items],
-                                        session=self._round["session"]),
-                                dst_node_id=nodes[cid], message_type=self._round["type"],
-                                group_id=str(self._round["round"]), ttl=cfg.timeout)
-                        for cid, items in outgoing.items()]
+            messages = []
+            for cid, items in outgoing.items():
+                content = _record(tag, [list(item) for item in items],
+                                  session=self._round["session"])
+                if tag == "masked_input":  # the inner strategy's train content: train now
+                    # a new RecordDict per message: strategies may share one between them
+                    content = RecordDict({**dict(self._round["contents"][cid].items()),
+                                          **dict(content.items())})
+                messages.append(Message(content, dst_node_id=nodes[cid],
+                                        message_type=self._round["type"],
+                                        group_id=str(self._round["round"]), ttl=cfg.timeout))
             return parse(grid.send_and_receive(messages, timeout=cfg.timeout), tag)
 
         return round_trip
@@ -384,31 +398,18 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
     def _handle(msg: Message, context: Context, call_next: Any) -> Message:
         rec = msg.content.config_records[RECORD_KEY]
         if rec.get("stage") == "begin":
-            cfg, layout, me, session, weight_key = _round_config(rec)
-            if threads is not None:
-                cfg = dataclasses.replace(cfg, threads=threads)
+            cfg, _, me, session, weight_key = _round_config(rec)
             if cfg.n_clients < min_clients or cfg.threshold < min_threshold or (
                     max_clip is not None and cfg.clip > max_clip):
                 raise ProtocolAbort(f"round parameters below this client's floor: "
                                     f"{cfg.n_clients} clients, threshold {cfg.threshold}, "
                                     f"clip {cfg.clip}")
-            received = [r for k, r in msg.content.array_records.items()]
-            if len(received) != 1:
-                raise InvalidInput("the train message must hold one ArrayRecord (the model)")
-            reply = call_next(msg, context)
-            if reply.has_error():
-                raise RuntimeError("the user's train function failed")
-            arrays = list(reply.content.array_records.values())
-            metrics = list(reply.content.metric_records.values())
-            if len(arrays) != 1 or len(metrics) != 1 or weight_key not in metrics[0]:
-                raise InvalidInput(f"the train reply must hold one ArrayRecord and one "
-                                   f"MetricRecord with {weight_key!r}")
-            update = _delta(arrays[0], received[0], layout)
-            weight = metrics[0][weight_key]
-            if isinstance(weight, float) and weight.is_integer():
-                weight = int(weight)
-            message, state = _sw.client_begin(cfg, me, session, update, weight)
-            context.state[RECORD_KEY] = ConfigRecord({"state": state, "session": session})
+            if threads is not None:
+                cfg = dataclasses.replace(cfg, threads=threads)
+            message, state = _sw.client_begin(cfg, me, session)  # the update comes later
+            context.state[RECORD_KEY] = ConfigRecord({
+                "state": state, "session": session, "round-config": rec["round-config"],
+                "id": me, "weight-key": weight_key})
             return Message(_record("advertise_keys", message), reply_to=msg)
         held = context.state.config_records.get(RECORD_KEY)
         if held is None or bytes(rec.get("session", b"")) != bytes(held["session"]):
@@ -418,13 +419,38 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
             items = {str(t): o for t, o in wire.decode_payload(rec["data"])}
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolAbort("malformed secure-aggregation message") from exc
-        tag, out, state = _sw.client_step(held["state"], items)
+        if _sw.next_stage(items) == "masked_input":  # the user's training, then the mask
+            update, weight = _train(msg, context, call_next, held)
+            tag, out, state = _sw.client_step(held["state"], items, update, weight)
+        else:
+            tag, out, state = _sw.client_step(held["state"], items)
         if tag == "unmask":  # the round's last stage: keep nothing
             del context.state[RECORD_KEY]
         else:
-            context.state[RECORD_KEY] = ConfigRecord({"state": state,
-                                                      "session": held["session"]})
+            context.state[RECORD_KEY] = ConfigRecord({**dict(held.items()), "state": state})
         return Message(_record(str(tag), out), reply_to=msg)
+
+    def _train(msg: Message, context: Context, call_next: Any,
+               held: ConfigRecord) -> tuple[np.ndarray, int | float]:
+        """The user's train reply to ``msg`` as this client's change to the model."""
+        _, layout, _, _, weight_key = _round_config(held)
+        received = list(msg.content.array_records.values())
+        if len(received) != 1:
+            raise InvalidInput("the train message must hold one ArrayRecord (the model)")
+        reply = call_next(msg, context)
+        if reply.has_error():
+            raise RuntimeError("the user's train function failed")
+        arrays = list(reply.content.array_records.values())
+        metrics = list(reply.content.metric_records.values())
+        if len(arrays) != 1 or len(metrics) != 1 or weight_key not in metrics[0]:
+            raise InvalidInput(f"the train reply must hold one ArrayRecord and one "
+                               f"MetricRecord with {weight_key!r}")
+        weight = metrics[0][weight_key]
+        if isinstance(weight, float) and weight.is_integer():
+            weight = int(weight)
+        if not isinstance(weight, int):
+            raise InvalidInput(f"{weight_key!r} must be an integer")
+        return _delta(arrays[0], received[0], layout), weight
 
     return mod
 

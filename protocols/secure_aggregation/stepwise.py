@@ -55,10 +55,10 @@ from .config import SecAggConfig
 from .server import AggregateResult, server
 from .stages import Stage, StageMachine
 
-__all__ = ["RoundTrip", "client_begin", "client_step", "run_server"]
+__all__ = ["RoundTrip", "client_begin", "client_step", "next_stage", "run_server"]
 
 SERVER = 0
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 
 RoundTrip = Callable[[str, Mapping[int, list[tuple[str, Any]]]], Mapping[int, Any]]
 """``round_trip(tag, outgoing) -> {client: reply}``: see the module docstring."""
@@ -169,13 +169,18 @@ def _run_stage(coro_fn: Callable[[], Any]) -> None:
 
 
 def client_begin(cfg: SecAggConfig, me: int, session: bytes,
-                 update: np.ndarray | Mapping[str, np.ndarray], weight: int = 1, *,
+                 update: np.ndarray | Mapping[str, np.ndarray] | None = None,
+                 weight: int | None = None, *,
                  identity_key: Any = None) -> tuple[Any, bytes]:
     """The client's first stage (advertise its keys) for a round of ``session``.
 
     ``me`` is this client's id in ``1..cfg.n_clients`` (the host assigns them),
     ``update`` its model update and ``weight`` its integer weight (e.g. its
-    number of examples, at most ``cfg.max_weight``), both checked now.
+    number of examples, at most ``cfg.max_weight``; 1 if not given), both
+    checked now and kept in the state until they are sent masked.  Without
+    ``update`` (``cfg.dim`` must then be set), the update and weight are given
+    to the :func:`client_step` of stage ``"masked_input"`` instead: the state
+    stays small until then, and the client may train after the key exchange.
     Returns ``(message for the server, state)``: send the message as this
     client's answer to stage ``"advertise_keys"`` and keep the state (bytes)
     for :func:`client_step`.
@@ -184,49 +189,75 @@ def client_begin(cfg: SecAggConfig, me: int, session: bytes,
         raise InvalidInput("cfg must be a SecAggConfig")
     me = check_int(me, "client id", lo=1, hi=cfg.n_clients)
     session = check_bytes(session, "session", size=wire.SESSION_ID_BYTES)
-    weight = check_int(weight, "weight", lo=1, hi=cfg.max_weight)
-    vec = flatten_update(update)
-    if cfg.dim is not None and vec.size != cfg.dim:
-        raise InvalidInput(f"the update has {vec.size} values, the configuration says "
-                           f"dim={cfg.dim}")
-    state = ClientState(cfg=cfg, me=me, session=session, length=int(vec.size))
+    if update is None:
+        if weight is not None:
+            raise InvalidInput("a weight without an update: give both now, or both to the "
+                               "masked_input step")
+        if cfg.dim is None:
+            raise InvalidInput("an update given later needs cfg.dim (its length)")
+        vec, length = None, cfg.dim
+    else:
+        weight = check_int(1 if weight is None else weight, "weight", lo=1, hi=cfg.max_weight)
+        vec = flatten_update(update)
+        if cfg.dim is not None and vec.size != cfg.dim:
+            raise InvalidInput(f"the update has {vec.size} values, the configuration says "
+                               f"dim={cfg.dim}")
+        length = int(vec.size)
+    state = ClientState(cfg=cfg, me=me, session=session, length=length)
     if isinstance(identity_key, bytes):
         identity_key = Ed25519PrivateKey.from_private_bytes(identity_key)
     state.identity = identity_key
     host = _OneMessage(me, session, {})
     # bad values refused before any key is made; the state keeps the quantised,
     # weighted vector (the float update is not needed again)
-    quantised = _quantised(state, vec, weight)
+    if vec is None:  # weight 0 in the state: the update comes with the masked_input step
+        quantised, weight = np.zeros(0, dtype=np.uint64), 0
+    else:
+        assert weight is not None
+        quantised = _quantised(state, vec, weight)
     _run_stage(lambda: advertise_keys(host, state))  # type: ignore[arg-type]
     (_, message), = host.sent
     return message, _encode_state(state, quantised, weight)
 
 
-def client_step(state: bytes, incoming: Mapping[str, Any]) -> tuple[str, Any, bytes]:
+def client_step(state: bytes, incoming: Mapping[str, Any],
+                update: np.ndarray | Mapping[str, np.ndarray] | None = None,
+                weight: int | None = None) -> tuple[str, Any, bytes]:
     """The client's next stage: ``incoming`` holds the server's messages of one round trip
     (``{stage: object}``).  Returns ``(stage of the reply, reply, new state)``; once the
     reply's stage is ``"unmask"`` the round is over for this client: delete the state.
     The caller checks that the messages belong to this state's round (their session).
+    ``update`` and ``weight`` (1 if not given) go to the step whose reply is
+    ``"masked_input"`` (:func:`next_stage` tells) if :func:`client_begin` had none,
+    and only then.
 
     Raises :class:`~mpcai.errors.ProtocolAbort` (or a subclass) if the server's
     messages are malformed or contradict earlier ones: the client then stops
     answering this round (a dropout), and its secrets never leave it.
     """
-    st, update, weight = _decode_state(state)
-    if not isinstance(incoming, Mapping) or not incoming:
-        raise ProtocolAbort("no message from the server")
-    # the message that starts the next stage (a consistency check comes before unmask)
-    order = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.CONSISTENCY_CHECK, Stage.UNMASK]
-    tags = [s.value for s in order if s.value in incoming]
-    if not tags:
-        raise ProtocolAbort(f"unexpected server messages {sorted(map(str, incoming))}")
-    stage = _NEXT[tags[0]]
+    st, held, held_weight = _decode_state(state)
+    stage = Stage(next_stage(incoming))
+    deferred = held_weight == 0  # client_begin had no update: it comes with masked_input
+    if (update is not None or weight is not None) and not (
+            deferred and stage is Stage.MASKED_INPUT):
+        raise InvalidInput("an update goes only to the masked_input step of a client "
+                           "that began without one")
     host = _OneMessage(st.me, st.session, incoming)
     if stage is Stage.SHARE_KEYS:
         _run_stage(lambda: share_keys(host, st))  # type: ignore[arg-type]
+    elif stage is Stage.MASKED_INPUT and deferred:
+        if update is None:
+            raise InvalidInput("this client began without an update: give it to this step")
+        weight = check_int(1 if weight is None else weight, "weight", lo=1,
+                           hi=st.cfg.max_weight)
+        vec = flatten_update(update)
+        if vec.size != st.length:
+            raise InvalidInput(f"the update has {vec.size} values, the round has {st.length}")
+        held_weight = weight
+        _run_stage(lambda: masked_input(host, st, vec, weight))  # type: ignore[arg-type]
     elif stage is Stage.MASKED_INPUT:
-        vec = update if update.flags.writeable else update.copy()  # masked in place
-        _run_stage(lambda: masked_input(host, st, None, weight,  # type: ignore[arg-type]
+        vec = held if held.flags.writeable else held.copy()  # masked in place
+        _run_stage(lambda: masked_input(host, st, None, held_weight,  # type: ignore[arg-type]
                                         quantised=vec))
     elif stage is Stage.CONSISTENCY_CHECK:
         _run_stage(lambda: consistency_check(host, st))  # type: ignore[arg-type]
@@ -234,8 +265,21 @@ def client_step(state: bytes, incoming: Mapping[str, Any]) -> tuple[str, Any, by
         _run_stage(lambda: unmask(host, st))  # type: ignore[arg-type]
     (tag, reply), = host.sent
     if stage is not Stage.SHARE_KEYS:  # the masked update is sent: keep no copy of it
-        update = np.zeros(0, dtype=update.dtype)
-    return tag, reply, _encode_state(st, update, weight)
+        held = np.zeros(0, dtype=held.dtype)
+    return tag, reply, _encode_state(st, held, held_weight)
+
+
+def next_stage(incoming: Mapping[str, Any]) -> str:
+    """The stage of the reply :func:`client_step` gives to the server's messages
+    ``incoming`` (a host that trains late calls it to know when the update is due)."""
+    if not isinstance(incoming, Mapping) or not incoming:
+        raise ProtocolAbort("no message from the server")
+    # the message that starts the next stage (a consistency check comes before unmask)
+    order = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.CONSISTENCY_CHECK, Stage.UNMASK]
+    tags = [s.value for s in order if s.value in incoming]
+    if not tags:
+        raise ProtocolAbort(f"unexpected server messages {sorted(map(str, incoming))}")
+    return _NEXT[tags[0]].value
 
 
 # ---- the server ------------------------------------------------------------------

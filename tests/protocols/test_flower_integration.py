@@ -77,6 +77,7 @@ def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
             self._replies: dict[str, Message] = {}
             self._next = 0
             self.trips: list[list[str]] = []
+            self.model_stages: set[str] = set()  # stages whose messages carry arrays
             self.replies: list[Message] = []
 
         def set_run(self, run: Any) -> None:
@@ -109,6 +110,8 @@ def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
                 stage = (recs[RECORD_KEY]["stage"] if RECORD_KEY in recs
                          else msg.metadata.message_type)
                 stages.append(stage)
+                if msg.has_content() and msg.content.array_records:
+                    self.model_stages.add(stage)
                 if (drop or {}).get((nid, stage)):
                     continue
                 try:
@@ -140,7 +143,8 @@ def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
     return InProcessGrid()
 
 
-def client_app(seen: dict[int, Any], mod: Any = secagg_mod, extra: bool = False) -> ClientApp:
+def client_app(seen: dict[int, Any], mod: Any = secagg_mod, extra: bool = False,
+               calls: list[tuple[int, str]] | None = None) -> ClientApp:
     app = ClientApp(mods=[mod])
 
     @app.train()
@@ -148,6 +152,8 @@ def client_app(seen: dict[int, Any], mod: Any = secagg_mod, extra: bool = False)
         nid = context.node_id
         w = msg.content["arrays"]["w"].numpy()
         seen[nid] = dict(msg.content["config"])
+        if calls is not None:  # (node, the secure-aggregation stage it trains in)
+            calls.append((nid, msg.content.config_records[RECORD_KEY]["stage"]))
         arrays = {"w": Array.from_numpy_ndarray((w + DELTAS[nid]).astype(np.float32))}
         if extra:  # a second array, returned first (the server's order must win)
             b = msg.content["arrays"]["b"].numpy()
@@ -182,9 +188,14 @@ def fedavg() -> FedAvg:
 
 def test_two_rounds_equal_the_plaintext_weighted_mean() -> None:
     seen: dict[int, Any] = {}
-    grid = make_grid(client_app(seen))
+    calls: list[tuple[int, str]] = []
+    grid = make_grid(client_app(seen, calls=calls))
     strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
     result = run(strategy, grid, rounds=2)
+    # each client trains once per round, after the key exchange; the model travels only
+    # with the masked_input stage (keys first, in small messages)
+    assert sorted(calls) == sorted([(nid, "masked_input") for nid in DELTAS] * 2)
+    assert grid.model_stages == {"masked_input"}
     step = 2 * 1.0 / (2**20 - 1)
     expect = plain_mean(plain_mean(np.zeros(D), DELTAS), DELTAS)
     got = result.arrays["w"].numpy()
@@ -361,3 +372,30 @@ def test_a_client_refusing_the_round_is_an_error_dropout() -> None:
     assert strategy.history[0]["secagg-survivors"] == N - 1
     np.testing.assert_allclose(result.arrays["w"].numpy(), plain_mean(np.zeros(D), nodes[1:]),
                                atol=4 * 2 / (2**20 - 1) + 1e-6)
+
+
+def test_a_client_whose_training_fails_after_the_key_exchange_is_a_dropout() -> None:
+    """Training runs at the masked_input stage: a failing train function leaves the
+    round after the keys are shared; the others' masks are still removed."""
+    failing = list(DELTAS)[4]
+    app = ClientApp(mods=[secagg_mod])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        nid = context.node_id
+        if nid == failing:
+            raise RuntimeError("out of memory")
+        w = msg.content["arrays"]["w"].numpy()
+        return Message(RecordDict({
+            "arrays": ArrayRecord({"w": Array.from_numpy_ndarray(w + DELTAS[nid])}),
+            "metrics": MetricRecord({"num-examples": WEIGHTS[nid]})}), reply_to=msg)
+
+    grid = make_grid(app)
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
+    result = run(strategy, grid, rounds=1)
+    alive = [n for n in DELTAS if n != failing]
+    np.testing.assert_allclose(result.arrays["w"].numpy(), plain_mean(np.zeros(D), alive),
+                               atol=4 * 2 / (2**20 - 1) + 1e-6)
+    h = strategy.history[0]
+    assert (h["secagg-survivors"], h["secagg-dropped"], h["secagg-errors"]) == (N - 1, 1, 1)
+    assert RECORD_KEY not in grid.contexts[failing].state.config_records  # nothing kept

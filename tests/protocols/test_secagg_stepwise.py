@@ -20,8 +20,9 @@ class StatelessHost:
 
     def __init__(self, cfg: SecAggConfig, updates: list[np.ndarray], weights: list[int],
                  drop: dict[str, set[int]] | None = None,
-                 identity_keys: dict[int, Any] | None = None) -> None:
+                 identity_keys: dict[int, Any] | None = None, late: bool = False) -> None:
         self.cfg, self.updates, self.weights = cfg, updates, weights
+        self.late = late  # clients begin without their update and give it at masked_input
         self.drop = drop or {}
         self.identity_keys = identity_keys or {}
         self.session = secrets.token_bytes(16)
@@ -36,13 +37,17 @@ class StatelessHost:
             if cid in self.drop.get(tag, set()):
                 self.state.pop(cid, None)
                 continue
-            if not msgs:  # the first round trip: the client trains and advertises
+            if not msgs:  # the first round trip: the client (trains and) advertises
+                data = () if self.late else (self.updates[cid - 1], self.weights[cid - 1])
                 msg, self.state[cid] = sw.client_begin(
-                    self.cfg, cid, self.session, self.updates[cid - 1], self.weights[cid - 1],
+                    self.cfg, cid, self.session, *data,
                     identity_key=self.identity_keys.get(cid))
                 replies[cid] = msg
                 continue
-            got, reply, self.state[cid] = sw.client_step(self.state[cid], dict(msgs))
+            data = ()
+            if self.late and sw.next_stage(dict(msgs)) == "masked_input":
+                data = (self.updates[cid - 1], self.weights[cid - 1])
+            got, reply, self.state[cid] = sw.client_step(self.state[cid], dict(msgs), *data)
             assert got == tag
             replies[cid] = reply
         return replies
@@ -53,8 +58,9 @@ def _plain_mean(updates: list[np.ndarray], weights: list[int], ids: list[int]) -
     return (np.stack([updates[i - 1] for i in ids]) * w[:, None]).sum(0) / w.sum()
 
 
+@pytest.mark.parametrize("late", [False, True], ids=["update-at-begin", "update-late"])
 @pytest.mark.parametrize("consistency", [False, True])
-def test_stateless_clients_give_the_weighted_mean(consistency: bool) -> None:
+def test_stateless_clients_give_the_weighted_mean(consistency: bool, late: bool) -> None:
     rng = np.random.default_rng(1)
     n, d = 12, 300
     updates = [rng.uniform(-1, 1, d) for _ in range(n)]
@@ -63,8 +69,9 @@ def test_stateless_clients_give_the_weighted_mean(consistency: bool) -> None:
     if consistency:
         pub, priv = make_identities(n)
         kw = {"identities": pub, "consistency_check": True}
-    cfg = SecAggConfig(n_clients=n, max_weight=50, **kw)
-    host = StatelessHost(cfg, updates, weights, identity_keys=priv if consistency else None)
+    cfg = SecAggConfig(n_clients=n, max_weight=50, dim=d, **kw)
+    host = StatelessHost(cfg, updates, weights, identity_keys=priv if consistency else None,
+                         late=late)
     res = sw.run_server(cfg, host.session, host.round_trip)
     expect = ["advertise_keys", "share_keys", "masked_input"]
     expect += ["consistency_check"] if consistency else []
@@ -150,3 +157,47 @@ def test_the_state_drops_the_update_once_it_is_sent_masked() -> None:
     assert set(states["share_keys"].values()) == {16 + 2}
     assert set(states["masked_input"].values()) == {0}  # sent: no copy kept
     assert set(states["unmask"].values()) == {0}
+
+
+def test_an_update_given_late_keeps_the_state_small_and_goes_only_to_masked_input() -> None:
+    n, d = 4, 5000
+    cfg = SecAggConfig(n_clients=n, dim=d)
+    rng = np.random.default_rng(3)
+    updates = [rng.uniform(-1, 1, d) for _ in range(n)]
+    host = StatelessHost(cfg, updates, [1] * n, late=True)
+    sizes: dict[str, int] = {}
+    orig = host.round_trip
+
+    def spy(tag: str, outgoing: dict[int, list[tuple[str, Any]]]) -> dict[int, Any]:
+        if tag == "masked_input":  # before the clients get their update
+            sizes["before"] = max(len(st) for st in host.state.values())
+            step_msgs = outgoing[1]
+            with pytest.raises(InvalidInput, match="give it to this step"):
+                sw.client_step(host.state[1], dict(step_msgs))
+            with pytest.raises(InvalidInput, match="values"):
+                sw.client_step(host.state[1], dict(step_msgs), np.zeros(d - 1))
+            with pytest.raises(InvalidInput, match="weight"):
+                sw.client_step(host.state[1], dict(step_msgs), updates[0], cfg.max_weight + 1)
+        out = orig(tag, outgoing)
+        if tag == "masked_input":
+            st = host.state[2]
+            with pytest.raises(InvalidInput, match="only to the masked_input step"):
+                sw.client_step(st, {"unmask": [1]}, updates[1], 1)
+        return out
+
+    host.round_trip = spy  # type: ignore[method-assign]
+    res = sw.run_server(cfg, host.session, host.round_trip)
+    assert sizes["before"] < 4 * d  # no update (8 * d bytes as float64) held before it
+    step = 2 * cfg.clip / cfg.levels
+    np.testing.assert_allclose(res.mean, np.mean(updates, axis=0), atol=step)
+
+
+def test_begin_without_an_update_needs_the_length_and_no_weight() -> None:
+    session = secrets.token_bytes(16)
+    with pytest.raises(InvalidInput, match="dim"):
+        sw.client_begin(SecAggConfig(n_clients=3), 1, session)
+    with pytest.raises(InvalidInput, match="weight without an update"):
+        sw.client_begin(SecAggConfig(n_clients=3, dim=4), 1, session, None, 2)
+    _, state = sw.client_begin(SecAggConfig(n_clients=3, dim=4), 1, session, np.zeros(4), 1)
+    with pytest.raises(InvalidInput, match="only to the masked_input step"):
+        sw.client_step(state, {"advertise_keys": {}}, np.zeros(4), 1)
