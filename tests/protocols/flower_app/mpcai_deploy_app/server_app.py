@@ -34,6 +34,7 @@ def main(grid: Grid, context: Context) -> None:
     go to the result file (or the traceback, if the run fails)."""
     cfg = context.run_config
     result = str(cfg["result"])
+    strategy: SecAggStrategy | None = None
     try:
         n = int(cfg["num-nodes"])
         strategy = SecAggStrategy(
@@ -51,6 +52,7 @@ def main(grid: Grid, context: Context) -> None:
             "train-metrics": {str(k): dict(v)
                               for k, v in res.train_metrics_clientapp.items()},
         })
-    except BaseException:
-        _write(result, {"error": traceback.format_exc()})
+    except BaseException:  # the rounds so far, for the test's report
+        _write(result, {"error": traceback.format_exc(),
+                        "history": strategy.history if strategy is not None else None})
         raise
