@@ -9,7 +9,9 @@ runtime's own start excluded), ``total_s`` (the whole ``run_simulation`` call),
 
 ``KIND``:
 
-* ``ours``: ``SecAggStrategy(FedAvg)`` + ``secagg_mod`` (one thread per client);
+* ``ours``: ``SecAggStrategy(FedAvg)`` + ``secagg_mod`` (one thread per client), 6
+  neighbours and threshold 4 as Flower's; ``ours-auto`` the same with the degree and
+  threshold the library chooses (the scaling runs);
 * ``plain``: the Message-API ``FedAvg`` (insecure), the same ``ClientApp``;
 * ``secaggplus``: Flower's own SecAgg+ -- ``DefaultWorkflow(fit_workflow=
   SecAggPlusWorkflow(7 shares, threshold 4, clipping range 1, 2^16 levels))`` on a
@@ -37,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("ours", "plain", "secaggplus")
+KINDS = ("ours", "plain", "secaggplus")  # compared; "ours-auto": ours, chosen k and t
 
 
 @functools.cache
@@ -131,7 +133,7 @@ def _apps(kind: str, n: int, d: int, dropped: set[int], seed: int,
 
     from mpcai.integrations.flower import RECORD_KEY, SecAggStrategy, make_secagg_mod
 
-    if kind == "ours":
+    if kind in ("ours", "ours-auto"):
         def late_ours(msg: Message) -> bool:
             recs = msg.content.config_records if msg.has_content() else {}
             return RECORD_KEY in recs and recs[RECORD_KEY]["stage"] == "masked_input"
@@ -151,10 +153,13 @@ def _apps(kind: str, n: int, d: int, dropped: set[int], seed: int,
     def main(grid: Any, context: Context) -> None:
         strategy: Any = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n,
                                min_available_nodes=n)
-        if kind == "ours":
+        if kind == "ours":  # Flower's neighbourhood: 6 neighbours, threshold 4
             strategy = SecAggStrategy(strategy, clip=1.0, bits=16, max_weight=1,
                                       timeout=3600.0, degree=min(6, n - 1 - (n % 2 == 0)),
                                       threshold=4)
+        elif kind == "ours-auto":  # degree and threshold chosen by the library
+            strategy = SecAggStrategy(strategy, clip=1.0, bits=16, max_weight=1,
+                                      timeout=3600.0)
         t0 = time.perf_counter()
         res = strategy.start(grid=grid, initial_arrays=ArrayRecord(
             {"w": Array.from_numpy_ndarray(zeros)}), num_rounds=1)
@@ -173,8 +178,8 @@ def run(kind: str, n: int, d: int, drop: float, seed: int, cpus: int) -> dict[st
     from flwr.simulation import run_simulation
     from mpcai.benchmarks._secagg_ours import dropped_ids
 
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}")
+    if kind not in (*KINDS, "ours-auto"):
+        raise ValueError(f"kind must be one of {KINDS} or 'ours-auto'")
     dropped = dropped_ids(n, drop)
     result: dict[str, Any] = {}
     server, client = _apps(kind, n, d, dropped, seed, result)

@@ -29,9 +29,9 @@ The global model is ``zeros(d)`` (float32), sent to every client, which answers
   outside); ``total_*`` the whole ``run_simulation`` call.  A dropout answers
   with an error (a simulated node cannot vanish).
 
-Scale: ours alone in the grid engine at d = 10,000 for N = 100 and 1,000 (the
-library's automatic degree and threshold), with the growth exponent
-``log(t(1000) / t(100)) / log(10)``.
+Scale: ours alone at d = 10,000 for N = 100 and 1,000 (the library's
+automatic degree and threshold), in the grid engine and (full runs only) under
+``run_simulation``, with the growth exponent ``log(t(1000) / t(100)) / log(10)``.
 
 Failures are counted, never retried: a round that fails is timed and the
 reported time is all timed rounds' time per successful round (``failures_*``).
@@ -61,9 +61,9 @@ from .secagg import _Side, cpu_model
 DROP = 0.10
 DEGREE, THRESHOLD, FLOWER_SHARES = 6, 4, 7
 FULL = {"grid": ((50, 1_000_000), (50, 100_000)), "simulation": ((50, 1_000_000),),
-        "scale": (100, 1_000), "scale_d": 10_000}
+        "scale": (100, 1_000), "scale_d": 10_000, "scale_simulation": (100, 1_000)}
 QUICK = {"grid": ((10, 1_000),), "simulation": ((10, 1_000),), "scale": (10, 30),
-         "scale_d": 1_000}
+         "scale_d": 1_000, "scale_simulation": ()}
 ENGINES = ("grid", "simulation")
 
 
@@ -186,24 +186,35 @@ def simulation(n: int, d: int, reps: int, *, cpu: str, seed: int = 0) -> list[di
     ]
 
 
-def scale(sizes: Sequence[int], d: int, *, cpu: str, seed: int = 0) -> list[dict]:
-    """Ours alone, one round per size, automatic degree and threshold (grid engine)."""
+def scale(sizes: Sequence[int], d: int, *, cpu: str, seed: int = 0,
+          engine: str = "grid") -> list[dict]:
+    """Ours alone, one round per size, automatic degree and threshold (``engine``
+    ``"grid"`` or ``"simulation"``)."""
     out: list[dict] = []
     base: tuple[int, float] | None = None
+    where = "in-process grid" if engine == "grid" else "run_simulation, 1 CPU"
     for n in sizes:
-        updates, dropped, ref = _data(n, d, seed)
-        w = _flower_round.run_message_round(updates, dropped, secure=True, threads=1)
         side = _Side()
-        side.add(w.total_s, w.failed, w.mean, ref, w.bytes_per_survivor)
+        if engine == "grid":
+            updates, dropped, ref = _data(n, d, seed)
+            w = _flower_round.run_message_round(updates, dropped, secure=True, threads=1)
+            side.add(w.total_s, w.failed, w.mean, ref, w.bytes_per_survivor)
+        else:
+            dropped = dropped_ids(n, DROP)
+            r = _sim_child("ours-auto", n, d, seed)
+            side.times.append(r["round_s"])
+            side.failures += bool(r["failed"])
+            side.err = r["max_abs_err"] if r["max_abs_err"] is not None else float("nan")
+            side.bytes = float("nan")  # not counted under Ray (the grid engine counts them)
         extra: dict[str, Any] = {}
         if base is not None:
             extra["time_exponent"] = (math.log(side.per_result / base[1])
                                       / math.log(n / base[0]))
             extra["exponent_span"] = f"N={base[0]}..{n}"
         out.append(record(
-            f"flower scaling {_label(n, d)} auto (in-process grid, ours, 1 thread)",
+            f"flower scaling {_label(n, d)} auto ({where}, ours, 1 thread)",
             side.per_result, f"ours at N={base[0]}" if base else "(no baseline)",
-            base[1] if base else side.per_result, **_common(n, d, dropped, cpu, "grid"),
+            base[1] if base else side.per_result, **_common(n, d, dropped, cpu, engine),
             failures_ours=side.failure_str, time_per_client_s=side.per_result / n,
             bytes_per_client_ours=side.bytes, max_abs_err_ours=side.err, **extra))
         if base is None:
@@ -227,6 +238,10 @@ def run(reps: int = 3, quick: bool = False,
     if with_scale:
         _prog.step("scale")
         records += scale(sizes["scale"], sizes["scale_d"], cpu=cpu)  # type: ignore[arg-type]
+        if sizes["scale_simulation"] and "simulation" in engines:
+            _prog.step("scale under run_simulation")
+            records += scale(sizes["scale_simulation"], sizes["scale_d"],  # type: ignore[arg-type]
+                             cpu=cpu, engine="simulation")
     return records
 
 
@@ -237,7 +252,9 @@ def main(reps: int = 3, quick: bool = False, json_path: str | None = None,
     sizes = QUICK if quick else FULL
     steps = ([f"grid {_label(n, d)}" for n, d in sizes["grid"]] * ("grid" in engines)
              + [f"simulation {_label(n, d)}" for n, d in sizes["simulation"]]
-             * ("simulation" in engines) + ["scale"])
+             * ("simulation" in engines) + ["scale"]
+             + ["scale under run_simulation"] * bool(sizes["scale_simulation"]
+                                                     and "simulation" in engines))
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); threads: 1 per side "
           f"(ours: one mask-expansion thread per client; run_simulation: 1 Ray CPU)")
     t0 = time.perf_counter()
