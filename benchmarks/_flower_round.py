@@ -3,9 +3,9 @@
 Flower 1.41 runs a ``ServerApp`` against ``ClientApp`` s in one machine only
 through its simulation engine, whose one backend is Ray
 (``flwr/server/superlink/fleet/vce/backend/raybackend.py``: every message
-goes to a Ray actor with the node's whole ``Context``).  Ray is not a
-dependency of ``flwr`` and is not installed here, so this module provides
-the missing piece itself: :class:`InProcessGrid`, a ``flwr.serverapp.grid.Grid``
+goes to a Ray actor with the node's whole ``Context``; :mod:`._flower_sim`
+measures that).  This module measures the lower bound of any engine:
+:class:`InProcessGrid`, a ``flwr.serverapp.grid.Grid``
 that hands each message to the destination node's ``ClientApp`` directly, in
 this thread, with that node's persistent ``Context`` (where
 ``secaggplus_mod`` keeps its state).  Each message, both ways, goes through
@@ -22,9 +22,10 @@ The apps are the ones Flower's secure-aggregation example builds:
 * **plain**: the same with the default fit workflow and no mod (plain FedAvg).
 
 The clients' ``NumPyClient.fit`` returns its (precomputed) update with weight
-1.  The global model sent to the clients is empty on purpose (our
-``simulate`` does not broadcast a model either), so both sides time only the
-aggregation: the clients' uploads, the protocol, the server's sum.
+1.  The global model sent to the clients is empty by default (``bench secagg``:
+our ``simulate`` does not broadcast a model either), so both sides time only
+the aggregation; with ``send_model`` (``bench flower``) it is ``zeros(d)``,
+as in :func:`run_message_round`.
 
 Dropouts: a client in ``dropped`` stops answering once it has shared its
 keys (from ``collect_masked_vectors`` on for SecAgg+, from ``masked_input`` on
@@ -282,7 +283,11 @@ def run_message_round(updates: list[np.ndarray], dropped: set[int], *, secure: b
     if _GRID is None:
         _GRID = _make_grid_class()
     n = len(updates)
-    client_app = ClientApp(mods=[make_secagg_mod(threads=threads)] if secure else [])
+    # Flower's neighbourhood (degree 6, threshold 4) is below our clients' default privacy
+    # floor (P[privacy lost] <= 2^-40 with 10% corrupt): accepted here to compare like for like
+    lax = 1.0 if degree is not None or threshold is not None else 2.0**-40
+    client_app = ClientApp(mods=[make_secagg_mod(threads=threads, privacy_bound=lax)]
+                           if secure else [])
 
     @client_app.train()  # type: ignore[misc]
     def train(msg: Message, context: Context) -> Message:

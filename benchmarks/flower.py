@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,7 @@ FULL = {"grid": ((50, 1_000_000), (50, 100_000)), "simulation": ((50, 1_000_000)
 QUICK = {"grid": ((10, 1_000),), "simulation": ((10, 1_000),), "scale": (10, 30),
          "scale_d": 1_000, "scale_simulation": ()}
 ENGINES = ("grid", "simulation")
+SIM_TIMEOUT = 1800.0  # seconds for one run_simulation round (N = 1,000 takes about 70)
 
 
 def _label(n: int, d: int) -> str:
@@ -141,12 +143,20 @@ def _sim_child(kind: str, n: int, d: int, seed: int) -> dict[str, Any]:
         env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_DEDUP_LOGS": "0",
                "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "RAY_USAGE_STATS_ENABLED": "0",
                "FLWR_TELEMETRY_ENABLED": "0"}
-        proc = subprocess.run([sys.executable, "-P", "-m", "mpcai.benchmarks._flower_sim",
-                               kind, str(n), str(d), repr(DROP), str(seed), "1", str(out)],
-                              capture_output=True, text=True, env=env, check=False)
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "mpcai.benchmarks._flower_sim",
+                                 kind, str(n), str(d), repr(DROP), str(seed), "1", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=SIM_TIMEOUT)
+        except subprocess.TimeoutExpired:  # never hang: the child and its Ray processes
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate()
+            raise RuntimeError(f"run_simulation child {kind} N={n} d={d} did not finish in "
+                               f"{SIM_TIMEOUT:.0f} s:\n{err[-4000:]}") from None
         if proc.returncode != 0 or not out.exists():
             raise RuntimeError(f"run_simulation child {kind} N={n} d={d} failed "
-                               f"({proc.returncode}):\n{proc.stderr[-4000:]}")
+                               f"({proc.returncode}):\n{err[-4000:]}")
         return dict(json.loads(out.read_text()))
 
 
@@ -158,8 +168,10 @@ def simulation(n: int, d: int, reps: int, *, cpu: str, seed: int = 0) -> list[di
             runs[kind].append(_sim_child(kind, n, d, seed))
 
     def per(kind: str, key: str = "round_s") -> float:
+        """All rounds' time per successful one (inf if none succeeded)."""
         rs = runs[kind]
-        return sum(r[key] for r in rs) / max(1, sum(not r["failed"] for r in rs))
+        ok = sum(not r["failed"] for r in rs)
+        return sum(r[key] for r in rs) / ok if ok else float("inf")
 
     def fails(kind: str) -> str:
         return f"{sum(r['failed'] for r in runs[kind])}/{len(runs[kind])}"

@@ -157,6 +157,14 @@ def test_bench_suites_quick(suite: str, tmp_path: Path) -> None:
     assert cli.main(["bench", suite, "--quick", "--reps", "1", "--json", str(out_file)]) == 0
     records = json.loads(out_file.read_text())
     assert records and all(REQUIRED_KEYS <= set(r) for r in records)
+    if suite == "flower":  # every round ran and gave the plaintext mean
+        for r in records:
+            for side in ("ours", "flower"):
+                if f"failures_{side}" in r:
+                    assert r[f"failures_{side}"].startswith("0/"), r
+                if f"max_abs_err_{side}" in r:
+                    assert r[f"max_abs_err_{side}"] < 1e-4, r
+        assert {r["engine"] for r in records} >= {"grid", "simulation (Ray, 1 CPU)"}
 
 
 def test_demo_refuses_a_size_that_cannot_fit_before_allocating(capsys) -> None:

@@ -41,9 +41,18 @@ def test_flower_digits_secure_fedavg_matches_plain_fedavg() -> None:
 
     rounds, clients = 4, 10
     here = EXAMPLES / "flower_digits"
-    proc = subprocess.run([sys.executable, str(here / "run.py"), "--rounds", str(rounds),
-                           "--clients", str(clients)], capture_output=True, text=True,
-                          timeout=600)
+    import os
+    import signal
+
+    child = subprocess.Popen([sys.executable, str(here / "run.py"), "--rounds", str(rounds),
+                              "--clients", str(clients)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = child.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)  # the script and its Ray processes
+        stdout, stderr = child.communicate()
+    proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     rows = re.findall(r"^\s*(\d+)\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)"
                       r"\s+\((\d+)/(\d+)\)$", proc.stdout, flags=re.M)

@@ -36,8 +36,9 @@ from mpcai.integrations.flower import SecAggStrategy
 CLIP = 4.0
 BITS = 16
 MAX_WEIGHT = 2000
-STAGE_TIMEOUT = 60.0  # seconds a secure-aggregation stage waits for the clients
-ROUND_TIMEOUT = 300.0  # seconds a train or evaluate round trip waits
+STAGE_TIMEOUT = 60.0  # seconds a key-exchange or unmasking stage waits for the clients
+TRAIN_TIMEOUT = 300.0  # seconds the masked-input stage (the clients train in it) waits
+ROUND_TIMEOUT = 300.0  # seconds Flower's own round trips wait (the first: key advertisement)
 
 
 class PlainFedAvg(FedAvg):
@@ -68,7 +69,7 @@ def make_strategy(secure: bool, clients: int) -> PlainFedAvg | SecAggStrategy:
     if not secure:
         return fedavg(clients, PlainFedAvg)  # type: ignore[return-value]
     return SecAggStrategy(fedavg(clients), clip=CLIP, bits=BITS, max_weight=MAX_WEIGHT,
-                          timeout=STAGE_TIMEOUT)
+                          timeout=STAGE_TIMEOUT, train_timeout=TRAIN_TIMEOUT)
 
 
 def run_federation(grid: Grid, *, secure: bool, rounds: int, clients: int) -> dict[str, Any]:

@@ -27,8 +27,10 @@ SecAgg+ does.  The server sees only masked vectors and the sum, adds the mean
 change to the global model and hands that to the inner strategy.  The weights
 are masked too: the server learns the total weight, never a client's number of
 examples in training (evaluation replies are the inner strategy's, in the
-clear).  Nodes that do not answer a stage before ``timeout`` are dropouts; a
-reply that is an error or malformed counts as one (``secagg-dropped`` counts
+clear).  Nodes that do not answer a key or unmasking stage before ``timeout``,
+or the masked-input stage (which includes their training) before
+``train_timeout``, are dropouts; a reply that is an error or malformed counts
+as one (``secagg-dropped`` counts
 every client that left the round at some stage, also after its masked input,
 whose update is then in the sum; ``secagg-survivors`` those whose updates are).
 The user's own training metrics are not forwarded.
@@ -42,18 +44,27 @@ refused when the strategy is built (:class:`SecAggConfig`).
 Threat model: the protocol's (see :mod:`mpcai.protocols.secure_aggregation`),
 against a semi-honest server.  Every stage message names the round's session,
 and a client refuses one for another session (a late message from an earlier
-round can never reveal shares of the current one).  A client refuses a round
-whose parameters are weaker than its own floor (:func:`make_secagg_mod`:
-fewer clients, a lower threshold, a wider ``clip`` than it accepts) and, by
-default, any train message that does not run secure aggregation, so its update
-never goes to the server in the clear.  Against a server that deviates in
+round can never reveal shares of the current one), and runs each stage of a
+round at most once on its node (an atomic claim in a node-local directory), so
+a message delivered twice, even to two concurrent ClientApps, cannot yield two
+replies under the same masks or shares; a stage that comes out of order is
+refused before the user's code runs.  A client refuses a round whose
+parameters are weaker than its own floor (:func:`make_secagg_mod`: fewer
+clients, a lower threshold, a wider ``clip``, or a neighbourhood whose privacy
+bound, recomputed with the client's own adversary fractions, is above its
+``privacy_bound``) and, by default, any train message that does not run secure
+aggregation, so its update never goes to the server in the clear.  What a
+refusal or failure tells the server: that this client left the round (e.g.
+that its ``num-examples`` exceeds ``max_weight``, or that its update was not
+finite), nothing more.  Against a server that deviates in
 other ways (e.g. forging the survivor lists), use the protocol's identities
 and consistency check, which this integration does not expose yet.  A client
 that fails sends the server one fixed error message, never the reason (which
 could quote its weight or values).  Flower carries the messages (TLS between
 SuperNodes and the SuperLink in a real deployment) and keeps each client's
-round state in its node's ``context.state``, on that node only; a round that
-aborts leaves it there until the node's next round replaces it.  Values travel
+round state in its node's ``context.state``, on that node only (a few
+kilobytes: keys, seeds, shares held; never the update); a round that aborts
+leaves it there until the node's next round replaces it.  Values travel
 in mpcai's wire codec inside Flower ``ConfigRecord`` bytes; nothing is
 pickled.
 
@@ -64,19 +75,25 @@ does not import it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import os
 import secrets
+import struct
+import tempfile
+import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mpcai.errors import InvalidInput, MpcaiError, ProtocolAbort
 from mpcai.prg import MAX_THREADS
-from mpcai.protocols.secure_aggregation import SecAggConfig
+from mpcai.protocols.secure_aggregation import SecAggConfig, security_report
 from mpcai.protocols.secure_aggregation import stepwise as _sw
 from mpcai.runtime import wire
-from mpcai.validation import check_int
+from mpcai.validation import check_int, check_real
 
 try:
     from flwr.app import (
@@ -113,6 +130,25 @@ AVERAGING = ("FedAvg", "FedAvgM", "FedProx", "FedOpt", "FedAdam", "FedAdagrad", 
 _FAILED = "secure aggregation: this client left the round (the reason is in its own log)"
 #: fewest clients in a round (with two, each learns the other's update from the sum)
 MIN_CLIENTS = 3
+
+
+def _averages(cls: type) -> bool:
+    """Whether ``cls`` aggregates as one of Flower's :data:`AVERAGING` strategies: the
+    ``aggregate_train`` it uses is theirs, or a user's override in a subclass of one
+    (Flower's FedMedian and Krum subclass FedAvg and override it: refused)."""
+    from flwr.serverapp import strategy as fs
+
+    averaging = {getattr(fs, name) for name in AVERAGING if hasattr(fs, name)}
+    owner = next((c for c in cls.__mro__ if "aggregate_train" in vars(c)), None)
+    if owner is None or not any(c in averaging for c in cls.__mro__):
+        return False
+    if owner in averaging:
+        return True
+    if owner.__module__.split(".")[0] == "flwr":  # Flower's own non-averaging strategy
+        return False
+    _log.warning("%s overrides aggregate_train: secure aggregation hands it one reply "
+                 "holding the weighted mean", owner.__name__)
+    return True
 
 
 def _record(stage: str, obj: Any, **extra: Any) -> RecordDict:
@@ -154,9 +190,14 @@ class SecAggStrategy(Strategy):
     evaluates as usual, and its ``aggregate_train`` receives one reply holding
     the secure weighted mean (and ``num-examples`` = the total weight).
     ``clip``, ``bits``, ``max_weight`` (the largest ``num-examples`` a client
-    may report), ``timeout`` (seconds per stage) and the other keyword
-    arguments are those of :class:`SecAggConfig`; ``weighted_by_key`` is the
-    metric the clients' weights come from (by default the inner strategy's).
+    may report; a client above it leaves the round, so the server learns that
+    much), ``timeout`` (seconds for each key-exchange and unmasking stage) and
+    the other keyword arguments are those of :class:`SecAggConfig`;
+    ``train_timeout`` bounds the masked-input stage, which includes the
+    clients' local training; ``weighted_by_key`` is the metric the clients'
+    weights come from (by default the inner strategy's).  Every array of the
+    model must be floating point (an integer buffer such as a batch-norm counter
+    is refused when the round is configured).
     ``secagg-errors`` counts the dropouts that answered with an error or a
     malformed reply (a client that refused the round, failed or cheated) rather
     than not at all.
@@ -171,13 +212,15 @@ class SecAggStrategy(Strategy):
 
     def __init__(self, inner: Strategy, *, clip: float = 1.0, bits: int = 16,
                  max_weight: int = 100_000, timeout: float = 60.0,
+                 train_timeout: float = 3600.0,
                  weighted_by_key: str | None = None, **secagg: Any) -> None:
         if not isinstance(inner, Strategy):
             raise InvalidInput(f"inner must be a Flower Message-API Strategy, not "
                                f"{type(inner).__name__}")
-        if type(inner).__name__ not in AVERAGING:
+        if not _averages(type(inner)):
             raise InvalidInput(f"{type(inner).__name__} does not aggregate by a weighted mean; "
-                               f"secure aggregation computes only that ({', '.join(AVERAGING)})")
+                               f"secure aggregation computes only that ({', '.join(AVERAGING)} "
+                               f"and their subclasses)")
         unknown = set(secagg) - set(_CFG_FIELDS)
         if unknown:
             raise InvalidInput(f"unknown secure-aggregation options {sorted(unknown)}")
@@ -189,6 +232,7 @@ class SecAggStrategy(Strategy):
             raise InvalidInput(f"weighted_by_key={weighted_by_key!r} but the inner strategy "
                                f"weighs by {inner_key!r}")
         self.weighted_by_key = weighted_by_key
+        self.train_timeout = check_real(train_timeout, "train_timeout", positive=True)
         self._options = {"clip": clip, "bits": bits, "max_weight": max_weight,
                          "timeout": timeout, **secagg}
         probe = {"threshold": 2, **self._options}  # refuse bad options now
@@ -228,9 +272,19 @@ class SecAggStrategy(Strategy):
                          "%d needed", server_round, len(set(targets)), MIN_CLIENTS)
             self.history.append({"round": server_round, "failed": "too few clients sampled"})
             return []  # never the inner strategy's plain round
+        not_float = [k for k in arrays.keys() if not np.dtype(arrays[k].dtype).kind == "f"]
+        if not_float:
+            raise InvalidInput(f"arrays {not_float} are not floating point: secure aggregation "
+                               f"averages float arrays only (keep integer buffers out of the "
+                               f"model's ArrayRecord)")
         layout = _layout(arrays)
         dim = sum(int(np.prod(shape)) for _, shape in layout)
-        cfg = SecAggConfig(n_clients=len(messages), dim=dim, **self._options)
+        try:
+            cfg = SecAggConfig(n_clients=len(messages), dim=dim, **self._options)
+        except InvalidInput as exc:  # e.g. a fixed threshold above this round's sample
+            _log.warning("secure aggregation round %d skipped: %s", server_round, exc)
+            self.history.append({"round": server_round, "failed": f"InvalidInput: {exc}"})
+            return []
         session = secrets.token_bytes(wire.SESSION_ID_BYTES)
         fields = {name: getattr(cfg, name) for name in _SENT_FIELDS}
         blob = wire.encode_payload({"config": fields, "layout": [[k, list(s)]
@@ -247,9 +301,10 @@ class SecAggStrategy(Strategy):
             content = RecordDict({RECORD_KEY: ConfigRecord({
                 "stage": "begin", "session": session, "id": cid, "round-config": blob,
                 "weight-key": self.weighted_by_key})})
+            # a begin message older than a stage's timeout is dropped by the SuperLink
             out.append(Message(content, dst_node_id=md.dst_node_id,
                                message_type=md.message_type, group_id=md.group_id,
-                               ttl=md.ttl))
+                               ttl=min(md.ttl or cfg.timeout, cfg.timeout)))
         self._round = {"cfg": cfg, "session": session, "nodes": nodes, "messages": out,
                        "contents": contents, "arrays": arrays, "layout": layout,
                        "round": server_round, "type": out[0].metadata.message_type}
@@ -288,6 +343,8 @@ class SecAggStrategy(Strategy):
             if "first" in pending:  # advertise_keys: the replies to the train messages
                 return parse(pending.pop("first"), tag)
             messages = []
+            # the masked-input stage includes the clients' training
+            wait = self.train_timeout if tag == "masked_input" else cfg.timeout
             for cid, items in outgoing.items():
                 content = _record(tag, [list(item) for item in items],
                                   session=self._round["session"])
@@ -297,8 +354,8 @@ class SecAggStrategy(Strategy):
                                           **dict(content.items())})
                 messages.append(Message(content, dst_node_id=nodes[cid],
                                         message_type=self._round["type"],
-                                        group_id=str(self._round["round"]), ttl=cfg.timeout))
-            return parse(grid.send_and_receive(messages, timeout=cfg.timeout), tag)
+                                        group_id=str(self._round["round"]), ttl=wait))
+            return parse(grid.send_and_receive(messages, timeout=wait), tag)
 
         return round_trip
 
@@ -363,20 +420,40 @@ def _round_config(rec: ConfigRecord) -> tuple[SecAggConfig, list[tuple[str, tupl
 
 def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
                     min_threshold: int = 2, max_clip: float | None = None,
-                    threads: int | None = None) -> Any:
+                    privacy_bound: float = 2.0**-40, corrupt_fraction: float = 0.1,
+                    dropout_fraction: float = 0.1, threads: int | None = None,
+                    claims_dir: str | os.PathLike[str] | None = None) -> Any:
     """A ClientApp mod for :class:`SecAggStrategy`, with this client's own floor.
 
     The client refuses (a fixed error reply, the reason only in its own log) a
     round with fewer than ``min_clients`` clients, a Shamir threshold below
-    ``min_threshold`` or a ``clip`` above ``max_clip``.  With ``required``
-    (the default), a train message that does not run secure aggregation is
-    refused too, so the update never reaches a server that forgot the wrapper;
-    ``required=False`` lets such messages through to the user's app unchanged.
-    Every other message type passes through.  ``threads``: this client's OS
-    threads for the mask expansion (by default :class:`SecAggConfig`'s).
+    ``min_threshold``, a ``clip`` above ``max_clip``, or a neighbourhood too
+    small for its own assumptions: the probability that a semi-honest server
+    colluding with ``corrupt_fraction`` of the clients learns an update, with
+    ``dropout_fraction`` of them dropping (:func:`security_report`, with at
+    least these fractions whatever the server declares), must stay below
+    ``privacy_bound``.  With ``required`` (the default), a train message that
+    does not run secure aggregation is refused too, so the update never reaches
+    a server that forgot the wrapper; ``required=False`` lets such messages
+    through to the user's app unchanged.  Every other message type passes
+    through.  ``threads``: this client's OS threads for the mask expansion (by
+    default :class:`SecAggConfig`'s).
+
+    Each stage of a round runs at most once on a node, even if the server sends
+    its message twice at once (two replies under the same masks would reveal the
+    update): the client claims ``(session, client, stage)`` atomically with an
+    empty file in ``claims_dir`` (node-local; by default
+    ``<tmp>/mpcai-secagg-claims-<uid>``, files older than a day removed) before
+    it trains or answers.
     """
     if threads is not None:
         threads = check_int(threads, "threads", lo=1, hi=MAX_THREADS)
+    privacy_bound = check_real(privacy_bound, "privacy_bound", lo=0.0, hi=1.0)
+    corrupt_fraction = check_real(corrupt_fraction, "corrupt_fraction", lo=0.0, hi=0.99)
+    dropout_fraction = check_real(dropout_fraction, "dropout_fraction", lo=0.0, hi=0.99)
+    claims = Path(claims_dir) if claims_dir is not None else Path(
+        tempfile.gettempdir()) / f"mpcai-secagg-claims-{os.getuid()}"
+
     def mod(msg: Message, context: Context, call_next: Any) -> Message:
         """Run this client's secure-aggregation stage for a train message of
         :class:`SecAggStrategy`; pass other messages through."""
@@ -391,19 +468,17 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         try:
             return _handle(msg, context, call_next)
         except Exception:  # the reason may quote this client's weight or values
+            # Flower keeps no change to context.state from a ClientApp that raised:
+            # the state stays as it was (a stage claimed cannot run again)
             _log.exception("secure aggregation failed on this client")
-            context.state.config_records.pop(RECORD_KEY, None)
             raise RuntimeError(_FAILED) from None
 
     def _handle(msg: Message, context: Context, call_next: Any) -> Message:
         rec = msg.content.config_records[RECORD_KEY]
         if rec.get("stage") == "begin":
             cfg, _, me, session, weight_key = _round_config(rec)
-            if cfg.n_clients < min_clients or cfg.threshold < min_threshold or (
-                    max_clip is not None and cfg.clip > max_clip):
-                raise ProtocolAbort(f"round parameters below this client's floor: "
-                                    f"{cfg.n_clients} clients, threshold {cfg.threshold}, "
-                                    f"clip {cfg.clip}")
+            _check_floor(cfg)
+            _claim(claims, session, me, "begin", prune=True)
             if threads is not None:
                 cfg = dataclasses.replace(cfg, threads=threads)
             message, state = _sw.client_begin(cfg, me, session)  # the update comes later
@@ -413,13 +488,15 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
             return Message(_record("advertise_keys", message), reply_to=msg)
         held = context.state.config_records.get(RECORD_KEY)
         if held is None or bytes(rec.get("session", b"")) != bytes(held["session"]):
-            # a late message of another round: refused, and the state left as it is
             raise ProtocolAbort("a secure-aggregation message for another round")
         try:
             items = {str(t): o for t, o in wire.decode_payload(rec["data"])}
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolAbort("malformed secure-aggregation message") from exc
-        if _sw.next_stage(items) == "masked_input":  # the user's training, then the mask
+        # legal now for this state (checked before any work), and never twice
+        stage = _sw.next_stage(items, held["state"])
+        _claim(claims, bytes(held["session"]), int(held["id"]), stage)
+        if stage == "masked_input":  # the user's training, then the mask
             update, weight = _train(msg, context, call_next, held)
             tag, out, state = _sw.client_step(held["state"], items, update, weight)
         else:
@@ -430,13 +507,26 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
             context.state[RECORD_KEY] = ConfigRecord({**dict(held.items()), "state": state})
         return Message(_record(str(tag), out), reply_to=msg)
 
+    def _check_floor(cfg: SecAggConfig) -> None:
+        p = security_report(cfg, max(cfg.corrupt_fraction, corrupt_fraction),
+                            max(cfg.dropout_fraction, dropout_fraction)
+                            ).privacy_failure_probability
+        if cfg.n_clients < min_clients or cfg.threshold < min_threshold or (
+                max_clip is not None and cfg.clip > max_clip) or p > privacy_bound:
+            raise ProtocolAbort(f"round parameters below this client's floor: "
+                                f"{cfg.n_clients} clients, {cfg.neighbours} neighbours, "
+                                f"threshold {cfg.threshold}, clip {cfg.clip}, "
+                                f"P[privacy lost] <= {p:.2g}")
+
     def _train(msg: Message, context: Context, call_next: Any,
                held: ConfigRecord) -> tuple[np.ndarray, int | float]:
         """The user's train reply to ``msg`` as this client's change to the model."""
         _, layout, _, _, weight_key = _round_config(held)
         received = list(msg.content.array_records.values())
-        if len(received) != 1:
-            raise InvalidInput("the train message must hold one ArrayRecord (the model)")
+        if len(received) != 1 or dict(_layout(received[0])) != dict(layout):
+            raise InvalidInput("the train message must hold one ArrayRecord: the model")
+        # the Arrays as received (immutable): the user's code may edit the record itself
+        before = ArrayRecord({k: received[0][k] for k in received[0].keys()})
         reply = call_next(msg, context)
         if reply.has_error():
             raise RuntimeError("the user's train function failed")
@@ -450,9 +540,35 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
             weight = int(weight)
         if not isinstance(weight, int):
             raise InvalidInput(f"{weight_key!r} must be an integer")
-        return _delta(arrays[0], received[0], layout), weight
+        return _delta(arrays[0], before, layout), weight
 
     return mod
+
+
+_CLAIM_MAX_AGE = 86_400.0  # seconds a claim file is kept (a round is long over by then)
+
+
+def _claim(directory: Path, session: bytes, me: int, stage: str, *, prune: bool = False
+           ) -> None:
+    """Claim ``(session, me, stage)`` on this node, atomically (``O_EXCL``): a second
+    claim, concurrent or later, raises :class:`ProtocolAbort`."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if prune:  # once per round: forget claims of rounds long over
+        cutoff = time.time() - _CLAIM_MAX_AGE
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                try:
+                    if entry.name.endswith(".claim") and entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
+    name = hashlib.sha256(b"mpcai/secagg/claim|" + session + struct.pack("<I", me)
+                          + stage.encode()).hexdigest()
+    try:
+        fd = os.open(directory / f"{name}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        raise ProtocolAbort(f"stage {stage} of this round already ran on this node") from None
+    os.close(fd)
 
 
 secagg_mod = make_secagg_mod()

@@ -13,6 +13,11 @@ let the server send a batch of messages and collect the replies
   secrets for the round (its X25519/Ed25519 private keys, self-mask seed,
   pairwise keys, the shares it holds) and its update: keep it where only this
   client can read it, and delete it when the round ends;
+* a state is **single-use**: stepping the same state twice (a message
+  delivered twice, concurrently) would use the same masks or shares for two
+  different replies.  A host that may run two steps of one client at once
+  must claim each ``(session, stage)`` atomically before stepping (the Flower
+  integration does, with a node-local file);
 * the server is :func:`run_server`, given ``round_trip(tag, outgoing)``: deliver
   ``outgoing[client]`` (a list of ``(tag, object)`` the server sent that client
   since the last round trip; empty for the first one) and return ``{client:
@@ -53,7 +58,7 @@ from .client import (
 )
 from .config import SecAggConfig
 from .server import AggregateResult, server
-from .stages import Stage, StageMachine
+from .stages import LEGAL, Stage, StageMachine
 
 __all__ = ["RoundTrip", "client_begin", "client_step", "next_stage", "run_server"]
 
@@ -269,9 +274,19 @@ def client_step(state: bytes, incoming: Mapping[str, Any],
     return tag, reply, _encode_state(st, held, held_weight)
 
 
-def next_stage(incoming: Mapping[str, Any]) -> str:
+def next_stage(incoming: Mapping[str, Any], state: bytes | None = None) -> str:
     """The stage of the reply :func:`client_step` gives to the server's messages
-    ``incoming`` (a host that trains late calls it to know when the update is due)."""
+    ``incoming`` (a host that trains late calls it to know when the update is due).
+    With ``state``, also check that this client may take that stage now (raises
+    :class:`~mpcai.errors.ProtocolAbort` if not, e.g. a masked_input before
+    share_keys or a second time), before the host does any work for it."""
+    if state is not None:
+        st, _, _ = _decode_state(state)
+        stage = Stage(next_stage(incoming))
+        if stage not in LEGAL[st.machine.stage]:
+            raise ProtocolAbort(f"this client is at {st.machine.stage.value}: "
+                                f"{stage.value} cannot come now")
+        return stage.value
     if not isinstance(incoming, Mapping) or not incoming:
         raise ProtocolAbort("no message from the server")
     # the message that starts the next stage (a consistency check comes before unmask)

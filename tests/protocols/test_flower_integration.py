@@ -4,6 +4,7 @@ node with its own persistent Context (as a SuperNode keeps it)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg
+from mpcai.protocols.secure_aggregation import stepwise as sw
 
 from mpcai.errors import InvalidInput
 from mpcai.integrations.flower import _FAILED as FAILED
@@ -114,10 +116,13 @@ def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
                     self.model_stages.add(stage)
                 if (drop or {}).get((nid, stage)):
                     continue
+                ctx = self.contexts[nid]
+                saved = copy.deepcopy(ctx.state)
                 try:
-                    reply = app(wire(msg), self.contexts[nid])
-                except Exception as exc:  # as Flower's run_clientapp: an error reply
+                    reply = app(wire(msg), ctx)
+                except Exception as exc:  # as Flower's run_clientapp: an error reply, and
                     reply = Message(Error(code=2, reason=str(exc)), reply_to=msg)
+                    ctx.state = saved  # no change to the node's context is kept
                 if RECORD_KEY in recs:  # nothing of the client's in the clear, ever
                     if reply.has_error():
                         assert reply.error.reason == FAILED, reply.error.reason
@@ -316,22 +321,118 @@ def test_several_arrays_in_any_reply_order_and_the_users_config_untouched() -> N
     assert all(c["lr"] == 0.5 for c in seen.values()) and len(seen) == N
 
 
-def test_a_message_of_another_round_is_refused_and_the_state_kept() -> None:
-    grid = make_grid(client_app({}))
+def stage_message(nid: int, content: RecordDict, mid: str = "mx") -> Message:
+    msg = Message(content, dst_node_id=nid, message_type="train")
+    md = msg.metadata.__dict__
+    md["_message_id"], md["_src_node_id"], md["_run_id"] = mid, 1, 1
+    return msg
+
+
+class Recorder:
+    """The server's side of a round, recorded: every message each node got."""
+
+    def __init__(self) -> None:
+        self.sent: dict[tuple[int, str], Message] = {}
+
+
+def recording_grid(app: ClientApp) -> tuple[Any, Recorder]:
+    grid = make_grid(app)
+    rec = Recorder()
+    push = grid.push_messages
+
+    def spy(messages: Iterable[Any]) -> Iterable[str]:
+        messages = list(messages)
+        for m in messages:
+            recs = m.content.config_records if m.has_content() else {}
+            if RECORD_KEY in recs:
+                rec.sent[(m.metadata.dst_node_id, recs[RECORD_KEY]["stage"])] = copy.deepcopy(m)
+        return push(messages)
+
+    grid.push_messages = spy
+    return grid, rec
+
+
+def test_a_message_of_another_round_is_refused_and_the_state_kept(
+        caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[tuple[int, str]] = []
+    grid, rec = recording_grid(client_app({}, calls=calls))
+    nid = next(iter(DELTAS))
+    run(SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000), grid, rounds=1)
+    old = rec.sent[(nid, "masked_input")]  # a well-formed message of that round
+    ctx = grid.contexts[nid]
+    # a new round began on the node: the state it holds belongs to another session
+    ctx.state[RECORD_KEY] = ConfigRecord({"state": b"new-round-state", "session": b"n" * 16,
+                                          "id": 1})
+    app = client_app({}, calls=calls)
+    n_calls = len(calls)
+    with server_identity(), caplog.at_level(logging.ERROR):
+        with pytest.raises(RuntimeError, match="left the round"):
+            app(stage_message(nid, old.content), ctx)
+    assert "another round" in caplog.text  # refused for its session, nothing else
+    assert len(calls) == n_calls  # the user's code never ran
+    assert ctx.state.config_records[RECORD_KEY]["state"] == b"new-round-state"
+
+
+def test_a_stage_message_sent_twice_runs_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Two masked_input messages from one state (as two concurrent ClientApps of one node
+    would see it) would give two masked vectors under the same masks: the second is
+    refused before the user's code runs (the node's claim)."""
+    calls: list[tuple[int, str]] = []
+    app = client_app({}, calls=calls)
+    grid, rec = recording_grid(app)
+    nid = list(DELTAS)[3]
+    snapshot: dict[str, Any] = {}
+    push = grid.push_messages
+
+    def keep(messages: Iterable[Any]) -> Iterable[str]:  # the node's state before masking
+        messages = list(messages)
+        if any(RECORD_KEY in m.content.config_records and m.content.config_records[
+                RECORD_KEY]["stage"] == "masked_input" for m in messages):
+            snapshot["state"] = copy.deepcopy(grid.contexts[nid].state)
+        return push(messages)
+
+    grid.push_messages = keep
     strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
     run(strategy, grid, rounds=1)
-    # replay the first node's round-1 unmask request against a fresh round's state
-    nid = next(iter(DELTAS))
-    ctx = grid.contexts[nid]
-    ctx.state[RECORD_KEY] = ConfigRecord({"state": b"x", "session": b"s" * 16})
-    with server_identity():
-        msg = Message(RecordDict({RECORD_KEY: ConfigRecord(
-            {"stage": "unmask", "data": b"", "session": b"t" * 16})}),
-            dst_node_id=nid, message_type="train")
-        md = msg.metadata.__dict__
-        md["_message_id"], md["_src_node_id"], md["_run_id"] = "mx", 1, 1
+    assert strategy.history[0]["secagg-survivors"] == N
+    twice = rec.sent[(nid, "masked_input")]
+    ctx = Context(run_id=1, node_id=nid, node_config={}, state=snapshot["state"],
+                  run_config={})
+    n_calls = len(calls)
+    with server_identity(), caplog.at_level(logging.ERROR):
         with pytest.raises(RuntimeError, match="left the round"):
-            client_app({})(msg, ctx)
+            app(stage_message(nid, twice.content, "again"), ctx)
+    assert "already ran on this node" in caplog.text
+    assert len(calls) == n_calls  # no second training
+
+
+def test_an_early_masked_input_is_refused_before_training(
+        caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[tuple[int, str]] = []
+    app = client_app({}, calls=calls)
+    grid, rec = recording_grid(app)
+    nid = list(DELTAS)[2]
+    after_begin: dict[str, Any] = {}
+    push = grid.push_messages
+
+    def keep(messages: Iterable[Any]) -> Iterable[str]:
+        messages = list(messages)
+        if any(RECORD_KEY in m.content.config_records and m.content.config_records[
+                RECORD_KEY]["stage"] == "share_keys" for m in messages):
+            after_begin["state"] = copy.deepcopy(grid.contexts[nid].state)
+        return push(messages)
+
+    grid.push_messages = keep
+    run(SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000), grid, rounds=1)
+    early = rec.sent[(nid, "masked_input")]  # delivered to a node that never shared keys
+    ctx = Context(run_id=1, node_id=nid, node_config={}, state=after_begin["state"],
+                  run_config={})
+    n_calls = len(calls)
+    with server_identity(), caplog.at_level(logging.ERROR):
+        with pytest.raises(RuntimeError, match="left the round"):
+            app(stage_message(nid, early.content, "early"), ctx)
+    assert "cannot come now" in caplog.text
+    assert len(calls) == n_calls
 
 
 def test_updates_are_deltas_so_a_large_model_is_not_clipped() -> None:
@@ -398,4 +499,90 @@ def test_a_client_whose_training_fails_after_the_key_exchange_is_a_dropout() -> 
                                atol=4 * 2 / (2**20 - 1) + 1e-6)
     h = strategy.history[0]
     assert (h["secagg-survivors"], h["secagg-dropped"], h["secagg-errors"]) == (N - 1, 1, 1)
-    assert RECORD_KEY not in grid.contexts[failing].state.config_records  # nothing kept
+    # as in Flower, the failed node keeps its share_keys-stage state (its next round's
+    # begin replaces it), and the stage it failed in can never run again
+    held = grid.contexts[failing].state.config_records[RECORD_KEY]
+    assert sw.next_stage({"share_keys": {}}, held["state"]) == "masked_input"
+
+
+def test_a_train_function_that_edits_the_received_record_in_place_still_counts() -> None:
+    app = ClientApp(mods=[secagg_mod])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        rec = msg.content["arrays"]  # edited in place and returned: legal Flower code
+        rec["w"] = Array.from_numpy_ndarray(rec["w"].numpy() + DELTAS[context.node_id])
+        return Message(RecordDict({"arrays": rec, "metrics": MetricRecord(
+            {"num-examples": WEIGHTS[context.node_id]})}), reply_to=msg)
+
+    result = run(SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000),
+                 make_grid(app), rounds=1)
+    np.testing.assert_allclose(result.arrays["w"].numpy(), plain_mean(np.zeros(D), DELTAS),
+                               atol=4 * 2 / (2**20 - 1) + 1e-6)
+
+
+def test_a_model_with_an_integer_array_is_refused_before_any_round_trip() -> None:
+    grid = make_grid(client_app({}))
+    arrays = ArrayRecord({"w": Array.from_numpy_ndarray(np.zeros(D, dtype=np.float32)),
+                          "steps": Array.from_numpy_ndarray(np.zeros(1, dtype=np.int64))})
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
+    with server_identity(), pytest.raises(InvalidInput, match="steps"):
+        strategy.configure_train(1, arrays, ConfigRecord({}), grid)
+    assert grid.trips == []
+
+
+def test_a_threshold_above_the_sample_skips_the_round() -> None:
+    grid = make_grid(client_app({}))
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000, threshold=N + 2)
+    run(strategy, grid, rounds=1)
+    assert "threshold" in strategy.history[0]["failed"]
+    assert all(not t for t in grid.trips)  # no message went out: never a plain round
+
+
+def test_averaging_subclasses_are_accepted_and_flowers_robust_ones_refused() -> None:
+    class Logged(FedAvg):  # a user's subclass that keeps FedAvg's aggregate
+        pass
+
+    SecAggStrategy(Logged(fraction_train=1.0))
+    from flwr.serverapp.strategy import FedTrimmedAvg
+
+    with pytest.raises(InvalidInput, match="weighted mean"):
+        SecAggStrategy(FedTrimmedAvg())  # a FedAvg subclass that trims: refused
+
+
+def test_a_client_refuses_a_neighbourhood_below_its_privacy_floor() -> None:
+    """degree 2 with threshold 2 (a server's choice) passes min_threshold but not the
+    client's recomputed privacy bound; make_secagg_mod(privacy_bound=1) accepts it."""
+    grid = make_grid(client_app({}))
+    weak = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000, degree=2,
+                          threshold=2)
+    run(weak, grid, rounds=1)
+    assert "failed" in weak.history[0]  # every client refused
+    lax = make_grid(client_app({}, mod=make_secagg_mod(privacy_bound=1.0, threads=1)))
+    ok = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000, degree=2, threshold=2)
+    result = run(ok, lax, rounds=1)
+    assert ok.history[0]["secagg-survivors"] == N
+    np.testing.assert_allclose(result.arrays["w"].numpy(), plain_mean(np.zeros(D), DELTAS),
+                               atol=4 * 2 / (2**20 - 1) + 1e-6)
+    with pytest.raises(InvalidInput):
+        make_secagg_mod(threads=0)
+
+
+def test_the_masked_input_stage_waits_the_train_timeout() -> None:
+    grid = make_grid(client_app({}))
+    waits: dict[str, tuple[float | None, float]] = {}
+    send = grid.send_and_receive
+
+    def spy(messages: Iterable[Any], *, timeout: float | None = None) -> Iterable[Any]:
+        messages = list(messages)
+        if messages:
+            stage = messages[0].content.config_records[RECORD_KEY]["stage"]
+            waits[stage] = (timeout, messages[0].metadata.ttl)
+        return send(messages, timeout=timeout)
+
+    grid.send_and_receive = spy
+    run(SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000, timeout=7.0,
+                       train_timeout=123.0), grid, rounds=1)
+    assert waits["masked_input"] == (123.0, 123.0)
+    assert waits["share_keys"] == (7.0, 7.0) and waits["unmask"] == (7.0, 7.0)
+    assert waits["begin"][1] == 7.0  # a begin message expires with the key stages

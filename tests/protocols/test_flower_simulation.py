@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,14 +101,18 @@ def test_two_rounds_under_run_simulation_equal_the_plaintext_weighted_mean(
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_DEDUP_LOGS": "0",
            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "FLWR_TELEMETRY_ENABLED": "0",
            "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen([sys.executable, "-P", __file__, str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its Ray processes share its group
     try:
-        proc = subprocess.run([sys.executable, "-P", __file__, str(out)], env=env,
-                              capture_output=True, text=True, timeout=300, check=False)
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # never left running: Ray's workers too
+        stdout, stderr = proc.communicate()
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0 and out.exists(), (
-        f"the simulation failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-        f"{proc.stderr[-6000:]}")
+        f"the simulation failed ({proc.returncode}):\n{stdout[-3000:]}\n{stderr[-6000:]}")
     got = json.loads(out.read_text())
 
     # the simulated nodes get partition ids 0..N-1

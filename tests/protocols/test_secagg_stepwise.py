@@ -201,3 +201,25 @@ def test_begin_without_an_update_needs_the_length_and_no_weight() -> None:
     _, state = sw.client_begin(SecAggConfig(n_clients=3, dim=4), 1, session, np.zeros(4), 1)
     with pytest.raises(InvalidInput, match="only to the masked_input step"):
         sw.client_step(state, {"advertise_keys": {}}, np.zeros(4), 1)
+
+
+def test_next_stage_with_the_state_refuses_a_stage_out_of_order() -> None:
+    n = 3
+    cfg = SecAggConfig(n_clients=n, dim=4)
+    host = StatelessHost(cfg, [np.zeros(4)] * n, [1] * n, late=True)
+    seen: dict[str, bytes] = {}
+    orig = host.round_trip
+
+    def spy(tag: str, outgoing: dict[int, list[tuple[str, Any]]]) -> dict[int, Any]:
+        if 1 in host.state:
+            seen[tag] = host.state[1]  # client 1's state before this round trip
+        return orig(tag, outgoing)
+
+    host.round_trip = spy  # type: ignore[method-assign]
+    sw.run_server(cfg, host.session, host.round_trip)
+    after_begin, after_share = seen["share_keys"], seen["masked_input"]
+    assert sw.next_stage({"share_keys": {}}, after_share) == "masked_input"
+    with pytest.raises(ProtocolAbort, match="cannot come now"):
+        sw.next_stage({"share_keys": {}}, after_begin)  # masked_input before share_keys
+    with pytest.raises(ProtocolAbort, match="cannot come now"):
+        sw.next_stage({"share_keys": {}}, seen["unmask"])  # masked_input a second time
