@@ -146,7 +146,9 @@ def _sim_child(kind: str, n: int, d: int, seed: int) -> dict[str, Any]:
         proc = subprocess.Popen([sys.executable, "-P", "-m", "mpcai.benchmarks._flower_sim",
                                  kind, str(n), str(d), repr(DROP), str(seed), "1", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env, start_new_session=True)
+                                # Ray's workers put the driver's cwd first on their path: a
+                                # source checkout there would shadow the installed mpcai
+                                env=env, cwd=tmp, start_new_session=True)
         try:
             _, err = proc.communicate(timeout=SIM_TIMEOUT)
         except subprocess.TimeoutExpired:  # never hang: the child and its Ray processes

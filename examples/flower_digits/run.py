@@ -33,6 +33,9 @@ if str(HERE) not in sys.path:  # the apps import ``task`` as Flower apps do
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # a FutureWarning of Ray's
+# Ray's workers put the driver's working directory first on their path: from a source
+# checkout, its uncompiled mpcai/ would shadow the installed package; run from here
+os.chdir(HERE)
 
 import client_app  # noqa: E402
 import server_app  # noqa: E402

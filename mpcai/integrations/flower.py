@@ -302,8 +302,9 @@ class SecAggStrategy(Strategy):
                 "stage": "begin", "session": session, "id": cid, "round-config": blob,
                 "weight-key": self.weighted_by_key})})
             # a begin message older than a stage's timeout is dropped by the SuperLink
+            # group: the round, as every stage message of it
             out.append(Message(content, dst_node_id=md.dst_node_id,
-                               message_type=md.message_type, group_id=md.group_id,
+                               message_type=md.message_type, group_id=str(server_round),
                                ttl=min(md.ttl or cfg.timeout, cfg.timeout)))
         self._round = {"cfg": cfg, "session": session, "nodes": nodes, "messages": out,
                        "contents": contents, "arrays": arrays, "layout": layout,

@@ -101,9 +101,11 @@ def test_two_rounds_under_run_simulation_equal_the_plaintext_weighted_mean(
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_DEDUP_LOGS": "0",
            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "FLWR_TELEMETRY_ENABLED": "0",
            "RAY_USAGE_STATS_ENABLED": "0"}
+    # cwd: Ray's workers put the driver's working directory first on their path, where a
+    # source checkout's mpcai/ (not compiled) would shadow the installed package
     proc = subprocess.Popen([sys.executable, "-P", __file__, str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its Ray processes share its group
+                            cwd=tmp_path, start_new_session=True)  # Ray's processes: its group
     try:
         stdout, stderr = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
