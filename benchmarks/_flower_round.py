@@ -191,6 +191,20 @@ def _make_grid_class() -> type:
 _GRID: type | None = None
 
 
+def _serve(server_app: Any, client_app: Any, nodes: list[int], dropped: set[int]
+           ) -> tuple[Any, float]:
+    """Run ``server_app`` once against ``client_app`` on ``nodes`` through the in-process
+    grid; returns the grid (its byte counts) and the wall time."""
+    from flwr.app import Context, RecordDict
+
+    grid = _GRID(client_app, nodes, dropped)  # type: ignore[misc]
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    with _quiet(), _server_identity():
+        t0 = time.perf_counter()
+        server_app(grid, context)
+        return grid, time.perf_counter() - t0
+
+
 def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
               num_shares: int = 7, threshold: int = 4, clipping_range: float = 1.0,
               quantization_range: int = 65535, send_model: bool = False) -> WholeRound:
@@ -200,7 +214,6 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
     answers ``model + update``) instead of empty."""
     global _GRID
     import flwr.compat.common.recorddict_compat as compat
-    from flwr.app import Context, RecordDict
     from flwr.client import NumPyClient
     from flwr.client.mod import secaggplus_mod
     from flwr.clientapp import ClientApp
@@ -248,12 +261,7 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
         result["rounds"] = len(ctx.history.metrics_distributed_fit) or None
 
     nodes = list(range(1, n + 1))
-    grid = _GRID(client_app, nodes, dropped)
-    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
-    with _quiet(), _server_identity():
-        t0 = time.perf_counter()
-        server_app(grid, context)
-        total = time.perf_counter() - t0
+    grid, total = _serve(server_app, client_app, nodes, dropped)
     arrays = parameters_to_ndarrays(compat.arrayrecord_to_parameters(result["params"],
                                                                    keep_input=True))
     failed = len(arrays) == 0  # the workflow halted: the global model was never replaced
@@ -315,12 +323,7 @@ def run_message_round(updates: list[np.ndarray], dropped: set[int], *, secure: b
         result["history"] = getattr(strategy, "history", None)
 
     nodes = list(range(1, n + 1))
-    grid = _GRID(client_app, nodes, dropped)
-    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
-    with _quiet(), _server_identity():
-        t0 = time.perf_counter()
-        server_app(grid, context)
-        total = time.perf_counter() - t0
+    grid, total = _serve(server_app, client_app, nodes, dropped)
     hist = result.get("history")
     failed = bool(hist and "failed" in hist[-1])
     sent = [grid.sent_bytes[nid] for nid in nodes if nid not in dropped]
