@@ -1,0 +1,3 @@
+"""Private inference with secret sharing (work in progress: see the modules)."""
+
+__all__: list[str] = []
