@@ -148,6 +148,24 @@ int mpcai_testhook_fp_shamir_share_mt(const uint64_t *secret, size_t len,
  * rows is n_rows x len row-major.                                      */
 int mpcai_fp_lincomb(const uint64_t *rows, size_t n_rows, size_t len,
                      const uint64_t *weights, uint64_t *out);
+/* ---- distributed comparison functions (fss.c) ---------------------- */
+/* DCF of Boyle et al. (EUROCRYPT 2021) over n_bits-bit inputs (1..64)
+ * with payloads of width 1 or 2 elements of Z_2^64: for key k, the two
+ * parties' outputs at x add up to beta[k] if x < alpha[k], else to 0.
+ * A key is a 16-byte seed per party plus correction words common to both
+ * parties, mpcai_dcf_key_bytes(n_bits, width) bytes per key.            */
+int mpcai_dcf_key_bytes(int n_bits, int width, size_t *out);
+/* Correction words of n_keys keys: alpha[k] < 2^n_bits (MPCAI_ERR_RANGE
+ * otherwise), beta is n_keys x width, s0 and s1 are n_keys x 16 bytes of
+ * fresh randomness (the two parties' seeds), cw receives n_keys x
+ * key_bytes.  Over up to n_threads threads (1..64); same output.        */
+int mpcai_dcf_gen(int n_bits, int width, const uint64_t *alpha, const uint64_t *beta,
+                  const uint8_t *s0, const uint8_t *s1, size_t n_keys, uint8_t *cw,
+                  int n_threads);
+/* Party 0 or 1's output shares, out is n_keys x width, for its seeds
+ * (n_keys x 16 bytes), the correction words and points x[k] < 2^n_bits. */
+int mpcai_dcf_eval(int party, int n_bits, int width, const uint8_t *seeds, const uint8_t *cw,
+                   const uint64_t *x, size_t n_keys, uint64_t *out, int n_threads);
 /* END CDEF */
 
 #define MPCAI_FIELD_P ((uint64_t)0x1FFFFFFFFFFFFFFFULL)

@@ -24,6 +24,9 @@ __all__ = [
     "SEED_BYTES",
     "SIMD_PATHS",
     "chacha20_keystream",
+    "dcf_eval",
+    "dcf_gen",
+    "dcf_key_bytes",
     "fp_add",
     "fp_lincomb",
     "fp_mul",
@@ -221,6 +224,102 @@ def prg_fieldp_acc(seed: bytes, acc: np.ndarray, sign: int = 1) -> None:
     _check(
         lib.mpcai_prg_fieldp_acc(_u8(seed), SEED_BYTES, sign, _ptr(acc), acc.size), "prg_fieldp_acc"
     )
+
+
+# ---- distributed comparison functions ------------------------------------
+
+
+def _dcf_shape(n_bits: Any, width: Any) -> tuple[int, int]:
+    return check_int(n_bits, "n_bits", lo=1, hi=64), check_int(width, "width", lo=1, hi=2)
+
+
+def _u8_rows(arr: Any, name: str, rows: int, cols: int) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):
+        raise InvalidType(f"{name} must be a numpy array, not {type(arr).__name__}")
+    if arr.dtype != np.uint8:
+        raise InvalidType(f"{name} must have dtype uint8, not {arr.dtype}")
+    if arr.shape != (rows, cols):
+        raise InvalidInput(f"{name} must have shape {(rows, cols)}, got {arr.shape}")
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
+
+
+def dcf_key_bytes(n_bits: int, width: int) -> int:
+    """Bytes of correction words per DCF key (common to both parties' keys)."""
+    n_bits, width = _dcf_shape(n_bits, width)
+    out = ffi.new("size_t *")
+    _check(lib.mpcai_dcf_key_bytes(n_bits, width, out), "dcf_key_bytes")
+    return int(out[0])
+
+
+def dcf_gen(
+    n_bits: int,
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    s0: np.ndarray,
+    s1: np.ndarray,
+    threads: int = 1,
+) -> np.ndarray:
+    """Correction words (m x key_bytes, uint8) of m DCF keys; beta is m x width."""
+    alpha = _u64_in(alpha, "alpha", 1)
+    m = alpha.size
+    beta = _u64_in(beta, "beta", 2)
+    if beta.shape[0] != m:
+        raise InvalidInput(f"beta must have {m} rows, got shape {beta.shape}")
+    n_bits, width = _dcf_shape(n_bits, beta.shape[1])
+    s0 = _u8_rows(s0, "s0", m, 16)
+    s1 = _u8_rows(s1, "s1", m, 16)
+    threads = _threads(threads)
+    cw = np.empty((m, dcf_key_bytes(n_bits, width)), dtype=np.uint8)
+    _check(
+        lib.mpcai_dcf_gen(
+            n_bits,
+            width,
+            _ptr(alpha),
+            _ptr(beta),
+            _ptr(s0, "uint8_t *"),
+            _ptr(s1, "uint8_t *"),
+            m,
+            _ptr(cw, "uint8_t *"),
+            threads,
+        ),
+        "dcf_gen",
+    )
+    return cw
+
+
+def dcf_eval(
+    party: int,
+    n_bits: int,
+    width: int,
+    seeds: np.ndarray,
+    cw: np.ndarray,
+    x: np.ndarray,
+    threads: int = 1,
+) -> np.ndarray:
+    """Party 0 or 1's output shares (m x width, uint64) of m DCF keys at points x."""
+    party = check_int(party, "party", lo=0, hi=1)
+    n_bits, width = _dcf_shape(n_bits, width)
+    x = _u64_in(x, "x", 1)
+    m = x.size
+    seeds = _u8_rows(seeds, "seeds", m, 16)
+    cw = _u8_rows(cw, "cw", m, dcf_key_bytes(n_bits, width))
+    threads = _threads(threads)
+    out = np.empty((m, width), dtype=np.uint64)
+    _check(
+        lib.mpcai_dcf_eval(
+            party,
+            n_bits,
+            width,
+            _ptr(seeds, "uint8_t *"),
+            _ptr(cw, "uint8_t *"),
+            _ptr(x),
+            m,
+            _ptr(out),
+            threads,
+        ),
+        "dcf_eval",
+    )
+    return out
 
 
 # ---- Z_2^64 ---------------------------------------------------------------
