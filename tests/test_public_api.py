@@ -17,6 +17,8 @@ PUBLIC_MODULES = [
     "mpcai.validation",
     "mpcai.sharing",
     "mpcai.sharing.additive",
+    "mpcai.sharing.beaver",
+    "mpcai.sharing.fss",
     "mpcai.sharing.shamir",
     "mpcai.he.paillier",
     "mpcai.he.ckks",
@@ -35,6 +37,7 @@ PUBLIC_MODULES = [
     "mpcai.integrations",
     "mpcai.integrations.flower",
     "mpcai.protocols.secure_aggregation.stepwise",
+    "mpcai.protocols.inference",
 ]
 
 

@@ -1,3 +1,63 @@
-"""Private inference with secret sharing (work in progress: see the modules)."""
+"""Private inference with secret sharing: a model owner's network on a data owner's inputs.
 
-__all__: list[str] = []
+Two compute parties evaluate a model (linear layers and ReLUs: an
+scikit-learn ``MLPClassifier`` / ``LogisticRegression`` or numpy weights,
+:mod:`.model`) on additive secret shares over Z_2^64 in fixed point, with
+correlated randomness from a dealer (:mod:`.mpc2`): linear layers on masked
+wires (local GEMMs), ReLUs by function secret sharing (one round, one ring
+element per element and party), truncation by SecureML's local share shift.
+Only the data owner learns the logits.  :func:`simulate` runs every party in
+one process; :func:`run_party` is one party of a deployment (each role in
+its own process or machine, or several roles in one).
+
+**Threat model.**  Semi-honest (every party follows the protocol) and no
+collusion between the two compute parties, nor between the dealer and
+either of them.  Then:
+
+* a compute party sees only uniformly masked values (``W + B``, ``X + R``,
+  ``y + r``, ``h + R'``) and its own shares: nothing about the weights, the
+  features or any intermediate value;
+* the dealer receives nothing at all (it only sends): it learns no input,
+  no weight and no output; colluding with a compute party it would learn
+  everything, which is why it must be a separate party;
+* the data owner learns the logits (and what they reveal about the model);
+  the model owner learns nothing about the features;
+* the public parameters are the layer widths, ``frac_bits``, the agreed
+  ``input_bound`` and the model owner's truncation failure probability
+  (a function of the weights' magnitudes).
+
+An owner may also be a compute party (e.g. the data owner is party 0 and
+the model owner party 1: classic two-party inference with a dealer).
+Malicious behaviour is not detected beyond malformed messages
+(:class:`~mpcai.errors.MisbehaviourDetected`); a party that stops
+answering gives every other party a typed
+:class:`~mpcai.errors.PeerError` after its timeout.
+
+**Correctness.**  Logits carry the fixed-point rounding error only (the last
+layer is decoded by the data owner without truncation); each hidden
+truncation is off by at most one unit in the last place except with the
+failure probability the model owner computes from the weights and
+``input_bound`` and refuses above ``max_failure`` (2^-20 per inference by
+default).
+"""
+
+from .model import Linear, Model, ReLU, from_numpy, from_sklearn
+from .mpc2 import InferenceConfig, LayerStats, ModelSpec, PartyResult, Roles, bounds, run_party
+from .simulation import InferenceResult, simulate
+
+__all__ = [
+    "InferenceConfig",
+    "InferenceResult",
+    "LayerStats",
+    "Linear",
+    "Model",
+    "ModelSpec",
+    "PartyResult",
+    "ReLU",
+    "Roles",
+    "bounds",
+    "from_numpy",
+    "from_sklearn",
+    "run_party",
+    "simulate",
+]

@@ -1,0 +1,530 @@
+"""Two-party private inference with a dealer: masked wires, FSS ReLU, one round per gate.
+
+The model's weights stay with the model owner, the features with the data
+owner; two compute parties evaluate the network on secret shares over
+Z_2^64 (fixed point with ``frac_bits`` fractional bits) and only the data
+owner learns the logits.  A dealer, who never receives a single message,
+hands out the correlated randomness.  See the package docstring for the
+threat model.
+
+How each gate runs (after LLAMA, Gupta et al. PETS 2022, and Boyle et al.
+EUROCRYPT 2021):
+
+* **Model setup, once per model.**  For each linear layer the dealer draws
+  a weight mask ``B = B_0 + B_1`` (party ``b`` gets a seed of ``B_b``, the
+  model owner both); the model owner sends the compute parties
+  ``W_hat = W + B`` and additive shares of the bias.
+* **Offline, per batch.**  For each linear layer an input mask ``R`` and
+  shares of ``R`` and ``R @ B``; for each ReLU a :class:`~mpcai.sharing.fss.ReluKey`.
+  The data owner gets a seed of the first mask.  Party 0's shares come from
+  one seed; party 1 gets arrays.
+* **Online.**  The data owner sends ``X_hat = X + R`` (one round).  A linear
+  layer is local: ``[X W] = X_hat W_hat - X_hat [B] - [R] W_hat + [R B]``
+  (three GEMMs; the first by party 0 only), plus the bias.  A hidden layer's
+  output is truncated by SecureML's local share shift (failure probability
+  below ``max_failure`` for the whole inference, from the weights' and the
+  inputs' bounds), then the ReLU opens ``y + r`` (one round, 8 bytes per
+  element and party) and evaluates the DCF locally; its output is opened
+  masked by the next layer's ``R`` (one round, 8 bytes per element).  The
+  last layer's output shares (scale ``2 frac_bits``) go to the data owner,
+  who adds and decodes them (no truncation error on the logits).
+
+Rounds online: ``2 + 2 * hidden layers`` (4 for a one-hidden-layer MLP).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import trio
+
+from mpcai import encoding, prg
+from mpcai.errors import InvalidInput, InvalidType, MisbehaviourDetected, MpcaiError
+from mpcai.runtime import Party
+from mpcai.sharing import beaver, fss
+from mpcai.validation import check_int, check_real
+
+from .model import Model
+
+__all__ = [
+    "InferenceConfig",
+    "LayerStats",
+    "ModelSpec",
+    "PartyResult",
+    "Roles",
+    "bounds",
+    "run_party",
+]
+
+_TAG = "inf2"
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Who plays what: party ids of the two compute parties, the dealer, the
+    data owner and the model owner (owners may be compute parties; the dealer
+    may not be a compute party or an owner)."""
+
+    compute: tuple[int, int] = (0, 1)
+    dealer: int = 2
+    data_owner: int = 0
+    model_owner: int = 1
+
+    def __post_init__(self) -> None:
+        if len(self.compute) != 2 or self.compute[0] == self.compute[1]:
+            raise InvalidInput(f"two distinct compute parties are needed, got {self.compute}")
+        for name in ("dealer", "data_owner", "model_owner"):
+            check_int(getattr(self, name), name, lo=0)
+        if self.dealer in self.compute or self.dealer in (self.data_owner, self.model_owner):
+            raise InvalidInput("the dealer must be a party of its own (it learns every mask)")
+
+    @property
+    def parties(self) -> tuple[int, ...]:
+        """Every party id, sorted."""
+        return tuple(sorted({*self.compute, self.dealer, self.data_owner, self.model_owner}))
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Public parameters every party agrees on.
+
+    ``frac_bits``: fixed-point fractional bits of inputs and weights.
+    ``input_bound``: every feature satisfies ``|x| <= input_bound`` (the data
+    owner refuses inputs beyond it); with the weights it bounds every hidden
+    value, hence the truncation failure probability, which the model owner
+    checks against ``max_failure`` (for the whole batch) before anything is
+    sent.  ``threads``: C threads for the DCF evaluation.
+    """
+
+    frac_bits: int = 12
+    input_bound: float = 1.0
+    max_failure: float = 2.0**-20
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        check_int(self.frac_bits, "frac_bits", lo=1, hi=24)
+        check_real(self.input_bound, "input_bound", positive=True)
+        check_real(self.max_failure, "max_failure", lo=0.0, hi=1.0, positive=True)
+        check_int(self.threads, "threads", lo=1, hi=prg.MAX_THREADS)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The public shape of a model: layer widths (ReLU between linear layers)."""
+
+    dims: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.dims) < 2:
+            raise InvalidInput("a model has at least an input and an output width")
+        for d in self.dims:
+            check_int(d, "layer width", lo=1, hi=1 << 20)
+
+    @classmethod
+    def of(cls, model: Model) -> ModelSpec:
+        """The spec of a model."""
+        return cls((model.in_features, *(x.out_features for x in model.linears)))
+
+    @property
+    def n_linear(self) -> int:
+        """Number of linear layers."""
+        return len(self.dims) - 1
+
+
+@dataclass
+class LayerStats:
+    """One online layer at one compute party."""
+
+    name: str
+    seconds: float
+    bytes_sent: int
+    rounds: int
+
+
+@dataclass
+class PartyResult:
+    """What a party ends with: the data owner's logits, a compute party's statistics."""
+
+    roles: tuple[str, ...]
+    logits: np.ndarray | None = None
+    layers: list[LayerStats] = field(default_factory=list)
+    offline_seconds: float = 0.0
+    online_seconds: float = 0.0
+    online_bytes_sent: int = 0
+    online_rounds: int = 0
+    #: bytes the data owner sent with its masked input (its whole online traffic)
+    input_bytes_sent: int = 0
+    failure_probability: float = 0.0
+
+
+def bounds(model: Model, cfg: InferenceConfig) -> tuple[list[int], float]:
+    """Bits of every hidden layer's pre-truncation values, and the failure probability
+    of the batch's truncations per row of input (union bound)."""
+    f = cfg.frac_bits
+    bound = cfg.input_bound + 2.0**-f
+    value_bits: list[int] = []
+    failure = 0.0
+    for i, lin in enumerate(model.linears):
+        w = np.abs(lin.weight) + 2.0**-f
+        out = bound * w.sum(axis=0) + np.abs(lin.bias) + 2.0**-f
+        bits = math.ceil(math.log2(float(out.max()) * 2.0 ** (2 * f) + 2)) + 1
+        if bits > 62:
+            raise InvalidInput(
+                f"Linear layer {i} can reach {float(out.max()):.3g}, beyond the 64-bit ring "
+                f"at {f} fractional bits: lower frac_bits or input_bound"
+            )
+        value_bits.append(bits)
+        if i < model_hidden(model):
+            failure += beaver.truncation_failure_probability(bits, lin.out_features)
+        bound = float(out.max())
+    return value_bits, failure
+
+
+def model_hidden(model: Model) -> int:
+    """Number of hidden (truncated, ReLU) layers."""
+    return len(model.linears) - 1
+
+
+# ---- messaging between roles, including a party's messages to itself --------------
+
+
+class _Router:
+    """``party.send`` / ``party.recv`` that also deliver between roles of one party."""
+
+    def __init__(self, party: Party) -> None:
+        self.party = party
+        self._local: dict[str, Any] = {}
+        self._events: dict[str, trio.Event] = {}
+
+    def _event(self, tag: str) -> trio.Event:
+        return self._events.setdefault(tag, trio.Event())
+
+    async def send(self, to: int, tag: str, obj: Any) -> None:
+        if to == self.party.id:
+            self._local[tag] = obj
+            self._event(tag).set()
+        else:
+            await self.party.send(to, tag, obj)
+
+    async def recv(self, frm: int, tag: str) -> Any:
+        if frm == self.party.id:
+            with trio.fail_after(self.party.timeout):
+                await self._event(tag).wait()
+            return self._local.pop(tag)
+        return await self.party.recv(frm, tag)
+
+
+def _arr(obj: Any, shape: tuple[int, ...], what: str, dtype: Any = np.uint64) -> np.ndarray:
+    if not isinstance(obj, np.ndarray) or obj.dtype != dtype or obj.shape != shape:
+        got = obj.shape if isinstance(obj, np.ndarray) else type(obj).__name__
+        raise MisbehaviourDetected(f"{what}: expected a {np.dtype(dtype)} array {shape}, got {got}")
+    return obj
+
+
+def _dict(obj: Any, keys: Sequence[str], what: str) -> dict[str, Any]:
+    if not isinstance(obj, dict) or any(k not in obj for k in keys):
+        raise MisbehaviourDetected(f"{what}: malformed message")
+    return obj
+
+
+def _seed(obj: Any, what: str) -> bytes:
+    if not isinstance(obj, bytes) or len(obj) != prg.SEED_BYTES:
+        raise MisbehaviourDetected(f"{what}: expected a {prg.SEED_BYTES}-byte seed")
+    return obj
+
+
+def _expand(seed: bytes, label: str, shape: tuple[int, ...]) -> np.ndarray:
+    return prg.ring_vector(prg.derive_seed(seed, label), math.prod(shape)).reshape(shape)
+
+
+# ---- the dealer --------------------------------------------------------------------
+
+
+async def _dealer(
+    net: _Router,
+    roles: Roles,
+    spec: ModelSpec,
+    batch: int,
+    cfg: InferenceConfig,
+) -> None:
+    dims = spec.dims
+    c0, c1 = roles.compute
+    # model setup: a weight mask per linear layer
+    b_seeds = [(prg.new_seed(), prg.new_seed()) for _ in range(spec.n_linear)]
+    b = [
+        _expand(s0, f"w-mask/{i}", (dims[i], dims[i + 1]))
+        + _expand(s1, f"w-mask/{i}", (dims[i], dims[i + 1]))
+        for i, (s0, s1) in enumerate(b_seeds)
+    ]
+    await net.send(roles.model_owner, f"{_TAG}/wmask-owner", [list(p) for p in b_seeds])
+    # offline: input masks, their products with the weight masks, ReLU keys
+    seed0, x_seed = prg.new_seed(), prg.new_seed()
+    to1: dict[str, Any] = {"r": [], "rb": [], "relu": []}
+    relu0: list[dict[str, Any]] = []
+    for i in range(spec.n_linear):
+        shape = (batch, dims[i])
+        r = _expand(x_seed, "x-mask", shape) if i == 0 else prg.random_ring(math.prod(shape))
+        r = r.reshape(shape)
+        rb = beaver.ring_matmul(r, b[i])
+        to1["r"].append(r - _expand(seed0, f"r/{i}", shape))
+        to1["rb"].append(rb - _expand(seed0, f"rb/{i}", rb.shape))
+        if i < spec.n_linear - 1:
+            k0, k1 = fss.deal_relu((batch, dims[i + 1]), threads=cfg.threads)
+            relu0.append(k0.to_wire())
+            to1["relu"].append(k1.to_wire())
+    await net.send(roles.data_owner, f"{_TAG}/x-mask", x_seed)
+    await net.send(
+        c0, f"{_TAG}/offline", {"wmask": [s[0] for s in b_seeds], "seed": seed0, "relu": relu0}
+    )
+    await net.send(c1, f"{_TAG}/offline", {"wmask": [s[1] for s in b_seeds], **to1})
+
+
+# ---- the owners --------------------------------------------------------------------
+
+
+async def _model_owner(net: _Router, roles: Roles, model: Model, cfg: InferenceConfig) -> float:
+    spec = ModelSpec.of(model)
+    _bits, failure = bounds(model, cfg)
+    seeds = await net.recv(roles.dealer, f"{_TAG}/wmask-owner")
+    if not isinstance(seeds, list) or len(seeds) != spec.n_linear:
+        raise MisbehaviourDetected("weight masks: malformed message from the dealer")
+    f = cfg.frac_bits
+    w_hat, bias0, bias1 = [], [], []
+    for i, lin in enumerate(model.linears):
+        pair = seeds[i]
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise MisbehaviourDetected("weight masks: malformed message from the dealer")
+        shape = lin.weight.shape
+        mask = _expand(_seed(pair[0], "weight mask"), f"w-mask/{i}", shape) + _expand(
+            _seed(pair[1], "weight mask"), f"w-mask/{i}", shape
+        )
+        w_hat.append(encoding.encode_fixed(lin.weight, f) + mask)
+        b = encoding.encode_fixed(lin.bias, 2 * f)
+        share0 = prg.random_ring(b.size)
+        bias0.append(share0)
+        bias1.append(b - share0)
+    for party, bias in zip(roles.compute, (bias0, bias1), strict=True):
+        await net.send(party, f"{_TAG}/model", {"w_hat": w_hat, "bias": bias, "failure": failure})
+    return failure
+
+
+async def _data_owner(
+    net: _Router,
+    roles: Roles,
+    spec: ModelSpec,
+    x: np.ndarray,
+    cfg: InferenceConfig,
+    result: PartyResult,
+) -> np.ndarray:
+    batch = x.shape[0]
+    if float(np.max(np.abs(x))) > cfg.input_bound:
+        raise InvalidInput(
+            f"a feature is {float(np.max(np.abs(x))):g} in absolute value, beyond the agreed "
+            f"input_bound {cfg.input_bound:g}"
+        )
+    seed = _seed(await net.recv(roles.dealer, f"{_TAG}/x-mask"), "input mask")
+    x_hat = encoding.encode_fixed(x, cfg.frac_bits) + _expand(seed, "x-mask", x.shape)
+    before = net.party.stats.bytes_sent
+    for party in roles.compute:
+        await net.send(party, f"{_TAG}/x", x_hat)
+    result.input_bytes_sent = net.party.stats.bytes_sent - before
+    out_shape = (batch, spec.dims[-1])
+    total = np.zeros(out_shape, dtype=np.uint64)
+    for party in roles.compute:
+        total += _arr(await net.recv(party, f"{_TAG}/out"), out_shape, "output share")
+    return encoding.decode_fixed(total, 2 * cfg.frac_bits)
+
+
+# ---- the compute parties -----------------------------------------------------------
+
+
+async def _compute(
+    net: _Router,
+    roles: Roles,
+    spec: ModelSpec,
+    batch: int,
+    cfg: InferenceConfig,
+    result: PartyResult,
+) -> None:
+    me = roles.compute.index(net.party.id)
+    other = roles.compute[1 - me]
+    dims, f = spec.dims, cfg.frac_bits
+    t0 = time.perf_counter()
+    off = await net.recv(roles.dealer, f"{_TAG}/offline")
+    if me == 0:
+        off = _dict(off, ("wmask", "seed", "relu"), "offline correlations")
+        seed = _seed(off["seed"], "offline seed")
+        r = [_expand(seed, f"r/{i}", (batch, dims[i])) for i in range(spec.n_linear)]
+        rb = [_expand(seed, f"rb/{i}", (batch, dims[i + 1])) for i in range(spec.n_linear)]
+    else:
+        off = _dict(off, ("wmask", "r", "rb", "relu"), "offline correlations")
+        r = [_arr(off["r"][i], (batch, dims[i]), "input mask share") for i in range(spec.n_linear)]
+        rb = [
+            _arr(off["rb"][i], (batch, dims[i + 1]), "mask product share")
+            for i in range(spec.n_linear)
+        ]
+    wmask_seeds = off["wmask"]
+    relus = off["relu"]
+    if len(wmask_seeds) != spec.n_linear or len(relus) != spec.n_linear - 1:
+        raise MisbehaviourDetected("offline correlations: wrong number of layers")
+    b_share = [
+        _expand(_seed(s, "weight mask"), f"w-mask/{i}", (dims[i], dims[i + 1]))
+        for i, s in enumerate(wmask_seeds)
+    ]
+    keys = [fss.ReluKey.from_wire(k, party=me) for k in relus]
+    for i, k in enumerate(keys):
+        if k.shape != (batch, dims[i + 1]):
+            raise MisbehaviourDetected("offline correlations: a ReLU key of the wrong shape")
+    model = _dict(
+        await net.recv(roles.model_owner, f"{_TAG}/model"), ("w_hat", "bias", "failure"), "model"
+    )
+    w_hat = [
+        _arr(model["w_hat"][i], (dims[i], dims[i + 1]), "masked weights")
+        for i in range(spec.n_linear)
+    ]
+    bias = [_arr(model["bias"][i], (dims[i + 1],), "bias share") for i in range(spec.n_linear)]
+    result.failure_probability = float(model["failure"])
+    result.offline_seconds = time.perf_counter() - t0
+
+    stats = net.party.stats
+    start_bytes, start_rounds = stats.bytes_sent, stats.rounds
+    t_online = time.perf_counter()
+    x_hat = _arr(await net.recv(roles.data_owner, f"{_TAG}/x"), (batch, dims[0]), "masked input")
+    for i in range(spec.n_linear):
+        t, b0, r0 = time.perf_counter(), stats.bytes_sent, stats.rounds
+        z = beaver.ring_matmul(r[i], w_hat[i])
+        z = rb[i] - z - beaver.ring_matmul(x_hat, b_share[i])
+        if me == 0:
+            z += beaver.ring_matmul(x_hat, w_hat[i])
+        z += bias[i]
+        if i == spec.n_linear - 1:
+            await net.send(roles.data_owner, f"{_TAG}/out", z)
+            result.layers.append(
+                LayerStats(
+                    f"linear{i}", time.perf_counter() - t, stats.bytes_sent - b0, stats.rounds - r0
+                )
+            )
+            break
+        y = beaver.truncate(z, f, me)
+        result.layers.append(
+            LayerStats(
+                f"linear{i}", time.perf_counter() - t, stats.bytes_sent - b0, stats.rounds - r0
+            )
+        )
+        t, b0, r0 = time.perf_counter(), stats.bytes_sent, stats.rounds
+        masked = keys[i].mask(y)
+        await net.send(other, f"{_TAG}/relu/{i}", masked)
+        y_hat = masked + _arr(await net.recv(other, f"{_TAG}/relu/{i}"), y.shape, "ReLU opening")
+        h = keys[i].relu(y_hat, threads=cfg.threads)
+        nxt = h + r[i + 1]
+        await net.send(other, f"{_TAG}/open/{i}", nxt)
+        x_hat = nxt + _arr(await net.recv(other, f"{_TAG}/open/{i}"), h.shape, "layer opening")
+        result.layers.append(
+            LayerStats(
+                f"relu{i}", time.perf_counter() - t, stats.bytes_sent - b0, stats.rounds - r0
+            )
+        )
+    result.online_seconds = time.perf_counter() - t_online
+    result.online_bytes_sent = stats.bytes_sent - start_bytes
+    result.online_rounds = stats.rounds - start_rounds
+
+
+# ---- one party, whatever roles it plays ---------------------------------------------
+
+
+async def run_party(
+    party: Party,
+    roles: Roles,
+    spec: ModelSpec,
+    batch: int,
+    cfg: InferenceConfig,
+    *,
+    model: Model | None = None,
+    x: Any = None,
+) -> PartyResult:
+    """Run every role ``party`` plays in one private inference of ``batch`` rows.
+
+    The model owner passes ``model``, the data owner ``x`` (``batch`` rows of
+    ``spec.dims[0]`` features); the others pass neither.  The data owner's
+    result carries the logits; compute parties' results carry per-layer times
+    and bytes.  A peer that stops answering gives a typed
+    :class:`~mpcai.errors.PeerError` (after ``party.timeout``), never a hang.
+    """
+    if not isinstance(party, Party):
+        raise InvalidType(f"party must be a Party, not {type(party).__name__}")
+    if not isinstance(roles, Roles) or not isinstance(spec, ModelSpec):
+        raise InvalidType("roles must be Roles and spec a ModelSpec")
+    if not isinstance(cfg, InferenceConfig):
+        raise InvalidType(f"cfg must be an InferenceConfig, not {type(cfg).__name__}")
+    batch = check_int(batch, "batch", lo=1, hi=1 << 24)
+    me = party.id
+    if me not in roles.parties:
+        raise InvalidInput(f"party {me} has no role in {roles}")
+    mine: list[str] = []
+    jobs: list[Callable[[], Any]] = []
+    net = _Router(party)
+    result = PartyResult(roles=())
+    if me == roles.model_owner:
+        if not isinstance(model, Model):
+            raise InvalidType("the model owner must pass model=Model(...)")
+        if ModelSpec.of(model) != spec:
+            raise InvalidInput(
+                f"the model's widths {ModelSpec.of(model).dims} differ from "
+                f"the agreed spec {spec.dims}"
+            )
+        bounds(model, cfg)  # refuse an overflowing configuration before anything is sent
+        mine.append("model_owner")
+
+        async def owner() -> None:
+            assert model is not None
+            result.failure_probability = await _model_owner(net, roles, model, cfg)
+
+        jobs.append(owner)
+    if me == roles.data_owner:
+        xs = np.asarray(x, dtype=np.float64) if x is not None else None
+        if xs is None or xs.ndim != 2 or xs.shape != (batch, spec.dims[0]):
+            raise InvalidInput(f"the data owner must pass x of shape {(batch, spec.dims[0])}")
+        mine.append("data_owner")
+
+        async def data() -> None:
+            assert xs is not None
+            result.logits = await _data_owner(net, roles, spec, xs, cfg, result)
+
+        jobs.append(data)
+    if me == roles.dealer:
+        mine.append("dealer")
+        jobs.append(lambda: _dealer(net, roles, spec, batch, cfg))
+    if me in roles.compute:
+        mine.append(f"compute{roles.compute.index(me)}")
+        jobs.append(lambda: _compute(net, roles, spec, batch, cfg, result))
+    result.roles = tuple(mine)
+    try:
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(job)
+    except BaseExceptionGroup as group:
+        raise _root_cause(group) from None
+    return result
+
+
+def _root_cause(group: BaseExceptionGroup) -> BaseException:
+    """The error to show for a party whose roles failed: a typed mpcai error first."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    for e in leaves:
+        if isinstance(e, MpcaiError):
+            return e
+    return leaves[0] if leaves else group

@@ -1,0 +1,136 @@
+"""Run a whole private inference in one process (every party over memory channels)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mpcai.errors import InvalidInput, PeerError
+from mpcai.runtime import CommStats, InMemoryNetwork, Network, run_local
+from mpcai.validation import check_int
+
+from .model import Model, check_inputs
+from .mpc2 import InferenceConfig, LayerStats, ModelSpec, PartyResult, Roles, bounds, run_party
+
+__all__ = ["InferenceResult", "simulate"]
+
+
+@dataclass
+class InferenceResult:
+    """The data owner's logits and labels, with what every party spent.
+
+    ``stats[i]`` is party ``i``'s whole traffic (setup, offline and online);
+    ``online_bytes[i]`` is what party ``i`` sent online (the data owner's
+    masked input included), ``online_rounds`` the online rounds of the
+    whole inference (input, the layers, output); ``layers`` times and counts
+    the online layers at compute party 0.
+    """
+
+    logits: np.ndarray
+    labels: np.ndarray
+    roles: Roles
+    stats: list[CommStats]
+    parties: list[PartyResult]
+    layers: list[LayerStats]
+    online_seconds: float
+    online_bytes: dict[int, int]
+    online_rounds: int
+    failure_probability: float
+
+
+def simulate(
+    model: Model,
+    x: Any,
+    *,
+    parties: int = 2,
+    provider: str = "dealer",
+    frac_bits: int = 12,
+    input_bound: float | None = None,
+    max_failure: float = 2.0**-20,
+    threads: int = 1,
+    roles: Roles | None = None,
+    network: Network | None = None,
+    timeout: float = 60.0,
+) -> InferenceResult:
+    """Private inference of ``model`` on the rows of ``x``, all parties in this process.
+
+    ``parties=2`` with ``provider="dealer"``: two compute parties and a dealer
+    (by default the data owner is compute party 0 and the model owner
+    compute party 1, the dealer party 2).  ``input_bound`` defaults to the
+    largest ``|x|``.  Returns the logits the data owner decoded and its
+    labels (``model.classes``).  ``network`` replaces the in-memory network
+    (e.g. :class:`mpcai.testing.FaultyNetwork` to test failures); ``timeout``
+    is every party's deadline for a message (a party that fails makes the
+    others fail with a typed error, and the first error is raised).
+    """
+    if not isinstance(model, Model):
+        raise InvalidInput(
+            f"model must be a Model (see from_sklearn / from_numpy), not {type(model).__name__}"
+        )
+    xs = check_inputs(model, x)
+    check_int(parties, "parties", lo=2, hi=3)
+    if parties != 2 or provider != "dealer":
+        raise InvalidInput(
+            f"parties={parties}, provider={provider!r} is not available yet: use parties=2, "
+            "provider='dealer'"
+        )
+    bound = float(np.max(np.abs(xs))) if input_bound is None else input_bound
+    cfg = InferenceConfig(
+        frac_bits=frac_bits,
+        input_bound=max(bound, 2.0**-frac_bits),
+        max_failure=max_failure,
+        threads=threads,
+    )
+    bounds(model, cfg)  # an overflowing configuration is refused before anything runs
+    if float(np.max(np.abs(xs))) > cfg.input_bound:
+        raise InvalidInput(
+            f"a feature is {float(np.max(np.abs(xs))):g} in absolute value, beyond input_bound "
+            f"{cfg.input_bound:g}"
+        )
+    roles = roles if roles is not None else Roles()
+    spec = ModelSpec.of(model)
+    ids = roles.parties
+    if ids != tuple(range(len(ids))):
+        raise InvalidInput(f"party ids must be 0..{len(ids) - 1}, got {ids}")
+    kwargs: list[dict[str, Any]] = [{} for _ in ids]
+    kwargs[roles.model_owner]["model"] = model
+    kwargs[roles.data_owner]["x"] = xs
+
+    async def one(party: Any, kw: dict[str, Any]) -> PartyResult:
+        return await run_party(party, roles, spec, xs.shape[0], cfg, **kw)
+
+    out = run_local(
+        len(ids),
+        one,
+        args_per_party=[(kw,) for kw in kwargs],
+        network=network if network is not None else InMemoryNetwork(len(ids)),
+        timeout=timeout,
+        return_exceptions=True,
+    )
+    errors = [r for r in out if isinstance(r, BaseException)]
+    if errors:
+        # the cause, not the parties that saw it leave
+        raise next((e for e in errors if not isinstance(e, PeerError)), errors[0])
+    results: list[PartyResult] = list(out)
+    owner = results[roles.data_owner]
+    assert owner.logits is not None
+    c0 = results[roles.compute[0]]
+    return InferenceResult(
+        logits=owner.logits,
+        labels=model.labels(owner.logits),
+        roles=roles,
+        stats=list(out.stats),
+        parties=results,
+        layers=c0.layers,
+        online_seconds=max(results[c].online_seconds for c in roles.compute),
+        online_bytes={
+            i: results[i].online_bytes_sent + results[i].input_bytes_sent
+            for i in ids
+            if i != roles.dealer
+        },
+        # the input round, then the compute parties' own (the output send is their last)
+        online_rounds=1 + max(results[c].online_rounds for c in roles.compute),
+        failure_probability=c0.failure_probability,
+    )

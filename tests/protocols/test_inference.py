@@ -1,0 +1,152 @@
+"""Two-party private inference with a dealer against the plaintext model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trio
+import trio.testing
+from mpcai.protocols import inference as inf
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+
+from mpcai.errors import InvalidInput, InvalidType, MpcaiError, PeerError
+from mpcai.runtime import InMemoryNetwork, run_local
+from mpcai.testing import Fault, FaultyNetwork
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[inf.Model, np.ndarray, MLPClassifier]:
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, _ = train_test_split(x / 16, y, test_size=0.2, random_state=0, stratify=y)
+    clf = MLPClassifier((32,), max_iter=1000, random_state=0).fit(xtr, ytr)
+    return inf.from_sklearn(clf), xte, clf
+
+
+def test_digits_mlp_labels_agree_on_the_whole_test_split(digits) -> None:
+    model, xte, clf = digits
+    assert xte.shape == (360, 64)
+    res = inf.simulate(model, xte, input_bound=1.0)
+    plain = model.logits(xte)
+    assert np.array_equal(res.labels, clf.predict(xte))  # sklearn's own labels
+    assert np.max(np.abs(res.logits - plain)) < 0.05
+    assert res.failure_probability <= 2.0**-20
+
+
+def test_batch_100_online_rounds_and_bytes(digits) -> None:
+    model, xte, _ = digits
+    res = inf.simulate(model, xte[:100], input_bound=1.0)
+    # input, ReLU opening, next-layer opening, output
+    assert res.online_rounds == 4
+    assert [layer.name for layer in res.layers] == ["linear0", "relu0", "linear1"]
+    relu = res.layers[1]
+    assert relu.rounds == 2
+    # 8 bytes per element for the ReLU opening and 8 for the next layer's, plus framing
+    assert 2 * 8 * 100 * 32 <= relu.bytes_sent < 2 * 8 * 100 * 32 + 1000
+    assert max(res.online_bytes.values()) <= 150_000
+    # the data owner is party 0: it also sent its masked input (100 x 64 x 8 bytes)
+    assert res.online_bytes[0] >= 8 * 100 * 64 + 2 * 8 * 100 * 32
+
+
+def test_batch_of_one_and_separate_owners(digits) -> None:
+    model, xte, clf = digits
+    roles = inf.Roles(compute=(0, 1), dealer=2, data_owner=3, model_owner=4)
+    res = inf.simulate(model, xte[:7], roles=roles, input_bound=1.0)
+    assert np.array_equal(res.labels, clf.predict(xte[:7]))
+    one = inf.simulate(model, xte[5:6], input_bound=1.0)
+    assert one.labels.shape == (1,) and one.labels[0] == clf.predict(xte[5:6])[0]
+    # the dealer only sends
+    assert res.stats[2].bytes_received == 0 and res.stats[2].messages_received == 0
+
+
+def test_logistic_regression_on_breast_cancer() -> None:
+    x, y = load_breast_cancer(return_X_y=True)
+    x = x / x.max(axis=0)
+    clf = LogisticRegression(max_iter=2000).fit(x[:400], y[:400])
+    model = inf.from_sklearn(clf)
+    res = inf.simulate(model, x[400:], input_bound=1.0)
+    assert np.array_equal(res.labels, clf.predict(x[400:]))
+    assert np.max(np.abs(res.logits[:, 0] - clf.decision_function(x[400:]))) < 0.05
+
+
+def test_deeper_numpy_mlp_with_negative_inputs() -> None:
+    rng = np.random.default_rng(1)
+    weights = [
+        (rng.normal(0, 0.5, (20, 16)), rng.normal(0, 0.2, 16)),
+        (rng.normal(0, 0.5, (16, 12)), rng.normal(0, 0.2, 12)),
+        (rng.normal(0, 0.5, (12, 5)), rng.normal(0, 0.2, 5)),
+    ]
+    model = inf.from_numpy(weights)
+    x = rng.uniform(-2, 2, (50, 20))
+    res = inf.simulate(model, x, input_bound=2.0, frac_bits=14)
+    plain = model.logits(x)
+    assert np.max(np.abs(res.logits - plain)) < 0.01
+    assert res.online_rounds == 6
+    assert [layer.name for layer in res.layers] == [
+        "linear0",
+        "relu0",
+        "linear1",
+        "relu1",
+        "linear2",
+    ]
+
+
+def test_inputs_beyond_the_bound_and_overflowing_configs_are_refused(digits) -> None:
+    model, xte, _ = digits
+    with pytest.raises(InvalidInput, match="input_bound"):
+        inf.simulate(model, xte[:3], input_bound=0.5)
+    with pytest.raises(InvalidInput, match="64-bit ring"):
+        inf.simulate(model, xte[:3], input_bound=1e9, frac_bits=20)
+    with pytest.raises(InvalidInput):
+        inf.simulate(model, xte[:3, :10])
+    with pytest.raises(InvalidInput):
+        inf.simulate(model, xte[:3], parties=3)
+
+
+def test_unsupported_models_name_the_layer() -> None:
+    x, y = load_digits(return_X_y=True)
+    tanh = MLPClassifier((8,), activation="tanh", max_iter=20, random_state=0)
+    with pytest.warns(Warning):
+        tanh.fit(x[:200] / 16, y[:200])
+    with pytest.raises(InvalidInput, match="tanh"):
+        inf.from_sklearn(tanh)
+    with pytest.raises(InvalidType, match="KMeans"):
+        inf.from_sklearn(type("KMeans", (), {})())
+    with pytest.raises(InvalidType, match="Softmax"):
+        inf.Model((inf.Linear(np.ones((2, 2)), np.zeros(2)), type("Softmax", (), {})()))
+    with pytest.raises(InvalidInput, match="two Linear"):
+        inf.Model(
+            (inf.Linear(np.ones((2, 2)), np.zeros(2)), inf.Linear(np.ones((2, 2)), np.zeros(2)))
+        )
+
+
+@pytest.mark.parametrize("who", [0, 1, 2])
+def test_a_party_that_crashes_gives_typed_errors_everywhere(digits, who: int) -> None:
+    model, xte, _ = digits
+    spec = inf.ModelSpec.of(model)
+    cfg = inf.InferenceConfig(input_bound=1.0)
+    roles = inf.Roles()
+    net = FaultyNetwork(InMemoryNetwork(3), {who: Fault(crash_after=1)})
+    kwargs = [{"x": xte[:4]}, {"model": model}, {}]
+
+    async def one(party, kw):
+        return await inf.run_party(party, roles, spec, 4, cfg, **kw)
+
+    out = run_local(
+        3,
+        one,
+        args_per_party=[(k,) for k in kwargs],
+        network=net,
+        return_exceptions=True,
+        timeout=30,
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
+    assert isinstance(out[who], MpcaiError)
+    # everyone who needs the crashed party's messages fails with a typed error; the
+    # dealer, which only sends, may finish first
+    for i in (0, 1):
+        if i != who:
+            assert isinstance(out[i], PeerError), out
+    assert isinstance(out[2], (MpcaiError, inf.PartyResult))
