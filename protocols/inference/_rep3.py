@@ -1,0 +1,417 @@
+"""A three-party replicated-sharing engine (ABY3-style, semi-honest, one corruption).
+
+:class:`Rep3` runs the rounds of :mod:`mpcai.sharing.replicated` over a
+:class:`~mpcai.runtime.Party`: three compute parties (``ids``, in the order of their
+replicated-sharing indices 0, 1, 2) plus any number of input owners and output receivers,
+which may be compute parties themselves or outside parties.
+
+**Threat model.**  Semi-honest; at most one of the three compute parties is corrupted
+(no two collude).  A compute party's view (its pair of components, its seeds and every
+message it receives) is independent of the secrets; an owner outside the three learns
+only what is opened to it.  Nothing is checked beyond message shapes: a cheating party
+can change the result unnoticed (malicious security would need ABY3's consistency checks).
+
+**Costs** (per element, ``n`` elements; one "element" is 8 bytes; per party):
+
+============  ======  ===========================================================
+operation     rounds  sent by each compute party
+============  ======  ===========================================================
+setup         1       one 32-byte seed (party i's ``k_i`` to party i - 1)
+input         1       owner inside: 1 element to one party; outside: 2 elements +
+                      4 seeds in all, from the owner only
+mul / matmul  2       1 element per output (truncation built in, Pi_trunc1)
+mul, no trunc 1       1 element per output (reshare)
+msb / drelu   10      party 0: 8 + 23 + 16 bytes; parties 1, 2: 23 + 8 bytes
+                      (v-share, 181 AND bits, bit injection by 3-party OT)
+relu          11      drelu, then one multiplication without truncation
+open_to       1       inside owner: 1 element from one party; outside: 1 element
+                      from each of two parties
+============  ======  ===========================================================
+
+Tags are ``rep3/<step>`` for the compute parties' steps (every compute party runs the
+same program, so their step counters agree) and ``rep3/in/<owner>/<k>`` /
+``rep3/out/<owner>/<k>`` for inputs and outputs, counted per owner by everyone taking
+part in them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mpcai import prg
+from mpcai.errors import InvalidInput, InvalidType, MisbehaviourDetected
+from mpcai.runtime import Party
+from mpcai.sharing import additive
+from mpcai.sharing import replicated as rep
+from mpcai.validation import check_int
+
+__all__ = ["Rep3"]
+
+Layer = tuple[rep.RepShare, rep.RepShare | None]
+
+
+def _shape(shape: object) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        return (check_int(shape, "shape", lo=0),)
+    if not isinstance(shape, (tuple, list)):
+        raise InvalidType(f"shape must be an int or a tuple of ints, not {type(shape).__name__}")
+    return tuple(check_int(d, "shape", lo=0) for d in shape)
+
+
+def _expect(obj: object, shape: tuple[int, ...], frm: int, what: str) -> np.ndarray:
+    """A received ring array of the agreed shape, or a typed error naming the sender."""
+    if (
+        not isinstance(obj, np.ndarray)
+        or obj.dtype not in (np.uint64, np.int64)
+        or obj.shape != shape
+    ):
+        got = f"{obj.dtype} {obj.shape}" if isinstance(obj, np.ndarray) else type(obj).__name__
+        raise MisbehaviourDetected(
+            f"party {frm} sent {got} as {what}, expected uint64 {shape}", [frm]
+        )
+    return obj.view(np.uint64)
+
+
+def _expect_seed(obj: object, frm: int) -> bytes:
+    if not isinstance(obj, bytes) or len(obj) != prg.SEED_BYTES:
+        raise MisbehaviourDetected(f"party {frm} sent no valid seed", [frm])
+    return obj
+
+
+class Rep3:
+    """One participant of a three-party replicated-sharing computation.
+
+    ``ids``: the party ids of the compute parties with replicated indices 0, 1, 2.
+    ``frac_bits``: fixed-point fractional bits (products are truncated by that many).
+    Compute parties call :meth:`setup` first, then the same sequence of operations; an
+    outside owner only calls :meth:`input` / :meth:`open_to` for its own data.
+    """
+
+    def __init__(
+        self, party: Party, ids: Sequence[int] = (0, 1, 2), *, frac_bits: int = 12
+    ) -> None:
+        if not isinstance(party, Party):
+            raise InvalidType(f"party must be a Party, not {type(party).__name__}")
+        ids_t = tuple(check_int(p, "ids", lo=0) for p in ids)
+        if len(ids_t) != 3 or len(set(ids_t)) != 3:
+            raise InvalidInput(f"ids must name three distinct parties, got {ids_t}")
+        known = set(party.peers) | {party.id}
+        if not set(ids_t) <= known:
+            raise InvalidInput(f"compute parties {sorted(set(ids_t) - known)} are not connected")
+        self.party = party
+        self.ids = ids_t
+        self.frac_bits = check_int(frac_bits, "frac_bits", lo=0, hi=30)
+        self.index: int | None = ids_t.index(party.id) if party.id in ids_t else None
+        self._zero: rep.ZeroSharer | None = None
+        self._step = 0
+        self._io: dict[tuple[str, int], int] = {}
+
+    # ---- bookkeeping ----------------------------------------------------------------
+
+    def _me(self) -> tuple[int, rep.ZeroSharer]:
+        if self.index is None:
+            raise InvalidInput(f"party {self.party.id} is not a compute party {self.ids}")
+        if self._zero is None:
+            raise InvalidInput("call setup() before computing")
+        return self.index, self._zero
+
+    def _pid(self, i: int) -> int:
+        return self.ids[i % 3]
+
+    def _tag(self) -> str:
+        self._step += 1
+        return f"rep3/{self._step}"
+
+    def _io_tag(self, kind: str, owner: int) -> str:
+        n = self._io.get((kind, owner), 0)
+        self._io[(kind, owner)] = n + 1
+        return f"rep3/{kind}/{owner}/{n}"
+
+    def _check_owner(self, owner: object) -> int:
+        owner = check_int(owner, "owner", lo=0)
+        if owner != self.party.id and owner not in self.party.peers:
+            raise InvalidInput(f"party {owner} is not in this session")
+        return owner
+
+    # ---- setup ------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Pairwise seeds: party i draws ``k_i`` and sends it to party i - 1 (1 round)."""
+        if self.index is None:
+            raise InvalidInput(f"party {self.party.id} is not a compute party {self.ids}")
+        if self._zero is not None:
+            raise InvalidInput("setup() was already run")
+        i = self.index
+        tag = self._tag()
+        own = prg.new_seed()
+        await self.party.send(self._pid(i - 1), tag, own)
+        nxt = _expect_seed(await self.party.recv(self._pid(i + 1), tag), self._pid(i + 1))
+        self._zero = rep.ZeroSharer(i, own, nxt, context=self.party.session)
+
+    # ---- input and output -----------------------------------------------------------
+
+    async def input(
+        self, owner: int, x: np.ndarray | None = None, *, shape: object = None
+    ) -> rep.RepShare | None:
+        """Secret-share ``owner``'s ``x`` (uint64, e.g. :func:`mpcai.encoding.encode_fixed`)
+        among the compute parties; every other participant passes ``shape``.
+
+        An owner inside the three (index j) sends one array: ``x_j`` is common randomness
+        of parties j and j - 1, ``x_{j+2} = 0`` and ``x_{j+1} = x - x_j`` goes to party
+        j + 1.  An outside owner sends two seeds to party 0, a seed and ``x_2`` to
+        parties 1 and 2.  Returns the compute party's share (``None`` for an outside
+        owner)."""
+        owner = self._check_owner(owner)
+        me = self.party.id
+        if me == owner:
+            if not isinstance(x, np.ndarray) or x.dtype not in (np.uint64, np.int64):
+                raise InvalidType("the owner's x must be a uint64 (or int64) array")
+            x = x.view(np.uint64)
+            shp = x.shape
+        else:
+            if shape is None:
+                raise InvalidInput("parties other than the owner must pass the input's shape")
+            shp = _shape(shape)
+        tag = self._io_tag("in", owner)
+        if owner not in self.ids:
+            if me == owner:
+                assert x is not None
+                s0, s1 = prg.new_seed(), prg.new_seed()
+                x2 = x - additive.expand_seeded(s0, shp) - additive.expand_seeded(s1, shp)
+                await self.party.send_many(
+                    tag, {self.ids[0]: (s0, s1), self.ids[1]: (s1, x2), self.ids[2]: (x2, s0)}
+                )
+                return None
+            i, _ = self._me()
+            msg = await self.party.recv(owner, tag)
+            if not isinstance(msg, tuple) or len(msg) != 2:
+                raise MisbehaviourDetected(f"party {owner} sent a malformed input", [owner])
+            if i == 0:
+                a = additive.expand_seeded(_expect_seed(msg[0], owner), shp)
+                b = additive.expand_seeded(_expect_seed(msg[1], owner), shp)
+            elif i == 1:
+                a = additive.expand_seeded(_expect_seed(msg[0], owner), shp)
+                b = _expect(msg[1], shp, owner, "an input share")
+            else:
+                a = _expect(msg[0], shp, owner, "an input share")
+                b = additive.expand_seeded(_expect_seed(msg[1], owner), shp)
+            return rep.RepShare(i, a, b)
+        i, zero = self._me()
+        j = self.ids.index(owner)
+        rel = (i - j) % 3
+        zeros = np.zeros(shp, dtype=np.uint64)
+        if rel == 0:
+            assert x is not None
+            xj = zero.common_prev(shp)
+            xj1 = x - xj
+            await self.party.send(self._pid(j + 1), tag, xj1)
+            return rep.RepShare(i, xj, xj1)
+        if rel == 1:
+            xj1 = _expect(await self.party.recv(owner, tag), shp, owner, "an input share")
+            return rep.RepShare(i, xj1, zeros)
+        return rep.RepShare(i, zeros, zero.common_next(shp))
+
+    async def open_to(self, owner: int, x: rep.RepShare | None = None) -> np.ndarray | None:
+        """Reveal ``x`` to ``owner`` only (1 round); the owner gets the ``uint64`` array,
+        everyone else ``None``.  Compute parties pass their share; an outside owner
+        passes nothing."""
+        owner = self._check_owner(owner)
+        tag = self._io_tag("out", owner)
+        me = self.party.id
+        if owner not in self.ids:
+            if me == owner:
+                got = await self.party.gather(tag, [self.ids[0], self.ids[1]])
+                u = _as_u64(got[self.ids[0]], self.ids[0])
+                return u + _expect(got[self.ids[1]], u.shape, self.ids[1], "an output share")
+            i, _ = self._me()
+            x = _share_of(x, i)
+            if i == 0:
+                await self.party.send(owner, tag, x.a + x.b)
+            elif i == 1:
+                await self.party.send(owner, tag, x.b)
+            return None
+        i, _ = self._me()
+        x = _share_of(x, i)
+        j = self.ids.index(owner)
+        if i == j:
+            missing = _expect(
+                await self.party.recv(self._pid(j + 1), tag),
+                x.shape,
+                self._pid(j + 1),
+                "an output share",
+            )
+            return x.a + x.b + missing
+        if (i - j) % 3 == 1:
+            await self.party.send(owner, tag, x.b)
+        return None
+
+    async def reveal(self, x: rep.RepShare) -> np.ndarray:
+        """Open ``x`` to all three compute parties (1 round: party i sends ``x_{i+1}`` to
+        party i - 1)."""
+        i, _ = self._me()
+        x = _share_of(x, i)
+        tag = self._tag()
+        await self.party.send(self._pid(i - 1), tag, x.b)
+        got = _expect(
+            await self.party.recv(self._pid(i + 1), tag),
+            x.shape,
+            self._pid(i + 1),
+            "a share to reveal",
+        )
+        return x.a + x.b + got
+
+    # ---- multiplication -----------------------------------------------------------------
+
+    async def _reshare(self, z: np.ndarray, boolean: bool = False) -> rep.RepShare | rep.BinShare:
+        i, _ = self._me()
+        tag = self._tag()
+        await self.party.send(self._pid(i - 1), tag, z)
+        nxt = _expect(
+            await self.party.recv(self._pid(i + 1), tag), z.shape, self._pid(i + 1), "a reshare"
+        )
+        return rep.from_xor(i, z, nxt) if boolean else rep.from_additive(i, z, nxt)
+
+    async def _truncate(self, z: np.ndarray) -> rep.RepShare:
+        """Pi_trunc1: the additive product ``z`` (scale 2f) to a replicated share of
+        ``z / 2^f`` in two rounds."""
+        i, zero = self._me()
+        f, shp = self.frac_bits, z.shape
+        tag1, tag2 = self._tag(), self._tag()
+        if i == 0:
+            y0 = rep.trunc_p0_round1(z, f)
+            await self.party.send(self._pid(2), tag1, y0)
+            y1 = _expect(await self.party.recv(self._pid(1), tag2), shp, self._pid(1), "y_1")
+            return rep.trunc_p0_finish(y0, y1)
+        if i == 1:
+            z2 = _expect(await self.party.recv(self._pid(2), tag1), shp, self._pid(2), "z_2")
+            y1, share = rep.trunc_p1_round2(z, z2, zero.common_next(shp), f)
+            await self.party.send(self._pid(0), tag2, y1)
+            return share
+        await self.party.send(self._pid(1), tag1, z)
+        r = zero.common_prev(shp)
+        y0 = _expect(await self.party.recv(self._pid(0), tag1), shp, self._pid(0), "y_0")
+        return rep.trunc_p2_finish(r, y0)
+
+    async def mul(self, x: rep.RepShare, y: rep.RepShare, *, truncate: bool = True) -> rep.RepShare:
+        """Element-wise ``x * y`` (broadcasting); fixed-point truncated by ``frac_bits``
+        unless ``truncate=False`` (2 rounds, or 1 without truncation)."""
+        i, zero = self._me()
+        z = rep.mul_local(_share_of(x, i), _share_of(y, i), zero)
+        if truncate:
+            return await self._truncate(z)
+        out = await self._reshare(z)
+        assert isinstance(out, rep.RepShare)
+        return out
+
+    async def matmul(
+        self, x: rep.RepShare, w: rep.RepShare, *, truncate: bool = True
+    ) -> rep.RepShare:
+        """The matrix product ``x @ w`` over Z_2^64, truncated by ``frac_bits`` unless
+        ``truncate=False`` (2 rounds, 1 element per output and party)."""
+        i, zero = self._me()
+        z = rep.matmul_local(_share_of(x, i), _share_of(w, i), zero)
+        if truncate:
+            return await self._truncate(z)
+        out = await self._reshare(z)
+        assert isinstance(out, rep.RepShare)
+        return out
+
+    async def and_(self, x: rep.BinShare, y: rep.BinShare) -> rep.BinShare:
+        """Bitwise ``x & y`` of XOR-shared words (1 round)."""
+        _, zero = self._me()
+        out = await self._reshare(rep.and_local(x, y, zero), boolean=True)
+        assert isinstance(out, rep.BinShare)
+        return out
+
+    # ---- comparison -------------------------------------------------------------------
+
+    async def msb_bits(self, x: rep.RepShare) -> rep.BinShare:
+        """XOR shares of the most significant bit of each element of ``x`` (flattened),
+        in bit 0 of one word per element (8 rounds)."""
+        i, zero = self._me()
+        x = _share_of(x, i)
+        n = x.a.size
+        width = -(-n // 64)
+        tag = self._tag()
+        if i == 0:
+            v1, vv, yy = rep.msb_inputs(0, x, zero)
+            await self.party.send(self._pid(1), tag, v1)
+        elif i == 1:
+            v1 = _expect(await self.party.recv(self._pid(0), tag), (64, width), self._pid(0), "v_1")
+            _, vv, yy = rep.msb_inputs(1, x, zero, v1)
+        else:
+            _, vv, yy = rep.msb_inputs(2, x, zero)
+        left, right = rep.carry_and_inputs(vv, yy)
+        g = await self.and_(left, right)
+        gg, pp, p63 = rep.carry_start(vv, yy, g)
+        for _ in range(rep.CARRY_LEVELS):
+            left, right = rep.carry_level_inputs(gg, pp)
+            t = await self.and_(left, right)
+            gg, pp = rep.carry_level_combine(gg, pp, t)
+        bit = rep.msb_finish(gg, p63)
+        return rep.BinShare(i, rep.unbitslice(bit.a, n), rep.unbitslice(bit.b, n))
+
+    async def b2a(self, bit: rep.BinShare, *, flip: bool = False) -> rep.RepShare:
+        """The bits in bit 0 of ``bit``'s words (their complement with ``flip``) as
+        arithmetic shares (2 rounds: ABY3's three-party OT, then party 1 forwards ``d_2``)."""
+        i, zero = self._me()
+        shp = bit.shape
+        tag1, tag2 = self._tag(), self._tag()
+        if i == 0:
+            msg, share = rep.b2a_p0_round1(bit, zero, flip)
+            await self.party.send(self._pid(1), tag1, msg)
+            return share
+        if i == 2:
+            pad, d0 = rep.b2a_p2_round1(bit, zero)
+            await self.party.send(self._pid(1), tag1, pad)
+            d2 = _expect(await self.party.recv(self._pid(1), tag2), shp, self._pid(1), "d_2")
+            return rep.b2a_p2_finish(d2, d0)
+        got = await self.party.gather(tag1, [self._pid(0), self._pid(2)])
+        msg = _expect(got[self._pid(0)], (2, *shp), self._pid(0), "the OT message")
+        pad = _expect(got[self._pid(2)], shp, self._pid(2), "the OT pad")
+        d2, share = rep.b2a_p1_round2(bit, zero, msg, pad)
+        await self.party.send(self._pid(2), tag2, d2)
+        return share
+
+    async def drelu(self, x: rep.RepShare) -> rep.RepShare:
+        """Arithmetic shares (integers 0/1, not fixed point) of ``[x >= 0]``, as signed
+        two's complement (10 rounds)."""
+        i, _ = self._me()
+        x = _share_of(x, i)
+        d = await self.b2a(await self.msb_bits(x), flip=True)
+        return rep.RepShare(i, d.a.reshape(x.shape), d.b.reshape(x.shape))
+
+    async def relu(self, x: rep.RepShare) -> rep.RepShare:
+        """``max(x, 0)`` element-wise (11 rounds: :meth:`drelu`, then ``x * [x >= 0]``)."""
+        return await self.mul(x, await self.drelu(x), truncate=False)
+
+    # ---- networks -----------------------------------------------------------------------
+
+    async def mlp(self, x: rep.RepShare, layers: Sequence[Layer]) -> rep.RepShare:
+        """A multilayer perceptron: ``x @ W + b`` per layer (``b`` may be ``None``, shape
+        ``(out,)``), ReLU between layers, none after the last.  All fixed point with
+        ``frac_bits``."""
+        h = x
+        for k, (w, b) in enumerate(layers):
+            h = await self.matmul(h, w)
+            if b is not None:
+                h = rep.add(h, b)
+            if k + 1 < len(layers):
+                h = await self.relu(h)
+        return h
+
+
+def _share_of(x: object, i: int) -> rep.RepShare:
+    if not isinstance(x, rep.RepShare):
+        raise InvalidType(f"expected this party's RepShare, not {type(x).__name__}")
+    if x.party != i:
+        raise InvalidInput(f"share of party {x.party} used by party {i}")
+    return x
+
+
+def _as_u64(obj: object, frm: int) -> np.ndarray:
+    if not isinstance(obj, np.ndarray) or obj.dtype not in (np.uint64, np.int64):
+        raise MisbehaviourDetected(f"party {frm} sent no ring array", [frm])
+    return obj.view(np.uint64)
