@@ -40,6 +40,19 @@ def test_default_demo_is_secure_aggregation_over_tls(capsys: pytest.CaptureFixtu
     assert "FAILED" not in out and "failed" not in out
 
 
+def test_inference_demo_runs_processes_over_tls(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "inference", "--batch", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "over mutual TLS" in out and "relu0" in out
+    assert "(40/40)" in out and "FAILED" not in out
+    assert re.search(r"party 1 \(compute 1 \+ model owner\): online [0-9.]+ ms", out), out
+
+
+def test_inference_demo_refuses_three_parties_until_it_exists(capsys) -> None:
+    assert cli.main(["demo", "inference", "--parties", "3"]) != 0
+    assert "not available yet" in capsys.readouterr().err
+
+
 def test_demo_with_more_hospitals(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["demo", "hospitals", "--hospitals", "5", "--threshold", "3"]) == 0
     assert "Shamir 3-of-5" in capsys.readouterr().out
@@ -151,7 +164,7 @@ def test_no_command_prints_help() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suite", ["he", "runtime", "secagg", "flower"])
+@pytest.mark.parametrize("suite", ["he", "runtime", "secagg", "flower", "inference"])
 def test_bench_suites_quick(suite: str, tmp_path: Path) -> None:
     out_file = tmp_path / f"{suite}.json"
     assert cli.main(["bench", suite, "--quick", "--reps", "1", "--json", str(out_file)]) == 0
@@ -165,6 +178,9 @@ def test_bench_suites_quick(suite: str, tmp_path: Path) -> None:
                 if f"max_abs_err_{side}" in r:
                     assert r[f"max_abs_err_{side}"] < 1e-4, r
         assert {r["engine"] for r in records} >= {"grid", "simulation (Ray, 1 CPU)"}
+    if suite == "inference":  # every private inference agreed with the plaintext labels
+        runs = [r for r in records if r["name"].startswith("inference")]
+        assert runs and all(r["label_agreement"] == 1.0 and r["failures"] == "0/1" for r in runs)
 
 
 def test_demo_refuses_a_size_that_cannot_fit_before_allocating(capsys) -> None:

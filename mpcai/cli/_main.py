@@ -65,6 +65,13 @@ def _build_parser() -> argparse.ArgumentParser:
     hosp.add_argument("--threshold", type=int, default=2,
                       help="Shamir threshold: hospitals needed to recover the total")
 
+    infer = demo_sub.add_parser(
+        "inference", parents=[common],
+        help="private inference on digits: compute parties and a dealer as processes over TLS")
+    infer.add_argument("--parties", type=int, default=2, choices=(2, 3),
+                       help="compute parties (2: with a dealer)")
+    infer.add_argument("--batch", type=int, default=360, help="test images (1..360)")
+
     party = sub.add_parser("party", parents=[common],
                            help="run one party of a deployment (TCP + mutual TLS)")
     party.add_argument("--config", required=True, metavar="FILE",
@@ -120,6 +127,11 @@ def _build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     fl.add_argument("--engine", action="append", choices=["grid", "simulation"],
                     help="only this Flower engine (repeatable; default both)")
+    inf = bench_sub.add_parser("inference", parents=[common],
+                               help="private inference of a digits MLP (2PC with a dealer)")
+    inf.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
+    inf.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median)")
+    inf.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     rt = bench_sub.add_parser("runtime", parents=[common],
                               help="party runtime: TCP+TLS throughput, in-memory")
     rt.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
@@ -221,6 +233,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "demo":
         from mpcai.cli import _demo
 
+        if args.demo == "inference":
+            return _demo.inference(parties=args.parties, batch=args.batch)
         if args.demo == "hospitals":
             return _demo.hospitals(n_hospitals=args.hospitals, threshold=args.threshold)
         return _demo.secagg(n_clients=getattr(args, "clients", 20),
@@ -271,6 +285,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
             return flower.main(reps=args.reps, quick=args.quick, json_path=args.json,
                                engines=args.engine)
+        if args.bench == "inference":
+            from mpcai.benchmarks import inference
+
+            return inference.main(reps=args.reps, quick=args.quick, json_path=args.json)
         if args.bench == "runtime":
             from mpcai.benchmarks import runtime
 

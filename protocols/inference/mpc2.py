@@ -350,6 +350,7 @@ async def _compute(
     batch: int,
     cfg: InferenceConfig,
     result: PartyResult,
+    on_layer: Callable[[LayerStats], None] | None = None,
 ) -> None:
     me = roles.compute.index(net.party.id)
     other = roles.compute[1 - me]
@@ -404,17 +405,21 @@ async def _compute(
         z += bias[i]
         if i == spec.n_linear - 1:
             await net.send(roles.data_owner, f"{_TAG}/out", z)
-            result.layers.append(
+            _note(
+                result,
+                on_layer,
                 LayerStats(
                     f"linear{i}", time.perf_counter() - t, stats.bytes_sent - b0, stats.rounds - r0
-                )
+                ),
             )
             break
         y = beaver.truncate(z, f, me)
-        result.layers.append(
+        _note(
+            result,
+            on_layer,
             LayerStats(
                 f"linear{i}", time.perf_counter() - t, stats.bytes_sent - b0, stats.rounds - r0
-            )
+            ),
         )
         t, b0, r0 = time.perf_counter(), stats.bytes_sent, stats.rounds
         masked = keys[i].mask(y)
@@ -424,14 +429,24 @@ async def _compute(
         nxt = h + r[i + 1]
         await net.send(other, f"{_TAG}/open/{i}", nxt)
         x_hat = nxt + _arr(await net.recv(other, f"{_TAG}/open/{i}"), h.shape, "layer opening")
-        result.layers.append(
+        _note(
+            result,
+            on_layer,
             LayerStats(
                 f"relu{i}", time.perf_counter() - t, stats.bytes_sent - b0, stats.rounds - r0
-            )
+            ),
         )
     result.online_seconds = time.perf_counter() - t_online
     result.online_bytes_sent = stats.bytes_sent - start_bytes
     result.online_rounds = stats.rounds - start_rounds
+
+
+def _note(
+    result: PartyResult, on_layer: Callable[[LayerStats], None] | None, layer: LayerStats
+) -> None:
+    result.layers.append(layer)
+    if on_layer is not None:
+        on_layer(layer)
 
 
 # ---- one party, whatever roles it plays ---------------------------------------------
@@ -446,14 +461,16 @@ async def run_party(
     *,
     model: Model | None = None,
     x: Any = None,
+    on_layer: Callable[[LayerStats], None] | None = None,
 ) -> PartyResult:
     """Run every role ``party`` plays in one private inference of ``batch`` rows.
 
     The model owner passes ``model``, the data owner ``x`` (``batch`` rows of
     ``spec.dims[0]`` features); the others pass neither.  The data owner's
     result carries the logits; compute parties' results carry per-layer times
-    and bytes.  A peer that stops answering gives a typed
-    :class:`~mpcai.errors.PeerError` (after ``party.timeout``), never a hang.
+    and bytes (``on_layer`` is called with each as it finishes).  A peer that
+    stops answering gives a typed :class:`~mpcai.errors.PeerError` (after
+    ``party.timeout``), never a hang.
     """
     if not isinstance(party, Party):
         raise InvalidType(f"party must be a Party, not {type(party).__name__}")
@@ -501,7 +518,7 @@ async def run_party(
         jobs.append(lambda: _dealer(net, roles, spec, batch, cfg))
     if me in roles.compute:
         mine.append(f"compute{roles.compute.index(me)}")
-        jobs.append(lambda: _compute(net, roles, spec, batch, cfg, result))
+        jobs.append(lambda: _compute(net, roles, spec, batch, cfg, result, on_layer))
     result.roles = tuple(mine)
     try:
         async with trio.open_nursery() as nursery:

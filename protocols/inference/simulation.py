@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mpcai.errors import InvalidInput, PeerError
-from mpcai.runtime import CommStats, InMemoryNetwork, Network, run_local
+from mpcai.runtime import CommStats, InMemoryNetwork, Network, Party, run_local
 from mpcai.validation import check_int
 
-from .model import Model, check_inputs
+from .model import Model, check_inputs, from_numpy
 from .mpc2 import InferenceConfig, LayerStats, ModelSpec, PartyResult, Roles, bounds, run_party
 
-__all__ = ["InferenceResult", "simulate"]
+__all__ = ["InferenceResult", "process_party", "simulate"]
 
 
 @dataclass
@@ -134,3 +135,50 @@ def simulate(
         online_rounds=1 + max(results[c].online_rounds for c in roles.compute),
         failure_probability=c0.failure_probability,
     )
+
+
+async def process_party(
+    party: Party,
+    roles: dict[str, Any],
+    dims: list[int],
+    batch: int,
+    config: dict[str, Any],
+    layers: list[list[np.ndarray]] | None = None,
+    x: np.ndarray | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Entry point for one OS process (``launch_local`` / ``mpcai party``).
+
+    ``roles`` holds :class:`Roles` fields, ``config`` :class:`InferenceConfig`
+    fields; the model owner passes ``layers`` (``[[W, b], ...]``), the data
+    owner ``x``.  With ``progress``, compute party 0 prints one line per
+    finished layer to stderr: ``mpcai-progress <layer> <seconds> <bytes sent>``.
+    Returns plain values (the data owner's ``logits``, a compute party's
+    per-layer statistics).
+    """
+    r = Roles(**{**roles, "compute": tuple(roles.get("compute", (0, 1)))})
+    cfg = InferenceConfig(**config)
+    spec = ModelSpec(tuple(int(d) for d in dims))
+    model = from_numpy([(w, b) for w, b in layers]) if layers is not None else None
+
+    def show(layer: LayerStats) -> None:
+        print(
+            f"mpcai-progress {layer.name} {layer.seconds:.6f} {layer.bytes_sent}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    on_layer = show if progress and party.id == r.compute[0] else None
+    res = await run_party(party, r, spec, batch, cfg, model=model, x=x, on_layer=on_layer)
+    out: dict[str, Any] = {
+        "roles": list(res.roles),
+        "layers": [[ls.name, ls.seconds, ls.bytes_sent, ls.rounds] for ls in res.layers],
+        "offline_seconds": res.offline_seconds,
+        "online_seconds": res.online_seconds,
+        "online_bytes": res.online_bytes_sent + res.input_bytes_sent,
+        "online_rounds": res.online_rounds,
+        "failure_probability": res.failure_probability,
+    }
+    if res.logits is not None:
+        out["logits"] = res.logits
+    return out
