@@ -58,7 +58,7 @@ sent: 63 + 61 + 31 + 15 + 7 + 3 + 1 = 181 bits per element and party
 (:func:`msb_inputs`, :func:`carry_start`, :func:`carry_level_inputs`,
 :func:`carry_level_combine`, :func:`msb_finish`).
 
-**Bit to arithmetic** (:func:`b2a_p0_round1`, :func:`b2a_p2_round1`,
+**Bit to arithmetic** (:func:`b2a_p0_round1`, :func:`b2a_p2_round1`, :func:`b2a_p1_round1`,
 :func:`b2a_p1_round2`, :func:`b2a_p2_finish`): ABY3's three-party OT.  Party 0 knows
 ``c = b_0 ^ b_1``, parties 1 and 2 know ``b_2``; party 0 draws ``d_0`` (with party 2)
 and ``d_1`` (with party 1), masks ``m_t = (c ^ t ^ flip) - d_0 - d_1`` for ``t = 0, 1``
@@ -91,6 +91,7 @@ __all__ = [
     "and_local",
     "and_public",
     "b2a_p0_round1",
+    "b2a_p1_round1",
     "b2a_p1_round2",
     "b2a_p2_finish",
     "b2a_p2_round1",
@@ -435,6 +436,21 @@ class ZeroSharer:
         self._ctr = [0, 0]
         self._context = check_bytes(context, "context", max_size=128)
 
+    def as_role(self, role: int) -> ZeroSharer:
+        """This party's seeds and counters (shared, not copied) acting as replicated index
+        ``role``, for a computation whose roles are rotated by ``party - role``: party
+        ``i`` plays role ``i - s`` for every party at once, so the pair holding each seed
+        is unchanged and a role's "own" and "next" seeds are this party's own and next.
+        Engines rotate the asymmetric steps (MSB input, bit injection) to balance traffic.
+        """
+        role = _check_party(role)
+        view = object.__new__(ZeroSharer)
+        view.party = role
+        view._seeds = self._seeds
+        view._ctr = self._ctr  # the same list: draws through either advance both
+        view._context = self._context
+        return view
+
     @property
     def counters(self) -> tuple[int, int]:
         """Draws made so far from ``(seed_own, seed_next)``."""
@@ -759,21 +775,29 @@ def b2a_p2_round1(bit: BinShare, zero: ZeroSharer) -> tuple[np.ndarray, np.ndarr
     return np.where(_bit(bit.a) == 1, w1, w0), d0
 
 
+def b2a_p1_round1(bit: BinShare, zero: ZeroSharer) -> np.ndarray:
+    """Party 1, round 1 (nothing to send): draws ``d_1``, common with party 0.  Every
+    party makes its draws of a round before waiting for that round's messages, so that
+    engines rotating roles over chunks draw from each seed in the same order."""
+    bit = _check_bin(bit, "bit")
+    return _check_zero(zero, 1).common_prev(bit.shape)
+
+
 def b2a_p1_round2(
     bit: BinShare,
-    zero: ZeroSharer,
+    d1: np.ndarray,
     message: np.ndarray,
     pad: np.ndarray,
 ) -> tuple[np.ndarray, RepShare]:
-    """Party 1, after round 1 (``message`` from party 0, ``pad`` from party 2): returns
-    ``(d_2, share)``; send ``d_2`` to party 2 in round 2."""
+    """Party 1, after round 1 (``message`` from party 0, ``pad`` from party 2, ``d1`` from
+    :func:`b2a_p1_round1`): returns ``(d_2, share)``; send ``d_2`` to party 2 in round 2."""
     bit = _check_bin(bit, "bit")
-    zero = _check_zero(zero, 1)
-    message, pad = _u64(message, "message"), _u64(pad, "pad")
+    if bit.party != 1:
+        raise InvalidInput(f"share of party {bit.party} used as party 1")
+    message, pad, d1 = _u64(message, "message"), _u64(pad, "pad"), _u64(d1, "d1")
     shape = bit.shape
-    if message.shape != (2, *shape) or pad.shape != shape:
+    if message.shape != (2, *shape) or pad.shape != shape or d1.shape != shape:
         raise InvalidInput(f"b2a messages of shapes {message.shape}, {pad.shape} for {shape}")
-    d1 = zero.common_prev(shape)
     d2 = np.where(_bit(bit.b) == 1, message[1], message[0]) - pad
     return d2, RepShare(1, d1, d2)
 

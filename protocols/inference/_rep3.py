@@ -21,9 +21,11 @@ input         1       owner inside: 1 element to one party; outside: 2 elements 
                       4 seeds in all, from the owner only
 mul / matmul  2       1 element per output (truncation built in, Pi_trunc1)
 mul, no trunc 1       1 element per output (reshare)
-msb / drelu   10      party 0: 8 + 23 + 16 bytes; parties 1, 2: 23 + 8 bytes
-                      (v-share, 181 AND bits, bit injection by 3-party OT)
-relu          11      drelu, then one multiplication without truncation
+msb / drelu   10      8 bytes (v-share) / 3 + 181 AND bits + 32 bytes (bit injection
+                      by 3-party OT) / 3: about 36 bytes; the asymmetric steps are
+                      rotated over three chunks of the elements, so every party plays
+                      each replicated index for a third of them
+relu          11      drelu, then one multiplication without truncation: ~44 bytes
 open_to       1       inside owner: 1 element from one party; outside: 1 element
                       from each of two parties
 ============  ======  ===========================================================
@@ -327,22 +329,46 @@ class Rep3:
 
     # ---- comparison -------------------------------------------------------------------
 
+    def _chunks(self, n: int) -> list[slice]:
+        """Three element ranges (multiples of 64 but the last), one per rotation."""
+        per = -(-n // 3)
+        c = -(-per // 64) * 64
+        return [slice(min(k * c, n), min((k + 1) * c, n)) for k in range(3)]
+
     async def msb_bits(self, x: rep.RepShare) -> rep.BinShare:
         """XOR shares of the most significant bit of each element of ``x`` (flattened),
-        in bit 0 of one word per element (8 rounds)."""
+        in bit 0 of one word per element (8 rounds).
+
+        The input round is asymmetric (replicated index 0 sends ``v_1`` to index 1), so
+        the elements are cut in three and party i plays index ``i - s`` on chunk ``s``:
+        each party sends one third of the ``v_1`` words."""
         i, zero = self._me()
         x = _share_of(x, i)
         n = x.a.size
-        width = -(-n // 64)
+        xa, xb = x.a.reshape(-1), x.b.reshape(-1)
+        chunks = self._chunks(n)
         tag = self._tag()
-        if i == 0:
-            v1, vv, yy = rep.msb_inputs(0, x, zero)
-            await self.party.send(self._pid(1), tag, v1)
-        elif i == 1:
-            v1 = _expect(await self.party.recv(self._pid(0), tag), (64, width), self._pid(0), "v_1")
-            _, vv, yy = rep.msb_inputs(1, x, zero, v1)
-        else:
-            _, vv, yy = rep.msb_inputs(2, x, zero)
+        inputs: dict[int, tuple[rep.BinShare, rep.BinShare]] = {}
+
+        def local(s: int, v1: np.ndarray | None = None) -> np.ndarray | None:
+            r = (i - s) % 3
+            xs = rep.RepShare(r, xa[chunks[s]], xb[chunks[s]])
+            msg, vv, yy = rep.msb_inputs(r, xs, zero.as_role(r), v1)
+            inputs[s] = (rep.BinShare(i, vv.a, vv.b), rep.BinShare(i, yy.a, yy.b))
+            return msg
+
+        for s in range(3):  # chunk order (index 1 draws nothing in this round)
+            r = (i - s) % 3
+            if r == 0:
+                await self.party.send(self._pid(i + 1), f"{tag}/{s}", local(s))
+            elif r == 2:
+                local(s)
+        s1 = (i - 1) % 3  # the chunk where this party is index 1
+        width = -(-(chunks[s1].stop - chunks[s1].start) // 64)
+        frm = self._pid(i - 1)
+        local(s1, _expect(await self.party.recv(frm, f"{tag}/{s1}"), (64, width), frm, "v_1"))
+        vv = _bcat_cols([inputs[s][0] for s in range(3)], i)
+        yy = _bcat_cols([inputs[s][1] for s in range(3)], i)
         left, right = rep.carry_and_inputs(vv, yy)
         g = await self.and_(left, right)
         gg, pp, p63 = rep.carry_start(vv, yy, g)
@@ -351,29 +377,62 @@ class Rep3:
             t = await self.and_(left, right)
             gg, pp = rep.carry_level_combine(gg, pp, t)
         bit = rep.msb_finish(gg, p63)
-        return rep.BinShare(i, rep.unbitslice(bit.a, n), rep.unbitslice(bit.b, n))
+        parts_a, parts_b, col = [], [], 0
+        for c in chunks:
+            k = c.stop - c.start
+            w = -(-k // 64)
+            parts_a.append(rep.unbitslice(bit.a[:, col : col + w], k))
+            parts_b.append(rep.unbitslice(bit.b[:, col : col + w], k))
+            col += w
+        return rep.BinShare(i, np.concatenate(parts_a), np.concatenate(parts_b))
 
     async def b2a(self, bit: rep.BinShare, *, flip: bool = False) -> rep.RepShare:
-        """The bits in bit 0 of ``bit``'s words (their complement with ``flip``) as
-        arithmetic shares (2 rounds: ABY3's three-party OT, then party 1 forwards ``d_2``)."""
+        """The bits in bit 0 of ``bit``'s words (flattened; their complement with
+        ``flip``) as arithmetic shares: ABY3's three-party OT, then index 1 forwards
+        ``d_2`` (2 rounds).  Rotated over three chunks like :meth:`msb_bits`, so each
+        party sends (2 + 1 + 1) / 3 elements per bit on average."""
         i, zero = self._me()
-        shp = bit.shape
+        if not isinstance(bit, rep.BinShare) or bit.party != i:
+            raise InvalidInput(f"b2a needs party {i}'s BinShare")
+        ba, bb = bit.a.reshape(-1), bit.b.reshape(-1)
+        chunks = self._chunks(ba.size)
         tag1, tag2 = self._tag(), self._tag()
-        if i == 0:
-            msg, share = rep.b2a_p0_round1(bit, zero, flip)
-            await self.party.send(self._pid(1), tag1, msg)
-            return share
-        if i == 2:
-            pad, d0 = rep.b2a_p2_round1(bit, zero)
-            await self.party.send(self._pid(1), tag1, pad)
-            d2 = _expect(await self.party.recv(self._pid(1), tag2), shp, self._pid(1), "d_2")
-            return rep.b2a_p2_finish(d2, d0)
-        got = await self.party.gather(tag1, [self._pid(0), self._pid(2)])
-        msg = _expect(got[self._pid(0)], (2, *shp), self._pid(0), "the OT message")
-        pad = _expect(got[self._pid(2)], shp, self._pid(2), "the OT pad")
-        d2, share = rep.b2a_p1_round2(bit, zero, msg, pad)
-        await self.party.send(self._pid(2), tag2, d2)
-        return share
+        out: dict[int, rep.RepShare] = {}
+        kept: dict[int, np.ndarray] = {}
+
+        def chunk(s: int) -> tuple[int, rep.BinShare, rep.ZeroSharer]:
+            r = (i - s) % 3
+            return r, rep.BinShare(r, ba[chunks[s]], bb[chunks[s]]), zero.as_role(r)
+
+        s1, s2 = (i - 1) % 3, (i - 2) % 3  # the chunks where this party is index 1, 2
+        d1: np.ndarray | None = None
+        for s in range(3):  # every party draws in chunk order, so the seeds stay in step
+            r, b, z = chunk(s)
+            if r == 0:
+                msg, out[s] = rep.b2a_p0_round1(b, z, flip)
+                await self.party.send(self._pid(i + 1), f"{tag1}/{s}", msg)
+            elif r == 2:
+                pad, kept[s] = rep.b2a_p2_round1(b, z)
+                await self.party.send(self._pid(i - 1), f"{tag1}/{s}", pad)
+            else:
+                d1 = rep.b2a_p1_round1(b, z)
+        assert d1 is not None
+        _, b, _ = chunk(s1)
+        k = b.shape
+        frm0, frm2 = self._pid(i - 1), self._pid(i + 1)
+        msg = _expect(await self.party.recv(frm0, f"{tag1}/{s1}"), (2, *k), frm0, "an OT message")
+        pad = _expect(await self.party.recv(frm2, f"{tag1}/{s1}"), k, frm2, "an OT pad")
+        d2, out[s1] = rep.b2a_p1_round2(b, d1, msg, pad)
+        await self.party.send(self._pid(i + 1), f"{tag2}/{s1}", d2)
+        frm1 = self._pid(i - 1)
+        k2 = (chunks[s2].stop - chunks[s2].start,)
+        d2 = _expect(await self.party.recv(frm1, f"{tag2}/{s2}"), k2, frm1, "d_2")
+        out[s2] = rep.b2a_p2_finish(d2, kept[s2])
+        return rep.RepShare(
+            i,
+            np.concatenate([out[s].a for s in range(3)]),
+            np.concatenate([out[s].b for s in range(3)]),
+        )
 
     async def drelu(self, x: rep.RepShare) -> rep.RepShare:
         """Arithmetic shares (integers 0/1, not fixed point) of ``[x >= 0]``, as signed
@@ -409,6 +468,15 @@ def _share_of(x: object, i: int) -> rep.RepShare:
     if x.party != i:
         raise InvalidInput(f"share of party {x.party} used by party {i}")
     return x
+
+
+def _bcat_cols(parts: Sequence[rep.BinShare], i: int) -> rep.BinShare:
+    """Bit-sliced shares of consecutive chunks side by side (columns)."""
+    return rep.BinShare(
+        i,
+        np.concatenate([p.a for p in parts], axis=1),
+        np.concatenate([p.b for p in parts], axis=1),
+    )
 
 
 def _as_u64(obj: object, frm: int) -> np.ndarray:

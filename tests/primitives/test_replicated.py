@@ -186,6 +186,22 @@ def test_common_randomness_is_shared_by_the_right_pair() -> None:
     assert not np.array_equal(zs[2].common_prev(4), r01)
 
 
+def test_rotated_roles_multiply_and_share_counters() -> None:
+    """Party i playing role i - s: the same seeds give a valid zero sharing and product."""
+    x, y = rand_u64(6), rand_u64(6)
+    for s in (1, 2):
+        zs = sharers()
+        roles = [zs[i].as_role((i - s) % 3) for i in range(3)]
+        sx, sy = rep.share(x), rep.share(y)  # role r's share is sx[r]
+        z = [rep.mul_local(sx[r], sy[r], roles[(r + s) % 3]) for r in range(3)]
+        assert ints(z[0] + z[1] + z[2]) == [
+            (a * b) % MOD for a, b in zip(ints(x), ints(y), strict=True)
+        ]
+        assert zs[0].counters == (1, 1)  # the view advanced the party's own counters
+        alpha = [z_.next(3) for z_ in zs]  # and the unrotated sharers stay in step
+        assert ints(alpha[0] + alpha[1] + alpha[2]) == [0, 0, 0]
+
+
 def test_zero_sharer_checks_its_seeds() -> None:
     k = prg.new_seed()
     with pytest.raises(InvalidInput):
@@ -377,7 +393,8 @@ def test_b2a_gives_the_bit_as_a_ring_element(flip: bool) -> None:
     zs, s = sharers(), rep.share_bits(bits)
     msg, share0 = rep.b2a_p0_round1(s[0], zs[0], flip)  # round 1: party 0 -> party 1
     pad, d0 = rep.b2a_p2_round1(s[2], zs[2])  # round 1: party 2 -> party 1
-    d2, share1 = rep.b2a_p1_round2(s[1], zs[1], msg, pad)  # round 2: party 1 -> party 2
+    d1 = rep.b2a_p1_round1(s[1], zs[1])
+    d2, share1 = rep.b2a_p1_round2(s[1], d1, msg, pad)  # round 2: party 1 -> party 2
     share2 = rep.b2a_p2_finish(d2, d0)
     got = rep.reconstruct([share0, share1, share2])
     np.testing.assert_array_equal(got, (bits & np.uint64(1)) ^ np.uint64(int(flip)))

@@ -108,6 +108,21 @@ def test_relu_and_drelu_are_exact(owner: int) -> None:
     assert all(out[i] == (None, None) for i in range(3) if i != owner)
 
 
+@pytest.mark.parametrize("n", [1, 2, 65, 130])
+def test_relu_of_few_elements(n: int) -> None:
+    """The three rotated chunks may be empty or short."""
+    x = RNG.integers(-(2**20), 2**20, n).view(np.uint64)
+
+    async def fn(party: Party) -> Any:
+        eng = Rep3(party, frac_bits=F)
+        await eng.setup()
+        s = await eng.input(0, x if party.id == 0 else None, shape=x.shape)
+        return await eng.reveal(await eng.relu(s))
+
+    for got in run_local(3, fn):
+        np.testing.assert_array_equal(signed(got), np.maximum(signed(x), 0))
+
+
 def test_open_inside_owner_and_reveal() -> None:
     x = RNG.integers(0, 2**63, (3, 5)).astype(np.uint64)
 
