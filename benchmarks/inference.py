@@ -14,6 +14,9 @@ Records (one run, every side in this process, interleaved per repetition):
   forward pass of the same model (the limit).  Extras: online bytes sent
   per party, online rounds, offline bytes from the dealer, label agreement
   with the plaintext model, max logit error, the truncation failure bound.
+* ``inference 3pc-replicated batch B``: the same with three compute parties
+  on replicated shares and no dealer (all layers truncated, ReLU by a
+  dealer-free MSB extraction).
 * ``dcf eval``: our DCF evaluation (63-bit domain, 2-element payload: the
   ReLU gate's) per core against the issue's floor of 1e5 ReLUs per second.
 
@@ -58,9 +61,10 @@ def _batch(xte: np.ndarray, n: int) -> np.ndarray:
     return np.tile(xte, (reps, 1))[:n]
 
 
-def _inference_records(reps: int, batches: list[int]) -> list[dict[str, Any]]:
+def _inference_records(reps: int, batches: list[int], parties: int) -> list[dict[str, Any]]:
     model, xte = digits_model()
     out = []
+    label = "2pc-dealer" if parties == 2 else "3pc-replicated"
     for n in batches:
         x = _batch(xte, n)
         plain_labels = model.predict(x)
@@ -70,7 +74,7 @@ def _inference_records(reps: int, batches: list[int]) -> list[dict[str, Any]]:
         failures = 0
         for _ in range(reps):
             try:
-                res = inf.simulate(model, x, input_bound=1.0)
+                res = inf.simulate(model, x, parties=parties, input_bound=1.0)
             except Exception:  # counted, never retried
                 failures += 1
                 continue
@@ -82,7 +86,7 @@ def _inference_records(reps: int, batches: list[int]) -> list[dict[str, Any]]:
         if last is None:
             out.append(
                 record(
-                    f"inference 2pc-dealer batch {n}",
+                    f"inference {label} batch {n}",
                     float("inf"),
                     "plaintext numpy",
                     float(np.median(plain)) if plain else float("nan"),
@@ -92,19 +96,21 @@ def _inference_records(reps: int, batches: list[int]) -> list[dict[str, Any]]:
             continue
         agree = float((last.labels == plain_labels).mean())
         err = float(np.max(np.abs(last.logits - model.logits(x))))
-        dealer = last.roles.dealer
+        dealer = last.roles.dealer if parties == 2 else None
         # all timed runs over the successful ones: a failed run costs its share
         ours_s = float(np.median(ours)) * reps / len(ours)
         out.append(
             record(
-                f"inference 2pc-dealer batch {n}",
+                f"inference {label} batch {n}",
                 ours_s,
                 "plaintext numpy",
                 float(np.median(plain)),
                 online_kb_party0=last.online_bytes[0] / 1e3,
                 online_kb_party1=last.online_bytes[1] / 1e3,
                 online_rounds=last.online_rounds,
-                offline_mb_dealer=last.stats[dealer].bytes_sent / 1e6,
+                offline_mb_dealer=last.stats[dealer].bytes_sent / 1e6
+                if dealer is not None
+                else 0.0,
                 label_agreement=agree,
                 max_logit_error=err,
                 failure_bound=last.failure_probability,
@@ -145,7 +151,7 @@ def _dcf_record(reps: int, m: int) -> dict[str, Any]:
 def main(reps: int = 5, quick: bool = False, json_path: str | None = None) -> int:
     """Run the suite, print the table, optionally write JSON records."""
     batches = [1, 100] if quick else [1, 100, 10_000]
-    records = _inference_records(reps, batches)
+    records = _inference_records(reps, batches, 2) + _inference_records(reps, batches, 3)
     records.append(_dcf_record(reps, 2_000 if quick else 100_000))
     report(records, reps, json_path)
     return 0

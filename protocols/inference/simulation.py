@@ -46,7 +46,7 @@ def simulate(
     x: Any,
     *,
     parties: int = 2,
-    provider: str = "dealer",
+    provider: str | None = None,
     frac_bits: int = 12,
     input_bound: float | None = None,
     max_failure: float = 2.0**-20,
@@ -57,9 +57,12 @@ def simulate(
 ) -> InferenceResult:
     """Private inference of ``model`` on the rows of ``x``, all parties in this process.
 
-    ``parties=2`` with ``provider="dealer"``: two compute parties and a dealer
-    (by default the data owner is compute party 0 and the model owner
-    compute party 1, the dealer party 2).  ``input_bound`` defaults to the
+    ``parties=2`` (``provider="dealer"``, the default): two compute parties and
+    a dealer (by default the data owner is compute party 0 and the model
+    owner compute party 1, the dealer party 2).  ``parties=3``
+    (``provider="replicated"``): three compute parties on replicated shares,
+    no dealer (data owner party 0, model owner party 1; ``roles`` is not
+    used); every layer is truncated, ``layers`` is empty.  ``input_bound`` defaults to the
     largest ``|x|``.  Returns the logits the data owner decoded and its
     labels (``model.classes``).  ``network`` replaces the in-memory network
     (e.g. :class:`mpcai.testing.FaultyNetwork` to test failures); ``timeout``
@@ -72,10 +75,12 @@ def simulate(
         )
     xs = check_inputs(model, x)
     check_int(parties, "parties", lo=2, hi=3)
-    if parties != 2 or provider != "dealer":
+    if provider is None:
+        provider = "dealer" if parties == 2 else "replicated"
+    if (parties, provider) not in ((2, "dealer"), (3, "replicated")):
         raise InvalidInput(
-            f"parties={parties}, provider={provider!r} is not available yet: use parties=2, "
-            "provider='dealer'"
+            f"parties={parties}, provider={provider!r} is not available: use parties=2 with "
+            "provider='dealer', or parties=3 (replicated sharing, no dealer)"
         )
     bound = float(np.max(np.abs(xs))) if input_bound is None else input_bound
     cfg = InferenceConfig(
@@ -90,6 +95,8 @@ def simulate(
             f"a feature is {float(np.max(np.abs(xs))):g} in absolute value, beyond input_bound "
             f"{cfg.input_bound:g}"
         )
+    if parties == 3:
+        return _simulate3(model, xs, cfg, network, timeout)
     roles = roles if roles is not None else Roles()
     spec = ModelSpec.of(model)
     ids = roles.parties
@@ -182,3 +189,53 @@ async def process_party(
     if res.logits is not None:
         out["logits"] = res.logits
     return out
+
+
+def _simulate3(
+    model: Model, xs: np.ndarray, cfg: InferenceConfig, network: Network | None, timeout: float
+) -> InferenceResult:
+    from .mpc3 import run_party3
+
+    spec = ModelSpec.of(model)
+    kwargs: list[dict[str, Any]] = [{"x": xs}, {"model": model}, {}]
+
+    async def one(party: Party, kw: dict[str, Any]) -> PartyResult:
+        return await run_party3(party, spec, xs.shape[0], cfg, **kw)
+
+    out = run_local(
+        3,
+        one,
+        args_per_party=[(kw,) for kw in kwargs],
+        network=network if network is not None else InMemoryNetwork(3),
+        timeout=timeout,
+        return_exceptions=True,
+    )
+    errors = [r for r in out if isinstance(r, BaseException)]
+    if errors:
+        raise next((e for e in errors if not isinstance(e, PeerError)), errors[0])
+    results: list[PartyResult] = list(out)
+    logits = results[0].logits
+    assert logits is not None
+    return InferenceResult(
+        logits=logits,
+        labels=model.labels(logits),
+        roles=Roles(compute=(0, 1), dealer=3, data_owner=0, model_owner=1),
+        stats=list(out.stats),
+        parties=results,
+        layers=[],
+        online_seconds=max(r.online_seconds for r in results),
+        online_bytes={i: r.online_bytes_sent for i, r in enumerate(results)},
+        online_rounds=max(r.online_rounds for r in results),
+        failure_probability=_failure3(model, cfg),
+    )
+
+
+def _failure3(model: Model, cfg: InferenceConfig) -> float:
+    """Every layer is truncated in the three-party engine (Pi_trunc1 is SecureML's shift)."""
+    from mpcai.sharing import beaver
+
+    bits, _ = bounds(model, cfg)
+    return sum(
+        beaver.truncation_failure_probability(b, lin.out_features)
+        for b, lin in zip(bits, model.linears, strict=True)
+    )

@@ -102,7 +102,19 @@ def test_inputs_beyond_the_bound_and_overflowing_configs_are_refused(digits) -> 
     with pytest.raises(InvalidInput):
         inf.simulate(model, xte[:3, :10])
     with pytest.raises(InvalidInput):
-        inf.simulate(model, xte[:3], parties=3)
+        inf.simulate(model, xte[:3], parties=3, provider="dealer")
+
+
+def test_three_party_replicated_inference_agrees_with_the_dealer_path(digits) -> None:
+    model, xte, clf = digits
+    three = inf.simulate(model, xte, parties=3, input_bound=1.0)
+    two = inf.simulate(model, xte, input_bound=1.0)
+    assert np.array_equal(three.labels, clf.predict(xte))
+    assert np.array_equal(three.labels, two.labels)
+    assert np.max(np.abs(three.logits - model.logits(xte))) < 0.05
+    small = inf.simulate(model, xte[:100], parties=3, input_bound=1.0)
+    assert max(small.online_bytes.values()) <= 276_000
+    assert small.failure_probability <= 2.0**-20
 
 
 def test_unsupported_models_name_the_layer() -> None:

@@ -1,0 +1,93 @@
+"""Three-party private inference on replicated shares (ABY3-style), no dealer.
+
+Three compute parties (``0, 1, 2``; the data owner and the model owner are
+among them, by default parties 0 and 1) evaluate the model with the engine
+of :mod:`._rep3`: inputs and weights replicated-shared, matrix products with
+truncation (ABY3's Pi_trunc1, two rounds), ReLU by a dealer-free MSB
+extraction (a bit-sliced carry computation and a bit injection), the logits
+opened to the data owner only.  Semi-honest, at most one corrupted party
+(no two collude).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from mpcai import encoding
+from mpcai.errors import InvalidInput, InvalidType
+from mpcai.runtime import Party
+from mpcai.validation import check_int
+
+from ._rep3 import Rep3
+from .model import Model
+from .mpc2 import InferenceConfig, ModelSpec, PartyResult
+
+__all__ = ["run_party3"]
+
+
+async def run_party3(
+    party: Party,
+    spec: ModelSpec,
+    batch: int,
+    cfg: InferenceConfig,
+    *,
+    model: Model | None = None,
+    x: Any = None,
+    data_owner: int = 0,
+    model_owner: int = 1,
+) -> PartyResult:
+    """One of the three compute parties; the data owner's result carries the logits."""
+    if not isinstance(party, Party):
+        raise InvalidType(f"party must be a Party, not {type(party).__name__}")
+    batch = check_int(batch, "batch", lo=1, hi=1 << 24)
+    if party.id not in (0, 1, 2):
+        raise InvalidInput("three-party inference runs on parties 0, 1 and 2")
+    f = cfg.frac_bits
+    eng = Rep3(party, (0, 1, 2), frac_bits=f)
+    roles = ["compute"]
+    if party.id == data_owner:
+        roles.append("data_owner")
+    if party.id == model_owner:
+        roles.append("model_owner")
+        if not isinstance(model, Model) or ModelSpec.of(model) != spec:
+            raise InvalidInput("the model owner must pass the model of the agreed spec")
+    result = PartyResult(roles=tuple(roles))
+    await eng.setup()
+    xs = None
+    if party.id == data_owner:
+        xs = np.asarray(x, dtype=np.float64)
+        if xs.shape != (batch, spec.dims[0]):
+            raise InvalidInput(f"the data owner must pass x of shape {(batch, spec.dims[0])}")
+        if float(np.max(np.abs(xs))) > cfg.input_bound:
+            raise InvalidInput("a feature is beyond the agreed input_bound")
+    sx = await eng.input(
+        data_owner,
+        encoding.encode_fixed(xs, f) if xs is not None else None,
+        shape=(batch, spec.dims[0]),
+    )
+    layers = []
+    for i in range(spec.n_linear):
+        mine = party.id == model_owner and model is not None
+        lin = model.linears[i] if mine and model is not None else None
+        w_shape, b_shape = (spec.dims[i], spec.dims[i + 1]), (spec.dims[i + 1],)
+        sw = await eng.input(
+            model_owner, encoding.encode_fixed(lin.weight, f) if lin else None, shape=w_shape
+        )
+        sb = await eng.input(
+            model_owner, encoding.encode_fixed(lin.bias, f) if lin else None, shape=b_shape
+        )
+        layers.append((sw, sb))
+    stats = party.stats
+    b0, r0, t0 = stats.bytes_sent, stats.rounds, time.perf_counter()
+    assert sx is not None
+    y = await eng.mlp(sx, layers)
+    out = await eng.open_to(data_owner, y)
+    result.online_seconds = time.perf_counter() - t0
+    result.online_bytes_sent = stats.bytes_sent - b0
+    result.online_rounds = stats.rounds - r0
+    if out is not None:
+        result.logits = encoding.decode_fixed(out, f)
+    return result
