@@ -48,9 +48,11 @@ def test_inference_demo_runs_processes_over_tls(capsys: pytest.CaptureFixture[st
     assert re.search(r"party 1 \(compute 1 \+ model owner\): online [0-9.]+ ms", out), out
 
 
-def test_inference_demo_refuses_three_parties_until_it_exists(capsys) -> None:
-    assert cli.main(["demo", "inference", "--parties", "3"]) != 0
-    assert "not available yet" in capsys.readouterr().err
+def test_three_party_inference_demo_runs_processes_over_tls(capsys) -> None:
+    assert cli.main(["demo", "inference", "--parties", "3", "--batch", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "3 compute parties on replicated shares" in out and "(30/30)" in out
+    assert "party 2 (compute): online" in out and "FAILED" not in out
 
 
 def test_demo_with_more_hospitals(capsys: pytest.CaptureFixture[str]) -> None:

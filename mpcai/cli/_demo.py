@@ -316,10 +316,8 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
     from mpcai.protocols import inference as inf
     from mpcai.runtime.launcher import launch_local
 
-    if parties != 2:
-        raise InvalidInput(
-            "--parties 3 (replicated three-party inference) is not available yet; use --parties 2"
-        )
+    if parties not in (2, 3):
+        raise InvalidInput("--parties must be 2 (with a dealer) or 3 (replicated, no dealer)")
     x, y = load_digits(return_X_y=True)
     xtr, xte, ytr, yte = train_test_split(x / 16, y, test_size=0.2, random_state=0, stratify=y)
     if not 1 <= batch <= len(xte):
@@ -334,16 +332,26 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
     config = {"frac_bits": 12, "input_bound": 1.0}
     roles = {"compute": [0, 1], "dealer": 2, "data_owner": 0, "model_owner": 1}
     layers = [[lin.weight, lin.bias] for lin in model.linears]
-    common = (roles, list(spec.dims), batch, config)
-    args = [
-        (*common, None, xte, True),
-        (*common, layers, None, False),
-        (*common, None, None, False),
-    ]
-    print("mpcai demo inference: 2 compute parties + a dealer as OS processes over mutual TLS")
+    if parties == 2:
+        common = (roles, list(spec.dims), batch, config)
+        function = "mpcai.protocols.inference.simulation:process_party"
+        args = [
+            (*common, None, xte, True),
+            (*common, layers, None, False),
+            (*common, None, None, False),
+        ]
+        third = "party 2 deals correlated randomness"
+        print("mpcai demo inference: 2 compute parties + a dealer as OS processes over mutual TLS")
+    else:
+        common3 = (list(spec.dims), batch, config)
+        function = "mpcai.protocols.inference.simulation:process_party3"
+        args = [(*common3, None, xte), (*common3, layers, None), (*common3, None, None)]
+        third = "party 2 computes with them (replicated shares, no dealer)"
+        print("mpcai demo inference: 3 compute parties on replicated shares as OS processes "
+              "over mutual TLS")
     print(f"  party 0 holds {batch} digit images (8x8), party 1 an MLP "
           f"{'-'.join(map(str, spec.dims))} trained on the rest (plaintext accuracy "
-          f"{(model.predict(xte) == yte).mean():.4f}); party 2 deals correlated randomness")
+          f"{(model.predict(xte) == yte).mean():.4f}); {third}")
     print("  party 0 learns the logits; party 1 learns nothing about the images\n")
     work = tempfile.TemporaryDirectory(prefix="mpcai-demo-")
     box: dict[str, object] = {}
@@ -351,7 +359,7 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
     def run() -> None:
         try:
             box["run"] = launch_local(
-                3, "mpcai.protocols.inference.simulation:process_party", args_per_party=args,
+                3, function, args_per_party=args,
                 timeout=timeout, workdir=work.name, return_failures=True)
         except Exception as exc:  # shown below
             box["error"] = exc
@@ -361,7 +369,8 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
     thread.start()
     log = Path(work.name) / "party-0.log"
     shown = 0
-    print(f"  {'layer':<10}{'time':>10}{'sent':>12}")
+    if parties == 2:
+        print(f"  {'layer':<10}{'time':>10}{'sent':>12}")
     while True:
         alive = thread.is_alive()
         lines = []
@@ -398,16 +407,25 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
           f"({round(agree * batch)}/{batch}); accuracy {(labels == yte).mean():.4f}")
     print(f"  max |logit error| vs plaintext: {float(np.max(np.abs(logits - plain))):.2e}")
     print(f"  truncation failure probability bound: {outs[1]['failure_probability']:.1e}")
-    for i, name in enumerate(("compute 0 + data owner", "compute 1 + model owner")):
-        o = outs[i]
-        print(f"  party {i} ({name}): online {o['online_seconds'] * 1e3:.1f} ms, "
-              f"{o['online_bytes'] / 1e3:.1f} kB sent online, "
-              f"{stats[i].bytes_sent / 1e6:.2f} MB sent in all")
-    print("  online rounds: 4 (masked input, ReLU opening, next-layer opening, logits)")
-    print(f"  party 2 (dealer): {stats[2].bytes_sent / 1e6:.2f} MB sent offline, received "
-          f"{stats[2].bytes_received} B")
-    print("  online time per layer (party 0): " + ", ".join(
-        f"{name} {secs * 1e3:.1f} ms" for name, secs, _b, _r in outs[0]["layers"]))
+    if parties == 2:
+        for i, name in enumerate(("compute 0 + data owner", "compute 1 + model owner")):
+            o = outs[i]
+            print(f"  party {i} ({name}): online {o['online_seconds'] * 1e3:.1f} ms, "
+                  f"{o['online_bytes'] / 1e3:.1f} kB sent online, "
+                  f"{stats[i].bytes_sent / 1e6:.2f} MB sent in all")
+        print("  online rounds: 4 (masked input, ReLU opening, next-layer opening, logits)")
+        print(f"  party 2 (dealer): {stats[2].bytes_sent / 1e6:.2f} MB sent offline, received "
+              f"{stats[2].bytes_received} B")
+        print("  online time per layer (party 0): " + ", ".join(
+            f"{name} {secs * 1e3:.1f} ms" for name, secs, _b, _r in outs[0]["layers"]))
+    else:
+        names = ("compute + data owner", "compute + model owner", "compute")
+        for i, name in enumerate(names):
+            o = outs[i]
+            print(f"  party {i} ({name}): online {o['online_seconds'] * 1e3:.1f} ms, "
+                  f"{o['online_bytes'] / 1e3:.1f} kB sent online, "
+                  f"{stats[i].bytes_sent / 1e3:.1f} kB sent in all (inputs included), "
+                  f"{o['online_rounds']} rounds")
     print(f"  wall time {wall:.1f}s including process start-up and TLS handshakes")
     work.cleanup()
     return 0 if agree == 1.0 else 1

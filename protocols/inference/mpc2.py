@@ -18,7 +18,8 @@ EUROCRYPT 2021):
   shares of ``R`` and ``R @ B``; for each ReLU a :class:`~mpcai.sharing.fss.ReluKey`.
   The data owner gets a seed of the first mask.  Party 0's shares come from
   one seed; party 1 gets arrays.
-* **Online.**  The data owner sends ``X_hat = X + R`` (one round).  A linear
+* **Online.**  Once both compute parties have said they are ready (the end
+  of the offline phase), the data owner sends ``X_hat = X + R`` (one round).  A linear
   layer is local: ``[X W] = X_hat W_hat - X_hat [B] - [R] W_hat + [R B]``
   (three GEMMs; the first by party 0 only), plus the bias.  A hidden layer's
   output is truncated by SecureML's local share shift (failure probability
@@ -328,9 +329,15 @@ async def _data_owner(
             f"input_bound {cfg.input_bound:g}"
         )
     seed = _seed(await net.recv(roles.dealer, f"{_TAG}/x-mask"), "input mask")
+    # the online phase starts when both compute parties hold their correlations
+    for party in roles.compute:
+        if await net.recv(party, f"{_TAG}/ready") != 1:
+            raise MisbehaviourDetected("a compute party sent a malformed ready message")
     x_hat = encoding.encode_fixed(x, cfg.frac_bits) + _expand(seed, "x-mask", x.shape)
     before = net.party.stats.bytes_sent
-    for party in roles.compute:
+    # to the other party first: a compute party that is also the data owner starts
+    # counting its online traffic when its own copy arrives
+    for party in sorted(roles.compute, key=lambda p: p == net.party.id):
         await net.send(party, f"{_TAG}/x", x_hat)
     result.input_bytes_sent = net.party.stats.bytes_sent - before
     out_shape = (batch, spec.dims[-1])
@@ -391,11 +398,12 @@ async def _compute(
     bias = [_arr(model["bias"][i], (dims[i + 1],), "bias share") for i in range(spec.n_linear)]
     result.failure_probability = float(model["failure"])
     result.offline_seconds = time.perf_counter() - t0
+    await net.send(roles.data_owner, f"{_TAG}/ready", 1)
 
     stats = net.party.stats
-    start_bytes, start_rounds = stats.bytes_sent, stats.rounds
     t_online = time.perf_counter()
     x_hat = _arr(await net.recv(roles.data_owner, f"{_TAG}/x"), (batch, dims[0]), "masked input")
+    start_bytes, start_rounds = stats.bytes_sent, stats.rounds
     for i in range(spec.n_linear):
         t, b0, r0 = time.perf_counter(), stats.bytes_sent, stats.rounds
         z = beaver.ring_matmul(r[i], w_hat[i])

@@ -15,7 +15,7 @@ from mpcai.validation import check_int
 from .model import Model, check_inputs, from_numpy
 from .mpc2 import InferenceConfig, LayerStats, ModelSpec, PartyResult, Roles, bounds, run_party
 
-__all__ = ["InferenceResult", "process_party", "simulate"]
+__all__ = ["InferenceResult", "process_party", "process_party3", "simulate"]
 
 
 @dataclass
@@ -239,3 +239,32 @@ def _failure3(model: Model, cfg: InferenceConfig) -> float:
         beaver.truncation_failure_probability(b, lin.out_features)
         for b, lin in zip(bits, model.linears, strict=True)
     )
+
+
+async def process_party3(
+    party: Party,
+    dims: list[int],
+    batch: int,
+    config: dict[str, Any],
+    layers: list[list[np.ndarray]] | None = None,
+    x: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Entry point for one of three OS processes of the replicated three-party
+    inference (data owner party 0, model owner party 1): as :func:`process_party`."""
+    from .mpc3 import run_party3
+
+    cfg = InferenceConfig(**config)
+    spec = ModelSpec(tuple(int(d) for d in dims))
+    model = from_numpy([(w, b) for w, b in layers]) if layers is not None else None
+    res = await run_party3(party, spec, batch, cfg, model=model, x=x)
+    out: dict[str, Any] = {
+        "roles": list(res.roles),
+        "online_seconds": res.online_seconds,
+        "online_bytes": res.online_bytes_sent,
+        "online_rounds": res.online_rounds,
+    }
+    if res.logits is not None:
+        out["logits"] = res.logits
+    if model is not None:
+        out["failure_probability"] = _failure3(model, cfg)
+    return out

@@ -42,7 +42,8 @@ def test_batch_100_online_rounds_and_bytes(digits) -> None:
     assert res.online_rounds == 4
     assert [layer.name for layer in res.layers] == ["linear0", "relu0", "linear1"]
     relu = res.layers[1]
-    assert relu.rounds == 2
+    # at party 1 (party 0's first ReLU send follows its own masked-input send: same round)
+    assert res.parties[1].layers[1].rounds == 2
     # 8 bytes per element for the ReLU opening and 8 for the next layer's, plus framing
     assert 2 * 8 * 100 * 32 <= relu.bytes_sent < 2 * 8 * 100 * 32 + 1000
     assert max(res.online_bytes.values()) <= 150_000
@@ -162,3 +163,31 @@ def test_a_party_that_crashes_gives_typed_errors_everywhere(digits, who: int) ->
         if i != who:
             assert isinstance(out[i], PeerError), out
     assert isinstance(out[2], (MpcaiError, inf.PartyResult))
+
+
+@pytest.mark.parametrize("who", [0, 1, 2])
+def test_a_replicated_party_that_crashes_gives_typed_errors_everywhere(digits, who: int) -> None:
+    from mpcai.protocols.inference.mpc3 import run_party3
+
+    model, xte, _ = digits
+    spec = inf.ModelSpec.of(model)
+    cfg = inf.InferenceConfig(input_bound=1.0)
+    net = FaultyNetwork(InMemoryNetwork(3), {who: Fault(crash_after=2)})
+    kwargs = [{"x": xte[:4]}, {"model": model}, {}]
+
+    async def one(party, kw):
+        return await run_party3(party, spec, 4, cfg, **kw)
+
+    out = run_local(
+        3,
+        one,
+        args_per_party=[(k,) for k in kwargs],
+        network=net,
+        return_exceptions=True,
+        timeout=30,
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
+    assert isinstance(out[who], MpcaiError)
+    for i in range(3):
+        if i != who:
+            assert isinstance(out[i], PeerError), out
