@@ -426,6 +426,8 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
                   f"{o['online_bytes'] / 1e3:.1f} kB sent online, "
                   f"{stats[i].bytes_sent / 1e3:.1f} kB sent in all (inputs included), "
                   f"{o['online_rounds']} rounds")
+    print(f"  latency at party 0 (masked input sent -> logits decoded): "
+          f"{outs[0]['latency_seconds'] * 1e3:.1f} ms")
     print(f"  wall time {wall:.1f}s including process start-up and TLS handshakes")
     work.cleanup()
     return 0 if agree == 1.0 else 1

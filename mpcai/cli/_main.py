@@ -131,7 +131,12 @@ def _build_parser() -> argparse.ArgumentParser:
                                help="private inference of a digits MLP (2PC with a dealer)")
     inf.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     inf.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median)")
-    inf.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    inf.add_argument("--quick", action="store_true", help="small sizes, no peers (smoke test)")
+    inf.add_argument("--peers", default=None,
+                     help="comma-separated peers to run beside ours (spu-semi2k, spu-aby3, "
+                          "crypten, mpyc; 'none'); default: all (none with --quick). Each "
+                          "gets its own virtual environment under ~/.cache/mpcai/peers, made "
+                          "on first use ($MPCAI_PEER_VENVS to move it)")
     rt = bench_sub.add_parser("runtime", parents=[common],
                               help="party runtime: TCP+TLS throughput, in-memory")
     rt.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
@@ -288,7 +293,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.bench == "inference":
             from mpcai.benchmarks import inference
 
-            return inference.main(reps=args.reps, quick=args.quick, json_path=args.json)
+            peers = None if args.peers is None else [
+                p for p in args.peers.split(",") if p and p != "none"]
+            return inference.main(reps=args.reps, quick=args.quick, json_path=args.json,
+                                  peers=peers)
         if args.bench == "runtime":
             from mpcai.benchmarks import runtime
 

@@ -160,6 +160,8 @@ class PartyResult:
     online_rounds: int = 0
     #: bytes the data owner sent with its masked input (its whole online traffic)
     input_bytes_sent: int = 0
+    #: the data owner's latency: from sending its masked input to holding the logits
+    latency_seconds: float = 0.0
     failure_probability: float = 0.0
 
 
@@ -334,6 +336,7 @@ async def _data_owner(
         if await net.recv(party, f"{_TAG}/ready") != 1:
             raise MisbehaviourDetected("a compute party sent a malformed ready message")
     x_hat = encoding.encode_fixed(x, cfg.frac_bits) + _expand(seed, "x-mask", x.shape)
+    t0 = time.perf_counter()
     before = net.party.stats.bytes_sent
     # to the other party first: a compute party that is also the data owner starts
     # counting its online traffic when its own copy arrives
@@ -344,7 +347,9 @@ async def _data_owner(
     total = np.zeros(out_shape, dtype=np.uint64)
     for party in roles.compute:
         total += _arr(await net.recv(party, f"{_TAG}/out"), out_shape, "output share")
-    return encoding.decode_fixed(total, 2 * cfg.frac_bits)
+    logits = encoding.decode_fixed(total, 2 * cfg.frac_bits)
+    result.latency_seconds = time.perf_counter() - t0
+    return logits
 
 
 # ---- the compute parties -----------------------------------------------------------
@@ -401,8 +406,8 @@ async def _compute(
     await net.send(roles.data_owner, f"{_TAG}/ready", 1)
 
     stats = net.party.stats
-    t_online = time.perf_counter()
     x_hat = _arr(await net.recv(roles.data_owner, f"{_TAG}/x"), (batch, dims[0]), "masked input")
+    t_online = time.perf_counter()
     start_bytes, start_rounds = stats.bytes_sent, stats.rounds
     for i in range(spec.n_linear):
         t, b0, r0 = time.perf_counter(), stats.bytes_sent, stats.rounds

@@ -22,6 +22,8 @@ __all__ = ["InferenceResult", "process_party", "process_party3", "simulate"]
 class InferenceResult:
     """The data owner's logits and labels, with what every party spent.
 
+    ``online_seconds`` is the data owner's latency, from sending its (masked)
+    input to holding the logits: the online phase end to end.
     ``stats[i]`` is party ``i``'s whole traffic (setup, offline and online);
     ``online_bytes[i]`` is what party ``i`` sent online (the data owner's
     masked input included), ``online_rounds`` the online rounds of the
@@ -132,7 +134,7 @@ def simulate(
         stats=list(out.stats),
         parties=results,
         layers=c0.layers,
-        online_seconds=max(results[c].online_seconds for c in roles.compute),
+        online_seconds=owner.latency_seconds,
         online_bytes={
             i: results[i].online_bytes_sent + results[i].input_bytes_sent
             for i in ids
@@ -182,6 +184,7 @@ async def process_party(
         "layers": [[ls.name, ls.seconds, ls.bytes_sent, ls.rounds] for ls in res.layers],
         "offline_seconds": res.offline_seconds,
         "online_seconds": res.online_seconds,
+        "latency_seconds": res.latency_seconds,
         "online_bytes": res.online_bytes_sent + res.input_bytes_sent,
         "online_rounds": res.online_rounds,
         "failure_probability": res.failure_probability,
@@ -223,7 +226,7 @@ def _simulate3(
         stats=list(out.stats),
         parties=results,
         layers=[],
-        online_seconds=max(r.online_seconds for r in results),
+        online_seconds=results[0].latency_seconds,
         online_bytes={i: r.online_bytes_sent for i, r in enumerate(results)},
         online_rounds=max(r.online_rounds for r in results),
         failure_probability=_failure3(model, cfg),
@@ -260,6 +263,7 @@ async def process_party3(
     out: dict[str, Any] = {
         "roles": list(res.roles),
         "online_seconds": res.online_seconds,
+        "latency_seconds": res.latency_seconds,
         "online_bytes": res.online_bytes_sent,
         "online_rounds": res.online_rounds,
     }
