@@ -182,7 +182,9 @@ def test_bench_suites_quick(suite: str, tmp_path: Path) -> None:
         assert {r["engine"] for r in records} >= {"grid", "simulation (Ray, 1 CPU)"}
     if suite == "inference":  # every private inference agreed with the plaintext labels
         runs = [r for r in records if r["name"].startswith("inference")]
-        assert runs and all(r["label_agreement"] == 1.0 and r["failures"] == "0/1" for r in runs)
+        assert runs and all(
+            r["label_agreement"] == 1.0 and r["failures"].startswith("0/") for r in runs
+        )
 
 
 def test_demo_refuses_a_size_that_cannot_fit_before_allocating(capsys) -> None:
