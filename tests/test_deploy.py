@@ -482,3 +482,74 @@ def test_party_round_runs_with_the_derived_session_and_formatted_files(
                                                 for r in (4, 5, 6))
     assert cli.main(["party", "--config", str(cfg), "--id", "1", "--round", "-1"]) == 1
     assert "round must be in [0, 2^64)" in capsys.readouterr().err
+
+
+def _inference_toml(ports: list[int], parties: int, batch: int) -> str:
+    entries = "".join(
+        f'\n[parties.{i}]\naddress = "127.0.0.1:{port}"\ncert = "certs/party-{i}.pem"\n'
+        f'key = "certs/party-{i}.key"\n' for i, port in enumerate(ports))
+    return f'''session = "{os.urandom(16).hex()}"
+ca = "certs/ca.pem"
+timeout = 60
+connect_timeout = 30
+
+[protocol]
+name = "inference"
+parties = {parties}
+dims = [6, 5, 3]
+batch = {batch}
+frac_bits = 14
+input_bound = 2.0
+{entries}
+[io.0]
+input = "features.npy"
+output = "logits.npy"
+
+[io.1]
+input = "model.npz"
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parties", [2, 3])
+def test_private_inference_from_a_toml_config_on_three_machines(tmp_path: Path,
+                                                                  parties: int) -> None:
+    rng = np.random.default_rng(parties)
+    w0, b0 = rng.normal(0, 0.5, (6, 5)), rng.normal(0, 0.2, 5)
+    w1, b1 = rng.normal(0, 0.5, (5, 3)), rng.normal(0, 0.2, 3)
+    x = rng.uniform(-2, 2, (7, 6))
+    certs_dir = tmp_path / "ca-machine"
+    assert cli.main(["certs", "--out", str(certs_dir), "--parties", "3"]) == 0
+    toml = _inference_toml(_free_ports(3), parties, len(x))
+    machines = []
+    for i in range(3):
+        m = tmp_path / f"machine-{i}"
+        (m / "certs").mkdir(parents=True)
+        for name in ("ca.pem", f"party-{i}.pem", f"party-{i}.key"):
+            shutil.copy2(certs_dir / name, m / "certs" / name)
+        (m / "deploy.toml").write_text(toml)
+        machines.append(m)
+    np.save(machines[0] / "features.npy", x)
+    np.savez(machines[1] / "model.npz", W0=w0, b0=b0, W1=w1, b1=b1)
+    outs = _run(machines, [0, 1, 2])
+    assert "logits (7, 3)" in outs[0][0]
+    plain = np.maximum(x @ w0 + b0, 0) @ w1 + b1
+    got = np.load(machines[0] / "logits.npy", allow_pickle=False)
+    np.testing.assert_allclose(got, plain, atol=0.01, rtol=0)
+    assert not list(machines[1].glob("*.npy")) and not list(machines[2].glob("*.npy"))
+
+
+def test_inference_config_errors_before_anything_connects(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="unknown inference fields"):
+        _deploy.protocol_function({"name": "inference", "dims": [2, 2], "batch": 1,
+                                   "depth": 3}, 3)
+    with pytest.raises(InvalidInput, match="needs dims"):
+        _deploy.protocol_function({"name": "inference", "batch": 1}, 3)
+    with pytest.raises(InvalidInput, match="3 parties"):
+        _deploy.protocol_function({"name": "inference", "dims": [2, 2], "batch": 1}, 4)
+    np.save(tmp_path / "x.npy", np.zeros((2, 3)))
+    with pytest.raises(InvalidInput, match=r"\(4, 3\)"):
+        _deploy._inference_args({"dims": [3, 2], "batch": 4}, {"input": "x.npy"}, 0, tmp_path)
+    np.savez(tmp_path / "m.npz", W0=np.zeros((3, 2)))
+    with pytest.raises(InvalidInput, match="b0"):
+        _deploy._inference_args({"dims": [3, 2], "batch": 4}, {"input": "m.npz"}, 1, tmp_path)

@@ -310,10 +310,110 @@ async def secure_aggregation_party(party: Any, params: Mapping[str, Any], update
     return await client(party, update, cfg, weight)
 
 
+# ---- private inference --------------------------------------------------------
+
+_INFERENCE_KEYS = {"parties", "dims", "batch", "frac_bits", "input_bound", "max_failure",
+                   "threads"}
+
+
+def _inference_check(params: Mapping[str, Any], n_parties: int) -> None:
+    from mpcai.protocols.inference import InferenceConfig, ModelSpec
+
+    unknown = sorted(set(params) - _INFERENCE_KEYS)
+    if unknown:
+        raise InvalidInput(f"[protocol] has unknown inference fields {unknown}; "
+                           f"known: {sorted(_INFERENCE_KEYS)}")
+    for key in ("dims", "batch"):
+        if key not in params:
+            raise InvalidInput(f"[protocol] inference needs {key}")
+    parties = check_int(params.get("parties", 2), "[protocol] parties", lo=2, hi=3)
+    if n_parties != 3:
+        raise InvalidInput(f"inference runs on 3 parties (ids 0, 1, 2; with parties = "
+                           f"{parties}: {'2 compute + a dealer' if parties == 2 else '3 compute'})"
+                           f", the config lists {n_parties}")
+    dims = params["dims"]
+    if not isinstance(dims, list):
+        raise InvalidType("[protocol] dims must be a list of layer widths")
+    ModelSpec(tuple(dims))
+    check_int(params["batch"], "[protocol] batch", lo=1)
+    InferenceConfig(**{k: v for k, v in params.items() if k not in ("parties", "dims", "batch")})
+
+
+def _inference_args(params: Mapping[str, Any], io: Mapping[str, Any], party_id: int,
+                    base: Path) -> list[Any]:
+    dims = [int(d) for d in params["dims"]]
+    if party_id == 1:  # the model owner
+        if "input" not in io:
+            raise InvalidInput('[io.1] needs input = "<model>.npz" (arrays W0, b0, W1, b1, ...)')
+        arrays, _ = _load_update(base / io["input"], None)
+        if not isinstance(arrays, dict):
+            raise InvalidInput("[io.1] input must be an .npz with arrays W0, b0, W1, b1, ...")
+        layers = []
+        for i in range(len(dims) - 1):
+            w, b = arrays.get(f"W{i}"), arrays.get(f"b{i}")
+            if w is None or b is None:
+                raise InvalidInput(f"{io['input']} has no W{i} / b{i}; fields {sorted(arrays)}")
+            if w.shape != (dims[i], dims[i + 1]) or b.shape != (dims[i + 1],):
+                raise InvalidInput(f"{io['input']}: W{i} {w.shape}, b{i} {b.shape} do not fit "
+                                   f"dims {dims}")
+            layers.append([np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)])
+        return [layers, None]
+    if party_id == 0:  # the data owner
+        out = str(io.get("output", ""))
+        if out and not out.lower().endswith(".npy"):
+            raise InvalidInput(f"[io.0] output must end in .npy, got {out!r}")
+        if "input" not in io:
+            raise InvalidInput('[io.0] needs input = "<features>.npy" (batch x dims[0])')
+        x, _ = _load_update(base / io["input"], None)
+        if not isinstance(x, np.ndarray) or x.shape != (int(params["batch"]), dims[0]):
+            got = x.shape if isinstance(x, np.ndarray) else "named arrays"
+            raise InvalidInput(f"[io.0] input must be a ({params['batch']}, {dims[0]}) .npy, "
+                               f"got {got}")
+        return [None, np.asarray(x, dtype=np.float64)]
+    if "input" in io:
+        raise InvalidInput(f"[io.{party_id}]: party {party_id} has no input")
+    return [None, None]
+
+
+def _inference_write(result: Mapping[str, Any], io: Mapping[str, Any], party_id: int,
+                     base: Path) -> str:
+    if "logits" not in result:
+        return (f"{', '.join(result['roles'])}: online {result['online_seconds'] * 1e3:.1f} ms, "
+                f"{result['online_bytes']} bytes sent online")
+    logits = np.asarray(result["logits"])
+    out = io.get("output")
+    if out is not None:
+        path = base / out
+        tmp = path.with_name(path.name + ".part")
+        with tmp.open("wb") as fh:
+            np.save(fh, logits)
+        os.replace(tmp, path)
+    return (f"logits {logits.shape}, latency {result['latency_seconds'] * 1e3:.1f} ms"
+            + (f", written to {base / out}" if out else ""))
+
+
+async def inference_party(party: Any, params: Mapping[str, Any], layers: Any = None,
+                          x: Any = None) -> dict[str, Any]:
+    """One party of a private inference from a deployment config: party 0 holds the
+    features and learns the logits, party 1 holds the model, party 2 is the dealer
+    (``parties = 2``) or the third compute party (``parties = 3``)."""
+    from mpcai.protocols.inference.simulation import process_party, process_party3
+
+    cfg = {k: v for k, v in params.items() if k not in ("parties", "dims", "batch")}
+    dims, batch = [int(d) for d in params["dims"]], int(params["batch"])
+    if int(params.get("parties", 2)) == 3:
+        return await process_party3(party, dims, batch, cfg, layers, x)
+    roles = {"compute": [0, 1], "dealer": 2, "data_owner": 0, "model_owner": 1}
+    return await process_party(party, roles, dims, batch, cfg, layers, x)
+
+
 PROTOCOLS: dict[str, Protocol] = {
     "secure_aggregation": Protocol(
         function="mpcai.cli._deploy:secure_aggregation_party",
         check=_secagg_check, args=_secagg_args, write=_secagg_write),
+    "inference": Protocol(
+        function="mpcai.cli._deploy:inference_party",
+        check=_inference_check, args=_inference_args, write=_inference_write),
 }
 """Protocol names a deployment config may give, and how each runs from files."""
 
