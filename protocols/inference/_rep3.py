@@ -26,6 +26,12 @@ msb / drelu   10      8 bytes (v-share) / 3 + 181 AND bits + 32 bytes (bit injec
                       rotated over three chunks of the elements, so every party plays
                       each replicated index for a third of them
 relu          11      drelu, then one multiplication without truncation: ~44 bytes
+square        2       as mul: 1 element per output
+argmax        11/lvl  ceil(log2 k) levels of a batched drelu and one multiplication
+                      (no truncation); k = 10: 44 rounds, 9 comparisons + 34
+                      elements per row (~600 bytes)
+sigmoid       18      2 comparisons + 5 elements (~112 bytes); degree-7 polynomial
+exp           16      8 elements (8 squarings)
 open_to       1       inside owner: 1 element from one party; outside: 1 element
                       from each of two parties
 ============  ======  ===========================================================
@@ -49,7 +55,7 @@ from mpcai.sharing import additive
 from mpcai.sharing import replicated as rep
 from mpcai.validation import check_int
 
-__all__ = ["Rep3"]
+__all__ = ["SIGMOID_COEFFS", "Rep3"]
 
 Layer = tuple[rep.RepShare, rep.RepShare | None]
 
@@ -275,11 +281,11 @@ class Rep3:
         )
         return rep.from_xor(i, z, nxt) if boolean else rep.from_additive(i, z, nxt)
 
-    async def _truncate(self, z: np.ndarray) -> rep.RepShare:
+    async def _truncate(self, z: np.ndarray, bits: int | None = None) -> rep.RepShare:
         """Pi_trunc1: the additive product ``z`` (scale 2f) to a replicated share of
-        ``z / 2^f`` in two rounds."""
+        ``z / 2^f`` in two rounds (``z / 2^bits`` if ``bits`` is given)."""
         i, zero = self._me()
-        f, shp = self.frac_bits, z.shape
+        f, shp = self.frac_bits if bits is None else bits, z.shape
         tag1, tag2 = self._tag(), self._tag()
         if i == 0:
             y0 = rep.trunc_p0_round1(z, f)
@@ -314,6 +320,18 @@ class Rep3:
         ``truncate=False`` (2 rounds, 1 element per output and party)."""
         i, zero = self._me()
         z = rep.matmul_local(_share_of(x, i), _share_of(w, i), zero)
+        if truncate:
+            return await self._truncate(z)
+        out = await self._reshare(z)
+        assert isinstance(out, rep.RepShare)
+        return out
+
+    async def square(self, x: rep.RepShare, *, truncate: bool = True) -> rep.RepShare:
+        """Element-wise ``x * x``, fixed-point truncated by ``frac_bits`` unless
+        ``truncate=False``: the cost of :meth:`mul` (2 rounds, or 1; 1 element per output
+        and party), with the cheaper local product ``x_i^2 + 2 x_i x_{i+1}``."""
+        i, zero = self._me()
+        z = _square_local(_share_of(x, i), zero)
         if truncate:
             return await self._truncate(z)
         out = await self._reshare(z)
@@ -446,6 +464,141 @@ class Rep3:
         """``max(x, 0)`` element-wise (11 rounds: :meth:`drelu`, then ``x * [x >= 0]``)."""
         return await self.mul(x, await self.drelu(x), truncate=False)
 
+    # ---- argmax and nonlinear functions ----------------------------------------------
+
+    async def argmax(self, x: rep.RepShare, *, index: bool = False) -> rep.RepShare:
+        """The arg max of each row of ``x`` (shape ``(batch, k)``), as shares of the
+        one-hot ``(batch, k)`` matrix of **integers** 0/1 (not fixed point), or with
+        ``index=True`` of the ``(batch,)`` integer column indices.  Ties go to the lowest
+        index, like :func:`numpy.argmax`; the result is exact (no truncation), for
+        ``|x| < 2^62``.
+
+        A tournament over the columns: ``ceil(log2 k)`` levels; in each, neighbouring
+        candidates (left, right) are compared by one batched :meth:`drelu` of ``left -
+        right`` (``1``: the left, lower-index one wins ties), then one batched
+        multiplication without truncation by the bits gives the winners' values
+        ``right + b (left - right)`` and one-hot vectors: a candidate's one-hot is kept
+        over its block of original columns only, so the new block is ``(b e_left,
+        e_right - b e_right)`` (on the first level the blocks are single columns whose
+        one-hot is the public 1, so ``(b, 1 - b)`` is local).  An odd candidate passes
+        through; the last level needs no values.  Rounds: ``11 ceil(log2 k)`` (44 for
+        ``k = 10``; 10 for ``k = 2``, 0 for ``k = 1``); per row and party, ``k - 1`` comparisons (~36 bytes each) and, per
+        level, one element per pair plus one per column in a pair past the first
+        level.  ``index`` is a local dot product with ``0 .. k - 1``."""
+        i, _ = self._me()
+        x = _share_of(x, i)
+        if x.a.ndim != 2 or x.shape[1] < 1:
+            raise InvalidInput(f"argmax needs a (batch, k) share with k >= 1, got {x.shape}")
+        batch, k = x.shape
+        sizes = np.ones(k, dtype=np.int64)  # block of original columns per candidate
+        vals = x
+        onehot = rep.add_public(rep.RepShare(i, np.zeros_like(x.a), np.zeros_like(x.b)), 1)
+        public_ones = True  # onehot is still the trivial sharing of all ones
+        while sizes.size > 1:
+            m = sizes.size
+            p = m // 2
+            last = m == 2
+            diff = rep.sub(_cols(vals, slice(0, 2 * p, 2)), _cols(vals, slice(1, 2 * p, 2)))
+            bit = await self.drelu(diff)  # (batch, p): [left >= right]
+            ncols = int(sizes[: 2 * p].sum())
+            pair_of = np.repeat(np.arange(2 * p) // 2, sizes[: 2 * p])
+            is_left = np.repeat(np.arange(2 * p) % 2 == 0, sizes[: 2 * p])
+            bcols = _cols(bit, pair_of)  # each paired column's bit
+            head = _cols(onehot, slice(0, ncols))
+            if public_ones:
+                if not last:
+                    bdiff = await self.mul(diff, bit, truncate=False)
+                be = bcols
+            else:
+                ops_x = [head] if last else [diff, head]
+                ops_y = [bcols] if last else [bit, bcols]
+                prod = await self.mul(_hcat(ops_x, i), _hcat(ops_y, i), truncate=False)
+                bdiff = _cols(prod, slice(0, 0 if last else p))
+                be = _cols(prod, slice(0 if last else p, None))
+            new_head = rep.RepShare(
+                i,
+                np.where(is_left, be.a, head.a - be.a),
+                np.where(is_left, be.b, head.b - be.b),
+            )
+            onehot = _hcat([new_head, _cols(onehot, slice(ncols, None))], i)
+            public_ones = False
+            if not last:
+                winners = rep.add(_cols(vals, slice(1, 2 * p, 2)), bdiff)
+                vals = _hcat([winners, _cols(vals, slice(2 * p, None))], i)
+            sizes = np.concatenate([sizes[0 : 2 * p : 2] + sizes[1 : 2 * p : 2], sizes[2 * p :]])
+        if not index:
+            return onehot
+        idx = rep.matmul_public(onehot, np.arange(k, dtype=np.uint64).reshape(k, 1))
+        return rep.RepShare(i, idx.a.reshape(batch), idx.b.reshape(batch))
+
+    def _check_nonlinear_frac(self, what: str) -> None:
+        if not 8 <= self.frac_bits <= 16:
+            raise InvalidInput(f"{what} needs 8 <= frac_bits <= 16, not {self.frac_bits}")
+
+    async def sigmoid(self, x: rep.RepShare) -> rep.RepShare:
+        """``1 / (1 + e^-x)`` element-wise (fixed point), by an odd degree-7 polynomial
+        of ``u = clip(x, -5, 5) / 5``: ``0.5 + c1 u + c3 u^3 + c5 u^5 + c7 u^7`` with the
+        coefficients of :data:`SIGMOID_COEFFS` (a minimax fit, Lawson's iteration, of
+        the clipped polynomial to the sigmoid over all reals).  Approximation error
+        ``<= 4.4e-3`` for every ``x`` (at the coefficients' 2^-12 resolution); with
+        ``frac_bits = 12`` the measured maximum over ``[-16, 16]`` is 4.8e-3 (bound 6e-3).  Needs ``8 <= frac_bits <= 16``.
+
+        Steps: one batched :meth:`drelu` of ``(x - 5, -5 - x)`` (10 rounds), then ``u =
+        x (2^(f+8)/5) [|x| < 5] / 2^(f+8) +- [|x| >= 5]`` (one truncated product, 2
+        rounds), ``u^2`` (2), ``u^3, u^4`` (2, batched), and the sum with ``u^5 = u u^4``
+        and ``u^7 = u^3 u^4`` in one additive sum at scale ``2f + 12`` truncated by ``f +
+        12`` (2).  18 rounds; per element and party 2 comparisons (~72 bytes) and 5
+        elements (40 bytes).  Each truncation may fail with probability ``<= 2^(2f +
+        15 - 64)`` (``2^-25`` for ``f = 12``)."""
+        i, zero = self._me()
+        self._check_nonlinear_frac("sigmoid")
+        x = _share_of(x, i)
+        f, shp = self.frac_bits, x.shape
+        bound = 5 << f
+        both = _stack([rep.add_public(x, -bound), rep.add_public(rep.neg(x), -bound)], i)
+        g = await self.drelu(both)
+        hi = rep.RepShare(i, g.a[0], g.b[0])  # [x >= 5]
+        lo = rep.RepShare(i, g.a[1], g.b[1])  # [x <= -5]
+        inside = rep.add_public(rep.neg(rep.add(hi, lo)), 1)
+        extra = 8
+        scaled = rep.mul_public(inside, round(2 ** (f + extra) / 5))
+        z = rep.mul_local(x, scaled, zero)
+        u = rep.add(await self._truncate(z, f + extra), rep.mul_public(rep.sub(hi, lo), 1 << f))
+        u2 = await self.square(u)
+        pw = await self.mul(_stack([u, u2], i), u2)  # u^3, u^4
+        u3 = rep.RepShare(i, pw.a[0], pw.b[0])
+        u4 = rep.RepShare(i, pw.a[1], pw.b[1])
+        c1, c3, c5, c7 = (round(c * 2**_COEF_BITS) for c in SIGMOID_COEFFS)
+        # scale 2f + 12: products (scale 2f) times coefficients; linear terms also * 2^f
+        acc = rep.mul_local(_stack([u, u3], i), u4, zero)
+        zsum = acc[0] * np.uint64(c5 & _M64) + acc[1] * np.uint64(c7 & _M64)
+        lin = rep.add(rep.mul_public(u, c1), rep.mul_public(u3, c3))
+        zsum = zsum + lin.a * np.uint64(1 << f) + zero.next(shp)  # z_0 uniform again
+        y = await self._truncate(zsum, f + _COEF_BITS)
+        assert y.shape == shp
+        return rep.add_public(y, 1 << (f - 1))
+
+    async def exp(self, x: rep.RepShare) -> rep.RepShare:
+        """``e^x`` element-wise (fixed point) as ``(1 + x / 256)^256``: the shares of
+        ``x`` (scale ``f``) read as ``x / 256`` at scale ``f + 8`` plus the public 1,
+        then 8 squarings at scale ``f + 8`` (the last truncated to scale ``f``).  16
+        rounds, 8 elements per element and party.  Domain ``-256 < x <= 4``: absolute
+        error ``<= 1.1e-3`` (approximation) plus rounding (``~2^8`` ulps of scale ``f +
+        8``, ``2.5e-4`` relative) for ``x <= 0``, as for softmax after subtracting the
+        maximum; relative error ``<= x^2 / 512 + 3e-4`` for ``0 < x <= 4``.  Each
+        squaring's truncation may fail with probability ``<= e^x 2^(2f + 16 - 64)``.
+        Needs ``8 <= frac_bits <= 16``."""
+        i, zero = self._me()
+        self._check_nonlinear_frac("exp")
+        x = _share_of(x, i)
+        n = 8
+        fp = self.frac_bits + n
+        y = rep.add_public(x, 1 << fp)
+        for step in range(n):
+            z = _square_local(y, zero)
+            y = await self._truncate(z, fp if step + 1 < n else 2 * fp - self.frac_bits)
+        return y
+
     # ---- networks -----------------------------------------------------------------------
 
     async def mlp(self, x: rep.RepShare, layers: Sequence[Layer]) -> rep.RepShare:
@@ -460,6 +613,44 @@ class Rep3:
             if k + 1 < len(layers):
                 h = await self.relu(h)
         return h
+
+
+_M64 = (1 << 64) - 1
+_COEF_BITS = 12
+
+SIGMOID_COEFFS: tuple[float, float, float, float] = (
+    1.20587901,
+    -1.79303631,
+    1.73643866,
+    -0.6534991,
+)
+"""``(c1, c3, c5, c7)`` of :meth:`Rep3.sigmoid`: ``sigmoid(x) ~ 0.5 + sum c_j u^j`` with
+``u = clip(x, -5, 5) / 5`` (minimax over all reals; maximum error 4.2e-3)."""
+
+
+def _square_local(x: rep.RepShare, zero: rep.ZeroSharer) -> np.ndarray:
+    """The 3-out-of-3 additive share ``x_i^2 + 2 x_i x_{i+1} + alpha_i`` of ``x^2``."""
+    z = x.a * (x.a + x.b + x.b)
+    return z + zero.next(z.shape)
+
+
+def _cols(x: rep.RepShare, sel: slice | np.ndarray) -> rep.RepShare:
+    """Columns ``sel`` of a 2-d share (a slice, or an index array: a gather)."""
+    return rep.RepShare(x.party, x.a[:, sel], x.b[:, sel])
+
+
+def _hcat(parts: Sequence[rep.RepShare], i: int) -> rep.RepShare:
+    """2-d shares side by side."""
+    return rep.RepShare(
+        i,
+        np.concatenate([p.a for p in parts], axis=1),
+        np.concatenate([p.b for p in parts], axis=1),
+    )
+
+
+def _stack(parts: Sequence[rep.RepShare], i: int) -> rep.RepShare:
+    """Shares of one shape stacked along a new first axis."""
+    return rep.RepShare(i, np.stack([p.a for p in parts]), np.stack([p.b for p in parts]))
 
 
 def _share_of(x: object, i: int) -> rep.RepShare:

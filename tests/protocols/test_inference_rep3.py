@@ -224,3 +224,108 @@ def test_digits_mlp_forward_pass_matches_plaintext_and_fits_the_budget() -> None
     for i in range(3):
         assert out[i][1] <= 276_000  # bytes sent in the forward pass and the opening
         assert out[i][2] <= 2 + 11 + 2 + 1
+
+
+# ---- square, argmax, sigmoid, exp ------------------------------------------------------
+
+
+async def unary_party(party: Party, x: np.ndarray, op: str, kwargs: dict[str, Any]) -> Any:
+    """Party 0 inputs ``x``; everyone runs ``op``; the result is revealed, with the bytes
+    and rounds of ``op`` alone."""
+    eng = Rep3(party, frac_bits=F)
+    await eng.setup()
+    s = await eng.input(0, x if party.id == 0 else None, shape=x.shape)
+    sent, rounds = party.stats.bytes_sent, party.stats.rounds
+    y = await getattr(eng, op)(s, **kwargs)
+    cost = party.stats.bytes_sent - sent, party.stats.rounds - rounds
+    return await eng.reveal(y), cost
+
+
+def test_square_is_the_truncated_fixed_point_square() -> None:
+    a = np.concatenate([[0.0, -1.0, 1.0, -40.0, 2**-F], RNG.uniform(-60, 60, 400)])
+    ea = enc(a)
+    out = run_local(3, unary_party, ea, "square", {})
+    exact = signed(ea) * signed(ea)  # scale 2f
+    for got, _ in out:
+        assert np.all(np.abs(signed(got) * 2**F - exact) <= 2**F)
+
+
+def argmax_data() -> np.ndarray:
+    """Rows with ties (small integer grid), negative values and edge rows."""
+    x = RNG.integers(-3, 3, (60, 10)).astype(float) * 0.75
+    edge = np.array(
+        [
+            [0.0] * 10,  # all tied: index 0
+            [-5.0] * 9 + [-4.0],  # maximum last
+            [7.0] + [7.0 - 2**-F] * 9,  # one ulp apart
+            [-1.0, 2.0, 2.0, -9.0, 2.0, 0.0, 0.0, 2.0, 1.0, 2.0],
+        ]
+    )
+    return np.concatenate([edge, x, RNG.normal(0, 30, (36, 10))])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 10])
+def test_argmax_one_hot_and_index_match_numpy_ties_to_lowest(k: int) -> None:
+    x = argmax_data()[:, :k].copy()
+    ex = enc(x)
+    ref = np.argmax(encoding.decode_fixed(ex, F), axis=1)
+    hot = run_local(3, unary_party, ex, "argmax", {})
+    idx = run_local(3, unary_party, ex, "argmax", {"index": True})
+    for i in range(3):
+        np.testing.assert_array_equal(hot[i][0], np.eye(k, dtype=np.uint64)[ref])
+        np.testing.assert_array_equal(idx[i][0], ref.astype(np.uint64))
+
+
+def test_argmax_of_a_digits_sized_batch_fits_its_round_and_byte_budget() -> None:
+    x = argmax_data()  # batch 100, k = 10
+    out = run_local(3, unary_party, enc(x), "argmax", {"index": True})
+    np.testing.assert_array_equal(signed(out[0][0]), np.argmax(x, axis=1))
+    for _, (sent, rounds) in out:
+        # 4 levels of (drelu: 10, one multiplication: 1); 9 comparisons (~36 bytes)
+        # and 34 elements per row, plus framing
+        assert rounds <= 44
+        assert sent <= 72_000
+
+
+def sigmoid_data() -> np.ndarray:
+    wide = np.array([-1e6, -5000.0, -17.0, -5.0, -5.0 + 2**-F, 0.0, 5.0 - 2**-F, 5.0, 2**20])
+    return np.concatenate([wide, np.linspace(-16, 16, 1601)])
+
+
+def test_sigmoid_is_within_its_stated_error_everywhere() -> None:
+    x = sigmoid_data()
+    ex = enc(x)
+    out = run_local(3, unary_party, ex, "sigmoid", {})
+    ref = 0.5 * (1 + np.tanh(encoding.decode_fixed(ex, F) / 2))  # the logistic function
+    for got, (_, rounds) in out:
+        assert np.max(np.abs(encoding.decode_fixed(got, F) - ref)) <= 6e-3
+        assert rounds <= 18
+
+
+def test_exp_is_within_its_stated_error_on_its_domain() -> None:
+    x = np.concatenate([np.linspace(-16, 4, 1001), [-100.0, -255.0]])
+    ex = enc(x)
+    out = run_local(3, unary_party, ex, "exp", {})
+    xq = encoding.decode_fixed(ex, F)
+    got = encoding.decode_fixed(out[0][0], F)
+    neg, pos = xq <= 0, xq > 0
+    assert np.max(np.abs(got - np.exp(xq))[neg]) <= 1.5e-3
+    rel = np.abs(got - np.exp(xq))[pos] / np.exp(xq[pos])
+    assert np.all(rel <= xq[pos] ** 2 / 512 + 3e-4)
+    assert got[-1] >= 0 and got[-2] <= 1e-3  # far left: about 0, not garbage
+
+
+def test_argmax_and_nonlinear_misuse_is_refused() -> None:
+    async def fn(party: Party) -> bool:
+        eng = Rep3(party, frac_bits=20)
+        await eng.setup()
+        flat = rep.share(np.zeros(4, dtype=np.uint64))[party.id]
+        with pytest.raises(InvalidInput):
+            await eng.argmax(flat)  # not (batch, k)
+        with pytest.raises(InvalidInput):
+            await eng.sigmoid(flat)  # frac_bits outside 8..16
+        with pytest.raises(InvalidInput):
+            await eng.exp(flat)
+        return True
+
+    assert run_local(3, fn) == [True] * 3
