@@ -482,9 +482,10 @@ class Rep3:
         e_right - b e_right)`` (on the first level the blocks are single columns whose
         one-hot is the public 1, so ``(b, 1 - b)`` is local).  An odd candidate passes
         through; the last level needs no values.  Rounds: ``11 ceil(log2 k)`` (44 for
-        ``k = 10``; 10 for ``k = 2``, 0 for ``k = 1``); per row and party, ``k - 1`` comparisons (~36 bytes each) and, per
-        level, one element per pair plus one per column in a pair past the first
-        level.  ``index`` is a local dot product with ``0 .. k - 1``."""
+        ``k = 10``; 10 for ``k = 2``, 0 for ``k = 1``); per row and party, ``k - 1``
+        comparisons (~36 bytes each) and, per level, one element per pair plus one per
+        column in a pair past the first level.  ``index`` is a local dot product with
+        ``0 .. k - 1``."""
         i, _ = self._me()
         x = _share_of(x, i)
         if x.a.ndim != 2 or x.shape[1] < 1:
@@ -541,7 +542,8 @@ class Rep3:
         coefficients of :data:`SIGMOID_COEFFS` (a minimax fit, Lawson's iteration, of
         the clipped polynomial to the sigmoid over all reals).  Approximation error
         ``<= 4.4e-3`` for every ``x`` (at the coefficients' 2^-12 resolution); with
-        ``frac_bits = 12`` the measured maximum over ``[-16, 16]`` is 4.8e-3 (bound 6e-3).  Needs ``8 <= frac_bits <= 16``.
+        ``frac_bits = 12`` the measured maximum over ``[-16, 16]`` is 4.8e-3 (bound
+        6e-3).  Needs ``8 <= frac_bits <= 16``.
 
         Steps: one batched :meth:`drelu` of ``(x - 5, -5 - x)`` (10 rounds), then ``u =
         x (2^(f+8)/5) [|x| < 5] / 2^(f+8) +- [|x| >= 5]`` (one truncated product, 2
