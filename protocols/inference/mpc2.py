@@ -153,6 +153,8 @@ class PartyResult:
 
     roles: tuple[str, ...]
     logits: np.ndarray | None = None
+    #: class indices, when only the labels are opened (``output="labels"``)
+    labels: np.ndarray | None = None
     layers: list[LayerStats] = field(default_factory=list)
     offline_seconds: float = 0.0
     online_seconds: float = 0.0

@@ -19,6 +19,7 @@ import numpy as np
 from mpcai import encoding
 from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime import Party
+from mpcai.sharing import replicated as rep
 from mpcai.validation import check_int
 
 from ._rep3 import Rep3
@@ -38,8 +39,16 @@ async def run_party3(
     x: Any = None,
     data_owner: int = 0,
     model_owner: int = 1,
+    output: str = "logits",
 ) -> PartyResult:
-    """One of the three compute parties; the data owner's result carries the logits."""
+    """One of the three compute parties; the data owner's result carries the logits.
+
+    ``output="labels"``: the arg max of each row is computed under MPC (a tournament of
+    comparisons; a single output is compared with 0) and only the class indices are
+    opened, in ``PartyResult.labels``: the data owner learns the label, not the logits.
+    """
+    if output not in ("logits", "labels"):
+        raise InvalidInput(f"output must be 'logits' or 'labels', not {output!r}")
     if not isinstance(party, Party):
         raise InvalidType(f"party must be a Party, not {type(party).__name__}")
     batch = check_int(batch, "batch", lo=1, hi=1 << 24)
@@ -85,11 +94,20 @@ async def run_party3(
     )
     assert sx is not None
     y = await eng.mlp(sx, layers)
+    if output == "labels":
+        if spec.dims[-1] == 1:
+            y = await eng.drelu(y)  # the integer bit [logit >= 0]
+            y = rep.RepShare(y.party, y.a.reshape(-1), y.b.reshape(-1))
+        else:
+            y = await eng.argmax(y, index=True)
     out = await eng.open_to(data_owner, y)
     result.online_seconds = time.perf_counter() - t0
     result.online_bytes_sent = stats.bytes_sent - b0
     result.online_rounds = stats.rounds - r0
     if out is not None:
-        result.logits = encoding.decode_fixed(out, f)
+        if output == "labels":
+            result.labels = out.view(np.int64).reshape(-1).copy()
+        else:
+            result.logits = encoding.decode_fixed(out, f)
         result.latency_seconds = time.perf_counter() - t0
     return result

@@ -31,7 +31,8 @@ class InferenceResult:
     the online layers at compute party 0.
     """
 
-    logits: np.ndarray
+    #: the data owner's logits (``None`` with ``output="labels"``: it learns the labels only)
+    logits: np.ndarray | None
     labels: np.ndarray
     roles: Roles
     stats: list[CommStats]
@@ -56,6 +57,7 @@ def simulate(
     roles: Roles | None = None,
     network: Network | None = None,
     timeout: float = 60.0,
+    output: str = "logits",
 ) -> InferenceResult:
     """Private inference of ``model`` on the rows of ``x``, all parties in this process.
 
@@ -70,6 +72,8 @@ def simulate(
     (e.g. :class:`mpcai.testing.FaultyNetwork` to test failures); ``timeout``
     is every party's deadline for a message (a party that fails makes the
     others fail with a typed error, and the first error is raised).
+    ``output="labels"`` (``parties=3``): the arg max is computed under MPC and
+    the data owner learns only the labels (``logits`` is ``None``).
     """
     if not isinstance(model, Model):
         raise InvalidInput(
@@ -97,8 +101,12 @@ def simulate(
             f"a feature is {float(np.max(np.abs(xs))):g} in absolute value, beyond input_bound "
             f"{cfg.input_bound:g}"
         )
+    if output not in ("logits", "labels"):
+        raise InvalidInput(f"output must be 'logits' or 'labels', not {output!r}")
     if parties == 3:
-        return _simulate3(model, xs, cfg, network, timeout)
+        return _simulate3(model, xs, cfg, network, timeout, output)
+    if output != "logits":
+        raise InvalidInput("output='labels' (arg max under MPC) needs parties=3 for now")
     roles = roles if roles is not None else Roles()
     spec = ModelSpec.of(model)
     ids = roles.parties
@@ -195,7 +203,12 @@ async def process_party(
 
 
 def _simulate3(
-    model: Model, xs: np.ndarray, cfg: InferenceConfig, network: Network | None, timeout: float
+    model: Model,
+    xs: np.ndarray,
+    cfg: InferenceConfig,
+    network: Network | None,
+    timeout: float,
+    output: str,
 ) -> InferenceResult:
     from .mpc3 import run_party3
 
@@ -203,7 +216,7 @@ def _simulate3(
     kwargs: list[dict[str, Any]] = [{"x": xs}, {"model": model}, {}]
 
     async def one(party: Party, kw: dict[str, Any]) -> PartyResult:
-        return await run_party3(party, spec, xs.shape[0], cfg, **kw)
+        return await run_party3(party, spec, xs.shape[0], cfg, output=output, **kw)
 
     out = run_local(
         3,
@@ -218,10 +231,15 @@ def _simulate3(
         raise next((e for e in errors if not isinstance(e, PeerError)), errors[0])
     results: list[PartyResult] = list(out)
     logits = results[0].logits
-    assert logits is not None
+    if output == "labels":
+        assert results[0].labels is not None
+        labels = model.classes[results[0].labels]
+    else:
+        assert logits is not None
+        labels = model.labels(logits)
     return InferenceResult(
         logits=logits,
-        labels=model.labels(logits),
+        labels=labels,
         roles=Roles(compute=(0, 1), dealer=3, data_owner=0, model_owner=1),
         stats=list(out.stats),
         parties=results,

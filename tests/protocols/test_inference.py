@@ -191,3 +191,22 @@ def test_a_replicated_party_that_crashes_gives_typed_errors_everywhere(digits, w
     for i in range(3):
         if i != who:
             assert isinstance(out[i], PeerError), out
+
+
+def test_three_parties_can_open_only_the_labels(digits) -> None:
+    model, xte, clf = digits
+    res = inf.simulate(model, xte[:50], parties=3, input_bound=1.0, output="labels")
+    assert res.logits is None
+    assert np.array_equal(res.labels, clf.predict(xte[:50]))
+    with pytest.raises(InvalidInput, match="parties=3"):
+        inf.simulate(model, xte[:5], output="labels")
+
+
+def test_binary_labels_under_mpc() -> None:
+    x, y = load_breast_cancer(return_X_y=True)
+    x = x / x.max(axis=0)
+    clf = LogisticRegression(max_iter=2000).fit(x[:400], y[:400])
+    res = inf.simulate(
+        inf.from_sklearn(clf), x[400:450], parties=3, input_bound=1.0, output="labels"
+    )
+    assert np.array_equal(res.labels, clf.predict(x[400:450]))
