@@ -1,8 +1,10 @@
 """Private inference with secret sharing: a model owner's network on a data owner's inputs.
 
 Two compute parties evaluate a model (linear layers and ReLUs: an
-scikit-learn ``MLPClassifier`` / ``LogisticRegression`` or numpy weights,
-:mod:`.model`) on additive secret shares over Z_2^64 in fixed point, with
+scikit-learn ``MLPClassifier`` / ``LogisticRegression``, a torch
+``nn.Sequential`` of Linear, ReLU, Conv2d, AvgPool2d, Flatten (:func:`from_torch`,
+``pip install 'mpcai[torch]'``) or numpy weights, :mod:`.model`) on
+additive secret shares over Z_2^64 in fixed point, with
 correlated randomness from a dealer (:mod:`.mpc2`): linear layers on masked
 wires (local GEMMs), ReLUs by function secret sharing (one round, one ring
 element per element and party), truncation by SecureML's local share shift.
@@ -37,10 +39,12 @@ answering gives every other party a typed
 layer is decoded by the data owner without truncation); each hidden
 truncation is off by at most one unit in the last place except with the
 failure probability the model owner computes from the weights and
-``input_bound`` and refuses above ``max_failure`` (2^-20 per inference by
-default).
+``input_bound`` and refuses above ``max_failure`` (2^-20 per inference, i.e.
+per row of a batch, by default; a batch of ``n`` rows fails with at most ``n``
+times that).
 """
 
+from ._torch import from_torch
 from .model import Linear, Model, ReLU, from_numpy, from_sklearn
 from .mpc2 import InferenceConfig, LayerStats, ModelSpec, PartyResult, Roles, bounds, run_party
 from .simulation import InferenceResult, simulate
@@ -58,6 +62,9 @@ __all__ = [
     "bounds",
     "from_numpy",
     "from_sklearn",
+    "from_torch",
     "run_party",
     "simulate",
 ]
+
+from_torch.__module__ = __name__

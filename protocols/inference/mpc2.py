@@ -10,7 +10,7 @@ threat model.
 How each gate runs (after LLAMA, Gupta et al. PETS 2022, and Boyle et al.
 EUROCRYPT 2021):
 
-* **Model setup, once per model.**  For each linear layer the dealer draws
+* **Model setup (each run).**  For each linear layer the dealer draws
   a weight mask ``B = B_0 + B_1`` (party ``b`` gets a seed of ``B_b``, the
   model owner both); the model owner sends the compute parties
   ``W_hat = W + B`` and additive shares of the bias.
@@ -23,7 +23,7 @@ EUROCRYPT 2021):
   layer is local: ``[X W] = X_hat W_hat - X_hat [B] - [R] W_hat + [R B]``
   (three GEMMs; the first by party 0 only), plus the bias.  A hidden layer's
   output is truncated by SecureML's local share shift (failure probability
-  below ``max_failure`` for the whole inference, from the weights' and the
+  below ``max_failure`` per inference, i.e. per row, from the weights' and the
   inputs' bounds), then the ReLU opens ``y + r`` (one round, 8 bytes per
   element and party) and evaluates the DCF locally; its output is opened
   masked by the next layer's ``R`` (one round, 8 bytes per element).  The
@@ -77,7 +77,12 @@ class Roles:
     model_owner: int = 1
 
     def __post_init__(self) -> None:
-        if len(self.compute) != 2 or self.compute[0] == self.compute[1]:
+        if not isinstance(self.compute, (tuple, list)) or len(self.compute) != 2:
+            raise InvalidInput(f"two compute parties are needed, got {self.compute!r}")
+        object.__setattr__(
+            self, "compute", tuple(check_int(c, "compute party", lo=0) for c in self.compute)
+        )
+        if self.compute[0] == self.compute[1]:
             raise InvalidInput(f"two distinct compute parties are needed, got {self.compute}")
         for name in ("dealer", "data_owner", "model_owner"):
             check_int(getattr(self, name), name, lo=0)
@@ -98,7 +103,7 @@ class InferenceConfig:
     ``input_bound``: every feature satisfies ``|x| <= input_bound`` (the data
     owner refuses inputs beyond it); with the weights it bounds every hidden
     value, hence the truncation failure probability, which the model owner
-    checks against ``max_failure`` (for the whole batch) before anything is
+    checks against ``max_failure`` (per inference: per row) before anything is
     sent.  ``threads``: C threads for the DCF evaluation.
     """
 
@@ -121,6 +126,9 @@ class ModelSpec:
     dims: tuple[int, ...]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.dims, (tuple, list)):
+            raise InvalidType("dims must be a tuple of layer widths")
+        object.__setattr__(self, "dims", tuple(self.dims))
         if len(self.dims) < 2:
             raise InvalidInput("a model has at least an input and an output width")
         for d in self.dims:
@@ -167,13 +175,20 @@ class PartyResult:
     failure_probability: float = 0.0
 
 
-def bounds(model: Model, cfg: InferenceConfig) -> tuple[list[int], float]:
-    """Bits of every hidden layer's pre-truncation values, and the failure probability
-    of the batch's truncations per row of input (union bound)."""
+def bounds(
+    model: Model, cfg: InferenceConfig, *, truncate_last: bool = False
+) -> tuple[list[int], float]:
+    """Bits of every linear layer's values before truncation (worst case over inputs
+    within ``cfg.input_bound``), and the probability that any truncation of **one
+    row** (one inference) fails (union bound; a batch of ``n`` rows: at most ``n``
+    times that).  ``truncate_last``: the last layer is truncated too (the
+    three-party engine).  Refuses (:class:`~mpcai.errors.InvalidInput`) a layer
+    beyond the ring or a failure probability above ``cfg.max_failure``."""
     f = cfg.frac_bits
     bound = cfg.input_bound + 2.0**-f
     value_bits: list[int] = []
     failure = 0.0
+    n_truncated = len(model.linears) if truncate_last else model_hidden(model)
     for i, lin in enumerate(model.linears):
         w = np.abs(lin.weight) + 2.0**-f
         out = bound * w.sum(axis=0) + np.abs(lin.bias) + 2.0**-f
@@ -184,10 +199,24 @@ def bounds(model: Model, cfg: InferenceConfig) -> tuple[list[int], float]:
                 f"at {f} fractional bits: lower frac_bits or input_bound"
             )
         value_bits.append(bits)
-        if i < model_hidden(model):
+        if i < n_truncated:
             failure += beaver.truncation_failure_probability(bits, lin.out_features)
         bound = float(out.max())
+    if failure > cfg.max_failure:
+        raise InvalidInput(
+            f"a truncation may fail with probability {failure:.2g} per inference (worst case "
+            f"over inputs within input_bound {cfg.input_bound:g}), above max_failure "
+            f"{cfg.max_failure:.2g}: lower frac_bits (now {f}) or input_bound, or raise "
+            "max_failure"
+        )
     return value_bits, failure
+
+
+def max_batch(spec: ModelSpec) -> int:
+    """The most rows one run takes: the dealer's message to a compute party (ReLU keys,
+    2,048 bytes each, plus masks) stays below the wire codec's 1 GiB payload limit."""
+    per_row = sum(spec.dims[1:-1]) * (fss.dcf_key_bytes(63, 2) + 40) + 8 * sum(spec.dims) * 2
+    return max(1, int(0.9 * 2**30) // max(1, per_row))
 
 
 def model_hidden(model: Model) -> int:
@@ -234,6 +263,12 @@ def _arr(obj: Any, shape: tuple[int, ...], what: str, dtype: Any = np.uint64) ->
 def _dict(obj: Any, keys: Sequence[str], what: str) -> dict[str, Any]:
     if not isinstance(obj, dict) or any(k not in obj for k in keys):
         raise MisbehaviourDetected(f"{what}: malformed message")
+    return obj
+
+
+def _list(obj: Any, n: int, what: str) -> list[Any]:
+    if not isinstance(obj, list) or len(obj) != n:
+        raise MisbehaviourDetected(f"{what}: expected a list of {n} items")
     return obj
 
 
@@ -378,32 +413,39 @@ async def _compute(
         rb = [_expand(seed, f"rb/{i}", (batch, dims[i + 1])) for i in range(spec.n_linear)]
     else:
         off = _dict(off, ("wmask", "r", "rb", "relu"), "offline correlations")
-        r = [_arr(off["r"][i], (batch, dims[i]), "input mask share") for i in range(spec.n_linear)]
+        r_in = _list(off["r"], spec.n_linear, "input mask shares")
+        rb_in = _list(off["rb"], spec.n_linear, "mask product shares")
+        r = [_arr(r_in[i], (batch, dims[i]), "input mask share") for i in range(spec.n_linear)]
         rb = [
-            _arr(off["rb"][i], (batch, dims[i + 1]), "mask product share")
-            for i in range(spec.n_linear)
+            _arr(rb_in[i], (batch, dims[i + 1]), "mask product share") for i in range(spec.n_linear)
         ]
-    wmask_seeds = off["wmask"]
-    relus = off["relu"]
-    if len(wmask_seeds) != spec.n_linear or len(relus) != spec.n_linear - 1:
-        raise MisbehaviourDetected("offline correlations: wrong number of layers")
+    wmask_seeds = _list(off["wmask"], spec.n_linear, "weight mask seeds")
+    relus = _list(off["relu"], spec.n_linear - 1, "ReLU keys")
     b_share = [
         _expand(_seed(s, "weight mask"), f"w-mask/{i}", (dims[i], dims[i + 1]))
         for i, s in enumerate(wmask_seeds)
     ]
-    keys = [fss.ReluKey.from_wire(k, party=me) for k in relus]
+    try:
+        keys = [fss.ReluKey.from_wire(k, party=me) for k in relus]
+    except (InvalidInput, InvalidType) as exc:
+        raise MisbehaviourDetected(f"offline correlations: a malformed ReLU key ({exc})") from None
     for i, k in enumerate(keys):
         if k.shape != (batch, dims[i + 1]):
             raise MisbehaviourDetected("offline correlations: a ReLU key of the wrong shape")
     model = _dict(
         await net.recv(roles.model_owner, f"{_TAG}/model"), ("w_hat", "bias", "failure"), "model"
     )
-    w_hat = [
-        _arr(model["w_hat"][i], (dims[i], dims[i + 1]), "masked weights")
-        for i in range(spec.n_linear)
-    ]
-    bias = [_arr(model["bias"][i], (dims[i + 1],), "bias share") for i in range(spec.n_linear)]
-    result.failure_probability = float(model["failure"])
+    w_in = _list(model["w_hat"], spec.n_linear, "masked weights")
+    b_in = _list(model["bias"], spec.n_linear, "bias shares")
+    w_hat = [_arr(w_in[i], (dims[i], dims[i + 1]), "masked weights") for i in range(spec.n_linear)]
+    bias = [_arr(b_in[i], (dims[i + 1],), "bias share") for i in range(spec.n_linear)]
+    failure = model["failure"]
+    if not isinstance(failure, float) or not 0.0 <= failure <= cfg.max_failure:
+        raise MisbehaviourDetected(
+            f"the model owner declares a failure probability {failure!r}, not in "
+            f"[0, max_failure = {cfg.max_failure:.2g}]"
+        )
+    result.failure_probability = failure
     result.offline_seconds = time.perf_counter() - t0
     await net.send(roles.data_owner, f"{_TAG}/ready", 1)
 
@@ -494,6 +536,12 @@ async def run_party(
     if not isinstance(cfg, InferenceConfig):
         raise InvalidType(f"cfg must be an InferenceConfig, not {type(cfg).__name__}")
     batch = check_int(batch, "batch", lo=1, hi=1 << 24)
+    max_rows = max_batch(spec)
+    if batch > max_rows:
+        raise InvalidInput(
+            f"a batch of {batch} rows needs more ReLU keys than one message carries (1 GiB): "
+            f"run at most {max_rows} rows at a time"
+        )
     me = party.id
     if me not in roles.parties:
         raise InvalidInput(f"party {me} has no role in {roles}")
@@ -501,6 +549,8 @@ async def run_party(
     jobs: list[Callable[[], Any]] = []
     net = _Router(party)
     result = PartyResult(roles=())
+    if me != roles.model_owner and model is not None:
+        raise InvalidInput(f"party {me} is not the model owner ({roles.model_owner})")
     if me == roles.model_owner:
         if not isinstance(model, Model):
             raise InvalidType("the model owner must pass model=Model(...)")
@@ -521,6 +571,8 @@ async def run_party(
         xs = np.asarray(x, dtype=np.float64) if x is not None else None
         if xs is None or xs.ndim != 2 or xs.shape != (batch, spec.dims[0]):
             raise InvalidInput(f"the data owner must pass x of shape {(batch, spec.dims[0])}")
+        if not np.all(np.isfinite(xs)):
+            raise InvalidInput("x holds NaN or infinite values")
         mine.append("data_owner")
 
         async def data() -> None:
@@ -528,6 +580,8 @@ async def run_party(
             result.logits = await _data_owner(net, roles, spec, xs, cfg, result)
 
         jobs.append(data)
+    elif x is not None:
+        raise InvalidInput(f"party {me} is not the data owner ({roles.data_owner}): it has no x")
     if me == roles.dealer:
         mine.append("dealer")
         jobs.append(lambda: _dealer(net, roles, spec, batch, cfg))

@@ -24,7 +24,7 @@ from mpcai.validation import check_int
 
 from ._rep3 import Rep3
 from .model import Model
-from .mpc2 import InferenceConfig, ModelSpec, PartyResult
+from .mpc2 import InferenceConfig, ModelSpec, PartyResult, bounds
 
 __all__ = ["run_party3"]
 
@@ -63,6 +63,7 @@ async def run_party3(
         roles.append("model_owner")
         if not isinstance(model, Model) or ModelSpec.of(model) != spec:
             raise InvalidInput("the model owner must pass the model of the agreed spec")
+        bounds(model, cfg, truncate_last=True)  # refused before anything is sent
     result = PartyResult(roles=tuple(roles))
     await eng.setup()
     xs = None

@@ -95,7 +95,8 @@ def simulate(
         max_failure=max_failure,
         threads=threads,
     )
-    bounds(model, cfg)  # an overflowing configuration is refused before anything runs
+    # an overflowing or too-likely-to-fail configuration is refused before anything runs
+    bounds(model, cfg, truncate_last=parties == 3)
     if float(np.max(np.abs(xs))) > cfg.input_bound:
         raise InvalidInput(
             f"a feature is {float(np.max(np.abs(xs))):g} in absolute value, beyond input_bound "
@@ -253,13 +254,7 @@ def _simulate3(
 
 def _failure3(model: Model, cfg: InferenceConfig) -> float:
     """Every layer is truncated in the three-party engine (Pi_trunc1 is SecureML's shift)."""
-    from mpcai.sharing import beaver
-
-    bits, _ = bounds(model, cfg)
-    return sum(
-        beaver.truncation_failure_probability(b, lin.out_features)
-        for b, lin in zip(bits, model.linears, strict=True)
-    )
+    return bounds(model, cfg, truncate_last=True)[1]
 
 
 async def process_party3(

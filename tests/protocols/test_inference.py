@@ -210,3 +210,63 @@ def test_binary_labels_under_mpc() -> None:
         inf.from_sklearn(clf), x[400:450], parties=3, input_bound=1.0, output="labels"
     )
     assert np.array_equal(res.labels, clf.predict(x[400:450]))
+
+
+def test_a_configuration_likely_to_fail_a_truncation_is_refused(digits) -> None:
+    model, xte, _ = digits
+    with pytest.raises(InvalidInput, match="max_failure"):
+        inf.simulate(model, xte[:3], input_bound=1.0, frac_bits=22)
+    with pytest.raises(InvalidInput, match="max_failure"):
+        inf.simulate(model, xte[:3], input_bound=1.0, max_failure=2.0**-60)
+    # allowed when asked for, and the bound is reported per inference
+    res = inf.simulate(model, xte[:3], input_bound=1.0, frac_bits=18, max_failure=1e-3)
+    assert 2.0**-20 < res.failure_probability <= 1e-3
+
+
+@pytest.mark.parametrize(
+    "offline",
+    [
+        {"wmask": 7, "r": [], "rb": [], "relu": []},
+        {"wmask": [b"x" * 32, b"y" * 32], "r": 5, "rb": [], "relu": []},
+        {"wmask": [b"x" * 32, b"y" * 32], "r": [], "rb": [], "relu": []},
+        {
+            "wmask": [b"x" * 32, b"y" * 32],
+            "r": [np.zeros((4, 64), np.uint64)] * 2,
+            "rb": [np.zeros((4, 32), np.uint64), np.zeros((4, 10), np.uint64)],
+            "relu": [{"party": 1, "shape": [4, 32], "seed": b"s", "cw": 3}],
+        },
+    ],
+)
+def test_malformed_correlations_from_the_dealer_are_typed_errors(digits, offline) -> None:
+    from mpcai.errors import MisbehaviourDetected
+
+    model, xte, _ = digits
+    spec = inf.ModelSpec.of(model)
+    cfg = inf.InferenceConfig(input_bound=1.0)
+
+    async def one(party, kw):
+        if party.id == 2:  # a dealer that sends garbage to compute party 1
+            await party.send(1, "inf2/offline", offline)
+            return None
+        return await inf.run_party(party, inf.Roles(), spec, 4, cfg, **kw)
+
+    out = run_local(
+        3,
+        one,
+        args_per_party=[({"x": xte[:4]},), ({"model": model},), ({},)],
+        return_exceptions=True,
+        timeout=30,
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
+    assert isinstance(out[1], MisbehaviourDetected), out[1]
+    assert isinstance(out[0], MpcaiError)
+
+
+def test_a_batch_too_large_for_one_message_is_refused_up_front(digits) -> None:
+    from mpcai.protocols.inference.mpc2 import max_batch
+
+    model, _, _ = digits
+    rows = max_batch(inf.ModelSpec.of(model))
+    assert 10_000 <= rows < 20_000
+    with pytest.raises(InvalidInput, match=f"at most {rows} rows"):
+        inf.simulate(model, np.zeros((rows + 1, 64)), input_bound=1.0)

@@ -174,7 +174,7 @@ async def _make(party: Party, ids: tuple[int, int, int]) -> Rep3:
 
 
 def digits_mlp() -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    datasets = pytest.importorskip("sklearn.datasets")
+    from sklearn import datasets
     x = datasets.load_digits().data[:100] / 16.0
     w1 = RNG.normal(0, 1 / 8, (64, 32))
     b1 = RNG.normal(0, 0.1, 32)
@@ -219,7 +219,11 @@ def test_digits_mlp_forward_pass_matches_plaintext_and_fits_the_budget() -> None
     # each truncation is within 1 ulp; through layer 2 at most (1 + sum|w2|) ulps
     bound = (1 + np.abs(layers[1][0]).sum(axis=0).max() + 1) * 2.0**-F
     assert np.max(np.abs(logits - ref)) <= bound
-    assert np.array_equal(np.argmax(logits, axis=1), np.argmax(ref, axis=1))
+    # the labels agree wherever the top two logits are further apart than the error
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * bound
+    assert clear.sum() >= 90
+    assert np.array_equal(np.argmax(logits, axis=1)[clear], np.argmax(ref, axis=1)[clear])
     assert out[1][0] is None and out[2][0] is None
     for i in range(3):
         assert out[i][1] <= 276_000  # bytes sent in the forward pass and the opening
