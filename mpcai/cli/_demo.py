@@ -345,7 +345,7 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
     else:
         common3 = (list(spec.dims), batch, config)
         function = "mpcai.protocols.inference.simulation:process_party3"
-        args = [(*common3, None, xte), (*common3, layers, None), (*common3, None, None)]
+        args = [(*common3, None, xte, True), (*common3, layers, None), (*common3, None, None)]
         third = "party 2 computes with them (replicated shares, no dealer)"
         print("mpcai demo inference: 3 compute parties on replicated shares as OS processes "
               "over mutual TLS")
@@ -369,8 +369,7 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
     thread.start()
     log = Path(work.name) / "party-0.log"
     shown = 0
-    if parties == 2:
-        print(f"  {'layer':<10}{'time':>10}{'sent':>12}")
+    print(f"  {'layer':<10}{'time':>10}{'sent':>12}")
     while True:
         alive = thread.is_alive()
         lines = []
@@ -426,6 +425,8 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
                   f"{o['online_bytes'] / 1e3:.1f} kB sent online, "
                   f"{stats[i].bytes_sent / 1e3:.1f} kB sent in all (inputs included), "
                   f"{o['online_rounds']} rounds")
+        print("  online time per layer (party 0): " + ", ".join(
+            f"{name} {secs * 1e3:.1f} ms" for name, secs, _b, _r in outs[0]["layers"]))
     print(f"  latency at party 0 (masked input sent -> logits decoded): "
           f"{outs[0]['latency_seconds'] * 1e3:.1f} ms")
     print(f"  wall time {wall:.1f}s including process start-up and TLS handshakes")

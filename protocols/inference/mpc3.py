@@ -12,6 +12,7 @@ opened to the data owner only.  Semi-honest, at most one corrupted party
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from mpcai.validation import check_int
 
 from ._rep3 import Rep3
 from .model import Model
-from .mpc2 import InferenceConfig, ModelSpec, PartyResult, bounds
+from .mpc2 import InferenceConfig, LayerStats, ModelSpec, PartyResult, _note, bounds
 
 __all__ = ["run_party3"]
 
@@ -40,12 +41,14 @@ async def run_party3(
     data_owner: int = 0,
     model_owner: int = 1,
     output: str = "logits",
+    on_layer: Callable[[LayerStats], None] | None = None,
 ) -> PartyResult:
     """One of the three compute parties; the data owner's result carries the logits.
 
     ``output="labels"``: the arg max of each row is computed under MPC (a tournament of
     comparisons; a single output is compared with 0) and only the class indices are
     opened, in ``PartyResult.labels``: the data owner learns the label, not the logits.
+    ``on_layer`` is called with each online layer's statistics as it finishes.
     """
     if output not in ("logits", "labels"):
         raise InvalidInput(f"output must be 'logits' or 'labels', not {output!r}")
@@ -94,7 +97,28 @@ async def run_party3(
         shape=(batch, spec.dims[0]),
     )
     assert sx is not None
-    y = await eng.mlp(sx, layers)
+    # the layers one at a time (Rep3.mlp's steps), each timed and counted
+    y = sx
+    for k, (sw, sb) in enumerate(layers):
+        t, b1, r1 = time.perf_counter(), stats.bytes_sent, stats.rounds
+        y = rep.add(await eng.matmul(y, sw), sb)
+        _note(
+            result,
+            on_layer,
+            LayerStats(
+                f"linear{k}", time.perf_counter() - t, stats.bytes_sent - b1, stats.rounds - r1
+            ),
+        )
+        if k + 1 < len(layers):
+            t, b1, r1 = time.perf_counter(), stats.bytes_sent, stats.rounds
+            y = await eng.relu(y)
+            _note(
+                result,
+                on_layer,
+                LayerStats(
+                    f"relu{k}", time.perf_counter() - t, stats.bytes_sent - b1, stats.rounds - r1
+                ),
+            )
     if output == "labels":
         if spec.dims[-1] == 1:
             y = await eng.drelu(y)  # the integer bit [logit >= 0]

@@ -155,6 +155,14 @@ def simulate(
     )
 
 
+def _show_layer(layer: LayerStats) -> None:
+    print(
+        f"mpcai-progress {layer.name} {layer.seconds:.6f} {layer.bytes_sent}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 async def process_party(
     party: Party,
     roles: dict[str, Any],
@@ -170,7 +178,8 @@ async def process_party(
     ``roles`` holds :class:`Roles` fields, ``config`` :class:`InferenceConfig`
     fields; the model owner passes ``layers`` (``[[W, b], ...]``), the data
     owner ``x``.  With ``progress``, compute party 0 prints one line per
-    finished layer to stderr: ``mpcai-progress <layer> <seconds> <bytes sent>``.
+    finished layer to stderr: ``mpcai-progress <layer> <seconds> <bytes sent>``
+    (:func:`process_party3`: party 0).
     Returns plain values (the data owner's ``logits``, a compute party's
     per-layer statistics).
     """
@@ -179,14 +188,7 @@ async def process_party(
     spec = ModelSpec(tuple(int(d) for d in dims))
     model = from_numpy([(w, b) for w, b in layers]) if layers is not None else None
 
-    def show(layer: LayerStats) -> None:
-        print(
-            f"mpcai-progress {layer.name} {layer.seconds:.6f} {layer.bytes_sent}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    on_layer = show if progress and party.id == r.compute[0] else None
+    on_layer = _show_layer if progress and party.id == r.compute[0] else None
     res = await run_party(party, r, spec, batch, cfg, model=model, x=x, on_layer=on_layer)
     out: dict[str, Any] = {
         "roles": list(res.roles),
@@ -264,6 +266,7 @@ async def process_party3(
     config: dict[str, Any],
     layers: list[list[np.ndarray]] | None = None,
     x: np.ndarray | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Entry point for one of three OS processes of the replicated three-party
     inference (data owner party 0, model owner party 1): as :func:`process_party`."""
@@ -272,9 +275,11 @@ async def process_party3(
     cfg = InferenceConfig(**config)
     spec = ModelSpec(tuple(int(d) for d in dims))
     model = from_numpy([(w, b) for w, b in layers]) if layers is not None else None
-    res = await run_party3(party, spec, batch, cfg, model=model, x=x)
+    on_layer = _show_layer if progress and party.id == 0 else None
+    res = await run_party3(party, spec, batch, cfg, model=model, x=x, on_layer=on_layer)
     out: dict[str, Any] = {
         "roles": list(res.roles),
+        "layers": [[ls.name, ls.seconds, ls.bytes_sent, ls.rounds] for ls in res.layers],
         "online_seconds": res.online_seconds,
         "latency_seconds": res.latency_seconds,
         "online_bytes": res.online_bytes_sent,
