@@ -46,10 +46,22 @@ times that).
 
 from ._torch import from_torch
 from .model import Linear, Model, ReLU, from_numpy, from_sklearn
-from .mpc2 import InferenceConfig, LayerStats, ModelSpec, PartyResult, Roles, bounds, run_party
+from .mpc2 import (
+    Correlations,
+    DealerCorrelations,
+    InferenceConfig,
+    LayerStats,
+    ModelSpec,
+    PartyResult,
+    Roles,
+    bounds,
+    run_party,
+)
 from .simulation import InferenceResult, simulate
 
 __all__ = [
+    "Correlations",
+    "DealerCorrelations",
     "InferenceConfig",
     "InferenceResult",
     "LayerStats",

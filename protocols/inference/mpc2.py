@@ -35,6 +35,7 @@ Rounds online: ``2 + 2 * hidden layers`` (4 for a one-hidden-layer MLP).
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +46,13 @@ import numpy as np
 import trio
 
 from mpcai import encoding, prg
-from mpcai.errors import InvalidInput, InvalidType, MisbehaviourDetected, MpcaiError
+from mpcai.errors import (
+    InvalidInput,
+    InvalidType,
+    MisbehaviourDetected,
+    MpcaiError,
+    TripleReuse,
+)
 from mpcai.runtime import Party
 from mpcai.sharing import beaver, fss
 from mpcai.validation import check_int, check_real
@@ -53,6 +60,8 @@ from mpcai.validation import check_int, check_real
 from .model import Model
 
 __all__ = [
+    "Correlations",
+    "DealerCorrelations",
     "InferenceConfig",
     "LayerStats",
     "ModelSpec",
@@ -389,6 +398,104 @@ async def _data_owner(
     return logits
 
 
+# ---- correlated randomness for the compute parties ----------------------------------
+
+
+class Correlations(abc.ABC):
+    """What a compute party consumes in one inference, each item once
+    (:class:`~mpcai.errors.TripleReuse` on a second use).
+
+    Per linear layer ``i``: shares of the input mask ``R`` (also used to open the
+    layer's input), of ``R @ B`` and of the weight mask ``B``; per hidden layer a
+    :class:`~mpcai.sharing.fss.ReluKey`.  :class:`DealerCorrelations` receives them
+    from the dealer party; another provider (e.g. one generating ``R @ B`` with
+    homomorphic encryption between the two compute parties) implements the same
+    methods.
+    """
+
+    @abc.abstractmethod
+    async def fetch(self) -> None:
+        """Obtain every correlation of the run (the offline phase)."""
+
+    @abc.abstractmethod
+    def _linear(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    @abc.abstractmethod
+    def _relu(self, i: int) -> fss.ReluKey: ...
+
+    def _once(self, what: str) -> None:
+        used: set[str] = self.__dict__.setdefault("_used", set())
+        if what in used:
+            raise TripleReuse(f"{what} was already used; correlations are single-use")
+        used.add(what)
+
+    def linear(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Shares of (R, R @ B, B) for linear layer ``i`` (once)."""
+        self._once(f"linear {i}")
+        return self._linear(i)
+
+    def next_mask(self, i: int) -> np.ndarray:
+        """The share of layer ``i``'s input mask ``R``, to open that input (once)."""
+        self._once(f"input mask {i}")
+        return self._linear(i)[0]
+
+    def relu(self, i: int) -> fss.ReluKey:
+        """The ReLU key of hidden layer ``i`` (once)."""
+        self._once(f"relu {i}")
+        return self._relu(i)
+
+
+class DealerCorrelations(Correlations):
+    """Correlations from the dealer party: party 0's from one seed, party 1's arrays."""
+
+    def __init__(self, net: _Router, roles: Roles, spec: ModelSpec, batch: int) -> None:
+        self._net, self._roles, self._spec, self._batch = net, roles, spec, batch
+        self._me = roles.compute.index(net.party.id)
+        self._r: list[np.ndarray] = []
+        self._rb: list[np.ndarray] = []
+        self._b: list[np.ndarray] = []
+        self._keys: list[fss.ReluKey] = []
+
+    async def fetch(self) -> None:
+        spec, batch, me, dims = self._spec, self._batch, self._me, self._spec.dims
+        off = await self._net.recv(self._roles.dealer, f"{_TAG}/offline")
+        n = spec.n_linear
+        if me == 0:
+            off = _dict(off, ("wmask", "seed", "relu"), "offline correlations")
+            seed = _seed(off["seed"], "offline seed")
+            self._r = [_expand(seed, f"r/{i}", (batch, dims[i])) for i in range(n)]
+            self._rb = [_expand(seed, f"rb/{i}", (batch, dims[i + 1])) for i in range(n)]
+        else:
+            off = _dict(off, ("wmask", "r", "rb", "relu"), "offline correlations")
+            r_in = _list(off["r"], n, "input mask shares")
+            rb_in = _list(off["rb"], n, "mask product shares")
+            self._r = [_arr(r_in[i], (batch, dims[i]), "input mask share") for i in range(n)]
+            self._rb = [
+                _arr(rb_in[i], (batch, dims[i + 1]), "mask product share") for i in range(n)
+            ]
+        seeds = _list(off["wmask"], n, "weight mask seeds")
+        self._b = [
+            _expand(_seed(s, "weight mask"), f"w-mask/{i}", (dims[i], dims[i + 1]))
+            for i, s in enumerate(seeds)
+        ]
+        relus = _list(off["relu"], n - 1, "ReLU keys")
+        try:
+            self._keys = [fss.ReluKey.from_wire(k, party=me) for k in relus]
+        except (InvalidInput, InvalidType) as exc:
+            raise MisbehaviourDetected(
+                f"offline correlations: a malformed ReLU key ({exc})"
+            ) from None
+        for i, k in enumerate(self._keys):
+            if k.shape != (batch, dims[i + 1]):
+                raise MisbehaviourDetected("offline correlations: a ReLU key of the wrong shape")
+
+    def _linear(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._r[i], self._rb[i], self._b[i]
+
+    def _relu(self, i: int) -> fss.ReluKey:
+        return self._keys[i]
+
+
 # ---- the compute parties -----------------------------------------------------------
 
 
@@ -405,33 +512,8 @@ async def _compute(
     other = roles.compute[1 - me]
     dims, f = spec.dims, cfg.frac_bits
     t0 = time.perf_counter()
-    off = await net.recv(roles.dealer, f"{_TAG}/offline")
-    if me == 0:
-        off = _dict(off, ("wmask", "seed", "relu"), "offline correlations")
-        seed = _seed(off["seed"], "offline seed")
-        r = [_expand(seed, f"r/{i}", (batch, dims[i])) for i in range(spec.n_linear)]
-        rb = [_expand(seed, f"rb/{i}", (batch, dims[i + 1])) for i in range(spec.n_linear)]
-    else:
-        off = _dict(off, ("wmask", "r", "rb", "relu"), "offline correlations")
-        r_in = _list(off["r"], spec.n_linear, "input mask shares")
-        rb_in = _list(off["rb"], spec.n_linear, "mask product shares")
-        r = [_arr(r_in[i], (batch, dims[i]), "input mask share") for i in range(spec.n_linear)]
-        rb = [
-            _arr(rb_in[i], (batch, dims[i + 1]), "mask product share") for i in range(spec.n_linear)
-        ]
-    wmask_seeds = _list(off["wmask"], spec.n_linear, "weight mask seeds")
-    relus = _list(off["relu"], spec.n_linear - 1, "ReLU keys")
-    b_share = [
-        _expand(_seed(s, "weight mask"), f"w-mask/{i}", (dims[i], dims[i + 1]))
-        for i, s in enumerate(wmask_seeds)
-    ]
-    try:
-        keys = [fss.ReluKey.from_wire(k, party=me) for k in relus]
-    except (InvalidInput, InvalidType) as exc:
-        raise MisbehaviourDetected(f"offline correlations: a malformed ReLU key ({exc})") from None
-    for i, k in enumerate(keys):
-        if k.shape != (batch, dims[i + 1]):
-            raise MisbehaviourDetected("offline correlations: a ReLU key of the wrong shape")
+    provider = DealerCorrelations(net, roles, spec, batch)
+    await provider.fetch()
     model = _dict(
         await net.recv(roles.model_owner, f"{_TAG}/model"), ("w_hat", "bias", "failure"), "model"
     )
@@ -455,8 +537,8 @@ async def _compute(
     start_bytes, start_rounds = stats.bytes_sent, stats.rounds
     for i in range(spec.n_linear):
         t, b0, r0 = time.perf_counter(), stats.bytes_sent, stats.rounds
-        z = beaver.ring_matmul(r[i], w_hat[i])
-        z = rb[i] - z - beaver.ring_matmul(x_hat, b_share[i])
+        r_i, rb_i, b_i = provider.linear(i)
+        z = rb_i - beaver.ring_matmul(r_i, w_hat[i]) - beaver.ring_matmul(x_hat, b_i)
         if me == 0:
             z += beaver.ring_matmul(x_hat, w_hat[i])
         z += bias[i]
@@ -479,11 +561,12 @@ async def _compute(
             ),
         )
         t, b0, r0 = time.perf_counter(), stats.bytes_sent, stats.rounds
-        masked = keys[i].mask(y)
+        key = provider.relu(i)
+        masked = key.mask(y)
         await net.send(other, f"{_TAG}/relu/{i}", masked)
         y_hat = masked + _arr(await net.recv(other, f"{_TAG}/relu/{i}"), y.shape, "ReLU opening")
-        h = keys[i].relu(y_hat, threads=cfg.threads)
-        nxt = h + r[i + 1]
+        h = key.relu(y_hat, threads=cfg.threads)
+        nxt = h + provider.next_mask(i + 1)
         await net.send(other, f"{_TAG}/open/{i}", nxt)
         x_hat = nxt + _arr(await net.recv(other, f"{_TAG}/open/{i}"), h.shape, "layer opening")
         _note(

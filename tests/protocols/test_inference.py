@@ -14,6 +14,7 @@ from sklearn.neural_network import MLPClassifier
 
 from mpcai.errors import InvalidInput, InvalidType, MpcaiError, PeerError
 from mpcai.runtime import InMemoryNetwork, run_local
+from mpcai.sharing import fss
 from mpcai.testing import Fault, FaultyNetwork
 
 
@@ -270,3 +271,29 @@ def test_a_batch_too_large_for_one_message_is_refused_up_front(digits) -> None:
     assert 10_000 <= rows < 20_000
     with pytest.raises(InvalidInput, match=f"at most {rows} rows"):
         inf.simulate(model, np.zeros((rows + 1, 64)), input_bound=1.0)
+
+
+def test_each_correlation_of_a_provider_is_single_use() -> None:
+    from mpcai.protocols.inference.mpc2 import Correlations
+
+    from mpcai.errors import TripleReuse
+
+    class Fixed(Correlations):
+        async def fetch(self) -> None:
+            return None
+
+        def _linear(self, i):
+            z = np.zeros((1, 1), dtype=np.uint64)
+            return z, z, z
+
+        def _relu(self, i):
+            return fss.deal_relu((1, 1))[0]
+
+    c = Fixed()
+    c.linear(0)
+    c.relu(0)
+    c.next_mask(1)
+    for use in (lambda: c.linear(0), lambda: c.relu(0), lambda: c.next_mask(1)):
+        with pytest.raises(TripleReuse):
+            use()
+    c.linear(1)  # another layer's correlation is still fresh
