@@ -27,6 +27,13 @@ def test_federated_breast_cancer_matches_plain_fedavg(capsys: pytest.CaptureFixt
     assert "round  4: 9 of 10 hospitals" in capsys.readouterr().out
 
 
+def test_private_inference_agrees_with_the_plaintext_model(capsys) -> None:
+    out = _load("private_inference").main()
+    assert out["agree_2pc"] == 1.0 and out["agree_3pc_labels_only"] == 1.0
+    assert out["plain_accuracy"] > 0.95 and out["max_logit_error_2pc"] < 0.05
+    assert "the clinic never saw the logits: True" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_flower_digits_secure_fedavg_matches_plain_fedavg() -> None:
     """The Flower example, run as a user runs it (two Flower simulations, 10 non-IID
