@@ -202,7 +202,7 @@ def test_toml_config_loads_addresses_paths_and_the_protocol(tmp_path: Path) -> N
 
 def test_unknown_protocol_and_bad_fields_are_typed_errors(tmp_path: Path) -> None:
     ports = [7000, 7001, 7002, 7003]
-    with pytest.raises(InvalidInput, match=r"known: \['secure_aggregation'\]"):
+    with pytest.raises(InvalidInput, match=r"known: \['inference', 'secure_aggregation'\]"):
         _deploy.load_config(_config(tmp_path, _toml(ports, protocol="secure_agregation")))
     text = _toml(ports)
     with pytest.raises(InvalidInput, match="unknown secure_aggregation fields"):
@@ -484,7 +484,7 @@ def test_party_round_runs_with_the_derived_session_and_formatted_files(
     assert "round must be in [0, 2^64)" in capsys.readouterr().err
 
 
-def _inference_toml(ports: list[int], parties: int, batch: int) -> str:
+def _inference_toml(ports: list[int], parties: int, batch: int, output: str = "logits") -> str:
     entries = "".join(
         f'\n[parties.{i}]\naddress = "127.0.0.1:{port}"\ncert = "certs/party-{i}.pem"\n'
         f'key = "certs/party-{i}.key"\n' for i, port in enumerate(ports))
@@ -500,6 +500,7 @@ dims = [6, 5, 3]
 batch = {batch}
 frac_bits = 14
 input_bound = 2.0
+output = "{output}"
 {entries}
 [io.0]
 input = "features.npy"
@@ -511,16 +512,17 @@ input = "model.npz"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parties", [2, 3])
-def test_private_inference_from_a_toml_config_on_three_machines(tmp_path: Path,
-                                                                  parties: int) -> None:
+@pytest.mark.parametrize(("parties", "output"), [(2, "logits"), (3, "logits"), (3, "labels")])
+def test_private_inference_from_a_toml_config_on_three_machines(
+    tmp_path: Path, parties: int, output: str
+) -> None:
     rng = np.random.default_rng(parties)
     w0, b0 = rng.normal(0, 0.5, (6, 5)), rng.normal(0, 0.2, 5)
     w1, b1 = rng.normal(0, 0.5, (5, 3)), rng.normal(0, 0.2, 3)
     x = rng.uniform(-2, 2, (7, 6))
     certs_dir = tmp_path / "ca-machine"
     assert cli.main(["certs", "--out", str(certs_dir), "--parties", "3"]) == 0
-    toml = _inference_toml(_free_ports(3), parties, len(x))
+    toml = _inference_toml(_free_ports(3), parties, len(x), output)
     machines = []
     for i in range(3):
         m = tmp_path / f"machine-{i}"
@@ -532,10 +534,14 @@ def test_private_inference_from_a_toml_config_on_three_machines(tmp_path: Path,
     np.save(machines[0] / "features.npy", x)
     np.savez(machines[1] / "model.npz", W0=w0, b0=b0, W1=w1, b1=b1)
     outs = _run(machines, [0, 1, 2])
-    assert "logits (7, 3)" in outs[0][0]
     plain = np.maximum(x @ w0 + b0, 0) @ w1 + b1
     got = np.load(machines[0] / "logits.npy", allow_pickle=False)
-    np.testing.assert_allclose(got, plain, atol=0.01, rtol=0)
+    if output == "labels":
+        assert "the logits stayed secret" in outs[0][0]
+        assert got.tolist() == np.argmax(plain, axis=1).tolist()
+    else:
+        assert "logits (7, 3)" in outs[0][0]
+        np.testing.assert_allclose(got, plain, atol=0.01, rtol=0)
     assert not list(machines[1].glob("*.npy")) and not list(machines[2].glob("*.npy"))
 
 
@@ -553,3 +559,13 @@ def test_inference_config_errors_before_anything_connects(tmp_path: Path) -> Non
     np.savez(tmp_path / "m.npz", W0=np.zeros((3, 2)))
     with pytest.raises(InvalidInput, match="b0"):
         _deploy._inference_args({"dims": [3, 2], "batch": 4}, {"input": "m.npz"}, 1, tmp_path)
+    np.savez(tmp_path / "m2.npz", W0=np.zeros((3, 2)), b0=np.zeros(2), W1=np.zeros((2, 2)),
+             b1=np.zeros(2))
+    with pytest.raises(InvalidInput, match="beyond dims"):
+        _deploy._inference_args({"dims": [3, 2], "batch": 4}, {"input": "m2.npz"}, 1, tmp_path)
+    with pytest.raises(InvalidInput, match="parties = 3"):
+        _deploy.protocol_function({"name": "inference", "dims": [2, 2], "batch": 1,
+                                   "output": "labels"}, 3)
+    np.save(tmp_path / "s.npy", np.array([["a"] * 3] * 4))
+    with pytest.raises(InvalidType):
+        _deploy._inference_args({"dims": [3, 2], "batch": 4}, {"input": "s.npy"}, 0, tmp_path)

@@ -313,7 +313,8 @@ async def secure_aggregation_party(party: Any, params: Mapping[str, Any], update
 # ---- private inference --------------------------------------------------------
 
 _INFERENCE_KEYS = {"parties", "dims", "batch", "frac_bits", "input_bound", "max_failure",
-                   "threads"}
+                   "threads", "output"}
+_INFERENCE_PUBLIC = ("parties", "dims", "batch", "output")
 
 
 def _inference_check(params: Mapping[str, Any], n_parties: int) -> None:
@@ -334,9 +335,20 @@ def _inference_check(params: Mapping[str, Any], n_parties: int) -> None:
     dims = params["dims"]
     if not isinstance(dims, list):
         raise InvalidType("[protocol] dims must be a list of layer widths")
-    ModelSpec(tuple(dims))
-    check_int(params["batch"], "[protocol] batch", lo=1)
-    InferenceConfig(**{k: v for k, v in params.items() if k not in ("parties", "dims", "batch")})
+    spec = ModelSpec(tuple(dims))
+    batch = check_int(params["batch"], "[protocol] batch", lo=1)
+    output = params.get("output", "logits")
+    if output not in ("logits", "labels"):
+        raise InvalidInput(f"[protocol] output must be 'logits' or 'labels', not {output!r}")
+    if output == "labels" and parties != 3:
+        raise InvalidInput("[protocol] output = 'labels' (arg max under MPC) needs parties = 3")
+    if parties == 2:
+        from mpcai.protocols.inference.mpc2 import max_batch
+
+        if batch > max_batch(spec):
+            raise InvalidInput(f"[protocol] batch {batch} is above the {max_batch(spec)} rows "
+                               "one run of this model takes: split the features")
+    InferenceConfig(**{k: v for k, v in params.items() if k not in _INFERENCE_PUBLIC})
 
 
 def _inference_args(params: Mapping[str, Any], io: Mapping[str, Any], party_id: int,
@@ -348,6 +360,11 @@ def _inference_args(params: Mapping[str, Any], io: Mapping[str, Any], party_id: 
         arrays, _ = _load_update(base / io["input"], None)
         if not isinstance(arrays, dict):
             raise InvalidInput("[io.1] input must be an .npz with arrays W0, b0, W1, b1, ...")
+        expected = {f"{k}{i}" for i in range(len(dims) - 1) for k in ("W", "b")}
+        extra = sorted(set(arrays) - expected)
+        if extra:
+            raise InvalidInput(f"{io['input']} has arrays {extra} beyond dims {dims} (expected "
+                               f"{sorted(expected)}): give dims for every layer")
         layers = []
         for i in range(len(dims) - 1):
             w, b = arrays.get(f"W{i}"), arrays.get(f"b{i}")
@@ -356,6 +373,8 @@ def _inference_args(params: Mapping[str, Any], io: Mapping[str, Any], party_id: 
             if w.shape != (dims[i], dims[i + 1]) or b.shape != (dims[i + 1],):
                 raise InvalidInput(f"{io['input']}: W{i} {w.shape}, b{i} {b.shape} do not fit "
                                    f"dims {dims}")
+            if not np.all(np.isfinite(w)) or not np.all(np.isfinite(b)):
+                raise InvalidInput(f"{io['input']}: W{i} or b{i} holds NaN or infinite values")
             layers.append([np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)])
         return [layers, None]
     if party_id == 0:  # the data owner
@@ -365,18 +384,34 @@ def _inference_args(params: Mapping[str, Any], io: Mapping[str, Any], party_id: 
         if "input" not in io:
             raise InvalidInput('[io.0] needs input = "<features>.npy" (batch x dims[0])')
         x, _ = _load_update(base / io["input"], None)
+        if isinstance(x, np.ndarray) and not (
+            np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
+        ):
+            raise InvalidType(f"[io.0] input holds {x.dtype} values, not real numbers")
         if not isinstance(x, np.ndarray) or x.shape != (int(params["batch"]), dims[0]):
             got = x.shape if isinstance(x, np.ndarray) else "named arrays"
             raise InvalidInput(f"[io.0] input must be a ({params['batch']}, {dims[0]}) .npy, "
                                f"got {got}")
         return [None, np.asarray(x, dtype=np.float64)]
-    if "input" in io:
-        raise InvalidInput(f"[io.{party_id}]: party {party_id} has no input")
+    if "input" in io or "output" in io:
+        raise InvalidInput(f"[io.{party_id}]: party {party_id} has no input or output")
     return [None, None]
 
 
 def _inference_write(result: Mapping[str, Any], io: Mapping[str, Any], party_id: int,
                      base: Path) -> str:
+    if "labels" in result:
+        labels = np.asarray(result["labels"])
+        out = io.get("output")
+        if out is not None:
+            path = base / out
+            tmp = path.with_name(path.name + ".part")
+            with tmp.open("wb") as fh:
+                np.save(fh, labels)
+            os.replace(tmp, path)
+        return (f"labels ({labels.size} class indices; the logits stayed secret), latency "
+                f"{result['latency_seconds'] * 1e3:.1f} ms"
+                + (f", written to {base / out}" if out else ""))
     if "logits" not in result:
         return (f"{', '.join(result['roles'])}: online {result['online_seconds'] * 1e3:.1f} ms, "
                 f"{result['online_bytes']} bytes sent online")
@@ -399,10 +434,13 @@ async def inference_party(party: Any, params: Mapping[str, Any], layers: Any = N
     (``parties = 2``) or the third compute party (``parties = 3``)."""
     from mpcai.protocols.inference.simulation import process_party, process_party3
 
-    cfg = {k: v for k, v in params.items() if k not in ("parties", "dims", "batch")}
+    cfg = {k: v for k, v in params.items() if k not in _INFERENCE_PUBLIC}
     dims, batch = [int(d) for d in params["dims"]], int(params["batch"])
+    if party.id not in (0, 1, 2):
+        raise InvalidInput(f"inference runs on parties 0, 1 and 2, not {party.id}")
     if int(params.get("parties", 2)) == 3:
-        return await process_party3(party, dims, batch, cfg, layers, x)
+        output = str(params.get("output", "logits"))
+        return await process_party3(party, dims, batch, cfg, layers, x, False, output)
     roles = {"compute": [0, 1], "dealer": 2, "data_owner": 0, "model_owner": 1}
     return await process_party(party, roles, dims, batch, cfg, layers, x)
 

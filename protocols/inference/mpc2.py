@@ -448,9 +448,9 @@ class Correlations(abc.ABC):
 class DealerCorrelations(Correlations):
     """Correlations from the dealer party: party 0's from one seed, party 1's arrays."""
 
-    def __init__(self, net: _Router, roles: Roles, spec: ModelSpec, batch: int) -> None:
-        self._net, self._roles, self._spec, self._batch = net, roles, spec, batch
-        self._me = roles.compute.index(net.party.id)
+    def __init__(self, party: Party, roles: Roles, spec: ModelSpec, batch: int) -> None:
+        self._party, self._roles, self._spec, self._batch = party, roles, spec, batch
+        self._me = roles.compute.index(party.id)
         self._r: list[np.ndarray] = []
         self._rb: list[np.ndarray] = []
         self._b: list[np.ndarray] = []
@@ -458,7 +458,7 @@ class DealerCorrelations(Correlations):
 
     async def fetch(self) -> None:
         spec, batch, me, dims = self._spec, self._batch, self._me, self._spec.dims
-        off = await self._net.recv(self._roles.dealer, f"{_TAG}/offline")
+        off = await self._party.recv(self._roles.dealer, f"{_TAG}/offline")
         n = spec.n_linear
         if me == 0:
             off = _dict(off, ("wmask", "seed", "relu"), "offline correlations")
@@ -506,13 +506,14 @@ async def _compute(
     batch: int,
     cfg: InferenceConfig,
     result: PartyResult,
-    on_layer: Callable[[LayerStats], None] | None = None,
+    on_layer: Callable[[LayerStats], None] | None,
+    correlations: Callable[[Party, Roles, ModelSpec, int], Correlations],
 ) -> None:
     me = roles.compute.index(net.party.id)
     other = roles.compute[1 - me]
     dims, f = spec.dims, cfg.frac_bits
     t0 = time.perf_counter()
-    provider = DealerCorrelations(net, roles, spec, batch)
+    provider = correlations(net.party, roles, spec, batch)
     await provider.fetch()
     model = _dict(
         await net.recv(roles.model_owner, f"{_TAG}/model"), ("w_hat", "bias", "failure"), "model"
@@ -602,13 +603,16 @@ async def run_party(
     model: Model | None = None,
     x: Any = None,
     on_layer: Callable[[LayerStats], None] | None = None,
+    correlations: Callable[[Party, Roles, ModelSpec, int], Correlations] | None = None,
 ) -> PartyResult:
     """Run every role ``party`` plays in one private inference of ``batch`` rows.
 
     The model owner passes ``model``, the data owner ``x`` (``batch`` rows of
     ``spec.dims[0]`` features); the others pass neither.  The data owner's
     result carries the logits; compute parties' results carry per-layer times
-    and bytes (``on_layer`` is called with each as it finishes).  A peer that
+    and bytes (``on_layer`` is called with each as it finishes).  ``correlations``
+    makes a compute party's :class:`Correlations` provider from ``(party, roles,
+    spec, batch)``; :class:`DealerCorrelations` (the dealer party's) by default.  A peer that
     stops answering gives a typed :class:`~mpcai.errors.PeerError` (after
     ``party.timeout``), never a hang.
     """
@@ -670,7 +674,8 @@ async def run_party(
         jobs.append(lambda: _dealer(net, roles, spec, batch, cfg))
     if me in roles.compute:
         mine.append(f"compute{roles.compute.index(me)}")
-        jobs.append(lambda: _compute(net, roles, spec, batch, cfg, result, on_layer))
+        make = correlations if correlations is not None else DealerCorrelations
+        jobs.append(lambda: _compute(net, roles, spec, batch, cfg, result, on_layer, make))
     result.roles = tuple(mine)
     try:
         async with trio.open_nursery() as nursery:

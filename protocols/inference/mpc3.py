@@ -57,6 +57,25 @@ async def run_party3(
     batch = check_int(batch, "batch", lo=1, hi=1 << 24)
     if party.id not in (0, 1, 2):
         raise InvalidInput("three-party inference runs on parties 0, 1 and 2")
+    if not isinstance(spec, ModelSpec) or not isinstance(cfg, InferenceConfig):
+        raise InvalidType("spec must be a ModelSpec and cfg an InferenceConfig")
+    if {data_owner, model_owner} - {0, 1, 2}:
+        raise InvalidInput("the data owner and the model owner must be parties 0, 1 or 2")
+    if party.id != data_owner and x is not None:
+        raise InvalidInput(f"party {party.id} is not the data owner ({data_owner}): it has no x")
+    if party.id != model_owner and model is not None:
+        raise InvalidInput(f"party {party.id} is not the model owner ({model_owner})")
+    xs = None
+    if party.id == data_owner:  # checked before anything is sent
+        xs = np.asarray(x, dtype=np.float64) if x is not None else None
+        if xs is None or xs.shape != (batch, spec.dims[0]):
+            raise InvalidInput(f"the data owner must pass x of shape {(batch, spec.dims[0])}")
+        if not np.all(np.isfinite(xs)):
+            raise InvalidInput("x holds NaN or infinite values")
+        if float(np.max(np.abs(xs))) > cfg.input_bound:
+            raise InvalidInput("a feature is beyond the agreed input_bound")
+    if 8 * batch * max(spec.dims) > int(0.9 * 2**30):
+        raise InvalidInput(f"a batch of {batch} rows does not fit one 1 GiB message: split it")
     f = cfg.frac_bits
     eng = Rep3(party, (0, 1, 2), frac_bits=f)
     roles = ["compute"]
@@ -69,13 +88,6 @@ async def run_party3(
         bounds(model, cfg, truncate_last=True)  # refused before anything is sent
     result = PartyResult(roles=tuple(roles))
     await eng.setup()
-    xs = None
-    if party.id == data_owner:
-        xs = np.asarray(x, dtype=np.float64)
-        if xs.shape != (batch, spec.dims[0]):
-            raise InvalidInput(f"the data owner must pass x of shape {(batch, spec.dims[0])}")
-        if float(np.max(np.abs(xs))) > cfg.input_bound:
-            raise InvalidInput("a feature is beyond the agreed input_bound")
     layers = []
     for i in range(spec.n_linear):
         mine = party.id == model_owner and model is not None
@@ -121,7 +133,9 @@ async def run_party3(
             )
     if output == "labels":
         if spec.dims[-1] == 1:
-            y = await eng.drelu(y)  # the integer bit [logit >= 0]
+            # the integer bit [logit > 0] = 1 - [-logit >= 0] (a tie is class 0, as
+            # in Model.labels and scikit-learn)
+            y = rep.add_public(rep.neg(await eng.drelu(rep.neg(y))), 1)
             y = rep.RepShare(y.party, y.a.reshape(-1), y.b.reshape(-1))
         else:
             y = await eng.argmax(y, index=True)

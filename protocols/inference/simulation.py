@@ -34,7 +34,8 @@ class InferenceResult:
     #: the data owner's logits (``None`` with ``output="labels"``: it learns the labels only)
     logits: np.ndarray | None
     labels: np.ndarray
-    roles: Roles
+    #: the two-party run's roles (``None`` for three parties: 0 data owner, 1 model owner)
+    roles: Roles | None
     stats: list[CommStats]
     parties: list[PartyResult]
     layers: list[LayerStats]
@@ -66,7 +67,7 @@ def simulate(
     owner compute party 1, the dealer party 2).  ``parties=3``
     (``provider="replicated"``): three compute parties on replicated shares,
     no dealer (data owner party 0, model owner party 1; ``roles`` is not
-    used); every layer is truncated, ``layers`` is empty.  ``input_bound`` defaults to the
+    used); every layer is truncated.  ``input_bound`` defaults to the
     largest ``|x|``.  Returns the logits the data owner decoded and its
     labels (``model.classes``).  ``network`` replaces the in-memory network
     (e.g. :class:`mpcai.testing.FaultyNetwork` to test failures); ``timeout``
@@ -243,10 +244,10 @@ def _simulate3(
     return InferenceResult(
         logits=logits,
         labels=labels,
-        roles=Roles(compute=(0, 1), dealer=3, data_owner=0, model_owner=1),
+        roles=None,
         stats=list(out.stats),
         parties=results,
-        layers=[],
+        layers=results[0].layers,
         online_seconds=results[0].latency_seconds,
         online_bytes={i: r.online_bytes_sent for i, r in enumerate(results)},
         online_rounds=max(r.online_rounds for r in results),
@@ -267,6 +268,7 @@ async def process_party3(
     layers: list[list[np.ndarray]] | None = None,
     x: np.ndarray | None = None,
     progress: bool = False,
+    output: str = "logits",
 ) -> dict[str, Any]:
     """Entry point for one of three OS processes of the replicated three-party
     inference (data owner party 0, model owner party 1): as :func:`process_party`."""
@@ -276,7 +278,9 @@ async def process_party3(
     spec = ModelSpec(tuple(int(d) for d in dims))
     model = from_numpy([(w, b) for w, b in layers]) if layers is not None else None
     on_layer = _show_layer if progress and party.id == 0 else None
-    res = await run_party3(party, spec, batch, cfg, model=model, x=x, on_layer=on_layer)
+    res = await run_party3(
+        party, spec, batch, cfg, model=model, x=x, on_layer=on_layer, output=output
+    )
     out: dict[str, Any] = {
         "roles": list(res.roles),
         "layers": [[ls.name, ls.seconds, ls.bytes_sent, ls.rounds] for ls in res.layers],
@@ -287,6 +291,8 @@ async def process_party3(
     }
     if res.logits is not None:
         out["logits"] = res.logits
+    if res.labels is not None:
+        out["labels"] = res.labels
     if model is not None:
         out["failure_probability"] = _failure3(model, cfg)
     return out

@@ -297,3 +297,11 @@ def test_each_correlation_of_a_provider_is_single_use() -> None:
         with pytest.raises(TripleReuse):
             use()
     c.linear(1)  # another layer's correlation is still fresh
+
+
+def test_a_binary_logit_of_exactly_zero_is_class_0_as_in_plaintext() -> None:
+    model = inf.Model((inf.Linear(np.array([[1.0], [-1.0]]), np.zeros(1)),),
+                      np.array(["neg", "pos"]))
+    x = np.array([[0.0, 0.0], [0.5, 0.5], [0.5, 0.25], [0.25, 0.5]])
+    res = inf.simulate(model, x, parties=3, input_bound=1.0, output="labels")
+    assert res.labels.tolist() == model.predict(x).tolist() == ["neg", "neg", "pos", "neg"]
