@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ._inference_workload import Workload, write_inputs
+from ._simd import cpu_model
 
 HERE = Path(__file__).resolve().parent
 #: environment variable naming the folder of the peers' venvs
@@ -386,23 +387,12 @@ def main(argv: list[str] | None = None) -> int:
         for p in peers
     ]
     for r in recs:
-        r["cpu"] = _cpu_name()
+        r["cpu"] = cpu_model()
         r["machine"] = platform.machine()
         r["workload"] = w.meta
     print(json.dumps(recs[0] if len(recs) == 1 else recs, indent=1))
     return 0 if all(r["failures"] == 0 for r in recs) else 1
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "?"
 
 
 if __name__ == "__main__":

@@ -398,17 +398,20 @@ def _inference_args(params: Mapping[str, Any], io: Mapping[str, Any], party_id: 
     return [None, None]
 
 
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("wb") as fh:
+        np.save(fh, array)
+    os.replace(tmp, path)
+
+
 def _inference_write(result: Mapping[str, Any], io: Mapping[str, Any], party_id: int,
                      base: Path) -> str:
     if "labels" in result:
         labels = np.asarray(result["labels"])
         out = io.get("output")
         if out is not None:
-            path = base / out
-            tmp = path.with_name(path.name + ".part")
-            with tmp.open("wb") as fh:
-                np.save(fh, labels)
-            os.replace(tmp, path)
+            _write_npy(base / out, labels)
         return (f"labels ({labels.size} class indices; the logits stayed secret), latency "
                 f"{result['latency_seconds'] * 1e3:.1f} ms"
                 + (f", written to {base / out}" if out else ""))
@@ -418,11 +421,7 @@ def _inference_write(result: Mapping[str, Any], io: Mapping[str, Any], party_id:
     logits = np.asarray(result["logits"])
     out = io.get("output")
     if out is not None:
-        path = base / out
-        tmp = path.with_name(path.name + ".part")
-        with tmp.open("wb") as fh:
-            np.save(fh, logits)
-        os.replace(tmp, path)
+        _write_npy(base / out, logits)
     return (f"logits {logits.shape}, latency {result['latency_seconds'] * 1e3:.1f} ms"
             + (f", written to {base / out}" if out else ""))
 

@@ -121,19 +121,7 @@ def simulate(
     async def one(party: Any, kw: dict[str, Any]) -> PartyResult:
         return await run_party(party, roles, spec, xs.shape[0], cfg, **kw)
 
-    out = run_local(
-        len(ids),
-        one,
-        args_per_party=[(kw,) for kw in kwargs],
-        network=network if network is not None else InMemoryNetwork(len(ids)),
-        timeout=timeout,
-        return_exceptions=True,
-    )
-    errors = [r for r in out if isinstance(r, BaseException)]
-    if errors:
-        # the cause, not the parties that saw it leave
-        raise next((e for e in errors if not isinstance(e, PeerError)), errors[0])
-    results: list[PartyResult] = list(out)
+    results, out = _run(len(ids), one, kwargs, network, timeout)
     owner = results[roles.data_owner]
     assert owner.logits is not None
     c0 = results[roles.compute[0]]
@@ -206,6 +194,29 @@ async def process_party(
     return out
 
 
+def _run(
+    n: int,
+    one: Any,
+    kwargs: list[dict[str, Any]],
+    network: Network | None,
+    timeout: float,
+) -> tuple[list[PartyResult], Any]:
+    """Every party on one trio loop; the first party's error that is a cause (not a
+    party that saw another leave) is raised."""
+    out = run_local(
+        n,
+        one,
+        args_per_party=[(kw,) for kw in kwargs],
+        network=network if network is not None else InMemoryNetwork(n),
+        timeout=timeout,
+        return_exceptions=True,
+    )
+    errors = [r for r in out if isinstance(r, BaseException)]
+    if errors:
+        raise next((e for e in errors if not isinstance(e, PeerError)), errors[0])
+    return list(out), out
+
+
 def _simulate3(
     model: Model,
     xs: np.ndarray,
@@ -222,18 +233,7 @@ def _simulate3(
     async def one(party: Party, kw: dict[str, Any]) -> PartyResult:
         return await run_party3(party, spec, xs.shape[0], cfg, output=output, **kw)
 
-    out = run_local(
-        3,
-        one,
-        args_per_party=[(kw,) for kw in kwargs],
-        network=network if network is not None else InMemoryNetwork(3),
-        timeout=timeout,
-        return_exceptions=True,
-    )
-    errors = [r for r in out if isinstance(r, BaseException)]
-    if errors:
-        raise next((e for e in errors if not isinstance(e, PeerError)), errors[0])
-    results: list[PartyResult] = list(out)
+    results, out = _run(3, one, kwargs, network, timeout)
     logits = results[0].logits
     if output == "labels":
         assert results[0].labels is not None
