@@ -48,6 +48,7 @@ import numpy as np
 
 from mpcai import _bindings, prg
 from mpcai.errors import InvalidInput, InvalidType, TripleReuse
+from mpcai.sharing.additive import _ring_array as _u64
 from mpcai.validation import check_bytes, check_int
 
 __all__ = [
@@ -135,16 +136,6 @@ def dcf_eval(key: DcfKey, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
     if key.n_bits < 64 and x.size and int(x.max()) >> key.n_bits:
         raise InvalidInput(f"every point must be below 2^{key.n_bits}")
     return _bindings.dcf_eval(key.party, key.n_bits, key.width, key.seeds, key.cw, x, threads)
-
-
-def _u64(x: Any, name: str) -> np.ndarray:
-    if not isinstance(x, np.ndarray):
-        raise InvalidType(f"{name} must be a numpy array, not {type(x).__name__}")
-    if x.dtype == np.int64:
-        return x.view(np.uint64)
-    if x.dtype != np.uint64:
-        raise InvalidType(f"{name} must have dtype uint64 (or int64), not {x.dtype}")
-    return x
 
 
 def _shape(shape: Any) -> tuple[int, ...]:

@@ -157,6 +157,16 @@ def _check_party(party: object) -> int:
     return check_int(party, "party", lo=0, hi=2)
 
 
+def _check_pair(share: RepShare | BinShare) -> None:
+    """Check a share's party and components (uint64, same shape), in place."""
+    object.__setattr__(share, "party", _check_party(share.party))
+    a, b = _u64(share.a, "a"), _u64(share.b, "b")
+    if a.shape != b.shape:
+        raise InvalidInput(f"share components differ in shape: {a.shape} and {b.shape}")
+    object.__setattr__(share, "a", a)
+    object.__setattr__(share, "b", b)
+
+
 @dataclass(frozen=True, slots=True)
 class RepShare:
     """Party ``party``'s share of an arithmetic secret: ``a = x_party``, ``b = x_{party+1}``.
@@ -170,12 +180,7 @@ class RepShare:
     b: np.ndarray
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "party", _check_party(self.party))
-        a, b = _u64(self.a, "a"), _u64(self.b, "b")
-        if a.shape != b.shape:
-            raise InvalidInput(f"share components differ in shape: {a.shape} and {b.shape}")
-        object.__setattr__(self, "a", a)
-        object.__setattr__(self, "b", b)
+        _check_pair(self)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -193,12 +198,7 @@ class BinShare:
     b: np.ndarray
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "party", _check_party(self.party))
-        a, b = _u64(self.a, "a"), _u64(self.b, "b")
-        if a.shape != b.shape:
-            raise InvalidInput(f"share components differ in shape: {a.shape} and {b.shape}")
-        object.__setattr__(self, "a", a)
-        object.__setattr__(self, "b", b)
+        _check_pair(self)
 
     @property
     def shape(self) -> tuple[int, ...]:
