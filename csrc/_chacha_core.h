@@ -607,4 +607,101 @@ static inline int chacha_fp_reader_read(chacha_fp_reader *r, uint64_t *out, size
     return MPCAI_OK;
 }
 
+/* ---- one ChaCha20 block for each of CHACHA_LANES different keys ---------
+ * key[k][l] is word k (0..7) of lane l's 32-byte key; nonce 0, counter
+ * ctr; out[k][l] is word k of lane l's block.  Lanes the caller does not
+ * use hold whatever it left there and are ignored.  The three paths
+ * compute the same function (used by fss.c's DCF and ot.c's hashing).   */
+#define CHACHA_LANES 16
+typedef void (*chacha_lanes_fn)(const uint32_t key[8][CHACHA_LANES], uint32_t ctr,
+                                uint32_t out[16][CHACHA_LANES]);
+
+static inline void chacha_lanes_scalar(const uint32_t key[8][CHACHA_LANES], uint32_t ctr,
+                                       uint32_t out[16][CHACHA_LANES])
+{
+    for (int l = 0; l < CHACHA_LANES; l++) {
+        uint32_t st[16] = {0x61707865u, 0x3320646eu, 0x79622d32u, 0x6b206574u}, o[16];
+        for (int k = 0; k < 8; k++) st[4 + k] = key[k][l];
+        for (int k = 12; k < 16; k++) st[k] = 0;
+        chacha_block(st, ctr, o);
+        for (int k = 0; k < 16; k++) out[k][l] = o[k];
+    }
+}
+
+#if MPCAI_HAVE_AVX2
+__attribute__((target("avx2"))) static inline void
+chacha_lanes_avx2(const uint32_t key[8][CHACHA_LANES], uint32_t ctr,
+                  uint32_t out[16][CHACHA_LANES])
+{
+    const __m256i rot16 = _mm256_set_epi8(13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2,
+                                          13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2);
+    const __m256i rot8 = _mm256_set_epi8(14, 13, 12, 15, 10, 9, 8, 11, 6, 5, 4, 7, 2, 1, 0, 3,
+                                         14, 13, 12, 15, 10, 9, 8, 11, 6, 5, 4, 7, 2, 1, 0, 3);
+    for (int h = 0; h < CHACHA_LANES; h += 8) {
+        __m256i in[16], x[16];
+        in[0] = _mm256_set1_epi32(0x61707865);
+        in[1] = _mm256_set1_epi32(0x3320646e);
+        in[2] = _mm256_set1_epi32(0x79622d32);
+        in[3] = _mm256_set1_epi32(0x6b206574);
+        for (int k = 0; k < 8; k++) in[4 + k] = _mm256_loadu_si256((const __m256i *)&key[k][h]);
+        for (int k = 13; k < 16; k++) in[k] = _mm256_setzero_si256();
+        in[12] = _mm256_set1_epi32((int)ctr);
+        for (int k = 0; k < 16; k++) x[k] = in[k];
+        for (int r = 0; r < 10; r++) {
+            CHACHA_VQR(x[0], x[4], x[8], x[12]);
+            CHACHA_VQR(x[1], x[5], x[9], x[13]);
+            CHACHA_VQR(x[2], x[6], x[10], x[14]);
+            CHACHA_VQR(x[3], x[7], x[11], x[15]);
+            CHACHA_VQR(x[0], x[5], x[10], x[15]);
+            CHACHA_VQR(x[1], x[6], x[11], x[12]);
+            CHACHA_VQR(x[2], x[7], x[8], x[13]);
+            CHACHA_VQR(x[3], x[4], x[9], x[14]);
+        }
+        for (int k = 0; k < 16; k++)
+            _mm256_storeu_si256((__m256i *)&out[k][h], _mm256_add_epi32(x[k], in[k]));
+    }
+}
+#endif
+
+#if MPCAI_HAVE_AVX512
+__attribute__((target(MPCAI_AVX512_TARGET))) static inline void
+chacha_lanes_avx512(const uint32_t key[8][CHACHA_LANES], uint32_t ctr,
+                    uint32_t out[16][CHACHA_LANES])
+{
+    __m512i in[16], x[16];
+    in[0] = _mm512_set1_epi32(0x61707865);
+    in[1] = _mm512_set1_epi32(0x3320646e);
+    in[2] = _mm512_set1_epi32(0x79622d32);
+    in[3] = _mm512_set1_epi32(0x6b206574);
+    for (int k = 0; k < 8; k++) in[4 + k] = _mm512_loadu_si512((const void *)&key[k][0]);
+    for (int k = 13; k < 16; k++) in[k] = _mm512_setzero_si512();
+    in[12] = _mm512_set1_epi32((int)ctr);
+    for (int k = 0; k < 16; k++) x[k] = in[k];
+    for (int r = 0; r < 10; r++) {
+        CHACHA_ZQR(x[0], x[4], x[8], x[12]);
+        CHACHA_ZQR(x[1], x[5], x[9], x[13]);
+        CHACHA_ZQR(x[2], x[6], x[10], x[14]);
+        CHACHA_ZQR(x[3], x[7], x[11], x[15]);
+        CHACHA_ZQR(x[0], x[5], x[10], x[15]);
+        CHACHA_ZQR(x[1], x[6], x[11], x[12]);
+        CHACHA_ZQR(x[2], x[7], x[8], x[13]);
+        CHACHA_ZQR(x[3], x[4], x[9], x[14]);
+    }
+    for (int k = 0; k < 16; k++)
+        _mm512_storeu_si512((void *)&out[k][0], _mm512_add_epi32(x[k], in[k]));
+}
+#endif
+
+/* The lane function of the SIMD path in force. */
+static inline chacha_lanes_fn chacha_lanes_for_level(void)
+{
+#if MPCAI_HAVE_AVX512
+    if (mpcai_internal_simd_level() >= MPCAI_LEVEL_AVX512) return chacha_lanes_avx512;
+#endif
+#if MPCAI_HAVE_AVX2
+    if (mpcai_internal_simd_level() >= MPCAI_LEVEL_AVX2) return chacha_lanes_avx2;
+#endif
+    return chacha_lanes_scalar;
+}
+
 #endif /* MPCAI_CHACHA_CORE_H */

@@ -39,14 +39,6 @@ static size_t dcf_cw_bytes(int n_bits, int width)
            (2u * (size_t)n_bits + 7u) / 8u;
 }
 
-/* One ChaCha20 block of key s || 0^16, nonce 0, counter ctr. */
-static inline void dcf_block(const uint32_t s[4], uint32_t ctr, uint32_t out[16])
-{
-    uint32_t st[16] = {0x61707865u, 0x3320646eu, 0x79622d32u, 0x6b206574u,
-                       s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0};
-    chacha_block(st, ctr, out);
-}
-
 static inline void load_seed(const uint8_t *p, uint32_t s[4])
 {
     for (int i = 0; i < 4; i++) s[i] = chacha_load32_le(p + 4 * i);
@@ -73,95 +65,12 @@ static inline void store64_le(uint8_t *p, uint64_t v)
 }
 
 /* ---- ChaCha20 blocks of up to DCF_LANES different keys at once ---------
- * key[k][l] is word k of lane l's 16-byte seed; out[k][l] is word k of lane
- * l's block.  Lanes >= the count in use hold whatever the caller left there
- * and are ignored.  The three paths compute the same function.            */
-#define DCF_LANES 16
-typedef void (*dcf_blocks_fn)(const uint32_t key[4][DCF_LANES], uint32_t ctr,
-                              uint32_t out[16][DCF_LANES]);
+ * The lane functions of _chacha_core.h: key[k][l] is word k of lane l's
+ * 32-byte key (a DCF seed fills words 0..3, the rest stay zero).          */
+#define DCF_LANES CHACHA_LANES
+typedef chacha_lanes_fn dcf_blocks_fn;
 
-static void dcf_blocks_scalar(const uint32_t key[4][DCF_LANES], uint32_t ctr,
-                              uint32_t out[16][DCF_LANES])
-{
-    for (int l = 0; l < DCF_LANES; l++) {
-        uint32_t s[4] = {key[0][l], key[1][l], key[2][l], key[3][l]}, o[16];
-        dcf_block(s, ctr, o);
-        for (int k = 0; k < 16; k++) out[k][l] = o[k];
-    }
-}
-
-#if MPCAI_HAVE_AVX2
-__attribute__((target("avx2"))) static void
-dcf_blocks_avx2(const uint32_t key[4][DCF_LANES], uint32_t ctr, uint32_t out[16][DCF_LANES])
-{
-    const __m256i rot16 = _mm256_set_epi8(13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2,
-                                          13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2);
-    const __m256i rot8 = _mm256_set_epi8(14, 13, 12, 15, 10, 9, 8, 11, 6, 5, 4, 7, 2, 1, 0, 3,
-                                         14, 13, 12, 15, 10, 9, 8, 11, 6, 5, 4, 7, 2, 1, 0, 3);
-    for (int h = 0; h < DCF_LANES; h += 8) {
-        __m256i in[16], x[16];
-        in[0] = _mm256_set1_epi32(0x61707865);
-        in[1] = _mm256_set1_epi32(0x3320646e);
-        in[2] = _mm256_set1_epi32(0x79622d32);
-        in[3] = _mm256_set1_epi32(0x6b206574);
-        for (int k = 0; k < 4; k++) in[4 + k] = _mm256_loadu_si256((const __m256i *)&key[k][h]);
-        for (int k = 8; k < 16; k++) in[k] = _mm256_setzero_si256();
-        in[12] = _mm256_set1_epi32((int)ctr);
-        for (int k = 0; k < 16; k++) x[k] = in[k];
-        for (int r = 0; r < 10; r++) {
-            CHACHA_VQR(x[0], x[4], x[8], x[12]);
-            CHACHA_VQR(x[1], x[5], x[9], x[13]);
-            CHACHA_VQR(x[2], x[6], x[10], x[14]);
-            CHACHA_VQR(x[3], x[7], x[11], x[15]);
-            CHACHA_VQR(x[0], x[5], x[10], x[15]);
-            CHACHA_VQR(x[1], x[6], x[11], x[12]);
-            CHACHA_VQR(x[2], x[7], x[8], x[13]);
-            CHACHA_VQR(x[3], x[4], x[9], x[14]);
-        }
-        for (int k = 0; k < 16; k++)
-            _mm256_storeu_si256((__m256i *)&out[k][h], _mm256_add_epi32(x[k], in[k]));
-    }
-}
-#endif
-
-#if MPCAI_HAVE_AVX512
-__attribute__((target(MPCAI_AVX512_TARGET))) static void
-dcf_blocks_avx512(const uint32_t key[4][DCF_LANES], uint32_t ctr, uint32_t out[16][DCF_LANES])
-{
-    __m512i in[16], x[16];
-    in[0] = _mm512_set1_epi32(0x61707865);
-    in[1] = _mm512_set1_epi32(0x3320646e);
-    in[2] = _mm512_set1_epi32(0x79622d32);
-    in[3] = _mm512_set1_epi32(0x6b206574);
-    for (int k = 0; k < 4; k++) in[4 + k] = _mm512_loadu_si512((const void *)&key[k][0]);
-    for (int k = 8; k < 16; k++) in[k] = _mm512_setzero_si512();
-    in[12] = _mm512_set1_epi32((int)ctr);
-    for (int k = 0; k < 16; k++) x[k] = in[k];
-    for (int r = 0; r < 10; r++) {
-        CHACHA_ZQR(x[0], x[4], x[8], x[12]);
-        CHACHA_ZQR(x[1], x[5], x[9], x[13]);
-        CHACHA_ZQR(x[2], x[6], x[10], x[14]);
-        CHACHA_ZQR(x[3], x[7], x[11], x[15]);
-        CHACHA_ZQR(x[0], x[5], x[10], x[15]);
-        CHACHA_ZQR(x[1], x[6], x[11], x[12]);
-        CHACHA_ZQR(x[2], x[7], x[8], x[13]);
-        CHACHA_ZQR(x[3], x[4], x[9], x[14]);
-    }
-    for (int k = 0; k < 16; k++)
-        _mm512_storeu_si512((void *)&out[k][0], _mm512_add_epi32(x[k], in[k]));
-}
-#endif
-
-static dcf_blocks_fn dcf_blocks_for_level(void)
-{
-#if MPCAI_HAVE_AVX512
-    if (mpcai_internal_simd_level() >= MPCAI_LEVEL_AVX512) return dcf_blocks_avx512;
-#endif
-#if MPCAI_HAVE_AVX2
-    if (mpcai_internal_simd_level() >= MPCAI_LEVEL_AVX2) return dcf_blocks_avx2;
-#endif
-    return dcf_blocks_scalar;
-}
+static dcf_blocks_fn dcf_blocks_for_level(void) { return chacha_lanes_for_level(); }
 
 /* Half h (0 = L, 1 = R) of lane l's expansion: seed (bit cleared), t, v. */
 static inline uint32_t dcf_half(uint32_t o[16][DCF_LANES], int l, int h, uint32_t s[4],
@@ -180,7 +89,7 @@ static void dcf_gen_group(dcf_blocks_fn blocks, int n, int w, int lanes, const u
                           const uint64_t *beta, const uint8_t *s0b, const uint8_t *s1b,
                           uint8_t *cw, size_t cwb)
 {
-    uint32_t key[2][4][DCF_LANES] = {{{0}}};
+    uint32_t key[2][8][DCF_LANES] = {{{0}}};
     uint32_t o[2][16][DCF_LANES];
     uint32_t t[2][DCF_LANES];
     uint64_t va[DCF_LANES][2];
@@ -253,7 +162,7 @@ static void dcf_eval_group(dcf_blocks_fn blocks, int party, int n, int w, int la
                            const uint8_t *seeds, const uint8_t *cw, size_t cwb,
                            const uint64_t *x, uint64_t *out)
 {
-    uint32_t key[4][DCF_LANES] = {{0}};
+    uint32_t key[8][DCF_LANES] = {{0}};
     uint32_t o[16][DCF_LANES];
     uint32_t t[DCF_LANES];
     uint64_t v[DCF_LANES][2];

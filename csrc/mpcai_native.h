@@ -166,6 +166,16 @@ int mpcai_dcf_gen(int n_bits, int width, const uint64_t *alpha, const uint64_t *
  * (n_keys x 16 bytes), the correction words and points x[k] < 2^n_bits. */
 int mpcai_dcf_eval(int party, int n_bits, int width, const uint8_t *seeds, const uint8_t *cw,
                    const uint64_t *x, size_t n_keys, uint64_t *out, int n_threads);
+/* ---- oblivious-transfer extension (ot.c) ----------------------------- */
+/* For each of n_keys 16-byte keys k_j: `blocks` ChaCha20 blocks (64 bytes
+ * each, counter 0..blocks-1, nonce 0) under the 32-byte key
+ * k_j || le64(tweak + j) || 0^8, written to out + 64 * blocks * j.      */
+int mpcai_chacha_many(const uint8_t *keys, size_t n_keys, uint64_t tweak, size_t blocks,
+                      uint8_t *out);
+/* The transpose of a rows x (8 row_bytes) bit matrix (rows % 8 == 0; bit c
+ * of a row is bit c % 8 of its byte c / 8): out is (8 row_bytes) rows of
+ * rows / 8 bytes, bit r of row c = bit c of input row r.                */
+int mpcai_bit_transpose(const uint8_t *in, size_t rows, size_t row_bytes, uint8_t *out);
 /* END CDEF */
 
 #define MPCAI_FIELD_P ((uint64_t)0x1FFFFFFFFFFFFFFFULL)

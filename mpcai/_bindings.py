@@ -24,6 +24,8 @@ __all__ = [
     "SEED_BYTES",
     "SIMD_PATHS",
     "chacha20_keystream",
+    "bit_transpose",
+    "chacha_many",
     "dcf_eval",
     "dcf_gen",
     "dcf_key_bytes",
@@ -319,6 +321,40 @@ def dcf_eval(
         ),
         "dcf_eval",
     )
+    return out
+
+
+# ---- oblivious-transfer extension -------------------------------------------
+
+
+def chacha_many(keys: np.ndarray, tweak: int, blocks: int) -> np.ndarray:
+    """``blocks`` ChaCha20 blocks per 16-byte key (n x 16 uint8 -> n x 64*blocks uint8)
+    under the key ``k_j || le64(tweak + j) || 0^8``, counter 0.."""
+    if not isinstance(keys, np.ndarray) or keys.ndim != 2:
+        raise InvalidType("keys must be a 2-D numpy array of 16-byte rows")
+    n = keys.shape[0]
+    keys = _u8_rows(keys, "keys", n, 16)
+    tweak = check_int(tweak, "tweak", lo=0, hi=(1 << 64) - 1 - n)
+    blocks = check_int(blocks, "blocks", lo=0, hi=1 << 24)
+    out = np.empty((n, 64 * blocks), dtype=np.uint8)
+    _check(lib.mpcai_chacha_many(_ptr(keys, "uint8_t *"), n, tweak, blocks,
+                                 _ptr(out, "uint8_t *")), "chacha_many")
+    return out
+
+
+def bit_transpose(bits: np.ndarray) -> np.ndarray:
+    """The transpose of a bit matrix held as uint8 rows (``rows x row_bytes``, bits
+    LSB first in each byte, ``rows`` a multiple of 8): ``8 row_bytes`` rows of
+    ``rows / 8`` bytes."""
+    if not isinstance(bits, np.ndarray) or bits.ndim != 2:
+        raise InvalidType("bits must be a 2-D numpy array of uint8 rows")
+    rows, row_bytes = bits.shape
+    if rows % 8:
+        raise InvalidInput(f"the bit matrix needs a multiple of 8 rows, got {rows}")
+    bits = _u8_rows(bits, "bits", rows, row_bytes)
+    out = np.empty((8 * row_bytes, rows // 8), dtype=np.uint8)
+    _check(lib.mpcai_bit_transpose(_ptr(bits, "uint8_t *"), rows, row_bytes,
+                                   _ptr(out, "uint8_t *")), "bit_transpose")
     return out
 
 

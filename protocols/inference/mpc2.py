@@ -78,10 +78,12 @@ _TAG = "inf2"
 class Roles:
     """Who plays what: party ids of the two compute parties, the dealer, the
     data owner and the model owner (owners may be compute parties; the dealer
-    may not be a compute party or an owner)."""
+    may not be a compute party or an owner).  ``dealer=None``: no dealer, the
+    compute parties make their correlations together
+    (:class:`~mpcai.protocols.inference.DealerlessCorrelations`)."""
 
     compute: tuple[int, int] = (0, 1)
-    dealer: int = 2
+    dealer: int | None = 2
     data_owner: int = 0
     model_owner: int = 1
 
@@ -94,14 +96,24 @@ class Roles:
         if self.compute[0] == self.compute[1]:
             raise InvalidInput(f"two distinct compute parties are needed, got {self.compute}")
         for name in ("dealer", "data_owner", "model_owner"):
-            check_int(getattr(self, name), name, lo=0)
+            if name != "dealer" or self.dealer is not None:
+                check_int(getattr(self, name), name, lo=0)
+        if self.dealer is None:
+            return
         if self.dealer in self.compute or self.dealer in (self.data_owner, self.model_owner):
             raise InvalidInput("the dealer must be a party of its own (it learns every mask)")
 
     @property
     def parties(self) -> tuple[int, ...]:
         """Every party id, sorted."""
-        return tuple(sorted({*self.compute, self.dealer, self.data_owner, self.model_owner}))
+        ids = {*self.compute, self.data_owner, self.model_owner}
+        return tuple(sorted(ids if self.dealer is None else {*ids, self.dealer}))
+
+    @property
+    def mask_sources(self) -> tuple[int, ...]:
+        """Who hands the owners the seeds of the masks: the dealer, or without one
+        each compute party (the masks are then the sums of their contributions)."""
+        return self.compute if self.dealer is None else (self.dealer,)
 
 
 @dataclass(frozen=True)
@@ -221,9 +233,15 @@ def bounds(
     return value_bits, failure
 
 
-def max_batch(spec: ModelSpec) -> int:
+def max_batch(spec: ModelSpec, *, dealer: bool = True) -> int:
     """The most rows one run takes: the dealer's message to a compute party (ReLU keys,
-    2,048 bytes each, plus masks) stays below the wire codec's 1 GiB payload limit."""
+    2,048 bytes each, plus masks) stays below the wire codec's 1 GiB payload limit;
+    without a dealer, the correlated-OT correction words of the mask products
+    (``64 d_in d_out`` vectors of ~5.4 bytes per row for each linear layer)."""
+    if not dealer:
+        d = spec.dims
+        per_row = sum(d[i] * d[i + 1] for i in range(spec.n_linear)) * 64 * 43 // 8
+        return max(1, int(0.9 * 2**30) // max(1, per_row))
     per_row = sum(spec.dims[1:-1]) * (fss.dcf_key_bytes(63, 2) + 40) + 8 * sum(spec.dims) * 2
     return max(1, int(0.9 * 2**30) // max(1, per_row))
 
@@ -339,20 +357,23 @@ async def _dealer(
 async def _model_owner(net: _Router, roles: Roles, model: Model, cfg: InferenceConfig) -> float:
     spec = ModelSpec.of(model)
     _bits, failure = bounds(model, cfg)
-    seeds = await net.recv(roles.dealer, f"{_TAG}/wmask-owner")
-    if not isinstance(seeds, list) or len(seeds) != spec.n_linear:
-        raise MisbehaviourDetected("weight masks: malformed message from the dealer")
+    # the weight mask of layer i is the sum of the expansions of every seed received
+    # for it: the dealer's two (one per compute party) or each compute party's own
+    per_source = 2 if roles.dealer is not None else 1
+    masks = [np.zeros(lin.weight.shape, dtype=np.uint64) for lin in model.linears]
+    for src in roles.mask_sources:
+        seeds = await net.recv(src, f"{_TAG}/wmask-owner")
+        if not isinstance(seeds, list) or len(seeds) != spec.n_linear:
+            raise MisbehaviourDetected(f"weight masks: malformed message from party {src}")
+        for i, group in enumerate(seeds):
+            if not isinstance(group, list) or len(group) != per_source:
+                raise MisbehaviourDetected(f"weight masks: malformed message from party {src}")
+            for sd in group:
+                masks[i] += _expand(_seed(sd, "weight mask"), f"w-mask/{i}", masks[i].shape)
     f = cfg.frac_bits
     w_hat, bias0, bias1 = [], [], []
     for i, lin in enumerate(model.linears):
-        pair = seeds[i]
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise MisbehaviourDetected("weight masks: malformed message from the dealer")
-        shape = lin.weight.shape
-        mask = _expand(_seed(pair[0], "weight mask"), f"w-mask/{i}", shape) + _expand(
-            _seed(pair[1], "weight mask"), f"w-mask/{i}", shape
-        )
-        w_hat.append(encoding.encode_fixed(lin.weight, f) + mask)
+        w_hat.append(encoding.encode_fixed(lin.weight, f) + masks[i])
         b = encoding.encode_fixed(lin.bias, 2 * f)
         share0 = prg.random_ring(b.size)
         bias0.append(share0)
@@ -376,12 +397,15 @@ async def _data_owner(
             f"a feature is {float(np.max(np.abs(x))):g} in absolute value, beyond the agreed "
             f"input_bound {cfg.input_bound:g}"
         )
-    seed = _seed(await net.recv(roles.dealer, f"{_TAG}/x-mask"), "input mask")
+    mask = np.zeros(x.shape, dtype=np.uint64)
+    for src in roles.mask_sources:
+        mask += _expand(_seed(await net.recv(src, f"{_TAG}/x-mask"), "input mask"), "x-mask",
+                        x.shape)
     # the online phase starts when both compute parties hold their correlations
     for party in roles.compute:
         if await net.recv(party, f"{_TAG}/ready") != 1:
             raise MisbehaviourDetected("a compute party sent a malformed ready message")
-    x_hat = encoding.encode_fixed(x, cfg.frac_bits) + _expand(seed, "x-mask", x.shape)
+    x_hat = encoding.encode_fixed(x, cfg.frac_bits) + mask
     t0 = time.perf_counter()
     before = net.party.stats.bytes_sent
     # to the other party first: a compute party that is also the data owner starts
@@ -421,7 +445,14 @@ class Correlations(abc.ABC):
     def _linear(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
     @abc.abstractmethod
-    def _relu(self, i: int) -> fss.ReluKey: ...
+    def _relu(self, i: int) -> fss.ReluKey | ReluGate: ...
+
+    def mask_seeds(self) -> tuple[list[bytes], bytes] | None:
+        """Without a dealer: this party's seeds of its weight-mask shares (one per
+        linear layer, expanded under ``"w-mask/<i>"``) and of its first input-mask
+        share (``"x-mask"``), which the owners add up; ``None`` (the default) when
+        a dealer hands the owners the masks."""
+        return None
 
     def _once(self, what: str) -> None:
         used: set[str] = self.__dict__.setdefault("_used", set())
@@ -439,10 +470,19 @@ class Correlations(abc.ABC):
         self._once(f"input mask {i}")
         return self._linear(i)[0]
 
-    def relu(self, i: int) -> fss.ReluKey:
-        """The ReLU key of hidden layer ``i`` (once)."""
+    def relu(self, i: int) -> fss.ReluKey | ReluGate:
+        """The ReLU key (or interactive gate) of hidden layer ``i`` (once)."""
         self._once(f"relu {i}")
         return self._relu(i)
+
+
+class ReluGate(abc.ABC):
+    """An interactive ReLU for a provider without FSS keys: ``apply`` takes this
+    party's share of ``y`` and returns its share of ``max(y, 0)``, exchanging
+    messages with the other compute party as it needs."""
+
+    @abc.abstractmethod
+    async def apply(self, y: np.ndarray) -> np.ndarray: ...
 
 
 class DealerCorrelations(Correlations):
@@ -514,6 +554,15 @@ async def _compute(
     dims, f = spec.dims, cfg.frac_bits
     t0 = time.perf_counter()
     provider = correlations(net.party, roles, spec, batch)
+    seeds = provider.mask_seeds()
+    if (seeds is None) != (roles.dealer is not None):
+        raise InvalidInput(
+            "a run without a dealer needs a provider that hands the owners mask seeds "
+            "(DealerlessCorrelations), and a run with one a provider that does not"
+        )
+    if seeds is not None:
+        await net.send(roles.model_owner, f"{_TAG}/wmask-owner", [[sd] for sd in seeds[0]])
+        await net.send(roles.data_owner, f"{_TAG}/x-mask", seeds[1])
     await provider.fetch()
     model = _dict(
         await net.recv(roles.model_owner, f"{_TAG}/model"), ("w_hat", "bias", "failure"), "model"
@@ -563,10 +612,15 @@ async def _compute(
         )
         t, b0, r0 = time.perf_counter(), stats.bytes_sent, stats.rounds
         key = provider.relu(i)
-        masked = key.mask(y)
-        await net.send(other, f"{_TAG}/relu/{i}", masked)
-        y_hat = masked + _arr(await net.recv(other, f"{_TAG}/relu/{i}"), y.shape, "ReLU opening")
-        h = key.relu(y_hat, threads=cfg.threads)
+        if isinstance(key, ReluGate):
+            h = await key.apply(y)
+        else:
+            masked = key.mask(y)
+            await net.send(other, f"{_TAG}/relu/{i}", masked)
+            y_hat = masked + _arr(
+                await net.recv(other, f"{_TAG}/relu/{i}"), y.shape, "ReLU opening"
+            )
+            h = key.relu(y_hat, threads=cfg.threads)
         nxt = h + provider.next_mask(i + 1)
         await net.send(other, f"{_TAG}/open/{i}", nxt)
         x_hat = nxt + _arr(await net.recv(other, f"{_TAG}/open/{i}"), h.shape, "layer opening")
@@ -623,10 +677,10 @@ async def run_party(
     if not isinstance(cfg, InferenceConfig):
         raise InvalidType(f"cfg must be an InferenceConfig, not {type(cfg).__name__}")
     batch = check_int(batch, "batch", lo=1, hi=1 << 24)
-    max_rows = max_batch(spec)
+    max_rows = max_batch(spec, dealer=roles.dealer is not None)
     if batch > max_rows:
         raise InvalidInput(
-            f"a batch of {batch} rows needs more ReLU keys than one message carries (1 GiB): "
+            f"a batch of {batch} rows needs more correlations than one message carries (1 GiB): "
             f"run at most {max_rows} rows at a time"
         )
     me = party.id
@@ -674,7 +728,16 @@ async def run_party(
         jobs.append(lambda: _dealer(net, roles, spec, batch, cfg))
     if me in roles.compute:
         mine.append(f"compute{roles.compute.index(me)}")
-        make = correlations if correlations is not None else DealerCorrelations
+        if correlations is not None:
+            make = correlations
+        elif roles.dealer is not None:
+            make = DealerCorrelations
+        else:
+            from ._dealerless import DealerlessCorrelations
+
+            def make(p: Party, r: Roles, s: ModelSpec, b: int) -> Correlations:
+                return DealerlessCorrelations(p, r, s, b, cfg=cfg)
+
         jobs.append(lambda: _compute(net, roles, spec, batch, cfg, result, on_layer, make))
     result.roles = tuple(mine)
     try:

@@ -64,7 +64,10 @@ def simulate(
 
     ``parties=2`` (``provider="dealer"``, the default): two compute parties and
     a dealer (by default the data owner is compute party 0 and the model
-    owner compute party 1, the dealer party 2).  ``parties=3``
+    owner compute party 1, the dealer party 2); ``provider="dealerless"``: the
+    same two compute parties and no third party at all (correlations by
+    oblivious transfer between them, ReLUs by a comparison circuit: see
+    :class:`DealerlessCorrelations`).  ``parties=3``
     (``provider="replicated"``): three compute parties on replicated shares,
     no dealer (data owner party 0, model owner party 1; ``roles`` is not
     used); every layer is truncated.  ``input_bound`` defaults to the
@@ -84,10 +87,10 @@ def simulate(
     check_int(parties, "parties", lo=2, hi=3)
     if provider is None:
         provider = "dealer" if parties == 2 else "replicated"
-    if (parties, provider) not in ((2, "dealer"), (3, "replicated")):
+    if (parties, provider) not in ((2, "dealer"), (2, "dealerless"), (3, "replicated")):
         raise InvalidInput(
             f"parties={parties}, provider={provider!r} is not available: use parties=2 with "
-            "provider='dealer', or parties=3 (replicated sharing, no dealer)"
+            "provider='dealer' or 'dealerless', or parties=3 (replicated sharing, no dealer)"
         )
     bound = float(np.max(np.abs(xs))) if input_bound is None else input_bound
     cfg = InferenceConfig(
@@ -109,7 +112,13 @@ def simulate(
         return _simulate3(model, xs, cfg, network, timeout, output)
     if output != "logits":
         raise InvalidInput("output='labels' (arg max under MPC) needs parties=3 for now")
-    roles = roles if roles is not None else Roles()
+    if roles is None:
+        roles = Roles(dealer=None) if provider == "dealerless" else Roles()
+    elif (roles.dealer is None) != (provider == "dealerless"):
+        raise InvalidInput(
+            f"provider={provider!r} and roles.dealer={roles.dealer!r} disagree: the dealerless "
+            "provider runs without a dealer (dealer=None), the dealer's needs one"
+        )
     spec = ModelSpec.of(model)
     ids = roles.parties
     if ids != tuple(range(len(ids))):

@@ -1,0 +1,286 @@
+"""Two-party inference without a dealer: the compute parties make the correlations together.
+
+The online protocol is :mod:`.mpc2`'s (masked wires, local GEMMs, SecureML truncation);
+what changes is where the correlations come from and how a ReLU runs.
+
+**Masks.**  Each compute party ``b`` draws its own shares ``R_b`` (the input mask of
+every linear layer) and ``B_b`` (the weight mask) from seeds; it hands the model owner
+the seeds of ``B_b`` and the data owner the seed of the first ``R_b``, who add the two
+contributions (as they would add a dealer's two seeds).  The product share needs the
+cross terms: ``R B = R_0 B_0 + R_1 B_1 + R_0 B_1 + R_1 B_0``; each cross term is
+Gilboa's product by correlated OT (:func:`mpcai.sharing.ot.cot_send`): the party with
+``B`` chooses with its 64 bits per entry, the party with ``R`` sends the correction
+words of ``R``'s columns.  Bytes: about ``5.4 * 64 * batch * d_in * d_out`` per
+direction and linear layer (the price of not having a dealer: a dealer sends a seed).
+
+**ReLU** (no FSS keys: those need a dealer).  With ``|y| < 2^L`` (``L`` from the
+truncation bound every party knows: ``max_failure`` caps the hidden values' bits),
+``y >= 0`` is bit ``L`` of ``y + 2^L`` modulo ``2^(L + 1)``; modulo ``2^(L+1)`` the
+shares reduce locally, and that bit is the XOR of the shares' bit ``L`` and the carry
+out of their low ``L`` bits, ``[a > b]`` with ``a`` party 0's low bits and ``b = 2^L -
+1 -`` party 1's: a millionaires' comparison, a tree of AND gates on XOR shares (the
+leaves ``a_j & ~b_j``, then ``g = g_hi ^ (e_hi & g_lo)``, ``e = e_hi & e_lo``):
+``1 + ceil(log2 L)`` rounds, about ``3 L`` AND triples per element, made from random
+OTs (:func:`mpcai.sharing.ot.and_triples`).  The ReLU is then ``d * y`` by two OTs per
+element (a multiplexer: each party's share of ``d y_b`` from the other's choice bit),
+two more rounds.
+
+**Offline flights** (between the compute parties): the OT set-up (2), the extension
+messages of every batch (1), the correlated-OT correction words (1).
+
+Security: semi-honest, as the rest of :mod:`.mpc2` (the threat model of the package,
+with "the dealer" removed: the two compute parties do not collude).  OT security rests
+on the hardness of discrete logarithms in Ed25519 (the base OTs) and on ChaCha20 as a
+correlation-robust hash (the extension).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from mpcai import prg
+from mpcai.errors import InvalidInput, MisbehaviourDetected
+from mpcai.runtime import Party
+from mpcai.sharing import beaver, ot
+
+from .mpc2 import Correlations, InferenceConfig, ModelSpec, ReluGate, Roles
+
+__all__ = ["DealerlessCorrelations", "comparison_ands"]
+
+_TAG = "inf2/dl"
+
+
+def comparison_ands(bits: int) -> tuple[int, int]:
+    """AND gates and rounds of the ``bits``-bit comparison tree (per element)."""
+    n, total, rounds = bits, bits, 1
+    while n > 1:
+        p = n // 2
+        total += 2 * p - (1 if n % 2 == 0 else 0)
+        n = p + n % 2
+        rounds += 1
+    return total, rounds
+
+
+def relu_bits(cfg: InferenceConfig, width: int) -> int:
+    """``L`` with ``|y| < 2^L`` for every hidden value ``y`` (scale ``frac_bits``) of a
+    layer of ``width`` outputs whose truncation meets ``max_failure``: the model
+    owner's layer bits ``v`` satisfy ``|z| < 2^(v - 1)`` at scale ``2 frac_bits`` and
+    ``v <= value_bits_bound(max_failure, width)``."""
+    v = beaver.value_bits_bound(cfg.max_failure, width)
+    return max(1, min(61, v - cfg.frac_bits))
+
+
+def _packed(bits: np.ndarray) -> np.ndarray:
+    return np.packbits(bits.reshape(-1), bitorder="little")
+
+
+def _unpacked(obj: Any, n: int, what: str) -> np.ndarray:
+    want = (n + 7) // 8
+    if not isinstance(obj, np.ndarray) or obj.dtype != np.uint8 or obj.shape != (want,):
+        raise MisbehaviourDetected(f"{what}: {want} bytes of packed bits expected")
+    return np.unpackbits(obj, bitorder="little", count=n)
+
+
+class _BitRelu(ReluGate):
+    """One hidden layer's ReLU from AND triples and multiplexer OTs."""
+
+    def __init__(self, party: Party, other: int, me: int, tag: str, shape: tuple[int, int],
+                 bits: int, triples: ot.AndTriples, mux_sent: tuple[np.ndarray, np.ndarray],
+                 mux_choice: np.ndarray, mux_recv: np.ndarray) -> None:
+        self._party, self._other, self._me, self._tag = party, other, me, tag
+        self._shape, self._bits = shape, bits
+        self._t, self._used = triples, 0
+        self._mux_sent, self._mux_choice, self._mux_recv = mux_sent, mux_choice, mux_recv
+
+    async def _swap(self, tag: str, obj: Any) -> Any:
+        await self._party.send(self._other, f"{self._tag}/{tag}", obj)
+        return await self._party.recv(self._other, f"{self._tag}/{tag}")
+
+    async def _and(self, tag: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """XOR shares of ``x & y`` (uint8 0/1 arrays of one shape), one round."""
+        n = x.size
+        lo, hi = self._used, self._used + n
+        if hi > self._t.a.size:
+            raise InvalidInput("the ReLU gate ran out of AND triples")
+        self._used = hi
+        a, b, c = (v[lo:hi].reshape(x.shape) for v in (self._t.a, self._t.b, self._t.c))
+        d_mine, e_mine = x ^ a, y ^ b
+        got = await self._swap(tag, _packed(np.concatenate([d_mine.reshape(-1),
+                                                            e_mine.reshape(-1)])))
+        both = _unpacked(got, 2 * n, "AND gate opening")
+        d = d_mine ^ both[:n].reshape(x.shape)
+        e = e_mine ^ both[n:].reshape(x.shape)
+        z = c ^ (d & b) ^ (e & a)
+        if self._me == 0:
+            z ^= d & e
+        return z
+
+    async def apply(self, y: np.ndarray) -> np.ndarray:
+        if y.shape != self._shape:
+            raise InvalidInput(f"ReLU input of shape {y.shape}, the gate is for {self._shape}")
+        L, me = self._bits, self._me
+        low = np.uint64((1 << L) - 1)
+        u = (y + np.uint64(1 << L)) if me == 0 else y.copy()
+        top = ((u >> np.uint64(L)) & np.uint64(1)).astype(np.uint8)
+        lo = u & low
+        val = lo if me == 0 else low - lo
+        bits = ((val.reshape(-1, 1) >> np.arange(L - 1, -1, -1, dtype=np.uint64))
+                & np.uint64(1)).astype(np.uint8)  # column 0 = the most significant bit
+        zero = np.zeros_like(bits)
+        # leaves: g_j = a_j & ~b_j, e_j = ~(a_j ^ b_j); party 1 holds ~b_j
+        mine = bits if me == 0 else 1 - bits
+        g = await self._and("leaf", mine if me == 0 else zero, mine if me == 1 else zero)
+        e = mine.copy()
+        level = 0
+        while g.shape[1] > 1:
+            n = g.shape[1]
+            p = n // 2
+            g_hi, g_lo = g[:, 0 : 2 * p : 2], g[:, 1 : 2 * p : 2]
+            e_hi, e_lo = e[:, 0 : 2 * p : 2], e[:, 1 : 2 * p : 2]
+            # the lowest group's e is never used: skip its AND when it is a pair
+            ne = p - 1 if n % 2 == 0 else p
+            z = await self._and(
+                f"tree{level}",
+                np.concatenate([e_hi, e_hi[:, :ne]], axis=1),
+                np.concatenate([g_lo, e_lo[:, :ne]], axis=1),
+            )
+            g_new = g_hi ^ z[:, :p]
+            e_new = np.concatenate([z[:, p:], e_hi[:, ne:] & 0], axis=1)
+            if n % 2:
+                g_new = np.concatenate([g_new, g[:, -1:]], axis=1)
+                e_new = np.concatenate([e_new, e[:, -1:]], axis=1)
+            g, e = g_new, e_new
+            level += 1
+        d = (top.reshape(-1) ^ g[:, 0]).astype(np.uint8)  # XOR share of [y >= 0]
+        if self._used != self._t.a.size:
+            raise InvalidInput("the ReLU gate's AND triples do not match its comparison")
+        return (await self._mux(d, y.reshape(-1))).reshape(self._shape)
+
+    async def _mux(self, d: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Shares of ``d * y`` (``d`` XOR-shared, ``y`` additively): two rounds."""
+        n = d.size
+        e_peer = _unpacked(await self._swap("mux-e", _packed(d ^ self._mux_choice)), n,
+                           "multiplexer choice")
+        m0, m1 = self._mux_sent
+        r = prg.random_ring(n)
+        msg0 = -r + np.where(d == 1, y, np.uint64(0))  # choice v = 0: (d_me ^ 0) * y_me
+        msg1 = -r + np.where(d == 0, y, np.uint64(0))  # choice v = 1: (d_me ^ 1) * y_me
+        pad0 = np.where(e_peer == 1, m1, m0)  # m_{0 ^ e}
+        pad1 = np.where(e_peer == 1, m0, m1)  # m_{1 ^ e}
+        got = await self._swap("mux-u", np.stack([msg0 + pad0, msg1 + pad1]))
+        if not isinstance(got, np.ndarray) or got.dtype != np.uint64 or got.shape != (2, n):
+            raise MisbehaviourDetected("multiplexer: a (2, n) uint64 array expected")
+        x = np.where(d == 1, got[1], got[0]) - self._mux_recv
+        return r + x
+
+
+class DealerlessCorrelations(Correlations):
+    """Correlations the two compute parties make together, by oblivious transfer."""
+
+    def __init__(self, party: Party, roles: Roles, spec: ModelSpec, batch: int, *,
+                 cfg: InferenceConfig) -> None:
+        self._party, self._roles, self._spec, self._batch, self._cfg = (
+            party, roles, spec, batch, cfg)
+        self._me = roles.compute.index(party.id)
+        self._other = roles.compute[1 - self._me]
+        n = spec.n_linear
+        self._b_seeds = [prg.new_seed() for _ in range(n)]
+        self._x_seed = prg.new_seed()
+        dims = spec.dims
+        self._r = [
+            prg.ring_vector(prg.derive_seed(self._x_seed, "x-mask"), batch * dims[0]).reshape(
+                batch, dims[0])
+            if i == 0 else prg.random_ring(batch * dims[i]).reshape(batch, dims[i])
+            for i in range(n)
+        ]
+        self._b = [
+            prg.ring_vector(prg.derive_seed(s, f"w-mask/{i}"), dims[i] * dims[i + 1]).reshape(
+                dims[i], dims[i + 1])
+            for i, s in enumerate(self._b_seeds)
+        ]
+        self._rb: list[np.ndarray] = []
+        self._gates: list[_BitRelu] = []
+        #: bytes this party sent in the offline phase, and its seconds per step
+        self.offline_bytes = 0
+
+    def mask_seeds(self) -> tuple[list[bytes], bytes]:
+        return list(self._b_seeds), self._x_seed
+
+    async def _swap(self, tag: str, obj: Any) -> Any:
+        await self._party.send(self._other, f"{_TAG}/{tag}", obj)
+        return await self._party.recv(self._other, f"{_TAG}/{tag}")
+
+    async def fetch(self) -> None:
+        spec, batch, dims, cfg = self._spec, self._batch, self._spec.dims, self._cfg
+        sent0 = self._party.stats.bytes_sent
+        session = ot.OTSession()
+        session.finish(await self._swap("answer", session.answer(await self._swap(
+            "hello", session.hello()))))
+        n = spec.n_linear
+        # the batches this party chooses in, in order: the mask products, AND triples, mux
+        relu_shapes = [(batch, dims[i + 1]) for i in range(n - 1)]
+        relu_l = [relu_bits(cfg, dims[i + 1]) for i in range(n - 1)]
+        n_and = sum(
+            math.prod(sh) * comparison_ands(b)[0]
+            for sh, b in zip(relu_shapes, relu_l, strict=True)
+        )
+        n_mux = sum(math.prod(sh) for sh in relu_shapes)
+        and_choice = np.unpackbits(np.frombuffer(prg.ring_vector(prg.new_seed(), (n_and + 63)
+                                                 // 64).tobytes(), dtype=np.uint8),
+                                   bitorder="little", count=n_and)
+        mux_choice = np.unpackbits(np.frombuffer(prg.ring_vector(prg.new_seed(), (n_mux + 63)
+                                                 // 64).tobytes(), dtype=np.uint8),
+                                   bitorder="little", count=n_mux)
+        chosen: list[tuple[np.ndarray, int]] = [
+            (ot.gilboa_choices(self._b[i]), ot.cot_blocks(batch)) for i in range(n)
+        ]
+        chosen += [(and_choice, 1), (mux_choice, 1)]
+        msgs, outs = [], []
+        for choices, blocks in chosen:
+            msg, out = session.receive(choices, blocks)
+            msgs.append(msg)
+            outs.append(out)
+        peer_msgs = await self._swap("extend", msgs)
+        if not isinstance(peer_msgs, list) or len(peer_msgs) != len(chosen):
+            raise MisbehaviourDetected("OT extension: malformed message from the peer")
+        sent = [
+            session.send(choices.size, m, blocks)
+            for (choices, blocks), m in zip(chosen, peer_msgs, strict=True)
+        ]
+        # Gilboa: my R_i times the peer's B_i (I send), the peer's R_i times my B_i
+        words, mine = [], []
+        for i in range(n):
+            w, share = ot.cot_send(self._r[i], dims[i + 1], *sent[i])
+            words.append(w)
+            mine.append(share)
+        peer_words = await self._swap("cot", words)
+        if not isinstance(peer_words, list) or len(peer_words) != n:
+            raise MisbehaviourDetected("correlated OT: malformed message from the peer")
+        for i in range(n):
+            theirs = ot.cot_receive(self._b[i], batch, outs[i], peer_words[i])
+            self._rb.append(beaver.ring_matmul(self._r[i], self._b[i]) + mine[i] + theirs)
+        triples = ot.and_triples(sent[n], outs[n], and_choice)
+        mux_sent = tuple(v.view(np.uint64)[:, 0] for v in sent[n + 1])
+        mux_recv = outs[n + 1].view(np.uint64)[:, 0]
+        a0 = m0 = 0
+        for i, (shape, bits) in enumerate(zip(relu_shapes, relu_l, strict=True)):
+            count = math.prod(shape)
+            k = count * comparison_ands(bits)[0]
+            part = ot.AndTriples(triples.a[a0:a0 + k], triples.b[a0:a0 + k],
+                                 triples.c[a0:a0 + k])
+            self._gates.append(_BitRelu(
+                self._party, self._other, self._me, f"{_TAG}/relu{i}", shape, bits, part,
+                (mux_sent[0][m0:m0 + count], mux_sent[1][m0:m0 + count]),
+                mux_choice[m0:m0 + count], mux_recv[m0:m0 + count]))
+            a0 += k
+            m0 += count
+        self.offline_bytes = self._party.stats.bytes_sent - sent0
+
+    def _linear(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._r[i], self._rb[i], self._b[i]
+
+    def _relu(self, i: int) -> _BitRelu:
+        return self._gates[i]
