@@ -73,6 +73,29 @@ A packed ciphertext counts its summands; adding past ``K`` raises
 :class:`~mpcai.errors.SlotOverflow`, as do values outside the range at
 encryption.
 
+**Threshold decryption** (:func:`deal_threshold_keys`, :class:`ThresholdPublicKey`,
+:class:`KeyShare`, :func:`partial_decrypt`, :func:`verify_partial`,
+:func:`combine`): Damgård–Jurik's threshold Paillier (PKC 2001, section 4;
+Fouque–Poupard–Stern 2000) for a committee of ``l`` holders, any ``t`` of
+whom decrypt.  A **trusted dealer** makes the key: ``n = pq`` from safe
+primes, the secret ``d`` (``0 mod p'q'``, ``1 mod n``) Shamir-shared over
+``Z_{n p'q'}``, and the DJN ``h_s`` made honestly, so clients encrypt with the
+ordinary public key (``ThresholdPublicKey.public_key``; every function
+taking a public key accepts the threshold key).  The dealer knows
+everything, so it must be trusted and forget; there is no distributed key
+generation.  Holder ``i`` publishes ``c^(2 Δ s_i)`` (``Δ = l!``,
+``powmod_sec``) for each ciphertext with one batched Chaum–Pedersen proof
+(Fiat–Shamir, SHA-256) against its verification key ``v^(Δ s_i)``;
+:func:`combine` verifies the proofs, names holders whose proofs fail
+(:class:`~mpcai.errors.MisbehaviourDetected`), refuses fewer than ``t``
+partials (:class:`~mpcai.errors.NotEnoughShares`) and decodes scalars and
+packed vectors as :meth:`PrivateKey.decrypt` and :func:`decrypt_packed` do.
+A partial decryption costs one exponentiation modulo ``n^2`` with a
+``~2k``-bit exponent per ciphertext (no CRT: 28 ms at 2048 bits on a 2-core
+EPYC, ~7x a CRT decryption's 3.9 ms).  The public key, key shares and partial
+decryptions have binary forms (``PTK``, ``PKS``, ``PTD``) parsed with the same
+length checks and the same 2048-bit floor.
+
 **Bulk and multi-core.**  :func:`encrypt_array`, :func:`decrypt_array`,
 :func:`encrypt_packed`, :func:`decrypt_packed` take ``workers`` (default 1;
 0 means every core).  Decryption with ``workers > 1`` runs in threads:
@@ -143,6 +166,8 @@ ciphertext constructors, ``deserialize``, ``from_phe_json``) and converted by
 #   _bulk      bulk encryption / decryption on several cores (workers=)
 #   _array     EncryptedArray, encrypt_array, decrypt_array
 #   _packing   PackingSpec, PackedCiphertext, encrypt_packed, decrypt_packed
+#   _threshold ThresholdPublicKey, KeyShare, PartialDecryption, deal_threshold_keys,
+#              partial_decrypt, verify_partial, combine (safe primes, proofs)
 
 from . import _keys
 from ._array import EncryptedArray as EncryptedArray
@@ -156,6 +181,13 @@ from ._packing import PackedCiphertext as PackedCiphertext
 from ._packing import PackingSpec as PackingSpec
 from ._packing import decrypt_packed as decrypt_packed
 from ._packing import encrypt_packed as encrypt_packed
+from ._threshold import KeyShare as KeyShare
+from ._threshold import PartialDecryption as PartialDecryption
+from ._threshold import ThresholdPublicKey as ThresholdPublicKey
+from ._threshold import combine as combine
+from ._threshold import deal_threshold_keys as deal_threshold_keys
+from ._threshold import partial_decrypt as partial_decrypt
+from ._threshold import verify_partial as verify_partial
 
 # assigned, not imported, so that the API reference finds their docstrings
 MIN_KEY_BITS: int = _keys.MIN_KEY_BITS
@@ -169,15 +201,22 @@ __all__ = [
     "MIN_KEY_BITS",
     "EncryptedArray",
     "EncryptedNumber",
+    "KeyShare",
     "PackedCiphertext",
     "PackingSpec",
+    "PartialDecryption",
     "PrivateKey",
     "PublicKey",
+    "ThresholdPublicKey",
+    "combine",
+    "deal_threshold_keys",
     "decrypt_array",
     "decrypt_packed",
     "encrypt_array",
     "encrypt_packed",
     "generate_keypair",
+    "partial_decrypt",
+    "verify_partial",
 ]
 
 # The public classes and functions live here for their users: reprs, pickles,

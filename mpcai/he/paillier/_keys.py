@@ -165,6 +165,15 @@ class PublicKey:
         nude = (1 + self._encode(m) * self.n) % self.nsquare
         return nude * gmpy2.powmod(mpz(r), self.n, self.nsquare) % self.nsquare
 
+    def _signed(self, residue: mpz) -> int:
+        """The signed plaintext of a decrypted residue in ``[0, n)`` (phe's convention);
+        shared by :class:`PrivateKey` and threshold decryption."""
+        if residue <= self.max_int:
+            return int(residue)
+        if residue >= self.n - self.max_int:
+            return int(residue - self.n)
+        raise EncodingOverflow("decrypted value is in the overflow band (|m| > n // 3 - 1)")
+
     def _check_ciphertext(self, c: object) -> mpz:
         cm = mpz(check_int(c, "ciphertext"))
         if not 0 < cm < self.nsquare:
@@ -336,12 +345,7 @@ class PrivateKey:
             return [self._decrypt_residue(c) for c in cts]
 
     def _signed(self, residue: mpz) -> int:
-        pub = self.public_key
-        if residue <= pub.max_int:
-            return int(residue)
-        if residue >= pub.n - pub.max_int:
-            return int(residue - pub.n)
-        raise EncodingOverflow("decrypted value is in the overflow band (|m| > n // 3 - 1)")
+        return self.public_key._signed(residue)
 
     def decrypt(self, encrypted: EncryptedNumber) -> int | float:
         """An int when ``frac_bits == 0``, else the float ``m / 2^frac_bits``.  A

@@ -234,11 +234,17 @@ def decrypt_packed(key: PrivateKey, packed: PackedCiphertext, *, workers: int = 
     assert isinstance(key, PrivateKey)
     if packed.public_key != key.public_key:
         raise InvalidCiphertext("ciphertexts were made under another public key")
+    return decode_slots(packed, bulk_decrypt(key, packed._cs, workers))
+
+
+def decode_slots(packed: PackedCiphertext, residues: list[mpz]) -> np.ndarray:
+    """The slot sums of ``packed`` from its plaintext residues (one per ciphertext, in
+    ``[0, n)``), checked against the range of ``packed.summands`` honest vectors; shared
+    by :func:`decrypt_packed` and threshold decryption (``_threshold.combine``)."""
     spec = packed.spec
-    k = spec.slot_count(key.public_key)
+    k = spec.slot_count(packed.public_key)
     sb = spec.slot_bits // 8
     step = k * sb
-    residues = bulk_decrypt(key, packed._cs, workers)
     limit = mpz(1) << (k * spec.slot_bits)
     if any(r >= limit for r in residues):
         raise SlotOverflow("packed plaintext exceeds its slots (corrupted or wrong spec)")

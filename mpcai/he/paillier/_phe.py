@@ -34,6 +34,13 @@ def key_arg(key: object, *, private: bool = False) -> PublicKey | PrivateKey:
         return key
     if isinstance(key, PublicKey) and not private:
         return key
+    from ._threshold import ThresholdPublicKey  # built on this module: imported on use
+
+    if isinstance(key, ThresholdPublicKey):
+        if private:
+            raise InvalidType("a ThresholdPublicKey cannot decrypt alone: combine the "
+                              "holders' partial decryptions (combine)")
+        return key.public_key
     import phe
 
     if isinstance(key, phe.PaillierPrivateKey):
@@ -52,6 +59,10 @@ def pub_arg(public_key: object) -> PublicKey:
     """``public_key`` as our :class:`PublicKey` (a phe public key is converted)."""
     if isinstance(public_key, PublicKey):
         return public_key
+    from ._threshold import ThresholdPublicKey  # built on this module: imported on use
+
+    if isinstance(public_key, ThresholdPublicKey):
+        return public_key.public_key
     import phe
 
     if isinstance(public_key, phe.PaillierPublicKey):
