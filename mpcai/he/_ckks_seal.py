@@ -189,8 +189,11 @@ def galois_keys_bytes(ts_context: ts.Context, steps: list[int]) -> bytes:
     seal_ctx = ts_context.data.seal_context()
     kg = _TS.KeyGenerator(seal_ctx, ts_context.data.secret_key())
     gk = _TS.GaloisKeys()
-    kg.create_galois_keys(sorted(set(steps)), gk)
     parms = seal_ctx.key_context_data().parms()
+    # a left rotation by k is a right rotation by N/2 - k (the same Galois element): only
+    # negative steps go in, since pybind11 reads an all-positive list as Galois elements
+    half = parms.poly_modulus_degree() // 2
+    kg.create_galois_keys(sorted({s - half if s > 0 else s for s in steps}), gk)
     k = len(parms.coeff_modulus())  # one key: (k - 1) ciphertexts of 2 polynomials over k primes
     need = len(set(steps)) * (k - 1) * 2 * parms.poly_modulus_degree() * k * 8 + 4096
 
@@ -405,13 +408,18 @@ def rotation_steps(d_in: int, d_out: int, slots: int) -> list[int]:
     return sorted(steps)
 
 
-def plan_block(w: np.ndarray, c0: int, width: int, slots: int) -> BlockPlan:
+def plan_block(w: np.ndarray, c0: int, width: int, slots: int,
+               stride: int | None = None) -> BlockPlan:
     """Extended diagonals of ``W[:, c0:c0+width]^T``, laid out for the BSGS loop.
 
     Output ``j`` accumulates in every slot ``s`` with ``s mod mb == j``; diagonal
     ``k`` pairs slot ``s`` with input ``s - k`` (only where ``0 <= s - k < d_in``,
     so slots of the input outside ``[0, d_in)`` are multiplied by zero and may
     hold anything).  A fold of ``log2(span / mb)`` rotations sums the copies.
+    With ``stride`` (a power of two, ``span <= stride``) the diagonals repeat
+    every ``stride`` slots: rotations are cyclic, every product and fold stays
+    inside its block of ``stride`` slots, so each block holds one input vector
+    in its first ``d_in`` slots and receives its output in its first ``width``.
     """
     d_in = w.shape[0]
     mb, span, baby, giant = block_shape(d_in, width)
@@ -423,6 +431,8 @@ def plan_block(w: np.ndarray, c0: int, width: int, slots: int) -> BlockPlan:
         idx = s - k
         ok = (idx >= 0) & (idx < d_in)
         diag[k, s[ok]] = m[s[ok] % mb, idx[ok]]
+    if stride is not None:
+        diag = np.tile(diag[:, :stride], (1, slots // stride))
     pre = np.empty((giant, baby, slots))
     for g in range(giant):
         # rot_{-gB}(sum_b D'_{g,b} * rot_{-b}(v)) needs D'_{g,b}[t] = D_{gB+b}[t + gB]
@@ -433,11 +443,15 @@ def plan_block(w: np.ndarray, c0: int, width: int, slots: int) -> BlockPlan:
 class EncodedMatrix:
     """Plaintext diagonals of every block, encoded once per ciphertext level."""
 
-    def __init__(self, w: np.ndarray, slots: int) -> None:
+    def __init__(self, w: np.ndarray, slots: int, stride: int | None = None) -> None:
         self.shape = w.shape
         self.slots = slots
-        self.blocks = [plan_block(w, c0, width, slots)
-                       for c0, width in split_columns(w.shape[0], w.shape[1], slots)]
+        self.stride = stride
+        if stride is not None:  # one block: the caller checked that its span fits the stride
+            self.blocks = [plan_block(w, 0, w.shape[1], slots, stride)]
+        else:
+            self.blocks = [plan_block(w, c0, width, slots)
+                           for c0, width in split_columns(w.shape[0], w.shape[1], slots)]
         self._encoded: dict[tuple[int, ...], list[list[list[sa.Plaintext | None]]]] = {}
         self._lock = threading.Lock()
 

@@ -3,9 +3,14 @@
 **Contexts** (:class:`CKKSContext`) come from named presets
 (:data:`PRESETS`): ``"n8192"`` (N = 8192, coefficient chain 60-40-40-60 =
 200 bits, scale 2^40, multiplicative depth 2), ``"n16384"`` (N = 16384,
-60-40x6-60 = 360 bits, scale 2^40, depth 6) and ``"n16384-hp"`` (N = 16384,
+60-40x6-60 = 360 bits, scale 2^40, depth 6), ``"n16384-hp"`` (N = 16384,
 60-55x4-60 = 340 bits, scale 2^55, depth 4: the preset for flooded
-decryptions, see below; fresh values must stay below 16 in magnitude). All
+decryptions, see below; fresh values must stay below 16 in magnitude) and
+``"n8192-d3"`` (N = 8192, 55-36-36-36-55 = 218 bits, scale 2^36, depth 3:
+the standard's whole budget at N = 8192, e.g. a linear layer, a square and a
+linear layer; about 16 times the errors of ``"n8192"``, values below 2^18;
+the key-switching prime must not be smaller than the first, or rotations
+lose every bit). All
 stay below the HomomorphicEncryption.org standard's bound for 128-bit
 classical security with ternary secrets (218 and 438 bits), and SEAL
 re-checks this when the context is built. The key owner creates the context;
@@ -47,6 +52,12 @@ sums: only the first ``size`` slots of any vector are meaningful, as in
 TenSEAL.  The Galois keys for
 exactly the rotations used are made by the key owner
 (:meth:`CKKSContext.add_matvec_keys`) and travel in the public context.
+*Batches*: ``PlainMatrix(ctx, W, stride=S)`` repeats the diagonals every
+``S`` slots (a power of two, at least the product's span
+:meth:`PlainMatrix.min_stride`), so one product computes ``v_q @ W`` for
+``slot_count / S`` vectors side by side (``v_q`` in slots ``[qS, qS +
+d_in)``, its output in ``[qS, qS + d_out)``) with the rotations, keys and
+plaintext products of one.
 
 **Errors.**  A fresh encryption decrypts within about 1e-8 of its input at
 scale 2^40; each multiplication adds relative error around 1e-7 and absolute
@@ -259,6 +270,7 @@ PRESETS: dict[str, Preset] = {
     "n8192": Preset("n8192", 8192, (60, 40, 40, 60), 40, 218),
     "n16384": Preset("n16384", 16384, (60, 40, 40, 40, 40, 40, 40, 60), 40, 438),
     "n16384-hp": Preset("n16384-hp", 16384, (60, 55, 55, 55, 55, 60), 55, 438),
+    "n8192-d3": Preset("n8192-d3", 8192, (55, 36, 36, 36, 55), 36, 218),
 }
 """Named parameter sets; every total modulus is within the 128-bit bound."""
 
@@ -620,29 +632,59 @@ class CKKSContext:
 
     # -- matrices ---------------------------------------------------------
 
-    def prepare_matrix(self, w: object) -> PlainMatrix:
-        """Encode ``W`` (``d_in x d_out``) once for repeated :meth:`CKKSVector.matmul` calls."""
-        return PlainMatrix(self, w)
+    def prepare_matrix(self, w: object, *, stride: int | None = None) -> PlainMatrix:
+        """Encode ``W`` (``d_in x d_out``) once for repeated :meth:`CKKSVector.matmul` calls
+        (``stride``: a batched product, see :class:`PlainMatrix`)."""
+        return PlainMatrix(self, w, stride=stride)
 
 
 class PlainMatrix:
-    """A plaintext matrix ``W`` (``d_in x d_out``) with its diagonals cached for ``v @ W``."""
+    """A plaintext matrix ``W`` (``d_in x d_out``) with its diagonals cached for ``v @ W``.
 
-    def __init__(self, ctx: CKKSContext, w: object) -> None:
+    With ``stride`` (a power of two, at least :meth:`min_stride`, at most the
+    slot count) the product is batched: the slots are read as ``slot_count /
+    stride`` blocks of ``stride`` slots, block ``q`` holding one input vector
+    in its first ``d_in`` slots, and one product computes every block's
+    ``v_q @ W`` into the first ``d_out`` slots of the same block, at the cost
+    of one unbatched product (the diagonals repeat every ``stride`` slots;
+    the Galois keys are those of :meth:`CKKSContext.add_matvec_keys`).  The
+    other slots of each block hold partial sums.
+    """
+
+    def __init__(self, ctx: CKKSContext, w: object, *, stride: int | None = None) -> None:
         if not isinstance(ctx, CKKSContext):
             raise InvalidType(f"ctx must be a CKKSContext, not {type(ctx).__name__}")
         arr = _real_array(w, "W", 2)
         if arr.shape[0] > ctx.slot_count:
             raise InvalidInput(f"W has {arr.shape[0]} rows; at most {ctx.slot_count} are supported")
+        if stride is not None:
+            stride = check_int(stride, "stride", lo=1, hi=ctx.slot_count)
+            need = self.min_stride(*arr.shape)
+            if stride & (stride - 1) or stride < need:
+                raise InvalidInput(f"stride must be a power of two >= {need} (the span of a "
+                                   f"{arr.shape[0]}x{arr.shape[1]} product), got {stride}")
         self._ctx = ctx
-        self._enc = _ckks_seal.EncodedMatrix(arr, ctx.slot_count)
+        self._stride = stride
+        self._enc = _ckks_seal.EncodedMatrix(arr, ctx.slot_count, stride)
         if not all(blk.nonzero.any() for blk in self._enc.blocks):
             raise InvalidInput("W has a block of all-zero columns; drop them before encrypting")
+
+    @staticmethod
+    def min_stride(d_in: int, d_out: int) -> int:
+        """The slots one ``d_in x d_out`` product spans: the smallest ``stride`` for it."""
+        d_in = check_int(d_in, "d_in", lo=1, hi=1 << 24)
+        d_out = check_int(d_out, "d_out", lo=1, hi=1 << 24)
+        return _ckks_seal.block_shape(d_in, d_out)[1]
 
     @property
     def shape(self) -> tuple[int, int]:
         """``(d_in, d_out)``."""
         return self._enc.shape  # type: ignore[return-value]
+
+    @property
+    def stride(self) -> int | None:
+        """The block size of a batched product, or ``None``."""
+        return self._stride
 
 
 
@@ -850,16 +892,22 @@ class CKKSVector:
         Pass a :class:`PlainMatrix` to reuse the encoded diagonals; a raw array
         is encoded on every call.  The key owner's context creates missing
         Galois keys on the fly; a public context must already carry them.
+        A batched ``W`` (``stride`` set) takes a vector of ``slot_count``
+        values, one input per block of ``stride`` slots, and gives one.
         """
         if not isinstance(w, PlainMatrix):
             w = PlainMatrix(self._ctx, w)
         d_in, d_out = w.shape
-        if self.size != d_in:
+        ctx = self._ctx
+        if w.stride is not None:
+            if self.size != ctx.slot_count or self._layout is not None:
+                raise InvalidInput(f"a batched product (stride {w.stride}) takes a vector of "
+                                   f"{ctx.slot_count} values in one ciphertext, not {self.size}")
+        elif self.size != d_in:
             raise InvalidInput(f"vector has length {self.size}, W has {d_in} rows")
         if self.ciphertext_count != 1:
             raise InvalidInput("matmul needs a vector that fits one ciphertext")
         self._need_level(self)
-        ctx = self._ctx
         needed = set(_ckks_seal.rotation_steps(d_in, d_out, ctx.slot_count))
         if not needed <= ctx._mirror.steps:
             ctx.add_matvec_keys(d_in, d_out)
@@ -867,7 +915,8 @@ class CKKSVector:
         with _tenseal_errors("matmul"):
             ct = _ckks_seal.to_seal(mirror, self._v.ciphertext()[0])
             outs = _ckks_seal.matvec(mirror, ct, w._enc)
-            sizes = [blk.width for blk in w._enc.blocks]
+            sizes = ([ctx.slot_count] if w.stride is not None
+                     else [blk.width for blk in w._enc.blocks])
             # built from a protobuf: TenSEAL prints nothing (its warning comes only
             # from the constructor that encrypts values)
             v = _ckks_seal.from_seal(ctx._ctx, outs, sizes, ctx._ctx.global_scale)
