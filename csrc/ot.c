@@ -42,7 +42,13 @@ int mpcai_chacha_many(const uint8_t *keys, size_t n_keys, uint64_t tweak, size_t
             lanes_fn(key, (uint32_t)b, o);
             for (size_t l = 0; l < lanes; l++) {
                 uint8_t *p = out + ((base + l) * blocks + b) * 64u;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                uint32_t w[16];
+                for (int k = 0; k < 16; k++) w[k] = o[k][l];
+                memcpy(p, w, sizeof w);
+#else
                 for (int k = 0; k < 16; k++) store32_le(p + 4 * k, o[k][l]);
+#endif
             }
         }
     }

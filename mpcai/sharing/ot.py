@@ -318,12 +318,12 @@ def cot_send(
     if out0.shape[0] != count or out1.shape[0] != count:
         raise InvalidInput(f"cot_send: {count} OTs are needed, got {out0.shape[0]}")
     x0 = _vec_words(out0, m).reshape(n, o, 64, m)
-    x1 = _vec_words(out1, m).reshape(n, o, 64, m)
-    delta = r.T[:, None, None, :]  # (n, 1, 1, m)
-    tau = x1 - x0 - delta
-    words = [np.ascontiguousarray(tau[:, :, lo:hi, :]).astype(dt) for lo, hi, dt in _WIDTHS]
-    shifts = (np.uint64(1) << np.arange(64, dtype=np.uint64))[None, None, :, None]
-    share = -(x0 * shifts).sum(axis=(0, 2), dtype=np.uint64)  # (o, m)
+    tau = _vec_words(out1, m).reshape(n, o, 64, m)  # a fresh copy (the view is strided)
+    tau -= x0
+    tau -= r.T[:, None, None, :]
+    words = [tau[:, :, lo:hi, :].astype(dt) for lo, hi, dt in _WIDTHS]
+    share = _weighted_sum(x0)
+    share = np.negative(share, out=share)
     return words, np.ascontiguousarray(share.T)
 
 
@@ -342,7 +342,7 @@ def cot_receive(
         raise InvalidInput(f"cot_receive: {count} OTs are needed, got {out.shape[0]}")
     if not isinstance(words, list) or len(words) != len(_WIDTHS):
         raise MisbehaviourDetected("correlated OT: four arrays of correction words expected")
-    v = _vec_words(out, m).reshape(n, o, 64, m).copy()
+    v = _vec_words(out, m).reshape(n, o, 64, m)  # a fresh copy (the view is strided)
     bits = ((b[:, :, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(bool)
     for (lo, hi, dt), w in zip(_WIDTHS, words, strict=True):
         if not isinstance(w, np.ndarray) or w.dtype != dt or w.shape != (n, o, hi - lo, m):
@@ -351,10 +351,15 @@ def cot_receive(
                 " expected"
             )
         part = v[:, :, lo:hi, :]
-        part -= np.where(bits[:, :, lo:hi, None], w.astype(np.uint64), np.uint64(0))
-    shifts = (np.uint64(1) << np.arange(64, dtype=np.uint64))[None, None, :, None]
-    share = (v * shifts).sum(axis=(0, 2), dtype=np.uint64)
-    return np.ascontiguousarray(share.T)
+        np.subtract(part, w, out=part, where=bits[:, :, lo:hi, None], casting="unsafe")
+    return np.ascontiguousarray(_weighted_sum(v).T)
+
+
+def _weighted_sum(v: np.ndarray) -> np.ndarray:
+    """``sum_{k, i} 2^i v[k, :, i, :]`` modulo 2^64 for ``v`` of shape (n, o, 64, m)."""
+    s = v.sum(axis=0, dtype=np.uint64)  # (o, 64, m)
+    s <<= np.arange(64, dtype=np.uint64)[None, :, None]
+    return s.sum(axis=1, dtype=np.uint64)
 
 
 def gilboa_choices(b: np.ndarray) -> np.ndarray:
