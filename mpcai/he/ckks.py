@@ -249,6 +249,9 @@ class Preset:
     max_coeff_bits: int
     """The HE standard's largest total modulus for 128-bit security at this N."""
     security_bits: int = 128
+    max_value_bits: int | None = None
+    """``log2`` of :attr:`max_abs_value` where the top prime alone does not set it: a
+    preset decrypted at the fresh level only (``"n8192-agg"``)."""
 
     @property
     def slot_count(self) -> int:
@@ -262,7 +265,10 @@ class Preset:
 
     @property
     def max_abs_value(self) -> float:
-        """Largest ``|x|`` that decrypts correctly at the last level (top prime / scale / 2)."""
+        """Largest ``|x|`` that decrypts correctly at the last level (top prime / scale / 2),
+        or ``2^max_value_bits`` if the preset sets it."""
+        if self.max_value_bits is not None:
+            return math.ldexp(1.0, self.max_value_bits)
         return math.ldexp(1.0, self.coeff_mod_bit_sizes[0] - self.scale_bits - 1)
 
 
@@ -271,6 +277,8 @@ PRESETS: dict[str, Preset] = {
     "n16384": Preset("n16384", 16384, (60, 40, 40, 40, 40, 40, 40, 60), 40, 438),
     "n16384-hp": Preset("n16384-hp", 16384, (60, 55, 55, 55, 55, 60), 55, 438),
     "n8192-d3": Preset("n8192-d3", 8192, (55, 36, 36, 36, 55), 36, 218),
+    # sums only, decrypted at the fresh level (60-60 bits) by a committee (_ckks_threshold)
+    "n8192-agg": Preset("n8192-agg", 8192, (60, 60, 60), 80, 218, max_value_bits=32),
 }
 """Named parameter sets; every total modulus is within the 128-bit bound."""
 
