@@ -9,8 +9,9 @@ made on first use by :func:`ensure_venv` under ``~/.cache/mpcai/peers/<name>-<ve
 JSON lists of float64) and turns what it measured into a record.
 
 Peers (:data:`PEERS`): ``spu-semi2k`` (SPU SEMI2K, 2 nodes), ``spu-aby3`` (SPU ABY3, 3
-nodes), ``crypten`` (CrypTen, 2 parties + its TTP dealer), ``mpyc`` (MPyC Shamir, 3
-local parties).  How each one is run, timed and counted is in its script's docstring.
+nodes), ``spu-cheetah`` (SPU CHEETAH, 2 nodes and no dealer: OT and HE between them),
+``crypten`` (CrypTen, 2 parties + its TTP dealer), ``mpyc`` (MPyC Shamir, 3 local
+parties).  How each one is run, timed and counted is in its script's docstring.
 
 ``python -m mpcai.benchmarks._inference_peers --peer spu-semi2k --batch 100`` prints the
 record of one peer as JSON (``--peer all`` runs every peer).
@@ -106,6 +107,7 @@ class Peer:
 PEERS: dict[str, Peer] = {
     "spu-semi2k": Peer("spu", "_peer_spu.py", "SEMI2K", 2),
     "spu-aby3": Peer("spu", "_peer_spu.py", "ABY3", 3),
+    "spu-cheetah": Peer("spu", "_peer_spu.py", "CHEETAH", 2),
     "crypten": Peer("crypten", "_peer_crypten.py", "crypten-ttp", 2),
     "mpyc": Peer("mpyc", "_peer_mpyc.py", "mpyc-shamir-3", 3),
 }

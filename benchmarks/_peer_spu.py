@@ -2,7 +2,8 @@
 
 ``python -P _peer_spu.py INPUT OUTPUT`` (the driver) reads the weights and the batch
 (``mpcai-inference-inputs/1`` JSON, see ``_inference_workload.to_json``) and the run
-settings (``protocol``: ``SEMI2K`` 2PC or ``ABY3`` 3PC; ``parties``; ``reps``; ``threads``),
+settings (``protocol``: ``SEMI2K`` 2PC, ``CHEETAH`` 2PC without a dealer or ``ABY3``
+3PC; ``parties``; ``reps``; ``threads``),
 compiles ``relu(x @ W1 + b1) @ W2 + b2`` with SPU's JAX frontend, secret-shares every
 input with ``spu.api.Io.make_shares`` (64-bit ring ``FM64``, SPU's default fixed point),
 and starts one process per SPU node (``python -P _peer_spu.py --party RANK DIR``).  The
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PROTOCOLS = {"SEMI2K": 2, "ABY3": 3}
+PROTOCOLS = {"SEMI2K": 2, "ABY3": 3, "CHEETAH": 2}
 #: SPU's default number of fraction bits for FM64 (``fxp_fraction_bits = 0`` means it)
 DEFAULT_FXP_BITS_FM64 = 18
 _LINK_RE = re.compile(

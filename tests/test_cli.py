@@ -55,6 +55,15 @@ def test_three_party_inference_demo_runs_processes_over_tls(capsys) -> None:
     assert "party 2 (compute): online" in out and "FAILED" not in out
 
 
+def test_dealerless_inference_demo_runs_two_processes_and_no_dealer(capsys) -> None:
+    assert cli.main(["demo", "inference", "--provider", "dealerless", "--batch", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "no dealer" in out and "(20/20)" in out and "FAILED" not in out
+    assert re.search(r"offline \+ online at party 0: [0-9.]+ s", out), out
+    assert "party 2" not in out
+    assert cli.main(["demo", "inference", "--provider", "dealerless", "--parties", "3"]) == 2
+
+
 def test_demo_with_more_hospitals(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["demo", "hospitals", "--hospitals", "5", "--threshold", "3"]) == 0
     assert "Shamir 3-of-5" in capsys.readouterr().out

@@ -19,6 +19,7 @@ PUBLIC_MODULES = [
     "mpcai.sharing.additive",
     "mpcai.sharing.beaver",
     "mpcai.sharing.fss",
+    "mpcai.sharing.ot",
     "mpcai.sharing.shamir",
     "mpcai.he.paillier",
     "mpcai.he.ckks",

@@ -292,11 +292,13 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
     return 0 if err <= step else 1
 
 
-def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int:
+def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0,
+              provider: str = "dealer") -> int:
     """Private inference on sklearn's digits with the parties as OS processes over TLS.
 
     Two compute parties (party 0 holds the images, party 1 the model) and a
-    dealer (party 2) evaluate an MLP 64-32-10 on the test split; party 0
+    dealer (party 2; ``provider="dealerless"``: no dealer, the two make their
+    correlations by oblivious transfer) evaluate an MLP 64-32-10 on the test split; party 0
     learns the logits.  Prints a line per layer and a summary: agreement with
     the plaintext labels, the largest logit error, rounds and bytes per party,
     time per layer.  Exit code 0 if every label agrees.
@@ -318,6 +320,9 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
 
     if parties not in (2, 3):
         raise InvalidInput("--parties must be 2 (with a dealer) or 3 (replicated, no dealer)")
+    if provider not in ("dealer", "dealerless") or (provider == "dealerless" and parties != 2):
+        raise InvalidInput("--provider must be 'dealer' or 'dealerless' (with --parties 2)")
+    dealerless = provider == "dealerless"
     x, y = load_digits(return_X_y=True)
     xtr, xte, ytr, yte = train_test_split(x / 16, y, test_size=0.2, random_state=0, stratify=y)
     if not 1 <= batch <= len(xte):
@@ -330,9 +335,17 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
     plain = model.logits(xte)
     spec = inf.ModelSpec.of(model)
     config = {"frac_bits": 12, "input_bound": 1.0}
-    roles = {"compute": [0, 1], "dealer": 2, "data_owner": 0, "model_owner": 1}
+    roles = {"compute": [0, 1], "dealer": None if dealerless else 2, "data_owner": 0,
+             "model_owner": 1}
     layers = [[lin.weight, lin.bias] for lin in model.linears]
-    if parties == 2:
+    if dealerless:
+        common = (roles, list(spec.dims), batch, config)
+        function = "mpcai.protocols.inference.simulation:process_party"
+        args = [(*common, None, xte, True), (*common, layers, None, False)]
+        third = "no third party: the two make their correlations by oblivious transfer"
+        print("mpcai demo inference: 2 compute parties, no dealer, as OS processes over "
+              "mutual TLS")
+    elif parties == 2:
         common = (roles, list(spec.dims), batch, config)
         function = "mpcai.protocols.inference.simulation:process_party"
         args = [
@@ -359,7 +372,7 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
     def run() -> None:
         try:
             box["run"] = launch_local(
-                3, function, args_per_party=args,
+                len(args), function, args_per_party=args,
                 timeout=timeout, workdir=work.name, return_failures=True)
         except Exception as exc:  # shown below
             box["error"] = exc
@@ -406,7 +419,19 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0) -> int
           f"({round(agree * batch)}/{batch}); accuracy {(labels == yte).mean():.4f}")
     print(f"  max |logit error| vs plaintext: {float(np.max(np.abs(logits - plain))):.2e}")
     print(f"  truncation failure probability bound: {outs[1]['failure_probability']:.1e}")
-    if parties == 2:
+    if dealerless:
+        for i, name in enumerate(("compute 0 + data owner", "compute 1 + model owner")):
+            o = outs[i]
+            print(f"  party {i} ({name}): offline {o['offline_seconds']:.2f} s (OT set-up, "
+                  f"extension, mask products, AND triples), online "
+                  f"{o['online_seconds'] * 1e3:.1f} ms, {o['online_bytes'] / 1e3:.1f} kB sent "
+                  f"online, {stats[i].bytes_sent / 1e6:.2f} MB sent in all")
+        rounds = 1 + max(outs[0]["online_rounds"], outs[1]["online_rounds"])
+        print(f"  online rounds: {rounds} (masked input, a comparison "
+              "tree and a multiplexer per ReLU, next-layer opening, logits)")
+        print(f"  offline + online at party 0: "
+              f"{outs[0]['offline_seconds'] + outs[0]['latency_seconds']:.2f} s")
+    elif parties == 2:
         for i, name in enumerate(("compute 0 + data owner", "compute 1 + model owner")):
             o = outs[i]
             print(f"  party {i} ({name}): online {o['online_seconds'] * 1e3:.1f} ms, "

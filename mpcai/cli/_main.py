@@ -71,6 +71,9 @@ def _build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--parties", type=int, default=2, choices=(2, 3),
                        help="compute parties (2: with a dealer)")
     infer.add_argument("--batch", type=int, default=360, help="test images (1..360)")
+    infer.add_argument("--provider", default="dealer", choices=("dealer", "dealerless"),
+                       help="2 parties: correlations from a dealer (party 2) or made by "
+                            "the two parties alone (oblivious transfer)")
 
     party = sub.add_parser("party", parents=[common],
                            help="run one party of a deployment (TCP + mutual TLS)")
@@ -239,7 +242,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from mpcai.cli import _demo
 
         if args.demo == "inference":
-            return _demo.inference(parties=args.parties, batch=args.batch)
+            return _demo.inference(parties=args.parties, batch=args.batch,
+                                   provider=args.provider)
         if args.demo == "hospitals":
             return _demo.hospitals(n_hospitals=args.hospitals, threshold=args.threshold)
         return _demo.secagg(n_clients=getattr(args, "clients", 20),
