@@ -484,7 +484,8 @@ def test_party_round_runs_with_the_derived_session_and_formatted_files(
     assert "round must be in [0, 2^64)" in capsys.readouterr().err
 
 
-def _inference_toml(ports: list[int], parties: int, batch: int, output: str = "logits") -> str:
+def _inference_toml(ports: list[int], parties: int, batch: int, output: str = "logits",
+                    provider: str = "dealer") -> str:
     entries = "".join(
         f'\n[parties.{i}]\naddress = "127.0.0.1:{port}"\ncert = "certs/party-{i}.pem"\n'
         f'key = "certs/party-{i}.key"\n' for i, port in enumerate(ports))
@@ -501,6 +502,7 @@ batch = {batch}
 frac_bits = 14
 input_bound = 2.0
 output = "{output}"
+provider = "{provider}"
 {entries}
 [io.0]
 input = "features.npy"
@@ -512,19 +514,24 @@ input = "model.npz"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("parties", "output"), [(2, "logits"), (3, "logits"), (3, "labels")])
+@pytest.mark.parametrize(
+    ("parties", "output", "provider"),
+    [(2, "logits", "dealer"), (3, "logits", "dealer"), (3, "labels", "dealer"),
+     (2, "logits", "dealerless")],
+)
 def test_private_inference_from_a_toml_config_on_three_machines(
-    tmp_path: Path, parties: int, output: str
+    tmp_path: Path, parties: int, output: str, provider: str
 ) -> None:
     rng = np.random.default_rng(parties)
     w0, b0 = rng.normal(0, 0.5, (6, 5)), rng.normal(0, 0.2, 5)
     w1, b1 = rng.normal(0, 0.5, (5, 3)), rng.normal(0, 0.2, 3)
     x = rng.uniform(-2, 2, (7, 6))
     certs_dir = tmp_path / "ca-machine"
-    assert cli.main(["certs", "--out", str(certs_dir), "--parties", "3"]) == 0
-    toml = _inference_toml(_free_ports(3), parties, len(x), output)
+    n = 2 if provider == "dealerless" else 3
+    assert cli.main(["certs", "--out", str(certs_dir), "--parties", str(n)]) == 0
+    toml = _inference_toml(_free_ports(n), parties, len(x), output, provider)
     machines = []
-    for i in range(3):
+    for i in range(n):
         m = tmp_path / f"machine-{i}"
         (m / "certs").mkdir(parents=True)
         for name in ("ca.pem", f"party-{i}.pem", f"party-{i}.key"):
@@ -533,7 +540,7 @@ def test_private_inference_from_a_toml_config_on_three_machines(
         machines.append(m)
     np.save(machines[0] / "features.npy", x)
     np.savez(machines[1] / "model.npz", W0=w0, b0=b0, W1=w1, b1=b1)
-    outs = _run(machines, [0, 1, 2])
+    outs = _run(machines, list(range(n)))
     plain = np.maximum(x @ w0 + b0, 0) @ w1 + b1
     got = np.load(machines[0] / "logits.npy", allow_pickle=False)
     if output == "labels":
@@ -542,7 +549,7 @@ def test_private_inference_from_a_toml_config_on_three_machines(
     else:
         assert "logits (7, 3)" in outs[0][0]
         np.testing.assert_allclose(got, plain, atol=0.01, rtol=0)
-    assert not list(machines[1].glob("*.npy")) and not list(machines[2].glob("*.npy"))
+    assert not any(list(m.glob("*.npy")) for m in machines[1:])
 
 
 def test_inference_config_errors_before_anything_connects(tmp_path: Path) -> None:
@@ -566,6 +573,12 @@ def test_inference_config_errors_before_anything_connects(tmp_path: Path) -> Non
     with pytest.raises(InvalidInput, match="parties = 3"):
         _deploy.protocol_function({"name": "inference", "dims": [2, 2], "batch": 1,
                                    "output": "labels"}, 3)
+    with pytest.raises(InvalidInput, match="2 parties"):
+        _deploy.protocol_function({"name": "inference", "dims": [2, 2], "batch": 1,
+                                   "provider": "dealerless"}, 3)
+    with pytest.raises(InvalidInput, match="provider"):
+        _deploy.protocol_function({"name": "inference", "dims": [2, 2], "batch": 1,
+                                   "parties": 3, "provider": "dealerless"}, 3)
     np.save(tmp_path / "s.npy", np.array([["a"] * 3] * 4))
     with pytest.raises(InvalidType):
         _deploy._inference_args({"dims": [3, 2], "batch": 4}, {"input": "s.npy"}, 0, tmp_path)

@@ -313,8 +313,8 @@ async def secure_aggregation_party(party: Any, params: Mapping[str, Any], update
 # ---- private inference --------------------------------------------------------
 
 _INFERENCE_KEYS = {"parties", "dims", "batch", "frac_bits", "input_bound", "max_failure",
-                   "threads", "output"}
-_INFERENCE_PUBLIC = ("parties", "dims", "batch", "output")
+                   "threads", "output", "provider"}
+_INFERENCE_PUBLIC = ("parties", "dims", "batch", "output", "provider")
 
 
 def _inference_check(params: Mapping[str, Any], n_parties: int) -> None:
@@ -328,7 +328,14 @@ def _inference_check(params: Mapping[str, Any], n_parties: int) -> None:
         if key not in params:
             raise InvalidInput(f"[protocol] inference needs {key}")
     parties = check_int(params.get("parties", 2), "[protocol] parties", lo=2, hi=3)
-    if n_parties != 3:
+    provider = params.get("provider", "dealer")
+    if provider not in ("dealer", "dealerless") or (provider == "dealerless" and parties != 2):
+        raise InvalidInput(f"[protocol] provider must be 'dealer' or 'dealerless' (with "
+                           f"parties = 2), not {provider!r}")
+    if provider == "dealerless" and n_parties != 2:
+        raise InvalidInput(f"inference with provider = 'dealerless' runs on 2 parties (ids 0 "
+                           f"and 1, no dealer), the config lists {n_parties}")
+    if provider == "dealer" and n_parties != 3:
         raise InvalidInput(f"inference runs on 3 parties (ids 0, 1, 2; with parties = "
                            f"{parties}: {'2 compute + a dealer' if parties == 2 else '3 compute'})"
                            f", the config lists {n_parties}")
@@ -345,8 +352,9 @@ def _inference_check(params: Mapping[str, Any], n_parties: int) -> None:
     if parties == 2:
         from mpcai.protocols.inference.mpc2 import max_batch
 
-        if batch > max_batch(spec):
-            raise InvalidInput(f"[protocol] batch {batch} is above the {max_batch(spec)} rows "
+        rows = max_batch(spec, dealer=provider == "dealer")
+        if batch > rows:
+            raise InvalidInput(f"[protocol] batch {batch} is above the {rows} rows "
                                "one run of this model takes: split the features")
     InferenceConfig(**{k: v for k, v in params.items() if k not in _INFERENCE_PUBLIC})
 
@@ -430,7 +438,8 @@ async def inference_party(party: Any, params: Mapping[str, Any], layers: Any = N
                           x: Any = None) -> dict[str, Any]:
     """One party of a private inference from a deployment config: party 0 holds the
     features and learns the logits, party 1 holds the model, party 2 is the dealer
-    (``parties = 2``) or the third compute party (``parties = 3``)."""
+    (``parties = 2``; none with ``provider = "dealerless"``) or the third compute party
+    (``parties = 3``)."""
     from mpcai.protocols.inference.simulation import process_party, process_party3
 
     cfg = {k: v for k, v in params.items() if k not in _INFERENCE_PUBLIC}
@@ -440,7 +449,8 @@ async def inference_party(party: Any, params: Mapping[str, Any], layers: Any = N
     if int(params.get("parties", 2)) == 3:
         output = str(params.get("output", "logits"))
         return await process_party3(party, dims, batch, cfg, layers, x, False, output)
-    roles = {"compute": [0, 1], "dealer": 2, "data_owner": 0, "model_owner": 1}
+    dealer = None if params.get("provider", "dealer") == "dealerless" else 2
+    roles = {"compute": [0, 1], "dealer": dealer, "data_owner": 0, "model_owner": 1}
     return await process_party(party, roles, dims, batch, cfg, layers, x)
 
 
