@@ -1,4 +1,4 @@
-"""Models for private inference: a sequence of linear layers and ReLUs.
+"""Models for private inference: linear layers with activations between them.
 
 Import from numpy weights (:func:`from_numpy`), scikit-learn
 (:func:`from_sklearn`: ``MLPClassifier`` with ReLU or identity activations,
@@ -6,6 +6,12 @@ Import from numpy weights (:func:`from_numpy`), scikit-learn
 :class:`ReLU` layers directly.  Anything else is refused with an error that
 names the layer.  :meth:`Model.logits` is the plaintext forward pass the
 private one is checked against.
+
+The polynomial activations :class:`Square` and :class:`Polynomial` are for
+homomorphic inference (:mod:`mpcai.protocols.inference.he`), which cannot
+compare; the secret-sharing protocols evaluate ReLU networks only, and
+:attr:`Model.linears` (their view of a model) refuses a model with
+polynomial activations.
 """
 
 from __future__ import annotations
@@ -17,8 +23,12 @@ from typing import Any
 import numpy as np
 
 from mpcai.errors import InvalidInput, InvalidType
+from mpcai.validation import check_int, check_real
 
-__all__ = ["Linear", "Model", "ReLU", "from_numpy", "from_sklearn"]
+__all__ = ["Linear", "Model", "Polynomial", "ReLU", "Square", "from_numpy", "from_sklearn"]
+
+#: The highest degree a :class:`Polynomial` activation may have.
+MAX_DEGREE = 16
 
 
 @dataclass(frozen=True)
@@ -54,12 +64,76 @@ class ReLU:
     """``max(x, 0)`` element-wise."""
 
 
-Layer = Linear | ReLU
+@dataclass(frozen=True)
+class Square:
+    """``x * x`` element-wise (an activation homomorphic encryption evaluates exactly)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Polynomial:
+    """``sum_i coefficients[i] * x**i`` element-wise (``coefficients[0]`` is the constant).
+
+    Degree 1 to :data:`MAX_DEGREE`; the last coefficient must not be zero.
+    :meth:`approximate` fits ReLU or the logistic sigmoid on an interval.
+    """
+
+    coefficients: np.ndarray
+
+    def __post_init__(self) -> None:
+        c = _real(self.coefficients, "coefficients")
+        if c.ndim != 1 or not 2 <= c.size <= MAX_DEGREE + 1:
+            raise InvalidInput(
+                f"a Polynomial takes 2 to {MAX_DEGREE + 1} coefficients (degree 1 to "
+                f"{MAX_DEGREE}), got shape {c.shape}"
+            )
+        if c[-1] == 0:
+            raise InvalidInput("a Polynomial's last (leading) coefficient must not be zero")
+        object.__setattr__(self, "coefficients", c)
+
+    @property
+    def degree(self) -> int:
+        """The degree."""
+        return int(self.coefficients.size - 1)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The polynomial at ``x`` (Horner, float64)."""
+        out = np.full_like(np.asarray(x, dtype=np.float64), self.coefficients[-1])
+        for c in self.coefficients[-2::-1]:
+            out = out * x + c
+        return out
+
+    @classmethod
+    def approximate(cls, function: str, bound: float, degree: int = 2) -> Polynomial:
+        """The least-squares fit of ``"relu"`` or ``"sigmoid"`` on ``[-bound, bound]``.
+
+        Least squares on 2,001 evenly spaced points (the mean squared error
+        under a uniform input).  Outside the interval the polynomial departs
+        from the function quickly: choose ``bound`` from the values the
+        activation sees.
+        """
+        b = check_real(bound, "bound", positive=True)
+        d = check_int(degree, "degree", lo=1, hi=MAX_DEGREE)
+        t = np.linspace(-b, b, 2001)
+        if function == "relu":
+            y = np.maximum(t, 0)
+        elif function == "sigmoid":
+            y = 0.5 * (1 + np.tanh(t / 2))
+        else:
+            raise InvalidInput(f"function must be 'relu' or 'sigmoid', not {function!r}")
+        c = np.polynomial.polynomial.polyfit(t / b, y, d) / b ** np.arange(d + 1)
+        while c.size > 2 and abs(c[-1]) < 1e-12 * np.max(np.abs(c)):
+            c = c[:-1]  # an odd function's even leading coefficient vanishes
+        return cls(c)
+
+
+Activation = ReLU | Square | Polynomial
+Layer = Linear | ReLU | Square | Polynomial
 
 
 @dataclass(frozen=True)
 class Model:
-    """Linear layers with ReLUs between them; the last layer is linear (the logits).
+    """Linear layers with activations (:class:`ReLU`, :class:`Square`,
+    :class:`Polynomial`) between them; the last layer is linear (the logits).
 
     ``classes`` maps output indices to labels (a single output is a binary
     classifier: label ``classes[1]`` when the logit is positive).
@@ -73,17 +147,17 @@ class Model:
         if not layers:
             raise InvalidInput("a model needs at least one layer")
         for i, layer in enumerate(layers):
-            if not isinstance(layer, (Linear, ReLU)):
+            if not isinstance(layer, (Linear, ReLU, Square, Polynomial)):
                 raise InvalidType(
                     f"layer {i} ({type(layer).__name__}) is not supported: "
-                    "private inference takes Linear and ReLU layers"
+                    "private inference takes Linear, ReLU, Square and Polynomial layers"
                 )
         if not isinstance(layers[0], Linear) or not isinstance(layers[-1], Linear):
             raise InvalidInput("a model must start and end with a Linear layer")
         for i in range(1, len(layers)):
             a, b = layers[i - 1], layers[i]
-            if isinstance(a, ReLU) and isinstance(b, ReLU):
-                raise InvalidInput(f"layers {i - 1} and {i} are two ReLUs in a row")
+            if not isinstance(a, Linear) and not isinstance(b, Linear):
+                raise InvalidInput(f"layers {i - 1} and {i} are two activations in a row")
             if isinstance(a, Linear) and isinstance(b, Linear):
                 raise InvalidInput(
                     f"layers {i - 1} and {i} are two Linear layers in a row: merge them "
@@ -107,24 +181,47 @@ class Model:
 
     @property
     def linears(self) -> list[Linear]:
-        """The linear layers, in order."""
+        """The linear layers, in order, of a ReLU network (ReLUs between them).
+
+        This is the form the secret-sharing protocols evaluate, so a model
+        with :class:`Square` or :class:`Polynomial` activations, whose linear
+        layers alone do not describe it, is refused
+        (:class:`~mpcai.errors.InvalidInput`); read :attr:`layers` instead.
+        """
+        poly = [type(x).__name__ for x in self.layers if isinstance(x, (Square, Polynomial))]
+        if poly:
+            raise InvalidInput(
+                f"this model has {poly[0]} activations: the secret-sharing protocols evaluate "
+                "ReLU networks only (run it with mpcai.protocols.inference.he)"
+            )
         return [x for x in self.layers if isinstance(x, Linear)]
 
     @property
     def in_features(self) -> int:
         """Input width."""
-        return self.linears[0].in_features
+        first = self.layers[0]
+        assert isinstance(first, Linear)
+        return first.in_features
 
     @property
     def out_features(self) -> int:
         """Number of logits."""
-        return self.linears[-1].out_features
+        last = self.layers[-1]
+        assert isinstance(last, Linear)
+        return last.out_features
 
     def logits(self, x: Any) -> np.ndarray:
         """The plaintext forward pass (float64), ``x`` of shape ``(batch, in_features)``."""
         h = check_inputs(self, x)
         for layer in self.layers:
-            h = h @ layer.weight + layer.bias if isinstance(layer, Linear) else np.maximum(h, 0)
+            if isinstance(layer, Linear):
+                h = h @ layer.weight + layer.bias
+            elif isinstance(layer, ReLU):
+                h = np.maximum(h, 0)
+            elif isinstance(layer, Square):
+                h = h * h
+            else:
+                h = layer(h)
         return h
 
     def labels(self, logits: np.ndarray) -> np.ndarray:
@@ -162,16 +259,21 @@ def _real(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def from_numpy(weights: Sequence[tuple[Any, Any]], *, classes: Any = None) -> Model:
-    """An MLP from ``[(W1, b1), (W2, b2), ...]`` (``W`` is ``(in, out)``), ReLU between."""
+def from_numpy(
+    weights: Sequence[tuple[Any, Any]], *, classes: Any = None, activation: str = "relu"
+) -> Model:
+    """An MLP from ``[(W1, b1), (W2, b2), ...]`` (``W`` is ``(in, out)``), ReLU between
+    (``activation="square"``: :class:`Square` between)."""
     if isinstance(weights, (np.ndarray, str, bytes)) or not isinstance(weights, Sequence):
         raise InvalidType("weights must be a sequence of (weight, bias) pairs")
+    if activation not in ("relu", "square"):
+        raise InvalidInput(f"activation must be 'relu' or 'square', not {activation!r}")
     layers: list[Layer] = []
     for i, pair in enumerate(weights):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise InvalidType(f"weights[{i}] must be a (weight, bias) pair")
         if layers:
-            layers.append(ReLU())
+            layers.append(ReLU() if activation == "relu" else Square())
         layers.append(Linear(pair[0], pair[1]))
     return Model(tuple(layers), np.arange(0) if classes is None else np.asarray(classes))
 
