@@ -39,6 +39,7 @@ PUBLIC_MODULES = [
     "mpcai.integrations.flower",
     "mpcai.protocols.secure_aggregation.stepwise",
     "mpcai.protocols.inference",
+    "mpcai.protocols.inference.he",
     "mpcai.protocols.he_aggregation",
 ]
 
