@@ -64,6 +64,7 @@ __all__ = [
     "cot_receive",
     "cot_send",
     "gilboa_choices",
+    "signed_bits",
 ]
 
 KAPPA: int = 128
@@ -291,6 +292,10 @@ def and_triples(
 _WIDTHS = ((0, 32, np.uint64), (32, 48, np.uint32), (48, 56, np.uint16), (56, 64, np.uint8))
 
 
+def _widths(bits: int) -> list[tuple[int, int, type]]:
+    return [(lo, min(hi, bits), dt) for lo, hi, dt in _WIDTHS if lo < bits]
+
+
 def _vec_words(out: np.ndarray, m: int) -> np.ndarray:
     return out.view(np.uint64)[:, :m]
 
@@ -300,73 +305,99 @@ def cot_blocks(m: int) -> int:
     return (8 * m + 63) // 64
 
 
-def cot_send(
-    r: np.ndarray, n_cols: int, out0: np.ndarray, out1: np.ndarray
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """The sender's half of ``R @ B`` (R: ``m x n`` here, B: ``n x n_cols`` at the peer).
+def _matrix(b: object, name: str) -> np.ndarray:
+    if not isinstance(b, np.ndarray) or b.dtype != np.uint64 or b.ndim != 2:
+        raise InvalidType(f"{name} must be a 2-D uint64 array")
+    return b
 
-    ``out0``, ``out1``: the outputs of ``n * n_cols * 64`` random OTs sent to the peer
-    (``OTSession.send(..., blocks=cot_blocks(m))``), OT ``(k * n_cols + j) * 64 + i``
-    for bit ``i`` of ``B[k, j]``.  Returns the correction words for the peer (four
-    arrays, by width) and this party's share (``m x n_cols``).
+
+def cot_send(
+    r: np.ndarray, n_cols: int, out0: np.ndarray, out1: np.ndarray, bits: int = 64
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The sender's half of ``R @ B`` (R: ``m x n`` here, B: ``n x n_cols`` at the peer,
+    its entries ``bits``-bit two's complement integers, :func:`gilboa_choices`).
+
+    ``out0``, ``out1``: the outputs of ``n * n_cols * bits`` random OTs sent to the peer
+    (``OTSession.send(..., blocks=cot_blocks(m))``), OT ``(k * n_cols + j) * bits + i``
+    for bit ``i`` of ``B[k, j]``.  Returns the correction words for the peer (one array
+    per width: 8, 4, 2, 1 bytes) and this party's share (``m x n_cols``).
     """
-    if not isinstance(r, np.ndarray) or r.dtype != np.uint64 or r.ndim != 2:
-        raise InvalidType("r must be a 2-D uint64 array")
-    m, n = r.shape
+    m, n = _matrix(r, "r").shape
     o = check_int(n_cols, "n_cols", lo=1)
-    count = n * o * 64
+    k = check_int(bits, "bits", lo=1, hi=64)
+    count = n * o * k
     if out0.shape[0] != count or out1.shape[0] != count:
         raise InvalidInput(f"cot_send: {count} OTs are needed, got {out0.shape[0]}")
-    x0 = _vec_words(out0, m).reshape(n, o, 64, m)
-    tau = _vec_words(out1, m).reshape(n, o, 64, m)  # a fresh copy (the view is strided)
+    x0 = _vec_words(out0, m).reshape(n, o, k, m)
+    tau = _vec_words(out1, m).reshape(n, o, k, m)  # a fresh copy (the view is strided)
     tau -= x0
     tau -= r.T[:, None, None, :]
-    words = [tau[:, :, lo:hi, :].astype(dt) for lo, hi, dt in _WIDTHS]
+    words = [tau[:, :, lo:hi, :].astype(dt) for lo, hi, dt in _widths(k)]
     share = _weighted_sum(x0)
     share = np.negative(share, out=share)
     return words, np.ascontiguousarray(share.T)
 
 
 def cot_receive(
-    b: np.ndarray, m: int, out: np.ndarray, words: object
+    b: np.ndarray, m: int, out: np.ndarray, words: object, bits: int = 64
 ) -> np.ndarray:
     """The receiver's share of ``R @ B`` (``m x n_cols``) from the outputs of the OTs
-    it chose in with the bits of ``b`` (:func:`gilboa_choices`) and the sender's
-    correction words."""
-    if not isinstance(b, np.ndarray) or b.dtype != np.uint64 or b.ndim != 2:
-        raise InvalidType("b must be a 2-D uint64 array")
-    n, o = b.shape
+    it chose in with the bits of ``b`` (:func:`gilboa_choices`, the same ``bits``) and
+    the sender's correction words."""
+    n, o = _matrix(b, "b").shape
     m = check_int(m, "m", lo=1)
-    count = n * o * 64
+    k = check_int(bits, "bits", lo=1, hi=64)
+    count = n * o * k
     if out.shape[0] != count:
         raise InvalidInput(f"cot_receive: {count} OTs are needed, got {out.shape[0]}")
-    if not isinstance(words, list) or len(words) != len(_WIDTHS):
-        raise MisbehaviourDetected("correlated OT: four arrays of correction words expected")
-    v = _vec_words(out, m).reshape(n, o, 64, m)  # a fresh copy (the view is strided)
-    bits = ((b[:, :, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(bool)
-    for (lo, hi, dt), w in zip(_WIDTHS, words, strict=True):
+    widths = _widths(k)
+    if not isinstance(words, list) or len(words) != len(widths):
+        raise MisbehaviourDetected(
+            f"correlated OT: {len(widths)} arrays of correction words expected")
+    v = _vec_words(out, m).reshape(n, o, k, m)  # a fresh copy (the view is strided)
+    chosen = gilboa_choices(b, k).reshape(n, o, k).astype(bool)
+    for (lo, hi, dt), w in zip(widths, words, strict=True):
         if not isinstance(w, np.ndarray) or w.dtype != dt or w.shape != (n, o, hi - lo, m):
             raise MisbehaviourDetected(
                 f"correlated OT: correction words of shape {(n, o, hi - lo, m)} {np.dtype(dt)}"
                 " expected"
             )
         part = v[:, :, lo:hi, :]
-        np.subtract(part, w, out=part, where=bits[:, :, lo:hi, None], casting="unsafe")
+        np.subtract(part, w, out=part, where=chosen[:, :, lo:hi, None], casting="unsafe")
     return np.ascontiguousarray(_weighted_sum(v).T)
 
 
 def _weighted_sum(v: np.ndarray) -> np.ndarray:
-    """``sum_{k, i} 2^i v[k, :, i, :]`` modulo 2^64 for ``v`` of shape (n, o, 64, m)."""
-    s = v.sum(axis=0, dtype=np.uint64)  # (o, 64, m)
-    s <<= np.arange(64, dtype=np.uint64)[None, :, None]
+    """``sum_k (sum_{i < bits-1} 2^i v[k, :, i, :] - 2^(bits-1) v[k, :, bits-1, :])``
+    modulo 2^64 for ``v`` of shape (n, o, bits, m): two's complement weights (for 64
+    bits the same as unsigned ones, 2^63 = -2^63 modulo 2^64)."""
+    k = v.shape[2]
+    s = v.sum(axis=0, dtype=np.uint64)  # (o, bits, m)
+    s <<= np.arange(k, dtype=np.uint64)[None, :, None]
+    np.negative(s[:, k - 1, :], out=s[:, k - 1, :])
     return s.sum(axis=1, dtype=np.uint64)
 
 
-def gilboa_choices(b: np.ndarray) -> np.ndarray:
-    """The choice bits for :func:`cot_receive`: bit ``i`` of ``b[k, j]`` at OT
-    ``(k * n_cols + j) * 64 + i``."""
-    if not isinstance(b, np.ndarray) or b.dtype != np.uint64 or b.ndim != 2:
-        raise InvalidType("b must be a 2-D uint64 array")
-    return ((b[:, :, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(
+def gilboa_choices(b: np.ndarray, bits: int = 64) -> np.ndarray:
+    """The choice bits for :func:`cot_receive`: bit ``i`` of ``b[k, j]`` (a ``bits``-bit
+    two's complement integer: ``-2^(bits-1) <= b < 2^(bits-1)`` read as int64, any
+    value for 64 bits) at OT ``(k * n_cols + j) * bits + i``."""
+    b = _matrix(b, "b")
+    k = check_int(bits, "bits", lo=1, hi=64)
+    if k < 64 and b.size:
+        signed = b.view(np.int64)
+        if int(signed.min()) < -(1 << (k - 1)) or int(signed.max()) >= 1 << (k - 1):
+            raise InvalidInput(f"an entry of b does not fit {k}-bit two's complement")
+    return ((b[:, :, None] >> np.arange(k, dtype=np.uint64)) & np.uint64(1)).astype(
         np.uint8
     ).reshape(-1)
+
+
+def signed_bits(b: np.ndarray) -> int:
+    """The fewest bits of two's complement that hold every entry of ``b`` (uint64 read
+    as int64): what :func:`gilboa_choices` needs."""
+    signed = _matrix(b, "b").view(np.int64)
+    if not signed.size:
+        return 1
+    hi = max(int(signed.max()), -int(signed.min()) - 1, 0)
+    return min(64, hi.bit_length() + 1)

@@ -41,9 +41,10 @@ dealer).  Same semi-honest, non-colluding assumption on the two compute
 parties, plus the hardness of discrete logarithms in Ed25519 (base OTs)
 and ChaCha20 as a correlation-robust hash (extension).  Each sees only
 OT messages (pseudorandom), masked values and AND-gate openings (masked
-by one-time triples).  Costs for a digits MLP 64-32-10 at batch 100: ~88
-MB per party offline (the mask products dominate: ~5.4 bytes per row and
-weight per bit-plane), 9-11 online rounds instead of 4.
+by one-time triples).  Costs for a digits MLP 64-32-10 at batch 100: 31 MB
+and 4.6 MB offline when the model owner is a compute party (no weight mask:
+the owner chooses OTs with its weights' bits), 88 MB per party otherwise
+(the mask products dominate); 11 online rounds instead of 4.
 Malicious behaviour is not detected beyond malformed messages
 (:class:`~mpcai.errors.MisbehaviourDetected`); a party that stops
 answering gives every other party a typed

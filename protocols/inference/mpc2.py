@@ -110,6 +110,13 @@ class Roles:
         return tuple(sorted(ids if self.dealer is None else {*ids, self.dealer}))
 
     @property
+    def model_owner_computes(self) -> bool:
+        """No dealer and the model owner is a compute party: its weights need no mask
+        (it multiplies them itself; the other party's input-mask product is made by
+        oblivious transfer with the weights' bits)."""
+        return self.dealer is None and self.model_owner in self.compute
+
+    @property
     def mask_sources(self) -> tuple[int, ...]:
         """Who hands the owners the seeds of the masks: the dealer, or without one
         each compute party (the masks are then the sums of their contributions)."""
@@ -357,6 +364,18 @@ async def _dealer(
 async def _model_owner(net: _Router, roles: Roles, model: Model, cfg: InferenceConfig) -> float:
     spec = ModelSpec.of(model)
     _bits, failure = bounds(model, cfg)
+    f = cfg.frac_bits
+    if roles.model_owner_computes:
+        # no weight mask: the owner's compute role gets the weights, the other zeros
+        for party in roles.compute:
+            mine = party == roles.model_owner
+            w_hat = [encoding.encode_fixed(lin.weight, f) if mine
+                     else np.zeros(lin.weight.shape, dtype=np.uint64) for lin in model.linears]
+            bias = [encoding.encode_fixed(lin.bias, 2 * f) if mine
+                    else np.zeros(lin.bias.shape, dtype=np.uint64) for lin in model.linears]
+            await net.send(party, f"{_TAG}/model",
+                           {"w_hat": w_hat, "bias": bias, "failure": failure})
+        return failure
     # the weight mask of layer i is the sum of the expansions of every seed received
     # for it: the dealer's two (one per compute party) or each compute party's own
     per_source = 2 if roles.dealer is not None else 1
@@ -370,7 +389,6 @@ async def _model_owner(net: _Router, roles: Roles, model: Model, cfg: InferenceC
                 raise MisbehaviourDetected(f"weight masks: malformed message from party {src}")
             for sd in group:
                 masks[i] += _expand(_seed(sd, "weight mask"), f"w-mask/{i}", masks[i].shape)
-    f = cfg.frac_bits
     w_hat, bias0, bias1 = [], [], []
     for i, lin in enumerate(model.linears):
         w_hat.append(encoding.encode_fixed(lin.weight, f) + masks[i])
@@ -446,6 +464,14 @@ class Correlations(abc.ABC):
 
     @abc.abstractmethod
     def _relu(self, i: int) -> fss.ReluKey | ReluGate: ...
+
+    #: the compute party (index 0 or 1) that adds the public product ``X_hat @ W_hat``
+    public_party: int = 0
+
+    def set_weights(self, w_hat: list[np.ndarray]) -> None:  # noqa: B027 (optional hook)
+        """Called with this party's (masked) weights before :meth:`fetch`: a provider
+        whose correlations depend on them (the model owner's own, unmasked, when it
+        computes) keeps them; the default ignores them."""
 
     def mask_seeds(self) -> tuple[list[bytes], bytes] | None:
         """Without a dealer: this party's seeds of its weight-mask shares (one per
@@ -561,9 +587,13 @@ async def _compute(
             "(DealerlessCorrelations), and a run with one a provider that does not"
         )
     if seeds is not None:
-        await net.send(roles.model_owner, f"{_TAG}/wmask-owner", [[sd] for sd in seeds[0]])
+        if not roles.model_owner_computes:
+            await net.send(roles.model_owner, f"{_TAG}/wmask-owner", [[sd] for sd in seeds[0]])
         await net.send(roles.data_owner, f"{_TAG}/x-mask", seeds[1])
-    await provider.fetch()
+    # the correlations first (the dealer's path), unless they depend on the weights
+    early = roles.model_owner_computes
+    if not early:
+        await provider.fetch()
     model = _dict(
         await net.recv(roles.model_owner, f"{_TAG}/model"), ("w_hat", "bias", "failure"), "model"
     )
@@ -578,6 +608,9 @@ async def _compute(
             f"[0, max_failure = {cfg.max_failure:.2g}]"
         )
     result.failure_probability = failure
+    if early:
+        provider.set_weights(w_hat)
+        await provider.fetch()
     result.offline_seconds = time.perf_counter() - t0
     await net.send(roles.data_owner, f"{_TAG}/ready", 1)
 
@@ -589,7 +622,7 @@ async def _compute(
         t, b0, r0 = time.perf_counter(), stats.bytes_sent, stats.rounds
         r_i, rb_i, b_i = provider.linear(i)
         z = rb_i - beaver.ring_matmul(r_i, w_hat[i]) - beaver.ring_matmul(x_hat, b_i)
-        if me == 0:
+        if me == provider.public_party:
             z += beaver.ring_matmul(x_hat, w_hat[i])
         z += bias[i]
         if i == spec.n_linear - 1:

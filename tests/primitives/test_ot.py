@@ -144,3 +144,27 @@ def test_extension_input_checks() -> None:
         ot.cot_receive(bm, 3, out, [w.astype(np.uint64) for w in words])
     with pytest.raises(InvalidInput):
         ot.cot_send(r, 3, o0, o1)  # the wrong number of OTs for the shape
+
+
+@pytest.mark.parametrize("bits", [1, 2, 9, 16, 33])
+def test_gilboa_with_small_signed_entries(bits: int) -> None:
+    a, b = _pair()
+    m, n, o = 6, 4, 3
+    rng = np.random.default_rng(bits)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1))
+    w = rng.integers(lo, hi, size=(n, o)).astype(np.int64)
+    w[0, 0], w[0, 1] = lo, hi - 1  # both ends of the range
+    bm = w.view(np.uint64)
+    assert ot.signed_bits(bm) == bits
+    r = _ring(m, n)
+    ch = ot.gilboa_choices(bm, bits)
+    assert ch.size == n * o * bits
+    msg, out = b.receive(ch, ot.cot_blocks(m))
+    o0, o1 = a.send(ch.size, msg, ot.cot_blocks(m))
+    words, share_a = ot.cot_send(r, o, o0, o1, bits)
+    share_b = ot.cot_receive(bm, m, out, words, bits)
+    want = [[sum(int(r[i, k]) * int(w[k, j]) for k in range(n)) % 2**64 for j in range(o)]
+            for i in range(m)]
+    assert (share_a + share_b).tolist() == want
+    with pytest.raises(InvalidInput):
+        ot.gilboa_choices(bm, bits - 1) if bits > 1 else ot.gilboa_choices(bm + 1, 1)

@@ -28,6 +28,9 @@ def test_digits_mlp_without_a_dealer_agrees_with_plaintext(digits) -> None:
     model, xte, clf = digits
     res = inf.simulate(model, xte[:60], provider="dealerless", input_bound=1.0)
     assert res.roles.dealer is None and len(res.stats) == 2
+    # the model owner (party 1) computes: it only chooses OTs; party 0 sends the words
+    assert res.roles.model_owner_computes
+    assert res.stats[1].bytes_sent < res.stats[0].bytes_sent / 4
     assert np.array_equal(res.labels, clf.predict(xte[:60]))
     assert np.max(np.abs(res.logits - model.logits(xte[:60]))) < 0.05
     # input, 6 comparison rounds + 2 multiplexer rounds, the next layer's opening
@@ -61,6 +64,8 @@ def test_deeper_model_separate_owners_and_swapped_roles() -> None:
     plain = model.logits(x)
     for roles in (inf.Roles(dealer=None, data_owner=1, model_owner=0),
                   inf.Roles(compute=(1, 2), dealer=None, data_owner=0, model_owner=3)):
+        # the first: the owner computes (no weight mask); the second: general (masks)
+        assert roles.model_owner_computes == (roles.model_owner in roles.compute)
         res = inf.simulate(model, x, provider="dealerless", roles=roles, input_bound=1.0)
         assert np.max(np.abs(res.logits - plain)) < 0.02
 
