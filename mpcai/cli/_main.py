@@ -71,6 +71,9 @@ def _build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--parties", type=int, default=2, choices=(2, 3),
                        help="compute parties (2: with a dealer)")
     infer.add_argument("--batch", type=int, default=360, help="test images (1..360)")
+    infer.add_argument("--he", action="store_true",
+                       help="CKKS instead: a client (party 0) and a server (party 1), no third "
+                            "party; a square-activation MLP 64-32-10 at N = 8192")
     infer.add_argument("--provider", default="dealer", choices=("dealer", "dealerless"),
                        help="2 parties: correlations from a dealer (party 2) or made by "
                             "the two parties alone (oblivious transfer)")
@@ -241,6 +244,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "demo":
         from mpcai.cli import _demo
 
+        if args.demo == "inference" and args.he:
+            return _demo.inference_he(batch=args.batch)
         if args.demo == "inference":
             return _demo.inference(parties=args.parties, batch=args.batch,
                                    provider=args.provider)

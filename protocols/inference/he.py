@@ -365,14 +365,15 @@ def _features(x: Any) -> np.ndarray:
     return arr
 
 
-async def run_client(party: Party, x: Any, *, server: int = 1,
+async def run_client(party: Party, x: Any, *, server: int = 1, batch: int | None = None,
                      on_batch: Callable[[int, int, float], None] | None = None) -> ClientResult:
     """Query the server with the rows of ``x``; returns the decrypted outputs and labels.
 
     The client checks the server's plan (bounded, a known preset, at most
     :data:`~._he_plan.MAX_PRODUCT_SHAPES` product shapes), makes a fresh
     key with only the Galois keys the plan needs, and sends the rows in
-    batches of :attr:`Plan.capacity`, one round trip each.  ``on_batch(i,
+    batches of :attr:`Plan.capacity` (or ``batch``, if smaller), one round trip each.
+    ``on_batch(i,
     rows, seconds)`` is called after each batch.  Decryption is exact and
     for the client alone (module docstring).
     """
@@ -399,7 +400,7 @@ async def run_client(party: Party, x: Any, *, server: int = 1,
     t0 = time.perf_counter()
     ctx, blob = await trio.to_thread.run_sync(keygen)
     result.keygen_seconds = time.perf_counter() - t0
-    cap = pl.capacity
+    cap = pl.capacity if batch is None else min(pl.capacity, check_int(batch, "batch", lo=1))
     batches = -(-xs.shape[0] // cap)
     s0 = party.stats.bytes_sent
     await party.send(server, f"{_TAG}/keys", {"context": blob, "batches": batches})
@@ -455,6 +456,7 @@ def simulate(
     preset: str | None = None,
     output: str = "logits",
     sigmoid_bound: float = 8.0,
+    batch: int | None = None,
     network: Network | None = None,
     timeout: float = 300.0,
 ) -> HEResult:
@@ -463,7 +465,8 @@ def simulate(
     Checks first, in plaintext, that no value of the computation on ``x``
     exceeds half the preset's range
     (:class:`~mpcai.errors.EncodingOverflow`).  ``network`` replaces the
-    in-memory network; ``timeout`` is each party's deadline per message.
+    in-memory network; ``timeout`` is each party's deadline per message; ``batch`` caps
+    the queries per round trip (default: a ciphertext's :attr:`Plan.capacity`).
     The first party's error that is a cause (not a peer that left) is raised.
     """
     program = _compile(model, preset, output, sigmoid_bound)
@@ -473,7 +476,7 @@ def simulate(
 
     async def one(party: Party, role: str) -> ClientResult | ServerResult:
         if role == "client":
-            return await run_client(party, xs, server=1)
+            return await run_client(party, xs, server=1, batch=batch)
         return await run_server(party, model, client=0, preset=pl.preset, output=output,
                                 sigmoid_bound=sigmoid_bound)
 
