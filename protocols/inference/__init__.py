@@ -10,7 +10,10 @@ wires (local GEMMs), ReLUs by function secret sharing (one round, one ring
 element per element and party), truncation by SecureML's local share shift.
 Only the data owner learns the logits.  :func:`simulate` runs every party in
 one process; :func:`run_party` is one party of a deployment (each role in
-its own process or machine, or several roles in one).
+its own process or machine, or several roles in one).  With one server and
+no third party, :mod:`mpcai.protocols.inference.he` evaluates models with
+:class:`Square` / :class:`Polynomial` activations on CKKS ciphertexts
+instead (the secret-sharing paths refuse those activations).
 
 **Threat model.**  Semi-honest (every party follows the protocol) and no
 collusion between the two compute parties, nor between the dealer and
@@ -61,7 +64,7 @@ times that).
 
 from ._dealerless import DealerlessCorrelations
 from ._torch import from_torch
-from .model import Linear, Model, ReLU, from_numpy, from_sklearn
+from .model import Linear, Model, Polynomial, ReLU, Square, from_numpy, from_sklearn
 from .mpc2 import (
     Correlations,
     DealerCorrelations,
@@ -87,9 +90,11 @@ __all__ = [
     "Model",
     "ModelSpec",
     "PartyResult",
+    "Polynomial",
     "ReLU",
     "ReluGate",
     "Roles",
+    "Square",
     "bounds",
     "from_numpy",
     "from_sklearn",
