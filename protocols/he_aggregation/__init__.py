@@ -76,7 +76,7 @@ each committee member (no CRT without the factorisation).
 from .aggregator import AggregateResult as AggregateResult
 from .aggregator import aggregator as aggregator
 from .client import client as client
-from .client import quantise_update as quantise_update
+from .client import quantize_update as quantize_update
 from .committee import committee_member as committee_member
 from .config import HEAggConfig as HEAggConfig
 from .config import Stage as Stage
@@ -91,6 +91,6 @@ __all__ = [
     "client",
     "committee_member",
     "process_party",
-    "quantise_update",
+    "quantize_update",
     "simulate",
 ]

@@ -16,7 +16,7 @@ from mpcai.runtime import Party
 from ._scheme import Scheme, scheme_for
 from .config import HEAggConfig, Stage
 
-__all__ = ["AGGREGATOR", "client", "quantise_update"]
+__all__ = ["AGGREGATOR", "client", "quantize_update"]
 
 _log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ AGGREGATOR = 0
 _QUANT_CHUNK = 1 << 18  # values quantised at a time
 
 
-def quantise_update(update: np.ndarray, cfg: HEAggConfig, weight: int = 1
+def quantize_update(update: np.ndarray, cfg: HEAggConfig, weight: int = 1
                     ) -> tuple[np.ndarray, int]:
     """``(values, clipped)``: the vector a client encrypts (``weight x`` the quantised
     update, then its clipped count saturated at ``cfg.clipped_cap``, then ``weight``;
@@ -72,7 +72,7 @@ async def client(party: Party, update: np.ndarray, cfg: HEAggConfig, public_key:
 
     def encrypt() -> tuple[bytes, int, float]:
         t0 = time.thread_time()
-        values, clipped = quantise_update(update, cfg, weight)
+        values, clipped = quantize_update(update, cfg, weight)
         blob = scheme.encrypt(values)
         return blob, clipped, time.thread_time() - t0
 

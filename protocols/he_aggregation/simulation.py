@@ -128,7 +128,7 @@ def simulate(
                    "bytes_received": mean_of(senders, lambda c: run.stats[c].bytes_received),
                    "count": float(len(senders))},
         "aggregator": {"seconds": sum(agg.seconds.get(k, 0.0)
-                                      for k in ("add", "verify", "combine")),
+                                      for k in ("add", "rerandomize", "verify", "combine")),
                        "bytes_sent": float(run.stats[0].bytes_sent),
                        "bytes_received": float(run.stats[0].bytes_received)},
         "committee": {"seconds": mean_of(members, lambda m: run[m]["decrypt_s"]),

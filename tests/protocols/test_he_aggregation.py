@@ -238,7 +238,7 @@ def test_malformed_client_inputs_are_rejected_and_the_rest_summed(keys, updates)
             return {}
         return role
 
-    values, _ = ha.quantise_update(updates[2], cfg, WEIGHTS[2])
+    values, _ = ha.quantize_update(updates[2], cfg, WEIGHTS[2])
     good = P.encrypt_packed(pk, values.astype(float), cfg.spec)
     roles = {
         2: sending(lambda: b"garbage"),
@@ -259,7 +259,7 @@ def test_out_of_range_client_input_gives_no_mean(keys, updates, how: str) -> Non
     pk = keys[0]
 
     async def liar(party: Party) -> dict:
-        values, _ = ha.quantise_update(updates[0], cfg, 1)
+        values, _ = ha.quantize_update(updates[0], cfg, 1)
         if how == "weight":  # a weight that no N honest clients reach together
             values[-1] = N * cfg.max_weight + 1
             blob = P.encrypt_packed(pk, values.astype(float), cfg.spec).serialize()
@@ -319,11 +319,11 @@ def test_configuration_checks(keys) -> None:
     with pytest.raises(InvalidInput, match="committee"):  # a 3-of-5 key for a 2-of-3 round
         ha.simulate([np.zeros(DIM)] * N, cfg=cfg, keys=keys)
     with pytest.raises(InvalidInput):  # an update of the wrong length, before sending
-        ha.quantise_update(np.zeros(DIM + 1), config())
+        ha.quantize_update(np.zeros(DIM + 1), config())
     with pytest.raises(InvalidInput):
-        ha.quantise_update(np.zeros(DIM), config(), weight=9)
+        ha.quantize_update(np.zeros(DIM), config(), weight=9)
     with pytest.raises(EncodingOverflow):
-        ha.quantise_update(np.full(DIM, np.nan), config())
+        ha.quantize_update(np.full(DIM, np.nan), config())
 
 
 def test_2048_bit_key_end_to_end() -> None:
