@@ -58,26 +58,28 @@ unused slots included), so ``sigma`` is set for ``N`` released values:
     ``sigma = 2^((s-1)/2) * B * sqrt(D * N)``,  ``D = Q * (n - t + 1)``
 
 with ``B`` a bound on every coefficient of ``E``, ``Q`` the per-holder budget
-(:data:`~mpcai.he.ckks.DEFAULT_DECRYPTION_BUDGET` partial decryptions of a
-ciphertext each; each ciphertext of a vector spends one; exceeding it raises
+(:data:`DEFAULT_COMMITTEE_BUDGET` = 1024 partial decryptions of a ciphertext; each
+ciphertext of a vector spends one, so a round of 100,000 values at N = 8192 spends
+25 and the default lasts 40 rounds; exceeding it raises
 :class:`~mpcai.errors.DecryptionBudgetExceeded`) and ``s`` =
 :data:`~mpcai.he.ckks.DEFAULT_FLOOD_SECURITY_BITS` (40).  *Statement* (in the
 form of :mod:`mpcai.he.ckks`'s flooded decryption): let at most ``t - 1`` holders be
 corrupt.  Every decryption set contains an honest holder, whose flood shifted by
 ``E`` is within KL divergence ``N B^2 / (2 sigma^2) = 2^-s / D`` of the unshifted
-flood (rounding to integers only lowers it).  Each decryption spends a unit of
-at least ``t - c`` honest budgets (``c`` corrupt holders), and the ``n - c`` honest
-holders have ``(n - c) Q`` units, so at most ``(n - c) Q / (t - c) <= D``
-decryptions are ever released: the whole transcript (adaptively chosen
-ciphertexts and sets included, by the chain rule) is within KL divergence
-``2^-s`` of one where every ``E`` is zero, with the consequences spelled out
-there (probabilities of any event at most ``p (1 + 2^-20)``-ish amplified for
-``p >= 2^-128``, statistical distance ``<= 2^-20.5``).  When more than one holder
-of ``S`` is honest, their individual ``D_h`` involve shares the adversary does not
+flood (rounding to integers only lowers it).  A decryption (a set all of whose
+honest holders released) spends a unit of at least ``t - c`` honest budgets (``c``
+corrupt holders), and the ``n - c`` honest holders have ``(n - c) Q`` units, so at
+most ``(n - c) Q / (t - c) <= D`` decryptions are ever released: the whole
+transcript (adaptively chosen ciphertexts and sets included, by the chain rule) is
+within KL divergence ``2^-s`` of one where every ``E`` is zero, with the
+consequences spelled out there (an event of probability ``p >= 2^-128`` given the
+ideal transcript has probability at most ``1.0001 p``; statistical distance at most
+``2^-20.5``).  The individual ``D_h`` of honest holders (when more than one of
+``S`` is honest, or a set is left incomplete) involve shares the adversary does not
 know: they are simulated as in Mouchet, Troncoso-Pastoriza, Bossuat and Hubaux
-("Multiparty Homomorphic Encryption from Ring-Learning-with-Errors", PETS 2021),
-a computational (RLWE) argument, while their sum is covered by the statement
-above.  The statement is for an ideal Gaussian; the sampler (Box–Muller over
+("Multiparty Homomorphic Encryption from Ring-Learning-with-Errors", PETS 2021), a
+computational (RLWE) argument, while the sums of complete sets are covered by the
+statement above.  The statement is for an ideal Gaussian; the sampler (Box–Muller over
 53-bit uniforms, tails cut at 8.6 sigma) differs from it by about 2^-50 in
 statistical distance per coefficient.
 
@@ -86,7 +88,7 @@ priori).  SEAL encrypts at the key level and divides by the special prime ``p``
 (``divide_and_round_q_last``), so a fresh encryption's error is ``E = E'/p -
 r_0 - r_1 s`` with ``|E'| < 2^19`` (``u e + e_1 + e_2 s`` at N = 8192, ``|e| <=
 21``), rounding residues ``|r_j| <= 1/2`` and ``s`` ternary: every coefficient
-has ``|E_k| <= 1/2 + N/2 + E'/p``, an integer, so ``|E_k| <= N/2`` -- a bound that
+has ``|E_k| <= 1/2 + N/2 + |E'|/p``, an integer, so ``|E_k| <= N/2`` -- a bound that
 holds always, not with high probability.  A sum of ``K`` fresh encryptions has
 ``|E_k| <= K N / 2`` (:meth:`ThresholdContext.fresh_noise_bound`; an integer weight
 ``w`` counts ``|w|`` times; mod switching, e.g. ``compact()``, drops primes and
@@ -97,12 +99,14 @@ about 45 times the typical peak; a caller who accepts a heuristic bound passes
 of ``summands``.  Any other computation (products, rotations) needs its own
 ``coeff_noise_bound``.
 
-*Precision* (``"n8192-agg"``, ``s = 40``, ``Q = 16``, ``n = 5``, ``t = 3``, ``K = 50``
-summands): ``B = 204800``, ``sigma = 2^46.4`` per coefficient, so each released
-value has an error of standard deviation ``sigma sqrt(N/2) / 2^80`` = 5.0e-9 per
-flooding holder, 8.7e-9 for three (:meth:`ThresholdContext.value_error_std`).
-Sums must stay below 2^37 in magnitude (the 120-bit modulus holds ``Delta |x|``,
-``E`` and the floods).
+*Precision* (``"n8192-agg"``, ``s = 40``, ``Q = 1024``, ``n = 5``, ``t = 3``, ``K = 50``
+summands): ``B = 204800``, ``sigma = 2^49.4`` per coefficient, so each released
+value has an error of standard deviation ``sigma sqrt(N/2) / 2^80`` = 4.0e-8 per
+flooding holder, 7.0e-8 for three (:meth:`ThresholdContext.value_error_std`;
+measured 7.0e-8 by ``benchmarks/_ckks_threshold.py``); ``sigma`` grows as
+``sqrt(Q)``, so ``Q = 16`` gives 8.7e-9.  Integer (quantised) sums come out exact
+after rounding by a wide margin.  Sums must stay below 2^37 in magnitude (the
+120-bit modulus holds ``Delta |x|``, ``E`` and the floods).
 
 **What is checked, and what is not.**  There are no proofs of correct
 decryption for lattice schemes here.  :func:`combine` detects: partials under
@@ -173,6 +177,7 @@ from mpcai.he import _ckks_flood, _ckks_seal, ckks
 from mpcai.validation import check_bytes, check_int, check_real
 
 __all__ = [
+    "DEFAULT_COMMITTEE_BUDGET",
     "DEFAULT_THRESHOLD_PRESET",
     "MAX_HOLDERS",
     "MAX_PARTIAL_BYTES",
@@ -188,6 +193,10 @@ __all__ = [
 
 DEFAULT_THRESHOLD_PRESET = "n8192-agg"
 """The preset :func:`deal_threshold_keys` uses unless told otherwise."""
+
+DEFAULT_COMMITTEE_BUDGET = 1024
+"""Ciphertext partial decryptions per holder unless the dealer sets another (40 rounds of
+100,000 values at N = 8192); the flooding width grows as its square root."""
 
 MAX_HOLDERS = 255
 """Largest committee (holder indices are 1..n, below every prime)."""
@@ -707,16 +716,18 @@ class PartialDecryption:
 
 def deal_threshold_keys(n_holders: int, threshold: int, *,
                         preset: str = DEFAULT_THRESHOLD_PRESET,
-                        decryption_budget: int = ckks.DEFAULT_DECRYPTION_BUDGET
+                        decryption_budget: int = DEFAULT_COMMITTEE_BUDGET
                         ) -> tuple[ThresholdContext, list[KeyShare]]:
     """A trusted dealer's committee key: the public :class:`ThresholdContext` and one
     :class:`KeyShare` per holder (``shares[i - 1]`` is holder ``i``'s), any
     ``threshold`` of ``n_holders`` decrypting.
 
     ``preset`` names a :data:`~mpcai.he.ckks.PRESETS` entry (default ``"n8192-agg"``);
-    ``decryption_budget`` (``Q``) caps each holder's partial decryptions (one per
-    ciphertext).  The dealer sees the secret key (module docstring): run it where that
-    trust is acceptable, give each holder its share privately, and let the process end.
+    ``decryption_budget`` (``Q``, default 1024) caps each holder's partial decryptions
+    (one per ciphertext: ``ceil(d / 4096)`` for ``d`` values at N = 8192); the flooding
+    width grows as ``sqrt(Q)``.  The dealer sees the secret key (module docstring): run
+    it where that trust is acceptable, give each holder its share privately, and let the
+    process end.
     """
     n = check_int(n_holders, "n_holders", lo=1, hi=MAX_HOLDERS)
     t = check_int(threshold, "threshold", lo=1, hi=n)

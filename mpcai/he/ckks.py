@@ -187,8 +187,9 @@ advance releases ``c_0 + lambda_i s_i c_1 + e_i`` with its own Gaussian flood
 ``e_i`` over all ``N`` coefficients, wide enough to hide the ciphertext's error
 alone (``t - 1`` corrupt holders may add nothing), against the a-priori bound
 ``N / 2`` per summand that SEAL's encryption always meets.  On preset
-``"n8192-agg"`` (60-60-60, scale 2^80; 5 holders, threshold 3, ``Q = 16``) a sum of
-50 fresh encryptions decrypts with an error of standard deviation 8.7e-9 per value;
+``"n8192-agg"`` (60-60-60, scale 2^80; 5 holders, threshold 3, 1024 ciphertext
+decryptions per holder) a sum of 50 fresh encryptions decrypts with an error of
+standard deviation 7e-8 per value;
 products, rotations and crafted ciphertexts are out of scope, as is any proof that
 a holder decrypted correctly (see that module).
 """
