@@ -297,3 +297,12 @@ def test_processes_over_tls(cancer: tuple) -> None:
     assert np.max(np.abs(client["outputs"] - model.logits(x[:5]))) <= 1e-5
     assert np.array_equal(client["labels"], model.predict(x[:5]))
     assert client["rows"] == [5] and run[1]["preset"] == "n8192"
+
+
+def test_cli_demo_runs_client_and_server_processes(capsys: pytest.CaptureFixture[str]) -> None:
+    from mpcai.cli import _main as cli
+
+    assert cli.main(["demo", "inference", "--he", "--batch", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "labels agreeing with the plaintext model: 1.0000 (40/40)" in out
+    assert "client -> server" in out and "server -> client" in out
