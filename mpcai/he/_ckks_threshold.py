@@ -115,9 +115,9 @@ another level, a holder outside its declared set, two partials of one holder in
 a set (:class:`~mpcai.errors.DuplicateShares`), a set with members missing
 (:class:`~mpcai.errors.NotEnoughShares` if no set is complete), and -- when
 partials of two or more complete sets of the same ciphertext are given -- results
-that disagree by more than 12 standard deviations of their flooding
-(:class:`~mpcai.errors.MisbehaviourDetected`): a holder that lies in one set but
-not the other, or lies in only one.  Not detected: a holder that shifts its
+that disagree by more than 12 standard deviations of their flooding (the median
+width the partials report; :class:`~mpcai.errors.MisbehaviourDetected`): a holder
+that lies in one set but not the other, or lies in only one.  Not detected: a holder that shifts its
 partial consistently in every set it is in, or colluding holders doing so
 together; the result is then wrong (by whatever they chose), although no secret
 leaks from it.  Received objects are parsed with exact lengths, checked against
@@ -839,10 +839,14 @@ def check_partial(context: ThresholdContext, vec: ckks.CKKSVector,
 def _matches(context: ThresholdContext, cts: list[sa.Ciphertext], digests: list[bytes],
              p: PartialDecryption) -> bool:
     pid = tuple(int(x) for x in cts[0].parms_id())
-    return (hmac.compare_digest(p.key_id, context.key_id) and p.parms_id == pid
-            and len(p.digests) == len(digests)
-            and all(hmac.compare_digest(a, b) for a, b in zip(p.digests, digests, strict=True))
-            and p.holder in p.holders and p.values.shape[0] == len(cts))
+    shape = (len(cts), len(context._raw.levels.get(pid, ())), context.poly_modulus_degree)
+    return (isinstance(p.key_id, bytes) and hmac.compare_digest(p.key_id, context.key_id)
+            and p.parms_id == pid and len(p.digests) == len(digests)
+            and all(isinstance(a, bytes) and hmac.compare_digest(a, b)
+                    for a, b in zip(p.digests, digests, strict=True))
+            and isinstance(p.holders, tuple) and p.holder in p.holders
+            and isinstance(p.values, np.ndarray) and p.values.dtype == np.uint64
+            and p.values.shape == shape)
 
 
 def _combine_set(context: ThresholdContext, cts: list[sa.Ciphertext], sizes: list[int],
@@ -905,12 +909,14 @@ def combine(context: ThresholdContext, vec: ckks.CKKSVector,
         raise NotEnoughShares(
             f"no complete decryption set among {sorted(sets)} (each needs all its members; "
             f"at least {context.threshold} of {context.n_holders})")
+    # the cross-check's width: the median width the partials report (honest holders with
+    # the same bound report the same; a minority of liars cannot widen the tolerance)
+    sigma = float(np.median([p.sigma for g in complete.values() for p in g.values()]))
     results, widths = [], []
     for members, group in complete.items():
-        parts = [group[h] for h in members]
-        results.append(_combine_set(context, cts, sizes, parts))
-        sigma2 = sum(p.sigma ** 2 for p in parts)
-        widths.append(math.sqrt(sigma2 * context.poly_modulus_degree / 2) / cts[0].scale)
+        results.append(_combine_set(context, cts, sizes, [group[h] for h in members]))
+        widths.append(sigma * math.sqrt(len(members) * context.poly_modulus_degree / 2)
+                      / cts[0].scale)
     if len(results) > 1:
         names = list(complete)
         for a in range(1, len(results)):

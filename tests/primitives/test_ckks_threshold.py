@@ -336,6 +336,12 @@ def test_partials_for_another_ciphertext_or_set_are_detected(committee, data, to
                              parts[0].values, parts[0].sigma)
     with pytest.raises(MisbehaviourDetected):
         combine(tctx, total, [*parts, liar])
+    # one made in memory with the wrong shape is named, not a crash
+    short = PartialDecryption(tctx.key_id, 2, holders, parts[1].parms_id, parts[1].digests,
+                              parts[1].values[:, :1], parts[1].sigma)
+    with pytest.raises(MisbehaviourDetected) as info:
+        combine(tctx, total, [parts[0], short, parts[2]])
+    assert info.value.misbehaving == [2]
 
 
 def test_two_sets_are_checked_against_each_other(committee, data, total):
@@ -361,6 +367,10 @@ def test_two_sets_are_checked_against_each_other(committee, data, total):
     assert check_partial(tctx, total, cheat)  # well formed: no proof to fail
     with pytest.raises(MisbehaviourDetected, match="differ"):
         combine(tctx, total, [cheat, *pa[1:], *pb])
+    # reporting a huge width does not widen the tolerance (the median is used)
+    loud = PartialDecryption(tctx.key_id, 1, a, pa[0].parms_id, pa[0].digests, bad, 1e30)
+    with pytest.raises(MisbehaviourDetected, match="differ"):
+        combine(tctx, total, [loud, *pa[1:], *pb])
     # alone, the same cheat goes through: the result is off by 2^70 / 2^80 per value
     off = combine(tctx, total, [cheat, *pa[1:]]) - want
     assert np.all(np.abs(off - 2.0**-10) < 7 * std)
