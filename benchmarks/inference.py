@@ -347,6 +347,12 @@ def main(
                                         cheetah.get("bytes_sent_per_party") or []],
                 label_agreement=dl["agreement"],
                 agreement_peer=cheetah.get("label_agreement"),
+                # SPU keeps its OT / HE set-up between runs of one runtime: its first run
+                # (timed apart as the warm-up) pays it, the median is of the later ones;
+                # ours sets everything up again in every run
+                peer_first_run_s=cheetah.get("warmup_s"),
+                peer_first_run_mb_sent=[round(node[0][0] / 1e6, 2) for node in
+                                        cheetah.get("link_stats_per_run") or []],
                 peer_error=str(cheetah.get("error"))[:300] if cheetah.get("error") else None,
                 failures=f"{dl['failures']}/{dl['runs']}",
                 failures_peer=cheetah.get("failures"),
