@@ -175,7 +175,9 @@ def test_no_command_prints_help() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suite", ["he", "runtime", "secagg", "flower", "inference"])
+@pytest.mark.parametrize(
+    "suite", ["he", "runtime", "secagg", "flower", "inference", "he-protocols"]
+)
 def test_bench_suites_quick(suite: str, tmp_path: Path) -> None:
     out_file = tmp_path / f"{suite}.json"
     assert cli.main(["bench", suite, "--quick", "--reps", "1", "--json", str(out_file)]) == 0

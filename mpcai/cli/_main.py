@@ -121,6 +121,15 @@ def _build_parser() -> argparse.ArgumentParser:
     he.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     he.add_argument("--only", action="append", choices=["paillier", "ckks"],
                     help="run only this suite (repeatable)")
+    hp = bench_sub.add_parser("he-protocols", parents=[common],
+                              help="CKKS inference vs TenSEAL tutorials, threshold-Paillier "
+                                   "aggregation vs phe and masking, committee CKKS")
+    hp.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
+    hp.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
+    hp.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    hp.add_argument("--only", action="append",
+                    choices=["inference", "aggregation", "committee-ckks"],
+                    help="run only this suite (repeatable)")
     sg = bench_sub.add_parser("secagg", parents=[common],
                               help="secure aggregation vs Flower's SecAgg+")
     sg.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
@@ -290,6 +299,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
             return he.main(reps=args.reps, quick=args.quick, json_path=args.json,
                            only=args.only)
+        if args.bench == "he-protocols":
+            from mpcai.benchmarks import he_protocols
+
+            return he_protocols.main(reps=args.reps, quick=args.quick, json_path=args.json,
+                                     only=args.only)
         if args.bench == "secagg":
             from mpcai.benchmarks import secagg
 
