@@ -30,7 +30,10 @@ exception is raised.  The parent directory is
 **TenSEAL versions.**  The bridge relies on TenSEAL internals (``_ts_cpp``,
 ``sealapi``, ``TenSEALContext.seal_context()`` / ``secret_key()`` and the
 protobuf layout of ``CKKSVectorProto``), identical from 0.3.14 (SEAL 4.1) up
-to at least 0.3.18; :data:`SUPPORTED_TENSEAL` is that range, and any other
+to at least 0.3.18.  :data:`SUPPORTED_TENSEAL` starts at 0.3.18 (SEAL 4.3):
+SEAL 4.1 inflates a zstd-compressed object from a peer with no bound (a
+64 MiB decompression bomb grows memory by its full size there; SEAL 4.3
+decompresses on demand: 0.3 MB), so older TenSEALs are refused.  Any other
 version raises :class:`mpcai.errors.UnsupportedVersion` when a context is
 built or loaded (:func:`make_mirror`).
 """
@@ -56,7 +59,7 @@ from mpcai.errors import InvalidInput, UnsupportedVersion
 
 _TS = ts._ts_cpp
 
-SUPPORTED_TENSEAL: tuple[tuple[int, int, int], tuple[int, int, int]] = ((0, 3, 14), (0, 4, 0))
+SUPPORTED_TENSEAL: tuple[tuple[int, int, int], tuple[int, int, int]] = ((0, 3, 18), (0, 4, 0))
 """TenSEAL versions the bridge supports: ``lo <= version < hi``."""
 
 TMPDIR_ENV = "MPCAI_SEAL_TMPDIR"
@@ -88,7 +91,7 @@ def check_tenseal_version(version: str | None = None) -> None:
         raise UnsupportedVersion(
             f"TenSEAL {v} is not supported by mpcai's CKKS bridge (it needs "
             f"{'.'.join(map(str, lo))} <= tenseal < {'.'.join(map(str, hi))}); "
-            f"install a supported version, e.g. pip install 'tenseal>=0.3.14,<0.4'")
+            f"install a supported version, e.g. pip install 'tenseal>=0.3.18,<0.4'")
 
 
 def _has_room(directory: str, need: int) -> bool:
