@@ -35,6 +35,8 @@ API_PAGES = {
     "errors": ("mpcai.errors", "mpcai.errors.MpcaiError"),
     "secure_aggregation": ("mpcai.protocols.secure_aggregation",
                            "mpcai.protocols.secure_aggregation.SecAggConfig"),
+    "he_aggregation": ("mpcai.protocols.he_aggregation",
+                       "mpcai.protocols.he_aggregation.HEAggConfig"),
 }
 
 
