@@ -68,9 +68,11 @@ configuration whose sums could overflow a slot or exceed float64's exact
 range.  The scheme sits behind a small private interface (``_scheme.py``:
 encrypt, add, partial decryption, combine, formats) so a CKKS committee
 scheme can plug in.  Every received object is length-checked before it is
-parsed.  Cost at 2048 bits: ~0.6 s per client for 100,000 values (1,177
-ciphertexts, 603 KB, one message), and ~28 ms per ciphertext of the sum for
-each committee member (no CRT without the factorisation).
+parsed.  Cost at 2048 bits (``benchmarks/_he_aggregation.py``, 2-core EPYC):
+0.8-1.0 s per client for 100,000 values (1,177 ciphertexts, 603 KB, one
+message; plain phe: ~915 s), ~4 s for the aggregator with 50 clients, and
+~29 ms per ciphertext of the sum for each committee member (34 s for 1,177,
+one thread; no CRT without the factorisation).
 """
 
 from .aggregator import AggregateResult as AggregateResult
