@@ -30,8 +30,18 @@ def test_federated_breast_cancer_matches_plain_fedavg(capsys: pytest.CaptureFixt
 def test_private_inference_agrees_with_the_plaintext_model(capsys) -> None:
     out = _load("private_inference").main()
     assert out["agree_2pc"] == 1.0 and out["agree_3pc_labels_only"] == 1.0
+    assert out["agree_2pc_dealerless"] == 1.0
     assert out["plain_accuracy"] > 0.95 and out["max_logit_error_2pc"] < 0.05
     assert "the clinic never saw the logits: True" in capsys.readouterr().out
+
+
+def test_homomorphic_protocols_agree_with_plaintext(capsys) -> None:
+    out = _load("homomorphic").main()
+    assert out["lr_agree"] == 1.0 and out["mlp_agree"] == 1.0
+    assert out["mlp_accuracy_plain"] > 0.9
+    # within one quantisation step of the plaintext mean (clip 1, 16 bits: 2^-15)
+    assert out["agg_max_error"] < 2.0**-15
+    assert "9 of 10 clinics in the sum" in capsys.readouterr().out
 
 
 @pytest.mark.slow
