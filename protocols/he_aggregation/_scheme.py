@@ -6,8 +6,17 @@ checked before anything is parsed) and add two ciphertexts; write the sum
 for the committee and read it back there; a member's partial decryption;
 read (length-checked) and verify a partial; combine ``t`` verified partials
 into the integer slot sums.  :class:`PaillierScheme` implements it on the
-threshold Paillier of :mod:`mpcai.he.paillier`; a CKKS committee scheme plugs
-in the same way (:func:`scheme_for` picks the class by ``cfg.scheme``).
+threshold Paillier of :mod:`mpcai.he.paillier`, ``CKKSScheme`` (``_ckks.py``) on
+the committee CKKS of :mod:`mpcai.he.ckks`; :func:`scheme_for` picks the class
+by ``cfg.scheme``.
+
+A scheme whose partials are valid for one decryption set only (``set_bound``:
+CKKS, whose holders weight their share by the set's Lagrange coefficient before
+flooding) gets the set the aggregator chose through ``dump_sum(total, holders)``,
+carries it inside the sum, returns ``None`` from ``partial_decrypt`` for a member
+outside it, and reads partials against it (``load_partial(blob, total)``).
+Paillier ignores the set: every member answers once and any ``t`` valid
+partials combine.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ class Scheme(ABC):
     roles treat that as a dropout or a cheater.
     """
 
+    #: partials are valid only for the decryption set named in the sum (module docstring)
+    set_bound: bool = False
+
     def __init__(self, cfg: HEAggConfig, public_key: Any) -> None:
         self.cfg = cfg
         self.public_key = public_key
@@ -46,7 +58,8 @@ class Scheme(ABC):
     # ---- the aggregator
     @abstractmethod
     def input_bytes(self) -> int:
-        """The exact length of an honest client message."""
+        """The largest length of an honest client message (exact for Paillier; an upper
+        bound for CKKS, whose serialisation is compressed)."""
 
     @abstractmethod
     def load_input(self, blob: bytes) -> Any:
@@ -57,9 +70,11 @@ class Scheme(ABC):
         """The ciphertext of the sum."""
 
     @abstractmethod
-    def dump_sum(self, total: Any) -> bytes:
+    def dump_sum(self, total: Any, holders: tuple[int, ...] | None = None) -> bytes:
         """The sum as sent to the committee (re-randomised as the scheme requires; the
-        object is updated to what was sent, so partials refer to it)."""
+        object is updated to what was sent, so partials refer to it).  ``holders``: the
+        decryption set (holder indices) of a ``set_bound`` scheme, written into the sum
+        and remembered by ``total``; other schemes ignore it."""
 
     # ---- committee members
     @abstractmethod
@@ -67,8 +82,19 @@ class Scheme(ABC):
         """The sum a member receives and its declared number of summands."""
 
     @abstractmethod
-    def partial_decrypt(self, share: Any, total: Any) -> bytes:
-        """Member ``share``'s partial decryption of ``total``, with its proof."""
+    def partial_decrypt(self, share: Any, total: Any) -> bytes | None:
+        """Member ``share``'s partial decryption of ``total`` (with its proof where the
+        scheme has one), or ``None`` when the member is outside the sum's decryption set
+        (``set_bound`` schemes: it answers nothing)."""
+
+    def decryption_set(self, total: Any) -> tuple[int, ...]:
+        """The holder indices the sum names (``set_bound`` schemes; else empty)."""
+        return ()
+
+    def sum_digest(self, total: Any) -> bytes:
+        """A digest of the sum's ciphertexts, so that a member asked again (another set)
+        can check that it is the same sum (``set_bound`` schemes; else empty)."""
+        return b""
 
     @abstractmethod
     def holder_index(self, share: Any) -> int:
@@ -76,16 +102,20 @@ class Scheme(ABC):
 
     # ---- the aggregator again
     @abstractmethod
-    def load_partial(self, blob: bytes) -> tuple[int, Any]:
-        """``(holder index, partial)`` from a member's answer, length-checked."""
+    def load_partial(self, blob: bytes, total: Any) -> tuple[int, Any]:
+        """``(holder index, partial)`` from a member's answer about ``total`` (as last
+        dumped), length-checked."""
 
     @abstractmethod
     def verify_partial(self, total: Any, partial: Any) -> bool:
-        """Whether ``partial`` is correct for ``total`` (its proof holds)."""
+        """Whether ``partial`` is correct for ``total`` (its proof holds; for a scheme
+        without proofs, whether it is well formed for ``total`` and its set)."""
 
     @abstractmethod
     def combine(self, total: Any, partials: list[Any]) -> np.ndarray:
-        """The exact integer slot sums (int64) from ``t`` verified partials."""
+        """The exact integer slot sums (int64) from ``t`` verified partials (a scheme
+        without proofs raises :class:`~mpcai.errors.MisbehaviourDetected` when the
+        result shows that a partial was wrong)."""
 
 
 class PaillierScheme(Scheme):
@@ -148,7 +178,8 @@ class PaillierScheme(Scheme):
             ) -> paillier.PackedCiphertext:
         return a + b
 
-    def dump_sum(self, total: paillier.PackedCiphertext) -> bytes:
+    def dump_sum(self, total: paillier.PackedCiphertext,
+                 holders: tuple[int, ...] | None = None) -> bytes:
         return total.serialize()  # a homomorphic result: re-randomised (in place) first
 
     def load_sum(self, blob: bytes) -> tuple[paillier.PackedCiphertext, int]:
@@ -167,7 +198,8 @@ class PaillierScheme(Scheme):
                         ) -> bytes:
         return paillier.partial_decrypt(share, total, workers=self.cfg.workers).serialize()
 
-    def load_partial(self, blob: bytes) -> tuple[int, paillier.PartialDecryption]:
+    def load_partial(self, blob: bytes, total: Any = None
+                     ) -> tuple[int, paillier.PartialDecryption]:
         lo = self._PARTIAL_HEADER + self.count * self.width
         hi = lo + (self.tpk.response_bits + 7) // 8
         if not isinstance(blob, bytes) or not lo <= len(blob) <= hi:
@@ -188,9 +220,10 @@ class PaillierScheme(Scheme):
         return sums.astype(np.int64)  # exact: below 2^53 (the configuration checks it)
 
 
-_SCHEMES: dict[str, type[Scheme]] = {"paillier": PaillierScheme}
-
-
 def scheme_for(cfg: HEAggConfig, public_key: Any) -> Scheme:
     """The scheme ``cfg.scheme`` names, over ``public_key``."""
-    return _SCHEMES[cfg.scheme](cfg, public_key)
+    if cfg.scheme == "ckks":
+        from ._ckks import CKKSScheme  # TenSEAL loads only when CKKS is used
+
+        return CKKSScheme(cfg, public_key)
+    return PaillierScheme(cfg, public_key)

@@ -24,7 +24,7 @@ from mpcai.errors import (
 from mpcai.runtime import Party
 
 from ._scheme import Scheme, scheme_for
-from .config import HEAggConfig, Stage
+from .config import HEAggConfig, Stage, decrypt_tag
 
 __all__ = ["AggregateResult", "aggregator"]
 
@@ -56,6 +56,9 @@ class AggregateResult:
     misbehaving: list[int]
     #: committee members that did not answer (before ``t`` valid partials had come)
     committee_missing: list[int]
+    #: CKKS: the decryption sets asked, in order (party ids; the last one decrypted);
+    #: Paillier asks every member at once and leaves this empty
+    decryption_sets: list[list[int]] = field(default_factory=list)
     #: how many values the participants clipped in all (each client's count saturates
     #: at ``cfg.clipped_cap``)
     clipped: int = 0
@@ -140,7 +143,7 @@ async def _decrypt(party: Party, scheme: Scheme, cfg: HEAggConfig, total: Any,
             missing.append(m)
             return
         try:
-            index, partial = scheme.load_partial(answer)
+            index, partial = scheme.load_partial(answer, total)
         except MpcaiError as exc:
             _log.warning("aggregator: member %d sent a malformed partial: %s", m, exc)
             misbehaving.append(m)
@@ -194,6 +197,132 @@ async def _decrypt(party: Party, scheme: Scheme, cfg: HEAggConfig, total: Any,
     return sums, used, sorted(misbehaving), sorted(missing)
 
 
+async def _decrypt_sets(party: Party, scheme: Scheme, cfg: HEAggConfig, total: Any,
+                        participants: list[int], seconds: dict[str, float],
+                        sets: list[list[int]]
+                        ) -> tuple[np.ndarray, list[int], list[int], list[int]]:
+    """For a ``set_bound`` scheme (CKKS): name a set ``S`` of ``t`` members believed
+    alive, send the sum with ``S`` to every member still connected (those outside ``S``
+    learn the set and answer nothing), wait for all of ``S``; if a member of ``S`` did
+    not answer or sent a malformed partial, leave it out and ask again with another
+    set (at most ``l - t + 1`` sets: each failed set loses a member).  Whatever the
+    outcome, every connected member is told that the round is over."""
+    members = cfg.member_ids()
+    t = cfg.threshold
+    alive = list(members)
+    missing: list[int] = []
+    misbehaving: list[int] = []
+    attempt = 0
+    spent = {"rerandomize": 0.0, "send_sum": 0.0, "decrypt": 0.0, "verify": 0.0}
+    request: dict[str, Any] = {"participants": np.array(participants, dtype=np.uint32)}
+    one = trio.CapacityLimiter(1)
+
+    async def finish() -> None:  # best effort: members waiting for another set may go
+        with trio.move_on_after(min(cfg.decrypt_timeout, 10.0)):
+            await party.broadcast(decrypt_tag(attempt + 1), {"done": True},
+                                  to=[m for m in members if m not in party.failed])
+
+    try:
+        while len(alive) >= t:
+            attempt += 1
+            chosen = alive[:t]
+            sets.append(chosen)
+            holders = tuple(m - cfg.n_clients for m in chosen)
+            t0 = time.perf_counter()
+
+            def dump(holders: tuple[int, ...] = holders) -> tuple[bytes, float]:
+                s0 = time.thread_time()
+                return scheme.dump_sum(total, holders), time.thread_time() - s0
+
+            request["sum"], took = await trio.to_thread.run_sync(dump)
+            spent["rerandomize"] += took
+            tag = decrypt_tag(attempt)
+            failed = await party.broadcast(tag, request,
+                                           to=[m for m in members if m not in party.failed],
+                                           timeout=cfg.decrypt_timeout)
+            spent["send_sum"] += time.perf_counter() - t0
+            for m in failed:
+                if m in alive:
+                    alive.remove(m)
+                    missing.append(m)
+            valid: dict[int, Any] = {}
+            lost: list[int] = [m for m in chosen if m in failed]
+
+            async def take(m: int, tag: str = tag, valid: dict[int, Any] = valid,
+                           lost: list[int] = lost) -> None:
+                try:
+                    answer = await party.recv(m, tag, timeout=cfg.decrypt_timeout)
+                except (PeerError, WireError):
+                    missing.append(m)
+                    lost.append(m)
+                    return
+
+                def check() -> tuple[Any, bool, float]:
+                    s0 = time.thread_time()
+                    index, partial = scheme.load_partial(answer, total)
+                    ok = index == m - cfg.n_clients and scheme.verify_partial(total, partial)
+                    return partial, ok, time.thread_time() - s0
+
+                try:
+                    partial, ok, took = await trio.to_thread.run_sync(check, limiter=one)
+                except MpcaiError as exc:
+                    _log.warning("aggregator: member %d sent a malformed partial: %s", m, exc)
+                    misbehaving.append(m)
+                    lost.append(m)
+                    return
+                spent["verify"] += took
+                if not ok:
+                    _log.warning("aggregator: member %d's partial decryption is not for this "
+                                 "sum and set", m)
+                    misbehaving.append(m)
+                    lost.append(m)
+                    return
+                valid[m] = partial
+
+            t1 = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for m in chosen:
+                    if m not in failed:
+                        nursery.start_soon(take, m)
+            spent["decrypt"] += time.perf_counter() - t1
+            for m in lost:
+                if m in alive:
+                    alive.remove(m)
+            if len(valid) < t:
+                _log.info("aggregator: decryption set %s incomplete (%s lost); %d members "
+                          "left", chosen, sorted(set(lost)), len(alive))
+                continue
+
+            def combine(chosen: list[int] = chosen, valid: dict[int, Any] = valid
+                        ) -> tuple[np.ndarray, float]:
+                s0 = time.thread_time()
+                return (scheme.combine(total, [valid[m] for m in chosen]),
+                        time.thread_time() - s0)
+
+            try:
+                sums, seconds["combine"] = await trio.to_thread.run_sync(combine)
+            except MisbehaviourDetected as exc:
+                # no proofs: the sum shows that a partial was wrong, not whose; no other
+                # set is tried (the cheater may be in it, and every set spends budgets)
+                raise MisbehaviourDetected(
+                    f"the decryption by committee members {chosen} is not a sum of "
+                    f"integers: one of them sent a wrong partial decryption ({exc})",
+                    chosen) from exc
+            seconds.update(spent)
+            return sums, chosen, sorted(misbehaving), sorted(set(missing))
+        seconds.update(spent)
+        heard = (f"{len(alive)} committee members left of the {t} a decryption set needs "
+                 f"after {attempt} set(s)")
+        if misbehaving:
+            raise MisbehaviourDetected(
+                f"{heard}: members {sorted(misbehaving)} sent malformed partial decryptions; "
+                f"members {sorted(set(missing))} did not answer", sorted(misbehaving))
+        raise NotEnoughSurvivors(f"{heard}: members {sorted(set(missing))} did not answer "
+                                 f"within {cfg.decrypt_timeout:g} s")
+    finally:
+        await finish()
+
+
 def _check_range(cfg: HEAggConfig, sums: np.ndarray, n: int) -> int:
     """The total weight and every value of the sum must be what ``n`` honest inputs give
     (a client may still shift the sum within these ranges: no robustness)."""
@@ -219,7 +348,11 @@ async def aggregator(party: Party, cfg: HEAggConfig, public_key: Any) -> Aggrega
     Adds the inputs that arrive within ``cfg.timeout`` (no recovery round: whoever
     did not send is not in the sum), then asks every committee member for a
     partial decryption of the sum and combines the first ``t`` that pass their
-    proofs.  Raises :class:`~mpcai.errors.NotEnoughSurvivors` with fewer than
+    proofs (Paillier).  CKKS: names a set of ``t`` members, combines their partials
+    when all of them answer well formed, and asks another set when one did not
+    (``decryption_sets``); a combination that is not a sum of integers raises
+    :class:`~mpcai.errors.MisbehaviourDetected` naming the set.  Raises
+    :class:`~mpcai.errors.NotEnoughSurvivors` with fewer than
     ``cfg.min_clients`` inputs (before the committee is asked) or fewer than ``t``
     answers, :class:`~mpcai.errors.MisbehaviourDetected` (``misbehaving``: the
     members) when cheaters leave fewer than ``t`` valid partials, and
@@ -238,8 +371,13 @@ async def aggregator(party: Party, cfg: HEAggConfig, public_key: Any) -> Aggrega
         raise NotEnoughSurvivors(f"{len(participants)} clients sent valid inputs, at least "
                                  f"min_clients = {cfg.min_clients} needed (dropped: "
                                  f"{dropped}, rejected: {rejected})")
-    sums, used, misbehaving, missing = await _decrypt(party, scheme, cfg, total, participants,
-                                                      seconds)
+    sets: list[list[int]] = []
+    if scheme.set_bound:
+        sums, used, misbehaving, missing = await _decrypt_sets(party, scheme, cfg, total,
+                                                               participants, seconds, sets)
+    else:
+        sums, used, misbehaving, missing = await _decrypt(party, scheme, cfg, total,
+                                                          participants, seconds)
     weight = _check_range(cfg, sums, len(participants))
     # the mean in place on one float64 vector: (q * scale - clip * W) / W
     mean = sums[:-2].astype(np.float64)
@@ -257,4 +395,5 @@ async def aggregator(party: Party, cfg: HEAggConfig, public_key: Any) -> Aggrega
     return AggregateResult(mean=mean, total_weight=weight, sums=sums,
                            participants=participants, dropped=dropped, rejected=rejected,
                            decrypted_by=used, misbehaving=misbehaving,
-                           committee_missing=missing, clipped=clipped, seconds=seconds)
+                           committee_missing=missing, clipped=clipped, seconds=seconds,
+                           decryption_sets=sets)

@@ -8,7 +8,9 @@ along as two more values.  Every value is below ``2^int_bits`` with
 hold the sum of ``n_clients`` of them without carrying into the next slot.  A
 configuration whose sums could reach 2^53 (beyond float64's exact integers) is
 refused when it is built; below that bound every slot fits in 56 bits, so no
-sum can carry into the next slot.
+sum can carry into the next slot.  With ``scheme="ckks"`` the bounds are those of
+the ``"n8192-agg"`` preset: every value a client sends below 2^32 and every sum
+below 2^37 (:data:`CKKS_MAX_SUM`), beyond which the decrypted sum is wrong.
 """
 
 from __future__ import annotations
@@ -22,13 +24,21 @@ from mpcai.errors import InvalidInput, InvalidType
 from mpcai.he.paillier import PackingSpec
 from mpcai.validation import check_int, check_real
 
-__all__ = ["CLIPPED_COUNT_CAP", "HEAggConfig", "Stage"]
+__all__ = ["CKKS_MAX_SUM", "CKKS_MAX_VALUE", "CLIPPED_COUNT_CAP", "HEAggConfig", "Stage",
+           "decrypt_tag"]
 
 CLIPPED_COUNT_CAP: int = (1 << 16) - 1
 """A client's count of clipped values saturates here (and at the slot's top value)."""
 
 MAX_COMMITTEE: int = 256
 """Largest committee (the threshold key's holder limit)."""
+
+CKKS_MAX_VALUE: int = 1 << 32
+"""CKKS: every value a client encrypts stays below this (preset ``"n8192-agg"``)."""
+
+CKKS_MAX_SUM: int = 1 << 37
+"""CKKS: every slot sum stays below this (the 120-bit modulus holds the scaled sum, its
+error and the floods of the committee)."""
 
 
 class Stage(enum.Enum):
@@ -38,6 +48,13 @@ class Stage(enum.Enum):
 
     INPUT = "input"
     DECRYPT = "decrypt"
+
+
+def decrypt_tag(attempt: int) -> str:
+    """The tag of the aggregator's ``attempt``-th decryption request (1, 2, ...) and of
+    the answers to it: ``"decrypt"``, then ``"decrypt/2"``, ...  (tags are single use;
+    only a ``set_bound`` scheme, CKKS, asks more than once)."""
+    return Stage.DECRYPT.value if attempt == 1 else f"{Stage.DECRYPT.value}/{attempt}"
 
 
 @dataclass(frozen=True)
@@ -66,11 +83,14 @@ class HEAggConfig:
             start: the deadline of the one round).
         decrypt_timeout: seconds the aggregator waits for partial decryptions
             (each member decrypts the whole sum: ~28 ms per ciphertext at 2048
-            bits, ``ceil((dim + 2) / slots)`` ciphertexts).
-        workers: threads per committee member for its partial decryption.
-        scheme: the encryption scheme (``"paillier"``: threshold Paillier).
+            bits, ``ceil((dim + 2) / slots)`` ciphertexts; CKKS: per decryption set
+            asked, ~7 ms per 4,096 values).
+        workers: threads per committee member for its partial decryption (Paillier).
+        scheme: the encryption scheme: ``"paillier"`` (threshold Paillier) or
+            ``"ckks"`` (committee CKKS, :mod:`mpcai.he.ckks`; sums below 2^37).
         randomness: the DJN exponent length of the clients' encryptions
-            (``"conservative"`` or ``"short"``, see :mod:`mpcai.he.paillier`).
+            (``"conservative"`` or ``"short"``, see :mod:`mpcai.he.paillier`; Paillier
+            only).
     """
 
     n_clients: int
@@ -84,7 +104,7 @@ class HEAggConfig:
     timeout: float = 60.0
     decrypt_timeout: float = 600.0
     workers: int = 1
-    scheme: Literal["paillier"] = "paillier"
+    scheme: Literal["paillier", "ckks"] = "paillier"
     randomness: Literal["conservative", "short"] = "conservative"
 
     def __post_init__(self) -> None:
@@ -107,8 +127,8 @@ class HEAggConfig:
         for name in ("timeout", "decrypt_timeout"):
             object.__setattr__(self, name, check_real(getattr(self, name), name, positive=True))
         object.__setattr__(self, "workers", check_int(self.workers, "workers", lo=0, hi=256))
-        if self.scheme != "paillier":
-            raise InvalidInput(f"scheme must be 'paillier', not {self.scheme!r}")
+        if self.scheme not in ("paillier", "ckks"):
+            raise InvalidInput(f"scheme must be 'paillier' or 'ckks', not {self.scheme!r}")
         if self.randomness not in ("conservative", "short"):
             raise InvalidInput("randomness must be 'conservative' or 'short'")
         # the largest sum of a slot: every client at the top level with the largest weight
@@ -118,6 +138,11 @@ class HEAggConfig:
                 f"unsafe: {n} clients x weight {self.max_weight} x {self.levels} "
                 f"(2^{self.bits} - 1) can reach {worst} >= 2^53, beyond exact float64 sums; "
                 "lower bits or max_weight")
+        if self.scheme == "ckks" and (self.top >= CKKS_MAX_VALUE or worst >= CKKS_MAX_SUM):
+            raise InvalidInput(
+                f"unsafe for CKKS: {n} clients x weight {self.max_weight} x {self.levels} "
+                f"(2^{self.bits} - 1) can reach {worst}; CKKS sums must stay below 2^37 "
+                "(and each value below 2^32); lower bits or max_weight")
         # below 2^53 the slot (int_bits + 1 + ceil(log2 n) bits) is at most 56 bits wide
         assert self.spec.slot_bits <= 56
 

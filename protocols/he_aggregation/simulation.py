@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -50,22 +50,26 @@ def simulate(
     committee: tuple[int, int] = (2, 3),
     *,
     cfg: HEAggConfig | None = None,
-    keys: tuple[paillier.ThresholdPublicKey, Sequence[paillier.KeyShare]] | None = None,
+    keys: tuple[Any, Sequence[Any]] | None = None,
     key_bits: int = paillier.MIN_KEY_BITS,
     clip: float = 1.0,
     bits: int = 16,
     dropouts: Iterable[int] = (),
     committee_dropouts: Iterable[int] = (),
     session: bytes | None = None,
+    scheme: Literal["paillier", "ckks"] | None = None,
 ) -> AggregateResult:
     """Aggregate ``updates`` (one array per client, all of one shape; ``updates[i]`` is
     client ``i + 1``) under a ``committee = (t, l)`` threshold key, in one process.
 
-    ``weights`` are integers (sample counts).  ``keys``: the committee's
-    ``(public key, shares)`` (e.g. from :func:`~mpcai.he.paillier.deal_threshold_keys`);
-    without them a dealer in this process makes a ``key_bits`` key (safe primes:
-    ~1-3 s at 2048 bits) and the shares live only for the call.  Without ``cfg``,
-    one is built from the inputs, ``committee``, ``clip`` and ``bits`` (the
+    ``weights`` are integers (sample counts).  ``scheme``: ``"paillier"`` (the
+    default) or ``"ckks"`` (committee CKKS); with ``cfg`` it must agree with
+    ``cfg.scheme`` or be left out.  ``keys``: the committee's ``(public key, shares)``
+    (from :func:`~mpcai.he.paillier.deal_threshold_keys`, or for CKKS
+    :func:`~mpcai.he.ckks.deal_threshold_keys`); without them a dealer in this process
+    makes a key (Paillier: ``key_bits``, safe primes, ~1-3 s at 2048 bits; CKKS:
+    preset ``"n8192-agg"``, ~1 s) and the shares live only for the call.  Without
+    ``cfg``, one is built from the inputs, ``committee``, ``clip`` and ``bits`` (the
     timeouts are its defaults).  ``dropouts``: client ids (``1..N``) that leave
     without sending; ``committee_dropouts``: holder indices (``1..l``) of members
     that never answer.  Returns the aggregator's result (``mean`` shaped like the
@@ -89,13 +93,21 @@ def simulate(
     weights = [check_int(w, f"weights[{i}]", lo=1) for i, w in enumerate(weights)]
     if len(weights) != n:
         raise InvalidInput(f"{len(weights)} weights for {n} updates")
+    if scheme is not None and scheme not in ("paillier", "ckks"):
+        raise InvalidInput(f"scheme must be 'paillier' or 'ckks', not {scheme!r}")
     if cfg is None:
         cfg = HEAggConfig(n_clients=n, dim=int(np.prod(shape, dtype=np.int64)),
                           committee=committee, clip=clip, bits=bits, max_weight=max(weights),
-                          min_clients=min(2, n))
+                          min_clients=min(2, n), scheme=scheme or "paillier")
+    elif scheme is not None and scheme != cfg.scheme:
+        raise InvalidInput(f"scheme={scheme!r} but the configuration says {cfg.scheme!r}")
     if cfg.n_clients != n:
         raise InvalidInput(f"the configuration is for {cfg.n_clients} clients, got {n}")
-    if keys is None:
+    if keys is None and cfg.scheme == "ckks":
+        from mpcai.he import ckks  # TenSEAL loads only when CKKS is used
+
+        keys = ckks.deal_threshold_keys(cfg.committee_size, cfg.threshold)
+    elif keys is None:
         keys = paillier.deal_threshold_keys(cfg.committee_size, cfg.threshold, key_bits)
     public_key, shares = keys
     if len(shares) != cfg.committee_size:
@@ -116,8 +128,10 @@ def simulate(
     agg: AggregateResult = run[0]
     agg.mean = agg.mean.reshape(shape)
     senders = [c for c in range(1, n + 1) if isinstance(run[c], dict) and run[c].get("done")]
+    # the members that decrypted (CKKS: those outside every set asked did no work)
     members = [m for m in range(n + 1, parties)
-               if isinstance(run[m], dict) and run[m].get("done")]
+               if isinstance(run[m], dict) and run[m].get("done")
+               and run[m].get("partials", 1) > 0]
 
     def mean_of(ids: list[int], get: Any) -> float:
         return float(np.mean([get(i) for i in ids])) if ids else 0.0
@@ -131,7 +145,8 @@ def simulate(
                                       for k in ("add", "rerandomize", "verify", "combine")),
                        "bytes_sent": float(run.stats[0].bytes_sent),
                        "bytes_received": float(run.stats[0].bytes_received)},
-        "committee": {"seconds": mean_of(members, lambda m: run[m]["decrypt_s"]),
+        "committee": {"seconds": mean_of(members, lambda m: run[m]["decrypt_s"]
+                                         / run[m].get("partials", 1)),
                       "bytes_sent": mean_of(members, lambda m: run.stats[m].bytes_sent),
                       "bytes_received": mean_of(members, lambda m: run.stats[m].bytes_received),
                       "count": float(len(members))},
@@ -144,11 +159,19 @@ async def process_party(party: Party, config: dict[str, Any], public_key: bytes,
                         weight: int = 1, drop: bool = False) -> dict[str, Any]:
     """Entry point for one OS process (``launch_local``): ``config`` holds
     :class:`HEAggConfig` fields, ``public_key`` the committee key's binary form
-    (:meth:`~mpcai.he.paillier.ThresholdPublicKey.serialize`), ``share`` a member's
-    key share (:meth:`~mpcai.he.paillier.KeyShare.serialize`).  Party 0 returns the
-    mean, the exact sums and the participants; a client or a member its status."""
+    (:meth:`~mpcai.he.paillier.ThresholdPublicKey.serialize`, or for
+    ``scheme="ckks"`` :meth:`~mpcai.he.ckks.ThresholdContext.serialize`), ``share`` a
+    member's key share (:meth:`~mpcai.he.paillier.KeyShare.serialize` /
+    :meth:`~mpcai.he.ckks.KeyShare.serialize`).  Party 0 returns the mean, the exact
+    sums and the participants; a client or a member its status."""
     cfg = HEAggConfig(**{k: tuple(v) if k == "committee" else v for k, v in config.items()})
-    pk = paillier.ThresholdPublicKey.deserialize(public_key)
+    pk: Any
+    if cfg.scheme == "ckks":
+        from mpcai.he import ckks  # TenSEAL loads only when CKKS is used
+
+        pk = ckks.ThresholdContext.deserialize(public_key)
+    else:
+        pk = paillier.ThresholdPublicKey.deserialize(public_key)
     if party.id == 0:
         agg = await aggregator(party, cfg, pk)
         return {"mean": agg.mean, "sums": agg.sums,
@@ -161,5 +184,12 @@ async def process_party(party: Party, config: dict[str, Any], public_key: bytes,
         return await client(party, update, cfg, pk, weight, drop=drop)
     if share is None:
         raise InvalidInput("a committee member needs its key share")
-    return await committee_member(party, cfg, pk, paillier.KeyShare.deserialize(share),
-                                  drop=drop)
+    key_share: Any = (_ckks_share(pk, share) if cfg.scheme == "ckks"
+                      else paillier.KeyShare.deserialize(share))
+    return await committee_member(party, cfg, pk, key_share, drop=drop)
+
+
+def _ckks_share(tctx: Any, blob: bytes) -> Any:
+    from mpcai.he import ckks
+
+    return ckks.KeyShare.deserialize(tctx, blob)
