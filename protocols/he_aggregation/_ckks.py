@@ -18,7 +18,13 @@ Three differences from threshold Paillier, absorbed by the roles (``set_bound``)
   everywhere (honest flooding errors are ~1e-7): random or large tampering is
   caught, an added exact integer vector is not;
 * serialised vectors are TenSEAL protobufs (zstd-compressed by TenSEAL), so a
-  client message has a bounded, not a fixed, length.
+  client message has a bounded, not a fixed, length;
+* an RLWE ciphertext does not show its key: a client message names the committee
+  key (its 16-byte id) so that a client set up with another key is rejected, but
+  a ciphertext under another key (or any crafted one) with the right id is
+  accepted, and spoils the sum: its decryption is then not a sum of integers and
+  the round fails (:class:`~mpcai.errors.MisbehaviourDetected`), or, crafted,
+  it can make the committee reveal its key (the package's threat model).
 
 Only public ``mpcai`` names are used (the protocol layer's rule).
 """
@@ -47,6 +53,7 @@ PRESET = "n8192-agg"
 INTEGRALITY_TOLERANCE = 0.25
 """A combined sum farther than this from an integer anywhere means a wrong partial."""
 
+_INPUT_MAGIC = b"HCI1"  # then the committee key id (16 bytes), the vector
 _SUM_MAGIC = b"HCS1"
 _SUM_HEAD = struct.Struct("<4sIH")  # magic, summands, |S|; then S (u16 each), the vector
 # PartialDecryption.serialize: magic (8) | key id (16) | holder, |S| (u16) | count (u32) |
@@ -102,18 +109,23 @@ class CKKSScheme(Scheme):
     # ---- clients
     def encrypt(self, values: np.ndarray) -> bytes:
         # integers below 2^32 are exact as float64 and as CKKS plaintexts at scale 2^80
-        return self.ctx.encrypt(values.astype(np.float64)).serialize()
+        return (_INPUT_MAGIC + self.tctx.key_id
+                + self.ctx.encrypt(values.astype(np.float64)).serialize())
 
     # ---- the aggregator
     def input_bytes(self) -> int:
         """An upper bound: uncompressed ciphertexts plus protobuf and tag overhead."""
+        return 4 + 16 + self._vector_bytes()
+
+    def _vector_bytes(self) -> int:
         return self.count * (self.ct_bytes + _PROTO_SLACK) + 64
 
     def _load_vector(self, blob: object) -> ckks.CKKSVector:
-        if not isinstance(blob, (bytes, memoryview)) or len(blob) > self.input_bytes():
+        limit = self._vector_bytes()
+        if not isinstance(blob, bytes) or len(blob) > limit:
             raise InvalidCiphertext(f"a CKKS vector of {self.cfg.length} values has at most "
-                                    f"{self.input_bytes()} bytes")
-        vec = ckks.CKKSVector.deserialize(self.ctx, bytes(blob), max_bytes=self.input_bytes())
+                                    f"{limit} bytes")
+        vec = ckks.CKKSVector.deserialize(self.ctx, blob, max_bytes=limit)
         if vec.size != self.cfg.length or vec.ciphertext_count != self.count:
             raise InvalidCiphertext(f"the vector has {vec.size} values in "
                                     f"{vec.ciphertext_count} ciphertexts, not "
@@ -123,7 +135,12 @@ class CKKSScheme(Scheme):
         return vec
 
     def load_input(self, blob: bytes) -> CKKSSum:
-        return CKKSSum(self._load_vector(blob), 1)
+        if not isinstance(blob, bytes) or not 20 < len(blob) <= self.input_bytes():
+            raise InvalidCiphertext(f"a client's CKKS input has at most {self.input_bytes()} "
+                                    "bytes")
+        if blob[:4] != _INPUT_MAGIC or blob[4:20] != self.tctx.key_id:
+            raise InvalidCiphertext("the input is not a CKKS vector under this committee key")
+        return CKKSSum(self._load_vector(blob[20:]), 1)
 
     def add(self, a: CKKSSum, b: CKKSSum) -> CKKSSum:
         return CKKSSum(a.vec + b.vec, a.summands + b.summands)
@@ -151,8 +168,9 @@ class CKKSScheme(Scheme):
     def load_sum(self, blob: bytes) -> tuple[CKKSSum, int]:
         t = self.cfg.threshold
         off = _SUM_HEAD.size + 2 * t
-        if not isinstance(blob, bytes) or not off < len(blob) <= off + self.input_bytes():
-            raise InvalidInput(f"a CKKS sum has {off + 1} to {off + self.input_bytes()} bytes")
+        limit = off + self._vector_bytes()
+        if not isinstance(blob, bytes) or not off < len(blob) <= limit:
+            raise InvalidInput(f"a CKKS sum has {off + 1} to {limit} bytes")
         magic, summands, m = _SUM_HEAD.unpack_from(blob)
         if magic != _SUM_MAGIC or m != t or not 1 <= summands <= self.cfg.n_clients:
             raise InvalidInput("malformed CKKS sum header")
@@ -206,7 +224,8 @@ class CKKSScheme(Scheme):
         if not math.isfinite(worst) or worst > INTEGRALITY_TOLERANCE:
             raise MisbehaviourDetected(
                 f"the combined sum is {worst:.3g} away from integers (honest flooding errors "
-                "are ~1e-7): a partial decryption of the set was wrong",
+                "are ~1e-7): a partial decryption of the set was wrong, or a client's "
+                "ciphertext was not a fresh encryption under the committee key",
                 [int(p.holder) for p in partials])
         if float(np.max(np.abs(r))) >= CKKS_MAX_SUM:
             raise MisbehaviourDetected("the combined sum is beyond CKKS's range",

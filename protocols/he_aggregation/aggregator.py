@@ -302,12 +302,13 @@ async def _decrypt_sets(party: Party, scheme: Scheme, cfg: HEAggConfig, total: A
             try:
                 sums, seconds["combine"] = await trio.to_thread.run_sync(combine)
             except MisbehaviourDetected as exc:
-                # no proofs: the sum shows that a partial was wrong, not whose; no other
-                # set is tried (the cheater may be in it, and every set spends budgets)
+                # no proofs: the sum shows that a partial (or a client's ciphertext) was
+                # wrong, not whose; no other set is tried (the cheater may be in it, and
+                # every set spends budgets)
                 raise MisbehaviourDetected(
                     f"the decryption by committee members {chosen} is not a sum of "
-                    f"integers: one of them sent a wrong partial decryption ({exc})",
-                    chosen) from exc
+                    f"integers: one of them sent a wrong partial decryption, or a client's "
+                    f"ciphertext was malformed ({exc})", chosen) from exc
             seconds.update(spent)
             return sums, chosen, sorted(misbehaving), sorted(set(missing))
         seconds.update(spent)

@@ -309,7 +309,7 @@ def test_configuration_checks(keys) -> None:
     edge = ha.HEAggConfig(n_clients=1 << 20, dim=10, bits=20, max_weight=(1 << 13) - 1)
     assert edge.spec.slot_bits == 56  # 33 value bits + sign + 20 bits of headroom
     for bad in ({"committee": (4, 3)}, {"committee": (0, 3)}, {"committee": (1, 300)},
-                {"min_clients": 7}, {"dim": 0}, {"scheme": "ckks"}, {"bits": 0},
+                {"min_clients": 7}, {"dim": 0}, {"scheme": "bfv"}, {"bits": 0},
                 {"timeout": 0}, {"out_of_range": "wrap"}):
         with pytest.raises(InvalidInput):
             config(**bad)
