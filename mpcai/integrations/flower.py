@@ -68,6 +68,36 @@ leaves it there until the node's next round replaces it.  Values travel
 in mpcai's wire codec inside Flower ``ConfigRecord`` bytes; nothing is
 pickled.
 
+Homomorphic aggregation instead of masking: ``HEAggStrategy(FedAvg(),
+public_key="keys/public-key.bin", clip=0.5, max_weight=10_000)`` on the server,
+``ClientApp(mods=[he_mod])`` on the nodes (:func:`make_he_mod`; the key files'
+paths in each node's config).  This runs :mod:`mpcai.protocols.he_aggregation`
+in Flower's rounds: the inner strategy's train message (the model, its config
+and the round's parameters; never the key, which every node holds from set-up
+and the message names by a hash) goes to the sampled nodes; each trains with
+the user's code, takes ``reply - received``, clips (counted), quantises,
+multiplies by its weight and answers with ONE message, its update packed and
+encrypted under a committee's threshold Paillier key (the weight and the
+clipped count inside the ciphertext).  A node that does not answer in time is
+simply not in the sum: no key exchange, no recovery round.  The server adds the
+ciphertexts and sends the sum to the committee, nodes holding key shares
+(one more round trip; a small one before it while the holders are unknown);
+any ``t`` partial decryptions that pass their proofs give the sum, a member
+whose partial fails is named (``he-misbehaving``), and the inner strategy gets
+the weighted mean change applied to the model, as with :class:`SecAggStrategy`.
+The threat model differs from masking: a **trusted dealer** makes the key and the
+shares offline (:func:`deal_committee_keys`, run by whoever the deployment
+trusts, never by the server process), and privacy rests on the **committee**:
+``t`` members colluding with the server decrypt every client's update.  It holds
+against a semi-honest server only: a malicious one can present one client's
+ciphertext as the sum, and the members, which check the key, the layout, a
+participant list matching the declared number of summands and their own
+``min_clients``, and decrypt once per round, cannot tell (clients do not sign
+their ciphertexts).  Masking needs no dealer and no committee but three to four
+round trips and a recovery stage; HE needs one client message, more client
+CPU (encryption) and committee CPU (one partial decryption per ciphertext of
+the sum).
+
 Requires ``flwr`` (``pip install 'mpcai[flower]'``); importing :mod:`mpcai`
 does not import it.
 """
@@ -111,7 +141,8 @@ except ImportError as exc:  # pragma: no cover - flwr is in the test extra
     raise ImportError("mpcai.integrations.flower needs Flower: pip install 'mpcai[flower]'"
                       ) from exc
 
-__all__ = ["RECORD_KEY", "SecAggStrategy", "make_secagg_mod", "secagg_mod"]
+__all__ = ["HE_RECORD_KEY", "RECORD_KEY", "HEAggStrategy", "SecAggStrategy",
+           "deal_committee_keys", "he_mod", "make_he_mod", "make_secagg_mod", "secagg_mod"]
 
 _log = logging.getLogger(__name__)
 
@@ -575,3 +606,15 @@ def _claim(directory: Path, session: bytes, me: int, stage: str, *, prune: bool 
 secagg_mod = make_secagg_mod()
 """The mod with the default floor (``ClientApp(mods=[secagg_mod])``); see
 :func:`make_secagg_mod`."""
+
+
+# homomorphic aggregation: in a private module, which uses the helpers above
+from ._flower_he import HE_RECORD_KEY as HE_RECORD_KEY  # noqa: E402
+from ._flower_he import HEAggStrategy as HEAggStrategy  # noqa: E402
+from ._flower_he import deal_committee_keys as deal_committee_keys  # noqa: E402
+from ._flower_he import he_mod as he_mod  # noqa: E402
+from ._flower_he import make_he_mod as make_he_mod  # noqa: E402
+
+for _obj in (HEAggStrategy, deal_committee_keys, he_mod, make_he_mod):
+    _obj.__module__ = __name__  # documented and exported here
+del _obj

@@ -1,0 +1,736 @@
+"""Homomorphic aggregation in Flower's Message API: :class:`HEAggStrategy` and :func:`make_he_mod`.
+
+Private: imported (and re-exported) by :mod:`mpcai.integrations.flower`, whose
+module docstring describes the option and its threat model; import the names
+from there.  The round is :mod:`mpcai.protocols.he_aggregation`'s, one Flower
+round trip per message of it: the inner strategy's train message (with the
+round's parameters) to the sampled nodes, each answering with its encrypted
+update; then one round trip to the committee's nodes for the partial
+decryptions of the sum (and, while not every key holder is known, a small
+round trip before it asking the nodes which key share they hold).  Every
+message is of the round's ``train`` type, its stage named in the record (as
+the SecAgg stages are): Flower runs a ClientApp's mods only on messages that
+reach a registered function, and every ClientApp has a train function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mpcai.errors import (
+    AggregateOutOfRange,
+    EncodingOverflow,
+    InvalidInput,
+    InvalidType,
+    MisbehaviourDetected,
+    MpcaiError,
+    NotEnoughSurvivors,
+    ProtocolAbort,
+)
+from mpcai.he import paillier
+from mpcai.protocols.he_aggregation import HEAggConfig, quantize_update
+from mpcai.protocols.he_aggregation._scheme import Scheme, scheme_for
+from mpcai.runtime import wire
+from mpcai.validation import check_int, check_real
+
+try:
+    from flwr.app import (
+        Array,
+        ArrayRecord,
+        ConfigRecord,
+        Context,
+        Message,
+        MetricRecord,
+        RecordDict,
+    )
+    from flwr.serverapp import Grid
+    from flwr.serverapp.strategy import Strategy
+except ImportError as exc:  # pragma: no cover - flwr is in the test extra
+    raise ImportError("mpcai.integrations.flower needs Flower: pip install 'mpcai[flower]'"
+                      ) from exc
+
+__all__ = ["HE_RECORD_KEY", "HEAggStrategy", "deal_committee_keys", "he_mod", "make_he_mod"]
+
+_log = logging.getLogger("mpcai.integrations.flower")
+
+#: fewest updates in a sum (as :data:`mpcai.integrations.flower.MIN_CLIENTS`)
+MIN_CLIENTS = 3
+
+
+def _fl() -> Any:
+    """:mod:`mpcai.integrations.flower`, for its helpers (imported on use: it imports
+    this module at its end)."""
+    from . import flower
+
+    return flower
+
+HE_RECORD_KEY = "mpcai.heagg"
+"""The ``ConfigRecord`` key of every HE-aggregation message."""
+
+#: node-config keys :data:`he_mod` reads the committee's key files from
+PUBLIC_KEY_CONFIG = "mpcai-he-public-key"
+KEY_SHARE_CONFIG = "mpcai-he-key-share"
+
+_MAX_KEY_FILE = 1 << 22  # bytes: a 256-holder 4096-bit key is ~0.5 MB
+_POLL = 0.05  # seconds between pulls while waiting for the committee
+_SESSION_BYTES = 16
+_ROUND_FIELDS = ("n_clients", "dim", "committee", "clip", "bits", "max_weight",
+                 "out_of_range", "min_clients", "timeout", "decrypt_timeout", "scheme",
+                 "randomness")
+_MEMBER = "HE aggregation: this node answers no committee request (no key share, or the " \
+          "request was refused; the reason is in its own log)"
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def deal_committee_keys(directory: str | os.PathLike[str], *, threshold: int, members: int,
+                        key_bits: int = paillier.DEFAULT_KEY_BITS) -> dict[str, Path]:
+    """The trusted dealer, an offline set-up step: make a ``threshold``-of-``members``
+    threshold Paillier key and write it to ``directory``.
+
+    Writes ``public-key.bin`` (for the server and every client) and
+    ``share-<i>.bin`` for holders ``i = 1..members`` (mode 0600: give each to one
+    committee member's node, privately, and delete the dealer's copies).  Refuses to
+    overwrite existing files.  Run it where the deployment's trust is (the dealer
+    knows the factorisation and every share while it runs), never in the server
+    process.  Returns the paths: ``{"public_key": ..., "share-1": ..., ...}``.
+    """
+    members = check_int(members, "members", lo=1)
+    threshold = check_int(threshold, "threshold", lo=1, hi=members)
+    public_key, shares = paillier.deal_threshold_keys(members, threshold, key_bits)
+    return _write_keys(Path(directory), public_key, shares)
+
+
+def _write_keys(directory: Path, public_key: paillier.ThresholdPublicKey,
+                shares: list[paillier.KeyShare]) -> dict[str, Path]:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out = {"public_key": directory / "public-key.bin"}
+    out.update({f"share-{s.index}": directory / f"share-{s.index}.bin" for s in shares})
+    clash = [str(p) for p in out.values() if p.exists()]
+    if clash:
+        raise InvalidInput(f"refusing to overwrite existing key files: {clash}")
+    for name, path in out.items():
+        blob = public_key.serialize() if name == "public_key" else next(
+            s for s in shares if f"share-{s.index}" == name).serialize()
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                     0o644 if name == "public_key" else 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+    return out
+
+
+def _read_bounded(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        blob = f.read(_MAX_KEY_FILE + 1)
+    if len(blob) > _MAX_KEY_FILE:
+        raise InvalidInput(f"{path} is larger than any key file ({_MAX_KEY_FILE} bytes)")
+    return blob
+
+
+def _load_public_key(key: Any) -> Any:
+    """A committee public key: the object, or a path to the dealer's ``public-key.bin``."""
+    if isinstance(key, (str, os.PathLike)):
+        return paillier.ThresholdPublicKey.deserialize(_read_bounded(Path(key)))
+    if key is None or not hasattr(key, "serialize"):
+        raise InvalidType(f"public_key must be the committee's public key or a path to it, "
+                          f"not {type(key).__name__}")
+    return key
+
+
+def _load_share(share: Any) -> Any:
+    if isinstance(share, (str, os.PathLike)):
+        return paillier.KeyShare.deserialize(_read_bounded(Path(share)))
+    return share
+
+
+def _key_id(public_key: Any) -> bytes:
+    """Names a committee key in the round's messages (both sides compute it from their
+    own copy: the server never sends the key)."""
+    return hashlib.sha256(b"mpcai/flower-he/key|" + public_key.serialize()).digest()[:16]
+
+
+def _committee_of(public_key: Any, committee: tuple[int, int] | None) -> tuple[int, int]:
+    own = (getattr(public_key, "threshold", None), getattr(public_key, "n_holders", None))
+    if committee is None:
+        if None in own:
+            raise InvalidInput("committee=(t, l) is needed for this kind of key")
+        return int(own[0]), int(own[1])  # type: ignore[arg-type]
+    if None not in own and tuple(committee) != own:
+        raise InvalidInput(f"committee={tuple(committee)} but the key is {own[0]} of {own[1]}")
+    return int(committee[0]), int(committee[1])
+
+
+def _round_blob(cfg: HEAggConfig, layout: list[tuple[str, tuple[int, ...]]], key_id: bytes
+                ) -> bytes:
+    fields = {name: getattr(cfg, name) for name in _ROUND_FIELDS}
+    fields["committee"] = list(cfg.committee)
+    return wire.encode_payload({"config": fields, "key": key_id,
+                                "layout": [[k, list(s)] for k, s in layout]})
+
+
+def _read_round(blob: object) -> tuple[HEAggConfig, list[tuple[str, tuple[int, ...]]], bytes]:
+    try:
+        obj = wire.decode_payload(blob)  # type: ignore[arg-type]
+        fields = dict(obj["config"])
+        if set(fields) != set(_ROUND_FIELDS):
+            raise ValueError("unexpected fields")
+        fields["committee"] = tuple(fields["committee"])
+        cfg = HEAggConfig(**fields)
+        layout = [(str(k), tuple(int(n) for n in shape)) for k, shape in obj["layout"]]
+        return cfg, layout, bytes(obj["key"])
+    except (KeyError, TypeError, ValueError, MpcaiError) as exc:
+        raise ProtocolAbort(f"malformed HE-aggregation parameters: {exc}") from exc
+
+
+def _record(stage: str, session: bytes, **fields: Any) -> RecordDict:
+    return RecordDict({HE_RECORD_KEY: ConfigRecord({"stage": stage, "session": session,
+                                                    **fields})})
+
+
+# ---------------------------------------------------------------------------- the server
+
+
+class HEAggStrategy(Strategy):
+    """A Message-API strategy whose training rounds are homomorphic aggregations.
+
+    ``inner``: an averaging Message-API strategy
+    (:data:`~mpcai.integrations.flower.AVERAGING`: ``FedAvg``, ``FedAdam``, ...);
+    it samples and configures the round, and its ``aggregate_train`` receives one
+    reply holding the weighted mean (the global model plus the participants' mean
+    change) with ``num-examples`` = their total weight.
+
+    ``public_key``: the committee's threshold key (the object, or the path of the
+    dealer's ``public-key.bin``, :func:`deal_committee_keys`); the server never
+    sends it: every node holds its own copy and the train message names it by a
+    hash.  ``clip``, ``bits``, ``max_weight`` (the largest ``num-examples`` a
+    client may send), ``min_clients`` (the fewest updates in a sum),
+    ``decrypt_timeout`` and ``randomness`` are :class:`HEAggConfig`'s;
+    ``max_clients``: the largest round (a round sampling more is skipped); a
+    configuration whose sums could overflow with ``max_clients`` clients is
+    refused here.  ``train_timeout``: the ``ttl`` of the train messages (the time
+    a node has to train and encrypt; the wait itself is ``start(timeout=...)``'s).
+    ``committee_nodes``: the node ids that may hold key shares (default: every
+    node of the grid; asked once which share they hold, again while a holder is
+    unknown).  ``committee``: ``(t, l)``, by default the key's.
+    ``scheme``: the HE-aggregation scheme (``"paillier"``).
+
+    A node that does not answer the train message is not in the sum, nor is one
+    whose reply is an error or malformed (counted in ``he-errors``); there is no
+    recovery round.  The round's metrics gain ``he-participants``, ``he-dropped``,
+    ``he-errors``, ``he-clipped``, ``he-misbehaving`` (committee members whose
+    partial decryption failed its proof; their node ids in :attr:`history`) and
+    ``he-decrypted-by``.  A round that cannot finish (fewer than ``min_clients``
+    updates, fewer than ``t`` valid partial decryptions, a sum out of range) leaves
+    the model unchanged: no arrays and ``he-failed = 1``.
+    """
+
+    def __init__(self, inner: Strategy, *, public_key: Any, clip: float = 1.0,
+                 bits: int = 16, max_weight: int = 100_000, min_clients: int = MIN_CLIENTS,
+                 max_clients: int = 1_000, train_timeout: float = 3600.0,
+                 decrypt_timeout: float = 600.0,
+                 committee_nodes: Iterable[int] | None = None,
+                 committee: tuple[int, int] | None = None, scheme: str = "paillier",
+                 randomness: str = "conservative",
+                 weighted_by_key: str | None = None) -> None:
+        if not isinstance(inner, Strategy):
+            raise InvalidInput(f"inner must be a Flower Message-API Strategy, not "
+                               f"{type(inner).__name__}")
+        fl = _fl()
+        if not fl._averages(type(inner)):
+            raise InvalidInput(f"{type(inner).__name__} does not aggregate by a weighted mean; "
+                               f"HE aggregation computes only that ({', '.join(fl.AVERAGING)} "
+                               f"and their subclasses)")
+        self.inner = inner
+        inner_key = getattr(inner, "weighted_by_key", None)
+        if weighted_by_key is None:
+            weighted_by_key = inner_key or "num-examples"
+        elif inner_key is not None and inner_key != weighted_by_key:
+            raise InvalidInput(f"weighted_by_key={weighted_by_key!r} but the inner strategy "
+                               f"weighs by {inner_key!r}")
+        self.weighted_by_key = weighted_by_key
+        self.public_key = _load_public_key(public_key)
+        self.key_id = _key_id(self.public_key)
+        self.max_clients = check_int(max_clients, "max_clients", lo=MIN_CLIENTS)
+        self.min_clients = check_int(min_clients, "min_clients", lo=2, hi=self.max_clients)
+        self.train_timeout = check_real(train_timeout, "train_timeout", positive=True)
+        self._options: dict[str, Any] = {
+            "committee": _committee_of(self.public_key, committee), "clip": clip,
+            "bits": bits, "max_weight": max_weight, "min_clients": self.min_clients,
+            "timeout": self.train_timeout, "decrypt_timeout": decrypt_timeout,
+            "scheme": scheme, "randomness": randomness}
+        # refused now: bad options, sums that could overflow, a key of another committee
+        scheme_for(HEAggConfig(n_clients=self.max_clients, dim=1, **self._options),
+                   self.public_key)
+        self.committee_nodes = None if committee_nodes is None else [
+            check_int(n, "node id", lo=0) for n in committee_nodes]
+        #: node id -> the key share it said it holds (asked while a holder is unknown)
+        self.members: dict[int, int] = {}
+        self._grid: Grid | None = None
+        self._round: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+
+    # ---- delegated ------------------------------------------------------------
+
+    def summary(self) -> None:
+        """The inner strategy's summary."""
+        self.inner.summary()
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """The inner strategy's evaluation round, unchanged."""
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int,
+                           replies: Iterable[Message]) -> MetricRecord | None:
+        """The inner strategy's evaluation aggregate, unchanged."""
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    # ---- training -------------------------------------------------------------
+
+    def _skip(self, server_round: int, why: str) -> list[Message]:
+        _log.warning("HE aggregation round %d skipped: %s", server_round, why)
+        self.history.append({"round": server_round, "failed": why})
+        return []  # never the inner strategy's plain round
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """The inner strategy's train messages, each carrying this round's HE parameters
+        (the configuration, the model's layout, the key's hash) and the client's id."""
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self._grid, self._round = grid, None
+        targets = [m.metadata.dst_node_id for m in messages]
+        if len(set(targets)) != len(targets):
+            return self._skip(server_round, "a node was sampled twice")
+        if not self.min_clients <= len(messages) <= self.max_clients:
+            return self._skip(server_round, f"{len(messages)} clients sampled, "
+                              f"{self.min_clients} to {self.max_clients} allowed")
+        not_float = [k for k in arrays.keys() if np.dtype(arrays[k].dtype).kind != "f"]
+        if not_float:
+            raise InvalidInput(f"arrays {not_float} are not floating point: HE aggregation "
+                               f"averages float arrays only")
+        layout = _fl()._layout(arrays)
+        dim = sum(int(np.prod(shape)) for _, shape in layout)
+        try:
+            cfg = HEAggConfig(n_clients=len(messages), dim=dim, **self._options)
+        except InvalidInput as exc:
+            return self._skip(server_round, f"InvalidInput: {exc}")
+        session = secrets.token_bytes(_SESSION_BYTES)
+        blob = _round_blob(cfg, layout, self.key_id)
+        nodes: dict[int, int] = {}
+        out = []
+        for cid, msg in enumerate(messages, start=1):
+            md = msg.metadata
+            nodes[md.dst_node_id] = cid
+            # a new RecordDict per message: strategies may share one between them
+            content = RecordDict({**dict(msg.content.items()),
+                                  **dict(_record("input", session, id=cid, **{
+                                      "round-config": blob,
+                                      "weight-key": self.weighted_by_key}).items())})
+            out.append(Message(content, dst_node_id=md.dst_node_id,
+                               message_type=md.message_type, group_id=str(server_round),
+                               ttl=self.train_timeout))
+        self._round = {"cfg": cfg, "session": session, "nodes": nodes, "blob": blob,
+                       "messages": out, "arrays": arrays, "layout": layout,
+                       "round": server_round, "type": out[0].metadata.message_type,
+                       "started": time.perf_counter()}
+        return out
+
+    def _inputs(self, replies: list[Message], scheme: Scheme
+                ) -> tuple[Any, list[int], int]:
+        """The sum of the valid encrypted updates, their clients' ids and the count of
+        error or malformed replies."""
+        assert self._round is not None
+        nodes: dict[int, int] = self._round["nodes"]
+        total: Any = None
+        ids: list[int] = []
+        errors = 0
+        for r in replies:
+            cid = nodes.get(r.metadata.src_node_id)
+            if cid is None or cid in ids:
+                continue
+            if r.has_error():
+                errors += 1
+                continue
+            try:
+                rec = r.content.config_records[HE_RECORD_KEY]
+                if rec["stage"] != "input" or bytes(rec["session"]) != self._round["session"]:
+                    raise ValueError("another stage or round")
+                ct = scheme.load_input(bytes(rec["data"]))  # length-checked first
+            except (KeyError, TypeError, ValueError, MpcaiError) as exc:
+                _log.warning("HE aggregation: node %d sent a malformed input: %s",
+                             r.metadata.src_node_id, exc)
+                errors += 1
+                continue
+            total = ct if total is None else scheme.add(total, ct)
+            ids.append(cid)
+        return total, sorted(ids), errors
+
+    def _gather(self, grid: Grid, messages: list[Message], timeout: float,
+                take: Callable[[Message], bool]) -> None:
+        """Push ``messages``; feed each reply to ``take`` until it returns True (enough)
+        or every reply came or ``timeout`` passed."""
+        if not messages:
+            return
+        pending = dict.fromkeys(grid.push_messages(messages))  # in the order sent
+        deadline = time.monotonic() + timeout
+        while pending:
+            for reply in grid.pull_messages(list(pending)):
+                pending.pop(reply.metadata.reply_to_message_id, None)
+                if take(reply):
+                    return
+            if not pending or time.monotonic() >= deadline:
+                return
+            time.sleep(_POLL)
+
+    def _discover(self, grid: Grid, cfg: HEAggConfig) -> None:
+        """Ask the candidate nodes which key share they hold (while a holder is unknown)."""
+        candidates = list(self.committee_nodes if self.committee_nodes is not None
+                          else grid.get_node_ids())
+        live = set(candidates)
+        known = {h for n, h in self.members.items() if n in live}
+        if len(known) == cfg.committee_size:
+            return
+        assert self._round is not None
+        session = self._round["session"]
+        asked = [Message(_record("committee", session, key=self.key_id), dst_node_id=n,
+                         message_type=self._round["type"],
+                         group_id=str(self._round["round"]), ttl=cfg.decrypt_timeout)
+                 for n in candidates if n not in self.members]
+
+        def take(reply: Message) -> bool:
+            if reply.has_error():
+                return False
+            try:
+                rec = reply.content.config_records[HE_RECORD_KEY]
+                holder = int(rec["holder"])
+                if rec["stage"] != "committee" or bytes(rec["key"]) != self.key_id \
+                        or not 1 <= holder <= cfg.committee_size:
+                    raise ValueError("not a holder of this key")
+            except (KeyError, TypeError, ValueError):
+                return False
+            self.members[reply.metadata.src_node_id] = holder
+            return False
+
+        self._gather(grid, asked, cfg.decrypt_timeout, take)
+
+    def _decrypt(self, grid: Grid, cfg: HEAggConfig, scheme: Scheme, total: Any,
+                 participants: list[int]) -> tuple[np.ndarray, list[int], list[int]]:
+        """The committee's round trip: the sum to every known member, the first ``t``
+        partial decryptions that pass their proofs combined; the nodes used and those
+        whose partials failed."""
+        assert self._round is not None
+        session = self._round["session"]
+        self._discover(grid, cfg)
+        blob = scheme.dump_sum(total)  # re-randomised: the partials refer to what is sent
+        who = wire.encode_payload(np.array(participants, dtype=np.uint32))
+        messages = [Message(_record("decrypt", session, sum=blob, participants=who, **{
+                        "round-config": self._round["blob"]}), dst_node_id=node,
+                            message_type=self._round["type"],
+                            group_id=str(self._round["round"]), ttl=cfg.decrypt_timeout)
+                    for node in self.members]
+        valid: dict[int, tuple[int, Any]] = {}  # holder -> (node, partial)
+        misbehaving: list[int] = []
+
+        def take(reply: Message) -> bool:
+            node = reply.metadata.src_node_id
+            if reply.has_error() or node not in self.members:
+                return False  # a member that refused or failed: as one that is down
+            try:
+                rec = reply.content.config_records[HE_RECORD_KEY]
+                if rec["stage"] != "decrypt" or bytes(rec["session"]) != session:
+                    raise ValueError("another stage or round")
+                index, partial = scheme.load_partial(bytes(rec["partial"]))
+                ok = index == self.members[node] and scheme.verify_partial(total, partial)
+            except (KeyError, TypeError, ValueError, MpcaiError):
+                ok = False
+            if not ok:
+                _log.warning("HE aggregation: committee node %d sent a partial decryption "
+                             "that fails its proof (or is malformed)", node)
+                misbehaving.append(node)
+                self.members.pop(node, None)  # asked again next round
+                return False
+            valid.setdefault(index, (node, partial))
+            return len(valid) >= cfg.threshold
+
+        self._gather(grid, messages, cfg.decrypt_timeout, take)
+        if len(valid) < cfg.threshold:
+            heard = f"{len(valid)} valid partial decryptions of {cfg.threshold} needed"
+            if misbehaving:
+                raise MisbehaviourDetected(f"{heard}: committee nodes {misbehaving} sent "
+                                           "partial decryptions that fail their proofs",
+                                           misbehaving)
+            raise NotEnoughSurvivors(f"{heard} within {cfg.decrypt_timeout:g} s")
+        used = sorted(valid)[:cfg.threshold]
+        try:
+            sums = scheme.combine(total, [valid[h][1] for h in used])
+        except EncodingOverflow as exc:
+            raise AggregateOutOfRange(f"the decrypted sum is outside what honest inputs "
+                                      f"give ({exc})") from exc
+        return sums, sorted(valid[h][0] for h in used), misbehaving
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Add the encrypted updates, have the committee decrypt the sum, then hand the
+        inner strategy one reply with the weighted mean."""
+        replies = list(replies)
+        r = self._round
+        if r is None or r["round"] != server_round or self._grid is None:
+            return None, MetricRecord({"he-failed": 1})  # never a plain aggregate
+        cfg: HEAggConfig = r["cfg"]
+        scheme = scheme_for(cfg, self.public_key)
+        misbehaving: list[int] = []
+        try:
+            total, ids, errors = self._inputs(replies, scheme)
+            if len(ids) < cfg.min_clients:
+                raise NotEnoughSurvivors(f"{len(ids)} valid encrypted updates, at least "
+                                         f"min_clients = {cfg.min_clients} needed")
+            sums, used, misbehaving = self._decrypt(self._grid, cfg, scheme, total, ids)
+            weight = _check_range(cfg, sums, len(ids))
+        except ProtocolAbort as exc:
+            _log.warning("HE aggregation round %d failed, the model is unchanged: %s",
+                         server_round, exc)
+            self.history.append({"round": server_round, "failed": f"{type(exc).__name__}: "
+                                 f"{exc}", "misbehaving": list(getattr(
+                                     exc, "misbehaving", misbehaving))})
+            return None, MetricRecord({"he-failed": 1})
+        finally:
+            self._round = None
+        # the mean change: (sum w q * 2 clip / levels - clip W) / W
+        mean = sums[:-2].astype(np.float64)
+        mean *= 2.0 * cfg.clip / cfg.levels
+        mean -= cfg.clip * weight
+        mean /= weight
+        global_arrays: ArrayRecord = r["arrays"]
+        start = 0
+        new_arrays = ArrayRecord()
+        for k, shape in r["layout"]:
+            size = int(np.prod(shape))
+            base = global_arrays[k].numpy()
+            new = base.astype(np.float64) + mean[start:start + size].reshape(shape)
+            new_arrays[k] = Array.from_numpy_ndarray(new.astype(base.dtype, copy=False))
+            start += size
+        info = {"he-participants": len(ids), "he-dropped": cfg.n_clients - len(ids),
+                "he-errors": errors, "he-clipped": int(sums[-2]),
+                "he-misbehaving": len(misbehaving), "he-decrypted-by": len(used)}
+        self.history.append({"round": server_round, **info, "misbehaving": misbehaving,
+                             "decrypted_by": used,
+                             "seconds": time.perf_counter() - r["started"]})
+        synthetic = Message(RecordDict({
+            "arrays": new_arrays,
+            "metrics": MetricRecord({self.weighted_by_key: int(weight)})}),
+            reply_to=r["messages"][0])
+        arrays, metrics = self.inner.aggregate_train(server_round, [synthetic])
+        out = MetricRecord(dict(metrics or {}))
+        for k, v in info.items():
+            out[k] = v
+        _log.info("HE aggregation round %d: %d participants, %d dropped, %d values clipped",
+                  server_round, len(ids), info["he-dropped"], info["he-clipped"])
+        return arrays, out
+
+
+def _check_range(cfg: HEAggConfig, sums: np.ndarray, n: int) -> int:
+    """The total weight and every value must be what ``n`` honest inputs give."""
+    weight = int(sums[-1])
+    values = sums[:-2]
+    if not n <= weight <= n * cfg.max_weight or (values.size and (
+            int(values.min()) < 0 or int(values.max()) > weight * cfg.levels)) \
+            or not 0 <= int(sums[-2]) <= n * cfg.clipped_cap:
+        raise AggregateOutOfRange(f"the decrypted sum of {n} updates is outside what honest "
+                                  f"inputs give: a client sent an out-of-range input")
+    return weight
+
+
+# ---------------------------------------------------------------------------- the nodes
+
+KeySource = Any  # an object, a path, or a callable of the node's Context returning either
+
+
+def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
+                required: bool = True, max_clip: float | None = None,
+                min_clients: int = MIN_CLIENTS,
+                claims_dir: str | os.PathLike[str] | None = None) -> Any:
+    """A ClientApp mod for :class:`HEAggStrategy`: a client's encrypted update, and the
+    committee member's partial decryption where the node holds a key share.
+
+    ``public_key``: the committee's key (the object or the path of the dealer's
+    ``public-key.bin``); ``key_share``: this node's share (object or path of
+    ``share-<i>.bin``), if it is a committee member.  Either may also be a callable
+    of the node's ``Context``; by default the paths come from the node config
+    (``flower-supernode --node-config 'mpcai-he-public-key="..."
+    mpcai-he-key-share="..."'``), and a member needs no separate public key.
+
+    As a client (a train message of :class:`HEAggStrategy`), the node trains with the
+    user's code unchanged, takes ``reply - received``, clips to ``clip`` (counted),
+    quantises, multiplies by its ``num-examples`` weight and answers with one
+    message: the packed ciphertext under its own copy of the committee key (a round
+    naming another key is refused; the weight and the clipped count are inside the
+    ciphertext).  It refuses a ``clip`` above ``max_clip`` or a round declaring
+    fewer than ``min_clients`` updates per sum.  With ``required`` (the default) a
+    train message without HE aggregation is refused, so the update never leaves in
+    the clear.
+
+    As a member (a train message of the ``committee`` or ``decrypt`` stage), it
+    says which share it holds, and decrypts one sum per round (``(session,
+    holder)`` claimed atomically in ``claims_dir``, node-local) after checking what
+    :func:`~mpcai.protocols.he_aggregation.committee_member` checks: the key, the
+    slot layout and length, a participant list of distinct client ids matching the
+    sum's declared number of summands and at least ``min_clients`` long.  A node
+    that fails or refuses answers with one fixed error message, never the reason.
+    """
+    if max_clip is not None:
+        max_clip = check_real(max_clip, "max_clip", positive=True)
+    min_clients = check_int(min_clients, "min_clients", lo=2)
+    claims = Path(claims_dir) if claims_dir is not None else Path(
+        tempfile.gettempdir()) / f"mpcai-he-claims-{os.getuid()}"
+    cache: dict[str, Any] = {}
+
+    def resolve(source: KeySource, config_key: str, context: Context,
+                load: Callable[[Any], Any]) -> Any:
+        if callable(source) and not hasattr(source, "serialize"):
+            source = source(context)
+        if source is None:
+            source = context.node_config.get(config_key)
+            if source is None:
+                return None
+            source = str(source)
+        if isinstance(source, (str, os.PathLike)):
+            path = str(Path(source).resolve())
+            if path not in cache:
+                cache[path] = load(path)
+            return cache[path]
+        return load(source)
+
+    def share_of(context: Context) -> Any:
+        return resolve(key_share, KEY_SHARE_CONFIG, context, _load_share)
+
+    def key_of(context: Context) -> Any:
+        key = resolve(public_key, PUBLIC_KEY_CONFIG, context, _load_public_key)
+        if key is None:
+            share = share_of(context)
+            key = getattr(share, "public_key", None)
+        if key is None:
+            raise InvalidInput("this node has no committee public key (make_he_mod("
+                               f"public_key=...) or node config {PUBLIC_KEY_CONFIG!r})")
+        return key
+
+    def mod(msg: Message, context: Context, call_next: Any) -> Message:
+        """Answer :class:`HEAggStrategy`'s messages; pass the others through."""
+        category = msg.metadata.message_type.split(".")[0]
+        recs = msg.content.config_records if msg.has_content() else {}
+        ours = HE_RECORD_KEY in recs
+        if category == "train" and ours and recs[HE_RECORD_KEY].get("stage") in (
+                "committee", "decrypt"):
+            try:
+                share = share_of(context)
+                if share is None:  # not a member: an error reply, as a node without the mod
+                    _log.debug("HE aggregation: a committee request, but no key share here")
+                    raise RuntimeError(_MEMBER)
+                return _member(msg, context, share)
+            except RuntimeError as exc:
+                if str(exc) == _MEMBER:
+                    raise
+                _log.exception("HE aggregation: committee request refused or failed")
+                raise RuntimeError(_MEMBER) from None
+            except Exception:
+                _log.exception("HE aggregation: committee request refused or failed")
+                raise RuntimeError(_MEMBER) from None
+        if category != "train" or not ours:
+            if category == "train" and required:
+                _log.error("refused a train message without HE aggregation "
+                           "(make_he_mod(required=False) allows it)")
+                raise RuntimeError(_fl()._FAILED)
+            return call_next(msg, context)
+        try:
+            return _client(msg, context, call_next)
+        except Exception:  # the reason may quote this client's weight or values
+            _log.exception("HE aggregation failed on this client")
+            raise RuntimeError(_fl()._FAILED) from None
+
+    def _client(msg: Message, context: Context, call_next: Any) -> Message:
+        rec = msg.content.config_records[HE_RECORD_KEY]
+        cfg, layout, key_id = _read_round(rec["round-config"])
+        key = key_of(context)
+        if key_id != _key_id(key):
+            raise ProtocolAbort("the round names another committee key than this node's")
+        if (max_clip is not None and cfg.clip > max_clip) or cfg.min_clients < min_clients:
+            raise ProtocolAbort(f"round parameters below this client's floor: clip "
+                                f"{cfg.clip}, min_clients {cfg.min_clients}")
+        scheme = scheme_for(cfg, key)  # the key's committee must be the round's
+        cid = check_int(rec["id"], "client id", lo=1, hi=cfg.n_clients)
+        weight_key = str(rec["weight-key"])
+        received = list(msg.content.array_records.values())
+        if len(received) != 1 or dict(_fl()._layout(received[0])) != dict(layout):
+            raise InvalidInput("the train message must hold one ArrayRecord: the model")
+        # the Arrays as received (immutable): the user's code may edit the record itself
+        before = ArrayRecord({k: received[0][k] for k in received[0].keys()})
+        reply = call_next(msg, context)
+        if reply.has_error():
+            raise RuntimeError("the user's train function failed")
+        arrays = list(reply.content.array_records.values())
+        metrics = list(reply.content.metric_records.values())
+        if len(arrays) != 1 or len(metrics) != 1 or weight_key not in metrics[0]:
+            raise InvalidInput(f"the train reply must hold one ArrayRecord and one "
+                               f"MetricRecord with {weight_key!r}")
+        weight = metrics[0][weight_key]
+        if isinstance(weight, float) and weight.is_integer():
+            weight = int(weight)
+        if not isinstance(weight, int):
+            raise InvalidInput(f"{weight_key!r} must be an integer")
+        update = _fl()._delta(arrays[0], before, layout)
+        values, clipped = quantize_update(update, cfg, weight)
+        blob = scheme.encrypt(values)
+        _log.debug("HE aggregation client %d: %d bytes, %d values clipped", cid, len(blob),
+                   clipped)
+        return Message(_record("input", bytes(rec["session"]), data=blob), reply_to=msg)
+
+    def _member(msg: Message, context: Context, share: Any) -> Message:
+        rec = msg.content.config_records[HE_RECORD_KEY]
+        key = share.public_key
+        stage, session = rec["stage"], bytes(rec["session"])
+        if stage == "committee":
+            if bytes(rec["key"]) != _key_id(key):
+                raise ProtocolAbort("a request for another committee key")
+            return Message(_record("committee", session, key=_key_id(key),
+                                   holder=int(share.index)), reply_to=msg)
+        if stage != "decrypt":
+            raise ProtocolAbort(f"unknown committee stage {stage!r}")
+        cfg, _, key_id = _read_round(rec["round-config"])
+        if key_id != _key_id(key):
+            raise ProtocolAbort("a request for another committee key")
+        scheme = scheme_for(cfg, key)
+        holder = scheme.holder_index(share)
+        total, summands = scheme.load_sum(bytes(rec["sum"]))  # length-checked first
+        ids = wire.decode_payload(bytes(rec["participants"]))
+        if not (isinstance(ids, np.ndarray) and ids.dtype == np.uint32 and ids.ndim == 1):
+            raise MisbehaviourDetected("the request lists no participants", [0])
+        who = ids.tolist()
+        if len(set(who)) != len(who) or not all(1 <= c <= cfg.n_clients for c in who):
+            raise MisbehaviourDetected("the participant list is not a set of client ids", [0])
+        if len(who) != summands:
+            raise MisbehaviourDetected(f"the sum declares {summands} summands, the request "
+                                       f"names {len(who)} participants", [0])
+        if len(who) < max(min_clients, cfg.min_clients):
+            raise MisbehaviourDetected(f"a sum of {len(who)} updates asked for, at least "
+                                       f"{max(min_clients, cfg.min_clients)} required", [0])
+        # one decryption per session and share on this node, even if asked twice at once
+        _fl()._claim(claims, session, holder, "he-decrypt", prune=True)
+        partial = scheme.partial_decrypt(share, total)
+        return Message(_record("decrypt", session, partial=partial), reply_to=msg)
+
+    return mod
+
+
+he_mod = make_he_mod()
+"""The mod reading the key files' paths from the node config
+(``ClientApp(mods=[he_mod])``); see :func:`make_he_mod`."""
