@@ -27,6 +27,16 @@ The workload: ``N = 50`` clients, ``d = 100,000`` values each, a 3-of-5 committe
   one client, the aggregator and one member: the latency of a deployment where
   each runs on its own machine, network excluded.
 
+**Committee CKKS** (``HEAggConfig(scheme="ckks")``, preset ``"n8192-agg"``, the
+same N, d, committee and updates), each record named ``he_aggregation CKKS ...``
+with the threshold-Paillier figure of this run as its baseline (ratio > 1: CKKS
+is faster): the dealer; one client (CPU time from a freshly read committee
+context: quantise, encrypt, serialise; bytes of its message against Paillier's);
+the aggregator adding the inputs; one member's flooded partial decryption (no
+proof exists); combining the ``t`` partials with the integrality check; the
+whole ``simulate`` round and its critical path (one client + the aggregator +
+one member, CPU times).
+
 Every record carries the CPU, its thread count and the load average before
 and after (the machine may be shared).
 """
@@ -42,6 +52,7 @@ import phe
 from mpcai.protocols import he_aggregation as ha
 from mpcai.protocols import secure_aggregation as sa
 
+from mpcai.he import ckks
 from mpcai.he import paillier as P
 
 from ._common import record
@@ -203,6 +214,84 @@ def run(quick: bool = False) -> list[dict]:
                       critical_path_s=first + agg_total + roles["committee"]["seconds"],
                       max_abs_error=err, load_before=load_before, load_mid=load_mid,
                       load_after=_load(), **common))
+    paillier_figures = {"deal": deal_s, "client": first, "bytes": float(nbytes),
+                        "add": res.seconds["add"], "member": roles["committee"]["seconds"],
+                        "combine": res.seconds["combine"], "round": round_s,
+                        "critical": first + agg_total + roles["committee"]["seconds"]}
+    out += _ckks_records(n, d, committee, updates, weights, paillier_figures, machine)
+    return out
+
+
+def _ckks_records(n: int, d: int, committee: tuple[int, int], updates: list[np.ndarray],
+                  weights: list[int], pai: dict[str, float], machine: dict[str, Any]
+                  ) -> list[dict]:
+    """The committee-CKKS figures of the same workload, each against Paillier's."""
+    out: list[dict] = []
+    t, l_ = committee
+    t0 = time.perf_counter()
+    tctx, shares = ckks.deal_threshold_keys(l_, t)
+    deal_s = time.perf_counter() - t0
+    common = {"n_clients": n, "dim": d, "committee": f"{t} of {l_}", "scheme": "ckks",
+              "preset": tctx.context.preset.name, "decryption_budget": tctx.decryption_budget}
+    out.append(record(f"he_aggregation CKKS dealer {t}-of-{l_} (preset "
+                      f"{tctx.context.preset.name})", deal_s,
+                      "threshold Paillier dealer (this run)", pai["deal"], **common, **machine))
+    cfg = ha.HEAggConfig(n_clients=n, dim=d, committee=committee, clip=1.0, bits=16,
+                         max_weight=1, timeout=3600.0, decrypt_timeout=3600.0, scheme="ckks")
+    blob = tctx.serialize()
+    times = []
+    nbytes = 0
+    for i in range(3):
+        t0 = time.thread_time()
+        ctx = ckks.ThresholdContext.deserialize(blob).context  # as a client receives it
+        values, _ = ha.quantize_update(updates[i], cfg, weights[i])
+        msg = ctx.encrypt(values.astype(np.float64)).serialize()
+        times.append(time.thread_time() - t0)
+        nbytes = len(msg) + 20  # the scheme's tag and committee key id
+    client_s = float(np.median(times))
+    cts = -(-cfg.length // tctx.context.slot_count)
+    common["ciphertexts_per_client"] = cts
+    out.append(record(f"he_aggregation CKKS client: quantise + encrypt + serialise d={d} "
+                      f"({cts} ciphertexts, from a fresh context)", client_s,
+                      "threshold Paillier client, first message (this run)", pai["client"],
+                      bytes_per_client=nbytes, paillier_bytes_per_client=pai["bytes"],
+                      bytes_vs_paillier=nbytes / pai["bytes"], **common))
+    load_before = _load()
+    t0 = time.perf_counter()
+    res = ha.simulate(updates, weights, cfg=cfg, keys=(tctx, shares))
+    round_s = time.perf_counter() - t0
+    keep = np.sum([w * np.clip(u, -1, 1) for w, u in zip(weights, updates, strict=True)],
+                  axis=0) / sum(weights)
+    err = float(np.max(np.abs(res.mean - keep)))
+    assert err <= 1 / cfg.levels + 1e-12, err
+    roles = res.roles
+    agg_total = roles["aggregator"]["seconds"]
+    member_s = roles["committee"]["seconds"]
+    out.append(record(f"he_aggregation CKKS aggregator: add {n} inputs", res.seconds["add"],
+                      "threshold Paillier aggregator add (this run)", pai["add"],
+                      aggregator_total_s=agg_total, verify_s=res.seconds["verify"],
+                      serialise_sum_s=res.seconds["rerandomize"],
+                      aggregator_bytes_sent=roles["aggregator"]["bytes_sent"],
+                      aggregator_bytes_received=roles["aggregator"]["bytes_received"],
+                      decryption_sets=len(res.decryption_sets), **common))
+    out.append(record(f"he_aggregation CKKS committee member: one flooded partial decryption "
+                      f"of the sum ({cts} ciphertexts, no proof, 1 thread)", member_s,
+                      "threshold Paillier member: partial decryption + proof (this run)",
+                      pai["member"], member_bytes_sent=roles["committee"]["bytes_sent"],
+                      member_bytes_received=roles["committee"]["bytes_received"],
+                      members_decrypting=roles["committee"]["count"], **common))
+    out.append(record(f"he_aggregation CKKS combine {t} partials (+ integrality check)",
+                      res.seconds["combine"], "threshold Paillier combine (this run)",
+                      pai["combine"], **common))
+    critical = client_s + agg_total + member_s
+    out.append(record(f"he_aggregation CKKS round end to end (simulate: {n} clients, {l_} "
+                      "members, one process)", round_s,
+                      "threshold Paillier round end to end (this run)", pai["round"],
+                      critical_path_s=critical, paillier_critical_path_s=pai["critical"],
+                      critical_path_ratio=pai["critical"] / critical,
+                      bytes_per_client=roles["client"]["bytes_sent"], client_messages=1,
+                      max_abs_error=err, load_before=load_before, load_after=_load(),
+                      **common))
     return out
 
 
