@@ -15,12 +15,14 @@ reach a registered function, and every ClientApp has a train function.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import secrets
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ import numpy as np
 
 from mpcai.errors import (
     AggregateOutOfRange,
+    ClippingWarning,
     EncodingOverflow,
     InvalidInput,
     InvalidType,
@@ -520,6 +523,10 @@ class HEAggStrategy(Strategy):
             new = base.astype(np.float64) + mean[start:start + size].reshape(shape)
             new_arrays[k] = Array.from_numpy_ndarray(new.astype(base.dtype, copy=False))
             start += size
+        if int(sums[-2]) > 0.01 * cfg.dim * len(ids):  # as the protocol's aggregator
+            warnings.warn(f"{int(sums[-2])} of {cfg.dim * len(ids)} values were clipped to "
+                          f"[-{cfg.clip:g}, {cfg.clip:g}] before aggregation: widen clip",
+                          ClippingWarning, stacklevel=2)
         info = {"he-participants": len(ids), "he-dropped": cfg.n_clients - len(ids),
                 "he-errors": errors, "he-clipped": int(sums[-2]),
                 "he-misbehaving": len(misbehaving), "he-decrypted-by": len(used)}
@@ -558,7 +565,7 @@ KeySource = Any  # an object, a path, or a callable of the node's Context return
 
 def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
                 required: bool = True, max_clip: float | None = None,
-                min_clients: int = MIN_CLIENTS,
+                min_clients: int = MIN_CLIENTS, workers: int = 1,
                 claims_dir: str | os.PathLike[str] | None = None) -> Any:
     """A ClientApp mod for :class:`HEAggStrategy`: a client's encrypted update, and the
     committee member's partial decryption where the node holds a key share.
@@ -587,10 +594,12 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
     slot layout and length, a participant list of distinct client ids matching the
     sum's declared number of summands and at least ``min_clients`` long.  A node
     that fails or refuses answers with one fixed error message, never the reason.
+    ``workers``: this member's threads for its partial decryption.
     """
     if max_clip is not None:
         max_clip = check_real(max_clip, "max_clip", positive=True)
     min_clients = check_int(min_clients, "min_clients", lo=2)
+    workers = check_int(workers, "workers", lo=1, hi=256)
     claims = Path(claims_dir) if claims_dir is not None else Path(
         tempfile.gettempdir()) / f"mpcai-he-claims-{os.getuid()}"
     cache: dict[str, Any] = {}
@@ -708,7 +717,7 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
         cfg, _, key_id = _read_round(rec["round-config"])
         if key_id != _key_id(key):
             raise ProtocolAbort("a request for another committee key")
-        scheme = scheme_for(cfg, key)
+        scheme = scheme_for(dataclasses.replace(cfg, workers=workers), key)
         holder = scheme.holder_index(share)
         total, summands = scheme.load_sum(bytes(rec["sum"]))  # length-checked first
         ids = wire.decode_payload(bytes(rec["participants"]))

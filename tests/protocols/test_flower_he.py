@@ -32,7 +32,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg
 from mpcai.protocols.he_aggregation import HEAggConfig, quantize_update
 
-from mpcai.errors import InvalidInput
+from mpcai.errors import ClippingWarning, InvalidInput
 from mpcai.he import paillier as P
 from mpcai.he.paillier._threshold import _unsafe_threshold_keys_for_tests
 from mpcai.integrations._flower_he import _write_keys
@@ -423,3 +423,17 @@ def test_key_files_from_the_dealer_and_the_node_config(tmp_path: Path) -> None:
                           max_weight=1000, max_clients=16)
     np.testing.assert_allclose(run(strat, grid), plain_mean(NODES), rtol=0, atol=STEP + 1e-6)
     assert strat.history[0]["he-decrypted-by"] == 2
+
+
+def test_clipping_is_counted_and_reported(keys: Any) -> None:
+    pk, _ = keys
+    strat = HEAggStrategy(fedavg(), public_key=pk, clip=0.1, bits=16, max_weight=1000,
+                          max_clients=16)
+    with pytest.warns(ClippingWarning):
+        got = run(strat, make_grid(he_apps(keys)))
+    clipped = sum(int(np.sum(np.abs(d) > 0.1)) for d in DELTAS.values())
+    assert strat.history[0]["he-clipped"] == clipped > 0
+    clipped_mean = sum(
+        WEIGHTS[n] * np.clip(DELTAS[n].astype(np.float64), -0.1, 0.1) for n in NODES) / sum(
+        WEIGHTS.values())
+    np.testing.assert_allclose(got, clipped_mean, rtol=0, atol=2 * 0.1 / (2**16 - 1) + 1e-6)
