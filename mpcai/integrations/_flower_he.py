@@ -225,17 +225,22 @@ class HEAggStrategy(Strategy):
     a node has to train and encrypt; the wait itself is ``start(timeout=...)``'s).
     ``committee_nodes``: the node ids that may hold key shares (default: every
     node of the grid; asked once which share they hold, again while a holder is
-    unknown).  ``committee``: ``(t, l)``, by default the key's.
+    unknown).  ``committee``: ``(t, l)``, by default the key's.  ``scheme``:
+    ``"paillier"`` (threshold Paillier; committee CKKS, whose partial decryptions
+    are valid for one named set of members, is not in the integration yet).
     ``scheme``: the HE-aggregation scheme (``"paillier"``).
 
     A node that does not answer the train message is not in the sum, nor is one
     whose reply is an error or malformed (counted in ``he-errors``); there is no
-    recovery round.  The round's metrics gain ``he-participants``, ``he-dropped``,
-    ``he-errors``, ``he-clipped``, ``he-misbehaving`` (committee members whose
-    partial decryption failed its proof; their node ids in :attr:`history`) and
-    ``he-decrypted-by``.  A round that cannot finish (fewer than ``min_clients``
-    updates, fewer than ``t`` valid partial decryptions, a sum out of range) leaves
-    the model unchanged: no arrays and ``he-failed = 1``.
+    recovery round.  The round's metrics gain ``he-participants``, ``he-dropped``
+    (every sampled client not in the sum), ``he-errors`` (those of them that
+    answered with an error or garbage), ``he-clipped``, ``he-misbehaving``
+    (committee members whose partial decryption failed its proof; their node ids
+    in :attr:`history`) and ``he-decrypted-by``.  The user's own training metrics
+    are not forwarded (they could describe the update).  A round that cannot
+    finish (fewer than ``min_clients`` updates, fewer than ``t`` valid partial
+    decryptions, a sum out of range) leaves the model unchanged: no arrays and
+    ``he-failed = 1``.
     """
 
     def __init__(self, inner: Strategy, *, public_key: Any, clip: float = 1.0,
@@ -262,6 +267,9 @@ class HEAggStrategy(Strategy):
             raise InvalidInput(f"weighted_by_key={weighted_by_key!r} but the inner strategy "
                                f"weighs by {inner_key!r}")
         self.weighted_by_key = weighted_by_key
+        if scheme != "paillier":  # CKKS's committee names its decryption sets: not here yet
+            raise InvalidInput(f"the Flower integration runs scheme='paillier' only, not "
+                               f"{scheme!r}")
         self.public_key = _load_public_key(public_key)
         self.key_id = _key_id(self.public_key)
         self.max_clients = check_int(max_clients, "max_clients", lo=MIN_CLIENTS)

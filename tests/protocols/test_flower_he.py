@@ -402,6 +402,8 @@ def test_configurations_that_could_overflow_are_refused_when_built(keys: Any) ->
         HEAggStrategy(fedavg(), public_key=pk, bits=0)
     with pytest.raises(InvalidInput):
         HEAggStrategy(object(), public_key=pk)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="paillier"):
+        HEAggStrategy(fedavg(), public_key=pk, scheme="ckks")
 
 
 def test_key_files_from_the_dealer_and_the_node_config(tmp_path: Path) -> None:
