@@ -439,3 +439,61 @@ def test_clipping_is_counted_and_reported(keys: Any) -> None:
         WEIGHTS[n] * np.clip(DELTAS[n].astype(np.float64), -0.1, 0.1) for n in NODES) / sum(
         WEIGHTS.values())
     np.testing.assert_allclose(got, clipped_mean, rtol=0, atol=2 * 0.1 / (2**16 - 1) + 1e-6)
+
+
+def test_a_malformed_or_overweight_client_is_left_out(keys: Any) -> None:
+    pk, _ = keys
+    heavy = max(NODES, key=WEIGHTS.__getitem__)  # above max_weight: it refuses
+    garbled = next(n for n in NODES[::-1] if n != heavy)
+
+    def tamper(nid: int, stage: str, reply: Message) -> Message:
+        if stage == "input" and nid == garbled and not reply.has_error():
+            rec = reply.content.config_records[HE_RECORD_KEY]
+            rec["data"] = bytes(rec["data"])[:-1]  # one byte short: refused before parsing
+        return reply
+
+    strat = HEAggStrategy(fedavg(), public_key=pk, clip=CLIP, bits=BITS,
+                          max_weight=WEIGHTS[heavy] - 1, max_clients=16)
+    others = [n for n in NODES if n not in (garbled, heavy)
+              and WEIGHTS[n] <= WEIGHTS[heavy] - 1]
+    assert len(others) >= 3
+    got = run(strat, make_grid(he_apps(keys), tamper=tamper))
+    np.testing.assert_allclose(got, plain_mean(others), rtol=0, atol=STEP + 1e-6)
+    h = strat.history[0]
+    assert h["he-participants"] == len(others) and h["he-errors"] == N - len(others)
+
+
+def test_members_refuse_a_participant_list_that_does_not_match_the_sum(keys: Any) -> None:
+    from mpcai.runtime import wire
+
+    pk, _ = keys
+    grid = make_grid(he_apps(keys))
+    push = grid.push_messages
+
+    def forge(messages: Iterable[Any]) -> Iterable[str]:
+        messages = list(messages)
+        for m in messages:
+            if stage_of(m) == "decrypt":  # one participant fewer than the sum holds
+                rec = m.content.config_records[HE_RECORD_KEY]
+                rec["participants"] = wire.encode_payload(np.arange(1, N, dtype=np.uint32))
+        return push(messages)
+
+    grid.push_messages = forge
+    strat = strategy(pk, decrypt_timeout=0.5)
+    run(strat, grid)
+    assert "NotEnoughSurvivors" in strat.history[0]["failed"]
+    assert all(r.has_error() for _, s, r in grid.replies if s == "decrypt")
+
+
+def test_inner_fedadam_matches_its_plain_run(keys: Any) -> None:
+    from flwr.serverapp.strategy import FedAdam
+
+    def make() -> FedAdam:
+        return FedAdam(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=N,
+                       min_train_nodes=N)
+
+    pk, _ = keys
+    he = run(HEAggStrategy(make(), public_key=pk, clip=CLIP, bits=BITS, max_weight=1000,
+                           max_clients=16), make_grid(he_apps(keys)), rounds=2)
+    plain = run(make(), make_grid({nid: client_app(None) for nid in NODES}), rounds=2)
+    np.testing.assert_allclose(he, plain, atol=1e-4)
