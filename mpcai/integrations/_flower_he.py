@@ -508,7 +508,7 @@ class HEAggStrategy(Strategy):
                                          f"min_clients = {cfg.min_clients} needed")
             sums, used, misbehaving = self._decrypt(self._grid, cfg, scheme, total, ids)
             weight = _check_range(cfg, sums, len(ids))
-        except ProtocolAbort as exc:
+        except MpcaiError as exc:  # too few, a cheater, a sum out of range: skip the round
             _log.warning("HE aggregation round %d failed, the model is unchanged: %s",
                          server_round, exc)
             self.history.append({"round": server_round, "failed": f"{type(exc).__name__}: "
