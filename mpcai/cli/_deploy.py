@@ -352,7 +352,8 @@ def _inference_check(params: Mapping[str, Any], n_parties: int) -> None:
     if parties == 2:
         from mpcai.protocols.inference.mpc2 import max_batch
 
-        rows = max_batch(spec, dealer=provider == "dealer")
+        cfg = InferenceConfig(**{k: v for k, v in params.items() if k not in _INFERENCE_PUBLIC})
+        rows = max_batch(spec, dealer=provider == "dealer", cfg=cfg)
         if batch > rows:
             raise InvalidInput(f"[protocol] batch {batch} is above the {rows} rows "
                                "one run of this model takes: split the features")

@@ -138,7 +138,6 @@ class OTSession:
         self._s_bits = np.unpackbits(self._s_bits, bitorder="little")
         self._s = np.packbits(self._s_bits, bitorder="little").tobytes()
         self._chosen: np.ndarray | None = None
-        self._b_scalars: list[bytes] = []
         self._peer_a: bytes | None = None
         self._batches = {"recv": 0, "send": 0}
         self._counter = {"recv": 0, "send": 0}
@@ -329,7 +328,7 @@ def cot_send(
     if out0.shape[0] != count or out1.shape[0] != count:
         raise InvalidInput(f"cot_send: {count} OTs are needed, got {out0.shape[0]}")
     x0 = _vec_words(out0, m).reshape(n, o, k, m)
-    tau = _vec_words(out1, m).reshape(n, o, k, m)  # a fresh copy (the view is strided)
+    tau = np.array(_vec_words(out1, m).reshape(n, o, k, m))  # a copy: out1 stays as it was
     tau -= x0
     tau -= r.T[:, None, None, :]
     words = [tau[:, :, lo:hi, :].astype(dt) for lo, hi, dt in _widths(k)]
@@ -354,7 +353,7 @@ def cot_receive(
     if not isinstance(words, list) or len(words) != len(widths):
         raise MisbehaviourDetected(
             f"correlated OT: {len(widths)} arrays of correction words expected")
-    v = _vec_words(out, m).reshape(n, o, k, m)  # a fresh copy (the view is strided)
+    v = np.array(_vec_words(out, m).reshape(n, o, k, m))  # a copy: out stays as it was
     chosen = gilboa_choices(b, k).reshape(n, o, k).astype(bool)
     for (lo, hi, dt), w in zip(widths, words, strict=True):
         if not isinstance(w, np.ndarray) or w.dtype != dt or w.shape != (n, o, hi - lo, m):

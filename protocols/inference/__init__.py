@@ -46,7 +46,9 @@ and ChaCha20 as a correlation-robust hash (extension).  Each sees only
 OT messages (pseudorandom), masked values and AND-gate openings (masked
 by one-time triples).  Costs for a digits MLP 64-32-10 at batch 100: 31 MB
 and 4.6 MB offline when the model owner is a compute party (no weight mask:
-the owner chooses OTs with its weights' bits), 88 MB per party otherwise
+the owner chooses OTs with its weights' bits, which reveals to the other
+party the bit length of each layer's largest fixed-point weight: a public
+parameter of that mode), 88 MB per party otherwise
 (the mask products dominate); 11 online rounds instead of 4.
 Malicious behaviour is not detected beyond malformed messages
 (:class:`~mpcai.errors.MisbehaviourDetected`); a party that stops

@@ -18,8 +18,12 @@ case, e.g. the data owner is party 0 and the model owner party 1): no weight mas
 all.  The owner's compute role holds ``W`` itself and adds ``X_hat W - R_own W``; the
 only cross term is ``R_other W``, one Gilboa product in which the owner chooses with
 the ``k`` two's complement bits of its fixed-point weights (``k`` = the bits of the
-largest weight, e.g. 16 at 12 fractional bits for weights below 8: public, as the
-failure bound is).  Bytes: about ``8 k * batch * d_in * d_out`` from the other party
+largest weight of the layer, e.g. 16 at 12 fractional bits for weights below 8).
+``k`` per layer is **revealed** to the other compute party (it is announced, and the
+message sizes depend on it, also for an eavesdropper of the encrypted link): the bit
+length of each layer's largest fixed-point weight.  The failure bound does not imply
+it (two models with the same bound can announce different ``k``).
+Bytes: about ``8 k * batch * d_in * d_out`` from the other party
 (the correction words for the low bits need the full 64 bits), 64/k times fewer
 OTs and no second direction: 30.7 MB and 4.6 MB for the digits MLP at batch 100,
 against 88 MB each way in the general case.
@@ -284,7 +288,7 @@ class DealerlessCorrelations(Correlations):
         peer_bits = peer["bits"]
         want = n if self._owner is None or self._owner != self._me else 0
         if (not isinstance(peer_bits, list) or len(peer_bits) != want
-                or not all(isinstance(k, int) and 1 <= k <= 64 for k in peer_bits)
+                or not all(type(k) is int and 1 <= k <= 64 for k in peer_bits)
                 or (self._owner is None and any(k != 64 for k in peer_bits))):
             raise MisbehaviourDetected("OT extension: the peer's bit counts are malformed")
         batches = [(dims[i] * dims[i + 1] * k, ot.cot_blocks(batch))

@@ -240,15 +240,33 @@ def bounds(
     return value_bits, failure
 
 
-def max_batch(spec: ModelSpec, *, dealer: bool = True) -> int:
-    """The most rows one run takes: the dealer's message to a compute party (ReLU keys,
-    2,048 bytes each, plus masks) stays below the wire codec's 1 GiB payload limit;
-    without a dealer, the correlated-OT correction words of the mask products
-    (``64 d_in d_out`` vectors of ~5.4 bytes per row for each linear layer)."""
+#: the memory one compute party may use for its correlations without a dealer
+DEALERLESS_MEMORY_BYTES = 4 << 30
+
+
+def max_batch(spec: ModelSpec, *, dealer: bool = True, cfg: InferenceConfig | None = None
+              ) -> int:
+    """The most rows one run takes.  With a dealer: its message to a compute party
+    (ReLU keys, 2,048 bytes each, plus masks) stays below the wire codec's 1 GiB
+    payload limit.  Without (``cfg`` sets the ReLUs' comparison width): each OT
+    message (16 bytes per OT of the extension; ~5.4 bytes per weight bit and row of
+    correction words) stays below that limit, and a party's correlations in memory
+    (the OT outputs: 64 bytes per AND triple and direction, 8 per row and weight bit
+    several times over) below :data:`DEALERLESS_MEMORY_BYTES`."""
     if not dealer:
+        from ._dealerless import comparison_ands, relu_bits
+
+        c = cfg if cfg is not None else InferenceConfig()
         d = spec.dims
-        per_row = sum(d[i] * d[i + 1] for i in range(spec.n_linear)) * 64 * 43 // 8
-        return max(1, int(0.9 * 2**30) // max(1, per_row))
+        cot = 64 * sum(d[i] * d[i + 1] for i in range(spec.n_linear))  # OTs per row
+        ands = sum(d[i + 1] * comparison_ands(relu_bits(c, d[i + 1]))[0]
+                   for i in range(spec.n_linear - 1))
+        mux = sum(d[1:-1])
+        message = max(cot * 43 // 8, 16 * (cot + ands + mux))
+        # (measured: 7.3 MB per row and party for the digits MLP, estimated 9 MB)
+        memory = 8 * 5 * cot + 64 * 3 * (ands + mux) + 16 * (cot + ands + mux)
+        return max(1, min(int(0.9 * 2**30) // max(1, message),
+                          DEALERLESS_MEMORY_BYTES // max(1, memory)))
     per_row = sum(spec.dims[1:-1]) * (fss.dcf_key_bytes(63, 2) + 40) + 8 * sum(spec.dims) * 2
     return max(1, int(0.9 * 2**30) // max(1, per_row))
 
@@ -710,7 +728,7 @@ async def run_party(
     if not isinstance(cfg, InferenceConfig):
         raise InvalidType(f"cfg must be an InferenceConfig, not {type(cfg).__name__}")
     batch = check_int(batch, "batch", lo=1, hi=1 << 24)
-    max_rows = max_batch(spec, dealer=roles.dealer is not None)
+    max_rows = max_batch(spec, dealer=roles.dealer is not None, cfg=cfg)
     if batch > max_rows:
         raise InvalidInput(
             f"a batch of {batch} rows needs more correlations than one message carries (1 GiB): "

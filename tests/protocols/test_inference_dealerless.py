@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 
-from mpcai.errors import InvalidInput, MpcaiError, PeerError
+from mpcai.errors import InvalidInput, MisbehaviourDetected, MpcaiError, PeerError
 from mpcai.runtime import InMemoryNetwork, run_local
 from mpcai.testing import Fault, FaultyNetwork
 
@@ -42,8 +42,8 @@ def test_relu_is_exact_at_the_edges_of_its_range() -> None:
     # hidden value = bias (x = 0): exactly 0, one unit either side, and near +-2^L
     f = 12
     cfg = inf.InferenceConfig(frac_bits=f, input_bound=1.0)
-    # the largest hidden value the model owner's truncation bound lets through is
-    # 2^(L - 2) (L: the comparison's bits); take values just below it
+    # the model owner's truncation bound lets through hidden values up to about
+    # 2^(L - 1) (L: the comparison's bits); take values safely within it
     big = 2.0 ** (relu_bits(cfg, 8) - 2 - f) * 0.99
     # (the truncation may add one unit: +-3 units stay on their side of 0)
     bias = np.array([0.0, 3 * 2.0**-f, -3 * 2.0**-f, big, -big, 3.5, -3.5, 1e-3])
@@ -120,3 +120,68 @@ def test_malformed_ot_messages_are_typed_errors(digits) -> None:
                     return_exceptions=True, timeout=30,
                     clock=trio.testing.MockClock(autojump_threshold=0))
     assert isinstance(out[0], MpcaiError), out
+
+
+def test_a_batch_beyond_the_memory_and_message_bounds_is_refused_up_front() -> None:
+    from mpcai.protocols.inference.mpc2 import max_batch
+
+    # a wide hidden layer: its AND triples, not the mask products, set the bound
+    spec = inf.ModelSpec((1, 1000, 1))
+    rows = max_batch(spec, dealer=False)
+    assert 1 <= rows < max_batch(spec)
+    model = inf.from_numpy([(np.zeros((1, 1000)), np.zeros(1000)), (np.zeros((1000, 1)),
+                                                                    np.zeros(1))])
+    with pytest.raises(InvalidInput, match="at most"):
+        inf.simulate(model, np.zeros((rows + 1, 1)), provider="dealerless", input_bound=1.0)
+
+
+def test_gilboa_leaves_the_ot_outputs_as_they_were() -> None:
+    from mpcai.sharing import ot
+
+    a, b = ot.OTSession(), ot.OTSession()
+    ans_a, ans_b = a.answer(b.hello()), b.answer(a.hello())
+    a.finish(ans_b)
+    b.finish(ans_a)
+    r = np.arange(8 * 2, dtype=np.uint64).reshape(8, 2) * np.uint64(977)
+    w = np.array([[3, -2], [1, 5]], dtype=np.int64).view(np.uint64)
+    ch = ot.gilboa_choices(w, 4)
+    msg, out = b.receive(ch, ot.cot_blocks(8))
+    o0, o1 = a.send(ch.size, msg, ot.cot_blocks(8))
+    before = (out.copy(), o0.copy(), o1.copy())
+    words, sa = ot.cot_send(r, 2, o0, o1, 4)
+    sb = ot.cot_receive(w, 8, out, words, 4)
+    assert all(np.array_equal(x, y) for x, y in zip(before, (out, o0, o1), strict=True))
+    assert np.array_equal(sb, ot.cot_receive(w, 8, out, words, 4))  # the same again
+    assert np.array_equal(sa + sb, r @ w)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "bad"),
+    [
+        ("/extend", {"u": [], "bits": []}),
+        ("/extend", {"u": [np.zeros((128, 1), np.uint8)] * 3, "bits": [True, 64]}),
+        ("/cot", [np.zeros(3, np.uint64)]),
+        ("/cot", "words"),
+        ("/mux-u", np.zeros((3, 2), np.uint64)),
+    ],
+)
+def test_malformed_peer_messages_at_each_offline_and_online_step(digits, suffix, bad) -> None:
+    model, xte, _ = digits
+    spec = inf.ModelSpec.of(model)
+    cfg = inf.InferenceConfig(input_bound=1.0)
+    roles = inf.Roles(dealer=None)
+
+    async def one(party, kw):
+        if party.id == 0:  # a peer that garbles one message
+            real_send = party.send
+
+            async def send(to, tag, obj, **k):
+                await real_send(to, tag, bad if tag.endswith(suffix) else obj, **k)
+
+            party.send = send  # type: ignore[method-assign]
+        return await inf.run_party(party, roles, spec, 4, cfg, **kw)
+
+    out = run_local(2, one, args_per_party=[({"x": xte[:4]},), ({"model": model},)],
+                    return_exceptions=True, timeout=30,
+                    clock=trio.testing.MockClock(autojump_threshold=0))
+    assert isinstance(out[1], MisbehaviourDetected), out
