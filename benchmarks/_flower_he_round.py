@@ -11,6 +11,8 @@ partial decryption; the server's share is the rest) and the critical path a depl
 would see with the clients and members in parallel (slowest client + server + slowest
 member, no network).  The committee key is a fresh 3-of-5, 2048-bit threshold Paillier key
 from the dealer (made before the clock starts); five of the ``N`` nodes hold its shares.
+``he_ckks``: the same round with ``scheme="ckks"`` (a 3-of-5 committee CKKS key; only the
+decryption set's three members are asked).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from . import _flower_round
 
 
 def run_he_round(updates: list[np.ndarray], public_key: Any, shares: list[Any], *,
-                 clip: float = 1.0, bits: int = 16) -> dict[str, Any]:
-    """One ``HEAggStrategy(FedAvg())`` round (weight 1, model ``zeros(d)``); nodes
-    ``1..len(shares)`` hold the shares."""
+                 clip: float = 1.0, bits: int = 16, scheme: str = "paillier"
+                 ) -> dict[str, Any]:
+    """One ``HEAggStrategy(FedAvg(), scheme=scheme)`` round (weight 1, model
+    ``zeros(d)``); nodes ``1..len(shares)`` hold the shares."""
     from flwr.app import (
         Array,
         ArrayRecord,
@@ -83,7 +86,7 @@ def run_he_round(updates: list[np.ndarray], public_key: Any, shares: list[Any], 
         strategy = HEAggStrategy(FedAvg(fraction_train=1.0, fraction_evaluate=0.0,
                                         min_train_nodes=n, min_available_nodes=n),
                                  public_key=public_key, clip=clip, bits=bits, max_weight=1,
-                                 max_clients=n)
+                                 max_clients=n, scheme=scheme)
         res = strategy.start(grid=grid, initial_arrays=ArrayRecord(
             {"w": Array.from_numpy_ndarray(np.zeros_like(updates[0]))}), num_rounds=1)
         result["w"] = res.arrays["w"].numpy()
@@ -116,7 +119,7 @@ def run_he_round(updates: list[np.ndarray], public_key: Any, shares: list[Any], 
 
 def run(n: int, d: int, seed: int = 1) -> dict[str, Any]:
     """HE, masking SecAgg and plain FedAvg on the same ``n`` updates of ``d`` values."""
-    from mpcai.he import paillier
+    from mpcai.he import ckks, paillier
 
     rng = np.random.default_rng(seed)  # benchmark data only
     updates = [rng.uniform(-0.5, 0.5, d).astype(np.float32) for _ in range(n)]
@@ -124,15 +127,20 @@ def run(n: int, d: int, seed: int = 1) -> dict[str, Any]:
     public_key, shares = paillier.deal_threshold_keys(5, 3, 2048)
     deal_s = time.perf_counter() - t0
     he = run_he_round(updates, public_key, shares)
+    ckks_key, ckks_shares = ckks.deal_threshold_keys(5, 3)  # committee CKKS, same grid
+    he_ckks = run_he_round(updates, ckks_key, ckks_shares, scheme="ckks")
     secagg = _flower_round.run_message_round(updates, set(), secure=True)
     plain = _flower_round.run_message_round(updates, set(), secure=False)
     exact = np.mean(np.stack(updates).astype(np.float64), axis=0)
     step = 2.0 / (2**16 - 1)
     he_err = float(np.max(np.abs(he.pop("mean") - exact)))
     assert he_err <= step and not he["failed"], he_err
+    ckks_err = float(np.max(np.abs(he_ckks.pop("mean") - exact)))
+    assert ckks_err <= step and not he_ckks["failed"], ckks_err
     assert secagg.mean is not None and float(np.max(np.abs(secagg.mean - exact))) <= 2 * step
     return {"n": n, "d": d, "committee": "3 of 5", "key_bits": 2048, "deal_s": deal_s,
             "he": he, "he_max_error_over_step": he_err / step,
+            "he_ckks": he_ckks, "he_ckks_max_error_over_step": ckks_err / step,
             "secagg": {"total_s": secagg.total_s,
                        "bytes_per_client": secagg.bytes_per_survivor},
             "plain": {"total_s": plain.total_s, "bytes_per_client": plain.bytes_per_survivor},

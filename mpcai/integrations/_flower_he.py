@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import secrets
+import struct
 import tempfile
 import time
 import warnings
@@ -40,7 +41,7 @@ from mpcai.errors import (
     NotEnoughSurvivors,
     ProtocolAbort,
 )
-from mpcai.he import paillier
+from mpcai.he import ckks, paillier
 from mpcai.protocols.he_aggregation import HEAggConfig, quantize_update
 from mpcai.protocols.he_aggregation._scheme import Scheme, scheme_for
 from mpcai.runtime import wire
@@ -84,7 +85,12 @@ HE_RECORD_KEY = "mpcai.heagg"
 PUBLIC_KEY_CONFIG = "mpcai-he-public-key"
 KEY_SHARE_CONFIG = "mpcai-he-key-share"
 
-_MAX_KEY_FILE = 1 << 22  # bytes: a 256-holder 4096-bit key is ~0.5 MB
+_MAX_KEY_FILE = 1 << 22  # bytes: a 256-holder 4096-bit key is ~0.5 MB, a CKKS one ~1.3 MB
+#: a CKKS share file: this magic, the committee context's length (u32), the context
+#: (:meth:`ckks.ThresholdContext.serialize`), the share (:meth:`ckks.KeyShare.serialize`),
+#: so that a member needs no separate public-key file (as with Paillier shares)
+_CKKS_SHARE_MAGIC = b"MPCAI-HE-CKKS-SHARE1"
+_CKKS_CONTEXT_MAGIC = b"MPCKTC01"  # ckks.ThresholdContext.serialize's first bytes
 _POLL = 0.05  # seconds between pulls while waiting for the committee
 _SESSION_BYTES = 16
 _ROUND_FIELDS = ("n_clients", "dim", "committee", "clip", "bits", "max_weight",
@@ -98,9 +104,12 @@ _MEMBER = "HE aggregation: this node answers no committee request (no key share,
 
 
 def deal_committee_keys(directory: str | os.PathLike[str], *, threshold: int, members: int,
-                        key_bits: int = paillier.DEFAULT_KEY_BITS) -> dict[str, Path]:
+                        key_bits: int = paillier.DEFAULT_KEY_BITS,
+                        scheme: str = "paillier") -> dict[str, Path]:
     """The trusted dealer, an offline set-up step: make a ``threshold``-of-``members``
-    threshold Paillier key and write it to ``directory``.
+    committee key (``scheme="paillier"``: threshold Paillier of ``key_bits``;
+    ``scheme="ckks"``: committee CKKS of preset ``"n8192-agg"``,
+    :func:`mpcai.he.ckks.deal_threshold_keys`) and write it to ``directory``.
 
     Writes ``public-key.bin`` (for the server and every client) and
     ``share-<i>.bin`` for holders ``i = 1..members`` (mode 0600: give each to one
@@ -111,12 +120,23 @@ def deal_committee_keys(directory: str | os.PathLike[str], *, threshold: int, me
     """
     members = check_int(members, "members", lo=1)
     threshold = check_int(threshold, "threshold", lo=1, hi=members)
+    if scheme == "ckks":
+        context, ckks_shares = ckks.deal_threshold_keys(members, threshold)
+        return _write_keys(Path(directory), context, ckks_shares)
+    if scheme != "paillier":
+        raise InvalidInput(f"scheme must be 'paillier' or 'ckks', not {scheme!r}")
     public_key, shares = paillier.deal_threshold_keys(members, threshold, key_bits)
     return _write_keys(Path(directory), public_key, shares)
 
 
-def _write_keys(directory: Path, public_key: paillier.ThresholdPublicKey,
-                shares: list[paillier.KeyShare]) -> dict[str, Path]:
+def _share_blob(share: Any) -> bytes:
+    if isinstance(share, ckks.KeyShare):
+        ctx = share.context.serialize()
+        return _CKKS_SHARE_MAGIC + struct.pack("<I", len(ctx)) + ctx + share.serialize()
+    return share.serialize()  # type: ignore[no-any-return]
+
+
+def _write_keys(directory: Path, public_key: Any, shares: list[Any]) -> dict[str, Path]:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     out = {"public_key": directory / "public-key.bin"}
     out.update({f"share-{s.index}": directory / f"share-{s.index}.bin" for s in shares})
@@ -124,8 +144,8 @@ def _write_keys(directory: Path, public_key: paillier.ThresholdPublicKey,
     if clash:
         raise InvalidInput(f"refusing to overwrite existing key files: {clash}")
     for name, path in out.items():
-        blob = public_key.serialize() if name == "public_key" else next(
-            s for s in shares if f"share-{s.index}" == name).serialize()
+        blob = public_key.serialize() if name == "public_key" else _share_blob(next(
+            s for s in shares if f"share-{s.index}" == name))
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY,
                      0o644 if name == "public_key" else 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -144,7 +164,10 @@ def _read_bounded(path: Path) -> bytes:
 def _load_public_key(key: Any) -> Any:
     """A committee public key: the object, or a path to the dealer's ``public-key.bin``."""
     if isinstance(key, (str, os.PathLike)):
-        return paillier.ThresholdPublicKey.deserialize(_read_bounded(Path(key)))
+        blob = _read_bounded(Path(key))
+        if blob.startswith(_CKKS_CONTEXT_MAGIC):
+            return ckks.ThresholdContext.deserialize(blob, max_bytes=_MAX_KEY_FILE)
+        return paillier.ThresholdPublicKey.deserialize(blob)
     if key is None or not hasattr(key, "serialize"):
         raise InvalidType(f"public_key must be the committee's public key or a path to it, "
                           f"not {type(key).__name__}")
@@ -153,8 +176,27 @@ def _load_public_key(key: Any) -> Any:
 
 def _load_share(share: Any) -> Any:
     if isinstance(share, (str, os.PathLike)):
-        return paillier.KeyShare.deserialize(_read_bounded(Path(share)))
+        blob = _read_bounded(Path(share))
+        if blob.startswith(_CKKS_SHARE_MAGIC):
+            head = len(_CKKS_SHARE_MAGIC) + 4
+            if len(blob) < head:
+                raise InvalidInput(f"{share} is not a CKKS key share file")
+            (size,) = struct.unpack_from("<I", blob, len(_CKKS_SHARE_MAGIC))
+            if size > len(blob) - head:
+                raise InvalidInput(f"{share} is a truncated CKKS key share file")
+            context = ckks.ThresholdContext.deserialize(blob[head:head + size],
+                                                        max_bytes=_MAX_KEY_FILE)
+            return ckks.KeyShare.deserialize(context, blob[head + size:],
+                                             max_bytes=_MAX_KEY_FILE)
+        return paillier.KeyShare.deserialize(blob)
     return share
+
+
+def _key_of_share(share: Any) -> Any:
+    """The committee key a share belongs to (Paillier: ``public_key``; CKKS: ``context``)."""
+    if isinstance(share, ckks.KeyShare):
+        return share.context
+    return getattr(share, "public_key", None)
 
 
 def _key_id(public_key: Any) -> bytes:
@@ -226,9 +268,15 @@ class HEAggStrategy(Strategy):
     ``committee_nodes``: the node ids that may hold key shares (default: every
     node of the grid; asked once which share they hold, again while a holder is
     unknown).  ``committee``: ``(t, l)``, by default the key's.  ``scheme``:
-    ``"paillier"`` (threshold Paillier; committee CKKS, whose partial decryptions
-    are valid for one named set of members, is not in the integration yet).
-    ``scheme``: the HE-aggregation scheme (``"paillier"``).
+    ``"paillier"`` (threshold Paillier: every known member is asked, the first ``t``
+    partials that pass their proofs combine) or ``"ckks"`` (committee CKKS,
+    ``public_key`` a :class:`mpcai.he.ckks.ThresholdContext` of preset
+    ``"n8192-agg"``: the server names a decryption set ``S`` of ``t`` known holders,
+    sends the sum naming ``S`` to them only and waits for all of ``S``; a member of
+    ``S`` that does not answer in ``decrypt_timeout``, errs or sends a malformed
+    partial costs another set without it, at most ``l - t + 1`` sets; there are no
+    decryption proofs, and a combined sum that is not integral fails the round naming
+    the set's nodes in ``misbehaving``).
 
     A node that does not answer the train message is not in the sum, nor is one
     whose reply is an error or malformed (counted in ``he-errors``); there is no
@@ -236,7 +284,8 @@ class HEAggStrategy(Strategy):
     (every sampled client not in the sum), ``he-errors`` (those of them that
     answered with an error or garbage), ``he-clipped``, ``he-misbehaving``
     (committee members whose partial decryption failed its proof; their node ids
-    in :attr:`history`) and ``he-decrypted-by``.  The user's own training metrics
+    in :attr:`history`) and ``he-decrypted-by`` (CKKS: also ``he-sets``, the
+    decryption sets asked, their node ids in :attr:`history`).  The user's own training metrics
     are not forwarded (they could describe the update).  A round that cannot
     finish (fewer than ``min_clients`` updates, fewer than ``t`` valid partial
     decryptions, a sum out of range) leaves the model unchanged: no arrays and
@@ -267,10 +316,14 @@ class HEAggStrategy(Strategy):
             raise InvalidInput(f"weighted_by_key={weighted_by_key!r} but the inner strategy "
                                f"weighs by {inner_key!r}")
         self.weighted_by_key = weighted_by_key
-        if scheme != "paillier":  # CKKS's committee names its decryption sets: not here yet
-            raise InvalidInput(f"the Flower integration runs scheme='paillier' only, not "
-                               f"{scheme!r}")
+        if scheme not in ("paillier", "ckks"):
+            raise InvalidInput(f"scheme must be 'paillier' or 'ckks', not {scheme!r}")
         self.public_key = _load_public_key(public_key)
+        if (scheme == "ckks") != isinstance(self.public_key, ckks.ThresholdContext):
+            raise InvalidInput(f"scheme={scheme!r} but the key is a "
+                               f"{type(self.public_key).__name__} (scheme='paillier' runs a "
+                               f"paillier.ThresholdPublicKey, scheme='ckks' a "
+                               f"ckks.ThresholdContext)")
         self.key_id = _key_id(self.public_key)
         self.max_clients = check_int(max_clients, "max_clients", lo=MIN_CLIENTS)
         self.min_clients = check_int(min_clients, "min_clients", lo=2, hi=self.max_clients)
@@ -443,6 +496,8 @@ class HEAggStrategy(Strategy):
         assert self._round is not None
         session = self._round["session"]
         self._discover(grid, cfg)
+        if scheme.set_bound:
+            return self._decrypt_sets(grid, cfg, scheme, total, participants)
         blob = scheme.dump_sum(total)  # re-randomised: the partials refer to what is sent
         who = wire.encode_payload(np.array(participants, dtype=np.uint32))
         messages = [Message(_record("decrypt", session, sum=blob, participants=who, **{
@@ -490,6 +545,98 @@ class HEAggStrategy(Strategy):
                                       f"give ({exc})") from exc
         return sums, sorted(valid[h][0] for h in used), misbehaving
 
+    def _decrypt_sets(self, grid: Grid, cfg: HEAggConfig, scheme: Scheme, total: Any,
+                      participants: list[int]) -> tuple[np.ndarray, list[int], list[int]]:
+        """A ``set_bound`` scheme (CKKS): name a set ``S`` of ``t`` known holders, send
+        the sum naming ``S`` to their nodes, wait for all of ``S``; a member that does
+        not answer, errs or sends a malformed partial is left out and another set asked,
+        at most ``l - t + 1`` sets (each failed set loses a member).  The sets asked (node
+        ids) go to ``self._round["sets"]``."""
+        assert self._round is not None
+        session = self._round["session"]
+        sets: list[list[int]] = self._round.setdefault("sets", [])
+        live = set(self.committee_nodes if self.committee_nodes is not None
+                   else grid.get_node_ids())
+        node_of: dict[int, int] = {}  # holder -> node (the first node claiming it)
+        for node in sorted(self.members):
+            if node in live:
+                node_of.setdefault(self.members[node], node)
+        alive = sorted(node_of)
+        t = cfg.threshold
+        max_sets = cfg.committee_size - t + 1
+        who = wire.encode_payload(np.array(participants, dtype=np.uint32))
+        misbehaving: list[int] = []
+        missing: list[int] = []
+        while len(alive) >= t and len(sets) < max_sets:
+            chosen = tuple(alive[:t])
+            nodes = {node_of[h]: h for h in chosen}
+            sets.append(sorted(nodes))
+            blob = scheme.dump_sum(total, chosen)
+            messages = [Message(_record("decrypt", session, sum=blob, participants=who, **{
+                            "round-config": self._round["blob"]}), dst_node_id=node,
+                                message_type=self._round["type"],
+                                group_id=str(self._round["round"]), ttl=cfg.decrypt_timeout)
+                        for node in nodes]
+            valid: dict[int, Any] = {}  # holder -> partial
+            bad: list[int] = []
+
+            def take(reply: Message, nodes: dict[int, int] = nodes,
+                     valid: dict[int, Any] = valid, bad: list[int] = bad) -> bool:
+                node = reply.metadata.src_node_id
+                if node not in nodes or reply.has_error():
+                    return False  # refused or failed: as a node that is down
+                try:
+                    rec = reply.content.config_records[HE_RECORD_KEY]
+                    if rec["stage"] != "decrypt" or bytes(rec["session"]) != session:
+                        raise ValueError("another stage or round")
+                    index, partial = scheme.load_partial(bytes(rec["partial"]), total)
+                    ok = index == nodes[node] and scheme.verify_partial(total, partial)
+                except (KeyError, TypeError, ValueError, MpcaiError):
+                    ok = False
+                if not ok:
+                    _log.warning("HE aggregation: committee node %d sent a malformed partial "
+                                 "decryption (or one not for this sum and set)", node)
+                    bad.append(node)
+                    return False
+                valid[nodes[node]] = partial
+                return len(valid) == len(nodes)
+
+            self._gather(grid, messages, cfg.decrypt_timeout, take)
+            if len(valid) < t:
+                for node, h in nodes.items():
+                    if h in valid:
+                        continue
+                    alive.remove(h)
+                    if node in bad:
+                        misbehaving.append(node)
+                        self.members.pop(node, None)  # asked again next round
+                    else:
+                        missing.append(node)
+                _log.info("HE aggregation: decryption set %s incomplete; %d holders left",
+                          sorted(nodes), len(alive))
+                continue
+            try:
+                sums = scheme.combine(total, [valid[h] for h in chosen])
+            except MisbehaviourDetected as exc:
+                # no proofs: a partial of the set (or a client's ciphertext) was wrong, not
+                # known whose; no other set is tried (the cheater may be in it)
+                raise MisbehaviourDetected(
+                    f"the decryption by committee nodes {sorted(nodes)} is not a sum of "
+                    f"integers: one of them sent a wrong partial decryption, or a client's "
+                    f"ciphertext was malformed ({exc})", sorted(nodes)) from exc
+            except EncodingOverflow as exc:
+                raise AggregateOutOfRange(f"the decrypted sum is outside what honest inputs "
+                                          f"give ({exc})") from exc
+            return sums, sorted(nodes), misbehaving
+        heard = (f"{len(alive)} known key holders left of the {t} a decryption set needs "
+                 f"after {len(sets)} set(s)")
+        if misbehaving:
+            raise MisbehaviourDetected(f"{heard}: committee nodes {misbehaving} sent malformed "
+                                       f"partial decryptions; nodes {missing} did not answer",
+                                       misbehaving)
+        raise NotEnoughSurvivors(f"{heard}: committee nodes {missing} did not answer within "
+                                 f"{cfg.decrypt_timeout:g} s")
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Add the encrypted updates, have the committee decrypt the sum, then hand the
@@ -511,9 +658,11 @@ class HEAggStrategy(Strategy):
         except MpcaiError as exc:  # too few, a cheater, a sum out of range: skip the round
             _log.warning("HE aggregation round %d failed, the model is unchanged: %s",
                          server_round, exc)
-            self.history.append({"round": server_round, "failed": f"{type(exc).__name__}: "
-                                 f"{exc}", "misbehaving": list(getattr(
-                                     exc, "misbehaving", misbehaving))})
+            failure = {"round": server_round, "failed": f"{type(exc).__name__}: {exc}",
+                       "misbehaving": list(getattr(exc, "misbehaving", misbehaving))}
+            if scheme.set_bound:
+                failure["sets"] = list(r.get("sets", []))
+            self.history.append(failure)
             return None, MetricRecord({"he-failed": 1})
         finally:
             self._round = None
@@ -538,8 +687,12 @@ class HEAggStrategy(Strategy):
         info = {"he-participants": len(ids), "he-dropped": cfg.n_clients - len(ids),
                 "he-errors": errors, "he-clipped": int(sums[-2]),
                 "he-misbehaving": len(misbehaving), "he-decrypted-by": len(used)}
-        self.history.append({"round": server_round, **info, "misbehaving": misbehaving,
-                             "decrypted_by": used,
+        extra: dict[str, Any] = {}
+        if scheme.set_bound:
+            info["he-sets"] = len(r.get("sets", []))
+            extra["sets"] = list(r.get("sets", []))
+        self.history.append({"round": server_round, **info, **extra,
+                             "misbehaving": misbehaving, "decrypted_by": used,
                              "seconds": time.perf_counter() - r["started"]})
         synthetic = Message(RecordDict({
             "arrays": new_arrays,
@@ -600,7 +753,11 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
     holder)`` claimed atomically in ``claims_dir``, node-local) after checking what
     :func:`~mpcai.protocols.he_aggregation.committee_member` checks: the key, the
     slot layout and length, a participant list of distinct client ids matching the
-    sum's declared number of summands and at least ``min_clients`` long.  A node
+    sum's declared number of summands and at least ``min_clients`` long.  CKKS
+    (a :class:`mpcai.he.ckks.KeyShare`; its key file holds the committee context
+    too): it answers only a request whose decryption set holds it, once per
+    ``(session, set)``, and refuses a sum other than the session's first and more
+    than ``l - t + 1`` sets (node-local claims in ``claims_dir``).  A node
     that fails or refuses answers with one fixed error message, never the reason.
     ``workers``: this member's threads for its partial decryption.
     """
@@ -634,8 +791,7 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
     def key_of(context: Context) -> Any:
         key = resolve(public_key, PUBLIC_KEY_CONFIG, context, _load_public_key)
         if key is None:
-            share = share_of(context)
-            key = getattr(share, "public_key", None)
+            key = _key_of_share(share_of(context))
         if key is None:
             raise InvalidInput("this node has no committee public key (make_he_mod("
                                f"public_key=...) or node config {PUBLIC_KEY_CONFIG!r})")
@@ -713,7 +869,7 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
 
     def _member(msg: Message, context: Context, share: Any) -> Message:
         rec = msg.content.config_records[HE_RECORD_KEY]
-        key = share.public_key
+        key = _key_of_share(share)
         stage, session = rec["stage"], bytes(rec["session"])
         if stage == "committee":
             if bytes(rec["key"]) != _key_id(key):
@@ -740,12 +896,64 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
         if len(who) < max(min_clients, cfg.min_clients):
             raise MisbehaviourDetected(f"a sum of {len(who)} updates asked for, at least "
                                        f"{max(min_clients, cfg.min_clients)} required", [0])
-        # one decryption per session and share on this node, even if asked twice at once
-        _fl()._claim(claims, session, holder, "he-decrypt", prune=True)
+        if scheme.set_bound:
+            _claim_set(claims, session, holder, scheme, total, cfg)
+        else:
+            # one decryption per session and share on this node, even if asked twice at once
+            _fl()._claim(claims, session, holder, "he-decrypt", prune=True)
         partial = scheme.partial_decrypt(share, total)
+        if partial is None:  # outside the set (refused by _claim_set already)
+            raise ProtocolAbort("this member is not in the sum's decryption set")
         return Message(_record("decrypt", session, partial=partial), reply_to=msg)
 
     return mod
+
+
+def _claim_set(claims: Path, session: bytes, holder: int, scheme: Scheme, total: Any,
+               cfg: HEAggConfig) -> None:
+    """A CKKS member's checks, node-local and atomic (files created ``O_EXCL`` in
+    ``claims``): the request's set holds this member; the first request of the session
+    fixes the sum (its digest and number of summands: another sum is refused); each set
+    is answered once; at most ``l - t + 1`` sets per session (one per member that can
+    be lost before fewer than ``t`` are left)."""
+    holders = tuple(scheme.decryption_set(total))
+    if holder not in holders:
+        raise ProtocolAbort(f"holder {holder} was asked to decrypt for the set {holders}")
+    claims.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fixed = scheme.sum_digest(total) + struct.pack("<I", total.summands)
+    name = hashlib.sha256(b"mpcai/flower-he/ckks-sum|" + session
+                          + struct.pack("<I", holder)).hexdigest()
+    path = claims / f"{name}.claim"
+    tmp = claims / f"{name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(fixed)
+    try:
+        os.link(tmp, path)  # atomic: the first request's sum, or FileExistsError
+        first = True
+    except FileExistsError:
+        first = False
+    finally:
+        os.unlink(tmp)
+    if not first:
+        with open(path, "rb") as f:
+            seen = f.read(len(fixed) + 1)
+        if seen != fixed:
+            raise MisbehaviourDetected("the server asked to decrypt another sum than its "
+                                       "first request's (one sum per session)", [0])
+    fl = _fl()
+    fl._claim(claims, session, holder, "he-ckks-set-" + "-".join(map(str, holders)),
+              prune=first)  # a set asked twice is refused here
+    for slot in range(1, cfg.committee_size - cfg.threshold + 2):
+        try:
+            fl._claim(claims, session, holder, f"he-ckks-slot-{slot}")
+            return
+        except ProtocolAbort:
+            continue
+    raise MisbehaviourDetected(f"the server asked for more than the "
+                               f"{cfg.committee_size - cfg.threshold + 1} decryption sets a "
+                               f"committee of {cfg.committee_size} with threshold "
+                               f"{cfg.threshold} can need", [0])
 
 
 he_mod = make_he_mod()

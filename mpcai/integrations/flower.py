@@ -96,7 +96,17 @@ participant list matching the declared number of summands and their own
 their ciphertexts).  Masking needs no dealer and no committee but three to four
 round trips and a recovery stage; HE needs one client message, more client
 CPU (encryption) and committee CPU (one partial decryption per ciphertext of
-the sum).
+the sum).  ``scheme="ckks"`` (a committee CKKS key,
+``deal_committee_keys(..., scheme="ckks")``) runs the same round with 4,096
+values per ciphertext and no decryption proofs: the server names a decryption
+set of ``t`` known members, sends the sum to them only, waits for all of them
+and asks another set when one drops (at most ``l - t + 1`` sets; each member
+answers once per set, one sum per round); a wrong partial shows only as a sum
+that is not integral, which fails the round naming the whole set; clients
+are trusted to be semi-honest (a crafted ciphertext spoils the sum, or can
+make the committee reveal its key: the protocol's threat model); the
+configuration must keep every sum below 2^37 and every value below 2^32
+(``max_clients x max_weight x (2^bits - 1)``, refused when built).
 
 Requires ``flwr`` (``pip install 'mpcai[flower]'``); importing :mod:`mpcai`
 does not import it.
