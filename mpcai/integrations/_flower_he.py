@@ -246,7 +246,28 @@ def _record(stage: str, session: bytes, **fields: Any) -> RecordDict:
 # ---------------------------------------------------------------------------- the server
 
 
-class HEAggStrategy(Strategy):
+class _Wrapping(Strategy):
+    """A strategy wrapping ``self.inner``: evaluation and the summary are the inner
+    strategy's (shared by :class:`HEAggStrategy` and ``SecAggStrategy``)."""
+
+    inner: Strategy
+
+    def summary(self) -> None:
+        """The inner strategy's summary."""
+        self.inner.summary()
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """The inner strategy's evaluation round, unchanged."""
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int,
+                           replies: Iterable[Message]) -> MetricRecord | None:
+        """The inner strategy's evaluation aggregate, unchanged."""
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+
+class HEAggStrategy(_Wrapping):
     """A Message-API strategy whose training rounds are homomorphic aggregations.
 
     ``inner``: an averaging Message-API strategy
@@ -343,22 +364,6 @@ class HEAggStrategy(Strategy):
         self._grid: Grid | None = None
         self._round: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
-
-    # ---- delegated ------------------------------------------------------------
-
-    def summary(self) -> None:
-        """The inner strategy's summary."""
-        self.inner.summary()
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        """The inner strategy's evaluation round, unchanged."""
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int,
-                           replies: Iterable[Message]) -> MetricRecord | None:
-        """The inner strategy's evaluation aggregate, unchanged."""
-        return self.inner.aggregate_evaluate(server_round, replies)
 
     # ---- training -------------------------------------------------------------
 

@@ -222,8 +222,10 @@ def _delta(reply: ArrayRecord, received: ArrayRecord,
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
+from ._flower_he import _Wrapping  # noqa: E402 (after the flwr imports)
 
-class SecAggStrategy(Strategy):
+
+class SecAggStrategy(_Wrapping):
     """A Message-API strategy that aggregates its inner strategy's training round securely.
 
     ``inner``: any ``flwr.serverapp.strategy.Strategy`` (``FedAvg(...)``,
@@ -282,21 +284,6 @@ class SecAggStrategy(Strategy):
         self._round: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
 
-    # ---- delegated ------------------------------------------------------------
-
-    def summary(self) -> None:
-        """The inner strategy's summary."""
-        self.inner.summary()
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        """The inner strategy's evaluation round, unchanged."""
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int,
-                           replies: Iterable[Message]) -> MetricRecord | None:
-        """The inner strategy's evaluation aggregate, unchanged."""
-        return self.inner.aggregate_evaluate(server_round, replies)
 
     # ---- training -------------------------------------------------------------
 
