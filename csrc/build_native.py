@@ -27,7 +27,8 @@ def _cdef_text() -> str:
     return text[start:end] + constants
 
 
-_CONSTANTS = ("MPCAI_FIELD_P", "MPCAI_SEED_BYTES", "MPCAI_MAX_THREADS", "MPCAI_PRG_MAX_WORDS")
+_CONSTANTS = ("MPCAI_FIELD_P", "MPCAI_SEED_BYTES", "MPCAI_MAX_THREADS", "MPCAI_PRG_MAX_WORDS",
+              "MPCAI_SKETCH_MAX_DIM", "MPCAI_SKETCH_MAX_ROWS")
 
 
 def _compile_args() -> list[str]:

@@ -176,6 +176,15 @@ int mpcai_chacha_many(const uint8_t *keys, size_t n_keys, uint64_t tweak, size_t
  * of a row is bit c % 8 of its byte c / 8): out is (8 row_bytes) rows of
  * rows / 8 bytes, bit r of row c = bit c of input row r.                */
 int mpcai_bit_transpose(const uint8_t *in, size_t rows, size_t row_bytes, uint8_t *out);
+/* ---- ternary sketch (sketch.c) ------------------------------------ */
+/* out[i] = sum_j R[i, j] x[j] (mod 2^64), i < k, for the k x d matrix R
+ * with entries in {-1, 0, +1}: row i is read from ChaCha20(key = seed,
+ * nonce = le32(i) || 0^8, counter from 0); block c gives entries 256 c ..
+ * 256 c + 255, entry 64 q + t = bit t of word q minus bit t of word 4 + q
+ * (little-endian uint64 words).  d <= MPCAI_SKETCH_MAX_DIM, k <=
+ * MPCAI_SKETCH_MAX_ROWS, rows split over up to n_threads threads.       */
+int mpcai_ternary_sketch(const uint8_t *seed, size_t seed_len, const uint64_t *x, size_t d,
+                         uint64_t *out, size_t k, int n_threads);
 /* END CDEF */
 
 #define MPCAI_FIELD_P ((uint64_t)0x1FFFFFFFFFFFFFFFULL)
@@ -185,5 +194,8 @@ int mpcai_bit_transpose(const uint8_t *in, size_t rows, size_t row_bytes, uint8_
 #define MPCAI_MAX_THREADS 64
 /* 2^32 blocks of 64 bytes = 2^35 words.                                */
 #define MPCAI_PRG_MAX_WORDS ((uint64_t)1 << 35)
+/* Limits of mpcai_ternary_sketch: 2^32 blocks of 256 entries per row. */
+#define MPCAI_SKETCH_MAX_DIM ((uint64_t)1 << 40)
+#define MPCAI_SKETCH_MAX_ROWS ((uint64_t)1 << 32)
 
 #endif /* MPCAI_NATIVE_H */

@@ -193,6 +193,25 @@ def prg_ring64_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1
     )
 
 
+SKETCH_MAX_DIM: int = int(lib.MPCAI_SKETCH_MAX_DIM)
+SKETCH_MAX_ROWS: int = int(lib.MPCAI_SKETCH_MAX_ROWS)
+
+
+def ternary_sketch(vec: np.ndarray, seed: bytes, k: int, threads: int = 1) -> np.ndarray:
+    """R @ vec modulo 2^64 for the k x d ternary matrix R of ``seed`` (sketch.c)."""
+    seed = check_bytes(seed, "seed", size=SEED_BYTES)
+    x = _u64_in(vec, "vec", ndim=1)
+    k = check_int(k, "k", lo=0, hi=SKETCH_MAX_ROWS)
+    threads = _threads(threads)
+    check_int(x.size, "vec.size", lo=0, hi=SKETCH_MAX_DIM)
+    out = np.empty(k, dtype=np.uint64)
+    _check(
+        lib.mpcai_ternary_sketch(_u8(seed), SEED_BYTES, _ptr(x), x.size, _ptr(out), k, threads),
+        "ternary_sketch",
+    )
+    return out
+
+
 def prg_ring32_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1) -> None:
     """acc += sign * PRG32(seed) over Z_2^32 (the stream read as 32-bit words), in place."""
     seed = check_bytes(seed, "seed", size=SEED_BYTES)

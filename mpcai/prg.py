@@ -42,6 +42,7 @@ __all__ = [
     "random_ring",
     "ring_accumulate",
     "ring_vector",
+    "ternary_sketch",
 ]
 
 SEED_BYTES: int = _bindings.SEED_BYTES
@@ -122,3 +123,18 @@ def field_accumulate(acc: np.ndarray, seed: bytes, sign: int = 1) -> None:
 def random_ring(n: int) -> np.ndarray:
     """``n`` uniformly random ``uint64`` values from a fresh OS seed."""
     return ring_vector(new_seed(), n)
+
+
+def ternary_sketch(vec: np.ndarray, seed: bytes, k: int, *, threads: int = 1) -> np.ndarray:
+    """``R @ vec`` modulo 2^64 (``k`` uint64 values) for a pseudo-random ternary matrix.
+
+    ``R`` is ``k x d`` (``d = vec.size``, ``vec`` a 1-D ``uint64`` array) with entries
+    -1, 0, +1 of probabilities 1/4, 1/2, 1/4, expanded from the 32-byte ``seed`` and
+    never stored: row ``i`` is the ChaCha20 stream of key ``seed``, nonce
+    ``le32(i) || 0^8``, counter from 0; 64-byte block ``c`` holds entries ``256 c ..
+    256 c + 255``, entry ``64 q + t`` being bit ``t`` of little-endian word ``q`` minus
+    bit ``t`` of word ``4 + q``.  Linear: the sketches of additive shares are shares of
+    the sketch.  ``threads > 1`` splits the rows over OS threads (identical output);
+    the GIL is released during the call.
+    """
+    return _bindings.ternary_sketch(vec, seed, k, threads)

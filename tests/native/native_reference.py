@@ -172,3 +172,26 @@ def dcf_eval(party: int, n_bits: int, width: int, seed: bytes, cw: bytes, x: int
     final = struct.unpack(f"<{w}Q", cw[n_bits * step : n_bits * step + 8 * w])
     c = _dcf_convert_final(s)
     return [(v[j] + sg * (c[j] + t * final[j])) & _M64 for j in range(w)]
+
+
+def ternary_matrix(seed: bytes, k: int, d: int) -> np.ndarray:
+    """The k x d int64 matrix of ``mpcai_ternary_sketch`` (entries -1, 0, +1)."""
+    blocks = (d + 255) // 256
+    rows = []
+    for i in range(k):
+        nonce = struct.pack("<I", i) + bytes(8)
+        ks = np.frombuffer(chacha20_keystream(seed, nonce, 0, 64 * blocks), dtype="<u8")
+        w = ks.reshape(blocks, 8)
+        bits = ((w[:, :, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(np.int64)
+        pos = bits[:, :4, :].reshape(blocks, 256)
+        neg = bits[:, 4:, :].reshape(blocks, 256)
+        rows.append((pos - neg).reshape(-1)[:d])
+    return np.array(rows, dtype=np.int64).reshape(k, d)
+
+
+def ternary_sketch(vec: np.ndarray, seed: bytes, k: int) -> np.ndarray:
+    """R @ vec modulo 2^64 with Python integers (the reference of the C kernel)."""
+    r = ternary_matrix(seed, k, vec.size)
+    xs = [int(v) for v in vec]
+    return np.array([sum(int(c) * v for c, v in zip(row, xs, strict=True)) % (1 << 64)
+                     for row in r], dtype=np.uint64)
