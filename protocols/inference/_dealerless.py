@@ -61,22 +61,12 @@ from mpcai.errors import InvalidInput, MisbehaviourDetected
 from mpcai.runtime import Party
 from mpcai.sharing import beaver, ot
 
+from .compare import XorGates, comparison_ands, packed, sign_bits, unpacked
 from .mpc2 import Correlations, InferenceConfig, ModelSpec, ReluGate, Roles
 
 __all__ = ["DealerlessCorrelations", "comparison_ands"]
 
 _TAG = "inf2/dl"
-
-
-def comparison_ands(bits: int) -> tuple[int, int]:
-    """AND gates and rounds of the ``bits``-bit comparison tree (per element)."""
-    n, total, rounds = bits, bits, 1
-    while n > 1:
-        p = n // 2
-        total += 2 * p - (1 if n % 2 == 0 else 0)
-        n = p + n % 2
-        rounds += 1
-    return total, rounds
 
 
 def relu_bits(cfg: InferenceConfig, width: int) -> int:
@@ -88,96 +78,31 @@ def relu_bits(cfg: InferenceConfig, width: int) -> int:
     return max(1, min(61, v - cfg.frac_bits))
 
 
-def _packed(bits: np.ndarray) -> np.ndarray:
-    return np.packbits(bits.reshape(-1), bitorder="little")
-
-
-def _unpacked(obj: Any, n: int, what: str) -> np.ndarray:
-    want = (n + 7) // 8
-    if not isinstance(obj, np.ndarray) or obj.dtype != np.uint8 or obj.shape != (want,):
-        raise MisbehaviourDetected(f"{what}: {want} bytes of packed bits expected")
-    return np.unpackbits(obj, bitorder="little", count=n)
-
-
 class _BitRelu(ReluGate):
     """One hidden layer's ReLU from AND triples and multiplexer OTs."""
 
     def __init__(self, party: Party, other: int, me: int, tag: str, shape: tuple[int, int],
                  bits: int, triples: ot.AndTriples, mux_sent: tuple[np.ndarray, np.ndarray],
                  mux_choice: np.ndarray, mux_recv: np.ndarray) -> None:
-        self._party, self._other, self._me, self._tag = party, other, me, tag
+        self._gates = XorGates(party, other, me, tag, triples)
         self._shape, self._bits = shape, bits
-        self._t, self._used = triples, 0
         self._mux_sent, self._mux_choice, self._mux_recv = mux_sent, mux_choice, mux_recv
 
     async def _swap(self, tag: str, obj: Any) -> Any:
-        await self._party.send(self._other, f"{self._tag}/{tag}", obj)
-        return await self._party.recv(self._other, f"{self._tag}/{tag}")
-
-    async def _and(self, tag: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """XOR shares of ``x & y`` (uint8 0/1 arrays of one shape), one round."""
-        n = x.size
-        lo, hi = self._used, self._used + n
-        if hi > self._t.a.size:
-            raise InvalidInput("the ReLU gate ran out of AND triples")
-        self._used = hi
-        a, b, c = (v[lo:hi].reshape(x.shape) for v in (self._t.a, self._t.b, self._t.c))
-        d_mine, e_mine = x ^ a, y ^ b
-        got = await self._swap(tag, _packed(np.concatenate([d_mine.reshape(-1),
-                                                            e_mine.reshape(-1)])))
-        both = _unpacked(got, 2 * n, "AND gate opening")
-        d = d_mine ^ both[:n].reshape(x.shape)
-        e = e_mine ^ both[n:].reshape(x.shape)
-        z = c ^ (d & b) ^ (e & a)
-        if self._me == 0:
-            z ^= d & e
-        return z
+        return await self._gates.swap(tag, obj)
 
     async def apply(self, y: np.ndarray) -> np.ndarray:
         if y.shape != self._shape:
             raise InvalidInput(f"ReLU input of shape {y.shape}, the gate is for {self._shape}")
-        L, me = self._bits, self._me
-        low = np.uint64((1 << L) - 1)
-        u = (y + np.uint64(1 << L)) if me == 0 else y.copy()
-        top = ((u >> np.uint64(L)) & np.uint64(1)).astype(np.uint8)
-        lo = u & low
-        val = lo if me == 0 else low - lo
-        bits = ((val.reshape(-1, 1) >> np.arange(L - 1, -1, -1, dtype=np.uint64))
-                & np.uint64(1)).astype(np.uint8)  # column 0 = the most significant bit
-        zero = np.zeros_like(bits)
-        # leaves: g_j = a_j & ~b_j, e_j = ~(a_j ^ b_j); party 1 holds ~b_j
-        mine = bits if me == 0 else 1 - bits
-        g = await self._and("leaf", mine if me == 0 else zero, mine if me == 1 else zero)
-        e = mine.copy()
-        level = 0
-        while g.shape[1] > 1:
-            n = g.shape[1]
-            p = n // 2
-            g_hi, g_lo = g[:, 0 : 2 * p : 2], g[:, 1 : 2 * p : 2]
-            e_hi, e_lo = e[:, 0 : 2 * p : 2], e[:, 1 : 2 * p : 2]
-            # the lowest group's e is never used: skip its AND when it is a pair
-            ne = p - 1 if n % 2 == 0 else p
-            z = await self._and(
-                f"tree{level}",
-                np.concatenate([e_hi, e_hi[:, :ne]], axis=1),
-                np.concatenate([g_lo, e_lo[:, :ne]], axis=1),
-            )
-            g_new = g_hi ^ z[:, :p]
-            e_new = np.concatenate([z[:, p:], e_hi[:, ne:] & 0], axis=1)
-            if n % 2:
-                g_new = np.concatenate([g_new, g[:, -1:]], axis=1)
-                e_new = np.concatenate([e_new, e[:, -1:]], axis=1)
-            g, e = g_new, e_new
-            level += 1
-        d = (top.reshape(-1) ^ g[:, 0]).astype(np.uint8)  # XOR share of [y >= 0]
-        if self._used != self._t.a.size:
+        d = await sign_bits(self._gates, y.reshape(-1), self._bits)  # XOR share of [y >= 0]
+        if self._gates.remaining != 0:
             raise InvalidInput("the ReLU gate's AND triples do not match its comparison")
         return (await self._mux(d, y.reshape(-1))).reshape(self._shape)
 
     async def _mux(self, d: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Shares of ``d * y`` (``d`` XOR-shared, ``y`` additively): two rounds."""
         n = d.size
-        e_peer = _unpacked(await self._swap("mux-e", _packed(d ^ self._mux_choice)), n,
+        e_peer = unpacked(await self._swap("mux-e", packed(d ^ self._mux_choice)), n,
                            "multiplexer choice")
         m0, m1 = self._mux_sent
         r = prg.random_ring(n)

@@ -1,0 +1,167 @@
+"""Two-party comparisons on XOR shares: AND gates from AND triples, the millionaires' tree.
+
+Reusable by any two-party protocol of :mod:`mpcai.protocols` (the dealerless ReLU of
+private inference, the norm check of robust aggregation).  Both parties hold one
+:class:`XorGates` each, built on the same count of AND triples made by oblivious
+transfer (:func:`mpcai.sharing.ot.and_triples`) and call the same functions in the same
+order; every call is one round trip per AND layer.
+
+:func:`sign_bits`: with ``y`` additively shared in Z_2^64 and ``|y| < 2^L`` as a signed
+value (any ``y`` for ``L = 63``), ``[y >= 0]`` is bit ``L`` of ``y + 2^L`` modulo
+``2^(L + 1)``.  Modulo ``2^(L+1)`` the shares reduce locally, and that bit is the XOR of
+the shares' bit ``L`` and the carry out of their low ``L`` bits, ``[a > b]`` with ``a``
+party 0's low bits and ``b = 2^L - 1 -`` party 1's: a millionaires' comparison, a tree
+of AND gates on XOR shares (the leaves ``a_j & ~b_j``, then ``g = g_hi ^ (e_hi &
+g_lo)``, ``e = e_hi & e_lo``): ``1 + ceil(log2 L)`` rounds and
+``comparison_ands(L)[0]`` AND triples per element.  For ``L = 63`` the result is the
+exact sign of the 64-bit two's complement value (no bound on ``y`` is assumed).
+
+:func:`and_reduce`: the AND of ``m`` XOR-shared bits per row, ``ceil(log2 m)`` rounds,
+``m - 1`` AND triples per row.
+
+Security: semi-honest two-party (each opening is a one-time pad of a triple's share);
+a party that deviates can change the output bits, not learn the other's inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mpcai.errors import InvalidInput, MisbehaviourDetected
+from mpcai.runtime import Party
+from mpcai.sharing import ot
+
+__all__ = ["XorGates", "and_reduce", "and_reduce_ands", "comparison_ands", "sign_bits"]
+
+
+def comparison_ands(bits: int) -> tuple[int, int]:
+    """AND gates and rounds of the ``bits``-bit comparison tree (per element)."""
+    n, total, rounds = bits, bits, 1
+    while n > 1:
+        p = n // 2
+        total += 2 * p - (1 if n % 2 == 0 else 0)
+        n = p + n % 2
+        rounds += 1
+    return total, rounds
+
+
+def and_reduce_ands(m: int) -> tuple[int, int]:
+    """AND gates and rounds of :func:`and_reduce` over ``m`` bits (per row)."""
+    rounds, n = 0, m
+    while n > 1:
+        n = (n + 1) // 2
+        rounds += 1
+    return max(m - 1, 0), rounds
+
+
+def packed(bits: np.ndarray) -> np.ndarray:
+    """0/1 uint8 bits packed 8 to a byte (little-endian bit order)."""
+    return np.packbits(bits.reshape(-1), bitorder="little")
+
+
+def unpacked(obj: Any, n: int, what: str) -> np.ndarray:
+    """``n`` bits from a received packed array, checked (MisbehaviourDetected)."""
+    want = (n + 7) // 8
+    if not isinstance(obj, np.ndarray) or obj.dtype != np.uint8 or obj.shape != (want,):
+        raise MisbehaviourDetected(f"{what}: {want} bytes of packed bits expected")
+    return np.unpackbits(obj, bitorder="little", count=n)
+
+
+class XorGates:
+    """AND gates on XOR shares between this party (index ``me``: 0 or 1) and ``other``.
+
+    ``triples``: this party's shares of the AND triples, used in order, each once.
+    Messages go under ``f"{tag}/{step}"``.
+    """
+
+    def __init__(self, party: Party, other: int, me: int, tag: str,
+                 triples: ot.AndTriples) -> None:
+        if me not in (0, 1):
+            raise InvalidInput("me must be 0 or 1")
+        self._party, self._other, self.me, self._tag = party, other, me, tag
+        self._t, self.used = triples, 0
+
+    @property
+    def remaining(self) -> int:
+        """AND triples not used yet."""
+        return int(self._t.a.size) - self.used
+
+    async def swap(self, step: str, obj: Any) -> Any:
+        """Send ``obj`` to the other party and receive its message of the same step."""
+        await self._party.send(self._other, f"{self._tag}/{step}", obj)
+        return await self._party.recv(self._other, f"{self._tag}/{step}")
+
+    async def and_(self, step: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """XOR shares of ``x & y`` (uint8 0/1 arrays of one shape), one round."""
+        n = x.size
+        lo, hi = self.used, self.used + n
+        if hi > self._t.a.size:
+            raise InvalidInput("the gates ran out of AND triples")
+        self.used = hi
+        a, b, c = (v[lo:hi].reshape(x.shape) for v in (self._t.a, self._t.b, self._t.c))
+        d_mine, e_mine = x ^ a, y ^ b
+        got = await self.swap(step, packed(np.concatenate([d_mine.reshape(-1),
+                                                           e_mine.reshape(-1)])))
+        both = unpacked(got, 2 * n, "AND gate opening")
+        d = d_mine ^ both[:n].reshape(x.shape)
+        e = e_mine ^ both[n:].reshape(x.shape)
+        z = c ^ (d & b) ^ (e & a)
+        if self.me == 0:
+            z ^= d & e
+        return z
+
+
+async def sign_bits(gates: XorGates, y: np.ndarray, bits: int, step: str = "") -> np.ndarray:
+    """XOR shares (uint8 0/1) of ``[y >= 0]`` for this party's additive shares ``y``
+    (1-D uint64) of values with ``|y| < 2^bits`` (``bits`` in 1..63; 63: any value, as
+    signed 64-bit).  ``comparison_ands(bits)`` rounds and triples per element."""
+    if not 1 <= bits <= 63:
+        raise InvalidInput("bits must be in 1..63")
+    L, me = bits, gates.me
+    low = np.uint64((1 << L) - 1)
+    u = (y + np.uint64(1 << L)) if me == 0 else y.copy()
+    top = ((u >> np.uint64(L)) & np.uint64(1)).astype(np.uint8)
+    lo = u & low
+    val = lo if me == 0 else low - lo
+    bit_cols = ((val.reshape(-1, 1) >> np.arange(L - 1, -1, -1, dtype=np.uint64))
+                & np.uint64(1)).astype(np.uint8)  # column 0 = the most significant bit
+    zero = np.zeros_like(bit_cols)
+    # leaves: g_j = a_j & ~b_j, e_j = ~(a_j ^ b_j); party 1 holds ~b_j
+    mine = bit_cols if me == 0 else 1 - bit_cols
+    g = await gates.and_(f"{step}leaf", mine if me == 0 else zero, mine if me == 1 else zero)
+    e = mine.copy()
+    level = 0
+    while g.shape[1] > 1:
+        n = g.shape[1]
+        p = n // 2
+        g_hi, g_lo = g[:, 0 : 2 * p : 2], g[:, 1 : 2 * p : 2]
+        e_hi, e_lo = e[:, 0 : 2 * p : 2], e[:, 1 : 2 * p : 2]
+        # the lowest group's e is never used: skip its AND when it is a pair
+        ne = p - 1 if n % 2 == 0 else p
+        z = await gates.and_(
+            f"{step}tree{level}",
+            np.concatenate([e_hi, e_hi[:, :ne]], axis=1),
+            np.concatenate([g_lo, e_lo[:, :ne]], axis=1),
+        )
+        g_new = g_hi ^ z[:, :p]
+        e_new = np.concatenate([z[:, p:], e_hi[:, ne:] & 0], axis=1)
+        if n % 2:
+            g_new = np.concatenate([g_new, g[:, -1:]], axis=1)
+            e_new = np.concatenate([e_new, e[:, -1:]], axis=1)
+        g, e = g_new, e_new
+        level += 1
+    return (top.reshape(-1) ^ g[:, 0]).astype(np.uint8)
+
+
+async def and_reduce(gates: XorGates, bits: np.ndarray, step: str = "") -> np.ndarray:
+    """XOR shares of the AND of each row of ``bits`` (uint8 0/1, shape ``(rows, m)``)."""
+    level = 0
+    while bits.shape[1] > 1:
+        n = bits.shape[1]
+        p = n // 2
+        z = await gates.and_(f"{step}all{level}", bits[:, 0 : 2 * p : 2], bits[:, 1 : 2 * p : 2])
+        bits = np.concatenate([z, bits[:, 2 * p :]], axis=1) if n % 2 else z
+        level += 1
+    return bits[:, 0].copy()
