@@ -33,7 +33,8 @@ from mpcai.errors import InvalidInput, MisbehaviourDetected
 from mpcai.runtime import Party
 from mpcai.sharing import ot
 
-__all__ = ["XorGates", "and_reduce", "and_reduce_ands", "comparison_ands", "sign_bits"]
+__all__ = ["XorGates", "and_reduce", "and_reduce_ands", "comparison_ands", "packed", "sign_bits",
+           "unpacked"]
 
 
 def comparison_ands(bits: int) -> tuple[int, int]:

@@ -1,0 +1,186 @@
+"""Robust aggregation: exact sums, norm-check soundness, cheaters, malformed messages."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from mpcai.protocols import robust_aggregation as ra
+from mpcai.protocols.robust_aggregation import config as rcfg
+
+from mpcai import prg
+from mpcai.errors import InvalidInput
+
+D, F = 512, 16
+
+
+def _ints(rng: np.random.Generator, norm: float) -> np.ndarray:
+    """An update on the 2^-16 grid (stochastic rounding is then exact) of about ``norm``."""
+    v = rng.normal(size=D)
+    v *= norm / np.linalg.norm(v)
+    return np.round(v * (1 << F)) / (1 << F)
+
+
+def _shares(x_int: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """A client's two messages for the integer vector ``x_int`` (any uint64 values)."""
+    seed = prg.new_seed()
+    return seed, x_int.astype(np.uint64) - prg.ring_vector(seed, x_int.size)
+
+
+def _q(u: np.ndarray) -> np.ndarray:
+    return np.round(u * (1 << F)).astype(np.int64)
+
+
+def _cfg(n: int, **kw: object) -> ra.RobustConfig:
+    kw.setdefault("timeout", 5.0)
+    return ra.RobustConfig(n_clients=n, dim=D, l2_bound=1.0, frac_bits=F, **kw)  # type: ignore[arg-type]
+
+
+def test_honest_clients_exact_and_poisoned_rejected() -> None:
+    rng = np.random.default_rng(1)
+    ups = [_ints(rng, 0.9) for _ in range(4)]
+    big = _q(_ints(rng, 10.0))  # 10x the bound, well-formed shares
+    res = ra.simulate(ups, _cfg(4), messages={4: _shares(big)})
+    assert res.accepted == [2, 3, 5] and res.rejected == [4]
+    assert res.malformed == [] and res.dropped == []
+    want = sum(_q(ups[i]) for i in (0, 1, 3))
+    np.testing.assert_array_equal(res.sum, want)
+    np.testing.assert_allclose(res.mean, want / 3 / (1 << F))
+    assert len(res.stats) == 6 and res.stats[2].bytes_sent > 8 * D
+    # every honest client was told it was accepted: the rounds finished on both sides
+    assert res.roles["client"]["bytes_sent"] > 8 * D
+
+
+def test_all_honest_sum_matches_numpy() -> None:
+    rng = np.random.default_rng(2)
+    ups = [_ints(rng, rng.uniform(0.1, 0.99)) for _ in range(3)]
+    res = ra.simulate(ups, _cfg(3))
+    assert res.accepted == [2, 3, 4]
+    np.testing.assert_array_equal(res.sum, sum(_q(u) for u in ups))
+
+
+@pytest.mark.parametrize("kind", ["one", "pair", "many", "near"])
+def test_wrapping_coordinates_rejected(kind: str) -> None:
+    # coordinates of 2^63 (or near it) cancel in pairs of +-1 sketch entries mod 2^64
+    # and contribute nothing to the squares if they wrap: the range rows catch them
+    x = np.zeros(D, dtype=np.uint64)
+    if kind == "one":
+        x[7] = 1 << 63
+    elif kind == "pair":
+        x[[3, 400]] = 1 << 63
+    elif kind == "many":
+        x[::2] = 1 << 63
+    else:
+        x[5] = (1 << 63) + 12345
+        x[6] = (1 << 63) - 12345
+    rng = np.random.default_rng(3)
+    ups = [_ints(rng, 0.5) for _ in range(2)]
+    res = ra.simulate(ups, _cfg(2), messages={3: _shares(x)})
+    assert res.rejected == [3] and res.accepted == [2]
+    np.testing.assert_array_equal(res.sum, _q(ups[0]))
+
+
+def test_just_under_the_bound_accepted() -> None:
+    rng = np.random.default_rng(4)
+    ups = [_ints(rng, 0.999), _ints(rng, 0.5)]
+    cfg = _cfg(3)
+    # a client's own integer vector at the quantised bound B_q (the largest an honest
+    # client can produce) is accepted too
+    edge = rng.normal(size=D)
+    edge = np.floor(edge * (cfg.quant_bound * 0.999 / np.linalg.norm(edge))).astype(np.int64)
+    res = ra.simulate([*ups, np.zeros(D)], cfg, messages={4: _shares(edge)})
+    assert res.accepted == [2, 3, 4]
+    np.testing.assert_array_equal(res.sum, _q(ups[0]) + _q(ups[1]) + edge)
+
+
+def test_malformed_messages_rejected_round_finishes() -> None:
+    rng = np.random.default_rng(5)
+    ups = [_ints(rng, 0.5) for _ in range(6)]
+    good_seed, good_vec = _shares(_q(ups[0]))
+    msgs = {
+        3: (b"short", good_vec),                                 # seed of the wrong size
+        4: (good_seed, good_vec[:-1]),                           # wrong length
+        5: (good_seed, good_vec.astype(np.int64)),               # wrong dtype
+        6: ("not bytes", {"a": 1}),                              # wrong types
+        7: (good_seed, np.zeros((D, 1), dtype=np.uint64)),       # wrong shape
+    }
+    res = ra.simulate(ups, _cfg(6), messages=msgs)
+    assert res.malformed == [3, 4, 5, 6, 7] and res.accepted == [2]
+    np.testing.assert_array_equal(res.sum, _q(ups[0]))
+
+
+def test_dropouts_are_absent() -> None:
+    rng = np.random.default_rng(6)
+    ups = [_ints(rng, 0.5) for _ in range(4)]
+    res = ra.simulate(ups, _cfg(4, timeout=1.0), dropouts=[3, 5])
+    assert res.dropped == [3, 5] and res.accepted == [2, 4]
+    np.testing.assert_array_equal(res.sum, _q(ups[0]) + _q(ups[2]))
+
+
+def test_honest_client_over_the_bound_refuses_or_clips() -> None:
+    cfg = _cfg(1)
+    x = np.ones(D)  # norm sqrt(512) > 1
+    with pytest.raises(InvalidInput, match="over the bound"):
+        ra.quantize_update(x, cfg)
+    clipped = ra.quantize_update(x, _cfg(1, over_bound="clip")).view(np.int64)
+    assert np.linalg.norm(clipped) <= cfg.quant_bound
+    with pytest.raises(InvalidInput):
+        ra.quantize_update(np.ones(D - 1), cfg)
+    with pytest.raises(InvalidInput):
+        ra.quantize_update(np.full(D, np.nan), cfg)
+
+
+def test_config_refuses_sketches_that_could_wrap() -> None:
+    with pytest.raises(InvalidInput, match="2\\^62"):
+        ra.RobustConfig(n_clients=2, dim=10**6, l2_bound=1e6)
+    with pytest.raises(InvalidInput):
+        ra.RobustConfig(n_clients=2, dim=10, l2_bound=1.0, over_bound="drop")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        ra.RobustConfig(n_clients=2, dim=10, l2_bound=-1.0)
+
+
+def _min_over_s(f: object, hi: float) -> float:
+    s = np.linspace(hi * 1e-6, hi * (1 - 1e-9), 200001)
+    return float(np.min(f(s)))  # type: ignore[operator]
+
+
+def test_soundness_numbers_against_direct_computation() -> None:
+    cfg = ra.RobustConfig(n_clients=1, dim=10**5, l2_bound=1.0)
+    k, bq, tau, t = cfg.k, cfg.quant_bound, cfg.tau, cfg.range_bound
+    assert bq == pytest.approx(2.0**16 + math.sqrt(1e5))
+    # honest range rows: k * 2 exp(-T^2 / B_q^2) <= 2^-41
+    assert k * 2 * math.exp(-(t / bq) ** 2) <= 2.0**-41
+    # honest norm: the Chernoff bound, minimised numerically over s (log domain)
+    sig2 = bq * bq / 2
+
+    def log_upper(s: np.ndarray) -> np.ndarray:
+        return -s * tau - k / 2 * np.log1p(-2 * s * sig2)
+
+    direct = math.exp(_min_over_s(log_upper, 1 / (2 * sig2)))
+    c = tau / (k * sig2)
+    assert direct == pytest.approx(rcfg.honest_tail(c, k), rel=1e-3)
+    assert direct <= 2.0**-41 * 1.001
+    # cheater: the lower-tail bound, minimised numerically, at gamma and at 10x
+    for gam in (cfg.gamma, 10.0):
+        mu = (gam * cfg.scale) ** 2 / 2
+
+        def log_lower(s: np.ndarray, mu: float = mu) -> np.ndarray:
+            return s * tau - k * s * mu + 1.5 * k * s * s * mu * mu
+
+        direct = math.exp(_min_over_s(log_lower, 2 / (3 * mu)))
+        assert direct == pytest.approx(rcfg.lower_tail_bound(mu, tau, k), rel=1e-3)
+    assert cfg.accept_probability(cfg.gamma) == pytest.approx(2.0**-40, rel=1e-6)
+    assert cfg.accept_probability(10.0) < 2.0**-58
+    assert 2.9 < cfg.gamma < 3.3
+    rep = cfg.report
+    assert rep["gamma_at_2^-40"] == cfg.gamma and rep["wrap_accept_bound"] == 2.0**-256
+
+
+def test_sketch_moments_match_the_analysis() -> None:
+    # E y_i^2 = ||X||^2 / 2 for the kernel's matrix (the quantity the bounds use)
+    rng = np.random.default_rng(7)
+    x = rng.integers(-1000, 1000, size=4096)
+    ys = np.concatenate([prg.ternary_sketch(x.astype(np.uint64), prg.new_seed(), 256)
+                         .view(np.int64) for _ in range(8)]).astype(np.float64)
+    assert np.mean(ys**2) == pytest.approx(float(x @ x) / 2, rel=0.08)
