@@ -157,6 +157,12 @@ def _build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     rt.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
     rt.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    rb = bench_sub.add_parser("robust", parents=[common],
+                              help="norm-bounded two-server aggregation vs plain secure "
+                                   "aggregation and a Prio3 cost model")
+    rb.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
+    rb.add_argument("--reps", type=int, default=1, help="repetitions per measurement (median)")
+    rb.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     return parser
 
 
@@ -324,5 +330,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             from mpcai.benchmarks import runtime
 
             return runtime.main(reps=args.reps, quick=args.quick, json_path=args.json)
+        if args.bench == "robust":
+            from mpcai.benchmarks import robust
+
+            return robust.main(reps=args.reps, quick=args.quick, json_path=args.json)
     parser.error("unknown command")
     return 2
