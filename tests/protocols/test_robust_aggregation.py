@@ -60,6 +60,20 @@ def test_all_honest_sum_matches_numpy() -> None:
     np.testing.assert_array_equal(res.sum, sum(_q(u) for u in ups))
 
 
+def test_twice_the_bound_rejected_by_the_norm_test() -> None:
+    # ||X|| = 2 B: each |y_i| <= T (about 5.9 B_q) holds for all 256 rows w.p. ~0.99, so
+    # the range rows alone would let it through; sum y_i^2 is ~2.2 tau (chi-square with
+    # 256 degrees of freedom: ~14 standard deviations over tau).  The guarantee of
+    # cfg.gamma (~3.1 B) is looser than what the sketch concentrates to.
+    rng = np.random.default_rng(8)
+    cfg = _cfg(2)
+    x = rng.normal(size=D)
+    x = np.round(x * (2.0 * cfg.quant_bound / np.linalg.norm(x))).astype(np.int64)
+    ups = [_ints(rng, 0.5), np.zeros(D)]
+    res = ra.simulate(ups, cfg, messages={3: _shares(x)})
+    assert res.rejected == [3] and res.accepted == [2]
+
+
 @pytest.mark.parametrize("kind", ["one", "pair", "many", "near"])
 def test_wrapping_coordinates_rejected(kind: str) -> None:
     # coordinates of 2^63 (or near it) cancel in pairs of +-1 sketch entries mod 2^64
