@@ -52,7 +52,7 @@ Network: messages go over the runtime's ``Party`` links (in-memory channels in
 from .client import SERVERS, client, quantize_update
 from .config import RobustConfig, accept_bound
 from .server import RobustResult, server
-from .simulation import simulate
+from .simulation import process_party, simulate
 
 __all__ = ["SERVERS", "RobustConfig", "RobustResult", "accept_bound", "client",
-           "quantize_update", "server", "simulate"]
+           "process_party", "quantize_update", "server", "simulate"]

@@ -16,7 +16,7 @@ from .client import TAG_SHARE, TAG_VERDICT, client
 from .config import RobustConfig
 from .server import RobustResult, server
 
-__all__ = ["simulate"]
+__all__ = ["process_party", "simulate"]
 
 
 async def _party(party: Party, cfg: RobustConfig, updates: Sequence[Any], drops: set[int],
@@ -96,3 +96,22 @@ def simulate(
                     "bytes_received": run.stats[s].bytes_received} for s in (0, 1)],
     }
     return res
+
+
+async def process_party(party: Party, config: dict[str, Any],
+                        update: np.ndarray | None = None) -> dict[str, Any]:
+    """Entry point for one OS process (``launch_local``; over TCP the links are mutual
+    TLS, so a client's seed is confidential to server 0): ``config`` holds
+    :class:`RobustConfig` fields.  A server returns the sum, the mean and the client
+    ids by outcome; a client (``update`` required) whether it was accepted."""
+    if not isinstance(config, dict):
+        raise InvalidType("config must be a dict of RobustConfig fields")
+    cfg = RobustConfig(**config)
+    if party.id in (0, 1):
+        res = await server(party, cfg)
+        ids = {name: np.array(getattr(res, name), dtype=np.uint32)
+               for name in ("accepted", "rejected", "malformed", "dropped")}
+        return {"sum": res.sum, "mean": res.mean, **ids}
+    if update is None:
+        raise InvalidInput("a client needs an update")
+    return await client(party, update, cfg)

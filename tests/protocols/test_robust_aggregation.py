@@ -198,3 +198,23 @@ def test_sketch_moments_match_the_analysis() -> None:
     ys = np.concatenate([prg.ternary_sketch(x.astype(np.uint64), prg.new_seed(), 256)
                          .view(np.int64) for _ in range(8)]).astype(np.float64)
     assert np.mean(ys**2) == pytest.approx(float(x @ x) / 2, rel=0.08)
+
+
+def test_as_processes_over_tls(tmp_path: object) -> None:
+    from mpcai.runtime.launcher import launch_local
+
+    rng = np.random.default_rng(9)
+    ups = [_ints(rng, 0.5) for _ in range(2)] + [_ints(rng, 0.5) * 20]  # the last: 10x
+    conf = {"n_clients": 3, "dim": D, "l2_bound": 1.0, "frac_bits": F, "timeout": 30.0,
+            "over_bound": "clip"}
+    args = [[conf], [conf]] + [[conf, u] for u in ups]
+    run = launch_local(5, "mpcai.protocols.robust_aggregation:process_party",
+                       args_per_party=args, timeout=90.0, workdir=tmp_path)
+    for s in (0, 1):
+        assert run[s]["accepted"].tolist() == [2, 3, 4] and run[s]["rejected"].tolist() == []
+    np.testing.assert_array_equal(run[0]["sum"], run[1]["sum"])
+    want = _q(ups[0]) + _q(ups[1])
+    # the honest client over the bound clipped itself to norm B: that is in the sum
+    clipped = (run[0]["sum"] - want) / (1 << F)
+    assert np.max(np.abs(clipped - ups[2] / np.linalg.norm(ups[2]))) < 2.0**-F
+    assert all(run[c]["accepted"] is True for c in (2, 3, 4))
