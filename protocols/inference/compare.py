@@ -16,6 +16,10 @@ g_lo)``, ``e = e_hi & e_lo``): ``1 + ceil(log2 L)`` rounds and
 ``comparison_ands(L)[0]`` AND triples per element.  For ``L = 63`` the result is the
 exact sign of the 64-bit two's complement value (no bound on ``y`` is assumed).
 
+:func:`in_range_bits`: ``[-2^(l-1) <= y < 2^(l-1)]`` for any 64-bit ``y``, one
+``l``-bit comparison and two ``(64 - l)``-bit equality tests (cheaper than two sign
+tests when ``l`` is small).
+
 :func:`and_reduce`: the AND of ``m`` XOR-shared bits per row, ``ceil(log2 m)`` rounds,
 ``m - 1`` AND triples per row.
 
@@ -33,8 +37,8 @@ from mpcai.errors import InvalidInput, MisbehaviourDetected
 from mpcai.runtime import Party
 from mpcai.sharing import ot
 
-__all__ = ["XorGates", "and_reduce", "and_reduce_ands", "comparison_ands", "packed", "sign_bits",
-           "unpacked"]
+__all__ = ["XorGates", "and_reduce", "and_reduce_ands", "comparison_ands", "greater_bits",
+           "in_range_bits", "packed", "range_ands", "sign_bits", "unpacked"]
 
 
 def comparison_ands(bits: int) -> tuple[int, int]:
@@ -114,18 +118,14 @@ class XorGates:
         return z
 
 
-async def sign_bits(gates: XorGates, y: np.ndarray, bits: int, step: str = "") -> np.ndarray:
-    """XOR shares (uint8 0/1) of ``[y >= 0]`` for this party's additive shares ``y``
-    (1-D uint64) of values with ``|y| < 2^bits`` (``bits`` in 1..63; 63: any value, as
-    signed 64-bit).  ``comparison_ands(bits)`` rounds and triples per element."""
+async def greater_bits(gates: XorGates, val: np.ndarray, bits: int,
+                       step: str = "") -> np.ndarray:
+    """XOR shares (uint8 0/1) of ``[a > b]``: party 0 passes its private ``a`` and
+    party 1 its private ``b`` as ``val`` (1-D uint64, each ``< 2^bits``, ``bits`` in
+    1..63).  The millionaires' tree: ``comparison_ands(bits)`` triples per element."""
     if not 1 <= bits <= 63:
         raise InvalidInput("bits must be in 1..63")
     L, me = bits, gates.me
-    low = np.uint64((1 << L) - 1)
-    u = (y + np.uint64(1 << L)) if me == 0 else y.copy()
-    top = ((u >> np.uint64(L)) & np.uint64(1)).astype(np.uint8)
-    lo = u & low
-    val = lo if me == 0 else low - lo
     bit_cols = ((val.reshape(-1, 1) >> np.arange(L - 1, -1, -1, dtype=np.uint64))
                 & np.uint64(1)).astype(np.uint8)  # column 0 = the most significant bit
     zero = np.zeros_like(bit_cols)
@@ -153,7 +153,60 @@ async def sign_bits(gates: XorGates, y: np.ndarray, bits: int, step: str = "") -
             e_new = np.concatenate([e_new, e[:, -1:]], axis=1)
         g, e = g_new, e_new
         level += 1
-    return (top.reshape(-1) ^ g[:, 0]).astype(np.uint8)
+    return g[:, 0].copy()
+
+
+async def sign_bits(gates: XorGates, y: np.ndarray, bits: int, step: str = "") -> np.ndarray:
+    """XOR shares (uint8 0/1) of ``[y >= 0]`` for this party's additive shares ``y``
+    (1-D uint64) of values with ``|y| < 2^bits`` (``bits`` in 1..63; 63: any value, as
+    signed 64-bit).  ``comparison_ands(bits)`` rounds and triples per element."""
+    if not 1 <= bits <= 63:
+        raise InvalidInput("bits must be in 1..63")
+    L, me = bits, gates.me
+    low = np.uint64((1 << L) - 1)
+    u = (y + np.uint64(1 << L)) if me == 0 else y.copy()
+    top = ((u >> np.uint64(L)) & np.uint64(1)).astype(np.uint8)
+    lo = u & low
+    g = await greater_bits(gates, lo if me == 0 else low - lo, L, step)
+    return (top.reshape(-1) ^ g).astype(np.uint8)
+
+
+def range_ands(bits: int) -> int:
+    """AND triples per element of :func:`in_range_bits` with ``bits``."""
+    return comparison_ands(bits)[0] + 2 * (64 - bits - 1) + 1
+
+
+async def in_range_bits(gates: XorGates, y: np.ndarray, bits: int,
+                        step: str = "") -> np.ndarray:
+    """XOR shares of ``[-2^(bits-1) <= y < 2^(bits-1)]`` (``y`` as a signed 64-bit value,
+    any value; ``bits`` in 2..62) for this party's additive shares ``y`` (1-D uint64).
+
+    With ``u = y + 2^(bits-1)``: in range iff the top ``h = 64 - bits`` bits of ``u``
+    are zero.  They are ``t_0 + t_1 + c`` modulo ``2^h`` (``t_b`` the top bits of the
+    shares, ``c`` the carry out of their low bits, :func:`greater_bits`), zero iff
+    ``t_0 + c = -t_1``: two equality tests (``t_0`` and ``t_0 + 1`` against ``-t_1``,
+    an AND of ``h`` XNOR bits each) and a multiplexer on ``c``.  :func:`range_ands`
+    triples per element, against ``2 comparison_ands(63)`` for two sign tests.
+    """
+    if not 2 <= bits <= 62:
+        raise InvalidInput("bits must be in 2..62")
+    L, h, me = bits, 64 - bits, gates.me
+    low = np.uint64((1 << L) - 1)
+    hmask = np.uint64((1 << h) - 1)
+    u = (y + np.uint64(1 << (L - 1))) if me == 0 else y.copy()
+    lo, top = u & low, u >> np.uint64(L)
+    c = await greater_bits(gates, lo if me == 0 else low - lo, L, f"{step}c")
+    if me == 0:  # the two candidates t_0 + c for c = 0, 1
+        cand = np.stack([top & hmask, (top + np.uint64(1)) & hmask])
+    else:
+        neg = (np.uint64(0) - top) & hmask
+        cand = np.stack([neg, neg])
+    cols = ((cand.reshape(-1, 1) >> np.arange(h, dtype=np.uint64)) & np.uint64(1)).astype(
+        np.uint8)
+    xnor = cols ^ np.uint8(1) if me == 0 else cols  # shares of 1 ^ a_j ^ b_j
+    eq = (await and_reduce(gates, xnor, f"{step}eq")).reshape(2, -1)
+    eq0, eq1 = eq[0], eq[1]
+    return eq0 ^ await gates.and_(f"{step}mux", c, eq0 ^ eq1)
 
 
 async def and_reduce(gates: XorGates, bits: np.ndarray, step: str = "") -> np.ndarray:

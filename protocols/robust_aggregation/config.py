@@ -10,7 +10,8 @@ is refused before anything is sent.
 
 **The sketch.**  ``R`` is ``k x d`` with i.i.d. entries -1, 0, +1 (1/4, 1/2, 1/4),
 drawn after every share has arrived; ``y = R X`` modulo 2^64.  The servers accept iff
-every ``|y_i| <= T`` (as signed 64-bit values) and ``sum_i y_i^2 <= tau``.
+every ``-T <= y_i < T`` (as signed 64-bit values, ``T = 2^(l-1)`` a power of two) and
+``sum_i y_i^2 <= tau``.
 
 *Range rows* (coordinates that wrap).  Let ``X_j`` be read as a signed 64-bit value
 (centered modulo 2^64).  If some ``|X_j| > 2T``, fix every other entry of a row:
@@ -27,7 +28,8 @@ independent, so all ``k`` pass with probability ``<= 2^-k``.  Otherwise every
 <= e^(l^2 / 4)``, so ``y_i`` is sub-Gaussian with variance proxy ``s^2 = ||X||^2 / 2``:
 ``P(|y_i| > T) <= 2 exp(-T^2 / B_q^2)`` (Hoeffding), and ``E exp(t y_i^2) <= (1 - 2 t
 s^2)^(-1/2)``, so ``P(sum y_i^2 >= c k s^2) <= exp(-k/2 (c - 1 - ln c))`` (Chernoff).
-``T`` and ``tau = c k B_q^2 / 2`` are chosen so that each part is at most
+``T`` (the least power of two over the Hoeffding bound) and ``tau = c k B_q^2 / 2``
+are chosen so that each part is at most
 ``2^-(h+1)``: an honest client is rejected with probability at most ``2^-h``
 (``h = honest_failure_bits``, 40 by default).
 
@@ -104,8 +106,9 @@ class RobustConfig:
         timeout: seconds the servers wait for clients and for each other.
         threads: OS threads for the sketch kernel on each server.
 
-    Derived (read-only): ``quant_bound`` (``B_q``), ``range_bound`` (``T``), ``tau``,
-    ``gamma`` and :attr:`report`.
+    Derived (read-only): ``quant_bound`` (``B_q``), ``honest_range_bound`` (the ``T``
+    the honest tail needs), ``range_bits`` (``l``) and ``range_bound`` (``T = 2^(l-1)
+    >=`` that: the rows test ``-T <= y_i < T``), ``tau``, ``gamma`` and :attr:`report`.
     """
 
     n_clients: int
@@ -119,6 +122,8 @@ class RobustConfig:
     threads: int = 1
     quant_bound: float = field(init=False)
     range_bound: int = field(init=False)
+    range_bits: int = field(init=False)
+    honest_range_bound: int = field(init=False)
     tau: int = field(init=False)
     gamma: float = field(init=False)
 
@@ -135,7 +140,11 @@ class RobustConfig:
             raise InvalidInput("over_bound must be 'raise' or 'clip'")
         bq = b * float(1 << f) + math.sqrt(d)
         # P(|y_i| > T) <= 2 exp(-T^2 / B_q^2) <= 2^-(h+1) / k
-        t = math.ceil(bq * math.sqrt(math.log(2.0 * k) + (h + 1) * _LN2))
+        t_honest = math.ceil(bq * math.sqrt(math.log(2.0 * k) + (h + 1) * _LN2))
+        # the range rows test -2^(l-1) <= y_i < 2^(l-1) (compare.in_range_bits): T is
+        # the honest bound rounded up to a power of two
+        range_bits = max(2, t_honest.bit_length() + 1)
+        t = 1 << (range_bits - 1)
         c = _solve_c(k, h + 1)
         tau = math.ceil(c * k * bq * bq / 2.0)
         if k * float(t) * float(t) >= _MAX or tau >= _MAX:
@@ -157,6 +166,8 @@ class RobustConfig:
             gamma = math.sqrt(2.0 * mu) / (b * float(1 << f))
         object.__setattr__(self, "quant_bound", bq)
         object.__setattr__(self, "range_bound", int(t))
+        object.__setattr__(self, "range_bits", int(range_bits))
+        object.__setattr__(self, "honest_range_bound", int(t_honest))
         object.__setattr__(self, "tau", int(tau))
         object.__setattr__(self, "gamma", gamma)
 
@@ -172,8 +183,8 @@ class RobustConfig:
 
     @property
     def comparisons(self) -> int:
-        """Two-party comparisons per client: ``2 k`` range tests and one norm test."""
-        return 2 * self.k + 1
+        """Two-party tests per client: ``k`` range tests and one norm test."""
+        return self.k + 1
 
     @property
     def report(self) -> dict[str, Any]:
@@ -182,6 +193,7 @@ class RobustConfig:
         return {
             "k": self.k, "frac_bits": self.frac_bits, "l2_bound": self.l2_bound,
             "quant_bound": self.quant_bound, "range_bound_T": self.range_bound,
+            "range_bits": self.range_bits, "honest_range_bound": self.honest_range_bound,
             "tau": self.tau, "tau_over_k_mu_honest": c,
             "honest_rejection_bound": 2.0 ** -self.honest_failure_bits,
             "gamma_at_2^-40": self.gamma,

@@ -14,7 +14,9 @@ from mpcai.protocols.inference.compare import (
     and_reduce,
     and_reduce_ands,
     comparison_ands,
+    in_range_bits,
     packed,
+    range_ands,
     sign_bits,
     unpacked,
 )
@@ -89,9 +91,9 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
     3. Each sketches its shares (``prg.ternary_sketch``): shares of ``y = R X``.
     4. Two-party check on all clients at once: ``sum y_i^2`` from local squares and
        Gilboa's product for the cross term ``<y_0, y_1>`` (server 1 chooses with the
-       bits of its shares), then ``2k + 1`` exact 64-bit sign tests (``T - y_i``,
-       ``y_i + T``, ``tau - sum y_i^2``) on OT-made AND triples and their AND; only the
-       accept bit per client is opened.
+       bits of its shares), then ``k`` exact range tests ``-T <= y_i < T`` on the 64-bit
+       values (``compare.in_range_bits``), one sign test of ``tau - sum y_i^2``, on
+       OT-made AND triples, and their AND; only the accept bit per client is opened.
     5. Each adds the accepted clients' shares (server 0 expands their seeds); the two
        totals are exchanged: both learn the sum.  Server 0 tells each client that sent
        well-formed messages whether it was accepted.
@@ -199,8 +201,9 @@ async def _check(party: Party, cfg: RobustConfig, me: int, other: int, y: np.nda
     fin = await swap("ot-answer", reply)
     t0 = time.process_time()
     session.finish(fin)
-    width = 2 * k + 1
-    n_and = m * width * comparison_ands(63)[0] + m * and_reduce_ands(width)[0]
+    width = k + 1
+    n_and = (m * k * range_ands(cfg.range_bits) + m * comparison_ands(63)[0]
+             + m * and_reduce_ands(width)[0])
     per = k * 64  # Gilboa OTs per client: server 1 chooses with its 64 bits per entry
     and_choice = _random_bits(n_and)
     chosen = [(and_choice, 1)]
@@ -244,15 +247,13 @@ async def _check(party: Party, cfg: RobustConfig, me: int, other: int, y: np.nda
         secs["ot"] += time.process_time() - t0
     # shares of sum_i y_i^2 = sum y_0^2 + sum y_1^2 + 2 <y_0, y_1>
     sq = (y * y).sum(axis=1, dtype=np.uint64) + np.uint64(2) * cross
-    t, tau = np.uint64(cfg.range_bound), np.uint64(cfg.tau)
-    if me == 0:
-        hi, lo, nrm = t - y, y + t, tau - sq
-    else:
-        hi, lo, nrm = -y, y.copy(), -sq
-    v = np.concatenate([hi, lo, nrm[:, None]], axis=1).reshape(-1)
+    tau = np.uint64(cfg.tau)
+    nrm = tau - sq if me == 0 else np.uint64(0) - sq
     gates = XorGates(party, other, me, f"{_TAG}/cmp", triples)
-    bits = await sign_bits(gates, v, 63)
-    ok = await and_reduce(gates, bits.reshape(m, width))
+    rows = await in_range_bits(gates, y.reshape(-1), cfg.range_bits, "range/")
+    norm_ok = await sign_bits(gates, nrm, 63, "norm/")
+    bits = np.concatenate([rows.reshape(m, k), norm_ok.reshape(m, 1)], axis=1)
+    ok = await and_reduce(gates, bits)
     if gates.remaining:
         raise InvalidInput("the check's AND triples do not match its circuit")
     peer_ok = unpacked(await gates.swap("open", packed(ok)), m, "accept bits")
