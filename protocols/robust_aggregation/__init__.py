@@ -12,7 +12,7 @@ server 1: about ``8 d`` bytes per client, twice plain secure aggregation's 32-bi
 After all shares of the round are in, the servers toss a coin for a ternary sketch
 matrix ``R`` (``k x d``, entries -1, 0, +1 w.p. 1/4, 1/2, 1/4, expanded by ChaCha20:
 :func:`mpcai.prg.ternary_sketch`), sketch their shares locally (``R`` is linear), and
-under two-party computation check that every ``|y_i| <= T`` and ``sum_i y_i^2 <= tau``
+under two-party computation check that every ``-T <= y_i < T`` and ``sum_i y_i^2 <= tau``
 for ``y = R X``; only one accept bit per client is opened.  They then add the accepted
 clients' shares and open the sum.  The soundness argument and the numbers are in
 :mod:`.config` (:attr:`RobustConfig.report`).

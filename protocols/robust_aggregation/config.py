@@ -16,7 +16,7 @@ every ``-T <= y_i < T`` (as signed 64-bit values, ``T = 2^(l-1)`` a power of two
 *Range rows* (coordinates that wrap).  Let ``X_j`` be read as a signed 64-bit value
 (centered modulo 2^64).  If some ``|X_j| > 2T``, fix every other entry of a row:
 ``y_i`` is one of ``u - X_j``, ``u``, ``u + X_j`` with probabilities 1/4, 1/2, 1/4.
-The interval ``[-T, T]`` has cyclic diameter ``2T``, and ``u`` and ``u + X_j``
+The pass set ``[-T, T)`` has cyclic diameter below ``2T``, and ``u`` and ``u + X_j``
 (likewise ``u`` and ``u - X_j``) are ``|X_j| > 2T`` apart modulo 2^64, so at most one
 of each such pair lies in it: if ``u`` does, the row passes with probability 1/2; if it
 does not, at most ``u +- X_j`` do, again 1/2.  For ``X_j = 2^63`` (``u + X_j = u -
