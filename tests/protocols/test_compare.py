@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mpcai.protocols.inference import compare
 
 from mpcai import prg
-from mpcai.protocols.inference import compare
 from mpcai.runtime import Party, run_local
 from mpcai.sharing import ot
 
