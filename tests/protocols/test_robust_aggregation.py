@@ -218,3 +218,9 @@ def test_as_processes_over_tls(tmp_path: object) -> None:
     clipped = (run[0]["sum"] - want) / (1 << F)
     assert np.max(np.abs(clipped - ups[2] / np.linalg.norm(ups[2]))) < 2.0**-F
     assert all(run[c]["accepted"] is True for c in (2, 3, 4))
+
+
+def test_no_well_formed_client_gives_an_empty_sum() -> None:
+    res = ra.simulate([np.zeros(D)] * 2, _cfg(2), messages={2: (b"x", None), 3: (None, b"y")})
+    assert res.accepted == [] and res.malformed == [2, 3] and res.mean is None
+    assert not res.sum.any()
