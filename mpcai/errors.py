@@ -19,6 +19,7 @@ __all__ = [
     "InconsistentShares",
     "InvalidCiphertext",
     "InvalidInput",
+    "InvalidTranscript",
     "InvalidType",
     "KeyTooSmall",
     "LaunchError",
@@ -257,6 +258,21 @@ class AggregateOutOfRange(ProtocolAbort):
 
 class IllegalTransition(ProtocolAbort):
     """A protocol state machine was asked to move to a stage that may not follow this one."""
+
+
+class InvalidTranscript(MpcaiError, ValueError):
+    """An audit transcript (:mod:`mpcai.audit`) fails verification: altered, cut,
+    badly signed, an illegal stage sequence, or disagreeing with a peer's.
+
+    ``source`` names the transcript, ``entry`` the entry index (``None`` if the
+    whole transcript is concerned).
+    """
+
+    def __init__(self, message: str, source: str | None = None,
+                 entry: int | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+        self.entry = entry
 
 
 # --------------------------------------------------------------------------- homomorphic encryption

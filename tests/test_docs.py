@@ -33,6 +33,7 @@ API_PAGES = {
     "testing": ("mpcai.testing", "mpcai.testing.FaultyNetwork"),
     "validation": ("mpcai.validation", "mpcai.validation.check_int"),
     "errors": ("mpcai.errors", "mpcai.errors.MpcaiError"),
+    "audit": ("mpcai.audit", "mpcai.audit.read_transcript"),
     "secure_aggregation": ("mpcai.protocols.secure_aggregation",
                            "mpcai.protocols.secure_aggregation.SecAggConfig"),
     "he_aggregation": ("mpcai.protocols.he_aggregation",

@@ -15,6 +15,7 @@ PUBLIC_MODULES = [
     "mpcai.encoding",
     "mpcai.prg",
     "mpcai.validation",
+    "mpcai.audit",
     "mpcai.sharing",
     "mpcai.sharing.additive",
     "mpcai.sharing.beaver",
@@ -41,6 +42,7 @@ PUBLIC_MODULES = [
     "mpcai.protocols.inference",
     "mpcai.protocols.inference.he",
     "mpcai.protocols.he_aggregation",
+    "mpcai.protocols.audit",
 ]
 
 

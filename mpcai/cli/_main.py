@@ -105,6 +105,10 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="overwrite existing files (a new CA: every party needs the new "
                             "files)")
 
+    from mpcai.cli import _audit
+
+    _audit.add_parser(sub, common)
+
     bench = sub.add_parser("bench", parents=[common],
                            help="benchmarks against peers (ratios in one run)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="SUITE", required=True)
@@ -157,6 +161,12 @@ def _build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     rt.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
     rt.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    ab = bench_sub.add_parser("audit", parents=[common],
+                              help="audit transcripts: overhead on a secure-aggregation round, "
+                                   "sizes")
+    ab.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
+    ab.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
+    ab.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     rb = bench_sub.add_parser("robust", parents=[common],
                               help="norm-bounded two-server aggregation vs plain secure "
                                    "aggregation and a Prio3 cost model")
@@ -276,6 +286,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return main_party(args.config, args.id, announce=args.announce,
                           args_path=args.args, result_path=args.result,
                           extra_path=args.path, debug=args.debug, round_=args.round)
+    if args.command == "audit":
+        from mpcai.cli import _audit
+
+        return _audit.run(args)
     if args.command == "certs":
         from mpcai.runtime import certs as certs_mod
 
@@ -330,6 +344,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             from mpcai.benchmarks import runtime
 
             return runtime.main(reps=args.reps, quick=args.quick, json_path=args.json)
+        if args.bench == "audit":
+            from mpcai.benchmarks import audit
+
+            return audit.main(reps=args.reps, quick=args.quick, json_path=args.json)
         if args.bench == "robust":
             from mpcai.benchmarks import robust
 

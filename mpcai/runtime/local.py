@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -28,6 +28,9 @@ from mpcai.runtime.network import Network
 from mpcai.runtime.party import DEFAULT_TIMEOUT, open_party
 from mpcai.runtime.stats import CommStats
 from mpcai.validation import check_int
+
+if TYPE_CHECKING:
+    from mpcai.audit import Transcript
 
 __all__ = ["LocalRun", "run_local", "run_local_async"]
 
@@ -52,11 +55,14 @@ async def run_local_async(
     session: bytes | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     return_exceptions: bool = False,
+    transcripts: Sequence[Transcript | None] | None = None,
 ) -> LocalRun:
     """Async form of :func:`run_local`, for use inside a running trio program."""
     n = check_int(n, "n", lo=1)
     if args_per_party is not None and len(args_per_party) != n:
         raise InvalidInput(f"args_per_party has {len(args_per_party)} entries for {n} parties")
+    if transcripts is not None and len(transcripts) != n:
+        raise InvalidInput(f"transcripts has {len(transcripts)} entries for {n} parties")
     net = network if network is not None else InMemoryNetwork(n)
     ids = net.party_ids
     if len(ids) != n:
@@ -69,7 +75,9 @@ async def run_local_async(
     async def one(k: int, pid: int) -> None:
         extra = tuple(args_per_party[k]) if args_per_party is not None else ()
         try:
-            async with open_party(net, pid, session, timeout=timeout) as party:
+            async with open_party(net, pid, session, timeout=timeout,
+                                  transcript=None if transcripts is None
+                                  else transcripts[k]) as party:
                 stats[k] = party.stats
                 results[k] = await party_fn(party, *args, *extra)
         except Exception as exc:  # one party failing must not cancel the others
@@ -100,6 +108,7 @@ def run_local(
     timeout: float = DEFAULT_TIMEOUT,
     return_exceptions: bool = False,
     clock: trio.abc.Clock | None = None,
+    transcripts: Sequence[Transcript | None] | None = None,
 ) -> LocalRun:
     """Run ``n`` parties of ``party_fn(party, *args, *args_per_party[i])`` in one process.
 
@@ -109,12 +118,14 @@ def run_local(
     keep going (they see it drop out); then the first error is re-raised,
     or, with ``return_exceptions=True``, returned in its party's place.
     ``clock`` is passed to :func:`trio.run` (e.g. ``trio.testing.MockClock``
-    to test deadlines without waiting).
+    to test deadlines without waiting).  ``transcripts[k]`` (a
+    :class:`~mpcai.audit.Transcript` or ``None``) records the ``k``-th party's run.
     """
     return trio.run(
         lambda: run_local_async(
             n, party_fn, *args, args_per_party=args_per_party, network=network,
             session=session, timeout=timeout, return_exceptions=return_exceptions,
+            transcripts=transcripts,
         ),
         clock=clock,
     )

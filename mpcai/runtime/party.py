@@ -37,13 +37,16 @@ mailbox); a send cancelled half-way over a byte stream breaks that link.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
+from mpcai.audit import frame_digest
 from mpcai.errors import (
     InvalidInput,
     MessageRejected,
@@ -58,6 +61,9 @@ from mpcai.runtime import wire
 from mpcai.runtime.network import Link, Network
 from mpcai.runtime.stats import CommStats
 from mpcai.validation import check_bytes, check_int, check_real
+
+if TYPE_CHECKING:
+    from mpcai.audit import Transcript
 
 __all__ = ["DEFAULT_MAX_UNREAD_BYTES", "DEFAULT_TIMEOUT", "Gathered", "Party", "open_party"]
 
@@ -86,6 +92,15 @@ _INLINE_WORK = 1 << 12
 """Decoding work (wire units, ~1 ms) done inline in a reader; a frame needing more is
 decoded in a worker thread so that the party's other links and deadlines go on."""
 
+_THREAD_HASH_BYTES = 1 << 20
+"""Frames of at least this many bytes are hashed for a transcript in a worker thread
+(hashlib releases the GIL), so the hashing overlaps the party's other work."""
+
+
+def _sha256(data: bytes | bytearray) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
 # an encoded payload: (buffers sent back to back, total length)
 _Body = tuple[list[wire.Buffer], int]
 
@@ -93,8 +108,8 @@ _Body = tuple[list[wire.Buffer], int]
 class _Slot:
     """The mailbox for one (peer, tag): at most one message."""
 
-    __slots__ = ("charge", "consumed", "event", "expired", "has_value", "value", "waiting",
-                 "wanted")
+    __slots__ = ("audit", "charge", "consumed", "event", "expired", "has_value", "value",
+                 "waiting", "wanted")
 
     def __init__(self) -> None:
         self.waiting = False  # a recv is waiting
@@ -105,6 +120,7 @@ class _Slot:
         self.has_value = False
         self.consumed = False
         self.expired = False
+        self.audit: tuple[int, int, bytes] | None = None  # (seq, length, SHA-256) if recorded
 
 
 class Gathered(dict[int, Any]):
@@ -161,6 +177,8 @@ class Party:
         timeout: the default deadline (seconds) for waits on a peer.
         max_unread_bytes: the per-peer budget of unsolicited unread messages
             (see :data:`DEFAULT_MAX_UNREAD_BYTES`).
+        transcript: the :class:`~mpcai.audit.Transcript` every message sent and
+            received is recorded in, or ``None`` (then nothing is hashed).
     """
 
     def __init__(
@@ -172,6 +190,7 @@ class Party:
         timeout: float = DEFAULT_TIMEOUT,
         limits: wire.Limits = wire.DEFAULT_LIMITS,
         max_unread_bytes: int = DEFAULT_MAX_UNREAD_BYTES,
+        transcript: Transcript | None = None,
     ) -> None:
         session = check_bytes(session, "session id", size=wire.SESSION_ID_BYTES)
         timeout = check_real(timeout, "timeout", positive=True)
@@ -193,6 +212,7 @@ class Party:
         self.max_unread_bytes = max_unread_bytes
         self._unread_bytes = dict.fromkeys(self.peers, 0)  # what the unsolicited ones hold
         self._last_was_send = False
+        self.transcript = transcript
 
     # ---- introspection ----------------------------------------------------
 
@@ -231,6 +251,7 @@ class Party:
         link = self._links[to]
         if link.send_never_blocks:
             frame = self._frame(to, tag, body, kind)
+            seq = self._send_seq[to] - 1
             try:
                 await link.send_frame(frame)
             except PeerDropped as exc:
@@ -239,6 +260,7 @@ class Party:
         else:
             async with self._send_locks[to]:
                 frame = self._frame(to, tag, body, kind)
+                seq = self._send_seq[to] - 1
                 try:
                     with trio.fail_after(timeout):
                         await link.send_frame(frame)
@@ -251,6 +273,12 @@ class Party:
                     raise
         if kind == wire.FrameKind.DATA:
             self.stats._count_sent(to, len(frame[0]) + body[1] + link.frame_overhead)
+            if self.transcript is not None:
+                if body[1] >= _THREAD_HASH_BYTES:  # not cancellable: the send happened
+                    n, digest = await trio.to_thread.run_sync(frame_digest, frame)
+                    self.transcript.record("send", to, seq, tag, n, digest)
+                else:
+                    self.transcript.record_send(to, seq, tag, frame)
 
     def _frame(self, to: int, tag: str, body: _Body, kind: int) -> list[wire.Buffer]:
         parts, length = body
@@ -332,6 +360,9 @@ class Party:
             slot.charge = 0
             value, slot.value, slot.has_value = slot.value, None, False
             self._last_was_send = False
+            if self.transcript is not None and slot.audit is not None:
+                self.transcript.record("recv", peer, slot.audit[0], tag, slot.audit[1],
+                                       slot.audit[2])
             return value
         if peer in self._errors:
             raise self._errors[peer]
@@ -471,7 +502,10 @@ class Party:
         try:
             while True:
                 data = await link.receive_frame()
-                deferred = self._deliver(peer, data, link.frame_overhead)
+                digest = None
+                if self.transcript is not None and len(data) >= _THREAD_HASH_BYTES:
+                    digest = await trio.to_thread.run_sync(_sha256, data)
+                deferred = self._deliver(peer, data, link.frame_overhead, digest)
                 if deferred is not None:
                     await self._deliver_decoded_in_thread(peer, data, link.frame_overhead,
                                                           *deferred)
@@ -484,10 +518,11 @@ class Party:
             self._fail(peer, MessageRejected(f"unprocessable frame: {exc!r}", peer))
             await link.aclose()
 
-    def _deliver(self, peer: int, data: bytes | bytearray,
-                 overhead: int) -> tuple[str, _Slot] | None:
+    def _deliver(self, peer: int, data: bytes | bytearray, overhead: int,
+                 digest: bytes | None = None) -> tuple[str, _Slot] | None:
         """Check and store a frame; returns ``(tag, slot)`` if its payload needs more
-        decoding work than a reader does inline (see _deliver_decoded_in_thread)."""
+        decoding work than a reader does inline (see _deliver_decoded_in_thread).
+        ``digest``: the frame's SHA-256 if already computed (for a transcript)."""
         kind, session, tag, sender, recipient, seq, pos = wire._parse_header(data, self._limits)
         if session != self.session:
             raise MessageRejected(
@@ -506,6 +541,8 @@ class Party:
             raise PeerDropped(f"party {peer} has left the session", peer)
         slot = self._slot(peer, tag)
         self._check_slot(peer, tag, slot, len(data))  # before spending work on it
+        if self.transcript is not None:  # recorded when the protocol takes it (_take)
+            slot.audit = (seq, len(data), digest if digest is not None else _sha256(data))
         try:
             payload, held = wire._decode_payload_at(data, memoryview(data).cast("B"), pos,
                                                     self._limits, _INLINE_WORK)
@@ -574,18 +611,24 @@ async def open_party(
     timeout: float = DEFAULT_TIMEOUT,
     limits: wire.Limits = wire.DEFAULT_LIMITS,
     max_unread_bytes: int = DEFAULT_MAX_UNREAD_BYTES,
+    transcript: Transcript | None = None,
 ) -> AsyncIterator[Party]:
     """Connect ``party_id`` to its peers on ``network`` and yield its :class:`Party`.
 
     On exit the party says goodbye to its peers (so they see
     :class:`~mpcai.errors.PeerDropped` at once instead of waiting for a
-    deadline) and closes its links.
+    deadline) and closes its links.  With ``transcript`` (a
+    :class:`~mpcai.audit.Transcript`), its header is written once the links
+    are up, every message is recorded, and its end entry (``ok`` or the
+    party's error) is written on exit.
     """
     failure: Exception | None = None
     async with network.open_links(party_id) as links:
         async with trio.open_nursery() as nursery:
             party = Party(party_id, links, session, timeout=timeout, limits=limits,
-                          max_unread_bytes=max_unread_bytes)
+                          max_unread_bytes=max_unread_bytes, transcript=transcript)
+            if transcript is not None:
+                transcript.begin(session=session, party=party_id, peers=party.peers)
             for peer in party.peers:
                 nursery.start_soon(party._reader, peer)
             _log.debug("party %d: session %s open with peers %s", party_id,
@@ -600,6 +643,8 @@ async def open_party(
             finally:
                 with trio.CancelScope(shield=True):
                     await party._say_goodbye()
+                if transcript is not None:  # the party's error, or a cancellation's
+                    transcript.close(failure if failure is not None else sys.exc_info()[1])
                 nursery.cancel_scope.cancel()
     if failure is not None:
         raise failure

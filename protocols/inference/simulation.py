@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from mpcai import audit
 from mpcai.errors import InvalidInput, PeerError
 from mpcai.runtime import CommStats, InMemoryNetwork, Network, Party, run_local
 from mpcai.validation import check_int
@@ -59,6 +61,7 @@ def simulate(
     network: Network | None = None,
     timeout: float = 60.0,
     output: str = "logits",
+    transcript: str | os.PathLike[str] | None = None,
 ) -> InferenceResult:
     """Private inference of ``model`` on the rows of ``x``, all parties in this process.
 
@@ -78,6 +81,10 @@ def simulate(
     others fail with a typed error, and the first error is raised).
     ``output="labels"`` (``parties=3``): the arg max is computed under MPC and
     the data owner learns only the labels (``logits`` is ``None``).
+    With ``transcript`` (a directory), every party writes an audit transcript
+    (:mod:`mpcai.audit`) there, ``party-<id>.jsonl``, with every party's
+    public key in ``keys.json``; the protocol is named
+    ``inference-<provider>``.  Check them with ``mpcai audit verify DIR``.
     """
     if not isinstance(model, Model):
         raise InvalidInput(
@@ -108,8 +115,11 @@ def simulate(
         )
     if output not in ("logits", "labels"):
         raise InvalidInput(f"output must be 'logits' or 'labels', not {output!r}")
+    audit_config = {"provider": provider, "dims": ModelSpec.of(model).dims, "batch": xs.shape[0],
+                    "config": cfg, "roles": roles, "output": output}
     if parties == 3:
-        return _simulate3(model, xs, cfg, network, timeout, output)
+        ts = _transcripts(transcript, 3, provider, audit_config)
+        return _simulate3(model, xs, cfg, network, timeout, output, ts)
     if output != "logits":
         raise InvalidInput("output='labels' (arg max under MPC) needs parties=3 for now")
     if roles is None:
@@ -130,7 +140,8 @@ def simulate(
     async def one(party: Any, kw: dict[str, Any]) -> PartyResult:
         return await run_party(party, roles, spec, xs.shape[0], cfg, **kw)
 
-    results, out = _run(len(ids), one, kwargs, network, timeout)
+    ts = _transcripts(transcript, len(ids), provider, audit_config)
+    results, out = _run(len(ids), one, kwargs, network, timeout, ts)
     owner = results[roles.data_owner]
     assert owner.logits is not None
     c0 = results[roles.compute[0]]
@@ -203,12 +214,21 @@ async def process_party(
     return out
 
 
+def _transcripts(directory: str | os.PathLike[str] | None, n: int, provider: str,
+                 config: dict[str, Any]) -> list[audit.Transcript] | None:
+    if directory is None:
+        return None
+    return audit.open_transcripts(directory, range(n), protocol=f"inference-{provider}",
+                                  config=config)
+
+
 def _run(
     n: int,
     one: Any,
     kwargs: list[dict[str, Any]],
     network: Network | None,
     timeout: float,
+    transcripts: list[audit.Transcript] | None = None,
 ) -> tuple[list[PartyResult], Any]:
     """Every party on one trio loop; the first party's error that is a cause (not a
     party that saw another leave) is raised."""
@@ -219,6 +239,7 @@ def _run(
         network=network if network is not None else InMemoryNetwork(n),
         timeout=timeout,
         return_exceptions=True,
+        transcripts=transcripts,
     )
     errors = [r for r in out if isinstance(r, BaseException)]
     if errors:
@@ -233,6 +254,7 @@ def _simulate3(
     network: Network | None,
     timeout: float,
     output: str,
+    transcripts: list[audit.Transcript] | None = None,
 ) -> InferenceResult:
     from .mpc3 import run_party3
 
@@ -242,7 +264,7 @@ def _simulate3(
     async def one(party: Party, kw: dict[str, Any]) -> PartyResult:
         return await run_party3(party, spec, xs.shape[0], cfg, output=output, **kw)
 
-    results, out = _run(3, one, kwargs, network, timeout)
+    results, out = _run(3, one, kwargs, network, timeout, transcripts)
     logits = results[0].logits
     if output == "labels":
         assert results[0].labels is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import numpy as np
 import trio
 
+from mpcai import audit
 from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime import CommStats, InMemoryNetwork, Party, run_local
 from mpcai.validation import check_int
@@ -64,10 +67,27 @@ async def _party(party: Party, cfg: SecAggConfig, updates: Sequence[Any],
                  weights: Sequence[int], drops: Mapping[int, Stage],
                  identity_keys: Mapping[int, Any]) -> Any:
     if party.id == 0:
-        return await server(party, cfg)
+        agg = await server(party, cfg)
+        if party.transcript is not None:
+            _record_result(party.transcript, agg)
+        return agg
     i = party.id - 1
     return await client(party, updates[i], cfg, weights[i], drop_before=drops.get(party.id),
                         identity_key=identity_keys.get(party.id))
+
+
+AUDIT_PROTOCOL = "secure_aggregation"
+AUDIT_VERSION = "1"
+
+
+def _record_result(transcript: audit.Transcript, agg: AggregateResult) -> None:
+    """The server's public outcome: who survived, who dropped when, who cheated; and the
+    result digest, SHA-256 of the exact quantised sum's bytes (little-endian)."""
+    transcript.note("outcome", {"survivors": agg.survivors, "dropped": agg.dropped,
+                                "misbehaving": agg.misbehaving})
+    total = np.ascontiguousarray(agg.quantised_sum)
+    transcript.result(hashlib.sha256(total.astype(total.dtype.newbyteorder("<"),
+                                                  copy=False).tobytes()).digest())
 
 
 def _check_updates(updates: Sequence[Any]) -> list[np.ndarray]:
@@ -147,6 +167,7 @@ def simulate(
     threshold: int | None = None,
     identity_keys: Mapping[int, Any] | None = None,
     session: bytes | None = None,
+    transcript: str | os.PathLike[str] | None = None,
 ) -> SimulationResult:
     """Securely aggregate ``updates`` (one per client) in one process.
 
@@ -161,8 +182,14 @@ def simulate(
     is used.  With ``cfg.identities``, pass the clients' private identity
     keys as ``identity_keys`` (see :func:`make_identities`).  ``session``
     (16 random bytes by default) fixes the session id, and with it the
-    neighbour graph, to replay a round.  Returns the weighted mean over the
-    survivors, shaped like the inputs.
+    neighbour graph, to replay a round.  With ``transcript`` (a directory),
+    every party writes an audit transcript (:mod:`mpcai.audit`) there,
+    ``party-<id>.jsonl``, with every party's public key in ``keys.json``
+    (clients sign with their ``identity_keys`` if given, so
+    ``cfg.identities`` pins their keys); the server records the survivors and
+    dropouts and the SHA-256 of ``quantised_sum``'s bytes.  Check them with
+    ``mpcai audit verify DIR`` (:func:`mpcai.protocols.audit.verify`).
+    Returns the weighted mean over the survivors, shaped like the inputs.
     """
     n = len(updates)
     if n < 2:
@@ -183,8 +210,11 @@ def simulate(
                            f"says dim={cfg.dim}")
     drops = _check_dropouts(dropouts, n)
     net = InMemoryNetwork(n + 1, hub=0)
+    transcripts = None if transcript is None else audit.open_transcripts(
+        transcript, range(n + 1), protocol=AUDIT_PROTOCOL, version=AUDIT_VERSION, config=cfg,
+        signing_keys=identity_keys)
     run = run_local(n + 1, _party, cfg, updates, weights, drops, dict(identity_keys or {}),
-                    network=net, session=session, timeout=cfg.timeout)
+                    network=net, session=session, timeout=cfg.timeout, transcripts=transcripts)
     agg: AggregateResult = run[0]
     return SimulationResult(mean=_unflatten(agg.mean, updates[0]), aggregate=agg,
                             stats=list(run.stats), clients=list(run[1:]))

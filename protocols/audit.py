@@ -1,0 +1,288 @@
+"""Protocol-aware verification of audit transcripts (``mpcai audit verify``).
+
+:mod:`mpcai.audit` checks a transcript's bytes: canonical lines, the hash
+chain, the signatures, and that several parties' transcripts of one run agree
+message by message.  This module adds what needs the protocols: that the
+stage sequence each party recorded is legal for the protocol its header
+names (:data:`RULES`), and who took part in each stage.  :func:`verify` runs
+everything over one run's files.
+
+Threat model: as :mod:`mpcai.audit`.  A legal stage sequence says the party
+recorded messages in an order the protocol allows; it does not say their
+contents were honest (a transcript holds digests, not contents).  Keys prove
+who signed only when pinned (``keys``: a PKI, e.g. ``SecAggConfig.identities``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mpcai.protocols.secure_aggregation.stages import LEGAL, Stage
+
+from mpcai.audit import RunCheck, TranscriptLog, cross_check, load_keys, read_transcript
+from mpcai.errors import InvalidInput, InvalidTranscript
+
+__all__ = ["RULES", "AuditReport", "check_inference", "check_replicated",
+           "check_secure_aggregation", "check_stages", "stage_participants", "verify"]
+
+
+def _bad(log: TranscriptLog, index: int | None, why: str) -> InvalidTranscript:
+    where = f"entry {index}: " if index is not None else ""
+    return InvalidTranscript(f"{log.source}: {where}{why}", source=log.source, entry=index)
+
+
+def _one_tag_per_stream(log: TranscriptLog) -> None:
+    seen: set[tuple[str, int, str]] = set()
+    for e in log.messages():
+        key = (e.type, e["peer"], e["tag"])
+        if key in seen:
+            raise _bad(log, e.index, f"a second {e.type} of {e['tag']!r} with party "
+                                     f"{e['peer']} (each tag is used once per direction)")
+        seen.add(key)
+
+
+def check_secure_aggregation(log: TranscriptLog) -> None:
+    """The stage rules of secure aggregation (:mod:`~mpcai.protocols.secure_aggregation`).
+
+    Party 0 is the server, with every client as a peer; a client's only peer
+    is the server.  Every message's tag is a stage of :class:`Stage`; the
+    stages of the party's messages, in the order recorded (consecutive
+    repeats merged), must walk the :data:`LEGAL` transitions from ``setup``;
+    the server sends nothing under ``masked_input``; a server that ended
+    ``ok`` reached ``unmask`` and recorded a result.  Raises
+    :class:`~mpcai.errors.InvalidTranscript` otherwise.
+    """
+    if log.party == 0:
+        if not log.peers or 0 in log.peers:
+            raise _bad(log, 0, "the server (party 0) must have the clients as peers")
+    elif log.peers != (0,):
+        raise _bad(log, 0, f"a client's only peer is the server, not {list(log.peers)}")
+    _one_tag_per_stream(log)
+    stages = {s.value: s for s in Stage if s not in (Stage.SETUP, Stage.DONE)}
+    current = Stage.SETUP
+    for e in log.messages():
+        stage = stages.get(e["tag"])
+        if stage is None:
+            raise _bad(log, e.index, f"{e['tag']!r} is not a stage of secure aggregation")
+        if log.party == 0 and e.type == "send" and stage is Stage.MASKED_INPUT:
+            raise _bad(log, e.index, "the server sent a masked input")
+        if stage is current:
+            continue
+        if stage not in LEGAL[current]:
+            raise _bad(log, e.index, f"illegal stage sequence: {current.value} cannot be "
+                                     f"followed by {stage.value}")
+        current = stage
+    if log.party == 0 and log.status == "ok":
+        if current is not Stage.UNMASK:
+            raise _bad(log, None, f"the server ended ok at {current.value}, before unmask")
+        if log.result is None:
+            raise _bad(log, None, "the server ended ok without recording a result")
+
+
+_MPC2_SETUP = {"wmask-owner", "x-mask", "offline", "model"}
+_MPC2_START = {"ready", "x"}
+_MPC2_ANY = re.compile(r"dl/(?:hello|answer|extend|cot)\Z")
+_MPC2_LAYER = re.compile(r"(?:relu|open)/(\d+)\Z|dl/relu(\d+)/[a-z0-9-]+\Z")
+
+
+def check_inference(log: TranscriptLog) -> None:
+    """The stage rules of two-party private inference (:mod:`~mpcai.protocols.inference`,
+    with a dealer or dealerless).
+
+    Every tag is ``inf2/<name>`` of the protocol and used once per direction
+    and peer.  On each stream (one direction, one peer) the phases come in
+    order: setup (``wmask-owner``, ``x-mask``, ``offline``, ``model``), start
+    (``ready``, ``x``), the layers (``relu/<i>``, ``open/<i>``, the dealerless
+    ``dl/relu<i>/...``) in non-decreasing layer order, then ``out``; the
+    oblivious-transfer setup (``dl/hello``, ...) may come at any point.  (Each
+    stream only: the roles one party plays run concurrently.)  Raises
+    :class:`~mpcai.errors.InvalidTranscript` otherwise.
+    """
+    _one_tag_per_stream(log)
+    rank: dict[tuple[str, int], tuple[int, int]] = {}
+    for e in log.messages():
+        tag, stream = e["tag"], (e.type, e["peer"])
+        name = tag[len("inf2/"):] if tag.startswith("inf2/") else None
+        if name is None:
+            raise _bad(log, e.index, f"{tag!r} is not a tag of two-party inference")
+        if _MPC2_ANY.match(name):
+            continue
+        m = _MPC2_LAYER.match(name)
+        if name in _MPC2_SETUP:
+            now = (0, 0)
+        elif name in _MPC2_START:
+            now = (1, 0)
+        elif m is not None:
+            now = (2, int(m.group(1) or m.group(2)))
+        elif name == "out":
+            now = (3, 0)
+        else:
+            raise _bad(log, e.index, f"{tag!r} is not a tag of two-party inference")
+        before = rank.get(stream, (0, 0))
+        if now < before:
+            raise _bad(log, e.index, f"illegal stage sequence: {tag!r} after a later stage on "
+                                     f"the {e.type} stream with party {e['peer']}")
+        if before[0] == 3:
+            raise _bad(log, e.index, f"{tag!r} after the output")
+        rank[stream] = now
+
+
+_REP3 = re.compile(r"rep3/(?:(\d+)(?:/\d+)?|(in|out)/(\d+)/(\d+))\Z")
+
+
+def check_replicated(log: TranscriptLog) -> None:
+    """The stage rules of three-party inference on replicated shares (``mpc3``).
+
+    Every tag is ``rep3/<step>[/<k>]``, ``rep3/in/<owner>/<k>`` or
+    ``rep3/out/<owner>/<k>``, used once per direction and peer; every compute
+    party runs one program, so the steps of its messages never decrease, nor
+    the input and output counters of each owner.  Raises
+    :class:`~mpcai.errors.InvalidTranscript` otherwise.
+    """
+    _one_tag_per_stream(log)
+    step = 0
+    io: dict[tuple[str, int], int] = {}
+    for e in log.messages():
+        m = _REP3.match(e["tag"])
+        if m is None:
+            raise _bad(log, e.index, f"{e['tag']!r} is not a tag of three-party inference")
+        if m.group(1) is not None:
+            now = int(m.group(1))
+            if now < step:
+                raise _bad(log, e.index, f"illegal stage sequence: step {now} after {step}")
+            step = now
+        else:
+            key, k = (m.group(2), int(m.group(3))), int(m.group(4))
+            if k < io.get(key, 0):
+                raise _bad(log, e.index, f"illegal stage sequence: {e['tag']!r} after "
+                                         f"{key[0]} {io[key]} of party {key[1]}")
+            io[key] = k
+
+
+RULES: dict[str, Callable[[TranscriptLog], None]] = {
+    "secure_aggregation": check_secure_aggregation,
+    "inference-dealer": check_inference,
+    "inference-dealerless": check_inference,
+    "inference-replicated": check_replicated,
+}
+"""The stage check of each protocol, by the name transcripts give in their header."""
+
+
+def check_stages(log: TranscriptLog) -> None:
+    """The stage check of the protocol ``log``'s header names (:data:`RULES`); an unknown
+    protocol is refused (:class:`~mpcai.errors.InvalidTranscript`)."""
+    rule = RULES.get(log.protocol)
+    if rule is None:
+        raise _bad(log, 0, f"no stage rules for protocol {log.protocol!r} (known: "
+                           f"{', '.join(sorted(RULES))})")
+    rule(log)
+
+
+def stage_participants(log: TranscriptLog) -> dict[str, list[int]]:
+    """``{tag: [peers this party received it from]}``, tags in first-seen order (for
+    the secure-aggregation server: who took part in each stage)."""
+    out: dict[str, list[int]] = {}
+    for e in log.messages("recv"):
+        out.setdefault(e["tag"], []).append(e["peer"])
+    return {t: sorted(p) for t, p in out.items()}
+
+
+@dataclass
+class AuditReport:
+    """What :func:`verify` found: every transcript verified, and the run's cross-check."""
+
+    logs: list[TranscriptLog]
+    run: RunCheck
+    #: ``{stage: [clients]}`` who took part in each stage, as the hub (party 0) recorded
+    participants: dict[str, list[int]] = field(default_factory=dict)
+    #: ``{stage: [clients]}`` who took part in the previous stage but not this one
+    dropped: dict[str, list[int]] = field(default_factory=dict)
+
+    def summary(self) -> list[str]:
+        """One line per transcript, then the run's lines."""
+        lines = []
+        for log in self.logs:
+            state = "complete" if log.complete else "INCOMPLETE (a verified prefix)"
+            res = f", result {log.result.hex()[:16]}..." if log.result else ""
+            err = f" ({log.error})" if log.error else ""
+            key = "pinned key" if log.pinned else "key from its own header (not pinned)"
+            lines.append(f"party {log.party}: {log.protocol}/{log.version}, "
+                         f"{len(log.entries)} entries, {state}, {log.status or 'no end'}{err}"
+                         f"{res}, {key}")
+        r = self.run
+        lines.append(f"run {r.session.hex()[:16]}...: {len(r.parties)} transcripts, "
+                     f"{r.matched} messages match on both sides, {len(r.undelivered)} "
+                     f"sends not received"
+                     + (f", no transcript of parties {r.absent}" if r.absent else ""))
+        for stage, who in self.participants.items():
+            gone = self.dropped.get(stage, [])
+            lines.append(f"  {stage}: {len(who)} took part"
+                         + (f", dropped: {gone}" if gone else ""))
+        return lines
+
+
+def _expand(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    paths: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(p.glob("*.jsonl"))
+            if not found:
+                raise InvalidInput(f"{p}: no transcripts (*.jsonl) in this directory")
+            paths.extend(found)
+        else:
+            paths.append(p)
+    if not paths:
+        raise InvalidInput("no transcripts given")
+    return paths
+
+
+def verify(
+    sources: Sequence[str | os.PathLike[str]],
+    *,
+    keys: Mapping[int, bytes] | str | os.PathLike[str] | None = None,
+    key: bytes | None = None,
+    allow_incomplete: bool = False,
+) -> AuditReport:
+    """Verify the transcripts of one run (files, or directories of ``*.jsonl``).
+
+    Each transcript: :func:`mpcai.audit.read_transcript` (canonical lines,
+    chain, signatures; under its pinned key if ``keys`` (``{party: key}`` or
+    a keys file, see :func:`mpcai.audit.load_keys`) names its party, and
+    then every party must be named) and :func:`check_stages`.  Together:
+    :func:`mpcai.audit.cross_check`.  ``key`` pins the key of a single
+    transcript.  Raises :class:`~mpcai.errors.InvalidTranscript` at the first
+    failure.
+    """
+    paths = _expand(sources)
+    pinned = None if keys is None else load_keys(keys)
+    if key is not None and len(paths) != 1:
+        raise InvalidInput("key pins one transcript's key; use keys for several")
+    logs = []
+    for p in paths:
+        log = read_transcript(p, key=key, allow_incomplete=allow_incomplete)
+        if pinned is not None:  # the signatures were checked under the header's key
+            if log.party not in pinned:
+                raise InvalidTranscript(f"{p}: party {log.party} has no pinned key",
+                                        source=str(p))
+            if log.public_key != pinned[log.party]:
+                raise InvalidTranscript(f"{p}: party {log.party} signed with key "
+                                        f"{log.public_key.hex()[:16]}..., not its pinned key "
+                                        f"{pinned[log.party].hex()[:16]}...", source=str(p))
+            log.pinned = True
+        check_stages(log)
+        logs.append(log)
+    report = AuditReport(logs, cross_check(logs))
+    hub = next((log for log in logs if log.party == 0), None)
+    if hub is not None and hub.protocol == "secure_aggregation":
+        report.participants = stage_participants(hub)
+        before = list(hub.peers)
+        for stage, who in report.participants.items():
+            report.dropped[stage] = sorted(set(before) - set(who))
+            before = who
+    return report
+

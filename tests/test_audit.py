@@ -1,0 +1,406 @@
+"""Audit transcripts: recording in the runtime, verification, tampering, stage rules, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from mpcai.protocols import audit as protocol_audit
+from mpcai.protocols import secure_aggregation as sa
+
+from mpcai import audit
+from mpcai.cli._main import main
+from mpcai.errors import InvalidInput, InvalidTranscript, WouldOverwrite
+from mpcai.runtime import run_local
+
+N = 4
+DIM = 12
+
+
+def _updates() -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [rng.uniform(-0.5, 0.5, DIM).astype(np.float32) for _ in range(N)]
+
+
+@pytest.fixture(scope="module")
+def secagg_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, sa.SimulationResult,
+                                                                  list[np.ndarray]]:
+    """One secure aggregation with transcripts; client 2 drops before masked_input."""
+    d = tmp_path_factory.mktemp("secagg") / "transcripts"
+    ups = _updates()
+    res = sa.simulate(ups, sa.SecAggConfig(n_clients=N, consistency_check=True),
+                      dropouts={2: "masked_input"}, transcript=d)
+    return d, res, ups
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def _replay(log: audit.TranscriptLog, path: Path, entries: list[audit.Entry],
+            key: Ed25519PrivateKey | None = None, *, protocol: str | None = None) -> None:
+    """A new transcript of ``entries`` (valid chain and signatures, signed by ``key``)."""
+    t = audit.Transcript(path, protocol=protocol or log.protocol, version=log.version,
+                         signing_key=key)
+    t.config_digest = log.config_digest
+    t.begin(session=log.session, party=log.party, peers=log.peers)
+    for e in entries:
+        if e.type in ("send", "recv"):
+            t.record(e.type, e["peer"], e["seq"], e["tag"], e["len"], bytes.fromhex(e["digest"]))
+        elif e.type == "note":
+            t.note(e["name"], e["data"])
+        elif e.type == "result":
+            t.result(bytes.fromhex(e["digest"]))
+    t.close()
+
+
+# ---- recording and verifying a real run ---------------------------------------------------
+
+
+def test_secure_aggregation_transcripts_verify_with_dropouts(secagg_run) -> None:
+    d, res, _ups = secagg_run
+    assert sorted(p.name for p in d.iterdir()) == ["keys.json"] + [
+        f"party-{i}.jsonl" for i in range(N + 1)]
+    report = protocol_audit.verify([d])
+    assert [log.party for log in report.logs] == list(range(N + 1))
+    assert all(log.complete and log.status == "ok" for log in report.logs)
+    assert report.participants["masked_input"] == [1, 3, 4]
+    assert report.dropped["masked_input"] == [2]
+    assert report.dropped["share_keys"] == []
+    assert report.run.matched > 0
+    server = report.logs[0]
+    total = np.ascontiguousarray(res.aggregate.quantised_sum)
+    import hashlib
+
+    assert server.result == hashlib.sha256(total.tobytes()).digest()
+    assert server.notes("outcome") == [{"survivors": [1, 3, 4], "dropped": res.aggregate.dropped,
+                                        "misbehaving": []}]
+    # every receive matched its send; the dropped client's stage messages are missing
+    # on both sides, not mismatched
+    assert not [u for u in report.run.undelivered if u[0] != 0]
+    pinned = protocol_audit.verify([d], keys=d / "keys.json")
+    assert all(log.pinned for log in pinned.logs)
+
+
+def test_identity_keys_sign_the_clients_transcripts(tmp_path: Path) -> None:
+    public, private = sa.make_identities(N)
+    cfg = sa.SecAggConfig(n_clients=N, identities=public, consistency_check=True)
+    d = tmp_path / "t"
+    sa.simulate(_updates(), cfg, identity_keys=private, transcript=d)
+    server_key = audit.load_keys(d / "keys.json")[0]
+    keys = {0: server_key, **public}  # the clients' keys from the PKI, not from the run
+    report = protocol_audit.verify([d], keys=keys)
+    assert all(log.pinned for log in report.logs)
+    other = dict(keys)
+    other[3] = public[1]
+    with pytest.raises(InvalidTranscript, match="not its pinned key"):
+        protocol_audit.verify([d], keys=other)
+    with pytest.raises(InvalidTranscript, match="no pinned key"):
+        protocol_audit.verify([d], keys={k: v for k, v in keys.items() if k != 2})
+
+
+def test_inference_transcripts_verify(tmp_path: Path) -> None:
+    from mpcai.protocols import inference as inf
+
+    rng = np.random.default_rng(1)
+    model = inf.from_numpy([(rng.normal(size=(5, 4)) * 0.3, np.zeros(4)),
+                            (rng.normal(size=(4, 3)) * 0.3, np.zeros(3))])
+    x = rng.normal(size=(3, 5))
+    for parties, provider in ((2, "dealer"), (3, "replicated")):
+        d = tmp_path / provider
+        inf.simulate(model, x, parties=parties, provider=provider, transcript=d)
+        report = protocol_audit.verify([d])
+        assert report.logs[0].protocol == f"inference-{provider}"
+        assert report.run.matched > 0 and not report.run.undelivered
+
+
+def test_no_transcript_no_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mpcai.runtime.party as party_mod
+
+    class NoHash:
+        @staticmethod
+        def sha256(*_: object) -> None:
+            raise AssertionError("hashed without a transcript")
+
+    monkeypatch.setattr(party_mod, "hashlib", NoHash)
+    monkeypatch.setattr(audit, "hashlib", NoHash)
+
+    async def add_up(party, value):
+        others = await party.exchange("value", value)
+        return value + sum(others.values())
+
+    assert run_local(3, add_up, args_per_party=[(1,), (2,), (3,)]) == [6, 6, 6]
+
+
+def test_run_local_records_every_message_on_both_sides(tmp_path: Path) -> None:
+    ts = audit.open_transcripts(tmp_path, range(3), protocol="toy")
+
+    async def add_up(party, value):
+        others = await party.exchange("value", np.arange(value * 1000, dtype=np.uint64))
+        return int(sum(int(v.sum()) for v in others.values()))
+
+    run_local(3, add_up, args_per_party=[(1,), (2,), (3,)], transcripts=ts)
+    logs = [audit.read_transcript(t.path) for t in ts]
+    assert [len(log.messages()) for log in logs] == [4, 4, 4]
+    sent = {(log.party, e["peer"]): e for log in logs for e in log.messages("send")}
+    for log in logs:
+        for e in log.messages("recv"):
+            assert e["digest"] == sent[(e["peer"], log.party)]["digest"]
+    assert audit.cross_check(logs).matched == 6
+    with pytest.raises(WouldOverwrite):
+        audit.open_transcripts(tmp_path, range(3), protocol="toy")
+
+
+@pytest.mark.parametrize("network", ["memory", "tcp+tls"])
+def test_large_frames_hashed_in_threads_match_over_each_transport(tmp_path: Path,
+                                                                  network: str) -> None:
+    from mpcai.runtime import local_tcp_network
+
+    big = np.arange(300_000, dtype=np.uint64)  # 2.4 MB: hashed in a worker thread
+
+    async def swap(party):
+        got = await party.exchange("big", big + np.uint64(party.id))
+        small = await party.exchange("small", party.id)
+        return int(next(iter(got.values()))[0]), next(iter(small.values()))
+
+    ts = audit.open_transcripts(tmp_path, range(2), protocol="toy")
+    net = None if network == "memory" else local_tcp_network(2, connect_timeout=10)
+    assert run_local(2, swap, network=net, transcripts=ts) == [(1, 1), (0, 0)]
+    logs = [audit.read_transcript(t.path) for t in ts]
+    check = audit.cross_check(logs)
+    assert check.matched == 4 and not check.undelivered
+    sizes = sorted(e["len"] for e in logs[0].messages())
+    assert sizes[-1] > 2_400_000
+    import hashlib
+
+    from mpcai.runtime import wire
+
+    sent = next(e for e in logs[0].messages("send") if e["tag"] == "big")
+    parts, length = wire.encode_payload_parts(big)
+    header = wire.encode_header(session=logs[0].session, tag="big", sender=0, recipient=1,
+                                seq=sent["seq"], payload_len=length, kind=wire.FrameKind.DATA)
+    frame = bytes(header) + b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+    assert sent["len"] == len(frame)
+    assert sent["digest"] == hashlib.sha256(frame).hexdigest()  # the exact bytes on the wire
+
+
+# ---- tampering -------------------------------------------------------------------------
+
+
+def test_every_byte_flip_is_detected(secagg_run) -> None:
+    d, _, _ = secagg_run
+    data = (d / "party-2.jsonl").read_bytes()  # the dropped client's: 5 entries
+    audit.read_transcript(data)
+    assert len(data) < 4000
+    for pos in range(len(data)):
+        for mask in (0x01, 0x20) if pos % 7 == 0 else (0x01,):
+            bad = bytearray(data)
+            bad[pos] ^= mask
+            with pytest.raises(InvalidTranscript):
+                audit.read_transcript(bytes(bad))
+
+
+def test_removed_reordered_and_cut_entries_are_detected(secagg_run) -> None:
+    d, _, _ = secagg_run
+    lines = (d / "party-1.jsonl").read_bytes().splitlines(keepends=True)
+    for i in range(1, len(lines)):
+        with pytest.raises(InvalidTranscript):
+            audit.read_transcript(b"".join(lines[:i] + lines[i + 1:]))  # one removed
+        if i + 1 < len(lines):
+            swapped = [*lines[:i], lines[i + 1], lines[i], *lines[i + 2:]]
+            with pytest.raises(InvalidTranscript):
+                audit.read_transcript(b"".join(swapped))
+    cut = b"".join(lines[:-1])
+    with pytest.raises(InvalidTranscript, match="no end entry"):
+        audit.read_transcript(cut)
+    prefix = audit.read_transcript(cut, allow_incomplete=True)
+    assert not prefix.complete and prefix.status is None
+    with pytest.raises(InvalidTranscript):  # a line from another party's transcript
+        other = (d / "party-3.jsonl").read_bytes().splitlines(keepends=True)
+        audit.read_transcript(b"".join([*lines[:3], other[3], *lines[4:]]))
+
+
+def test_resigned_transcript_with_another_key_is_refused_when_keys_are_pinned(
+        secagg_run, tmp_path: Path) -> None:
+    d, _, _ = secagg_run
+    run = _copy(d, tmp_path / "run")
+    log = audit.read_transcript(run / "party-1.jsonl")
+    (run / "party-1.jsonl").unlink()
+    _replay(log, run / "party-1.jsonl", log.entries[1:], Ed25519PrivateKey.generate())
+    protocol_audit.verify([run])  # self-consistent: only pinning can tell
+    with pytest.raises(InvalidTranscript, match="pinned key"):
+        protocol_audit.verify([run], keys=d / "keys.json")
+
+
+# ---- stage rules, with valid chains and signatures -------------------------------------
+
+
+def test_unmask_before_masked_input_is_refused_by_the_stage_check(secagg_run,
+                                                                  tmp_path: Path) -> None:
+    d, _, _ = secagg_run
+    log = audit.read_transcript(d / "party-1.jsonl")
+    tags = [e["tag"] for e in log.messages()]
+    assert tags == ["advertise_keys", "advertise_keys", "share_keys", "share_keys",
+                    "masked_input", "consistency_check", "consistency_check", "unmask",
+                    "unmask"]
+    msgs = log.messages()
+    # the unmask exchange moved before the masked input
+    forged = msgs[:4] + msgs[7:9] + msgs[4:7]
+    _replay(log, tmp_path / "forged.jsonl", forged, Ed25519PrivateKey.generate())
+    bad = audit.read_transcript(tmp_path / "forged.jsonl")  # chain and signatures hold
+    with pytest.raises(InvalidTranscript, match="share_keys cannot be followed by unmask"):
+        protocol_audit.check_stages(bad)
+    # a masked input skipped altogether, and a tag that is no stage
+    _replay(log, tmp_path / "skip.jsonl", msgs[:4] + msgs[7:], Ed25519PrivateKey.generate())
+    with pytest.raises(InvalidTranscript, match="illegal stage sequence"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "skip.jsonl"))
+    t = audit.Transcript(tmp_path / "tag.jsonl", protocol="secure_aggregation")
+    t.begin(session=log.session, party=1, peers=[0])
+    t.record("send", 0, 0, "results", 10, bytes(32))
+    t.close()
+    with pytest.raises(InvalidTranscript, match="not a stage"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "tag.jsonl"))
+
+
+def test_server_without_result_or_unknown_protocol_is_refused(secagg_run,
+                                                               tmp_path: Path) -> None:
+    d, _, _ = secagg_run
+    log = audit.read_transcript(d / "party-0.jsonl")
+    _replay(log, tmp_path / "s.jsonl", [e for e in log.entries[1:] if e.type != "result"])
+    with pytest.raises(InvalidTranscript, match="without recording a result"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "s.jsonl"))
+    _replay(log, tmp_path / "p.jsonl", log.entries[1:], protocol="secret_aggregation")
+    with pytest.raises(InvalidTranscript, match="no stage rules"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "p.jsonl"))
+
+
+def test_inference_layer_out_of_order_is_refused(tmp_path: Path) -> None:
+    t = audit.Transcript(tmp_path / "inf.jsonl", protocol="inference-dealer")
+    t.begin(session=bytes(16), party=0, peers=[1, 2])
+    for seq, tag in enumerate(["inf2/x", "inf2/relu/0", "inf2/open/1", "inf2/relu/0b"]):
+        t.record("send", 1, seq, tag, 10, bytes(32))
+    t.close()
+    with pytest.raises(InvalidTranscript, match="inf2/relu/0b"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "inf.jsonl"))
+    t = audit.Transcript(tmp_path / "inf2.jsonl", protocol="inference-dealer")
+    t.begin(session=bytes(16), party=0, peers=[1, 2])
+    for seq, tag in enumerate(["inf2/x", "inf2/open/1", "inf2/relu/0"]):
+        t.record("send", 1, seq, tag, 10, bytes(32))
+    t.close()
+    with pytest.raises(InvalidTranscript, match="illegal stage sequence"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "inf2.jsonl"))
+
+
+# ---- cross-checks ------------------------------------------------------------------------
+
+
+def test_a_receive_that_disagrees_with_its_send_is_detected(secagg_run, tmp_path: Path) -> None:
+    d, _, _ = secagg_run
+    run = _copy(d, tmp_path / "run")
+    log = audit.read_transcript(run / "party-3.jsonl")
+    entries = list(log.entries[1:])
+    k = next(i for i, e in enumerate(entries) if e.type == "recv" and e["tag"] == "unmask")
+    e = entries[k]
+    entries[k] = audit.Entry(e.index, e.type, {**e.fields, "digest": "00" * 32})
+    (run / "party-3.jsonl").unlink()
+    _replay(log, run / "party-3.jsonl", entries, Ed25519PrivateKey.generate())
+    with pytest.raises(InvalidTranscript, match="party 0 recorded sending"):
+        protocol_audit.verify([run])
+    # a receive the sender never recorded
+    entries = list(log.entries[1:])
+    e = entries[k]
+    entries[k] = audit.Entry(e.index, e.type, {**e.fields, "seq": 99})
+    (run / "party-3.jsonl").unlink()
+    _replay(log, run / "party-3.jsonl", entries)
+    with pytest.raises(InvalidTranscript, match="has no such send"):
+        protocol_audit.verify([run])
+
+
+def test_transcripts_of_different_runs_are_not_cross_checked(secagg_run,
+                                                             tmp_path: Path) -> None:
+    d, _, _ = secagg_run
+    other = tmp_path / "other"
+    sa.simulate(_updates(), sa.SecAggConfig(n_clients=N), transcript=other)
+    with pytest.raises(InvalidTranscript, match="not one run"):
+        protocol_audit.verify([d / "party-0.jsonl", other / "party-1.jsonl"])
+    with pytest.raises(InvalidTranscript, match="a second transcript of party 1"):
+        protocol_audit.verify([d / "party-1.jsonl", d / "party-1.jsonl"])
+
+
+# ---- secrets and bounds ------------------------------------------------------------------
+
+
+def test_no_secret_in_the_transcripts(tmp_path: Path) -> None:
+    public, private = sa.make_identities(N)
+    ups = _updates()
+    d = tmp_path / "t"
+    cfg = sa.SecAggConfig(n_clients=N, identities=public)
+    sa.simulate(ups, cfg, identity_keys=private, transcript=d)
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    text = b"".join(f.read_bytes() for f in d.iterdir())
+    needles = [u.tobytes()[:8] for u in ups] + [u.tobytes()[:8].hex().encode() for u in ups]
+    for key in private.values():
+        raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        needles += [raw, raw.hex().encode()]
+    for needle in needles:
+        assert needle not in text
+    for f in d.glob("*.jsonl"):  # only the entry kinds of the format, nothing else
+        for line in f.read_bytes().splitlines():
+            e = json.loads(line)["e"]
+            assert e["t"] in ("header", "send", "recv", "note", "result", "end")
+            if e["t"] == "note":
+                assert e["name"] == "outcome" and set(e["data"]) == {
+                    "survivors", "dropped", "misbehaving"}
+
+
+def test_bounds_and_bad_input() -> None:
+    with pytest.raises(InvalidTranscript, match="more than the limit"):
+        audit.read_transcript(b"x" * 100, max_bytes=10)
+    with pytest.raises(InvalidTranscript, match="longer than"):
+        audit.read_transcript(b"[" * (audit.MAX_LINE_BYTES + 1) + b"\n")
+    with pytest.raises(InvalidTranscript, match="not a JSON line"):
+        audit.read_transcript(b"[" * 100_000 + b"\n")
+    with pytest.raises(InvalidTranscript, match="empty"):
+        audit.read_transcript(b"")
+    with pytest.raises(InvalidInput):
+        audit.load_keys({"0": "zz"})
+    with pytest.raises(InvalidInput):
+        audit.cross_check([])
+
+
+# ---- the command line --------------------------------------------------------------------
+
+
+def test_cli_verify_end_to_end(secagg_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                               ) -> None:
+    d, _, _ = secagg_run
+    assert main(["audit", "verify", str(d), "--keys", str(d / "keys.json")]) == 0
+    out = capsys.readouterr().out
+    assert "OK: every chain" in out and "masked_input: 3 took part, dropped: [2]" in out
+    key = audit.load_keys(d / "keys.json")[1].hex()
+    assert main(["audit", "verify", str(d / "party-1.jsonl"), "--key", key]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", str(d / "party-2.jsonl"), "--key", key]) == 1
+    assert "not the pinned key" in capsys.readouterr().err
+    run = _copy(d, tmp_path / "run")
+    data = bytearray((run / "party-4.jsonl").read_bytes())
+    data[len(data) // 2] ^= 1
+    (run / "party-4.jsonl").write_bytes(bytes(data))
+    assert main(["audit", "verify", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mpcai: error: ") and "party-4.jsonl: entry" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["audit", "verify", str(tmp_path / "missing.jsonl")]) == 1
+    assert main(["audit", "verify", str(d), "--key", "00"]) == 2
+
+
+def test_bench_audit_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "audit", "--quick", "--reps", "1"]) == 0
+    assert "overhead" in capsys.readouterr().out
