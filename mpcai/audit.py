@@ -57,7 +57,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -80,6 +81,7 @@ __all__ = [
     "load_keys",
     "open_transcripts",
     "read_transcript",
+    "recording",
 ]
 
 FORMAT = "mpcai-transcript/1"
@@ -333,6 +335,34 @@ def open_transcripts(
         f.write(canonical_json({str(p): t.public_key for p, t in zip(ids, out, strict=True)})
                 + b"\n")
     return out
+
+
+@contextmanager
+def recording(party: Any, path: str | os.PathLike[str], *, protocol: str, version: str = "1",
+              config: Any = None, signing_key: Any = None) -> Iterator[Transcript]:
+    """Record an open :class:`~mpcai.runtime.Party`'s messages in a new transcript at
+    ``path`` for the duration of the ``with`` block (for party functions run by
+    ``launch_local`` / ``mpcai party``, where the party is opened for you).
+
+    Enter it before the party's first message: the header takes the party's
+    session, id and peers, and the end entry is written on exit (``ok``, or the
+    exception's class name).
+    """
+    t = Transcript(path, protocol=protocol, version=version, config=config,
+                   signing_key=signing_key)
+    if getattr(party, "transcript", None) is not None:
+        raise InvalidInput(f"party {party.id} is already recording a transcript")
+    t.begin(session=party.session, party=party.id, peers=party.peers)
+    party.transcript = t
+    try:
+        yield t
+    except BaseException as exc:
+        t.close(exc)
+        raise
+    else:
+        t.close()
+    finally:
+        party.transcript = None
 
 
 def _check_name(value: Any, what: str) -> str:

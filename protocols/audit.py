@@ -27,7 +27,8 @@ from mpcai.audit import RunCheck, TranscriptLog, cross_check, load_keys, read_tr
 from mpcai.errors import InvalidInput, InvalidTranscript
 
 __all__ = ["RULES", "AuditReport", "check_inference", "check_replicated",
-           "check_secure_aggregation", "check_stages", "stage_participants", "verify"]
+           "check_robust_aggregation", "check_secure_aggregation", "check_stages",
+           "stage_participants", "verify"]
 
 
 def _bad(log: TranscriptLog, index: int | None, why: str) -> InvalidTranscript:
@@ -163,11 +164,54 @@ def check_replicated(log: TranscriptLog) -> None:
             io[key] = k
 
 
+_ROBUST_RANK = {"robust/share": 0, "robust/present": 1, "robust/coin-commit": 2,
+                "robust/coin-open": 3, "robust/sum": 5, "robust/verdict": 6}
+_ROBUST_CHECK = re.compile(r"robust/(?:ot-hello|ot-answer|ot-extend|cot|cmp/[a-z0-9/-]+)\Z")
+
+
+def check_robust_aggregation(log: TranscriptLog) -> None:
+    """The stage rules of robust aggregation (:mod:`~mpcai.protocols.robust_aggregation`).
+
+    Parties 0 and 1 are the servers, the others clients.  A client sends only
+    ``robust/share`` to the two servers, then receives only ``robust/verdict``
+    from server 0.  A server's messages come in the order of its stages:
+    ``share`` (from clients), ``present``, ``coin-commit``, ``coin-open``, the
+    two-party check (``ot-*``, ``cot``, ``cmp/...``, in any order among
+    themselves), ``sum``, then (server 0) ``verdict`` to clients; only the two
+    servers talk to each other.  Raises :class:`~mpcai.errors.InvalidTranscript`
+    otherwise.
+    """
+    _one_tag_per_stream(log)
+    servers = (0, 1)
+    client = log.party not in servers
+    rank = 0
+    for e in log.messages():
+        tag, peer = e["tag"], e["peer"]
+        if client:
+            ok = (peer in servers and ((e.type == "send" and tag == "robust/share")
+                                       or (e.type == "recv" and tag == "robust/verdict"
+                                           and peer == 0)))
+            now = 0 if tag == "robust/share" else 6
+        else:
+            now = _ROBUST_RANK.get(tag, 4 if _ROBUST_CHECK.match(tag) else -1)
+            with_client = peer not in servers
+            ok = now >= 0 and with_client == (now in (0, 6)) and (
+                now != 0 or e.type == "recv") and (now != 6 or (e.type == "send"
+                                                                and log.party == 0))
+        if not ok:
+            raise _bad(log, e.index, f"a {e.type} of {tag!r} with party {peer} is not a "
+                                     "message of robust aggregation")
+        if now < rank:
+            raise _bad(log, e.index, f"illegal stage sequence: {tag!r} after a later stage")
+        rank = now
+
+
 RULES: dict[str, Callable[[TranscriptLog], None]] = {
     "secure_aggregation": check_secure_aggregation,
     "inference-dealer": check_inference,
     "inference-dealerless": check_inference,
     "inference-replicated": check_replicated,
+    "robust_aggregation": check_robust_aggregation,
 }
 """The stage check of each protocol, by the name transcripts give in their header."""
 
@@ -278,6 +322,11 @@ def verify(
         logs.append(log)
     report = AuditReport(logs, cross_check(logs))
     hub = next((log for log in logs if log.party == 0), None)
+    if hub is not None and hub.protocol == "robust_aggregation":
+        clients = [p for p in hub.peers if p != 1]
+        sent = stage_participants(hub).get("robust/share", [])
+        report.participants = {"robust/share": sent}
+        report.dropped = {"robust/share": sorted(set(clients) - set(sent))}
     if hub is not None and hub.protocol == "secure_aggregation":
         report.participants = stage_participants(hub)
         before = list(hub.peers)

@@ -120,6 +120,55 @@ def test_inference_transcripts_verify(tmp_path: Path) -> None:
         assert report.run.matched > 0 and not report.run.undelivered
 
 
+def test_robust_aggregation_transcripts_verify_and_a_verdict_first_is_refused(
+        tmp_path: Path) -> None:
+    from mpcai.protocols import robust_aggregation as ra
+
+    rng = np.random.default_rng(2)
+    d = tmp_path / "robust"
+    res = ra.simulate([rng.normal(size=16) * 0.1 for _ in range(4)], l2_bound=1.0,
+                      dropouts=[4], transcript=d)
+    report = protocol_audit.verify([d])
+    assert report.participants == {"robust/share": sorted(res.accepted)}
+    assert report.dropped == {"robust/share": [4]}
+    client = audit.read_transcript(d / "party-2.jsonl")
+    msgs = client.messages()
+    assert [e["tag"] for e in msgs] == ["robust/share", "robust/share", "robust/verdict"]
+    _replay(client, tmp_path / "c.jsonl", [msgs[2], msgs[0], msgs[1]])
+    with pytest.raises(InvalidTranscript, match="illegal stage sequence"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "c.jsonl"))
+    server = audit.read_transcript(d / "party-1.jsonl")  # server 1 sends no verdicts
+    fake = audit.Entry(0, "send", {"tag": "robust/verdict", "peer": 2, "seq": 99, "len": 1,
+                                   "digest": "00" * 32})
+    _replay(server, tmp_path / "s.jsonl", [*server.entries[1:-1], fake])
+    with pytest.raises(InvalidTranscript, match="not a message of robust aggregation"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "s.jsonl"))
+
+
+def test_process_party_records_a_transcript(tmp_path: Path) -> None:
+    """The entry point of launch_local / mpcai party, under run_local here (cheap)."""
+    import dataclasses
+
+    from mpcai.protocols.secure_aggregation.simulation import process_party
+
+    cfg = sa.SecAggConfig(n_clients=N)
+    config = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    ups = _updates()
+
+    async def one(party):
+        return await process_party(party, config, None if party.id == 0 else ups[party.id - 1],
+                                      transcript=str(tmp_path / f"p{party.id}.jsonl"))
+
+    from mpcai.runtime import InMemoryNetwork
+
+    out = run_local(N + 1, one, timeout=cfg.timeout, network=InMemoryNetwork(N + 1, hub=0))
+    report = protocol_audit.verify([tmp_path])
+    assert len(report.logs) == N + 1 and report.run.matched > 0
+    import hashlib
+
+    assert report.logs[0].result == hashlib.sha256(out[0]["quantised_sum"].tobytes()).digest()
+
+
 def test_no_transcript_no_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     import mpcai.runtime.party as party_mod
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from mpcai import audit
 from mpcai.errors import InvalidInput, InvalidType, PeerError
 from mpcai.runtime import InMemoryNetwork, Party, run_local
 from mpcai.validation import check_int
@@ -45,6 +47,7 @@ def simulate(
     dropouts: Iterable[int] = (),
     messages: Mapping[int, tuple[Any, Any]] | None = None,
     session: bytes | None = None,
+    transcript: str | os.PathLike[str] | None = None,
 ) -> RobustResult:
     """Aggregate ``updates`` (one array per client; ``updates[i]`` is client ``i + 2``)
     with norm checks, in one process.
@@ -54,7 +57,9 @@ def simulate(
     1)}``, raw messages sent instead of running the honest client (for tests of
     cheaters: any wire-encodable objects).  Returns server 0's :class:`RobustResult`
     with ``stats`` (every party's CommStats, in party order) and ``roles`` (per role:
-    mean CPU seconds and bytes sent / received).
+    mean CPU seconds and bytes sent / received).  With ``transcript`` (a directory),
+    every party writes an audit transcript (:mod:`mpcai.audit`) there (protocol
+    ``robust_aggregation``; check with ``mpcai audit verify DIR``).
     """
     if isinstance(updates, np.ndarray) or not isinstance(updates, Sequence):
         raise InvalidType("updates must be a list with one array per client")
@@ -75,9 +80,11 @@ def simulate(
     for c in custom:
         check_int(c, "a client id in messages", lo=2, hi=n + 1)
     parties = n + 2
+    transcripts = None if transcript is None else audit.open_transcripts(
+        transcript, range(parties), protocol="robust_aggregation", config=cfg)
     run = run_local(parties, _party, cfg, list(updates), drops, custom,
                     network=InMemoryNetwork(parties), session=session,
-                    timeout=cfg.timeout, return_exceptions=True)
+                    timeout=cfg.timeout, return_exceptions=True, transcripts=transcripts)
     for pid, r in enumerate(run):
         if isinstance(r, BaseException) and (pid < 2 or not isinstance(r, PeerError)):
             r.add_note(f"(raised by party {pid})")

@@ -224,7 +224,8 @@ async def process_party(party: Party, config: dict[str, Any], update: np.ndarray
                         weight: int = 1, drop_before: str | None = None,
                         progress: bool = False,
                         identity_key: bytes | None = None,
-                        linger: bool = False) -> dict[str, Any]:
+                        linger: bool = False,
+                        transcript: str | None = None) -> dict[str, Any]:
     """Entry point for one OS process (``launch_local`` / ``mpcai party``).
 
     ``config`` holds :class:`SecAggConfig` fields.  Party 0 is the server and
@@ -233,11 +234,27 @@ async def process_party(party: Party, config: dict[str, Any], update: np.ndarray
     silent from that stage on, until the process is killed (demos: a dropout that
     cannot race its own kill).  With ``progress``, the server prints one line per
     finished stage to stderr: ``mpcai-progress <stage> <answered> <expected>
-    <seconds>``.
+    <seconds>``.  With ``transcript`` (a file path, which must not exist), the party
+    writes its audit transcript there (:mod:`mpcai.audit`; a client signs it with
+    ``identity_key`` if given).
     """
     cfg = SecAggConfig(**config)
+    if transcript is not None:
+        with audit.recording(party, transcript, protocol=AUDIT_PROTOCOL, version=AUDIT_VERSION,
+                             config=cfg, signing_key=identity_key if party.id else None):
+            return await _process_party(party, cfg, update, weight, drop_before, progress,
+                                        identity_key, linger)
+    return await _process_party(party, cfg, update, weight, drop_before, progress,
+                                identity_key, linger)
+
+
+async def _process_party(party: Party, cfg: SecAggConfig, update: np.ndarray | None,
+                         weight: int, drop_before: str | None, progress: bool,
+                         identity_key: bytes | None, linger: bool) -> dict[str, Any]:
     if party.id == 0:
         agg = await server(party, cfg, on_stage=_print_progress if progress else None)
+        if party.transcript is not None:
+            _record_result(party.transcript, agg)
         # id lists as arrays: cheap to encode and decode for any number of clients
         return {"mean": agg.mean, "quantised_sum": agg.quantised_sum,
                 "survivors": np.array(agg.survivors, dtype=np.uint32),
