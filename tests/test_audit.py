@@ -204,6 +204,9 @@ def test_run_local_records_every_message_on_both_sides(tmp_path: Path) -> None:
     assert audit.cross_check(logs).matched == 6
     with pytest.raises(WouldOverwrite):
         audit.open_transcripts(tmp_path, range(3), protocol="toy")
+    again = [audit.Transcript(t.path, protocol="toy") for t in ts]
+    with pytest.raises(WouldOverwrite):  # the party's own error, before any message
+        run_local(3, add_up, args_per_party=[(1,), (2,), (3,)], transcripts=again)
 
 
 @pytest.mark.parametrize("network", ["memory", "tcp+tls"])

@@ -624,11 +624,11 @@ async def open_party(
     """
     failure: Exception | None = None
     async with network.open_links(party_id) as links:
+        party = Party(party_id, links, session, timeout=timeout, limits=limits,
+                      max_unread_bytes=max_unread_bytes, transcript=transcript)
+        if transcript is not None:  # outside the nursery: its error is raised as it is
+            transcript.begin(session=session, party=party_id, peers=party.peers)
         async with trio.open_nursery() as nursery:
-            party = Party(party_id, links, session, timeout=timeout, limits=limits,
-                          max_unread_bytes=max_unread_bytes, transcript=transcript)
-            if transcript is not None:
-                transcript.begin(session=session, party=party_id, peers=party.peers)
             for peer in party.peers:
                 nursery.start_soon(party._reader, peer)
             _log.debug("party %d: session %s open with peers %s", party_id,
