@@ -157,10 +157,6 @@ def _sig_message(head: bytes) -> bytes:
     return _SIG_PREFIX + head
 
 
-def _line(entry: dict[str, Any], head: bytes, sig: bytes) -> bytes:
-    return canonical_json({"e": entry, "h": head.hex(), "s": sig.hex()}) + b"\n"
-
-
 def _private_key(key: Any) -> Any:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -242,10 +238,15 @@ class Transcript:
 
     def _write(self, entry: dict[str, Any]) -> None:
         entry["i"] = self.entries
-        head = hashlib.sha256(self.head + canonical_json(entry)).digest()
+        # the values are plain already (notes went through canonical_json): dump directly;
+        # "e" < "h" < "s", so the concatenation is the canonical line
+        e = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                       allow_nan=False).encode("ascii")
+        head = hashlib.sha256(self.head + e).digest()
         sig = self._key.sign(_sig_message(head))
         assert self._file is not None
-        self._file.write(_line(entry, head, sig))
+        self._file.write(b'{"e":' + e + b',"h":"' + head.hex().encode() + b'","s":"'
+                         + sig.hex().encode() + b'"}\n')
         self._file.flush()
         self.head = head
         self.entries += 1
