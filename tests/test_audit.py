@@ -209,6 +209,28 @@ def test_run_local_records_every_message_on_both_sides(tmp_path: Path) -> None:
         run_local(3, add_up, args_per_party=[(1,), (2,), (3,)], transcripts=again)
 
 
+def test_a_cancelled_or_failing_party_ends_its_transcript_with_the_error(tmp_path: Path) -> None:
+    import trio
+
+    from mpcai.runtime import run_local_async
+
+    async def stuck(party):
+        if party.id == 1:
+            raise KeyError("boom")
+        await trio.sleep(30)
+
+    ts = audit.open_transcripts(tmp_path, range(2), protocol="toy")
+
+    async def main() -> None:
+        with trio.move_on_after(0.2):
+            await run_local_async(2, stuck, transcripts=ts, return_exceptions=True)
+
+    trio.run(main)
+    logs = [audit.read_transcript(t.path) for t in ts]
+    assert [(log.status, log.error) for log in logs] == [("error", "Cancelled"),
+                                                          ("error", "KeyError")]
+
+
 @pytest.mark.parametrize("network", ["memory", "tcp+tls"])
 def test_large_frames_hashed_in_threads_match_over_each_transport(tmp_path: Path,
                                                                   network: str) -> None:

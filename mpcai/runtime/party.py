@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -623,6 +622,7 @@ async def open_party(
     party's error) is written on exit.
     """
     failure: Exception | None = None
+    ended: BaseException | None = None
     async with network.open_links(party_id) as links:
         party = Party(party_id, links, session, timeout=timeout, limits=limits,
                       max_unread_bytes=max_unread_bytes, transcript=transcript)
@@ -640,11 +640,14 @@ async def open_party(
                 # sees the party's own exception rather than an ExceptionGroup
                 failure = exc
                 _log.debug("party %d: leaving on %s: %s", party_id, type(exc).__name__, exc)
+            except BaseException as exc:  # a cancellation: recorded, then it goes on
+                ended = exc
+                raise
             finally:
                 with trio.CancelScope(shield=True):
                     await party._say_goodbye()
-                if transcript is not None:  # the party's error, or a cancellation's
-                    transcript.close(failure if failure is not None else sys.exc_info()[1])
+                if transcript is not None:
+                    transcript.close(failure if failure is not None else ended)
                 nursery.cancel_scope.cancel()
     if failure is not None:
         raise failure
