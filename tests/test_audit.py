@@ -471,6 +471,12 @@ def test_cli_verify_end_to_end(secagg_run, tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err
     assert err.startswith("mpcai: error: ") and "party-4.jsonl: entry" in err
     assert len(err.strip().splitlines()) == 1
+    (run / "party-4.jsonl").write_bytes(b"".join(
+        (d / "party-4.jsonl").read_bytes().splitlines(keepends=True)[:-1]))  # a crash
+    assert main(["audit", "verify", str(run)]) == 1
+    assert "no end entry" in capsys.readouterr().err
+    assert main(["audit", "verify", str(run), "--allow-incomplete"]) == 0
+    assert "INCOMPLETE" in capsys.readouterr().out
     assert main(["audit", "verify", str(tmp_path / "missing.jsonl")]) == 1
     assert main(["audit", "verify", str(d), "--key", "00"]) == 2
 
