@@ -49,8 +49,9 @@ def _one_tag_per_stream(log: TranscriptLog) -> None:
 def check_secure_aggregation(log: TranscriptLog) -> None:
     """The stage rules of secure aggregation (:mod:`~mpcai.protocols.secure_aggregation`).
 
-    Party 0 is the server, with every client as a peer; a client's only peer
-    is the server.  Every message's tag is a stage of :class:`Stage`; the
+    Party 0 is the server, with every client as a peer; a client talks to
+    the server only (its other peers, on a full mesh such as TCP, stay
+    silent).  Every message's tag is a stage of :class:`Stage`; the
     stages of the party's messages, in the order recorded (consecutive
     repeats merged), must walk the :data:`LEGAL` transitions from ``setup``;
     the server sends nothing under ``masked_input``; a server that ended
@@ -58,10 +59,10 @@ def check_secure_aggregation(log: TranscriptLog) -> None:
     :class:`~mpcai.errors.InvalidTranscript` otherwise.
     """
     if log.party == 0:
-        if not log.peers or 0 in log.peers:
+        if not log.peers:
             raise _bad(log, 0, "the server (party 0) must have the clients as peers")
-    elif log.peers != (0,):
-        raise _bad(log, 0, f"a client's only peer is the server, not {list(log.peers)}")
+    elif 0 not in log.peers:
+        raise _bad(log, 0, "a client must have the server (party 0) as a peer")
     _one_tag_per_stream(log)
     stages = {s.value: s for s in Stage if s not in (Stage.SETUP, Stage.DONE)}
     current = Stage.SETUP
@@ -71,6 +72,9 @@ def check_secure_aggregation(log: TranscriptLog) -> None:
             raise _bad(log, e.index, f"{e['tag']!r} is not a stage of secure aggregation")
         if log.party == 0 and e.type == "send" and stage is Stage.MASKED_INPUT:
             raise _bad(log, e.index, "the server sent a masked input")
+        if log.party != 0 and e["peer"] != 0:
+            raise _bad(log, e.index, f"client {log.party} exchanged {e['tag']!r} with "
+                                     f"party {e['peer']}, not the server")
         if stage is current:
             continue
         if stage not in LEGAL[current]:

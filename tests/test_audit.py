@@ -159,14 +159,31 @@ def test_process_party_records_a_transcript(tmp_path: Path) -> None:
         return await process_party(party, config, None if party.id == 0 else ups[party.id - 1],
                                       transcript=str(tmp_path / f"p{party.id}.jsonl"))
 
-    from mpcai.runtime import InMemoryNetwork
-
-    out = run_local(N + 1, one, timeout=cfg.timeout, network=InMemoryNetwork(N + 1, hub=0))
+    out = run_local(N + 1, one, timeout=cfg.timeout)  # a full mesh, as over TCP
     report = protocol_audit.verify([tmp_path])
     assert len(report.logs) == N + 1 and report.run.matched > 0
     import hashlib
 
     assert report.logs[0].result == hashlib.sha256(out[0]["quantised_sum"].tobytes()).digest()
+
+
+def test_processes_over_tls_write_transcripts_that_verify(tmp_path: Path) -> None:
+    """launch_local: one OS process per party, a full mesh over TCP + mutual TLS."""
+    from mpcai.runtime.launcher import launch_local
+
+    config = {"n_clients": N, "timeout": 10.0, "dim": DIM}
+    ups = _updates()
+    args = [(config, None, 1, None, False, None, False, str(tmp_path / "party-0.jsonl"))] + [
+        (config, ups[c], 1, None, False, None, False, str(tmp_path / f"party-{c + 1}.jsonl"))
+        for c in range(N)]
+    run = launch_local(N + 1, "mpcai.protocols.secure_aggregation.simulation:process_party",
+                       args_per_party=args, timeout=60)
+    report = protocol_audit.verify([tmp_path])
+    assert report.participants["unmask"] == [1, 2, 3, 4]
+    assert report.run.matched == sum(len(log.messages("recv")) for log in report.logs) > 0
+    import hashlib
+
+    assert report.logs[0].result == hashlib.sha256(run[0]["quantised_sum"].tobytes()).digest()
 
 
 def test_no_transcript_no_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -340,6 +357,12 @@ def test_unmask_before_masked_input_is_refused_by_the_stage_check(secagg_run,
     t.close()
     with pytest.raises(InvalidTranscript, match="not a stage"):
         protocol_audit.check_stages(audit.read_transcript(tmp_path / "tag.jsonl"))
+    t = audit.Transcript(tmp_path / "peer.jsonl", protocol="secure_aggregation")
+    t.begin(session=log.session, party=1, peers=[0, 2])
+    t.record("send", 2, 0, "advertise_keys", 10, bytes(32))
+    t.close()
+    with pytest.raises(InvalidTranscript, match="not the server"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "peer.jsonl"))
 
 
 def test_server_without_result_or_unknown_protocol_is_refused(secagg_run,
