@@ -54,7 +54,8 @@ def check_secure_aggregation(log: TranscriptLog) -> None:
     silent).  Every message's tag is a stage of :class:`Stage`; the
     stages of the party's messages, in the order recorded (consecutive
     repeats merged), must walk the :data:`LEGAL` transitions from ``setup``;
-    the server sends nothing under ``masked_input``; a server that ended
+    the server sends nothing under ``masked_input``; every survivor the
+    server's outcome note names sent it a masked input; a server that ended
     ``ok`` reached ``unmask`` and recorded a result.  Raises
     :class:`~mpcai.errors.InvalidTranscript` otherwise.
     """
@@ -81,6 +82,16 @@ def check_secure_aggregation(log: TranscriptLog) -> None:
             raise _bad(log, e.index, f"illegal stage sequence: {current.value} cannot be "
                                      f"followed by {stage.value}")
         current = stage
+    if log.party == 0:  # a survivor's masked input is in the sum: it must have been received
+        got = set(stage_participants(log).get(Stage.MASKED_INPUT.value, []))
+        for note in log.notes("outcome"):
+            survivors = note.get("survivors") if isinstance(note, dict) else None
+            if not isinstance(survivors, list):
+                raise _bad(log, None, "the outcome note names no survivors")
+            phantom = sorted(set(survivors) - got, key=str)
+            if phantom:
+                raise _bad(log, None, f"the outcome names survivors {phantom} whose masked "
+                                      "input the server never recorded receiving")
     if log.party == 0 and log.status == "ok":
         if current is not Stage.UNMASK:
             raise _bad(log, None, f"the server ended ok at {current.value}, before unmask")

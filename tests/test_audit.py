@@ -372,6 +372,12 @@ def test_server_without_result_or_unknown_protocol_is_refused(secagg_run,
     _replay(log, tmp_path / "s.jsonl", [e for e in log.entries[1:] if e.type != "result"])
     with pytest.raises(InvalidTranscript, match="without recording a result"):
         protocol_audit.check_stages(audit.read_transcript(tmp_path / "s.jsonl"))
+    phantom = [e if e.type != "note" else audit.Entry(e.index, "note", {
+        "name": "outcome", "data": {**e["data"], "survivors": [1, 2, 3, 4]}})
+        for e in log.entries[1:]]
+    _replay(log, tmp_path / "ph.jsonl", phantom)
+    with pytest.raises(InvalidTranscript, match=r"survivors \[2\] whose masked input"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "ph.jsonl"))
     _replay(log, tmp_path / "p.jsonl", log.entries[1:], protocol="secret_aggregation")
     with pytest.raises(InvalidTranscript, match="no stage rules"):
         protocol_audit.check_stages(audit.read_transcript(tmp_path / "p.jsonl"))
