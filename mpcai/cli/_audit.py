@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         "verify", parents=[common],
         help="check transcripts (files, or directories of *.jsonl): chain, signatures, "
              "stages, and that one run's parties agree",
-        description="Check audit transcripts. " + _PINNING + ".")
+        description="Check audit transcripts. " + _PINNING[0].upper() + _PINNING[1:] + ".")
     ver.add_argument("transcripts", nargs="+", metavar="TRANSCRIPT",
                      help="a transcript file, or a directory of them (one run)")
     ver.add_argument("--key", metavar="PUBKEY",
