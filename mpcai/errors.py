@@ -25,6 +25,7 @@ __all__ = [
     "LaunchError",
     "MessageRejected",
     "MisbehaviourDetected",
+    "MissingDependency",
     "MissingSecretKey",
     "MpcaiError",
     "NativeError",
@@ -291,6 +292,11 @@ class InvalidCiphertext(InvalidInput):
 class SlotOverflow(EncodingOverflow):
     """A packed value is outside its slot's range, or a packed sum exceeds its
     declared number of summands K; nothing was written into a neighbouring slot."""
+
+
+class MissingDependency(MpcaiError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install
+    (e.g. ``pip install mpcai[dp]``)."""
 
 
 class MissingSecretKey(MpcaiError, ValueError):

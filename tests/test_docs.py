@@ -24,6 +24,7 @@ DOCS = ROOT / "docs"
 API_PAGES = {
     "encoding": ("mpcai.encoding", "mpcai.encoding.encode_fixed"),
     "prg": ("mpcai.prg", "mpcai.prg.derive_seed"),
+    "dp": ("mpcai.dp", "mpcai.dp.discrete_gaussian"),
     "additive": ("mpcai.sharing.additive", "mpcai.sharing.additive.share"),
     "shamir": ("mpcai.sharing.shamir", "mpcai.sharing.shamir.reconstruct"),
     "paillier": ("mpcai.he.paillier", "mpcai.he.paillier.generate_keypair"),

@@ -14,6 +14,7 @@ PUBLIC_MODULES = [
     "mpcai.errors",
     "mpcai.encoding",
     "mpcai.prg",
+    "mpcai.dp",
     "mpcai.validation",
     "mpcai.audit",
     "mpcai.sharing",

@@ -72,6 +72,7 @@ exactly.
 
 from .client import client as client
 from .client import flatten_update as flatten_update
+from .config import DPConfig as DPConfig
 from .config import SecAggConfig as SecAggConfig
 from .config import SecurityReport as SecurityReport
 from .config import make_identities as make_identities
@@ -87,6 +88,7 @@ from .stages import StageMachine as StageMachine
 __all__ = [
     "LEGAL",
     "AggregateResult",
+    "DPConfig",
     "SecAggConfig",
     "SecurityReport",
     "SimulationResult",

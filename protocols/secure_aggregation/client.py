@@ -15,7 +15,7 @@ from mpcai.errors import InvalidInput, NotEnoughSurvivors, ProtocolAbort
 from mpcai.runtime import Party
 from mpcai.sharing import shamir
 
-from . import _crypto
+from . import _crypto, _dp
 from .config import CLIPPED_COUNT_CAP, SecAggConfig
 from .stages import Stage, StageMachine
 
@@ -175,6 +175,12 @@ def _quantised(state: ClientState, update: np.ndarray, weight: int) -> np.ndarra
     x = flatten_update(update)
     if cfg.dim is not None and x.size != cfg.dim:
         raise InvalidInput(f"the update has {x.size} values, the configuration says {cfg.dim}")
+    if cfg.dp is not None:
+        if weight != 1:
+            raise InvalidInput(f"with dp every weight is 1, got {weight}")
+        vec, was_clipped = _dp.encode(cfg, state.session, x)
+        state.clipped = int(was_clipped)
+        return vec
     dtype = np.uint32 if cfg.ring_bits == 32 else np.uint64  # fits: checked by the config
     # [weight x quantised values..., clipped count (saturated), weight]: the count is
     # masked too, so the server learns how many values were clipped in all, no more
@@ -206,7 +212,8 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray | No
         vec = _quantised(state, update, int(weight))  # bad input fails before anything is sent
     else:
         want = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
-        if (quantised.dtype != want or quantised.ndim != 1 or quantised.size != state.length + 2
+        if (quantised.dtype != want or quantised.ndim != 1
+                or quantised.size != _dp.wire_length(state.cfg, state.length)
                 or int(quantised[-1]) != int(weight)):
             raise InvalidInput("the quantised update does not match this client's round")
         vec = quantised

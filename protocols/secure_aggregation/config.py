@@ -22,12 +22,70 @@ from mpcai.validation import check_bool, check_int, check_real
 
 from . import _crypto, _params
 
-__all__ = ["CLIPPED_COUNT_CAP", "SecAggConfig", "SecurityReport", "make_identities",
+__all__ = ["CLIPPED_COUNT_CAP", "DPConfig", "SecAggConfig", "SecurityReport", "make_identities",
            "security_report"]
 
 CLIPPED_COUNT_CAP: int = (1 << 16) - 1
 """Each client's count of clipped values travels masked next to its update (so the
 server learns only the total), saturated at this value so the ring stays small."""
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Distributed differential privacy for secure aggregation: the distributed
+    discrete Gaussian mechanism (Kairouz, Liu, Steinke, ICML 2021; :mod:`mpcai.dp`).
+
+    Each client L2-clips its update to ``l2_clip``, rotates it (randomized
+    Hadamard, public signs from the session), scales it to a grid ``gamma``,
+    rounds it conditionally on its norm, adds discrete Gaussian noise and sends
+    it modulo ``2^bits`` (inside the masking ring Z_2^32).  The server learns
+    the noisy sum; it is differentially private against the server and the
+    corrupt clients together, for the neighbouring relation "one client's
+    update added or removed" with the L2 sensitivity of one rounded update.
+
+    Dropouts and corruption: every client adds noise of variance
+    ``sigma_total^2 / n_min`` where ``n_min = min_survivors - C`` is the least
+    number of *honest* survivors (``C = ceil(corrupt_fraction * n_clients)``
+    corrupt clients may add no noise; ``min_survivors`` defaults to the
+    threshold, below which no round completes).  The server refuses to unmask
+    with fewer than ``min_survivors`` survivors
+    (:class:`~mpcai.errors.NotEnoughSurvivors`), so the sum always holds the
+    noise of at least ``n_min`` honest clients; the round's report counts the
+    actual survivors minus ``C``.
+
+    Attributes:
+        l2_clip: each update is scaled down to this L2 norm if above it.
+        noise_multiplier: ``z``, the total noise's standard deviation over
+            ``l2_clip`` (``0``: no noise, ``eps = inf``: tests only).
+        bits: the modulus ``2^bits`` of the values (16..32).
+        delta: the target ``delta`` of the privacy report.
+        wrap_bound: the largest acceptable probability that the sum wraps
+            around (``gamma`` is chosen for it).
+        beta: the conditional rounding's parameter (:func:`mpcai.dp.rounded_norm_bound`).
+        min_survivors: see above (``None``: the threshold).
+    """
+
+    l2_clip: float
+    noise_multiplier: float
+    bits: int = 20
+    delta: float = 1e-5
+    wrap_bound: float = 1e-9
+    beta: float = 0.6065306597126334  # exp(-1/2), as Kairouz et al.
+    min_survivors: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "l2_clip", check_real(self.l2_clip, "l2_clip", positive=True))
+        object.__setattr__(self, "noise_multiplier", check_real(
+            self.noise_multiplier, "noise_multiplier", lo=0.0))
+        object.__setattr__(self, "bits", check_int(self.bits, "bits", lo=16, hi=32))
+        for name in ("delta", "wrap_bound", "beta"):
+            v = check_real(getattr(self, name), name, positive=True)
+            if not v < 1:
+                raise InvalidInput(f"{name} must be in (0, 1), got {v!r}")
+            object.__setattr__(self, name, v)
+        if self.min_survivors is not None:
+            object.__setattr__(self, "min_survivors", check_int(
+                self.min_survivors, "min_survivors", lo=1))
 
 
 @dataclass(frozen=True)
@@ -72,6 +130,9 @@ class SecAggConfig:
             Clients then sign their advertised keys and check their
             neighbours' signatures, so the server cannot substitute keys;
             needed for privacy against a malicious server.
+        dp: distributed differential privacy (:class:`DPConfig`); then the
+            weights are 1, ``clip``/``bits`` are not used (``dp`` clips and
+            rounds), and the masked ring is Z_2^32.
     """
 
     n_clients: int
@@ -90,6 +151,7 @@ class SecAggConfig:
     corrupt_fraction: float = 0.1
     failure_bound: float = 2.0**-20
     privacy_bound: float = 2.0**-40
+    dp: DPConfig | None = None
 
     def __post_init__(self) -> None:
         n = self.n_clients
@@ -149,6 +211,21 @@ class SecAggConfig:
                                    "Ed25519 public key")
             object.__setattr__(self, "identities",
                                {int(k): bytes(v) for k, v in self.identities.items()})
+        if self.dp is not None:
+            if isinstance(self.dp, Mapping):  # from a config file / process_party
+                object.__setattr__(self, "dp", DPConfig(**self.dp))
+            if not isinstance(self.dp, DPConfig):
+                raise InvalidInput("dp must be a DPConfig")
+            if self.max_weight != 1:
+                raise InvalidInput("with dp, every weight is 1 (the sensitivity assumes an "
+                                   f"unweighted sum): max_weight must be 1, got {self.max_weight}")
+            if self.min_honest_survivors < 1:
+                raise InvalidInput(
+                    f"with dp, at least one honest client must survive: min_survivors "
+                    f"{self.dp_min_survivors} minus {self.corrupt_clients} corrupt clients "
+                    f"leaves {self.min_honest_survivors}; raise min_survivors or the threshold")
+            if self.dp_min_survivors > n:
+                raise InvalidInput(f"dp.min_survivors {self.dp_min_survivors} > n_clients {n}")
         # the largest sum the server can see: every client at the top level (quantize
         # never exceeds ``levels``) with the largest weight; it must stay below 2^64
         worst = n * max(self.max_weight * self.levels, CLIPPED_COUNT_CAP)
@@ -164,6 +241,25 @@ class SecAggConfig:
         if self.degree is None or self.degree >= self.n_clients - 1:
             return self.n_clients - 1
         return self.degree
+
+    @property
+    def corrupt_clients(self) -> int:
+        """``C = ceil(corrupt_fraction * n_clients)``: clients that may add no noise."""
+        return _params._corrupt(self.n_clients, self.corrupt_fraction)
+
+    @property
+    def dp_min_survivors(self) -> int:
+        """The fewest survivors a DP round unmasks with (``dp.min_survivors`` or ``t``)."""
+        assert self.threshold is not None
+        if self.dp is None or self.dp.min_survivors is None:
+            return self.threshold
+        return max(self.dp.min_survivors, self.threshold)
+
+    @property
+    def min_honest_survivors(self) -> int:
+        """``n_min``: the fewest honest survivors of a DP round (each client's noise
+        variance is the total's over this)."""
+        return self.dp_min_survivors - self.corrupt_clients
 
     @property
     def ring_bits(self) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import trio
 
-from mpcai import prg
+from mpcai import dp, prg
 from mpcai.errors import (
     AggregateOutOfRange,
     ClippingWarning,
@@ -29,7 +29,7 @@ from mpcai.errors import (
 from mpcai.runtime import Party
 from mpcai.sharing import shamir
 
-from . import _crypto
+from . import _crypto, _dp
 from .config import CLIPPED_COUNT_CAP, SecAggConfig
 from .stages import Stage, StageMachine
 
@@ -61,7 +61,9 @@ class AggregateResult:
     #: how many values the survivors clipped in all (each client's count saturates at
     #: CLIPPED_COUNT_CAP); a ClippingWarning is issued above 1% of the values
     clipped: int = 0
-
+    #: with SecAggConfig.dp: the round's privacy record (eps at delta for this round,
+    #: the noise present, the wrap-around bound); ``clipped`` then counts clients
+    privacy: dp.RoundPrivacy | None = None
 
     @property
     def weighted_sum(self) -> np.ndarray:
@@ -178,7 +180,7 @@ async def masked_input(party: Party, state: ServerState) -> None:
     server holds one vector, not one per client); any other length is a dropout."""
     state.machine.advance(Stage.MASKED_INPUT)
     dtype = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
-    size = state.length + 2  # the values, the clipped count and the weight
+    size = _dp.wire_length(state.cfg, state.length)  # values, clipped count, weight
     # allocated from the first vector that arrives, so an announced length alone never
     # makes the server allocate (what arrives passed the network's size limits)
     sums: list[np.ndarray] = []
@@ -204,6 +206,11 @@ async def masked_input(party: Party, state: ServerState) -> None:
     state.u3 = sorted(senders)
     state.dropped[Stage.MASKED_INPUT.value] = sorted(set(state.u2) - set(state.u3))
     _need(state, state.u3, Stage.MASKED_INPUT)
+    if state.cfg.dp is not None and len(state.u3) < state.cfg.dp_min_survivors:
+        # before anything is unmasked: the sum must hold n_min honest clients' noise
+        raise NotEnoughSurvivors(
+            f"{len(state.u3)} clients sent masked inputs, dp needs {state.cfg.dp_min_survivors}"
+            " (the noise of the fewest honest survivors it was calibrated for)")
 
 
 async def consistency_check(party: Party, state: ServerState) -> None:
@@ -350,6 +357,27 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
     return total
 
 
+def _dp_result(state: ServerState, total: np.ndarray,
+               timings: dict[str, float]) -> AggregateResult:
+    """Decode a DP round: weights must all be 1, the values are modular (no range check)."""
+    cfg, n3 = state.cfg, len(state.u3)
+    if int(total[-1]) != n3:
+        raise AggregateOutOfRange(f"the total weight of the {n3} survivors is "
+                                  f"{int(total[-1])}: with dp every weight is 1")
+    clipped = int(total[-2])
+    if clipped > n3:
+        raise AggregateOutOfRange(f"{clipped} clipped clients among {n3} survivors")
+    total_sum = _dp.decode(cfg, state.session, total, state.length)
+    privacy = _dp.record(cfg, state.length, n3, clipped)
+    _log.info("server: aggregated %d survivors with dp: eps %.3g at delta %.3g this round "
+              "(%d honest survivors' noise), %d clipped", n3, privacy.epsilon, privacy.delta,
+              privacy.honest_survivors, clipped)
+    return AggregateResult(mean=total_sum / n3, total_weight=n3, quantised_sum=total,
+                           survivors=list(state.u3), dropped=state.dropped,
+                           stage_seconds=timings, misbehaving=sorted(state.misbehaving),
+                           clipped=clipped, privacy=privacy)
+
+
 async def server(
     party: Party,
     cfg: SecAggConfig,
@@ -390,6 +418,8 @@ async def server(
     if cfg.consistency_check:
         await timed(Stage.CONSISTENCY_CHECK, consistency_check(party, state))
     total = await timed(Stage.UNMASK, unmask(party, state))
+    if cfg.dp is not None:
+        return _dp_result(state, total, timings)
     weight = _check_range(state, total)
     scale = 2.0 * cfg.clip / cfg.levels
     # the mean in place on one float64 vector: (q * scale - clip * W) / W

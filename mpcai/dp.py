@@ -1,0 +1,395 @@
+"""Distributed differential privacy: the distributed discrete Gaussian (DDG) mechanism.
+
+Kairouz, Liu and Steinke, "The Distributed Discrete Gaussian Mechanism for
+Federated Learning with Secure Aggregation", ICML 2021 (arXiv:2102.06387).
+Each client clips its update to L2 norm ``c``, rotates it with a randomized
+Hadamard transform (:func:`rotate`: random signs from a *public* seed; the
+rotation spreads the norm over the coordinates, it hides nothing), scales
+it by ``1 / gamma``, rounds it to the integers with randomized rounding
+conditioned on the norm (:func:`conditional_round`), adds discrete Gaussian
+noise (:func:`discrete_gaussian`) and reduces it modulo ``2^bits``.  Secure
+aggregation sums the vectors modulo ``2^bits``; the sum of the honest
+clients' noise makes the sum differentially private even against the
+server (:func:`ddg_epsilon`, composed over rounds by :class:`PrivacyAccountant`).
+
+Sampler.  :func:`discrete_gaussian` inverts a cumulative table of 64-bit
+integer probabilities over the truncated support ``[-T, T]`` (tail mass
+below ``2^-70``) with uniform 64-bit words from the ChaCha20 PRG
+(:mod:`mpcai.prg`); never ``numpy.random``.  Its total-variation distance
+to the exact discrete Gaussian is at most :func:`sampler_tv_bound` per
+sample (the tail, plus ``2^-64`` per table entry for the integer
+rounding, plus the float rounding of the probabilities); callers add it,
+summed over every sampled coordinate, to ``delta``.  The table's size
+grows with ``sigma``: ``sigma`` is at most :data:`MAX_SIGMA`.
+
+Accounting needs ``dp-accounting`` (``pip install mpcai[dp]``), imported on use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from mpcai import prg
+from mpcai.errors import InvalidInput, MissingDependency
+from mpcai.validation import check_bytes, check_int, check_real
+
+__all__ = [
+    "DEFAULT_BETA",
+    "MAX_SIGMA",
+    "PrivacyAccountant",
+    "RoundPrivacy",
+    "conditional_round",
+    "ddg_epsilon",
+    "discrete_gaussian",
+    "discrete_gaussian_variance",
+    "padded_length",
+    "rotate",
+    "rounded_norm_bound",
+    "sampler_tv_bound",
+    "unrotate",
+    "wrap_probability",
+]
+
+MAX_SIGMA: float = float(1 << 16)
+"""The largest ``sigma`` :func:`discrete_gaussian` accepts (its table has about
+``19.7 sigma`` entries of 8 bytes)."""
+
+DEFAULT_BETA: float = math.exp(-0.5)
+"""Kairouz et al.'s default ``beta`` of the conditional rounding (each try is
+accepted with probability at least ``1 - beta``)."""
+
+_TAIL_BITS = 70  # truncated tail mass P[|X| > T] < 2^-70
+_TWO64 = 2.0**64
+_MAX_TRIES = 100
+
+
+def _check_sigma(sigma: float) -> float:
+    sigma = check_real(sigma, "sigma", lo=0.0)
+    if sigma > MAX_SIGMA:
+        raise InvalidInput(f"sigma must be at most {MAX_SIGMA:g} (the sampler's table), "
+                           f"got {sigma:g}")
+    return sigma
+
+
+def _support(sigma: float) -> int:
+    # P[X >= T] <= exp(-(T - 1)^2 / (2 sigma^2)) for the discrete Gaussian (sub-Gaussian,
+    # Canonne, Kamath, Steinke 2020, with one step of slack); both tails: 2 x that
+    return math.ceil(sigma * math.sqrt(2 * (_TAIL_BITS + 1) * math.log(2))) + 2
+
+
+@lru_cache(maxsize=16)
+def _table(sigma: float) -> tuple[int, np.ndarray]:
+    """(T, cumulative counts out of 2^64 for -T..T) as uint64, exact integer sums."""
+    t = _support(sigma)
+    k = np.arange(-t, t + 1, dtype=np.longdouble)
+    w = np.exp(-(k * k) / (np.longdouble(2) * np.longdouble(sigma) ** 2))
+    p = w / w.sum()
+    # floor(p * 2^64) in two 32-bit halves: longdouble holds 64 mantissa bits
+    scaled = p * np.longdouble(2) ** 64
+    hi = np.floor(scaled / np.longdouble(2) ** 32)
+    lo = np.floor(scaled - hi * np.longdouble(2) ** 32)
+    counts = (hi.astype(np.uint64) << np.uint64(32)) + lo.astype(np.uint64)
+    cdf = np.cumsum(counts, dtype=np.uint64)  # sum of floors <= 2^64 - 1: no wrap
+    cdf.setflags(write=False)
+    return t, cdf
+
+
+def sampler_tv_bound(sigma: float) -> float:
+    """The total-variation distance between one sample of :func:`discrete_gaussian`
+    and the exact ``N_Z(0, sigma^2)``: at most the truncated tail (``2^-70``), plus
+    one unit of ``2^-64`` per table entry (integer rounding, the missing mass going
+    to the last entry), plus the relative rounding of the long-double probabilities
+    (``64 eps``)."""
+    sigma = _check_sigma(sigma)
+    if sigma == 0:
+        return 0.0
+    size = 2 * _support(sigma) + 1
+    return 2.0**-_TAIL_BITS + size * 2.0**-64 + 64 * float(np.finfo(np.longdouble).eps)
+
+
+def discrete_gaussian_variance(sigma: float) -> float:
+    """The exact variance of ``N_Z(0, sigma^2)`` (slightly below ``sigma^2`` for
+    ``sigma < 1``), summed over the sampler's support."""
+    sigma = _check_sigma(sigma)
+    if sigma == 0:
+        return 0.0
+    t = _support(sigma)
+    k = np.arange(-t, t + 1, dtype=np.float64)
+    w = np.exp(-k * k / (2 * sigma * sigma))
+    return float((k * k * w).sum() / w.sum())
+
+
+def discrete_gaussian(size: int, sigma: float, seed: bytes | None = None) -> np.ndarray:
+    """``size`` independent samples of the discrete Gaussian ``N_Z(0, sigma^2)``
+    (``P[X = k]`` proportional to ``exp(-k^2 / (2 sigma^2))``) as int64.
+
+    Uniform 64-bit words come from the ChaCha20 PRG under ``seed`` (a fresh
+    :func:`mpcai.prg.new_seed` when ``None``; pass one only to reproduce a
+    draw in tests); each is inverted against the cumulative table
+    (``np.searchsorted``).  ``sigma = 0`` gives zeros.  See
+    :func:`sampler_tv_bound` for the distance to the exact distribution.
+    """
+    size = check_int(size, "size", lo=0)
+    sigma = _check_sigma(sigma)
+    if sigma == 0 or size == 0:
+        return np.zeros(size, dtype=np.int64)
+    seed = prg.new_seed() if seed is None else check_bytes(seed, "seed")
+    t, cdf = _table(float(sigma))
+    u = prg.ring_vector(seed, size)
+    idx = np.searchsorted(cdf, u, side="right")
+    np.minimum(idx, cdf.size - 1, out=idx)  # the last few units of mass: the top entry
+    return idx.astype(np.int64) - t
+
+
+# ---- rotation -------------------------------------------------------------------
+
+
+def padded_length(d: int) -> int:
+    """The next power of two ``>= d`` (the Hadamard transform's length)."""
+    d = check_int(d, "d", lo=1)
+    return 1 << (d - 1).bit_length()
+
+
+def _fwht(a: np.ndarray) -> np.ndarray:
+    """Normalised fast Walsh-Hadamard transform (orthonormal and its own inverse)."""
+    n = a.size
+    a = a.astype(np.float64, copy=True)
+    h = 1
+    while h < n:
+        v = a.reshape(-1, 2, h)
+        x, y = v[:, 0, :].copy(), v[:, 1, :]
+        v[:, 0, :] += y
+        v[:, 1, :] = x - y
+        h *= 2
+    a /= math.sqrt(n)
+    return a
+
+
+def _signs(seed: bytes, n: int) -> np.ndarray:
+    bits = prg.ring_vector(prg.derive_seed(seed, "dp/rotation-signs"), n) & np.uint64(1)
+    return 1.0 - 2.0 * bits.astype(np.float64)
+
+
+def rotate(x: np.ndarray, seed: bytes) -> np.ndarray:
+    """``H D x`` for the normalised Hadamard matrix ``H`` and random signs ``D`` from
+    ``seed`` (public: every party derives the same rotation), after zero-padding ``x``
+    to :func:`padded_length`.  Preserves the L2 norm; :func:`unrotate` inverts it."""
+    seed = check_bytes(seed, "seed")
+    x = np.asarray(x, dtype=np.float64).ravel()
+    n = padded_length(max(x.size, 1))
+    padded = np.zeros(n, dtype=np.float64)
+    padded[:x.size] = x
+    return _fwht(padded * _signs(seed, n))
+
+
+def unrotate(y: np.ndarray, seed: bytes, d: int) -> np.ndarray:
+    """The inverse of :func:`rotate`: ``D H y``, cut to the first ``d`` values."""
+    seed = check_bytes(seed, "seed")
+    y = np.asarray(y, dtype=np.float64).ravel()
+    d = check_int(d, "d", lo=1)
+    if y.size != padded_length(d):
+        raise InvalidInput(f"a rotated vector of {d} values has {padded_length(d)}, got {y.size}")
+    return (_fwht(y) * _signs(seed, y.size))[:d]
+
+
+# ---- conditional randomized rounding ---------------------------------------------
+
+
+def rounded_norm_bound(norm: float, d: int, beta: float = DEFAULT_BETA) -> float:
+    """Kairouz et al.'s bound on the L2 norm of a rounded vector (grid 1): the
+    square root of ``min(c^2 + d/4 + sqrt(2 ln(1/beta)) (c + sqrt(d)/2), (c + sqrt(d))^2)``
+    for a vector of norm ``c``.  :func:`conditional_round` enforces it, so it is the
+    L2 sensitivity of one client's rounded update."""
+    c = check_real(norm, "norm", lo=0.0)
+    d = check_int(d, "d", lo=1)
+    beta = check_real(beta, "beta", positive=True)
+    if not beta < 1:
+        raise InvalidInput(f"beta must be in (0, 1), got {beta}")
+    sq = min(c * c + d / 4 + math.sqrt(2 * math.log(1 / beta)) * (c + math.sqrt(d) / 2),
+             (c + math.sqrt(d)) ** 2)
+    return math.sqrt(sq)
+
+
+def conditional_round(x: np.ndarray, bound: float, seed: bytes | None = None,
+                      max_tries: int = _MAX_TRIES) -> np.ndarray:
+    """Round ``x`` to the integers at random (``floor(x) + Bernoulli(frac(x))``, unbiased),
+    again until the result's L2 norm is at most ``bound`` (int64).
+
+    Randomness from the ChaCha20 PRG (a fresh seed when ``None``).  With
+    ``bound = rounded_norm_bound(||x||, d, beta)`` a try succeeds with
+    probability at least ``1 - beta``; after ``max_tries`` failures
+    :class:`~mpcai.errors.InvalidInput` is raised (the bound is too tight).
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    bound = check_real(bound, "bound", lo=0.0)
+    max_tries = check_int(max_tries, "max_tries", lo=1)
+    if not np.all(np.isfinite(x)):
+        raise InvalidInput("x has NaN or infinite values")
+    seed = prg.new_seed() if seed is None else check_bytes(seed, "seed")
+    low = np.floor(x)
+    frac = x - low
+    for attempt in range(max_tries):
+        words = prg.ring_vector(prg.derive_seed(seed, "dp/round", attempt.to_bytes(4, "little")),
+                                x.size)
+        u = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53  # uniform in [0, 1)
+        out = low + (u < frac)
+        if float(np.dot(out, out)) <= bound * bound:
+            return out.astype(np.int64)
+    raise InvalidInput(f"no rounding of norm <= {bound:g} in {max_tries} tries "
+                       f"(||x|| = {float(np.linalg.norm(x)):g}, d = {x.size})")
+
+
+# ---- wrap-around -------------------------------------------------------------------
+
+
+def wrap_probability(bits: int, n: int, d: int, scaled_clip: float, sigma: float) -> float:
+    """An upper bound on P[some coordinate of the centred modular sum of ``n`` clients
+    leaves ``[-2^(bits-1), 2^(bits-1))``], so that decoding it is wrong.
+
+    Each client's rotated vector (``d`` values, a power of two, norm ``<=
+    scaled_clip``) has sub-Gaussian coordinates (random signs: variance proxy
+    ``||x||^2 / d``; the rotation is linear so the sum of ``n`` is sub-Gaussian
+    with proxy ``(n scaled_clip)^2 / d``), the rounding moves each coordinate by
+    less than 1 per client (``n`` in all, deterministic), and the noise (each
+    client ``N_Z(0, sigma^2)``, sub-Gaussian with proxy ``sigma^2``) adds
+    ``n sigma^2``.  Union bound over the ``d`` coordinates:
+    ``2 d exp(-(2^(bits-1) - n)^2 / (2 v))``.  Honest inputs only: the signs
+    are public, so inputs chosen after seeing them may concentrate.
+    """
+    bits = check_int(bits, "bits", lo=2, hi=62)
+    n = check_int(n, "n", lo=1)
+    d = check_int(d, "d", lo=1)
+    c = check_real(scaled_clip, "scaled_clip", lo=0.0)
+    sigma = check_real(sigma, "sigma", lo=0.0)
+    half = 2.0 ** (bits - 1) - n
+    if half <= 0:
+        return 1.0
+    v = (n * c) ** 2 / d + n * sigma * sigma
+    if v == 0:
+        return 0.0
+    return min(1.0, 2 * d * math.exp(-half * half / (2 * v)))
+
+
+# ---- accounting ---------------------------------------------------------------------
+
+
+def ddg_epsilon(l2_sensitivity: float, sigma: float, n: int, d: int,
+                l1_sensitivity: float | None = None) -> float:
+    """``eps`` such that the sum of ``n`` independent ``N_Z(0, sigma^2)`` vectors of
+    length ``d`` added to an integer vector of L2 norm ``<= l2_sensitivity`` (and L1
+    norm ``<= l1_sensitivity``, default ``min(D2^2, sqrt(d) D2)``: integer vectors)
+    is ``(eps^2 / 2)``-concentrated DP (zCDP with ``rho = eps^2 / 2``).
+
+    Kairouz, Liu, Steinke 2021, Theorem 1 (the sum of discrete Gaussians):
+    ``eps = min(sqrt(D2^2 / (n sigma^2) + tau d / 2), D1 / (sqrt(n) sigma) + tau d)``
+    with ``tau = 10 sum_{k=1}^{n-1} exp(-2 pi^2 sigma^2 k / (k + 1))``.
+    ``sigma = 0`` (no noise) gives ``inf``.
+    """
+    d2 = check_real(l2_sensitivity, "l2_sensitivity", lo=0.0)
+    sigma = check_real(sigma, "sigma", lo=0.0)
+    n = check_int(n, "n", lo=1)
+    d = check_int(d, "d", lo=1)
+    d1 = min(d2 * d2, math.sqrt(d) * d2) if l1_sensitivity is None else check_real(
+        l1_sensitivity, "l1_sensitivity", lo=0.0)
+    if sigma == 0:
+        return math.inf
+    s2 = sigma * sigma
+    tau = 10 * sum(math.exp(-2 * math.pi**2 * s2 * k / (k + 1)) for k in range(1, n))
+    return min(math.sqrt(d2 * d2 / (n * s2) + tau * d / 2),
+               d1 / (math.sqrt(n) * sigma) + tau * d)
+
+
+def _accounting() -> Any:
+    try:
+        import dp_accounting
+        from dp_accounting.rdp import rdp_privacy_accountant
+    except ImportError as exc:  # pragma: no cover - the extra is in the test environment
+        raise MissingDependency("privacy accounting needs dp-accounting: "
+                                "pip install mpcai[dp]") from exc
+    return dp_accounting, rdp_privacy_accountant
+
+
+@dataclass(frozen=True)
+class RoundPrivacy:
+    """The privacy record of one DDG round, as the server reports it.
+
+    ``epsilon`` holds at ``delta`` for this round alone; ``delta`` already
+    includes the sampler's total-variation distance summed over every noise
+    coordinate of every client (``sampler_tv``).  Compose rounds with
+    :class:`PrivacyAccountant` (``add_round(epsilon_zcdp)``).
+    """
+
+    #: eps of this round at ``delta`` (inf without noise)
+    epsilon: float
+    #: the target delta plus ``sampler_tv``
+    delta: float
+    #: this round is (epsilon_zcdp^2 / 2)-zCDP
+    epsilon_zcdp: float
+    #: the honest survivors whose noise is counted (survivors minus the declared corrupt)
+    honest_survivors: int
+    #: each client's noise standard deviation, in grid units
+    sigma_client: float
+    #: the standard deviation of the honest noise present in the sum, in grid units
+    sigma_present: float
+    #: the grid (the sum is an integer vector times gamma)
+    gamma: float
+    #: L2 sensitivity of one client's rounded update, in grid units
+    l2_sensitivity: float
+    #: P[a coordinate of the sum wrapped around modulo 2^bits] (upper bound)
+    wrap_probability: float
+    #: total-variation distance of all the sampled noise to exact discrete Gaussians
+    sampler_tv: float
+    #: how many survivors L2-clipped their update (revealed in the clear, outside the DP
+    #: guarantee)
+    clipped_clients: int
+
+
+@dataclass
+class PrivacyAccountant:
+    """Composition over rounds with dp-accounting's Renyi DP accountant.
+
+    Each round adds the zCDP guarantee of its DDG sum, ``rho = eps_r^2 / 2``
+    (:func:`ddg_epsilon`).  ``rho``-zCDP means ``RDP(alpha) <= alpha rho`` for
+    every ``alpha > 1``: exactly the RDP curve of the Gaussian mechanism with
+    noise multiplier ``1 / eps_r``, so a round is composed as
+    ``GaussianDpEvent(1 / eps_r)``.  Neighbouring datasets: one client's
+    update added or removed (``ADD_OR_REMOVE_ONE``), every client taking part
+    in every round (no amplification by sampling is claimed).
+    :meth:`epsilon` gives ``eps`` at ``delta`` for the rounds so far.
+    """
+
+    delta: float = 1e-5
+    #: the zCDP ``eps_r`` of each round composed so far
+    rounds: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        d = check_real(self.delta, "delta", positive=True)
+        if not d < 1:
+            raise InvalidInput(f"delta must be in (0, 1), got {d}")
+        self.delta = d
+
+    def add_round(self, epsilon_zcdp: float) -> float:
+        """Compose one round (``(eps^2/2)``-zCDP); returns the cumulative ``eps`` at
+        ``delta``."""
+        e = check_real(epsilon_zcdp, "epsilon_zcdp", lo=0.0, finite=False)
+        self.rounds.append(e)
+        return self.epsilon()
+
+    def epsilon(self, delta: float | None = None) -> float:
+        """``eps`` at ``delta`` (default: the accountant's) over the rounds so far."""
+        delta = self.delta if delta is None else check_real(delta, "delta", positive=True)
+        if not self.rounds:
+            return 0.0
+        if any(math.isinf(e) for e in self.rounds):
+            return math.inf
+        dp_accounting, rdp = _accounting()
+        acc = rdp.RdpAccountant()
+        for e in self.rounds:
+            if e > 0:
+                acc.compose(dp_accounting.GaussianDpEvent(1.0 / e))
+        return float(acc.get_epsilon(delta))
