@@ -1,0 +1,194 @@
+"""The distributed discrete Gaussian primitives (mpcai.dp) against independent references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from mpcai import dp
+from mpcai.errors import InvalidInput
+
+SEED = bytes(range(32))
+
+
+def _pmf(sigma: float, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """The discrete Gaussian's pmf on [-t, t], in Python floats (independent of dp)."""
+    ks = np.arange(-t, t + 1)
+    w = np.array([math.exp(-k * k / (2 * sigma * sigma)) for k in ks.tolist()])
+    # the mass beyond t is below 1e-300 for the t used here
+    return ks, w / w.sum()
+
+
+@pytest.mark.parametrize("sigma", [0.6, 3.0, 40.0, 5000.0])
+def test_sampler_mean_and_variance_match_theory(sigma: float) -> None:
+    n = 200_000
+    x = dp.discrete_gaussian(n, sigma, seed=SEED)
+    assert x.dtype == np.int64 and x.shape == (n,)
+    ks, p = _pmf(sigma, int(12 * sigma) + 3)
+    var = float((ks.astype(np.float64) ** 2 * p).sum())
+    fourth = float((ks.astype(np.float64) ** 4 * p).sum())
+    # 5 standard errors: a sampler off by a few percent in variance fails
+    assert abs(x.mean()) < 5 * math.sqrt(var / n)
+    assert abs(float(np.mean(x.astype(np.float64) ** 2)) - var) < 5 * math.sqrt(
+        (fourth - var * var) / n)
+    assert dp.discrete_gaussian_variance(sigma) == pytest.approx(var, rel=1e-9)
+
+
+def test_sampler_passes_chi_square_and_the_test_has_power() -> None:
+    sigma, n = 1.5, 100_000
+    x = dp.discrete_gaussian(n, sigma, seed=SEED)
+    t = 6  # pool the tails beyond +-6 into the end bins
+    ks, p = _pmf(sigma, 40)
+    inner = np.abs(ks) < t
+    expected = np.concatenate([[p[ks <= -t].sum()], p[inner], [p[ks >= t].sum()]]) * n
+    observed = np.concatenate([[np.sum(x <= -t)],
+                               [np.sum(x == k) for k in range(-t + 1, t)], [np.sum(x >= t)]])
+    assert observed.sum() == n
+    assert stats.chisquare(observed, expected).pvalue > 1e-4
+    # the same samples against sigma 5% larger are rejected: the test can fail
+    _, q = _pmf(sigma * 1.05, 40)
+    wrong = np.concatenate([[q[ks <= -t].sum()], q[inner], [q[ks >= t].sum()]]) * n
+    assert stats.chisquare(observed, wrong).pvalue < 1e-6
+
+
+def test_sampler_is_seeded_by_the_prg() -> None:
+    a = dp.discrete_gaussian(1000, 7.0, seed=SEED)
+    assert np.array_equal(a, dp.discrete_gaussian(1000, 7.0, seed=SEED))
+    assert not np.array_equal(a, dp.discrete_gaussian(1000, 7.0, seed=bytes(32)))
+    assert not np.array_equal(dp.discrete_gaussian(1000, 7.0), dp.discrete_gaussian(1000, 7.0))
+    assert not np.any(dp.discrete_gaussian(10, 0.0))
+
+
+def test_sampler_refuses_bad_sigma_and_bounds_its_distance() -> None:
+    with pytest.raises(InvalidInput):
+        dp.discrete_gaussian(4, dp.MAX_SIGMA * 2)
+    with pytest.raises(InvalidInput):
+        dp.discrete_gaussian(4, -1.0)
+    assert dp.sampler_tv_bound(0.0) == 0.0
+    tv = dp.sampler_tv_bound(dp.MAX_SIGMA)
+    assert 0 < tv < 1e-12
+    assert dp.sampler_tv_bound(10.0) < tv
+
+
+def test_rotation_preserves_norm_and_inverts() -> None:
+    rng = np.random.default_rng(1)  # data only
+    x = rng.normal(size=1000)
+    y = dp.rotate(x, SEED)
+    assert y.size == 1024 == dp.padded_length(1000)
+    assert np.linalg.norm(y) == pytest.approx(np.linalg.norm(x), rel=1e-12)
+    assert np.allclose(dp.unrotate(y, SEED, 1000), x, atol=1e-12)
+    assert not np.allclose(dp.rotate(x, bytes(32)), y)
+    # it flattens: a spike is spread over every coordinate
+    spike = np.zeros(256)
+    spike[3] = 1.0
+    assert np.allclose(np.abs(dp.rotate(spike, SEED)), 1 / 16)
+    with pytest.raises(InvalidInput):
+        dp.unrotate(y[:1000], SEED, 1000)
+
+
+def test_conditional_rounding_respects_its_bound_and_is_unbiased() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=256) * 3
+    bound = dp.rounded_norm_bound(float(np.linalg.norm(x)), x.size)
+    draws = np.stack([dp.conditional_round(x, bound) for _ in range(200)])
+    assert draws.dtype == np.int64
+    assert np.all(np.linalg.norm(draws, axis=1) <= bound + 1e-9)
+    assert np.all(np.abs(draws - x) < 1)
+    # unbiased up to the (rare) conditioning: mean error small against sd 0.5 / sqrt(200)
+    assert np.abs(draws.mean(axis=0) - x).mean() < 0.05
+    with pytest.raises(InvalidInput):  # all 64 halves rounded down: probability 2^-64
+        dp.conditional_round(np.full(64, 0.5), 0.0, max_tries=5)
+
+
+def test_rounded_norm_bound_is_kairouz_et_al() -> None:
+    c, d, beta = 100.0, 1024, math.exp(-0.5)
+    want = math.sqrt(min(c * c + d / 4 + math.sqrt(2 * math.log(1 / beta)) * (c + math.sqrt(d) / 2),
+                         (c + math.sqrt(d)) ** 2))
+    assert dp.rounded_norm_bound(c, d, beta) == pytest.approx(want)
+    assert dp.rounded_norm_bound(0.0, 4) == pytest.approx(math.sqrt(min(1 + 1.0 * 1, 4.0)))
+
+
+def test_wrap_bound_covers_simulated_sums() -> None:
+    # a small modulus where the bound is loose but not trivial; the empirical rate is below
+    bits, n, d, c, sigma = 8, 4, 64, 20.0, 12.0
+    bound = dp.wrap_probability(bits, n, d, c, sigma)
+    assert 0 < bound < 1
+    rng = np.random.default_rng(3)
+    wraps = 0
+    trials = 400
+    for _ in range(trials):
+        xs = rng.normal(size=(n, d))
+        xs *= c / np.linalg.norm(xs, axis=1, keepdims=True)
+        s = sum(dp.rotate(v, rng.bytes(32)) for v in xs)  # worst case signs are irrelevant
+        s = np.round(s) + dp.discrete_gaussian(d, sigma * math.sqrt(n))
+        wraps += bool(np.any(np.abs(s) >= 2 ** (bits - 1)))
+    assert wraps / trials <= bound
+    assert dp.wrap_probability(20, n, d, c, sigma) < 1e-100
+    assert dp.wrap_probability(bits, 1000, d, c, sigma) == 1.0
+
+
+def test_ddg_epsilon_matches_kairouz_theorem() -> None:
+    d2, sigma, n, d = 50.0, 30.0, 10, 4096
+    tau = 10 * sum(math.exp(-2 * math.pi**2 * sigma**2 * k / (k + 1)) for k in range(1, n))
+    want = min(math.sqrt(d2**2 / (n * sigma**2) + tau * d / 2),
+               min(d2**2, math.sqrt(d) * d2) / (math.sqrt(n) * sigma) + tau * d)
+    assert dp.ddg_epsilon(d2, sigma, n, d) == pytest.approx(want)
+    # large sigma: the continuous Gaussian's D2 / (sqrt(n) sigma)
+    assert dp.ddg_epsilon(d2, sigma, n, d) == pytest.approx(d2 / (math.sqrt(n) * sigma), rel=1e-9)
+    # small sigma: the tau term dominates and eps grows far beyond D2 / (sqrt(n) sigma)
+    assert dp.ddg_epsilon(1.0, 0.3, 10, 4096) > 10 * 1.0 / (math.sqrt(10) * 0.3)
+    assert dp.ddg_epsilon(1.0, 0.0, 3, 8) == math.inf
+
+
+def _exact_gaussian_epsilon(mu: float, delta: float) -> float:
+    """Balle & Wang (ICML 2018), Theorem 8: the Gaussian mechanism with
+    sensitivity / sigma = mu is (eps, delta)-DP iff
+    Phi(mu/2 - eps/mu) - e^eps Phi(-mu/2 - eps/mu) <= delta; the smallest such eps."""
+    def gap(eps: float) -> float:
+        return (stats.norm.cdf(mu / 2 - eps / mu)
+                - math.exp(eps) * stats.norm.cdf(-mu / 2 - eps / mu) - delta)
+    return float(optimize.brentq(gap, 0.0, 100.0))
+
+
+@pytest.mark.parametrize("eps_r,rounds", [(0.1, 100), (0.5, 1), (0.3, 30)])
+def test_accountant_between_exact_gaussian_and_zcdp_conversion(eps_r: float, rounds: int) -> None:
+    """R rounds of (eps_r^2/2)-zCDP Gaussian sums compose to a Gaussian with
+    mu = eps_r sqrt(R).  The accountant may not claim less than the exact
+    (eps, delta) of that Gaussian (Balle & Wang 2018, Thm 8) and must do at
+    least as well as Bun & Steinke's conversion rho + 2 sqrt(rho ln(1/delta))
+    (TCC 2016, Prop. 1.3)."""
+    delta = 1e-5
+    acc = dp.PrivacyAccountant(delta)
+    for _ in range(rounds):
+        eps = acc.add_round(eps_r)
+    mu = eps_r * math.sqrt(rounds)
+    rho = mu * mu / 2
+    exact = _exact_gaussian_epsilon(mu, delta)
+    assert exact <= eps <= rho + 2 * math.sqrt(rho * math.log(1 / delta))
+    # the RDP conversion is near tight for the Gaussian (within 15% here)
+    assert eps <= 1.15 * exact
+    assert acc.epsilon() == eps and len(acc.rounds) == rounds
+
+
+def test_accountant_known_value_for_one_gaussian() -> None:
+    # Balle & Wang 2018 (Fig. 2 / Sec. 5): at eps = 1, delta = 1e-5 the analytic Gaussian
+    # needs sigma ~ 3.73 (the classical bound asks sqrt(2 ln(1.25/delta)) ~ 4.84); the exact
+    # eps of sigma = 3.73 is therefore ~1, and RDP may claim no less
+    exact = _exact_gaussian_epsilon(1 / 3.73, 1e-5)
+    assert exact == pytest.approx(1.0, abs=0.01)
+    eps = dp.PrivacyAccountant(1e-5).add_round(1 / 3.73)
+    assert 1.0 - 0.01 <= eps < 1.15
+
+
+def test_accountant_edge_cases() -> None:
+    acc = dp.PrivacyAccountant(1e-6)
+    assert acc.epsilon() == 0.0
+    assert acc.add_round(0.0) == 0.0  # a round with no release of information
+    assert acc.add_round(math.inf) == math.inf
+    with pytest.raises(InvalidInput):
+        dp.PrivacyAccountant(0.0)
+    with pytest.raises(InvalidInput):
+        dp.PrivacyAccountant(1e-5).add_round(-1.0)
