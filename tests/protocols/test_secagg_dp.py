@@ -1,0 +1,158 @@
+"""Secure aggregation with distributed differential privacy (SecAggConfig.dp)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from mpcai.protocols import secure_aggregation as sa
+from mpcai.protocols.secure_aggregation import DPConfig, SecAggConfig, Stage, _dp
+
+from mpcai import dp
+from mpcai.errors import InvalidInput, NotEnoughSurvivors
+
+SESSION = bytes(range(16))
+
+
+def _updates(n: int, d: int, scale: float = 0.02, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)  # data only
+    return [rng.normal(size=d) * scale for _ in range(n)]
+
+
+def _clipped(x: np.ndarray, c: float) -> np.ndarray:
+    norm = float(np.linalg.norm(x))
+    return x * (c / norm) if norm > c else x
+
+
+def _centred(total: np.ndarray, d_pad: int, bits: int) -> np.ndarray:
+    s = total[:d_pad].astype(np.int64) & ((1 << bits) - 1)
+    s[s >= 1 << (bits - 1)] -= 1 << bits
+    return s
+
+
+def test_without_noise_the_mean_is_the_clipped_mean_within_rounding() -> None:
+    n, d = 5, 300
+    ups = _updates(n, d)
+    ups[2] = ups[2] * 1000  # norm ~ 350: clipped to 1
+    cfg = SecAggConfig(n_clients=n, dp=DPConfig(l2_clip=1.0, noise_multiplier=0.0))
+    res = sa.simulate(ups, cfg, session=SESSION)
+    want = np.mean([_clipped(u, 1.0) for u in ups], axis=0)
+    priv = res.aggregate.privacy
+    assert priv is not None and priv.epsilon == math.inf and priv.sigma_client == 0
+    assert priv.clipped_clients == 1 == res.clipped
+    assert res.mean.shape == (d,)
+    # each client's rounding moves each rotated coordinate by < 1 grid step
+    err = float(np.linalg.norm(res.mean - want))
+    assert err <= priv.gamma * math.sqrt(dp.padded_length(d))
+    assert err > 0  # rounding happened: the grid is real
+    assert np.allclose(res.mean, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("drop", [0, 1, 2])
+def test_noise_in_the_sum_has_the_calibrated_variance(drop: int) -> None:
+    """Unmasked sum minus the plaintext sum of the scaled, rotated inputs: the
+    survivors' noise (each sigma_client^2 = sigma_total^2 / n_min) plus rounding."""
+    n, d, bits = 6, 8000, 20
+    cfg = SecAggConfig(n_clients=n, threshold=3, corrupt_fraction=0.0,
+                       dp=DPConfig(l2_clip=1.0, noise_multiplier=0.8, bits=bits,
+                                   min_survivors=4))
+    assert cfg.min_honest_survivors == 4
+    ups = _updates(n, d)
+    dropped = list(range(1, drop + 1))
+    res = sa.simulate(ups, cfg, session=SESSION,
+                      dropouts=dict.fromkeys(dropped, Stage.MASKED_INPUT))
+    priv = res.aggregate.privacy
+    assert priv is not None
+    survivors = res.aggregate.survivors
+    assert len(survivors) == n - drop and priv.honest_survivors == n - drop
+    p = _dp.params(cfg, d)
+    seed = _dp.rotation_seed(SESSION)
+    plain = sum(dp.rotate(ups[c - 1], seed) / p.gamma for c in survivors)
+    resid = _centred(res.aggregate.quantised_sum, p.d_pad, bits) - plain
+    sigma_total = 0.8 * p.scaled_clip  # z x clip, in grid units
+    assert p.sigma_client == pytest.approx(sigma_total / 2)
+    want = (n - drop) * p.sigma_client**2  # the rounding (< (n - drop) / 4) is negligible
+    var = float(np.mean(resid**2))
+    # 5 standard errors (sd of a variance estimate: var sqrt(2 / d_pad)); one client's
+    # noise more or less (20%) is far outside
+    assert abs(var - want) < 5 * want * math.sqrt(2 / p.d_pad)
+    assert abs(float(resid.mean())) < 5 * math.sqrt(want / p.d_pad)
+    assert priv.sigma_present == pytest.approx(math.sqrt(want))
+    # the round's epsilon is Kairouz et al.'s for the survivors' noise
+    eps_z = dp.ddg_epsilon(p.l2_sensitivity, p.sigma_client, n - drop, p.d_pad)
+    assert priv.epsilon_zcdp == pytest.approx(eps_z)
+    assert priv.epsilon == pytest.approx(dp.PrivacyAccountant(1e-5).add_round(eps_z))
+    assert priv.delta > 1e-5 and priv.sampler_tv == pytest.approx(
+        dp.sampler_tv_bound(p.sigma_client) * p.d_pad * (n - drop))
+    assert priv.wrap_probability <= 1e-9
+
+
+def test_more_survivors_give_a_smaller_epsilon() -> None:
+    n, d = 6, 64
+    cfg = SecAggConfig(n_clients=n, threshold=3, corrupt_fraction=0.0,
+                       dp=DPConfig(l2_clip=1.0, noise_multiplier=1.0, min_survivors=3))
+    ups = _updates(n, d)
+    full = sa.simulate(ups, cfg).aggregate.privacy
+    fewer = sa.simulate(ups, cfg, dropouts=dict.fromkeys([1, 2, 3], "masked_input")
+                        ).aggregate.privacy
+    assert full is not None and fewer is not None
+    assert full.epsilon < fewer.epsilon
+    # calibrated for 3 honest survivors: with exactly 3 the noise is z x clip
+    assert fewer.sigma_present == pytest.approx(1.0 / fewer.gamma, rel=1e-9)
+
+
+def test_too_few_survivors_refuse_the_round_before_unmasking() -> None:
+    cfg = SecAggConfig(n_clients=6, threshold=3, corrupt_fraction=0.0,
+                       dp=DPConfig(l2_clip=1.0, noise_multiplier=1.0, min_survivors=5))
+    with pytest.raises(NotEnoughSurvivors, match="dp needs 5"):
+        sa.simulate(_updates(6, 16), cfg, dropouts={1: "masked_input", 2: "masked_input"})
+
+
+def test_corrupt_clients_are_not_counted_as_noise() -> None:
+    # 10 clients, 20% corrupt -> C = 2; honest survivors = survivors - 2
+    cfg = SecAggConfig(n_clients=10, threshold=6, corrupt_fraction=0.2,
+                       dp=DPConfig(l2_clip=1.0, noise_multiplier=1.0))
+    assert cfg.corrupt_clients == 2 and cfg.min_honest_survivors == 4
+    priv = sa.simulate(_updates(10, 32), cfg).aggregate.privacy
+    assert priv is not None and priv.honest_survivors == 8
+
+
+def test_bad_dp_configurations_are_refused() -> None:
+    with pytest.raises(InvalidInput, match="max_weight"):
+        SecAggConfig(n_clients=4, max_weight=3, dp=DPConfig(1.0, 1.0))
+    with pytest.raises(InvalidInput):
+        DPConfig(l2_clip=1.0, noise_multiplier=1.0, bits=12)
+    with pytest.raises(InvalidInput):
+        DPConfig(l2_clip=1.0, noise_multiplier=1.0, bits=33)
+    with pytest.raises(InvalidInput):
+        DPConfig(l2_clip=0.0, noise_multiplier=1.0)
+    with pytest.raises(InvalidInput):
+        DPConfig(l2_clip=1.0, noise_multiplier=-1.0)
+    with pytest.raises(InvalidInput):
+        DPConfig(l2_clip=1.0, noise_multiplier=1.0, delta=1.0)
+    with pytest.raises(InvalidInput, match="honest"):  # 3 survivors, all may be corrupt
+        SecAggConfig(n_clients=6, threshold=3, corrupt_fraction=0.5, dp=DPConfig(1.0, 1.0))
+    with pytest.raises(InvalidInput, match="dp must be"):
+        SecAggConfig(n_clients=4, dp=1.0)  # type: ignore[arg-type]
+    # a dict (config files, process_party) becomes a DPConfig
+    cfg = SecAggConfig(n_clients=4, threshold=3, corrupt_fraction=0.0,
+                       dp={"l2_clip": 2.0, "noise_multiplier": 0.5})  # type: ignore[arg-type]
+    assert cfg.dp == DPConfig(2.0, 0.5) and cfg.ring_bits == 32
+    with pytest.raises(InvalidInput, match="weight"):
+        sa.simulate(_updates(4, 8), cfg, weights=[1, 2, 1, 1])
+
+
+def test_sixteen_bits_leave_a_coarser_grid_than_twenty() -> None:
+    base = dict(n_clients=8, threshold=5, corrupt_fraction=0.0)
+    g16 = _dp.params(SecAggConfig(**base, dp=DPConfig(1.0, 1.0, bits=16)), 1000).gamma
+    g20 = _dp.params(SecAggConfig(**base, dp=DPConfig(1.0, 1.0, bits=20)), 1000).gamma
+    assert g16 == pytest.approx(16 * g20, rel=0.01)
+    cfg = SecAggConfig(**base, dp=DPConfig(1.0, 1.0, bits=16))
+    ups = _updates(8, 1000, scale=0.01)
+    res = sa.simulate(ups, cfg)
+    err = res.mean - np.mean(ups, axis=0)
+    priv = res.aggregate.privacy
+    assert priv is not None
+    # the noise of the mean: sigma_present x gamma / 8 per coordinate
+    assert float(np.std(err)) == pytest.approx(priv.sigma_present * priv.gamma / 8, rel=0.15)
