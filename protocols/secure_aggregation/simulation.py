@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -260,7 +260,9 @@ async def _process_party(party: Party, cfg: SecAggConfig, update: np.ndarray | N
                 "survivors": np.array(agg.survivors, dtype=np.uint32),
                 "dropped": {k: np.array(v, dtype=np.uint32) for k, v in agg.dropped.items()},
                 "misbehaving": np.array(agg.misbehaving, dtype=np.uint32),
-                "stage_seconds": agg.stage_seconds}
+                "stage_seconds": agg.stage_seconds,
+                # with cfg.dp: the round's privacy record (mpcai.dp.RoundPrivacy's fields)
+                **({} if agg.privacy is None else {"privacy": asdict(agg.privacy)})}
     if update is None:
         raise InvalidInput("a client needs an update")
     stage = Stage(drop_before) if drop_before else None

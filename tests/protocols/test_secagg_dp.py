@@ -156,3 +156,23 @@ def test_sixteen_bits_leave_a_coarser_grid_than_twenty() -> None:
     assert priv is not None
     # the noise of the mean: sigma_present x gamma / 8 per coordinate
     assert float(np.std(err)) == pytest.approx(priv.sigma_present * priv.gamma / 8, rel=0.15)
+
+
+def test_process_party_takes_dp_as_a_dict_and_returns_the_record() -> None:
+    from mpcai.protocols.secure_aggregation.simulation import process_party
+
+    from mpcai.runtime import run_local, wire
+
+    n, d = 4, 40
+    config = {"n_clients": n, "threshold": 3, "corrupt_fraction": 0.0,
+              "dp": {"l2_clip": 1.0, "noise_multiplier": 0.0, "bits": 16}}
+    assert wire.decode_payload(wire.encode_payload(config)) == config  # launch_local's path
+    ups = _updates(n, d)
+
+    async def party_fn(party):  # type: ignore[no-untyped-def]
+        return await process_party(party, config, None if party.id == 0 else ups[party.id - 1])
+
+    run = run_local(n + 1, party_fn, session=SESSION)
+    out = wire.decode_payload(wire.encode_payload(run[0]))  # what the launcher hands back
+    assert out["privacy"]["epsilon"] == math.inf and out["privacy"]["honest_survivors"] == n
+    assert np.allclose(out["mean"], np.mean(ups, axis=0), atol=1e-3)
