@@ -43,6 +43,7 @@ __all__ = [
     "MAX_SIGMA",
     "PrivacyAccountant",
     "RoundPrivacy",
+    "calibrate_rounds",
     "conditional_round",
     "ddg_epsilon",
     "discrete_gaussian",
@@ -361,6 +362,16 @@ class PrivacyAccountant:
     update added or removed (``ADD_OR_REMOVE_ONE``), every client taking part
     in every round (no amplification by sampling is claimed).
     :meth:`epsilon` gives ``eps`` at ``delta`` for the rounds so far.
+
+    Why no amplification by client sampling: dp-accounting's
+    ``SampledWithoutReplacementDpEvent`` (Wang, Balle, Kasiviswanathan 2019,
+    Theorem 27) and ``PoissonSampledDpEvent`` (Mironov et al. 2019) compute
+    bounds specific to the *continuous* Gaussian (forward differences of its
+    exact cumulant generating function, the exact sampled-Gaussian integral),
+    not functions of the base mechanism's RDP curve alone, so a mechanism
+    that is merely dominated in RDP by a Gaussian does not inherit them.  A
+    sampled round is reported here as if every client took part (an upper
+    bound: sampling only helps).
     """
 
     delta: float = 1e-5
@@ -393,3 +404,26 @@ class PrivacyAccountant:
             if e > 0:
                 acc.compose(dp_accounting.GaussianDpEvent(1.0 / e))
         return float(acc.get_epsilon(delta))
+
+
+def calibrate_rounds(target_epsilon: float, rounds: int, delta: float = 1e-5) -> float:
+    """The largest per-round zCDP ``eps_r`` such that ``rounds`` rounds compose to at most
+    ``target_epsilon`` at ``delta`` with :class:`PrivacyAccountant` (bisection; ``inf``
+    for an infinite target)."""
+    target = check_real(target_epsilon, "target_epsilon", positive=True, finite=False)
+    rounds = check_int(rounds, "rounds", lo=1)
+    if math.isinf(target):
+        return math.inf
+
+    def composed(e: float) -> float:
+        acc = PrivacyAccountant(delta)
+        acc.rounds = [e] * rounds
+        return acc.epsilon()
+
+    lo, hi = 0.0, 1.0
+    while composed(hi) <= target:
+        lo, hi = hi, hi * 2
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if composed(mid) <= target else (lo, mid)
+    return lo

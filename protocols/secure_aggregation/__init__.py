@@ -68,6 +68,29 @@ Z_2^32 or Z_2^64 and the configuration refuses any size whose largest
 possible sum (every client at the top level ``2^bits - 1`` with the largest
 weight) could overflow it; ``bits`` is at most 53, the grid float64 holds
 exactly.
+
+**Differential privacy** (``SecAggConfig(dp=DPConfig(...))``).  The
+distributed discrete Gaussian of Kairouz, Liu and Steinke (ICML 2021,
+:mod:`mpcai.dp`): each client L2-clips, rotates (public signs from the
+session), scales to a grid, rounds conditionally on the norm, adds discrete
+Gaussian noise of variance ``sigma_total^2 / n_min`` and sends its vector
+modulo ``2^dp.bits`` inside the Z_2^32 masks; the server centres the modular
+sum and rotates it back.  Then what the server (with up to ``C`` colluding
+clients, who may add no noise) learns about any one client is bounded: the
+sum holds the noise of at least ``n_min = min_survivors - C`` honest clients,
+because the server refuses to unmask with fewer than ``min_survivors``
+survivors (:class:`~mpcai.errors.NotEnoughSurvivors`, before any share is
+requested).  Neighbouring inputs: one client's update added or removed.
+``AggregateResult.privacy`` (:class:`mpcai.dp.RoundPrivacy`) reports the
+round's ``(eps, delta)`` for the actual survivors minus ``C`` (more survivors,
+more noise, smaller eps), the wrap-around bound and the sampler's
+total-variation distance (included in delta); compose rounds with
+:class:`mpcai.dp.PrivacyAccountant`, calibrate with :func:`calibrate_noise`.
+Weights are all 1 (the sensitivity is that of an unweighted sum).  Outside
+the DP guarantee: the number of survivors and how many of them clipped
+their update (``AggregateResult.clipped``, exact); a malicious server that
+deviates from the protocol only as above (the DP statement assumes the
+round's sum is what it reveals).
 """
 
 from .client import client as client
@@ -75,6 +98,7 @@ from .client import flatten_update as flatten_update
 from .config import DPConfig as DPConfig
 from .config import SecAggConfig as SecAggConfig
 from .config import SecurityReport as SecurityReport
+from .config import calibrate_noise as calibrate_noise
 from .config import make_identities as make_identities
 from .config import security_report as security_report
 from .server import AggregateResult as AggregateResult
@@ -94,6 +118,7 @@ __all__ = [
     "SimulationResult",
     "Stage",
     "StageMachine",
+    "calibrate_noise",
     "client",
     "flatten_update",
     "make_identities",

@@ -22,8 +22,15 @@ from mpcai.validation import check_bool, check_int, check_real
 
 from . import _crypto, _params
 
-__all__ = ["CLIPPED_COUNT_CAP", "DPConfig", "SecAggConfig", "SecurityReport", "make_identities",
-           "security_report"]
+__all__ = [
+    "CLIPPED_COUNT_CAP",
+    "DPConfig",
+    "SecAggConfig",
+    "SecurityReport",
+    "calibrate_noise",
+    "make_identities",
+    "security_report",
+]
 
 CLIPPED_COUNT_CAP: int = (1 << 16) - 1
 """Each client's count of clipped values travels masked next to its update (so the
@@ -275,6 +282,46 @@ class SecAggConfig:
     def levels(self) -> int:
         """Largest quantised value, ``2^bits - 1``."""
         return (1 << self.bits) - 1
+
+
+def calibrate_noise(cfg: SecAggConfig, dim: int, target_epsilon: float, rounds: int) -> float:
+    """The smallest ``noise_multiplier`` (to 0.1%) for which ``rounds`` rounds of
+    ``cfg`` (its ``dp`` with any noise multiplier; the other ``dp`` fields kept) on
+    updates of ``dim`` values compose to at most ``target_epsilon`` at ``dp.delta``,
+    counting the noise of the fewest honest survivors (``cfg.min_honest_survivors``)
+    in every round.  ``0.0`` for an infinite target.  (The grid, and with it the
+    rounding's share of the sensitivity, depends on the noise: hence the search.)
+    """
+    import dataclasses
+    import math
+
+    from mpcai import dp
+
+    from . import _dp
+
+    if cfg.dp is None:
+        raise InvalidInput("calibrate_noise needs a configuration with dp")
+    dim = check_int(dim, "dim", lo=1)
+    per_round = dp.calibrate_rounds(target_epsilon, rounds, cfg.dp.delta)
+    if math.isinf(per_round):
+        return 0.0
+
+    def eps(z: float) -> float:
+        c = dataclasses.replace(cfg, dp=dataclasses.replace(cfg.dp, noise_multiplier=z))
+        p = _dp.params(c, dim)
+        return dp.ddg_epsilon(p.l2_sensitivity, p.sigma_client, c.min_honest_survivors,
+                              p.d_pad)
+
+    lo, hi = 0.0, 1.0
+    while eps(hi) > per_round:
+        lo, hi = hi, hi * 2
+        if hi > 1e6:
+            raise InvalidInput(f"no noise multiplier reaches eps {target_epsilon} in {rounds}"
+                               " rounds (the rounding's sensitivity dominates: raise bits)")
+    while hi - lo > 1e-3 * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if eps(mid) <= per_round else (mid, hi)
+    return hi
 
 
 @dataclass(frozen=True)

@@ -176,3 +176,20 @@ def test_process_party_takes_dp_as_a_dict_and_returns_the_record() -> None:
     out = wire.decode_payload(wire.encode_payload(run[0]))  # what the launcher hands back
     assert out["privacy"]["epsilon"] == math.inf and out["privacy"]["honest_survivors"] == n
     assert np.allclose(out["mean"], np.mean(ups, axis=0), atol=1e-3)
+
+
+def test_calibrated_noise_meets_the_target_over_the_rounds() -> None:
+    cfg = SecAggConfig(n_clients=10, threshold=6, corrupt_fraction=0.1,
+                       dp=DPConfig(l2_clip=1.0, noise_multiplier=1.0, bits=20))
+    d, rounds = 1000, 10
+    z = sa.calibrate_noise(cfg, d, 3.0, rounds)
+    tuned = SecAggConfig(n_clients=10, threshold=6, corrupt_fraction=0.1,
+                         dp=DPConfig(l2_clip=1.0, noise_multiplier=z, bits=20))
+    p = _dp.params(tuned, d)
+    eps_r = dp.ddg_epsilon(p.l2_sensitivity, p.sigma_client, tuned.min_honest_survivors, p.d_pad)
+    acc = dp.PrivacyAccountant(1e-5)
+    for _ in range(rounds):
+        eps = acc.add_round(eps_r)
+    assert 2.9 < eps <= 3.0  # met, and not by much more noise than needed
+    assert sa.calibrate_noise(cfg, d, math.inf, rounds) == 0.0
+    assert sa.calibrate_noise(cfg, d, 8.0, rounds) < z
