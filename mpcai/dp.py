@@ -359,7 +359,9 @@ class PrivacyAccountant:
     every ``alpha > 1``: exactly the RDP curve of the Gaussian mechanism with
     noise multiplier ``1 / eps_r``, so a round is composed as
     ``GaussianDpEvent(1 / eps_r)``.  Neighbouring datasets: one client's
-    update added or removed (``ADD_OR_REMOVE_ONE``), every client taking part
+    update added or removed (``ADD_OR_REMOVE_ONE``; in secure aggregation a
+    removed update is a zero vector, the client still adding its noise share,
+    so the sensitivity is one rounded update's norm), every client taking part
     in every round (no amplification by sampling is claimed).
     :meth:`epsilon` gives ``eps`` at ``delta`` for the rounds so far.
 

@@ -80,7 +80,8 @@ clients, who may add no noise) learns about any one client is bounded: the
 sum holds the noise of at least ``n_min = min_survivors - C`` honest clients,
 because the server refuses to unmask with fewer than ``min_survivors``
 survivors (:class:`~mpcai.errors.NotEnoughSurvivors`, before any share is
-requested).  Neighbouring inputs: one client's update added or removed.
+requested).  Neighbouring inputs: one client's update added or removed (a
+removed update is a zero vector from a client that still adds its noise).
 ``AggregateResult.privacy`` (:class:`mpcai.dp.RoundPrivacy`) reports the
 round's ``(eps, delta)`` for the actual survivors minus ``C`` (more survivors,
 more noise, smaller eps), the wrap-around bound and the sampler's

@@ -48,7 +48,9 @@ class DPConfig:
     it modulo ``2^bits`` (inside the masking ring Z_2^32).  The server learns
     the noisy sum; it is differentially private against the server and the
     corrupt clients together, for the neighbouring relation "one client's
-    update added or removed" with the L2 sensitivity of one rounded update.
+    update added or removed" with the L2 sensitivity of one rounded update
+    (a removed update counts as a zero vector from a client that still adds
+    its noise: the honest noise in the sum is the same on both sides).
 
     Dropouts and corruption: every client adds noise of variance
     ``sigma_total^2 / n_min`` where ``n_min = min_survivors - C`` is the least
