@@ -78,9 +78,11 @@ def _check_sigma(sigma: float) -> float:
 
 
 def _support(sigma: float) -> int:
-    # P[X >= T] <= exp(-(T - 1)^2 / (2 sigma^2)) for the discrete Gaussian (sub-Gaussian,
-    # Canonne, Kamath, Steinke 2020, with one step of slack); both tails: 2 x that
-    return math.ceil(sigma * math.sqrt(2 * (_TAIL_BITS + 1) * math.log(2))) + 2
+    # sum_{k >= T} exp(-k^2 / 2 sigma^2) <= int_{T-1}^inf exp(-x^2 / 2 sigma^2) dx
+    # <= sigma sqrt(pi / 2) exp(-(T - 1)^2 / 2 sigma^2), and the normaliser is >= max(1,
+    # sigma sqrt(2 pi)) (Poisson summation), so P[X >= T] <= exp(-(T - 1)^2 / 2 sigma^2) / 2
+    # <= 2^-73: both tails < 2^-70 (T - 1 >= sigma sqrt(2 x 72 ln 2))
+    return math.ceil(sigma * math.sqrt(2 * (_TAIL_BITS + 2) * math.log(2))) + 2
 
 
 @lru_cache(maxsize=16)
