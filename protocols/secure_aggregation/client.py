@@ -251,6 +251,9 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray | No
     # the pairwise keys have done their work: keep no secret longer than needed
     state.share_keys.clear()
     state.mask_seeds.clear()
+    if state.cfg.dp is not None:  # only the residues mod 2^bits count: dp.bits bits a value
+        await party.send(SERVER, Stage.MASKED_INPUT.value, _dp.pack(vec, state.cfg.dp.bits))
+        return
     await party.send(SERVER, Stage.MASKED_INPUT.value, vec)
 
 

@@ -49,7 +49,7 @@ class AggregateResult:
     total_weight: int
     #: the exact unmasked sum in the masking ring (uint32 for Z_2^32, uint64 for Z_2^64,
     #: see SecAggConfig.ring_bits): sum of weight * quantised update, then the clipped
-    #: count, then total weight
+    #: count, then total weight (with dp: modulo 2^dp.bits, the values before centring)
     quantised_sum: np.ndarray
     survivors: list[int]
     dropped: dict[str, list[int]]
@@ -181,6 +181,7 @@ async def masked_input(party: Party, state: ServerState) -> None:
     state.machine.advance(Stage.MASKED_INPUT)
     dtype = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
     size = _dp.wire_length(state.cfg, state.length)  # values, clipped count, weight
+    packed = None if state.cfg.dp is None else _dp.packed_bytes(state.cfg, state.length)
     # allocated from the first vector that arrives, so an announced length alone never
     # makes the server allocate (what arrives passed the network's size limits)
     sums: list[np.ndarray] = []
@@ -192,6 +193,11 @@ async def masked_input(party: Party, state: ServerState) -> None:
             v = await party.recv(u, tag, timeout=state.cfg.timeout)
         except (PeerError, WireError):
             return  # silent, gone or garbled: a dropout
+        if packed is not None:  # dp: dp.bits bits per value, exactly this many bytes
+            if not (isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == np.uint8
+                    and v.size == packed):
+                return
+            v = _dp.unpack(v, state.cfg.dp.bits, size)
         if isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == dtype and v.size == size:
             if sums:
                 np.add(sums[0], v, out=sums[0])
@@ -361,6 +367,8 @@ def _dp_result(state: ServerState, total: np.ndarray,
                timings: dict[str, float]) -> AggregateResult:
     """Decode a DP round: weights must all be 1, the values are modular (no range check)."""
     cfg, n3 = state.cfg, len(state.u3)
+    assert cfg.dp is not None
+    np.bitwise_and(total, np.uint32((1 << cfg.dp.bits) - 1), out=total)  # the values' ring
     if int(total[-1]) != n3:
         raise AggregateOutOfRange(f"the total weight of the {n3} survivors is "
                                   f"{int(total[-1])}: with dp every weight is 1")

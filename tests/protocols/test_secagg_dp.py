@@ -193,3 +193,33 @@ def test_calibrated_noise_meets_the_target_over_the_rounds() -> None:
     assert 2.9 < eps <= 3.0  # met, and not by much more noise than needed
     assert sa.calibrate_noise(cfg, d, math.inf, rounds) == 0.0
     assert sa.calibrate_noise(cfg, d, 8.0, rounds) < z
+
+
+@pytest.mark.parametrize("bits", [16, 17, 20, 31, 32])
+def test_packing_keeps_the_residues_and_sends_bits_per_value(bits: int) -> None:
+    from mpcai import prg
+
+    for count in (1, 7, 8, (1 << 16) + 3):
+        v = prg.ring_vector(SEED32, count).astype(np.uint32)
+        packed = _dp.pack(v, bits)
+        assert packed.dtype == np.uint8 and packed.size == (count * bits + 7) // 8
+        want = v if bits == 32 else v & np.uint32((1 << bits) - 1)
+        assert np.array_equal(_dp.unpack(packed, bits, count), want)
+
+
+SEED32 = bytes(range(32))
+
+
+def test_a_dp_client_sends_bits_not_words() -> None:
+    n, d = 4, 4096
+    ups = _updates(n, d, scale=0.01)  # norms ~0.64: none clipped
+    base = dict(n_clients=n, threshold=3, corrupt_fraction=0.0)
+    sent = {}
+    for bits in (16, 20):
+        res = sa.simulate(ups, SecAggConfig(**base, dp=DPConfig(1.0, 0.0, bits=bits)))
+        sent[bits] = res.stats[1].bytes_sent
+        assert np.allclose(res.mean, np.mean(ups, axis=0), atol=1e-3)
+    plain = sa.simulate(ups, SecAggConfig(**base, bits=16)).stats[1].bytes_sent
+    # the masked vector dominates: 4096 values x (20 - 16) bits / 8 = 2048 bytes more
+    assert sent[20] - sent[16] == pytest.approx(4096 * 4 / 8, abs=16)
+    assert plain - sent[16] == pytest.approx(4096 * 2, abs=64)  # 32-bit words vs 16 bits
