@@ -300,6 +300,12 @@ async def unmask(party: Party, state: ClientState) -> None:
     counted = u3 if state.cfg.consistency_check else local
     if len(counted) < t:
         raise NotEnoughSurvivors(f"{len(counted)} survivors, {t} needed")
+    if state.cfg.dp is not None and len(counted) < state.cfg.dp_min_survivors:
+        # the noise was calibrated for dp_min_survivors: a server that unmasks fewer gets
+        # no share from this client (it sees the whole list with the complete graph or
+        # the consistency check, else only its neighbourhood's survivors)
+        raise NotEnoughSurvivors(f"{len(counted)} survivors, dp needs "
+                                 f"{state.cfg.dp_min_survivors}")
     if state.cfg.consistency_check:
         if u3 != state.signed_u3:
             raise ProtocolAbort("the unmask request names other survivors than the list signed")

@@ -58,9 +58,11 @@ class DPConfig:
     corrupt clients may add no noise; ``min_survivors`` defaults to the
     threshold, below which no round completes).  The server refuses to unmask
     with fewer than ``min_survivors`` survivors
-    (:class:`~mpcai.errors.NotEnoughSurvivors`), so the sum always holds the
-    noise of at least ``n_min`` honest clients; the round's report counts the
-    actual survivors minus ``C``.
+    (:class:`~mpcai.errors.NotEnoughSurvivors`), and so does every client asked
+    to unmask for fewer (the survivor list it sees: all of it with the complete
+    graph or the consistency check, its neighbourhood's part otherwise), so the
+    sum holds the noise of at least ``n_min`` honest clients; the round's report
+    counts the actual survivors minus ``C``.
 
     Attributes:
         l2_clip: each update is scaled down to this L2 norm if above it.

@@ -223,3 +223,38 @@ def test_a_dp_client_sends_bits_not_words() -> None:
     # the masked vector dominates: 4096 values x (20 - 16) bits / 8 = 2048 bytes more
     assert sent[20] - sent[16] == pytest.approx(4096 * 4 / 8, abs=16)
     assert plain - sent[16] == pytest.approx(4096 * 2, abs=64)  # 32-bit words vs 16 bits
+
+
+def test_clients_refuse_a_server_that_unmasks_fewer_survivors_than_dp_needs() -> None:
+    """A server that skips its own check and claims that clients 4..6 dropped (after
+    their masked inputs arrived) gets no share: the noise in a sum of 3 was
+    calibrated for 5."""
+    import importlib
+
+    from mpcai.runtime import InMemoryNetwork, Party
+    from mpcai.testing import run_local
+
+    n = 6
+    cfg = SecAggConfig(n_clients=n, threshold=3, corrupt_fraction=0.0, timeout=10,
+                       dp=DPConfig(l2_clip=1.0, noise_multiplier=1.0, min_survivors=5))
+    srv = importlib.import_module("mpcai.protocols.secure_aggregation.server")
+
+    async def lying(party: Party) -> object:
+        state = srv.ServerState(cfg=cfg, session=party.session)
+        await srv.advertise_keys(party, state, list(range(1, n + 1)))
+        await srv.share_keys(party, state)
+        await srv.masked_input(party, state)
+        assert state.u3 == list(range(1, n + 1))
+        request = {"u3": np.array([1, 2, 3], dtype=np.uint32),
+                   "dropped": np.array([4, 5, 6], dtype=np.uint32)}
+        await party.send_many("unmask", dict.fromkeys(range(1, n + 1), request))
+        return await party.gather("unmask", [1, 2, 3], timeout=5, min_count=0)
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            return await lying(party)
+        return await sa.client(party, np.zeros(8), cfg)
+
+    res = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
+    assert res[0] == {}  # no share of anything
+    assert all(isinstance(r, NotEnoughSurvivors) and "dp needs 5" in str(r) for r in res[1:4])
