@@ -112,6 +112,9 @@ def _encode_state(state: ClientState, update: np.ndarray, weight: int) -> bytes:
     cfg = {f.name: getattr(state.cfg, f.name) for f in dataclasses.fields(state.cfg)}
     if cfg["identities"] is not None:
         cfg["identities"] = {int(k): bytes(v) for k, v in cfg["identities"].items()}
+    if cfg.get("dp") is not None:
+        # SecAggConfig(dp=...) accepts the dict back
+        cfg["dp"] = dataclasses.asdict(cfg["dp"])
     ids = lambda s: np.array(sorted(s), dtype=np.uint32)  # noqa: E731
     return wire.encode_payload({
         "version": _STATE_VERSION, "cfg": cfg, "me": state.me, "session": state.session,
