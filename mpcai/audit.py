@@ -79,7 +79,9 @@ __all__ = [
     "cross_check",
     "frame_digest",
     "load_keys",
+    "new_signing_key",
     "open_transcripts",
+    "public_key",
     "read_transcript",
     "recording",
 ]
@@ -171,6 +173,21 @@ def _private_key(key: Any) -> Any:
                       f"bytes, not {type(key).__name__}")
 
 
+def new_signing_key() -> bytes:
+    """A fresh Ed25519 private key, its 32 raw bytes (from the OS's randomness)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    return _private_key(None).private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+def public_key(signing_key: Any) -> bytes:
+    """The 32 raw bytes of the Ed25519 public key of ``signing_key`` (raw 32 bytes or a
+    ``cryptography`` private key): what a verifier pins."""
+    return _raw_public(_private_key(check_bytes(signing_key, "signing key", size=32)
+                                    if isinstance(signing_key, (bytes, bytearray))
+                                    else signing_key))
+
+
 def _raw_public(private: Any) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -230,6 +247,9 @@ class Transcript:
         except FileExistsError:
             raise WouldOverwrite(f"transcript {self.path} exists already",
                                  [str(self.path)]) from None
+        except OSError as exc:  # a missing directory, no permission, a name too long
+            raise InvalidInput(f"cannot create transcript {self.path}: {exc.strerror or exc}"
+                               ) from exc
         self.session, self.party = session, party
         self._write({"t": "header", "format": FORMAT, "protocol": self.protocol,
                      "version": self.version, "session": session.hex(), "party": party,

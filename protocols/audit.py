@@ -26,7 +26,8 @@ from mpcai.protocols.secure_aggregation.stages import LEGAL, Stage
 from mpcai.audit import RunCheck, TranscriptLog, cross_check, load_keys, read_transcript
 from mpcai.errors import InvalidInput, InvalidTranscript
 
-__all__ = ["RULES", "AuditReport", "check_inference", "check_replicated",
+__all__ = ["RULES", "AuditReport", "check_he_aggregation", "check_he_inference",
+           "check_inference", "check_replicated",
            "check_robust_aggregation", "check_secure_aggregation", "check_stages",
            "stage_participants", "verify"]
 
@@ -221,12 +222,106 @@ def check_robust_aggregation(log: TranscriptLog) -> None:
         rank = now
 
 
+_HE_INF = re.compile(r"he-inference/(?:(plan|keys|ready)|(query|result)/(\d+))\Z")
+_HE_INF_SETUP = {"plan": 0, "keys": 1, "ready": 2}
+
+
+def check_he_inference(log: TranscriptLog) -> None:
+    """The stage rules of CKKS inference (:mod:`~mpcai.protocols.inference.he`).
+
+    Party 0 is the client, party 1 the server, each the other's only peer.
+    Every tag is ``he-inference/<step>``; the messages come in the protocol's
+    one order: ``plan`` (server to client), ``keys`` (client to server),
+    ``ready`` (server to client), then per batch ``i = 0, 1, ...`` in turn
+    ``query/i`` (client to server) and ``result/i`` (server to client).
+    Raises :class:`~mpcai.errors.InvalidTranscript` otherwise.
+    """
+    if log.party not in (0, 1) or log.peers != (1 - log.party,):
+        raise _bad(log, 0, "CKKS inference runs between party 0 (client) and 1 (server)")
+    _one_tag_per_stream(log)
+    client = log.party == 0
+    want = 0  # the position of the next message in the one legal order
+    for e in log.messages():
+        m = _HE_INF.match(e["tag"])
+        if m is None:
+            raise _bad(log, e.index, f"{e['tag']!r} is not a tag of CKKS inference")
+        if m.group(1) is not None:
+            pos, from_client = _HE_INF_SETUP[m.group(1)], m.group(1) == "keys"
+        else:
+            pos = 3 + 2 * int(m.group(3)) + (m.group(2) == "result")
+            from_client = m.group(2) == "query"
+        if (e.type == "send") != (from_client == client):
+            raise _bad(log, e.index, f"a {e.type} of {e['tag']!r} by the "
+                                     f"{'client' if client else 'server'}")
+        if pos != want:
+            raise _bad(log, e.index, f"illegal stage sequence: {e['tag']!r} out of order")
+        want += 1
+    if log.status == "ok" and (want < 3 or want % 2 == 0):
+        raise _bad(log, None, "ended ok before the setup or in the middle of a batch")
+
+
+_HE_AGG = re.compile(r"(input|decrypt)(?:/(\d+))?\Z")
+
+
+def check_he_aggregation(log: TranscriptLog) -> None:
+    """The stage rules of homomorphic aggregation (:mod:`~mpcai.protocols.he_aggregation`).
+
+    Party 0 is the aggregator; every other party talks to it only, and is
+    either a client (it sends ``input`` once, receives nothing) or a
+    committee member (it receives decryption requests ``decrypt``,
+    ``decrypt/2``, ... and answers a request only after receiving it, in
+    non-decreasing attempts).  The aggregator receives the inputs before any
+    decryption message, sends no input, and takes an answer under a tag only
+    after sending that request to the member.  Raises
+    :class:`~mpcai.errors.InvalidTranscript` otherwise.
+    """
+    _one_tag_per_stream(log)
+    hub = log.party == 0
+    if not hub and log.peers != (0,):
+        raise _bad(log, 0, "a client or committee member talks to the aggregator (0) only")
+    role: str | None = None  # for a non-hub party: client or member
+    decrypting, attempt = False, 0
+    asked: set[tuple[int, str]] = set()
+    for e in log.messages():
+        m = _HE_AGG.match(e["tag"])
+        if m is None or (m.group(1) == "input" and m.group(2) is not None) or (
+                m.group(2) is not None and int(m.group(2)) < 2):
+            raise _bad(log, e.index, f"{e['tag']!r} is not a tag of HE aggregation")
+        now = 1 if m.group(2) is None else int(m.group(2))
+        kind, peer = m.group(1), e["peer"]
+        if hub:
+            ok = (kind == "input" and e.type == "recv" and not decrypting) or (
+                kind == "decrypt" and (e.type == "send" or (peer, e["tag"]) in asked))
+            if kind == "decrypt":
+                decrypting = True
+                if e.type == "send":
+                    asked.add((peer, e["tag"]))
+        else:
+            this = "client" if kind == "input" else "member"
+            ok = (role in (None, this) and (
+                (kind == "input" and e.type == "send")
+                or (kind == "decrypt" and now >= attempt
+                    and (e.type == "recv" or (0, e["tag"]) in asked))))
+            role = this
+            if kind == "decrypt":
+                attempt = now
+                if e.type == "recv":
+                    asked.add((0, e["tag"]))
+        if not ok:
+            raise _bad(log, e.index, f"a {e.type} of {e['tag']!r} with party {peer} is not a "
+                                     "legal step of HE aggregation here")
+    if hub and log.status == "ok" and log.result is None:
+        raise _bad(log, None, "the aggregator ended ok without recording a result")
+
+
 RULES: dict[str, Callable[[TranscriptLog], None]] = {
     "secure_aggregation": check_secure_aggregation,
     "inference-dealer": check_inference,
     "inference-dealerless": check_inference,
     "inference-replicated": check_replicated,
     "robust_aggregation": check_robust_aggregation,
+    "inference-he": check_he_inference,
+    "he_aggregation": check_he_aggregation,
 }
 """The stage check of each protocol, by the name transcripts give in their header."""
 

@@ -513,3 +513,129 @@ def test_cli_verify_end_to_end(secagg_run, tmp_path: Path, capsys: pytest.Captur
 def test_bench_audit_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "audit", "--quick", "--reps", "1"]) == 0
     assert "overhead" in capsys.readouterr().out
+
+
+# ---- process_party of inference, CKKS inference, HE aggregation ---------------------------
+
+
+def _flip(path: Path, where: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("provider", ["dealer", "dealerless", "replicated"])
+def test_inference_process_party_writes_transcripts(tmp_path: Path, provider: str) -> None:
+    """The launcher's entry points (2PC with and without a dealer, 3PC), under run_local."""
+    from mpcai.protocols.inference.simulation import process_party, process_party3
+
+    rng = np.random.default_rng(4)
+    layers = [[rng.normal(size=(4, 3)) * 0.3, np.zeros(3)],
+              [rng.normal(size=(3, 2)) * 0.3, np.zeros(2)]]
+    x = rng.uniform(-1, 1, (2, 4))
+    cfg = {"frac_bits": 12, "input_bound": 1.0}
+    n = 2 if provider == "dealerless" else 3
+    roles = {"compute": [0, 1], "dealer": None if n == 2 else 2, "data_owner": 0,
+             "model_owner": 1}
+
+    async def one(party):
+        mine = {"layers": layers if party.id == 1 else None, "x": x if party.id == 0 else None,
+                "transcript": str(tmp_path / f"party-{party.id}.jsonl")}
+        if provider == "replicated":
+            return await process_party3(party, [4, 3, 2], 2, cfg, **mine)
+        return await process_party(party, roles, [4, 3, 2], 2, cfg, **mine)
+
+    out = run_local(n, one, timeout=30)
+    w0, w1 = layers[0][0], layers[1][0]
+    np.testing.assert_allclose(out[0]["logits"], np.maximum(x @ w0, 0) @ w1, atol=0.02)
+    report = protocol_audit.verify([tmp_path])
+    assert {log.protocol for log in report.logs} == {f"inference-{provider}"}
+    assert report.run.matched == sum(len(log.messages("recv")) for log in report.logs) > 0
+    _flip(tmp_path / "party-1.jsonl")
+    with pytest.raises(InvalidTranscript, match=r"party-1\.jsonl"):
+        protocol_audit.verify([tmp_path])
+
+
+def _square_model(rng: np.random.Generator):
+    from mpcai.protocols.inference.model import Linear, Model, Square
+
+    return Model((Linear(rng.uniform(-1, 1, (4, 3)), rng.uniform(-1, 1, 3)), Square(),
+                  Linear(rng.uniform(-1, 1, (3, 2)), rng.uniform(-1, 1, 2))), np.arange(2))
+
+
+def test_ckks_inference_transcripts_verify_and_order_is_checked(tmp_path: Path) -> None:
+    from mpcai.protocols.inference import he
+
+    rng = np.random.default_rng(3)
+    d = tmp_path / "run"
+    he.simulate(_square_model(rng), rng.uniform(-1, 1, (5, 4)), batch=2, transcript=d)
+    report = protocol_audit.verify([d], keys=d / "keys.json")
+    assert [log.protocol for log in report.logs] == ["inference-he"] * 2
+    assert report.run.matched == 9  # plan, keys, ready, 3 x (query, result)
+    client = audit.read_transcript(d / "party-0.jsonl")
+    msgs = client.messages()
+    # the client's record with two batches swapped: legal chain, illegal order
+    swapped = [e for e in client.entries if e.type != "header" and e.type != "end"]
+    i, j = swapped.index(msgs[3]), swapped.index(msgs[5])
+    swapped[i], swapped[j] = swapped[j], swapped[i]
+    _replay(client, tmp_path / "bad.jsonl", swapped)
+    with pytest.raises(InvalidTranscript, match="out of order"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "bad.jsonl"))
+    _flip(d / "party-0.jsonl", 0.9)
+    with pytest.raises(InvalidTranscript):
+        protocol_audit.verify([d])
+
+
+def test_ckks_inference_process_party_writes_transcripts(tmp_path: Path) -> None:
+    from mpcai.protocols.inference import he
+
+    rng = np.random.default_rng(6)
+    model = _square_model(rng)
+    x = rng.uniform(-1, 1, (3, 4))
+
+    async def one(party):
+        path = str(tmp_path / f"party-{party.id}.jsonl")
+        if party.id == 1:
+            return await he.process_party(party, "server", he.model_layers(model),
+                                          transcript=path)
+        return await he.process_party(party, "client", x=x, transcript=path)
+
+    out = run_local(2, one, timeout=120)
+    np.testing.assert_allclose(out[0]["outputs"], model.logits(x), atol=1e-2)
+    report = protocol_audit.verify([tmp_path])
+    assert report.run.matched == 5
+
+
+@pytest.mark.parametrize("scheme", ["paillier", "ckks"])
+def test_he_aggregation_transcripts_verify_with_a_dropout(tmp_path: Path, scheme: str) -> None:
+    from mpcai.protocols import he_aggregation as hea
+
+    rng = np.random.default_rng(8)
+    ups = [rng.uniform(-1, 1, 5) for _ in range(3)]
+    keys = None
+    if scheme == "paillier":
+        from mpcai.he import paillier
+
+        keys = paillier.deal_threshold_keys(3, 2, paillier.MIN_KEY_BITS)
+    d = tmp_path / "run"
+    agg = hea.simulate(ups, committee=(2, 3), keys=keys, scheme=scheme, dropouts=[2],
+                       transcript=d)
+    report = protocol_audit.verify([d], keys=d / "keys.json")
+    hub = report.logs[0]
+    assert hub.notes("outcome") == [{"participants": agg.participants,
+                                     "misbehaving": agg.misbehaving}]
+    import hashlib
+
+    assert hub.result == hashlib.sha256(np.asarray(agg.sums, dtype="<i8").tobytes()).digest()
+    assert report.run.undelivered == [] and report.run.matched > 0
+    assert protocol_audit.stage_participants(hub)["input"] == [1, 3]
+    # a client that answers a decryption request: an illegal step for its role
+    client = audit.read_transcript(d / "party-1.jsonl")
+    member = audit.read_transcript(d / "party-4.jsonl")
+    _replay(client, tmp_path / "bad.jsonl",
+            [*client.messages(), *[e for e in member.messages() if e.type == "send"]])
+    with pytest.raises(InvalidTranscript, match="not a legal step"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "bad.jsonl"))
+    _flip(d / "party-0.jsonl")
+    with pytest.raises(InvalidTranscript):
+        protocol_audit.verify([d])

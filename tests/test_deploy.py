@@ -582,3 +582,137 @@ def test_inference_config_errors_before_anything_connects(tmp_path: Path) -> Non
     np.save(tmp_path / "s.npy", np.array([["a"] * 3] * 4))
     with pytest.raises(InvalidType):
         _deploy._inference_args({"dims": [3, 2], "batch": 4}, {"input": "s.npy"}, 0, tmp_path)
+
+
+# ---- audit transcripts: [io.<id>] transcript ---------------------------------------------
+
+
+def _with_transcripts(toml: str, ids: list[int], key_of: dict[int, str] | None = None) -> str:
+    """``transcript = "audit/party-<id>-r{round}.jsonl"`` (and ``transcript_key``) in
+    each ``[io.<id>]`` table of ``toml``."""
+    for i in ids:
+        extra = f'transcript = "audit/party-{i}.jsonl"\n'
+        if key_of and i in key_of:
+            extra += f'transcript_key = "{key_of[i]}"\n'
+        if f"[io.{i}]\n" in toml:
+            toml = toml.replace(f"[io.{i}]\n", f"[io.{i}]\n{extra}", 1)
+        else:
+            toml += f"\n[io.{i}]\n{extra}"
+    return toml
+
+
+def _collect_and_verify(machines: list[Path], tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """Every machine's transcript in one directory, and the keys from their .pub files;
+    ``mpcai audit verify`` accepts them, and refuses one flipped byte."""
+    from mpcai.protocols import audit as protocol_audit
+
+    run = tmp_path / "audit-run"
+    run.mkdir()
+    keys = {}
+    for i, m in enumerate(machines):
+        shutil.copy2(m / "audit" / f"party-{i}.jsonl", run / f"party-{i}.jsonl")
+        keys[str(i)] = (m / "audit" / f"party-{i}.jsonl.pub").read_text().strip()
+    (tmp_path / "keys.json").write_text(json.dumps(keys))
+    assert cli.main(["audit", "verify", str(run), "--keys", str(tmp_path / "keys.json")]) == 0
+    report = protocol_audit.verify([run], keys=tmp_path / "keys.json")
+    assert all(log.complete and log.status == "ok" and log.pinned for log in report.logs)
+    assert report.run.matched == sum(len(log.messages("recv")) for log in report.logs) > 0
+    data = bytearray((run / "party-1.jsonl").read_bytes())
+    data[len(data) // 3] ^= 0x04
+    (run / "party-1.jsonl").write_bytes(bytes(data))
+    assert cli.main(["audit", "verify", str(run), "--keys", str(tmp_path / "keys.json")]) == 1
+    return run, keys
+
+
+@pytest.mark.slow
+def test_deployed_secure_aggregation_writes_transcripts_that_verify(tmp_path: Path) -> None:
+    from mpcai import audit
+
+    ids = list(range(N_CLIENTS + 1))
+    signing = audit.new_signing_key()  # client 2 signs with its own (identity) key
+    toml = _with_transcripts(_toml(_free_ports(N_CLIENTS + 1)), ids, {2: "signing.key"})
+    machines, _ = _machines(tmp_path, toml, seed=11)
+    for m in machines:
+        (m / "audit").mkdir()
+    (machines[2] / "signing.key").write_text(signing.hex() + "\n")
+    _run(machines, ids)
+    _, keys = _collect_and_verify(machines, tmp_path)
+    assert keys["2"] == audit.public_key(signing).hex()
+    server = audit.read_transcript(machines[0] / "audit" / "party-0.jsonl")
+    with np.load(machines[0] / "result.npz", allow_pickle=False) as res:
+        assert server.notes("outcome")[0]["survivors"] == res["mpcai.survivors"].tolist()
+    assert signing.hex() not in "".join((m / "audit" / "party-2.jsonl").read_text()
+                                        for m in machines[2:3])
+
+
+@pytest.mark.slow
+def test_deployed_inference_writes_transcripts_that_verify(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    certs_dir = tmp_path / "ca-machine"
+    assert cli.main(["certs", "--out", str(certs_dir), "--parties", "3"]) == 0
+    toml = _with_transcripts(_inference_toml(_free_ports(3), 2, 4), [0, 1, 2])
+    machines = []
+    for i in range(3):
+        m = tmp_path / f"machine-{i}"
+        (m / "certs").mkdir(parents=True)
+        (m / "audit").mkdir()
+        for name in ("ca.pem", f"party-{i}.pem", f"party-{i}.key"):
+            shutil.copy2(certs_dir / name, m / "certs" / name)
+        (m / "deploy.toml").write_text(toml)
+        machines.append(m)
+    np.save(machines[0] / "features.npy", rng.uniform(-2, 2, (4, 6)))
+    np.savez(machines[1] / "model.npz", W0=rng.normal(0, 0.5, (6, 5)),
+             b0=rng.normal(0, 0.2, 5), W1=rng.normal(0, 0.5, (5, 3)), b1=rng.normal(0, 0.2, 3))
+    _run(machines, [0, 1, 2])
+    _collect_and_verify(machines, tmp_path)
+
+
+def test_transcript_paths_are_checked_before_anything_connects(tmp_path: Path) -> None:
+    from mpcai.errors import WouldOverwrite
+
+    table = {"name": "secure_aggregation", **_deploy._secagg_params({"threshold": 2}, 4)}
+    np.save(tmp_path / "u.npy", np.zeros(3, dtype=np.float32))
+    io = {"input": "u.npy", "transcript": "t.jsonl"}
+    params = _deploy.party_args(table, io, 1, tmp_path)[0]
+    assert params[_deploy.TRANSCRIPT_PARAM] == str(tmp_path / "t.jsonl")
+    assert params[_deploy.TRANSCRIPT_KEY_PARAM] is None
+    (tmp_path / "t.jsonl").write_text("")
+    with pytest.raises(WouldOverwrite):
+        _deploy.party_args(table, io, 1, tmp_path)
+    with pytest.raises(InvalidInput, match="not a directory"):
+        _deploy.party_args(table, {**io, "transcript": "nowhere/t.jsonl"}, 1, tmp_path)
+    with pytest.raises(InvalidInput, match="also reads or writes"):
+        _deploy.party_args(table, {"input": "u.npy", "output": "s.json",
+                                   "transcript": "s.json"}, 1, tmp_path)
+    (tmp_path / "bad.key").write_text("not a key")
+    with pytest.raises(InvalidInput, match="64 hex digits"):
+        _deploy.party_args(table, {**io, "transcript": "t2.jsonl", "transcript_key": "bad.key"},
+                           1, tmp_path)
+    with pytest.raises(InvalidInput, match="without transcript"):
+        _deploy.party_args(table, {"input": "u.npy", "transcript_key": "bad.key"}, 1, tmp_path)
+    with pytest.raises(InvalidInput, match="placeholders"):
+        _deploy.check_io({1: {"transcript": "t-{party}.jsonl"}}, {1: {}})
+    assert _deploy.round_io({"transcript": "t-{round}.jsonl"}, 1, 7)["transcript"] == "t-7.jsonl"
+
+
+def test_deploy_party_functions_write_transcripts_under_run_local(tmp_path: Path) -> None:
+    """secure_aggregation_party with the transcript parameters, every party in this process."""
+    from mpcai.protocols import audit as protocol_audit
+
+    from mpcai.runtime import run_local
+
+    table = {"name": "secure_aggregation", **_deploy._secagg_params({"threshold": 2}, 4)}
+    rng = np.random.default_rng(2)
+    args = []
+    for i in range(4):
+        io: dict = {"transcript": f"party-{i}.jsonl"}
+        if i:
+            np.save(tmp_path / f"u{i}.npy", rng.uniform(-1, 1, 5).astype(np.float32))
+            io["input"] = f"u{i}.npy"
+        args.append(tuple(_deploy.party_args(table, io, i, tmp_path)))
+    out = run_local(4, _deploy.secure_aggregation_party, args_per_party=args, timeout=30)
+    keys = {str(i): (tmp_path / f"party-{i}.jsonl.pub").read_text().strip() for i in range(4)}
+    report = protocol_audit.verify(sorted(tmp_path.glob("party-*.jsonl")), keys=keys)
+    assert report.logs[0].result is not None
+    assert report.participants["masked_input"] == [1, 2, 3]
+    assert out[0]["survivors"].tolist() == [1, 2, 3]

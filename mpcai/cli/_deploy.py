@@ -32,9 +32,14 @@ __all__ = ["PROTOCOLS", "Protocol", "claim_round", "load_config", "party_args",
 #: keys of the server's result file that are not arrays of the mean
 META_PREFIX = "mpcai."
 
-_IO_KEYS = {"input", "output", "weight", "weight_field", "like"}
+_IO_KEYS = {"input", "output", "weight", "weight_field", "like", "transcript",
+            "transcript_key"}
 #: ``[io]`` keys naming files: templates that may use ``{round}``
-_PATH_KEYS = ("input", "output", "like")
+_PATH_KEYS = ("input", "output", "like", "transcript", "transcript_key")
+#: the parameters :func:`party_args` adds for a party that writes an audit transcript
+#: (``[io] transcript``): its path, and its signing key's path (or ``None``)
+TRANSCRIPT_PARAM = META_PREFIX + "transcript"
+TRANSCRIPT_KEY_PARAM = META_PREFIX + "transcript_key"
 #: domain separation of :func:`round_session`
 ROUND_DOMAIN = b"mpcai/deploy/round/v1|"
 #: rounds are 8-byte little-endian integers in :func:`round_session`
@@ -296,11 +301,28 @@ async def secure_aggregation_party(party: Any, params: Mapping[str, Any], update
     """One party of secure aggregation from a deployment config: party 0 runs the
     server and returns the mean, survivors, dropped, misbehaving, clipped and
     total weight (wire-encodable); a client returns its status dict."""
-    from mpcai.protocols.secure_aggregation import SecAggConfig, client, server
+    from mpcai import audit
+    from mpcai.protocols.secure_aggregation import SecAggConfig
+    from mpcai.protocols.secure_aggregation.simulation import AUDIT_PROTOCOL, AUDIT_VERSION
 
+    params, transcript, key = _take_transcript(params)
     cfg = SecAggConfig(**params)
+    if transcript is None:
+        return await _secure_aggregation(party, cfg, update, weight)
+    with audit.recording(party, transcript, protocol=AUDIT_PROTOCOL, version=AUDIT_VERSION,
+                         config=cfg, signing_key=key):
+        return await _secure_aggregation(party, cfg, update, weight)
+
+
+async def _secure_aggregation(party: Any, cfg: Any, update: Any, weight: int
+                              ) -> dict[str, Any]:
+    from mpcai.protocols.secure_aggregation import client, server
+    from mpcai.protocols.secure_aggregation.simulation import _record_result
+
     if party.id == 0:
         agg = await server(party, cfg)
+        if party.transcript is not None:
+            _record_result(party.transcript, agg)
         return {"mean": agg.mean, "survivors": np.array(agg.survivors, dtype=np.uint32),
                 "dropped": {k: np.array(v, dtype=np.uint32) for k, v in agg.dropped.items()},
                 "misbehaving": np.array(agg.misbehaving, dtype=np.uint32),
@@ -443,16 +465,19 @@ async def inference_party(party: Any, params: Mapping[str, Any], layers: Any = N
     (``parties = 3``)."""
     from mpcai.protocols.inference.simulation import process_party, process_party3
 
+    params, transcript, key = _take_transcript(params)
     cfg = {k: v for k, v in params.items() if k not in _INFERENCE_PUBLIC}
     dims, batch = [int(d) for d in params["dims"]], int(params["batch"])
     if party.id not in (0, 1, 2):
         raise InvalidInput(f"inference runs on parties 0, 1 and 2, not {party.id}")
     if int(params.get("parties", 2)) == 3:
         output = str(params.get("output", "logits"))
-        return await process_party3(party, dims, batch, cfg, layers, x, False, output)
+        return await process_party3(party, dims, batch, cfg, layers, x, False, output,
+                                    transcript=transcript, signing_key=key)
     dealer = None if params.get("provider", "dealer") == "dealerless" else 2
     roles = {"compute": [0, 1], "dealer": dealer, "data_owner": 0, "model_owner": 1}
-    return await process_party(party, roles, dims, batch, cfg, layers, x)
+    return await process_party(party, roles, dims, batch, cfg, layers, x,
+                               transcript=transcript, signing_key=key)
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -525,9 +550,87 @@ def _split(table: Mapping[str, Any]) -> tuple[Protocol, dict[str, Any]]:
 def party_args(table: Mapping[str, Any], io: Mapping[str, Any], party_id: int,
                base: Path) -> list[Any]:
     """The protocol function's arguments after ``party`` for ``party_id``, from a
-    ``protocol_table`` resolved by :func:`load_config`."""
+    ``protocol_table`` resolved by :func:`load_config`.
+
+    With ``[io] transcript = "<file>"`` the party writes its audit transcript
+    (:mod:`mpcai.audit`) there and its public key to ``<file>.pub`` (64 hex
+    digits, what ``mpcai audit verify --key`` reads); both must not exist, in an
+    existing directory, and differ from the party's other files (checked here,
+    before anything connects).  ``transcript_key = "<file>"`` names a file of 64
+    hex digits, the party's Ed25519 private key (e.g. its identity key); without
+    it a fresh key signs, and only a ``.pub`` the verifier got through a channel it
+    trusts pins it.  The two become the parameters :data:`TRANSCRIPT_PARAM` and
+    :data:`TRANSCRIPT_KEY_PARAM`.
+    """
     proto, params = _split(table)
-    return [params, *proto.args(params, io, party_id, base)]
+    args = proto.args(params, io, party_id, base)
+    if "transcript" in io:
+        params = {**params, **_transcript_params(io, party_id, base)}
+    elif "transcript_key" in io:
+        raise InvalidInput(f"[io.{party_id}] transcript_key without transcript")
+    return [params, *args]
+
+
+def _transcript_params(io: Mapping[str, Any], party_id: int, base: Path) -> dict[str, Any]:
+    from mpcai.errors import WouldOverwrite
+
+    where = f"[io.{party_id}] transcript"
+    path = base / io["transcript"]
+    pub = path.with_name(path.name + ".pub")
+    if not path.parent.is_dir():
+        raise InvalidInput(f"{where} = {io['transcript']!r}: {path.parent} is not a directory")
+    existing = [str(p) for p in (path, pub) if os.path.lexists(p)]
+    if existing:  # a transcript is never overwritten (each --round needs its own file)
+        raise WouldOverwrite(f"{where}: {', '.join(existing)} exists already; a transcript "
+                             "is never overwritten (use {round} in its name for rounds)",
+                             existing)
+    others = {(base / io[k]).resolve() for k in ("input", "output", "like", "transcript_key")
+              if k in io}
+    if path.resolve() in others or pub.resolve() in others:
+        raise InvalidInput(f"{where} names a file the party also reads or writes")
+    key = None
+    if "transcript_key" in io:
+        key = str(base / io["transcript_key"])
+        _read_signing_key(key)  # its errors before the run
+    return {TRANSCRIPT_PARAM: str(path), TRANSCRIPT_KEY_PARAM: key}
+
+
+def _read_signing_key(path: str) -> bytes:
+    p = Path(path)
+    try:
+        if p.stat().st_size > 4096:
+            raise InvalidInput(f"transcript_key {p}: more than 4096 bytes, not a key file")
+        text = p.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read transcript_key {p}: {exc}") from exc
+    if len(text) != 64 or any(c not in string.hexdigits for c in text):
+        raise InvalidInput(f"transcript_key {p} must hold 64 hex digits (an Ed25519 "
+                           "private key)")
+    return bytes.fromhex(text)
+
+
+def _take_transcript(params: Mapping[str, Any]) -> tuple[dict[str, Any], str | None,
+                                                         bytes | None]:
+    """``params`` without the transcript parameters; the transcript's path and the
+    signing key (a fresh one if none is named), whose public key is written to
+    ``<path>.pub`` now, before the run."""
+    from mpcai import audit
+
+    rest = dict(params)
+    path = rest.pop(TRANSCRIPT_PARAM, None)
+    key_path = rest.pop(TRANSCRIPT_KEY_PARAM, None)
+    if path is None:
+        return rest, None, None
+    key = _read_signing_key(key_path) if key_path else audit.new_signing_key()
+    pub = Path(path).with_name(Path(path).name + ".pub")
+    try:
+        with open(pub, "x") as fh:
+            fh.write(audit.public_key(key).hex() + "\n")
+    except FileExistsError:
+        from mpcai.errors import WouldOverwrite
+
+        raise WouldOverwrite(f"{pub} exists already", [str(pub)]) from None
+    return rest, str(path), key
 
 
 def write_output(table: Mapping[str, Any], result: Any, io: Mapping[str, Any], party_id: int,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
+from mpcai import audit
 from mpcai.errors import InvalidInput, InvalidType, PeerError
 from mpcai.he import paillier
 from mpcai.runtime import InMemoryNetwork, Party, run_local
@@ -24,7 +27,10 @@ async def _party(party: Party, cfg: HEAggConfig, public_key: Any, shares: Sequen
                  updates: Sequence[np.ndarray], weights: Sequence[int], drops: set[int],
                  member_drops: set[int]) -> Any:
     if party.id == 0:
-        return await aggregator(party, cfg, public_key)
+        agg = await aggregator(party, cfg, public_key)
+        if party.transcript is not None:
+            _record_result(party.transcript, agg)
+        return agg
     if party.id <= cfg.n_clients:
         i = party.id - 1
         return await client(party, updates[i], cfg, public_key, weights[i],
@@ -32,6 +38,19 @@ async def _party(party: Party, cfg: HEAggConfig, public_key: Any, shares: Sequen
     index = party.id - cfg.n_clients
     return await committee_member(party, cfg, public_key, shares[index - 1],
                                   drop=index in member_drops)
+
+
+#: the protocol name HE aggregation transcripts give (:mod:`mpcai.audit`)
+AUDIT_PROTOCOL = "he_aggregation"
+
+
+def _record_result(transcript: audit.Transcript, agg: AggregateResult) -> None:
+    """The aggregator's public outcome (participants, misbehaving parties) and the
+    result digest: SHA-256 of the exact sums (int64, little-endian)."""
+    transcript.note("outcome", {"participants": agg.participants,
+                                "misbehaving": agg.misbehaving})
+    sums = np.ascontiguousarray(np.asarray(agg.sums, dtype="<i8"))
+    transcript.result(hashlib.sha256(sums.tobytes()).digest())
 
 
 def _ids(given: Iterable[int], lo: int, hi: int, what: str) -> set[int]:
@@ -58,6 +77,7 @@ def simulate(
     committee_dropouts: Iterable[int] = (),
     session: bytes | None = None,
     scheme: Literal["paillier", "ckks"] | None = None,
+    transcript: str | os.PathLike[str] | None = None,
 ) -> AggregateResult:
     """Aggregate ``updates`` (one array per client, all of one shape; ``updates[i]`` is
     client ``i + 1``) under a ``committee = (t, l)`` threshold key, in one process.
@@ -76,7 +96,11 @@ def simulate(
     updates) with ``roles`` filled in: per role the mean CPU seconds of its work
     (each client's quantising and encrypting, each member's partial decryption,
     the aggregator's adding, verifying and combining) and the mean bytes sent and
-    received.
+    received.  With ``transcript`` (a directory), every party writes an audit
+    transcript (:mod:`mpcai.audit`, protocol ``he_aggregation``) there,
+    ``party-<id>.jsonl``, with the public keys in ``keys.json``; the aggregator's
+    records its outcome and the digest of the exact sums.  Check them with
+    ``mpcai audit verify DIR``.
     """
     if isinstance(updates, np.ndarray) or not isinstance(updates, Sequence):
         raise InvalidType("updates must be a list with one array per client")
@@ -117,9 +141,12 @@ def simulate(
     if isinstance(public_key, paillier.ThresholdPublicKey):
         public_key.public_key.precompute()  # once for every client of this process
     parties = 1 + n + cfg.committee_size
+    transcripts = None if transcript is None else audit.open_transcripts(
+        transcript, range(parties), protocol=AUDIT_PROTOCOL, config=cfg)
     run = run_local(parties, _party, cfg, public_key, list(shares), arrays, weights, drops,
                     member_drops, network=InMemoryNetwork(parties, hub=0), session=session,
-                    timeout=cfg.timeout + cfg.decrypt_timeout, return_exceptions=True)
+                    timeout=cfg.timeout + cfg.decrypt_timeout, return_exceptions=True,
+                    transcripts=transcripts)
     errors = [(pid, r) for pid, r in enumerate(run) if isinstance(r, BaseException)]
     for pid, err in errors:  # the aggregator's failure first, then any but a lost link
         if pid == 0 or not isinstance(err, PeerError):
@@ -156,15 +183,30 @@ def simulate(
 
 async def process_party(party: Party, config: dict[str, Any], public_key: bytes,
                         share: bytes | None = None, update: np.ndarray | None = None,
-                        weight: int = 1, drop: bool = False) -> dict[str, Any]:
+                        weight: int = 1, drop: bool = False,
+                        transcript: str | os.PathLike[str] | None = None,
+                        signing_key: bytes | None = None) -> dict[str, Any]:
     """Entry point for one OS process (``launch_local``): ``config`` holds
     :class:`HEAggConfig` fields, ``public_key`` the committee key's binary form
     (:meth:`~mpcai.he.paillier.ThresholdPublicKey.serialize`, or for
     ``scheme="ckks"`` :meth:`~mpcai.he.ckks.ThresholdContext.serialize`), ``share`` a
     member's key share (:meth:`~mpcai.he.paillier.KeyShare.serialize` /
     :meth:`~mpcai.he.ckks.KeyShare.serialize`).  Party 0 returns the mean, the exact
-    sums and the participants; a client or a member its status."""
+    sums and the participants; a client or a member its status.  With
+    ``transcript`` (a file path, which must not exist) the party writes its audit
+    transcript there (protocol ``he_aggregation``), signed with ``signing_key`` (32
+    raw Ed25519 bytes) or a fresh key."""
     cfg = HEAggConfig(**{k: tuple(v) if k == "committee" else v for k, v in config.items()})
+    if transcript is not None:
+        with audit.recording(party, transcript, protocol=AUDIT_PROTOCOL, config=cfg,
+                             signing_key=signing_key):
+            return await _process_party(party, cfg, public_key, share, update, weight, drop)
+    return await _process_party(party, cfg, public_key, share, update, weight, drop)
+
+
+async def _process_party(party: Party, cfg: HEAggConfig, public_key: bytes,
+                         share: bytes | None, update: np.ndarray | None, weight: int,
+                         drop: bool) -> dict[str, Any]:
     pk: Any
     if cfg.scheme == "ckks":
         from mpcai.he import ckks  # TenSEAL loads only when CKKS is used
@@ -174,6 +216,8 @@ async def process_party(party: Party, config: dict[str, Any], public_key: bytes,
         pk = paillier.ThresholdPublicKey.deserialize(public_key)
     if party.id == 0:
         agg = await aggregator(party, cfg, pk)
+        if party.transcript is not None:
+            _record_result(party.transcript, agg)
         return {"mean": agg.mean, "sums": agg.sums,
                 "participants": np.array(agg.participants, dtype=np.uint32),
                 "misbehaving": np.array(agg.misbehaving, dtype=np.uint32),

@@ -81,6 +81,7 @@ protocol).
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -90,6 +91,7 @@ from typing import Any
 import numpy as np
 import trio
 
+from mpcai import audit
 from mpcai.errors import (
     EncodingOverflow,
     InvalidInput,
@@ -137,6 +139,8 @@ for _f in (Plan, Retrained, approximate_relu, retrain_square, square_activations
     _f.__module__ = __name__
 
 _TAG = "he-inference"
+#: the protocol name CKKS inference transcripts give (:mod:`mpcai.audit`)
+AUDIT_PROTOCOL = "inference-he"
 
 #: The most batches (round trips) one client session may announce.
 MAX_BATCHES = 1 << 16
@@ -461,6 +465,7 @@ def simulate(
     batch: int | None = None,
     network: Network | None = None,
     timeout: float = 300.0,
+    transcript: str | os.PathLike[str] | None = None,
 ) -> HEResult:
     """The client (party 0) and the server (party 1) in this process over memory channels.
 
@@ -470,6 +475,9 @@ def simulate(
     in-memory network; ``timeout`` is each party's deadline per message; ``batch`` caps
     the queries per round trip (default: a ciphertext's :attr:`Plan.capacity`).
     The first party's error that is a cause (not a peer that left) is raised.
+    With ``transcript`` (a directory), both parties write an audit transcript
+    (:mod:`mpcai.audit`, protocol ``inference-he``) there, ``party-<id>.jsonl``,
+    with their public keys in ``keys.json``; check them with ``mpcai audit verify DIR``.
     """
     program = _compile(model, preset, output, sigmoid_bound)
     xs = check_inputs(model, x)
@@ -482,9 +490,12 @@ def simulate(
         return await run_server(party, model, client=0, preset=pl.preset, output=output,
                                 sigmoid_bound=sigmoid_bound)
 
+    transcripts = None if transcript is None else audit.open_transcripts(
+        transcript, range(2), protocol=AUDIT_PROTOCOL,
+        config={"preset": pl.preset, "output": output, "batch": batch})
     out = run_local(2, one, args_per_party=[("client",), ("server",)],
                     network=network if network is not None else InMemoryNetwork(2),
-                    timeout=timeout, return_exceptions=True)
+                    timeout=timeout, return_exceptions=True, transcripts=transcripts)
     errors = [r for r in out if isinstance(r, BaseException)]
     if errors:
         raise next((e for e in errors if not isinstance(e, PeerError)), errors[0])
@@ -552,14 +563,30 @@ async def process_party(
     x: np.ndarray | None = None,
     preset: str | None = None,
     progress: bool = False,
+    transcript: str | os.PathLike[str] | None = None,
+    signing_key: bytes | None = None,
 ) -> dict[str, Any]:
     """Entry point for one OS process (``launch_local``): ``role`` ``"client"`` (party 0,
     passes ``x``) or ``"server"`` (party 1, passes :func:`model_layers` of its model).
 
     With ``progress`` the client prints ``mpcai-progress <batch> <rows> <seconds>`` to
     stderr after each batch.  Returns plain values: the client's outputs, labels,
-    latencies and bytes, the server's evaluation times.
+    latencies and bytes, the server's evaluation times.  With ``transcript`` (a file
+    path, which must not exist) the party writes its audit transcript there
+    (protocol ``inference-he``, no configuration: the server's plan travels in its
+    first message, whose digest both record), signed with ``signing_key`` (32 raw
+    Ed25519 bytes) or a fresh key.
     """
+    if transcript is not None:
+        with audit.recording(party, transcript, protocol=AUDIT_PROTOCOL,
+                             signing_key=signing_key):
+            return await _process_party(party, role, layers, x, preset, progress)
+    return await _process_party(party, role, layers, x, preset, progress)
+
+
+async def _process_party(party: Party, role: str, layers: list[list[Any]] | None,
+                         x: np.ndarray | None, preset: str | None,
+                         progress: bool) -> dict[str, Any]:
     if role == "server":
         if layers is None:
             raise InvalidInput("the server passes its model's layers")

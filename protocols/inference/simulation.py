@@ -181,6 +181,8 @@ async def process_party(
     layers: list[list[np.ndarray]] | None = None,
     x: np.ndarray | None = None,
     progress: bool = False,
+    transcript: str | os.PathLike[str] | None = None,
+    signing_key: bytes | None = None,
 ) -> dict[str, Any]:
     """Entry point for one OS process (``launch_local`` / ``mpcai party``).
 
@@ -190,11 +192,27 @@ async def process_party(
     finished layer to stderr: ``mpcai-progress <layer> <seconds> <bytes sent>``
     (:func:`process_party3`: party 0).
     Returns plain values (the data owner's ``logits``, a compute party's
-    per-layer statistics).
+    per-layer statistics).  With ``transcript`` (a file path, which must not
+    exist), the party writes its audit transcript there (:mod:`mpcai.audit`,
+    protocol ``inference-dealer`` or ``inference-dealerless``), signed with
+    ``signing_key`` (32 raw Ed25519 bytes) if given, else a fresh key.
     """
     r = Roles(**{**roles, "compute": tuple(roles.get("compute", (0, 1)))})
     cfg = InferenceConfig(**config)
     spec = ModelSpec(tuple(int(d) for d in dims))
+    if transcript is not None:
+        provider = "dealerless" if r.dealer is None else "dealer"
+        audit_config = {"provider": provider, "dims": spec.dims, "batch": int(batch),
+                        "config": cfg, "roles": r, "output": "logits"}
+        with audit.recording(party, transcript, protocol=f"inference-{provider}",
+                             config=audit_config, signing_key=signing_key):
+            return await _process_party(party, r, spec, batch, cfg, layers, x, progress)
+    return await _process_party(party, r, spec, batch, cfg, layers, x, progress)
+
+
+async def _process_party(party: Party, r: Roles, spec: ModelSpec, batch: int,
+                         cfg: InferenceConfig, layers: list[list[np.ndarray]] | None,
+                         x: np.ndarray | None, progress: bool) -> dict[str, Any]:
     model = from_numpy([(w, b) for w, b in layers]) if layers is not None else None
 
     on_layer = _show_layer if progress and party.id == r.compute[0] else None
@@ -300,13 +318,28 @@ async def process_party3(
     x: np.ndarray | None = None,
     progress: bool = False,
     output: str = "logits",
+    transcript: str | os.PathLike[str] | None = None,
+    signing_key: bytes | None = None,
 ) -> dict[str, Any]:
     """Entry point for one of three OS processes of the replicated three-party
-    inference (data owner party 0, model owner party 1): as :func:`process_party`."""
-    from .mpc3 import run_party3
-
+    inference (data owner party 0, model owner party 1): as :func:`process_party`
+    (the transcript's protocol is ``inference-replicated``)."""
     cfg = InferenceConfig(**config)
     spec = ModelSpec(tuple(int(d) for d in dims))
+    if transcript is not None:
+        audit_config = {"provider": "replicated", "dims": spec.dims, "batch": int(batch),
+                        "config": cfg, "roles": None, "output": output}
+        with audit.recording(party, transcript, protocol="inference-replicated",
+                             config=audit_config, signing_key=signing_key):
+            return await _process_party3(party, spec, batch, cfg, layers, x, progress, output)
+    return await _process_party3(party, spec, batch, cfg, layers, x, progress, output)
+
+
+async def _process_party3(party: Party, spec: ModelSpec, batch: int, cfg: InferenceConfig,
+                          layers: list[list[np.ndarray]] | None, x: np.ndarray | None,
+                          progress: bool, output: str) -> dict[str, Any]:
+    from .mpc3 import run_party3
+
     model = from_numpy([(w, b) for w, b in layers]) if layers is not None else None
     on_layer = _show_layer if progress and party.id == 0 else None
     res = await run_party3(
