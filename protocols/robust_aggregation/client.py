@@ -38,12 +38,16 @@ def quantize_update(update: Any, cfg: RobustConfig) -> np.ndarray:
         raise InvalidInput(f"the update has {x.size} values, the configuration {cfg.dim}")
     if not np.all(np.isfinite(x)):
         raise InvalidInput("the update has NaN or infinite values")
-    norm = float(np.linalg.norm(x))
+    # the norm of x / max|x| (in [1, sqrt(d)]) times max|x|: no overflow of the squares
+    # for entries over ~1e154 (a plain norm would be inf and clipping would give zeros)
+    top = float(np.max(np.abs(x)))
+    unit = x / top if top > 0.0 else x
+    norm = top * float(np.linalg.norm(unit))
     if norm > cfg.l2_bound:
         if cfg.over_bound == "raise":
             raise InvalidInput(
                 f"the update's L2 norm {norm:.6g} is over the bound {cfg.l2_bound:g}")
-        x = x * (cfg.l2_bound / norm)
+        x = unit * (cfg.l2_bound / float(np.linalg.norm(unit)))
     return encoding.encode_fixed(x, cfg.frac_bits, stochastic=True)
 
 

@@ -224,3 +224,18 @@ def test_no_well_formed_client_gives_an_empty_sum() -> None:
     res = ra.simulate([np.zeros(D)] * 2, _cfg(2), messages={2: (b"x", None), 3: (None, b"y")})
     assert res.accepted == [] and res.malformed == [2, 3] and res.mean is None
     assert not res.sum.any()
+
+
+def test_clipping_a_huge_update_keeps_its_direction() -> None:
+    # entries over ~1e154 overflow the squares of a plain norm (inf): clipping by B / inf
+    # used to give the zero vector; the norm is now taken of x / max|x|
+    cfg = ra.RobustConfig(n_clients=1, dim=4, l2_bound=1.0, frac_bits=F, over_bound="clip")
+    for x, want in ((np.full(4, 1e200), np.full(4, 0.5)),
+                    (np.array([1e308, 0.0, 0.0, 0.0]), np.array([1.0, 0, 0, 0])),
+                    (np.full(4, -1.7e308), np.full(4, -0.5)),
+                    (np.array([3e160, 4e160, 0.0, 0.0]), np.array([0.6, 0.8, 0, 0]))):
+        got = ra.quantize_update(x, cfg).view(np.int64) / (1 << F)
+        assert np.max(np.abs(got - want)) <= 2.0**-F, (x, got)
+    with pytest.raises(InvalidInput, match="over the bound"):
+        ra.quantize_update(np.full(D, 1e200), _cfg(1))
+
