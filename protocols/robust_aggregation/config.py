@@ -139,6 +139,10 @@ class RobustConfig:
         if self.over_bound not in ("raise", "clip"):
             raise InvalidInput("over_bound must be 'raise' or 'clip'")
         bq = b * float(1 << f) + math.sqrt(d)
+        if bq >= _MAX:  # (the T and tau checks below would overflow a float first)
+            raise InvalidInput(
+                f"2^f B + sqrt(d) = {bq:.3g} must stay below 2^62: lower frac_bits ({f}) or "
+                f"l2_bound ({b:g})")
         # P(|y_i| > T) <= 2 exp(-T^2 / B_q^2) <= 2^-(h+1) / k
         t_honest = math.ceil(bq * math.sqrt(math.log(2.0 * k) + (h + 1) * _LN2))
         # the range rows test -2^(l-1) <= y_i < 2^(l-1) (compare.in_range_bits): T is

@@ -239,3 +239,8 @@ def test_clipping_a_huge_update_keeps_its_direction() -> None:
     with pytest.raises(InvalidInput, match="over the bound"):
         ra.quantize_update(np.full(D, 1e200), _cfg(1))
 
+
+def test_config_with_a_huge_bound_is_a_typed_error() -> None:
+    for b in (1e300, 1e14):  # 1e300 * 2^16 used to overflow math.ceil (OverflowError)
+        with pytest.raises(InvalidInput, match="2\\^62"):
+            ra.RobustConfig(n_clients=1, dim=4, l2_bound=b)
