@@ -22,7 +22,7 @@ from mpcai.protocols.inference.compare import (
 )
 
 from mpcai import prg
-from mpcai.errors import InvalidInput, MisbehaviourDetected, PeerError
+from mpcai.errors import InvalidInput, MisbehaviourDetected
 from mpcai.runtime import Party
 from mpcai.sharing import ot
 
@@ -128,6 +128,9 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
     if not isinstance(peer, dict) or set(peer) != {"ok", "bad"}:
         raise MisbehaviourDetected("the other server's client list is malformed")
     peer_ok, peer_bad = _ids(peer["ok"], allowed, "ok"), _ids(peer["bad"], allowed, "bad")
+    if peer_ok & peer_bad:  # else a client would be both in the sum and told "malformed"
+        raise MisbehaviourDetected("the other server lists a client as both well-formed "
+                                   "and malformed")
     common = sorted(set(valid) & peer_ok)
     malformed = sorted(set(bad) | peer_bad)
     dropped = sorted(allowed - set(common) - set(malformed))
@@ -174,11 +177,9 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
     if me == 0:
         verdicts = {c: c in set(accepted) for c in common}
         verdicts.update(dict.fromkeys(malformed, False))
-        for c, v in verdicts.items():
-            try:
-                await party.send(c, TAG_VERDICT, v, timeout=cfg.timeout)
-            except PeerError:
-                pass  # a client that left after sending: the verdict is only a courtesy
+        # concurrently (a client that does not read cannot hold the others' verdicts up);
+        # a client that left after sending is skipped: the verdict is only a courtesy
+        await party.send_many(TAG_VERDICT, verdicts, timeout=cfg.timeout)
     real = s.astype(np.float64) / cfg.scale
     return RobustResult(sum=s, total=real, mean=real / len(accepted) if accepted else None,
                         accepted=accepted, rejected=rejected, malformed=malformed,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ from mpcai.protocols import robust_aggregation as ra
 from mpcai.protocols.robust_aggregation import config as rcfg
 
 from mpcai import prg
-from mpcai.errors import InvalidInput
+from mpcai.errors import InvalidInput, MisbehaviourDetected
+from mpcai.runtime import Party, run_local
 
 D, F = 512, 16
 
@@ -244,3 +247,44 @@ def test_config_with_a_huge_bound_is_a_typed_error() -> None:
     for b in (1e300, 1e14):  # 1e300 * 2^16 used to overflow math.ceil (OverflowError)
         with pytest.raises(InvalidInput, match="2\\^62"):
             ra.RobustConfig(n_clients=1, dim=4, l2_bound=b)
+
+
+class _Tamper:
+    """A server's Party whose message under ``tag`` is replaced by ``fn(message)``."""
+
+    def __init__(self, party: Party, tag: str, fn: Any) -> None:
+        self._p, self._tag, self._fn = party, tag, fn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._p, name)
+
+    async def send(self, to: int, tag: str, obj: Any, **kw: Any) -> None:
+        await self._p.send(to, tag, self._fn(obj) if tag == self._tag else obj, **kw)
+
+
+_TAMPER = {
+    "both-ok-and-bad": ("robust/present", lambda o: {"ok": o["ok"], "bad": o["ok"]}),
+    "list-not-dict": ("robust/present", lambda o: ["junk"]),
+    "coin-not-committed": ("robust/coin-open", lambda o: bytes(32)),
+    "ot-hello-not-a-point": ("robust/ot-hello", lambda o: bytes(32)),
+    "ot-extend-short": ("robust/ot-extend", lambda o: [u[:, :-1] for u in o]),
+    "gate-opening-short": ("robust/cmp/range/cleaf", lambda o: o[:-1]),
+    "accept-bits-wrong-type": ("robust/cmp/open", lambda o: o.astype(np.uint16)),
+    "sum-wrong-length": ("robust/sum", lambda o: o[:-1]),
+}
+
+
+@pytest.mark.parametrize("evil", [0, 1])
+@pytest.mark.parametrize("case", sorted(_TAMPER))
+def test_a_misbehaving_server_is_a_typed_error(case: str, evil: int) -> None:
+    tag, fn = _TAMPER[case]
+    cfg = ra.RobustConfig(n_clients=2, dim=16, l2_bound=1.0, timeout=5.0)
+    srv, cli = sys.modules[ra.__name__ + ".server"], sys.modules[ra.__name__ + ".client"]
+
+    async def party(p: Party) -> Any:
+        if p.id < 2:
+            return await srv.server(_Tamper(p, tag, fn) if p.id == evil else p, cfg)
+        return await cli.client(p, np.full(16, 0.1), cfg, wait_verdict=False)
+
+    out = run_local(4, party, timeout=5.0, return_exceptions=True)
+    assert isinstance(out[1 - evil], MisbehaviourDetected), out
