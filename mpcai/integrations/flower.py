@@ -116,21 +116,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
+import math
 import os
 import secrets
 import struct
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mpcai import dp as _dpm
 from mpcai.errors import InvalidInput, MpcaiError, ProtocolAbort
 from mpcai.prg import MAX_THREADS
-from mpcai.protocols.secure_aggregation import SecAggConfig, security_report
+from mpcai.protocols.secure_aggregation import DPConfig, SecAggConfig, security_report
 from mpcai.protocols.secure_aggregation import stepwise as _sw
 from mpcai.runtime import wire
 from mpcai.validation import check_int, check_real
@@ -163,7 +166,7 @@ _CFG_FIELDS = ("clip", "bits", "max_weight", "out_of_range", "timeout",
                "dropout_fraction", "corrupt_fraction", "failure_bound",
                "privacy_bound", "threshold", "degree")
 #: the clients' parameters the server decides (``threads`` stays each client's own)
-_SENT_FIELDS = ("n_clients", "dim", *_CFG_FIELDS)
+_SENT_FIELDS = ("n_clients", "dim", *_CFG_FIELDS, "dp")
 
 #: inner strategies whose aggregate is the weighted mean (they get one reply holding it)
 AVERAGING = ("FedAvg", "FedAvgM", "FedProx", "FedOpt", "FedAdam", "FedAdagrad", "FedYogi")
@@ -225,6 +228,22 @@ def _delta(reply: ArrayRecord, received: ArrayRecord,
 from ._flower_he import _Wrapping  # noqa: E402 (after the flwr imports)
 
 
+def _dp_config(dp: DPConfig | Mapping[str, Any] | None) -> DPConfig | None:
+    """``dp`` as a :class:`DPConfig` (a mapping of its fields is accepted)."""
+    if dp is None or isinstance(dp, DPConfig):
+        return dp
+    if isinstance(dp, Mapping):
+        unknown = set(dp) - {f.name for f in dataclasses.fields(DPConfig)}
+        if unknown:
+            raise InvalidInput(f"unknown dp options {sorted(unknown)}")
+        try:
+            return DPConfig(**dp)
+        except TypeError as exc:  # a required field missing
+            raise InvalidInput(f"dp: {exc}") from None
+    raise InvalidInput(f"dp must be a DPConfig, a dict of its fields or None, not "
+                       f"{type(dp).__name__}")
+
+
 class SecAggStrategy(_Wrapping):
     """A Message-API strategy that aggregates its inner strategy's training round securely.
 
@@ -253,10 +272,11 @@ class SecAggStrategy(_Wrapping):
     lists every round's outcome.
     """
 
-    def __init__(self, inner: Strategy, *, clip: float = 1.0, bits: int = 16,
-                 max_weight: int = 100_000, timeout: float = 60.0,
+    def __init__(self, inner: Strategy, *, clip: float | None = None, bits: int | None = None,
+                 max_weight: int | None = None, timeout: float = 60.0,
                  train_timeout: float = 3600.0,
-                 weighted_by_key: str | None = None, **secagg: Any) -> None:
+                 weighted_by_key: str | None = None,
+                 dp: DPConfig | Mapping[str, Any] | None = None, **secagg: Any) -> None:
         if not isinstance(inner, Strategy):
             raise InvalidInput(f"inner must be a Flower Message-API Strategy, not "
                                f"{type(inner).__name__}")
@@ -276,13 +296,33 @@ class SecAggStrategy(_Wrapping):
                                f"weighs by {inner_key!r}")
         self.weighted_by_key = weighted_by_key
         self.train_timeout = check_real(train_timeout, "train_timeout", positive=True)
-        self._options = {"clip": clip, "bits": bits, "max_weight": max_weight,
+        self.dp = _dp_config(dp)
+        if self.dp is not None:
+            given = [name for name, v in (("clip", clip), ("bits", bits)) if v is not None]
+            if max_weight not in (None, 1):
+                given.append("max_weight")
+            if given:
+                raise InvalidInput(
+                    f"with dp, {' and '.join(given)} cannot be given: the update's L2 norm is "
+                    f"clipped to dp.l2_clip ({self.dp.l2_clip}), its values are dp.bits "
+                    f"({self.dp.bits}) bits and every weight is 1")
+            if "out_of_range" in secagg:
+                raise InvalidInput("with dp, out_of_range cannot be given (updates are "
+                                   "L2-clipped to dp.l2_clip)")
+            clip, bits, max_weight = 1.0, 16, 1  # not used with dp (SecAggConfig)
+        self._options = {"clip": 1.0 if clip is None else clip,
+                         "bits": 16 if bits is None else bits,
+                         "max_weight": 100_000 if max_weight is None else max_weight,
                          "timeout": timeout, **secagg}
         probe = {"threshold": 2, **self._options}  # refuse bad options now
         SecAggConfig(n_clients=max(MIN_CLIENTS, int(probe["threshold"] or 2)), **probe)
         self._grid: Grid | None = None
         self._round: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
+        #: with dp: the rounds composed so far (each round's zCDP epsilon, at dp.delta)
+        self.accountant: _dpm.PrivacyAccountant | None = (
+            None if self.dp is None else _dpm.PrivacyAccountant(self.dp.delta))
+        self._sampler_tv = 0.0  # the sampler's distance, summed over the composed rounds
 
 
     # ---- training -------------------------------------------------------------
@@ -308,13 +348,17 @@ class SecAggStrategy(_Wrapping):
         layout = _layout(arrays)
         dim = sum(int(np.prod(shape)) for _, shape in layout)
         try:
-            cfg = SecAggConfig(n_clients=len(messages), dim=dim, **self._options)
+            cfg = SecAggConfig(n_clients=len(messages), dim=dim, dp=self.dp, **self._options)
+            if cfg.dp is not None:  # the grid exists for this many clients and values
+                _sw.dp_guarantee(cfg, dim)
         except InvalidInput as exc:  # e.g. a fixed threshold above this round's sample
             _log.warning("secure aggregation round %d skipped: %s", server_round, exc)
             self.history.append({"round": server_round, "failed": f"InvalidInput: {exc}"})
             return []
         session = secrets.token_bytes(wire.SESSION_ID_BYTES)
         fields = {name: getattr(cfg, name) for name in _SENT_FIELDS}
+        if cfg.dp is not None:
+            fields["dp"] = dataclasses.asdict(cfg.dp)
         blob = wire.encode_payload({"config": fields, "layout": [[k, list(s)]
                                                                  for k, s in layout]})
         nodes: dict[int, int] = {}
@@ -418,11 +462,16 @@ class SecAggStrategy(_Wrapping):
             mean[k] = Array.from_numpy_ndarray(new.astype(base.dtype, copy=False))
             start += size
         dropped = sum(len(v) for v in res.dropped.values())
-        info = {"secagg-survivors": len(res.survivors), "secagg-dropped": dropped,
-                "secagg-errors": sum(r.get("errors", {}).values()),
-                "secagg-clipped": int(res.clipped)}
+        info: dict[str, int | float] = {
+            "secagg-survivors": len(res.survivors), "secagg-dropped": dropped,
+            "secagg-errors": sum(r.get("errors", {}).values()),
+            "secagg-clipped": int(res.clipped)}
+        extra: dict[str, Any] = {}
+        if res.privacy is not None:
+            info.update(self._compose(res.privacy, len(res.survivors)))
+            extra["privacy"] = res.privacy
         self.history.append({"round": server_round, **info,
-                             "misbehaving": list(res.misbehaving)})
+                             "misbehaving": list(res.misbehaving), **extra})
         synthetic = Message(RecordDict({
             "arrays": mean,
             "metrics": MetricRecord({self.weighted_by_key: int(res.total_weight)})}),
@@ -431,9 +480,30 @@ class SecAggStrategy(_Wrapping):
         out = MetricRecord(dict(metrics or {}))
         for k, v in info.items():
             out[k] = v
-        _log.info("secure aggregation round %d: %d survivors, %d dropped, %d values clipped",
-                  server_round, info["secagg-survivors"], dropped, info["secagg-clipped"])
+        _log.info("secure aggregation round %d: %d survivors, %d dropped, %d %s clipped",
+                  server_round, info["secagg-survivors"], dropped, info["secagg-clipped"],
+                  "values" if self.dp is None else "clients")
+        if res.privacy is not None:
+            _log.info("secure aggregation round %d with dp: eps %.4g this round, %.4g in all "
+                      "at delta %.3g (%d honest survivors' noise)", server_round,
+                      info["secagg-dp-epsilon"], info["secagg-dp-epsilon-total"],
+                      info["secagg-dp-delta-total"], res.privacy.honest_survivors)
         return arrays, out
+
+    def _compose(self, priv: _dpm.RoundPrivacy, survivors: int) -> dict[str, int | float]:
+        """Compose a DP round into :attr:`accountant`; the round's privacy metrics."""
+        assert self.accountant is not None and self.dp is not None
+        total = self.accountant.add_round(priv.epsilon_zcdp)
+        self._sampler_tv += priv.sampler_tv
+        return {"secagg-dp-epsilon": float(priv.epsilon),
+                "secagg-dp-delta": float(priv.delta),
+                "secagg-dp-epsilon-total": float(total),
+                "secagg-dp-delta-total": float(self.dp.delta + self._sampler_tv),
+                "secagg-dp-epsilon-zcdp": float(priv.epsilon_zcdp),
+                "secagg-dp-honest-survivors": int(priv.honest_survivors),
+                "secagg-dp-wrap": float(priv.wrap_probability),
+                # the noise's standard deviation in each value of the mean update
+                "secagg-dp-noise-std": float(priv.sigma_present * priv.gamma / survivors)}
 
 
 def _round_config(rec: ConfigRecord) -> tuple[SecAggConfig, list[tuple[str, tuple[int, ...]]],
@@ -451,7 +521,12 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
                     min_threshold: int = 2, max_clip: float | None = None,
                     privacy_bound: float = 2.0**-40, corrupt_fraction: float = 0.1,
                     dropout_fraction: float = 0.1, threads: int | None = None,
-                    claims_dir: str | os.PathLike[str] | None = None) -> Any:
+                    claims_dir: str | os.PathLike[str] | None = None,
+                    require_dp: bool = False, min_noise_multiplier: float = 0.0,
+                    max_l2_clip: float | None = None, max_epsilon: float | None = None,
+                    dp_delta: float = 1e-5, max_epsilon_total: float | None = None,
+                    budget_file: str | os.PathLike[str] | Callable[[Context], Any] | None
+                    = None) -> Any:
     """A ClientApp mod for :class:`SecAggStrategy`, with this client's own floor.
 
     The client refuses (a fixed error reply, the reason only in its own log) a
@@ -474,12 +549,57 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
     empty file in ``claims_dir`` (node-local; by default
     ``<tmp>/mpcai-secagg-claims-<uid>``, files older than a day removed) before
     it trains or answers.
+
+    Differential privacy (rounds of ``SecAggStrategy(dp=...)``): the client's own
+    floor on the noise, checked at the round's first message, before it trains
+    or sends anything derived from its data.  ``require_dp`` refuses rounds
+    without dp (so do ``min_noise_multiplier > 0``, ``max_epsilon`` and
+    ``max_epsilon_total``); ``min_noise_multiplier`` refuses a smaller
+    ``dp.noise_multiplier``; ``max_l2_clip`` a larger ``dp.l2_clip`` (and
+    ``max_clip``, which with dp bounds ``dp.l2_clip``: every value of an update
+    is within its L2 norm; the round's ``clip`` is not used);
+    ``max_epsilon`` a round whose epsilon at ``dp_delta`` (this client's delta,
+    never the server's) is larger, computed here from the round's parameters
+    with the noise this client believes in: every client adds the noise the
+    configuration prescribes (calibrated for the server's declared corrupt
+    fraction), and the sum holds at least the noise of ``dp.min_survivors`` (or
+    the threshold) survivors minus ``ceil(f n)`` corrupt ones, ``f`` the larger of
+    this client's ``corrupt_fraction`` and the server's (dropouts cannot lower
+    it: every client refuses to unmask for fewer survivors).
+    ``max_epsilon_total`` with ``budget_file``: a cumulative budget for this
+    node, composed (:class:`mpcai.dp.PrivacyAccountant`, at ``dp_delta``) over
+    every round it sent a masked update for, each charged with that worst-case
+    epsilon once per round, under an exclusive lock, before the client trains;
+    a round that would exceed the budget is refused.  ``budget_file``: a
+    node-local JSON file (created if missing; the rounds' sessions and zCDP
+    epsilons), or ``f(context)`` giving its path (e.g. by the node's partition
+    in a simulation, where nodes share a machine); keep it where the node's
+    data is, since what it bounds is the privacy of that data.
     """
     if threads is not None:
         threads = check_int(threads, "threads", lo=1, hi=MAX_THREADS)
     privacy_bound = check_real(privacy_bound, "privacy_bound", lo=0.0, hi=1.0)
     corrupt_fraction = check_real(corrupt_fraction, "corrupt_fraction", lo=0.0, hi=0.99)
     dropout_fraction = check_real(dropout_fraction, "dropout_fraction", lo=0.0, hi=0.99)
+    if not isinstance(require_dp, bool):
+        raise InvalidInput("require_dp must be a bool")
+    min_noise_multiplier = check_real(min_noise_multiplier, "min_noise_multiplier", lo=0.0)
+    if max_l2_clip is not None:
+        max_l2_clip = check_real(max_l2_clip, "max_l2_clip", positive=True)
+    if max_epsilon is not None:
+        max_epsilon = check_real(max_epsilon, "max_epsilon", positive=True)
+    dp_delta = check_real(dp_delta, "dp_delta", positive=True)
+    if not dp_delta < 1:
+        raise InvalidInput(f"dp_delta must be in (0, 1), got {dp_delta}")
+    if max_epsilon_total is not None:
+        max_epsilon_total = check_real(max_epsilon_total, "max_epsilon_total", positive=True)
+        if budget_file is None:
+            raise InvalidInput("max_epsilon_total needs a budget_file (where the node "
+                               "keeps the rounds it took part in)")
+    elif budget_file is not None:
+        raise InvalidInput("budget_file without max_epsilon_total")
+    require_dp = require_dp or min_noise_multiplier > 0 or max_epsilon is not None or (
+        max_epsilon_total is not None)
     claims = Path(claims_dir) if claims_dir is not None else Path(
         tempfile.gettempdir()) / f"mpcai-secagg-claims-{os.getuid()}"
 
@@ -507,6 +627,8 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         if rec.get("stage") == "begin":
             cfg, _, me, session, weight_key = _round_config(rec)
             _check_floor(cfg)
+            if budget_file is not None:  # refused now if this round would exceed it
+                _charge_budget(context, session, cfg, charge=False)
             _claim(claims, session, me, "begin", prune=True)
             if threads is not None:
                 cfg = dataclasses.replace(cfg, threads=threads)
@@ -526,6 +648,9 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         stage = _sw.next_stage(items, held["state"])
         _claim(claims, bytes(held["session"]), int(held["id"]), stage)
         if stage == "masked_input":  # the user's training, then the mask
+            if budget_file is not None:  # charged before anything of the data is made
+                cfg, _, _, _, _ = _round_config(held)
+                _charge_budget(context, bytes(held["session"]), cfg, charge=True)
             update, weight = _train(msg, context, call_next, held)
             tag, out, state = _sw.client_step(held["state"], items, update, weight)
         else:
@@ -540,17 +665,57 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         p = security_report(cfg, max(cfg.corrupt_fraction, corrupt_fraction),
                             max(cfg.dropout_fraction, dropout_fraction)
                             ).privacy_failure_probability
+        clip = cfg.clip if cfg.dp is None else cfg.dp.l2_clip
         if cfg.n_clients < min_clients or cfg.threshold < min_threshold or (
-                max_clip is not None and cfg.clip > max_clip) or p > privacy_bound:
+                max_clip is not None and clip > max_clip) or p > privacy_bound:
             raise ProtocolAbort(f"round parameters below this client's floor: "
                                 f"{cfg.n_clients} clients, {cfg.neighbours} neighbours, "
-                                f"threshold {cfg.threshold}, clip {cfg.clip}, "
+                                f"threshold {cfg.threshold}, clip {clip}, "
                                 f"P[privacy lost] <= {p:.2g}")
+        if cfg.dp is None:
+            if require_dp:
+                raise ProtocolAbort("a round without differential privacy: this client "
+                                    "requires dp")
+            return
+        z, c = cfg.dp.noise_multiplier, cfg.dp.l2_clip
+        if z < min_noise_multiplier or (max_l2_clip is not None and c > max_l2_clip):
+            raise ProtocolAbort(f"dp below this client's floor: noise multiplier {z}, "
+                                f"l2_clip {c}")
+        if max_epsilon is not None:
+            eps = _worst_epsilon(cfg).epsilon
+            if not eps <= max_epsilon:
+                raise ProtocolAbort(f"dp below this client's floor: eps {eps:.4g} at delta "
+                                    f"{dp_delta:.3g} this round (at most {max_epsilon})")
+
+    def _worst_epsilon(cfg: SecAggConfig) -> _dpm.RoundPrivacy:
+        """This round's privacy for this client: the fewest honest survivors it believes
+        in (at least the server's count of corrupt clients), at its own delta."""
+        assert cfg.dp is not None and cfg.dim is not None
+        n = cfg.n_clients
+        corrupt = max(cfg.corrupt_clients,
+                      min(n, math.ceil(corrupt_fraction * n - 1e-9)))  # as SecAggConfig
+        honest = cfg.dp_min_survivors - corrupt
+        if honest < 1:
+            raise ProtocolAbort(f"dp: {cfg.dp_min_survivors} survivors may all be among the "
+                                f"{corrupt} corrupt clients this client assumes")
+        try:
+            return _sw.dp_guarantee(cfg, cfg.dim, honest, delta=dp_delta)
+        except InvalidInput as exc:
+            raise ProtocolAbort(f"dp: the round cannot run: {exc}") from exc
+
+    def _charge_budget(context: Context, session: bytes, cfg: SecAggConfig, *,
+                       charge: bool) -> None:
+        assert max_epsilon_total is not None and budget_file is not None
+        if cfg.dp is None:  # refused by _check_floor already (require_dp)
+            raise ProtocolAbort("a round without differential privacy")
+        path = Path(budget_file(context) if callable(budget_file) else budget_file)
+        _budget(path, session, _worst_epsilon(cfg).epsilon_zcdp, dp_delta,
+                max_epsilon_total, charge=charge)
 
     def _train(msg: Message, context: Context, call_next: Any,
                held: ConfigRecord) -> tuple[np.ndarray, int | float]:
         """The user's train reply to ``msg`` as this client's change to the model."""
-        _, layout, _, _, weight_key = _round_config(held)
+        cfg, layout, _, _, weight_key = _round_config(held)
         received = list(msg.content.array_records.values())
         if len(received) != 1 or dict(_layout(received[0])) != dict(layout):
             raise InvalidInput("the train message must hold one ArrayRecord: the model")
@@ -560,6 +725,10 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         if reply.has_error():
             raise RuntimeError("the user's train function failed")
         arrays = list(reply.content.array_records.values())
+        if cfg.dp is not None:  # every weight is 1: the number of examples is not used
+            if len(arrays) != 1:
+                raise InvalidInput("the train reply must hold one ArrayRecord")
+            return _delta(arrays[0], before, layout), 1
         metrics = list(reply.content.metric_records.values())
         if len(arrays) != 1 or len(metrics) != 1 or weight_key not in metrics[0]:
             raise InvalidInput(f"the train reply must hold one ArrayRecord and one "
@@ -598,6 +767,50 @@ def _claim(directory: Path, session: bytes, me: int, stage: str, *, prune: bool 
     except FileExistsError:
         raise ProtocolAbort(f"stage {stage} of this round already ran on this node") from None
     os.close(fd)
+
+
+def _budget(path: Path, session: bytes, eps_zcdp: float, delta: float, limit: float, *,
+            charge: bool) -> float:
+    """This node's privacy budget in ``path``: the rounds charged so far plus this one
+    (``session``, zCDP ``eps_zcdp``) composed at ``delta`` must stay within ``limit``,
+    else :class:`ProtocolAbort`; with ``charge``, the round is recorded (once per
+    session).  An exclusive lock (``<path>.lock``, POSIX ``flock``) makes the check and
+    the charge one step for concurrent ClientApps of a node; the file is replaced
+    atomically, and an unreadable one refuses every round (never a fresh budget)."""
+    import fcntl
+
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rounds: dict[str, float] = {}
+        if path.exists():
+            try:
+                book = json.loads(path.read_text(encoding="utf-8"))
+                rounds = {str(k): float(v) for k, v in book["rounds"].items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ProtocolAbort(f"the privacy budget file {path} is unreadable: "
+                                    f"{exc!r}") from None
+        key = session.hex()
+        acc = _dpm.PrivacyAccountant(delta)
+        acc.rounds = list(rounds.values()) if key in rounds else [*rounds.values(), eps_zcdp]
+        total = acc.epsilon()
+        if key in rounds:  # charged already (this round's begin, then its masked input)
+            return total
+        if not total <= limit:
+            raise ProtocolAbort(f"dp: this round would bring this node's eps to {total:.4g} "
+                                f"at delta {delta:.3g}, over its budget {limit}")
+        if charge:
+            rounds[key] = eps_zcdp
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"version": 1, "rounds": rounds}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        return total
+    finally:
+        os.close(lock)  # releases the lock
 
 
 secagg_mod = make_secagg_mod()

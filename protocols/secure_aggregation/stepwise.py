@@ -33,6 +33,7 @@ pickle); a malformed message or state is refused with a typed error.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -41,11 +42,12 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from mpcai import dp
 from mpcai.errors import InvalidInput, PeerDropped, ProtocolAbort, WireError
 from mpcai.runtime import Gathered, wire
-from mpcai.validation import check_bytes, check_int
+from mpcai.validation import check_bytes, check_int, check_real
 
-from . import _crypto
+from . import _crypto, _dp
 from .client import (
     ClientState,
     _quantised,
@@ -60,7 +62,8 @@ from .config import SecAggConfig
 from .server import AggregateResult, server
 from .stages import LEGAL, Stage, StageMachine
 
-__all__ = ["RoundTrip", "client_begin", "client_step", "next_stage", "run_server"]
+__all__ = ["RoundTrip", "client_begin", "client_step", "dp_guarantee", "next_stage",
+           "run_server"]
 
 SERVER = 0
 _STATE_VERSION = 3
@@ -298,6 +301,43 @@ def next_stage(incoming: Mapping[str, Any], state: bytes | None = None) -> str:
     if not tags:
         raise ProtocolAbort(f"unexpected server messages {sorted(map(str, incoming))}")
     return _NEXT[tags[0]].value
+
+
+def dp_guarantee(cfg: SecAggConfig, dim: int, honest_survivors: int | None = None, *,
+                 delta: float | None = None) -> dp.RoundPrivacy:
+    """The privacy record of a DP round of ``cfg`` (``cfg.dp`` set) on updates of ``dim``
+    values *before it runs*, with the noise of ``honest_survivors`` honest clients in the
+    sum (default: the fewest the round can unmask with, ``cfg.min_honest_survivors``),
+    ``epsilon`` at ``delta`` (default ``cfg.dp.delta``; ``RoundPrivacy.delta`` adds the
+    sampler's distance as the server's record does).  Every client adds the noise
+    ``cfg`` prescribes (``sigma_client``, calibrated for ``cfg.min_honest_survivors``):
+    a host whose own adversary counts more corrupt clients than the server declared
+    passes the honest survivors it believes in and gets a larger epsilon.  What a
+    client checks against its own floor (the Flower mod) and a server may report in
+    advance; ``clipped_clients`` is 0.  Raises :class:`~mpcai.errors.InvalidInput`
+    without ``cfg.dp`` or if the round cannot run (no grid meets the wrap-around bound:
+    too few ``dp.bits`` for the clients and values).
+    """
+    if not isinstance(cfg, SecAggConfig) or cfg.dp is None:
+        raise InvalidInput("dp_guarantee needs a SecAggConfig with dp")
+    dim = check_int(dim, "dim", lo=1)
+    honest = cfg.min_honest_survivors if honest_survivors is None else check_int(
+        honest_survivors, "honest_survivors", lo=1, hi=cfg.n_clients)
+    delta = cfg.dp.delta if delta is None else check_real(delta, "delta", positive=True)
+    if not delta < 1:
+        raise InvalidInput(f"delta must be in (0, 1), got {delta}")
+    p = _dp.params(cfg, dim)
+    eps_z = dp.ddg_epsilon(p.l2_sensitivity, p.sigma_client, honest, p.d_pad)
+    # every client that may survive samples noise: the corrupt ones count for the sampler
+    tv = dp.sampler_tv_bound(p.sigma_client) * p.d_pad * min(cfg.n_clients,
+                                                             honest + cfg.corrupt_clients)
+    return dp.RoundPrivacy(epsilon=dp.PrivacyAccountant(delta).add_round(eps_z),
+                           delta=delta + tv, epsilon_zcdp=eps_z, honest_survivors=honest,
+                           sigma_client=p.sigma_client,
+                           sigma_present=p.sigma_client * math.sqrt(honest), gamma=p.gamma,
+                           l2_sensitivity=p.l2_sensitivity,
+                           wrap_probability=p.wrap_probability, sampler_tv=tv,
+                           clipped_clients=0)
 
 
 # ---- the server ------------------------------------------------------------------
