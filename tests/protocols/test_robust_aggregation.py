@@ -288,3 +288,120 @@ def test_a_misbehaving_server_is_a_typed_error(case: str, evil: int) -> None:
 
     out = run_local(4, party, timeout=5.0, return_exceptions=True)
     assert isinstance(out[1 - evil], MisbehaviourDetected), out
+
+
+def test_stochastic_rounding_is_unbiased() -> None:
+    # x_j = (j + 1/4) 2^-f: X_j is j or j + 1, the latter w.p. 1/4 (round-to-nearest or
+    # floor would give 0); 6 standard deviations of the binomial mean at d = 20000
+    d = 20000
+    cfg = ra.RobustConfig(n_clients=1, dim=d, l2_bound=30.0, frac_bits=F)
+    j = np.arange(d)
+    up = ra.quantize_update((j + 0.25) / (1 << F), cfg).view(np.int64) - j
+    assert set(np.unique(up).tolist()) <= {0, 1}
+    assert abs(up.mean() - 0.25) < 6 * math.sqrt(0.25 * 0.75 / d)
+    neg = ra.quantize_update(-(j + 0.75) / (1 << F), cfg).view(np.int64) + j
+    assert set(np.unique(neg).tolist()) <= {-1, 0}  # floor(-j - 3/4 + U): -j - 1 or -j
+    assert abs(neg.mean() + 0.75) < 6 * math.sqrt(0.25 * 0.75 / d)
+
+
+def test_sum_exact_against_the_quantised_updates(monkeypatch: pytest.MonkeyPatch) -> None:
+    # off-grid updates (stochastic rounding at work): the opened sum is exactly the sum of
+    # the integer vectors the clients quantised to, and within n 2^-f of the real sum
+    cli = sys.modules[ra.__name__ + ".client"]
+    seen: list[np.ndarray] = []
+
+    def spy(update: Any, cfg: ra.RobustConfig) -> np.ndarray:
+        out = ra.quantize_update(update, cfg)
+        seen.append(out.copy())
+        return out
+
+    monkeypatch.setattr(cli, "quantize_update", spy)
+    rng = np.random.default_rng(11)
+    ups = [v * (0.9 / np.linalg.norm(v)) for v in rng.normal(size=(3, D))]
+    res = ra.simulate(ups, _cfg(3))
+    assert res.accepted == [2, 3, 4] and len(seen) == 3
+    np.testing.assert_array_equal(res.sum, sum(s.view(np.int64) for s in seen))
+    assert np.max(np.abs(res.total - sum(ups))) <= 3 * 2.0**-F
+    assert np.any(res.sum != sum(_q(u) for u in ups))  # really off the grid
+
+
+@pytest.mark.parametrize("value", [1.0, -1.0, 0.37])
+def test_one_client_one_coordinate_at_the_bound(value: float) -> None:
+    # d = 1, n = 1, |x| = B exactly (not over: accepted) and below it
+    cfg = ra.RobustConfig(n_clients=1, dim=1, l2_bound=1.0, frac_bits=F, timeout=5.0)
+    res = ra.simulate([np.array([value])], cfg)
+    assert res.accepted == [2] and res.mean is not None
+    assert abs(float(res.total[0]) - value) <= 2.0**-F
+    with pytest.raises(InvalidInput, match="over the bound"):
+        ra.quantize_update(np.array([np.nextafter(1.0, 2.0)]), cfg)
+
+
+def test_one_client_one_coordinate_cheating() -> None:
+    cfg = ra.RobustConfig(n_clients=1, dim=1, l2_bound=1.0, frac_bits=F, timeout=5.0)
+    for bad in (1 << 63, 2 * cfg.range_bound + 1, 3 * int(cfg.quant_bound)):
+        res = ra.simulate([np.zeros(1)], cfg,
+                          messages={2: _shares(np.array([bad], dtype=np.uint64))})
+        assert res.rejected == [2] and res.accepted == [] and not res.sum.any(), bad
+
+
+def test_all_rejected_gives_an_empty_sum() -> None:
+    rng = np.random.default_rng(12)
+    msgs = {c: _shares(_q(_ints(rng, 10.0))) for c in (2, 3, 4)}
+    res = ra.simulate([np.zeros(D)] * 3, _cfg(3), messages=msgs)
+    assert res.rejected == [2, 3, 4] and res.accepted == [] and res.mean is None
+    assert not res.sum.any()
+
+
+@pytest.mark.parametrize("kind", ["over-2T", "at-2T-everywhere", "quarter-ring", "minus-2^63",
+                                  "in-range-but-long", "wrap-to-small"])
+def test_more_cheaters_rejected(kind: str) -> None:
+    cfg = _cfg(2)
+    t = cfg.range_bound
+    x = np.zeros(D, dtype=np.uint64)
+    if kind == "over-2T":  # one coordinate just past 2T: no wrap, a row passes w.p. 1/2
+        x[9] = 2 * t + 1
+    elif kind == "at-2T-everywhere":  # every |X_j| <= 2T: no wrap (2 T d < 2^62), too long
+        x[:] = np.int64(-2 * t).astype(np.uint64)
+    elif kind == "quarter-ring":  # +-2^62 terms: sketch sums that wrap to 0 mod 2^64 often
+        x[:8] = 1 << 62
+    elif kind == "minus-2^63":
+        x[[0, D - 1]] = 1 << 63
+    elif kind == "in-range-but-long":  # y_i in {0, +-(T - 1)}: every row in range,
+        x[0] = t - 1  # sum y_i^2 ~ k T^2 / 2 >> tau: the norm test catches it
+    else:  # 4 entries of 2^62 + 1: they sum to 4 mod 2^64 (the +1 sketch of all four)
+        x[:4] = np.uint64((1 << 62) + 1)
+    rng = np.random.default_rng(13)
+    honest = _ints(rng, 0.5)
+    res = ra.simulate([honest, np.zeros(D)], cfg, messages={3: _shares(x)})
+    assert res.rejected == [3] and res.accepted == [2]
+    np.testing.assert_array_equal(res.sum, _q(honest))
+
+
+def test_a_client_dealing_extra_messages_changes_nothing() -> None:
+    # the issue's "client that deals inconsistent correlations": here clients deal none;
+    # a client that sends correlation-like extra messages to the servers (AND-triple
+    # shares, gate openings under the servers' own tags) is ignored, and its well-formed
+    # shares are judged on X alone
+    cfg = _cfg(2)
+    srv, cli = sys.modules[ra.__name__ + ".server"], sys.modules[ra.__name__ + ".client"]
+    rng = np.random.default_rng(14)
+    good, big = _ints(rng, 0.5), _q(_ints(rng, 10.0))
+    fake = {"a": np.ones(4096, dtype=np.uint8), "b": np.zeros(4096, dtype=np.uint8)}
+
+    async def party(p: Party, kind: str) -> Any:
+        if p.id < 2:
+            return await srv.server(p, cfg)
+        for s in (0, 1):
+            await p.send(s, "robust/triples", fake)
+            await p.send(s, "robust/cmp/open", np.full(1, 255, dtype=np.uint8))
+        if kind == "honest":
+            return await cli.client(p, good, cfg)
+        m0, m1 = _shares(big)
+        await p.send(0, "robust/share", m0)
+        await p.send(1, "robust/share", m1)
+        return await p.recv(0, "robust/verdict", timeout=20.0)
+
+    out = run_local(4, party, args_per_party=[["s"], ["s"], ["honest"], ["big"]], timeout=20.0)
+    assert out[0].accepted == [2] and out[0].rejected == [3]
+    np.testing.assert_array_equal(out[0].sum, _q(good))
+    assert out[2]["accepted"] is True and out[3] is False
