@@ -103,3 +103,54 @@ def test_flower_digits_secure_fedavg_matches_plain_fedavg() -> None:
         assert abs(float(row[3]) - expect) <= 0.01  # FedAvg over secure aggregation
     assert expect > 0.85  # a useful model after four rounds
     assert "within 1" in proc.stdout
+
+
+def test_dp_digits_trains_under_each_epsilon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The DP example in its quick form (10 clients, 3 rounds): a run per epsilon and bits,
+    the epsilon composed from the protocol's records never above its target (and not far
+    below: the noise is calibrated for 8 honest survivors, 8 or 9 are counted), no noise
+    for epsilon = inf and a useful model there, a PNG written where it was asked."""
+    import math
+    import re
+    import sys
+
+    png = tmp_path / "dp.png"
+    spec = importlib.util.spec_from_file_location("dp_digits", EXAMPLES / "dp_digits.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "dp_digits", mod)  # its dataclass looks itself up there
+    spec.loader.exec_module(mod)
+    out = mod.main(rounds=3, clients=10, out=str(png))
+    runs = out["runs"]
+    targets = (1.0, 3.0, 8.0, math.inf)
+    assert sorted((r.target_epsilon, r.bits) for r in runs) == [
+        (e, b) for e in targets for b in (16, 20)]
+    for r in runs:
+        assert len(r.accuracy) == len(r.epsilon) == 3
+        assert r.survivors == runs[0].survivors  # one seeded schedule of dropouts
+        assert set(r.survivors) <= {9, 10}  # at most one of 10 drops (min_survivors 9)
+        if math.isinf(r.target_epsilon):
+            assert r.noise_multiplier == 0.0 and all(math.isinf(e) for e in r.epsilon)
+            assert r.accuracy[-1] >= 0.8
+        else:
+            assert r.noise_multiplier > 0
+            assert r.epsilon == sorted(r.epsilon)
+            assert 0.9 * r.target_epsilon < r.epsilon[-1] <= r.target_epsilon
+            assert 1e-5 <= r.delta < 2e-5
+    z = {e: next(r.noise_multiplier for r in runs if r.target_epsilon == e and r.bits == 20)
+         for e in targets}
+    assert z[1.0] > z[3.0] > z[8.0] > z[math.inf] == 0.0
+    best = {r.bits: r.accuracy[-1] for r in runs if math.isinf(r.target_epsilon)}
+    worst = {r.bits: r.accuracy[-1] for r in runs if r.target_epsilon == 1.0}
+    assert all(best[b] - worst[b] > 0.3 for b in (16, 20))  # 10 clients: eps = 1 is noise
+    assert abs(out["clear"][-1] - best[20]) < 0.1  # clipping costs little without noise
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    text = capsys.readouterr().out
+    blocks = re.findall(r"target epsilon (\S+), (\d+) bits.*?\n  round.*?\n((?:\s+\d+ .*\n)+)",
+                        text)
+    assert len(blocks) == 8
+    for target, _bits, rows in blocks:
+        printed = [float(line.split()[-1]) for line in rows.strip().splitlines()]
+        assert len(printed) == 3 and all(e <= float(target) for e in printed)
+    assert f"wrote {png}" in text
