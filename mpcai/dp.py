@@ -18,8 +18,8 @@ below ``2^-70``) with uniform 64-bit words from the ChaCha20 PRG
 (:mod:`mpcai.prg`); never ``numpy.random``.  Its total-variation distance
 to the exact discrete Gaussian is at most :func:`sampler_tv_bound` per
 sample (the tail, plus ``2^-64`` per table entry for the integer
-rounding, plus the float rounding of the probabilities); callers add it,
-summed over every sampled coordinate, to ``delta``.  The table's size
+rounding, plus the float rounding of the probabilities); summed over every sampled coordinate it
+enters ``delta`` as :func:`sampler_delta` says (times ``1 + e^eps``).  The table's size
 grows with ``sigma``: ``sigma`` is at most :data:`MAX_SIGMA`.
 
 Accounting needs ``dp-accounting`` (``pip install mpcai[dp]``), imported on use.
@@ -51,6 +51,7 @@ __all__ = [
     "padded_length",
     "rotate",
     "rounded_norm_bound",
+    "sampler_delta",
     "sampler_tv_bound",
     "unrotate",
     "wrap_probability",
@@ -281,16 +282,37 @@ def wrap_probability(bits: int, n: int, d: int, scaled_clip: float, sigma: float
 # ---- accounting ---------------------------------------------------------------------
 
 
+def _tau_prefix(sigma: float, n: int) -> np.ndarray:
+    """``tau_m = 10 sum_{k=1}^{m-1} exp(-2 pi^2 sigma^2 k / (k + 1))`` for ``m = 1..n``."""
+    k = np.arange(1, n, dtype=np.float64)
+    terms = 10 * np.exp(-2 * math.pi**2 * sigma * sigma * k / (k + 1))
+    return np.concatenate([[0.0], np.cumsum(terms)])
+
+
 def ddg_epsilon(l2_sensitivity: float, sigma: float, n: int, d: int,
                 l1_sensitivity: float | None = None) -> float:
     """``eps`` such that the sum of ``n`` independent ``N_Z(0, sigma^2)`` vectors of
     length ``d`` added to an integer vector of L2 norm ``<= l2_sensitivity`` (and L1
     norm ``<= l1_sensitivity``, default ``min(D2^2, sqrt(d) D2)``: integer vectors)
-    is ``(eps^2 / 2)``-concentrated DP (zCDP with ``rho = eps^2 / 2``).
+    is ``(eps^2 / 2)``-concentrated DP (zCDP with ``rho = eps^2 / 2``: Renyi DP
+    ``alpha eps^2 / 2`` at every order ``alpha > 1``).
 
-    Kairouz, Liu, Steinke 2021, Theorem 1 (the sum of discrete Gaussians):
-    ``eps = min(sqrt(D2^2 / (n sigma^2) + tau d / 2), D1 / (sqrt(n) sigma) + tau d)``
-    with ``tau = 10 sum_{k=1}^{n-1} exp(-2 pi^2 sigma^2 k / (k + 1))``.
+    The sum of discrete Gaussians is not a discrete Gaussian.  Kairouz, Liu,
+    Steinke 2021, Proposition 14 (as the authors' code,
+    google-research/federated ``distributed_dp/accounting_utils.py``,
+    ``compute_rdp_dgaussian``, states it), for ``sigma >= 1/2`` and
+    ``s = sqrt(m) sigma``, ``tau_m = 10 sum_{k=1}^{m-1} exp(-2 pi^2 sigma^2 k/(k+1))``,
+    bounds the Renyi divergence of order ``alpha >= 1`` of a sum of ``m`` by the
+    least of ``alpha D2^2 / (2 s^2) + tau_m d``,
+    ``alpha/2 (D2^2/s^2 + 2 D1 tau_m / s + tau_m^2 d)`` and
+    ``alpha/2 (D2/s + tau_m sqrt(d))^2``.  Each is at most ``alpha eps^2 / 2`` for
+    ``eps`` = ``sqrt(D2^2/s^2 + 2 tau_m d)`` (``alpha >= 1``), resp.
+    ``sqrt(D2^2/s^2 + 2 D1 tau_m / s + tau_m^2 d)``, resp. ``D2/s + tau_m sqrt(d)``.
+    Any ``m <= n`` of the ``n`` noises suffice (the others are post-processing);
+    ``m = 1`` is one discrete Gaussian, ``D2 / sigma`` for every ``sigma > 0``
+    (Canonne, Kamath, Steinke 2020, Thm. 4 and 15).  The result is the least over
+    ``m`` (only ``m = 1`` if ``sigma < 1/2``): never worse than one client's noise
+    alone, which matters when ``sigma`` is small and ``tau_n d`` large.
     ``sigma = 0`` (no noise) gives ``inf``.
     """
     d2 = check_real(l2_sensitivity, "l2_sensitivity", lo=0.0)
@@ -301,10 +323,31 @@ def ddg_epsilon(l2_sensitivity: float, sigma: float, n: int, d: int,
         l1_sensitivity, "l1_sensitivity", lo=0.0)
     if sigma == 0:
         return math.inf
-    s2 = sigma * sigma
-    tau = 10 * sum(math.exp(-2 * math.pi**2 * s2 * k / (k + 1)) for k in range(1, n))
-    return min(math.sqrt(d2 * d2 / (n * s2) + tau * d / 2),
-               d1 / (math.sqrt(n) * sigma) + tau * d)
+    if d2 == 0:
+        return 0.0
+    m_max = n if sigma >= 0.5 else 1
+    tau = _tau_prefix(sigma, m_max)
+    s = np.sqrt(np.arange(1, m_max + 1, dtype=np.float64)) * sigma
+    a = np.sqrt(d2 * d2 / (s * s) + 2 * tau * d)
+    b = np.sqrt(d2 * d2 / (s * s) + 2 * d1 * tau / s + tau * tau * d)
+    c = d2 / s + tau * math.sqrt(d)
+    return float(np.min(np.minimum(np.minimum(a, b), c)))
+
+
+def sampler_delta(delta: float, epsilon: float, sampler_tv: float) -> float:
+    """``delta`` of the real mechanism when the ideal one is ``(epsilon, delta)``-DP and
+    the sampled noise is within total variation ``sampler_tv`` of the ideal noise:
+    ``delta + (1 + e^epsilon) sampler_tv`` (``P[M'(x) in S] <= P[M(x) in S] + tv <=
+    e^eps (P[M'(x') in S] + tv) + delta + tv``).  Over ``R`` rounds, ``sampler_tv`` is the
+    sum of the rounds' and ``epsilon`` the composed one."""
+    delta = check_real(delta, "delta", lo=0.0)
+    tv = check_real(sampler_tv, "sampler_tv", lo=0.0)
+    eps = check_real(epsilon, "epsilon", lo=0.0, finite=False)
+    if tv == 0:
+        return delta
+    if eps > 700:
+        return 1.0
+    return min(1.0, delta + (1 + math.exp(eps)) * tv)
 
 
 def _accounting() -> Any:
@@ -323,13 +366,14 @@ class RoundPrivacy:
 
     ``epsilon`` holds at ``delta`` for this round alone; ``delta`` already
     includes the sampler's total-variation distance summed over every noise
-    coordinate of every client (``sampler_tv``).  Compose rounds with
+    coordinate of every client (``sampler_tv``), as :func:`sampler_delta`:
+    the target plus ``(1 + e^epsilon) sampler_tv``.  Compose rounds with
     :class:`PrivacyAccountant` (``add_round(epsilon_zcdp)``).
     """
 
     #: eps of this round at ``delta`` (inf without noise)
     epsilon: float
-    #: the target delta plus ``sampler_tv``
+    #: the target delta plus ``(1 + e^epsilon) sampler_tv``
     delta: float
     #: this round is (epsilon_zcdp^2 / 2)-zCDP
     epsilon_zcdp: float
@@ -381,6 +425,8 @@ class PrivacyAccountant:
     delta: float = 1e-5
     #: the zCDP ``eps_r`` of each round composed so far
     rounds: list[float] = field(default_factory=list)
+    #: the rounds' sampler total-variation distances, summed (see :meth:`total_delta`)
+    sampler_tv: float = 0.0
 
     def __post_init__(self) -> None:
         d = check_real(self.delta, "delta", positive=True)
@@ -388,12 +434,21 @@ class PrivacyAccountant:
             raise InvalidInput(f"delta must be in (0, 1), got {d}")
         self.delta = d
 
-    def add_round(self, epsilon_zcdp: float) -> float:
-        """Compose one round (``(eps^2/2)``-zCDP); returns the cumulative ``eps`` at
-        ``delta``."""
+    def add_round(self, epsilon_zcdp: float, sampler_tv: float = 0.0) -> float:
+        """Compose one round (``(eps^2/2)``-zCDP; its sampler's total-variation distance
+        ``sampler_tv``, :attr:`RoundPrivacy.sampler_tv`); returns the cumulative ``eps`` at
+        ``delta`` (for the ideal noise: the real ``delta`` is :meth:`total_delta`)."""
         e = check_real(epsilon_zcdp, "epsilon_zcdp", lo=0.0, finite=False)
+        tv = check_real(sampler_tv, "sampler_tv", lo=0.0)
         self.rounds.append(e)
+        self.sampler_tv += tv
         return self.epsilon()
+
+    def total_delta(self, delta: float | None = None) -> float:
+        """The ``delta`` that :meth:`epsilon` (at ``delta``) holds with for the real
+        sampler: ``delta + (1 + e^eps) sampler_tv`` (:func:`sampler_delta`)."""
+        delta = self.delta if delta is None else check_real(delta, "delta", positive=True)
+        return sampler_delta(delta, self.epsilon(delta), self.sampler_tv)
 
     def epsilon(self, delta: float | None = None) -> float:
         """``eps`` at ``delta`` (default: the accountant's) over the rounds so far."""

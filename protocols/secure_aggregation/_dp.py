@@ -132,7 +132,8 @@ def record(cfg: SecAggConfig, d: int, survivors: int, clipped: int) -> dp.RoundP
     tv = dp.sampler_tv_bound(p.sigma_client) * p.d_pad * survivors
     delta = cfg.dp.delta
     eps = dp.PrivacyAccountant(delta).add_round(eps_z)
-    return dp.RoundPrivacy(epsilon=eps, delta=delta + tv, epsilon_zcdp=eps_z,
+    return dp.RoundPrivacy(epsilon=eps, delta=dp.sampler_delta(delta, eps, tv),
+                           epsilon_zcdp=eps_z,
                            honest_survivors=honest, sigma_client=p.sigma_client,
                            sigma_present=p.sigma_client * math.sqrt(honest), gamma=p.gamma,
                            l2_sensitivity=p.l2_sensitivity,
