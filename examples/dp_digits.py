@@ -167,7 +167,8 @@ class Run:
     noise_multiplier: float
     accuracy: list[float] = field(default_factory=list)
     epsilon: list[float] = field(default_factory=list)
-    #: the target delta plus every round's sampler total-variation bound
+    #: the delta the final epsilon holds with: the target plus the sampler's share
+    #: (``PrivacyAccountant.total_delta``)
     delta: float = DELTA
     survivors: list[int] = field(default_factory=list)
     clipped: list[int] = field(default_factory=list)
@@ -199,8 +200,8 @@ def train(target_epsilon: float, bits: int, rounds: int = ROUNDS, clients: int =
         assert priv is not None
         theta = theta + np.asarray(res.mean)
         run.accuracy.append(accuracy(theta, x_te, y_te))
-        run.epsilon.append(acc.add_round(priv.epsilon_zcdp))
-        run.delta += priv.sampler_tv
+        run.epsilon.append(acc.add_round(priv.epsilon_zcdp, priv.sampler_tv))
+        run.delta = acc.total_delta()
         run.survivors.append(len(res.aggregate.survivors))
         run.clipped.append(priv.clipped_clients)
         if on_round is not None:
