@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from mpcai.errors import InvalidInput, MisbehaviourDetected
+from mpcai.errors import InvalidInput, InvalidType, MisbehaviourDetected
 from mpcai.runtime import Party
 from mpcai.sharing import ot
 
@@ -59,6 +59,12 @@ def and_reduce_ands(m: int) -> tuple[int, int]:
         n = (n + 1) // 2
         rounds += 1
     return max(m - 1, 0), rounds
+
+
+def _u64(val: Any, what: str) -> np.ndarray:
+    if not isinstance(val, np.ndarray) or val.dtype != np.uint64:
+        raise InvalidType(f"{what} must be a uint64 array (shares in Z_2^64)")
+    return val
 
 
 def packed(bits: np.ndarray) -> np.ndarray:
@@ -100,6 +106,8 @@ class XorGates:
 
     async def and_(self, step: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """XOR shares of ``x & y`` (uint8 0/1 arrays of one shape), one round."""
+        if x.shape != y.shape:
+            raise InvalidInput(f"AND of shapes {x.shape} and {y.shape}")
         n = x.size
         lo, hi = self.used, self.used + n
         if hi > self._t.a.size:
@@ -125,6 +133,9 @@ async def greater_bits(gates: XorGates, val: np.ndarray, bits: int,
     1..63).  The millionaires' tree: ``comparison_ands(bits)`` triples per element."""
     if not 1 <= bits <= 63:
         raise InvalidInput("bits must be in 1..63")
+    val = _u64(val, "val")
+    if val.size and int(val.max()) >> bits:  # its high bits would be ignored silently
+        raise InvalidInput(f"a value of val does not fit {bits} bits")
     L, me = bits, gates.me
     bit_cols = ((val.reshape(-1, 1) >> np.arange(L - 1, -1, -1, dtype=np.uint64))
                 & np.uint64(1)).astype(np.uint8)  # column 0 = the most significant bit
@@ -162,6 +173,7 @@ async def sign_bits(gates: XorGates, y: np.ndarray, bits: int, step: str = "") -
     signed 64-bit).  ``comparison_ands(bits)`` rounds and triples per element."""
     if not 1 <= bits <= 63:
         raise InvalidInput("bits must be in 1..63")
+    y = _u64(y, "y")
     L, me = bits, gates.me
     low = np.uint64((1 << L) - 1)
     u = (y + np.uint64(1 << L)) if me == 0 else y.copy()
@@ -190,6 +202,7 @@ async def in_range_bits(gates: XorGates, y: np.ndarray, bits: int,
     """
     if not 2 <= bits <= 62:
         raise InvalidInput("bits must be in 2..62")
+    y = _u64(y, "y")
     L, h, me = bits, 64 - bits, gates.me
     low = np.uint64((1 << L) - 1)
     hmask = np.uint64((1 << h) - 1)
@@ -210,7 +223,12 @@ async def in_range_bits(gates: XorGates, y: np.ndarray, bits: int,
 
 
 async def and_reduce(gates: XorGates, bits: np.ndarray, step: str = "") -> np.ndarray:
-    """XOR shares of the AND of each row of ``bits`` (uint8 0/1, shape ``(rows, m)``)."""
+    """XOR shares of the AND of each row of ``bits`` (uint8 0/1, shape ``(rows, m)``;
+    ``m = 0``: the empty AND, 1)."""
+    if not isinstance(bits, np.ndarray) or bits.ndim != 2:
+        raise InvalidInput("bits must be a 2-D array (rows, m)")
+    if bits.shape[1] == 0:
+        return np.full(bits.shape[0], 1 if gates.me == 0 else 0, dtype=np.uint8)
     level = 0
     while bits.shape[1] > 1:
         n = bits.shape[1]

@@ -77,3 +77,44 @@ def test_greater_and_and_reduce() -> None:
     out = _run(lambda g, s: compare.and_reduce(g, s), [r, r ^ bits],
                4 * compare.and_reduce_ands(7)[0])
     np.testing.assert_array_equal(out[0] ^ out[1], [1, 0, 1, 0])
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 62, 63])
+def test_greater_bits_every_tree_shape(bits: int) -> None:
+    # odd and even widths at every level of the tree, equal and adjacent values
+    top = (1 << bits) - 1
+    a = prg.random_ring(40) >> np.uint64(64 - bits)
+    b = np.concatenate([a[:10], (a[10:20] + np.uint64(1)) & np.uint64(top),
+                        (a[20:30] - np.uint64(1)) & np.uint64(top),
+                        prg.random_ring(10) >> np.uint64(64 - bits)])
+    a = np.concatenate([a, np.array([0, top, 0, top], dtype=np.uint64)])
+    b = np.concatenate([b, np.array([top, 0, 0, top], dtype=np.uint64)])
+    out = _run(lambda g, s: compare.greater_bits(g, s, bits), [a, b],
+               a.size * compare.comparison_ands(bits)[0])
+    np.testing.assert_array_equal(out[0] ^ out[1], (a > b).astype(np.uint8))
+
+
+def test_sign_bits_below_63_bits() -> None:
+    half = 1 << 19
+    y = np.concatenate([np.array([0, 1, -1, half - 1, -half + 1], dtype=np.int64),
+                        (prg.random_ring(100) % np.uint64(2 * half - 1)).view(np.int64)
+                        - (half - 1)]).view(np.uint64)
+    out = _run(lambda g, s: compare.sign_bits(g, s, 20), _share(y),
+               y.size * compare.comparison_ands(20)[0])
+    np.testing.assert_array_equal(out[0] ^ out[1], (y.view(np.int64) >= 0).astype(np.uint8))
+
+
+def test_bad_inputs_are_typed_errors() -> None:
+    from mpcai.errors import InvalidInput, InvalidType
+
+    # a value past `bits` used to be compared on its low bits only (17 > 3 at 4 bits: 1 > 3)
+    with pytest.raises(InvalidInput, match="fit 4 bits"):
+        _run(lambda g, s: compare.greater_bits(g, s, 4),
+             [np.array([17], dtype=np.uint64), np.array([3], dtype=np.uint64)], 16)
+    with pytest.raises(InvalidType):  # int64 shares: was numpy's untyped TypeError
+        _run(lambda g, s: compare.sign_bits(g, s, 63), [np.ones(2, np.int64)] * 2, 400)
+    with pytest.raises(InvalidInput):
+        _run(lambda g, s: compare.and_reduce(g, s), [np.ones(3, np.uint8)] * 2, 4)
+    # the empty AND is 1 (was an IndexError)
+    out = _run(lambda g, s: compare.and_reduce(g, s), [np.zeros((3, 0), np.uint8)] * 2, 0)
+    np.testing.assert_array_equal(out[0] ^ out[1], [1, 1, 1])
