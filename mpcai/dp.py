@@ -391,8 +391,8 @@ class RoundPrivacy:
     wrap_probability: float
     #: total-variation distance of all the sampled noise to exact discrete Gaussians
     sampler_tv: float
-    #: how many survivors L2-clipped their update (revealed in the clear, outside the DP
-    #: guarantee)
+    #: how many survivors L2-clipped their update: exact, outside the DP guarantee, so
+    #: reported only on request (secure aggregation's ``DPConfig.report_clipped``; else 0)
     clipped_clients: int
 
 

@@ -89,8 +89,9 @@ def _choose(cfg_dp: DPConfig, n: int, n_min: int, d: int) -> Params:
 
 
 def encode(cfg: SecAggConfig, session: bytes, x: np.ndarray) -> tuple[np.ndarray, bool]:
-    """One client's DDG vector (uint32: values mod 2^bits, then the clipped flag and
-    weight 1), and whether it was clipped.  ``x`` is the flat float update."""
+    """One client's DDG vector (uint32: values mod 2^bits, then the clipped flag (0
+    unless ``dp.report_clipped``) and weight 1), and whether it was clipped.  ``x`` is
+    the flat float update."""
     assert cfg.dp is not None
     x = np.asarray(x, dtype=np.float64).ravel()
     if not np.all(np.isfinite(x)):
@@ -107,7 +108,8 @@ def encode(cfg: SecAggConfig, session: bytes, x: np.ndarray) -> tuple[np.ndarray
     r += dp.discrete_gaussian(p.d_pad, p.sigma_client)
     vec = np.empty(p.d_pad + 2, dtype=np.uint32)
     vec[:-2] = (r & ((1 << cfg.dp.bits) - 1)).astype(np.uint32)
-    vec[-2] = int(clipped)
+    # the clipped flag is exact, outside the DP guarantee: sent only if asked for
+    vec[-2] = int(clipped) if cfg.dp.report_clipped else 0
     vec[-1] = 1
     return vec, clipped
 

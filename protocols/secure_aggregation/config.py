@@ -74,6 +74,11 @@ class DPConfig:
             around (``gamma`` is chosen for it).
         beta: the conditional rounding's parameter (:func:`mpcai.dp.rounded_norm_bound`).
         min_survivors: see above (``None``: the threshold).
+        report_clipped: send each client's clipped flag (masked) so that the server
+            learns how many survivors were L2-clipped.  That count is exact, not
+            noised: it is *outside* the DP guarantee (one client's update can change
+            it by one with certainty), so it is off by default (the flag is sent as 0
+            and ``AggregateResult.clipped`` is 0).
     """
 
     l2_clip: float
@@ -83,8 +88,10 @@ class DPConfig:
     wrap_bound: float = 1e-9
     beta: float = 0.6065306597126334  # exp(-1/2), as Kairouz et al.
     min_survivors: int | None = None
+    report_clipped: bool = False
 
     def __post_init__(self) -> None:
+        check_bool(self.report_clipped, "report_clipped")
         object.__setattr__(self, "l2_clip", check_real(self.l2_clip, "l2_clip", positive=True))
         object.__setattr__(self, "noise_multiplier", check_real(
             self.noise_multiplier, "noise_multiplier", lo=0.0))

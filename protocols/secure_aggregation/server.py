@@ -62,7 +62,8 @@ class AggregateResult:
     #: CLIPPED_COUNT_CAP); a ClippingWarning is issued above 1% of the values
     clipped: int = 0
     #: with SecAggConfig.dp: the round's privacy record (eps at delta for this round,
-    #: the noise present, the wrap-around bound); ``clipped`` then counts clients
+    #: the noise present, the wrap-around bound); ``clipped`` then counts clients, and
+    #: only with ``dp.report_clipped`` (an exact count, outside the DP guarantee; else 0)
     privacy: dp.RoundPrivacy | None = None
 
     @property
@@ -373,8 +374,10 @@ def _dp_result(state: ServerState, total: np.ndarray,
         raise AggregateOutOfRange(f"the total weight of the {n3} survivors is "
                                   f"{int(total[-1])}: with dp every weight is 1")
     clipped = int(total[-2])
-    if clipped > n3:
-        raise AggregateOutOfRange(f"{clipped} clipped clients among {n3} survivors")
+    if clipped > (n3 if cfg.dp.report_clipped else 0):  # honest flags: 0 unless reported
+        raise AggregateOutOfRange(f"{clipped} clipped clients among {n3} survivors"
+                                  + ("" if cfg.dp.report_clipped else
+                                     " (dp.report_clipped is off: every flag is 0)"))
     total_sum = _dp.decode(cfg, state.session, total, state.length)
     privacy = _dp.record(cfg, state.length, n3, clipped)
     _log.info("server: aggregated %d survivors with dp: eps %.3g at delta %.3g this round "

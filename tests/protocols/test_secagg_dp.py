@@ -10,7 +10,7 @@ from mpcai.protocols import secure_aggregation as sa
 from mpcai.protocols.secure_aggregation import DPConfig, SecAggConfig, Stage, _dp
 
 from mpcai import dp
-from mpcai.errors import InvalidInput, NotEnoughSurvivors
+from mpcai.errors import InvalidInput, InvalidType, NotEnoughSurvivors
 
 SESSION = bytes(range(16))
 
@@ -35,7 +35,8 @@ def test_without_noise_the_mean_is_the_clipped_mean_within_rounding() -> None:
     n, d = 5, 300
     ups = _updates(n, d)
     ups[2] = ups[2] * 1000  # norm ~ 350: clipped to 1
-    cfg = SecAggConfig(n_clients=n, dp=DPConfig(l2_clip=1.0, noise_multiplier=0.0))
+    cfg = SecAggConfig(n_clients=n, dp=DPConfig(l2_clip=1.0, noise_multiplier=0.0,
+                                                 report_clipped=True))
     res = sa.simulate(ups, cfg, session=SESSION)
     want = np.mean([_clipped(u, 1.0) for u in ups], axis=0)
     priv = res.aggregate.privacy
@@ -258,3 +259,29 @@ def test_clients_refuse_a_server_that_unmasks_fewer_survivors_than_dp_needs() ->
     res = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
     assert res[0] == {}  # no share of anything
     assert all(isinstance(r, NotEnoughSurvivors) and "dp needs 5" in str(r) for r in res[1:4])
+
+
+def test_the_clipped_count_is_not_released_unless_asked_for() -> None:
+    """The count of clipped clients is exact: with it, two neighbouring datasets (client
+    1's update of norm 300 or a zero vector) are told apart with certainty, whatever
+    the noise.  By default every flag is 0 and the server learns nothing from it."""
+    n, d = 4, 32
+    big = _updates(n, d)
+    big[0] = np.full(d, 50.0)  # norm ~283 > l2_clip
+    zero = [u.copy() for u in big]
+    zero[0] = np.zeros(d)
+    counts = {}
+    for report in (True, False):
+        cfg = SecAggConfig(n_clients=n, threshold=3, corrupt_fraction=0.0,
+                           dp=DPConfig(l2_clip=1.0, noise_multiplier=1.0,
+                                       report_clipped=report))
+        for name, ups in (("big", big), ("zero", zero)):
+            res = sa.simulate(ups, cfg)
+            priv = res.aggregate.privacy
+            assert priv is not None and priv.clipped_clients == res.clipped
+            assert int(res.aggregate.quantised_sum[-2]) == res.clipped
+            counts[report, name] = res.clipped
+    assert counts[True, "big"] == 1 and counts[True, "zero"] == 0  # the leak, when asked
+    assert counts[False, "big"] == counts[False, "zero"] == 0
+    with pytest.raises(InvalidType):
+        DPConfig(1.0, 1.0, report_clipped=1)  # type: ignore[arg-type]
