@@ -405,3 +405,46 @@ def test_a_client_dealing_extra_messages_changes_nothing() -> None:
     assert out[0].accepted == [2] and out[0].rejected == [3]
     np.testing.assert_array_equal(out[0].sum, _q(good))
     assert out[2]["accepted"] is True and out[3] is False
+
+
+def _ternary_rows(seed: bytes, k: int, d: int) -> np.ndarray:
+    """The sketch matrix from the `cryptography` package's ChaCha20 (an independent
+    reference of the kernel's): row i is the stream of nonce le32(i) || 0^8, counter 0."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    blocks = (d + 255) // 256
+    rows = []
+    for i in range(k):
+        nonce = bytes(4) + i.to_bytes(4, "little") + bytes(8)  # counter || IETF nonce
+        enc = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
+        w = np.frombuffer(enc.update(bytes(64 * blocks)), dtype="<u8").reshape(blocks, 8)
+        bits = ((w[:, :, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(np.int64)
+        rows.append((bits[:, :4, :] - bits[:, 4:, :]).reshape(-1)[:d])
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("blocks,rest", [(26, 0), (30, 5), (153 + 30, 255), (8, 1), (0, 7)])
+def test_sketch_kernel_mixed_simd_groups(blocks: int, rest: int) -> None:
+    # a row's blocks go in groups of 17 (AVX-512), then 9 (AVX2), then one at a time
+    # (scalar), then a zero-padded tail: sizes that use several of them in one chunk, on
+    # every path and with threads, against the reference; values at the ring's edges
+    from mpcai import _bindings as nb
+
+    d = 256 * blocks + rest
+    seed = prg.new_seed()
+    x = prg.random_ring(d)
+    x[:8] = np.array([0, 1, 2**64 - 1, 2**63, 2**63 - 1, 2**32, 2**32 - 1, 3 << 62],
+                     dtype=np.uint64)[: min(8, d)]
+    r = _ternary_rows(seed, 3, d)
+    lo, hi = (x & np.uint64(0xFFFFFFFF)).astype(np.int64), (x >> np.uint64(32)).astype(np.int64)
+    want = np.array([(int(row @ lo) + (int(row @ hi) << 32)) % (1 << 64) for row in r],
+                    dtype=np.uint64)
+    before = nb.simd_level()
+    try:
+        for level in range(nb.simd_available() + 1):
+            nb.simd_select(level)
+            for threads in (1, 2):
+                np.testing.assert_array_equal(prg.ternary_sketch(x, seed, 3, threads=threads),
+                                              want)
+    finally:
+        nb.simd_select(before)
