@@ -300,10 +300,13 @@ async def unmask(party: Party, state: ClientState) -> None:
     counted = u3 if state.cfg.consistency_check else local
     if len(counted) < t:
         raise NotEnoughSurvivors(f"{len(counted)} survivors, {t} needed")
-    if state.cfg.dp is not None and len(counted) < state.cfg.dp_min_survivors:
+    whole = state.cfg.consistency_check or state.cfg.neighbours >= state.cfg.n_clients - 1
+    if state.cfg.dp is not None and whole and len(counted) < state.cfg.dp_min_survivors:
         # the noise was calibrated for dp_min_survivors: a server that unmasks fewer gets
-        # no share from this client (it sees the whole list with the complete graph or
-        # the consistency check, else only its neighbourhood's survivors)
+        # no share from this client.  It sees the whole list with the complete graph or
+        # the consistency check; in a sparse graph without it only its neighbourhood's
+        # survivors, which say nothing of the total (the server's own check stands, and
+        # a malicious server is not kept out of such a graph anyway: security_report)
         raise NotEnoughSurvivors(f"{len(counted)} survivors, dp needs "
                                  f"{state.cfg.dp_min_survivors}")
     if state.cfg.consistency_check:

@@ -59,10 +59,23 @@ class DPConfig:
     threshold, below which no round completes).  The server refuses to unmask
     with fewer than ``min_survivors`` survivors
     (:class:`~mpcai.errors.NotEnoughSurvivors`), and so does every client asked
-    to unmask for fewer (the survivor list it sees: all of it with the complete
-    graph or the consistency check, its neighbourhood's part otherwise), so the
-    sum holds the noise of at least ``n_min`` honest clients; the round's report
-    counts the actual survivors minus ``C``.
+    to unmask for fewer when it sees the whole survivor list (the complete graph,
+    or the consistency check; in a sparse graph without it a client sees only its
+    neighbourhood's survivors and leaves the count to the server), so the sum
+    holds the noise of at least ``n_min`` honest clients; the round's report
+    counts the actual survivors minus ``C``.  A client's masked input that the
+    server declares dropped stays masked by its self-mask (its neighbours reveal
+    the shares of one secret only), so it is left out of the sum, never seen alone.
+
+    Against whom: the DP guarantee is for the noisy sum, so it needs the sum's
+    own secrecy: against a semi-honest server always; against a malicious one
+    only where :func:`security_report` says ``private_malicious`` (identities,
+    the consistency check, the complete graph).  Otherwise a server that reads
+    one client's masked input alone gets that client's update under its noise
+    share only, ``sigma_total / sqrt(n_min)``: ``sqrt(n_min)`` times the round's
+    epsilon.  Corrupt clients cannot cancel honest noise (they never see it) but
+    may add anything to the sum; the sum has no integrity, and its wrap-around
+    bound holds for honest inputs only.
 
     Attributes:
         l2_clip: each update is scaled down to this L2 norm if above it.

@@ -285,3 +285,19 @@ def test_the_clipped_count_is_not_released_unless_asked_for() -> None:
     assert counts[False, "big"] == counts[False, "zero"] == 0
     with pytest.raises(InvalidType):
         DPConfig(1.0, 1.0, report_clipped=1)  # type: ignore[arg-type]
+
+
+def test_a_sparse_graph_completes_with_more_survivors_needed_than_neighbours() -> None:
+    """SecAgg+ (k neighbours): a client sees its neighbourhood's survivors only, at most
+    k + 1, so it cannot count dp.min_survivors > k + 1 itself; it used to refuse every
+    such round.  The server's count stands (and refuses below it)."""
+    n = 30
+    cfg = SecAggConfig(n_clients=n, corrupt_fraction=0.05, dropout_fraction=0.05,
+                       dp=DPConfig(1.0, 1.0, min_survivors=20))
+    assert cfg.neighbours + 1 < cfg.dp_min_survivors == 20
+    ups = _updates(n, 16)
+    res = sa.simulate(ups, cfg, dropouts={1: "masked_input", 2: "masked_input"})
+    priv = res.aggregate.privacy
+    assert priv is not None and priv.honest_survivors == n - 2 - cfg.corrupt_clients
+    with pytest.raises(NotEnoughSurvivors, match="dp needs 20"):
+        sa.simulate(ups, cfg, dropouts=dict.fromkeys(range(1, 12), "masked_input"))
