@@ -97,14 +97,19 @@ def encode(cfg: SecAggConfig, session: bytes, x: np.ndarray) -> tuple[np.ndarray
     if not np.all(np.isfinite(x)):
         raise InvalidInput("the update has NaN or infinite values")
     p = params(cfg, x.size)
-    norm = float(np.linalg.norm(x))
-    clipped = norm > cfg.dp.l2_clip
-    scale = p.scaled_clip / cfg.dp.l2_clip
-    if clipped:
-        scale *= cfg.dp.l2_clip / norm
+    # the norm without overflow (values near 1e200 square to inf): over the largest value
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    unit = x / top if top > 0 else x
+    unit_norm = float(np.linalg.norm(unit))
+    clipped = top * unit_norm > cfg.dp.l2_clip
+    if clipped:  # to norm scaled_clip (grid units), scaled before the rotation's sums
+        x = unit * (p.scaled_clip / unit_norm)
+    else:
+        x = x * (p.scaled_clip / cfg.dp.l2_clip)
     y = dp.rotate(x, rotation_seed(session))
-    y *= scale
-    r = dp.conditional_round(y, p.l2_sensitivity)
+    # each try succeeds with probability >= 1 - beta: failing all has probability <= 2^-64
+    tries = max(100, math.ceil(64 * math.log(2) / -math.log(cfg.dp.beta)))
+    r = dp.conditional_round(y, p.l2_sensitivity, max_tries=tries)
     r += dp.discrete_gaussian(p.d_pad, p.sigma_client)
     vec = np.empty(p.d_pad + 2, dtype=np.uint32)
     vec[:-2] = (r & ((1 << cfg.dp.bits) - 1)).astype(np.uint32)

@@ -301,3 +301,27 @@ def test_a_sparse_graph_completes_with_more_survivors_needed_than_neighbours() -
     assert priv is not None and priv.honest_survivors == n - 2 - cfg.corrupt_clients
     with pytest.raises(NotEnoughSurvivors, match="dp needs 20"):
         sa.simulate(ups, cfg, dropouts=dict.fromkeys(range(1, 12), "masked_input"))
+
+
+def test_edge_updates_dims_and_bits() -> None:
+    base = dict(n_clients=4, threshold=3, corrupt_fraction=0.0)
+    # an update whose squared norm overflows float64 is clipped, not zeroed
+    ups = [np.full(4, 1e200)] + [np.full(4, 0.1)] * 3
+    res = sa.simulate(ups, SecAggConfig(**base, dp=DPConfig(1.0, 0.0)))
+    assert np.allclose(res.mean, (0.5 + 0.3) / 4, atol=1e-4)  # (0.5, ..) has norm 1
+    # one value; 32 bits (the whole masking ring) with and without noise
+    one = [np.array([0.3])] * 4
+    assert np.allclose(sa.simulate(one, SecAggConfig(**base, dp=DPConfig(1.0, 0.0))).mean,
+                       0.3, atol=1e-4)
+    three = [np.array([0.3, -0.2, 0.1])] * 4
+    res = sa.simulate(three, SecAggConfig(**base, dp=DPConfig(1.0, 0.0, bits=32)))
+    assert np.allclose(res.mean, three[0], atol=1e-7)
+    res = sa.simulate(three, SecAggConfig(**base, dp=DPConfig(1.0, 1.0, bits=32)))
+    priv = res.aggregate.privacy
+    assert priv is not None and priv.sigma_client == dp.MAX_SIGMA  # the sampler's cap
+    noise = priv.sigma_present * priv.gamma / 4  # the mean's noise per value
+    assert np.all(np.abs(res.mean - three[0]) < 6 * noise)
+    for bad in (np.array([np.nan, 0.2]), np.array([np.inf, 0.2])):
+        with pytest.raises(InvalidInput, match="NaN or infinite"):
+            sa.simulate([bad] + [np.array([0.1, 0.2])] * 3,
+                        SecAggConfig(**base, dp=DPConfig(1.0, 0.0)))
