@@ -68,6 +68,15 @@ leaves it there until the node's next round replaces it.  Values travel
 in mpcai's wire codec inside Flower ``ConfigRecord`` bytes; nothing is
 pickled.
 
+Differential privacy: ``SecAggStrategy(FedAvg(), dp=DPConfig(l2_clip=1.0,
+noise_multiplier=1.0))`` runs the distributed discrete Gaussian of
+:mod:`mpcai.protocols.secure_aggregation` in the same rounds: every client
+L2-clips its change to the model, adds its share of the noise, and the server
+learns only the noisy sum (a plain mean: the weights are 1), with each round's
+``(eps, delta)`` and the cumulative ones in the metrics; a client's mod may
+set its own floor (``make_secagg_mod(min_noise_multiplier=..., max_epsilon=...,
+max_epsilon_total=..., budget_file=...)``), checked before it trains.
+
 Homomorphic aggregation instead of masking: ``HEAggStrategy(FedAvg(),
 public_key="keys/public-key.bin", clip=0.5, max_weight=10_000)`` on the server,
 ``ClientApp(mods=[he_mod])`` on the nodes (:func:`make_he_mod`; the key files'
@@ -269,7 +278,43 @@ class SecAggStrategy(_Wrapping):
     protocol cannot finish (fewer survivors than the threshold, a cheater caught)
     leaves the model unchanged: ``aggregate_train`` returns no arrays and
     ``secagg-failed = 1``, and the run goes on with the next round.  ``history``
-    lists every round's outcome.
+    lists every round's outcome.  ``clip``, ``bits`` and ``max_weight`` default to
+    1.0, 16 and 100,000.
+
+    ``dp``: distributed differential privacy (:class:`DPConfig`, or a dict of its
+    fields; the distributed discrete Gaussian of
+    :mod:`mpcai.protocols.secure_aggregation`).  Each client L2-clips its change
+    to the model to ``dp.l2_clip``, adds its share of the noise and sends it
+    masked; the server learns the noisy sum of the survivors' clipped changes.
+    **The weights are 1**: the inner strategy's num-examples weighting is
+    replaced by a plain mean of the clipped changes (the clients' ``num-examples``
+    are not read), and the reply it receives has ``num-examples`` = the number
+    of survivors.  ``clip`` and ``bits`` are then refused (``dp.l2_clip`` and
+    ``dp.bits`` take their place: an L2 bound, not a bound per value), and so are
+    ``max_weight`` other than 1 and ``out_of_range``; a configuration that cannot
+    work for a round's sample (e.g. ``dp.min_survivors`` above it, no honest
+    survivor left after the declared ``corrupt_fraction``, too few ``dp.bits``
+    for the clients and values) skips that round (``history``, nothing sent).
+    Each DP round's metrics gain ``secagg-dp-epsilon`` and ``secagg-dp-delta``
+    (this round's ``(eps, delta)`` for its actual honest survivors, the
+    sampler's distance in delta), ``secagg-dp-epsilon-total`` at ``dp.delta``
+    and ``secagg-dp-delta-total`` (every DP round of this strategy so far,
+    composed by :attr:`accountant`, a :class:`mpcai.dp.PrivacyAccountant`;
+    ``dp.delta`` plus ``(1 + e^eps)`` times the sampler's distance summed over the
+    rounds, :meth:`~mpcai.dp.PrivacyAccountant.total_delta`), ``secagg-dp-epsilon-zcdp``
+    (the round is ``(e^2 / 2)``-zCDP), ``secagg-dp-honest-survivors`` (the
+    survivors minus the declared corrupt clients), ``secagg-dp-wrap`` (the
+    bound on the probability that a value of the sum wrapped around),
+    ``secagg-dp-noise-std`` (the noise's standard deviation in each value of
+    the mean change); ``secagg-clipped`` counts the survivors that L2-clipped
+    only with ``dp.report_clipped`` (an exact count, outside the DP guarantee as
+    the number of survivors is; 0 otherwise); the
+    ``history`` entry carries the :class:`mpcai.dp.RoundPrivacy` as
+    ``"privacy"``.  A failed round releases no sum and is not composed.  The
+    accountant assumes every client takes part in every round it is sampled
+    for and claims no amplification by sampling (an upper bound).  The figures
+    trust the declared ``corrupt_fraction``; each client checks its own floor
+    (:func:`make_secagg_mod`).
     """
 
     def __init__(self, inner: Strategy, *, clip: float | None = None, bits: int | None = None,
@@ -322,7 +367,6 @@ class SecAggStrategy(_Wrapping):
         #: with dp: the rounds composed so far (each round's zCDP epsilon, at dp.delta)
         self.accountant: _dpm.PrivacyAccountant | None = (
             None if self.dp is None else _dpm.PrivacyAccountant(self.dp.delta))
-        self._sampler_tv = 0.0  # the sampler's distance, summed over the composed rounds
 
 
     # ---- training -------------------------------------------------------------
@@ -493,12 +537,11 @@ class SecAggStrategy(_Wrapping):
     def _compose(self, priv: _dpm.RoundPrivacy, survivors: int) -> dict[str, int | float]:
         """Compose a DP round into :attr:`accountant`; the round's privacy metrics."""
         assert self.accountant is not None and self.dp is not None
-        total = self.accountant.add_round(priv.epsilon_zcdp)
-        self._sampler_tv += priv.sampler_tv
+        total = self.accountant.add_round(priv.epsilon_zcdp, priv.sampler_tv)
         return {"secagg-dp-epsilon": float(priv.epsilon),
                 "secagg-dp-delta": float(priv.delta),
                 "secagg-dp-epsilon-total": float(total),
-                "secagg-dp-delta-total": float(self.dp.delta + self._sampler_tv),
+                "secagg-dp-delta-total": float(self.accountant.total_delta()),
                 "secagg-dp-epsilon-zcdp": float(priv.epsilon_zcdp),
                 "secagg-dp-honest-survivors": int(priv.honest_survivors),
                 "secagg-dp-wrap": float(priv.wrap_probability),

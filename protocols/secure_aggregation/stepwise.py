@@ -309,10 +309,11 @@ def dp_guarantee(cfg: SecAggConfig, dim: int, honest_survivors: int | None = Non
     values *before it runs*, with the noise of ``honest_survivors`` honest clients in the
     sum (default: the fewest the round can unmask with, ``cfg.min_honest_survivors``),
     ``epsilon`` at ``delta`` (default ``cfg.dp.delta``; ``RoundPrivacy.delta`` adds the
-    sampler's distance as the server's record does).  Every client adds the noise
-    ``cfg`` prescribes (``sigma_client``, calibrated for ``cfg.min_honest_survivors``):
-    a host whose own adversary counts more corrupt clients than the server declared
-    passes the honest survivors it believes in and gets a larger epsilon.  What a
+    sampler's distance as the server's record does, :func:`mpcai.dp.sampler_delta`).
+    Every client adds the noise ``cfg`` prescribes (``sigma_client``, calibrated for
+    ``cfg.min_honest_survivors``): a host whose own adversary counts more corrupt
+    clients than the server declared passes the honest survivors it believes in and
+    gets a larger epsilon.  What a
     client checks against its own floor (the Flower mod) and a server may report in
     advance; ``clipped_clients`` is 0.  Raises :class:`~mpcai.errors.InvalidInput`
     without ``cfg.dp`` or if the round cannot run (no grid meets the wrap-around bound:
@@ -331,8 +332,9 @@ def dp_guarantee(cfg: SecAggConfig, dim: int, honest_survivors: int | None = Non
     # every client that may survive samples noise: the corrupt ones count for the sampler
     tv = dp.sampler_tv_bound(p.sigma_client) * p.d_pad * min(cfg.n_clients,
                                                              honest + cfg.corrupt_clients)
-    return dp.RoundPrivacy(epsilon=dp.PrivacyAccountant(delta).add_round(eps_z),
-                           delta=delta + tv, epsilon_zcdp=eps_z, honest_survivors=honest,
+    eps = dp.PrivacyAccountant(delta).add_round(eps_z)
+    return dp.RoundPrivacy(epsilon=eps, delta=dp.sampler_delta(delta, eps, tv),
+                           epsilon_zcdp=eps_z, honest_survivors=honest,
                            sigma_client=p.sigma_client,
                            sigma_present=p.sigma_client * math.sqrt(honest), gamma=p.gamma,
                            l2_sensitivity=p.l2_sensitivity,
