@@ -105,6 +105,9 @@ class RobustConfig:
         honest_failure_bits: ``h``, an honest client is rejected w.p. ``<= 2^-h``.
         timeout: seconds the servers wait for clients and for each other.
         threads: OS threads for the sketch kernel on each server.
+        check_batch: clients per group of the two-party check (each server holds the
+            OT outputs of one group at a time, about 8 MB per client at ``k = 256``;
+            each group costs about 35 round trips between the servers).
 
     Derived (read-only): ``quant_bound`` (``B_q``), ``honest_range_bound`` (the ``T``
     the honest tail needs), ``range_bits`` (``l``) and ``range_bound`` (``T = 2^(l-1)
@@ -120,6 +123,7 @@ class RobustConfig:
     honest_failure_bits: int = 40
     timeout: float = 60.0
     threads: int = 1
+    check_batch: int = 16
     quant_bound: float = field(init=False)
     range_bound: int = field(init=False)
     range_bits: int = field(init=False)
@@ -136,6 +140,7 @@ class RobustConfig:
         h = check_int(self.honest_failure_bits, "honest_failure_bits", lo=1, hi=128)
         check_real(self.timeout, "timeout", positive=True)
         check_int(self.threads, "threads", lo=1, hi=64)
+        check_int(self.check_batch, "check_batch", lo=1, hi=1 << 20)
         if self.over_bound not in ("raise", "clip"):
             raise InvalidInput("over_bound must be 'raise' or 'clip'")
         bq = b * float(1 << f) + math.sqrt(d)

@@ -89,7 +89,8 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
     2. Coin toss of the sketch seed: each commits to 32 random bytes by SHA-256, then
        opens them (checked); the seed is a hash of both and of the session.
     3. Each sketches its shares (``prg.ternary_sketch``): shares of ``y = R X``.
-    4. Two-party check on all clients at once: ``sum y_i^2`` from local squares and
+    4. Two-party check, one OT set-up, then the clients in groups of
+       ``cfg.check_batch`` (bounded memory): ``sum y_i^2`` from local squares and
        Gilboa's product for the cross term ``<y_0, y_1>`` (server 1 chooses with the
        bits of its shares), then ``k`` exact range tests ``-T <= y_i < T`` on the 64-bit
        values (``compare.in_range_bits``), one sign test of ``tau - sum y_i^2``, on
@@ -188,8 +189,10 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
 
 async def _check(party: Party, cfg: RobustConfig, me: int, other: int, y: np.ndarray,
                  swap: Any, secs: dict[str, float]) -> np.ndarray:
-    """The accept bits of the ``m`` sketches shared as ``y`` (``m x k``)."""
-    m, k = y.shape
+    """The accept bits of the ``m`` sketches shared as ``y`` (``m x k``): one OT set-up,
+    then the clients in groups of ``cfg.check_batch`` (a group's OT outputs, about 8 MB
+    per client at each server, are dropped before the next group's are made)."""
+    m = y.shape[0]
     wall = time.perf_counter()
     t0 = time.process_time()
     session = ot.OTSession()
@@ -202,6 +205,23 @@ async def _check(party: Party, cfg: RobustConfig, me: int, other: int, y: np.nda
     fin = await swap("ot-answer", reply)
     t0 = time.process_time()
     session.finish(fin)
+    secs["ot"] += time.process_time() - t0
+    ok = np.empty(m, dtype=np.uint8)
+    step = cfg.check_batch
+    for j, lo in enumerate(range(0, m, step)):
+        ok[lo:lo + step] = await _check_group(party, cfg, me, other, session,
+                                              y[lo:lo + step], f"cmp/{j}", swap, secs)
+    secs["check_wall"] = time.perf_counter() - wall
+    return ok
+
+
+async def _check_group(party: Party, cfg: RobustConfig, me: int, other: int,
+                       session: ot.OTSession, y: np.ndarray, tag: str, swap: Any,
+                       secs: dict[str, float]) -> np.ndarray:
+    """The accept bits of one group of sketches (its own AND triples and Gilboa OTs from
+    the session, its messages under ``robust/<tag>/...``)."""
+    m, k = y.shape
+    t0 = time.process_time()
     width = k + 1
     n_and = (m * k * range_ands(cfg.range_bits) + m * comparison_ands(63)[0]
              + m * and_reduce_ands(width)[0])
@@ -217,7 +237,7 @@ async def _check(party: Party, cfg: RobustConfig, me: int, other: int, y: np.nda
         msgs.append(msg)
         outs.append(out)
     secs["ot"] += time.process_time() - t0
-    peer_u = await swap("ot-extend", msgs)
+    peer_u = await swap(f"{tag}/ot-extend", msgs)
     t0 = time.process_time()
     batches = [(n_and, 1)] + ([(m * per, ot.cot_blocks(1))] if me == 0 else [])
     if not isinstance(peer_u, list) or len(peer_u) != len(batches):
@@ -225,6 +245,7 @@ async def _check(party: Party, cfg: RobustConfig, me: int, other: int, y: np.nda
     sent = [session.send(count, u, blocks)
             for (count, blocks), u in zip(batches, peer_u, strict=True)]
     triples = ot.and_triples(sent[0], outs[0], and_choice)
+    del msgs, peer_u
     cross = np.empty(m, dtype=np.uint64)
     if me == 0:
         words = []
@@ -234,11 +255,13 @@ async def _check(party: Party, cfg: RobustConfig, me: int, other: int, y: np.nda
                                    s1[i * per:(i + 1) * per], bits=64)
             words.append(w)
             cross[i] = share[0, 0]
+        del sent, s0, s1
         secs["ot"] += time.process_time() - t0
-        await party.send(other, f"{_TAG}/cot", words, timeout=cfg.timeout)
+        await party.send(other, f"{_TAG}/{tag}/cot", words, timeout=cfg.timeout)
     else:
+        del sent
         secs["ot"] += time.process_time() - t0
-        words = await party.recv(other, f"{_TAG}/cot", timeout=cfg.timeout)
+        words = await party.recv(other, f"{_TAG}/{tag}/cot", timeout=cfg.timeout)
         t0 = time.process_time()
         if not isinstance(words, list) or len(words) != m:
             raise MisbehaviourDetected("correlated OT: malformed message from the other server")
@@ -246,11 +269,12 @@ async def _check(party: Party, cfg: RobustConfig, me: int, other: int, y: np.nda
             cross[i] = ot.cot_receive(y[i].reshape(k, 1), 1, outs[1][i * per:(i + 1) * per],
                                       words[i], 64)[0, 0]
         secs["ot"] += time.process_time() - t0
+    del outs, words
     # shares of sum_i y_i^2 = sum y_0^2 + sum y_1^2 + 2 <y_0, y_1>
     sq = (y * y).sum(axis=1, dtype=np.uint64) + np.uint64(2) * cross
     tau = np.uint64(cfg.tau)
     nrm = tau - sq if me == 0 else np.uint64(0) - sq
-    gates = XorGates(party, other, me, f"{_TAG}/cmp", triples)
+    gates = XorGates(party, other, me, f"{_TAG}/{tag}", triples)
     rows = await in_range_bits(gates, y.reshape(-1), cfg.range_bits, "range/")
     norm_ok = await sign_bits(gates, nrm, 63, "norm/")
     bits = np.concatenate([rows.reshape(m, k), norm_ok.reshape(m, 1)], axis=1)
@@ -258,5 +282,4 @@ async def _check(party: Party, cfg: RobustConfig, me: int, other: int, y: np.nda
     if gates.remaining:
         raise InvalidInput("the check's AND triples do not match its circuit")
     peer_ok = unpacked(await gates.swap("open", packed(ok)), m, "accept bits")
-    secs["check_wall"] = time.perf_counter() - wall
     return (ok ^ peer_ok).astype(np.uint8)

@@ -267,9 +267,9 @@ _TAMPER = {
     "list-not-dict": ("robust/present", lambda o: ["junk"]),
     "coin-not-committed": ("robust/coin-open", lambda o: bytes(32)),
     "ot-hello-not-a-point": ("robust/ot-hello", lambda o: bytes(32)),
-    "ot-extend-short": ("robust/ot-extend", lambda o: [u[:, :-1] for u in o]),
-    "gate-opening-short": ("robust/cmp/range/cleaf", lambda o: o[:-1]),
-    "accept-bits-wrong-type": ("robust/cmp/open", lambda o: o.astype(np.uint16)),
+    "ot-extend-short": ("robust/cmp/0/ot-extend", lambda o: [u[:, :-1] for u in o]),
+    "gate-opening-short": ("robust/cmp/0/range/cleaf", lambda o: o[:-1]),
+    "accept-bits-wrong-type": ("robust/cmp/0/open", lambda o: o.astype(np.uint16)),
     "sum-wrong-length": ("robust/sum", lambda o: o[:-1]),
 }
 
@@ -393,7 +393,7 @@ def test_a_client_dealing_extra_messages_changes_nothing() -> None:
             return await srv.server(p, cfg)
         for s in (0, 1):
             await p.send(s, "robust/triples", fake)
-            await p.send(s, "robust/cmp/open", np.full(1, 255, dtype=np.uint8))
+            await p.send(s, "robust/cmp/0/open", np.full(1, 255, dtype=np.uint8))
         if kind == "honest":
             return await cli.client(p, good, cfg)
         m0, m1 = _shares(big)
@@ -448,3 +448,16 @@ def test_sketch_kernel_mixed_simd_groups(blocks: int, rest: int) -> None:
                                               want)
     finally:
         nb.simd_select(before)
+
+
+def test_check_in_groups_of_clients() -> None:
+    # check_batch = 2: five clients in three groups of the two-party check (each with its
+    # own OT batches and gates), cheaters in the first and the middle group
+    rng = np.random.default_rng(15)
+    ups = [_ints(rng, 0.6) for _ in range(5)]
+    msgs = {3: _shares(_q(_ints(rng, 10.0))), 4: _shares(np.full(D, 1 << 63, np.uint64))}
+    res = ra.simulate(ups, _cfg(5, check_batch=2), messages=msgs)
+    assert res.accepted == [2, 5, 6] and res.rejected == [3, 4]
+    np.testing.assert_array_equal(res.sum, _q(ups[0]) + _q(ups[3]) + _q(ups[4]))
+    with pytest.raises(InvalidInput):
+        _cfg(1, check_batch=0)
