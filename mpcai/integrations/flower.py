@@ -314,7 +314,10 @@ class SecAggStrategy(_Wrapping):
     accountant assumes every client takes part in every round it is sampled
     for and claims no amplification by sampling (an upper bound).  The figures
     trust the declared ``corrupt_fraction``; each client checks its own floor
-    (:func:`make_secagg_mod`).
+    (:func:`make_secagg_mod`).  The guarantee is for the noisy sum, so it holds
+    as far as the sum's secrecy does: against a semi-honest server (this
+    integration does not expose the protocol's identities and consistency
+    check; see :class:`DPConfig`).
     """
 
     def __init__(self, inner: Strategy, *, clip: float | None = None, bits: int | None = None,
@@ -608,7 +611,9 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
     fraction), and the sum holds at least the noise of ``dp.min_survivors`` (or
     the threshold) survivors minus ``ceil(f n)`` corrupt ones, ``f`` the larger of
     this client's ``corrupt_fraction`` and the server's (dropouts cannot lower
-    it: every client refuses to unmask for fewer survivors).
+    it: the server refuses to unmask for fewer survivors, and so does every
+    client with the complete graph; in a sparse one a client sees only its
+    neighbourhood and the server's count stands: a semi-honest server).
     ``max_epsilon_total`` with ``budget_file``: a cumulative budget for this
     node, composed (:class:`mpcai.dp.PrivacyAccountant`, at ``dp_delta``) over
     every round it sent a masked update for, each charged with that worst-case

@@ -1,10 +1,13 @@
 """SecAggStrategy + secagg_mod under Flower's own simulation engine (``run_simulation``,
 the Ray backend): every ClientApp call runs in a Ray worker process with the node's
-Context, as ``flwr run`` with a local simulation federation does."""
+Context, as ``flwr run`` with a local simulation federation does.  The same run then
+does one round with distributed DP (``SecAggStrategy(dp=...)``; no second Ray start)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -19,6 +22,7 @@ import pytest
 
 N, D, ROUNDS = 4, 300, 2
 BITS, CLIP = 16, 0.5
+DP_CLIP = 2.0  # the L2 clip of the DP round (every change, of norm ~4, is clipped)
 #: round -> partition that fails at the masked-input stage (after the key exchange)
 DROP = {2: 3}
 
@@ -37,6 +41,7 @@ def build_apps(out: Path) -> tuple[Any, Any]:
     from flwr.clientapp import ClientApp
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
+    from mpcai.protocols.secure_aggregation import DPConfig
 
     from mpcai.integrations.flower import RECORD_KEY, SecAggStrategy, secagg_mod
 
@@ -70,10 +75,20 @@ def build_apps(out: Path) -> tuple[Any, Any]:
                                   clip=CLIP, bits=BITS, max_weight=1000, timeout=60.0)
         result = strategy.start(grid=grid, initial_arrays=ArrayRecord(
             {"w": Array.from_numpy_ndarray(np.zeros(D, dtype=np.float32))}), num_rounds=ROUNDS)
+        # then one round with distributed DP (no noise: the clipped mean), same engine
+        private = SecAggStrategy(FedAvg(fraction_train=1.0, fraction_evaluate=0.0,
+                                        min_train_nodes=N, min_available_nodes=N),
+                                 dp=DPConfig(l2_clip=DP_CLIP, noise_multiplier=0.0),
+                                 timeout=60.0)
+        dp_result = private.start(grid=grid, initial_arrays=ArrayRecord(
+            {"w": Array.from_numpy_ndarray(np.zeros(D, dtype=np.float32))}), num_rounds=1)
         out.write_text(json.dumps({
             "w": result.arrays["w"].numpy().tolist(),
             "history": strategy.history,
             "metrics": {str(k): dict(v) for k, v in result.train_metrics_clientapp.items()},
+            "dp-w": dp_result.arrays["w"].numpy().tolist(),
+            "dp-history": [{k: (dataclasses.asdict(v) if k == "privacy" else v)
+                            for k, v in h.items()} for h in private.history],
         }))
 
     return server, client
@@ -132,6 +147,14 @@ def test_two_rounds_under_run_simulation_equal_the_plaintext_weighted_mean(
     assert hist[1]["secagg-survivors"] == N - 1 and hist[1]["secagg-dropped"] == 1, hist
     assert hist[1]["secagg-errors"] == 1 and all(h["secagg-clipped"] == 0 for h in hist)
     assert got["metrics"]["2"]["secagg-dropped"] == 1
+
+    # the DP round (round 1 of its own run: every node, no noise): the clipped mean
+    clipped = [delta(p, 1) * min(1.0, DP_CLIP / float(np.linalg.norm(delta(p, 1))))
+               for p in range(N)]
+    np.testing.assert_allclose(np.array(got["dp-w"]), np.mean(clipped, axis=0), atol=1e-4)
+    (h,) = got["dp-history"]
+    assert h["secagg-survivors"] == N and h["privacy"]["honest_survivors"] == N - 1, h
+    assert h["secagg-dp-epsilon"] == math.inf and h["secagg-dp-wrap"] <= 1e-9, h
 
 
 if __name__ == "__main__":
