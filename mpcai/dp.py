@@ -20,7 +20,13 @@ to the exact discrete Gaussian is at most :func:`sampler_tv_bound` per
 sample (the tail, plus ``2^-64`` per table entry for the integer
 rounding, plus the float rounding of the probabilities); summed over every sampled coordinate it
 enters ``delta`` as :func:`sampler_delta` says (times ``1 + e^eps``).  The table's size
-grows with ``sigma``: ``sigma`` is at most :data:`MAX_SIGMA`.
+grows with ``sigma``: ``sigma`` is at most :data:`MAX_SIGMA`.  Not constant
+time: the binary search (``np.searchsorted``) and the table's cache lines
+depend on the sample, so an attacker who can time the client's process (a
+co-resident one, say) may learn about its noise; numpy offers nothing
+constant-time, and the guarantee assumes the client's machine is not watched.
+Each call draws a fresh seed (:func:`mpcai.prg.new_seed`) unless one is
+passed (tests), so no noise is ever reused.
 
 Accounting needs ``dp-accounting`` (``pip install mpcai[dp]``), imported on use.
 """
@@ -93,12 +99,26 @@ def _table(sigma: float) -> tuple[int, np.ndarray]:
     k = np.arange(-t, t + 1, dtype=np.longdouble)
     w = np.exp(-(k * k) / (np.longdouble(2) * np.longdouble(sigma) ** 2))
     p = w / w.sum()
-    # floor(p * 2^64) in two 32-bit halves: longdouble holds 64 mantissa bits
+    # floor(p * 2^64) in two 32-bit halves (x86 long double holds 64 mantissa bits)
     scaled = p * np.longdouble(2) ** 64
     hi = np.floor(scaled / np.longdouble(2) ** 32)
     lo = np.floor(scaled - hi * np.longdouble(2) ** 32)
-    counts = (hi.astype(np.uint64) << np.uint64(32)) + lo.astype(np.uint64)
-    cdf = np.cumsum(counts, dtype=np.uint64)  # sum of floors <= 2^64 - 1: no wrap
+    # p = 1 (tiny sigma) would be 2^64, which wraps to 0 in uint64: 2^64 - 1 instead
+    top = hi >= np.longdouble(2) ** 32
+    hi[top], lo[top] = 2.0**32 - 1, 2.0**32 - 1
+    hi_u, lo_u = hi.astype(np.uint64), lo.astype(np.uint64)
+    counts = (hi_u << np.uint64(32)) + lo_u
+    # the floors sum to 2^64 exactly when nothing is lost (p in [1/2, 1) is a multiple
+    # of 2^-64) or more (the long-double p sum to a hair above 1), and the cumulative
+    # sum would wrap: the exact total in Python ints, the excess off the largest entry
+    total = (int(hi_u.sum()) << 32) + int(lo_u.sum())
+    excess = total - ((1 << 64) - 1)
+    if excess > 0:
+        big = int(np.argmax(counts))
+        counts[big] -= np.uint64(excess)
+    cdf = np.cumsum(counts, dtype=np.uint64)
+    if int(cdf[-1]) != total - max(excess, 0) or np.any(cdf[1:] < cdf[:-1]):
+        raise AssertionError("the sampler's table wrapped around")  # pragma: no cover
     cdf.setflags(write=False)
     return t, cdf
 
@@ -106,14 +126,17 @@ def _table(sigma: float) -> tuple[int, np.ndarray]:
 def sampler_tv_bound(sigma: float) -> float:
     """The total-variation distance between one sample of :func:`discrete_gaussian`
     and the exact ``N_Z(0, sigma^2)``: at most the truncated tail (``2^-70``), plus
-    one unit of ``2^-64`` per table entry (integer rounding, the missing mass going
-    to the last entry), plus the relative rounding of the long-double probabilities
-    (``64 eps``)."""
+    one unit of ``2^-64`` per table entry and two more (integer rounding; the
+    missing mass going to the last entry; the excess of the floors over ``2^64 -
+    1`` taken off the largest), plus twice the relative rounding of the
+    long-double probabilities (``128 eps``: the exponentials' arguments, the
+    pairwise sum of the weights)."""
     sigma = _check_sigma(sigma)
     if sigma == 0:
         return 0.0
     size = 2 * _support(sigma) + 1
-    return 2.0**-_TAIL_BITS + size * 2.0**-64 + 64 * float(np.finfo(np.longdouble).eps)
+    return (2.0**-_TAIL_BITS + (size + 2) * 2.0**-64
+            + 128 * float(np.finfo(np.longdouble).eps))
 
 
 def discrete_gaussian_variance(sigma: float) -> float:

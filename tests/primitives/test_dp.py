@@ -292,3 +292,38 @@ def test_accountant_is_never_below_the_authors_ddg_accounting(d2: float, sigma: 
     assert eps >= ref * (1 - 1e-9)
     if sigma > 0.9:  # tau d small next to the other terms: the same curve
         assert eps == pytest.approx(ref, rel=1e-6)
+
+
+def _exact_tv_of_table(sigma: float) -> float:
+    """TV between the sampler's table (counts / 2^64, the rest on the top entry) and the
+    exact N_Z(0, sigma^2), in 60-digit decimals (independent of numpy's long double)."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 60
+    t, cdf = dp._table(sigma)
+    c = [int(v) for v in cdf]
+    counts = [c[0]] + [c[i] - c[i - 1] for i in range(1, len(c))]
+    counts[-1] += (1 << 64) - c[-1]
+    s2 = 2 * Decimal(sigma) ** 2
+    w = {k: (-(Decimal(k) ** 2) / s2).exp() for k in range(-t - 400, t + 401)}
+    z = sum(w.values())
+    tv = sum(abs(Decimal(n) / Decimal(2**64) - w[k] / z)
+             for k, n in zip(range(-t, t + 1), counts, strict=True))
+    tv += sum(w[k] for k in w if abs(k) > t) / z  # the truncated tails
+    return float(tv / 2)
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 0.05, 0.1, 0.114, 0.125, 0.13, 0.3, 1.5, 40.0])
+def test_the_sampler_table_never_wraps_and_meets_its_tv_bound(sigma: float) -> None:
+    """Tiny sigma used to put probability 1 at 2^64 (0 in uint64), and near 0.11..0.16
+    the floors summed to 2^64 and the cumulative table wrapped: every sample was T
+    (a constant shift, no noise), or 0 and T half the time each."""
+    _, cdf = dp._table(sigma)
+    assert np.all(cdf[1:] >= cdf[:-1]) and int(cdf[-1]) < 1 << 64
+    assert _exact_tv_of_table(sigma) <= dp.sampler_tv_bound(sigma)
+    x = dp.discrete_gaussian(20_000, sigma, seed=SEED)
+    if sigma <= 0.13:  # P[X != 0] = 2 e^-29.6 or less
+        assert not np.any(x)
+    else:
+        assert abs(float(np.mean(x))) < 5 * math.sqrt(dp.discrete_gaussian_variance(sigma)
+                                                      / x.size)
