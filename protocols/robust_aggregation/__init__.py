@@ -39,12 +39,12 @@ clients' shares and open the sum.  The soundness argument and the numbers are in
   cancel in a +-1 sketch) is accepted with probability at most ``2^-k``; one with
   ``||X|| >= gamma 2^f B`` with probability at most ``2^-40`` (``gamma`` is computed
   from ``k``, ``tau`` and ``B_q`` in :class:`RobustConfig`: 3.07 to 3.11 at ``k =
-  256``, ``f = 16``, ``B = 1``, ``d <= 10^6``; infinite, i.e. no such promise, for ``k < 167``); an honest
-  client (``||x|| <= B``) is rejected with probability at most ``2^-h`` (``h =
-  honest_failure_bits``, 40 by default).  Accepted cheaters can still shift the sum by
-  up to ``gamma B`` each (the bound is on norms, not on directions).  A server that
-  deviates can accept or reject anything: soundness, like privacy, needs both servers
-  to follow the protocol.
+  256``, ``f = 16``, ``B = 1``, ``d <= 10^6``; infinite, i.e. no such promise, for
+  ``k < 167``); an honest client (``||x|| <= B``) is rejected with probability at most
+  ``2^-h`` (``h = honest_failure_bits``, 40 by default).  Accepted cheaters can still
+  shift the sum by up to ``gamma B`` each (the bound is on norms, not on directions).
+  A server that deviates can accept or reject anything: soundness, like privacy, needs
+  both servers to follow the protocol.
 - *Correlations, a deviation from ELSA.*  In ELSA (and in the issue this implements)
   each client acts as an untrusted dealer of the correlated randomness its own check
   consumes, which the servers must then verify (a client dealing inconsistent
