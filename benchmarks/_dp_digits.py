@@ -152,8 +152,8 @@ def config(clients: int, bits: int, noise_multiplier: float = 0.0) -> sa.SecAggC
 @dataclass
 class Run:
     """One training run: its target, the calibrated noise, and per round the test
-    accuracy, the cumulative epsilon composed from the protocol's privacy records, the
-    survivors and how many clipped their delta."""
+    accuracy, the cumulative epsilon composed from the protocol's privacy records and
+    the survivors."""
 
     target_epsilon: float
     bits: int
@@ -164,7 +164,6 @@ class Run:
     #: (``PrivacyAccountant.total_delta``)
     delta: float = DELTA
     survivors: list[int] = field(default_factory=list)
-    clipped: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -196,7 +195,6 @@ def train(target_epsilon: float, bits: int, rounds: int = ROUNDS, clients: int =
         run.epsilon.append(acc.add_round(priv.epsilon_zcdp, priv.sampler_tv))
         run.delta = acc.total_delta()
         run.survivors.append(len(res.aggregate.survivors))
-        run.clipped.append(priv.clipped_clients)
         if on_round is not None:
             on_round(run)
     run.seconds = time.perf_counter() - t0

@@ -159,8 +159,8 @@ def config(clients: int, bits: int, noise_multiplier: float = 0.0) -> sa.SecAggC
 @dataclass
 class Run:
     """One training run: its target, the calibrated noise, and per round the test
-    accuracy, the cumulative epsilon composed from the protocol's privacy records, the
-    survivors and how many clipped their delta."""
+    accuracy, the cumulative epsilon composed from the protocol's privacy records and
+    the survivors."""
 
     target_epsilon: float
     bits: int
@@ -171,7 +171,6 @@ class Run:
     #: (``PrivacyAccountant.total_delta``)
     delta: float = DELTA
     survivors: list[int] = field(default_factory=list)
-    clipped: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -203,7 +202,6 @@ def train(target_epsilon: float, bits: int, rounds: int = ROUNDS, clients: int =
         run.epsilon.append(acc.add_round(priv.epsilon_zcdp, priv.sampler_tv))
         run.delta = acc.total_delta()
         run.survivors.append(len(res.aggregate.survivors))
-        run.clipped.append(priv.clipped_clients)
         if on_round is not None:
             on_round(run)
     run.seconds = time.perf_counter() - t0
@@ -308,9 +306,9 @@ def main(rounds: int = ROUNDS, clients: int = CLIENTS, seed: int = SEED,
                 if r == 1:
                     print(f"\ntarget epsilon {_fmt_eps(run.target_epsilon)}, {run.bits} bits: "
                           f"noise multiplier {run.noise_multiplier:.3f}")
-                    print("  round  survivors  clipped  accuracy  epsilon so far")
-                print(f"  {r:5d}  {run.survivors[-1]:9d}  {run.clipped[-1]:7d}  "
-                      f"{run.accuracy[-1]:8.3f}  {_fmt_eps(run.epsilon[-1]):>14}", flush=True)
+                    print("  round  survivors  accuracy  epsilon so far")
+                print(f"  {r:5d}  {run.survivors[-1]:9d}  {run.accuracy[-1]:8.3f}  "
+                      f"{_fmt_eps(run.epsilon[-1]):>14}", flush=True)
 
             runs.append(train(eps, b, rounds, clients, seed, on_round=show))
     print("\nfinal test accuracy (epsilon spent at delta):")

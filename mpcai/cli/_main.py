@@ -173,6 +173,14 @@ def _build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     rb.add_argument("--reps", type=int, default=1, help="repetitions per measurement (median)")
     rb.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    dpb = bench_sub.add_parser("dp", parents=[common],
+                               help="distributed DP in secure aggregation: cost against the "
+                                    "same round without DP, the sampler, accuracy vs epsilon")
+    dpb.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
+    dpb.add_argument("--reps", type=int, default=1, help="repetitions per measurement (median)")
+    dpb.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    dpb.add_argument("--plot", metavar="PNG", help="write the accuracy plot here (default: "
+                                                   "next to --json, with .png)")
     return parser
 
 
@@ -352,5 +360,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             from mpcai.benchmarks import robust
 
             return robust.main(reps=args.reps, quick=args.quick, json_path=args.json)
+        if args.bench == "dp":
+            from mpcai.benchmarks import dp as dp_bench
+
+            return dp_bench.main(reps=args.reps, quick=args.quick, json_path=args.json,
+                                 plot_path=args.plot)
     parser.error("unknown command")
     return 2

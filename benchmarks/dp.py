@@ -1,0 +1,229 @@
+"""``mpcai bench dp``: what distributed differential privacy costs in secure aggregation
+(time, bytes) and what it leaves of a model's accuracy.
+
+Cost (every party in this process: ``secure_aggregation.simulate``, one trio loop,
+in-memory network, message encoding included; one thread; auto degree and threshold,
+no dropouts).  Data: N updates of d float64 values of L2 norm 0.5 (clip 1).
+
+* ``dp round N= d= bits=``: a round with ``DPConfig(l2_clip=1, noise_multiplier=1,
+  bits)`` against the same round without DP (``clip=1``, quantised to the same
+  ``bits``); ``ratio`` = plain time / DP time (below 1: DP is slower).  Extras: mean
+  bytes sent per client for both and their ratio (``bytes_x_plain``: DP packs
+  ``bits`` bits per value of the rotated vector, padded to a power of two; the plain
+  round sends 32-bit ring words of d values), the round's grid and noise, and the
+  noise measured in the mean (its standard deviation per coordinate against
+  ``sigma_client * sqrt(N) * gamma / N``: every client's noise, a check that the
+  noise is the calibrated one).
+* ``dp client encode d= bits=``: one client's DP encoding at the round's parameters,
+  step by step (rotate, conditional rounding, discrete Gaussian noise, packing) plus
+  its masks, against the plain client's quantisation plus masks (``degree + 1`` mask
+  expansions over Z_2^32 in both).
+* ``dp sampler sigma=``: :func:`mpcai.dp.discrete_gaussian` drawing 10^6 samples
+  (``samples_per_s``) against the ChaCha20 words it consumes alone
+  (``mpcai.prg.ring_vector``).
+
+Utility (``benchmarks/_dp_digits.py``, the code of ``examples/dp_digits.py``):
+federated softmax regression on scikit-learn's digits, 100 non-IID clients, 10
+rounds, up to 5% dropping per round, the noise calibrated by ``calibrate_noise`` for
+each target epsilon in {1, 3, 8, inf} over all rounds at delta = 1e-5, at 16 and 20
+bits.  ``dp utility eps= bits=``: seconds per round against the same bits without
+noise; extras: the final test accuracy, the accuracy without noise and in the clear
+(FedAvg, no clipping), the epsilon composed from the protocol's privacy records and
+its delta.  The plot (accuracy per round, accuracy against epsilon) goes to
+``--plot PATH``, else next to ``--json FILE`` (``FILE`` with ``.png``).
+
+``--quick``: N = 10, d = 2000; 10^4 samples; the utility with 10 clients, 2 rounds.
+Every record carries ``cpu``, ``threads`` (1) and ``load_1min``; the machine may be
+shared, so compare the ratios of one run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from mpcai.protocols import secure_aggregation as sa
+from mpcai.protocols.secure_aggregation import _dp as sa_dp
+
+from mpcai import dp, encoding, prg
+
+from . import _dp_digits, _progress
+from ._common import median_time, record, report
+from ._simd import cpu_model
+
+STEPS = ("cost N=100 d=100000", "cost N=50 d=1000000", "sampler", "utility")
+NOISE_MULTIPLIER = 1.0
+SIGMAS = (1.0, 100.0, 10_000.0, dp.MAX_SIGMA)
+
+
+def _machine(**extra: object) -> dict:
+    return {"cpu": cpu_model(), "threads": 1, "load_1min": os.getloadavg()[0], **extra}
+
+
+def _updates(n: int, d: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(2024)  # benchmark data, not secrets
+    out = []
+    for _ in range(n):
+        v = rng.normal(size=d)
+        out.append(v * (0.5 / np.linalg.norm(v)))
+    return out
+
+
+def _configs(n: int, bits: int) -> tuple[sa.SecAggConfig, sa.SecAggConfig]:
+    dcfg = sa.SecAggConfig(n_clients=n, threads=1, timeout=3600.0,
+                           dp=sa.DPConfig(l2_clip=1.0, noise_multiplier=NOISE_MULTIPLIER,
+                                          bits=bits))
+    pcfg = sa.SecAggConfig(n_clients=n, threads=1, timeout=3600.0, clip=1.0, bits=bits)
+    assert (dcfg.degree, dcfg.threshold) == (pcfg.degree, pcfg.threshold)
+    return dcfg, pcfg
+
+
+def _client_steps(x: np.ndarray, cfg: sa.SecAggConfig, reps: int) -> dict[str, float]:
+    """Median seconds of each step of one DP client's encoding at ``cfg``'s parameters."""
+    assert cfg.dp is not None
+    p = sa_dp.params(cfg, x.size)
+    seed = prg.new_seed()
+    scale = p.scaled_clip / cfg.dp.l2_clip
+    y = dp.rotate(x, seed) * scale
+    r = dp.conditional_round(y, p.l2_sensitivity)
+    vec = np.zeros(p.d_pad + 2, dtype=np.uint32)
+
+    def masks() -> None:
+        for _ in range(cfg.neighbours + 1):
+            prg.ring_accumulate(vec, prg.new_seed(), 1)
+
+    return {
+        "rotate_s": median_time(lambda: dp.rotate(x, seed), reps),
+        "round_s": median_time(lambda: dp.conditional_round(y, p.l2_sensitivity), reps),
+        "noise_s": median_time(lambda: dp.discrete_gaussian(p.d_pad, p.sigma_client), reps),
+        "pack_s": median_time(lambda: sa_dp.pack(r.astype(np.uint32), cfg.dp.bits), reps),
+        "mask_s": median_time(masks, reps),
+    }
+
+
+def _plain_client(x: np.ndarray, cfg: sa.SecAggConfig, reps: int) -> float:
+    """The plain client's masked-input step: quantise, ``degree + 1`` masks."""
+    def step() -> None:
+        q = encoding.quantize(x, clip=cfg.clip, bits=cfg.bits).astype(np.uint32)
+        for _ in range(cfg.neighbours + 1):
+            prg.ring_accumulate(q, prg.new_seed(), 1)
+    return median_time(step, reps)
+
+
+def run_cost(n: int, d: int, bits: int, reps: int) -> list[dict]:
+    """The round and client-encoding records at one size and ``bits``."""
+    ups = _updates(n, d)
+    dcfg, pcfg = _configs(n, bits)
+    dp_t, plain_t = [], []
+    dres = pres = None
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        dres = sa.simulate(ups, dcfg)
+        dp_t.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        pres = sa.simulate(ups, pcfg)
+        plain_t.append(time.perf_counter() - t0)
+    assert dres is not None and pres is not None
+    priv = dres.aggregate.privacy
+    assert priv is not None
+    want = np.mean(ups, axis=0)
+    noise = np.asarray(dres.mean) - want
+    # every survivor adds noise (sigma_present counts only the honest ones)
+    expected = priv.sigma_client * math.sqrt(len(dres.aggregate.survivors)) * priv.gamma / n
+    db = float(np.mean([dres.stats[c].bytes_sent for c in range(1, n + 1)]))
+    pb = float(np.mean([pres.stats[c].bytes_sent for c in range(1, n + 1)]))
+    machine = _machine(n_clients=n, dim=d, bits=bits, degree=dcfg.neighbours,
+                       threshold=dcfg.threshold)
+    recs = [record(f"dp round N={n} d={d} bits={bits}", float(np.median(dp_t)),
+                   f"secure aggregation round, no dp ({bits}-bit quantisation)",
+                   float(np.median(plain_t)),
+                   bytes_per_client=db, bytes_per_client_plain=pb, bytes_x_plain=db / pb,
+                   d_pad=dp.padded_length(d), noise_multiplier=NOISE_MULTIPLIER,
+                   sigma_client=priv.sigma_client, gamma=priv.gamma,
+                   epsilon_zcdp=priv.epsilon_zcdp, noise_std=float(np.std(noise)),
+                   noise_std_expected=expected,
+                   plain_max_abs_err=float(np.max(np.abs(np.asarray(pres.mean) - want))),
+                   **machine)]
+    steps = _client_steps(ups[0], dcfg, reps=max(3, reps))
+    recs.append(record(f"dp client encode d={d} bits={bits}", sum(steps.values()),
+                       f"plain client quantise + {dcfg.neighbours + 1} masks",
+                       _plain_client(ups[0], pcfg, reps=max(3, reps)), **steps,
+                       sigma_client=priv.sigma_client, **machine))
+    return recs
+
+
+def run_sampler(size: int, reps: int) -> list[dict]:
+    """The sampler's throughput at each of :data:`SIGMAS`."""
+    recs = []
+    seed = prg.new_seed()
+    words = median_time(lambda: prg.ring_vector(seed, size), reps)
+    for sigma in SIGMAS:
+        s = median_time(lambda sigma=sigma: dp.discrete_gaussian(size, sigma), reps)
+        recs.append(record(f"dp sampler sigma={sigma:g}", s,
+                           f"ChaCha20 words alone ({size})", words, samples=size,
+                           samples_per_s=size / s, table_entries=2 * dp._support(sigma) + 1,
+                           **_machine()))
+    return recs
+
+
+def run_utility(clients: int, rounds: int,
+                plot_path: str | None = None) -> list[dict]:
+    """The training records (one per target epsilon and bits) and the plot."""
+    clear = _dp_digits.clear_fedavg(rounds, clients)
+    runs = [_dp_digits.train(eps, bits, rounds, clients)
+            for eps in _dp_digits.EPSILONS for bits in _dp_digits.BITS]
+    recs = []
+    for r in runs:
+        base = next(b for b in runs if b.bits == r.bits and math.isinf(b.target_epsilon))
+        private = not math.isinf(r.target_epsilon)
+        recs.append(record(
+            f"dp utility eps={'inf' if not private else f'{r.target_epsilon:g}'} bits={r.bits}",
+            r.seconds / rounds, "the same bits without noise (s per round)",
+            base.seconds / rounds, accuracy=r.accuracy[-1], accuracy_no_noise=base.accuracy[-1],
+            accuracy_clear=clear[-1], accuracy_per_round=r.accuracy,
+            target_epsilon=r.target_epsilon if private else None,
+            epsilon=r.epsilon[-1] if private else None, delta=r.delta,
+            noise_multiplier=r.noise_multiplier, clients=clients, rounds=rounds,
+            **_machine()))
+    if plot_path is not None:
+        _dp_digits.plot(runs, plot_path, clear,
+                        title=f"mpcai bench dp: digits, {clients} non-IID clients, "
+                              f"{rounds} rounds ({cpu_model()})")
+    return recs
+
+
+def run(reps: int = 1, quick: bool = False, plot_path: str | None = None) -> list[dict]:
+    """Every record (see the module docstring)."""
+    sizes = [(10, 2000)] if quick else [(100, 100_000), (50, 1_000_000)]
+    if quick:
+        _progress.plan(["cost N=10 d=2000", "sampler", "utility"])
+    records: list[dict] = []
+    for n, d in sizes:
+        _progress.step(f"cost N={n} d={d}")
+        for bits in _dp_digits.BITS:
+            records += run_cost(n, d, bits, reps)
+    _progress.step("sampler")
+    records += run_sampler(10_000 if quick else 1_000_000, reps=max(3, reps))
+    _progress.step("utility")
+    records += run_utility(10 if quick else _dp_digits.CLIENTS,
+                           2 if quick else _dp_digits.ROUNDS, plot_path)
+    return records
+
+
+def main(reps: int = 1, quick: bool = False, json_path: str | None = None,
+         plot_path: str | None = None) -> int:
+    """Run, print the table, write JSON and the plot if asked; returns an exit code."""
+    if plot_path is None and json_path:
+        plot_path = str(Path(json_path).with_suffix(".png"))
+    with _progress.running("mpcai bench dp", STEPS):
+        records = run(reps=reps, quick=quick, plot_path=plot_path)
+    report(records, reps, json_path)
+    if plot_path is not None:
+        print(f"wrote the plot to {plot_path}")
+    return 0
+
+
+__all__ = ["main", "run", "run_cost", "run_sampler", "run_utility"]
