@@ -6,7 +6,9 @@ is refused before anything is sent.
 
 **Quantisation.**  A client's update ``x`` (``d`` reals, ``||x||_2 <= B``) is encoded as
 ``X = floor(2^f x + U)`` (stochastic rounding, ``U`` uniform in [0, 1)), so
-``|X_j - 2^f x_j| < 1`` and ``||X||_2 <= B_q = 2^f B + sqrt(d)``.
+``|X_j - 2^f x_j| <= 1`` (1 only when the float sum ``2^f x_j + U`` rounds up to the next
+integer) and ``||X||_2 <= B_q = 2^f B + sqrt(d)``.  The rounding is unbiased up to that
+float rounding of the sum (tested: ``E X_j = 2^f x_j``).
 
 **The sketch.**  ``R`` is ``k x d`` with i.i.d. entries -1, 0, +1 (1/4, 1/2, 1/4),
 drawn after every share has arrived; ``y = R X`` modulo 2^64.  The servers accept iff
