@@ -31,7 +31,8 @@ helper's, and a FLP proof of about ``2 sqrt(b d)`` field elements to each server
 ``bytes = 16 (b d + 4 sqrt(b d)) + 32`` with ``b = 16``.  It bounds each coordinate,
 not the L2 norm (a norm bound would need the squares too, more still).
 
-Every record carries ``cpu``, ``threads`` (1) and ``load_1min``; the machine may be
+Every record carries ``cpu``, ``threads`` (1), ``load_1min`` and ``check_batch`` (clients
+per group of the two-party check: it sets the servers' memory); the machine may be
 shared, so compare the ratios of one run.
 """
 
@@ -98,7 +99,7 @@ def run_size(n: int, d: int, reps: int) -> list[dict]:
     err = float(np.max(np.abs(res.total - want)))
     ours_s, base_s = float(np.median(ours_t)), float(np.median(base_t))
     machine = {"cpu": cpu_model(), "threads": 1, "load_1min": os.getloadavg()[0],
-               "n_clients": n, "dim": d, "k": cfg.k}
+               "n_clients": n, "dim": d, "k": cfg.k, "check_batch": cfg.check_batch}
     ob = float(np.mean([res.stats[c].bytes_sent for c in range(2, n + 2)]))
     sb = float(np.mean([sres.stats[c].bytes_sent for c in range(1, n + 1)]))
     pb = prio3_bytes(d)
