@@ -6,8 +6,9 @@ secure aggregation with distributed DP (``SecAggConfig(dp=DPConfig(...))``): the
 is L2-clipped, rotated, rounded to a grid, noised with the distributed discrete
 Gaussian and summed modulo 2^bits, so the server learns only the noisy mean, and the
 noisy mean is (epsilon, delta)-differentially private for the neighbouring relation
-"one client's whole data added or removed" even against the server and a colluding
-10% of the clients.
+"one client's whole data added or removed" even against the server colluding with 10%
+of the clients, as long as the sum stays secret: here against a semi-honest server (a
+malicious one needs identities and the complete graph, see ``DPConfig``).
 
 * Data: ``load_digits`` (bundled with scikit-learn, no download), pixels scaled to
   [0, 1]; a stratified quarter held out for testing; the rest split *non-IID* over
