@@ -461,3 +461,22 @@ def test_check_in_groups_of_clients() -> None:
     np.testing.assert_array_equal(res.sum, _q(ups[0]) + _q(ups[3]) + _q(ups[4]))
     with pytest.raises(InvalidInput):
         _cfg(1, check_batch=0)
+
+
+def test_the_sketch_is_fresh_each_round_and_shared_by_the_servers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # both servers sketch with one seed per round; a second round (even under the same
+    # session id) has another, so nothing learned in one round says anything of the next
+    seeds: list[bytes] = []
+    real = prg.ternary_sketch
+
+    def spy(vec: np.ndarray, seed: bytes, k: int, **kw: Any) -> np.ndarray:
+        seeds.append(seed)
+        return real(vec, seed, k, **kw)
+
+    monkeypatch.setattr(prg, "ternary_sketch", spy)
+    ups = [np.full(D, 0.01)] * 2
+    for _ in range(2):
+        ra.simulate(ups, _cfg(2), session=b"s" * 16)
+    assert len(seeds) == 8 and len(set(seeds[:4])) == 1 and len(set(seeds[4:])) == 1
+    assert seeds[0] != seeds[4]
