@@ -600,7 +600,7 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
     floor on the noise, checked at the round's first message, before it trains
     or sends anything derived from its data.  ``require_dp`` refuses rounds
     without dp (so do ``min_noise_multiplier > 0``, ``max_epsilon`` and
-    ``max_epsilon_total``); ``min_noise_multiplier`` refuses a smaller
+    ``max_epsilon_total``; each needs ``required``); ``min_noise_multiplier`` refuses a smaller
     ``dp.noise_multiplier``; ``max_l2_clip`` a larger ``dp.l2_clip`` (and
     ``max_clip``, which with dp bounds ``dp.l2_clip``: every value of an update
     is within its L2 norm; the round's ``clip`` is not used);
@@ -648,6 +648,9 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         raise InvalidInput("budget_file without max_epsilon_total")
     require_dp = require_dp or min_noise_multiplier > 0 or max_epsilon is not None or (
         max_epsilon_total is not None)
+    if require_dp and not required:  # a plain train message would send the update as is
+        raise InvalidInput("a dp floor (require_dp, min_noise_multiplier, max_epsilon, "
+                           "max_epsilon_total) needs required=True")
     claims = Path(claims_dir) if claims_dir is not None else Path(
         tempfile.gettempdir()) / f"mpcai-secagg-claims-{os.getuid()}"
 

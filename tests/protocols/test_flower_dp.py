@@ -389,7 +389,9 @@ def test_bad_dp_options_are_refused_when_built() -> None:
         DPConfig(2.0, 0.5)
     for kw in ({"max_epsilon_total": 1.0}, {"budget_file": "/tmp/x.json"},
                {"dp_delta": 1.0}, {"min_noise_multiplier": -1.0}, {"max_epsilon": 0.0},
-               {"max_l2_clip": 0.0}, {"require_dp": 1}):
+               {"max_l2_clip": 0.0}, {"require_dp": 1},
+               {"require_dp": True, "required": False},
+               {"min_noise_multiplier": 0.5, "required": False}):
         with pytest.raises(InvalidInput):
             make_secagg_mod(**kw)
 
@@ -404,3 +406,40 @@ def test_a_dp_round_that_cannot_run_for_its_sample_is_skipped() -> None:
     grid = make_grid(dp_app(changes(0.01)))
     run(few_bits, grid)
     assert "failed" in few_bits.history[0] and all(not t for t in grid.trips)
+
+
+def test_concurrent_charges_of_one_budget_never_exceed_it(tmp_path: Path) -> None:
+    """Many rounds charged at once on one node (concurrent ClientApps): exactly as many as
+    the budget holds get through (the check and the charge under one lock)."""
+    import threading
+
+    from mpcai.errors import ProtocolAbort
+    from mpcai.integrations.flower import _budget
+
+    e, delta = 0.1, 1e-5
+    acc = dp.PrivacyAccountant(delta)
+    fits = 0
+    while acc.add_round(e) <= 2.0:
+        fits += 1
+    path = tmp_path / "node" / "budget.json"
+    ok, refused = [], []
+
+    def charge(i: int) -> None:
+        try:
+            _budget(path, bytes([i]) * 16, e, delta, 2.0, charge=True)
+            ok.append(i)
+        except ProtocolAbort:
+            refused.append(i)
+
+    threads = [threading.Thread(target=charge, args=(i,)) for i in range(fits + 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ok) == fits and len(refused) == 6
+    assert len(json.loads(path.read_text())["rounds"]) == fits
+    _budget(path, bytes([ok[0]]) * 16, e, delta, 2.0, charge=True)  # charged once only
+    assert len(json.loads(path.read_text())["rounds"]) == fits
+    path.write_text("{not json")  # an unreadable budget refuses, never starts afresh
+    with pytest.raises(ProtocolAbort, match="unreadable"):
+        _budget(path, b"n" * 16, e, delta, 2.0, charge=False)
