@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -113,6 +114,14 @@ async def process_party(party: Party, config: dict[str, Any],
     ids by outcome; a client (``update`` required) whether it was accepted."""
     if not isinstance(config, dict):
         raise InvalidType("config must be a dict of RobustConfig fields")
+    names = {f.name for f in dataclasses.fields(RobustConfig) if f.init}
+    unknown = sorted(str(key) for key in set(config) - names)
+    if unknown:
+        raise InvalidInput(f"config has fields RobustConfig does not take: {unknown}")
+    missing = sorted(f.name for f in dataclasses.fields(RobustConfig) if f.init
+                     and f.default is dataclasses.MISSING and f.name not in config)
+    if missing:
+        raise InvalidInput(f"config lacks the RobustConfig fields {missing}")
     cfg = RobustConfig(**config)
     if party.id in (0, 1):
         res = await server(party, cfg)

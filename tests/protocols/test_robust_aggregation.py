@@ -480,3 +480,14 @@ def test_the_sketch_is_fresh_each_round_and_shared_by_the_servers(
         ra.simulate(ups, _cfg(2), session=b"s" * 16)
     assert len(seeds) == 8 and len(set(seeds[:4])) == 1 and len(set(seeds[4:])) == 1
     assert seeds[0] != seeds[4]
+
+
+@pytest.mark.parametrize("conf", [{"n_clients": 1, "dim": 4, "l2_bound": 1.0, "foo": 1},
+                                  {"n_clients": 1, "dim": 4, "l2_bound": 1.0, "tau": 5},
+                                  {"dim": 4}])
+def test_process_party_config_errors_are_typed(conf: dict[str, Any]) -> None:
+    # unknown, derived (init=False) or missing fields were an untyped TypeError
+    import trio
+
+    with pytest.raises(InvalidInput, match="config"):
+        trio.run(ra.process_party, object(), conf)
