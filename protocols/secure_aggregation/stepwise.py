@@ -24,6 +24,10 @@ let the server send a batch of messages and collect the replies
   reply}`` for the clients that answered with a message of stage ``tag``; one that
   did not answer in time is a dropout.
 
+With ``SecAggConfig.dp`` the round is the same (every weight 1; the state carries
+the DPConfig); :func:`dp_guarantee` gives a DP round's privacy before it runs, from
+the configuration alone (what a client checks against its own floor).
+
 The threat model is the protocol's (see the package docstring): the host
 transports messages and stores each client's state, and learns nothing the
 server does not.  Every value is encoded with :mod:`mpcai.runtime.wire` (no
