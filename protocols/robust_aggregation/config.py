@@ -100,7 +100,8 @@ class RobustConfig:
         dim: coordinates per update (``d``).
         l2_bound: the declared bound ``B`` on each update's L2 norm (real units).
         frac_bits: fixed-point fractional bits ``f`` (scale ``2^f``).
-        k: sketch rows (the soundness exponent of the range part; 256 by default).
+        k: sketch rows (the soundness exponent of the range part, at least 40; 256 by
+            default; below 167, ``gamma`` is infinite: no 2^-40 promise on the norm).
         over_bound: what an honest client does with an update over the bound:
             ``"raise"`` (refuse locally, :class:`~mpcai.errors.InvalidInput`) or
             ``"clip"`` (scale it down to norm ``B``).
@@ -138,7 +139,8 @@ class RobustConfig:
         d = check_int(self.dim, "dim", lo=1, hi=1 << 40)
         b = check_real(self.l2_bound, "l2_bound", positive=True)
         f = check_int(self.frac_bits, "frac_bits", lo=0, hi=40)
-        k = check_int(self.k, "k", lo=1, hi=1 << 16)
+        # a coordinate that wraps passes all k range rows w.p. up to 2^-k: at least 40
+        k = check_int(self.k, "k", lo=40, hi=1 << 16)
         h = check_int(self.honest_failure_bits, "honest_failure_bits", lo=1, hi=128)
         check_real(self.timeout, "timeout", positive=True)
         check_int(self.threads, "threads", lo=1, hi=64)
@@ -169,7 +171,7 @@ class RobustConfig:
                 f"frac_bits, l2_bound or dim")
         # gamma: the least ||X|| / (2^f B) with lower_tail_bound <= 2^-40 (and 2^-k too)
         need = 40 * _LN2 * 6.0 / k
-        if k < 40 or need >= 1.0:
+        if need >= 1.0:
             gamma = math.inf
         else:
             r = 1.0 - math.sqrt(need)  # tau / (k mu) at the 2^-40 point

@@ -491,3 +491,11 @@ def test_process_party_config_errors_are_typed(conf: dict[str, Any]) -> None:
 
     with pytest.raises(InvalidInput, match="config"):
         trio.run(ra.process_party, object(), conf)
+
+
+def test_too_few_sketch_rows_refused() -> None:
+    # k = 8: a coordinate of 2^63 would pass every range row w.p. 2^-8 (and be in the sum)
+    with pytest.raises(InvalidInput, match="k must be"):
+        ra.RobustConfig(n_clients=1, dim=4, l2_bound=1.0, k=8)
+    assert math.isinf(ra.RobustConfig(n_clients=1, dim=4, l2_bound=1.0, k=166).gamma)
+    assert math.isfinite(ra.RobustConfig(n_clients=1, dim=4, l2_bound=1.0, k=167).gamma)
