@@ -499,3 +499,32 @@ def test_too_few_sketch_rows_refused() -> None:
         ra.RobustConfig(n_clients=1, dim=4, l2_bound=1.0, k=8)
     assert math.isinf(ra.RobustConfig(n_clients=1, dim=4, l2_bound=1.0, k=166).gamma)
     assert math.isfinite(ra.RobustConfig(n_clients=1, dim=4, l2_bound=1.0, k=167).gamma)
+
+
+def test_accept_bits_equal_the_plaintext_predicate(monkeypatch: pytest.MonkeyPatch) -> None:
+    # updates near the norm threshold (each accepted or not at random, by R): the opened
+    # bit of every client is exactly [all -T <= y_i < T and sum y_i^2 <= tau] for the
+    # round's R (recomputed in the clear from the seed the servers used)
+    seeds: list[bytes] = []
+    real = prg.ternary_sketch
+
+    def spy(vec: np.ndarray, seed: bytes, k: int, **kw: Any) -> np.ndarray:
+        seeds.append(seed)
+        return real(vec, seed, k, **kw)
+
+    monkeypatch.setattr(prg, "ternary_sketch", spy)
+    cfg = _cfg(10)
+    rng = np.random.default_rng(16)
+    xs = {}
+    for c, rel in zip(range(2, 12), np.linspace(1.28, 1.42, 10), strict=True):
+        v = rng.normal(size=D)
+        xs[c] = np.round(v * (rel * cfg.quant_bound / np.linalg.norm(v))).astype(np.int64)
+    res = ra.simulate([np.zeros(D)] * 10, cfg, messages={c: _shares(x) for c, x in xs.items()})
+    want = []
+    for c, x in xs.items():
+        y = real(x.astype(np.uint64), seeds[0], cfg.k).view(np.int64)
+        t = cfg.range_bound
+        if np.all((y >= -t) & (y < t)) and int((y.astype(object) ** 2).sum()) <= cfg.tau:
+            want.append(c)
+    assert res.accepted == want and res.rejected == sorted(set(xs) - set(want))
+    assert 0 < len(want) < 10  # both outcomes occur (else the test shows little)
