@@ -298,7 +298,12 @@ class SecAggConfig:
 
         The 32-bit ring halves the traffic and the keystream needed for the
         masks (each mask element is one 32-bit word of the ChaCha20 stream).
+        With ``dp`` always Z_2^32: the values are modulo ``2^dp.bits`` (at most
+        2^32) and the clipped count and weights sum to at most ``n_clients <
+        2^(dp.bits - 1)`` (the DP encoding refuses more).
         """
+        if self.dp is not None:
+            return 32
         worst = self.n_clients * max(self.max_weight * self.levels, CLIPPED_COUNT_CAP)
         return 32 if worst < 1 << 32 else 64
 

@@ -325,3 +325,13 @@ def test_edge_updates_dims_and_bits() -> None:
         with pytest.raises(InvalidInput, match="NaN or infinite"):
             sa.simulate([bad] + [np.array([0.1, 0.2])] * 3,
                         SecAggConfig(**base, dp=DPConfig(1.0, 0.0)))
+
+
+def test_the_dp_ring_is_32_bits_for_any_number_of_clients() -> None:
+    """70000 clients made the ring Z_2^64 (the non-dp sum's bound) while the DP encoding
+    is uint32: every masked input was then refused as malformed."""
+    cfg = SecAggConfig(n_clients=70_000, threshold=40, degree=60, corrupt_fraction=1e-4,
+                       dp=DPConfig(1.0, 1.0, bits=20))
+    assert cfg.ring_bits == 32
+    vec, _ = _dp.encode(cfg, SESSION, np.full(8, 0.1))
+    assert vec.dtype == np.uint32 and vec.size == _dp.wire_length(cfg, 8)
