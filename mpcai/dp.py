@@ -427,22 +427,24 @@ class PrivacyAccountant:
     (:func:`ddg_epsilon`).  ``rho``-zCDP means ``RDP(alpha) <= alpha rho`` for
     every ``alpha > 1``: exactly the RDP curve of the Gaussian mechanism with
     noise multiplier ``1 / eps_r``, so a round is composed as
-    ``GaussianDpEvent(1 / eps_r)``.  Neighbouring datasets: one client's
-    update added or removed (``ADD_OR_REMOVE_ONE``; in secure aggregation a
-    removed update is a zero vector, the client still adding its noise share,
-    so the sensitivity is one rounded update's norm), every client taking part
+    ``GaussianDpEvent(1 / eps_r)`` (the same curve as ``ZCDpEvent(eps_r^2 / 2)``).
+    Neighbouring datasets: one participant's update present or replaced by a
+    zero vector, the client still adding its noise share (dp-accounting's
+    ``REPLACE_SPECIAL``; unsampled, its numbers are ``ADD_OR_REMOVE_ONE``'s),
+    so the sensitivity is one rounded update's norm; every client taking part
     in every round (no amplification by sampling is claimed).
     :meth:`epsilon` gives ``eps`` at ``delta`` for the rounds so far.
 
-    Why no amplification by client sampling: dp-accounting's
-    ``SampledWithoutReplacementDpEvent`` (Wang, Balle, Kasiviswanathan 2019,
-    Theorem 27) and ``PoissonSampledDpEvent`` (Mironov et al. 2019) compute
-    bounds specific to the *continuous* Gaussian (forward differences of its
-    exact cumulant generating function, the exact sampled-Gaussian integral),
-    not functions of the base mechanism's RDP curve alone, so a mechanism
-    that is merely dominated in RDP by a Gaussian does not inherit them.  A
-    sampled round is reported here as if every client took part (an upper
-    bound: sampling only helps).
+    Why no amplification by client sampling: amplification needs the
+    adversary not to know whether the target took part, and here the
+    adversary is the server, which talks to every participant (and sees who
+    dropped out).  So a sampled round is reported as if every client took part
+    and the neighbouring relation is about a participant's update, not its
+    participation.  (Besides, dp-accounting's ``PoissonSampledDpEvent`` and
+    ``SampledWithoutReplacementDpEvent`` are computed for the *continuous*
+    Gaussian's exact curve, which a mechanism merely dominated by it in RDP does
+    not inherit; a generic bound for any RDP curve exists (Zhu & Wang 2019,
+    used by the DDG authors' code) but would still assume a secret sample.)
     """
 
     delta: float = 1e-5
