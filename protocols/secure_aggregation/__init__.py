@@ -80,18 +80,22 @@ clients, who may add no noise) learns about any one client is bounded: the
 sum holds the noise of at least ``n_min = min_survivors - C`` honest clients,
 because the server refuses to unmask with fewer than ``min_survivors``
 survivors (:class:`~mpcai.errors.NotEnoughSurvivors`, before any share is
-requested).  Neighbouring inputs: one client's update added or removed (a
-removed update is a zero vector from a client that still adds its noise).
+requested), and so does each client that sees the whole survivor list
+(the complete graph or the consistency check).  Neighbouring inputs: one
+client's update present or replaced by a zero vector (the client still adding
+its noise).  Against a malicious server the guarantee needs the sum's own
+secrecy (:func:`security_report`'s ``private_malicious``: identities, the
+consistency check, the complete graph).
 ``AggregateResult.privacy`` (:class:`mpcai.dp.RoundPrivacy`) reports the
 round's ``(eps, delta)`` for the actual survivors minus ``C`` (more survivors,
 more noise, smaller eps), the wrap-around bound and the sampler's
-total-variation distance (included in delta); compose rounds with
+total-variation distance (included in delta, times ``1 + e^eps``); compose rounds with
 :class:`mpcai.dp.PrivacyAccountant`, calibrate with :func:`calibrate_noise`.
 Weights are all 1 (the sensitivity is that of an unweighted sum).  Outside
-the DP guarantee: the number of survivors and how many of them clipped
-their update (``AggregateResult.clipped``, exact); a malicious server that
-deviates from the protocol only as above (the DP statement assumes the
-round's sum is what it reveals).
+the DP guarantee: who took part and survived (no amplification by sampling
+is claimed: the server sees the participants) and, only with
+``DPConfig.report_clipped``, how many survivors clipped their update
+(``AggregateResult.clipped``, exact; 0 otherwise).
 """
 
 from .client import client as client
