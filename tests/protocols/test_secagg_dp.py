@@ -335,3 +335,44 @@ def test_the_dp_ring_is_32_bits_for_any_number_of_clients() -> None:
     assert cfg.ring_bits == 32
     vec, _ = _dp.encode(cfg, SESSION, np.full(8, 0.1))
     assert vec.dtype == np.uint32 and vec.size == _dp.wire_length(cfg, 8)
+
+
+def test_with_the_consistency_check_a_smaller_signed_list_gets_no_share() -> None:
+    """The malicious-server setting (identities, consistency check, complete graph): a
+    server that has every masked input but has the clients sign a list of 3 (claiming
+    4..6 dropped after sending) gets the signatures but no share at unmask."""
+    import importlib
+
+    from mpcai.runtime import InMemoryNetwork, Party
+    from mpcai.testing import run_local
+
+    n = 6
+    public, private = sa.make_identities(n)
+    cfg = SecAggConfig(n_clients=n, threshold=3, corrupt_fraction=0.0, timeout=10,
+                       identities=public, consistency_check=True,
+                       dp=DPConfig(l2_clip=1.0, noise_multiplier=1.0, min_survivors=5))
+    srv = importlib.import_module("mpcai.protocols.secure_aggregation.server")
+    few = [1, 2, 3]
+
+    async def lying(party: Party) -> object:
+        state = srv.ServerState(cfg=cfg, session=party.session)
+        await srv.advertise_keys(party, state, list(range(1, n + 1)))
+        await srv.share_keys(party, state)
+        await srv.masked_input(party, state)
+        assert state.u3 == list(range(1, n + 1))
+        state.u3 = few
+        await srv.consistency_check(party, state)
+        assert sorted(state.sigs) == few  # signing is harmless: the list is checked later
+        request = {"u3": np.array(few, dtype=np.uint32),
+                   "dropped": np.array([4, 5, 6], dtype=np.uint32), "sigs": state.sigs}
+        await party.send_many("unmask", dict.fromkeys(few, request))
+        return await party.gather("unmask", few, timeout=5, min_count=0)
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            return await lying(party)
+        return await sa.client(party, np.zeros(8), cfg, identity_key=private[party.id])
+
+    res = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
+    assert res[0] == {}
+    assert all(isinstance(r, NotEnoughSurvivors) and "dp needs 5" in str(r) for r in res[1:4])
