@@ -477,7 +477,8 @@ class PrivacyAccountant:
 
     def epsilon(self, delta: float | None = None) -> float:
         """``eps`` at ``delta`` (default: the accountant's) over the rounds so far."""
-        delta = self.delta if delta is None else check_real(delta, "delta", positive=True)
+        delta = self.delta if delta is None else check_real(delta, "delta", positive=True,
+                                                            hi=1.0)
         if not self.rounds:
             return 0.0
         if any(math.isinf(e) for e in self.rounds):

@@ -327,3 +327,23 @@ def test_the_sampler_table_never_wraps_and_meets_its_tv_bound(sigma: float) -> N
     else:
         assert abs(float(np.mean(x))) < 5 * math.sqrt(dp.discrete_gaussian_variance(sigma)
                                                       / x.size)
+
+
+def test_a_round_is_composed_as_rho_zcdp() -> None:
+    """GaussianDpEvent(1 / eps_r) is exactly (eps_r^2 / 2)-zCDP for dp-accounting: the
+    same epsilon as its ZCDpEvent, and the RDP curve alpha eps_r^2 / 2."""
+    import dp_accounting
+    from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+    eps_r, rounds = 0.3, 25
+    acc = dp.PrivacyAccountant(1e-6)
+    for _ in range(rounds):
+        ours = acc.add_round(eps_r)
+    z = rdp.RdpAccountant()
+    z.compose(dp_accounting.ZCDpEvent(eps_r**2 / 2), rounds)
+    assert ours == pytest.approx(z.get_epsilon(1e-6), rel=1e-9)
+    g = rdp.RdpAccountant()
+    g.compose(dp_accounting.GaussianDpEvent(1 / eps_r))
+    assert np.allclose(g.rdp, g.orders * eps_r**2 / 2, rtol=1e-12, atol=0)
+    with pytest.raises(InvalidInput):
+        acc.epsilon(2.0)
