@@ -481,7 +481,7 @@ class PrivacyAccountant:
                                                             hi=1.0)
         if not self.rounds:
             return 0.0
-        if any(math.isinf(e) for e in self.rounds):
+        if any(e > 1e100 for e in self.rounds):  # inf, or 1 / e^2 underflows: no privacy
             return math.inf
         dp_accounting, rdp = _accounting()
         acc = rdp.RdpAccountant()

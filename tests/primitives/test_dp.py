@@ -264,6 +264,11 @@ def test_accountant_edge_cases() -> None:
     assert acc.epsilon() == 0.0
     assert acc.add_round(0.0) == 0.0  # a round with no release of information
     assert acc.add_round(math.inf) == math.inf
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 1 / e^2 used to underflow to a division by zero
+        assert dp.PrivacyAccountant(1e-6).add_round(1e300) == math.inf
     with pytest.raises(InvalidInput):
         dp.PrivacyAccountant(0.0)
     with pytest.raises(InvalidInput):
