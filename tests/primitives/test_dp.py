@@ -186,9 +186,10 @@ def test_ddg_epsilon_is_implied_by_proposition_14(d2: float, sigma: float, n: in
     assert eps == pytest.approx(min(forms), rel=1e-12)
 
 
-def test_the_old_ddg_formula_claimed_more_than_is_proven() -> None:
-    """The reproducer: tau d / 2 under the root claims RDP 77.1 at order 2 where the
-    proven bound is 100 (sigma = 1/2, two noises, d = 64, D2 = 5)."""
+def test_the_old_ddg_formula_claimed_more_than_proposition_14_gives() -> None:
+    """The reproducer: tau d / 2 under the root claims RDP 77.1 at order 2 where
+    Prop. 14 (with any m <= n, or one discrete Gaussian) gives 100 (sigma = 1/2, two
+    noises, d = 64, D2 = 5)."""
     d2, sigma, n, d = 5.0, 0.5, 2, 64
     old = _old_ddg_epsilon(d2, sigma, n, d)
     assert 2 * old * old / 2 < 0.8 * _proven_rdp(2.0, d2, sigma, n, d)
