@@ -1,11 +1,28 @@
 """``mpcai bench audit``: what audit transcripts cost a secure-aggregation round.
 
-One record per size: ``sa.simulate`` with ``transcript=DIR`` against the same
-round without, repetitions interleaved (off, on, off, on, ...) in one run with
-the same threads; ``ratio = baseline_s / ours_s`` (below 1: the transcripts'
-cost), ``overhead = ours_s / baseline_s - 1``.  Also: the transcripts' sizes
-and entries, the time ``verify`` takes over the whole run, and the two unit
-costs (SHA-256 throughput on an 8 MB frame, one Ed25519 signature per entry).
+One record per variant and size: ``sa.simulate`` with ``transcript=DIR``
+against the same round without, every variant's repetitions interleaved with
+the baseline's (off, v1, v2, ..., off, v1, v2, ...) in one run with the same
+threads; ``ratio = baseline_s / ours_s`` (below 1: the transcripts' cost),
+``overhead = ours_s / baseline_s - 1`` (wall), ``cpu_overhead`` the same in
+process CPU time (every thread).  The measured round writes everything a real
+run writes (every party's transcript, flushed at its checkpoints, and
+``keys.json``).  The variants:
+
+* ``sha256/every/own``: SHA-256 frame digests, every entry signed, each party
+  hashes every frame it sends or receives (the first implementation);
+* ``sha256/every/shared``: the same, a frame over a memory link hashed once
+  for its sender and its recipient (:data:`mpcai.runtime.party.SHARE_FRAME_DIGESTS`);
+* ``<hash>/checkpoints/shared``: signatures at checkpoints
+  (:data:`mpcai.audit.SIGN_EVERY`), with SHA-256, BLAKE2b or BLAKE3 (if the
+  ``blake3`` package is installed) frame digests;
+* ``<best hash>/checkpoints/own``: each party hashes its own traffic, what a
+  deployment (one process per party) does.
+
+Also: the transcripts' sizes and entries, the time ``verify`` takes over the
+whole run, the unit costs (each hash's throughput on an 8 MiB frame, one
+Ed25519 signature), and the server's own share (what it hashes and signs in a
+deployment, as seconds at those unit costs).
 """
 
 from __future__ import annotations
@@ -27,85 +44,162 @@ from .secagg import cpu_model
 FULL = ((50, 1_000_000),)
 QUICK = ((5, 1_000),)
 
+#: (name, hash, sign_every or None for the default checkpoints, share digests)
+_VARIANTS = (
+    ("sha256/every/own", "sha256", 1, False),
+    ("sha256/every/shared", "sha256", 1, True),
+    ("sha256/checkpoints/shared", "sha256", None, True),
+    ("blake2b/checkpoints/shared", "blake2b", None, True),
+    ("blake3/checkpoints/shared", "blake3", None, True),
+    ("best/checkpoints/own", "best", None, False),
+)
+
+
+def _variants() -> list[tuple[str, str, int | None, bool]]:
+    from mpcai import audit
+
+    best = "blake3" if audit.hash_available("blake3") else "sha256"
+    out = []
+    for name, h, every, share in _VARIANTS:
+        h = best if h == "best" else h
+        if audit.hash_available(h):
+            out.append((name.replace("best", h), h, every, share))
+    return out
+
 
 def _round(updates: list[np.ndarray], cfg: Any, drops: dict[int, str],
-           directory: Path | None) -> tuple[float, float]:
+           directory: Path | None, variant: tuple[str, str, int | None, bool] | None
+           ) -> tuple[float, float]:
     """Wall and CPU (this process, every thread) seconds of one simulated round."""
     from mpcai.protocols import secure_aggregation as sa
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    sa.simulate(updates, cfg, dropouts=drops, transcript=directory)
-    return time.perf_counter() - t0, time.process_time() - c0
+    from mpcai import audit
+    from mpcai.runtime import party as party_mod
+
+    saved = audit.DEFAULT_HASH, audit.SIGN_EVERY, party_mod.SHARE_FRAME_DIGESTS
+    if variant is not None:
+        _, audit.DEFAULT_HASH, every, party_mod.SHARE_FRAME_DIGESTS = variant
+        audit.SIGN_EVERY = saved[1] if every is None else every
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        sa.simulate(updates, cfg, dropouts=drops, transcript=directory)
+        return time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        audit.DEFAULT_HASH, audit.SIGN_EVERY, party_mod.SHARE_FRAME_DIGESTS = saved
 
 
 def _unit_costs() -> dict[str, float]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    frame = np.zeros(1 << 20, dtype=np.uint64).tobytes()  # 8 MiB
-    t0 = time.perf_counter()
-    for _ in range(8):
-        hashlib.sha256(frame).digest()
-    sha = 8 * len(frame) / (time.perf_counter() - t0)
+    from mpcai import audit
+
+    frame = os.urandom(8 << 20)
+    out: dict[str, float] = {}
+    for h in audit.HASHES:
+        if not audit.hash_available(h):
+            continue
+        audit.frame_digest([frame], h)
+        t0 = time.perf_counter()
+        for _ in range(8):
+            audit.frame_digest([frame], h)
+        out[f"{h}_bytes_per_s"] = 8 * len(frame) / (time.perf_counter() - t0)
     key = Ed25519PrivateKey.generate()
     t0 = time.perf_counter()
     for _ in range(500):
         key.sign(b"m" * 64)
-    return {"sha256_bytes_per_s": sha, "ed25519_sign_s": (time.perf_counter() - t0) / 500}
+    out["ed25519_sign_s"] = (time.perf_counter() - t0) / 500
+    out["sha256_chain_s"] = _timed(lambda: hashlib.sha256(b"h" * 200).digest(), 2000)
+    return out
 
 
-def measure(n: int, d: int, reps: int) -> dict:
-    """One interleaved comparison at ``n`` clients, ``d`` values (10% drop out at
-    ``masked_input``)."""
+def _timed(fn: Any, k: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(k):
+        fn()
+    return (time.perf_counter() - t0) / k
+
+
+def measure(n: int, d: int, reps: int) -> list[dict]:
+    """One interleaved comparison of every variant at ``n`` clients, ``d`` values (10%
+    drop out at ``masked_input``)."""
     from mpcai.protocols import audit as protocol_audit
     from mpcai.protocols import secure_aggregation as sa
+
+    from mpcai import audit
 
     updates = [np.full(d, 0.001 * (i % 7), dtype=np.float32) for i in range(n)]
     drops = {c: "masked_input" for c in range(2, n + 1, 10)}
     cfg = sa.SecAggConfig(n_clients=n)
+    variants = _variants()
     root = Path(tempfile.mkdtemp(prefix="mpcai-bench-audit-"))
     off: list[tuple[float, float]] = []
-    on: list[tuple[float, float]] = []
+    on: dict[str, list[tuple[float, float]]] = {v[0]: [] for v in variants}
+    facts: dict[str, dict[str, Any]] = {}
+    load = [os.getloadavg()[0]]
     try:
-        _round(updates, cfg, drops, None)  # warm-up
+        _round(updates, cfg, drops, None, None)  # warm-up
+        for v in variants:
+            _round(updates, cfg, drops, root / f"warm-{v[0].replace('/', '-')}", v)
         for k in range(reps):
-            off.append(_round(updates, cfg, drops, None))
-            on.append(_round(updates, cfg, drops, root / f"r{k}"))
-        last = root / f"r{reps - 1}"
-        files = sorted(last.glob("*.jsonl"))
-        sizes = [f.stat().st_size for f in files]
-        t0 = time.perf_counter()
-        report_ = protocol_audit.verify([last])
-        verify_s = time.perf_counter() - t0
-        entries = sum(len(log.entries) for log in report_.logs)
-        server_entries = len(next(log for log in report_.logs if log.party == 0).entries)
-        hashed = sum(e["len"] for log in report_.logs for e in log.messages())
-        server_hashed = sum(e["len"] for log in report_.logs if log.party == 0
-                            for e in log.messages())
+            off.append(_round(updates, cfg, drops, None, None))
+            for v in variants:
+                on[v[0]].append(_round(updates, cfg, drops,
+                                       root / f"r{k}-{v[0].replace('/', '-')}", v))
+            load.append(os.getloadavg()[0])
+        for v in variants:
+            last = root / f"r{reps - 1}-{v[0].replace('/', '-')}"
+            files = sorted(last.glob("*.jsonl"))
+            t0 = time.perf_counter()
+            rep = protocol_audit.verify([last], keys=last / "keys.json")
+            verify_s = time.perf_counter() - t0
+            server = next(log for log in rep.logs if log.party == 0)
+            signed = sum(1 for f in files for line in f.read_bytes().splitlines()
+                         if not line.endswith(b'"s":""}'))
+            server_signed = sum(1 for line in (last / "party-0.jsonl").read_bytes().splitlines()
+                                if not line.endswith(b'"s":""}'))
+            facts[v[0]] = {
+                "transcripts_bytes": sum(f.stat().st_size for f in files),
+                "server_transcript_bytes": (last / "party-0.jsonl").stat().st_size,
+                "entries": sum(len(log.entries) for log in rep.logs),
+                "server_entries": len(server.entries), "signatures": signed,
+                "server_signatures": server_signed, "verify_s": verify_s,
+                "hashed_bytes": sum(e["len"] for log in rep.logs for e in log.messages()),
+                "server_hashed_bytes": sum(e["len"] for e in server.messages()),
+                "hash": server.hash,
+            }
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    ours, base = float(np.median([t for t, _ in on])), float(np.median([t for t, _ in off]))
-    cpu_on, cpu_off = float(np.median([c for _, c in on])), float(np.median([c for _, c in off]))
     units = _unit_costs()
-    return record(
-        f"secagg + transcripts N={n} d={d}", ours, "secagg without transcripts", base,
-        overhead=ours / base - 1, cpu_overhead=cpu_on / cpu_off - 1, n_clients=n, dim=d,
-        dropped=len(drops), reps=reps, times_on=[t for t, _ in on],
-        times_off=[t for t, _ in off], cpu_on=cpu_on, cpu_off=cpu_off,
-        # what the hashing alone costs at the SHA-256 rate measured below: every frame is
-        # hashed by its sender and its receiver, both in this one process
-        hashed_bytes=hashed, server_hashed_bytes=server_hashed,
-        hashing_s=hashed / units["sha256_bytes_per_s"],
-        server_hashing_s=server_hashed / units["sha256_bytes_per_s"],
-        signing_s=entries * units["ed25519_sign_s"], transcripts_bytes=sum(sizes),
-        server_transcript_bytes=sizes[0] if sizes else 0, entries=entries,
-        server_entries=server_entries, verify_s=verify_s, threads=cfg.threads,
-        cpu=cpu_model(), logical_cpus=os.cpu_count(), **units,
-    )
+    base = float(np.median([t for t, _ in off]))
+    cpu_off = float(np.median([c for _, c in off]))
+    out = []
+    for name, h, _, share in variants:
+        ours = float(np.median([t for t, _ in on[name]]))
+        cpu_on = float(np.median([c for _, c in on[name]]))
+        f = facts[name]
+        rate = units[f"{h}_bytes_per_s"]
+        out.append(record(
+            f"secagg + transcripts ({name}) N={n} d={d}", ours, "secagg without transcripts",
+            base, variant=name, overhead=ours / base - 1, cpu_overhead=cpu_on / cpu_off - 1,
+            n_clients=n, dim=d, dropped=len(drops), reps=reps,
+            times_on=[t for t, _ in on[name]], times_off=[t for t, _ in off],
+            cpu_on=cpu_on, cpu_off=cpu_off, shared_digests=share,
+            # the hashing this process did: every frame once (shared) or twice (own)
+            hashing_s=f["hashed_bytes"] / rate / (2 if share else 1),
+            # a deployment's server hashes and signs only its own traffic and entries
+            server_hashing_s=f["server_hashed_bytes"] / rate,
+            server_signing_s=f["server_signatures"] * units["ed25519_sign_s"],
+            signing_s=f["signatures"] * units["ed25519_sign_s"], **f,
+            threads=cfg.threads, cpu=cpu_model(), logical_cpus=os.cpu_count(),
+            load_1min=[round(x, 2) for x in load], default_sign_every=audit.SIGN_EVERY,
+            **units,
+        ))
+    return out
 
 
 def run(reps: int = 3, quick: bool = False) -> list[dict]:
     """Every record."""
-    return [measure(n, d, reps) for n, d in (QUICK if quick else FULL)]
+    return [r for n, d in (QUICK if quick else FULL) for r in measure(n, d, reps)]
 
 
 def main(reps: int = 3, quick: bool = False, json_path: str | None = None) -> int:
@@ -116,12 +210,12 @@ def main(reps: int = 3, quick: bool = False, json_path: str | None = None) -> in
         records = run(reps=reps, quick=quick)
     report(records, reps, json_path)
     for r in records:
-        print(f"N={r['n_clients']} d={r['dim']}: overhead {100 * r['overhead']:+.1f}% wall, "
-              f"{100 * r['cpu_overhead']:+.1f}% CPU (threads {r['threads']}); hashing "
-              f"{r['hashed_bytes'] / 1e6:.0f} MB ~ {r['hashing_s']:.3f} s (server "
-              f"{r['server_hashing_s']:.3f} s), signing ~ {r['signing_s']:.3f} s; "
-              f"transcripts {r['transcripts_bytes']} bytes "
-              f"({r['entries']} entries; server {r['server_transcript_bytes']} bytes); "
-              f"verify {r['verify_s']:.3f} s; SHA-256 {r['sha256_bytes_per_s'] / 1e9:.2f} GB/s; "
-              f"Ed25519 sign {r['ed25519_sign_s'] * 1e6:.0f} us")
+        print(f"N={r['n_clients']} d={r['dim']} {r['variant']}: overhead "
+              f"{100 * r['overhead']:+.1f}% wall, {100 * r['cpu_overhead']:+.1f}% CPU "
+              f"(threads {r['threads']}, load {r['load_1min']}); {r['hash']} over "
+              f"{r['hashed_bytes'] / 1e6:.0f} MB ~ {r['hashing_s']:.3f} s; "
+              f"{r['signatures']} signatures ~ {r['signing_s']:.3f} s; server alone: hashing "
+              f"{r['server_hashing_s']:.3f} s, signing {r['server_signing_s']:.4f} s; "
+              f"transcripts {r['transcripts_bytes']} bytes ({r['entries']} entries; server "
+              f"{r['server_transcript_bytes']} bytes); verify {r['verify_s']:.3f} s")
     return 0

@@ -360,7 +360,10 @@ class AuditReport:
         """One line per transcript, then the run's lines."""
         lines = []
         for log in self.logs:
-            state = "complete" if log.complete else "INCOMPLETE (a verified prefix)"
+            state = "complete" if log.complete else (
+                "INCOMPLETE (a verified prefix"
+                + (f"; {log.unsigned_tail} unsigned entries after it dropped"
+                   if log.unsigned_tail else "") + ")")
             res = f", result {log.result.hex()[:16]}..." if log.result else ""
             err = f" ({log.error})" if log.error else ""
             key = "pinned key" if log.pinned else "key from its own header (not pinned)"
@@ -371,6 +374,8 @@ class AuditReport:
         lines.append(f"run {r.session.hex()[:16]}...: {len(r.parties)} transcripts, "
                      f"{r.matched} messages match on both sides, {len(r.undelivered)} "
                      f"sends not received"
+                     + (f", {len(r.unconfirmed)} receives past the end of an incomplete "
+                        "sender's transcript" if r.unconfirmed else "")
                      + (f", no transcript of parties {r.absent}" if r.absent else ""))
         for stage, who in self.participants.items():
             gone = self.dropped.get(stage, [])
@@ -401,6 +406,8 @@ def verify(
     keys: Mapping[int, bytes] | str | os.PathLike[str] | None = None,
     key: bytes | None = None,
     allow_incomplete: bool = False,
+    session: bytes | None = None,
+    max_bytes: int | None = None,
 ) -> AuditReport:
     """Verify the transcripts of one run (files, or directories of ``*.jsonl``).
 
@@ -409,8 +416,20 @@ def verify(
     a keys file, see :func:`mpcai.audit.load_keys`) names its party, and
     then every party must be named) and :func:`check_stages`.  Together:
     :func:`mpcai.audit.cross_check`.  ``key`` pins the key of a single
-    transcript.  Raises :class:`~mpcai.errors.InvalidTranscript` at the first
-    failure.
+    transcript.  ``max_bytes`` bounds each transcript read (default
+    :data:`mpcai.audit.MAX_TRANSCRIPT_BYTES`).  ``session`` (the run's session
+    id) refuses transcripts of any other run: without it an old run's
+    transcripts, replayed whole, verify as well as the new ones (they are
+    genuine, just not of the run in question).
+    Raises :class:`~mpcai.errors.InvalidTranscript` at the first failure.
+
+    What it proves: with pinned keys, that each party signed exactly this
+    record and that the parties' records agree message by message (a party
+    that recorded a digest other than what its peer recorded is exposed, as
+    is one that hid a message its peer recorded); without pinned keys only
+    that the files are intact and mutually consistent: whoever can write
+    them can replace a header's key and re-sign.  It never proves a message's
+    content was honest: transcripts hold digests.
     """
     paths = _expand(sources)
     pinned = None if keys is None else load_keys(keys)
@@ -418,7 +437,12 @@ def verify(
         raise InvalidInput("key pins one transcript's key; use keys for several")
     logs = []
     for p in paths:
-        log = read_transcript(p, key=key, allow_incomplete=allow_incomplete)
+        log = read_transcript(p, key=key, allow_incomplete=allow_incomplete,
+                              max_bytes=max_bytes)
+        if session is not None and log.session != session:
+            raise InvalidTranscript(f"{p}: of session {log.session.hex()}, not the expected "
+                                    f"{session.hex()} (another run's transcript)",
+                                    source=str(p))
         if pinned is not None:  # the signatures were checked under the header's key
             if log.party not in pinned:
                 raise InvalidTranscript(f"{p}: party {log.party} has no pinned key",

@@ -47,7 +47,7 @@ def _replay(log: audit.TranscriptLog, path: Path, entries: list[audit.Entry],
             key: Ed25519PrivateKey | None = None, *, protocol: str | None = None) -> None:
     """A new transcript of ``entries`` (valid chain and signatures, signed by ``key``)."""
     t = audit.Transcript(path, protocol=protocol or log.protocol, version=log.version,
-                         signing_key=key)
+                         signing_key=key, hash=log.hash)
     t.config_digest = log.config_digest
     t.begin(session=log.session, party=log.party, peers=log.peers)
     for e in entries:
@@ -187,15 +187,13 @@ def test_processes_over_tls_write_transcripts_that_verify(tmp_path: Path) -> Non
 
 
 def test_no_transcript_no_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mpcai.runtime.party as party_mod
-
     class NoHash:
         @staticmethod
         def sha256(*_: object) -> None:
             raise AssertionError("hashed without a transcript")
 
-    monkeypatch.setattr(party_mod, "hashlib", NoHash)
     monkeypatch.setattr(audit, "hashlib", NoHash)
+    monkeypatch.setattr(audit, "_CONSTRUCTORS", dict.fromkeys(audit.HASHES, NoHash.sha256))
 
     async def add_up(party, value):
         others = await party.exchange("value", value)
@@ -278,7 +276,9 @@ def test_large_frames_hashed_in_threads_match_over_each_transport(tmp_path: Path
                                 seq=sent["seq"], payload_len=length, kind=wire.FrameKind.DATA)
     frame = bytes(header) + b"".join(bytes(memoryview(p).cast("B")) for p in parts)
     assert sent["len"] == len(frame)
-    assert sent["digest"] == hashlib.sha256(frame).hexdigest()  # the exact bytes on the wire
+    assert sent["digest"] == audit.frame_digest([frame], logs[0].hash)[1].hex()  # on the wire
+    if logs[0].hash == "sha256":
+        assert sent["digest"] == hashlib.sha256(frame).hexdigest()
 
 
 # ---- tampering -------------------------------------------------------------------------
@@ -639,3 +639,287 @@ def test_he_aggregation_transcripts_verify_with_a_dropout(tmp_path: Path, scheme
     _flip(d / "party-0.jsonl")
     with pytest.raises(InvalidTranscript):
         protocol_audit.verify([d])
+
+
+# ---- attacks: checkpoints, splicing, replay, false digests, bounds, paths -----------------
+
+
+def test_checkpoints_sign_the_whole_record_and_a_crash_leaves_a_signed_prefix(
+        tmp_path: Path) -> None:
+    t = audit.Transcript(tmp_path / "t.jsonl", protocol="toy", sign_every=4, hash="sha256")
+    t.begin(session=bytes(16), party=0, peers=[1])
+    for seq in range(10):
+        t.record("send", 1, seq, f"m{seq}", 10, bytes(32))
+    t.close()
+    lines = (tmp_path / "t.jsonl").read_bytes().splitlines(keepends=True)
+    unsigned = [i for i, line in enumerate(lines) if line.endswith(b'"s":""}\n')]
+    assert unsigned == [1, 2, 3, 5, 6, 7, 9, 10]  # header, every 4th, end signed
+    log = audit.read_transcript(b"".join(lines))
+    assert log.complete and len(log.entries) == 12 and log.hash == "sha256"
+    cut = b"".join(lines[:7])  # a crash after an unsigned entry: back to entry 4
+    prefix = audit.read_transcript(cut, allow_incomplete=True)
+    assert [e.index for e in prefix.entries] == [0, 1, 2, 3, 4] and prefix.unsigned_tail == 2
+    with pytest.raises(InvalidTranscript, match="no end entry"):
+        audit.read_transcript(cut)
+    half = b"".join(lines[:5]) + lines[5][:40]  # a crash in the middle of a line
+    assert len(audit.read_transcript(half, allow_incomplete=True).entries) == 5
+    with pytest.raises(InvalidTranscript, match="cut"):
+        audit.read_transcript(half)
+    # an unsigned entry altered: the next checkpoint's chain breaks
+    bad = lines[2].replace(b'"len":10', b'"len":11')
+    with pytest.raises(InvalidTranscript, match="hash chain"):
+        audit.read_transcript(b"".join([*lines[:2], bad, *lines[3:]]))
+    # the end entry (or header, note, result) without its signature is refused
+    end = lines[-1]
+    stripped = end[:end.index(b'"s":"') + 5] + b'"}\n'
+    with pytest.raises(InvalidTranscript, match="end entry must be signed"):
+        audit.read_transcript(b"".join([*lines[:-1], stripped]))
+    t1 = audit.Transcript(tmp_path / "t1.jsonl", protocol="toy", sign_every=1)
+    t1.begin(session=bytes(16), party=0, peers=[1])
+    t1.record("send", 1, 0, "m", 1, bytes(32))
+    t1.close()
+    assert b'"s":""' not in (tmp_path / "t1.jsonl").read_bytes()
+
+
+def test_lines_spliced_from_another_run_or_party_are_refused(secagg_run,
+                                                             tmp_path: Path) -> None:
+    d, _, _ = secagg_run
+    other = tmp_path / "other"
+    sa.simulate(_updates(), sa.SecAggConfig(n_clients=N, consistency_check=True),
+                dropouts={2: "masked_input"}, transcript=other)
+    mine = (d / "party-1.jsonl").read_bytes().splitlines(keepends=True)
+    theirs = (other / "party-1.jsonl").read_bytes().splitlines(keepends=True)
+    peer = (d / "party-3.jsonl").read_bytes().splitlines(keepends=True)
+    for i in range(len(mine)):  # the same entry of the same party in another run
+        with pytest.raises(InvalidTranscript):
+            audit.read_transcript(b"".join([*mine[:i], theirs[i], *mine[i + 1:]]))
+        with pytest.raises(InvalidTranscript):  # the same entry of another party
+            audit.read_transcript(b"".join([*mine[:i], peer[i], *mine[i + 1:]]))
+    with pytest.raises(InvalidTranscript):  # another run's tail after this one's head
+        audit.read_transcript(b"".join([*mine[:4], *theirs[4:]]))
+
+
+def test_a_replayed_old_run_is_refused_when_the_session_is_pinned(
+        secagg_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d, _, _ = secagg_run
+    session = audit.read_transcript(d / "party-0.jsonl").session
+    protocol_audit.verify([d], keys=d / "keys.json", session=session)
+    with pytest.raises(InvalidTranscript, match="another run's transcript"):
+        protocol_audit.verify([d], keys=d / "keys.json", session=bytes(16))
+    assert main(["audit", "verify", str(d), "--session", session.hex()]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", str(d), "--session", "ab" * 16]) == 1
+    assert "another run" in capsys.readouterr().err
+    assert main(["audit", "verify", str(d), "--session", "xyz"]) == 2  # a usage error
+
+
+def test_a_party_that_records_a_false_digest_is_exposed_by_its_peer(tmp_path: Path) -> None:
+    """Client 1 re-signs, with its own real key, a record claiming it sent other bytes."""
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    public, private = sa.make_identities(N)
+    cfg = sa.SecAggConfig(n_clients=N, identities=public)
+    d = tmp_path / "run"
+    sa.simulate(_updates(), cfg, identity_keys=private, transcript=d)
+    keys = audit.load_keys(d / "keys.json")
+    log = audit.read_transcript(d / "party-1.jsonl")
+    entries = list(log.entries[1:])
+    k = next(i for i, e in enumerate(entries) if e.type == "send" and e["tag"] == "masked_input")
+    entries[k] = audit.Entry(entries[k].index, "send", {**entries[k].fields,
+                                                        "digest": "ab" * 32})
+    (d / "party-1.jsonl").unlink()
+    raw = private[1].private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    _replay(log, d / "party-1.jsonl", entries, raw)
+    assert audit.read_transcript(d / "party-1.jsonl", key=keys[1]).pinned  # its signature
+    with pytest.raises(InvalidTranscript, match="party 1 recorded sending"):
+        protocol_audit.verify([d], keys=keys)
+    # without the server's transcript nothing contradicts it: the limit of an audit
+    alone = protocol_audit.verify([d / f"party-{c}.jsonl" for c in range(1, N + 1)],
+                                  keys=keys)
+    assert alone.run.absent == [0]
+
+
+def test_a_send_hidden_in_an_incomplete_transcript_is_still_caught(secagg_run,
+                                                                   tmp_path: Path) -> None:
+    d, _, _ = secagg_run
+    run = _copy(d, tmp_path / "run")
+    log = audit.read_transcript(run / "party-1.jsonl")
+    body = [e for e in log.entries[1:] if e.type != "end"]
+    first = next(i for i, e in enumerate(body) if e.type == "send")
+    # the first send removed, later ones kept, no end entry (as if it crashed)
+    t = audit.Transcript(run / "p1.jsonl", protocol=log.protocol, version=log.version,
+                         hash=log.hash, sign_every=1)
+    t.config_digest = log.config_digest
+    t.begin(session=log.session, party=1, peers=log.peers)
+    for e in body[:first] + body[first + 1:]:
+        t.record(e.type, e["peer"], e["seq"], e["tag"], e["len"], bytes.fromhex(e["digest"]))
+    t._file.close()  # no end entry
+    (run / "party-1.jsonl").unlink()
+    (run / "p1.jsonl").rename(run / "party-1.jsonl")
+    with pytest.raises(InvalidTranscript, match="has no such send"):
+        protocol_audit.verify([run], allow_incomplete=True)
+    # only its sends after the prefix's last are unconfirmed, not an error
+    t = audit.Transcript(run / "p1b.jsonl", protocol=log.protocol, version=log.version,
+                         hash=log.hash, sign_every=1)
+    t.config_digest = log.config_digest
+    t.begin(session=log.session, party=1, peers=log.peers)
+    for e in body[:first]:
+        t.record(e.type, e["peer"], e["seq"], e["tag"], e["len"], bytes.fromhex(e["digest"]))
+    t._file.close()
+    (run / "party-1.jsonl").unlink()
+    (run / "p1b.jsonl").rename(run / "party-1.jsonl")
+    report = protocol_audit.verify([run], allow_incomplete=True)
+    assert report.run.unconfirmed and {u[0] for u in report.run.unconfirmed} == {1}
+
+
+def test_corruption_in_transit_is_exposed_and_shared_digests_are_the_same_object_only(
+        tmp_path: Path) -> None:
+    from mpcai.runtime import InMemoryNetwork
+    from mpcai.runtime import party as party_mod
+    from mpcai.testing import Fault, FaultyNetwork
+
+    big = np.arange(300_000, dtype=np.uint64)
+
+    def flip_last(frame: bytes) -> bytes:  # a bit of the last value: still decodable
+        return frame[:-1] + bytes([frame[-1] ^ 1])
+
+    async def send(party):
+        if party.id == 0:
+            await party.send(1, "big", big)
+            return None
+        return int((await party.recv(0, "big"))[-1])
+
+    ts = audit.open_transcripts(tmp_path / "a", range(2), protocol="toy")
+    net = FaultyNetwork(InMemoryNetwork(2), {0: Fault(corrupt=flip_last)})
+    assert run_local(2, send, network=net, transcripts=ts)[1] == 299_999 ^ (1 << 56)
+    logs = [audit.read_transcript(t.path) for t in ts]
+    with pytest.raises(InvalidTranscript, match="party 0 recorded sending"):
+        audit.cross_check(logs)
+    ts = audit.open_transcripts(tmp_path / "b", range(2), protocol="toy")
+    assert run_local(2, send, transcripts=ts)[1] == 299_999  # shared over a memory link
+    assert audit.cross_check([audit.read_transcript(t.path) for t in ts]).matched == 1
+    assert not party_mod._SHARED._entries  # taken by the recipient
+    cache = party_mod._SharedDigests()
+    frame = bytes(range(256)) * 8
+    cache.put(frame, "sha256", b"d" * 32)
+    assert cache.take(bytes(bytearray(frame)), "sha256") is None  # equal bytes, not the object
+    assert cache.take(bytearray(frame), "sha256") is None
+    assert cache.take(frame, "blake2b") is None
+    assert cache.take(frame, "sha256") == b"d" * 32 and cache.take(frame, "sha256") is None
+
+
+def test_unread_shared_digests_are_forgotten_when_the_sender_closes(tmp_path: Path) -> None:
+    from mpcai.runtime import party as party_mod
+
+    big = np.zeros(300_000, dtype=np.uint64)
+
+    async def one(party):
+        if party.id == 0:
+            await party.send(1, "big", big)
+            assert party_mod._SHARED._entries  # in flight: party 1 has not read it yet
+        else:
+            await party.recv(0, "big")
+        return party.id
+
+    # party 1 records nothing, so it never takes the digest: the sender's close drops it
+    ts = audit.open_transcripts(tmp_path, range(2), protocol="toy")
+    assert run_local(2, one, transcripts=[ts[0], None]) == [0, 1]
+    assert not party_mod._SHARED._entries
+
+
+@pytest.mark.parametrize("name", ["sha256", "blake2b", "blake3"])
+def test_the_header_names_the_frame_hash_and_a_run_uses_one(tmp_path: Path, name: str) -> None:
+    if not audit.hash_available(name):
+        pytest.skip(f"{name} is not installed (the mpcai[audit] extra)")
+    payload = np.arange(200_000, dtype=np.uint32)  # big: hashed in a thread and shared
+
+    async def swap(party):
+        return (await party.exchange("v", payload))[1 - party.id].sum()
+
+    ts = audit.open_transcripts(tmp_path / name, range(2), protocol="toy", hash=name)
+    run_local(2, swap, transcripts=ts)
+    logs = [audit.read_transcript(t.path) for t in ts]
+    assert {log.hash for log in logs} == {name}
+    assert audit.cross_check(logs).matched == 2
+    other = "sha256" if name != "sha256" else "blake2b"
+    ts2 = audit.open_transcripts(tmp_path / "o", range(2), protocol="toy", hash=other)
+    run_local(2, swap, transcripts=ts2, session=logs[0].session)
+    mixed = [logs[0], audit.read_transcript(ts2[1].path)]
+    mixed[1].config_digest = logs[0].config_digest
+    with pytest.raises(InvalidTranscript, match="hash differs"):
+        audit.cross_check(mixed)
+    with pytest.raises(InvalidInput, match="hash must be one of"):
+        audit.Transcript(tmp_path / "x.jsonl", protocol="toy", hash="md5")
+    t = audit.Transcript(tmp_path / "md5.jsonl", protocol="toy")
+    t.hash = "md5"  # a header naming an unknown algorithm, validly signed
+    t.begin(session=bytes(16), party=0, peers=[1])
+    t.close()
+    with pytest.raises(InvalidTranscript, match="frame hash 'md5'"):
+        audit.read_transcript(tmp_path / "md5.jsonl")
+
+
+def test_missing_blake3_is_a_typed_error(monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    from mpcai.errors import MissingDependency
+
+    def no_blake3() -> None:
+        raise ImportError("no blake3")
+
+    monkeypatch.setitem(audit._CONSTRUCTORS, "blake3", no_blake3)
+    assert audit.default_hash() == "sha256"
+    with pytest.raises(MissingDependency, match=r"mpcai\[audit\]"):
+        audit.Transcript(tmp_path / "t.jsonl", protocol="toy", hash="blake3")
+
+
+def test_reading_is_bounded_and_paths_are_checked(tmp_path: Path) -> None:
+    import os
+
+    with pytest.raises(InvalidTranscript, match="not a regular file"):
+        audit.read_transcript("/dev/zero")
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidTranscript, match="not a regular file"):  # would block
+        audit.read_transcript(fifo)
+    with pytest.raises(InvalidTranscript, match="cannot read"):
+        audit.read_transcript(tmp_path / "missing.jsonl")
+    huge = tmp_path / "huge.jsonl"
+    with open(huge, "wb") as f:  # one 12 MB line: refused after reading 4 MB of it
+        f.write(b"[" * (12 << 20))
+    with pytest.raises(InvalidTranscript, match="longer than"):
+        audit.read_transcript(huge)
+    with pytest.raises(InvalidTranscript, match="more than the limit"):
+        audit.read_transcript(huge, max_bytes=1 << 20)
+    with pytest.raises(InvalidTranscript, match="more than the limit"):
+        protocol_audit.verify([huge], max_bytes=1 << 20)
+    assert main(["audit", "verify", str(huge), "--max-bytes", "1000"]) == 1
+    with pytest.raises(InvalidInput):  # a transcript in a directory that does not exist
+        audit.Transcript(tmp_path / "no" / "t.jsonl", protocol="toy").begin(
+            session=bytes(16), party=0, peers=[1])
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keys.json").symlink_to(tmp_path / "nowhere")  # dangling: not replaced
+    with pytest.raises(WouldOverwrite):
+        audit.open_transcripts(tmp_path / "d", [0, 1], protocol="toy")
+
+
+def test_no_secret_of_inference_or_he_aggregation_in_transcripts(tmp_path: Path) -> None:
+    from mpcai.protocols import he_aggregation as hea
+    from mpcai.protocols import inference as inf
+
+    from mpcai.he import ckks
+
+    rng = np.random.default_rng(9)
+    w0, w1 = rng.normal(size=(5, 4)) * 0.3, rng.normal(size=(4, 3)) * 0.3
+    x = rng.normal(size=(3, 5))
+    inf.simulate(inf.from_numpy([(w0, np.zeros(4)), (w1, np.zeros(3))]), x,
+                 transcript=tmp_path / "inf")
+    public, shares = ckks.deal_threshold_keys(3, 2)
+    ups = [rng.uniform(-1, 1, 6) for _ in range(3)]
+    hea.simulate(ups, committee=(2, 3), keys=(public, shares), scheme="ckks",
+                 transcript=tmp_path / "he")
+    text = b"".join(f.read_bytes() for f in tmp_path.rglob("*.json*"))
+    needles = [a.tobytes()[:16] for a in (w0, w1, x, *ups)]
+    needles += [s.serialize()[-32:] for s in shares]
+    for needle in list(needles):
+        needles.append(needle.hex().encode())
+    for needle in needles:
+        assert needle not in text

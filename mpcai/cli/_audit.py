@@ -5,6 +5,16 @@ protocol allows, and the transcripts of one run against each other
 (:func:`mpcai.protocols.audit.verify`).  Prints one line per transcript and
 the run's summary, exit status 0; a failure is one line
 ``mpcai: error: <file>: entry <i>: <why>`` and exit status 1.
+
+What a pass proves: with ``--key`` / ``--keys`` from a source the verifier
+trusts, that each party signed exactly this record, and that the parties'
+records agree message by message.  Without them, only that each file is
+intact and the files are consistent with each other: anyone who can write
+the files can put their own key in a header and re-sign every line (and a
+``keys.json`` beside the transcripts is no better than the files).  With
+``--session`` the transcripts must be of that run (else an old run's
+transcripts, replayed whole, pass too).  A pass never proves a message's
+content was honest: transcripts hold digests, not contents.
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ from pathlib import Path
 __all__ = ["add_parser", "run"]
 
 _PINNING = ("a signature proves who signed only against pinned keys: without --key/--keys "
-            "each transcript is checked against the key in its own header")
+            "each transcript is checked against the key in its own header, which proves the "
+            "files intact and consistent, not who wrote them (anyone who can write them can "
+            "replace the key and re-sign)")
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -38,7 +50,13 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
                           "(from your PKI; simulate's keys.json was written by the same run)")
     ver.add_argument("--allow-incomplete", action="store_true",
                      help="accept a transcript without its end entry (the verified prefix "
-                          "of a crashed party)")
+                          "of a crashed party, up to its last signed checkpoint)")
+    ver.add_argument("--session", metavar="HEX",
+                     help="the run's session id (hex): refuse transcripts of any other run "
+                          "(an old run's transcripts, replayed, verify otherwise)")
+    ver.add_argument("--max-bytes", type=int, metavar="N",
+                     help="the largest transcript read (default 256 MiB; the verified entries "
+                          "are kept in memory)")
 
 
 def _key(text: str) -> bytes:
@@ -59,11 +77,20 @@ def _key(text: str) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mpcai audit verify``; returns the exit status (errors propagate to main)."""
+    from mpcai.errors import InvalidInput
     from mpcai.protocols.audit import verify
 
     key = _key(args.key) if args.key else None
+    session = None
+    if args.session is not None:
+        if not re.fullmatch(r"(?:[0-9a-fA-F]{2}){1,64}", args.session):
+            raise InvalidInput("--session must be the session id in hex")
+        session = bytes.fromhex(args.session)
+    if args.max_bytes is not None and args.max_bytes < 1:
+        raise InvalidInput("--max-bytes must be positive")
     report = verify(args.transcripts, keys=args.keys, key=key,
-                    allow_incomplete=args.allow_incomplete)
+                    allow_incomplete=args.allow_incomplete, session=session,
+                    max_bytes=args.max_bytes)
     for line in report.summary():
         print(line)
     if not all(log.pinned for log in report.logs):

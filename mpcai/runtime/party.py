@@ -37,7 +37,6 @@ mailbox); a send cancelled half-way over a byte stream breaks that link.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -45,7 +44,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from mpcai.audit import frame_digest
 from mpcai.errors import (
     InvalidInput,
     MessageRejected,
@@ -57,6 +55,8 @@ from mpcai.errors import (
     WireError,
 )
 from mpcai.runtime import wire
+from mpcai.runtime._link import frame_parts
+from mpcai.runtime.memory import MemoryLink
 from mpcai.runtime.network import Link, Network
 from mpcai.runtime.stats import CommStats
 from mpcai.validation import check_bytes, check_int, check_real
@@ -96,8 +96,48 @@ _THREAD_HASH_BYTES = 1 << 20
 (hashlib releases the GIL), so the hashing overlaps the party's other work."""
 
 
-def _sha256(data: bytes | bytearray) -> bytes:
-    return hashlib.sha256(data).digest()
+SHARE_FRAME_DIGESTS = True
+"""In one process, let the recipient of a large frame over a memory link reuse the digest
+its sender's transcript computed of that very frame (see :class:`_SharedDigests`)."""
+
+
+class _SharedDigests:
+    """Digests of frames in flight over memory links, so that a frame both parties of one
+    process record is hashed once, not twice.
+
+    Sound because an entry is the frame object itself (an immutable ``bytes``, the
+    one object :class:`~mpcai.runtime.memory.MemoryLink` hands the recipient) with
+    the digest of exactly those bytes: the recipient gets the digest only for the
+    identical object (``is``), under the same algorithm; anything else (another
+    link, a copy, a wrapper that rewrote it) it hashes itself.  An entry is dropped
+    when the recipient takes it, or when its sender's party closes (a recipient
+    that never read it).  Over TCP each party hashes its own traffic once anyway.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[bytes, str, bytes]] = {}
+
+    def put(self, frame: bytes, hash: str, digest: bytes) -> int:
+        self._entries[id(frame)] = (frame, hash, digest)
+        return id(frame)
+
+    def take(self, frame: bytes | bytearray, hash: str) -> bytes | None:
+        if type(frame) is not bytes:
+            return None
+        entry = self._entries.get(id(frame))
+        if entry is None or entry[0] is not frame or entry[1] != hash:
+            return None
+        del self._entries[id(frame)]
+        return entry[2]
+
+    def forget(self, keys: Iterable[int], frames: Iterable[bytes]) -> None:
+        for key, frame in zip(keys, frames, strict=True):
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is frame:
+                del self._entries[key]
+
+
+_SHARED = _SharedDigests()
 
 
 # an encoded payload: (buffers sent back to back, total length)
@@ -212,6 +252,8 @@ class Party:
         self._unread_bytes = dict.fromkeys(self.peers, 0)  # what the unsolicited ones hold
         self._last_was_send = False
         self.transcript = transcript
+        #: frames whose digest this party shared (see _SharedDigests), forgotten on close
+        self._shared: list[tuple[int, bytes]] = []
 
     # ---- introspection ----------------------------------------------------
 
@@ -248,11 +290,21 @@ class Party:
                 raise InvalidInput(f"tag {tag!r} already used for a message to party {to}")
             self._sent_tags[to].add(tag)
         link = self._links[to]
+        shared: tuple[int, bytes] | None = None
         if link.send_never_blocks:
             frame = self._frame(to, tag, body, kind)
             seq = self._send_seq[to] - 1
+            out: Any = frame
+            if (self.transcript is not None and kind == wire.FrameKind.DATA
+                    and body[1] >= _THREAD_HASH_BYTES and SHARE_FRAME_DIGESTS
+                    and type(link) is MemoryLink):
+                # the one immutable copy MemoryLink would make, hashed once for both sides
+                data = b"".join(frame_parts(frame))
+                shared = await trio.to_thread.run_sync(self.transcript.digest, (data,))
+                self._shared.append((_SHARED.put(data, self.transcript.hash, shared[1]), data))
+                out = data
             try:
-                await link.send_frame(frame)
+                await link.send_frame(out)
             except PeerDropped as exc:
                 self._fail(to, exc)
                 raise
@@ -273,8 +325,10 @@ class Party:
         if kind == wire.FrameKind.DATA:
             self.stats._count_sent(to, len(frame[0]) + body[1] + link.frame_overhead)
             if self.transcript is not None:
-                if body[1] >= _THREAD_HASH_BYTES:  # not cancellable: the send happened
-                    n, digest = await trio.to_thread.run_sync(frame_digest, frame)
+                if shared is not None:
+                    self.transcript.record("send", to, seq, tag, *shared)
+                elif body[1] >= _THREAD_HASH_BYTES:  # not cancellable: the send happened
+                    n, digest = await trio.to_thread.run_sync(self.transcript.digest, frame)
                     self.transcript.record("send", to, seq, tag, n, digest)
                 else:
                     self.transcript.record_send(to, seq, tag, frame)
@@ -503,7 +557,10 @@ class Party:
                 data = await link.receive_frame()
                 digest = None
                 if self.transcript is not None and len(data) >= _THREAD_HASH_BYTES:
-                    digest = await trio.to_thread.run_sync(_sha256, data)
+                    digest = _SHARED.take(data, self.transcript.hash)
+                    if digest is None:
+                        digest = (await trio.to_thread.run_sync(self.transcript.digest,
+                                                                (data,)))[1]
                 deferred = self._deliver(peer, data, link.frame_overhead, digest)
                 if deferred is not None:
                     await self._deliver_decoded_in_thread(peer, data, link.frame_overhead,
@@ -521,7 +578,7 @@ class Party:
                  digest: bytes | None = None) -> tuple[str, _Slot] | None:
         """Check and store a frame; returns ``(tag, slot)`` if its payload needs more
         decoding work than a reader does inline (see _deliver_decoded_in_thread).
-        ``digest``: the frame's SHA-256 if already computed (for a transcript)."""
+        ``digest``: the frame's digest if already computed (for a transcript)."""
         kind, session, tag, sender, recipient, seq, pos = wire._parse_header(data, self._limits)
         if session != self.session:
             raise MessageRejected(
@@ -541,7 +598,8 @@ class Party:
         slot = self._slot(peer, tag)
         self._check_slot(peer, tag, slot, len(data))  # before spending work on it
         if self.transcript is not None:  # recorded when the protocol takes it (_take)
-            slot.audit = (seq, len(data), digest if digest is not None else _sha256(data))
+            slot.audit = (seq, len(data), digest if digest is not None
+                          else self.transcript.digest((data,))[1])
         try:
             payload, held = wire._decode_payload_at(data, memoryview(data).cast("B"), pos,
                                                     self._limits, _INLINE_WORK)
@@ -648,6 +706,9 @@ async def open_party(
                     await party._say_goodbye()
                 if transcript is not None:
                     transcript.close(failure if failure is not None else ended)
+                if party._shared:
+                    _SHARED.forget(*zip(*party._shared, strict=True))
+                    party._shared.clear()
                 nursery.cancel_scope.cancel()
     if failure is not None:
         raise failure
