@@ -11,6 +11,8 @@ noise (:func:`discrete_gaussian`) and reduces it modulo ``2^bits``.  Secure
 aggregation sums the vectors modulo ``2^bits``; the sum of the honest
 clients' noise makes the sum differentially private even against the
 server (:func:`ddg_epsilon`, composed over rounds by :class:`PrivacyAccountant`).
+The modular reduction is post-processing of the integer sum: a wrap-around
+(:func:`wrap_probability`) costs accuracy, never privacy.
 
 Sampler.  :func:`discrete_gaussian` inverts a cumulative table of 64-bit
 integer probabilities over the truncated support ``[-T, T]`` (tail mass
@@ -18,15 +20,16 @@ below ``2^-70``) with uniform 64-bit words from the ChaCha20 PRG
 (:mod:`mpcai.prg`); never ``numpy.random``.  Its total-variation distance
 to the exact discrete Gaussian is at most :func:`sampler_tv_bound` per
 sample (the tail, plus ``2^-64`` per table entry for the integer
-rounding, plus the float rounding of the probabilities); summed over every sampled coordinate it
-enters ``delta`` as :func:`sampler_delta` says (times ``1 + e^eps``).  The table's size
-grows with ``sigma``: ``sigma`` is at most :data:`MAX_SIGMA`.  Not constant
-time: the binary search (``np.searchsorted``) and the table's cache lines
-depend on the sample, so an attacker who can time the client's process (a
-co-resident one, say) may learn about its noise; numpy offers nothing
-constant-time, and the guarantee assumes the client's machine is not watched.
-Each call draws a fresh seed (:func:`mpcai.prg.new_seed`) unless one is
-passed (tests), so no noise is ever reused.
+rounding, plus the float rounding of the probabilities); summed over every
+sampled coordinate it enters ``delta`` as :func:`sampler_delta` says (times
+``1 + e^eps``).  The table's size grows with ``sigma``: ``sigma`` is at
+most :data:`MAX_SIGMA`.  Not constant time: the binary search
+(``np.searchsorted``) and the table's cache lines depend on the sample, so
+an attacker who can time the client's process (a co-resident one, say) may
+learn about its noise; numpy offers nothing constant-time, and the
+guarantee assumes the client's machine is not watched.  Each call draws a
+fresh seed (:func:`mpcai.prg.new_seed`) unless one is passed (tests), so no
+noise is ever reused.
 
 Accounting needs ``dp-accounting`` (``pip install mpcai[dp]``), imported on use.
 """
@@ -391,7 +394,8 @@ class RoundPrivacy:
     includes the sampler's total-variation distance summed over every noise
     coordinate of every client (``sampler_tv``), as :func:`sampler_delta`:
     the target plus ``(1 + e^epsilon) sampler_tv``.  Compose rounds with
-    :class:`PrivacyAccountant` (``add_round(epsilon_zcdp)``).
+    :class:`PrivacyAccountant` (``add_round(epsilon_zcdp, sampler_tv)``, then
+    ``epsilon()`` at ``total_delta()``).
     """
 
     #: eps of this round at ``delta`` (inf without noise)
