@@ -320,6 +320,9 @@ def calibrate_noise(cfg: SecAggConfig, dim: int, target_epsilon: float, rounds: 
     counting the noise of the fewest honest survivors (``cfg.min_honest_survivors``)
     in every round.  ``0.0`` for an infinite target.  (The grid, and with it the
     rounding's share of the sensitivity, depends on the noise: hence the search.)
+    ``delta`` is for exact discrete Gaussians: the sampler adds ``(1 + e^eps)``
+    times its total-variation distance over the rounds (``RoundPrivacy.sampler_tv``,
+    :meth:`mpcai.dp.PrivacyAccountant.total_delta`).
     """
     import dataclasses
     import math
