@@ -172,6 +172,8 @@ def run_sampler(size: int, reps: int) -> list[dict]:
 def run_utility(clients: int, rounds: int,
                 plot_path: str | None = None) -> list[dict]:
     """The training records (one per target epsilon and bits) and the plot."""
+    if plot_path is not None:
+        _dp_digits._pyplot()  # a missing matplotlib fails now, not after the training
     clear = _dp_digits.clear_fedavg(rounds, clients)
     runs = [_dp_digits.train(eps, bits, rounds, clients)
             for eps in _dp_digits.EPSILONS for bits in _dp_digits.BITS]

@@ -291,6 +291,8 @@ def main(rounds: int = ROUNDS, clients: int = CLIENTS, seed: int = SEED,
          bits: Sequence[int] = BITS) -> dict:
     """Train once per (epsilon, bits), print each round, write the plot to ``out`` (none
     if ``None``); returns ``{"runs": [Run, ...], "clear": [accuracy per round]}``."""
+    if out is not None:
+        _pyplot()  # a missing matplotlib fails now, not after the training
     cfg = config(clients, bits[0])
     print(f"{clients} clients (non-IID digits), {rounds} rounds; each round unmasks only "
           f"with >= {cfg.dp_min_survivors} survivors, of which {cfg.corrupt_clients} may be "

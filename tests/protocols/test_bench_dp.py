@@ -115,3 +115,20 @@ def test_local_training_lowers_the_loss_and_clear_fedavg_learns() -> None:
     assert sum(len(_dp_digits.dropping(r, 100)) for r in range(1, 50)) > 0
     assert _dp_digits.clear_fedavg(3, 10)[-1] > 0.85
     assert sum(len(p[1]) for p in parts) + len(y_te) == 1797
+
+
+def test_without_matplotlib_the_plot_is_a_missing_dependency(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from mpcai.benchmarks import dp as dp_bench
+
+    from mpcai.errors import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(MissingDependency, match=r"mpcai\[plot\]"):
+        _dp_digits.plot([], str(tmp_path / "x.png"))
+    with pytest.raises(MissingDependency):  # before any training
+        dp_bench.run_utility(10, 1, str(tmp_path / "x.png"))
+    ex = _example(monkeypatch)
+    with pytest.raises(MissingDependency):
+        ex.main(rounds=1, clients=10, out=str(tmp_path / "y.png"))
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
