@@ -14,13 +14,15 @@ server (:func:`ddg_epsilon`, composed over rounds by :class:`PrivacyAccountant`)
 The modular reduction is post-processing of the integer sum: a wrap-around
 (:func:`wrap_probability`) costs accuracy, never privacy.
 
-Sampler.  :func:`discrete_gaussian` inverts a cumulative table of 64-bit
-integer probabilities over the truncated support ``[-T, T]`` (tail mass
-below ``2^-70``) with uniform 64-bit words from the ChaCha20 PRG
+Sampler.  :func:`discrete_gaussian` inverts a cumulative table of 128-bit
+fixed-point probabilities over the truncated support ``[-T, T]`` (tail mass
+below ``2^-70``) with uniform 128-bit numbers from the ChaCha20 PRG
 (:mod:`mpcai.prg`); never ``numpy.random``.  Its total-variation distance
 to the exact discrete Gaussian is at most :func:`sampler_tv_bound` per
-sample (the tail, plus ``2^-64`` per table entry for the integer
-rounding, plus the float rounding of the probabilities); summed over every
+sample (the tail, plus ``2^-128`` per table entry for the integer
+rounding, plus the float rounding of the probabilities: about ``1.4e-17``
+whatever ``sigma``, where a 64-bit table lost ``2^-64`` per entry, ``7e-14``
+at :data:`MAX_SIGMA`); summed over every
 sampled coordinate it enters ``delta`` as :func:`sampler_delta` says (times
 ``1 + e^eps``).  The table's size grows with ``sigma``: ``sigma`` is at
 most :data:`MAX_SIGMA`.  Not constant time: the binary search
@@ -68,7 +70,7 @@ __all__ = [
 
 MAX_SIGMA: float = float(1 << 16)
 """The largest ``sigma`` :func:`discrete_gaussian` accepts (its table has about
-``19.7 sigma`` entries of 8 bytes)."""
+``19.7 sigma`` entries of 16 bytes: 21 MB at the largest; the last 4 are cached)."""
 
 DEFAULT_BETA: float = math.exp(-0.5)
 """Kairouz et al.'s default ``beta`` of the conditional rounding (each try is
@@ -95,50 +97,75 @@ def _support(sigma: float) -> int:
     return math.ceil(sigma * math.sqrt(2 * (_TAIL_BITS + 2) * math.log(2))) + 2
 
 
-@lru_cache(maxsize=16)
-def _table(sigma: float) -> tuple[int, np.ndarray]:
-    """(T, cumulative counts out of 2^64 for -T..T) as uint64, exact integer sums."""
+@lru_cache(maxsize=4)
+def _table(sigma: float) -> tuple[int, np.ndarray, np.ndarray]:
+    """(T, the cumulative probabilities of -T..T in 128-bit fixed point as two uint64
+    words each: high, low), exact integer sums of ``floor(p * 2^128)``."""
     t = _support(sigma)
     k = np.arange(-t, t + 1, dtype=np.longdouble)
     w = np.exp(-(k * k) / (np.longdouble(2) * np.longdouble(sigma) ** 2))
     p = w / w.sum()
-    # floor(p * 2^64) in two 32-bit halves (x86 long double holds 64 mantissa bits)
-    scaled = p * np.longdouble(2) ** 64
-    hi = np.floor(scaled / np.longdouble(2) ** 32)
-    lo = np.floor(scaled - hi * np.longdouble(2) ** 32)
-    # p = 1 (tiny sigma) would be 2^64, which wraps to 0 in uint64: 2^64 - 1 instead
-    top = hi >= np.longdouble(2) ** 32
-    hi[top], lo[top] = 2.0**32 - 1, 2.0**32 - 1
-    hi_u, lo_u = hi.astype(np.uint64), lo.astype(np.uint64)
-    counts = (hi_u << np.uint64(32)) + lo_u
-    # the floors sum to 2^64 exactly when nothing is lost (p in [1/2, 1) is a multiple
-    # of 2^-64) or more (the long-double p sum to a hair above 1), and the cumulative
-    # sum would wrap: the exact total in Python ints, the excess off the largest entry
-    total = (int(hi_u.sum()) << 32) + int(lo_u.sum())
-    excess = total - ((1 << 64) - 1)
+    # floor(p * 2^128) as four 32-bit limbs, high to low; every step is exact (powers of
+    # two and the removal of an integer part), so the long-double p (64 mantissa bits on
+    # x86) is kept whole
+    two32 = np.longdouble(2) ** 32
+    rest = p * two32
+    limbs = []
+    for _ in range(4):
+        limb = np.floor(rest)
+        limbs.append(limb)
+        rest = (rest - limb) * two32
+    # p = 1 (tiny sigma) would be 2^128: 2^128 - 1 instead (limb 3 is below 2^32 else)
+    top = limbs[0] >= two32
+    for limb in limbs:
+        limb[top] = two32 - 1
+    l3, l2, l1, l0 = (limb.astype(np.uint64) for limb in limbs)
+    # the floors may sum to 2^128 or a hair more (the long-double p sum to a hair above
+    # 1): the exact total in Python ints, the excess off the largest entry
+    total = sum(int(limb.sum()) << (32 * i) for i, limb in enumerate((l0, l1, l2, l3)))
+    excess = total - ((1 << 128) - 1)
     if excess > 0:
-        big = int(np.argmax(counts))
-        counts[big] -= np.uint64(excess)
-    cdf = np.cumsum(counts, dtype=np.uint64)
-    if int(cdf[-1]) != total - max(excess, 0) or np.any(cdf[1:] < cdf[:-1]):
-        raise AssertionError("the sampler's table wrapped around")  # pragma: no cover
-    cdf.setflags(write=False)
-    return t, cdf
+        big = int(np.argmax(l3))
+        value = sum(int(limb[big]) << (32 * i) for i, limb in enumerate((l0, l1, l2, l3)))
+        value -= excess
+        for i, limb in enumerate((l0, l1, l2, l3)):
+            limb[big] = (value >> (32 * i)) & 0xFFFFFFFF
+        total -= excess
+    # cumulative sums limb by limb (each below 2^32 x 2^21 entries < 2^53), then carries
+    mask = np.uint64(0xFFFFFFFF)
+    words = []
+    carry = np.zeros(l0.size, dtype=np.uint64)
+    for limb in (l0, l1, l2, l3):
+        acc = np.cumsum(limb, dtype=np.uint64) + carry
+        words.append(acc & mask)
+        carry = acc >> np.uint64(32)
+    if np.any(carry) or np.any(words[3] > mask):  # pragma: no cover - total < 2^128
+        raise AssertionError("the sampler's table overflowed")
+    hi = (words[3] << np.uint64(32)) | words[2]
+    lo = (words[1] << np.uint64(32)) | words[0]
+    last = (int(hi[-1]) << 64) | int(lo[-1])
+    if last != total or np.any((hi[1:] < hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] < lo[:-1]))):
+        raise AssertionError("the sampler's table is not monotone")  # pragma: no cover
+    hi.setflags(write=False)
+    lo.setflags(write=False)
+    return t, hi, lo
 
 
 def sampler_tv_bound(sigma: float) -> float:
     """The total-variation distance between one sample of :func:`discrete_gaussian`
     and the exact ``N_Z(0, sigma^2)``: at most the truncated tail (``2^-70``), plus
-    one unit of ``2^-64`` per table entry and two more (integer rounding; the
-    missing mass going to the last entry; the excess of the floors over ``2^64 -
-    1`` taken off the largest), plus twice the relative rounding of the
-    long-double probabilities (``128 eps``: the exponentials' arguments, the
-    pairwise sum of the weights)."""
+    one unit of ``2^-128`` per table entry and two more (the 128-bit integer
+    rounding; the missing mass going to the last entry; the excess of the floors
+    over ``2^128 - 1`` taken off the largest), plus the rounding of the long-double
+    probabilities, ``128 eps``: their relative errors weighted by the probabilities
+    are about ``eps (2 E[k^2 / 2 sigma^2] + 3)`` from the exponentials and their
+    arguments and ``log2(size) eps`` from the pairwise sum of the weights, counted
+    twice (the missing or excess mass is moved once more)."""
     sigma = _check_sigma(sigma)
     if sigma == 0:
         return 0.0
     size = 2 * _support(sigma) + 1
-    return (2.0**-_TAIL_BITS + (size + 2) * 2.0**-64
+    return (2.0**-_TAIL_BITS + (size + 2) * 2.0**-128
             + 128 * float(np.finfo(np.longdouble).eps))
 
 
@@ -169,11 +196,21 @@ def discrete_gaussian(size: int, sigma: float, seed: bytes | None = None) -> np.
     if sigma == 0 or size == 0:
         return np.zeros(size, dtype=np.int64)
     seed = prg.new_seed() if seed is None else check_bytes(seed, "seed")
-    t, cdf = _table(float(sigma))
-    u = prg.ring_vector(seed, size)
-    idx = np.searchsorted(cdf, u, side="right")
-    np.minimum(idx, cdf.size - 1, out=idx)  # the last few units of mass: the top entry
-    return idx.astype(np.int64) - t
+    t, hi, lo = _table(float(sigma))
+    u = prg.ring_vector(seed, 2 * size)  # one 128-bit uniform per sample: (high, low)
+    return _invert(hi, lo, u[0::2], u[1::2]).astype(np.int64) - t
+
+
+def _invert(hi: np.ndarray, lo: np.ndarray, u_hi: np.ndarray, u_lo: np.ndarray) -> np.ndarray:
+    """For each 128-bit ``u``, the number of cumulative entries ``<= u`` (capped at the
+    last entry, which takes the mass the floors left over): compared by the high words,
+    and by the low words where the high words tie (probability <= size 2^-64)."""
+    idx = np.searchsorted(hi, u_hi, side="left")
+    right = np.searchsorted(hi, u_hi, side="right")
+    for j in np.nonzero(right > idx)[0].tolist():
+        idx[j] += int(np.searchsorted(lo[idx[j]:right[j]], u_lo[j], side="right"))
+    np.minimum(idx, hi.size - 1, out=idx)
+    return idx
 
 
 # ---- rotation -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -301,19 +302,19 @@ def test_accountant_is_never_below_the_authors_ddg_accounting(d2: float, sigma: 
 
 
 def _exact_tv_of_table(sigma: float) -> float:
-    """TV between the sampler's table (counts / 2^64, the rest on the top entry) and the
+    """TV between the sampler's table (counts / 2^128, the rest on the top entry) and the
     exact N_Z(0, sigma^2), in 60-digit decimals (independent of numpy's long double)."""
     from decimal import Decimal, getcontext
 
     getcontext().prec = 60
-    t, cdf = dp._table(sigma)
-    c = [int(v) for v in cdf]
+    t, hi, lo = dp._table(sigma)
+    c = [(int(h) << 64) | int(v) for h, v in zip(hi, lo, strict=True)]
     counts = [c[0]] + [c[i] - c[i - 1] for i in range(1, len(c))]
-    counts[-1] += (1 << 64) - c[-1]
+    counts[-1] += (1 << 128) - c[-1]
     s2 = 2 * Decimal(sigma) ** 2
     w = {k: (-(Decimal(k) ** 2) / s2).exp() for k in range(-t - 400, t + 401)}
     z = sum(w.values())
-    tv = sum(abs(Decimal(n) / Decimal(2**64) - w[k] / z)
+    tv = sum(abs(Decimal(n) / Decimal(2**128) - w[k] / z)
              for k, n in zip(range(-t, t + 1), counts, strict=True))
     tv += sum(w[k] for k in w if abs(k) > t) / z  # the truncated tails
     return float(tv / 2)
@@ -324,8 +325,9 @@ def test_the_sampler_table_never_wraps_and_meets_its_tv_bound(sigma: float) -> N
     """Tiny sigma used to put probability 1 at 2^64 (0 in uint64), and near 0.11..0.16
     the floors summed to 2^64 and the cumulative table wrapped: every sample was T
     (a constant shift, no noise), or 0 and T half the time each."""
-    _, cdf = dp._table(sigma)
-    assert np.all(cdf[1:] >= cdf[:-1]) and int(cdf[-1]) < 1 << 64
+    _, hi, lo = dp._table(sigma)
+    c = [(int(h) << 64) | int(v) for h, v in zip(hi, lo, strict=True)]
+    assert all(b >= a for a, b in itertools.pairwise(c)) and c[-1] < 1 << 128
     assert _exact_tv_of_table(sigma) <= dp.sampler_tv_bound(sigma)
     x = dp.discrete_gaussian(20_000, sigma, seed=SEED)
     if sigma <= 0.13:  # P[X != 0] = 2 e^-29.6 or less
@@ -353,3 +355,20 @@ def test_a_round_is_composed_as_rho_zcdp() -> None:
     assert np.allclose(g.rdp, g.orders * eps_r**2 / 2, rtol=1e-12, atol=0)
     with pytest.raises(InvalidInput):
         acc.epsilon(2.0)
+
+
+def test_the_128_bit_inversion_matches_integer_bisection_on_ties() -> None:
+    """Tail entries below 2^-64 share high words: the low words decide, exactly as a
+    bisection over Python ints of the 128-bit cumulative values."""
+    import bisect
+
+    _, hi, lo = dp._table(2.0)
+    cum = [(int(h) << 64) | int(v) for h, v in zip(hi, lo, strict=True)]
+    assert any(a == b for a, b in itertools.pairwise(hi.tolist()))  # ties exist
+    us = [c + delta for c in cum for delta in (-1, 0, 1) if 0 <= c + delta < 1 << 128]
+    us += [int.from_bytes(SEED[:16], "little"), (1 << 128) - 1, 0]
+    u_hi = np.array([u >> 64 for u in us], dtype=np.uint64)
+    u_lo = np.array([u & ((1 << 64) - 1) for u in us], dtype=np.uint64)
+    got = dp._invert(hi, lo, u_hi, u_lo)
+    want = [min(bisect.bisect_right(cum, u), len(cum) - 1) for u in us]
+    assert got.tolist() == want
