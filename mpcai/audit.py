@@ -470,9 +470,12 @@ def open_transcripts(
     d.mkdir(parents=True, exist_ok=True)
     keys = dict(signing_keys or {})
     hash = default_hash() if hash is None else hash
-    out = [Transcript(path, protocol=protocol, version=version, config=config,
-                      signing_key=keys.get(p), hash=hash, sign_every=sign_every)
+    digest = config_digest(config)  # once, not per party
+    out = [Transcript(path, protocol=protocol, version=version, signing_key=keys.get(p),
+                      hash=hash, sign_every=sign_every)
            for p, path in zip(ids, paths, strict=True)]
+    for t in out:
+        t.config_digest = digest
     with open(keys_path, "xb") as f:
         f.write(canonical_json({str(p): t.public_key for p, t in zip(ids, out, strict=True)})
                 + b"\n")
@@ -671,20 +674,22 @@ def read_transcript(
                                     allow_incomplete), name, key, allow_incomplete)
     path = Path(source)
     name = str(path)
-    try:
-        info = path.stat()
+    try:  # non-blocking: a FIFO must not hang the open; checked on the open file itself
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise _fail(name, None, f"cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never end
-        raise _fail(name, None, "not a regular file")
-    if info.st_size > max_bytes:
-        raise _fail(name, None, f"{info.st_size} bytes, more than the limit of {max_bytes}")
-    try:
-        with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never end
+            raise _fail(name, None, "not a regular file")
+        if info.st_size > max_bytes:
+            raise _fail(name, None, f"{info.st_size} bytes, more than the limit of "
+                                    f"{max_bytes}")
+        try:
             return _verify_lines(_lines(f, name, max_bytes, allow_incomplete), name, key,
                                  allow_incomplete)
-    except OSError as exc:
-        raise _fail(name, None, f"cannot read: {exc.strerror or exc}") from None
+        except OSError as exc:
+            raise _fail(name, None, f"cannot read: {exc.strerror or exc}") from None
 
 
 def _lines(f: IO[bytes], name: str, max_bytes: int, allow_incomplete: bool
