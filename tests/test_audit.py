@@ -801,11 +801,13 @@ def test_corruption_in_transit_is_exposed_and_shared_digests_are_the_same_object
     assert not party_mod._SHARED._entries  # taken by the recipient
     cache = party_mod._SharedDigests()
     frame = bytes(range(256)) * 8
-    cache.put(frame, "sha256", b"d" * 32)
+    owner: dict = {}
+    cache.put(frame, "sha256", b"d" * 32, owner)
     assert cache.take(bytes(bytearray(frame)), "sha256") is None  # equal bytes, not the object
     assert cache.take(bytearray(frame), "sha256") is None
     assert cache.take(frame, "blake2b") is None
     assert cache.take(frame, "sha256") == b"d" * 32 and cache.take(frame, "sha256") is None
+    assert not owner  # a taken frame is no longer held for its sender
 
 
 def test_unread_shared_digests_are_forgotten_when_the_sender_closes(tmp_path: Path) -> None:
@@ -816,7 +818,7 @@ def test_unread_shared_digests_are_forgotten_when_the_sender_closes(tmp_path: Pa
     async def one(party):
         if party.id == 0:
             await party.send(1, "big", big)
-            assert party_mod._SHARED._entries  # in flight: party 1 has not read it yet
+            assert party_mod._SHARED._entries and party._shared  # in flight
         else:
             await party.recv(0, "big")
         return party.id

@@ -115,11 +115,13 @@ class _SharedDigests:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[bytes, str, bytes]] = {}
+        self._entries: dict[int, tuple[bytes, str, bytes, dict[int, bytes]]] = {}
 
-    def put(self, frame: bytes, hash: str, digest: bytes) -> int:
-        self._entries[id(frame)] = (frame, hash, digest)
-        return id(frame)
+    def put(self, frame: bytes, hash: str, digest: bytes, owner: dict[int, bytes]) -> None:
+        """Share ``digest`` of ``frame``; ``owner`` is the sender's record of what it
+        shared (an entry leaves it when taken)."""
+        self._entries[id(frame)] = (frame, hash, digest, owner)
+        owner[id(frame)] = frame
 
     def take(self, frame: bytes | bytearray, hash: str) -> bytes | None:
         if type(frame) is not bytes:
@@ -128,13 +130,16 @@ class _SharedDigests:
         if entry is None or entry[0] is not frame or entry[1] != hash:
             return None
         del self._entries[id(frame)]
+        entry[3].pop(id(frame), None)
         return entry[2]
 
-    def forget(self, keys: Iterable[int], frames: Iterable[bytes]) -> None:
-        for key, frame in zip(keys, frames, strict=True):
+    def forget(self, owner: dict[int, bytes]) -> None:
+        """Drop what ``owner`` shared and no recipient took (its party is closing)."""
+        for key, frame in owner.items():
             entry = self._entries.get(key)
             if entry is not None and entry[0] is frame:
                 del self._entries[key]
+        owner.clear()
 
 
 _SHARED = _SharedDigests()
@@ -252,8 +257,9 @@ class Party:
         self._unread_bytes = dict.fromkeys(self.peers, 0)  # what the unsolicited ones hold
         self._last_was_send = False
         self.transcript = transcript
-        #: frames whose digest this party shared (see _SharedDigests), forgotten on close
-        self._shared: list[tuple[int, bytes]] = []
+        #: frames whose digest this party shared and no recipient took yet (see
+        #: _SharedDigests), forgotten on close
+        self._shared: dict[int, bytes] = {}
 
     # ---- introspection ----------------------------------------------------
 
@@ -301,7 +307,7 @@ class Party:
                 # the one immutable copy MemoryLink would make, hashed once for both sides
                 data = b"".join(frame_parts(frame))
                 shared = await trio.to_thread.run_sync(self.transcript.digest, (data,))
-                self._shared.append((_SHARED.put(data, self.transcript.hash, shared[1]), data))
+                _SHARED.put(data, self.transcript.hash, shared[1], self._shared)
                 out = data
             try:
                 await link.send_frame(out)
@@ -707,8 +713,7 @@ async def open_party(
                 if transcript is not None:
                     transcript.close(failure if failure is not None else ended)
                 if party._shared:
-                    _SHARED.forget(*zip(*party._shared, strict=True))
-                    party._shared.clear()
+                    _SHARED.forget(party._shared)
                 nursery.cancel_scope.cancel()
     if failure is not None:
         raise failure
