@@ -802,12 +802,16 @@ def test_corruption_in_transit_is_exposed_and_shared_digests_are_the_same_object
     cache = party_mod._SharedDigests()
     frame = bytes(range(256)) * 8
     owner: dict = {}
-    cache.put(frame, "sha256", b"d" * 32, owner)
+    cache.put(frame, "sha256", owner).resolve(b"d" * 32)
     assert cache.take(bytes(bytearray(frame)), "sha256") is None  # equal bytes, not the object
     assert cache.take(bytearray(frame), "sha256") is None
     assert cache.take(frame, "blake2b") is None
-    assert cache.take(frame, "sha256") == b"d" * 32 and cache.take(frame, "sha256") is None
+    got = cache.take(frame, "sha256")
+    assert got is not None and got.digest == b"d" * 32 and cache.take(frame, "sha256") is None
     assert not owner  # a taken frame is no longer held for its sender
+    pending = cache.put(frame, "sha256", owner)
+    cache.forget(owner)  # the sender closed: a recipient still waiting hashes it itself
+    assert pending.done.is_set() and pending.digest is None and not cache._entries
 
 
 def test_unread_shared_digests_are_forgotten_when_the_sender_closes(tmp_path: Path) -> None:

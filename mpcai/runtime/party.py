@@ -101,6 +101,23 @@ SHARE_FRAME_DIGESTS = True
 its sender's transcript computed of that very frame (see :class:`_SharedDigests`)."""
 
 
+class _Pending:
+    """One shared frame digest: set by the sender once computed (``None``: given up,
+    the recipient hashes the frame itself)."""
+
+    __slots__ = ("digest", "done", "frame", "hash", "owner")
+
+    def __init__(self, frame: bytes, hash: str, owner: dict[int, _Pending]) -> None:
+        self.frame, self.hash, self.owner = frame, hash, owner
+        self.digest: bytes | None = None
+        self.done = trio.Event()
+
+    def resolve(self, digest: bytes | None) -> None:
+        if not self.done.is_set():
+            self.digest = digest
+            self.done.set()
+
+
 class _SharedDigests:
     """Digests of frames in flight over memory links, so that a frame both parties of one
     process record is hashed once, not twice.
@@ -109,36 +126,38 @@ class _SharedDigests:
     one object :class:`~mpcai.runtime.memory.MemoryLink` hands the recipient) with
     the digest of exactly those bytes: the recipient gets the digest only for the
     identical object (``is``), under the same algorithm; anything else (another
-    link, a copy, a wrapper that rewrote it) it hashes itself.  An entry is dropped
+    link, a copy, a wrapper that rewrote it) it hashes itself.  The sender hashes
+    after handing the frame over (off the critical path, in a worker thread); a
+    recipient that reads it first waits for that digest.  An entry is dropped
     when the recipient takes it, or when its sender's party closes (a recipient
     that never read it).  Over TCP each party hashes its own traffic once anyway.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[bytes, str, bytes, dict[int, bytes]]] = {}
+        self._entries: dict[int, _Pending] = {}
 
-    def put(self, frame: bytes, hash: str, digest: bytes, owner: dict[int, bytes]) -> None:
-        """Share ``digest`` of ``frame``; ``owner`` is the sender's record of what it
-        shared (an entry leaves it when taken)."""
-        self._entries[id(frame)] = (frame, hash, digest, owner)
-        owner[id(frame)] = frame
+    def put(self, frame: bytes, hash: str, owner: dict[int, _Pending]) -> _Pending:
+        """Announce the digest of ``frame`` (to be resolved); ``owner`` is the sender's
+        record of what it shared (an entry leaves it when taken)."""
+        entry = self._entries[id(frame)] = owner[id(frame)] = _Pending(frame, hash, owner)
+        return entry
 
-    def take(self, frame: bytes | bytearray, hash: str) -> bytes | None:
+    def take(self, frame: bytes | bytearray, hash: str) -> _Pending | None:
         if type(frame) is not bytes:
             return None
         entry = self._entries.get(id(frame))
-        if entry is None or entry[0] is not frame or entry[1] != hash:
+        if entry is None or entry.frame is not frame or entry.hash != hash:
             return None
         del self._entries[id(frame)]
-        entry[3].pop(id(frame), None)
-        return entry[2]
+        entry.owner.pop(id(frame), None)
+        return entry
 
-    def forget(self, owner: dict[int, bytes]) -> None:
+    def forget(self, owner: dict[int, _Pending]) -> None:
         """Drop what ``owner`` shared and no recipient took (its party is closing)."""
-        for key, frame in owner.items():
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] is frame:
+        for key, entry in owner.items():
+            if self._entries.get(key) is entry:
                 del self._entries[key]
+            entry.resolve(None)
         owner.clear()
 
 
@@ -259,7 +278,7 @@ class Party:
         self.transcript = transcript
         #: frames whose digest this party shared and no recipient took yet (see
         #: _SharedDigests), forgotten on close
-        self._shared: dict[int, bytes] = {}
+        self._shared: dict[int, _Pending] = {}
 
     # ---- introspection ----------------------------------------------------
 
@@ -296,7 +315,7 @@ class Party:
                 raise InvalidInput(f"tag {tag!r} already used for a message to party {to}")
             self._sent_tags[to].add(tag)
         link = self._links[to]
-        shared: tuple[int, bytes] | None = None
+        shared: _Pending | None = None
         if link.send_never_blocks:
             frame = self._frame(to, tag, body, kind)
             seq = self._send_seq[to] - 1
@@ -305,14 +324,15 @@ class Party:
                     and body[1] >= _THREAD_HASH_BYTES and SHARE_FRAME_DIGESTS
                     and type(link) is MemoryLink):
                 # the one immutable copy MemoryLink would make, hashed once for both sides
-                data = b"".join(frame_parts(frame))
-                shared = await trio.to_thread.run_sync(self.transcript.digest, (data,))
-                _SHARED.put(data, self.transcript.hash, shared[1], self._shared)
-                out = data
+                out = b"".join(frame_parts(frame))
+                shared = _SHARED.put(out, self.transcript.hash, self._shared)
             try:
                 await link.send_frame(out)
-            except PeerDropped as exc:
-                self._fail(to, exc)
+            except BaseException as exc:
+                if shared is not None:
+                    shared.resolve(None)  # a recipient that got it hashes it itself
+                if isinstance(exc, PeerDropped):
+                    self._fail(to, exc)
                 raise
         else:
             async with self._send_locks[to]:
@@ -331,8 +351,14 @@ class Party:
         if kind == wire.FrameKind.DATA:
             self.stats._count_sent(to, len(frame[0]) + body[1] + link.frame_overhead)
             if self.transcript is not None:
-                if shared is not None:
-                    self.transcript.record("send", to, seq, tag, *shared)
+                if shared is not None:  # not cancellable once started: the send happened
+                    result: tuple[int, bytes] | None = None
+                    try:
+                        result = await trio.to_thread.run_sync(self.transcript.digest,
+                                                               (shared.frame,))
+                    finally:  # None (cancelled before the thread ran): the recipient hashes
+                        shared.resolve(None if result is None else result[1])
+                    self.transcript.record("send", to, seq, tag, *result)
                 elif body[1] >= _THREAD_HASH_BYTES:  # not cancellable: the send happened
                     n, digest = await trio.to_thread.run_sync(self.transcript.digest, frame)
                     self.transcript.record("send", to, seq, tag, n, digest)
@@ -563,7 +589,10 @@ class Party:
                 data = await link.receive_frame()
                 digest = None
                 if self.transcript is not None and len(data) >= _THREAD_HASH_BYTES:
-                    digest = _SHARED.take(data, self.transcript.hash)
+                    pending = _SHARED.take(data, self.transcript.hash)
+                    if pending is not None:  # its sender is hashing this very object
+                        await pending.done.wait()
+                        digest = pending.digest
                     if digest is None:
                         digest = (await trio.to_thread.run_sync(self.transcript.digest,
                                                                 (data,)))[1]
