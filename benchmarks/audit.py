@@ -4,8 +4,13 @@ One record per variant and size: ``sa.simulate`` with ``transcript=DIR``
 against the same round without, every variant's repetitions interleaved with
 the baseline's (off, v1, v2, ..., off, v1, v2, ...) in one run with the same
 threads; ``ratio = baseline_s / ours_s`` (below 1: the transcripts' cost),
-``overhead = ours_s / baseline_s - 1`` (wall), ``cpu_overhead`` the same in
-process CPU time (every thread).  The measured round writes everything a real
+``overhead = ours_s / baseline_s - 1`` (wall, medians), ``cpu_overhead`` the
+same in process CPU time (every thread); ``overhead_paired`` and
+``cpu_overhead_paired`` are the medians of the per-cycle ratios (each variant's
+round against the baseline round of the same cycle, seconds apart: robust to
+a machine whose speed drifts with other jobs' load).  ``transcript_cpu_s`` is
+the CPU the transcripts' own calls took (hashing, entries), per call on the
+calling thread's clock.  The measured round writes everything a real
 run writes (every party's transcript, flushed at its checkpoints, and
 ``keys.json``).  The variants:
 
@@ -194,11 +199,15 @@ def measure(n: int, d: int, reps: int) -> list[dict]:
         ours = float(np.median([t for t, _, _ in on[name]]))
         cpu_on = float(np.median([c for _, c, _ in on[name]]))
         spent = float(np.median([x for _, _, x in on[name]]))
+        paired = float(np.median([a[0] / b[0] for a, b in zip(on[name], off, strict=True)]))
+        cpu_paired = float(np.median([a[1] / b[1] for a, b in zip(on[name], off,
+                                                                   strict=True)]))
         f = facts[name]
         rate = units[f"{h}_bytes_per_s"]
         out.append(record(
             f"secagg + transcripts ({name}) N={n} d={d}", ours, "secagg without transcripts",
             base, variant=name, overhead=ours / base - 1, cpu_overhead=cpu_on / cpu_off - 1,
+            overhead_paired=paired - 1, cpu_overhead_paired=cpu_paired - 1,
             n_clients=n, dim=d, dropped=len(drops), reps=reps,
             times_on=[t for t, _, _ in on[name]], times_off=[t for t, _, _ in off],
             # the transcripts' own CPU, against the round without them: robust to load
@@ -231,8 +240,9 @@ def main(reps: int = 3, quick: bool = False, json_path: str | None = None) -> in
         records = run(reps=reps, quick=quick)
     report(records, reps, json_path)
     for r in records:
-        print(f"N={r['n_clients']} d={r['dim']} {r['variant']}: overhead "
-              f"{100 * r['overhead']:+.1f}% wall, {100 * r['cpu_overhead']:+.1f}% CPU; "
+        print(f"N={r['n_clients']} d={r['dim']} {r['variant']}: overhead (paired) "
+              f"{100 * r['overhead_paired']:+.1f}% wall, {100 * r['cpu_overhead_paired']:+.1f}% "
+              f"CPU (medians {100 * r['overhead']:+.1f}%, {100 * r['cpu_overhead']:+.1f}%); "
               f"the transcripts' own CPU {r['transcript_cpu_s']:.3f} s = "
               f"{100 * r['direct_overhead_wall']:.1f}% of the round's wall time, "
               f"{100 * r['direct_overhead_cpu']:.1f}% of its CPU "
