@@ -185,6 +185,29 @@ int mpcai_bit_transpose(const uint8_t *in, size_t rows, size_t row_bytes, uint8_
  * MPCAI_SKETCH_MAX_ROWS, rows split over up to n_threads threads.       */
 int mpcai_ternary_sketch(const uint8_t *seed, size_t seed_len, const uint64_t *x, size_t d,
                          uint64_t *out, size_t k, int n_threads);
+/* ---- sampling by inversion of a cumulative table (dgauss.c) --------- */
+/* A table of n entries c_j = (hi[j] << 64) | lo[j] (128-bit fixed point,
+ * non-decreasing in j; 1 <= n <= MPCAI_DGAUSS_MAX_TABLE).  The index of a
+ * 128-bit uniform u = (u_hi << 64) | u_lo is min(#{j : c_j <= u}, n - 1).
+ * guide has 2^guide_bits + 1 entries (1 <= guide_bits <=
+ * MPCAI_DGAUSS_MAX_GUIDE_BITS): guide[b] = #{j : hi[j] < b 2^(64 -
+ * guide_bits)}, guide[2^guide_bits] = n.  mpcai_dgauss_guide makes it
+ * (MPCAI_ERR_ARG if hi decreases somewhere); the other two check only that
+ * it is non-decreasing and ends at n (a wrong guide gives wrong indices,
+ * never an access outside the table).  Not constant time.              */
+int mpcai_dgauss_guide(const uint64_t *hi, size_t n, int guide_bits, uint32_t *guide,
+                       size_t guide_len);
+/* out[i] = offset + the index of (u[2i] << 64) | u[2i+1], i < m, over up
+ * to n_threads threads (1..64; fewer for short inputs).                 */
+int mpcai_dgauss_invert(const uint64_t *hi, const uint64_t *lo, size_t n, const uint32_t *guide,
+                        int guide_bits, const uint64_t *u, size_t m, int64_t offset,
+                        int64_t *out, int n_threads);
+/* The same with u = mpcai_prg_ring64(seed, 2 m) (m <= MPCAI_PRG_MAX_WORDS
+ * / 2), made on the fly (never in memory): sample i inverts (w_2i << 64) |
+ * w_2i+1.                                                               */
+int mpcai_dgauss_sample(const uint8_t *seed, size_t seed_len, const uint64_t *hi,
+                        const uint64_t *lo, size_t n, const uint32_t *guide, int guide_bits,
+                        size_t m, int64_t offset, int64_t *out, int n_threads);
 /* END CDEF */
 
 #define MPCAI_FIELD_P ((uint64_t)0x1FFFFFFFFFFFFFFFULL)
@@ -197,5 +220,8 @@ int mpcai_ternary_sketch(const uint8_t *seed, size_t seed_len, const uint64_t *x
 /* Limits of mpcai_ternary_sketch: 2^32 blocks of 256 entries per row. */
 #define MPCAI_SKETCH_MAX_DIM ((uint64_t)1 << 40)
 #define MPCAI_SKETCH_MAX_ROWS ((uint64_t)1 << 32)
+/* Limits of the dgauss.c kernels (the guide holds uint32 indices). */
+#define MPCAI_DGAUSS_MAX_TABLE (((uint64_t)1 << 32) - 1)
+#define MPCAI_DGAUSS_MAX_GUIDE_BITS 24
 
 #endif /* MPCAI_NATIVE_H */

@@ -29,6 +29,9 @@ __all__ = [
     "dcf_eval",
     "dcf_gen",
     "dcf_key_bytes",
+    "dgauss_guide",
+    "dgauss_invert",
+    "dgauss_sample",
     "fp_add",
     "fp_lincomb",
     "fp_mul",
@@ -209,6 +212,80 @@ def ternary_sketch(vec: np.ndarray, seed: bytes, k: int, threads: int = 1) -> np
         lib.mpcai_ternary_sketch(_u8(seed), SEED_BYTES, _ptr(x), x.size, _ptr(out), k, threads),
         "ternary_sketch",
     )
+    return out
+
+
+DGAUSS_MAX_TABLE: int = int(lib.MPCAI_DGAUSS_MAX_TABLE)
+DGAUSS_MAX_GUIDE_BITS: int = int(lib.MPCAI_DGAUSS_MAX_GUIDE_BITS)
+
+
+def _dgauss_table(hi: Any, lo: Any) -> tuple[np.ndarray, np.ndarray]:
+    hi = _u64_in(hi, "hi", ndim=1)
+    lo = _u64_in(lo, "lo", ndim=1)
+    if hi.size != lo.size:
+        raise InvalidInput(f"hi and lo must have the same length, got {hi.size} and {lo.size}")
+    check_int(hi.size, "table size", lo=1, hi=DGAUSS_MAX_TABLE)
+    return hi, lo
+
+
+def _dgauss_guide_in(guide: Any, guide_bits: Any) -> tuple[np.ndarray, int]:
+    bits = check_int(guide_bits, "guide_bits", lo=1, hi=DGAUSS_MAX_GUIDE_BITS)
+    if not isinstance(guide, np.ndarray):
+        raise InvalidType(f"guide must be a numpy array, not {type(guide).__name__}")
+    if guide.dtype != np.uint32:
+        raise InvalidType(f"guide must have dtype uint32, not {guide.dtype}")
+    if guide.ndim != 1 or guide.size != (1 << bits) + 1:
+        raise InvalidInput(f"guide must have 2^{bits} + 1 entries, got shape {guide.shape}")
+    return (guide if guide.flags.c_contiguous else guide.copy()), bits
+
+
+def dgauss_guide(hi: np.ndarray, guide_bits: int) -> np.ndarray:
+    """The guide table (uint32, ``2^guide_bits + 1`` entries) of a cumulative table's high
+    words for :func:`dgauss_invert` / :func:`dgauss_sample`: entry ``b`` is the number of
+    ``hi`` below ``b 2^(64 - guide_bits)`` (dgauss.c; ``hi`` must be non-decreasing)."""
+    hi = _u64_in(hi, "hi", ndim=1)
+    check_int(hi.size, "table size", lo=1, hi=DGAUSS_MAX_TABLE)
+    bits = check_int(guide_bits, "guide_bits", lo=1, hi=DGAUSS_MAX_GUIDE_BITS)
+    out = np.empty((1 << bits) + 1, dtype=np.uint32)
+    _check(lib.mpcai_dgauss_guide(_ptr(hi), hi.size, bits, _ptr(out, "uint32_t *"), out.size),
+           "dgauss_guide")
+    return out
+
+
+def dgauss_invert(hi: np.ndarray, lo: np.ndarray, guide: np.ndarray, guide_bits: int,
+                  u: np.ndarray, offset: int = 0, threads: int = 1) -> np.ndarray:
+    """``offset + min(#{j : c_j <= u_i}, n - 1)`` (int64) for the 128-bit cumulative table
+    ``c_j = hi[j] 2^64 + lo[j]`` and the uniforms ``u_i = u[2i] 2^64 + u[2i + 1]`` (dgauss.c;
+    ``guide`` from :func:`dgauss_guide`)."""
+    hi, lo = _dgauss_table(hi, lo)
+    guide, bits = _dgauss_guide_in(guide, guide_bits)
+    u = _u64_in(u, "u", ndim=1)
+    if u.size % 2:
+        raise InvalidInput(f"u must hold two words per uniform, got {u.size} words")
+    offset = check_int(offset, "offset", lo=-(1 << 62), hi=1 << 62)
+    threads = _threads(threads)
+    out = np.empty(u.size // 2, dtype=np.int64)
+    _check(lib.mpcai_dgauss_invert(_ptr(hi), _ptr(lo), hi.size, _ptr(guide, "uint32_t *"), bits,
+                                   _ptr(u), out.size, offset, _ptr(out, "int64_t *"), threads),
+           "dgauss_invert")
+    return out
+
+
+def dgauss_sample(seed: bytes, hi: np.ndarray, lo: np.ndarray, guide: np.ndarray,
+                  guide_bits: int, m: int, offset: int = 0, threads: int = 1) -> np.ndarray:
+    """:func:`dgauss_invert` of the uniforms ``prg_ring64(seed, 2 m)``, made on the fly
+    (never in memory; dgauss.c): ``m`` int64 samples."""
+    seed = check_bytes(seed, "seed", size=SEED_BYTES)
+    hi, lo = _dgauss_table(hi, lo)
+    guide, bits = _dgauss_guide_in(guide, guide_bits)
+    m = check_int(m, "m", lo=0, hi=PRG_MAX_WORDS // 2)
+    offset = check_int(offset, "offset", lo=-(1 << 62), hi=1 << 62)
+    threads = _threads(threads)
+    out = np.empty(m, dtype=np.int64)
+    _check(lib.mpcai_dgauss_sample(_u8(seed), SEED_BYTES, _ptr(hi), _ptr(lo), hi.size,
+                                   _ptr(guide, "uint32_t *"), bits, m, offset,
+                                   _ptr(out, "int64_t *"), threads),
+           "dgauss_sample")
     return out
 
 

@@ -17,19 +17,22 @@ The modular reduction is post-processing of the integer sum: a wrap-around
 Sampler.  :func:`discrete_gaussian` inverts a cumulative table of 128-bit
 fixed-point probabilities over the truncated support ``[-T, T]`` (tail mass
 below ``2^-70``) with uniform 128-bit numbers from the ChaCha20 PRG
-(:mod:`mpcai.prg`); never ``numpy.random``.  Its total-variation distance
-to the exact discrete Gaussian is at most :func:`sampler_tv_bound` per
-sample (the tail, plus ``2^-128`` per table entry for the integer
+(:mod:`mpcai.prg`); never ``numpy.random``.  The inversion runs in C
+(``csrc/dgauss.c``: the uniforms made on the fly from the seed, a guide
+table on their top bits, a short binary search, optional threads); the
+numpy inversion it replaced stays as the reference
+(:func:`_discrete_gaussian_reference`), bit-identical for the same seed.
+Its total-variation distance to the exact discrete Gaussian is at most
+:func:`sampler_tv_bound` per sample (the tail, plus ``2^-128`` per table entry for the integer
 rounding, plus the float rounding of the probabilities: about ``1.4e-17``
 whatever ``sigma``, where a 64-bit table lost ``2^-64`` per entry, ``7e-14``
 at :data:`MAX_SIGMA`); summed over every
 sampled coordinate it enters ``delta`` as :func:`sampler_delta` says (times
 ``1 + e^eps``).  The table's size grows with ``sigma``: ``sigma`` is at
-most :data:`MAX_SIGMA`.  Not constant time: the binary search
-(``np.searchsorted``) and the table's cache lines depend on the sample, so
-an attacker who can time the client's process (a co-resident one, say) may
-learn about its noise; numpy offers nothing constant-time, and the
-guarantee assumes the client's machine is not watched.  Each call draws a
+most :data:`MAX_SIGMA`.  Not constant time: the search and the table's
+cache lines depend on the sample, so an attacker who can time the client's
+process (a co-resident one, say) may learn about its noise; the guarantee
+assumes the client's machine is not watched.  Each call draws a
 fresh seed (:func:`mpcai.prg.new_seed`) unless one is passed (tests), so no
 noise is ever reused.
 
@@ -45,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from mpcai import prg
+from mpcai import _bindings, prg
 from mpcai.errors import InvalidInput, MissingDependency
 from mpcai.validation import check_bytes, check_int, check_real
 
@@ -181,21 +184,51 @@ def discrete_gaussian_variance(sigma: float) -> float:
     return float((k * k * w).sum() / w.sum())
 
 
-def discrete_gaussian(size: int, sigma: float, seed: bytes | None = None) -> np.ndarray:
+def discrete_gaussian(size: int, sigma: float, seed: bytes | None = None, *,
+                      threads: int = 1) -> np.ndarray:
     """``size`` independent samples of the discrete Gaussian ``N_Z(0, sigma^2)``
     (``P[X = k]`` proportional to ``exp(-k^2 / (2 sigma^2))``) as int64.
 
-    Uniform 64-bit words come from the ChaCha20 PRG under ``seed`` (a fresh
+    Sample ``i`` inverts the 128-bit uniform made of the words ``2i`` (high) and
+    ``2i + 1`` (low) of the ChaCha20 PRG under ``seed`` (a fresh
     :func:`mpcai.prg.new_seed` when ``None``; pass one only to reproduce a
-    draw in tests); each is inverted against the cumulative table
-    (``np.searchsorted``).  ``sigma = 0`` gives zeros.  See
-    :func:`sampler_tv_bound` for the distance to the exact distribution.
+    draw in tests) against the cumulative table, in C (``csrc/dgauss.c``; the
+    uniforms never reach memory); ``threads`` (1 to
+    :data:`mpcai.prg.MAX_THREADS`) splits long draws over OS threads, the
+    output is the same.  Bit-identical to :func:`_discrete_gaussian_reference`
+    (numpy).  ``sigma = 0`` gives zeros.  See :func:`sampler_tv_bound` for the
+    distance to the exact distribution.
     """
+    size = check_int(size, "size", lo=0)
+    sigma = _check_sigma(sigma)
+    threads = check_int(threads, "threads", lo=1, hi=prg.MAX_THREADS)
+    if sigma == 0 or size == 0:
+        return np.zeros(size, dtype=np.int64)
+    seed = prg.new_seed() if seed is None else check_bytes(seed, "seed")
+    t, hi, lo, bits, guide = _sampler(float(sigma))
+    return _bindings.dgauss_sample(seed, hi, lo, guide, bits, size, -t, threads)
+
+
+@lru_cache(maxsize=4)
+def _sampler(sigma: float) -> tuple[int, np.ndarray, np.ndarray, int, np.ndarray]:
+    """:func:`_table` and its guide table for the C kernel: ``bits`` (about log2 of the
+    table's size, 8 to 16) and ``guide[b]`` = the number of high words below
+    ``b 2^(64 - bits)``."""
+    t, hi, lo = _table(sigma)
+    bits = min(16, max(8, (hi.size - 1).bit_length()))
+    guide = _bindings.dgauss_guide(hi, bits)
+    guide.setflags(write=False)
+    return t, hi, lo, bits, guide
+
+
+def _discrete_gaussian_reference(size: int, sigma: float, seed: bytes) -> np.ndarray:
+    """The numpy sampler (``np.searchsorted`` on the whole table, the uniforms
+    materialised): the reference :func:`discrete_gaussian` is tested against."""
     size = check_int(size, "size", lo=0)
     sigma = _check_sigma(sigma)
     if sigma == 0 or size == 0:
         return np.zeros(size, dtype=np.int64)
-    seed = prg.new_seed() if seed is None else check_bytes(seed, "seed")
+    seed = check_bytes(seed, "seed")
     t, hi, lo = _table(float(sigma))
     u = prg.ring_vector(seed, 2 * size)  # one 128-bit uniform per sample: (high, low)
     return _invert(hi, lo, u[0::2], u[1::2]).astype(np.int64) - t
