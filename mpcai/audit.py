@@ -818,7 +818,14 @@ def load_keys(source: str | os.PathLike[str] | Mapping[Any, Any]) -> dict[int, b
         raw: Any = dict(source)
     else:
         path = Path(source)
-        if path.stat().st_size > MAX_LINE_BYTES:
+        try:
+            info = path.stat()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the keys file {path}: {exc.strerror or exc}"
+                               ) from None
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read
+            raise InvalidInput(f"{path}: the keys file is not a regular file")
+        if info.st_size > MAX_LINE_BYTES:
             raise InvalidInput(f"{path}: a keys file of more than {MAX_LINE_BYTES} bytes")
         try:
             raw = json.loads(path.read_bytes())

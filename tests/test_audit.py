@@ -886,6 +886,10 @@ def test_reading_is_bounded_and_paths_are_checked(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(InvalidTranscript, match="not a regular file"):  # would block
         audit.read_transcript(fifo)
+    with pytest.raises(InvalidInput, match="not a regular file"):
+        audit.load_keys(fifo)
+    with pytest.raises(InvalidInput, match="cannot read"):
+        audit.load_keys(tmp_path / "missing.json")
     with pytest.raises(InvalidTranscript, match="cannot read"):
         audit.read_transcript(tmp_path / "missing.jsonl")
     huge = tmp_path / "huge.jsonl"
