@@ -93,7 +93,7 @@ decoded in a worker thread so that the party's other links and deadlines go on."
 
 _THREAD_HASH_BYTES = 1 << 20
 """Frames of at least this many bytes are hashed for a transcript in a worker thread
-(hashlib releases the GIL), so the hashing overlaps the party's other work."""
+(hashlib and blake3 release the GIL), so the hashing overlaps the party's other work."""
 
 
 SHARE_FRAME_DIGESTS = True
