@@ -19,8 +19,12 @@ no dropouts).  Data: N updates of d float64 values of L2 norm 0.5 (clip 1).
   its masks, against the plain client's quantisation plus masks (``degree + 1`` mask
   expansions over Z_2^32 in both).
 * ``dp sampler sigma=``: :func:`mpcai.dp.discrete_gaussian` drawing 10^6 samples
-  (``samples_per_s``) against the ChaCha20 words it consumes alone
-  (``mpcai.prg.ring_vector``).
+  (the C kernel, csrc/dgauss.c, 1 thread; ``samples_per_s``) against the numpy
+  inversion it replaced (``dp._discrete_gaussian_reference``, the same samples;
+  ``reference_samples_per_s``); extras: the ChaCha20 words it consumes alone
+  (``words_alone_s``, ``mpcai.prg.ring_vector`` of 2 words per sample), the table's
+  entries and its guide's bits, and the C kernel on ``sampler_threads`` = 2 threads
+  (``samples_per_s_threads``).
 
 Utility (``benchmarks/_dp_digits.py``, the code of ``examples/dp_digits.py``):
 federated softmax regression on scikit-learn's digits, 100 non-IID clients, 10
@@ -33,8 +37,8 @@ its delta.  The plot (accuracy per round, accuracy against epsilon) goes to
 ``--plot PATH``, else next to ``--json FILE`` (``FILE`` with ``.png``).
 
 ``--quick``: N = 10, d = 2000; 10^4 samples; the utility with 10 clients, 2 rounds.
-Every record carries ``cpu``, ``threads`` (1) and ``load_1min``; the machine may be
-shared, so compare the ratios of one run.
+Every record carries ``cpu``, ``threads`` (1; the sampler's extra says otherwise) and
+``load_1min``; the machine may be shared, so compare the ratios of one run.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from ._simd import cpu_model
 STEPS = ("cost N=100 d=100000", "cost N=50 d=1000000", "sampler", "utility")
 NOISE_MULTIPLIER = 1.0
 SIGMAS = (1.0, 100.0, 10_000.0, dp.MAX_SIGMA)
+SAMPLER_THREADS = 2
 
 
 def _machine(**extra: object) -> dict:
@@ -156,16 +161,25 @@ def run_cost(n: int, d: int, bits: int, reps: int) -> list[dict]:
 
 
 def run_sampler(size: int, reps: int) -> list[dict]:
-    """The sampler's throughput at each of :data:`SIGMAS`."""
+    """The sampler's throughput at each of :data:`SIGMAS`: the C kernel (1 thread; and
+    :data:`SAMPLER_THREADS` as an extra) against the numpy inversion it replaced, with
+    the ChaCha20 words it consumes alone (``2 size``) as an extra."""
     recs = []
     seed = prg.new_seed()
-    words = median_time(lambda: prg.ring_vector(seed, size), reps)
+    words = median_time(lambda: prg.ring_vector(seed, 2 * size), reps)
     for sigma in SIGMAS:
+        dp.discrete_gaussian(1, sigma)  # the table and guide are made once (cached)
+        ref = median_time(lambda sigma=sigma: dp._discrete_gaussian_reference(
+            size, sigma, prg.new_seed()), reps)
         s = median_time(lambda sigma=sigma: dp.discrete_gaussian(size, sigma), reps)
-        recs.append(record(f"dp sampler sigma={sigma:g}", s,
-                           f"ChaCha20 words alone ({size})", words, samples=size,
-                           samples_per_s=size / s, table_entries=2 * dp._support(sigma) + 1,
-                           **_machine()))
+        s_mt = median_time(lambda sigma=sigma: dp.discrete_gaussian(
+            size, sigma, threads=SAMPLER_THREADS), reps)
+        recs.append(record(f"dp sampler sigma={sigma:g}", s, "numpy searchsorted (reference)",
+                           ref, samples=size, samples_per_s=size / s,
+                           reference_samples_per_s=size / ref,
+                           samples_per_s_threads=size / s_mt, sampler_threads=SAMPLER_THREADS,
+                           words_alone_s=words, table_entries=2 * dp._support(sigma) + 1,
+                           guide_bits=dp._sampler(sigma)[3], **_machine()))
     return recs
 
 
