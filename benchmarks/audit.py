@@ -19,8 +19,8 @@ run writes (every party's transcript, flushed at its checkpoints, and
 * ``sha256/every/shared``: the same, a frame over a memory link hashed once
   for its sender and its recipient (:data:`mpcai.runtime.party.SHARE_FRAME_DIGESTS`);
 * ``<hash>/checkpoints/shared``: signatures at checkpoints
-  (:data:`mpcai.audit.SIGN_EVERY`), with SHA-256, BLAKE2b or BLAKE3 (if the
-  ``blake3`` package is installed) frame digests;
+  (:data:`mpcai.audit.SIGN_EVERY`), with SHA-256, BLAKE2b or BLAKE3
+  frame digests;
 * ``<best hash>/checkpoints/own``: each party hashes its own traffic, what a
   deployment (one process per party) does.
 

@@ -108,8 +108,8 @@ FORMAT = "mpcai-transcript/2"
 
 HASHES = ("sha256", "blake3", "blake2b")
 """The frame-digest algorithms a header may name (``hash``), all with 32-byte digests:
-SHA-256 (:mod:`hashlib`, always there), BLAKE3 (the ``blake3`` package, the
-``mpcai[audit]`` extra; run single-threaded) and BLAKE2b-256 (:mod:`hashlib`).
+SHA-256 (:mod:`hashlib`), BLAKE3 (the ``blake3`` package, a dependency of mpcai; run
+single-threaded) and BLAKE2b-256 (:mod:`hashlib`).
 The hash chain and the configuration digest are SHA-256 whatever the frames use."""
 
 SIGN_EVERY: int = 64
@@ -175,7 +175,7 @@ def config_digest(config: Any) -> bytes:
 
 
 def _blake3() -> Any:
-    import blake3  # the mpcai[audit] extra
+    import blake3  # a dependency of mpcai (ImportError only in a broken install)
 
     return blake3.blake3(max_threads=1)
 
@@ -205,16 +205,12 @@ for benchmarks and tests.  Give ``hash=`` instead in code that runs parties."""
 
 
 def default_hash() -> str:
-    """:data:`DEFAULT_HASH` if set, else ``"blake3"`` if the ``blake3`` package is
-    installed (``pip install mpcai[audit]``), else ``"sha256"``: what a
-    :class:`Transcript` digests frames with by default.
-
-    Every party of one run must use the same algorithm (:func:`cross_check`
-    refuses a mix): give ``hash=`` explicitly when the parties' machines may
-    differ."""
+    """:data:`DEFAULT_HASH` if set, else ``"blake3"``: what a :class:`Transcript`
+    digests frames with by default (the ``blake3`` package is a dependency of mpcai, so
+    every party of a run picks the same one; :func:`cross_check` refuses a mix)."""
     if DEFAULT_HASH is not None:
         return DEFAULT_HASH
-    return "blake3" if hash_available("blake3") else "sha256"
+    return "blake3"
 
 
 def frame_digest(parts: Iterable[Any], hash: str = "sha256") -> tuple[int, bytes]:
@@ -283,7 +279,7 @@ class Transcript:
     it).
 
     ``hash`` names the frame-digest algorithm (:data:`HASHES`; default
-    :func:`default_hash`: BLAKE3 if installed, else SHA-256), written in the
+    :func:`default_hash`: BLAKE3), written in the
     header.  Signing is by checkpoints: the head of the hash chain is signed at
     the header, every note, the result, the end entry, and every ``sign_every``
     entries (:data:`SIGN_EVERY`; 1 signs every entry); the lines between carry
@@ -311,8 +307,8 @@ class Transcript:
         if not hash_available(self.hash):
             from mpcai.errors import MissingDependency
 
-            raise MissingDependency(f"hash {self.hash!r} needs the blake3 package: pip "
-                                    "install 'mpcai[audit]'")
+            raise MissingDependency(f"hash {self.hash!r} needs the blake3 package (a "
+                                    "dependency of mpcai): pip install blake3")
         self._new_hash = _CONSTRUCTORS[self.hash]
         self.sign_every = check_int(SIGN_EVERY if sign_every is None else sign_every,
                                     "sign_every", lo=1)

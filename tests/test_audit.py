@@ -835,8 +835,7 @@ def test_unread_shared_digests_are_forgotten_when_the_sender_closes(tmp_path: Pa
 
 @pytest.mark.parametrize("name", ["sha256", "blake2b", "blake3"])
 def test_the_header_names_the_frame_hash_and_a_run_uses_one(tmp_path: Path, name: str) -> None:
-    if not audit.hash_available(name):
-        pytest.skip(f"{name} is not installed (the mpcai[audit] extra)")
+    assert audit.hash_available(name)  # blake3 is a dependency: never skipped
     payload = np.arange(200_000, dtype=np.uint32)  # big: hashed in a thread and shared
 
     async def swap(party):
@@ -872,8 +871,8 @@ def test_missing_blake3_is_a_typed_error(monkeypatch: pytest.MonkeyPatch,
         raise ImportError("no blake3")
 
     monkeypatch.setitem(audit._CONSTRUCTORS, "blake3", no_blake3)
-    assert audit.default_hash() == "sha256"
-    with pytest.raises(MissingDependency, match=r"mpcai\[audit\]"):
+    assert audit.default_hash() == "blake3"  # never silently another algorithm
+    with pytest.raises(MissingDependency, match="pip install blake3"):
         audit.Transcript(tmp_path / "t.jsonl", protocol="toy", hash="blake3")
 
 
