@@ -23,10 +23,10 @@ table on their top bits, a short binary search, optional threads); the
 numpy inversion it replaced stays as the reference
 (:func:`_discrete_gaussian_reference`), bit-identical for the same seed.
 Its total-variation distance to the exact discrete Gaussian is at most
-:func:`sampler_tv_bound` per sample (the tail, plus ``2^-128`` per table entry for the integer
-rounding, plus the float rounding of the probabilities: about ``1.4e-17``
-whatever ``sigma``, where a 64-bit table lost ``2^-64`` per entry, ``7e-14``
-at :data:`MAX_SIGMA`); summed over every
+:func:`sampler_tv_bound` per sample (the tail, plus ``2^-128`` per table
+entry for the integer rounding, plus the float rounding of the
+probabilities: about ``1.4e-17`` whatever ``sigma``, where a 64-bit table
+lost ``2^-64`` per entry, ``7e-14`` at :data:`MAX_SIGMA`); summed over every
 sampled coordinate it enters ``delta`` as :func:`sampler_delta` says (times
 ``1 + e^eps``).  The table's size grows with ``sigma``: ``sigma`` is at
 most :data:`MAX_SIGMA`.  Not constant time: the search and the table's
