@@ -1,5 +1,7 @@
 """``mpcai bench dp``: what distributed differential privacy costs in secure aggregation
-(time, bytes) and what it leaves of a model's accuracy.
+(time, bytes).  What it leaves of a model's accuracy is measured by
+``examples/dp_digits.py`` (federated digits, epsilon in {1, 3, 8, inf}, 16 and 20 bits,
+a PNG of accuracy per round and against epsilon).
 
 Cost (every party in this process: ``secure_aggregation.simulate``, one trio loop,
 in-memory network, message encoding included; one thread; auto degree and threshold,
@@ -26,17 +28,7 @@ no dropouts).  Data: N updates of d float64 values of L2 norm 0.5 (clip 1).
   entries and its guide's bits, and the C kernel on ``sampler_threads`` = 2 threads
   (``samples_per_s_threads``).
 
-Utility (``benchmarks/_dp_digits.py``, the code of ``examples/dp_digits.py``):
-federated softmax regression on scikit-learn's digits, 100 non-IID clients, 10
-rounds, up to 5% dropping per round, the noise calibrated by ``calibrate_noise`` for
-each target epsilon in {1, 3, 8, inf} over all rounds at delta = 1e-5, at 16 and 20
-bits.  ``dp utility eps= bits=``: seconds per round against the same bits without
-noise; extras: the final test accuracy, the accuracy without noise and in the clear
-(FedAvg, no clipping), the epsilon composed from the protocol's privacy records and
-its delta.  The plot (accuracy per round, accuracy against epsilon) goes to
-``--plot PATH``, else next to ``--json FILE`` (``FILE`` with ``.png``).
-
-``--quick``: N = 10, d = 2000; 10^4 samples; the utility with 10 clients, 2 rounds.
+``--quick``: N = 10, d = 2000; 10^4 samples.
 Every record carries ``cpu``, ``threads`` (1; the sampler's extra says otherwise) and
 ``load_1min``; the machine may be shared, so compare the ratios of one run.
 """
@@ -46,7 +38,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from mpcai.protocols import secure_aggregation as sa
@@ -54,11 +45,12 @@ from mpcai.protocols.secure_aggregation import _dp as sa_dp
 
 from mpcai import dp, encoding, prg
 
-from . import _dp_digits, _progress
+from . import _progress
 from ._common import median_time, record, report
 from ._simd import cpu_model
 
-STEPS = ("cost N=100 d=100000", "cost N=50 d=1000000", "sampler", "utility")
+STEPS = ("cost N=100 d=100000", "cost N=50 d=1000000", "sampler")
+BITS = (16, 20)
 NOISE_MULTIPLIER = 1.0
 SIGMAS = (1.0, 100.0, 10_000.0, dp.MAX_SIGMA)
 SAMPLER_THREADS = 2
@@ -183,63 +175,27 @@ def run_sampler(size: int, reps: int) -> list[dict]:
     return recs
 
 
-def run_utility(clients: int, rounds: int,
-                plot_path: str | None = None) -> list[dict]:
-    """The training records (one per target epsilon and bits) and the plot."""
-    if plot_path is not None:
-        _dp_digits._pyplot()  # a missing matplotlib fails now, not after the training
-    clear = _dp_digits.clear_fedavg(rounds, clients)
-    runs = [_dp_digits.train(eps, bits, rounds, clients)
-            for eps in _dp_digits.EPSILONS for bits in _dp_digits.BITS]
-    recs = []
-    for r in runs:
-        base = next(b for b in runs if b.bits == r.bits and math.isinf(b.target_epsilon))
-        private = not math.isinf(r.target_epsilon)
-        recs.append(record(
-            f"dp utility eps={'inf' if not private else f'{r.target_epsilon:g}'} bits={r.bits}",
-            r.seconds / rounds, "the same bits without noise (s per round)",
-            base.seconds / rounds, accuracy=r.accuracy[-1], accuracy_no_noise=base.accuracy[-1],
-            accuracy_clear=clear[-1], accuracy_per_round=r.accuracy,
-            target_epsilon=r.target_epsilon if private else None,
-            epsilon=r.epsilon[-1] if private else None, delta=r.delta,
-            noise_multiplier=r.noise_multiplier, clients=clients, rounds=rounds,
-            **_machine()))
-    if plot_path is not None:
-        _dp_digits.plot(runs, plot_path, clear,
-                        title=f"mpcai bench dp: digits, {clients} non-IID clients, "
-                              f"{rounds} rounds ({cpu_model()})")
-    return recs
-
-
-def run(reps: int = 1, quick: bool = False, plot_path: str | None = None) -> list[dict]:
+def run(reps: int = 1, quick: bool = False) -> list[dict]:
     """Every record (see the module docstring)."""
     sizes = [(10, 2000)] if quick else [(100, 100_000), (50, 1_000_000)]
     if quick:
-        _progress.plan(["cost N=10 d=2000", "sampler", "utility"])
+        _progress.plan(["cost N=10 d=2000", "sampler"])
     records: list[dict] = []
     for n, d in sizes:
         _progress.step(f"cost N={n} d={d}")
-        for bits in _dp_digits.BITS:
+        for bits in BITS:
             records += run_cost(n, d, bits, reps)
     _progress.step("sampler")
     records += run_sampler(10_000 if quick else 1_000_000, reps=max(3, reps))
-    _progress.step("utility")
-    records += run_utility(10 if quick else _dp_digits.CLIENTS,
-                           2 if quick else _dp_digits.ROUNDS, plot_path)
     return records
 
 
-def main(reps: int = 1, quick: bool = False, json_path: str | None = None,
-         plot_path: str | None = None) -> int:
-    """Run, print the table, write JSON and the plot if asked; returns an exit code."""
-    if plot_path is None and json_path:
-        plot_path = str(Path(json_path).with_suffix(".png"))
+def main(reps: int = 1, quick: bool = False, json_path: str | None = None) -> int:
+    """Run, print the table, write JSON if asked; returns an exit code."""
     with _progress.running("mpcai bench dp", STEPS):
-        records = run(reps=reps, quick=quick, plot_path=plot_path)
+        records = run(reps=reps, quick=quick)
     report(records, reps, json_path)
-    if plot_path is not None:
-        print(f"wrote the plot to {plot_path}")
     return 0
 
 
-__all__ = ["main", "run", "run_cost", "run_sampler", "run_utility"]
+__all__ = ["main", "run", "run_cost", "run_sampler"]

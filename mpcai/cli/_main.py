@@ -175,12 +175,10 @@ def _build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     dpb = bench_sub.add_parser("dp", parents=[common],
                                help="distributed DP in secure aggregation: cost against the "
-                                    "same round without DP, the sampler, accuracy vs epsilon")
+                                    "same round without DP, the noise sampler")
     dpb.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     dpb.add_argument("--reps", type=int, default=1, help="repetitions per measurement (median)")
     dpb.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    dpb.add_argument("--plot", metavar="PNG", help="write the accuracy plot here (default: "
-                                                   "next to --json, with .png)")
     return parser
 
 
@@ -363,7 +361,6 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.bench == "dp":
             from mpcai.benchmarks import dp as dp_bench
 
-            return dp_bench.main(reps=args.reps, quick=args.quick, json_path=args.json,
-                                 plot_path=args.plot)
+            return dp_bench.main(reps=args.reps, quick=args.quick, json_path=args.json)
     parser.error("unknown command")
     return 2

@@ -110,7 +110,7 @@ def encode(cfg: SecAggConfig, session: bytes, x: np.ndarray) -> tuple[np.ndarray
     # each try succeeds with probability >= 1 - beta: failing all has probability <= 2^-64
     tries = max(100, math.ceil(64 * math.log(2) / -math.log(cfg.dp.beta)))
     r = dp.conditional_round(y, p.l2_sensitivity, max_tries=tries)
-    r += dp.discrete_gaussian(p.d_pad, p.sigma_client)
+    r += dp.discrete_gaussian(p.d_pad, p.sigma_client, threads=cfg.threads)
     vec = np.empty(p.d_pad + 2, dtype=np.uint32)
     vec[:-2] = (r & ((1 << cfg.dp.bits) - 1)).astype(np.uint32)
     # the clipped flag is exact, outside the DP guarantee: sent only if asked for
