@@ -69,55 +69,6 @@ static void dg_invert_range(const dg_table *t, const uint64_t *u, size_t m, int6
         out[i] = (int64_t)dg_index(t, u[2 * i], u[2 * i + 1]) + t->offset;
 }
 
-#if MPCAI_HAVE_AVX512
-__attribute__((target(MPCAI_AVX512_TARGET))) static size_t
-dg_keystream_avx512(const uint32_t st[16], uint32_t ctr, size_t n, uint64_t *out)
-{
-    size_t i = 0;
-    for (; i + CHACHA_Z_GROUP_BLOCKS <= n; i += CHACHA_Z_GROUP_BLOCKS) {
-        __m512i o[16];
-        uint64_t w16[8];
-        chacha17_avx512(st, ctr + (uint32_t)i, o, w16);
-        for (int b = 0; b < 16; b++) _mm512_storeu_si512((void *)(out + 8 * (i + b)), o[b]);
-        memcpy(out + 8 * (i + 16), w16, 64);
-    }
-    return i;
-}
-#endif
-
-#if MPCAI_HAVE_AVX2
-__attribute__((target("avx2"))) static size_t
-dg_keystream_avx2(const uint32_t st[16], uint32_t ctr, size_t i, size_t n, uint64_t *out)
-{
-    for (; i + CHACHA_GROUP_BLOCKS <= n; i += CHACHA_GROUP_BLOCKS) {
-        __m256i o[16];
-        uint64_t w8[8];
-        chacha9_avx2(st, ctr + (uint32_t)i, o, w8);
-        for (int v = 0; v < 16; v++) _mm256_storeu_si256((__m256i *)(out + 8 * i + 4 * v), o[v]);
-        memcpy(out + 8 * (i + 8), w8, 64);
-    }
-    return i;
-}
-#endif
-
-/* keystream blocks [ctr, ctr + n) as 8 n little-endian words, fastest path */
-static void dg_keystream(const uint32_t st[16], uint32_t ctr, size_t n, uint64_t *out, int level)
-{
-    size_t i = 0;
-    (void)level;
-#if MPCAI_HAVE_AVX512
-    if (level >= MPCAI_LEVEL_AVX512) i = dg_keystream_avx512(st, ctr, n, out);
-#endif
-#if MPCAI_HAVE_AVX2
-    if (level >= MPCAI_LEVEL_AVX2) i = dg_keystream_avx2(st, ctr, i, n, out);
-#endif
-    uint32_t b[16];
-    for (; i < n; i++) {
-        chacha_block(st, ctr + (uint32_t)i, b);
-        for (int k = 0; k < 8; k++)
-            out[8 * i + k] = (uint64_t)b[2 * k] | ((uint64_t)b[2 * k + 1] << 32);
-    }
-}
 
 typedef struct {
     const dg_table *t;
@@ -142,7 +93,7 @@ static void dg_job_do(const dg_job *j)
         size_t blocks = (left + 3) / 4;
         if (blocks > DG_CHUNK_BLOCKS) blocks = DG_CHUNK_BLOCKS;
         size_t take = 4 * blocks < left ? 4 * blocks : left;
-        dg_keystream(j->st, ctr, blocks, ks, j->level);
+        chacha_keystream_words(j->st, ctr, blocks, ks, j->level);
         dg_invert_range(j->t, ks, take, j->out + j->first + done);
         ctr += (uint32_t)blocks;
         done += take;

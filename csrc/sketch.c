@@ -24,55 +24,6 @@
  * the group functions are simply called until the chunk is full). */
 #define SK_CHUNK_BLOCKS 153 /* 9 * 17 */
 
-#if MPCAI_HAVE_AVX512
-__attribute__((target(MPCAI_AVX512_TARGET))) static size_t
-sk_keystream_avx512(const uint32_t st[16], uint32_t ctr, size_t n, uint64_t *out)
-{
-    size_t i = 0;
-    for (; i + CHACHA_Z_GROUP_BLOCKS <= n; i += CHACHA_Z_GROUP_BLOCKS) {
-        __m512i o[16];
-        uint64_t w16[8];
-        chacha17_avx512(st, ctr + (uint32_t)i, o, w16);
-        for (int b = 0; b < 16; b++) _mm512_storeu_si512((void *)(out + 8 * (i + b)), o[b]);
-        memcpy(out + 8 * (i + 16), w16, 64);
-    }
-    return i;
-}
-#endif
-
-#if MPCAI_HAVE_AVX2
-__attribute__((target("avx2"))) static size_t
-sk_keystream_avx2(const uint32_t st[16], uint32_t ctr, size_t i, size_t n, uint64_t *out)
-{
-    for (; i + CHACHA_GROUP_BLOCKS <= n; i += CHACHA_GROUP_BLOCKS) {
-        __m256i o[16];
-        uint64_t w8[8];
-        chacha9_avx2(st, ctr + (uint32_t)i, o, w8);
-        for (int v = 0; v < 16; v++) _mm256_storeu_si256((__m256i *)(out + 8 * i + 4 * v), o[v]);
-        memcpy(out + 8 * (i + 8), w8, 64);
-    }
-    return i;
-}
-#endif
-
-/* keystream blocks [ctr, ctr + n) into out (n * 8 words), fastest path */
-static void sk_keystream(const uint32_t st[16], uint32_t ctr, size_t n, uint64_t *out, int level)
-{
-    size_t i = 0;
-    (void)level;
-#if MPCAI_HAVE_AVX512
-    if (level >= MPCAI_LEVEL_AVX512) i = sk_keystream_avx512(st, ctr, n, out);
-#endif
-#if MPCAI_HAVE_AVX2
-    if (level >= MPCAI_LEVEL_AVX2) i = sk_keystream_avx2(st, ctr, i, n, out);
-#endif
-    uint32_t b[16];
-    for (; i < n; i++) {
-        chacha_block(st, ctr + (uint32_t)i, b);
-        for (int k = 0; k < 8; k++)
-            out[8 * i + k] = (uint64_t)b[2 * k] | ((uint64_t)b[2 * k + 1] << 32);
-    }
-}
 
 /* sum over 256 entries of one block: (bit of w[q]) x - (bit of w[4+q]) x */
 static uint64_t sk_block_scalar(const uint64_t w[8], const uint64_t *x)
@@ -175,13 +126,13 @@ static void sk_rows(const sk_job *j)
         uint64_t acc = 0;
         for (size_t c = 0; c < full; c += SK_CHUNK_BLOCKS) {
             size_t n = full - c < SK_CHUNK_BLOCKS ? full - c : SK_CHUNK_BLOCKS;
-            sk_keystream(st, (uint32_t)c, n, ks, j->level);
+            chacha_keystream_words(st, (uint32_t)c, n, ks, j->level);
             acc += sk_row_blocks(ks, n, j->x + 256 * c, j->level);
         }
         if (rest) {
             memset(tail, 0, sizeof tail);
             memcpy(tail, j->x + 256 * full, rest * sizeof(uint64_t));
-            sk_keystream(st, (uint32_t)full, 1, ks, 0);
+            chacha_keystream_words(st, (uint32_t)full, 1, ks, 0);
             acc += sk_block_scalar(ks, tail);
         }
         j->out[i] = acc;
