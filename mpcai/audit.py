@@ -218,7 +218,10 @@ def frame_digest(parts: Iterable[Any], hash: str = "sha256") -> tuple[int, bytes
     joining them, under ``hash`` (one of :data:`HASHES`, 32-byte digests)."""
     if hash not in _CONSTRUCTORS:
         raise InvalidInput(f"hash must be one of {HASHES}, not {hash!r}")
-    h = _CONSTRUCTORS[hash]()
+    return _digest(_CONSTRUCTORS[hash](), parts)
+
+
+def _digest(h: Any, parts: Iterable[Any]) -> tuple[int, bytes]:
     n = 0
     for p in parts:
         mv = memoryview(p)
@@ -355,13 +358,7 @@ class Transcript:
     def digest(self, parts: Iterable[Any]) -> tuple[int, bytes]:
         """``(length, digest)`` of a frame (``parts``, bytes-like) under this transcript's
         :attr:`hash` (what the runtime records; it runs in worker threads too)."""
-        h = self._new_hash()
-        n = 0
-        for p in parts:
-            mv = memoryview(p)
-            n += mv.nbytes
-            h.update(mv)
-        return n, h.digest()
+        return _digest(self._new_hash(), parts)
 
     def _write(self, entry: dict[str, Any], *, sign: bool = False) -> None:
         entry["i"] = self.entries
