@@ -7,7 +7,11 @@ socket (:class:`PlainTransport`) or TLS (:class:`mpcai.runtime._tls.TlsTransport
 Bounds a peer cannot get around: a length above ``max_frame_bytes`` is
 refused before anything is allocated, and the receive buffer of a frame
 grows (doubling from 1 MiB) only as its bytes arrive, so a peer that
-declares a huge frame and stalls pins at most 1 MiB.
+declares a huge frame and stalls pins at most 1 MiB.  A frame longer than
+that first MiB is shown to :attr:`TcpLink.admit` (if set) once that MiB is
+in, before the buffer grows: the party runtime refuses there, from the
+header, a frame bigger than the ``max_bytes`` of the receive waiting for it,
+so such a frame costs at most 1 MiB of memory, not its declared length.
 
 The in-memory network (:mod:`mpcai.runtime.memory`) shares
 :func:`frame_parts` (what counts as a frame, and its type error) but not
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import ssl
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn, Protocol
 
 import trio
@@ -146,6 +150,11 @@ class TcpLink(Link):
 
     frame_overhead = _PREFIX.size
 
+    #: called as ``admit(start, n)`` with the first MiB of a frame of ``n`` bytes
+    #: (only for a frame longer than that) before the rest is read; raising
+    #: :class:`~mpcai.errors.WireError` refuses the frame and breaks the link
+    admit: Callable[[memoryview, int], None] | None = None
+
     def __init__(self, peer: int, transport: Transport, *,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.peer = peer
@@ -237,6 +246,11 @@ class TcpLink(Link):
                 got = len(frame)
                 if got == n:
                     break
+                if got == _RX_START and self.admit is not None:
+                    try:
+                        self.admit(memoryview(frame), n)
+                    except WireError as exc:
+                        raise self._break(exc) from None
                 frame.extend(bytes(min(got, n - got)))
             self._rx_partial = False
             done = True

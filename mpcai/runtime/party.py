@@ -25,6 +25,16 @@ decoded; one whose decoding needs more than a little work (see
 :mod:`mpcai.runtime.wire`) is decoded in a worker thread, so a peer sending
 costly frames does not stall this party's other links or deadlines.
 
+**Bounded per receive.**  ``recv``, ``gather`` and ``exchange`` take
+``max_bytes``: the largest frame (its length on the wire, header and tag
+included, without the link's length prefix) the protocol expects under that
+tag.  A bigger one is refused from its header, before its payload is
+decoded, with ``MessageRejected`` for that peer (which is then cut off, as
+for any bad frame); if it had come first, unsolicited, it is refused when
+the receive asks for it, and its charge against ``max_unread_bytes`` is
+released.  Over TCP the link refuses it after reading at most its first
+MiB (see :mod:`mpcai.runtime._link`) when a receive is already waiting.
+
 Tags are single-use per direction: each (sender, recipient, tag) carries at
 most one message.  Use tags like ``"share_keys"`` or ``"round3/masked"``.
 
@@ -55,7 +65,7 @@ from mpcai.errors import (
     WireError,
 )
 from mpcai.runtime import wire
-from mpcai.runtime._link import frame_parts
+from mpcai.runtime._link import TcpLink, frame_parts
 from mpcai.runtime.memory import MemoryLink
 from mpcai.runtime.network import Link, Network
 from mpcai.runtime.stats import CommStats
@@ -64,7 +74,8 @@ from mpcai.validation import check_bytes, check_int, check_real
 if TYPE_CHECKING:
     from mpcai.audit import Transcript
 
-__all__ = ["DEFAULT_MAX_UNREAD_BYTES", "DEFAULT_TIMEOUT", "Gathered", "Party", "open_party"]
+__all__ = ["DEFAULT_MAX_UNREAD_BYTES", "DEFAULT_TIMEOUT", "Gathered", "Party", "frame_bytes",
+           "open_party"]
 
 _log = logging.getLogger(__name__)
 
@@ -171,19 +182,39 @@ _Body = tuple[list[wire.Buffer], int]
 class _Slot:
     """The mailbox for one (peer, tag): at most one message."""
 
-    __slots__ = ("audit", "charge", "consumed", "event", "expired", "has_value", "value",
-                 "waiting", "wanted")
+    __slots__ = ("audit", "bounds", "charge", "consumed", "event", "expired", "has_value",
+                 "size", "value", "waiting", "wanted")
 
     def __init__(self) -> None:
         self.waiting = False  # a recv is waiting
         self.wanted = 0  # receives (recv or gather) waiting
         self.charge = 0  # bytes charged to the peer's unread budget
+        self.bounds: list[int] = []  # the max_bytes of the receives waiting (those that set one)
+        self.size = 0  # the length of the frame stored (bytes, without the link's framing)
         self.event = trio.Event()
         self.value: Any = None
         self.has_value = False
         self.consumed = False
         self.expired = False
         self.audit: tuple[int, int, bytes] | None = None  # (seq, length, SHA-256) if recorded
+
+
+def _check_max_bytes(max_bytes: int | None) -> int | None:
+    """A receive's ``max_bytes``: ``None`` or an int >= 0 (typed errors otherwise)."""
+    return None if max_bytes is None else check_int(max_bytes, "max_bytes", lo=0)
+
+
+def _too_big(peer: int, tag: str, size: int, max_bytes: int) -> MessageRejected:
+    return MessageRejected(f"{tag!r}: frame of {size} bytes exceeds the {max_bytes} bytes "
+                           f"the receive accepts", peer)
+
+
+def frame_bytes(tag: str, payload_bytes: int) -> int:
+    """The length of a frame under ``tag`` whose encoded payload has ``payload_bytes``
+    bytes: what :meth:`Party.recv`'s ``max_bytes`` is compared with."""
+    check_int(payload_bytes, "payload_bytes", lo=0)
+    n = wire.HEADER_SIZE + len(tag.encode("utf-8"))
+    return n + (-n % 8) + payload_bytes
 
 
 class Gathered(dict[int, Any]):
@@ -279,6 +310,10 @@ class Party:
         #: frames whose digest this party shared and no recipient took yet (see
         #: _SharedDigests), forgotten on close
         self._shared: dict[int, _Pending] = {}
+        self._reader_scopes: dict[int, trio.CancelScope] = {}
+        for peer, link in self._links.items():
+            if isinstance(link, TcpLink):  # refuse an oversized frame from its first MiB
+                link.admit = self._admitter(peer)
 
     # ---- introspection ----------------------------------------------------
 
@@ -437,13 +472,19 @@ class Party:
                 slot.event.set()  # nothing more will come from this peer
         return slot
 
-    def _take(self, peer: int, tag: str, slot: _Slot) -> Any:
+    def _take(self, peer: int, tag: str, slot: _Slot, max_bytes: int | None = None) -> Any:
         if slot.has_value:
             slot.consumed = True
             self._unread[peer] -= 1
             self._unread_bytes[peer] -= slot.charge
             slot.charge = 0
             value, slot.value, slot.has_value = slot.value, None, False
+            if max_bytes is not None and slot.size > max_bytes:
+                # it came unsolicited (or while another receive waited): refused now,
+                # its charge released, and the peer cut off as for any bad frame
+                err = _too_big(peer, tag, slot.size, max_bytes)
+                self._cut_off(peer, err)
+                raise err
             self._last_was_send = False
             if self.transcript is not None and slot.audit is not None:
                 self.transcript.record("recv", peer, slot.audit[0], tag, slot.audit[1],
@@ -453,14 +494,23 @@ class Party:
             raise self._errors[peer]
         raise AssertionError("woken without a value or an error")  # pragma: no cover
 
-    async def recv(self, frm: int, tag: str, *, timeout: float | None = None) -> Any:
+    async def recv(self, frm: int, tag: str, *, timeout: float | None = None,
+                   max_bytes: int | None = None) -> Any:
         """Receive the message ``frm`` sent under ``tag``.
 
         Raises :class:`~mpcai.errors.PeerTimeout` after the deadline (and the
         late message, if it ever comes, is rejected), or the error that ended
         the peer's link.
+
+        ``max_bytes``: the largest frame accepted (its length in bytes:
+        header, tag and encoded payload, without the link's length prefix;
+        see :func:`frame_bytes` for a bound with room for the header).  A
+        bigger frame is refused before its payload is decoded, and this
+        raises :class:`~mpcai.errors.MessageRejected`; that peer is cut off.
+        ``None``: only the :class:`~mpcai.runtime.wire.Limits` apply.
         """
         self._check_peer(frm)
+        max_bytes = _check_max_bytes(max_bytes)
         slot = self._slot(frm, tag)
         if slot.consumed:
             raise InvalidInput(f"the message {tag!r} from party {frm} was already received")
@@ -471,16 +521,20 @@ class Party:
         deadline = self._deadline(timeout)
         slot.waiting = True
         slot.wanted += 1
+        if max_bytes is not None:
+            slot.bounds.append(max_bytes)
         try:
             with trio.move_on_after(deadline):
                 await slot.event.wait()
         finally:
             slot.waiting = False
             slot.wanted -= 1
+            if max_bytes is not None:
+                slot.bounds.remove(max_bytes)
         if not slot.event.is_set():
             slot.expired = True
             raise PeerTimeout(f"no {tag!r} from party {frm} within {deadline:g} s", frm)
-        return self._take(frm, tag, slot)
+        return self._take(frm, tag, slot, max_bytes)
 
     async def gather(
         self,
@@ -489,6 +543,7 @@ class Party:
         *,
         timeout: float | None = None,
         min_count: int | None = None,
+        max_bytes: int | None = None,
     ) -> Gathered:
         """Receive ``tag`` from every peer in ``frm`` (default: all of them).
 
@@ -505,6 +560,10 @@ class Party:
         accepts any subset, even none), and otherwise returns the answers
         with ``.missing`` filled in.
 
+        ``max_bytes`` bounds each peer's frame as in :meth:`recv`: a peer
+        whose frame is bigger is refused before it is decoded, cut off, and
+        missing with :class:`~mpcai.errors.MessageRejected`; the others go on.
+
         Returns a :class:`Gathered`: ``{peer: obj}`` for the peers that
         answered, and ``.missing``, ``{peer: error}`` for the others (empty
         unless ``min_count`` let some be missing).
@@ -513,6 +572,7 @@ class Party:
         for p in sources:
             self._check_peer(p)
         _check_parties(tag, sources, min_count)
+        max_bytes = _check_max_bytes(max_bytes)
         deadline = self._deadline(timeout)
         slots = {p: self._slot(p, tag) for p in sources}
         for p, slot in slots.items():
@@ -520,6 +580,8 @@ class Party:
                 raise InvalidInput(f"the message {tag!r} from party {p} was already received")
         for slot in slots.values():
             slot.wanted += 1
+            if max_bytes is not None:
+                slot.bounds.append(max_bytes)
         try:
             with trio.move_on_after(deadline):
                 for slot in slots.values():
@@ -528,11 +590,16 @@ class Party:
         finally:
             for slot in slots.values():
                 slot.wanted -= 1
+                if max_bytes is not None:
+                    slot.bounds.remove(max_bytes)
         got: dict[int, Any] = {}
         missing: dict[int, MpcaiError] = {}
         for p, slot in slots.items():
             if slot.has_value:
-                got[p] = self._take(p, tag, slot)
+                try:
+                    got[p] = self._take(p, tag, slot, max_bytes)
+                except MessageRejected as exc:  # bigger than max_bytes
+                    missing[p] = exc
             elif p in self._errors:
                 missing[p] = self._errors[p]
             else:
@@ -546,7 +613,8 @@ class Party:
 
     async def exchange(self, tag: str, obj: Any, peers: Iterable[int] | None = None, *,
                        timeout: float | None = None,
-                       min_count: int | None = None) -> Gathered:
+                       min_count: int | None = None,
+                       max_bytes: int | None = None) -> Gathered:
         """Send ``obj`` to ``peers`` (default: all) and gather theirs under the same tag.
 
         Every one of ``peers`` must take part unless ``min_count`` says
@@ -554,16 +622,18 @@ class Party:
         sent to, or did not answer, is missing, and by default any missing
         peer raises :class:`~mpcai.errors.PeersMissing` naming it and why.
         With ``min_count=k`` the result (``{peer: obj}``, with ``.missing``)
-        is returned if at least ``k`` peers answered.
+        is returned if at least ``k`` peers answered.  ``max_bytes`` bounds
+        each answer's frame as in :meth:`gather`.
         """
         targets = self.peers if peers is None else tuple(peers)
         for p in targets:
             self._check_peer(p)
         _check_parties(tag, targets, min_count)
+        max_bytes = _check_max_bytes(max_bytes)
         deadline = self._deadline(timeout)
         failures = await self.broadcast(tag, obj, targets, timeout=deadline)
         answered = await self.gather(tag, [p for p in targets if p not in failures],
-                                     timeout=deadline, min_count=0)
+                                     timeout=deadline, min_count=0, max_bytes=max_bytes)
         missing = {p: failures[p] if p in failures else answered.missing[p]
                    for p in targets if p not in answered}
         return _gathered(tag, dict(answered), missing, len(targets), min_count)
@@ -584,6 +654,14 @@ class Party:
 
     async def _reader(self, peer: int) -> None:
         link = self._links[peer]
+        with trio.CancelScope() as scope:
+            self._reader_scopes[peer] = scope
+            await self._read(peer, link)
+        if scope.cancelled_caught:  # cut off by _cut_off
+            with trio.CancelScope(shield=True):
+                await link.aclose()
+
+    async def _read(self, peer: int, link: Link) -> None:
         try:
             while True:
                 data = await link.receive_frame()
@@ -632,6 +710,8 @@ class Party:
             raise PeerDropped(f"party {peer} has left the session", peer)
         slot = self._slot(peer, tag)
         self._check_slot(peer, tag, slot, len(data))  # before spending work on it
+        self._check_bound(peer, tag, slot, len(data))
+        slot.size = len(data)
         if self.transcript is not None:  # recorded when the protocol takes it (_take)
             slot.audit = (seq, len(data), digest if digest is not None
                           else self.transcript.digest((data,))[1])
@@ -662,6 +742,28 @@ class Party:
         self.stats._count_received(peer, wire_bytes)
         slot.value, slot.has_value = payload, True
         slot.event.set()
+
+    def _check_bound(self, peer: int, tag: str, slot: _Slot, frame_bytes: int) -> None:
+        """Refuse a frame bigger than what a receive waiting for ``slot`` accepts."""
+        if slot.bounds and frame_bytes > min(slot.bounds):
+            raise _too_big(peer, tag, frame_bytes, min(slot.bounds))
+
+    def _admitter(self, peer: int) -> Any:
+        def admit(start: memoryview, n: int) -> None:
+            """Refuse, from its header, a frame of ``n`` bytes bigger than the receive
+            waiting for its tag accepts (the rest is checked once it is all in)."""
+            tag = wire._peek_tag(start)
+            slot = None if tag is None else self._slots[peer].get(tag)
+            if slot is not None:
+                self._check_bound(peer, tag, slot, n)  # type: ignore[arg-type]
+        return admit
+
+    def _cut_off(self, peer: int, err: MpcaiError) -> None:
+        """End ``peer``'s link from outside its reader (a frame refused when received)."""
+        self._fail(peer, err)
+        scope = self._reader_scopes.get(peer)
+        if scope is not None:
+            scope.cancel()
 
     def _check_slot(self, peer: int, tag: str, slot: _Slot, nbytes: int) -> int:
         """Whether a message for ``slot`` holding ``nbytes`` may be stored; returns its charge."""

@@ -788,6 +788,18 @@ def _parse_header(data: Buffer, limits: Limits = DEFAULT_LIMITS) -> _Header:
     return kind, session, tag, sender, recipient, seq, pos
 
 
+def _peek_tag(start: memoryview) -> str | None:
+    """The tag of a frame from its first bytes, or ``None`` if they do not show one
+    (a frame that is malformed is refused later, when it is parsed whole)."""
+    if len(start) < HEADER_SIZE or bytes(start[:4]) != MAGIC or start[4] != VERSION:
+        return None
+    tag_len = _HEADER.unpack_from(start)[8]
+    try:
+        return str(start[HEADER_SIZE : HEADER_SIZE + tag_len], "utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Frame:
     """Decode a whole frame; raises :class:`WireError` on anything malformed."""
     kind, session, tag, sender, recipient, seq, pos = _parse_header(data, limits)
