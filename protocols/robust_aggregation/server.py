@@ -22,7 +22,7 @@ from mpcai.protocols.inference.compare import (
 )
 
 from mpcai import prg
-from mpcai.errors import InvalidInput, MisbehaviourDetected
+from mpcai.errors import InvalidInput, MessageRejected, MisbehaviourDetected
 from mpcai.runtime import Party
 from mpcai.sharing import ot
 
@@ -34,6 +34,16 @@ __all__ = ["RobustResult", "server"]
 _TAG = "robust"
 _COIN = b"mpcai/robust/v1/coin"
 _SKETCH = b"mpcai/robust/v1/sketch"
+_FRAMING = 4096
+"""Bytes allowed for a frame's header, tag and payload encoding on top of its data, in
+the ``max_bytes`` of a receive whose data size is known (generous: the header is 40
+bytes plus the tag, an array's encoding some tens)."""
+
+
+def _share_bound(me: int, dim: int) -> int:
+    """The largest frame server ``me`` accepts as a client's share (``max_bytes``): a
+    seed to server 0, ``dim`` uint64 to server 1, plus :data:`_FRAMING`."""
+    return (prg.SEED_BYTES if me == 0 else 8 * dim) + _FRAMING
 
 
 @dataclass
@@ -84,8 +94,11 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
 
     1. Gather every client's share until ``cfg.timeout`` (server 0: a 32-byte seed,
        server 1: ``dim`` uint64); a missing one is a dropout, a malformed one (wrong
-       type, size or dtype) rejects that client.  The servers agree on the clients
-       both hold well-formed shares of.
+       type, size or dtype) rejects that client.  A frame bigger than
+       :func:`_share_bound` is refused from its header, before it is decoded, and
+       rejects that client too (so a client cannot make a server hold more than
+       about its share's size).  The servers agree on the clients both hold
+       well-formed shares of.
     2. Coin toss of the sketch seed: each commits to 32 random bytes by SHA-256, then
        opens them (checked); the seed is a hash of both and of the session.
     3. Each sketches its shares (``prg.ternary_sketch``): shares of ``y = R X``.
@@ -108,14 +121,17 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
     allowed = set(clients)
     secs: dict[str, float] = {}
 
-    async def swap(tag: str, obj: Any) -> Any:
+    async def swap(tag: str, obj: Any, max_bytes: int | None = None) -> Any:
         await party.send(other, f"{_TAG}/{tag}", obj, timeout=cfg.timeout)
-        return await party.recv(other, f"{_TAG}/{tag}", timeout=cfg.timeout)
+        return await party.recv(other, f"{_TAG}/{tag}", timeout=cfg.timeout,
+                                max_bytes=max_bytes)
 
     # 1. shares
-    got = await party.gather(TAG_SHARE, clients, min_count=0, timeout=cfg.timeout)
+    got = await party.gather(TAG_SHARE, clients, min_count=0, timeout=cfg.timeout,
+                             max_bytes=_share_bound(me, d))
     valid: dict[int, Any] = {}
-    bad: list[int] = []
+    # a refused frame (too big, or otherwise rejected) is malformed, not a dropout
+    bad: list[int] = [c for c, err in got.missing.items() if isinstance(err, MessageRejected)]
     for c, obj in got.items():
         if me == 0:
             ok = isinstance(obj, bytes) and len(obj) == prg.SEED_BYTES
@@ -139,8 +155,9 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
 
     # 2. the sketch seed: committed, then opened
     mine = secrets.token_bytes(32)
-    peer_commit = await swap("coin-commit", hashlib.sha256(_COIN + mine).digest())
-    peer_r = await swap("coin-open", mine)
+    peer_commit = await swap("coin-commit", hashlib.sha256(_COIN + mine).digest(),
+                             32 + _FRAMING)
+    peer_r = await swap("coin-open", mine, 32 + _FRAMING)
     if (not isinstance(peer_r, bytes) or len(peer_r) != 32 or not isinstance(peer_commit, bytes)
             or hashlib.sha256(_COIN + peer_r).digest() != peer_commit):
         raise MisbehaviourDetected("the other server's coin does not match its commitment")
@@ -170,7 +187,7 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
         else:
             total += valid[c]
     secs["sum"] = time.process_time() - t0
-    peer_total = await swap("sum", total)
+    peer_total = await swap("sum", total, 8 * d + _FRAMING)
     if (not isinstance(peer_total, np.ndarray) or peer_total.dtype != np.uint64
             or peer_total.shape != (d,)):
         raise MisbehaviourDetected("the other server's total is malformed")

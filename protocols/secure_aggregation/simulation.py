@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -236,8 +237,22 @@ async def process_party(party: Party, config: dict[str, Any], update: np.ndarray
     finished stage to stderr: ``mpcai-progress <stage> <answered> <expected>
     <seconds>``.  With ``transcript`` (a file path, which must not exist), the party
     writes its audit transcript there (:mod:`mpcai.audit`; a client signs it with
-    ``identity_key`` if given).
+    ``identity_key`` if given).  A ``config`` that is not a dict, or has fields
+    :class:`SecAggConfig` does not take or lacks some it needs, is
+    :class:`~mpcai.errors.InvalidInput` (:class:`~mpcai.errors.InvalidType` if not a
+    dict).
     """
+    if not isinstance(config, dict):
+        raise InvalidType("config must be a dict of SecAggConfig fields")
+    names = {f.name for f in dataclasses.fields(SecAggConfig) if f.init}
+    unknown = sorted(str(key) for key in set(config) - names)
+    if unknown:
+        raise InvalidInput(f"config has fields SecAggConfig does not take: {unknown}")
+    missing = sorted(f.name for f in dataclasses.fields(SecAggConfig) if f.init
+                     and f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING and f.name not in config)
+    if missing:
+        raise InvalidInput(f"config lacks the SecAggConfig fields {missing}")
     cfg = SecAggConfig(**config)
     if transcript is not None:
         with audit.recording(party, transcript, protocol=AUDIT_PROTOCOL, version=AUDIT_VERSION,

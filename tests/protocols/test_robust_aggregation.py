@@ -528,3 +528,67 @@ def test_accept_bits_equal_the_plaintext_predicate(monkeypatch: pytest.MonkeyPat
             want.append(c)
     assert res.accepted == want and res.rejected == sorted(set(xs) - set(want))
     assert 0 < len(want) < 10  # both outcomes occur (else the test shows little)
+
+
+def test_an_oversized_share_is_refused_undecoded_and_malformed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the review's reproducer, scaled down: a client sends server 1 an array 256 times
+    # the size of its share (and server 0 a long "seed"); each server refuses the frame
+    # from its header (max_bytes), never decodes it, and marks the client malformed
+    import trio
+
+    from mpcai.runtime import wire
+
+    cfg = _cfg(3)
+    srv, cli = sys.modules[ra.__name__ + ".server"], sys.modules[ra.__name__ + ".client"]
+    decoded: list[int] = []  # the lengths of the share frames decoded
+    inline, whole = wire._decode_payload_at, wire.decode_frame
+
+    def spy_inline(data: Any, buf: memoryview, pos: int, *args: Any) -> Any:
+        if wire._parse_header(data)[2] == "robust/share":
+            decoded.append(len(data))
+        return inline(data, buf, pos, *args)
+
+    def spy_whole(data: Any, limits: wire.Limits = wire.DEFAULT_LIMITS) -> wire.Frame:
+        frame = whole(data, limits)
+        if frame.tag == "robust/share":
+            decoded.append(len(data))
+        return frame
+
+    monkeypatch.setattr(wire, "_decode_payload_at", spy_inline)
+    monkeypatch.setattr(wire, "decode_frame", spy_whole)
+    rng = np.random.default_rng(21)
+    good = _ints(rng, 0.5)
+    huge = np.zeros(256 * D, dtype=np.uint64)  # 1 MiB instead of 4 KiB
+
+    async def party(p: Party, kind: str) -> Any:
+        if p.id < 2:
+            return await srv.server(p, cfg)
+        if kind == "honest":
+            return await cli.client(p, good, cfg)
+        await trio.sleep(0.5)  # the servers' receives are waiting by then
+        for s, obj in ((0, b"s" * 100_000), (1, huge)) if kind == "both" else ((1, huge),):
+            try:
+                await p.send(s, "robust/share", obj)
+            except Exception:  # cut off by that server
+                pass
+        if kind == "one":
+            await p.send(0, "robust/share", prg.new_seed())
+        return None
+
+    out = run_local(5, party, args_per_party=[["s"], ["s"], ["honest"], ["both"], ["one"]],
+                    timeout=20.0)
+    assert out[0].malformed == [3, 4] and out[1].malformed == [3, 4]
+    assert out[0].accepted == [2] and out[0].dropped == []
+    np.testing.assert_array_equal(out[0].sum, _q(good))
+    assert sorted(decoded) == [101, 101, 4176]  # the honest shares; the big ones undecoded
+
+
+def test_share_bounds_admit_an_honest_round_at_several_dims() -> None:
+    for dim in (1, 7, 4096):
+        rng = np.random.default_rng(dim)
+        ups = [np.round(rng.normal(size=dim) * 0.01 * (1 << F)) / (1 << F) for _ in range(3)]
+        cfg = ra.RobustConfig(n_clients=3, dim=dim, l2_bound=10.0, frac_bits=F, timeout=5.0)
+        res = ra.simulate(ups, cfg)
+        assert res.accepted == [2, 3, 4] and res.malformed == [] and res.dropped == []
+        np.testing.assert_array_equal(res.sum, sum(_q(u) for u in ups))

@@ -632,3 +632,20 @@ def test_half_the_clients_cannot_decide_the_update_length() -> None:
 
     run = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
     assert isinstance(run[0], ProtocolAbort) and "majority" in str(run[0])
+
+
+@pytest.mark.parametrize("conf", [{"n_clients": 3, "foo": 1},
+                                  {"n_clients": 3, "dim": 4, "mask_bits": 32},
+                                  {"dim": 4},
+                                  {}])
+def test_process_party_config_errors_are_typed(conf: dict[str, object]) -> None:
+    # unknown or missing fields were an untyped TypeError from SecAggConfig(**config)
+    import trio
+    from mpcai.protocols.secure_aggregation import simulation
+
+    from mpcai.errors import InvalidType
+
+    with pytest.raises(InvalidInput, match="config"):
+        trio.run(simulation.process_party, object(), conf)
+    with pytest.raises(InvalidType, match="config"):
+        trio.run(simulation.process_party, object(), [("n_clients", 3)])
