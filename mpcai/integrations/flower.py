@@ -795,22 +795,21 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
 
 
 _CLAIM_MAX_AGE = 86_400.0  # seconds a claim file is kept (a round is long over by then)
+_PRUNE_EVERY = 3_600.0  # seconds between two scans of a claims directory (any process)
+_PRUNED = ".pruned"  # its mtime: the directory's last scan
 
 
 def _claim(directory: Path, session: bytes, me: int, stage: str, *, prune: bool = False
            ) -> None:
     """Claim ``(session, me, stage)`` on this node, atomically (``O_EXCL``): a second
-    claim, concurrent or later, raises :class:`ProtocolAbort`."""
+    claim, concurrent or later, raises :class:`ProtocolAbort`.  With ``prune``, claims
+    older than :data:`_CLAIM_MAX_AGE` are removed, at most once per
+    :data:`_PRUNE_EVERY` per directory (a marker file's mtime; a scan costs a
+    ``stat`` per file: thousands a day where nodes of a simulation share the
+    directory, and each round's begin would scan them all)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if prune:  # once per round: forget claims of rounds long over
-        cutoff = time.time() - _CLAIM_MAX_AGE
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                try:
-                    if entry.name.endswith(".claim") and entry.stat().st_mtime < cutoff:
-                        os.unlink(entry.path)
-                except OSError:
-                    pass
+    if prune:
+        _prune_claims(directory)
     name = hashlib.sha256(b"mpcai/secagg/claim|" + session + struct.pack("<I", me)
                           + stage.encode()).hexdigest()
     try:
@@ -818,6 +817,32 @@ def _claim(directory: Path, session: bytes, me: int, stage: str, *, prune: bool 
     except FileExistsError:
         raise ProtocolAbort(f"stage {stage} of this round already ran on this node") from None
     os.close(fd)
+
+
+def _prune_claims(directory: Path) -> None:
+    """Forget the claims of rounds long over, unless the directory was scanned in the
+    last :data:`_PRUNE_EVERY` seconds (only garbage collection: a claim is never
+    removed before :data:`_CLAIM_MAX_AGE`)."""
+    marker = directory / _PRUNED
+    now = time.time()
+    try:
+        if now - marker.stat().st_mtime < _PRUNE_EVERY:
+            return
+    except OSError:  # no marker yet: scan now
+        pass
+    try:
+        marker.touch(mode=0o600)
+        os.utime(marker, (now, now))
+    except OSError:
+        pass
+    cutoff = now - _CLAIM_MAX_AGE
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if entry.name.endswith(".claim") and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def _budget(path: Path, session: bytes, eps_zcdp: float, delta: float, limit: float, *,

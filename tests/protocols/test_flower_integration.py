@@ -586,3 +586,27 @@ def test_the_masked_input_stage_waits_the_train_timeout() -> None:
     assert waits["masked_input"] == (123.0, 123.0)
     assert waits["share_keys"] == (7.0, 7.0) and waits["unmask"] == (7.0, 7.0)
     assert waits["begin"][1] == 7.0  # a begin message expires with the key stages
+
+
+def test_old_claims_are_pruned_at_most_once_per_interval(tmp_path: Any) -> None:
+    import os
+    import time
+
+    from mpcai.integrations import flower as fl
+
+    old = time.time() - fl._CLAIM_MAX_AGE - 10
+    stale = tmp_path / "a.claim"
+    stale.touch()
+    os.utime(stale, (old, old))
+    fl._claim(tmp_path, b"s" * 16, 1, "begin", prune=True)
+    assert not stale.exists()  # the first scan removes it
+    stale.touch()
+    os.utime(stale, (old, old))
+    fl._claim(tmp_path, b"s" * 16, 2, "begin", prune=True)
+    assert stale.exists()  # scanned less than _PRUNE_EVERY ago: no second scan
+    marker = tmp_path / fl._PRUNED
+    os.utime(marker, (old, old))
+    fl._claim(tmp_path, b"s" * 16, 3, "begin", prune=True)
+    assert not stale.exists()
+    with pytest.raises(fl.ProtocolAbort):  # a claim made is never pruned early
+        fl._claim(tmp_path, b"s" * 16, 1, "begin", prune=True)
