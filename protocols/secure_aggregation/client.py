@@ -26,6 +26,70 @@ _log = logging.getLogger(__name__)
 SERVER = 0
 _QUANT_CHUNK = 1 << 18  # values quantised at a time
 
+# ---- the largest frame each receive accepts (Party.recv/gather max_bytes) -----------
+#
+# Generous bounds from the configuration, not tight ones: each is what an honest
+# message can hold, with every per-entry size at least doubled, plus _FRAMING for the
+# frame's header, tag and payload encoding.  A frame beyond its bound is refused from
+# its header before it is decoded (the sender is cut off), so no party makes another
+# hold more than about what the protocol lets it send.
+
+_FRAMING = 4096
+#: an Ed25519 signature, a key, a commitment: any one small field, doubled
+_SMALL = 2 * 64
+#: one dealt share blob (commitment, nonce, sealed shares and tag) with its dict key,
+#: doubled
+_BLOB = 2 * (_crypto.COMMITMENT_BYTES + 12 + 8 + 16 * _crypto.SHARE_ELEMENTS + 16 + 16)
+#: one row of an unmask answer (an id, a share), doubled
+_SHARE_ROW = 2 * (4 + 8 * _crypto.SHARE_ELEMENTS)
+
+
+def max_frame(cfg: SecAggConfig, stage: Stage, *, to_server: bool, length: int = 0) -> int:
+    """The largest frame (bytes) a party accepts at ``stage``: sent by a client to the
+    server (``to_server``) or by the server to a client; ``length`` is the update's
+    length (the masked input's only).  ``k`` neighbours, ``n`` clients:
+
+    ============================  ===================================================
+    to the server                 advertise keys, consistency check: 4 small fields;
+                                  share keys: k blobs; masked input: the vector
+                                  (``wire_length`` values of 4 or 8 bytes, or
+                                  ``packed_bytes`` with dp); unmask: 2 (k + 1) rows
+    to a client                   advertise keys: k + 1 keys and signatures;
+                                  share keys: k blobs and k ids; consistency check:
+                                  n ids; unmask: n + k ids and k + 1 signatures
+    ============================  ===================================================
+
+    Each plus :data:`_FRAMING`, every size above counted at least twice.
+    """
+    k, n = cfg.neighbours, cfg.n_clients
+    if to_server:
+        if stage is Stage.MASKED_INPUT:
+            if cfg.dp is not None:
+                body = _dp.packed_bytes(cfg, length)
+            else:
+                body = _dp.wire_length(cfg, length) * (4 if cfg.ring_bits == 32 else 8)
+        elif stage is Stage.SHARE_KEYS:
+            body = k * _BLOB
+        elif stage is Stage.UNMASK:
+            body = 2 * (k + 1) * _SHARE_ROW
+        else:  # ADVERTISE_KEYS (3 keys, a signature, the length), CONSISTENCY_CHECK
+            body = 5 * _SMALL
+    elif stage is Stage.ADVERTISE_KEYS:
+        body = (k + 1) * (8 + 4 * _SMALL)
+    elif stage is Stage.SHARE_KEYS:
+        body = k * (_BLOB + 8)
+    elif stage is Stage.CONSISTENCY_CHECK:
+        body = 8 * n
+    else:  # UNMASK: the dropped neighbours, the survivors, their signatures
+        body = 8 * (n + k + 1) + (k + 1) * (_SMALL + 16)
+    return body + _FRAMING
+
+
+def bounded(party: Any, max_bytes: int) -> dict[str, int]:
+    """``{"max_bytes": max_bytes}`` for a :class:`~mpcai.runtime.Party`, else nothing
+    (the stepwise adapters, whose messages come through the host's own transport)."""
+    return {"max_bytes": max_bytes} if isinstance(party, Party) else {}
+
 @dataclass
 class ClientState:
     """Everything one client holds during one aggregation."""
@@ -110,7 +174,8 @@ async def share_keys(party: Party, state: ClientState) -> None:
     recipient; associated data binds session, stage, sender and recipient).
     """
     state.machine.advance(Stage.SHARE_KEYS)
-    raw = await party.recv(SERVER, Stage.ADVERTISE_KEYS.value)
+    raw = await party.recv(SERVER, Stage.ADVERTISE_KEYS.value, **bounded(
+        party, max_frame(state.cfg, Stage.ADVERTISE_KEYS, to_server=False)))
     try:
         keys = _crypto.unpack_keys(raw["keys"])
         sigs = raw["sigs"]
@@ -217,7 +282,8 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray | No
                 or int(quantised[-1]) != int(weight)):
             raise InvalidInput("the quantised update does not match this client's round")
         vec = quantised
-    msg = await party.recv(SERVER, Stage.SHARE_KEYS.value)
+    msg = await party.recv(SERVER, Stage.SHARE_KEYS.value, **bounded(
+        party, max_frame(state.cfg, Stage.SHARE_KEYS, to_server=False)))
     try:
         blobs: dict[int, bytes] = dict(msg["blobs"])
         u2 = frozenset(int(i) for i in msg["u2"]) | {state.me}  # neighbours in U2, and me
@@ -264,7 +330,8 @@ def _survivor_message(session: bytes, u3: list[int]) -> bytes:
 async def consistency_check(party: Party, state: ClientState) -> None:
     """Sign the survivor list the server announced (Ed25519)."""
     state.machine.advance(Stage.CONSISTENCY_CHECK)
-    raw = await party.recv(SERVER, Stage.CONSISTENCY_CHECK.value)
+    raw = await party.recv(SERVER, Stage.CONSISTENCY_CHECK.value, **bounded(
+        party, max_frame(state.cfg, Stage.CONSISTENCY_CHECK, to_server=False)))
     try:
         u3 = sorted(int(i) for i in raw)
     except (TypeError, ValueError) as exc:
@@ -282,7 +349,8 @@ async def unmask(party: Party, state: ClientState) -> None:
     """Reveal, for each neighbour, exactly one kind of share: the self-mask seed's share
     if it survived, the masking key's share if it dropped.  Never both."""
     state.machine.advance(Stage.UNMASK)
-    msg = await party.recv(SERVER, Stage.UNMASK.value)
+    msg = await party.recv(SERVER, Stage.UNMASK.value, **bounded(
+        party, max_frame(state.cfg, Stage.UNMASK, to_server=False)))
     try:
         u3 = frozenset(int(i) for i in msg["u3"])
         dropped = frozenset(int(i) for i in msg["dropped"])

@@ -30,6 +30,7 @@ from mpcai.runtime import Party
 from mpcai.sharing import shamir
 
 from . import _crypto, _dp
+from .client import bounded, max_frame
 from .config import CLIPPED_COUNT_CAP, SecAggConfig
 from .stages import Stage, StageMachine
 
@@ -106,7 +107,9 @@ async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -
     """Collect public keys; publish the list to the clients who sent them."""
     state.machine.advance(Stage.ADVERTISE_KEYS)
     got = await party.gather(Stage.ADVERTISE_KEYS.value, clients, timeout=state.cfg.timeout,
-                             min_count=0)  # partial: dropouts are expected
+                             min_count=0,  # partial: dropouts are expected
+                             **bounded(party, max_frame(state.cfg, Stage.ADVERTISE_KEYS,
+                                                        to_server=True)))
     e_len = 32 if state.cfg.consistency_check else 0
     identities = state.cfg.identities
     lengths: dict[int, int] = {}
@@ -157,7 +160,9 @@ async def share_keys(party: Party, state: ServerState) -> None:
     state.machine.advance(Stage.SHARE_KEYS)
     u1 = sorted(state.keys)
     got = await party.gather(Stage.SHARE_KEYS.value, u1, timeout=state.cfg.timeout,
-                             min_count=0)  # partial: dropouts are expected
+                             min_count=0,  # partial: dropouts are expected
+                             **bounded(party, max_frame(state.cfg, Stage.SHARE_KEYS,
+                                                        to_server=True)))
     blobs = {u: m for u, m in got.items()
              if isinstance(m, dict) and set(m) == state.graph[u]  # all of them, as honest
              and all(isinstance(b, bytes) and len(b) > _crypto.COMMITMENT_BYTES
@@ -188,10 +193,12 @@ async def masked_input(party: Party, state: ServerState) -> None:
     sums: list[np.ndarray] = []
     senders: list[int] = []
     tag = Stage.MASKED_INPUT.value
+    bound = bounded(party, max_frame(state.cfg, Stage.MASKED_INPUT, to_server=True,
+                                     length=state.length))
 
     async def take(u: int) -> None:
         try:
-            v = await party.recv(u, tag, timeout=state.cfg.timeout)
+            v = await party.recv(u, tag, timeout=state.cfg.timeout, **bound)
         except (PeerError, WireError):
             return  # silent, gone or garbled: a dropout
         if packed is not None:  # dp: dp.bits bits per value, exactly this many bytes
@@ -226,7 +233,9 @@ async def consistency_check(party: Party, state: ServerState) -> None:
     await party.broadcast(Stage.CONSISTENCY_CHECK.value, np.array(state.u3, dtype=np.uint32),
                           to=state.u3)
     got = await party.gather(Stage.CONSISTENCY_CHECK.value, state.u3, timeout=state.cfg.timeout,
-                             min_count=0)  # partial: dropouts are expected
+                             min_count=0,  # partial: dropouts are expected
+                             **bounded(party, max_frame(state.cfg, Stage.CONSISTENCY_CHECK,
+                                                        to_server=True)))
     state.sigs = {u: s for u, s in got.items() if isinstance(s, bytes)}
     state.dropped[Stage.CONSISTENCY_CHECK.value] = sorted(set(state.u3) - set(state.sigs))
     _need(state, sorted(state.sigs), Stage.CONSISTENCY_CHECK)
@@ -317,7 +326,9 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
 
     await party.send_many(Stage.UNMASK.value, {v: request(v) for v in state.u3})
     got = await party.gather(Stage.UNMASK.value, state.u3, timeout=state.cfg.timeout,
-                             min_count=0)  # partial: dropouts are expected
+                             min_count=0,  # partial: dropouts are expected
+                             **bounded(party, max_frame(state.cfg, Stage.UNMASK,
+                                                        to_server=True)))
     state.dropped[Stage.UNMASK.value] = sorted(set(state.u3) - set(got))
     _need(state, sorted(got), Stage.UNMASK)
     b_held: dict[int, dict[int, np.ndarray]] = {v: {} for v in state.u3}

@@ -649,3 +649,115 @@ def test_process_party_config_errors_are_typed(conf: dict[str, object]) -> None:
         trio.run(simulation.process_party, object(), conf)
     with pytest.raises(InvalidType, match="config"):
         trio.run(simulation.process_party, object(), [("n_clients", 3)])
+
+
+def _spy_receives(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int | None]]:
+    """(tag, frame length, max_bytes) of every message any party takes."""
+    seen: list[tuple[str, int, int | None]] = []
+    real = Party._take
+
+    def spy(self: Party, peer: int, tag: str, slot: object, max_bytes: int | None = None) -> object:
+        seen.append((tag, slot.size, max_bytes))  # type: ignore[attr-defined]
+        return real(self, peer, tag, slot, max_bytes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Party, "_take", spy)
+    return seen
+
+
+@pytest.mark.parametrize("case", ["n3-dim1", "sparse", "identities", "dp", "ring64", "wide"])
+def test_receive_bounds_admit_honest_rounds(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # every receive of the protocol has a max_bytes bound; an honest round's frames stay
+    # well inside them (a too tight bound would refuse an honest client: a dropout)
+    from mpcai.protocols.secure_aggregation import DPConfig
+
+    seen = _spy_receives(monkeypatch)
+    n, dim, kw, drops, keys = 8, 33, {}, {}, None
+    if case == "n3-dim1":
+        n, dim = 3, 1
+    elif case == "sparse":  # SecAgg+: a Harary graph of degree 4, dropouts at two stages
+        n, dim, kw = 24, 257, {"degree": 4, "threshold": 3}
+        drops = {3: Stage.MASKED_INPUT, 7: Stage.UNMASK}
+    elif case == "identities":
+        public, keys = sa.make_identities(n)
+        kw = {"threshold": 4, "consistency_check": True, "identities": public}
+        drops = {2: Stage.CONSISTENCY_CHECK}
+    elif case == "dp":
+        n, dim = 10, 100
+        kw = {"dp": DPConfig(l2_clip=1.0, noise_multiplier=0.5)}
+    elif case == "ring64":
+        kw = {"bits": 24, "max_weight": 1 << 10}
+    elif case == "wide":
+        n, dim = 40, 3000
+    cfg = sa.SecAggConfig(n_clients=n, dim=dim, timeout=20, **kw)  # type: ignore[arg-type]
+    if case == "ring64":
+        assert cfg.ring_bits == 64
+    rng = np.random.default_rng(n + dim)
+    updates = [rng.uniform(-0.5, 0.5, dim) / (dim ** 0.5 if case == "dp" else 1)
+               for _ in range(n)]
+    res = sa.simulate(updates, cfg, dropouts=drops, identity_keys=keys)
+    agg = res.aggregate
+    early = (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT)  # before sending x
+    assert agg.survivors == [c for c in range(1, n + 1) if drops.get(c) not in early]
+    if cfg.dp is None:
+        assert_exact_sum(agg, cfg, updates)
+    stages = {s.value for s in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT,
+                                Stage.CONSISTENCY_CHECK, Stage.UNMASK)}
+    ours = [(tag, size, bound) for tag, size, bound in seen if tag in stages]
+    assert {tag for tag, _, _ in ours} == stages - ({"consistency_check"}
+                                                   if not cfg.consistency_check else set())
+    for tag, size, bound in ours:
+        assert bound is not None, tag
+        assert size * 1.25 <= bound, (tag, size, bound)  # honest frames well inside
+
+
+@pytest.mark.parametrize("order", ["waited-for", "unsolicited"])
+def test_an_oversized_masked_input_is_refused(order: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # waited-for: the server's receive is waiting, the frame is refused from its header,
+    # undecoded; unsolicited: it came first (decoded within max_unread_bytes) and is
+    # refused when the server asks for it.  Either way client 4 is a dropout.
+    import trio
+
+    from mpcai.runtime import wire
+
+    n = 6
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, dim=64, timeout=10)
+    updates = [RNG.uniform(-1, 1, 64) for _ in range(n)]
+    decoded: list[int] = []  # lengths of masked-input frames decoded
+    inline = wire._decode_payload_at
+
+    def spy(data: object, buf: memoryview, pos: int, *args: object) -> object:
+        if wire._parse_header(buf)[2] == Stage.MASKED_INPUT.value:
+            decoded.append(len(buf))
+        return inline(data, buf, pos, *args)
+
+    monkeypatch.setattr(wire, "_decode_payload_at", spy)
+    monkeypatch.setattr(wire, "decode_frame", lambda data, limits=wire.DEFAULT_LIMITS:
+                        pytest.fail("no frame of this round needs a worker thread"))
+
+    class Liar:  # client 4: honest until it sends a masked input 1000 times too long
+        def __init__(self, party: Party) -> None:
+            self._party = party
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._party, name)
+
+        async def send(self, to: int, tag: str, obj: object, **kw: object) -> None:
+            if tag == Stage.MASKED_INPUT.value:
+                obj = np.zeros(1000 * 66, dtype=np.uint32)
+                if order == "waited-for":
+                    await trio.sleep(0.5)  # the server's receive is waiting by then
+            await self._party.send(to, tag, obj, **kw)  # type: ignore[arg-type]
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:
+            return await sa.server(party, cfg)
+        me = Liar(party) if party.id == 4 else party
+        return await sa.client(me, updates[party.id - 1], cfg)  # type: ignore[arg-type]
+
+    res = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
+    agg = res[0]
+    assert isinstance(agg, sa.AggregateResult)
+    assert agg.survivors == [1, 2, 3, 5, 6] and agg.dropped["masked_input"] == [4]
+    assert_exact_sum(agg, cfg, updates)
+    if order == "waited-for":
+        assert len(decoded) == 5 and max(decoded) < 4096  # the liar's 264 KB never decoded
