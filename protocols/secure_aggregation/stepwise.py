@@ -70,7 +70,10 @@ __all__ = ["RoundTrip", "client_begin", "client_step", "dp_guarantee", "next_sta
            "run_server"]
 
 SERVER = 0
-_STATE_VERSION = 3
+_STATE_VERSION = 4
+#: a state's first two bytes: its version and its stage's index here (read by
+#: :func:`next_stage` without decoding the rest; :func:`client_step` checks both)
+_STAGES = tuple(Stage)
 
 RoundTrip = Callable[[str, Mapping[int, list[tuple[str, Any]]]], Mapping[int, Any]]
 """``round_trip(tag, outgoing) -> {client: reply}``: see the module docstring."""
@@ -123,7 +126,8 @@ def _encode_state(state: ClientState, update: np.ndarray, weight: int) -> bytes:
         # SecAggConfig(dp=...) accepts the dict back
         cfg["dp"] = dataclasses.asdict(cfg["dp"])
     ids = lambda s: np.array(sorted(s), dtype=np.uint32)  # noqa: E731
-    return wire.encode_payload({
+    head = bytes([_STATE_VERSION, _STAGES.index(state.machine.stage)])
+    return head + wire.encode_payload({
         "version": _STATE_VERSION, "cfg": cfg, "me": state.me, "session": state.session,
         "stage": state.machine.stage.value, "c_sk": _raw_x25519(state.c_sk),
         "s_sk": _raw_x25519(state.s_sk), "e_sk": _raw_ed25519(state.e_sk),
@@ -136,12 +140,11 @@ def _encode_state(state: ClientState, update: np.ndarray, weight: int) -> bytes:
 
 
 def _decode_state(blob: bytes) -> tuple[ClientState, np.ndarray, int]:
-    blob = check_bytes(blob, "state")
+    stage = _state_stage(blob)
     try:
-        d = wire.decode_payload(blob)
-        if d["version"] != _STATE_VERSION:
-            raise InvalidInput(f"client state version {d['version']}, this is "
-                               f"{_STATE_VERSION}")
+        d = wire.decode_payload(memoryview(blob)[2:])
+        if d["version"] != _STATE_VERSION or d["stage"] != stage.value:
+            raise InvalidInput("the client state's header does not match its payload")
         state = ClientState(cfg=SecAggConfig(**d["cfg"]), me=int(d["me"]),
                             session=bytes(d["session"]))
         state.machine = StageMachine()
@@ -168,6 +171,15 @@ def _decode_state(blob: bytes) -> tuple[ClientState, np.ndarray, int]:
         raise InvalidInput(f"not a secure-aggregation client state: {exc!r}") from exc
     except WireError as exc:
         raise InvalidInput(f"not a secure-aggregation client state: {exc}") from exc
+
+
+def _state_stage(blob: bytes) -> Stage:
+    """The stage a client state is at, from its two-byte header alone."""
+    blob = check_bytes(blob, "state")
+    if len(blob) < 2 or blob[0] != _STATE_VERSION or blob[1] >= len(_STAGES):
+        raise InvalidInput(f"not a secure-aggregation client state of version "
+                           f"{_STATE_VERSION}")
+    return _STAGES[blob[1]]
 
 
 def _run_stage(coro_fn: Callable[[], Any]) -> None:
@@ -290,11 +302,11 @@ def next_stage(incoming: Mapping[str, Any], state: bytes | None = None) -> str:
     With ``state``, also check that this client may take that stage now (raises
     :class:`~mpcai.errors.ProtocolAbort` if not, e.g. a masked_input before
     share_keys or a second time), before the host does any work for it."""
-    if state is not None:
-        st, _, _ = _decode_state(state)
+    if state is not None:  # the state's header only: client_step decodes (and checks) it
+        now = _state_stage(state)
         stage = Stage(next_stage(incoming))
-        if stage not in LEGAL[st.machine.stage]:
-            raise ProtocolAbort(f"this client is at {st.machine.stage.value}: "
+        if stage not in LEGAL[now]:
+            raise ProtocolAbort(f"this client is at {now.value}: "
                                 f"{stage.value} cannot come now")
         return stage.value
     if not isinstance(incoming, Mapping) or not incoming:

@@ -117,6 +117,15 @@ def test_state_holds_no_plain_update_for_others_and_is_refused_when_corrupt() ->
         sw.client_step(state[:-3], {"advertise_keys": {}})
     with pytest.raises(InvalidInput):
         sw.client_step(b"garbage", {"advertise_keys": {}})
+    # the header (version, stage) must match the payload: a state cannot claim a stage
+    later = state[:1] + bytes([list(sw.Stage).index(sw.Stage.SHARE_KEYS)]) + state[2:]
+    assert sw.next_stage({"share_keys": {}}, later) == "masked_input"  # header only
+    with pytest.raises(InvalidInput):
+        sw.client_step(later, {"share_keys": {}})
+    with pytest.raises(ProtocolAbort):  # from the header: masked_input cannot come yet
+        sw.next_stage({"share_keys": {}}, state)
+    with pytest.raises(InvalidInput):
+        sw.next_stage({"share_keys": {}}, bytes([sw._STATE_VERSION - 1]) + state[1:])
     with pytest.raises(ProtocolAbort):  # malformed key list from the server
         sw.client_step(state, {"advertise_keys": {"keys": 5}})
     with pytest.raises(ProtocolAbort):
