@@ -163,7 +163,7 @@ except ImportError as exc:  # pragma: no cover - flwr is in the test extra
     raise ImportError("mpcai.integrations.flower needs Flower: pip install 'mpcai[flower]'"
                       ) from exc
 
-__all__ = ["HE_RECORD_KEY", "RECORD_KEY", "HEAggStrategy", "SecAggStrategy",
+__all__ = ["HE_RECORD_KEY", "RECORD_KEY", "VECTOR_KEY", "HEAggStrategy", "SecAggStrategy",
            "deal_committee_keys", "he_mod", "make_he_mod", "make_secagg_mod", "secagg_mod"]
 
 _log = logging.getLogger(__name__)
@@ -208,6 +208,42 @@ def _record(stage: str, obj: Any, **extra: Any) -> RecordDict:
     """A secure-aggregation message: its stage and the wire-encoded payload."""
     rec = ConfigRecord({"stage": stage, "data": wire.encode_payload(obj), **extra})
     return RecordDict({RECORD_KEY: rec})
+
+
+VECTOR_KEY = RECORD_KEY + ".vector"
+"""The ``ArrayRecord`` key of a client's masked input (one :data:`_VECTOR_STYPE` Array)."""
+_VECTOR_STYPE = "mpcai.le"  # the raw little-endian values, nothing else
+_VECTOR_DTYPES = {"uint8": np.dtype("<u1"), "uint32": np.dtype("<u4"),
+                  "uint64": np.dtype("<u8")}
+
+
+def _vector_reply(stage: str, vec: np.ndarray) -> RecordDict:
+    """The masked-input reply: the stage in the ``ConfigRecord`` and the masked vector as
+    one Flower ``Array`` of its raw little-endian values (one copy, where wire bytes inside
+    a ``ConfigRecord`` cost an encoding on the client, a decoding copy on the server and
+    Flower's slower ``ConfigRecord`` serde)."""
+    dt = _VECTOR_DTYPES[vec.dtype.name]
+    raw = vec.astype(dt, copy=False).tobytes()
+    return RecordDict({RECORD_KEY: ConfigRecord({"stage": stage}),
+                       VECTOR_KEY: ArrayRecord({"v": Array(
+                           dtype=vec.dtype.name, shape=(int(vec.size),),
+                           stype=_VECTOR_STYPE, data=raw)})})
+
+
+def _vector_of(content: RecordDict) -> np.ndarray:
+    """The masked vector of a masked-input reply, a read-only view of the received bytes
+    (no copy), after checking its layout; ``ValueError`` if it is malformed."""
+    rec = content.array_records[VECTOR_KEY]
+    if list(rec.keys()) != ["v"]:
+        raise ValueError("the masked input must be one array")
+    arr = rec["v"]
+    dt = _VECTOR_DTYPES.get(arr.dtype) if isinstance(arr.dtype, str) else None
+    shape = tuple(arr.shape)
+    if (dt is None or arr.stype != _VECTOR_STYPE or len(shape) != 1
+            or not isinstance(shape[0], int) or not isinstance(arr.data, bytes)
+            or len(arr.data) != shape[0] * dt.itemsize):
+        raise ValueError("malformed masked input")
+    return np.frombuffer(arr.data, dtype=dt).astype(dt.newbyteorder("="), copy=False)
 
 
 def _layout(arrays: ArrayRecord) -> list[tuple[str, tuple[int, ...]]]:
@@ -452,7 +488,9 @@ class SecAggStrategy(_Wrapping):
                     rec = r.content.config_records[RECORD_KEY]
                     if rec["stage"] != tag:
                         raise ValueError(rec["stage"])
-                    out[cid] = wire.decode_payload(rec["data"])
+                    # the masked input comes as an Array, every other stage as wire bytes
+                    out[cid] = (_vector_of(r.content) if tag == "masked_input"
+                                else wire.decode_payload(rec["data"]))
                 except (KeyError, TypeError, ValueError, MpcaiError):
                     errors[tag] = errors.get(tag, 0) + 1  # malformed: a dropout too
             return out
@@ -710,6 +748,8 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
             del context.state[RECORD_KEY]
         else:
             context.state[RECORD_KEY] = ConfigRecord({**dict(held.items()), "state": state})
+        if tag == "masked_input":  # the vector as a Flower Array
+            return Message(_vector_reply(str(tag), out), reply_to=msg)
         return Message(_record(str(tag), out), reply_to=msg)
 
     def _check_floor(cfg: SecAggConfig) -> None:

@@ -30,6 +30,7 @@ from mpcai.errors import InvalidInput
 from mpcai.integrations.flower import _FAILED as FAILED
 from mpcai.integrations.flower import (
     RECORD_KEY,
+    VECTOR_KEY,
     SecAggStrategy,
     make_secagg_mod,
     secagg_mod,
@@ -127,7 +128,15 @@ def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
                     if reply.has_error():
                         assert reply.error.reason == FAILED, reply.error.reason
                     else:
-                        assert not reply.content.array_records
+                        # only the masked input, as one Array of ring elements
+                        arrays = reply.content.array_records
+                        if reply.content.config_records[RECORD_KEY]["stage"] == \
+                                "masked_input":
+                            assert list(arrays) == [VECTOR_KEY]
+                            (arr,) = arrays[VECTOR_KEY].values()
+                            assert arr.stype == "mpcai.le" and arr.dtype.startswith("uint")
+                        else:
+                            assert not arrays
                         assert not reply.content.metric_records
                     self.replies.append(reply)
                 if (nid, stage) in (bad or set()):
@@ -610,3 +619,26 @@ def test_old_claims_are_pruned_at_most_once_per_interval(tmp_path: Any) -> None:
     assert not stale.exists()
     with pytest.raises(fl.ProtocolAbort):  # a claim made is never pruned early
         fl._claim(tmp_path, b"s" * 16, 1, "begin", prune=True)
+
+
+def test_a_masked_input_array_is_checked_before_it_is_read() -> None:
+    from mpcai.integrations import flower as fl
+
+    vec = np.arange(5, dtype=np.uint32) * np.uint32(2**31 - 1)
+    content = fl._vector_reply("masked_input", vec)
+    got = fl._vector_of(content)
+    assert got.dtype == np.uint32 and np.array_equal(got, vec)
+    good = content[VECTOR_KEY]["v"]
+
+    def malformed(**kw: Any) -> RecordDict:
+        f = {"dtype": good.dtype, "shape": good.shape, "stype": good.stype,
+             "data": good.data, **kw}
+        return RecordDict({VECTOR_KEY: ArrayRecord({"v": Array(**f)})})
+
+    for bad in (malformed(data=good.data[:-1]), malformed(shape=(6,)),
+                malformed(shape=(5, 1)), malformed(dtype="float32"),
+                malformed(dtype="object"), malformed(stype="numpy.ndarray"),
+                RecordDict({VECTOR_KEY: ArrayRecord({"v": good, "w": good})}),
+                RecordDict({"other": ArrayRecord({"v": good})})):
+        with pytest.raises((ValueError, KeyError)):
+            fl._vector_of(bad)
