@@ -250,6 +250,30 @@ def _layout(arrays: ArrayRecord) -> list[tuple[str, tuple[int, ...]]]:
     return [(k, tuple(int(n) for n in arrays[k].shape)) for k in arrays.keys()]
 
 
+def _numpy_view(arr: Array) -> np.ndarray:
+    """``arr.numpy()`` without its copy: a read-only view of the ``.npy`` bytes' values,
+    after numpy's own header parser (never a pickle: an object dtype is refused) and a
+    check that exactly the array's bytes follow; any other Array is ``arr.numpy()``."""
+    import io
+
+    from numpy.lib import format as npy
+
+    data = arr.data
+    if arr.stype != "numpy.ndarray" or not isinstance(data, bytes):
+        return arr.numpy()
+    head = io.BytesIO(data)
+    try:
+        version = npy.read_magic(head)
+        shape, fortran, dtype = (npy.read_array_header_1_0(head) if version == (1, 0)
+                                 else npy.read_array_header_2_0(head))
+    except ValueError:
+        return arr.numpy()  # numpy's loader decides (e.g. a version 3 header)
+    count = math.prod(shape)
+    if dtype.hasobject or fortran or len(data) - head.tell() != count * dtype.itemsize:
+        return arr.numpy()
+    return np.frombuffer(data, dtype=dtype, count=count, offset=head.tell()).reshape(shape)
+
+
 def _delta(reply: ArrayRecord, received: ArrayRecord,
            layout: list[tuple[str, tuple[int, ...]]]) -> np.ndarray:
     """``reply - received`` flattened in the server's key order; refused unless both
@@ -259,7 +283,7 @@ def _delta(reply: ArrayRecord, received: ArrayRecord,
         raise InvalidInput("the train reply's arrays are not the model's (names and shapes)")
     parts = []
     for k, _ in layout:
-        new, old = reply[k].numpy(), received[k].numpy()
+        new, old = _numpy_view(reply[k]), _numpy_view(received[k])
         if new.dtype.kind != "f" or old.dtype.kind != "f":
             raise InvalidInput(f"array {k!r} is not floating point: secure aggregation "
                                "averages float arrays only")

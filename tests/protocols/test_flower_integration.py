@@ -642,3 +642,18 @@ def test_a_masked_input_array_is_checked_before_it_is_read() -> None:
                 RecordDict({"other": ArrayRecord({"v": good})})):
         with pytest.raises((ValueError, KeyError)):
             fl._vector_of(bad)
+
+
+def test_the_delta_reads_npy_arrays_without_a_copy_and_as_numpy_does() -> None:
+    from mpcai.integrations.flower import _numpy_view
+
+    for a in (np.arange(6, dtype=np.float32).reshape(2, 3), np.zeros(0),
+              np.float32(3.5), np.arange(6.0).reshape(2, 3).T, np.arange(4, dtype=">f8")):
+        arr = Array.from_numpy_ndarray(np.asarray(a))
+        got, ref = _numpy_view(arr), arr.numpy()
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        assert np.array_equal(got, ref)
+    cut = Array.from_numpy_ndarray(np.arange(4.0))
+    short = Array(dtype=cut.dtype, shape=cut.shape, stype=cut.stype, data=cut.data[:-8])
+    with pytest.raises(ValueError):  # numpy's own loader refuses the truncated array
+        _numpy_view(short)
