@@ -32,7 +32,8 @@ tag.  A bigger one is refused from its header, before its payload is
 decoded, with ``MessageRejected`` for that peer (which is then cut off, as
 for any bad frame); if it had come first, unsolicited, it is refused when
 the receive asks for it, and its charge against ``max_unread_bytes`` is
-released.  Over TCP the link refuses it after reading at most its first
+released.  :meth:`Party.expect` declares the bound ahead, for a message that
+may arrive before its receive starts: it is then refused from its header too.  Over TCP the link refuses it after reading at most its first
 MiB (see :mod:`mpcai.runtime._link`) when a receive is already waiting.
 
 Tags are single-use per direction: each (sender, recipient, tag) carries at
@@ -56,6 +57,7 @@ import trio
 
 from mpcai.errors import (
     InvalidInput,
+    InvalidType,
     MessageRejected,
     MpcaiError,
     PeerDropped,
@@ -182,14 +184,15 @@ _Body = tuple[list[wire.Buffer], int]
 class _Slot:
     """The mailbox for one (peer, tag): at most one message."""
 
-    __slots__ = ("audit", "bounds", "charge", "consumed", "event", "expired", "has_value",
-                 "size", "value", "waiting", "wanted")
+    __slots__ = ("audit", "bounds", "charge", "consumed", "event", "expected", "expired",
+                 "has_value", "size", "value", "waiting", "wanted")
 
     def __init__(self) -> None:
         self.waiting = False  # a recv is waiting
         self.wanted = 0  # receives (recv or gather) waiting
         self.charge = 0  # bytes charged to the peer's unread budget
         self.bounds: list[int] = []  # the max_bytes of the receives waiting (those that set one)
+        self.expected: int | None = None  # the bound declared by Party.expect
         self.size = 0  # the length of the frame stored (bytes, without the link's framing)
         self.event = trio.Event()
         self.value: Any = None
@@ -479,6 +482,8 @@ class Party:
             self._unread_bytes[peer] -= slot.charge
             slot.charge = 0
             value, slot.value, slot.has_value = slot.value, None, False
+            if slot.expected is not None:
+                max_bytes = slot.expected if max_bytes is None else min(max_bytes, slot.expected)
             if max_bytes is not None and slot.size > max_bytes:
                 # it came unsolicited (or while another receive waited): refused now,
                 # its charge released, and the peer cut off as for any bad frame
@@ -493,6 +498,27 @@ class Party:
         if peer in self._errors:
             raise self._errors[peer]
         raise AssertionError("woken without a value or an error")  # pragma: no cover
+
+    def expect(self, tag: str, frm: Iterable[int] | None = None, *, max_bytes: int) -> None:
+        """Declare, before the receive, the largest frame ``tag`` from each of ``frm``
+        (default: every peer) may be: one that arrives bigger, even before a receive
+        waits for it, is refused from its header (``MessageRejected``, the peer cut
+        off) instead of being decoded and held as unsolicited.
+
+        For a message that may come before its receive starts (e.g. the replies to
+        a message this party is about to send): call ``expect`` before sending.  A
+        tighter ``max_bytes`` given to the receive itself still applies; a second
+        ``expect`` can only tighten the bound.
+        """
+        sources = self.peers if frm is None else tuple(frm)
+        for p in sources:
+            self._check_peer(p)
+        bound = _check_max_bytes(max_bytes)
+        if bound is None:
+            raise InvalidType("max_bytes must be an int, not None")
+        for p in sources:
+            slot = self._slot(p, tag)
+            slot.expected = bound if slot.expected is None else min(slot.expected, bound)
 
     async def recv(self, frm: int, tag: str, *, timeout: float | None = None,
                    max_bytes: int | None = None) -> Any:
@@ -744,9 +770,11 @@ class Party:
         slot.event.set()
 
     def _check_bound(self, peer: int, tag: str, slot: _Slot, frame_bytes: int) -> None:
-        """Refuse a frame bigger than what a receive waiting for ``slot`` accepts."""
-        if slot.bounds and frame_bytes > min(slot.bounds):
-            raise _too_big(peer, tag, frame_bytes, min(slot.bounds))
+        """Refuse a frame bigger than what a receive waiting for ``slot`` accepts, or
+        than :meth:`expect` declared."""
+        bounds = slot.bounds if slot.expected is None else [*slot.bounds, slot.expected]
+        if bounds and frame_bytes > min(bounds):
+            raise _too_big(peer, tag, frame_bytes, min(bounds))
 
     def _admitter(self, peer: int) -> Any:
         def admit(start: memoryview, n: int) -> None:

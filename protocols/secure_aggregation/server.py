@@ -97,6 +97,15 @@ class ServerState:
     commitments: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
 
+def _expect(party: Party, state: ServerState, stage: Stage, ids: list[int]) -> None:
+    """Declare the bound of the clients' replies at ``stage`` before asking for them,
+    so that a reply which comes before its receive starts is checked from its header
+    too (see :meth:`mpcai.runtime.Party.expect`)."""
+    if isinstance(party, Party):  # not the stepwise adapter
+        party.expect(stage.value, ids, max_bytes=max_frame(
+            state.cfg, stage, to_server=True, length=state.length))
+
+
 def _need(state: ServerState, alive: list[int], stage: Stage) -> None:
     t = state.cfg.threshold
     if len(alive) < t:
@@ -148,6 +157,7 @@ async def advertise_keys(party: Party, state: ServerState, clients: list[int]) -
                    for c, row in zip(u1, table[np.array(u1) - 1], strict=True)}
     # each client gets its present neighbours' keys only: O(k) per client; it derives
     # its neighbours from the session itself and checks the list against them
+    _expect(party, state, Stage.SHARE_KEYS, u1)
     await party.send_many(Stage.ADVERTISE_KEYS.value, {
         c: {"keys": _crypto.pack_keys({v: state.keys[v] for v in (*state.graph[c], c)}),
             "sigs": b"".join(state.key_sigs[v] for v in sorted((*state.graph[c], c)))}
@@ -174,6 +184,7 @@ async def share_keys(party: Party, state: ServerState) -> None:
     _need(state, state.u2, Stage.SHARE_KEYS)
     u2 = set(state.u2)
     # each client: its neighbours' shares for it, and which of its neighbours are in U2
+    _expect(party, state, Stage.MASKED_INPUT, state.u2)
     await party.send_many(Stage.SHARE_KEYS.value, {
         v: {"blobs": {u: blobs[u][v] for u in state.graph[v] if u in blobs and v in blobs[u]},
             "u2": np.array(sorted(state.graph[v] & u2), dtype=np.uint32)}
@@ -230,6 +241,7 @@ async def masked_input(party: Party, state: ServerState) -> None:
 async def consistency_check(party: Party, state: ServerState) -> None:
     """Have the survivors sign the survivor list."""
     state.machine.advance(Stage.CONSISTENCY_CHECK)
+    _expect(party, state, Stage.CONSISTENCY_CHECK, state.u3)
     await party.broadcast(Stage.CONSISTENCY_CHECK.value, np.array(state.u3, dtype=np.uint32),
                           to=state.u3)
     got = await party.gather(Stage.CONSISTENCY_CHECK.value, state.u3, timeout=state.cfg.timeout,
@@ -324,6 +336,7 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
             req["u3"] = np.array(sorted((mine & u3) | {v}), dtype=np.uint32)
         return req
 
+    _expect(party, state, Stage.UNMASK, state.u3)
     await party.send_many(Stage.UNMASK.value, {v: request(v) for v in state.u3})
     got = await party.gather(Stage.UNMASK.value, state.u3, timeout=state.cfg.timeout,
                              min_count=0,  # partial: dropouts are expected

@@ -712,9 +712,9 @@ def test_receive_bounds_admit_honest_rounds(case: str, monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize("order", ["waited-for", "unsolicited"])
 def test_an_oversized_masked_input_is_refused(order: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # waited-for: the server's receive is waiting, the frame is refused from its header,
-    # undecoded; unsolicited: it came first (decoded within max_unread_bytes) and is
-    # refused when the server asks for it.  Either way client 4 is a dropout.
+    # waited-for: the server's receive is waiting; unsolicited: the frame may come before
+    # it, but the server declared the bound (Party.expect) before asking.  Either way it
+    # is refused from its header, undecoded, and client 4 is a dropout.
     import trio
 
     from mpcai.runtime import wire
@@ -759,5 +759,4 @@ def test_an_oversized_masked_input_is_refused(order: str, monkeypatch: pytest.Mo
     assert isinstance(agg, sa.AggregateResult)
     assert agg.survivors == [1, 2, 3, 5, 6] and agg.dropped["masked_input"] == [4]
     assert_exact_sum(agg, cfg, updates)
-    if order == "waited-for":
-        assert len(decoded) == 5 and max(decoded) < 4096  # the liar's 264 KB never decoded
+    assert len(decoded) == 5 and max(decoded) < 4096  # the liar's 264 KB never decoded

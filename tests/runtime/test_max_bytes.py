@@ -281,3 +281,63 @@ def test_over_tcp_an_oversized_frame_is_refused_from_its_first_mib(
     res = _run(NETWORKS["tcp+tls"](2), {0: receiver, 1: liar})
     assert res[0] is MessageRejected
     assert delivered == []  # refused by the link after 1 MiB, never read whole
+
+
+def test_expect_refuses_an_oversized_frame_before_its_receive(
+        timed: tuple, decoded: list[int]) -> None:
+    make_network, clock, unit = timed
+
+    async def receiver(party: Party) -> object:
+        party.expect("x", max_bytes=4096)  # both peers
+        party.expect("y", [2], max_bytes=1 << 30)
+        party.expect("y", [2], max_bytes=4096)  # only tightens
+        await party.send(1, "go", None)
+        await party.send(2, "go", None)
+        with trio.fail_after(20):
+            while 2 not in party.failed or party.stats.received_from.get(1, 0) == 0:
+                await trio.sleep(0.05 * unit)  # both came before any receive
+        got = (await party.recv(1, "x")).tolist()
+        with pytest.raises(MessageRejected, match="exceeds the 4096 bytes"):
+            await party.recv(2, "x")
+        return got, type(party.failed[2]), party._unread_bytes[1]
+
+    async def honest(party: Party) -> None:
+        await party.recv(0, "go")
+        await party.send(0, "x", SMALL)
+
+    async def liar(party: Party) -> None:
+        await party.recv(0, "go")
+        await _send_ignoring_drop(party, 0, "x", BIG)
+
+    res = _run(make_network(3), {0: receiver, 1: honest, 2: liar}, clock)
+    assert res[0] == (SMALL.tolist(), MessageRejected, 0)
+    assert max(decoded) < BIG.nbytes
+
+
+def test_expect_then_a_tighter_receive(timed: tuple) -> None:
+    make_network, clock, unit = timed
+
+    async def receiver(party: Party) -> object:
+        party.expect("x", max_bytes=1 << 20)
+        await trio.sleep(2.0 * unit)  # it came first, within the expected bound
+        with pytest.raises(MessageRejected):
+            await party.recv(1, "x", max_bytes=64)
+        return party._unread_bytes[1]
+
+    async def sender(party: Party) -> None:
+        await party.send(0, "x", SMALL)
+
+    assert _run(make_network(2), {0: receiver, 1: sender}, clock)[0] == 0
+
+
+def test_expect_is_checked() -> None:
+    async def main() -> None:
+        net = InMemoryNetwork(2)
+        async with open_party(net, 0, SESSION, timeout=1) as party:
+            for bad, error in ((-1, InvalidInput), (1.5, InvalidType), (None, InvalidType)):
+                with pytest.raises(error, match="max_bytes"):
+                    party.expect("a", max_bytes=bad)  # type: ignore[arg-type]
+            with pytest.raises(InvalidInput, match="no peer 5"):
+                party.expect("a", [5], max_bytes=10)
+
+    trio.run(main)
