@@ -65,8 +65,10 @@ SuperNodes and the SuperLink in a real deployment) and keeps each client's
 round state in its node's ``context.state``, on that node only (a few
 kilobytes: keys, seeds, shares held; never the update); a round that aborts
 leaves it there until the node's next round replaces it.  Values travel
-in mpcai's wire codec inside Flower ``ConfigRecord`` bytes; nothing is
-pickled.
+in mpcai's wire codec inside Flower ``ConfigRecord`` bytes, except the
+masked input: one Flower ``Array`` (:data:`VECTOR_KEY`) of its raw
+little-endian ring elements, its layout checked before it is read; nothing
+is pickled.
 
 Differential privacy: ``SecAggStrategy(FedAvg(), dp=DPConfig(l2_clip=1.0,
 noise_multiplier=1.0))`` runs the distributed discrete Gaussian of
