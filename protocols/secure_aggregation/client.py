@@ -423,6 +423,11 @@ async def client(party: Party, update: np.ndarray | Mapping[str, np.ndarray],
 
         identity_key = Ed25519PrivateKey.from_private_bytes(identity_key)
     state.identity = identity_key
+    if isinstance(party, Party):  # the server's messages' bounds, before any can come
+        for stage in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.CONSISTENCY_CHECK,
+                      Stage.UNMASK):
+            party.expect(stage.value, [SERVER],
+                         max_bytes=max_frame(cfg, stage, to_server=False))
     steps = [
         (Stage.ADVERTISE_KEYS, lambda: advertise_keys(party, state)),
         (Stage.SHARE_KEYS, lambda: share_keys(party, state)),

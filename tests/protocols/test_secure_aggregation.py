@@ -760,3 +760,33 @@ def test_an_oversized_masked_input_is_refused(order: str, monkeypatch: pytest.Mo
     assert agg.survivors == [1, 2, 3, 5, 6] and agg.dropped["masked_input"] == [4]
     assert_exact_sum(agg, cfg, updates)
     assert len(decoded) == 5 and max(decoded) < 4096  # the liar's 264 KB never decoded
+
+
+def test_a_client_refuses_an_oversized_server_message_undecoded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mpcai.errors import MessageRejected
+    from mpcai.runtime import wire
+
+    n = 4
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, timeout=10)
+    decoded: list[int] = []
+    inline = wire._decode_payload_at
+
+    def spy(data: object, buf: memoryview, pos: int, *args: object) -> object:
+        decoded.append(len(buf))
+        return inline(data, buf, pos, *args)
+
+    monkeypatch.setattr(wire, "_decode_payload_at", spy)
+    monkeypatch.setattr(wire, "decode_frame", lambda data, limits=wire.DEFAULT_LIMITS:
+                        pytest.fail("no frame of this round needs a worker thread"))
+
+    async def fn(party: Party) -> object:
+        if party.id == 0:  # a server sending a 1 MiB "key list" to every client
+            await party.gather(Stage.ADVERTISE_KEYS.value, timeout=10)
+            await party.broadcast(Stage.ADVERTISE_KEYS.value, np.zeros(1 << 20, np.uint8))
+            return None
+        return await sa.client(party, np.zeros(4), cfg)
+
+    res = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
+    assert all(isinstance(r, MessageRejected) and r.peer == 0 for r in res[1:]), list(res)
+    assert max(decoded) < 4096  # only the clients' key advertisements were decoded
