@@ -33,8 +33,11 @@ decoded, with ``MessageRejected`` for that peer (which is then cut off, as
 for any bad frame); if it had come first, unsolicited, it is refused when
 the receive asks for it, and its charge against ``max_unread_bytes`` is
 released.  :meth:`Party.expect` declares the bound ahead, for a message that
-may arrive before its receive starts: it is then refused from its header too.  Over TCP the link refuses it after reading at most its first
-MiB (see :mod:`mpcai.runtime._link`) when a receive is already waiting.
+may arrive before its receive starts: it is then refused from its header
+too.  Over TCP the link refuses it after reading at most its first MiB (see
+:mod:`mpcai.runtime._link`) when the bound is known (a receive waiting, or
+``expect``); the in-memory network hands over the sender's frame object, so
+the receiver allocates nothing for it.
 
 Tags are single-use per direction: each (sender, recipient, tag) carries at
 most one message.  Use tags like ``"share_keys"`` or ``"round3/masked"``.
