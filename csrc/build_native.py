@@ -29,7 +29,8 @@ def _cdef_text() -> str:
 
 _CONSTANTS = ("MPCAI_FIELD_P", "MPCAI_SEED_BYTES", "MPCAI_MAX_THREADS", "MPCAI_PRG_MAX_WORDS",
               "MPCAI_SKETCH_MAX_DIM", "MPCAI_SKETCH_MAX_ROWS", "MPCAI_DGAUSS_MAX_TABLE",
-              "MPCAI_DGAUSS_MAX_GUIDE_BITS")
+              "MPCAI_DGAUSS_MAX_GUIDE_BITS", "MPCAI_FWHT_MAX_LEN",
+              "MPCAI_PACK_MAX_COUNT")
 
 
 def _compile_args() -> list[str]:

@@ -208,6 +208,20 @@ int mpcai_dgauss_invert(const uint64_t *hi, const uint64_t *lo, size_t n, const 
 int mpcai_dgauss_sample(const uint8_t *seed, size_t seed_len, const uint64_t *hi,
                         const uint64_t *lo, size_t n, const uint32_t *guide, int guide_bits,
                         size_t m, int64_t offset, int64_t *out, int n_threads);
+/* ---- Walsh-Hadamard transform and bit packing (hadamard.c) --------- */
+/* In place: a = H a / sqrt(n) for the n x n Sylvester-Hadamard matrix H
+ * (n a power of two, 1 <= n <= MPCAI_FWHT_MAX_LEN): radix-2 butterflies
+ * (x, y) -> (x + y, x - y) at distances 1, 2, ..., n/2, then each value
+ * divided by sqrt(n); bit-identical to evaluating the stages one by one
+ * (on every SIMD path).                                                 */
+int mpcai_fwht(double *a, size_t n);
+/* in[i] mod 2^bits (1 <= bits <= 32) as bits [i bits, (i + 1) bits) of a
+ * little-endian bit stream, zero-padded to out_len = ceil(n bits / 8)
+ * bytes (MPCAI_ERR_LENGTH otherwise); n <= MPCAI_PACK_MAX_COUNT.        */
+int mpcai_pack_bits(const uint32_t *in, size_t n, int bits, uint8_t *out, size_t out_len);
+/* The inverse: n values below 2^bits from in_len = ceil(n bits / 8)
+ * bytes (the padding bits are ignored).                                 */
+int mpcai_unpack_bits(const uint8_t *in, size_t in_len, int bits, uint32_t *out, size_t n);
 /* END CDEF */
 
 #define MPCAI_FIELD_P ((uint64_t)0x1FFFFFFFFFFFFFFFULL)
@@ -223,5 +237,8 @@ int mpcai_dgauss_sample(const uint8_t *seed, size_t seed_len, const uint64_t *hi
 /* Limits of the dgauss.c kernels (the guide holds uint32 indices). */
 #define MPCAI_DGAUSS_MAX_TABLE (((uint64_t)1 << 32) - 1)
 #define MPCAI_DGAUSS_MAX_GUIDE_BITS 24
+/* Limits of the hadamard.c kernels. */
+#define MPCAI_FWHT_MAX_LEN ((uint64_t)1 << 40)
+#define MPCAI_PACK_MAX_COUNT ((uint64_t)1 << 40)
 
 #endif /* MPCAI_NATIVE_H */

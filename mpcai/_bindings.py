@@ -38,6 +38,8 @@ __all__ = [
     "fp_poly_eval",
     "fp_shamir_share",
     "fp_sub",
+    "fwht",
+    "pack_bits",
     "prg_fieldp",
     "prg_fieldp_acc",
     "prg_ring32_acc",
@@ -48,6 +50,7 @@ __all__ = [
     "simd_level",
     "simd_path",
     "simd_select",
+    "unpack_bits",
 ]
 
 # Read from the C header (csrc/mpcai_native.h), never restated here.
@@ -555,4 +558,64 @@ def fp_lincomb(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         raise InvalidInput(f"{weights.size} weights for {n_rows} rows")
     out = np.empty(length, dtype=np.uint64)
     _check(lib.mpcai_fp_lincomb(_ptr(rows), n_rows, length, _ptr(weights), _ptr(out)), "fp_lincomb")
+    return out
+
+
+# ---- Walsh-Hadamard transform and bit packing (hadamard.c) ---------------------
+
+FWHT_MAX_LEN: int = int(lib.MPCAI_FWHT_MAX_LEN)
+PACK_MAX_COUNT: int = int(lib.MPCAI_PACK_MAX_COUNT)
+
+
+def fwht(a: np.ndarray) -> None:
+    """In place: ``a = H a / sqrt(n)`` for the Sylvester-Hadamard matrix of order
+    ``n = a.size`` (a power of two; float64, C-contiguous, writeable).  Bit-identical to
+    radix-2 butterflies stage by stage (hadamard.c)."""
+    a = _u64_inout(a, "a", np.float64)
+    n = a.size
+    if n < 1 or n & (n - 1) or n > FWHT_MAX_LEN:
+        raise InvalidInput(f"the transform's length must be a power of two, got {n}")
+    _check(lib.mpcai_fwht(_ptr(a, "double *"), n), "fwht")
+
+
+def _bits(bits: Any) -> int:
+    return check_int(bits, "bits", lo=1, hi=32)
+
+
+def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """``values mod 2^bits`` (uint32, 1-d) as a little-endian stream of ``bits``-bit
+    fields, zero-padded to whole bytes (uint8; hadamard.c)."""
+    bits = _bits(bits)
+    if not isinstance(values, np.ndarray):
+        raise InvalidType(f"values must be a numpy array, not {type(values).__name__}")
+    if values.dtype != np.uint32:
+        raise InvalidType(f"values must have dtype uint32, not {values.dtype}")
+    if values.ndim != 1:
+        raise InvalidInput(f"values must be 1-dimensional, got shape {values.shape}")
+    v = values if values.flags.c_contiguous else values.copy()
+    check_int(v.size, "values.size", lo=0, hi=PACK_MAX_COUNT)
+    out = np.empty((v.size * bits + 7) // 8, dtype=np.uint8)
+    _check(lib.mpcai_pack_bits(_ptr(v, "uint32_t *"), v.size, bits, _ptr(out, "uint8_t *"),
+                               out.size), "pack_bits")
+    return out
+
+
+def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """The inverse of :func:`pack_bits`: ``count`` uint32 values below ``2^bits`` from
+    exactly ``ceil(count bits / 8)`` bytes (uint8, 1-d)."""
+    bits = _bits(bits)
+    count = check_int(count, "count", lo=0, hi=PACK_MAX_COUNT)
+    if not isinstance(data, np.ndarray):
+        raise InvalidType(f"data must be a numpy array, not {type(data).__name__}")
+    if data.dtype != np.uint8:
+        raise InvalidType(f"data must have dtype uint8, not {data.dtype}")
+    if data.ndim != 1:
+        raise InvalidInput(f"data must be 1-dimensional, got shape {data.shape}")
+    need = (count * bits + 7) // 8
+    if data.size != need:
+        raise InvalidInput(f"{count} values of {bits} bits take {need} bytes, got {data.size}")
+    d = data if data.flags.c_contiguous else data.copy()
+    out = np.empty(count, dtype=np.uint32)
+    _check(lib.mpcai_unpack_bits(_ptr(d, "uint8_t *"), d.size, bits, _ptr(out, "uint32_t *"),
+                                 count), "unpack_bits")
     return out

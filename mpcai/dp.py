@@ -258,8 +258,10 @@ def padded_length(d: int) -> int:
     return 1 << (d - 1).bit_length()
 
 
-def _fwht(a: np.ndarray) -> np.ndarray:
-    """Normalised fast Walsh-Hadamard transform (orthonormal and its own inverse)."""
+def _fwht_reference(a: np.ndarray) -> np.ndarray:
+    """Normalised fast Walsh-Hadamard transform (orthonormal and its own inverse): the
+    numpy reference of :func:`_fwht` (radix-2 butterflies stage by stage, then the
+    division by ``sqrt(n)``)."""
     n = a.size
     a = a.astype(np.float64, copy=True)
     h = 1
@@ -273,9 +275,27 @@ def _fwht(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _signs(seed: bytes, n: int) -> np.ndarray:
+def _fwht(a: np.ndarray) -> np.ndarray:
+    """:func:`_fwht_reference` in C (hadamard.c), in place on ``a`` (float64,
+    C-contiguous, writeable): the same butterflies on the same operands, so the same
+    bits."""
+    _bindings.fwht(a)
+    return a
+
+
+def _signs_reference(seed: bytes, n: int) -> np.ndarray:
     bits = prg.ring_vector(prg.derive_seed(seed, "dp/rotation-signs"), n) & np.uint64(1)
     return 1.0 - 2.0 * bits.astype(np.float64)
+
+
+def _flip_signs(a: np.ndarray, seed: bytes) -> None:
+    """``a *= _signs_reference(seed, a.size)`` in place, as a flip of the sign bit where
+    the sign word is odd: multiplying by +-1.0 is exact, so the bits are the same
+    (zeros included: ``0.0 * -1.0`` is ``-0.0``)."""
+    words = prg.ring_vector(prg.derive_seed(seed, "dp/rotation-signs"), a.size)
+    np.left_shift(words, np.uint64(63), out=words)
+    view = a.view(np.uint64)
+    np.bitwise_xor(view, words, out=view)
 
 
 def rotate(x: np.ndarray, seed: bytes) -> np.ndarray:
@@ -287,7 +307,8 @@ def rotate(x: np.ndarray, seed: bytes) -> np.ndarray:
     n = padded_length(max(x.size, 1))
     padded = np.zeros(n, dtype=np.float64)
     padded[:x.size] = x
-    return _fwht(padded * _signs(seed, n))
+    _flip_signs(padded, seed)
+    return _fwht(padded)
 
 
 def unrotate(y: np.ndarray, seed: bytes, d: int) -> np.ndarray:
@@ -297,7 +318,9 @@ def unrotate(y: np.ndarray, seed: bytes, d: int) -> np.ndarray:
     d = check_int(d, "d", lo=1)
     if y.size != padded_length(d):
         raise InvalidInput(f"a rotated vector of {d} values has {padded_length(d)}, got {y.size}")
-    return (_fwht(y) * _signs(seed, y.size))[:d]
+    out = _fwht(y.copy())
+    _flip_signs(out, seed)
+    return out[:d]
 
 
 # ---- conditional randomized rounding ---------------------------------------------

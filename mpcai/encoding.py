@@ -26,6 +26,11 @@ inputs: :func:`dequantize` takes ``n_summands``.
 Both support **stochastic rounding** (round up with probability equal to the
 fractional part, so rounding is unbiased on average); its randomness comes
 from the ChaCha20 PRG keyed by a fresh OS seed, never from ``numpy.random``.
+
+**Bit packing** (:func:`pack_bits`, :func:`unpack_bits`): values modulo
+``2^bits`` (``bits`` from 1 to 32) as a little-endian stream of ``bits``-bit
+fields (value ``i`` in bits ``[i bits, (i + 1) bits)``), zero-padded to whole
+bytes: ``ceil(n bits / 8)`` bytes for ``n`` values, in C.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Literal
 
 import numpy as np
 
-from mpcai import prg
+from mpcai import _bindings, prg
 from mpcai.errors import EncodingOverflow, InvalidInput, InvalidType
 from mpcai.validation import check_int, check_real
 
@@ -45,7 +50,10 @@ __all__ = [
     "decode_fixed",
     "dequantize",
     "encode_fixed",
+    "pack_bits",
+    "packed_size",
     "quantize",
+    "unpack_bits",
 ]
 
 DEFAULT_FRAC_BITS: int = 16
@@ -195,3 +203,43 @@ def dequantize(q: object, *, clip: float, bits: int = 16, n_summands: int = 1) -
         raise InvalidType(f"quantised values must have an integer dtype, not {arr.dtype}")
     levels = float((1 << b) - 1)
     return arr.astype(np.float64) * (2.0 * clip / levels) - n * clip
+
+
+def packed_size(count: int, bits: int) -> int:
+    """Bytes of :func:`pack_bits` for ``count`` values of ``bits`` bits:
+    ``ceil(count bits / 8)``."""
+    count = check_int(count, "count", lo=0)
+    bits = check_int(bits, "bits", lo=1, hi=32)
+    return (count * bits + 7) // 8
+
+
+def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """``values mod 2^bits`` packed into ``bits``-bit little-endian fields (uint8,
+    :func:`packed_size` bytes; the last byte's spare high bits are zero).
+
+    Args:
+        values: a 1-d ``uint32`` array (higher bits than ``bits`` are dropped).
+        bits: the field width, 1 to 32.
+
+    Raises:
+        InvalidType: ``values`` is not a ``uint32`` numpy array.
+        InvalidInput: ``values`` is not 1-d, or ``bits`` is out of range.
+    """
+    return _bindings.pack_bits(values, bits)
+
+
+def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """The inverse of :func:`pack_bits`: ``count`` ``uint32`` values below ``2^bits``.
+
+    Args:
+        data: a 1-d ``uint8`` array of exactly ``packed_size(count, bits)`` bytes
+            (the padding bits are ignored).
+        bits: the field width, 1 to 32.
+        count: the number of values.
+
+    Raises:
+        InvalidType: ``data`` is not a ``uint8`` numpy array.
+        InvalidInput: ``data`` has the wrong length or shape, or ``bits`` / ``count`` is
+            out of range.
+    """
+    return _bindings.unpack_bits(data, bits, count)

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from mpcai import dp, prg
+from mpcai import dp, encoding, prg
 from mpcai.errors import InvalidInput
 
 from .config import DPConfig, SecAggConfig
@@ -157,31 +157,12 @@ def packed_bytes(cfg: SecAggConfig, d: int) -> int:
 
 def pack(values: np.ndarray, bits: int) -> np.ndarray:
     """``values mod 2^bits`` (uint32) packed into ``bits``-bit little-endian fields
-    (uint8).  Masked values are uniform modulo 2^32; only their residues modulo
-    2^bits matter to the sum, so the rest is not sent."""
-    v = np.asarray(values, dtype=np.uint32)
-    out = np.empty((v.size * bits + 7) // 8, dtype=np.uint8)
-    chunk = 1 << 16  # a multiple of 8 values: every chunk starts on a byte boundary
-    shifts = np.arange(bits, dtype=np.uint32)
-    for lo in range(0, v.size, chunk):
-        part = v[lo:lo + chunk]
-        flat = ((part[:, None] >> shifts) & np.uint32(1)).astype(np.uint8).ravel()
-        packed = np.packbits(flat, bitorder="little")
-        start = lo * bits // 8
-        out[start:start + packed.size] = packed
-    return out
+    (uint8; :func:`mpcai.encoding.pack_bits`).  Masked values are uniform modulo 2^32;
+    only their residues modulo 2^bits matter to the sum, so the rest is not sent."""
+    return encoding.pack_bits(np.ascontiguousarray(values, dtype=np.uint32).ravel(), bits)
 
 
 def unpack(data: np.ndarray, bits: int, count: int) -> np.ndarray:
     """The inverse of :func:`pack`: ``count`` uint32 values below 2^bits.  ``data``
     must be exactly ``ceil(count * bits / 8)`` bytes (checked by the caller)."""
-    out = np.empty(count, dtype=np.uint32)
-    chunk = 1 << 16
-    weights = np.left_shift(np.uint64(1), np.arange(bits, dtype=np.uint64))
-    for lo in range(0, count, chunk):
-        n = min(chunk, count - lo)
-        start = lo * bits // 8
-        flat = np.unpackbits(data[start:start + (n * bits + 7) // 8], bitorder="little",
-                             count=n * bits)
-        out[lo:lo + n] = (flat.reshape(n, bits).astype(np.uint64) @ weights).astype(np.uint32)
-    return out
+    return encoding.unpack_bits(data, bits, count)
