@@ -112,7 +112,8 @@ def encode(cfg: SecAggConfig, session: bytes, x: np.ndarray) -> tuple[np.ndarray
     r = dp.conditional_round(y, p.l2_sensitivity, max_tries=tries)
     r += dp.discrete_gaussian(p.d_pad, p.sigma_client, threads=cfg.threads)
     vec = np.empty(p.d_pad + 2, dtype=np.uint32)
-    vec[:-2] = (r & ((1 << cfg.dp.bits) - 1)).astype(np.uint32)
+    vec[:-2] = r  # modulo 2^32 (an unsafe cast wraps), then modulo 2^bits: one pass each
+    np.bitwise_and(vec[:-2], np.uint32((1 << cfg.dp.bits) - 1), out=vec[:-2])
     # the clipped flag is exact, outside the DP guarantee: sent only if asked for
     vec[-2] = int(clipped) if cfg.dp.report_clipped else 0
     vec[-1] = 1
@@ -124,10 +125,16 @@ def decode(cfg: SecAggConfig, session: bytes, total: np.ndarray, d: int) -> np.n
     sum: modulo 2^bits, centred, times gamma, rotated back."""
     assert cfg.dp is not None
     p = params(cfg, d)
-    bits = cfg.dp.bits
-    s = (total[:p.d_pad].astype(np.int64)) & ((1 << bits) - 1)
-    s[s >= 1 << (bits - 1)] -= 1 << bits
-    return dp.unrotate(s.astype(np.float64) * p.gamma, rotation_seed(session), d)
+    shift = 32 - cfg.dp.bits
+    # the residue modulo 2^bits centred into [-2^(bits-1), 2^(bits-1)): shifted to the
+    # top of 32 bits, read as int32 and shifted back (arithmetic: the sign extends)
+    s = total[:p.d_pad].astype(np.uint32)  # modulo 2^32 (2^bits divides it)
+    np.left_shift(s, np.uint32(shift), out=s)
+    c = s.view(np.int32)
+    np.right_shift(c, np.int32(shift), out=c)
+    y = c.astype(np.float64)
+    y *= p.gamma
+    return dp.unrotate(y, rotation_seed(session), d)
 
 
 def record(cfg: SecAggConfig, d: int, survivors: int, clipped: int) -> dp.RoundPrivacy:
