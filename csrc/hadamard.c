@@ -6,7 +6,8 @@
  * 4, ..., n / 2, then every value divided by sqrt(n).  Each output of a
  * stage depends only on the two values of the stage before at i and i ^ h,
  * so grouping the butterflies differently (the first stages inside blocks
- * that fit L1, then two or three stages per pass over memory) performs the
+ * that fit L1, the next ones inside chunks that fit L2, then two or three
+ * stages per pass over memory) performs the
  * very same IEEE operations on the very same operands: the result is
  * bit-identical to stage-by-stage evaluation (mpcai.dp._fwht_reference).
  * Only additions, subtractions and one correctly rounded division per
@@ -26,6 +27,8 @@
 /* doubles per block of the in-cache stages: 2^11 x 8 bytes = 16 KiB (L1) */
 #define FW_BLOCK_LOG 11
 #define FW_BLOCK ((size_t)1 << FW_BLOCK_LOG)
+/* doubles per chunk of the in-L2 stages: 2^15 x 8 bytes = 256 KiB */
+#define FW_CHUNK ((size_t)1 << 15)
 
 /* The passes, as one body compiled for every path.  `scale` is applied
  * (a division) to the outputs of a pass when `last` is set. */
@@ -106,6 +109,22 @@
             }                                                                                \
         }                                                                                    \
     }                                                                                        \
+    /* stages 1, 2 and 4 on each run of 8 consecutive values (n >= 8): the r8 */          \
+    /* butterflies with h = 1, without the inner loop */                                    \
+    ATTR static void fw_first8_##SUFFIX(double *restrict a, size_t n)                        \
+    {                                                                                        \
+        for (size_t b = 0; b < n; b += 8) {                                                  \
+            double *restrict p = a + b;                                                      \
+            double a0 = p[0], a1 = p[1], a2 = p[2], a3 = p[3];                               \
+            double a4 = p[4], a5 = p[5], a6 = p[6], a7 = p[7];                               \
+            double b0 = a0 + a1, b1 = a0 - a1, b2 = a2 + a3, b3 = a2 - a3;                   \
+            double b4 = a4 + a5, b5 = a4 - a5, b6 = a6 + a7, b7 = a6 - a7;                   \
+            double c0 = b0 + b2, c2 = b0 - b2, c1 = b1 + b3, c3 = b1 - b3;                   \
+            double c4 = b4 + b6, c6 = b4 - b6, c5 = b5 + b7, c7 = b5 - b7;                   \
+            p[0] = c0 + c4; p[4] = c0 - c4; p[1] = c1 + c5; p[5] = c1 - c5;                  \
+            p[2] = c2 + c6; p[6] = c2 - c6; p[3] = c3 + c7; p[7] = c3 - c7;                  \
+        }                                                                                    \
+    }                                                                                        \
     /* the stages at distances h0, 2 h0, ... < hend over n values, as few passes as */     \
     /* possible; the division by s on the last one if `last` */                             \
     ATTR static void fw_stages_##SUFFIX(double *a, size_t n, size_t h0, size_t hend,         \
@@ -124,15 +143,28 @@
             h <<= take;                                                                      \
         }                                                                                    \
     }                                                                                        \
-    ATTR static void fw_all_##SUFFIX(double *a, size_t n, double s)                          \
+    /* every stage of len values (a power of two): L1 blocks first */                        \
+    ATTR static void fw_local_##SUFFIX(double *a, size_t len, int last, double s)            \
     {                                                                                        \
-        if (n <= FW_BLOCK) {                                                                 \
-            fw_stages_##SUFFIX(a, n, 1, n, 1, s);                                            \
+        if (len <= FW_BLOCK) {                                                               \
+            fw_stages_##SUFFIX(a, len, 1, len, last, s);                                     \
             return;                                                                          \
         }                                                                                    \
-        for (size_t b = 0; b < n; b += FW_BLOCK) fw_stages_##SUFFIX(a + b, FW_BLOCK, 1,      \
-                                                                    FW_BLOCK, 0, s);         \
-        fw_stages_##SUFFIX(a, n, FW_BLOCK, n, 1, s);                                         \
+        for (size_t b = 0; b < len; b += FW_BLOCK) {                                         \
+            fw_first8_##SUFFIX(a + b, FW_BLOCK);                                             \
+            fw_stages_##SUFFIX(a + b, FW_BLOCK, 8, FW_BLOCK, 0, s);                          \
+        }                                                                                    \
+        fw_stages_##SUFFIX(a, len, FW_BLOCK, len, last, s);                                  \
+    }                                                                                        \
+    /* L2 chunks (each done whole while it is in cache), then the stages across them */     \
+    ATTR static void fw_all_##SUFFIX(double *a, size_t n, double s)                          \
+    {                                                                                        \
+        if (n <= FW_CHUNK) {                                                                 \
+            fw_local_##SUFFIX(a, n, 1, s);                                                   \
+            return;                                                                          \
+        }                                                                                    \
+        for (size_t b = 0; b < n; b += FW_CHUNK) fw_local_##SUFFIX(a + b, FW_CHUNK, 0, s);    \
+        fw_stages_##SUFFIX(a, n, FW_CHUNK, n, 1, s);                                         \
     }
 
 FW_DEFINE(scalar, )
