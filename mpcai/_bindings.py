@@ -86,8 +86,9 @@ def _u64_in(arr: Any, name: str, ndim: int | None = None) -> np.ndarray:
         raise InvalidType(f"{name} must have dtype uint64, not {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
         raise InvalidInput(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
-    # not np.ascontiguousarray: it turns a 0-d array into a 1-d one
-    return arr if arr.flags.c_contiguous else arr.copy(order="C")
+    # not np.ascontiguousarray: it turns a 0-d array into a 1-d one; an unaligned view
+    # (np.frombuffer at an odd offset) is copied too: the C side reads whole uint64_t
+    return arr if arr.flags.c_contiguous and arr.flags.aligned else arr.copy(order="C")
 
 
 def _u64_inout(arr: Any, name: str, dtype: type = np.uint64) -> np.ndarray:
@@ -239,7 +240,8 @@ def _dgauss_guide_in(guide: Any, guide_bits: Any) -> tuple[np.ndarray, int]:
         raise InvalidType(f"guide must have dtype uint32, not {guide.dtype}")
     if guide.ndim != 1 or guide.size != (1 << bits) + 1:
         raise InvalidInput(f"guide must have 2^{bits} + 1 entries, got shape {guide.shape}")
-    return (guide if guide.flags.c_contiguous else guide.copy()), bits
+    ok = guide.flags.c_contiguous and guide.flags.aligned
+    return (guide if ok else guide.copy()), bits
 
 
 def dgauss_guide(hi: np.ndarray, guide_bits: int) -> np.ndarray:
@@ -575,6 +577,11 @@ def fwht(a: np.ndarray) -> None:
     n = a.size
     if n < 1 or n & (n - 1) or n > FWHT_MAX_LEN:
         raise InvalidInput(f"the transform's length must be a power of two, got {n}")
+    if not a.flags.aligned:  # C reads whole doubles: transform an aligned copy, write it back
+        tmp = a.copy()
+        _check(lib.mpcai_fwht(_ptr(tmp, "double *"), n), "fwht")
+        a[...] = tmp
+        return
     _check(lib.mpcai_fwht(_ptr(a, "double *"), n), "fwht")
 
 
@@ -592,7 +599,7 @@ def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
         raise InvalidType(f"values must have dtype uint32, not {values.dtype}")
     if values.ndim != 1:
         raise InvalidInput(f"values must be 1-dimensional, got shape {values.shape}")
-    v = values if values.flags.c_contiguous else values.copy()
+    v = values if values.flags.c_contiguous and values.flags.aligned else values.copy()
     check_int(v.size, "values.size", lo=0, hi=PACK_MAX_COUNT)
     out = np.empty((v.size * bits + 7) // 8, dtype=np.uint8)
     _check(lib.mpcai_pack_bits(_ptr(v, "uint32_t *"), v.size, bits, _ptr(out, "uint8_t *"),

@@ -161,3 +161,29 @@ def test_bad_inputs_raise_typed_errors() -> None:
         nb.dgauss_sample(SEED[:31], hi, lo, guide, bits, 4)
     with pytest.raises(InvalidInput):
         nb.dgauss_sample(SEED, hi, lo, guide, bits, -1)
+
+
+def test_unaligned_tables_reach_c_aligned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unaligned views of the table, guide and uniforms (np.frombuffer at an odd offset:
+    a uint64_t read there is undefined in C) are copied before the call: same samples."""
+    real = nb._ptr
+
+    def checked(arr: np.ndarray, ctype: str = "uint64_t *") -> object:
+        assert arr.ctypes.data % arr.dtype.alignment == 0, "unaligned pointer passed to C"
+        return real(arr, ctype)
+
+    monkeypatch.setattr(nb, "_ptr", checked)
+
+    def unaligned(a: np.ndarray) -> np.ndarray:
+        view = np.frombuffer(bytearray(a.nbytes + 3), dtype=a.dtype, offset=3, count=a.size)
+        view[:] = a
+        assert not view.flags.aligned
+        return view
+
+    t, hi, lo, bits, guide = dp._sampler(2.0)
+    u = prg.ring_vector(SEED, 2 * 100)
+    want = dp._discrete_gaussian_reference(100, 2.0, SEED)
+    uh, ul, ug = unaligned(hi), unaligned(lo), unaligned(guide)
+    np.testing.assert_array_equal(nb.dgauss_invert(uh, ul, ug, bits, unaligned(u), -t), want)
+    np.testing.assert_array_equal(nb.dgauss_sample(SEED, uh, ul, ug, bits, 100, -t), want)
+    np.testing.assert_array_equal(nb.dgauss_guide(uh, bits), guide)

@@ -189,3 +189,40 @@ def test_pack_refuses_bad_input() -> None:
         encoding.unpack_bits(packed.reshape(5, 5), 20, 10)
     with pytest.raises(InvalidInput):
         encoding.unpack_bits(packed, 20, -1)
+
+
+def _unaligned(a: np.ndarray) -> np.ndarray:
+    """A writeable copy of ``a`` at an odd address (np.frombuffer at offset 1)."""
+    view = np.frombuffer(bytearray(a.nbytes + 1), dtype=a.dtype, offset=1, count=a.size)
+    view[:] = a
+    assert a.itemsize == 1 or not view.flags.aligned
+    return view
+
+
+def _aligned_pointers_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every array handed to C assert that it is aligned for its dtype."""
+    real = nb._ptr
+
+    def checked(arr: np.ndarray, ctype: str = "uint64_t *") -> object:
+        assert arr.ctypes.data % arr.dtype.alignment == 0, "unaligned pointer passed to C"
+        return real(arr, ctype)
+
+    monkeypatch.setattr(nb, "_ptr", checked)
+
+
+def test_unaligned_arrays_reach_c_aligned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unaligned view (a uint64_t / double / uint32_t access there is undefined in C)
+    is copied for an input, and transformed through an aligned copy written back for
+    the in-place FWHT: same results, and the caller's array holds them."""
+    _aligned_pointers_only(monkeypatch)
+    rng = np.random.default_rng(7)
+    for n in (1, 8, 1 << 12):
+        x = rng.normal(size=n)
+        a = _unaligned(x)
+        nb.fwht(a)
+        np.testing.assert_array_equal(_bits_of(np.array(a)), _bits_of(dp._fwht_reference(x)))
+    v = rng.integers(0, 1 << 32, size=1001, dtype=np.uint64).astype(np.uint32)
+    packed = encoding.pack_bits(_unaligned(v), 13)
+    np.testing.assert_array_equal(packed, _pack_reference(v, 13))
+    np.testing.assert_array_equal(encoding.unpack_bits(_unaligned(packed), 13, v.size),
+                                  v & np.uint32((1 << 13) - 1))
