@@ -722,18 +722,7 @@ class Party:
         decoding work than a reader does inline (see _deliver_decoded_in_thread).
         ``digest``: the frame's digest if already computed (for a transcript)."""
         kind, session, tag, sender, recipient, seq, pos = wire._parse_header(data, self._limits)
-        if session != self.session:
-            raise MessageRejected(
-                f"frame for session {session.hex()[:8]}, this is {self.session.hex()[:8]}", peer
-            )
-        if sender != peer:
-            raise MessageRejected(f"frame claims to be from party {sender}", peer)
-        if recipient != self.id:
-            raise MessageRejected(f"frame addressed to party {recipient}", peer)
-        if seq != self._recv_seq[peer]:
-            raise MessageRejected(
-                f"sequence number {seq}, expected {self._recv_seq[peer]} (replay?)", peer
-            )
+        self._check_header(peer, session, sender, recipient, seq)
         self._recv_seq[peer] += 1
         if kind == wire.FrameKind.BYE:
             raise PeerDropped(f"party {peer} has left the session", peer)
@@ -751,6 +740,23 @@ class Party:
             return tag, slot
         self._store(peer, tag, slot, payload, held, len(data) + overhead)
         return None
+
+    def _check_header(self, peer: int, session: bytes, sender: int, recipient: int,
+                      seq: int) -> None:
+        """Refuse a frame from ``peer`` for another session, sender or recipient, or out
+        of sequence (the checks of its header that need no mailbox)."""
+        if session != self.session:
+            raise MessageRejected(
+                f"frame for session {session.hex()[:8]}, this is {self.session.hex()[:8]}", peer
+            )
+        if sender != peer:
+            raise MessageRejected(f"frame claims to be from party {sender}", peer)
+        if recipient != self.id:
+            raise MessageRejected(f"frame addressed to party {recipient}", peer)
+        if seq != self._recv_seq[peer]:
+            raise MessageRejected(
+                f"sequence number {seq}, expected {self._recv_seq[peer]} (replay?)", peer
+            )
 
     async def _deliver_decoded_in_thread(self, peer: int, data: bytes | bytearray,
                                          overhead: int, tag: str, slot: _Slot) -> None:
@@ -781,12 +787,20 @@ class Party:
 
     def _admitter(self, peer: int) -> Any:
         def admit(start: memoryview, n: int) -> None:
-            """Refuse, from its header, a frame of ``n`` bytes bigger than the receive
-            waiting for its tag accepts (the rest is checked once it is all in)."""
-            tag = wire._peek_tag(start)
-            slot = None if tag is None else self._slots[peer].get(tag)
+            """Refuse, from its header, a frame of ``n`` bytes that _deliver would refuse
+            whole for its header alone: malformed, for another session, sender or
+            recipient, out of sequence, a second or late message under its tag, or
+            bigger than the receive waiting for its tag (or :meth:`expect`) accepts.
+            Only checks whose outcome cannot change before the frame is all in (the
+            unread budget can: a receive may start meanwhile)."""
+            _, session, tag, sender, recipient, seq, _ = wire._peek_header(start, n,
+                                                                           self._limits)
+            self._check_header(peer, session, sender, recipient, seq)
+            slot = self._slots[peer].get(tag)
             if slot is not None:
-                self._check_bound(peer, tag, slot, n)  # type: ignore[arg-type]
+                if slot.has_value or slot.consumed or slot.expired:
+                    self._check_slot(peer, tag, slot, n)  # raises: second or late
+                self._check_bound(peer, tag, slot, n)
         return admit
 
     def _cut_off(self, peer: int, err: MpcaiError) -> None:

@@ -761,8 +761,20 @@ _Header: TypeAlias = tuple[int, bytes, str, int, int, int, int]
 def _parse_header(data: Buffer, limits: Limits = DEFAULT_LIMITS) -> _Header:
     """A frame's header fields, checked, and the offset of its payload."""
     buf = memoryview(data).cast("B")
+    return _parse_header_of(buf, len(buf), limits)
+
+
+def _peek_header(start: memoryview, n: int, limits: Limits = DEFAULT_LIMITS) -> _Header:
+    """:func:`_parse_header` of a frame of ``n`` bytes from its first bytes ``start``
+    (header, tag and padding included): the same checks, the same errors, so a frame
+    refused here would have been refused whole."""
+    return _parse_header_of(memoryview(start).cast("B"), n, limits)
+
+
+def _parse_header_of(buf: memoryview, n: int, limits: Limits) -> _Header:
+    # buf: the frame's first bytes (all of them when parsing a whole frame); n: its length
     if len(buf) < HEADER_SIZE:
-        raise WireError(f"frame of {len(buf)} bytes is shorter than a header")
+        raise WireError(f"frame of {n} bytes is shorter than a header")
     _check_magic(buf)
     _, _, kind, flags, session, sender, recipient, seq, tag_len, plen = _HEADER.unpack_from(buf)
     if kind not in FrameKind.ALL:
@@ -783,8 +795,8 @@ def _parse_header(data: Buffer, limits: Limits = DEFAULT_LIMITS) -> _Header:
     pos += pad
     if plen > limits.max_payload_bytes:
         raise WireError(f"payload of {plen} bytes exceeds {limits.max_payload_bytes}")
-    if len(buf) - pos != plen:
-        raise WireError(f"frame declares {plen} payload bytes but carries {len(buf) - pos}")
+    if n - pos != plen:
+        raise WireError(f"frame declares {plen} payload bytes but carries {n - pos}")
     return kind, session, tag, sender, recipient, seq, pos
 
 

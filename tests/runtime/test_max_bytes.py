@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from mpcai.errors import InvalidInput, InvalidType, MessageRejected, PeersMissing
+from mpcai.errors import InvalidInput, InvalidType, MessageRejected, PeersMissing, WireError
 from mpcai.runtime import InMemoryNetwork, Network, Party, open_party, wire
 from mpcai.runtime.party import frame_bytes
 from mpcai.runtime.tcp import local_tcp_network
@@ -341,3 +341,55 @@ def test_expect_is_checked() -> None:
                 party.expect("a", [5], max_bytes=10)
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("bad", ["session", "seq", "sender", "magic", "second"])
+def test_over_tcp_a_frame_refused_for_its_header_is_refused_from_its_first_mib(
+        monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    """A frame that the receiver would refuse whole for its header alone (another
+    session, out of sequence, another sender, not a frame, a second message under a
+    tag) is refused by the link once its first MiB is in, like an oversized one: a
+    peer cannot make the receiver read a declared 8 MiB by getting the header wrong
+    (or choosing a tag no receive bounds) instead of the size."""
+    delivered: list[int] = []
+    real = Party._deliver
+
+    def spy(self: Party, peer: int, data: Any, *args: Any) -> Any:
+        delivered.append(len(data))
+        return real(self, peer, data, *args)
+
+    monkeypatch.setattr(Party, "_deliver", spy)
+
+    async def receiver(party: Party) -> object:
+        party.expect("x", max_bytes=4096)
+        if bad == "second":
+            assert (await party.recv(1, "x")).tolist() == SMALL.tolist()
+        with trio.fail_after(20):
+            while 1 not in party.failed:
+                await trio.sleep(0.05)
+        return type(party.failed[1])
+
+    async def liar(party: Party) -> None:
+        seq, session, sender, tag = 0, SESSION, 1, "y"
+        if bad == "second":
+            await party.send(0, "x", SMALL)
+            seq, tag = 1, "x"
+        elif bad == "seq":
+            seq = 5
+        elif bad == "session":
+            session = bytes([1]) * 16
+        elif bad == "sender":
+            sender = 2
+        frame = bytearray(wire.encode_frame(session=session, tag=tag, sender=sender,
+                                            recipient=0, seq=seq, payload=BIG))
+        if bad == "magic":
+            frame[0] ^= 0xFF
+        await trio.sleep(0.2)
+        try:
+            await party._links[0].send_frame(frame)
+        except Exception:  # cut off: what is tested is the receiver's side
+            pass
+
+    res = _run(NETWORKS["tcp+tls"](2), {0: receiver, 1: liar})
+    assert issubclass(res[0], WireError if bad == "magic" else MessageRejected)
+    assert all(n < BIG.nbytes for n in delivered)  # never read whole
