@@ -393,3 +393,30 @@ def test_over_tcp_a_frame_refused_for_its_header_is_refused_from_its_first_mib(
     res = _run(NETWORKS["tcp+tls"](2), {0: receiver, 1: liar})
     assert issubclass(res[0], WireError if bad == "magic" else MessageRejected)
     assert all(n < BIG.nbytes for n in delivered)  # never read whole
+
+
+def test_over_tcp_a_big_frame_exactly_at_its_bound_passes_the_first_mib_check() -> None:
+    """Frames over 1 MiB go through the link's admit check: exactly at the bound (from
+    frame_bytes: the length admit sees is the frame's), under expect, and with no bound,
+    they are received whole, and the buffer grows after the check."""
+    size = frame_bytes("x", sum(len(b) for b in wire.encode_payload_parts(BIG)[0]))
+
+    async def receiver(party: Party) -> object:
+        party.expect("y", max_bytes=size)
+        x = await party.recv(1, "x", max_bytes=size)
+        await party.send(1, "go", None)
+        with trio.fail_after(20):
+            while party.stats.received_from[1] < 3 * (size + 4):
+                await trio.sleep(0.05)  # "y" and "z" came before their receives
+        y, z = await party.recv(1, "y"), await party.recv(1, "z")
+        return [bool(np.array_equal(v, BIG)) for v in (x, y, z)]
+
+    async def sender(party: Party) -> None:
+        await trio.sleep(0.2)
+        await party.send(0, "x", BIG)
+        await party.recv(0, "go")
+        await party.send(0, "y", BIG)
+        await party.send(0, "z", BIG)
+
+    res = _run(NETWORKS["tcp+tls"](2), {0: receiver, 1: sender})
+    assert res[0] == [True, True, True]
