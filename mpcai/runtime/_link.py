@@ -10,8 +10,10 @@ grows (doubling from 1 MiB) only as its bytes arrive, so a peer that
 declares a huge frame and stalls pins at most 1 MiB.  A frame longer than
 that first MiB is shown to :attr:`TcpLink.admit` (if set) once that MiB is
 in, before the buffer grows: the party runtime refuses there, from the
-header, a frame bigger than the ``max_bytes`` of the receive waiting for it,
-so such a frame costs at most 1 MiB of memory, not its declared length.
+header, a frame bigger than the ``max_bytes`` of the receive waiting for it
+(or one its header alone condemns: malformed, another session, sender or
+recipient, out of sequence, a second message under its tag), so such a
+frame costs at most 1 MiB of memory, not its declared length.
 
 The in-memory network (:mod:`mpcai.runtime.memory`) shares
 :func:`frame_parts` (what counts as a frame, and its type error) but not

@@ -36,8 +36,11 @@ released.  :meth:`Party.expect` declares the bound ahead, for a message that
 may arrive before its receive starts: it is then refused from its header
 too.  Over TCP the link refuses it after reading at most its first MiB (see
 :mod:`mpcai.runtime._link`) when the bound is known (a receive waiting, or
-``expect``); the in-memory network hands over the sender's frame object, so
-the receiver allocates nothing for it.
+``expect``), and so a frame whose header alone is refused (another session,
+sender or recipient, out of sequence, malformed); the in-memory network
+hands over the sender's frame object, so the receiver allocates nothing for
+it.  A well-formed frame under a tag nothing bounds is read whole (up to
+the link's ``max_frame_bytes``), then held to ``max_unread_bytes``.
 
 Tags are single-use per direction: each (sender, recipient, tag) carries at
 most one message.  Use tags like ``"share_keys"`` or ``"round3/masked"``.
