@@ -655,7 +655,9 @@ class Party:
         peer raises :class:`~mpcai.errors.PeersMissing` naming it and why.
         With ``min_count=k`` the result (``{peer: obj}``, with ``.missing``)
         is returned if at least ``k`` peers answered.  ``max_bytes`` bounds
-        each answer's frame as in :meth:`gather`.
+        each answer's frame as in :meth:`gather`, declared (:meth:`expect`)
+        before the sends, so an answer that comes while they are under way is
+        refused from its header too.
         """
         targets = self.peers if peers is None else tuple(peers)
         for p in targets:
@@ -663,6 +665,8 @@ class Party:
         _check_parties(tag, targets, min_count)
         max_bytes = _check_max_bytes(max_bytes)
         deadline = self._deadline(timeout)
+        if max_bytes is not None:  # an answer may come while the broadcast is under way
+            self.expect(tag, targets, max_bytes=max_bytes)
         failures = await self.broadcast(tag, obj, targets, timeout=deadline)
         answered = await self.gather(tag, [p for p in targets if p not in failures],
                                      timeout=deadline, min_count=0, max_bytes=max_bytes)

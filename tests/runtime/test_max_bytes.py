@@ -231,6 +231,32 @@ def test_exchange_takes_max_bytes(timed: tuple) -> None:
     assert res[0] == ({1: 1}, [2]) and res[1] == ({0: 1}, [2])
 
 
+def test_exchange_bounds_an_answer_that_comes_during_its_sends(
+        monkeypatch: pytest.MonkeyPatch, decoded: list[int]) -> None:
+    """An answer that arrives while exchange is still sending (before its gather waits)
+    is refused from its header, undecoded, not held as unsolicited first."""
+    real = Party.broadcast
+
+    async def slow_broadcast(self: Party, *args: Any, **kwargs: Any) -> Any:
+        failures = await real(self, *args, **kwargs)
+        await trio.sleep(1.0)  # a slow send to some other peer
+        return failures
+
+    monkeypatch.setattr(Party, "broadcast", slow_broadcast)
+
+    async def honest(party: Party) -> object:
+        got = await party.exchange("e", 1, [1], min_count=0, max_bytes=4096)
+        return dict(got), {p: type(e) for p, e in got.missing.items()}
+
+    async def liar(party: Party) -> None:
+        await _send_ignoring_drop(party, 0, "e", BIG)  # at once, not waiting for party 0's
+
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    res = _run(InMemoryNetwork(2), {0: honest, 1: liar}, clock)
+    assert res[0] == ({}, {1: MessageRejected})
+    assert max(decoded, default=0) < BIG.nbytes
+
+
 def test_max_bytes_is_checked() -> None:
     async def main() -> None:
         net = InMemoryNetwork(2)
