@@ -17,14 +17,17 @@ and converted; so are gmpy2 ``mpz`` integers.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from mpcai.errors import InvalidInput, InvalidType
 
-__all__ = ["check_bool", "check_bytes", "check_int", "check_real"]
+__all__ = ["check_bool", "check_bytes", "check_fields", "check_int", "check_real"]
+
+_D = TypeVar("_D")
 
 
 def _range_message(name: str, value: object, lo: float | None, hi: float | None) -> str:
@@ -97,3 +100,25 @@ def check_bytes(value: Any, name: str, *, size: int | None = None,
     if max_size is not None and len(out) > max_size:
         raise InvalidInput(f"{name} must be at most {max_size} bytes, got {len(out)}")
     return out
+
+
+def check_fields(config: Any, cls: type[_D], name: str = "config") -> _D:
+    """``cls(**config)`` for a dict of a dataclass's fields (e.g. a protocol's
+    configuration read from a file or handed to ``process_party``).
+
+    Raises :class:`~mpcai.errors.InvalidType` if ``config`` is not a dict and
+    :class:`~mpcai.errors.InvalidInput` naming the fields ``cls`` does not take
+    (those without ``init``, e.g. derived ones, included) or lacks (those without a
+    default); the field values are checked by ``cls`` itself.
+    """
+    if not isinstance(config, dict):
+        raise InvalidType(f"{name} must be a dict of {cls.__name__} fields")
+    fields = [f for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    unknown = sorted(str(key) for key in set(config) - {f.name for f in fields})
+    if unknown:
+        raise InvalidInput(f"{name} has fields {cls.__name__} does not take: {unknown}")
+    missing = sorted(f.name for f in fields if f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING and f.name not in config)
+    if missing:
+        raise InvalidInput(f"{name} lacks the {cls.__name__} fields {missing}")
+    return cls(**config)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,7 +12,7 @@ import numpy as np
 from mpcai import audit
 from mpcai.errors import InvalidInput, InvalidType, PeerError
 from mpcai.runtime import InMemoryNetwork, Party, run_local
-from mpcai.validation import check_int
+from mpcai.validation import check_fields, check_int
 
 from .client import TAG_SHARE, TAG_VERDICT, client
 from .config import RobustConfig
@@ -112,17 +111,7 @@ async def process_party(party: Party, config: dict[str, Any],
     TLS, so a client's seed is confidential to server 0): ``config`` holds
     :class:`RobustConfig` fields.  A server returns the sum, the mean and the client
     ids by outcome; a client (``update`` required) whether it was accepted."""
-    if not isinstance(config, dict):
-        raise InvalidType("config must be a dict of RobustConfig fields")
-    names = {f.name for f in dataclasses.fields(RobustConfig) if f.init}
-    unknown = sorted(str(key) for key in set(config) - names)
-    if unknown:
-        raise InvalidInput(f"config has fields RobustConfig does not take: {unknown}")
-    missing = sorted(f.name for f in dataclasses.fields(RobustConfig) if f.init
-                     and f.default is dataclasses.MISSING and f.name not in config)
-    if missing:
-        raise InvalidInput(f"config lacks the RobustConfig fields {missing}")
-    cfg = RobustConfig(**config)
+    cfg = check_fields(config, RobustConfig)
     if party.id in (0, 1):
         res = await server(party, cfg)
         ids = {name: np.array(getattr(res, name), dtype=np.uint32)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -15,7 +14,7 @@ import trio
 from mpcai import audit
 from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime import CommStats, InMemoryNetwork, Party, run_local
-from mpcai.validation import check_int
+from mpcai.validation import check_fields, check_int
 
 from .client import client, flatten_update
 from .config import SecAggConfig
@@ -242,18 +241,7 @@ async def process_party(party: Party, config: dict[str, Any], update: np.ndarray
     :class:`~mpcai.errors.InvalidInput` (:class:`~mpcai.errors.InvalidType` if not a
     dict).
     """
-    if not isinstance(config, dict):
-        raise InvalidType("config must be a dict of SecAggConfig fields")
-    names = {f.name for f in dataclasses.fields(SecAggConfig) if f.init}
-    unknown = sorted(str(key) for key in set(config) - names)
-    if unknown:
-        raise InvalidInput(f"config has fields SecAggConfig does not take: {unknown}")
-    missing = sorted(f.name for f in dataclasses.fields(SecAggConfig) if f.init
-                     and f.default is dataclasses.MISSING
-                     and f.default_factory is dataclasses.MISSING and f.name not in config)
-    if missing:
-        raise InvalidInput(f"config lacks the SecAggConfig fields {missing}")
-    cfg = SecAggConfig(**config)
+    cfg = check_fields(config, SecAggConfig)
     if transcript is not None:
         with audit.recording(party, transcript, protocol=AUDIT_PROTOCOL, version=AUDIT_VERSION,
                              config=cfg, signing_key=identity_key if party.id else None):

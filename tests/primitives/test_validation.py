@@ -64,3 +64,25 @@ def test_check_bool_and_bytes() -> None:
         check_bytes(b"ab", "b", size=3)
     with pytest.raises(InvalidInput, match="b must be at most 1 bytes, got 2"):
         check_bytes(b"ab", "b", max_size=1)
+
+
+def test_check_fields_builds_a_dataclass_and_names_bad_fields() -> None:
+    import dataclasses
+
+    from mpcai.validation import check_fields
+
+    @dataclasses.dataclass(frozen=True)
+    class Conf:
+        n: int
+        tags: list = dataclasses.field(default_factory=list)
+        k: int = 3
+        derived: int = dataclasses.field(init=False, default=0)
+
+    assert check_fields({"n": 2}, Conf) == Conf(2)
+    assert check_fields({"n": 2, "k": 5, "tags": [1]}, Conf) == Conf(2, [1], 5)
+    with pytest.raises(InvalidType, match="config must be a dict of Conf fields"):
+        check_fields([("n", 2)], Conf)
+    with pytest.raises(InvalidInput, match=r"does not take: \['derived', 'x'\]"):
+        check_fields({"n": 2, "x": 1, "derived": 1}, Conf)
+    with pytest.raises(InvalidInput, match=r"cfg lacks the Conf fields \['n'\]"):
+        check_fields({"k": 1}, Conf, "cfg")  # tags has a default_factory: not missing
