@@ -284,8 +284,9 @@ def test_frame_bytes_is_the_frame_length() -> None:
             assert frame_bytes(tag, length) == len(header) + length
 
 
-def test_over_tcp_an_oversized_frame_is_refused_from_its_first_mib(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+
+def _spy_deliveries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The lengths of the frames that reach ``Party._deliver`` (i.e. that the link read whole)."""
     delivered: list[int] = []
     real = Party._deliver
 
@@ -294,6 +295,12 @@ def test_over_tcp_an_oversized_frame_is_refused_from_its_first_mib(
         return real(self, peer, data, *args)
 
     monkeypatch.setattr(Party, "_deliver", spy)
+    return delivered
+
+
+def test_over_tcp_an_oversized_frame_is_refused_from_its_first_mib(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    delivered = _spy_deliveries(monkeypatch)
 
     async def receiver(party: Party) -> object:
         with pytest.raises(MessageRejected, match="exceeds the 4096 bytes"):
@@ -377,14 +384,7 @@ def test_over_tcp_a_frame_refused_for_its_header_is_refused_from_its_first_mib(
     tag) is refused by the link once its first MiB is in, like an oversized one: a
     peer cannot make the receiver read a declared 8 MiB by getting the header wrong
     (or choosing a tag no receive bounds) instead of the size."""
-    delivered: list[int] = []
-    real = Party._deliver
-
-    def spy(self: Party, peer: int, data: Any, *args: Any) -> Any:
-        delivered.append(len(data))
-        return real(self, peer, data, *args)
-
-    monkeypatch.setattr(Party, "_deliver", spy)
+    delivered = _spy_deliveries(monkeypatch)
 
     async def receiver(party: Party) -> object:
         party.expect("x", max_bytes=4096)
