@@ -132,6 +132,20 @@ _ALWAYS_SIGNED = ("header", "note", "result", "end")
 _MAX_NAME = 256
 _MAX_PEERS = 1 << 20
 _DIRECTIONS = ("send", "recv")
+_DIRECTION_JSON = {d: d.encode() for d in _DIRECTIONS}
+_MESSAGE_ENTRY = b'{"digest":"%s","i":%d,"len":%d,"peer":%d,"seq":%d,"t":"%s","tag":%s}'
+_TAG_JSON: dict[str, bytes] = {}  # a protocol's tags, as JSON strings
+_TAG_CACHE = 4096
+
+
+def _json_string(s: str) -> bytes:
+    """``s`` as a canonical JSON string (ASCII, escaped as :func:`json.dumps` does)."""
+    out = _TAG_JSON.get(s)
+    if out is None:
+        out = json.dumps(s, ensure_ascii=True).encode("ascii")
+        if len(_TAG_JSON) < _TAG_CACHE and len(s) <= _MAX_NAME:
+            _TAG_JSON[s] = out
+    return out
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -362,10 +376,13 @@ class Transcript:
 
     def _write(self, entry: dict[str, Any], *, sign: bool = False) -> None:
         entry["i"] = self.entries
-        # the values are plain already (notes went through canonical_json): dump directly;
-        # "e" < "h" < "s", so the concatenation is the canonical line
-        e = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                       allow_nan=False).encode("ascii")
+        # the values are plain already (notes went through canonical_json): dump directly
+        self._append(json.dumps(entry, sort_keys=True, separators=(",", ":"),
+                                ensure_ascii=True, allow_nan=False).encode("ascii"), sign)
+
+    def _append(self, e: bytes, sign: bool = False) -> None:
+        """Chain, sign if due and write the canonical entry ``e`` (whose ``"i"`` is
+        :attr:`entries`); "e" < "h" < "s", so the line below is canonical too."""
         head = hashlib.sha256(self.head + e).digest()
         sign = sign or self._unsigned + 1 >= self.sign_every
         sig = self._key.sign(_sig_message(head)).hex().encode() if sign else b""
@@ -399,9 +416,17 @@ class Transcript:
         ``length`` and ``digest`` (of the frame's bytes, under :attr:`hash`)."""
         if direction not in _DIRECTIONS:
             raise InvalidInput(f"direction must be 'send' or 'recv', not {direction!r}")
-        if self._open():
+        if not self._open():
+            return
+        if type(tag) is not str or type(digest) is not bytes:
             self._write({"t": direction, "tag": tag, "peer": int(peer), "seq": int(seq),
                          "len": int(length), "digest": digest.hex()})
+            return
+        # the canonical JSON of the entry, formatted directly (the keys in sorted order:
+        # what _write's json.dumps gives, ~5x faster: this runs for every message)
+        self._append(_MESSAGE_ENTRY % (digest.hex().encode(), self.entries, int(length),
+                                       int(peer), int(seq), _DIRECTION_JSON[direction],
+                                       _json_string(tag)))
 
     def note(self, name: str, data: Any) -> None:
         """A protocol note: ``name`` and public data (anything :func:`canonical_json`

@@ -932,3 +932,31 @@ def test_no_secret_of_inference_or_he_aggregation_in_transcripts(tmp_path: Path)
         needles.append(needle.hex().encode())
     for needle in needles:
         assert needle not in text
+
+
+def test_message_entries_are_canonical_json_whatever_the_tag(tmp_path: Path) -> None:
+    """The message entries are formatted directly (not through json.dumps): each line must
+    be exactly the canonical JSON of its entry, for any tag and integer type."""
+    t = audit.Transcript(tmp_path / "p.jsonl", protocol="x", sign_every=5)
+    t.begin(session=b"s" * 16, party=0, peers=[1, 2])
+    tags = ["masked_input", 'q"uo\\te', "\u00fcn\u00ef\u2028\x00\x1f", "a/b", "", "x" * 300]
+    rng = np.random.default_rng(3)
+    want = []
+    for i in range(40):
+        tag = tags[i % len(tags)]
+        direction = ("send", "recv")[i % 2]
+        peer, seq = int(rng.integers(1, 3)), int(rng.integers(0, 2**62))
+        n = int(rng.integers(0, 2**62))
+        digest = bytes(rng.integers(0, 256, 32, dtype=np.uint8))
+        # numpy integers as the runtime may pass them
+        t.record(direction, np.int64(peer), np.uint64(seq), tag, np.int32(n % 2**31), digest)
+        want.append({"t": direction, "tag": tag, "peer": peer, "seq": seq, "len": n % 2**31,
+                     "digest": digest.hex()})
+    t.close()
+    lines = (tmp_path / "p.jsonl").read_bytes().splitlines()
+    for k, line in enumerate(lines[1:-1]):
+        obj = json.loads(line)
+        assert obj["e"] == {**want[k], "i": k + 1}
+        assert line.startswith(b'{"e":' + audit.canonical_json(obj["e"]) + b',"h":')
+    log = audit.read_transcript(tmp_path / "p.jsonl")
+    assert [e["tag"] for e in log.messages()] == [w["tag"] for w in want]
