@@ -9,8 +9,9 @@ same in process CPU time (every thread); ``overhead_paired`` and
 ``cpu_overhead_paired`` are the medians of the per-cycle ratios (each variant's
 round against the baseline round of the same cycle, seconds apart: robust to
 a machine whose speed drifts with other jobs' load).  ``transcript_cpu_s`` is
-the CPU the transcripts' own calls took (hashing, entries), per call on the
-calling thread's clock.  The measured round writes everything a real
+the CPU the transcripts' own calls took (set-up: keys and files; hashing,
+entries, signatures, the end), per outermost call on the calling thread's
+clock.  The measured round writes everything a real
 run writes (every party's transcript, flushed at its checkpoints, and
 ``keys.json``).  The variants:
 
@@ -36,6 +37,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,11 @@ _VARIANTS = (
 )
 
 
+#: the Transcript methods the runtime and the protocols call (their CPU is the transcripts'
+#: own: hashing, entries, signatures, files), with ``open_transcripts`` (keys, files)
+_TIMED = ("__init__", "begin", "digest", "record", "record_send", "note", "result", "close")
+
+
 def _variants() -> list[tuple[str, str, int | None, bool]]:
     from mpcai import audit
 
@@ -76,7 +83,7 @@ def _round(updates: list[np.ndarray], cfg: Any, drops: dict[int, str],
            directory: Path | None, variant: tuple[str, str, int | None, bool] | None
            ) -> tuple[float, float, float]:
     """Wall and CPU (this process, every thread) seconds of one simulated round, and the
-    CPU seconds spent in the transcripts' hashing and entry writing (JSON, chain,
+    CPU seconds spent in the transcripts' own calls (set-up, hashing, entries, chain,
     signatures, file), measured per call with the calling thread's CPU clock."""
     from mpcai.protocols import secure_aggregation as sa
 
@@ -84,30 +91,39 @@ def _round(updates: list[np.ndarray], cfg: Any, drops: dict[int, str],
     from mpcai.runtime import party as party_mod
 
     saved = audit.DEFAULT_HASH, audit.SIGN_EVERY, party_mod.SHARE_FRAME_DIGESTS
-    methods = audit.Transcript.digest, audit.Transcript._write
+    methods = {name: getattr(audit.Transcript, name) for name in _TIMED}
+    opener = audit.open_transcripts
     spent: list[float] = []
+    depth = threading.local()
     if variant is not None:
         _, audit.DEFAULT_HASH, every, party_mod.SHARE_FRAME_DIGESTS = variant
         audit.SIGN_EVERY = saved[1] if every is None else every
 
         def timed(method: Any) -> Any:  # the CPU the transcripts take, in every thread
             def wrapper(*args: Any, **kwargs: Any) -> Any:
+                outer = not getattr(depth, "n", 0)  # only the outermost call counts
+                depth.n = getattr(depth, "n", 0) + 1
                 c = time.thread_time()
                 try:
                     return method(*args, **kwargs)
                 finally:
-                    spent.append(time.thread_time() - c)
+                    depth.n -= 1
+                    if outer:
+                        spent.append(time.thread_time() - c)
             return wrapper
 
-        audit.Transcript.digest = timed(methods[0])  # type: ignore[method-assign]
-        audit.Transcript._write = timed(methods[1])  # type: ignore[method-assign]
+        for name, method in methods.items():
+            setattr(audit.Transcript, name, timed(method))
+        audit.open_transcripts = timed(opener)  # keys, files, keys.json
     try:
         t0, c0 = time.perf_counter(), time.process_time()
         sa.simulate(updates, cfg, dropouts=drops, transcript=directory)
         return time.perf_counter() - t0, time.process_time() - c0, sum(spent)
     finally:
         audit.DEFAULT_HASH, audit.SIGN_EVERY, party_mod.SHARE_FRAME_DIGESTS = saved
-        audit.Transcript.digest, audit.Transcript._write = methods  # type: ignore[method-assign]
+        for name, method in methods.items():
+            setattr(audit.Transcript, name, method)
+        audit.open_transcripts = opener
 
 
 def _unit_costs() -> dict[str, float]:

@@ -194,8 +194,8 @@ def check_robust_aggregation(log: TranscriptLog) -> None:
     ``share`` (from clients), ``present``, ``coin-commit``, ``coin-open``, the
     two-party check (``ot-*``, ``cot``, ``cmp/...``, in any order among
     themselves), ``sum``, then (server 0) ``verdict`` to clients; only the two
-    servers talk to each other.  Raises :class:`~mpcai.errors.InvalidTranscript`
-    otherwise.
+    servers talk to each other; a server that ended ``ok`` exchanged the sum and
+    recorded a result.  Raises :class:`~mpcai.errors.InvalidTranscript` otherwise.
     """
     _one_tag_per_stream(log)
     servers = (0, 1)
@@ -220,6 +220,11 @@ def check_robust_aggregation(log: TranscriptLog) -> None:
         if now < rank:
             raise _bad(log, e.index, f"illegal stage sequence: {tag!r} after a later stage")
         rank = now
+    if not client and log.status == "ok":
+        if rank < 5:
+            raise _bad(log, None, "the server ended ok before the sum was exchanged")
+        if log.result is None:
+            raise _bad(log, None, "the server ended ok without recording a result")
 
 
 _HE_INF = re.compile(r"he-inference/(?:(plan|keys|ready)|(query|result)/(\d+))\Z")

@@ -131,6 +131,13 @@ def test_robust_aggregation_transcripts_verify_and_a_verdict_first_is_refused(
     report = protocol_audit.verify([d])
     assert report.participants == {"robust/share": sorted(res.accepted)}
     assert report.dropped == {"robust/share": [4]}
+    import hashlib
+
+    digest = hashlib.sha256(np.asarray(res.sum, dtype="<i8").tobytes()).digest()
+    for log in report.logs[:2]:  # both servers: the outcome and the sum's digest
+        assert log.party in (0, 1) and log.result == digest
+        assert log.notes("outcome") == [{"accepted": res.accepted, "rejected": res.rejected,
+                                         "malformed": res.malformed, "dropped": [4]}]
     client = audit.read_transcript(d / "party-2.jsonl")
     msgs = client.messages()
     assert [e["tag"] for e in msgs] == ["robust/share", "robust/share", "robust/verdict"]
@@ -960,3 +967,40 @@ def test_message_entries_are_canonical_json_whatever_the_tag(tmp_path: Path) -> 
         assert line.startswith(b'{"e":' + audit.canonical_json(obj["e"]) + b',"h":')
     log = audit.read_transcript(tmp_path / "p.jsonl")
     assert [e["tag"] for e in log.messages()] == [w["tag"] for w in want]
+
+
+def test_robust_process_party_records_a_transcript(tmp_path: Path) -> None:
+    """Robust aggregation's process entry point writes transcripts that verify (under
+    run_local here, a full mesh as over TCP), the servers' results the sum's digest; a
+    server transcript that ends ok without a result is refused."""
+    import dataclasses
+    import hashlib
+
+    from mpcai.protocols import robust_aggregation as ra
+
+    cfg = ra.RobustConfig(n_clients=3, dim=16, l2_bound=1.0, timeout=20.0)
+    config = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.init}
+    rng = np.random.default_rng(4)
+    ups = [rng.normal(size=16) * 0.05 for _ in range(3)]
+    key = Ed25519PrivateKey.generate()
+    from cryptography.hazmat.primitives import serialization as ser
+
+    raw = key.private_bytes(ser.Encoding.Raw, ser.PrivateFormat.Raw, ser.NoEncryption())
+
+    async def one(party):
+        return await ra.process_party(party, config, None if party.id < 2 else ups[party.id - 2],
+                                      transcript=tmp_path / f"p{party.id}.jsonl",
+                                      signing_key=raw if party.id == 2 else None)
+
+    out = run_local(5, one, timeout=30.0)
+    report = protocol_audit.verify([tmp_path])
+    assert len(report.logs) == 5 and report.run.matched > 0
+    assert report.participants == {"robust/share": [2, 3, 4]}
+    assert report.logs[2].public_key == audit.public_key(key)
+    digest = hashlib.sha256(np.asarray(out[0]["sum"], dtype="<i8").tobytes()).digest()
+    assert report.logs[0].result == report.logs[1].result == digest
+    server = audit.read_transcript(tmp_path / "p0.jsonl")
+    entries = [e for e in server.entries[1:-1] if e.type != "result"]
+    _replay(server, tmp_path / "s.jsonl", entries)
+    with pytest.raises(InvalidTranscript, match="without recording a result"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "s.jsonl"))

@@ -56,6 +56,8 @@ from mpcai.errors import InvalidInput, InvalidType, MisbehaviourDetected
 from mpcai.validation import check_int
 
 __all__ = [
+    "ANSWER_BYTES",
+    "HELLO_BYTES",
     "KAPPA",
     "AndTriples",
     "OTSession",
@@ -71,6 +73,10 @@ KAPPA: int = 128
 """Base OTs per direction (the computational security parameter of the extension)."""
 
 _POINT = 32
+HELLO_BYTES: int = _POINT
+"""The length of :meth:`OTSession.hello`'s message (one point)."""
+ANSWER_BYTES: int = KAPPA * _POINT
+"""The length of :meth:`OTSession.answer`'s message (``KAPPA`` points)."""
 _EXPAND = 1 << 63  # tweak domain of the base-key expansions (row hashes stay below it)
 _MAX_OTS = 1 << 30
 

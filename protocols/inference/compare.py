@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from mpcai.errors import InvalidInput, InvalidType, MisbehaviourDetected
+from mpcai.errors import InvalidInput, InvalidType, MessageRejected, MisbehaviourDetected
 from mpcai.runtime import Party
 from mpcai.sharing import ot
 
@@ -80,6 +80,11 @@ def unpacked(obj: Any, n: int, what: str) -> np.ndarray:
     return np.unpackbits(obj, bitorder="little", count=n)
 
 
+_GATE_FRAMING = 4096
+"""Bytes a gate opening's frame may take on top of its packed bits (header, tag, the
+array's encoding)."""
+
+
 class XorGates:
     """AND gates on XOR shares between this party (index ``me``: 0 or 1) and ``other``.
 
@@ -99,10 +104,20 @@ class XorGates:
         """AND triples not used yet."""
         return int(self._t.a.size) - self.used
 
-    async def swap(self, step: str, obj: Any) -> Any:
-        """Send ``obj`` to the other party and receive its message of the same step."""
-        await self._party.send(self._other, f"{self._tag}/{step}", obj)
-        return await self._party.recv(self._other, f"{self._tag}/{step}")
+    async def swap(self, step: str, obj: Any, max_bytes: int | None = None) -> Any:
+        """Send ``obj`` to the other party and receive its message of the same step (at
+        most ``max_bytes``, frame included, if given: a larger one is refused unread)."""
+        tag = f"{self._tag}/{step}"
+        if max_bytes is not None:  # an opening that comes before our receive is bounded too
+            self._party.expect(tag, [self._other], max_bytes=max_bytes)
+        await self._party.send(self._other, tag, obj)
+        try:
+            return await self._party.recv(self._other, tag, max_bytes=max_bytes)
+        except MessageRejected as exc:
+            if max_bytes is None:
+                raise
+            raise MisbehaviourDetected(f"the other party's {tag!r} message is refused: "
+                                       f"{exc}") from exc
 
     async def and_(self, step: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """XOR shares of ``x & y`` (uint8 0/1 arrays of one shape), one round."""
@@ -115,8 +130,10 @@ class XorGates:
         self.used = hi
         a, b, c = (v[lo:hi].reshape(x.shape) for v in (self._t.a, self._t.b, self._t.c))
         d_mine, e_mine = x ^ a, y ^ b
+        # the other party opens as many bits as we do: 2n, packed
         got = await self.swap(step, packed(np.concatenate([d_mine.reshape(-1),
-                                                           e_mine.reshape(-1)])))
+                                                           e_mine.reshape(-1)])),
+                              max_bytes=(2 * n + 7) // 8 + _GATE_FRAMING)
         both = unpacked(got, 2 * n, "AND gate opening")
         d = d_mine ^ both[:n].reshape(x.shape)
         e = e_mine ^ both[n:].reshape(x.shape)

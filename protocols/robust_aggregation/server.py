@@ -23,7 +23,7 @@ from mpcai.protocols.inference.compare import (
 
 from mpcai import prg
 from mpcai.errors import InvalidInput, MessageRejected, MisbehaviourDetected
-from mpcai.runtime import Party
+from mpcai.runtime import Party, wire
 from mpcai.sharing import ot
 
 from .client import SERVERS, TAG_SHARE, TAG_VERDICT
@@ -38,6 +38,21 @@ _FRAMING = 4096
 """Bytes allowed for a frame's header, tag and payload encoding on top of its data, in
 the ``max_bytes`` of a receive whose data size is known (generous: the header is 40
 bytes plus the tag, an array's encoding some tens)."""
+
+
+_ARRAY_FRAMING = 256
+"""Bytes allowed for the encoding of each array inside a list (its dtype and shape)."""
+
+
+async def _bounded_recv(party: Party, other: int, tag: str, timeout: float,
+                        max_bytes: int) -> Any:
+    """The other server's message under ``tag``, at most ``max_bytes``; a larger one is
+    refused unread, as misbehaviour."""
+    try:
+        return await party.recv(other, tag, timeout=timeout, max_bytes=max_bytes)
+    except MessageRejected as exc:
+        raise MisbehaviourDetected(f"the other server's {tag!r} message is refused: "
+                                   f"{exc}") from exc
 
 
 def _share_bound(me: int, dim: int) -> int:
@@ -121,10 +136,21 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
     allowed = set(clients)
     secs: dict[str, float] = {}
 
-    async def swap(tag: str, obj: Any, max_bytes: int | None = None) -> Any:
+    async def swap(tag: str, obj: Any, max_bytes: int) -> Any:
+        """Send ``obj`` to the other server and take its message of the same step: at
+        most ``max_bytes`` (every server-to-server message is bounded by its size in the
+        protocol: a server that sends more is cut off before it is read)."""
         await party.send(other, f"{_TAG}/{tag}", obj, timeout=cfg.timeout)
-        return await party.recv(other, f"{_TAG}/{tag}", timeout=cfg.timeout,
-                                max_bytes=max_bytes)
+        return await _bounded_recv(party, other, f"{_TAG}/{tag}", cfg.timeout, max_bytes)
+
+    # the other server's messages of known size, bounded before any can arrive (one that
+    # comes early and too big is refused from its header, never decoded)
+    bounds = {"present": len(wire.encode_payload({"ok": clients, "bad": clients})) + _FRAMING,
+              "coin-commit": 32 + _FRAMING, "coin-open": 32 + _FRAMING,
+              "ot-hello": ot.HELLO_BYTES + _FRAMING, "ot-answer": ot.ANSWER_BYTES + _FRAMING,
+              "sum": 8 * d + _FRAMING}
+    for tag, bound in bounds.items():
+        party.expect(f"{_TAG}/{tag}", [other], max_bytes=bound)
 
     # 1. shares
     got = await party.gather(TAG_SHARE, clients, min_count=0, timeout=cfg.timeout,
@@ -141,7 +167,8 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
             valid[c] = obj
         else:
             bad.append(c)
-    peer = await swap("present", {"ok": sorted(valid), "bad": sorted(bad)})
+    # both lists name clients only: at most every client in each
+    peer = await swap("present", {"ok": sorted(valid), "bad": sorted(bad)}, bounds["present"])
     if not isinstance(peer, dict) or set(peer) != {"ok", "bad"}:
         raise MisbehaviourDetected("the other server's client list is malformed")
     peer_ok, peer_bad = _ids(peer["ok"], allowed, "ok"), _ids(peer["bad"], allowed, "bad")
@@ -152,12 +179,16 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
     malformed = sorted(set(bad) | peer_bad)
     dropped = sorted(allowed - set(common) - set(malformed))
     m = len(common)
+    step = cfg.check_batch
+    for j, lo in enumerate(range(0, m, step)):  # each group's OT messages, bounded now
+        for tag, bound in _group_bounds(cfg, min(step, m - lo)).items():
+            party.expect(f"{_TAG}/cmp/{j}/{tag}", [other], max_bytes=bound)
 
     # 2. the sketch seed: committed, then opened
     mine = secrets.token_bytes(32)
     peer_commit = await swap("coin-commit", hashlib.sha256(_COIN + mine).digest(),
-                             32 + _FRAMING)
-    peer_r = await swap("coin-open", mine, 32 + _FRAMING)
+                             bounds["coin-commit"])
+    peer_r = await swap("coin-open", mine, bounds["coin-open"])
     if (not isinstance(peer_r, bytes) or len(peer_r) != 32 or not isinstance(peer_commit, bytes)
             or hashlib.sha256(_COIN + peer_r).digest() != peer_commit):
         raise MisbehaviourDetected("the other server's coin does not match its commitment")
@@ -187,7 +218,7 @@ async def server(party: Party, cfg: RobustConfig) -> RobustResult:
         else:
             total += valid[c]
     secs["sum"] = time.process_time() - t0
-    peer_total = await swap("sum", total, 8 * d + _FRAMING)
+    peer_total = await swap("sum", total, bounds["sum"])
     if (not isinstance(peer_total, np.ndarray) or peer_total.dtype != np.uint64
             or peer_total.shape != (d,)):
         raise MisbehaviourDetected("the other server's total is malformed")
@@ -215,11 +246,11 @@ async def _check(party: Party, cfg: RobustConfig, me: int, other: int, y: np.nda
     session = ot.OTSession()
     hello = session.hello()
     secs["ot"] = time.process_time() - t0
-    answer = await swap("ot-hello", hello)
+    answer = await swap("ot-hello", hello, ot.HELLO_BYTES + _FRAMING)
     t0 = time.process_time()
     reply = session.answer(answer)
     secs["ot"] += time.process_time() - t0
-    fin = await swap("ot-answer", reply)
+    fin = await swap("ot-answer", reply, ot.ANSWER_BYTES + _FRAMING)
     t0 = time.process_time()
     session.finish(fin)
     secs["ot"] += time.process_time() - t0
@@ -230,6 +261,21 @@ async def _check(party: Party, cfg: RobustConfig, me: int, other: int, y: np.nda
                                               y[lo:lo + step], f"cmp/{j}", swap, secs)
     secs["check_wall"] = time.perf_counter() - wall
     return ok
+
+
+def _group_bounds(cfg: RobustConfig, m: int) -> dict[str, int]:
+    """The largest frames of the other server's messages in the check of a group of ``m``
+    clients, by tag under ``robust/cmp/<j>/``: its OT-extension messages (one KAPPA x
+    ceil(count / 8) matrix per batch it chooses in: the AND triples, and for server 1
+    the Gilboa products too), the correction words of the Gilboa products (k x 64 OTs
+    a client, at most 8 bytes each, in 4 arrays), and the accept bits."""
+    k = cfg.k
+    n_and = (m * k * range_ands(cfg.range_bits) + m * comparison_ands(63)[0]
+             + m * and_reduce_ands(k + 1)[0])
+    return {"ot-extend": (ot.KAPPA * ((n_and + 7) // 8 + (m * k * 64 + 7) // 8)
+                          + 2 * _ARRAY_FRAMING + _FRAMING),
+            "cot": m * (8 * 64 * k + 4 * _ARRAY_FRAMING) + _FRAMING,
+            "open": (m + 7) // 8 + _FRAMING}
 
 
 async def _check_group(party: Party, cfg: RobustConfig, me: int, other: int,
@@ -254,7 +300,8 @@ async def _check_group(party: Party, cfg: RobustConfig, me: int, other: int,
         msgs.append(msg)
         outs.append(out)
     secs["ot"] += time.process_time() - t0
-    peer_u = await swap(f"{tag}/ot-extend", msgs)
+    bounds = _group_bounds(cfg, m)
+    peer_u = await swap(f"{tag}/ot-extend", msgs, bounds["ot-extend"])
     t0 = time.process_time()
     batches = [(n_and, 1)] + ([(m * per, ot.cot_blocks(1))] if me == 0 else [])
     if not isinstance(peer_u, list) or len(peer_u) != len(batches):
@@ -278,7 +325,9 @@ async def _check_group(party: Party, cfg: RobustConfig, me: int, other: int,
     else:
         del sent
         secs["ot"] += time.process_time() - t0
-        words = await party.recv(other, f"{_TAG}/{tag}/cot", timeout=cfg.timeout)
+        # per client the correction words of k x 64 OTs, at most 8 bytes each, in 4 arrays
+        words = await _bounded_recv(party, other, f"{_TAG}/{tag}/cot", cfg.timeout,
+                                    bounds["cot"])
         t0 = time.process_time()
         if not isinstance(words, list) or len(words) != m:
             raise MisbehaviourDetected("correlated OT: malformed message from the other server")
@@ -298,5 +347,6 @@ async def _check_group(party: Party, cfg: RobustConfig, me: int, other: int,
     ok = await and_reduce(gates, bits)
     if gates.remaining:
         raise InvalidInput("the check's AND triples do not match its circuit")
-    peer_ok = unpacked(await gates.swap("open", packed(ok)), m, "accept bits")
+    peer_ok = unpacked(await gates.swap("open", packed(ok), max_bytes=bounds["open"]),
+                       m, "accept bits")
     return (ok ^ peer_ok).astype(np.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,6 +21,19 @@ from .server import RobustResult, server
 
 __all__ = ["process_party", "simulate"]
 
+AUDIT_PROTOCOL = "robust_aggregation"
+"""The protocol name this protocol's audit transcripts carry (:mod:`mpcai.audit`)."""
+
+
+def _record_result(transcript: audit.Transcript, res: RobustResult) -> None:
+    """A server's public outcome (which clients were accepted, rejected, malformed,
+    dropped) and its result digest: SHA-256 of the exact integer sum's bytes (int64,
+    little-endian); both servers record the same."""
+    transcript.note("outcome", {name: list(getattr(res, name))
+                                for name in ("accepted", "rejected", "malformed", "dropped")})
+    total = np.ascontiguousarray(res.sum, dtype="<i8")
+    transcript.result(hashlib.sha256(total.tobytes()).digest())
+
 
 async def _party(party: Party, cfg: RobustConfig, updates: Sequence[Any], drops: set[int],
                  custom: Mapping[int, tuple[Any, Any]]) -> Any:
@@ -27,6 +41,8 @@ async def _party(party: Party, cfg: RobustConfig, updates: Sequence[Any], drops:
         t0 = time.process_time()
         res = await server(party, cfg)
         res.seconds["total_cpu"] = time.process_time() - t0
+        if party.transcript is not None:
+            _record_result(party.transcript, res)
         return res
     if party.id in drops:
         return {"accepted": None, "seconds": 0.0}
@@ -81,7 +97,7 @@ def simulate(
         check_int(c, "a client id in messages", lo=2, hi=n + 1)
     parties = n + 2
     transcripts = None if transcript is None else audit.open_transcripts(
-        transcript, range(parties), protocol="robust_aggregation", config=cfg)
+        transcript, range(parties), protocol=AUDIT_PROTOCOL, config=cfg)
     run = run_local(parties, _party, cfg, list(updates), drops, custom,
                     network=InMemoryNetwork(parties), session=session,
                     timeout=cfg.timeout, return_exceptions=True, transcripts=transcripts)
@@ -106,14 +122,31 @@ def simulate(
 
 
 async def process_party(party: Party, config: dict[str, Any],
-                        update: np.ndarray | None = None) -> dict[str, Any]:
+                        update: np.ndarray | None = None,
+                        transcript: str | os.PathLike[str] | None = None,
+                        signing_key: bytes | None = None) -> dict[str, Any]:
     """Entry point for one OS process (``launch_local``; over TCP the links are mutual
     TLS, so a client's seed is confidential to server 0): ``config`` holds
     :class:`RobustConfig` fields.  A server returns the sum, the mean and the client
-    ids by outcome; a client (``update`` required) whether it was accepted."""
+    ids by outcome; a client (``update`` required) whether it was accepted.  With
+    ``transcript`` (a file path, which must not exist), the party writes its audit
+    transcript there (:mod:`mpcai.audit`, protocol ``robust_aggregation``; signed with
+    ``signing_key``, an Ed25519 private key's 32 raw bytes, or a fresh key); a server
+    records the outcome and the sum's digest."""
     cfg = check_fields(config, RobustConfig)
+    if transcript is not None:
+        with audit.recording(party, transcript, protocol=AUDIT_PROTOCOL, config=cfg,
+                             signing_key=signing_key):
+            return await _process_party(party, cfg, update)
+    return await _process_party(party, cfg, update)
+
+
+async def _process_party(party: Party, cfg: RobustConfig,
+                         update: np.ndarray | None) -> dict[str, Any]:
     if party.id in (0, 1):
         res = await server(party, cfg)
+        if party.transcript is not None:
+            _record_result(party.transcript, res)
         ids = {name: np.array(getattr(res, name), dtype=np.uint32)
                for name in ("accepted", "rejected", "malformed", "dropped")}
         return {"sum": res.sum, "mean": res.mean, **ids}

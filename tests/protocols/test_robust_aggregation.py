@@ -212,9 +212,15 @@ def test_as_processes_over_tls(tmp_path: object) -> None:
     ups = [_ints(rng, 0.5) for _ in range(2)] + [_ints(rng, 0.5) * 20]  # the last: 10x
     conf = {"n_clients": 3, "dim": D, "l2_bound": 1.0, "frac_bits": F, "timeout": 30.0,
             "over_bound": "clip"}
-    args = [[conf], [conf]] + [[conf, u] for u in ups]
+    logs = [str(tmp_path / f"transcript-{p}.jsonl") for p in range(5)]  # type: ignore[operator]
+    args = [[conf, None, logs[0]], [conf, None, logs[1]]] + [
+        [conf, u, logs[c]] for c, u in enumerate(ups, 2)]
     run = launch_local(5, "mpcai.protocols.robust_aggregation:process_party",
                        args_per_party=args, timeout=90.0, workdir=tmp_path)
+    from mpcai.protocols import audit as protocol_audit
+
+    report = protocol_audit.verify(logs)  # each process's own transcript, over TLS
+    assert report.run.matched > 0 and report.logs[0].result == report.logs[1].result
     for s in (0, 1):
         assert run[s]["accepted"].tolist() == [2, 3, 4] and run[s]["rejected"].tolist() == []
     np.testing.assert_array_equal(run[0]["sum"], run[1]["sum"])
@@ -594,3 +600,48 @@ def test_share_bounds_admit_an_honest_round_at_several_dims() -> None:
         res = ra.simulate(ups, cfg)
         assert res.accepted == [2, 3, 4] and res.malformed == [] and res.dropped == []
         np.testing.assert_array_equal(res.sum, sum(_q(u) for u in ups))
+
+
+_OVERSIZED = [("robust/present", 0), ("robust/present", 1), ("robust/coin-commit", 1),
+              ("robust/coin-open", 0), ("robust/ot-hello", 0), ("robust/ot-answer", 1),
+              ("robust/cmp/0/ot-extend", 0), ("robust/cmp/0/ot-extend", 1),
+              ("robust/cmp/0/cot", 0), ("robust/cmp/0/range/cleaf", 1),
+              ("robust/cmp/0/open", 0), ("robust/sum", 1)]
+
+
+@pytest.mark.parametrize(("tag", "evil"), _OVERSIZED)
+def test_an_oversized_server_message_is_refused_unread(tag: str, evil: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every server-to-server message is bounded by its size in the protocol: 16 MiB in
+    place of any of them is refused from its header (never decoded) as misbehaviour."""
+    from mpcai.runtime import wire
+
+    cfg = ra.RobustConfig(n_clients=2, dim=16, l2_bound=1.0, timeout=5.0)
+    srv, cli = sys.modules[ra.__name__ + ".server"], sys.modules[ra.__name__ + ".client"]
+    decoded: list[str] = []
+    inline, whole = wire._decode_payload_at, wire.decode_frame
+
+    def spy_inline(data: Any, buf: memoryview, pos: int, *args: Any) -> Any:
+        if len(data) > 16 << 20:
+            decoded.append(wire._parse_header(data)[2])
+        return inline(data, buf, pos, *args)
+
+    def spy_whole(data: Any, limits: wire.Limits = wire.DEFAULT_LIMITS) -> wire.Frame:
+        if len(data) > 16 << 20:
+            decoded.append(wire._parse_header(data)[2])
+        return whole(data, limits)
+
+    monkeypatch.setattr(wire, "_decode_payload_at", spy_inline)
+    monkeypatch.setattr(wire, "decode_frame", spy_whole)
+    big = np.zeros(16 << 20, dtype=np.uint8)  # the honest messages here are < 2 MB
+
+    async def party(p: Party) -> Any:
+        if p.id < 2:
+            return await srv.server(_Tamper(p, tag, lambda o: big) if p.id == evil else p, cfg)
+        return await cli.client(p, np.full(16, 0.1), cfg, wait_verdict=False)
+
+    out = run_local(4, party, timeout=10.0, return_exceptions=True)
+    assert isinstance(out[1 - evil], MisbehaviourDetected), out
+    assert "refused" in str(out[1 - evil]) and tag in str(out[1 - evil])
+    if "range" not in tag:  # declared before it can arrive (a gate opening: when awaited)
+        assert decoded == []
