@@ -10,9 +10,10 @@ let the server send a batch of messages and collect the replies
 * a client is :func:`client_begin` (on the first message: it advertises its
   keys and returns its state as bytes) then :func:`client_step` for each later
   message (state in, reply and new state out).  The state holds this client's
-  secrets for the round (its X25519/Ed25519 private keys, self-mask seed,
-  pairwise keys, the shares it holds) and its update: keep it where only this
-  client can read it, and delete it when the round ends;
+  secrets for the round (its X25519 private keys until its shares are dealt, its
+  round signing key, self-mask seed, pairwise keys, the shares it holds; never its
+  long-term identity key) and its update: keep it where only this client can read
+  it, and delete it when the round ends;
 * a state is **single-use**: stepping the same state twice (a message
   delivered twice, concurrently) would use the same masks or shares for two
   different replies.  A host that may run two steps of one client at once
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -70,7 +72,7 @@ __all__ = ["RoundTrip", "client_begin", "client_step", "dp_guarantee", "next_sta
            "run_server"]
 
 SERVER = 0
-_STATE_VERSION = 4
+_STATE_VERSION = 5
 #: a state's first two bytes: its version and its stage's index here (read by
 #: :func:`next_stage` without decoding the rest; :func:`client_step` checks both)
 _STAGES = tuple(Stage)
@@ -109,49 +111,98 @@ class _OneMessage:
 
 
 def _raw_x25519(sk: Any) -> bytes:
-    return b"" if sk is None else _crypto.x25519_private_bytes(sk)
+    if sk is None or isinstance(sk, bytes):  # bytes: kept undecoded (see _decode_state)
+        return b"" if sk is None else sk
+    return _crypto.x25519_private_bytes(sk)
 
 
 def _raw_ed25519(sk: Any) -> bytes:
-    if sk is None:
-        return b""
+    if sk is None or isinstance(sk, bytes):
+        return b"" if sk is None else sk
     return sk.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
 
-def _encode_state(state: ClientState, update: np.ndarray, weight: int) -> bytes:
-    cfg = {f.name: getattr(state.cfg, f.name) for f in dataclasses.fields(state.cfg)}
-    if cfg["identities"] is not None:
-        cfg["identities"] = {int(k): bytes(v) for k, v in cfg["identities"].items()}
-    if cfg.get("dp") is not None:
+# A round's configuration is the same in every state of every client: encoded once and
+# decoded once per process (a few hundred microseconds a step otherwise).
+_CFG_CACHE_SIZE = 8
+_cfg_lock = threading.Lock()
+_cfg_bytes: dict[int, tuple[SecAggConfig, bytes]] = {}  # id(cfg) -> (cfg, its encoding)
+_cfg_objects: dict[bytes, SecAggConfig] = {}  # an encoding -> its (immutable) config
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    with _cfg_lock:
+        if key not in cache and len(cache) >= _CFG_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
+
+
+def _encode_cfg(cfg: SecAggConfig) -> bytes:
+    hit = _cfg_bytes.get(id(cfg))
+    if hit is not None and hit[0] is cfg:  # the cache holds cfg: its id is not reused
+        return hit[1]
+    d = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    if d["identities"] is not None:
+        d["identities"] = {int(k): bytes(v) for k, v in d["identities"].items()}
+    if d.get("dp") is not None:
         # SecAggConfig(dp=...) accepts the dict back
-        cfg["dp"] = dataclasses.asdict(cfg["dp"])
+        d["dp"] = dataclasses.asdict(d["dp"])
+    raw = wire.encode_payload(d)
+    _remember(_cfg_bytes, id(cfg), (cfg, raw))
+    return raw
+
+
+def _decode_cfg(raw: Any) -> SecAggConfig:
+    raw = bytes(raw)
+    cfg = _cfg_objects.get(raw)
+    if cfg is None:
+        cfg = SecAggConfig(**wire.decode_payload(raw))
+        _remember(_cfg_objects, raw, cfg)
+        _remember(_cfg_bytes, id(cfg), (cfg, raw))
+    return cfg
+
+
+#: the private keys each stage uses (the others stay raw bytes in a decoded state)
+_KEYS_FOR = {Stage.SHARE_KEYS: ("c_sk", "s_sk", "e_sk"), Stage.CONSISTENCY_CHECK: ("e_sk",)}
+
+
+def _encode_state(state: ClientState, update: np.ndarray, weight: int) -> bytes:
     ids = lambda s: np.array(sorted(s), dtype=np.uint32)  # noqa: E731
     head = bytes([_STATE_VERSION, _STAGES.index(state.machine.stage)])
     return head + wire.encode_payload({
-        "version": _STATE_VERSION, "cfg": cfg, "me": state.me, "session": state.session,
+        "version": _STATE_VERSION, "cfg": _encode_cfg(state.cfg), "me": state.me,
+        "session": state.session,
         "stage": state.machine.stage.value, "c_sk": _raw_x25519(state.c_sk),
         "s_sk": _raw_x25519(state.s_sk), "e_sk": _raw_ed25519(state.e_sk),
         "self_seed": state.self_seed, "signing_keys": dict(state.signing_keys),
         "graph": ids(state.graph), "u2": ids(state.u2), "signed_u3": ids(state.signed_u3),
         "share_keys": dict(state.share_keys), "mask_seeds": dict(state.mask_seeds),
         "held": dict(state.held), "length": state.length, "clipped": state.clipped,
-        "identity": _raw_ed25519(state.identity), "update": update, "weight": weight,
+        "update": update, "weight": weight,
     })
 
 
-def _decode_state(blob: bytes) -> tuple[ClientState, np.ndarray, int]:
+def _decode_state(blob: bytes, for_stage: Stage | None = None
+                  ) -> tuple[ClientState, np.ndarray, int]:
+    """A state's contents; with ``for_stage``, only the private keys that stage uses are
+    loaded (loading an X25519 key computes its public key), the others kept as their raw
+    bytes (for :func:`_encode_state`)."""
     stage = _state_stage(blob)
     try:
         d = wire.decode_payload(memoryview(blob)[2:])
         if d["version"] != _STATE_VERSION or d["stage"] != stage.value:
             raise InvalidInput("the client state's header does not match its payload")
-        state = ClientState(cfg=SecAggConfig(**d["cfg"]), me=int(d["me"]),
+        state = ClientState(cfg=_decode_cfg(d["cfg"]), me=int(d["me"]),
                             session=bytes(d["session"]))
         state.machine = StageMachine()
         state.machine.stage = Stage(d["stage"])
-        state.c_sk = _crypto.x25519_from_bytes(d["c_sk"]) if d["c_sk"] else None
-        state.s_sk = _crypto.x25519_from_bytes(d["s_sk"]) if d["s_sk"] else None
-        state.e_sk = Ed25519PrivateKey.from_private_bytes(d["e_sk"]) if d["e_sk"] else None
+        load = None if for_stage is None else _KEYS_FOR.get(for_stage, ())
+        for name, loader in (("c_sk", _crypto.x25519_from_bytes),
+                             ("s_sk", _crypto.x25519_from_bytes),
+                             ("e_sk", Ed25519PrivateKey.from_private_bytes)):
+            raw = bytes(d[name])
+            setattr(state, name, None if not raw else loader(raw)
+                    if load is None or name in load else raw)
         state.self_seed = bytes(d["self_seed"])
         state.signing_keys = {int(k): bytes(v) for k, v in d["signing_keys"].items()}
         state.graph = frozenset(int(i) for i in d["graph"])
@@ -162,8 +213,6 @@ def _decode_state(blob: bytes) -> tuple[ClientState, np.ndarray, int]:
         state.held = {int(k): np.asarray(v, dtype=np.uint64) for k, v in d["held"].items()}
         state.length = int(d["length"])
         state.clipped = int(d["clipped"])
-        state.identity = (Ed25519PrivateKey.from_private_bytes(d["identity"])
-                          if d["identity"] else None)
         return state, d["update"], int(d["weight"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, InvalidInput):
@@ -262,8 +311,8 @@ def client_step(state: bytes, incoming: Mapping[str, Any],
     messages are malformed or contradict earlier ones: the client then stops
     answering this round (a dropout), and its secrets never leave it.
     """
-    st, held, held_weight = _decode_state(state)
     stage = Stage(next_stage(incoming))
+    st, held, held_weight = _decode_state(state, stage)
     deferred = held_weight == 0  # client_begin had no update: it comes with masked_input
     if (update is not None or weight is not None) and not (
             deferred and stage is Stage.MASKED_INPUT):
@@ -272,6 +321,9 @@ def client_step(state: bytes, incoming: Mapping[str, Any],
     host = _OneMessage(st.me, st.session, incoming)
     if stage is Stage.SHARE_KEYS:
         _run_stage(lambda: share_keys(host, st))  # type: ignore[arg-type]
+        # its shares are dealt and its pairwise secrets derived: the X25519 private keys
+        # are not needed again, so they do not stay in the state
+        st.c_sk = st.s_sk = None
     elif stage is Stage.MASKED_INPUT and deferred:
         if update is None:
             raise InvalidInput("this client began without an update: give it to this step")

@@ -232,3 +232,46 @@ def test_next_stage_with_the_state_refuses_a_stage_out_of_order() -> None:
         sw.next_stage({"share_keys": {}}, after_begin)  # masked_input before share_keys
     with pytest.raises(ProtocolAbort, match="cannot come now"):
         sw.next_stage({"share_keys": {}}, seen["unmask"])  # masked_input a second time
+
+
+def test_the_state_never_holds_the_identity_key_and_drops_x25519_keys_once_used() -> None:
+    """The long-term identity key signs the advertised keys and never enters the state;
+    the X25519 private keys leave it once share_keys has used them."""
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    n = 4
+    pub, priv = make_identities(n)
+    cfg = SecAggConfig(n_clients=n, identities=pub, consistency_check=True)
+    host = StatelessHost(cfg, [np.full(8, 0.25)] * n, [1] * n, identity_keys=priv)
+    raw_identity = {c: k if isinstance(k, bytes) else k.private_bytes(
+        Encoding.Raw, PrivateFormat.Raw, NoEncryption()) for c, k in priv.items()}
+    seen: dict[str, dict[int, tuple[bytes, Any]]] = {}
+    x25519: dict[int, bytes] = {}
+    orig = host.round_trip
+
+    def spy(tag: str, outgoing: dict[int, list[tuple[str, Any]]]) -> dict[int, Any]:
+        out = orig(tag, outgoing)
+        seen[tag] = {cid: (st, sw._decode_state(st)[0]) for cid, st in host.state.items()}
+        return out
+
+    host.round_trip = spy  # type: ignore[method-assign]
+    res = sw.run_server(cfg, host.session, host.round_trip)
+    assert res.survivors == [1, 2, 3, 4]
+    for tag, states in seen.items():
+        for cid, (blob, st) in states.items():
+            assert raw_identity[cid] not in blob, (tag, cid)
+            if tag == "advertise_keys":  # needed for share_keys
+                assert st.c_sk is not None and st.s_sk is not None
+                x_raw = sw._raw_x25519(st.c_sk), sw._raw_x25519(st.s_sk)
+                assert all(r in blob for r in x_raw)
+                x25519[cid] = b"".join(x_raw)
+            else:
+                assert st.c_sk is None and st.s_sk is None, (tag, cid)
+                assert st.e_sk is not None  # the round's signing key, for the check
+    for tag in ("share_keys", "consistency_check", "unmask"):
+        for cid, (blob, _) in seen[tag].items():
+            assert x25519[cid][:32] not in blob and x25519[cid][32:] not in blob
