@@ -222,6 +222,25 @@ int mpcai_pack_bits(const uint32_t *in, size_t n, int bits, uint8_t *out, size_t
 /* The inverse: n values below 2^bits from in_len = ceil(n bits / 8)
  * bytes (the padding bits are ignored).                                 */
 int mpcai_unpack_bits(const uint8_t *in, size_t in_len, int bits, uint32_t *out, size_t n);
+/* ---- quantisation (quantize.c) ------------------------------------- */
+/* mpcai.encoding.quantize times a weight, in one pass: for x_i read as a
+ * double and c_i = x_i clipped to [-clip, clip],
+ *   out[i] = weight * min(max(rint((c_i + clip) * factor), 0), levels)
+ * modulo 2^out_bits (out is uint32_t[n] for out_bits 32, uint64_t[n] for
+ * 64), with round half to even and the IEEE double operations in this
+ * order (factor = levels / (2 clip), computed by the caller).  clip and
+ * factor finite and > 0, 1 <= levels <= 2^53 - 1, clip_mode 0 ("raise")
+ * or 1 ("clip").  counts[0..2] receive the number of x_i < -clip or >
+ * clip (infinities included), of NaNs and of infinities.  Returns
+ * MPCAI_ERR_RANGE (counts written, out holds the values of the clipped
+ * inputs, NaN as level 0) if there is a NaN or an infinity, or, in
+ * "raise" mode, a value outside [-clip, clip].                          */
+int mpcai_quantize_f32(const float *x, size_t n, double clip, double factor, uint64_t levels,
+                       uint64_t weight, int clip_mode, void *out, int out_bits,
+                       uint64_t *counts);
+int mpcai_quantize_f64(const double *x, size_t n, double clip, double factor, uint64_t levels,
+                       uint64_t weight, int clip_mode, void *out, int out_bits,
+                       uint64_t *counts);
 /* END CDEF */
 
 #define MPCAI_FIELD_P ((uint64_t)0x1FFFFFFFFFFFFFFFULL)

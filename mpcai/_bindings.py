@@ -15,7 +15,7 @@ import numpy as np
 
 from mpcai._native import ffi, lib
 from mpcai.errors import InvalidInput, InvalidType, NativeError
-from mpcai.validation import check_bytes, check_int
+from mpcai.validation import check_bool, check_bytes, check_int, check_real
 
 __all__ = [
     "FIELD_P",
@@ -45,6 +45,7 @@ __all__ = [
     "prg_ring32_acc",
     "prg_ring64",
     "prg_ring64_acc",
+    "quantize",
     "ring64_gemm",
     "simd_available",
     "simd_level",
@@ -626,3 +627,58 @@ def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
     _check(lib.mpcai_unpack_bits(_ptr(d, "uint8_t *"), d.size, bits, _ptr(out, "uint32_t *"),
                                  count), "unpack_bits")
     return out
+
+
+# ---- quantisation (quantize.c) ----------------------------------------------------
+
+QUANT_MAX_LEVELS: int = (1 << 53) - 1
+"""The largest ``levels`` of :func:`quantize` (every level is a float64 integer)."""
+
+
+def quantize(x: np.ndarray, out: np.ndarray, *, clip: float, factor: float, levels: int,
+             weight: int = 1, clip_mode: bool = True) -> tuple[bool, int, int, int]:
+    """``out = weight * q mod 2^32 or 2^64`` (``out``: uint32 or uint64, C-contiguous,
+    writeable, ``x.size`` values), ``q`` the level of each ``x`` (float32 or float64, any
+    shape, read in C order) on ``mpcai.encoding.quantize``'s grid: ``x`` clipped to
+    ``[-clip, clip]``, ``rint((x + clip) * factor)`` clamped to ``[0, levels]``
+    (quantize.c; the float64 operations numpy performs, bit for bit).
+
+    ``factor`` is ``levels / (2 clip)`` as the caller computes it.  Returns ``(ok,
+    outside, nans, infs)``: the numbers of values below ``-clip`` or above ``clip``
+    (infinities included), of NaNs and of infinities; ``ok`` is false if there is a NaN
+    or an infinity, or a value outside without ``clip_mode`` ("raise").  ``out`` is
+    written either way (a NaN as level 0): the caller decides.
+    """
+    if not isinstance(x, np.ndarray):
+        raise InvalidType(f"x must be a numpy array, not {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float64):
+        raise InvalidType(f"x must have dtype float32 or float64, not {x.dtype}")
+    if not isinstance(out, np.ndarray):
+        raise InvalidType(f"out must be a numpy array, not {type(out).__name__}")
+    if out.dtype not in (np.uint32, np.uint64):
+        raise InvalidType(f"out must have dtype uint32 or uint64, not {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise InvalidType("out must be C-contiguous to be written in place")
+    if not out.flags.writeable:
+        raise InvalidType("out is read-only")
+    if out.size != x.size:
+        raise InvalidInput(f"out has {out.size} values for {x.size} inputs")
+    clip = check_real(clip, "clip", positive=True)
+    factor = check_real(factor, "factor", positive=True)
+    levels = check_int(levels, "levels", lo=1, hi=QUANT_MAX_LEVELS)
+    out_bits = 8 * out.itemsize
+    weight = check_int(weight, "weight", lo=0, hi=(1 << 64) - 1)
+    clip_mode = check_bool(clip_mode, "clip_mode")
+    # the C side reads whole floats and writes whole words: fix the layout by copying
+    src = x if x.flags.c_contiguous and x.flags.aligned else x.copy(order="C")
+    dst = out if out.flags.aligned else np.empty(out.shape, dtype=out.dtype)
+    counts = np.zeros(3, dtype=np.uint64)
+    fn, ctype = ((lib.mpcai_quantize_f32, "float *") if src.dtype == np.float32
+                 else (lib.mpcai_quantize_f64, "double *"))
+    status = fn(_ptr(src, ctype), src.size, clip, factor, levels, weight, int(clip_mode),
+                _ptr(dst, "void *"), out_bits, _ptr(counts))
+    if status != lib.MPCAI_ERR_RANGE:
+        _check(status, "quantize")
+    if dst is not out:
+        out[...] = dst
+    return status == lib.MPCAI_OK, int(counts[0]), int(counts[1]), int(counts[2])

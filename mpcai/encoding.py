@@ -21,7 +21,10 @@ grid exactly, and the output never
 exceeds ``2^bits - 1`` (clipped after rounding, on a float that is exactly
 that integer), so a caller may size a ring by ``n * (2^bits - 1)``.  The
 sum of ``n`` quantised vectors dequantises to the sum of the (clipped)
-inputs: :func:`dequantize` takes ``n_summands``.
+inputs: :func:`dequantize` takes ``n_summands``.  float32 and float64 inputs are
+quantised in C (csrc/quantize.c: one pass, bit-identical to the numpy computation, which
+is kept as ``_quantize_reference``); :func:`quantize_into` writes ``weight x`` the levels
+straight into a ``uint32`` / ``uint64`` array and returns how many values were clipped.
 
 Both support **stochastic rounding** (round up with probability equal to the
 fractional part, so rounding is unbiased on average); its randomness comes
@@ -53,6 +56,7 @@ __all__ = [
     "pack_bits",
     "packed_size",
     "quantize",
+    "quantize_into",
     "unpack_bits",
 ]
 
@@ -143,6 +147,38 @@ def decode_fixed(u: object, frac_bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:
     return arr.view(np.int64).astype(np.float64) / float(1 << f)
 
 
+def _quantize_args(bits: object, clip: object, out_of_range: object) -> tuple[int, float]:
+    b = check_int(bits, "bits", lo=1, hi=MAX_QUANT_BITS)
+    c = _check_clip(clip)
+    if out_of_range not in ("raise", "clip"):
+        raise InvalidInput(f"out_of_range must be 'raise' or 'clip', not {out_of_range!r}")
+    return b, c
+
+
+def _outside_message(outside: int, clip: float, lo: float, hi: float) -> str:
+    return (f"{outside} values outside [-{clip:g}, {clip:g}] "
+            f"(max |x| = {max(-lo, hi):g}); pass out_of_range='clip' to clip")
+
+
+def _native_levels(arr: np.ndarray, out: np.ndarray, clip: float, b: int,
+                   out_of_range: str, weight: int) -> int:
+    """``out = weight * levels of arr`` in C (quantize.c, float32 / float64 ``arr``, the
+    reference's float64 operations bit for bit); the values outside ``[-clip, clip]``;
+    raises as :func:`_quantize_reference` does (NaN, then infinities, then "raise")."""
+    levels = (1 << b) - 1
+    ok, outside, nans, infs = _bindings.quantize(
+        arr, out, clip=clip, factor=float(levels) / (2.0 * clip), levels=levels,
+        weight=weight, clip_mode=out_of_range == "clip")
+    if not ok:
+        if nans:
+            raise EncodingOverflow("cannot quantize NaN")
+        if infs:
+            raise EncodingOverflow("cannot quantize infinite values")
+        raise EncodingOverflow(_outside_message(outside, clip, float(arr.min()),
+                                                float(arr.max())))
+    return outside
+
+
 def quantize(
     x: object,
     *,
@@ -157,11 +193,68 @@ def quantize(
     ``2^bits - 1`` whatever the float rounding did.  Values outside the range
     raise :class:`EncodingOverflow` unless ``out_of_range="clip"``.  ``bits``
     must be in ``[1, MAX_QUANT_BITS]``.
+
+    float32 and float64 inputs are quantised in C (csrc/quantize.c, one pass, no
+    temporaries) with round half to even; the result is bit-identical to the numpy
+    computation (:func:`_quantize_reference`), which serves the other dtypes and
+    stochastic rounding.
     """
-    b = check_int(bits, "bits", lo=1, hi=MAX_QUANT_BITS)
-    clip = _check_clip(clip)
-    if out_of_range not in ("raise", "clip"):
-        raise InvalidInput(f"out_of_range must be 'raise' or 'clip', not {out_of_range!r}")
+    b, c = _quantize_args(bits, clip, out_of_range)
+    arr = np.asarray(x)
+    if stochastic or arr.dtype not in (np.float32, np.float64):
+        return _quantize_reference(arr, clip=c, bits=b, out_of_range=out_of_range,
+                                   stochastic=stochastic)
+    out = np.empty(arr.shape, dtype=np.uint64)
+    _native_levels(arr, out, c, b, out_of_range, 1)
+    return out
+
+
+def quantize_into(
+    x: object,
+    out: np.ndarray,
+    *,
+    clip: float,
+    bits: int = 16,
+    out_of_range: Literal["raise", "clip"] = "raise",
+    weight: int = 1,
+) -> int:
+    """``out[...] = weight * quantize(x, clip=clip, bits=bits, out_of_range=out_of_range)``
+    modulo ``2^32`` or ``2^64`` (``out``'s dtype), in one pass without temporaries (C);
+    returns how many values of ``x`` lie outside ``[-clip, clip]`` (those clipped, with
+    ``out_of_range="clip"``; 0 otherwise, since "raise" raises for any).
+
+    Args:
+        x: reals (any shape; read in C order), as for :func:`quantize`.
+        out: a C-contiguous, writeable ``uint32`` or ``uint64`` array of ``x.size``
+            values (e.g. a view of a longer message vector).
+        clip, bits, out_of_range: as for :func:`quantize` (round half to even).
+        weight: the integer multiplier, ``0 <= weight < 2^64``.
+
+    Raises:
+        EncodingOverflow: NaN, infinities, or values outside with ``"raise"`` (the
+            messages of :func:`quantize`); ``out`` is then partly written.
+        InvalidType: ``x`` is not real, or ``out`` is not such an array.
+        InvalidInput: a parameter is out of range, or the sizes differ.
+    """
+    b, c = _quantize_args(bits, clip, out_of_range)
+    arr = np.asarray(x)
+    if arr.dtype not in (np.float32, np.float64):
+        arr = _float_array(arr)  # exact for the reference too: it converts the same way
+    w = check_int(weight, "weight", lo=0, hi=(1 << 64) - 1)
+    return _native_levels(arr, out, c, b, out_of_range, w)
+
+
+def _quantize_reference(
+    x: object,
+    *,
+    clip: float,
+    bits: int = 16,
+    out_of_range: Literal["raise", "clip"] = "raise",
+    stochastic: bool = False,
+) -> np.ndarray:
+    """:func:`quantize` in numpy (float64 temporaries): the reference the C kernel is
+    tested against, and the implementation for other dtypes and stochastic rounding."""
+    b, clip = _quantize_args(bits, clip, out_of_range)
     arr = _float_array(x)
     levels = float((1 << b) - 1)
     if arr.size == 0:
@@ -174,12 +267,9 @@ def quantize(
     if lo < -clip or hi > clip:
         if out_of_range == "raise":
             outside = int(np.count_nonzero(np.abs(arr) > clip))
-            raise EncodingOverflow(
-                f"{outside} values outside [-{clip:g}, {clip:g}] "
-                f"(max |x| = {max(-lo, hi):g}); pass out_of_range='clip' to clip"
-            )
+            raise EncodingOverflow(_outside_message(outside, clip, lo, hi))
         arr = np.clip(arr, -clip, clip)
-    # in place on one temporary: this runs on every model update in secure aggregation
+    # in place on one temporary
     scaled = arr + clip
     scaled *= levels / (2.0 * clip)
     if stochastic:
