@@ -24,7 +24,6 @@ __all__ = ["ClientState", "client", "flatten_update"]
 _log = logging.getLogger(__name__)
 
 SERVER = 0
-_QUANT_CHUNK = 1 << 18  # values quantised at a time
 
 # ---- the largest frame each receive accepts (Party.recv/gather max_bytes) -----------
 #
@@ -250,15 +249,11 @@ def _quantised(state: ClientState, update: np.ndarray, weight: int) -> np.ndarra
     # [weight x quantised values..., clipped count (saturated), weight]: the count is
     # masked too, so the server learns how many values were clipped in all, no more
     vec = np.empty(x.size + 2, dtype=dtype)
-    clipped = 0
-    # in chunks: the float and uint64 temporaries stay small next to the update itself
-    for lo in range(0, x.size, _QUANT_CHUNK):
-        chunk = x[lo:lo + _QUANT_CHUNK]
-        q = encoding.quantize(chunk, clip=cfg.clip, bits=cfg.bits,
-                              out_of_range=cfg.out_of_range)  # NaN and inf raise here
-        clipped += int(np.count_nonzero(chunk < -cfg.clip)) + int(
-            np.count_nonzero(chunk > cfg.clip))
-        np.multiply(q, np.uint64(weight), out=vec[lo:lo + q.size], casting="unsafe")
+    # weight x the levels straight into the vector, in one pass in C (no temporaries);
+    # NaN and inf raise here.  The clipped count compares the values as float64, as the
+    # clipping does (a float32 compared with clip rounded to float32 could miss one)
+    clipped = encoding.quantize_into(x, vec[:-2], clip=cfg.clip, bits=cfg.bits,
+                                     out_of_range=cfg.out_of_range, weight=weight)
     state.clipped = clipped
     vec[-2] = min(clipped, CLIPPED_COUNT_CAP)
     vec[-1] = weight
