@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import _gemm, _prg, _progress, _shamir, _simd
+from . import _gemm, _prg, _progress, _quantize, _shamir, _simd
 from ._common import report
 
 SUITES: dict[str, Callable[..., list[dict]]] = {
     "prg": _prg.run,
     "gemm": _gemm.run,
     "shamir": _shamir.run,
+    "quantize": _quantize.run,
 }
 
 

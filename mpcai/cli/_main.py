@@ -113,11 +113,12 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="benchmarks against peers (ratios in one run)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="SUITE", required=True)
     prim = bench_sub.add_parser("primitives", parents=[common],
-                                help="C core: PRG, uint64 GEMM, Shamir")
+                                help="C core: PRG, uint64 GEMM, Shamir, quantisation")
     prim.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
     prim.add_argument("--reps", type=int, default=7, help="repetitions per measurement (median)")
     prim.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    prim.add_argument("--only", action="append", choices=["prg", "gemm", "shamir"],
+    prim.add_argument("--only", action="append",
+                      choices=["prg", "gemm", "shamir", "quantize"],
                       help="run only this suite (repeatable)")
     he = bench_sub.add_parser("he", parents=[common], help="Paillier vs phe, CKKS vs raw TenSEAL")
     he.add_argument("--json", metavar="FILE", help="write one JSON record per measurement")
