@@ -198,6 +198,8 @@ def test_empty_and_shaped_inputs() -> None:
     _same(x, 1.0, 10)
     _same(np.asfortranarray(x), 1.0, 10)  # copied to C order by the binding
     _same(x[:, ::2, 1::3], 1.0, 10)  # strided
+    x.flags.writeable = False  # read, never written
+    _same(x, 1.0, 10)
 
 
 def test_unaligned_and_view_buffers() -> None:
