@@ -35,6 +35,7 @@
  * The vector paths are the same loop compiled for AVX2 / AVX-512 (target
  * attributes); every path gives the same bits.
  */
+#include <math.h> /* HUGE_VAL only: no libm call */
 #include <stdint.h>
 #include <string.h>
 
@@ -81,7 +82,7 @@ typedef struct {
                           double levels, uint64_t weight, OUT_T *restrict out,               \
                           qz_counts *counts)                                                 \
     {                                                                                        \
-        const double lo = -clip, inf = __builtin_inf();                                      \
+        const double lo = -clip, inf = HUGE_VAL;                                             \
         const OUT_T w = (OUT_T)weight; /* the product modulo 2^32 needs w mod 2^32 only */  \
         uint64_t outside = 0, nan = 0, infs = 0;                                             \
         for (size_t b = 0; b < n; b += QZ_BLOCK) {                                           \
