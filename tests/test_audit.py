@@ -634,7 +634,12 @@ def test_he_aggregation_transcripts_verify_with_a_dropout(tmp_path: Path, scheme
     import hashlib
 
     assert hub.result == hashlib.sha256(np.asarray(agg.sums, dtype="<i8").tobytes()).digest()
-    assert report.run.undelivered == [] and report.run.matched > 0
+    # the hub combines the first t valid partial decryptions and does not wait for the
+    # others: a member's late answer may be sent and never read, which is legal
+    late = [(frm, to, tag) for frm, to, _, tag in report.run.undelivered]
+    assert all(to == 0 and tag == "decrypt" and frm in (4, 5, 6)
+               and frm not in agg.decrypted_by for frm, to, tag in late), late
+    assert len(agg.decrypted_by) == 2 and report.run.matched > 0
     assert protocol_audit.stage_participants(hub)["input"] == [1, 3]
     # a client that answers a decryption request: an illegal step for its role
     client = audit.read_transcript(d / "party-1.jsonl")
