@@ -94,12 +94,12 @@ def test_defaults_never_fail_at_ten_percent_dropout(n: int) -> None:
 
 @pytest.mark.slow
 def test_defaults_never_fail_in_full_rounds() -> None:
-    """The same at N = 50 with the whole protocol: 80 rounds (the outcome model above
+    """The same at N = 50 with the whole protocol: 32 rounds (the outcome model above
     runs 200 per size), each mean exact."""
     n = 50
     cfg = sa.SecAggConfig(n_clients=n, threads=1)
     rng = random.Random(9)
-    for i in range(80):
+    for i in range(32):
         drops = random_drops(rng, n, n // 10)
         res = sa.simulate([np.full(3, 0.5) for _ in range(n)], cfg, dropouts=drops,
                           session=session_of(i))
