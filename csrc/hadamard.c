@@ -210,17 +210,18 @@ int mpcai_fwht(double *a, size_t n)
 
 /* ---- bit packing ---------------------------------------------------- */
 
-static size_t packed_len(size_t n, int bits)
+static uint64_t packed_len(size_t n, int bits)
 {
-    /* n <= MPCAI_PACK_MAX_COUNT: n * bits does not overflow */
-    return (n * (size_t)bits + 7) / 8;
+    /* in 64 bits even where size_t has 32 (n * bits would wrap there from n = 2^27);
+       n <= MPCAI_PACK_MAX_COUNT: n * bits does not overflow 64 bits */
+    return ((uint64_t)n * (uint64_t)bits + 7) / 8;
 }
 
 int mpcai_pack_bits(const uint32_t *in, size_t n, int bits, uint8_t *out, size_t out_len)
 {
     if ((!in && n) || (!out && out_len)) return MPCAI_ERR_NULL;
     if (bits < 1 || bits > 32) return MPCAI_ERR_ARG;
-    if ((uint64_t)n > MPCAI_PACK_MAX_COUNT || out_len != packed_len(n, bits))
+    if ((uint64_t)n > MPCAI_PACK_MAX_COUNT || (uint64_t)out_len != packed_len(n, bits))
         return MPCAI_ERR_LENGTH;
     const uint64_t mask = bits == 32 ? 0xFFFFFFFFu : (((uint64_t)1 << bits) - 1);
     uint64_t acc = 0;
@@ -251,13 +252,14 @@ int mpcai_unpack_bits(const uint8_t *in, size_t in_len, int bits, uint32_t *out,
 {
     if ((!in && in_len) || (!out && n)) return MPCAI_ERR_NULL;
     if (bits < 1 || bits > 32) return MPCAI_ERR_ARG;
-    if ((uint64_t)n > MPCAI_PACK_MAX_COUNT || in_len != packed_len(n, bits))
+    if ((uint64_t)n > MPCAI_PACK_MAX_COUNT || (uint64_t)in_len != packed_len(n, bits))
         return MPCAI_ERR_LENGTH;
     const uint64_t mask = bits == 32 ? 0xFFFFFFFFu : (((uint64_t)1 << bits) - 1);
     size_t i = 0;
     /* values whose 8-byte window lies inside the input: one load each */
     for (; i < n; i++) {
-        size_t bit = i * (size_t)bits, byte = bit >> 3;
+        uint64_t bit = (uint64_t)i * (uint64_t)bits; /* 64 bits: no wrap on 32-bit size_t */
+        size_t byte = (size_t)(bit >> 3);
         if (byte + 8 > in_len) break;
         const uint8_t *p = in + byte;
         uint64_t w = (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
@@ -266,7 +268,8 @@ int mpcai_unpack_bits(const uint8_t *in, size_t in_len, int bits, uint32_t *out,
         out[i] = (uint32_t)((w >> (bit & 7)) & mask);
     }
     for (; i < n; i++) {
-        size_t bit = i * (size_t)bits, byte = bit >> 3;
+        uint64_t bit = (uint64_t)i * (uint64_t)bits; /* 64 bits: no wrap on 32-bit size_t */
+        size_t byte = (size_t)(bit >> 3);
         uint64_t w = 0;
         for (size_t k = 0; k < 8 && byte + k < in_len; k++) w |= (uint64_t)in[byte + k] << (8 * k);
         out[i] = (uint32_t)((w >> (bit & 7)) & mask);
