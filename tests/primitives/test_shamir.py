@@ -346,7 +346,8 @@ def test_t_minus_one_shares_look_uniform_for_any_secret(t: int) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\0", b"x", bytes(7), bytes(8), b"\0\0abc\0\0", b"abcdefg", bytes(range(200, 232)), bytes(32)],
+    [b"", b"\0", b"x", bytes(7), bytes(8), b"\0\0abc\0\0", b"abcdefg",
+     bytes(range(200, 232)), bytes(32)],
 )
 def test_bytes_round_trip(data: bytes) -> None:
     shares = shamir.share_bytes(data, 3, 5)
