@@ -315,8 +315,9 @@ def run_message_round(updates: list[np.ndarray], dropped: set[int], *, secure: b
         if secure:
             opts = {k: v for k, v in (("degree", degree), ("threshold", threshold))
                     if v is not None}
+            # the server's mask expansions on ``threads`` too (its default is every core)
             strategy = SecAggStrategy(strategy, clip=clip, bits=bits, max_weight=1,
-                                      timeout=timeout, **opts)
+                                      timeout=timeout, threads=threads, **opts)
         res = strategy.start(grid=grid, initial_arrays=ArrayRecord(
             {"w": Array.from_numpy_ndarray(np.zeros_like(updates[0]))}), num_rounds=1)
         result["w"] = res.arrays["w"].numpy()

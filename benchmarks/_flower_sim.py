@@ -159,10 +159,10 @@ def _apps(kind: str, n: int, d: int, dropped: set[int], seed: int,
         if kind == "ours":  # Flower's neighbourhood: 6 neighbours, threshold 4
             strategy = SecAggStrategy(strategy, clip=1.0, bits=16, max_weight=1,
                                       timeout=3600.0, degree=min(6, n - 1 - (n % 2 == 0)),
-                                      threshold=4)
+                                      threshold=4, threads=1)
         elif kind == "ours-auto":  # degree and threshold chosen by the library
             strategy = SecAggStrategy(strategy, clip=1.0, bits=16, max_weight=1,
-                                      timeout=3600.0)
+                                      timeout=3600.0, threads=1)
         t0 = time.perf_counter()
         res = strategy.start(grid=grid, initial_arrays=ArrayRecord(
             {"w": Array.from_numpy_ndarray(zeros)}), num_rounds=1)

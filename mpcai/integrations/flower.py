@@ -176,6 +176,8 @@ RECORD_KEY = "mpcai.secagg"
 _CFG_FIELDS = ("clip", "bits", "max_weight", "out_of_range", "timeout",
                "dropout_fraction", "corrupt_fraction", "failure_bound",
                "privacy_bound", "threshold", "degree")
+#: the server's own options, never sent (each client sets its threads in make_secagg_mod)
+_SERVER_FIELDS = ("threads",)
 #: the clients' parameters the server decides (``threads`` stays each client's own)
 _SENT_FIELDS = ("n_clients", "dim", *_CFG_FIELDS, "dp")
 
@@ -328,7 +330,10 @@ class SecAggStrategy(_Wrapping):
     the other keyword arguments are those of :class:`SecAggConfig`;
     ``train_timeout`` bounds the masked-input stage, which includes the
     clients' local training; ``weighted_by_key`` is the metric the clients'
-    weights come from (by default the inner strategy's).  Every array of the
+    weights come from (by default the inner strategy's); ``threads`` is the
+    server's OS threads per mask expansion when it unmasks (by default
+    :class:`SecAggConfig`'s; never sent: each client sets its own in
+    :func:`make_secagg_mod`).  Every array of the
     model must be floating point (an integer buffer such as a batch-norm counter
     is refused when the round is configured).
     ``secagg-errors`` counts the dropouts that answered with an error or a
@@ -394,7 +399,7 @@ class SecAggStrategy(_Wrapping):
             raise InvalidInput(f"{type(inner).__name__} does not aggregate by a weighted mean; "
                                f"secure aggregation computes only that ({', '.join(AVERAGING)} "
                                f"and their subclasses)")
-        unknown = set(secagg) - set(_CFG_FIELDS)
+        unknown = set(secagg) - set(_CFG_FIELDS) - set(_SERVER_FIELDS)
         if unknown:
             raise InvalidInput(f"unknown secure-aggregation options {sorted(unknown)}")
         self.inner = inner

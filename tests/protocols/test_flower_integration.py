@@ -262,6 +262,30 @@ def test_bad_options_are_refused_when_built() -> None:
         SecAggStrategy(object())  # type: ignore[arg-type]
 
 
+def test_the_servers_threads_are_its_own_and_never_sent() -> None:
+    with pytest.raises(InvalidInput):
+        SecAggStrategy(fedavg(), threads=0)
+    sent: list[bytes] = []
+
+    class Spy(SecAggStrategy):
+        def configure_train(self, *args: Any, **kwargs: Any) -> Any:
+            out = list(super().configure_train(*args, **kwargs))
+            sent.extend(bytes(m.content.config_records[RECORD_KEY]["round-config"])
+                        for m in out)
+            assert self._round is not None and self._round["cfg"].threads == 3  # the server's
+            return out
+
+    grid = make_grid(client_app({}))
+    strategy = Spy(fedavg(), clip=1.0, bits=20, max_weight=1000, threads=3)
+    result = run(strategy, grid, rounds=1)
+    assert strategy.history[0]["secagg-survivors"] == N
+    np.testing.assert_allclose(result.arrays["w"].numpy(), plain_mean(np.zeros(D), DELTAS),
+                               atol=4 * 2 / (2**20 - 1) + 1e-6)
+    from mpcai.runtime import wire
+    configs = [wire.decode_payload(b)["config"] for b in sent]
+    assert len(configs) == N and all("threads" not in c for c in configs)
+
+
 @pytest.mark.parametrize("required", [True, False])
 def test_a_plain_train_message_is_refused_unless_allowed(required: bool) -> None:
     app = client_app({}, mod=make_secagg_mod(required=required))
