@@ -79,6 +79,12 @@ learns only the noisy sum (a plain mean: the weights are 1), with each round's
 set its own floor (``make_secagg_mod(min_noise_multiplier=..., max_epsilon=...,
 max_epsilon_total=..., budget_file=...)``), checked before it trains.
 
+Flower's legacy API (``DefaultWorkflow``, ``LegacyContext``, ``NumPyClient``):
+``DefaultWorkflow(fit_workflow=SecAggWorkflow(clip=0.5, max_weight=10_000))`` in
+place of Flower's ``SecAggPlusWorkflow``, and the same ``secagg_mod`` on the
+ClientApp; the legacy strategy (FedAvg, FedAdam, ... of ``flwr.server.strategy``)
+gets one ``FitRes`` holding the weighted mean (:class:`SecAggWorkflow`).
+
 Homomorphic aggregation instead of masking: ``HEAggStrategy(FedAvg(),
 public_key="keys/public-key.bin", clip=0.5, max_weight=10_000)`` on the server,
 ``ClientApp(mods=[he_mod])`` on the nodes (:func:`make_he_mod`; the key files'
@@ -165,8 +171,9 @@ except ImportError as exc:  # pragma: no cover - flwr is in the test extra
     raise ImportError("mpcai.integrations.flower needs Flower: pip install 'mpcai[flower]'"
                       ) from exc
 
-__all__ = ["HE_RECORD_KEY", "RECORD_KEY", "VECTOR_KEY", "HEAggStrategy", "SecAggStrategy",
-           "deal_committee_keys", "he_mod", "make_he_mod", "make_secagg_mod", "secagg_mod"]
+__all__ = ["HE_RECORD_KEY", "LEGACY_AVERAGING", "RECORD_KEY", "VECTOR_KEY", "HEAggStrategy",
+           "SecAggStrategy", "SecAggWorkflow", "deal_committee_keys", "he_mod", "make_he_mod",
+           "make_secagg_mod", "secagg_mod"]
 
 _log = logging.getLogger(__name__)
 
@@ -183,6 +190,12 @@ _SENT_FIELDS = ("n_clients", "dim", *_CFG_FIELDS, "dp")
 
 #: inner strategies whose aggregate is the weighted mean (they get one reply holding it)
 AVERAGING = ("FedAvg", "FedAvgM", "FedProx", "FedOpt", "FedAdam", "FedAdagrad", "FedYogi")
+
+#: the ConfigRecord of a legacy (``NumPyClient``) fit reply's status
+_LEGACY_STATUS = "fitres.status"
+#: Flower's legacy strategies (``flwr.server.strategy``) that aggregate by a weighted mean
+LEGACY_AVERAGING = ("FedAvg", "FedAvgM", "FedProx", "FedOpt", "FedAdam", "FedAdagrad",
+                    "FedYogi")
 
 _FAILED = "secure aggregation: this client left the round (the reason is in its own log)"
 #: fewest clients in a round (with two, each learns the other's update from the sum)
@@ -281,13 +294,17 @@ def _numpy_view(arr: Array) -> np.ndarray:
 def _delta(reply: ArrayRecord, received: ArrayRecord,
            layout: list[tuple[str, tuple[int, ...]]]) -> np.ndarray:
     """``reply - received`` flattened in the server's key order; refused unless both
-    hold exactly the arrays of ``layout``."""
+    hold exactly the arrays of ``layout`` (names, and the shapes of the values they
+    hold: a legacy reply's Arrays carry no shape of their own, their ``.npy`` bytes do)."""
     want = dict(layout)
-    if dict(_layout(reply)) != want or dict(_layout(received)) != want:
+    if set(reply.keys()) != set(want) or set(received.keys()) != set(want):
         raise InvalidInput("the train reply's arrays are not the model's (names and shapes)")
     parts = []
-    for k, _ in layout:
+    for k, shape in layout:
         new, old = _numpy_view(reply[k]), _numpy_view(received[k])
+        if new.shape != shape or old.shape != shape:
+            raise InvalidInput("the train reply's arrays are not the model's (names and "
+                               "shapes)")
         if new.dtype.kind != "f" or old.dtype.kind != "f":
             raise InvalidInput(f"array {k!r} is not floating point: secure aggregation "
                                "averages float arrays only")
@@ -395,7 +412,7 @@ class SecAggStrategy(_Wrapping):
         if not isinstance(inner, Strategy):
             raise InvalidInput(f"inner must be a Flower Message-API Strategy, not "
                                f"{type(inner).__name__}")
-        if not _averages(type(inner)):
+        if not isinstance(inner, _LegacyRound) and not _averages(type(inner)):
             raise InvalidInput(f"{type(inner).__name__} does not aggregate by a weighted mean; "
                                f"secure aggregation computes only that ({', '.join(AVERAGING)} "
                                f"and their subclasses)")
@@ -619,6 +636,185 @@ class SecAggStrategy(_Wrapping):
                 "secagg-dp-wrap": float(priv.wrap_probability),
                 # the noise's standard deviation in each value of the mean update
                 "secagg-dp-noise-std": float(priv.sigma_present * priv.gamma / survivors)}
+
+
+class _LegacyRound(Strategy):
+    """The inner strategy :class:`SecAggWorkflow` gives its :class:`SecAggStrategy`: one
+    legacy round's train messages in, the secure mean out (nothing else)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.mean: Message | None = None
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        return self.messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        (self.mean,) = list(replies)
+        return self.mean.content["arrays"], MetricRecord()
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return []  # pragma: no cover - the legacy workflow evaluates
+
+    def aggregate_evaluate(self, server_round: int,
+                           replies: Iterable[Message]) -> MetricRecord | None:
+        return None  # pragma: no cover
+
+    def summary(self) -> None:
+        """Nothing to summarise."""
+
+
+def _legacy_averages(cls: type) -> bool:
+    """Whether the legacy strategy ``cls`` aggregates as one of
+    :data:`LEGACY_AVERAGING` (its ``aggregate_fit`` is theirs, or a user's override)."""
+    from flwr.server import strategy as ls
+
+    averaging = {getattr(ls, name) for name in LEGACY_AVERAGING if hasattr(ls, name)}
+    owner = next((c for c in cls.__mro__ if "aggregate_fit" in vars(c)), None)
+    if owner is None or not any(c in averaging for c in cls.__mro__):
+        return False
+    if owner in averaging:
+        return True
+    if owner.__module__.split(".")[0] == "flwr":  # Flower's own non-averaging strategy
+        return False
+    _log.warning("%s overrides aggregate_fit: secure aggregation hands it one result "
+                 "holding the weighted mean", owner.__name__)
+    return True
+
+
+class SecAggWorkflow:
+    """Secure aggregation on Flower's legacy API: a fit workflow for ``DefaultWorkflow``,
+    in place of Flower's ``SecAggPlusWorkflow``::
+
+        from flwr.server.workflow import DefaultWorkflow
+        from mpcai.integrations.flower import SecAggWorkflow, secagg_mod
+
+        workflow = DefaultWorkflow(fit_workflow=SecAggWorkflow(clip=0.5, max_weight=10_000))
+        # ... in the ServerApp's main: workflow(grid, LegacyContext(...))
+        app = ClientApp(client_fn=client_fn, mods=[secagg_mod])  # the NumPyClient unchanged
+
+    Each round runs as :class:`SecAggStrategy` runs it: the legacy strategy
+    (``context.strategy``: FedAvg, FedAdam, ... of ``flwr.server.strategy``,
+    :data:`LEGACY_AVERAGING`) samples the clients and makes their ``FitIns``; the
+    key exchange goes first; the ``FitIns`` (parameters and config) reaches the
+    client's ``fit`` with the masked-input stage; the mod masks the change its
+    ``FitRes`` makes to the parameters it received, weighted by its
+    ``num_examples``; the server learns the sum only and hands the strategy's
+    ``aggregate_fit`` ONE ``FitRes``: the global parameters plus the weighted
+    mean change, with ``num_examples`` the total weight (no client's count).
+    The round's metrics in ``context.history`` (``metrics_distributed_fit``) are
+    the strategy's and ``secagg-survivors``, ``secagg-dropped``,
+    ``secagg-errors``, ``secagg-clipped`` (``secagg-failed`` for a round that
+    could not finish, which leaves the parameters unchanged).  A ``FitRes``
+    whose status is not OK is a dropout.  The options, the threat model and the
+    client's floor are :class:`SecAggStrategy`'s and :func:`make_secagg_mod`'s
+    (the weights come from ``num_examples``); ``history`` lists every round's
+    outcome, ``accountant`` composes the rounds with ``dp``.  The parameters
+    must be ``numpy.ndarray`` tensors of floating point values.
+    """
+
+    def __init__(self, *, clip: float | None = None, bits: int | None = None,
+                 max_weight: int | None = None, timeout: float = 60.0,
+                 train_timeout: float = 3600.0,
+                 dp: DPConfig | Mapping[str, Any] | None = None, **secagg: Any) -> None:
+        self._inner = _LegacyRound()
+        self._secagg = SecAggStrategy(self._inner, clip=clip, bits=bits,
+                                      max_weight=max_weight, timeout=timeout,
+                                      train_timeout=train_timeout, dp=dp,
+                                      weighted_by_key="num_examples", **secagg)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Every round's outcome (:attr:`SecAggStrategy.history`)."""
+        return self._secagg.history
+
+    @property
+    def accountant(self) -> _dpm.PrivacyAccountant | None:
+        """With ``dp``: the rounds composed so far (:attr:`SecAggStrategy.accountant`)."""
+        return self._secagg.accountant
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        """Run one fit round (``DefaultWorkflow`` calls this with its ``LegacyContext``)."""
+        import flwr.compat.common.recorddict_compat as compat
+        from flwr.app.message_type import MessageType
+        from flwr.common import (
+            Code,
+            FitRes,
+            Status,
+            ndarrays_to_parameters,
+            parameters_to_ndarrays,
+        )
+        from flwr.server import LegacyContext
+        from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"Expect a LegacyContext, but get {type(context).__name__}.")
+        strategy = context.strategy
+        if not _legacy_averages(type(strategy)):
+            raise InvalidInput(f"{type(strategy).__name__} does not aggregate by a weighted "
+                               f"mean; secure aggregation computes only that "
+                               f"({', '.join(LEGACY_AVERAGING)} and their subclasses)")
+        server_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
+        record = context.state.array_records[MAIN_PARAMS_RECORD]
+        parameters = compat.arrayrecord_to_parameters(record, keep_input=True)
+        instructions = strategy.configure_fit(server_round=server_round,
+                                              parameters=parameters,
+                                              client_manager=context.client_manager)
+        if not instructions:
+            _log.info("configure_fit: no clients selected, cancel")
+            return
+
+        typed: dict[int, ArrayRecord] = {}
+
+        def model(params: Any) -> ArrayRecord:
+            """Legacy parameters as Arrays that carry their dtype and shape."""
+            if id(params) not in typed:
+                if params.tensor_type != "numpy.ndarray":
+                    raise InvalidInput(f"secure aggregation needs numpy.ndarray parameters, "
+                                       f"not {params.tensor_type!r}")
+                typed[id(params)] = ArrayRecord({str(i): Array.from_numpy_ndarray(a)
+                                                 for i, a in enumerate(
+                                                     parameters_to_ndarrays(params))})
+            return typed[id(params)]
+
+        global_model = model(parameters)
+        messages = []
+        for proxy, fitins in instructions:
+            content = compat.fitins_to_recorddict(fitins, True)
+            content.array_records["fitins.parameters"] = model(fitins.parameters)
+            messages.append(Message(content, dst_node_id=proxy.node_id,
+                                    message_type=MessageType.TRAIN,
+                                    group_id=str(server_round)))
+        self._inner.messages, self._inner.mean = messages, None
+        first = list(self._secagg.configure_train(server_round, global_model, ConfigRecord(),
+                                                  grid))
+        if not first:  # skipped (too few clients, a threshold above the sample): logged
+            return
+        replies = grid.send_and_receive(first, timeout=float(self._secagg._options["timeout"]))
+        _, metrics = self._secagg.aggregate_train(server_round, replies)
+        info = {k: v for k, v in (metrics or {}).items()}
+        mean = self._inner.mean
+        self._inner.messages, self._inner.mean = [], None
+        if mean is None:  # the round failed: the parameters stay
+            context.history.add_metrics_distributed_fit(server_round=server_round,
+                                                        metrics=info)
+            return
+        arrays = mean.content["arrays"]
+        weight = int(mean.content["metrics"]["num_examples"])
+        fitres = FitRes(status=Status(Code.OK, "secure aggregate"),
+                        parameters=ndarrays_to_parameters(
+                            [arrays[k].numpy() for k in global_model.keys()]),
+                        num_examples=weight, metrics={})
+        proxy = instructions[0][0]  # the mean stands for every client: no one's own result
+        new, agg_metrics = strategy.aggregate_fit(server_round, [(proxy, fitres)], [])
+        if new is not None:
+            context.state.array_records[MAIN_PARAMS_RECORD] = (
+                compat.parameters_to_arrayrecord(new, True))
+        context.history.add_metrics_distributed_fit(
+            server_round=server_round, metrics={**dict(agg_metrics or {}), **info})
 
 
 def _round_config(rec: ConfigRecord) -> tuple[SecAggConfig, list[tuple[str, tuple[int, ...]]],
@@ -846,6 +1042,9 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         reply = call_next(msg, context)
         if reply.has_error():
             raise RuntimeError("the user's train function failed")
+        status = reply.content.config_records.get(_LEGACY_STATUS)  # a legacy client's fit
+        if status is not None and status.get("code") != 0:
+            raise RuntimeError("the user's fit function failed")
         arrays = list(reply.content.array_records.values())
         if cfg.dp is not None:  # every weight is 1: the number of examples is not used
             if len(arrays) != 1:
