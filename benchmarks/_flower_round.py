@@ -207,11 +207,15 @@ def _serve(server_app: Any, client_app: Any, nodes: list[int], dropped: set[int]
 
 def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
               num_shares: int = 7, threshold: int = 4, clipping_range: float = 1.0,
-              quantization_range: int = 65535, send_model: bool = False) -> WholeRound:
+              quantization_range: int = 65535, send_model: bool = False,
+              ours: bool = False) -> WholeRound:
     """One whole Flower round (FedAvg, one fit round, no evaluation) over ``updates``
     (client node ids ``1..N``), with SecAgg+ or plain; ``dropped`` as above.
     ``send_model``: the global model is ``zeros(d)`` (sent to every client, which
-    answers ``model + update``) instead of empty."""
+    answers ``model + update``) instead of empty.  ``ours``: our ``SecAggWorkflow`` +
+    ``secagg_mod`` on the same legacy app (``num_shares - 1`` neighbours, ``threshold``,
+    16 bits over ``[-clipping_range, clipping_range]``, 1 thread each side; needs
+    ``send_model``) instead of SecAgg+."""
     global _GRID
     import flwr.compat.common.recorddict_compat as compat
     from flwr.client import NumPyClient
@@ -239,7 +243,18 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
     def client_fn(context: Any) -> Any:
         return Client(int(context.node_config["partition-id"])).to_client()
 
-    client_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secagg else [])
+    workflow: Any = None
+    if ours:
+        from mpcai.integrations.flower import SecAggWorkflow, make_secagg_mod
+
+        # Flower's neighbourhood, below our clients' default privacy floor: accepted here
+        workflow = SecAggWorkflow(clip=clipping_range, bits=16, max_weight=1,
+                                  degree=num_shares - 1, threshold=threshold, threads=1,
+                                  timeout=3600.0)
+        mods = [make_secagg_mod(threads=1, privacy_bound=1.0)]
+    else:
+        mods = [secaggplus_mod] if secagg else []
+    client_app = ClientApp(client_fn=client_fn, mods=mods)
     initial = (ndarrays_to_parameters([np.zeros_like(updates[0])]) if send_model
                else Parameters(tensors=[], tensor_type="numpy.ndarray"))
     server_app = ServerApp()
@@ -256,6 +271,7 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
         fit = SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold,
                                  max_weight=1.0, clipping_range=clipping_range,
                                  quantization_range=quantization_range) if secagg else None
+        fit = workflow if ours else fit
         DefaultWorkflow(fit_workflow=fit)(grid, ctx)
         result["params"] = ctx.state.array_records[MAIN_PARAMS_RECORD]
         result["rounds"] = len(ctx.history.metrics_distributed_fit) or None
@@ -265,6 +281,8 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
     arrays = parameters_to_ndarrays(compat.arrayrecord_to_parameters(result["params"],
                                                                    keep_input=True))
     failed = len(arrays) == 0  # the workflow halted: the global model was never replaced
+    if ours:  # ours leaves the model as it was: the round's outcome says it
+        failed = not workflow.history or "failed" in workflow.history[-1]
     sent = [grid.sent_bytes[nid] for nid in nodes if nid not in dropped]
     return WholeRound(total_s=total, failed=failed,
                       bytes_per_survivor=float(np.mean(sent)) if sent else 0.0,

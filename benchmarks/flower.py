@@ -11,7 +11,10 @@ The same round three ways, on the same model, clients and engine, in one run:
   reconstruction_threshold=4, clipping_range=1, quantization_range=2^16))``,
   ``ClientApp(client_fn, mods=[secaggplus_mod])``);
 * **plain**: the Message-API ``FedAvg`` with no secure aggregation (what a user
-  runs today).
+  runs today);
+* **ours on the legacy API** (grid engine): SecAgg+'s own app and workflow API with
+  ours swapped in (``DefaultWorkflow(fit_workflow=SecAggWorkflow(...))``,
+  ``ClientApp(client_fn, mods=[secagg_mod])``), against SecAgg+ like for like.
 
 The global model is ``zeros(d)`` (float32), sent to every client, which answers
 ``model + update`` (``uniform(-0.5, 0.5)``) with weight 1; 10% of the clients
@@ -33,12 +36,12 @@ Scale: ours alone at d = 10,000 for N = 100 and 1,000 (the library's
 automatic degree and threshold), in the grid engine and (full runs only) under
 ``run_simulation``, with the growth exponent ``log(t(1000) / t(100)) / log(10)``.
 
-In the grid engine the three sides' rounds are interleaved (ours, SecAgg+,
-plain, ours, ...) after one untimed warm-up round of each at the same size (the
-process's first round pays one-off costs, e.g. imports and first-touch
-allocations, whichever side runs first).  Failures are counted, never retried:
-a round that fails is timed and the
-reported time is all timed rounds' time per successful round (``failures_*``).
+In the grid engine the sides' rounds are interleaved (ours, SecAgg+,
+plain, ours on the legacy API, ours, ...) after one untimed warm-up round of
+each at the same size (the process's first round pays one-off costs, e.g.
+imports and first-touch allocations, whichever side runs first).  Failures
+are counted, never retried: a round that fails is timed and the reported time
+is all timed rounds' time per successful round (``failures_*``).
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def grid(n: int, d: int, reps: int, *, cpu: str, seed: int = 0) -> list[dict]:
     """The three rounds through the in-process grid, interleaved per repetition, after
     one untimed warm-up round of each."""
     updates, dropped, ref = _data(n, d, seed)
-    ours, sap, plain = _Side(), _Side(), _Side()
+    ours, sap, plain, legacy = _Side(), _Side(), _Side(), _Side()
     warmup = 1
     for rep in range(warmup + max(1, reps)):
         timed = rep >= warmup
@@ -116,6 +119,12 @@ def grid(n: int, d: int, reps: int, *, cpu: str, seed: int = 0) -> list[dict]:
         w = _flower_round.run_message_round(updates, dropped, secure=False)
         if timed:
             plain.add(w.total_s, w.failed, w.mean, ref, w.bytes_per_survivor)
+        # ours on SecAgg+'s own API: SecAggWorkflow + secagg_mod in the same legacy app
+        w = _flower_round.run_round(updates, dropped, secagg=True, ours=True,
+                                    num_shares=DEGREE + 1, threshold=THRESHOLD,
+                                    clipping_range=1.0, send_model=True)
+        if timed:
+            legacy.add(w.total_s, w.failed, w.mean, ref, w.bytes_per_survivor)
         del w
     _flower_sim.update.cache_clear()
     c = _common(n, d, dropped, cpu, "grid")
@@ -132,6 +141,14 @@ def grid(n: int, d: int, reps: int, *, cpu: str, seed: int = 0) -> list[dict]:
         record(f"flower round {_label(n, d)} (in-process grid, 1 thread)", ours.per_result,
                f"Flower {ver} SecAgg+ (SecAggPlusWorkflow + secaggplus_mod)", sap.per_result,
                **c, **figures),
+        record(f"flower legacy-API round {_label(n, d)} (in-process grid, 1 thread)",
+               legacy.per_result,
+               f"Flower {ver} SecAgg+ (SecAggPlusWorkflow + secaggplus_mod)", sap.per_result,
+               **c, failures_ours=legacy.failure_str, failures_flower=sap.failure_str,
+               bytes_per_client_ours=legacy.bytes, bytes_per_client_flower=sap.bytes,
+               max_abs_err_ours=legacy.err, max_abs_err_flower=sap.err,
+               api="legacy (DefaultWorkflow: SecAggWorkflow vs SecAggPlusWorkflow)",
+               message_api_s=ours.per_result, degree=DEGREE, threshold=THRESHOLD),
         record(f"flower round vs plain FedAvg {_label(n, d)} (in-process grid)",
                ours.per_result, f"Flower {ver} plain FedAvg (Message API, insecure)",
                plain.per_result, **c, overhead_x=ours.per_result / plain.per_result,
