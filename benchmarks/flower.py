@@ -36,10 +36,11 @@ Scale: ours alone at d = 10,000 for N = 100 and 1,000 (the library's
 automatic degree and threshold), in the grid engine and (full runs only) under
 ``run_simulation``, with the growth exponent ``log(t(1000) / t(100)) / log(10)``.
 
-In the grid engine the sides' rounds are interleaved (ours, SecAgg+,
-plain, ours on the legacy API, ours, ...) after one untimed warm-up round of
-each at the same size (the process's first round pays one-off costs, e.g.
-imports and first-touch allocations, whichever side runs first).  Failures
+In the grid engine each size (and each scale size) runs in a fresh process,
+and there the sides' rounds are interleaved (ours, SecAgg+, plain, ours on the
+legacy API, ours, ...) after one untimed warm-up round of each at the same
+size (the process's first round pays one-off costs, e.g. imports and
+first-touch allocations, whichever side runs first).  Failures
 are counted, never retried: a round that fails is timed and the reported time
 is all timed rounds' time per successful round (``failures_*``).
 """
@@ -157,6 +158,26 @@ def grid(n: int, d: int, reps: int, *, cpu: str, seed: int = 0) -> list[dict]:
     ]
 
 
+GRID_TIMEOUT = 3600.0  # seconds for one size's grid rounds in their child process
+
+
+def _fresh(what: str, *args: Any) -> Any:
+    """``what(*args)`` (:func:`grid` or one :func:`scale` size) in a fresh interpreter,
+    its records back as JSON: each size starts from a new process's heap (a round run
+    after larger ones pays for the memory they left: Flower's protobuf returns the
+    free heap to the OS every 10,000 arena frees, and the next messages fault it back),
+    and every side of a size shares that process."""
+    with tempfile.TemporaryDirectory(prefix="mpcai-bench-flower-") as tmp:
+        out = Path(tmp) / "records.json"
+        proc = subprocess.run([sys.executable, "-P", "-m", "mpcai.benchmarks.flower", what,
+                               json.dumps(list(args)), str(out)], capture_output=True,
+                              text=True, timeout=GRID_TIMEOUT)
+        if proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"bench flower {what}{args} failed in its child process:\n"
+                               f"{proc.stderr[-4000:]}")
+        return json.loads(out.read_text())
+
+
 def _sim_child(kind: str, n: int, d: int, seed: int) -> dict[str, Any]:
     """One ``run_simulation`` round in a fresh interpreter (its own Ray runtime)."""
     with tempfile.TemporaryDirectory(prefix="ray", dir="/tmp" if os.path.isdir("/tmp")
@@ -232,9 +253,11 @@ def scale(sizes: Sequence[int], d: int, *, cpu: str, seed: int = 0,
     for n in sizes:
         side = _Side()
         if engine == "grid":
-            updates, dropped, ref = _data(n, d, seed)
-            w = _flower_round.run_message_round(updates, dropped, secure=True, threads=1)
-            side.add(w.total_s, w.failed, w.mean, ref, w.bytes_per_survivor)
+            dropped = dropped_ids(n, DROP)
+            r = _fresh("scale-round", n, d, seed)  # one round, in a fresh process
+            side.times.append(r["total_s"])
+            side.failures += bool(r["failed"])
+            side.err, side.bytes = r["max_abs_err"], r["bytes"]
         else:
             dropped = dropped_ids(n, DROP)
             r = _sim_child("ours-auto", n, d, seed)
@@ -259,6 +282,18 @@ def scale(sizes: Sequence[int], d: int, *, cpu: str, seed: int = 0,
     return out
 
 
+def _scale_round(n: int, d: int, seed: int) -> dict[str, Any]:
+    """One round of ours at ``n`` clients (automatic degree and threshold), in the grid,
+    after an untimed small round (N = 10, d = 1,000: the process's one-off costs)."""
+    small, small_dropped, _ = _data(10, 1_000, seed)
+    _flower_round.run_message_round(small, small_dropped, secure=True, threads=1)
+    updates, dropped, ref = _data(n, d, seed)
+    w = _flower_round.run_message_round(updates, dropped, secure=True, threads=1)
+    err = float("nan") if w.mean is None else float(np.max(np.abs(w.mean - ref)))
+    return {"total_s": w.total_s, "failed": w.failed, "max_abs_err": err,
+            "bytes": w.bytes_per_survivor}
+
+
 def run(reps: int = 3, quick: bool = False,
         engines: Sequence[str] = ENGINES, with_scale: bool = True) -> list[dict]:
     """All records (see the module docstring)."""
@@ -267,7 +302,7 @@ def run(reps: int = 3, quick: bool = False,
     records: list[dict] = []
     for n, d in sizes["grid"] if "grid" in engines else ():
         _prog.step(f"grid {_label(n, d)}")
-        records += grid(n, d, reps, cpu=cpu)
+        records += _fresh("grid", n, d, reps, cpu)
     for n, d in sizes["simulation"] if "simulation" in engines else ():
         _prog.step(f"simulation {_label(n, d)}")
         records += simulation(n, d, 1 if not quick and n * d > 10**7 else reps, cpu=cpu)
@@ -300,3 +335,15 @@ def main(reps: int = 3, quick: bool = False, json_path: str | None = None,
     print(f"(flower times: per successful round, failed rounds included; simulation rounds "
           f"run once each at full size; {time.perf_counter() - t0:.0f} s in all)")
     return 0
+
+
+if __name__ == "__main__":  # a child of _fresh: one size, its records to a JSON file
+    _what, _args, _out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    if _what == "grid":
+        _n, _d, _reps, _cpu = _args
+        _res: Any = grid(_n, _d, _reps, cpu=_cpu)
+    elif _what == "scale-round":
+        _res = _scale_round(*_args)
+    else:
+        raise SystemExit(f"unknown child task {_what!r}")
+    Path(_out).write_text(json.dumps(_res))
