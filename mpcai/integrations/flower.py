@@ -202,22 +202,24 @@ _FAILED = "secure aggregation: this client left the round (the reason is in its 
 MIN_CLIENTS = 3
 
 
-def _averages(cls: type) -> bool:
-    """Whether ``cls`` aggregates as one of Flower's :data:`AVERAGING` strategies: the
-    ``aggregate_train`` it uses is theirs, or a user's override in a subclass of one
-    (Flower's FedMedian and Krum subclass FedAvg and override it: refused)."""
-    from flwr.serverapp import strategy as fs
+def _averages(cls: type, method: str = "aggregate_train",
+              names: tuple[str, ...] = AVERAGING, module: str = "flwr.serverapp.strategy"
+              ) -> bool:
+    """Whether ``cls`` aggregates as one of Flower's averaging strategies (``names`` in
+    ``module``): the Flower class whose ``method`` it ends up in (its own, or the one a
+    user's override reaches with ``super()``) is one of them.  Flower's FedMedian and Krum
+    subclass FedAvg and override it: refused, and so is a user's subclass of theirs."""
+    import importlib
 
-    averaging = {getattr(fs, name) for name in AVERAGING if hasattr(fs, name)}
-    owner = next((c for c in cls.__mro__ if "aggregate_train" in vars(c)), None)
-    if owner is None or not any(c in averaging for c in cls.__mro__):
+    fs = importlib.import_module(module)
+    averaging = {getattr(fs, name) for name in names if hasattr(fs, name)}
+    owners = [c for c in cls.__mro__ if method in vars(c)]
+    flower = next((c for c in owners if c.__module__.split(".")[0] == "flwr"), None)
+    if flower is None or flower not in averaging:
         return False
-    if owner in averaging:
-        return True
-    if owner.__module__.split(".")[0] == "flwr":  # Flower's own non-averaging strategy
-        return False
-    _log.warning("%s overrides aggregate_train: secure aggregation hands it one reply "
-                 "holding the weighted mean", owner.__name__)
+    if owners[0] is not flower:
+        _log.warning("%s overrides %s: secure aggregation hands it one result holding "
+                     "the weighted mean", owners[0].__name__, method)
     return True
 
 
@@ -419,6 +421,8 @@ class SecAggStrategy(_Wrapping):
         unknown = set(secagg) - set(_CFG_FIELDS) - set(_SERVER_FIELDS)
         if unknown:
             raise InvalidInput(f"unknown secure-aggregation options {sorted(unknown)}")
+        if secagg.get("threads", 0) is None:  # the default, as make_secagg_mod's
+            del secagg["threads"]
         self.inner = inner
         inner_key = getattr(inner, "weighted_by_key", None)
         if weighted_by_key is None:
@@ -592,7 +596,8 @@ class SecAggStrategy(_Wrapping):
             size = int(np.prod(shape))
             base = global_arrays[k].numpy()
             new = base.astype(np.float64) + res.mean[start:start + size].reshape(shape)
-            mean[k] = Array.from_numpy_ndarray(new.astype(base.dtype, copy=False))
+            # asarray: a 0-d sum is a numpy scalar, which Array refuses
+            mean[k] = Array.from_numpy_ndarray(np.asarray(new.astype(base.dtype, copy=False)))
             start += size
         dropped = sum(len(v) for v in res.dropped.values())
         info: dict[str, int | float] = {
@@ -668,21 +673,9 @@ class _LegacyRound(Strategy):
 
 
 def _legacy_averages(cls: type) -> bool:
-    """Whether the legacy strategy ``cls`` aggregates as one of
-    :data:`LEGACY_AVERAGING` (its ``aggregate_fit`` is theirs, or a user's override)."""
-    from flwr.server import strategy as ls
-
-    averaging = {getattr(ls, name) for name in LEGACY_AVERAGING if hasattr(ls, name)}
-    owner = next((c for c in cls.__mro__ if "aggregate_fit" in vars(c)), None)
-    if owner is None or not any(c in averaging for c in cls.__mro__):
-        return False
-    if owner in averaging:
-        return True
-    if owner.__module__.split(".")[0] == "flwr":  # Flower's own non-averaging strategy
-        return False
-    _log.warning("%s overrides aggregate_fit: secure aggregation hands it one result "
-                 "holding the weighted mean", owner.__name__)
-    return True
+    """Whether the legacy strategy ``cls`` aggregates as one of :data:`LEGACY_AVERAGING`
+    (:func:`_averages` on ``aggregate_fit`` of ``flwr.server.strategy``)."""
+    return _averages(cls, "aggregate_fit", LEGACY_AVERAGING, "flwr.server.strategy")
 
 
 class SecAggWorkflow:
@@ -709,8 +702,13 @@ class SecAggWorkflow:
     the strategy's and ``secagg-survivors``, ``secagg-dropped``,
     ``secagg-errors``, ``secagg-clipped`` (``secagg-failed`` for a round that
     could not finish, which leaves the parameters unchanged).  A ``FitRes``
-    whose status is not OK is a dropout.  The options, the threat model and the
-    client's floor are :class:`SecAggStrategy`'s and :func:`make_secagg_mod`'s
+    whose status is not OK is a dropout, and every client that left the round is
+    one failure passed to ``aggregate_fit`` (as Flower's workflows do:
+    ``FedAvg(accept_failures=False)`` then keeps the parameters).  The clients'
+    own fit metrics are not forwarded: the ``FitRes`` has none, so a
+    ``fit_metrics_aggregation_fn`` receives ``[(total weight, {})]``.  The options,
+    the threat model and the client's floor are :class:`SecAggStrategy`'s and
+    :func:`make_secagg_mod`'s
     (the weights come from ``num_examples``); ``history`` lists every round's
     outcome, ``accountant`` composes the rounds with ``dp``.  The parameters
     must be ``numpy.ndarray`` tensors of floating point values.
@@ -720,6 +718,9 @@ class SecAggWorkflow:
                  max_weight: int | None = None, timeout: float = 60.0,
                  train_timeout: float = 3600.0,
                  dp: DPConfig | Mapping[str, Any] | None = None, **secagg: Any) -> None:
+        unknown = set(secagg) - set(_CFG_FIELDS) - set(_SERVER_FIELDS)
+        if unknown:  # (weighted_by_key and inner are this workflow's: num_examples, the round)
+            raise InvalidInput(f"unknown secure-aggregation options {sorted(unknown)}")
         self._inner = _LegacyRound()
         self._secagg = SecAggStrategy(self._inner, clip=clip, bits=bits,
                                       max_weight=max_weight, timeout=timeout,
@@ -792,6 +793,8 @@ class SecAggWorkflow:
         first = list(self._secagg.configure_train(server_round, global_model, ConfigRecord(),
                                                   grid))
         if not first:  # skipped (too few clients, a threshold above the sample): logged
+            context.history.add_metrics_distributed_fit(server_round=server_round,
+                                                        metrics={"secagg-failed": 1})
             return
         replies = grid.send_and_receive(first, timeout=float(self._secagg._options["timeout"]))
         _, metrics = self._secagg.aggregate_train(server_round, replies)
@@ -809,7 +812,11 @@ class SecAggWorkflow:
                             [arrays[k].numpy() for k in global_model.keys()]),
                         num_examples=weight, metrics={})
         proxy = instructions[0][0]  # the mean stands for every client: no one's own result
-        new, agg_metrics = strategy.aggregate_fit(server_round, [(proxy, fitres)], [])
+        # every client that left the round is a failure, as Flower's workflows pass them
+        # (FedAvg(accept_failures=False) then skips the round); nothing about the client
+        failures: list[Any] = [RuntimeError("a client left the secure-aggregation round")
+                               for _ in range(int(info.get("secagg-dropped", 0)))]
+        new, agg_metrics = strategy.aggregate_fit(server_round, [(proxy, fitres)], failures)
         if new is not None:
             context.state.array_records[MAIN_PARAMS_RECORD] = (
                 compat.parameters_to_arrayrecord(new, True))
@@ -821,6 +828,9 @@ def _round_config(rec: ConfigRecord) -> tuple[SecAggConfig, list[tuple[str, tupl
                                              int, bytes, str]:
     try:
         blob = wire.decode_payload(rec["round-config"])
+        if not set(blob["config"]) <= set(_SENT_FIELDS):  # e.g. threads: the client's own
+            raise ValueError(f"fields a server does not set: "
+                             f"{sorted(set(blob['config']) - set(_SENT_FIELDS))}")
         cfg = SecAggConfig(**blob["config"])
         layout = [(str(k), tuple(int(n) for n in shape)) for k, shape in blob["layout"]]
         return cfg, layout, int(rec["id"]), bytes(rec["session"]), str(rec["weight-key"])

@@ -253,3 +253,38 @@ def test_bad_options_are_refused_when_built() -> None:
         SecAggWorkflow(bits=0)
     with pytest.raises(InvalidInput):
         SecAggWorkflow(nonsense=1)
+
+
+def test_the_workflows_own_options_and_a_round_too_small_are_handled() -> None:
+    with pytest.raises(InvalidInput, match="weighted_by_key"):
+        SecAggWorkflow(weighted_by_key="n")  # always num_examples on the legacy API
+    SecAggWorkflow(threads=None)  # the default, as make_secagg_mod(threads=None)
+    few = legacy.FedAvg(fraction_fit=0.1, fraction_evaluate=0.0, min_fit_clients=2,
+                        min_evaluate_clients=0, min_available_clients=N,
+                        initial_parameters=ndarrays_to_parameters(W0))
+    grid = make_grid(client_app())
+    workflow = SecAggWorkflow()
+    got, history = run(workflow, grid, few, rounds=1)  # 2 sampled: below MIN_CLIENTS
+    assert grid.stages == []  # never a plain round
+    assert history.metrics_distributed_fit["secagg-failed"] == [(1, 1)]
+    for g, w in zip(got, W0, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_a_client_refuses_round_parameters_a_server_does_not_set() -> None:
+    from flwr.app import ConfigRecord
+
+    from mpcai.errors import ProtocolAbort
+    from mpcai.integrations.flower import _round_config
+    from mpcai.runtime import wire
+
+    def rec(extra: dict[str, Any]) -> ConfigRecord:
+        blob = wire.encode_payload({"config": {"n_clients": 5, "dim": 3, **extra},
+                                    "layout": [["w", [3]]]})
+        return ConfigRecord({"round-config": blob, "id": 1, "session": b"s" * 16,
+                             "weight-key": "num_examples"})
+
+    cfg, layout, *_ = _round_config(rec({}))
+    assert cfg.n_clients == 5 and layout == [("w", (3,))]
+    with pytest.raises(ProtocolAbort, match="threads"):
+        _round_config(rec({"threads": 64}))  # the client's own: never the server's
