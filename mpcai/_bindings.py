@@ -669,8 +669,11 @@ def quantize(x: np.ndarray, out: np.ndarray, *, clip: float, factor: float, leve
     out_bits = 8 * out.itemsize
     weight = check_int(weight, "weight", lo=0, hi=(1 << 64) - 1)
     clip_mode = check_bool(clip_mode, "clip_mode")
-    # the C side reads whole floats and writes whole words: fix the layout by copying
-    src = x if x.flags.c_contiguous and x.flags.aligned else x.copy(order="C")
+    # the C side reads whole floats and writes whole words: fix the layout by copying;
+    # and x and out are restrict there: an x that shares memory with out is read from a
+    # copy (else a value could be overwritten before it is read, differently per path)
+    src = (x if x.flags.c_contiguous and x.flags.aligned and not np.may_share_memory(x, out)
+           else x.copy(order="C"))
     dst = out if out.flags.aligned else np.empty(out.shape, dtype=out.dtype)
     counts = np.zeros(3, dtype=np.uint64)
     fn, ctype = ((lib.mpcai_quantize_f32, "float *") if src.dtype == np.float32
