@@ -19,6 +19,7 @@ from typing import Any
 import gmpy2
 import numpy as np
 import pytest
+from _flower_grid import GridBase, wire
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -95,54 +96,16 @@ def make_grid(apps: dict[int, ClientApp], drop: set[tuple[int, str]] | None = No
               ) -> Any:
     """Each message to its node's ClientApp, in this thread, through Flower's protobuf
     serde; (node, stage) in ``drop`` never answers; ``tamper`` may replace a reply."""
-    from flwr.common.constant import SUPERLINK_NODE_ID
-    from flwr.common.serde import message_from_proto, message_to_proto
-    from flwr.proto.message_pb2 import Message as ProtoMessage  # type: ignore[attr-defined]
-    from flwr.proto.node_pb2 import NodeInfo  # type: ignore[attr-defined]
-    from flwr.serverapp.grid import Grid
-    from flwr.supercore.run import Run
-
-    def wire(msg: Message) -> Message:
-        proto = ProtoMessage()
-        proto.ParseFromString(message_to_proto(msg).SerializeToString())
-        return message_from_proto(proto)
-
-    class InProcessGrid(Grid):
+    class InProcessGrid(GridBase):
         def __init__(self) -> None:
-            self._run = Run.create_empty(run_id=1)
-            self.contexts = {nid: Context(run_id=1, node_id=nid,
-                                          node_config=(node_config or {}).get(nid, {}),
-                                          state=RecordDict(), run_config={})
-                             for nid in apps}
-            self._replies: dict[str, Message] = {}
-            self._next = 0
+            super().__init__(apps, node_config)
             self.trips: list[list[tuple[int, str]]] = []
             self.replies: list[tuple[int, str, Message]] = []
-
-        def set_run(self, run: Any) -> None:
-            self._run = run
-
-        @property
-        def run(self) -> Any:
-            return self._run
-
-        def create_message(self, content: Any, message_type: str, dst_node_id: int,
-                           group_id: str, ttl: float | None = None) -> Any:
-            return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
-
-        def get_node_ids(self) -> Iterable[int]:
-            return list(apps)
-
-        def get_nodes(self) -> Iterable[Any]:
-            return [NodeInfo(node_id=nid) for nid in apps]
 
         def push_messages(self, messages: Iterable[Any]) -> Iterable[str]:
             ids, trip = [], []
             for msg in messages:
-                self._next += 1
-                mid = f"m{self._next}"
-                md = msg.metadata.__dict__
-                md["_message_id"], md["_src_node_id"], md["_run_id"] = mid, SUPERLINK_NODE_ID, 1
+                mid = self.stamp(msg)
                 ids.append(mid)
                 nid, stage = msg.metadata.dst_node_id, stage_of(msg)
                 trip.append((nid, stage))
@@ -158,17 +121,9 @@ def make_grid(apps: dict[int, ClientApp], drop: set[tuple[int, str]] | None = No
                 self.replies.append((nid, stage, reply))
                 if tamper is not None:
                     reply = tamper(nid, stage, reply)
-                reply.metadata.__dict__["_message_id"] = f"r{self._next}"
-                self._replies[mid] = wire(reply)
+                self.keep(mid, reply)
             self.trips.append(trip)
             return ids
-
-        def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Any]:
-            return [self._replies.pop(m) for m in list(message_ids) if m in self._replies]
-
-        def send_and_receive(self, messages: Iterable[Any], *,
-                             timeout: float | None = None) -> Iterable[Any]:
-            return self.pull_messages(self.push_messages(messages))
 
     return InProcessGrid()
 

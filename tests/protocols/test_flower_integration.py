@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _flower_grid import GridBase, wire
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -57,56 +58,20 @@ def server_identity() -> Iterator[None]:
 
 def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
               bad: set[tuple[int, str]] | None = None) -> Any:
-    from flwr.common.constant import SUPERLINK_NODE_ID
-    from flwr.common.serde import message_from_proto, message_to_proto
-    from flwr.proto.message_pb2 import Message as ProtoMessage  # type: ignore[attr-defined]
-    from flwr.proto.node_pb2 import NodeInfo  # type: ignore[attr-defined]
-    from flwr.serverapp.grid import Grid
-    from flwr.supercore.run import Run
-
-    def wire(msg: Message) -> Message:
-        proto = ProtoMessage()
-        proto.ParseFromString(message_to_proto(msg).SerializeToString())
-        return message_from_proto(proto)
-
-    class InProcessGrid(Grid):
+    class InProcessGrid(GridBase):
         """Each message to its node's ClientApp, in this thread; (node, stage) in ``drop``
         never answers, in ``bad`` answers garbage."""
 
         def __init__(self) -> None:
-            self._run = Run.create_empty(run_id=1)
-            self.contexts = {nid: Context(run_id=1, node_id=nid, node_config={},
-                                          state=RecordDict(), run_config={}) for nid in DELTAS}
-            self._replies: dict[str, Message] = {}
-            self._next = 0
+            super().__init__(DELTAS)
             self.trips: list[list[str]] = []
             self.model_stages: set[str] = set()  # stages whose messages carry arrays
             self.replies: list[Message] = []
 
-        def set_run(self, run: Any) -> None:
-            self._run = run
-
-        @property
-        def run(self) -> Any:
-            return self._run
-
-        def create_message(self, content: Any, message_type: str, dst_node_id: int,
-                           group_id: str, ttl: float | None = None) -> Any:
-            return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
-
-        def get_node_ids(self) -> Iterable[int]:
-            return list(DELTAS)
-
-        def get_nodes(self) -> Iterable[Any]:
-            return [NodeInfo(node_id=nid) for nid in DELTAS]
-
         def push_messages(self, messages: Iterable[Any]) -> Iterable[str]:
             ids, stages = [], []
             for msg in messages:
-                self._next += 1
-                mid = f"m{self._next}"
-                md = msg.metadata.__dict__
-                md["_message_id"], md["_src_node_id"], md["_run_id"] = mid, SUPERLINK_NODE_ID, 1
+                mid = self.stamp(msg)
                 ids.append(mid)
                 nid = msg.metadata.dst_node_id
                 recs = msg.content.config_records if msg.has_content() else {}
@@ -142,17 +107,9 @@ def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
                 if (nid, stage) in (bad or set()):
                     reply = Message(RecordDict({RECORD_KEY: ConfigRecord(
                         {"stage": "x", "data": b"\x00garbage"})}), reply_to=msg)
-                reply.metadata.__dict__["_message_id"] = f"r{self._next}"
-                self._replies[mid] = wire(reply)
+                self.keep(mid, reply)
             self.trips.append(stages)
             return ids
-
-        def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Any]:
-            return [self._replies.pop(m) for m in list(message_ids) if m in self._replies]
-
-        def send_and_receive(self, messages: Iterable[Any], *,
-                             timeout: float | None = None) -> Iterable[Any]:
-            return self.pull_messages(self.push_messages(messages))
 
     return InProcessGrid()
 
