@@ -28,6 +28,12 @@ def wire(msg: Message) -> Message:
     return message_from_proto(proto)
 
 
+def stage_of(msg: Message, key: str) -> str:
+    """The stage a message names in its ``key`` ConfigRecord, else its message type."""
+    recs = msg.content.config_records if msg.has_content() else {}
+    return str(recs[key]["stage"]) if key in recs else msg.metadata.message_type
+
+
 class GridBase(Grid):
     """A Grid of ``nodes`` in this process; subclasses implement ``push_messages``."""
 

@@ -20,6 +20,7 @@ import gmpy2
 import numpy as np
 import pytest
 from _flower_grid import GridBase, wire
+from _flower_grid import stage_of as grid_stage
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -86,9 +87,7 @@ Tamper = Callable[[int, str, Message], Message]
 
 
 def stage_of(msg: Message) -> str:
-    recs = msg.content.config_records if msg.has_content() else {}
-    return str(recs[HE_RECORD_KEY]["stage"]) if HE_RECORD_KEY in recs else \
-        msg.metadata.message_type
+    return grid_stage(msg, HE_RECORD_KEY)
 
 
 def make_grid(apps: dict[int, ClientApp], drop: set[tuple[int, str]] | None = None,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _flower_grid import GridBase, wire
+from _flower_grid import GridBase, stage_of, wire
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -75,8 +75,7 @@ def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
                 ids.append(mid)
                 nid = msg.metadata.dst_node_id
                 recs = msg.content.config_records if msg.has_content() else {}
-                stage = (recs[RECORD_KEY]["stage"] if RECORD_KEY in recs
-                         else msg.metadata.message_type)
+                stage = stage_of(msg, RECORD_KEY)
                 stages.append(stage)
                 if msg.has_content() and msg.content.array_records:
                     self.model_stages.add(stage)

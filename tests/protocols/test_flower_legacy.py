@@ -12,7 +12,7 @@ from typing import Any
 import flwr.compat.common.recorddict_compat as compat
 import numpy as np
 import pytest
-from _flower_grid import GridBase, wire
+from _flower_grid import GridBase, stage_of, wire
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
@@ -52,8 +52,7 @@ def make_grid(app: ClientApp, drop: set[tuple[int, str]] = frozenset()) -> Any:
                 ids.append(mid)
                 nid = msg.metadata.dst_node_id
                 recs = msg.content.config_records if msg.has_content() else {}
-                stage = (recs[RECORD_KEY]["stage"] if RECORD_KEY in recs
-                         else msg.metadata.message_type)
+                stage = stage_of(msg, RECORD_KEY)
                 self.stages.append(stage)
                 if (nid, stage) in drop:
                     continue
