@@ -137,3 +137,17 @@ def test_dropped_ids_are_spread() -> None:
     assert _secagg_ours.dropped_ids(50, 0.1) == {10, 20, 30, 40, 50}
     assert len(_secagg_ours.dropped_ids(1000, 0.05)) == 50
     assert len(_secagg_ours.dropped_ids(10, 0.1)) == 1
+
+
+def test_flower_message_round_that_aborts_is_counted() -> None:
+    # 8 clients, 6 neighbours each, threshold 6: with 3 dropped the server refuses to
+    # unmask for 5 survivors; the round is reported failed (it once crashed the bench)
+    rng = np.random.default_rng(2)
+    updates = [rng.uniform(-0.5, 0.5, 40).astype(np.float32) for _ in range(8)]
+    w = _flower_round.run_message_round(updates, {2, 5, 7}, secure=True, degree=6,
+                                        threshold=6)
+    assert w.failed and w.mean is None and w.total_s > 0
+    ok = _flower_round.run_message_round(updates, {5}, secure=True, degree=6, threshold=6)
+    survivors = np.mean([u for i, u in enumerate(updates, 1) if i != 5], axis=0)
+    assert not ok.failed and ok.mean is not None
+    assert np.max(np.abs(ok.mean - survivors)) < 1e-3
