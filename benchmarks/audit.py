@@ -2,18 +2,24 @@
 
 One record per variant and size: ``sa.simulate`` with ``transcript=DIR``
 against the same round without, every variant's repetitions interleaved with
-the baseline's (off, v1, v2, ..., off, v1, v2, ...) in one run with the same
+the baseline's (off, v1, ..., v6, then v6, ..., v1, off, ...) in one run with the same
 threads; ``ratio = baseline_s / ours_s`` (below 1: the transcripts' cost),
 ``overhead = ours_s / baseline_s - 1`` (wall, medians), ``cpu_overhead`` the
 same in process CPU time (every thread); ``overhead_paired`` and
 ``cpu_overhead_paired`` are the medians of the per-cycle ratios (each variant's
 round against the baseline round of the same cycle, seconds apart: robust to
-a machine whose speed drifts with other jobs' load).  ``transcript_cpu_s`` is
+a machine whose speed drifts with other jobs' load), with
+``overhead_paired_ci95`` a 95% bootstrap interval of that median; the order
+within a cycle alternates (baseline first, then last) so that no variant always
+follows the same one.  ``transcript_cpu_s`` is
 the CPU the transcripts' own calls took (set-up: keys and files; hashing,
 entries, signatures, the end), per outermost call on the calling thread's
 clock.  The measured round writes everything a real
 run writes (every party's transcript, flushed at its checkpoints, and
-``keys.json``).  The variants:
+``keys.json``).  At full size the process's heap is made steady first
+(:func:`._common.steady_allocator`, both sides; ``allocator`` in the records):
+with glibc's adaptive defaults one round pays ~47,000 page faults and the
+next, identical one none, which swamps a few percent.  The variants:
 
 * ``sha256/every/own``: SHA-256 frame digests, every entry signed, each party
   hashes every frame it sends or receives (the first implementation);
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import shutil
 import tempfile
 import threading
@@ -45,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from . import _progress
-from ._common import record, report
+from ._common import record, report, steady_allocator
 from .secagg import cpu_model
 
 FULL = ((50, 1_000_000),)
@@ -81,10 +88,11 @@ def _variants() -> list[tuple[str, str, int | None, bool]]:
 
 def _round(updates: list[np.ndarray], cfg: Any, drops: dict[int, str],
            directory: Path | None, variant: tuple[str, str, int | None, bool] | None
-           ) -> tuple[float, float, float]:
-    """Wall and CPU (this process, every thread) seconds of one simulated round, and the
+           ) -> tuple[float, float, float, int]:
+    """Wall and CPU (this process, every thread) seconds of one simulated round, the
     CPU seconds spent in the transcripts' own calls (set-up, hashing, entries, chain,
-    signatures, file), measured per call with the calling thread's CPU clock."""
+    signatures, file), measured per call with the calling thread's CPU clock, and the
+    process's minor page faults during the round."""
     from mpcai.protocols import secure_aggregation as sa
 
     from mpcai import audit
@@ -116,9 +124,11 @@ def _round(updates: list[np.ndarray], cfg: Any, drops: dict[int, str],
             setattr(audit.Transcript, name, timed(method))
         audit.open_transcripts = timed(opener)  # keys, files, keys.json
     try:
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0, c0 = time.perf_counter(), time.process_time()
         sa.simulate(updates, cfg, dropouts=drops, transcript=directory)
-        return time.perf_counter() - t0, time.process_time() - c0, sum(spent)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        return wall, cpu, sum(spent), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     finally:
         audit.DEFAULT_HASH, audit.SIGN_EVERY, party_mod.SHARE_FRAME_DIGESTS = saved
         for name, method in methods.items():
@@ -150,6 +160,14 @@ def _unit_costs() -> dict[str, float]:
     return out
 
 
+def _median_interval(ratios: list[float], draws: int = 2000) -> tuple[float, float]:
+    """A 95% bootstrap interval of the median of ``ratios`` (seeded: the same figures
+    give the same interval)."""
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(np.asarray(ratios), (draws, len(ratios))), axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
 def _timed(fn: Any, k: int) -> float:
     t0 = time.perf_counter()
     for _ in range(k):
@@ -157,9 +175,9 @@ def _timed(fn: Any, k: int) -> float:
     return (time.perf_counter() - t0) / k
 
 
-def measure(n: int, d: int, reps: int) -> list[dict]:
+def measure(n: int, d: int, reps: int, allocator: str = "default") -> list[dict]:
     """One interleaved comparison of every variant at ``n`` clients, ``d`` values (10%
-    drop out at ``masked_input``)."""
+    drop out at ``masked_input``); ``allocator``: what :func:`steady_allocator` set."""
     from mpcai.protocols import audit as protocol_audit
     from mpcai.protocols import secure_aggregation as sa
 
@@ -170,8 +188,8 @@ def measure(n: int, d: int, reps: int) -> list[dict]:
     cfg = sa.SecAggConfig(n_clients=n)
     variants = _variants()
     root = Path(tempfile.mkdtemp(prefix="mpcai-bench-audit-"))
-    off: list[tuple[float, float, float]] = []
-    on: dict[str, list[tuple[float, float, float]]] = {v[0]: [] for v in variants}
+    off: list[tuple[float, float, float, int]] = []
+    on: dict[str, list[tuple[float, float, float, int]]] = {v[0]: [] for v in variants}
     facts: dict[str, dict[str, Any]] = {}
     load = [os.getloadavg()[0]]
     try:
@@ -179,10 +197,15 @@ def measure(n: int, d: int, reps: int) -> list[dict]:
         for v in variants:
             _round(updates, cfg, drops, root / f"warm-{v[0].replace('/', '-')}", v)
         for k in range(reps):
-            off.append(_round(updates, cfg, drops, None, None))
-            for v in variants:
-                on[v[0]].append(_round(updates, cfg, drops,
-                                       root / f"r{k}-{v[0].replace('/', '-')}", v))
+            # the order alternates (off first, then last): a round's place in its cycle
+            # (what ran just before it) must not bias its pairing with the baseline
+            order: list[Any] = [None, *variants]
+            for v in order if k % 2 == 0 else order[::-1]:
+                if v is None:
+                    off.append(_round(updates, cfg, drops, None, None))
+                else:
+                    on[v[0]].append(_round(updates, cfg, drops,
+                                           root / f"r{k}-{v[0].replace('/', '-')}", v))
             load.append(os.getloadavg()[0])
         for v in variants:
             last = root / f"r{reps - 1}-{v[0].replace('/', '-')}"
@@ -208,14 +231,16 @@ def measure(n: int, d: int, reps: int) -> list[dict]:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     units = _unit_costs()
-    base = float(np.median([t for t, _, _ in off]))
-    cpu_off = float(np.median([c for _, c, _ in off]))
+    base = float(np.median([t for t, _, _, _ in off]))
+    cpu_off = float(np.median([c for _, c, _, _ in off]))
     out = []
     for name, h, _, share in variants:
-        ours = float(np.median([t for t, _, _ in on[name]]))
-        cpu_on = float(np.median([c for _, c, _ in on[name]]))
-        spent = float(np.median([x for _, _, x in on[name]]))
-        paired = float(np.median([a[0] / b[0] for a, b in zip(on[name], off, strict=True)]))
+        ours = float(np.median([t for t, _, _, _ in on[name]]))
+        cpu_on = float(np.median([c for _, c, _, _ in on[name]]))
+        spent = float(np.median([x for _, _, x, _ in on[name]]))
+        ratios = [a[0] / b[0] for a, b in zip(on[name], off, strict=True)]
+        paired = float(np.median(ratios))
+        low, high = _median_interval(ratios)
         cpu_paired = float(np.median([a[1] / b[1] for a, b in zip(on[name], off,
                                                                    strict=True)]))
         f = facts[name]
@@ -224,12 +249,15 @@ def measure(n: int, d: int, reps: int) -> list[dict]:
             f"secagg + transcripts ({name}) N={n} d={d}", ours, "secagg without transcripts",
             base, variant=name, overhead=ours / base - 1, cpu_overhead=cpu_on / cpu_off - 1,
             overhead_paired=paired - 1, cpu_overhead_paired=cpu_paired - 1,
+            overhead_paired_ci95=[low - 1, high - 1],
             n_clients=n, dim=d, dropped=len(drops), reps=reps,
-            times_on=[t for t, _, _ in on[name]], times_off=[t for t, _, _ in off],
+            times_on=[t for t, _, _, _ in on[name]], times_off=[t for t, _, _, _ in off],
             # the transcripts' own CPU, against the round without them: robust to load
             transcript_cpu_s=spent, direct_overhead_wall=spent / base,
             direct_overhead_cpu=spent / cpu_off,
-            cpu_on=cpu_on, cpu_off=cpu_off, shared_digests=share,
+            cpu_on=cpu_on, cpu_off=cpu_off, shared_digests=share, allocator=allocator,
+            minor_faults_on=int(np.median([f for *_, f in on[name]])),
+            minor_faults_off=int(np.median([f for *_, f in off])),
             # the hashing this process did: every frame once (shared) or twice (own)
             hashing_s=f["hashed_bytes"] / rate / (2 if share else 1),
             # a deployment's server hashes and signs only its own traffic and entries
@@ -245,7 +273,9 @@ def measure(n: int, d: int, reps: int) -> list[dict]:
 
 def run(reps: int = 3, quick: bool = False) -> list[dict]:
     """Every record."""
-    return [r for n, d in (QUICK if quick else FULL) for r in measure(n, d, reps)]
+    # full size: a steady heap (both sides), or page-fault storms swamp the figures
+    allocator = "default" if quick else steady_allocator()
+    return [r for n, d in (QUICK if quick else FULL) for r in measure(n, d, reps, allocator)]
 
 
 def main(reps: int = 3, quick: bool = False, json_path: str | None = None) -> int:
@@ -256,8 +286,10 @@ def main(reps: int = 3, quick: bool = False, json_path: str | None = None) -> in
         records = run(reps=reps, quick=quick)
     report(records, reps, json_path)
     for r in records:
+        low, high = r["overhead_paired_ci95"]
         print(f"N={r['n_clients']} d={r['dim']} {r['variant']}: overhead (paired) "
-              f"{100 * r['overhead_paired']:+.1f}% wall, {100 * r['cpu_overhead_paired']:+.1f}% "
+              f"{100 * r['overhead_paired']:+.1f}% wall (95% CI {100 * low:+.1f}% .. "
+              f"{100 * high:+.1f}%, {r['reps']} pairs), {100 * r['cpu_overhead_paired']:+.1f}% "
               f"CPU (medians {100 * r['overhead']:+.1f}%, {100 * r['cpu_overhead']:+.1f}%); "
               f"the transcripts' own CPU {r['transcript_cpu_s']:.3f} s = "
               f"{100 * r['direct_overhead_wall']:.1f}% of the round's wall time, "
@@ -267,5 +299,7 @@ def main(reps: int = 3, quick: bool = False, json_path: str | None = None) -> in
               f"{r['signatures']} signatures ~ {r['signing_s']:.3f} s; server alone: hashing "
               f"{r['server_hashing_s']:.3f} s, signing {r['server_signing_s']:.4f} s; "
               f"transcripts {r['transcripts_bytes']} bytes ({r['entries']} entries; server "
-              f"{r['server_transcript_bytes']} bytes); verify {r['verify_s']:.3f} s")
+              f"{r['server_transcript_bytes']} bytes); verify {r['verify_s']:.3f} s; "
+              f"minor faults per round {r['minor_faults_on']} with, {r['minor_faults_off']} "
+              f"without ({r['allocator']})")
     return 0

@@ -522,6 +522,40 @@ def test_bench_audit_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert "overhead" in capsys.readouterr().out
 
 
+_FAULTS = """
+import ctypes, resource, sys
+import numpy as np
+from mpcai.benchmarks._common import steady_allocator
+libc = ctypes.CDLL(None)
+libc.mallopt(-3, 128 * 1024)  # glibc's initial mmap threshold, held fixed
+
+def faults():  # minor faults of 20 rounds of 4-16 MiB buffers, filled and freed
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for k in range(20):
+        a = np.ones((1 + k % 4) << 19); b = np.ones(1 << 19); del a, b
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+
+before = faults()
+what = steady_allocator()
+faults()  # the heap grows once
+print(before, faults(), what)
+"""
+
+
+def test_bench_steady_allocator_stops_page_fault_storms() -> None:
+    # in a child: the setting is process-wide.  With every multi-MiB buffer a fresh
+    # mmap, its pages fault in (fewer with numpy's huge-page advice, still thousands
+    # over the loop); once steady, the memory freed is reused without a fault
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True,
+                         check=True).stdout.split(maxsplit=2)
+    before, after, what = int(out[0]), int(out[1]), out[2]
+    assert before > 5_000 and after < before / 20, out
+    assert what.startswith("glibc mallopt")
+
+
 # ---- process_party of inference, CKKS inference, HE aggregation ---------------------------
 
 
