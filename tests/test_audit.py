@@ -542,15 +542,18 @@ print(before, faults(), what)
 """
 
 
-def test_bench_steady_allocator_stops_page_fault_storms() -> None:
+def test_bench_steady_allocator_stops_page_fault_storms(tmp_path: Path) -> None:
     # in a child: the setting is process-wide.  With every multi-MiB buffer a fresh
     # mmap, its pages fault in (fewer with numpy's huge-page advice, still thousands
     # over the loop); once steady, the memory freed is reused without a fault
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True,
-                         check=True).stdout.split(maxsplit=2)
+    # -P and another directory: the installed mpcai, never a source checkout in the cwd
+    proc = subprocess.run([sys.executable, "-P", "-c", _FAULTS], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout.split(maxsplit=2)
     before, after, what = int(out[0]), int(out[1]), out[2]
     assert before > 5_000 and after < before / 20, out
     assert what.startswith("glibc mallopt")

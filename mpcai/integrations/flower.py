@@ -147,11 +147,13 @@ from typing import Any
 
 import numpy as np
 
+from mpcai import audit as _audit
 from mpcai import dp as _dpm
 from mpcai.errors import InvalidInput, MpcaiError, ProtocolAbort
 from mpcai.prg import MAX_THREADS
 from mpcai.protocols.secure_aggregation import DPConfig, SecAggConfig, security_report
 from mpcai.protocols.secure_aggregation import stepwise as _sw
+from mpcai.protocols.secure_aggregation.simulation import AUDIT_PROTOCOL, AUDIT_VERSION
 from mpcai.runtime import wire
 from mpcai.validation import check_int, check_real
 
@@ -404,13 +406,29 @@ class SecAggStrategy(_Wrapping):
     as far as the sum's secrecy does: against a semi-honest server (this
     integration does not expose the protocol's identities and consistency
     check; see :class:`DPConfig`).
+
+    ``transcript``: a directory where the server writes an audit transcript of
+    every secure round (:mod:`mpcai.audit`): ``<transcript>/round-<r>/party-0.jsonl``
+    and that round's ``keys.json`` (the server's public key), signed with
+    ``transcript_key`` (the server's Ed25519 identity: a ``cryptography`` private
+    key or its 32 raw bytes; by default a fresh key per round, which proves only
+    that the file is intact).  It records the round's configuration digest and
+    session, every message the server sent and every reply it accepted (stage,
+    client, digest of its :mod:`~mpcai.runtime.wire` encoding), the survivors
+    and dropouts and the digest of the exact sum; never a secret.  ``mpcai audit
+    verify <transcript>/round-<r>`` checks its chain, signatures and stage
+    sequence; a round that failed ends ``error``.  A round's directory that
+    exists already is refused (:class:`~mpcai.errors.WouldOverwrite`) when the
+    round is configured, before any message is sent.
     """
 
     def __init__(self, inner: Strategy, *, clip: float | None = None, bits: int | None = None,
                  max_weight: int | None = None, timeout: float = 60.0,
                  train_timeout: float = 3600.0,
                  weighted_by_key: str | None = None,
-                 dp: DPConfig | Mapping[str, Any] | None = None, **secagg: Any) -> None:
+                 dp: DPConfig | Mapping[str, Any] | None = None,
+                 transcript: str | os.PathLike[str] | None = None,
+                 transcript_key: Any = None, **secagg: Any) -> None:
         if not isinstance(inner, Strategy):
             raise InvalidInput(f"inner must be a Flower Message-API Strategy, not "
                                f"{type(inner).__name__}")
@@ -452,6 +470,12 @@ class SecAggStrategy(_Wrapping):
                          "timeout": timeout, **secagg}
         probe = {"threshold": 2, **self._options}  # refuse bad options now
         SecAggConfig(n_clients=max(MIN_CLIENTS, int(probe["threshold"] or 2)), **probe)
+        self.transcript = None if transcript is None else Path(transcript)
+        if transcript_key is not None:
+            if transcript is None:
+                raise InvalidInput("transcript_key without a transcript directory")
+            _audit.public_key(transcript_key)  # refused now if it is not a key
+        self._transcript_key = transcript_key
         self._grid: Grid | None = None
         self._round: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
@@ -468,6 +492,9 @@ class SecAggStrategy(_Wrapping):
         secure-aggregation parameters and the client's id in ``1..n``."""
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self._grid = grid
+        stale = None if self._round is None else self._round["transcript"]
+        if stale is not None:  # a round configured but never aggregated
+            stale.close(ProtocolAbort("the round was never aggregated"))
         self._round = None
         targets = [m.metadata.dst_node_id for m in messages]
         if len(messages) < MIN_CLIENTS or len(set(targets)) != len(targets):
@@ -491,6 +518,14 @@ class SecAggStrategy(_Wrapping):
             self.history.append({"round": server_round, "failed": f"InvalidInput: {exc}"})
             return []
         session = secrets.token_bytes(wire.SESSION_ID_BYTES)
+        log = None
+        if self.transcript is not None:  # before anything is sent: refused if it exists
+            log, = _audit.open_transcripts(
+                self.transcript / f"round-{server_round}", [0], protocol=AUDIT_PROTOCOL,
+                version=AUDIT_VERSION, config=cfg,
+                signing_keys=None if self._transcript_key is None else {
+                    0: self._transcript_key})
+            log.begin(session=session, party=0, peers=range(1, len(messages) + 1))
         fields = {name: getattr(cfg, name) for name in _SENT_FIELDS}
         if cfg.dp is not None:
             fields["dp"] = dataclasses.asdict(cfg.dp)
@@ -515,7 +550,8 @@ class SecAggStrategy(_Wrapping):
                                ttl=min(md.ttl or cfg.timeout, cfg.timeout)))
         self._round = {"cfg": cfg, "session": session, "nodes": nodes, "messages": out,
                        "contents": contents, "arrays": arrays, "layout": layout,
-                       "round": server_round, "type": out[0].metadata.message_type}
+                       "round": server_round, "type": out[0].metadata.message_type,
+                       "transcript": log}
         return out
 
     def _round_trip(self, first: list[Message]) -> _sw.RoundTrip:
@@ -578,17 +614,27 @@ class SecAggStrategy(_Wrapping):
             return None, MetricRecord({"secagg-failed": 1})  # never a plain aggregate
         r = self._round
         cfg: SecAggConfig = r["cfg"]
+        log: _audit.Transcript | None = r["transcript"]
         try:
-            res = _sw.run_server(cfg, r["session"], self._round_trip(replies))
+            res = _sw.run_server(cfg, r["session"], self._round_trip(replies),
+                                 transcript=log)
         except ProtocolAbort as exc:  # too few survivors, a cheater caught: skip the round
+            if log is not None:
+                log.close(exc)
             _log.warning("secure aggregation round %d failed, the model is unchanged: %s",
                          server_round, exc)
             self.history.append({"round": server_round, "failed": f"{type(exc).__name__}: "
                                  f"{exc}", "misbehaving": list(getattr(exc, "misbehaving",
                                                                        []))})
             return None, MetricRecord({"secagg-failed": 1})
+        except BaseException as exc:
+            if log is not None:
+                log.close(exc)
+            raise
         finally:
             self._round = None
+        if log is not None:
+            log.close()
         global_arrays: ArrayRecord = r["arrays"]
         start = 0
         mean = ArrayRecord()
@@ -711,13 +757,17 @@ class SecAggWorkflow:
     :func:`make_secagg_mod`'s
     (the weights come from ``num_examples``); ``history`` lists every round's
     outcome, ``accountant`` composes the rounds with ``dp``.  The parameters
-    must be ``numpy.ndarray`` tensors of floating point values.
+    must be ``numpy.ndarray`` tensors of floating point values.  ``transcript`` and
+    ``transcript_key``: the server's audit transcript of each round, as for
+    :class:`SecAggStrategy`.
     """
 
     def __init__(self, *, clip: float | None = None, bits: int | None = None,
                  max_weight: int | None = None, timeout: float = 60.0,
                  train_timeout: float = 3600.0,
-                 dp: DPConfig | Mapping[str, Any] | None = None, **secagg: Any) -> None:
+                 dp: DPConfig | Mapping[str, Any] | None = None,
+                 transcript: str | os.PathLike[str] | None = None,
+                 transcript_key: Any = None, **secagg: Any) -> None:
         unknown = set(secagg) - set(_CFG_FIELDS) - set(_SERVER_FIELDS)
         if unknown:  # (weighted_by_key and inner are this workflow's: num_examples, the round)
             raise InvalidInput(f"unknown secure-aggregation options {sorted(unknown)}")
@@ -725,6 +775,7 @@ class SecAggWorkflow:
         self._secagg = SecAggStrategy(self._inner, clip=clip, bits=bits,
                                       max_weight=max_weight, timeout=timeout,
                                       train_timeout=train_timeout, dp=dp,
+                                      transcript=transcript, transcript_key=transcript_key,
                                       weighted_by_key="num_examples", **secagg)
 
     @property

@@ -23,7 +23,14 @@ let the server send a batch of messages and collect the replies
   ``outgoing[client]`` (a list of ``(tag, object)`` the server sent that client
   since the last round trip; empty for the first one) and return ``{client:
   reply}`` for the clients that answered with a message of stage ``tag``; one that
-  did not answer in time is a dropout.
+  did not answer in time is a dropout.  With ``transcript`` (an
+  :class:`mpcai.audit.Transcript` the host began for party 0 of the round's
+  session), the server records every message it sends and every reply it is
+  given, as the runtime's parties do: the message's stage tag, a sequence number
+  per client and direction (from 0), and the digest of the message's
+  :mod:`~mpcai.runtime.wire` encoding (the same whatever the host carries it in),
+  then the round's outcome and result, as :func:`simulate` does
+  (``mpcai audit verify`` checks the stage sequence).
 
 With ``SecAggConfig.dp`` the round is the same (every weight 1; the state carries
 the DPConfig); :func:`dp_guarantee` gives a DP round's privacy before it runs, from
@@ -48,7 +55,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from mpcai import dp
+from mpcai import audit, dp
 from mpcai.errors import InvalidInput, PeerDropped, ProtocolAbort, WireError
 from mpcai.runtime import Gathered, wire
 from mpcai.validation import check_bytes, check_int, check_real
@@ -66,6 +73,7 @@ from .client import (
 )
 from .config import SecAggConfig
 from .server import AggregateResult, server
+from .simulation import _record_result
 from .stages import LEGAL, Stage, StageMachine
 
 __all__ = ["RoundTrip", "client_begin", "client_step", "dp_guarantee", "next_stage",
@@ -416,13 +424,25 @@ def dp_guarantee(cfg: SecAggConfig, dim: int, honest_survivors: int | None = Non
 class _Hub:
     """The server's view of a host that batches messages into round trips."""
 
-    def __init__(self, session: bytes, clients: Sequence[int], round_trip: RoundTrip) -> None:
+    def __init__(self, session: bytes, clients: Sequence[int], round_trip: RoundTrip,
+                 transcript: audit.Transcript | None = None) -> None:
         self.id = SERVER
         self.session = session
         self.peers = tuple(sorted(clients))
         self._round_trip = round_trip
         self._out: dict[int, list[tuple[str, Any]]] = {}
         self._replies: dict[str, dict[int, Any]] = {}
+        self.transcript = transcript
+        self._seq: dict[tuple[str, int], int] = {}
+
+    def _record(self, direction: str, cid: int, tag: str, obj: Any) -> None:
+        """One message in the transcript: the digest of ``obj``'s wire encoding."""
+        assert self.transcript is not None
+        parts, _ = wire.encode_payload_parts(obj)
+        length, digest = self.transcript.digest(parts)
+        seq = self._seq.get((direction, cid), 0)
+        self._seq[direction, cid] = seq + 1
+        self.transcript.record(direction, cid, seq, tag, length, digest)
 
     def _queue(self, tag: str, objs: Mapping[int, Any]) -> None:
         for cid, obj in objs.items():
@@ -441,8 +461,14 @@ class _Hub:
             outgoing = self._out or {int(cid): [] for cid in ids}
             self._out = {}
             got = self._round_trip(tag, outgoing)
-            self._replies[tag] = {int(cid): reply for cid, reply in dict(got).items()
-                                  if int(cid) in outgoing}
+            replies = self._replies[tag] = {int(cid): reply for cid, reply in dict(got).items()
+                                            if int(cid) in outgoing}
+            if self.transcript is not None:  # what was sent, then what came back
+                for cid, items in sorted(outgoing.items()):
+                    for item_tag, obj in items:
+                        self._record("send", cid, item_tag, obj)
+                for cid in sorted(replies):
+                    self._record("recv", cid, tag, replies[cid])
         return self._replies[tag]
 
     async def gather(self, tag: str, peers: Sequence[int] | None = None, *,
@@ -463,14 +489,28 @@ class _Hub:
         return got[frm]
 
 
-def run_server(cfg: SecAggConfig, session: bytes, round_trip: RoundTrip) -> AggregateResult:
+def run_server(cfg: SecAggConfig, session: bytes, round_trip: RoundTrip, *,
+               transcript: audit.Transcript | None = None) -> AggregateResult:
     """Run the server of one round on a host: ``round_trip`` carries each stage's messages
     (see the module docstring); clients are ``1..cfg.n_clients``.  Returns the
     :class:`~mpcai.protocols.secure_aggregation.AggregateResult`, or raises as
     :func:`~mpcai.protocols.secure_aggregation.server` does (e.g.
-    :class:`~mpcai.errors.NotEnoughSurvivors`)."""
+    :class:`~mpcai.errors.NotEnoughSurvivors`).  ``transcript``: the server's audit
+    transcript of this round, begun by the host as party 0 of ``session`` with the
+    clients as peers (see the module docstring); the host closes it."""
     if not isinstance(cfg, SecAggConfig):
         raise InvalidInput("cfg must be a SecAggConfig")
     session = check_bytes(session, "session", size=wire.SESSION_ID_BYTES)
-    hub = _Hub(session, range(1, cfg.n_clients + 1), round_trip)
-    return trio.run(lambda: server(hub, cfg))  # type: ignore[arg-type]
+    clients = range(1, cfg.n_clients + 1)
+    if transcript is not None:
+        if not isinstance(transcript, audit.Transcript):
+            raise InvalidInput("transcript must be an mpcai.audit.Transcript")
+        if (transcript.session != session or transcript.party != SERVER
+                or transcript.closed):
+            raise InvalidInput("transcript must be begun for party 0 of this round's "
+                               "session, and open")
+    hub = _Hub(session, clients, round_trip, transcript)
+    agg = trio.run(lambda: server(hub, cfg))  # type: ignore[arg-type]
+    if transcript is not None:
+        _record_result(transcript, agg)
+    return agg

@@ -637,3 +637,92 @@ def test_the_delta_reads_npy_arrays_without_a_copy_and_as_numpy_does() -> None:
     short = Array(dtype=cut.dtype, shape=cut.shape, stype=cut.stype, data=cut.data[:-8])
     with pytest.raises(ValueError):  # numpy's own loader refuses the truncated array
         _numpy_view(short)
+
+
+# ---- audit transcripts of the server's rounds ----------------------------------------
+
+
+def test_the_server_writes_a_verifiable_transcript_of_each_round(tmp_path: Any) -> None:
+    import hashlib
+
+    from mpcai.protocols import audit as protocol_audit
+
+    from mpcai import audit
+    from mpcai.cli._main import main
+    from mpcai.errors import InvalidTranscript, WouldOverwrite
+    from mpcai.runtime import wire as mwire
+
+    nodes = list(DELTAS)
+    key = audit.new_signing_key()
+    grid = make_grid(client_app({}), drop={(nodes[3], "masked_input"): True})
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000,
+                              transcript=tmp_path, transcript_key=key)
+    run(strategy, grid, rounds=2)
+    for r in (1, 2):
+        rep = protocol_audit.verify([tmp_path / f"round-{r}"],
+                                    keys=tmp_path / f"round-{r}" / "keys.json")
+        (log,) = rep.logs
+        assert log.party == 0 and log.status == "ok" and log.public_key == audit.public_key(key)
+        assert log.peers == tuple(range(1, N + 1))  # the round's client ids
+        # (FedAvg samples the nodes in a random order: the ids follow its messages)
+        everyone = list(range(1, N + 1))
+        (gone,) = rep.dropped["masked_input"]  # the node that never sent its input
+        alive = [c for c in everyone if c != gone]
+        assert rep.participants == {"advertise_keys": everyone, "share_keys": everyone,
+                                    "masked_input": alive, "unmask": alive}
+        (outcome,) = log.notes("outcome")
+        assert outcome["survivors"] == alive
+        assert log.result is not None
+    # each masked input recorded is the digest of the vector the client sent (its wire
+    # encoding, BLAKE3), recomputed here from the replies the grid carried
+    sent = [m for m in grid.replies if m.content.config_records[RECORD_KEY]["stage"]
+            == "masked_input"]
+    assert len(sent) == 2 * (N - 1)
+    want = set()
+    for m in sent:
+        (arr,) = m.content.array_records[VECTOR_KEY].values()
+        vec = np.frombuffer(arr.data, dtype=np.dtype(arr.dtype).newbyteorder("<"))
+        want.add(audit.frame_digest([mwire.encode_payload(vec)], "blake3")[1].hex())
+    got = {e["digest"] for r in (1, 2) for e in audit.read_transcript(
+        tmp_path / f"round-{r}" / "party-0.jsonl").messages("recv")
+        if e["tag"] == "masked_input"}
+    assert got == want
+    assert hashlib.sha256(b"").hexdigest() not in got
+    assert main(["audit", "verify", str(tmp_path / "round-1")]) == 0
+    # a byte changed anywhere is found
+    path = tmp_path / "round-2" / "party-0.jsonl"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidTranscript):
+        protocol_audit.verify([tmp_path / "round-2"])
+    # a directory holding a round's transcript already is refused before anything is sent
+    again = make_grid(client_app({}))
+    with pytest.raises(WouldOverwrite):
+        run(SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000,
+                           transcript=tmp_path), again, rounds=1)
+    assert not again.trips
+
+
+def test_a_failed_round_ends_its_transcript_with_the_error(tmp_path: Any) -> None:
+    from mpcai.protocols import audit as protocol_audit
+
+    nodes = list(DELTAS)
+    drop = {(nid, "masked_input"): True for nid in nodes[:5]}  # 3 left: below threshold
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000, threshold=4,
+                              transcript=tmp_path)
+    run(strategy, make_grid(client_app({}), drop=drop), rounds=1)
+    assert "failed" in strategy.history[0]
+    (log,) = protocol_audit.verify([tmp_path / "round-1"]).logs
+    assert log.status == "error" and log.error and log.result is None
+
+
+def test_transcript_options_are_checked_when_built(tmp_path: Any) -> None:
+    from mpcai.errors import InvalidType
+
+    with pytest.raises(InvalidInput):
+        SecAggStrategy(fedavg(), transcript_key=bytes(32))  # no directory
+    with pytest.raises(InvalidType):
+        SecAggStrategy(fedavg(), transcript=tmp_path, transcript_key="not a key")
+    with pytest.raises(InvalidInput):
+        SecAggStrategy(fedavg(), transcript=tmp_path, transcript_key=b"short")

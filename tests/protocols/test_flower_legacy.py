@@ -244,3 +244,18 @@ def test_a_client_refuses_round_parameters_a_server_does_not_set() -> None:
     assert cfg.n_clients == 5 and layout == [("w", (3,))]
     with pytest.raises(ProtocolAbort, match="threads"):
         _round_config(rec({"threads": 64}))  # the client's own: never the server's
+
+
+def test_the_legacy_workflow_writes_the_servers_transcripts(tmp_path: Any) -> None:
+    from mpcai.protocols import audit as protocol_audit
+
+    grid = make_grid(client_app(), drop={(NODES[0], "masked_input")})
+    workflow = SecAggWorkflow(clip=1.0, bits=20, max_weight=1000, threshold=3,
+                              transcript=tmp_path)
+    run(workflow, grid, fedavg(), rounds=2)
+    for r in (1, 2):
+        rep = protocol_audit.verify([tmp_path / f"round-{r}"],
+                                    keys=tmp_path / f"round-{r}" / "keys.json")
+        assert rep.logs[0].status == "ok"
+        assert len(rep.participants["masked_input"]) == N - 1
+        assert len(rep.dropped["masked_input"]) == 1

@@ -275,3 +275,57 @@ def test_the_state_never_holds_the_identity_key_and_drops_x25519_keys_once_used(
     for tag in ("share_keys", "consistency_check", "unmask"):
         for cid, (blob, _) in seen[tag].items():
             assert x25519[cid][:32] not in blob and x25519[cid][32:] not in blob
+
+
+@pytest.mark.parametrize("consistency", [False, True])
+def test_the_server_records_a_transcript_as_the_runtimes_server_does(
+        consistency: bool, tmp_path: Any) -> None:
+    from mpcai.protocols import audit as protocol_audit
+    from mpcai.protocols import secure_aggregation as sa
+
+    from mpcai import audit
+
+    rng = np.random.default_rng(5)
+    n, d = 9, 64
+    updates = [rng.uniform(-1, 1, d) for _ in range(n)]
+    kw: dict[str, Any] = {}
+    priv: dict[int, Any] | None = None
+    if consistency:
+        pub, priv = make_identities(n)
+        kw = {"identities": pub, "consistency_check": True}
+    cfg = SecAggConfig(n_clients=n, dim=d, **kw)
+    host = StatelessHost(cfg, updates, [1] * n, drop={"masked_input": {4}},
+                         identity_keys=priv)
+    (log,) = audit.open_transcripts(tmp_path / "step", [0], protocol="secure_aggregation",
+                                    config=cfg)
+    log.begin(session=host.session, party=0, peers=range(1, n + 1))
+    res = sw.run_server(cfg, host.session, host.round_trip, transcript=log)
+    log.close()
+    rep = protocol_audit.verify([tmp_path / "step"], keys=tmp_path / "step" / "keys.json")
+    assert rep.participants["masked_input"] == res.survivors == [c for c in range(1, n + 1)
+                                                                 if c != 4]
+    # the same kinds of messages, in the same stage order, as the runtime's server records
+    sa.simulate(updates, cfg, dropouts={4: sa.Stage.MASKED_INPUT}, transcript=tmp_path / "rt",
+                identity_keys=priv)
+
+    def walk(path: Any) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for e in audit.read_transcript(path).messages():
+            if (e.type, e["tag"]) not in out:
+                out.append((e.type, e["tag"]))
+        return out
+
+    assert walk(tmp_path / "step" / "party-0.jsonl") == walk(tmp_path / "rt" / "party-0.jsonl")
+    # the sum's digest is the runtime's: SHA-256 of the exact quantised sum
+    import hashlib
+
+    total = np.ascontiguousarray(res.quantised_sum)
+    assert rep.logs[0].result == hashlib.sha256(
+        total.astype(total.dtype.newbyteorder("<")).tobytes()).digest()
+    other = audit.Transcript(tmp_path / "x.jsonl", protocol="secure_aggregation")
+    other.begin(session=secrets.token_bytes(16), party=0, peers=range(1, n + 1))
+    with pytest.raises(InvalidInput):  # a transcript of another session
+        sw.run_server(cfg, host.session, host.round_trip, transcript=other)
+    other.close()
+    with pytest.raises(InvalidInput):
+        sw.run_server(cfg, host.session, host.round_trip, transcript="a path")  # type: ignore[arg-type]
