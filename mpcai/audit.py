@@ -441,6 +441,81 @@ class Transcript:
         if self._open():
             self._write({"t": "result", "digest": digest.hex()}, sign=True)
 
+    def suspend(self) -> bytes:
+        """Close the file for now and return what :meth:`resume` needs to go on writing
+        this transcript later, maybe in another process: public facts only (the path,
+        the header's fields, the chain's head, the entry counts and the file's length;
+        never the signing key), as canonical JSON.
+
+        For hosts that run a party one message at a time and keep its state between
+        calls (the Flower mod).  The entries after the last signed one stay unsigned
+        until the next checkpoint: use ``sign_every=1`` if the party may never resume
+        (a client that drops out), so that every entry is signed as it is written.
+        """
+        if self._file is None or self._closed:
+            raise InvalidInput(f"transcript {self.path}: only a begun, open transcript can "
+                               "be suspended")
+        self._file.flush()
+        size = self._file.tell()
+        self._file.close()
+        self._file = None
+        self._closed = True  # this object is done; resume() makes the next one
+        assert self.session is not None and self.party is not None
+        return canonical_json({
+            "path": str(self.path), "protocol": self.protocol, "version": self.version,
+            "config": self.config_digest, "hash": self.hash, "sign_every": self.sign_every,
+            "key": self.public_key, "session": self.session, "party": self.party,
+            "head": self.head, "entries": self.entries, "unsigned": self._unsigned,
+            "size": size})
+
+    @classmethod
+    def resume(cls, state: bytes, *, signing_key: Any) -> Transcript:
+        """The transcript :meth:`suspend` left, open again for more entries.
+
+        ``signing_key`` must be the key it was begun with.  The file must still hold
+        what it held at the suspension: anything written after it (a later call whose
+        state the host discarded, e.g. one that failed) is cut off, and a file shorter
+        than that, or whose last line is not the suspended chain's head, is refused
+        (:class:`~mpcai.errors.InvalidTranscript`).
+        """
+        try:
+            st = json.loads(check_bytes(state, "transcript state"))
+            path = Path(st["path"])
+            size, entries = int(st["size"]), int(st["entries"])
+            head = bytes.fromhex(st["head"])
+            t = cls(path, protocol=st["protocol"], version=st["version"],
+                    signing_key=signing_key, hash=st["hash"],
+                    sign_every=int(st["sign_every"]))
+            t.config_digest = bytes.fromhex(st["config"])
+            t.session, t.party = bytes.fromhex(st["session"]), int(st["party"])
+            key = bytes.fromhex(st["key"])
+            unsigned = int(st["unsigned"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput(f"not a suspended transcript's state: {exc!r}") from exc
+        if t.public_key != key:
+            raise InvalidInput(f"transcript {path}: resumed with another signing key")
+        try:
+            f = open(path, "r+b")
+        except OSError as exc:
+            raise InvalidTranscript(f"{path}: cannot reopen the transcript: "
+                                    f"{exc.strerror or exc}", source=str(path)) from exc
+        try:
+            f.seek(max(0, size - MAX_LINE_BYTES))
+            tail = f.read(size - f.tell())
+            last = tail.rsplit(b"\n", 2)[-2] if tail.count(b"\n") >= 1 else b""
+            if (f.seek(0, os.SEEK_END) < size or not tail.endswith(b"\n")
+                    or b'"h":"' + head.hex().encode() + b'"' not in last):
+                raise InvalidTranscript(f"{path}: the file no longer ends with the "
+                                        "suspended transcript's last entry",
+                                        source=str(path))
+            f.truncate(size)
+            f.seek(size)
+        except BaseException:
+            f.close()
+            raise
+        t._file, t.head, t.entries, t._unsigned = f, head, entries, unsigned
+        return t
+
     def close(self, error: BaseException | None = None) -> None:
         """Write the end entry (``ok``, or the class name of ``error``) and close the file.
 

@@ -1046,3 +1046,63 @@ def test_robust_process_party_records_a_transcript(tmp_path: Path) -> None:
     _replay(server, tmp_path / "s.jsonl", entries)
     with pytest.raises(InvalidTranscript, match="without recording a result"):
         protocol_audit.check_stages(audit.read_transcript(tmp_path / "s.jsonl"))
+
+
+# ---- suspend and resume (a party run one message at a time) --------------------------------
+
+
+def _suspended(tmp_path: Path, key: bytes) -> tuple[bytes, Path]:
+    t = audit.Transcript(tmp_path / "p1.jsonl", protocol="demo", config={"n": 2},
+                         signing_key=key, sign_every=1)
+    t.begin(session=b"s" * 16, party=1, peers=[0])
+    t.record("send", 0, 0, "hello", 5, b"\x01" * 32)
+    return t.suspend(), tmp_path / "p1.jsonl"
+
+
+def test_a_suspended_transcript_resumes_and_verifies_whole(tmp_path: Path) -> None:
+    key = audit.new_signing_key()
+    state, path = _suspended(tmp_path, key)
+    assert key.hex() not in state.decode() and b"hello" not in state  # public facts only
+    t = audit.Transcript.resume(state, signing_key=key)
+    t.record("recv", 0, 0, "reply", 7, b"\x02" * 32)
+    state = t.suspend()
+    t = audit.Transcript.resume(state, signing_key=key)
+    t.close()
+    log = audit.read_transcript(path, key=audit.public_key(key))
+    assert [(e.type, e["tag"]) for e in log.messages()] == [("send", "hello"),
+                                                            ("recv", "reply")]
+    assert log.complete and log.status == "ok" and log.party == 1
+    assert log.config_digest == audit.config_digest({"n": 2})
+
+
+def test_resume_cuts_what_a_failed_call_left_and_refuses_a_changed_file(
+        tmp_path: Path) -> None:
+    key = audit.new_signing_key()
+    state, path = _suspended(tmp_path, key)
+    with pytest.raises(InvalidInput):
+        audit.Transcript.resume(state, signing_key=audit.new_signing_key())
+    # a later call wrote more, then its state was discarded: cut off on resume
+    t = audit.Transcript.resume(state, signing_key=key)
+    t.record("recv", 0, 0, "lost", 7, b"\x03" * 32)
+    t._file.close()  # type: ignore[union-attr]  (the call died here)
+    t = audit.Transcript.resume(state, signing_key=key)
+    t.close()
+    log = audit.read_transcript(path)
+    assert [e["tag"] for e in log.messages()] == ["hello"] and log.complete
+    # shorter than at the suspension, or not ending with its last entry: refused (a
+    # check that the state and the file belong together; verify finds any tampering)
+    (tmp_path / "b").mkdir()
+    state, path = _suspended(tmp_path / "b", key)
+    data = path.read_bytes()
+    path.write_bytes(data[:-10])
+    with pytest.raises(InvalidTranscript):
+        audit.Transcript.resume(state, signing_key=key)
+    first, last = data[:-1].rsplit(b"\n", 1)  # the same length, another last line
+    path.write_bytes(first + b"\n" + b" " * len(last) + b"\n")
+    with pytest.raises(InvalidTranscript):
+        audit.Transcript.resume(state, signing_key=key)
+    with pytest.raises(InvalidInput):
+        audit.Transcript.resume(b"{}", signing_key=key)
+    t = audit.Transcript(tmp_path / "never.jsonl", protocol="demo")
+    with pytest.raises(InvalidInput):  # not begun
+        t.suspend()

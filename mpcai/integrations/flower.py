@@ -231,6 +231,15 @@ def _record(stage: str, obj: Any, **extra: Any) -> RecordDict:
     return RecordDict({RECORD_KEY: rec})
 
 
+def _record_message(log: _audit.Transcript, direction: str, seq: int, tag: str,
+                    obj: Any) -> None:
+    """A client's message in its transcript, as :func:`stepwise.run_server` records it
+    on the server: the digest of the object's wire encoding."""
+    parts, _ = wire.encode_payload_parts(obj)
+    length, digest = log.digest(parts)
+    log.record(direction, 0, seq, tag, length, digest)
+
+
 VECTOR_KEY = RECORD_KEY + ".vector"
 """The ``ArrayRecord`` key of a client's masked input (one :data:`_VECTOR_STYPE` Array)."""
 _VECTOR_STYPE = "mpcai.le"  # the raw little-endian values, nothing else
@@ -518,17 +527,17 @@ class SecAggStrategy(_Wrapping):
             self.history.append({"round": server_round, "failed": f"InvalidInput: {exc}"})
             return []
         session = secrets.token_bytes(wire.SESSION_ID_BYTES)
-        log = None
-        if self.transcript is not None:  # before anything is sent: refused if it exists
-            log, = _audit.open_transcripts(
-                self.transcript / f"round-{server_round}", [0], protocol=AUDIT_PROTOCOL,
-                version=AUDIT_VERSION, config=cfg,
-                signing_keys=None if self._transcript_key is None else {
-                    0: self._transcript_key})
-            log.begin(session=session, party=0, peers=range(1, len(messages) + 1))
         fields = {name: getattr(cfg, name) for name in _SENT_FIELDS}
         if cfg.dp is not None:
             fields["dp"] = dataclasses.asdict(cfg.dp)
+        log = None
+        if self.transcript is not None:  # before anything is sent: refused if it exists
+            log, = _audit.open_transcripts(  # the configuration as the clients get it
+                self.transcript / f"round-{server_round}", [0], protocol=AUDIT_PROTOCOL,
+                version=AUDIT_VERSION, config=fields,
+                signing_keys=None if self._transcript_key is None else {
+                    0: self._transcript_key})
+            log.begin(session=session, party=0, peers=range(1, len(messages) + 1))
         blob = wire.encode_payload({"config": fields, "layout": [[k, list(s)]
                                                                  for k, s in layout]})
         nodes: dict[int, int] = {}
@@ -898,7 +907,8 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
                     max_l2_clip: float | None = None, max_epsilon: float | None = None,
                     dp_delta: float = 1e-5, max_epsilon_total: float | None = None,
                     budget_file: str | os.PathLike[str] | Callable[[Context], Any] | None
-                    = None) -> Any:
+                    = None, transcript: str | os.PathLike[str] | None = None,
+                    transcript_key: Any = None) -> Any:
     """A ClientApp mod for :class:`SecAggStrategy`, with this client's own floor.
 
     The client refuses (a fixed error reply, the reason only in its own log) a
@@ -949,6 +959,20 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
     epsilons), or ``f(context)`` giving its path (e.g. by the node's partition
     in a simulation, where nodes share a machine); keep it where the node's
     data is, since what it bounds is the privacy of that data.
+
+    ``transcript``: a node-local directory where the client writes its audit
+    transcript of every round it takes part in (:mod:`mpcai.audit`):
+    ``<transcript>/<session hex>/party-<id>.jsonl``, its id in the round as the
+    server's transcript names it; every entry signed as it is written (a node
+    that drops out leaves a complete, verifiable prefix), with
+    ``transcript_key`` (the node's Ed25519 identity, a ``cryptography`` private
+    key or its 32 raw bytes; by default a fresh key per round, kept in the
+    node's ``context.state`` until the round ends).  It records the messages the
+    client received and sent (stage, digest of their wire encoding) and how it
+    ended, never a secret; between messages it stays on disk and only its chain
+    head and counts are in ``context.state``.  With the server's transcript
+    (:class:`SecAggStrategy` ``transcript=``), ``mpcai audit verify SERVER_ROUND
+    CLIENT_FILES...`` checks that both sides recorded the same messages.
     """
     if threads is not None:
         threads = check_int(threads, "threads", lo=1, hi=MAX_THREADS)
@@ -979,6 +1003,11 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
                            "max_epsilon_total) needs required=True")
     claims = Path(claims_dir) if claims_dir is not None else Path(
         tempfile.gettempdir()) / f"mpcai-secagg-claims-{os.getuid()}"
+    transcripts = None if transcript is None else Path(transcript)
+    if transcript_key is not None:
+        if transcript is None:
+            raise InvalidInput("transcript_key without a transcript directory")
+        _audit.public_key(transcript_key)  # refused now if it is not a key
 
     def mod(msg: Message, context: Context, call_next: Any) -> Message:
         """Run this client's secure-aggregation stage for a train message of
@@ -1010,9 +1039,12 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
             if threads is not None:
                 cfg = dataclasses.replace(cfg, threads=threads)
             message, state = _sw.client_begin(cfg, me, session)  # the update comes later
-            context.state[RECORD_KEY] = ConfigRecord({
+            first: dict[str, Any] = {
                 "state": state, "session": session, "round-config": rec["round-config"],
-                "id": me, "weight-key": weight_key})
+                "id": me, "weight-key": weight_key}
+            if transcripts is not None:
+                first.update(_begin_transcript(rec, session, me, message))
+            context.state[RECORD_KEY] = ConfigRecord(first)
             return Message(_record("advertise_keys", message), reply_to=msg)
         held = context.state.config_records.get(RECORD_KEY)
         if held is None or bytes(rec.get("session", b"")) != bytes(held["session"]):
@@ -1024,21 +1056,76 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         # legal now for this state (checked before any work), and never twice
         stage = _sw.next_stage(items, held["state"])
         _claim(claims, bytes(held["session"]), int(held["id"]), stage)
-        if stage == "masked_input":  # the user's training, then the mask
-            if budget_file is not None:  # charged before anything of the data is made
-                cfg, _, _, _, _ = _round_config(held)
-                _charge_budget(context, bytes(held["session"]), cfg, charge=True)
-            update, weight = _train(msg, context, call_next, held)
-            tag, out, state = _sw.client_step(held["state"], items, update, weight)
-        else:
-            tag, out, state = _sw.client_step(held["state"], items)
+        log = _resume_transcript(held, rec)  # after the claim: one step writes it at a time
+        try:
+            if stage == "masked_input":  # the user's training, then the mask
+                if budget_file is not None:  # charged before anything of the data is made
+                    cfg, _, _, _, _ = _round_config(held)
+                    _charge_budget(context, bytes(held["session"]), cfg, charge=True)
+                update, weight = _train(msg, context, call_next, held)
+                tag, out, state = _sw.client_step(held["state"], items, update, weight)
+            else:
+                tag, out, state = _sw.client_step(held["state"], items)
+            kept: dict[str, Any] = {}
+            if log is not None:
+                _record_message(log, "send", int(held["t-out"]), str(tag), out)
+                kept["t-out"] = int(held["t-out"]) + 1
+        except BaseException as exc:  # the round ends here for this client: say how
+            if log is not None:
+                log.close(exc)
+            raise
         if tag == "unmask":  # the round's last stage: keep nothing
+            if log is not None:
+                log.close()
             del context.state[RECORD_KEY]
         else:
-            context.state[RECORD_KEY] = ConfigRecord({**dict(held.items()), "state": state})
+            if log is not None:
+                kept["transcript"] = log.suspend()
+            context.state[RECORD_KEY] = ConfigRecord({**dict(held.items()), "state": state,
+                                                      **kept})
         if tag == "masked_input":  # the vector as a Flower Array
             return Message(_vector_reply(str(tag), out), reply_to=msg)
         return Message(_record(str(tag), out), reply_to=msg)
+
+    def _begin_transcript(rec: ConfigRecord, session: bytes, me: int,
+                          message: Any) -> dict[str, Any]:
+        """This client's transcript of the round, begun and holding its first message
+        (its keys); what ``context.state`` keeps of it."""
+        assert transcripts is not None
+        fields = wire.decode_payload(rec["round-config"])["config"]  # as the server's
+        fresh = _audit.new_signing_key() if transcript_key is None else None
+        directory = transcripts / session.hex()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log = _audit.Transcript(directory / f"party-{me}.jsonl", protocol=AUDIT_PROTOCOL,
+                                version=AUDIT_VERSION, config=fields, sign_every=1,
+                                signing_key=fresh if fresh is not None else transcript_key)
+        log.begin(session=session, party=me, peers=[0])
+        try:
+            _record_message(log, "send", 0, "advertise_keys", message)
+        except BaseException as exc:
+            log.close(exc)
+            raise
+        return {"transcript": log.suspend(), "t-in": 0, "t-out": 1,
+                **({} if fresh is None else {"transcript-key": fresh})}
+
+    def _resume_transcript(held: ConfigRecord, rec: ConfigRecord
+                           ) -> _audit.Transcript | None:
+        """This client's transcript, open again, with the server's message recorded."""
+        if "transcript" not in held:
+            return None
+        key = held["transcript-key"] if "transcript-key" in held else transcript_key
+        log = _audit.Transcript.resume(bytes(held["transcript"]), signing_key=(
+            bytes(key) if isinstance(key, (bytes, bytearray)) else key))
+        try:
+            seq = int(held["t-in"])
+            for item_tag, obj in wire.decode_payload(rec["data"]):
+                _record_message(log, "recv", seq, str(item_tag), obj)
+                seq += 1
+        except BaseException as exc:
+            log.close(exc)
+            raise
+        held["t-in"] = seq  # (saved with the state if the step succeeds)
+        return log
 
     def _check_floor(cfg: SecAggConfig) -> None:
         p = security_report(cfg, max(cfg.corrupt_fraction, corrupt_fraction),

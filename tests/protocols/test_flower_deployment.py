@@ -243,6 +243,7 @@ def test_two_secure_rounds_on_the_deployment_engine_with_a_node_killed_mid_round
     markers.mkdir()
     result = tmp_path / "result.json"
     marker = markers / f"stalled-round{KILL_ROUND}-partition{KILL_PARTITION}.json"
+    audit_dir = tmp_path / "audit"
 
     dep = Deployment(tmp_path)
     try:
@@ -254,7 +255,7 @@ def test_two_secure_rounds_on_the_deployment_engine_with_a_node_killed_mid_round
             f"num-rounds={ROUNDS}", f"dim={D}", f"clip={CLIP}", f"bits={BITS}",
             f"max-weight={MAX_WEIGHT}", f"stage-timeout={STAGE_TIMEOUT}",
             "round-timeout=60.0", f"kill-round={KILL_ROUND}",
-            f"kill-partition={KILL_PARTITION}"])
+            f"kill-partition={KILL_PARTITION}", f'transcript-dir="{audit_dir}"'])
         run_id = str(dep.flwr("run", str(app), "localdeploy", "--run-config",
                               run_config)["run-id"])
 
@@ -324,6 +325,24 @@ def test_two_secure_rounds_on_the_deployment_engine_with_a_node_killed_mid_round
         assert metrics[str(KILL_ROUND)]["secagg-survivors"] == N - 1, metrics
         assert all(metrics[str(r)]["secagg-dropped"] == 0
                    for r in range(1, ROUNDS + 1) if r != KILL_ROUND), metrics
+        # the audit trail: each round's server transcript and every node's (written a
+        # message at a time, each by a fresh ClientApp process) agree message by message;
+        # the killed node left a signed prefix, and the server's record shows it dropped
+        from mpcai.protocols import audit as protocol_audit
+
+        from mpcai import audit
+
+        for rnd in range(1, ROUNDS + 1):
+            server = audit_dir / "server" / f"round-{rnd}"
+            session = audit.read_transcript(server / "party-0.jsonl").session
+            nodes = sorted(audit_dir.glob(f"node-*/{session.hex()}/party-*.jsonl"))
+            assert len(nodes) == N, nodes
+            rep = protocol_audit.verify([server, *nodes], allow_incomplete=True,
+                                        session=session)
+            assert rep.run.matched > 0 and not rep.run.unconfirmed
+            complete = [log.complete for log in rep.logs]
+            assert complete.count(False) == (1 if rnd == KILL_ROUND else 0), rep.summary()
+            assert len(rep.participants["masked_input"]) == len(alive[rnd])
         print(f"node killed at {killed_at:.1f} s, run done at "
               f"{time.monotonic() - start:.1f} s")
     except BaseException:

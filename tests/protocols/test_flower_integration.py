@@ -726,3 +726,78 @@ def test_transcript_options_are_checked_when_built(tmp_path: Any) -> None:
         SecAggStrategy(fedavg(), transcript=tmp_path, transcript_key="not a key")
     with pytest.raises(InvalidInput):
         SecAggStrategy(fedavg(), transcript=tmp_path, transcript_key=b"short")
+
+
+def test_the_clients_transcripts_match_the_servers_message_by_message(tmp_path: Any) -> None:
+    from mpcai.protocols import audit as protocol_audit
+
+    from mpcai import audit
+    from mpcai.errors import InvalidTranscript
+
+    nodes = list(DELTAS)
+    keys = {nid: audit.new_signing_key() for nid in nodes}
+    mods = {nid: make_secagg_mod(transcript=tmp_path / f"node-{nid}", transcript_key=keys[nid])
+            for nid in nodes}
+
+    def mod(msg: Message, context: Context, call_next: Any) -> Message:
+        return mods[context.node_id](msg, context, call_next)
+
+    grid = make_grid(client_app({}, mod=mod), drop={(nodes[5], "masked_input"): True})
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000,
+                              transcript=tmp_path / "server")
+    run(strategy, grid, rounds=2)
+    for r in (1, 2):
+        server = tmp_path / "server" / f"round-{r}"
+        (session,) = {audit.read_transcript(server / "party-0.jsonl").session}
+        files = [f for nid in nodes
+                 for f in (tmp_path / f"node-{nid}" / session.hex()).glob("party-*.jsonl")]
+        assert len(files) == N  # every node, the dropped one too (its prefix)
+        rep = protocol_audit.verify([server, *files], allow_incomplete=True)
+        # everything each side sent the other, recorded identically on both sides; the
+        # node that dropped never got its unmask request
+        stats = {log.party: log for log in rep.logs}
+        assert sorted(stats) == list(range(N + 1))
+        incomplete = [p for p, log in stats.items() if not log.complete]
+        assert len(incomplete) == 1 and stats[incomplete[0]].status is None
+        assert all(log.status == "ok" for p, log in stats.items() if p not in incomplete)
+        assert rep.run.matched == sum(len(log.messages()) for p, log in stats.items()
+                                      if p != 0)
+        assert not rep.run.unconfirmed
+        # the clients' files are signed with the nodes' own keys
+        assert {log.public_key for p, log in stats.items() if p} == {
+            audit.public_key(k) for k in keys.values()}
+    # a client's record altered in one byte no longer verifies
+    victim = files[0]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    victim.write_bytes(bytes(data))
+    with pytest.raises(InvalidTranscript):
+        protocol_audit.verify([server, *files], allow_incomplete=True)
+
+
+def test_a_client_whose_record_disagrees_with_the_servers_is_exposed(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mpcai.protocols import audit as protocol_audit
+
+    from mpcai.errors import InvalidTranscript
+    from mpcai.integrations import flower as integration
+
+    real = integration._record_message
+
+    def lying(log: Any, direction: str, seq: int, tag: str, obj: Any) -> None:
+        # one client signs a record of another masked input than the one it sent
+        if log.party == 3 and tag == "masked_input":
+            obj = np.zeros_like(obj)
+        real(log, direction, seq, tag, obj)
+
+    monkeypatch.setattr(integration, "_record_message", lying)
+    grid = make_grid(client_app({}, mod=make_secagg_mod(transcript=tmp_path / "nodes")))
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000,
+                              transcript=tmp_path / "server")
+    run(strategy, grid, rounds=1)
+    server = tmp_path / "server" / "round-1"
+    (files,) = [list(d.glob("party-*.jsonl")) for d in (tmp_path / "nodes").iterdir()]
+    honest = [f for f in files if f.name != "party-3.jsonl"]
+    assert protocol_audit.verify([server, *honest]).run.matched > 0
+    with pytest.raises(InvalidTranscript, match=r"party 3|party-3"):
+        protocol_audit.verify([server, *files])

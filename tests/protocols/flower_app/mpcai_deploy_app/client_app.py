@@ -1,5 +1,6 @@
 """The ClientApp: ``received + delta`` with ``num-examples`` = the partition's weight,
-behind :data:`mpcai.integrations.flower.secagg_mod`.
+behind :data:`mpcai.integrations.flower.secagg_mod` (with audit transcripts if the run
+config's ``transcript-dir`` is set).
 
 ``stall_mod`` (outermost) makes one node a dropout on cue: in round ``kill-round``, the
 node of partition ``kill-partition`` writes a marker file when the masked-input message
@@ -21,7 +22,7 @@ from typing import Any
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from mpcai.integrations.flower import RECORD_KEY, secagg_mod
+from mpcai.integrations.flower import RECORD_KEY, make_secagg_mod, secagg_mod
 
 from .task import delta, weight
 
@@ -87,7 +88,24 @@ def stall_mod(msg: Message, context: Context, call_next: Any) -> Message:
     return reply
 
 
-app = ClientApp(mods=[stall_mod, secagg_mod])
+_with_transcripts: dict[str, Any] = {}
+
+
+def secure_mod(msg: Message, context: Context, call_next: Any) -> Message:
+    """``secagg_mod``, writing this node's audit transcripts under the run config's
+    ``transcript-dir`` (``<dir>/node-<partition>``) if it names one.  Every message
+    starts a fresh ClientApp process: the transcript lives on disk, its head in the
+    node's Context."""
+    root = str(context.run_config.get("transcript-dir", ""))
+    if not root:
+        return secagg_mod(msg, context, call_next)
+    path = str(Path(root) / f"node-{int(context.node_config['partition-id'])}")
+    if path not in _with_transcripts:
+        _with_transcripts[path] = make_secagg_mod(transcript=path)
+    return _with_transcripts[path](msg, context, call_next)
+
+
+app = ClientApp(mods=[stall_mod, secure_mod])
 
 
 @app.train()

@@ -41,7 +41,10 @@ def main(grid: Grid, context: Context) -> None:
             FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=n,
                    min_train_nodes=n),
             clip=float(cfg["clip"]), bits=int(cfg["bits"]), max_weight=int(cfg["max-weight"]),
-            timeout=float(cfg["stage-timeout"]))
+            timeout=float(cfg["stage-timeout"]),
+            # the server's audit transcripts, <dir>/server/round-<r>, if asked for
+            transcript=(Path(str(cfg["transcript-dir"])) / "server"
+                        if str(cfg.get("transcript-dir", "")) else None))
         w0 = ArrayRecord({"w": Array.from_numpy_ndarray(initial(int(cfg["dim"])))})
         res = strategy.start(grid=grid, initial_arrays=w0, num_rounds=int(cfg["num-rounds"]),
                              timeout=float(cfg["round-timeout"]))
