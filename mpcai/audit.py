@@ -457,12 +457,15 @@ class Transcript:
                                "be suspended")
         self._file.flush()
         size = self._file.tell()
+        info = os.fstat(self._file.fileno())
         self._file.close()
         self._file = None
         self._closed = True  # this object is done; resume() makes the next one
         assert self.session is not None and self.party is not None
         return canonical_json({
-            "path": str(self.path), "protocol": self.protocol, "version": self.version,
+            # absolute: the next call may run in another process, from another directory
+            "path": str(self.path.absolute()), "file": [info.st_dev, info.st_ino],
+            "protocol": self.protocol, "version": self.version,
             "config": self.config_digest, "hash": self.hash, "sign_every": self.sign_every,
             "key": self.public_key, "session": self.session, "party": self.party,
             "head": self.head, "entries": self.entries, "unsigned": self._unsigned,
@@ -490,16 +493,22 @@ class Transcript:
             t.session, t.party = bytes.fromhex(st["session"]), int(st["party"])
             key = bytes.fromhex(st["key"])
             unsigned = int(st["unsigned"])
+            dev, ino = (int(x) for x in st["file"])
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidInput(f"not a suspended transcript's state: {exc!r}") from exc
         if t.public_key != key:
             raise InvalidInput(f"transcript {path}: resumed with another signing key")
-        try:
-            f = open(path, "r+b")
+        try:  # the very file it wrote: never through a link put in its place
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
         except OSError as exc:
             raise InvalidTranscript(f"{path}: cannot reopen the transcript: "
                                     f"{exc.strerror or exc}", source=str(path)) from exc
+        f = os.fdopen(fd, "r+b")
         try:
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != (dev, ino):
+                raise InvalidTranscript(f"{path}: another file than the suspended "
+                                        "transcript's", source=str(path))
             f.seek(max(0, size - MAX_LINE_BYTES))
             tail = f.read(size - f.tell())
             last = tail.rsplit(b"\n", 2)[-2] if tail.count(b"\n") >= 1 else b""
@@ -523,11 +532,14 @@ class Transcript:
         """
         if self._closed:
             return
+        self._closed = True  # even if the end entry cannot be written (a full disk)
         if self._file is not None:
-            self._write({"t": "end", "status": "ok" if error is None else "error",
-                         "error": "" if error is None else type(error).__name__}, sign=True)
-            self._file.close()
-        self._closed = True
+            try:
+                self._write({"t": "end", "status": "ok" if error is None else "error",
+                             "error": "" if error is None else type(error).__name__},
+                            sign=True)
+            finally:
+                self._file.close()
 
 
 def open_transcripts(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -1106,3 +1107,54 @@ def test_resume_cuts_what_a_failed_call_left_and_refuses_a_changed_file(
     t = audit.Transcript(tmp_path / "never.jsonl", protocol="demo")
     with pytest.raises(InvalidInput):  # not begun
         t.suspend()
+
+
+def test_resume_refuses_a_link_or_another_file_and_works_from_another_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = audit.new_signing_key()
+    monkeypatch.chdir(tmp_path)
+    t = audit.Transcript("rel.jsonl", protocol="demo", signing_key=key, sign_every=1)
+    t.begin(session=b"s" * 16, party=1, peers=[0])
+    state = t.suspend()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the next call runs in another directory
+    audit.Transcript.resume(state, signing_key=key).close()
+    assert audit.read_transcript(tmp_path / "rel.jsonl").complete
+    # a link put in the file's place, or another file of the same content: refused
+    t = audit.Transcript(tmp_path / "a.jsonl", protocol="demo", signing_key=key,
+                         sign_every=1)
+    t.begin(session=b"s" * 16, party=1, peers=[0])
+    state = t.suspend()
+    data = (tmp_path / "a.jsonl").read_bytes()
+    victim = tmp_path / "victim"
+    (tmp_path / "a.jsonl").rename(victim)  # (kept: its inode is not reused below)
+    (tmp_path / "a.jsonl").symlink_to(victim)
+    with pytest.raises(InvalidTranscript):  # even to the very file
+        audit.Transcript.resume(state, signing_key=key)
+    (tmp_path / "a.jsonl").unlink()
+    (tmp_path / "a.jsonl").write_bytes(data)  # a copy: another inode
+    with pytest.raises(InvalidTranscript, match="another file"):
+        audit.Transcript.resume(state, signing_key=key)
+    assert victim.read_bytes() == data
+
+
+def test_close_ends_the_file_even_when_the_end_entry_cannot_be_written(
+        tmp_path: Path) -> None:
+    t = audit.Transcript(tmp_path / "t.jsonl", protocol="demo")
+    t.begin(session=b"s" * 16, party=0, peers=[1])
+    real = t._file
+    assert real is not None
+
+    class Full:
+        def write(self, b: bytes) -> int:
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    t._file = Full()  # type: ignore[assignment]
+    with pytest.raises(OSError):
+        t.close(RuntimeError("x"))
+    assert t.closed and real.closed
+    t.close()  # idempotent

@@ -231,6 +231,17 @@ def _record(stage: str, obj: Any, **extra: Any) -> RecordDict:
     return RecordDict({RECORD_KEY: rec})
 
 
+def _end_transcript(log: _audit.Transcript | None, error: BaseException) -> None:
+    """End ``log`` with ``error`` on a path that is failing already: a transcript that
+    cannot be written (a full disk) is logged, never raised over the original error."""
+    if log is None:
+        return
+    try:
+        log.close(error)
+    except OSError:
+        _log.exception("the audit transcript %s could not be ended", log.path)
+
+
 def _record_message(log: _audit.Transcript, direction: str, seq: int, tag: str,
                     obj: Any) -> None:
     """A client's message in its transcript, as :func:`stepwise.run_server` records it
@@ -479,7 +490,7 @@ class SecAggStrategy(_Wrapping):
                          "timeout": timeout, **secagg}
         probe = {"threshold": 2, **self._options}  # refuse bad options now
         SecAggConfig(n_clients=max(MIN_CLIENTS, int(probe["threshold"] or 2)), **probe)
-        self.transcript = None if transcript is None else Path(transcript)
+        self.transcript = None if transcript is None else Path(transcript).absolute()
         if transcript_key is not None:
             if transcript is None:
                 raise InvalidInput("transcript_key without a transcript directory")
@@ -501,10 +512,7 @@ class SecAggStrategy(_Wrapping):
         secure-aggregation parameters and the client's id in ``1..n``."""
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self._grid = grid
-        stale = None if self._round is None else self._round["transcript"]
-        if stale is not None:  # a round configured but never aggregated
-            stale.close(ProtocolAbort("the round was never aggregated"))
-        self._round = None
+        self._end_stale(ProtocolAbort("the round was never aggregated"))
         targets = [m.metadata.dst_node_id for m in messages]
         if len(messages) < MIN_CLIENTS or len(set(targets)) != len(targets):
             _log.warning("secure aggregation round %d skipped: %d distinct clients sampled, "
@@ -562,6 +570,22 @@ class SecAggStrategy(_Wrapping):
                        "round": server_round, "type": out[0].metadata.message_type,
                        "transcript": log}
         return out
+
+    def _end_stale(self, error: BaseException) -> None:
+        """End the transcript of a round configured and never aggregated (none open after
+        a normal round); the round is forgotten."""
+        stale = None if self._round is None else self._round["transcript"]
+        self._round = None
+        _end_transcript(stale, error)
+
+    def start(self, *args: Any, **kwargs: Any) -> Any:
+        """Flower's ``Strategy.start``; if it fails mid-round, that round's transcript
+        ends with the error (it would otherwise stay open, without its end entry)."""
+        try:
+            return super().start(*args, **kwargs)
+        except BaseException as exc:
+            self._end_stale(exc)
+            raise
 
     def _round_trip(self, first: list[Message]) -> _sw.RoundTrip:
         assert self._round is not None and self._grid is not None
@@ -628,8 +652,7 @@ class SecAggStrategy(_Wrapping):
             res = _sw.run_server(cfg, r["session"], self._round_trip(replies),
                                  transcript=log)
         except ProtocolAbort as exc:  # too few survivors, a cheater caught: skip the round
-            if log is not None:
-                log.close(exc)
+            _end_transcript(log, exc)
             _log.warning("secure aggregation round %d failed, the model is unchanged: %s",
                          server_round, exc)
             self.history.append({"round": server_round, "failed": f"{type(exc).__name__}: "
@@ -637,8 +660,7 @@ class SecAggStrategy(_Wrapping):
                                                                        []))})
             return None, MetricRecord({"secagg-failed": 1})
         except BaseException as exc:
-            if log is not None:
-                log.close(exc)
+            _end_transcript(log, exc)
             raise
         finally:
             self._round = None
@@ -856,7 +878,12 @@ class SecAggWorkflow:
             context.history.add_metrics_distributed_fit(server_round=server_round,
                                                         metrics={"secagg-failed": 1})
             return
-        replies = grid.send_and_receive(first, timeout=float(self._secagg._options["timeout"]))
+        try:
+            replies = grid.send_and_receive(first,
+                                            timeout=float(self._secagg._options["timeout"]))
+        except BaseException as exc:  # the round's transcript ends with the error
+            self._secagg._end_stale(exc)
+            raise
         _, metrics = self._secagg.aggregate_train(server_round, replies)
         info = {k: v for k, v in (metrics or {}).items()}
         mean = self._inner.mean
@@ -970,7 +997,10 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
     node's ``context.state`` until the round ends).  It records the messages the
     client received and sent (stage, digest of their wire encoding) and how it
     ended, never a secret; between messages it stays on disk and only its chain
-    head and counts are in ``context.state``.  With the server's transcript
+    head and counts are in ``context.state``.  A round the node left before its end
+    (it dropped out) is ended, ``error``, when its next round begins.  The files
+    are the node's record and are never removed by mpcai (each round a server
+    starts on the node adds one).  With the server's transcript
     (:class:`SecAggStrategy` ``transcript=``), ``mpcai audit verify SERVER_ROUND
     CLIENT_FILES...`` checks that both sides recorded the same messages.
     """
@@ -1003,7 +1033,8 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
                            "max_epsilon_total) needs required=True")
     claims = Path(claims_dir) if claims_dir is not None else Path(
         tempfile.gettempdir()) / f"mpcai-secagg-claims-{os.getuid()}"
-    transcripts = None if transcript is None else Path(transcript)
+    # absolute: each message may be handled by a new process, from another directory
+    transcripts = None if transcript is None else Path(transcript).absolute()
     if transcript_key is not None:
         if transcript is None:
             raise InvalidInput("transcript_key without a transcript directory")
@@ -1039,6 +1070,7 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
             if threads is not None:
                 cfg = dataclasses.replace(cfg, threads=threads)
             message, state = _sw.client_begin(cfg, me, session)  # the update comes later
+            _end_superseded(context)
             first: dict[str, Any] = {
                 "state": state, "session": session, "round-config": rec["round-config"],
                 "id": me, "weight-key": weight_key}
@@ -1071,8 +1103,7 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
                 _record_message(log, "send", int(held["t-out"]), str(tag), out)
                 kept["t-out"] = int(held["t-out"]) + 1
         except BaseException as exc:  # the round ends here for this client: say how
-            if log is not None:
-                log.close(exc)
+            _end_transcript(log, exc)
             raise
         if tag == "unmask":  # the round's last stage: keep nothing
             if log is not None:
@@ -1103,7 +1134,7 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         try:
             _record_message(log, "send", 0, "advertise_keys", message)
         except BaseException as exc:
-            log.close(exc)
+            _end_transcript(log, exc)
             raise
         return {"transcript": log.suspend(), "t-in": 0, "t-out": 1,
                 **({} if fresh is None else {"transcript-key": fresh})}
@@ -1122,10 +1153,25 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
                 _record_message(log, "recv", seq, str(item_tag), obj)
                 seq += 1
         except BaseException as exc:
-            log.close(exc)
+            _end_transcript(log, exc)
             raise
-        held["t-in"] = seq  # (saved with the state if the step succeeds)
+        held["t-in"] = seq  # (the live record: saved with the state after the step)
         return log
+
+    def _end_superseded(context: Context) -> None:
+        """End the transcript of a round this node left before its end (it dropped out,
+        or the server never came back): a new round begins."""
+        old = context.state.config_records.get(RECORD_KEY)
+        if old is None or "transcript" not in old:
+            return
+        key = old["transcript-key"] if "transcript-key" in old else transcript_key
+        try:
+            log = _audit.Transcript.resume(bytes(old["transcript"]), signing_key=(
+                bytes(key) if isinstance(key, (bytes, bytearray)) else key))
+        except (MpcaiError, OSError):  # e.g. the file was moved away: nothing to end
+            _log.warning("the transcript of an earlier round could not be ended")
+            return
+        _end_transcript(log, ProtocolAbort("superseded by a new round"))
 
     def _check_floor(cfg: SecAggConfig) -> None:
         p = security_report(cfg, max(cfg.corrupt_fraction, corrupt_fraction),

@@ -460,13 +460,15 @@ class _Hub:
         if tag not in self._replies:
             outgoing = self._out or {int(cid): [] for cid in ids}
             self._out = {}
-            got = self._round_trip(tag, outgoing)
-            replies = self._replies[tag] = {int(cid): reply for cid, reply in dict(got).items()
-                                            if int(cid) in outgoing}
-            if self.transcript is not None:  # what was sent, then what came back
+            if self.transcript is not None:  # sent once handed to the host (as the
+                # runtime records a frame handed to its link), even if the host then fails
                 for cid, items in sorted(outgoing.items()):
                     for item_tag, obj in items:
                         self._record("send", cid, item_tag, obj)
+            got = self._round_trip(tag, outgoing)
+            replies = self._replies[tag] = {int(cid): reply for cid, reply in dict(got).items()
+                                            if int(cid) in outgoing}
+            if self.transcript is not None:
                 for cid in sorted(replies):
                     self._record("recv", cid, tag, replies[cid])
         return self._replies[tag]
