@@ -1144,9 +1144,7 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         """This client's transcript, open again, with the server's message recorded."""
         if "transcript" not in held:
             return None
-        key = held["transcript-key"] if "transcript-key" in held else transcript_key
-        log = _audit.Transcript.resume(bytes(held["transcript"]), signing_key=(
-            bytes(key) if isinstance(key, (bytes, bytearray)) else key))
+        log = _reopen(held)
         try:
             seq = int(held["t-in"])
             for item_tag, obj in wire.decode_payload(rec["data"]):
@@ -1158,16 +1156,20 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         held["t-in"] = seq  # (the live record: saved with the state after the step)
         return log
 
+    def _reopen(held: ConfigRecord) -> _audit.Transcript:
+        """The transcript ``held`` suspended, under its round's key."""
+        key = held["transcript-key"] if "transcript-key" in held else transcript_key
+        return _audit.Transcript.resume(bytes(held["transcript"]), signing_key=(
+            bytes(key) if isinstance(key, (bytes, bytearray)) else key))
+
     def _end_superseded(context: Context) -> None:
         """End the transcript of a round this node left before its end (it dropped out,
         or the server never came back): a new round begins."""
         old = context.state.config_records.get(RECORD_KEY)
         if old is None or "transcript" not in old:
             return
-        key = old["transcript-key"] if "transcript-key" in old else transcript_key
         try:
-            log = _audit.Transcript.resume(bytes(old["transcript"]), signing_key=(
-                bytes(key) if isinstance(key, (bytes, bytearray)) else key))
+            log = _reopen(old)
         except (MpcaiError, OSError):  # e.g. the file was moved away: nothing to end
             _log.warning("the transcript of an earlier round could not be ended")
             return
