@@ -314,7 +314,7 @@ class Transcript:
     def __init__(self, path: str | os.PathLike[str], *, protocol: str, version: str = "1",
                  config: Any = None, signing_key: Any = None, hash: str | None = None,
                  sign_every: int | None = None) -> None:
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # (suspend/resume may cross directories)
         self.protocol = _check_name(protocol, "protocol")
         self.version = _check_name(version, "version")
         self.config_digest = config_digest(config)
@@ -455,16 +455,18 @@ class Transcript:
         if self._file is None or self._closed:
             raise InvalidInput(f"transcript {self.path}: only a begun, open transcript can "
                                "be suspended")
-        self._file.flush()
-        size = self._file.tell()
-        info = os.fstat(self._file.fileno())
-        self._file.close()
-        self._file = None
         self._closed = True  # this object is done; resume() makes the next one
+        try:
+            self._file.flush()
+            size = self._file.tell()
+            info = os.fstat(self._file.fileno())
+        finally:
+            self._file.close()
+            self._file = None
         assert self.session is not None and self.party is not None
         return canonical_json({
             # absolute: the next call may run in another process, from another directory
-            "path": str(self.path.absolute()), "file": [info.st_dev, info.st_ino],
+            "path": str(self.path), "file": [info.st_dev, info.st_ino],
             "protocol": self.protocol, "version": self.version,
             "config": self.config_digest, "hash": self.hash, "sign_every": self.sign_every,
             "key": self.public_key, "session": self.session, "party": self.party,
@@ -477,9 +479,10 @@ class Transcript:
 
         ``signing_key`` must be the key it was begun with.  The file must still hold
         what it held at the suspension: anything written after it (a later call whose
-        state the host discarded, e.g. one that failed) is cut off, and a file shorter
-        than that, or whose last line is not the suspended chain's head, is refused
-        (:class:`~mpcai.errors.InvalidTranscript`).
+        state the host discarded and that died before ending the transcript) is cut
+        off; a file shorter than that, whose last line is not the suspended chain's
+        head, that a later call ended (its end entry is kept, never rewritten), or
+        that is another file now, is refused (:class:`~mpcai.errors.InvalidTranscript`).
         """
         try:
             st = json.loads(check_bytes(state, "transcript state"))
@@ -493,7 +496,7 @@ class Transcript:
             t.session, t.party = bytes.fromhex(st["session"]), int(st["party"])
             key = bytes.fromhex(st["key"])
             unsigned = int(st["unsigned"])
-            dev, ino = (int(x) for x in st["file"])
+            dev, ino = (int(x) for x in st.get("file", (-1, -1)))  # (-1: not recorded)
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidInput(f"not a suspended transcript's state: {exc!r}") from exc
         if t.public_key != key:
@@ -506,7 +509,7 @@ class Transcript:
         f = os.fdopen(fd, "r+b")
         try:
             info = os.fstat(fd)
-            if (info.st_dev, info.st_ino) != (dev, ino):
+            if dev >= 0 and (info.st_dev, info.st_ino) != (dev, ino):
                 raise InvalidTranscript(f"{path}: another file than the suspended "
                                         "transcript's", source=str(path))
             f.seek(max(0, size - MAX_LINE_BYTES))
@@ -517,6 +520,10 @@ class Transcript:
                 raise InvalidTranscript(f"{path}: the file no longer ends with the "
                                         "suspended transcript's last entry",
                                         source=str(path))
+            f.seek(size)
+            if b'"t":"end"' in f.read():  # a later call ended it: never rewrite its end
+                raise InvalidTranscript(f"{path}: the transcript was ended after this "
+                                        "state was suspended", source=str(path))
             f.truncate(size)
             f.seek(size)
         except BaseException:

@@ -1158,3 +1158,23 @@ def test_close_ends_the_file_even_when_the_end_entry_cannot_be_written(
         t.close(RuntimeError("x"))
     assert t.closed and real.closed
     t.close()  # idempotent
+
+
+def test_resume_never_rewrites_a_transcript_a_later_call_ended(tmp_path: Path) -> None:
+    key = audit.new_signing_key()
+    state, path = _suspended(tmp_path, key)
+    t = audit.Transcript.resume(state, signing_key=key)
+    t.record("recv", 0, 0, "reply", 7, b"\x02" * 32)
+    t.close(RuntimeError("the step failed"))  # and its host kept the old state
+    ended = path.read_bytes()
+    with pytest.raises(InvalidTranscript, match="ended"):
+        audit.Transcript.resume(state, signing_key=key)
+    assert path.read_bytes() == ended
+    assert audit.read_transcript(path).error == "RuntimeError"
+    # a state of before the file's identity was recorded still resumes
+    (tmp_path / "x").mkdir()
+    state2, path2 = _suspended(tmp_path / "x", key)
+    old = json.loads(state2)
+    del old["file"]
+    audit.Transcript.resume(audit.canonical_json(old), signing_key=key).close()
+    assert audit.read_transcript(path2).complete

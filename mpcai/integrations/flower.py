@@ -1102,16 +1102,16 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
             if log is not None:
                 _record_message(log, "send", int(held["t-out"]), str(tag), out)
                 kept["t-out"] = int(held["t-out"]) + 1
+                if tag == "unmask":  # the round's last stage
+                    log.close()
+                else:
+                    kept["transcript"] = log.suspend()
         except BaseException as exc:  # the round ends here for this client: say how
             _end_transcript(log, exc)
             raise
         if tag == "unmask":  # the round's last stage: keep nothing
-            if log is not None:
-                log.close()
             del context.state[RECORD_KEY]
         else:
-            if log is not None:
-                kept["transcript"] = log.suspend()
             context.state[RECORD_KEY] = ConfigRecord({**dict(held.items()), "state": state,
                                                       **kept})
         if tag == "masked_input":  # the vector as a Flower Array
@@ -1130,13 +1130,14 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         log = _audit.Transcript(directory / f"party-{me}.jsonl", protocol=AUDIT_PROTOCOL,
                                 version=AUDIT_VERSION, config=fields, sign_every=1,
                                 signing_key=fresh if fresh is not None else transcript_key)
-        log.begin(session=session, party=me, peers=[0])
         try:
+            log.begin(session=session, party=me, peers=[0])
             _record_message(log, "send", 0, "advertise_keys", message)
+            suspended = log.suspend()
         except BaseException as exc:
             _end_transcript(log, exc)
             raise
-        return {"transcript": log.suspend(), "t-in": 0, "t-out": 1,
+        return {"transcript": suspended, "t-in": 0, "t-out": 1,
                 **({} if fresh is None else {"transcript-key": fresh})}
 
     def _resume_transcript(held: ConfigRecord, rec: ConfigRecord
@@ -1170,8 +1171,8 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
             return
         try:
             log = _reopen(old)
-        except (MpcaiError, OSError):  # e.g. the file was moved away: nothing to end
-            _log.warning("the transcript of an earlier round could not be ended")
+        except (MpcaiError, OSError) as exc:  # ended already (a failed stage), moved away
+            _log.warning("the transcript of an earlier round was not ended now: %s", exc)
             return
         _end_transcript(log, ProtocolAbort("superseded by a new round"))
 

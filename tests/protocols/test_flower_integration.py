@@ -881,3 +881,38 @@ def test_a_nodes_fresh_transcript_key_stays_out_of_its_files_and_state(
     # the round is over: no node keeps a key or a transcript state
     assert all(RECORD_KEY not in c.state.config_records for c in grid.contexts.values()
                if c.node_id != list(DELTAS)[2])
+
+
+def test_a_nodes_failed_round_keeps_its_own_ending_when_the_next_round_begins(
+        tmp_path: Any) -> None:
+    # the node ended its transcript itself ("error RuntimeError", with the masked-input
+    # request it received); Flower discarded its context change; the next round's begin
+    # must not cut that record back and end it again
+    from mpcai import audit
+
+    failing = list(DELTAS)[4]
+    app = ClientApp(mods=[make_secagg_mod(transcript=tmp_path / "nodes")])
+    rounds: dict[int, int] = {}
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        nid = context.node_id
+        rounds[nid] = rounds.get(nid, 0) + 1
+        if nid == failing and rounds[nid] == 1:
+            raise RuntimeError("out of memory")
+        w = msg.content["arrays"]["w"].numpy()
+        return Message(RecordDict({
+            "arrays": ArrayRecord({"w": Array.from_numpy_ndarray(w + DELTAS[nid])}),
+            "metrics": MetricRecord({"num-examples": WEIGHTS[nid]})}), reply_to=msg)
+
+    grid = make_grid(app)
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
+    run(strategy, grid, rounds=2)
+    assert strategy.history[0]["secagg-survivors"] == N - 1
+    assert strategy.history[1]["secagg-survivors"] == N
+    ended = [log for f in (tmp_path / "nodes").rglob("party-*.jsonl")
+             if (log := audit.read_transcript(f)).status != "ok"]
+    assert len(ended) == 1
+    (log,) = ended
+    assert log.error == "RuntimeError"
+    assert [e["tag"] for e in log.messages("recv")] == ["advertise_keys", "share_keys"]
