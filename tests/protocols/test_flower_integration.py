@@ -136,6 +136,14 @@ def client_app(seen: dict[int, Any], mod: Any = secagg_mod, extra: bool = False,
     return app
 
 
+def _trained(msg: Message, nid: int) -> Message:
+    """Node ``nid``'s train reply: the received model plus its delta, its weight."""
+    w = msg.content["arrays"]["w"].numpy()
+    return Message(RecordDict({
+        "arrays": ArrayRecord({"w": Array.from_numpy_ndarray(w + DELTAS[nid])}),
+        "metrics": MetricRecord({"num-examples": WEIGHTS[nid]})}), reply_to=msg)
+
+
 def plain_mean(w0: np.ndarray, nodes: Iterable[int]) -> np.ndarray:
     nodes = list(nodes)
     ws = np.array([WEIGHTS[n] for n in nodes], dtype=np.float64)
@@ -475,10 +483,7 @@ def test_a_client_whose_training_fails_after_the_key_exchange_is_a_dropout() -> 
         nid = context.node_id
         if nid == failing:
             raise RuntimeError("out of memory")
-        w = msg.content["arrays"]["w"].numpy()
-        return Message(RecordDict({
-            "arrays": ArrayRecord({"w": Array.from_numpy_ndarray(w + DELTAS[nid])}),
-            "metrics": MetricRecord({"num-examples": WEIGHTS[nid]})}), reply_to=msg)
+        return _trained(msg, nid)
 
     grid = make_grid(app)
     strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
@@ -900,10 +905,7 @@ def test_a_nodes_failed_round_keeps_its_own_ending_when_the_next_round_begins(
         rounds[nid] = rounds.get(nid, 0) + 1
         if nid == failing and rounds[nid] == 1:
             raise RuntimeError("out of memory")
-        w = msg.content["arrays"]["w"].numpy()
-        return Message(RecordDict({
-            "arrays": ArrayRecord({"w": Array.from_numpy_ndarray(w + DELTAS[nid])}),
-            "metrics": MetricRecord({"num-examples": WEIGHTS[nid]})}), reply_to=msg)
+        return _trained(msg, nid)
 
     grid = make_grid(app)
     strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
