@@ -275,7 +275,10 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
     def main(grid: Any, context: Any) -> None:
         strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n,
                           min_evaluate_clients=0, min_available_clients=n,
-                          accept_failures=True, fit_metrics_aggregation_fn=lambda _: {},
+                          accept_failures=True,
+                          # a marker the history holds only if the round aggregated (a
+                          # SecAgg+ round that halts leaves the model as it was)
+                          fit_metrics_aggregation_fn=lambda _: {"aggregated": 1},
                           initial_parameters=initial)
         ctx = LegacyContext(context=context, config=ServerConfig(num_rounds=1),
                             strategy=strategy)
@@ -285,13 +288,16 @@ def run_round(updates: list[np.ndarray], dropped: set[int], *, secagg: bool,
         fit = workflow if ours else fit
         DefaultWorkflow(fit_workflow=fit)(grid, ctx)
         result["params"] = ctx.state.array_records[MAIN_PARAMS_RECORD]
-        result["rounds"] = len(ctx.history.metrics_distributed_fit) or None
+        result["aggregated"] = "aggregated" in ctx.history.metrics_distributed_fit
 
     nodes = list(range(1, n + 1))
     grid, total = _serve(server_app, client_app, nodes, dropped)
     arrays = parameters_to_ndarrays(compat.arrayrecord_to_parameters(result["params"],
                                                                    keep_input=True))
-    failed = len(arrays) == 0  # the workflow halted: the global model was never replaced
+    # the workflow halted (SecAgg+: "Secure aggregation halted", e.g. too few shares of
+    # a dropout's mask): the global model was never replaced -- with send_model it is
+    # still zeros(d), which is no aggregate
+    failed = not result["aggregated"] or len(arrays) == 0
     if ours:  # ours leaves the model as it was: the round's outcome says it
         failed = not workflow.history or "failed" in workflow.history[-1]
     sent = [grid.sent_bytes[nid] for nid in nodes if nid not in dropped]

@@ -45,11 +45,13 @@ def test_homomorphic_protocols_agree_with_plaintext(capsys) -> None:
 
 
 @pytest.mark.slow
-def test_flower_digits_secure_fedavg_matches_plain_fedavg() -> None:
+def test_flower_digits_secure_fedavg_matches_plain_fedavg(tmp_path: Path) -> None:
     """The Flower example, run as a user runs it (two Flower simulations, 10 non-IID
     clients, one dropping each round): it exits 0, both runs lose the dropping client in
     every round, nothing is clipped, and the plain run's accuracies are those of an
-    independent numpy FedAvg over the same survivors (the secure run within 1 point)."""
+    independent numpy FedAvg over the same survivors (the secure run within 1 point).
+    With ``--transcripts``: every round's server and node transcripts verify against
+    each other, and one byte changed in a node's is caught."""
     import re
     import subprocess
     import sys
@@ -61,8 +63,10 @@ def test_flower_digits_secure_fedavg_matches_plain_fedavg() -> None:
     import os
     import signal
 
+    audit_dir = tmp_path / "audit"
     child = subprocess.Popen([sys.executable, str(here / "run.py"), "--rounds", str(rounds),
-                              "--clients", str(clients)], stdout=subprocess.PIPE,
+                              "--clients", str(clients), "--transcripts", str(audit_dir)],
+                             stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = child.communicate(timeout=600)
@@ -103,6 +107,30 @@ def test_flower_digits_secure_fedavg_matches_plain_fedavg() -> None:
         assert abs(float(row[3]) - expect) <= 0.01  # FedAvg over secure aggregation
     assert expect > 0.85  # a useful model after four rounds
     assert "within 1" in proc.stdout
+    # the audit: each round's 10 node transcripts and the server's, recorded alike; only
+    # the round's dropping node did not finish
+    audits = re.findall(r"^audit round (\d+): (\d+) of (\d+) node transcripts and the "
+                        r"server's verified \((\d+) messages .*server (\w+), (\d+) masked "
+                        r"inputs; nodes that did not finish \(ids in the round\): \[(\d+)\]$",
+                        proc.stdout, flags=re.M)
+    assert [int(a[0]) for a in audits] == list(range(1, rounds + 1)), proc.stdout
+    assert all(a[1:3] == ("10", "10") and int(a[3]) > 0 and a[4:6] == ("ok", "9")
+               for a in audits), audits
+    from mpcai.protocols import audit as protocol_audit
+
+    from mpcai import audit
+    from mpcai.errors import InvalidTranscript
+
+    server = audit_dir / "server" / "round-1"
+    session = audit.read_transcript(server / "party-0.jsonl").session
+    nodes = sorted((audit_dir / "nodes" / session.hex()).glob("party-*.jsonl"))
+    assert len(nodes) == clients
+    protocol_audit.verify([server, *nodes], allow_incomplete=True, session=session)
+    data = bytearray(nodes[0].read_bytes())
+    data[len(data) // 2] ^= 1
+    nodes[0].write_bytes(bytes(data))
+    with pytest.raises(InvalidTranscript):
+        protocol_audit.verify([server, *nodes], allow_incomplete=True, session=session)
 
 
 def test_dp_digits_trains_under_each_epsilon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -14,7 +14,7 @@ import task
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from mpcai.integrations.flower import RECORD_KEY, secagg_mod
+from mpcai.integrations.flower import RECORD_KEY, make_secagg_mod, secagg_mod
 
 #: the secure-aggregation stage in which a dropping client leaves: the server asks for
 #: the masked inputs after the keys were advertised and their shares exchanged, so the
@@ -78,7 +78,16 @@ def _client_app(mods: list) -> ClientApp:
 
 #: plain FedAvg: the update goes to the server in the clear
 plain_app = _client_app([drop_mod])
+
+
+def make_secure_app(transcripts: str | None = None) -> ClientApp:
+    """FedAvg over secure aggregation; with ``transcripts``, every node writes its audit
+    transcript of each round there (``<transcripts>/<session>/party-<id>.jsonl``)."""
+    mod = secagg_mod if transcripts is None else make_secagg_mod(transcript=transcripts)
+    return _client_app([drop_mod, mod])
+
+
 #: FedAvg over secure aggregation: the one-line change is ``mods=[..., secagg_mod]``
-secure_app = _client_app([drop_mod, secagg_mod])
+secure_app = make_secure_app()
 #: the ClientApp of ``flwr run`` (pyproject.toml)
 app = secure_app

@@ -7,9 +7,14 @@ non-IID split over the clients, the same local training and the same dropouts
 masked update).  The script prints the server-side test accuracy of both runs
 after every round, the secure-aggregation metrics (survivors, dropped,
 clipped), and exits with status 1 if the final accuracies differ by more than
-one percentage point.
+one percentage point.  With ``--transcripts DIR`` the secure run also writes
+audit transcripts (the server's of each round in ``DIR/server/round-<r>/``,
+every node's in ``DIR/nodes/<session>/``), and the script verifies each round's
+with :func:`mpcai.protocols.audit.verify`: both sides recorded the same
+messages (what ``mpcai audit verify`` checks).
 
     python examples/flower_digits/run.py [--rounds 10] [--clients 10] [--quick]
+                                         [--transcripts DIR]
 
 Needs ``flwr[simulation]`` and scikit-learn (``pip install 'mpcai[flower]'
 'flwr[simulation]' scikit-learn``).
@@ -45,18 +50,24 @@ import task  # noqa: E402
 TOLERANCE = 0.01
 
 
-def simulate(*, secure: bool, rounds: int, clients: int, verbose: bool = False
-             ) -> dict[str, Any]:
+def simulate(*, secure: bool, rounds: int, clients: int, verbose: bool = False,
+             transcripts: Path | None = None) -> dict[str, Any]:
     """One Flower simulation of ``rounds`` rounds over ``clients`` nodes; the
-    ServerApp's outcome (accuracies after each round, the strategy's history)."""
+    ServerApp's outcome (accuracies after each round, the strategy's history).
+    ``transcripts`` (secure only): where the server and the nodes write theirs."""
     from flwr.simulation import run_simulation
 
     sink: dict[str, Any] = {}
-    app = server_app.make_server_app(secure=secure, rounds=rounds, clients=clients, sink=sink)
+    app = server_app.make_server_app(
+        secure=secure, rounds=rounds, clients=clients, sink=sink,
+        transcripts=None if transcripts is None else str(transcripts / "server"))
+    clients_app = client_app.plain_app
+    if secure:
+        clients_app = client_app.make_secure_app(
+            None if transcripts is None else str(transcripts / "nodes"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # run_simulation's own
-        run_simulation(server_app=app,
-                       client_app=client_app.secure_app if secure else client_app.plain_app,
+        run_simulation(server_app=app, client_app=clients_app,
                        num_supernodes=clients, verbose_logging=verbose,
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                        "init_args": {"num_cpus": 2,
@@ -66,9 +77,44 @@ def simulate(*, secure: bool, rounds: int, clients: int, verbose: bool = False
     return sink
 
 
-def main(rounds: int = 10, clients: int = 10, verbose: bool = False) -> dict[str, Any]:
+def verify_transcripts(transcripts: Path, rounds: int, clients: int) -> list[dict[str, Any]]:
+    """Verify each round's transcripts, the server's against its nodes'; print one line
+    per round and return what was found (raises ``InvalidTranscript`` on a forgery or a
+    disagreement).  A node that dropped out left a signed prefix: complete (ended
+    ``error``) once its next round began, incomplete after the last round."""
+    from mpcai.protocols import audit as protocol_audit
+
+    from mpcai import audit
+
+    out = []
+    for r in range(1, rounds + 1):
+        server = transcripts / "server" / f"round-{r}"
+        session = audit.read_transcript(server / "party-0.jsonl").session
+        nodes = sorted((transcripts / "nodes" / session.hex()).glob("party-*.jsonl"))
+        rep = protocol_audit.verify([server, *nodes], allow_incomplete=True, session=session)
+        server_log = next(log for log in rep.logs if log.party == 0)
+        not_ok = sorted(log.party for log in rep.logs if log.party != 0 and log.status != "ok")
+        found = {"round": r, "transcripts": len(rep.logs), "nodes": len(nodes),
+                 "matched": rep.run.matched, "server": server_log.status,
+                 "masked_inputs": len(rep.participants.get("masked_input", [])),
+                 "not_ok": not_ok, "unconfirmed": len(rep.run.unconfirmed)}
+        out.append(found)
+        print(f"audit round {r}: {len(nodes)} of {clients} node transcripts and the server's "
+              f"verified ({rep.run.matched} messages recorded alike on both sides); server "
+              f"{server_log.status}, {found['masked_inputs']} masked inputs; nodes that did not "
+              f"finish (ids in the round): {not_ok or 'none'}")
+    return out
+
+
+def main(rounds: int = 10, clients: int = 10, verbose: bool = False,
+         transcripts: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Run both federations and print them side by side; returns the accuracies, the
-    histories, the final gap and whether it is within :data:`TOLERANCE`."""
+    histories, the final gap and whether it is within :data:`TOLERANCE` (with
+    ``transcripts``: also the audit of every secure round, which must verify)."""
+    where = None if transcripts is None else Path(transcripts).absolute()
+    if where is not None and where.exists() and any(where.iterdir()):
+        raise SystemExit(f"--transcripts {where}: not empty (transcripts are never "
+                         "overwritten; give a new directory)")
     if not verbose:  # Flower logs every round and each dropout's traceback
         logging.getLogger("flwr").setLevel(logging.CRITICAL)
     sizes = [len(task.partition(i, clients)[1]) for i in range(clients)]
@@ -78,7 +124,8 @@ def main(rounds: int = 10, clients: int = 10, verbose: bool = False) -> dict[str
     runs = {}
     for name, secure in (("plain", False), ("secure", True)):
         start = time.perf_counter()
-        runs[name] = simulate(secure=secure, rounds=rounds, clients=clients, verbose=verbose)
+        runs[name] = simulate(secure=secure, rounds=rounds, clients=clients, verbose=verbose,
+                              transcripts=where if secure else None)
         timings[name] = time.perf_counter() - start
     plain, secure = runs["plain"], runs["secure"]
     by_round = {h["round"]: h for h in secure["history"]}
@@ -100,7 +147,19 @@ def main(rounds: int = 10, clients: int = 10, verbose: bool = False) -> dict[str
                         and by_round[r]["secagg-dropped"] == k
                         and plain_by_round.get(r, {}).get("errors") == k
                         for r in range(1, rounds + 1))
-    ok = gap <= TOLERANCE and same_dropouts
+    audited, audit_ok = None, True
+    if where is not None:
+        print()
+        audited = verify_transcripts(where, rounds, clients)
+        # every round: the server and every node recorded it; only the dropping node did
+        # not finish, and the server's sum holds the survivors' masked inputs
+        k_drop = len(task.dropping(1, clients))
+        audit_ok = all(a["nodes"] == clients and a["server"] == "ok"
+                       and len(a["not_ok"]) == k_drop and a["unconfirmed"] == 0
+                       and a["masked_inputs"] == clients - k_drop for a in audited)
+        if not audit_ok:
+            print("ERROR: the audit transcripts are not what the rounds should have left")
+    ok = gap <= TOLERANCE and same_dropouts and audit_ok
     print(f"\nfinal accuracy: plain FedAvg {plain['accuracy'][-1]:.4f}, FedAvg over secure "
           f"aggregation {secure['accuracy'][-1]:.4f}; difference {100 * gap:.2f} percentage "
           f"points ({'within' if gap <= TOLERANCE else 'ABOVE'} {100 * TOLERANCE:.0f})")
@@ -111,7 +170,7 @@ def main(rounds: int = 10, clients: int = 10, verbose: bool = False) -> dict[str
     return {"plain": plain["accuracy"], "secure": secure["accuracy"], "gap": gap, "ok": ok,
             "same_dropouts": same_dropouts,
             "history": secure["history"], "plain_history": plain["history"],
-            "seconds": timings}
+            "seconds": timings, "audit": audited}
 
 
 if __name__ == "__main__":
@@ -120,7 +179,10 @@ if __name__ == "__main__":
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="3 rounds (a smoke test)")
     ap.add_argument("--verbose", action="store_true", help="Flower's and Ray's own log")
+    ap.add_argument("--transcripts", metavar="DIR", default=None,
+                    help="write the secure run's audit transcripts to DIR (new or empty) "
+                         "and verify them")
     args = ap.parse_args()
     out = main(rounds=3 if args.quick else args.rounds, clients=args.clients,
-               verbose=args.verbose)
+               verbose=args.verbose, transcripts=args.transcripts)
     sys.exit(0 if out["ok"] else 1)

@@ -64,18 +64,22 @@ def fedavg(clients: int, cls: type[FedAvg] = FedAvg) -> FedAvg:
                min_train_nodes=clients)
 
 
-def make_strategy(secure: bool, clients: int) -> PlainFedAvg | SecAggStrategy:
-    """Plain FedAvg, or FedAvg wrapped in :class:`SecAggStrategy`."""
+def make_strategy(secure: bool, clients: int, transcripts: str | None = None
+                  ) -> PlainFedAvg | SecAggStrategy:
+    """Plain FedAvg, or FedAvg wrapped in :class:`SecAggStrategy` (with ``transcripts``:
+    the server's audit transcript of each round in ``<transcripts>/round-<r>/``)."""
     if not secure:
         return fedavg(clients, PlainFedAvg)  # type: ignore[return-value]
     return SecAggStrategy(fedavg(clients), clip=CLIP, bits=BITS, max_weight=MAX_WEIGHT,
-                          timeout=STAGE_TIMEOUT, train_timeout=TRAIN_TIMEOUT)
+                          timeout=STAGE_TIMEOUT, train_timeout=TRAIN_TIMEOUT,
+                          transcript=transcripts)
 
 
-def run_federation(grid: Grid, *, secure: bool, rounds: int, clients: int) -> dict[str, Any]:
+def run_federation(grid: Grid, *, secure: bool, rounds: int, clients: int,
+                   transcripts: str | None = None) -> dict[str, Any]:
     """Run ``rounds`` rounds over ``grid``; the server-side accuracy after each round
     (index 0: the initial model) and the strategy's per-round ``history``."""
-    strategy = make_strategy(secure, clients)
+    strategy = make_strategy(secure, clients, transcripts)
     x_test, y_test = task.held_out(clients)
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -89,14 +93,15 @@ def run_federation(grid: Grid, *, secure: bool, rounds: int, clients: int) -> di
             "train_metrics": {r: dict(m) for r, m in result.train_metrics_clientapp.items()}}
 
 
-def make_server_app(*, secure: bool, rounds: int, clients: int,
-                    sink: dict[str, Any]) -> ServerApp:
+def make_server_app(*, secure: bool, rounds: int, clients: int, sink: dict[str, Any],
+                    transcripts: str | None = None) -> ServerApp:
     """A ServerApp that runs :func:`run_federation` and leaves its outcome in ``sink``."""
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        sink.update(run_federation(grid, secure=secure, rounds=rounds, clients=clients))
+        sink.update(run_federation(grid, secure=secure, rounds=rounds, clients=clients,
+                                   transcripts=transcripts))
 
     return server_app
 

@@ -139,6 +139,22 @@ def test_dropped_ids_are_spread() -> None:
     assert len(_secagg_ours.dropped_ids(10, 0.1)) == 1
 
 
+def test_flower_secaggplus_round_that_halts_is_counted() -> None:
+    # Flower's SecAgg+ halts a round whose dropouts left too few shares of a mask (it logs
+    # "Secure aggregation halted" and keeps the model): with the model sent (bench
+    # flower), that unchanged zeros(d) model was once taken for the round's aggregate
+    rng = np.random.default_rng(3)
+    updates = [rng.uniform(-0.5, 0.5, 40).astype(np.float32) for _ in range(6)]
+    halted = _flower_round.run_round(updates, {1, 2, 3, 4}, secagg=True, num_shares=5,
+                                     threshold=4, send_model=True)
+    assert halted.failed and halted.mean is None and halted.total_s > 0
+    ok = _flower_round.run_round(updates, {4}, secagg=True, num_shares=5, threshold=4,
+                                 send_model=True)
+    survivors = np.mean([u for i, u in enumerate(updates, 1) if i != 4], axis=0)
+    assert not ok.failed and ok.mean is not None
+    assert np.max(np.abs(ok.mean - survivors)) < 1e-3
+
+
 def test_flower_message_round_that_aborts_is_counted() -> None:
     # 8 clients, 6 neighbours each, threshold 6: with 3 dropped the server refuses to
     # unmask for 5 survivors; the round is reported failed (it once crashed the bench)
