@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from mpcai import audit as _audit
 from mpcai.errors import (
     AggregateOutOfRange,
     ClippingWarning,
@@ -44,6 +45,7 @@ from mpcai.errors import (
 from mpcai.he import ckks, paillier
 from mpcai.protocols.he_aggregation import HEAggConfig, quantize_update
 from mpcai.protocols.he_aggregation._scheme import Scheme, scheme_for
+from mpcai.protocols.he_aggregation.simulation import AUDIT_PROTOCOL
 from mpcai.runtime import wire
 from mpcai.validation import check_int, check_real
 
@@ -92,6 +94,8 @@ _MAX_KEY_FILE = 1 << 22  # bytes: a 256-holder 4096-bit key is ~0.5 MB, a CKKS o
 _CKKS_SHARE_MAGIC = b"MPCAI-HE-CKKS-SHARE1"
 _CKKS_CONTEXT_MAGIC = b"MPCKTC01"  # ckks.ThresholdContext.serialize's first bytes
 _POLL = 0.05  # seconds between pulls while waiting for the committee
+#: the ``context.state`` record of a CKKS member's open transcript (between sets)
+_TRANSCRIPT_STATE = "mpcai.he.transcript"
 _SESSION_BYTES = 16
 _ROUND_FIELDS = ("n_clients", "dim", "committee", "clip", "bits", "max_weight",
                  "out_of_range", "min_clients", "timeout", "decrypt_timeout", "scheme",
@@ -243,6 +247,46 @@ def _record(stage: str, session: bytes, **fields: Any) -> RecordDict:
                                                     **fields})})
 
 
+# ---------------------------------------------------------------------------- transcripts
+# A round's audit transcripts name the parties as the protocol's runtime does: the server
+# 0, the round's clients 1..n (their ids in the train messages), the committee's holder
+# h as n + h.  Recorded: each client's encrypted update (its ``data``), each decryption
+# request (the sum, the participant list, the round's parameters and the attempt) and
+# each partial decryption (its ``partial``), as the digests of those bytes; the
+# question which share a node holds is not a message of the protocol and is not recorded.
+
+def _audit_config(blob: object) -> dict[str, Any]:
+    """What a round's transcripts record as its configuration (server and nodes alike):
+    the round's parameters as the train message carries them."""
+    obj = wire.decode_payload(blob)  # type: ignore[arg-type]
+    return {"config": dict(obj["config"]), "key": bytes(obj["key"]).hex(),
+            "layout": [[str(k), [int(n) for n in shape]] for k, shape in obj["layout"]]}
+
+
+def _attempt_tag(attempt: int) -> str:
+    """The tag of the ``attempt``-th decryption request (as the runtime's committee)."""
+    return "decrypt" if attempt == 1 else f"decrypt/{attempt}"
+
+
+def _request_parts(rec: Any) -> list[bytes]:
+    """The bytes a decryption request's digest covers (each length-prefixed)."""
+    parts = [bytes(rec["sum"]), bytes(rec["participants"]), bytes(rec["round-config"])]
+    head = struct.pack("<QQQQ", *(len(x) for x in parts), int(rec.get("attempt", 1)))
+    return [head, *parts]
+
+
+def _note_message(log: _audit.Transcript | None, seqs: dict[tuple[str, int], int],
+                  direction: str, peer: int, tag: str, parts: list[bytes]) -> None:
+    """One message in ``log`` (if any): its digest, the next sequence number of its
+    (direction, peer) stream."""
+    if log is None:
+        return
+    seq = seqs.get((direction, peer), 0)
+    seqs[(direction, peer)] = seq + 1
+    length, digest = log.digest(parts)
+    log.record(direction, peer, seq, tag, length, digest)
+
+
 # ---------------------------------------------------------------------------- the server
 
 
@@ -311,6 +355,18 @@ class HEAggStrategy(_Wrapping):
     finish (fewer than ``min_clients`` updates, fewer than ``t`` valid partial
     decryptions, a sum out of range) leaves the model unchanged: no arrays and
     ``he-failed = 1``.
+
+    ``transcript``: a directory where the server writes its signed audit transcript of
+    each round (:mod:`mpcai.audit`, protocol ``he_aggregation``):
+    ``<transcript>/round-<r>/party-0.jsonl`` and its ``keys.json``, under
+    ``transcript_key`` (an Ed25519 private key or its 32 raw bytes; by default a fresh
+    one per round).  It names the parties as the protocol does (the server 0, the
+    round's clients ``1..n``, the holder of key share ``h`` as ``n + h``) and records
+    each encrypted update taken into the sum, each decryption request and each partial
+    decryption received (their digests), the participants and misbehaving holders, and
+    the digest of the decrypted sum; never a secret.  With the nodes' transcripts
+    (:func:`make_he_mod` ``transcript=``), ``mpcai audit verify`` checks that both
+    sides recorded the same messages.
     """
 
     def __init__(self, inner: Strategy, *, public_key: Any, clip: float = 1.0,
@@ -320,7 +376,9 @@ class HEAggStrategy(_Wrapping):
                  committee_nodes: Iterable[int] | None = None,
                  committee: tuple[int, int] | None = None, scheme: str = "paillier",
                  randomness: str = "conservative",
-                 weighted_by_key: str | None = None) -> None:
+                 weighted_by_key: str | None = None,
+                 transcript: str | os.PathLike[str] | None = None,
+                 transcript_key: Any = None) -> None:
         if not isinstance(inner, Strategy):
             raise InvalidInput(f"inner must be a Flower Message-API Strategy, not "
                                f"{type(inner).__name__}")
@@ -361,6 +419,12 @@ class HEAggStrategy(_Wrapping):
             check_int(n, "node id", lo=0) for n in committee_nodes]
         #: node id -> the key share it said it holds (asked while a holder is unknown)
         self.members: dict[int, int] = {}
+        self.transcript = None if transcript is None else Path(transcript).absolute()
+        if transcript_key is not None:
+            if transcript is None:
+                raise InvalidInput("transcript_key without a transcript directory")
+            _audit.public_key(transcript_key)  # refused now if it is not a key
+        self._transcript_key = transcript_key
         self._grid: Grid | None = None
         self._round: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
@@ -377,7 +441,8 @@ class HEAggStrategy(_Wrapping):
         """The inner strategy's train messages, each carrying this round's HE parameters
         (the configuration, the model's layout, the key's hash) and the client's id."""
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
-        self._grid, self._round = grid, None
+        self._end_stale(ProtocolAbort("the round was never aggregated"))
+        self._grid = grid
         targets = [m.metadata.dst_node_id for m in messages]
         if len(set(targets)) != len(targets):
             return self._skip(server_round, "a node was sampled twice")
@@ -396,6 +461,14 @@ class HEAggStrategy(_Wrapping):
             return self._skip(server_round, f"InvalidInput: {exc}")
         session = secrets.token_bytes(_SESSION_BYTES)
         blob = _round_blob(cfg, layout, self.key_id)
+        log = None
+        if self.transcript is not None:  # before anything is sent: refused if it exists
+            log, = _audit.open_transcripts(
+                self.transcript / f"round-{server_round}", [0], protocol=AUDIT_PROTOCOL,
+                config=_audit_config(blob), signing_keys=None
+                if self._transcript_key is None else {0: self._transcript_key})
+            log.begin(session=session, party=0,
+                      peers=range(1, cfg.n_clients + cfg.committee_size + 1))
         nodes: dict[int, int] = {}
         out = []
         for cid, msg in enumerate(messages, start=1):
@@ -412,8 +485,40 @@ class HEAggStrategy(_Wrapping):
         self._round = {"cfg": cfg, "session": session, "nodes": nodes, "blob": blob,
                        "messages": out, "arrays": arrays, "layout": layout,
                        "round": server_round, "type": out[0].metadata.message_type,
-                       "started": time.perf_counter()}
+                       "started": time.perf_counter(), "transcript": log, "seqs": {},
+                       "parties": {}}
         return out
+
+    def _end_stale(self, error: BaseException) -> None:
+        """End the transcript of a round configured and never aggregated; the round is
+        forgotten."""
+        stale = None if self._round is None else self._round.get("transcript")
+        self._round = None
+        _fl()._end_transcript(stale, error)
+
+    def start(self, *args: Any, **kwargs: Any) -> Any:
+        """Flower's ``Strategy.start``; if it fails mid-round, that round's transcript
+        ends with the error (it would otherwise stay open, without its end entry)."""
+        try:
+            return super().start(*args, **kwargs)
+        except BaseException as exc:
+            self._end_stale(exc)
+            raise
+
+    def _note(self, direction: str, party: int, tag: str, parts: list[bytes]) -> None:
+        assert self._round is not None
+        _note_message(self._round["transcript"], self._round["seqs"], direction, party, tag,
+                      parts)
+
+    def _name_members(self, node_of: dict[int, int]) -> dict[int, int]:
+        """``{node: party}`` for the transcript, from ``{holder: node}``: the holder of
+        share ``h`` is party ``n + h`` (a second node claiming the same share is not
+        asked by a CKKS round and not recorded in a Paillier one)."""
+        assert self._round is not None
+        n = self._round["cfg"].n_clients
+        parties = {node: n + h for h, node in node_of.items()}
+        self._round["parties"].update(parties)
+        return parties
 
     def _inputs(self, replies: list[Message], scheme: Scheme
                 ) -> tuple[Any, list[int], int]:
@@ -435,7 +540,8 @@ class HEAggStrategy(_Wrapping):
                 rec = r.content.config_records[HE_RECORD_KEY]
                 if rec["stage"] != "input" or bytes(rec["session"]) != self._round["session"]:
                     raise ValueError("another stage or round")
-                ct = scheme.load_input(bytes(rec["data"]))  # length-checked first
+                data = bytes(rec["data"])
+                ct = scheme.load_input(data)  # length-checked first
             except (KeyError, TypeError, ValueError, MpcaiError) as exc:
                 _log.warning("HE aggregation: node %d sent a malformed input: %s",
                              r.metadata.src_node_id, exc)
@@ -443,6 +549,7 @@ class HEAggStrategy(_Wrapping):
                 continue
             total = ct if total is None else scheme.add(total, ct)
             ids.append(cid)
+            self._note("recv", cid, "input", [data])
         return total, sorted(ids), errors
 
     def _gather(self, grid: Grid, messages: list[Message], timeout: float,
@@ -505,11 +612,20 @@ class HEAggStrategy(_Wrapping):
             return self._decrypt_sets(grid, cfg, scheme, total, participants)
         blob = scheme.dump_sum(total)  # re-randomised: the partials refer to what is sent
         who = wire.encode_payload(np.array(participants, dtype=np.uint32))
-        messages = [Message(_record("decrypt", session, sum=blob, participants=who, **{
-                        "round-config": self._round["blob"]}), dst_node_id=node,
-                            message_type=self._round["type"],
-                            group_id=str(self._round["round"]), ttl=cfg.decrypt_timeout)
-                    for node in self.members]
+        fields = {"sum": blob, "participants": who, "round-config": self._round["blob"],
+                  "attempt": 1}
+        node_of: dict[int, int] = {}
+        for node in sorted(self.members):
+            node_of.setdefault(self.members[node], node)
+        parties = self._name_members(node_of)
+        messages = []
+        for node in self.members:
+            messages.append(Message(_record("decrypt", session, **fields), dst_node_id=node,
+                                    message_type=self._round["type"],
+                                    group_id=str(self._round["round"]),
+                                    ttl=cfg.decrypt_timeout))
+            if node in parties:  # recorded as it is handed to the grid (below)
+                self._note("send", parties[node], "decrypt", _request_parts(fields))
         valid: dict[int, tuple[int, Any]] = {}  # holder -> (node, partial)
         misbehaving: list[int] = []
 
@@ -521,7 +637,10 @@ class HEAggStrategy(_Wrapping):
                 rec = reply.content.config_records[HE_RECORD_KEY]
                 if rec["stage"] != "decrypt" or bytes(rec["session"]) != session:
                     raise ValueError("another stage or round")
-                index, partial = scheme.load_partial(bytes(rec["partial"]))
+                raw = bytes(rec["partial"])
+                if node in parties:  # what the member sent, valid or not
+                    self._note("recv", parties[node], "decrypt", [raw])
+                index, partial = scheme.load_partial(raw)
                 ok = index == self.members[node] and scheme.verify_partial(total, partial)
             except (KeyError, TypeError, ValueError, MpcaiError):
                 ok = False
@@ -577,16 +696,24 @@ class HEAggStrategy(_Wrapping):
             nodes = {node_of[h]: h for h in chosen}
             sets.append(sorted(nodes))
             blob = scheme.dump_sum(total, chosen)
-            messages = [Message(_record("decrypt", session, sum=blob, participants=who, **{
-                            "round-config": self._round["blob"]}), dst_node_id=node,
-                                message_type=self._round["type"],
-                                group_id=str(self._round["round"]), ttl=cfg.decrypt_timeout)
-                        for node in nodes]
+            attempt = len(sets)
+            tag = _attempt_tag(attempt)
+            fields = {"sum": blob, "participants": who, "round-config": self._round["blob"],
+                      "attempt": attempt}
+            parties = self._name_members({h: node_of[h] for h in chosen})
+            messages = []
+            for node in nodes:
+                messages.append(Message(_record("decrypt", session, **fields),
+                                        dst_node_id=node, message_type=self._round["type"],
+                                        group_id=str(self._round["round"]),
+                                        ttl=cfg.decrypt_timeout))
+                self._note("send", parties[node], tag, _request_parts(fields))
             valid: dict[int, Any] = {}  # holder -> partial
             bad: list[int] = []
 
             def take(reply: Message, nodes: dict[int, int] = nodes,
-                     valid: dict[int, Any] = valid, bad: list[int] = bad) -> bool:
+                     valid: dict[int, Any] = valid, bad: list[int] = bad,
+                     parties: dict[int, int] = parties, tag: str = tag) -> bool:
                 node = reply.metadata.src_node_id
                 if node not in nodes or reply.has_error():
                     return False  # refused or failed: as a node that is down
@@ -594,7 +721,9 @@ class HEAggStrategy(_Wrapping):
                     rec = reply.content.config_records[HE_RECORD_KEY]
                     if rec["stage"] != "decrypt" or bytes(rec["session"]) != session:
                         raise ValueError("another stage or round")
-                    index, partial = scheme.load_partial(bytes(rec["partial"]), total)
+                    raw = bytes(rec["partial"])
+                    self._note("recv", parties[node], tag, [raw])  # valid or not
+                    index, partial = scheme.load_partial(raw, total)
                     ok = index == nodes[node] and scheme.verify_partial(total, partial)
                 except (KeyError, TypeError, ValueError, MpcaiError):
                     ok = False
@@ -653,6 +782,7 @@ class HEAggStrategy(_Wrapping):
         cfg: HEAggConfig = r["cfg"]
         scheme = scheme_for(cfg, self.public_key)
         misbehaving: list[int] = []
+        log: _audit.Transcript | None = r["transcript"]
         try:
             total, ids, errors = self._inputs(replies, scheme)
             if len(ids) < cfg.min_clients:
@@ -660,7 +790,15 @@ class HEAggStrategy(_Wrapping):
                                          f"min_clients = {cfg.min_clients} needed")
             sums, used, misbehaving = self._decrypt(self._grid, cfg, scheme, total, ids)
             weight = _check_range(cfg, sums, len(ids))
+            if log is not None:  # as the runtime's aggregator records its outcome
+                parties = r["parties"]
+                log.note("outcome", {"participants": ids, "misbehaving": sorted(
+                    parties[n] for n in misbehaving if n in parties)})
+                exact = np.ascontiguousarray(np.asarray(sums, dtype="<i8"))
+                log.result(hashlib.sha256(exact.tobytes()).digest())
+                log.close()
         except MpcaiError as exc:  # too few, a cheater, a sum out of range: skip the round
+            _fl()._end_transcript(log, exc)
             _log.warning("HE aggregation round %d failed, the model is unchanged: %s",
                          server_round, exc)
             failure = {"round": server_round, "failed": f"{type(exc).__name__}: {exc}",
@@ -669,6 +807,9 @@ class HEAggStrategy(_Wrapping):
                 failure["sets"] = list(r.get("sets", []))
             self.history.append(failure)
             return None, MetricRecord({"he-failed": 1})
+        except BaseException as exc:
+            _fl()._end_transcript(log, exc)
+            raise
         finally:
             self._round = None
         # the mean change: (sum w q * 2 clip / levels - clip W) / W
@@ -732,7 +873,9 @@ KeySource = Any  # an object, a path, or a callable of the node's Context return
 def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
                 required: bool = True, max_clip: float | None = None,
                 min_clients: int = MIN_CLIENTS, workers: int = 1,
-                claims_dir: str | os.PathLike[str] | None = None) -> Any:
+                claims_dir: str | os.PathLike[str] | None = None,
+                transcript: str | os.PathLike[str] | None = None,
+                transcript_key: Any = None) -> Any:
     """A ClientApp mod for :class:`HEAggStrategy`: a client's encrypted update, and the
     committee member's partial decryption where the node holds a key share.
 
@@ -765,6 +908,22 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
     than ``l - t + 1`` sets (node-local claims in ``claims_dir``).  A node
     that fails or refuses answers with one fixed error message, never the reason.
     ``workers``: this member's threads for its partial decryption.
+
+    ``transcript``: a node-local directory where the node writes its signed audit
+    transcripts (:mod:`mpcai.audit`, protocol ``he_aggregation``), named as the
+    server's (:class:`HEAggStrategy` ``transcript=``) names the parties:
+    ``<transcript>/<session hex>/party-<id>.jsonl``, ``id`` its client id in the
+    round, and for a member ``n + h`` (``n`` the round's clients, ``h`` its share),
+    every entry signed as it is written, under ``transcript_key`` (the node's Ed25519
+    identity, a ``cryptography`` private key or its 32 raw bytes; by default a fresh
+    key per transcript).  A client's holds the encrypted update it sent (its digest); a
+    member's each decryption request it answered and its partial decryption.  A
+    Paillier member's ends with its answer; a CKKS member's stays open for the round's
+    next decryption set (only its chain head, counts and key in ``context.state``) and
+    is ended (``ok``) by the node's next message of another round, as a client or a
+    member, so the last round's stays incomplete (``mpcai audit verify
+    --allow-incomplete``).  A request refused is not
+    recorded.  The files are the node's record; mpcai never removes them.
     """
     if max_clip is not None:
         max_clip = check_real(max_clip, "max_clip", positive=True)
@@ -772,7 +931,78 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
     workers = check_int(workers, "workers", lo=1, hi=256)
     claims = Path(claims_dir) if claims_dir is not None else Path(
         tempfile.gettempdir()) / f"mpcai-he-claims-{os.getuid()}"
+    transcripts = None if transcript is None else Path(transcript).absolute()
+    if transcript_key is not None:
+        if transcript is None:
+            raise InvalidInput("transcript_key without a transcript directory")
+        _audit.public_key(transcript_key)  # refused now if it is not a key
     cache: dict[str, Any] = {}
+
+    def begin_transcript(blob: object, session: bytes, party: int
+                         ) -> tuple[_audit.Transcript, bytes | None]:
+        """A new transcript of this node as ``party`` in ``session``, begun; and its
+        fresh key (``None`` under ``transcript_key``)."""
+        assert transcripts is not None
+        fresh = _audit.new_signing_key() if transcript_key is None else None
+        directory = transcripts / session.hex()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log = _audit.Transcript(directory / f"party-{party}.jsonl", protocol=AUDIT_PROTOCOL,
+                                config=_audit_config(blob), sign_every=1,
+                                signing_key=fresh if fresh is not None else transcript_key)
+        try:
+            log.begin(session=session, party=party, peers=[0])
+        except BaseException as exc:
+            _fl()._end_transcript(log, exc)
+            raise
+        return log, fresh
+
+    def record_answer(context: Context, rec: ConfigRecord, session: bytes, party: int,
+                      partial: bytes, keep_open: bool) -> None:
+        """A member's answer in its transcript: the request received, the partial sent;
+        ``keep_open`` (CKKS): suspended in ``context.state`` for the next set."""
+        held = context.state.config_records.get(_TRANSCRIPT_STATE)
+        attempt = int(rec.get("attempt", 1))
+        log: _audit.Transcript | None = None
+        seqs: dict[tuple[str, int], int] = {}
+        key: Any = transcript_key
+        if held is not None and bytes(held["session"]) == session \
+                and int(held["party"]) == party:
+            key = bytes(held["key"]) if "key" in held else transcript_key
+            log = _audit.Transcript.resume(bytes(held["transcript"]), signing_key=key)
+            seqs = {("recv", 0): int(held["seq"]), ("send", 0): int(held["seq"])}
+        else:
+            if held is not None:  # an earlier round's: this node answered what it was asked
+                end_held(context)
+            log, fresh = begin_transcript(rec["round-config"], session, party)
+            key = fresh if fresh is not None else transcript_key
+        try:
+            _note_message(log, seqs, "recv", 0, _attempt_tag(attempt), _request_parts(rec))
+            _note_message(log, seqs, "send", 0, _attempt_tag(attempt), [partial])
+            if not keep_open:
+                log.close()
+                return
+            state = log.suspend()
+        except BaseException as exc:
+            _fl()._end_transcript(log, exc)
+            context.state.config_records.pop(_TRANSCRIPT_STATE, None)
+            raise
+        kept: dict[str, Any] = {"session": session, "party": party, "transcript": state,
+                                "seq": seqs[("send", 0)]}
+        if key is not None and transcript_key is None:
+            kept["key"] = key
+        context.state[_TRANSCRIPT_STATE] = ConfigRecord(kept)
+
+    def end_held(context: Context) -> None:
+        """End the member transcript ``context.state`` holds (``ok``: it is done)."""
+        held = context.state.config_records.get(_TRANSCRIPT_STATE)
+        if held is None:
+            return
+        del context.state[_TRANSCRIPT_STATE]
+        key = bytes(held["key"]) if "key" in held else transcript_key
+        try:
+            _audit.Transcript.resume(bytes(held["transcript"]), signing_key=key).close()
+        except (MpcaiError, OSError) as exc:  # ended already, moved away
+            _log.warning("the transcript of an earlier round was not ended now: %s", exc)
 
     def resolve(source: KeySource, config_key: str, context: Context,
                 load: Callable[[Any], Any]) -> Any:
@@ -870,7 +1100,19 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
         blob = scheme.encrypt(values)
         _log.debug("HE aggregation client %d: %d bytes, %d values clipped", cid, len(blob),
                    clipped)
-        return Message(_record("input", bytes(rec["session"]), data=blob), reply_to=msg)
+        session = bytes(rec["session"])
+        held = context.state.config_records.get(_TRANSCRIPT_STATE)
+        if held is not None and bytes(held["session"]) != session:
+            end_held(context)  # a member's record of an earlier round: it is over
+        if transcripts is not None:  # the client's one message of the round
+            log, _ = begin_transcript(rec["round-config"], session, cid)
+            try:
+                _note_message(log, {}, "send", 0, "input", [blob])
+            except BaseException as exc:
+                _fl()._end_transcript(log, exc)
+                raise
+            log.close()
+        return Message(_record("input", session, data=blob), reply_to=msg)
 
     def _member(msg: Message, context: Context, share: Any) -> Message:
         rec = msg.content.config_records[HE_RECORD_KEY]
@@ -909,6 +1151,13 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
         partial = scheme.partial_decrypt(share, total)
         if partial is None:  # outside the set (refused by _claim_set already)
             raise ProtocolAbort("this member is not in the sum's decryption set")
+        if transcripts is not None:
+            attempt = rec.get("attempt", 1)
+            if not isinstance(attempt, int) or not 1 <= attempt <= cfg.committee_size:
+                raise ProtocolAbort(f"a decryption request's attempt must be 1 to "
+                                    f"{cfg.committee_size}, not {attempt!r}")
+            record_answer(context, rec, session, cfg.n_clients + holder, bytes(partial),
+                          keep_open=scheme.set_bound)
         return Message(_record("decrypt", session, partial=partial), reply_to=msg)
 
     return mod

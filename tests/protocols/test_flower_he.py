@@ -451,3 +451,105 @@ def test_inner_fedadam_matches_its_plain_run(keys: Any) -> None:
                            max_clients=16), make_grid(he_apps(keys)), rounds=2)
     plain = run(make(), make_grid({nid: client_app(None) for nid in NODES}), rounds=2)
     np.testing.assert_allclose(he, plain, atol=1e-4)
+
+
+def _round_files(root: Path, r: int) -> tuple[Path, bytes, list[Path]]:
+    """A round's server transcript directory, its session and every node's files."""
+    from mpcai import audit
+
+    server = root / "server" / f"round-{r}"
+    session = audit.read_transcript(server / "party-0.jsonl").session
+    return server, session, sorted(root.glob(f"node-*/{session.hex()}/party-*.jsonl"))
+
+
+def test_transcripts_of_the_server_and_the_nodes_verify_and_agree(keys: Any,
+                                                                   tmp_path: Path) -> None:
+    """Both sides' transcripts of two rounds (a client down, a member down): every chain,
+    signature and stage sequence verifies and both sides recorded the same messages; the
+    server's input digests are those of the replies the grid carried; a flipped byte in
+    a node's file is caught."""
+    from mpcai.protocols import audit as protocol_audit
+
+    from mpcai import audit
+    from mpcai.errors import InvalidTranscript
+
+    pk, shares = keys
+    holder = {nid: shares[i] for i, nid in enumerate(MEMBERS)}
+    apps = {nid: client_app(make_he_mod(public_key=pk, key_share=holder.get(nid),
+                                        transcript=tmp_path / f"node-{nid}"))
+            for nid in NODES}
+    gone, silent = NODES[-1], MEMBERS[4]
+    grid = make_grid(apps, drop={(gone, "input"), (silent, "decrypt")})
+    strat = strategy(pk, transcript=tmp_path / "server")
+    got = run(strat, grid, rounds=2)
+    np.testing.assert_allclose(got, 2 * plain_mean([n for n in NODES if n != gone]),
+                               rtol=0, atol=2 * STEP + 1e-6)
+    inputs = [r for n, s, r in grid.replies if s == "input" and not r.has_error()]
+    for r in (1, 2):
+        server, session, files = _round_files(tmp_path, r)
+        rep = protocol_audit.verify([server, *files], session=session)
+        logs = {log.party: log for log in rep.logs}
+        # party ids as the protocol names them: clients 1..N, holder h as N + h
+        cid = {int(f.parent.parent.name.split("-")[1]): int(f.stem.split("-")[1])
+               for f in files if int(f.stem.split("-")[1]) <= N}
+        assert gone not in cid and len(cid) == N - 1
+        members = sorted(p for p in logs if p > N)
+        assert members == [N + 1, N + 2, N + 3, N + 4]  # the silent holder 5 left none
+        s = logs[0]
+        assert s.status == "ok" and s.result is not None
+        got_inputs = {e["peer"]: e["digest"] for e in s.messages("recv") if e["tag"] == "input"}
+        assert sorted(got_inputs) == sorted(cid.values())
+        # the digests against the replies as the grid carried them (independent of the mod)
+        carried = {audit.frame_digest([bytes(m.content.config_records[HE_RECORD_KEY]["data"])],
+                                      s.hash)[1].hex() for m in inputs}
+        assert set(got_inputs.values()) <= carried
+        asked = sorted(e["peer"] for e in s.messages("send") if e["tag"] == "decrypt")
+        assert asked == [N + h for h in range(1, 6)]
+        assert len([e for e in s.messages("recv") if e["tag"] == "decrypt"]) == 3
+        (note,) = s.notes("outcome")
+        assert note == {"participants": sorted(cid.values()), "misbehaving": []}
+        assert rep.run.matched == (N - 1) + 5 + 3 - 1  # inputs, requests taken, partials
+    # one byte changed in a member's record of round 2
+    _, session, files = _round_files(tmp_path, 2)
+    member = next(f for f in files if int(f.stem.split("-")[1]) > N)
+    data = bytearray(member.read_bytes())
+    data[len(data) // 2] ^= 1
+    member.write_bytes(bytes(data))
+    with pytest.raises(InvalidTranscript):
+        protocol_audit.verify([tmp_path / "server" / "round-2", *files], session=session)
+
+
+def test_a_misbehaving_member_is_named_in_the_transcript(keys: Any, tmp_path: Path) -> None:
+    from mpcai.protocols import audit as protocol_audit
+
+    pk, _ = keys
+    grid = make_grid(he_apps(keys), tamper=flip_partial({MEMBERS[0]}))
+    strat = strategy(pk, transcript=tmp_path / "server")
+    run(strat, grid)
+    (log,) = protocol_audit.verify([tmp_path / "server" / "round-1"]).logs
+    (note,) = log.notes("outcome")
+    assert note["misbehaving"] == [N + 1]  # holder 1, on MEMBERS[0]
+    # what the member sent is recorded as received, its bad partial included
+    assert N + 1 in [e["peer"] for e in log.messages("recv") if e["tag"] == "decrypt"]
+
+
+def test_a_failed_round_ends_its_transcript_with_the_error(keys: Any, tmp_path: Path) -> None:
+    from mpcai.protocols import audit as protocol_audit
+
+    pk, _ = keys
+    grid = make_grid(he_apps(keys), drop={(n, "decrypt") for n in MEMBERS[:3]})
+    strat = strategy(pk, decrypt_timeout=0.3, transcript=tmp_path / "server")
+    run(strat, grid)
+    assert "NotEnoughSurvivors" in strat.history[0]["failed"]
+    (log,) = protocol_audit.verify([tmp_path / "server" / "round-1"]).logs
+    assert log.status == "error" and log.result is None
+
+
+def test_transcript_options_are_checked(keys: Any, tmp_path: Path) -> None:
+    pk, _ = keys
+    with pytest.raises(InvalidInput):
+        strategy(pk, transcript_key=bytes(32))  # a key without a directory
+    with pytest.raises(InvalidInput):
+        make_he_mod(public_key=pk, transcript_key=bytes(32))
+    with pytest.raises(InvalidInput):  # not a key
+        strategy(pk, transcript=tmp_path, transcript_key=b"short")

@@ -262,3 +262,57 @@ def test_key_files_from_the_dealer_and_the_node_config(tmp_path: Path) -> None:
     bad.write_bytes(paths["share-1"].read_bytes()[:-100])
     with pytest.raises(WireError):
         _load_share(bad)
+
+
+def test_transcripts_of_decryption_sets_verify_and_agree(keys: Any, tmp_path: Path) -> None:
+    """Two rounds, a member of the first set down in round 1: the server and every node
+    record the sets as ``decrypt`` and ``decrypt/2``; both sides agree.  A member's
+    transcript stays open for its round's next set and is ended (ok) by its next round's
+    request: round 1's verify complete, round 2's as prefixes."""
+    from mpcai.protocols import audit as protocol_audit
+
+    from mpcai import audit
+
+    ctx, shares = keys
+    holder = {nid: shares[i] for i, nid in enumerate(MEMBERS)}
+    nodes = {nid: client_app(make_he_mod(public_key=ctx, key_share=holder.get(nid),
+                                         claims_dir=tmp_path / "claims",
+                                         transcript=tmp_path / f"node-{nid}"))
+             for nid in NODES}
+    down = MEMBERS[1]
+
+    class Round1Only(set):  # the member's decrypt request dropped in round 1 only
+        def __bool__(self) -> bool:
+            return True
+
+        def __contains__(self, item: object) -> bool:
+            return item == (down, "decrypt") and len(grid.trips) < 4
+
+    grid = make_grid(nodes, drop=Round1Only())
+    strat = strategy(ctx, decrypt_timeout=0.3, transcript=tmp_path / "server")
+    np.testing.assert_allclose(run(strat, grid, rounds=2), 2 * plain_mean(NODES), rtol=0,
+                               atol=2 * STEP + 1e-6)
+    assert [h["he-sets"] for h in strat.history] == [2, 1]
+    for r, complete in ((1, True), (2, False)):
+        server = tmp_path / "server" / f"round-{r}"
+        session = audit.read_transcript(server / "party-0.jsonl").session
+        files = sorted(tmp_path.glob(f"node-*/{session.hex()}/party-*.jsonl"))
+        rep = protocol_audit.verify([server, *files], session=session,
+                                    allow_incomplete=not complete)
+        logs = {log.party: log for log in rep.logs}
+        s = logs[0]
+        assert s.status == "ok"
+        sent = sorted((e["tag"], e["peer"]) for e in s.messages("send"))
+        if r == 1:  # set 1: holders 1, 2, 3 (2 down); set 2: holders 1, 3, 4
+            assert sent == sorted([("decrypt", N + 1), ("decrypt", N + 2), ("decrypt", N + 3),
+                                   ("decrypt/2", N + 1), ("decrypt/2", N + 3),
+                                   ("decrypt/2", N + 4)])
+            tags = [e["tag"] for e in logs[N + 1].messages("recv")]
+            assert tags == ["decrypt", "decrypt/2"]
+            assert N + 2 not in logs  # it never answered
+        else:
+            assert sent == [("decrypt", N + h) for h in (1, 2, 3)]
+        members = [log for p, log in logs.items() if p > N]
+        assert all(log.complete == complete for log in members)
+        assert all(log.status == "ok" for log in members) or not complete
+        assert rep.run.matched > 0 and not rep.run.unconfirmed
