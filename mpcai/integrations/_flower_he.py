@@ -363,8 +363,10 @@ class HEAggStrategy(_Wrapping):
     one per round).  It names the parties as the protocol does (the server 0, the
     round's clients ``1..n``, the holder of key share ``h`` as ``n + h``) and records
     each encrypted update taken into the sum, each decryption request and each partial
-    decryption received (their digests), the participants and misbehaving holders, and
-    the digest of the decrypted sum; never a secret.  With the nodes' transcripts
+    decryption it took (their digests; a partial arriving after the sum was decrypted
+    is not taken), the participants, the holders that misbehaved and those whose
+    partials decrypted, and the digest of the decrypted sum; never a secret.  A key
+    share two nodes claim is asked of neither (one of them is wrong).  With the nodes' transcripts
     (:func:`make_he_mod` ``transcript=``), ``mpcai audit verify`` checks that both
     sides recorded the same messages.
     """
@@ -467,8 +469,27 @@ class HEAggStrategy(_Wrapping):
                 self.transcript / f"round-{server_round}", [0], protocol=AUDIT_PROTOCOL,
                 config=_audit_config(blob), signing_keys=None
                 if self._transcript_key is None else {0: self._transcript_key})
-            log.begin(session=session, party=0,
-                      peers=range(1, cfg.n_clients + cfg.committee_size + 1))
+            try:
+                log.begin(session=session, party=0,
+                          peers=range(1, cfg.n_clients + cfg.committee_size + 1))
+            except BaseException as exc:
+                _fl()._end_transcript(log, exc)
+                raise
+        try:
+            nodes, out = self._train_messages(messages, session, blob, server_round)
+        except BaseException as exc:
+            _fl()._end_transcript(log, exc)
+            raise
+        self._round = {"cfg": cfg, "session": session, "nodes": nodes, "blob": blob,
+                       "messages": out, "arrays": arrays, "layout": layout,
+                       "round": server_round, "type": out[0].metadata.message_type,
+                       "started": time.perf_counter(), "transcript": log, "seqs": {},
+                       "parties": {}}
+        return out
+
+    def _train_messages(self, messages: list[Message], session: bytes, blob: bytes,
+                        server_round: int) -> tuple[dict[int, int], list[Message]]:
+        """The inner strategy's train messages with the round's HE record; node -> id."""
         nodes: dict[int, int] = {}
         out = []
         for cid, msg in enumerate(messages, start=1):
@@ -482,12 +503,7 @@ class HEAggStrategy(_Wrapping):
             out.append(Message(content, dst_node_id=md.dst_node_id,
                                message_type=md.message_type, group_id=str(server_round),
                                ttl=self.train_timeout))
-        self._round = {"cfg": cfg, "session": session, "nodes": nodes, "blob": blob,
-                       "messages": out, "arrays": arrays, "layout": layout,
-                       "round": server_round, "type": out[0].metadata.message_type,
-                       "started": time.perf_counter(), "transcript": log, "seqs": {},
-                       "parties": {}}
-        return out
+        return nodes, out
 
     def _end_stale(self, error: BaseException) -> None:
         """End the transcript of a round configured and never aggregated; the round is
@@ -509,6 +525,22 @@ class HEAggStrategy(_Wrapping):
         assert self._round is not None
         _note_message(self._round["transcript"], self._round["seqs"], direction, party, tag,
                       parts)
+
+    def _holders(self, grid: Grid) -> dict[int, int]:
+        """``{holder: node}`` of the live nodes that said which share they hold; a share
+        two nodes claim is asked of neither this round (at most one of them holds it:
+        asking both would let the other's answer stand for it, or blame the holder)."""
+        live = set(self.committee_nodes if self.committee_nodes is not None
+                   else grid.get_node_ids())
+        claims: dict[int, list[int]] = {}
+        for node in sorted(self.members):
+            if node in live:
+                claims.setdefault(self.members[node], []).append(node)
+        twice = {h: nodes for h, nodes in claims.items() if len(nodes) > 1}
+        if twice:
+            _log.warning("HE aggregation: key shares claimed by more than one node, asked "
+                         "of none this round: %s", twice)
+        return {h: nodes[0] for h, nodes in claims.items() if len(nodes) == 1}
 
     def _name_members(self, node_of: dict[int, int]) -> dict[int, int]:
         """``{node: party}`` for the transcript, from ``{holder: node}``: the holder of
@@ -614,32 +646,28 @@ class HEAggStrategy(_Wrapping):
         who = wire.encode_payload(np.array(participants, dtype=np.uint32))
         fields = {"sum": blob, "participants": who, "round-config": self._round["blob"],
                   "attempt": 1}
-        node_of: dict[int, int] = {}
-        for node in sorted(self.members):
-            node_of.setdefault(self.members[node], node)
-        parties = self._name_members(node_of)
+        parties = self._name_members(self._holders(grid))
         messages = []
-        for node in self.members:
+        for node in parties:  # the one node of each share
             messages.append(Message(_record("decrypt", session, **fields), dst_node_id=node,
                                     message_type=self._round["type"],
                                     group_id=str(self._round["round"]),
                                     ttl=cfg.decrypt_timeout))
-            if node in parties:  # recorded as it is handed to the grid (below)
-                self._note("send", parties[node], "decrypt", _request_parts(fields))
+            # recorded as it is handed to the grid (below)
+            self._note("send", parties[node], "decrypt", _request_parts(fields))
         valid: dict[int, tuple[int, Any]] = {}  # holder -> (node, partial)
         misbehaving: list[int] = []
 
         def take(reply: Message) -> bool:
             node = reply.metadata.src_node_id
-            if reply.has_error() or node not in self.members:
+            if reply.has_error() or node not in parties or node not in self.members:
                 return False  # a member that refused or failed: as one that is down
             try:
                 rec = reply.content.config_records[HE_RECORD_KEY]
                 if rec["stage"] != "decrypt" or bytes(rec["session"]) != session:
                     raise ValueError("another stage or round")
                 raw = bytes(rec["partial"])
-                if node in parties:  # what the member sent, valid or not
-                    self._note("recv", parties[node], "decrypt", [raw])
+                self._note("recv", parties[node], "decrypt", [raw])  # valid or not
                 index, partial = scheme.load_partial(raw)
                 ok = index == self.members[node] and scheme.verify_partial(total, partial)
             except (KeyError, TypeError, ValueError, MpcaiError):
@@ -679,12 +707,7 @@ class HEAggStrategy(_Wrapping):
         assert self._round is not None
         session = self._round["session"]
         sets: list[list[int]] = self._round.setdefault("sets", [])
-        live = set(self.committee_nodes if self.committee_nodes is not None
-                   else grid.get_node_ids())
-        node_of: dict[int, int] = {}  # holder -> node (the first node claiming it)
-        for node in sorted(self.members):
-            if node in live:
-                node_of.setdefault(self.members[node], node)
+        node_of = self._holders(grid)  # holder -> its node
         alive = sorted(node_of)
         t = cfg.threshold
         max_sets = cfg.committee_size - t + 1
@@ -793,7 +816,8 @@ class HEAggStrategy(_Wrapping):
             if log is not None:  # as the runtime's aggregator records its outcome
                 parties = r["parties"]
                 log.note("outcome", {"participants": ids, "misbehaving": sorted(
-                    parties[n] for n in misbehaving if n in parties)})
+                    parties[n] for n in misbehaving if n in parties),
+                    "decrypted_by": sorted(parties[n] for n in used if n in parties)})
                 exact = np.ascontiguousarray(np.asarray(sums, dtype="<i8"))
                 log.result(hashlib.sha256(exact.tobytes()).digest())
                 log.close()
@@ -919,11 +943,14 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
     key per transcript).  A client's holds the encrypted update it sent (its digest); a
     member's each decryption request it answered and its partial decryption.  A
     Paillier member's ends with its answer; a CKKS member's stays open for the round's
-    next decryption set (only its chain head, counts and key in ``context.state``) and
-    is ended (``ok``) by the node's next message of another round, as a client or a
-    member, so the last round's stays incomplete (``mpcai audit verify
-    --allow-incomplete``).  A request refused is not
-    recorded.  The files are the node's record; mpcai never removes them.
+    next decryption set (its chain head and counts in ``context.state``, and without
+    ``transcript_key`` the transcript's fresh Ed25519 private key, which the node keeps
+    with its state) and is ended (``ok``) by the node's next message of another round,
+    as a client or a member: a member that gets no further message (the last round, a
+    node that is neither sampled nor asked again) leaves it incomplete (``mpcai audit
+    verify --allow-incomplete``).  Requests must count their attempts up (refused
+    otherwise, before anything is claimed); a request refused is not recorded.  The
+    files are the node's record; mpcai never removes them.
     """
     if max_clip is not None:
         max_clip = check_real(max_clip, "max_clip", positive=True)
@@ -962,17 +989,16 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
         ``keep_open`` (CKKS): suspended in ``context.state`` for the next set."""
         held = context.state.config_records.get(_TRANSCRIPT_STATE)
         attempt = int(rec.get("attempt", 1))
-        log: _audit.Transcript | None = None
         seqs: dict[tuple[str, int], int] = {}
         key: Any = transcript_key
         if held is not None and bytes(held["session"]) == session \
                 and int(held["party"]) == party:
             key = bytes(held["key"]) if "key" in held else transcript_key
+            del context.state[_TRANSCRIPT_STATE]  # kept again only once suspended again
             log = _audit.Transcript.resume(bytes(held["transcript"]), signing_key=key)
             seqs = {("recv", 0): int(held["seq"]), ("send", 0): int(held["seq"])}
         else:
-            if held is not None:  # an earlier round's: this node answered what it was asked
-                end_held(context)
+            end_held(context)  # another round's (or role's): this node answered it
             log, fresh = begin_transcript(rec["round-config"], session, party)
             key = fresh if fresh is not None else transcript_key
         try:
@@ -987,10 +1013,24 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
             context.state.config_records.pop(_TRANSCRIPT_STATE, None)
             raise
         kept: dict[str, Any] = {"session": session, "party": party, "transcript": state,
-                                "seq": seqs[("send", 0)]}
+                                "seq": seqs[("send", 0)], "attempt": attempt}
         if key is not None and transcript_key is None:
             kept["key"] = key
         context.state[_TRANSCRIPT_STATE] = ConfigRecord(kept)
+
+    def answered_attempt(context: Context, session: bytes, party: int) -> int:
+        """The last attempt this node answered as ``party`` in ``session`` (0: none)."""
+        held = context.state.config_records.get(_TRANSCRIPT_STATE)
+        if held is None or bytes(held["session"]) != session or int(held["party"]) != party:
+            return 0
+        return int(held["attempt"])
+
+    def end_other_round(context: Context, session: bytes) -> None:
+        """End the member transcript ``context.state`` holds if it is of another round
+        than ``session`` (a message of a new round: that one is over for this node)."""
+        held = context.state.config_records.get(_TRANSCRIPT_STATE)
+        if held is not None and bytes(held["session"]) != session:
+            end_held(context)
 
     def end_held(context: Context) -> None:
         """End the member transcript ``context.state`` holds (``ok``: it is done)."""
@@ -1101,9 +1141,9 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
         _log.debug("HE aggregation client %d: %d bytes, %d values clipped", cid, len(blob),
                    clipped)
         session = bytes(rec["session"])
-        held = context.state.config_records.get(_TRANSCRIPT_STATE)
-        if held is not None and bytes(held["session"]) != session:
-            end_held(context)  # a member's record of an earlier round: it is over
+        if len(session) != _SESSION_BYTES:
+            raise ProtocolAbort(f"a session id of {len(session)} bytes")
+        end_other_round(context, session)
         if transcripts is not None:  # the client's one message of the round
             log, _ = begin_transcript(rec["round-config"], session, cid)
             try:
@@ -1118,6 +1158,9 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
         rec = msg.content.config_records[HE_RECORD_KEY]
         key = _key_of_share(share)
         stage, session = rec["stage"], bytes(rec["session"])
+        if len(session) != _SESSION_BYTES:
+            raise ProtocolAbort(f"a session id of {len(session)} bytes")
+        end_other_round(context, session)
         if stage == "committee":
             if bytes(rec["key"]) != _key_id(key):
                 raise ProtocolAbort("a request for another committee key")
@@ -1143,6 +1186,13 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
         if len(who) < max(min_clients, cfg.min_clients):
             raise MisbehaviourDetected(f"a sum of {len(who)} updates asked for, at least "
                                        f"{max(min_clients, cfg.min_clients)} required", [0])
+        attempt = rec.get("attempt", 1)
+        if transcripts is not None:  # checked before the request is claimed
+            last = answered_attempt(context, session, cfg.n_clients + holder)
+            most = cfg.committee_size - cfg.threshold + 1 if scheme.set_bound else 1
+            if not isinstance(attempt, int) or not last < attempt <= most:
+                raise ProtocolAbort(f"a decryption request's attempt must be {last + 1} to "
+                                    f"{most} here, not {attempt!r}")
         if scheme.set_bound:
             _claim_set(claims, session, holder, scheme, total, cfg)
         else:
@@ -1152,10 +1202,6 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
         if partial is None:  # outside the set (refused by _claim_set already)
             raise ProtocolAbort("this member is not in the sum's decryption set")
         if transcripts is not None:
-            attempt = rec.get("attempt", 1)
-            if not isinstance(attempt, int) or not 1 <= attempt <= cfg.committee_size:
-                raise ProtocolAbort(f"a decryption request's attempt must be 1 to "
-                                    f"{cfg.committee_size}, not {attempt!r}")
             record_answer(context, rec, session, cfg.n_clients + holder, bytes(partial),
                           keep_open=scheme.set_bound)
         return Message(_record("decrypt", session, partial=partial), reply_to=msg)

@@ -507,7 +507,8 @@ def test_transcripts_of_the_server_and_the_nodes_verify_and_agree(keys: Any,
         assert asked == [N + h for h in range(1, 6)]
         assert len([e for e in s.messages("recv") if e["tag"] == "decrypt"]) == 3
         (note,) = s.notes("outcome")
-        assert note == {"participants": sorted(cid.values()), "misbehaving": []}
+        assert note["participants"] == sorted(cid.values()) and note["misbehaving"] == []
+        assert len(note["decrypted_by"]) == 3 and set(note["decrypted_by"]) <= set(members)
         assert rep.run.matched == (N - 1) + 5 + 3 - 1  # inputs, requests taken, partials
     # one byte changed in a member's record of round 2
     _, session, files = _round_files(tmp_path, 2)
@@ -553,3 +554,59 @@ def test_transcript_options_are_checked(keys: Any, tmp_path: Path) -> None:
         make_he_mod(public_key=pk, transcript_key=bytes(32))
     with pytest.raises(InvalidInput):  # not a key
         strategy(pk, transcript=tmp_path, transcript_key=b"short")
+
+
+def test_a_share_two_nodes_claim_is_asked_of_neither(keys: Any, tmp_path: Path) -> None:
+    """Share 1 on two nodes (each with its own claims, as on two machines): neither is
+    asked, the other shares decrypt, and both sides' transcripts still agree (one party
+    per share)."""
+    from mpcai.protocols import audit as protocol_audit
+
+    pk, shares = keys
+    holder = {nid: shares[i] for i, nid in enumerate(MEMBERS)}
+    holder[NODES[5]] = shares[0]
+    apps = {nid: client_app(make_he_mod(public_key=pk, key_share=holder.get(nid),
+                                        claims_dir=tmp_path / f"claims-{nid}",
+                                        transcript=tmp_path / f"node-{nid}"))
+            for nid in NODES}
+    grid = make_grid(apps)
+    strat = strategy(pk, transcript=tmp_path / "server")
+    np.testing.assert_allclose(run(strat, grid), plain_mean(NODES), rtol=0, atol=STEP + 1e-6)
+    asked = sorted(n for t in grid.trips for n, s in t if s == "decrypt")
+    assert asked == MEMBERS[1:]  # not MEMBERS[0] nor NODES[5]
+    server, session, files = _round_files(tmp_path, 1)
+    rep = protocol_audit.verify([server, *files], session=session)
+    assert N + 1 not in {log.party for log in rep.logs}
+
+
+def test_a_member_refuses_an_attempt_that_does_not_count_up(
+        keys: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With transcripts on, a request whose attempt is not the next one (a Paillier round
+    has only attempt 1) is refused before anything is claimed: its record would break
+    the member's own stage rules."""
+    from mpcai.integrations import _flower_he
+
+    pk, shares = keys
+    holder = {nid: shares[i] for i, nid in enumerate(MEMBERS)}
+    apps = {nid: client_app(make_he_mod(public_key=pk, key_share=holder.get(nid),
+                                        claims_dir=tmp_path / "claims",
+                                        transcript=tmp_path / f"node-{nid}"))
+            for nid in NODES}
+    saved = _flower_he._record
+
+    def record(stage: str, session: bytes, **fields: Any) -> Any:  # the server lies
+        if stage == "decrypt" and "sum" in fields:
+            fields = {**fields, "attempt": 2}
+        return saved(stage, session, **fields)
+
+    monkeypatch.setattr(_flower_he, "_record", record)
+    grid = make_grid(apps)
+    strat = strategy(pk, decrypt_timeout=0.3)
+    run(strat, grid)
+    assert "NotEnoughSurvivors" in strat.history[0]["failed"]
+    answers = [r for _, s, r in grid.replies if s == "decrypt"]
+    assert len(answers) == 5 and all(r.has_error() for r in answers)
+    assert not list((tmp_path / "claims").glob("*.claim"))  # no share used up
+    recorded = [f for f in tmp_path.glob("node-*/*/party-*.jsonl")
+                if int(f.stem.split("-")[1]) > N]
+    assert not recorded  # no member recorded a request it refused
