@@ -1054,8 +1054,9 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
         try:
             return _handle(msg, context, call_next)
         except Exception:  # the reason may quote this client's weight or values
-            # Flower keeps no change to context.state from a ClientApp that raised:
-            # the state stays as it was (a stage claimed cannot run again)
+            # under run_simulation Flower drops what a ClientApp that raised changed in
+            # context.state, a SuperNode keeps it; either way a stage claimed (a node-local
+            # file) cannot run again
             _log.exception("secure aggregation failed on this client")
             raise RuntimeError(_FAILED) from None
 
