@@ -295,6 +295,23 @@ class _Wrapping(Strategy):
     strategy's (shared by :class:`HEAggStrategy` and ``SecAggStrategy``)."""
 
     inner: Strategy
+    _round: dict[str, Any] | None
+
+    def _end_stale(self, error: BaseException) -> None:
+        """End the transcript of a round configured and never aggregated (none is open
+        after a normal round); the round is forgotten."""
+        stale = None if self._round is None else self._round.get("transcript")
+        self._round = None
+        _fl()._end_transcript(stale, error)
+
+    def start(self, *args: Any, **kwargs: Any) -> Any:
+        """Flower's ``Strategy.start``; if it fails mid-round, that round's transcript
+        ends with the error (it would otherwise stay open, without its end entry)."""
+        try:
+            return super().start(*args, **kwargs)
+        except BaseException as exc:
+            self._end_stale(exc)
+            raise
 
     def summary(self) -> None:
         """The inner strategy's summary."""
@@ -504,22 +521,6 @@ class HEAggStrategy(_Wrapping):
                                message_type=md.message_type, group_id=str(server_round),
                                ttl=self.train_timeout))
         return nodes, out
-
-    def _end_stale(self, error: BaseException) -> None:
-        """End the transcript of a round configured and never aggregated; the round is
-        forgotten."""
-        stale = None if self._round is None else self._round.get("transcript")
-        self._round = None
-        _fl()._end_transcript(stale, error)
-
-    def start(self, *args: Any, **kwargs: Any) -> Any:
-        """Flower's ``Strategy.start``; if it fails mid-round, that round's transcript
-        ends with the error (it would otherwise stay open, without its end entry)."""
-        try:
-            return super().start(*args, **kwargs)
-        except BaseException as exc:
-            self._end_stale(exc)
-            raise
 
     def _note(self, direction: str, party: int, tag: str, parts: list[bytes]) -> None:
         assert self._round is not None

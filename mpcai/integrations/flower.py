@@ -571,22 +571,6 @@ class SecAggStrategy(_Wrapping):
                        "transcript": log}
         return out
 
-    def _end_stale(self, error: BaseException) -> None:
-        """End the transcript of a round configured and never aggregated (none open after
-        a normal round); the round is forgotten."""
-        stale = None if self._round is None else self._round["transcript"]
-        self._round = None
-        _end_transcript(stale, error)
-
-    def start(self, *args: Any, **kwargs: Any) -> Any:
-        """Flower's ``Strategy.start``; if it fails mid-round, that round's transcript
-        ends with the error (it would otherwise stay open, without its end entry)."""
-        try:
-            return super().start(*args, **kwargs)
-        except BaseException as exc:
-            self._end_stale(exc)
-            raise
-
     def _round_trip(self, first: list[Message]) -> _sw.RoundTrip:
         assert self._round is not None and self._grid is not None
         nodes: dict[int, int] = self._round["nodes"]
