@@ -263,6 +263,18 @@ def _audit_config(blob: object) -> dict[str, Any]:
             "layout": [[str(k), [int(n) for n in shape]] for k, shape in obj["layout"]]}
 
 
+def _transcript_dir(transcript: str | os.PathLike[str] | None, transcript_key: Any
+                    ) -> Path | None:
+    """The transcript directory, absolute (each message may be handled by a new process,
+    from another directory); a key without a directory, or one that is no Ed25519 key,
+    is refused now."""
+    if transcript_key is not None:
+        if transcript is None:
+            raise InvalidInput("transcript_key without a transcript directory")
+        _audit.public_key(transcript_key)
+    return None if transcript is None else Path(transcript).absolute()
+
+
 def _attempt_tag(attempt: int) -> str:
     """The tag of the ``attempt``-th decryption request (as the runtime's committee)."""
     return "decrypt" if attempt == 1 else f"decrypt/{attempt}"
@@ -438,11 +450,7 @@ class HEAggStrategy(_Wrapping):
             check_int(n, "node id", lo=0) for n in committee_nodes]
         #: node id -> the key share it said it holds (asked while a holder is unknown)
         self.members: dict[int, int] = {}
-        self.transcript = None if transcript is None else Path(transcript).absolute()
-        if transcript_key is not None:
-            if transcript is None:
-                raise InvalidInput("transcript_key without a transcript directory")
-            _audit.public_key(transcript_key)  # refused now if it is not a key
+        self.transcript = _transcript_dir(transcript, transcript_key)
         self._transcript_key = transcript_key
         self._grid: Grid | None = None
         self._round: dict[str, Any] | None = None
@@ -959,11 +967,7 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
     workers = check_int(workers, "workers", lo=1, hi=256)
     claims = Path(claims_dir) if claims_dir is not None else Path(
         tempfile.gettempdir()) / f"mpcai-he-claims-{os.getuid()}"
-    transcripts = None if transcript is None else Path(transcript).absolute()
-    if transcript_key is not None:
-        if transcript is None:
-            raise InvalidInput("transcript_key without a transcript directory")
-        _audit.public_key(transcript_key)  # refused now if it is not a key
+    transcripts = _transcript_dir(transcript, transcript_key)
     cache: dict[str, Any] = {}
 
     def begin_transcript(blob: object, session: bytes, party: int

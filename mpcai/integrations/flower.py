@@ -339,7 +339,7 @@ def _delta(reply: ArrayRecord, received: ArrayRecord,
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
-from ._flower_he import _Wrapping  # noqa: E402 (after the flwr imports)
+from ._flower_he import _transcript_dir, _Wrapping  # noqa: E402 (after the flwr imports)
 
 
 def _dp_config(dp: DPConfig | Mapping[str, Any] | None) -> DPConfig | None:
@@ -490,11 +490,7 @@ class SecAggStrategy(_Wrapping):
                          "timeout": timeout, **secagg}
         probe = {"threshold": 2, **self._options}  # refuse bad options now
         SecAggConfig(n_clients=max(MIN_CLIENTS, int(probe["threshold"] or 2)), **probe)
-        self.transcript = None if transcript is None else Path(transcript).absolute()
-        if transcript_key is not None:
-            if transcript is None:
-                raise InvalidInput("transcript_key without a transcript directory")
-            _audit.public_key(transcript_key)  # refused now if it is not a key
+        self.transcript = _transcript_dir(transcript, transcript_key)
         self._transcript_key = transcript_key
         self._grid: Grid | None = None
         self._round: dict[str, Any] | None = None
@@ -1017,12 +1013,7 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
                            "max_epsilon_total) needs required=True")
     claims = Path(claims_dir) if claims_dir is not None else Path(
         tempfile.gettempdir()) / f"mpcai-secagg-claims-{os.getuid()}"
-    # absolute: each message may be handled by a new process, from another directory
-    transcripts = None if transcript is None else Path(transcript).absolute()
-    if transcript_key is not None:
-        if transcript is None:
-            raise InvalidInput("transcript_key without a transcript directory")
-        _audit.public_key(transcript_key)  # refused now if it is not a key
+    transcripts = _transcript_dir(transcript, transcript_key)
 
     def mod(msg: Message, context: Context, call_next: Any) -> Message:
         """Run this client's secure-aggregation stage for a train message of
