@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -93,44 +93,68 @@ def _server_identity() -> Iterator[None]:
 OURS_KEY = "mpcai.secagg"
 
 
-def _make_grid_class() -> type:
-    from flwr.app import Context, Error, Message, RecordDict
-    from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
-    from flwr.common.secure_aggregation.secaggplus_constants import (
-        RECORD_KEY_CONFIGS,
-        Key,
-        Stage,
-    )
+def wire_sized(msg: Any) -> tuple[Any, int]:
+    """``msg`` after Flower's protobuf serde (``message_to_proto`` /
+    ``SerializeToString`` / ``message_from_proto``: what a deployment puts on the
+    wire), and the serialised size in bytes."""
     from flwr.common.serde import message_from_proto, message_to_proto
     from flwr.proto.message_pb2 import Message as ProtoMessage  # type: ignore[attr-defined]
+
+    data = message_to_proto(msg).SerializeToString()
+    proto = ProtoMessage()
+    proto.ParseFromString(data)
+    return message_from_proto(proto), len(data)
+
+
+_GRID_BASE: type | None = None
+
+
+def grid_base() -> type:
+    """``GridBase``: a ``flwr.serverapp.grid.Grid`` of ``nodes`` in this process (each
+    with the persistent ``Context`` a SuperNode keeps), everything but the delivery;
+    ``send_and_receive`` is ``push_messages`` then ``pull_messages``.  A subclass
+    implements ``push_messages``: it stamps each message (:meth:`stamp`), delivers it
+    through :func:`wire_sized` to the node's ``ClientApp`` and keeps the reply
+    (:meth:`keep`).  Built on first use (flwr is imported lazily); the Flower
+    integration tests subclass it too."""
+    global _GRID_BASE
+    if _GRID_BASE is not None:
+        return _GRID_BASE
+    from flwr.app import Context, Message, RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.proto.node_pb2 import NodeInfo  # type: ignore[attr-defined]
     from flwr.serverapp.grid import Grid
     from flwr.supercore.run import Run
 
-    late = {Stage.COLLECT_MASKED_VECTORS, Stage.UNMASK}
-    ours_late = {"masked_input", "consistency_check", "unmask"}
+    class GridBase(Grid):  # type: ignore[misc]
+        """A Grid of ``nodes`` in this process; subclasses implement ``push_messages``."""
 
-    def wire(msg: Message) -> tuple[Message, int]:
-        data = message_to_proto(msg).SerializeToString()
-        proto = ProtoMessage()
-        proto.ParseFromString(data)
-        return message_from_proto(proto), len(data)
-
-    class InProcessGrid(Grid):
-        """Delivers each message to its node's ``ClientApp`` in this thread."""
-
-        def __init__(self, app: Any, node_ids: list[int], dropped: set[int]) -> None:
-            self._app = app
-            self._nodes = list(node_ids)
-            self._dropped = set(dropped)
+        def __init__(self, nodes: Iterable[int],
+                     node_config: Mapping[int, dict[str, Any]] | None = None) -> None:
             self._run = Run.create_empty(run_id=1)
+            self._nodes = list(nodes)
             self.contexts = {nid: Context(run_id=1, node_id=nid,
-                                          node_config={"partition-id": i},
+                                          node_config=dict((node_config or {}).get(nid, {})),
                                           state=RecordDict(), run_config={})
-                             for i, nid in enumerate(self._nodes)}
-            self.sent_bytes = {nid: 0 for nid in self._nodes}
+                             for nid in self._nodes}
             self._replies: dict[str, Message] = {}
-            self._next_id = 0
+            self._next = 0
+
+        def stamp(self, msg: Message) -> str:
+            """Give ``msg`` the next message id and the SuperLink as its source; the id."""
+            self._next += 1
+            mid = f"m{self._next}"
+            md = msg.metadata.__dict__
+            md["_message_id"], md["_src_node_id"] = mid, SUPERLINK_NODE_ID
+            md["_run_id"] = self._run.run_id
+            return mid
+
+        def keep(self, mid: str, reply: Message) -> int:
+            """Store ``reply`` (after the wire) as the answer to message ``mid``; its
+            serialised size."""
+            reply.metadata.__dict__["_message_id"] = f"r{mid[1:]}"
+            self._replies[mid], size = wire_sized(reply)
+            return size
 
         def set_run(self, run: Any) -> None:
             self._run = run
@@ -149,6 +173,39 @@ def _make_grid_class() -> type:
         def get_nodes(self) -> Iterable[Any]:
             return [NodeInfo(node_id=nid) for nid in self._nodes]
 
+        def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Any]:
+            return [self._replies.pop(m) for m in list(message_ids) if m in self._replies]
+
+        def send_and_receive(self, messages: Iterable[Any], *,
+                             timeout: float | None = None) -> Iterable[Any]:
+            return self.pull_messages(self.push_messages(messages))
+
+    _GRID_BASE = GridBase
+    return GridBase
+
+
+def _make_grid_class() -> type:
+    from flwr.app import Error, Message
+    from flwr.common.constant import ErrorCode
+    from flwr.common.secure_aggregation.secaggplus_constants import (
+        RECORD_KEY_CONFIGS,
+        Key,
+        Stage,
+    )
+
+    late = {Stage.COLLECT_MASKED_VECTORS, Stage.UNMASK}
+    ours_late = {"masked_input", "consistency_check", "unmask"}
+
+    class InProcessGrid(grid_base()):  # type: ignore[misc]
+        """Delivers each message to its node's ``ClientApp`` in this thread."""
+
+        def __init__(self, app: Any, node_ids: list[int], dropped: set[int]) -> None:
+            super().__init__(node_ids, {nid: {"partition-id": i}
+                                        for i, nid in enumerate(node_ids)})
+            self._app = app
+            self._dropped = set(dropped)
+            self.sent_bytes = {nid: 0 for nid in self._nodes}
+
         def _answers(self, msg: Message) -> bool:
             nid = msg.metadata.dst_node_id
             if nid not in self._dropped:
@@ -165,17 +222,12 @@ def _make_grid_class() -> type:
         def push_messages(self, messages: Iterable[Any]) -> Iterable[str]:
             ids = []
             for msg in messages:
-                self._next_id += 1
-                mid = f"m{self._next_id}"
-                md = msg.metadata.__dict__
-                md["_message_id"] = mid
-                md["_src_node_id"] = SUPERLINK_NODE_ID
-                md["_run_id"] = self._run.run_id
+                mid = self.stamp(msg)
                 ids.append(mid)
                 if not self._answers(msg):
                     continue
                 nid = msg.metadata.dst_node_id
-                delivered, _ = wire(msg)
+                delivered, _ = wire_sized(msg)
                 try:
                     reply = self._app(delivered, self.contexts[nid])
                 except Exception as exc:  # what a SuperNode answers for a ClientApp that
@@ -183,18 +235,8 @@ def _make_grid_class() -> type:
                     reason = str(type(exc)) + ":<'" + str(exc) + "'>"
                     reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
                                           reason=reason), reply_to=delivered)
-                reply.metadata.__dict__["_message_id"] = f"r{self._next_id}"
-                back, size = wire(reply)
-                self.sent_bytes[nid] += size
-                self._replies[mid] = back
+                self.sent_bytes[nid] += self.keep(mid, reply)
             return ids
-
-        def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Any]:
-            return [self._replies.pop(m) for m in list(message_ids) if m in self._replies]
-
-        def send_and_receive(self, messages: Iterable[Any], *,
-                             timeout: float | None = None) -> Iterable[Any]:
-            return self.pull_messages(self.push_messages(messages))
 
     return InProcessGrid
 
