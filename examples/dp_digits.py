@@ -333,14 +333,29 @@ def main(rounds: int = ROUNDS, clients: int = CLIENTS, seed: int = SEED,
     return {"runs": runs, "clear": clear}
 
 
+def _at_least(lo: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``lo`` (a clear usage error otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, not {value}")
+        return value
+    return parse
+
+
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=None, help=f"default {ROUNDS} (3 with --quick)")
-    ap.add_argument("--clients", type=int, default=None,
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=_at_least(1), default=None,
+                    help=f"default {ROUNDS} (3 with --quick)")
+    ap.add_argument("--clients", type=_at_least(2), default=None,
                     help=f"default {CLIENTS} (10 with --quick)")
     ap.add_argument("--seed", type=int, default=SEED, help="the split, batches and dropouts")
     ap.add_argument("--out", default="dp_digits.png", help="the PNG to write")
     ap.add_argument("--quick", action="store_true", help="10 clients, 3 rounds (a smoke test)")
     args = ap.parse_args()
-    main(rounds=args.rounds or (3 if args.quick else ROUNDS),
-         clients=args.clients or (10 if args.quick else CLIENTS), seed=args.seed, out=args.out)
+    main(rounds=args.rounds if args.rounds is not None else (3 if args.quick else ROUNDS),
+         clients=args.clients if args.clients is not None else (10 if args.quick else CLIENTS),
+         seed=args.seed, out=args.out)

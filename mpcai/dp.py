@@ -477,8 +477,8 @@ def _accounting() -> Any:
         import dp_accounting
         from dp_accounting.rdp import rdp_privacy_accountant
     except ImportError as exc:  # pragma: no cover - the extra is in the test environment
-        raise MissingDependency("privacy accounting needs dp-accounting: "
-                                "pip install mpcai[dp]") from exc
+        raise MissingDependency("privacy accounting needs dp-accounting: pip install "
+                                "'mpcai[dp]' (from a clone: pip install '.[dp]')") from exc
     return dp_accounting, rdp_privacy_accountant
 
 

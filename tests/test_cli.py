@@ -121,6 +121,35 @@ def test_os_error_is_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixtu
         cli.main(["--debug", "certs", "--out", str(blocker / "certs"), "--parties", "2"])
 
 
+def test_missing_optional_dependency_is_one_line_naming_the_extra(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in list(sys.modules):  # as if never installed: every import of it fails
+        if name.startswith("sklearn."):
+            monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    argv = ["demo", "inference", "--batch", "4"]
+    assert cli.main(argv) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("mpcai: error: this command needs "
+                                                   "scikit-learn")
+    assert "pip install 'mpcai[examples]'" in lines[1]
+    with pytest.raises(ImportError):
+        cli.main(["--debug", *argv])
+
+
+def test_missing_extra_follows_the_cause_and_ignores_other_imports() -> None:
+    try:  # what mpcai.integrations.flower raises without flwr
+        try:
+            raise ModuleNotFoundError("No module named 'flwr'", name="flwr.app")
+        except ImportError as exc:
+            raise ImportError("needs Flower: pip install 'mpcai[flower]'") from exc
+    except ImportError as wrapped:
+        assert cli_main._missing_extra(wrapped) == ("Flower (flwr)", "flower")
+    # a module that is not an optional dependency is a bug: its traceback is shown
+    assert cli_main._missing_extra(ModuleNotFoundError("x", name="numpy")) is None
+    assert cli_main._missing_extra(ImportError("cannot import name 'f'")) is None
+
+
 def test_multi_line_errors_and_ctrl_c(monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     from mpcai.errors import LaunchError

@@ -173,16 +173,30 @@ def main(rounds: int = 10, clients: int = 10, verbose: bool = False,
             "seconds": timings, "audit": audited}
 
 
+def _at_least(lo: int) -> Any:
+    """An argparse type: an integer >= ``lo`` (a clear usage error otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, not {value}")
+        return value
+    return parse
+
+
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--clients", type=int, default=10)
-    ap.add_argument("--quick", action="store_true", help="3 rounds (a smoke test)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=_at_least(1), default=None, help="default 10 (3 with --quick)")
+    ap.add_argument("--clients", type=_at_least(3), default=10)
+    ap.add_argument("--quick", action="store_true", help="3 rounds unless --rounds (a smoke test)")
     ap.add_argument("--verbose", action="store_true", help="Flower's and Ray's own log")
     ap.add_argument("--transcripts", metavar="DIR", default=None,
                     help="write the secure run's audit transcripts to DIR (new or empty) "
                          "and verify them")
     args = ap.parse_args()
-    out = main(rounds=3 if args.quick else args.rounds, clients=args.clients,
+    rounds = args.rounds if args.rounds is not None else (3 if args.quick else 10)
+    out = main(rounds=rounds, clients=args.clients,
                verbose=args.verbose, transcripts=args.transcripts)
     sys.exit(0 if out["ok"] else 1)

@@ -5,7 +5,9 @@ An error a person can fix (a typed :class:`~mpcai.errors.MpcaiError`, an
 ``mpcai: error: <what is wrong>``, plus ``mpcai: hint: <what to do>`` where
 there is one, and the exit status is 2 for bad input (``InvalidInput``,
 ``InvalidType``, as for argparse's usage errors) or 1 for a failed run;
-Ctrl-C exits with 130.  ``--debug`` (or ``-v``, anywhere on the command line)
+Ctrl-C exits with 130.  A missing optional dependency (scikit-learn for the
+inference demo, Flower for ``bench flower``, ...) is one line too, naming the extra
+to install, exit status 1.  ``--debug`` (or ``-v``, anywhere on the command line)
 lets the exception propagate with its traceback instead.  Other exceptions
 (bugs) always propagate.
 
@@ -241,9 +243,39 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         return _report(exc, args)
+    except ImportError as exc:
+        extra = _missing_extra(exc)
+        if extra is None or args.debug:
+            raise
+        module, name = extra
+        print(f"mpcai: error: this command needs {module}, which is not installed",
+              file=sys.stderr)
+        print(f"mpcai: hint: pip install 'mpcai[{name}]' (from a clone of mpcai: "
+              f"pip install '.[{name}]')", file=sys.stderr)
+        return 1
     finally:
         if logged is not None:
             _stop_logging(*logged)
+
+
+#: optional dependencies the commands import on use -> (what to call it, mpcai's extra)
+_EXTRAS = {"sklearn": ("scikit-learn", "examples"), "flwr": ("Flower (flwr)", "flower"),
+           "ray": ("Flower's simulation engine (ray)", "flower"),
+           "torch": ("PyTorch", "torch"), "dp_accounting": ("dp-accounting", "dp"),
+           "matplotlib": ("matplotlib", "plot")}
+
+
+def _missing_extra(exc: BaseException) -> tuple[str, str] | None:
+    """``(module, extra)`` if ``exc`` (or what caused it) is a missing optional
+    dependency of :data:`_EXTRAS`, else None (a bug, shown with its traceback)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ModuleNotFoundError) and seen.name:
+            top = seen.name.split(".")[0]
+            if top in _EXTRAS:
+                return _EXTRAS[top]
+        seen = seen.__cause__
+    return None
 
 
 def _start_logging(verbose: int) -> tuple[logging.Handler, int] | None:

@@ -12,7 +12,7 @@ import numpy as np
 from mpcai import audit
 from mpcai.errors import InvalidInput, PeerError
 from mpcai.runtime import CommStats, InMemoryNetwork, Network, Party, run_local
-from mpcai.validation import check_int
+from mpcai.validation import check_int, check_real
 
 from .model import Model, check_inputs, from_numpy
 from .mpc2 import InferenceConfig, LayerStats, ModelSpec, PartyResult, Roles, bounds, run_party
@@ -99,6 +99,8 @@ def simulate(
             f"parties={parties}, provider={provider!r} is not available: use parties=2 with "
             "provider='dealer' or 'dealerless', or parties=3 (replicated sharing, no dealer)"
         )
+    if input_bound is not None:  # a bound the caller gives is used as given, never raised
+        input_bound = check_real(input_bound, "input_bound", positive=True)
     bound = float(np.max(np.abs(xs))) if input_bound is None else input_bound
     cfg = InferenceConfig(
         frac_bits=frac_bits,

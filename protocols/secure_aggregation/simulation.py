@@ -145,6 +145,9 @@ def _check_weights(weights: Sequence[Any] | None, n: int, max_weight: int | None
 
 def _check_dropouts(dropouts: Mapping[int, Any] | None, n: int) -> dict[int, Stage]:
     drops: dict[int, Stage] = {}
+    if dropouts is not None and not isinstance(dropouts, Mapping):
+        raise InvalidType(f"dropouts must map client ids to the stage they drop at "
+                          f"(e.g. {{3: 'masked_input'}}), not {type(dropouts).__name__}")
     for cid, stage in dict(dropouts or {}).items():
         cid = check_int(cid, "a client id in dropouts")
         if not 1 <= cid <= n:

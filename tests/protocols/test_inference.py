@@ -305,3 +305,13 @@ def test_a_binary_logit_of_exactly_zero_is_class_0_as_in_plaintext() -> None:
     x = np.array([[0.0, 0.0], [0.5, 0.5], [0.5, 0.25], [0.25, 0.5]])
     res = inf.simulate(model, x, parties=3, input_bound=1.0, output="labels")
     assert res.labels.tolist() == model.predict(x).tolist() == ["neg", "neg", "pos", "neg"]
+
+
+@pytest.mark.parametrize("bound, error", [(-1, "InvalidInput"), (0, "InvalidInput"),
+                                          ("a", "InvalidType"), (float("nan"), "InvalidInput")])
+def test_input_bound_given_is_checked_not_clamped(bound: object, error: str) -> None:
+    from mpcai import errors
+
+    model = inf.from_numpy([(np.eye(3), np.zeros(3))])
+    with pytest.raises(getattr(errors, error), match="input_bound"):
+        inf.simulate(model, np.full((2, 3), 0.5), input_bound=bound)

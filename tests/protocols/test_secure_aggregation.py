@@ -790,3 +790,11 @@ def test_a_client_refuses_an_oversized_server_message_undecoded(
     res = run_local(n + 1, fn, network=InMemoryNetwork(n + 1, hub=0), return_exceptions=True)
     assert all(isinstance(r, MessageRejected) and r.peer == 0 for r in res[1:]), list(res)
     assert max(decoded) < 4096  # only the clients' key advertisements were decoded
+
+
+def test_dropouts_as_a_list_is_a_typed_error() -> None:
+    from mpcai.errors import InvalidType
+
+    updates = [np.zeros(4, np.float32) for _ in range(5)]
+    with pytest.raises(InvalidType, match="dropouts must map client ids"):
+        sa.simulate(updates, sa.SecAggConfig(n_clients=5), dropouts=[3])
