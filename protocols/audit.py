@@ -394,7 +394,10 @@ def _expand(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
     for s in sources:
         p = Path(s)
         if p.is_dir():
-            found = sorted(p.glob("*.jsonl"))
+            # natural order: party-2 before party-10
+            found = sorted(p.glob("*.jsonl"), key=lambda f: [
+                (0, int(part), "") if part.isdigit() else (1, 0, part)
+                for part in re.split(r"(\d+)", f.name)])
             if not found:
                 raise InvalidInput(f"{p}: no transcripts (*.jsonl) in this directory")
             paths.extend(found)

@@ -316,3 +316,12 @@ def test_verbose_logs_mpcai_to_stderr(argv: list[str], shown: set[str],
     top = logging.getLogger("mpcai")  # the handler is gone after the command
     assert [type(h) for h in top.handlers] == [logging.NullHandler]
     assert top.level == logging.NOTSET and (list(root.handlers), root.level) == root_before
+
+
+@pytest.mark.parametrize("where", ["missing/x.json", "."])
+def test_bench_json_path_is_checked_before_the_run(where: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / where
+    assert cli.main(["bench", "secagg", "--quick", "--json", str(path)]) == 2
+    err = capsys.readouterr()
+    assert err.err.startswith("mpcai: error: --json ") and "started" not in err.err + err.out

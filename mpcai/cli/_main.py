@@ -258,6 +258,24 @@ def main(argv: list[str] | None = None) -> int:
             _stop_logging(*logged)
 
 
+def _check_output_file(path: str) -> None:
+    """Refuse an output file the command could not write at its end (a directory, a
+    missing or read-only parent directory): :class:`~mpcai.errors.InvalidInput`."""
+    import os
+    from pathlib import Path
+
+    from mpcai.errors import InvalidInput
+
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise InvalidInput(f"--json {path}: is a directory, not a file")
+    if not parent.is_dir():
+        raise InvalidInput(f"--json {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise InvalidInput(f"--json {path}: not writable")
+
+
 #: optional dependencies the commands import on use -> (what to call it, mpcai's extra)
 _EXTRAS = {"sklearn": ("scikit-learn", "examples"), "flwr": ("Flower (flwr)", "flower"),
            "ray": ("Flower's simulation engine (ray)", "flower"),
@@ -348,6 +366,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "bench":
         if args.reps < 1:
             parser.error("--reps must be >= 1")
+        if args.json is not None:
+            _check_output_file(args.json)  # before the run, not after it
         if args.bench == "primitives":
             from mpcai.benchmarks import primitives
 

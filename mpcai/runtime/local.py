@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from mpcai.errors import InvalidInput
+from mpcai.errors import InvalidInput, PeerError
 from mpcai.runtime import wire
 from mpcai.runtime.memory import InMemoryNetwork
 from mpcai.runtime.network import Network
@@ -71,6 +71,7 @@ async def run_local_async(
     results: list[Any] = [None] * n
     stats: list[CommStats] = [CommStats() for _ in range(n)]
     errors: list[BaseException | None] = [None] * n
+    order: list[int] = []  # the failed parties, in the order they failed
 
     async def one(k: int, pid: int) -> None:
         extra = tuple(args_per_party[k]) if args_per_party is not None else ()
@@ -82,16 +83,23 @@ async def run_local_async(
                 results[k] = await party_fn(party, *args, *extra)
         except Exception as exc:  # one party failing must not cancel the others
             errors[k] = exc
+            order.append(k)
 
     async with trio.open_nursery() as nursery:
         for k, pid in enumerate(ids):
             nursery.start_soon(one, k, pid)
 
-    if not return_exceptions:
-        for k, err in enumerate(errors):
-            if err is not None:
-                err.add_note(f"(raised by party {ids[k]})")
-                raise err
+    if not return_exceptions and order:
+        # the root cause: the first party whose own code failed (not a PeerError, which
+        # is what the others see of it), else the first to fail
+        k = next((k for k in order if not isinstance(errors[k], PeerError)), order[0])
+        err = errors[k]
+        assert err is not None
+        err.add_note(f"(raised by party {ids[k]})")
+        others = [f"{ids[j]} ({type(errors[j]).__name__})" for j in order if j != k]
+        if others:
+            err.add_note(f"(parties that failed after it: {', '.join(others)})")
+        raise err
     out = LocalRun(err if err is not None else res for res, err in zip(results, errors,
                                                                          strict=True))
     out.stats = stats
@@ -115,7 +123,10 @@ def run_local(
     Every party is connected to every other over an in-memory network (or
     ``network``).  Returns the results in party order, with per-party
     communication statistics in ``.stats``.  If a party raises, the others
-    keep going (they see it drop out); then the first error is re-raised,
+    keep going (they see it drop out); then the root cause is re-raised (the
+    error of the first party whose own code failed, rather than the
+    :class:`~mpcai.errors.PeerError` the others saw of it; a note names the party
+    and those that failed after it),
     or, with ``return_exceptions=True``, returned in its party's place.
     ``clock`` is passed to :func:`trio.run` (e.g. ``trio.testing.MockClock``
     to test deadlines without waiting).  ``transcripts[k]`` (a

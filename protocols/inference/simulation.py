@@ -78,7 +78,7 @@ def simulate(
     labels (``model.classes``).  ``network`` replaces the in-memory network
     (e.g. :class:`mpcai.testing.FaultyNetwork` to test failures); ``timeout``
     is every party's deadline for a message (a party that fails makes the
-    others fail with a typed error, and the first error is raised).
+    others fail with a typed error, and the root cause is raised: see run_local).
     ``output="labels"`` (``parties=3``): the arg max is computed under MPC and
     the data owner learns only the labels (``logits`` is ``None``).
     With ``transcript`` (a directory), every party writes an audit transcript

@@ -663,3 +663,22 @@ def test_max_unread_bytes_is_checked() -> None:
     for bad, error in ((-1, InvalidInput), (1.5, InvalidType), (True, InvalidType)):
         with pytest.raises(error, match="max_unread_bytes"):
             Party(0, {}, SESSION, max_unread_bytes=bad)  # type: ignore[arg-type]
+
+
+def test_run_local_raises_the_root_cause_not_what_the_others_saw_of_it() -> None:
+    from mpcai.errors import PeerError
+    from mpcai.runtime import run_local
+
+    async def fn(party: Party) -> Any:
+        if party.id == 1:
+            raise ValueError("boom")
+        return await party.recv(1, "value")  # parties 0 and 2 see party 1 leave
+
+    with pytest.raises(ValueError, match="boom") as info:
+        run_local(3, fn, timeout=3)
+    notes = info.value.__notes__
+    assert notes[0] == "(raised by party 1)"
+    assert "0 (" in notes[1] and "2 (" in notes[1]
+    got = run_local(3, fn, timeout=3, return_exceptions=True)
+    assert isinstance(got[1], ValueError)
+    assert isinstance(got[0], PeerError) and isinstance(got[2], PeerError)
