@@ -325,3 +325,23 @@ def test_bench_json_path_is_checked_before_the_run(where: str, tmp_path: Path,
     assert cli.main(["bench", "secagg", "--quick", "--json", str(path)]) == 2
     err = capsys.readouterr()
     assert err.err.startswith("mpcai: error: --json ") and "started" not in err.err + err.out
+
+
+@pytest.mark.slow
+def test_failed_demo_run_is_one_reason_line_its_log_with_debug(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["demo", "secagg", "--clients", "3", "--threshold", "3", "--dropout", "0.3"]
+    assert cli.main(argv) == 1  # one of 3 killed, 3 needed: the round cannot finish
+    out = capsys.readouterr().out
+    assert "FAILED: the server exited with status 1: mpcai.errors.NotEnoughSurvivors" in out
+    assert "Traceback" not in out and "mpcai --debug demo" in out
+    assert cli.main(["--debug", *argv]) == 1
+    assert "Traceback" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags", [["--he", "--parties", "3"], ["--he", "--provider", "dealer"],
+                                   ["--parties", "3", "--provider", "dealer"]])
+def test_inference_demo_refuses_flags_it_would_ignore(flags: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["demo", "inference", *flags])
+    assert info.value.code == 2

@@ -11,12 +11,16 @@ to show what each one sends and holds.
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mpcai import encoding
 from mpcai.errors import InvalidInput
 from mpcai.sharing import additive, shamir
+
+if TYPE_CHECKING:
+    from mpcai.errors import PartyFailed
 
 NAMES = ["St. Mary", "Riverside", "Northgate", "Lakeview", "Hillcrest", "Bayside",
          "Kingsbridge", "Elmwood", "Harbor", "Westfield"]
@@ -147,8 +151,18 @@ def _available_bytes() -> int | None:
     return None
 
 
+def _print_failed(who: str, out: PartyFailed, debug: bool) -> None:
+    """A party process that failed: its reason in one line; its log (the traceback, the
+    progress lines) only with ``debug`` (``mpcai --debug demo ...``)."""
+    print(f"\nFAILED: {who} {out.reason}")
+    if debug:
+        print(out.log[-4000:])
+    else:
+        print("(its log and traceback: mpcai --debug demo ...)")
+
+
 def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
-           threshold: int | None = None, timeout: float = 120.0) -> int:
+           threshold: int | None = None, timeout: float = 120.0, debug: bool = False) -> int:
     """Secure aggregation with server and clients as OS processes over TLS; prints progress.
 
     ``dropout`` is the fraction of clients whose processes are killed
@@ -260,7 +274,7 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
     server_out = run_result[0]  # type: ignore[index]
     failures: dict[int, PartyFailed] = run_result.failures  # type: ignore[attr-defined]
     if isinstance(server_out, PartyFailed):
-        print(f"\nFAILED: the server {server_out.reason}\n{server_out.log[-4000:]}")
+        _print_failed("the server", server_out, debug)
         work.cleanup()
         return 1
     survivors = [int(c) for c in server_out["survivors"]]
@@ -293,7 +307,7 @@ def secagg(n_clients: int = 20, dim: int = 100_000, dropout: float = 0.1,
 
 
 def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0,
-              provider: str = "dealer") -> int:
+              provider: str = "dealer", debug: bool = False) -> int:
     """Private inference on sklearn's digits with the parties as OS processes over TLS.
 
     Two compute parties (party 0 holds the images, party 1 the model) and a
@@ -407,7 +421,7 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0,
     outs = list(result)  # type: ignore[call-overload]
     for i, out in enumerate(outs):
         if isinstance(out, PartyFailed):
-            print(f"\nFAILED: party {i} {out.reason}\n{out.log[-4000:]}")
+            _print_failed(f"party {i}", out, debug)
             work.cleanup()
             return 1
     logits = outs[0]["logits"]
@@ -459,7 +473,7 @@ def inference(parties: int = 2, batch: int = 360, timeout: float = 120.0,
     return 0 if agree == 1.0 else 1
 
 
-def inference_he(batch: int = 360, timeout: float = 300.0) -> int:
+def inference_he(batch: int = 360, timeout: float = 300.0, debug: bool = False) -> int:
     """CKKS client-server inference on sklearn's digits: two OS processes over TLS.
 
     The server (party 1) holds an MLP 64-32-10 with square activations
@@ -537,7 +551,7 @@ def inference_he(batch: int = 360, timeout: float = 300.0) -> int:
     outs = list(box["run"])  # type: ignore[call-overload]
     for i, out in enumerate(outs):
         if isinstance(out, PartyFailed):
-            print(f"\nFAILED: party {i} {out.reason}\n{out.log[-4000:]}")
+            _print_failed(f"party {i}", out, debug)
             work.cleanup()
             return 1
     c = outs[0]

@@ -76,7 +76,7 @@ def _build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--he", action="store_true",
                        help="CKKS instead: a client (party 0) and a server (party 1), no third "
                             "party; a square-activation MLP 64-32-10 at N = 8192")
-    infer.add_argument("--provider", default="dealer", choices=("dealer", "dealerless"),
+    infer.add_argument("--provider", default=None, choices=("dealer", "dealerless"),
                        help="2 parties: correlations from a dealer (party 2) or made by "
                             "the two parties alone (oblivious transfer)")
 
@@ -326,17 +326,23 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "demo":
         from mpcai.cli import _demo
 
-        if args.demo == "inference" and args.he:
-            return _demo.inference_he(batch=args.batch)
         if args.demo == "inference":
+            if args.he and (args.provider is not None or args.parties != 2):
+                parser.error("--he runs a client and a server alone: no --parties or "
+                             "--provider with it")
+            if args.parties == 3 and args.provider is not None:
+                parser.error("--parties 3 uses replicated sharing (no dealer, no OT): no "
+                             "--provider with it")
+            if args.he:
+                return _demo.inference_he(batch=args.batch, debug=args.debug)
             return _demo.inference(parties=args.parties, batch=args.batch,
-                                   provider=args.provider)
+                                   provider=args.provider or "dealer", debug=args.debug)
         if args.demo == "hospitals":
             return _demo.hospitals(n_hospitals=args.hospitals, threshold=args.threshold)
         return _demo.secagg(n_clients=getattr(args, "clients", 20),
                             dim=getattr(args, "dim", 100_000),
                             dropout=getattr(args, "dropout", 0.1),
-                            threshold=getattr(args, "threshold", None))
+                            threshold=getattr(args, "threshold", None), debug=args.debug)
     if args.command == "party":
         from mpcai.cli._party import main_party
 
