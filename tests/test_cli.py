@@ -61,7 +61,9 @@ def test_dealerless_inference_demo_runs_two_processes_and_no_dealer(capsys) -> N
     assert "no dealer" in out and "(20/20)" in out and "FAILED" not in out
     assert re.search(r"offline \+ online at party 0: [0-9.]+ s", out), out
     assert "party 2" not in out
-    assert cli.main(["demo", "inference", "--provider", "dealerless", "--parties", "3"]) == 2
+    with pytest.raises(SystemExit) as info:  # a usage error (argparse's exit status 2)
+        cli.main(["demo", "inference", "--provider", "dealerless", "--parties", "3"])
+    assert info.value.code == 2
 
 
 def test_demo_with_more_hospitals(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,12 +104,12 @@ def test_console_error_has_no_traceback() -> None:
     assert res.stderr.splitlines() == ["mpcai: error: threshold must be in [1, 3]",
                                        "mpcai: hint: see 'mpcai demo hospitals --help'"]
     res = run("party", "--config", "/nonexistent/mpcai.json", "--id", "0")
-    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.startswith("mpcai: error: party 0: InvalidInput: cannot read config "
                                  "/nonexistent/mpcai.json")
     assert len(res.stderr.splitlines()) == 2 and "--debug" in res.stderr
     res = run("--debug", "party", "--config", "/nonexistent/mpcai.json", "--id", "0")
-    assert res.returncode == 1 and "Traceback" in res.stderr
+    assert res.returncode == 2 and "Traceback" in res.stderr
 
 
 def test_os_error_is_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -245,7 +245,7 @@ def test_party_inputs_are_checked_before_anything_connects(
     # through the command line: one line, before connecting to anyone
     cfg = _config(tmp_path, _toml([7000, 7001, 7002, 7003]).replace(
         'output = "result.npz"', 'output = "result.json"'))
-    assert cli.main(["party", "--config", str(cfg), "--id", "0"]) == 1
+    assert cli.main(["party", "--config", str(cfg), "--id", "0"]) == 2
     err = capsys.readouterr().err
     assert "output must end in .npz" in err and "Traceback" not in err
 
@@ -436,7 +436,7 @@ def test_round_placeholders_in_io_file_names(tmp_path: Path,
                                                             f"{bad}\nweight = 5")))
     # without --round a {round} is refused in one line, before connecting
     cfg = _config(tmp_path, text.replace('output = "result.npz"', 'output = "r-{round}.npz"'))
-    assert cli.main(["party", "--config", str(cfg), "--id", "0"]) == 1
+    assert cli.main(["party", "--config", str(cfg), "--id", "0"]) == 2
     assert "uses {round}: run with --round R" in capsys.readouterr().err
 
 
@@ -470,7 +470,7 @@ def test_party_round_runs_with_the_derived_session_and_formatted_files(
         np.testing.assert_array_equal(seen[-1][1][1]["a"], [r, r])  # round r's file
     assert "stop here" in capsys.readouterr().err
     # a round once started (here: failed) is never run again by this machine's party ...
-    assert cli.main(["party", "--config", str(cfg), "--id", "1", "--round", "4"]) == 1
+    assert cli.main(["party", "--config", str(cfg), "--id", "1", "--round", "4"]) == 2
     assert "already run round 4" in capsys.readouterr().err and len(seen) == 2
     # ... but one refused before connecting (its input is missing) is not used up
     assert cli.main(["party", "--config", str(cfg), "--id", "1", "--round", "6"]) == 1
@@ -480,7 +480,7 @@ def test_party_round_runs_with_the_derived_session_and_formatted_files(
     records = sorted(p.name for p in (tmp_path / ".mpcai-rounds").iterdir())
     assert len(seen) == 3 and records == sorted(f"{_round_id(session, r).hex()}.party-1"
                                                 for r in (4, 5, 6))
-    assert cli.main(["party", "--config", str(cfg), "--id", "1", "--round", "-1"]) == 1
+    assert cli.main(["party", "--config", str(cfg), "--id", "1", "--round", "-1"]) == 2
     assert "round must be in [0, 2^64)" in capsys.readouterr().err
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from mpcai.errors import InvalidInput
+from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime import wire
 from mpcai.runtime.launcher import run_party
 
@@ -43,7 +43,8 @@ def main_party(config_path: str, party_id: int, *, announce: bool, args_path: st
     With ``result_path``, the result and statistics are written there (wire
     codec, atomically).  If the party raises, the exception's type and
     message are written there instead (so the launcher can report it as a
-    typed failure), and the exit code is 1.  Its traceback goes to stderr
+    typed failure), and the exit code is 2 for bad input (``InvalidInput``,
+    ``InvalidType``: the config, its inputs, the party id), else 1.  Its traceback goes to stderr
     with ``debug`` or ``announce`` (a launched party: its log is the
     launcher's report); otherwise stderr gets one line, ``mpcai: error:
     party <id>: <type>: <message>``, and a hint naming ``--debug``.
@@ -92,7 +93,8 @@ def main_party(config_path: str, party_id: int, *, announce: bool, args_path: st
             kind = type(exc)
             _write_atomic(result_path, {"error": {"type": f"{kind.__module__}.{kind.__qualname__}",
                                                   "message": str(exc)[:2000]}})
-        return 1
+        # bad input (the config, its inputs, the party id) is 2, as for the other commands
+        return 2 if isinstance(exc, (InvalidInput, InvalidType)) else 1
     if result_path:
         _write_atomic(result_path, {"result": result, "stats": stats.as_dict()})
     print(f"party {party_id}: {stats}", file=sys.stderr)
