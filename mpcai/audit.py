@@ -579,6 +579,8 @@ def open_transcripts(
     existing = [str(p) for p in [*paths, keys_path] if os.path.lexists(p)]
     if existing:
         raise WouldOverwrite(f"{len(existing)} transcript files exist already in {d}", existing)
+    if d.exists() and not d.is_dir():
+        raise InvalidInput(f"transcript directory {d} is a file, not a directory")
     d.mkdir(parents=True, exist_ok=True)
     keys = dict(signing_keys or {})
     hash = default_hash() if hash is None else hash

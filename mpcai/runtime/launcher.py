@@ -260,7 +260,14 @@ def load_function(spec: str) -> Callable[..., Awaitable[Any]]:
         module = importlib.util.module_from_spec(mod_spec)
         mod_spec.loader.exec_module(module)
     else:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (module_name == exc.name
+                                        or module_name.startswith(exc.name + ".")):
+                raise  # the module exists but imports something missing: its own error
+            raise InvalidInput(f"{spec!r}: no module {module_name!r} (a dotted module "
+                               "name on sys.path, or a path ending in .py)") from exc
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise InvalidInput(f"{spec!r}: no function {attr!r} in {module_name}")

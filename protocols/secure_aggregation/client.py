@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mpcai import encoding, prg
-from mpcai.errors import InvalidInput, NotEnoughSurvivors, ProtocolAbort
+from mpcai.errors import InvalidInput, InvalidType, NotEnoughSurvivors, ProtocolAbort
 from mpcai.runtime import Party
 from mpcai.sharing import shamir
 
@@ -128,6 +128,8 @@ def flatten_update(update: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
     def flat(a: object) -> np.ndarray:
         arr = np.asarray(a)
         if arr.dtype not in (np.float32, np.float64):
+            if arr.dtype.kind not in "biuf":  # strings, objects, complex: not an update
+                raise InvalidType(f"an update must hold real numbers, not {arr.dtype}")
             arr = arr.astype(np.float64)
         return arr.ravel()
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from mpcai import prg
 from mpcai.encoding import CLIP_RANGE, MAX_QUANT_BITS
-from mpcai.errors import InvalidInput
+from mpcai.errors import InvalidInput, InvalidType
 from mpcai.validation import check_bool, check_int, check_real
 
 from . import _crypto, _params
@@ -407,6 +407,8 @@ def security_report(cfg: SecAggConfig, corrupt_fraction: float | None = None,
     cannot draw others by choosing which clients count as having advertised
     keys (whoever picks the session id could).
     """
+    if not isinstance(cfg, SecAggConfig):
+        raise InvalidType(f"cfg must be a SecAggConfig, not {type(cfg).__name__}")
     gamma = cfg.corrupt_fraction if corrupt_fraction is None else corrupt_fraction
     delta = cfg.dropout_fraction if dropout_fraction is None else dropout_fraction
     if not (0 <= gamma < 1 and 0 <= delta < 1):

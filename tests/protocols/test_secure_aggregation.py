@@ -798,3 +798,18 @@ def test_dropouts_as_a_list_is_a_typed_error() -> None:
     updates = [np.zeros(4, np.float32) for _ in range(5)]
     with pytest.raises(InvalidType, match="dropouts must map client ids"):
         sa.simulate(updates, sa.SecAggConfig(n_clients=5), dropouts=[3])
+
+
+def test_bad_updates_config_and_transcript_path_are_typed_errors(tmp_path) -> None:
+    from mpcai.errors import InvalidInput, InvalidType
+
+    updates = [np.zeros(4, np.float32) for _ in range(4)] + [np.array(["a"] * 4)]
+    with pytest.raises(InvalidType, match="real numbers"):
+        sa.simulate(updates, sa.SecAggConfig(n_clients=5))
+    with pytest.raises(InvalidType, match="SecAggConfig"):
+        sa.security_report(5)  # type: ignore[arg-type]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(InvalidInput, match="is a file, not a directory"):
+        sa.simulate([np.zeros(4, np.float32)] * 5, sa.SecAggConfig(n_clients=5),
+                    transcript=a_file)

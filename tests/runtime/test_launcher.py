@@ -277,3 +277,15 @@ def test_relative_file_path_function_runs_in_the_children(
     run = launch_local(2, "runtime/launch_parties.py:ring_sum", args_per_party=[(1,), (2,)],
                        timeout=60)
     assert [r["total"] for r in run] == [3, 3]
+
+
+def test_load_function_of_a_missing_module_is_invalid_input(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="no module 'nomod_xyz'"):
+        launcher.load_function("nomod_xyz:fn")
+    with pytest.raises(InvalidInput, match="no module 'nomod_xyz.sub'"):
+        launcher.load_function("nomod_xyz.sub:fn")
+    # a module that exists but imports something missing keeps its own error
+    bad = tmp_path / "imports_missing_mod.py"
+    bad.write_text("import nomod_abc\n")
+    with pytest.raises(ModuleNotFoundError):
+        launcher.load_function(f"{bad}:fn")
