@@ -282,7 +282,7 @@ def test_relative_file_path_function_runs_in_the_children(
 def test_load_function_of_a_missing_module_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="no module 'nomod_xyz'"):
         launcher.load_function("nomod_xyz:fn")
-    with pytest.raises(InvalidInput, match="no module 'nomod_xyz.sub'"):
+    with pytest.raises(InvalidInput, match=r"no module 'nomod_xyz\.sub'"):
         launcher.load_function("nomod_xyz.sub:fn")
     # a module that exists but imports something missing keeps its own error
     bad = tmp_path / "imports_missing_mod.py"
