@@ -73,6 +73,15 @@ _log = logging.getLogger("mpcai.integrations.flower")
 MIN_CLIENTS = 3
 
 
+def _bytes_of(rec: Any, key: str) -> bytes:
+    """``rec[key]`` if it is bytes.  Never ``bytes(value)``: a peer's int ``n`` there
+    would allocate ``n`` zero bytes before any length check."""
+    value = rec[key]
+    if type(value) is not bytes:
+        raise TypeError(f"record field {key!r} is a {type(value).__name__}, not bytes")
+    return value
+
+
 def _fl() -> Any:
     """:mod:`mpcai.integrations.flower`, for its helpers (imported on use: it imports
     this module at its end)."""
@@ -238,7 +247,7 @@ def _read_round(blob: object) -> tuple[HEAggConfig, list[tuple[str, tuple[int, .
         cfg = HEAggConfig(**fields)
         layout = [(str(k), tuple(int(n) for n in shape)) for k, shape in obj["layout"]]
         return cfg, layout, bytes(obj["key"])
-    except (KeyError, TypeError, ValueError, MpcaiError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, MpcaiError) as exc:
         raise ProtocolAbort(f"malformed HE-aggregation parameters: {exc}") from exc
 
 
@@ -282,7 +291,7 @@ def _attempt_tag(attempt: int) -> str:
 
 def _request_parts(rec: Any) -> list[bytes]:
     """The bytes a decryption request's digest covers (each length-prefixed)."""
-    parts = [bytes(rec["sum"]), bytes(rec["participants"]), bytes(rec["round-config"])]
+    parts = [_bytes_of(rec, "sum"), _bytes_of(rec, "participants"), _bytes_of(rec, "round-config")]
     head = struct.pack("<QQQQ", *(len(x) for x in parts), int(rec.get("attempt", 1)))
     return [head, *parts]
 
@@ -579,11 +588,11 @@ class HEAggStrategy(_Wrapping):
                 continue
             try:
                 rec = r.content.config_records[HE_RECORD_KEY]
-                if rec["stage"] != "input" or bytes(rec["session"]) != self._round["session"]:
+                if rec["stage"] != "input" or _bytes_of(rec, "session") != self._round["session"]:
                     raise ValueError("another stage or round")
-                data = bytes(rec["data"])
+                data = _bytes_of(rec, "data")
                 ct = scheme.load_input(data)  # length-checked first
-            except (KeyError, TypeError, ValueError, MpcaiError) as exc:
+            except (KeyError, TypeError, ValueError, OverflowError, MpcaiError) as exc:
                 _log.warning("HE aggregation: node %d sent a malformed input: %s",
                              r.metadata.src_node_id, exc)
                 errors += 1
@@ -631,10 +640,10 @@ class HEAggStrategy(_Wrapping):
             try:
                 rec = reply.content.config_records[HE_RECORD_KEY]
                 holder = int(rec["holder"])
-                if rec["stage"] != "committee" or bytes(rec["key"]) != self.key_id \
+                if rec["stage"] != "committee" or _bytes_of(rec, "key") != self.key_id \
                         or not 1 <= holder <= cfg.committee_size:
                     raise ValueError("not a holder of this key")
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 return False
             self.members[reply.metadata.src_node_id] = holder
             return False
@@ -673,13 +682,13 @@ class HEAggStrategy(_Wrapping):
                 return False  # a member that refused or failed: as one that is down
             try:
                 rec = reply.content.config_records[HE_RECORD_KEY]
-                if rec["stage"] != "decrypt" or bytes(rec["session"]) != session:
+                if rec["stage"] != "decrypt" or _bytes_of(rec, "session") != session:
                     raise ValueError("another stage or round")
-                raw = bytes(rec["partial"])
+                raw = _bytes_of(rec, "partial")
                 self._note("recv", parties[node], "decrypt", [raw])  # valid or not
                 index, partial = scheme.load_partial(raw)
                 ok = index == self.members[node] and scheme.verify_partial(total, partial)
-            except (KeyError, TypeError, ValueError, MpcaiError):
+            except (KeyError, TypeError, ValueError, OverflowError, MpcaiError):
                 ok = False
             if not ok:
                 _log.warning("HE aggregation: committee node %d sent a partial decryption "
@@ -751,13 +760,13 @@ class HEAggStrategy(_Wrapping):
                     return False  # refused or failed: as a node that is down
                 try:
                     rec = reply.content.config_records[HE_RECORD_KEY]
-                    if rec["stage"] != "decrypt" or bytes(rec["session"]) != session:
+                    if rec["stage"] != "decrypt" or _bytes_of(rec, "session") != session:
                         raise ValueError("another stage or round")
-                    raw = bytes(rec["partial"])
+                    raw = _bytes_of(rec, "partial")
                     self._note("recv", parties[node], tag, [raw])  # valid or not
                     index, partial = scheme.load_partial(raw, total)
                     ok = index == nodes[node] and scheme.verify_partial(total, partial)
-                except (KeyError, TypeError, ValueError, MpcaiError):
+                except (KeyError, TypeError, ValueError, OverflowError, MpcaiError):
                     ok = False
                 if not ok:
                     _log.warning("HE aggregation: committee node %d sent a malformed partial "
@@ -1145,7 +1154,7 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
         blob = scheme.encrypt(values)
         _log.debug("HE aggregation client %d: %d bytes, %d values clipped", cid, len(blob),
                    clipped)
-        session = bytes(rec["session"])
+        session = _bytes_of(rec, "session")
         if len(session) != _SESSION_BYTES:
             raise ProtocolAbort(f"a session id of {len(session)} bytes")
         end_other_round(context, session)
@@ -1162,12 +1171,12 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
     def _member(msg: Message, context: Context, share: Any) -> Message:
         rec = msg.content.config_records[HE_RECORD_KEY]
         key = _key_of_share(share)
-        stage, session = rec["stage"], bytes(rec["session"])
+        stage, session = rec["stage"], _bytes_of(rec, "session")
         if len(session) != _SESSION_BYTES:
             raise ProtocolAbort(f"a session id of {len(session)} bytes")
         end_other_round(context, session)
         if stage == "committee":
-            if bytes(rec["key"]) != _key_id(key):
+            if _bytes_of(rec, "key") != _key_id(key):
                 raise ProtocolAbort("a request for another committee key")
             return Message(_record("committee", session, key=_key_id(key),
                                    holder=int(share.index)), reply_to=msg)
@@ -1178,8 +1187,8 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
             raise ProtocolAbort("a request for another committee key")
         scheme = scheme_for(dataclasses.replace(cfg, workers=workers), key)
         holder = scheme.holder_index(share)
-        total, summands = scheme.load_sum(bytes(rec["sum"]))  # length-checked first
-        ids = wire.decode_payload(bytes(rec["participants"]))
+        total, summands = scheme.load_sum(_bytes_of(rec, "sum"))  # length-checked first
+        ids = wire.decode_payload(_bytes_of(rec, "participants"))
         if not (isinstance(ids, np.ndarray) and ids.dtype == np.uint32 and ids.ndim == 1):
             raise MisbehaviourDetected("the request lists no participants", [0])
         who = ids.tolist()

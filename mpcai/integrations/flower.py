@@ -339,7 +339,7 @@ def _delta(reply: ArrayRecord, received: ArrayRecord,
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
-from ._flower_he import _transcript_dir, _Wrapping  # noqa: E402 (after the flwr imports)
+from ._flower_he import _bytes_of, _transcript_dir, _Wrapping  # noqa: E402 (after the flwr imports)
 
 
 def _dp_config(dp: DPConfig | Mapping[str, Any] | None) -> DPConfig | None:
@@ -592,7 +592,7 @@ class SecAggStrategy(_Wrapping):
                     # the masked input comes as an Array, every other stage as wire bytes
                     out[cid] = (_vector_of(r.content) if tag == "masked_input"
                                 else wire.decode_payload(rec["data"]))
-                except (KeyError, TypeError, ValueError, MpcaiError):
+                except (KeyError, TypeError, ValueError, OverflowError, MpcaiError):
                     errors[tag] = errors.get(tag, 0) + 1  # malformed: a dropout too
             return out
 
@@ -900,8 +900,11 @@ def _round_config(rec: ConfigRecord) -> tuple[SecAggConfig, list[tuple[str, tupl
                              f"{sorted(set(blob['config']) - set(_SENT_FIELDS))}")
         cfg = SecAggConfig(**blob["config"])
         layout = [(str(k), tuple(int(n) for n in shape)) for k, shape in blob["layout"]]
-        return cfg, layout, int(rec["id"]), bytes(rec["session"]), str(rec["weight-key"])
-    except (KeyError, TypeError, ValueError, MpcaiError) as exc:
+        session = _bytes_of(rec, "session")
+        if len(session) != wire.SESSION_ID_BYTES:
+            raise ValueError(f"a session id of {len(session)} bytes")
+        return cfg, layout, int(rec["id"]), session, str(rec["weight-key"])
+    except (KeyError, TypeError, ValueError, OverflowError, MpcaiError) as exc:
         raise ProtocolAbort(f"malformed secure-aggregation parameters: {exc}") from exc
 
 
@@ -1055,11 +1058,11 @@ def make_secagg_mod(*, required: bool = True, min_clients: int = MIN_CLIENTS,
             context.state[RECORD_KEY] = ConfigRecord(first)
             return Message(_record("advertise_keys", message), reply_to=msg)
         held = context.state.config_records.get(RECORD_KEY)
-        if held is None or bytes(rec.get("session", b"")) != bytes(held["session"]):
+        if held is None or rec.get("session", b"") != bytes(held["session"]):
             raise ProtocolAbort("a secure-aggregation message for another round")
         try:
             items = {str(t): o for t, o in wire.decode_payload(rec["data"])}
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ProtocolAbort("malformed secure-aggregation message") from exc
         # legal now for this state (checked before any work), and never twice
         stage = _sw.next_stage(items, held["state"])

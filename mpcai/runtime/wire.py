@@ -351,6 +351,7 @@ _W_CONTAINER = 6  # a non-empty list or tuple, or a dict, likewise
 _W_ENTRY = 1  # a dict entry, besides its key and value
 _W_ARRAY = 9  # an array, likewise
 _KEY_TYPES = frozenset({str, int})
+_MAX_KEY_COLLISIONS = 8  # int dict keys sharing a hash: beyond this, refused
 _W_FAST_TRY = 4  # trying a fast path on a long list
 _FAST_MIN = 64  # lists at least this long are tried on a fast path
 _FAST_PER_UNIT = 16  # values per unit on a fast path
@@ -626,9 +627,17 @@ class _Decoder:
         flat: list[Any] = []
         self.fill(2 * n, depth, flat)
         keys = flat[0::2]
-        if not set(map(type, keys)) <= _KEY_TYPES:
+        types = set(map(type, keys))
+        if not types <= _KEY_TYPES:
             bad = next(k for k in keys if type(k) not in _KEY_TYPES)
             raise WireError(f"dict key of type {type(bad).__name__}")
+        if int in types and n > 1:
+            # int hashes are mod 2^61 - 1 and not keyed: a peer's keys 0, M, 2M, ... all
+            # collide, and building the dict would take time quadratic in their number
+            # (a few collide naturally: hash(-1) == hash(-2), hash(2**64 + 5) == 13)
+            ints = [k for k in keys if type(k) is int]
+            if len(ints) - len(set(map(hash, ints))) > _MAX_KEY_COLLISIONS:
+                raise WireError("dict int keys with colliding hashes (or duplicates)")
         out = dict(zip(keys, flat[1::2], strict=True))
         if len(out) != n:
             seen: set[Any] = set()

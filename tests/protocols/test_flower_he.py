@@ -417,6 +417,30 @@ def test_a_malformed_or_overweight_client_is_left_out(keys: Any) -> None:
     assert h["he-participants"] == len(others) and h["he-errors"] == N - len(others)
 
 
+def test_huge_int_fields_are_refused_without_allocating(keys: Any) -> None:
+    # bytes(2**62) would try to allocate 4 EiB: a MemoryError that once aborted the round
+    pk, _ = keys
+    garbled = NODES[-1]
+    member_hit: list[int] = []
+
+    def tamper(nid: int, stage: str, reply: Message) -> Message:
+        if reply.has_error():
+            return reply
+        rec = reply.content.config_records[HE_RECORD_KEY]
+        if stage == "input" and nid == garbled:
+            rec["session"] = 2**62
+        elif stage == "decrypt" and not member_hit:
+            member_hit.append(nid)
+            rec["partial"] = 2**62
+        return reply
+
+    strat = strategy(pk)
+    got = run(strat, make_grid(he_apps(keys), tamper=tamper))
+    others = [n for n in NODES if n != garbled]
+    np.testing.assert_allclose(got, plain_mean(others), rtol=0, atol=STEP + 1e-6)
+    assert member_hit and strat.history[0]["he-participants"] == len(others)
+
+
 def test_members_refuse_a_participant_list_that_does_not_match_the_sum(keys: Any) -> None:
     from mpcai.runtime import wire
 

@@ -403,6 +403,27 @@ def test_a_stage_message_sent_twice_runs_once(caplog: pytest.LogCaptureFixture) 
     assert len(calls) == n_calls  # no second training
 
 
+@pytest.mark.parametrize("session", [2**62, b"short"])
+def test_a_session_that_is_not_16_bytes_is_refused_before_anything(
+        caplog: pytest.LogCaptureFixture, session: Any) -> None:
+    # bytes(2**62) was once called on it: an allocation of 4 EiB, then a hash of it
+    calls: list[tuple[int, str]] = []
+    app = client_app({}, calls=calls)
+    grid, rec = recording_grid(app)
+    run(SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000), grid, rounds=1)
+    nid = list(DELTAS)[1]
+    begin = copy.deepcopy(rec.sent[(nid, "begin")].content)
+    begin.config_records[RECORD_KEY]["session"] = session
+    ctx = Context(run_id=1, node_id=nid, node_config={}, state=RecordDict(), run_config={})
+    n_calls = len(calls)
+    with server_identity(), caplog.at_level(logging.ERROR):
+        with pytest.raises(RuntimeError, match="left the round"):
+            app(stage_message(nid, begin, "odd-session"), ctx)
+    assert "malformed secure-aggregation parameters" in caplog.text
+    assert ("not bytes" if isinstance(session, int) else "session id of 5") in caplog.text
+    assert len(calls) == n_calls
+
+
 def test_an_early_masked_input_is_refused_before_training(
         caplog: pytest.LogCaptureFixture) -> None:
     calls: list[tuple[int, str]] = []

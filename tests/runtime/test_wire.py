@@ -202,6 +202,29 @@ def test_non_canonical_encodings_rejected() -> None:
         wire.decode_payload(bytes([9]) + u32.pack(1) + bytes([0]) + bytes([0]))
 
 
+def _raw_dict(keys: list[int]) -> bytes:
+    """A dict frame built by hand (the encoder would refuse nothing here, but the point
+    is the decoder's view of a peer's bytes)."""
+    u32 = struct.Struct("<I")
+    return bytes([9]) + u32.pack(len(keys)) + b"".join(
+        wire.encode_payload(k) + bytes([0]) for k in keys)
+
+
+def test_dict_keys_with_colliding_hashes_are_refused_quickly() -> None:
+    m = 2**61 - 1  # int hashes are mod m, unkeyed: multiples of m share one hash
+    base = 2**470 // m  # 60-byte keys: enough bytes per entry to pass the work budget
+    evil = _raw_dict([(base + i) * m for i in range(20_000)])
+    with pytest.raises(WireError, match="colliding"):  # was accepted, in time ~ n^2
+        wire.decode_payload(evil)
+    with pytest.raises(WireError, match="duplicate"):
+        wire.decode_payload(_raw_dict([7, 7]))
+    # honest int keys decode, among them natural collisions and big ids
+    keys = [-2, -1, 0, 1, 2**63 - 1, 2**64 + 5, -(2**70), *range(10, 1000)]
+    got = wire.decode_payload(_raw_dict(keys))
+    assert list(got) == keys and set(got.values()) == {None}
+    assert wire.decode_payload(wire.encode_payload({m: 1, 2 * m: 2})) == {m: 1, 2 * m: 2}
+
+
 def test_unsendable_values_raise_typed_errors() -> None:
     with pytest.raises(InvalidType):
         wire.encode_payload(object())
