@@ -712,7 +712,7 @@ def _check_entry(entry: Any, index: int, source: str) -> None:
         "result": {"digest": str},
         "end": {"status": str, "error": str},
     }
-    if kind not in schemas:
+    if not isinstance(kind, str) or kind not in schemas:
         raise _fail(source, index, f"unknown entry type {kind!r}")
     schema = schemas[kind]
     if set(entry) != {"i", "t", *schema}:

@@ -32,6 +32,11 @@ __all__ = ["RULES", "AuditReport", "check_he_aggregation", "check_he_inference",
            "stage_participants", "verify"]
 
 
+def _is_id(v: object) -> bool:
+    """A party id as a transcript records it (bools and other hashables are not)."""
+    return type(v) is int and v >= 0
+
+
 def _bad(log: TranscriptLog, index: int | None, why: str) -> InvalidTranscript:
     where = f"entry {index}: " if index is not None else ""
     return InvalidTranscript(f"{log.source}: {where}{why}", source=log.source, entry=index)
@@ -87,7 +92,7 @@ def check_secure_aggregation(log: TranscriptLog) -> None:
         got = set(stage_participants(log).get(Stage.MASKED_INPUT.value, []))
         for note in log.notes("outcome"):
             survivors = note.get("survivors") if isinstance(note, dict) else None
-            if not isinstance(survivors, list):
+            if not isinstance(survivors, list) or not all(_is_id(s) for s in survivors):
                 raise _bad(log, None, "the outcome note names no survivors")
             phantom = sorted(set(survivors) - got, key=str)
             if phantom:
@@ -103,7 +108,7 @@ def check_secure_aggregation(log: TranscriptLog) -> None:
 _MPC2_SETUP = {"wmask-owner", "x-mask", "offline", "model"}
 _MPC2_START = {"ready", "x"}
 _MPC2_ANY = re.compile(r"dl/(?:hello|answer|extend|cot)\Z")
-_MPC2_LAYER = re.compile(r"(?:relu|open)/(\d+)\Z|dl/relu(\d+)/[a-z0-9-]+\Z")
+_MPC2_LAYER = re.compile(r"(?:relu|open)/([0-9]{1,18})\Z|dl/relu([0-9]{1,18})/[a-z0-9-]+\Z")
 
 
 def check_inference(log: TranscriptLog) -> None:
@@ -148,7 +153,8 @@ def check_inference(log: TranscriptLog) -> None:
         rank[stream] = now
 
 
-_REP3 = re.compile(r"rep3/(?:(\d+)(?:/\d+)?|(in|out)/(\d+)/(\d+))\Z")
+_REP3 = re.compile(r"rep3/(?:([0-9]{1,18})(?:/[0-9]{1,18})?"
+                   r"|(in|out)/([0-9]{1,18})/([0-9]{1,18}))\Z")
 
 
 def check_replicated(log: TranscriptLog) -> None:
@@ -227,7 +233,7 @@ def check_robust_aggregation(log: TranscriptLog) -> None:
             raise _bad(log, None, "the server ended ok without recording a result")
 
 
-_HE_INF = re.compile(r"he-inference/(?:(plan|keys|ready)|(query|result)/(\d+))\Z")
+_HE_INF = re.compile(r"he-inference/(?:(plan|keys|ready)|(query|result)/([0-9]{1,18}))\Z")
 _HE_INF_SETUP = {"plan": 0, "keys": 1, "ready": 2}
 
 
@@ -265,7 +271,7 @@ def check_he_inference(log: TranscriptLog) -> None:
         raise _bad(log, None, "ended ok before the setup or in the middle of a batch")
 
 
-_HE_AGG = re.compile(r"(input|decrypt)(?:/(\d+))?\Z")
+_HE_AGG = re.compile(r"(input|decrypt)(?:/([0-9]{1,18}))?\Z")
 
 
 def check_he_aggregation(log: TranscriptLog) -> None:

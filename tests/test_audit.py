@@ -408,6 +408,45 @@ def test_inference_layer_out_of_order_is_refused(tmp_path: Path) -> None:
         protocol_audit.check_stages(audit.read_transcript(tmp_path / "inf2.jsonl"))
 
 
+@pytest.mark.parametrize(("protocol", "peers", "tag"), [
+    ("inference-dealer", [1, 2], "inf2/relu/{n}"),
+    ("inference-dealer", [1, 2], "inf2/dl/relu{n}/x"),
+    ("inference-replicated", [1, 2], "rep3/{n}"),
+    ("inference-replicated", [1, 2], "rep3/in/1/{n}"),
+    ("inference-he", [1], "he-inference/query/{n}"),
+    ("he_aggregation", [1], "decrypt/{n}"),
+])
+def test_a_tag_number_of_thousands_of_digits_is_an_invalid_transcript(
+        tmp_path: Path, protocol: str, peers: list[int], tag: str) -> None:
+    # int() of a 5000-digit string raises a ValueError (CPython's digit limit)
+    t = audit.Transcript(tmp_path / "t.jsonl", protocol=protocol)
+    t.begin(session=bytes(16), party=0, peers=peers)
+    t.record("send", peers[0], 0, tag.format(n="9" * 5000), 10, bytes(32))
+    t.close()
+    with pytest.raises(InvalidTranscript, match="not a tag"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "t.jsonl"))
+
+
+@pytest.mark.parametrize("survivors", [[[1]], [{"a": 1}], [True], [-1]])
+def test_survivors_that_are_not_party_ids_are_an_invalid_transcript(
+        secagg_run, tmp_path: Path, survivors: list[Any]) -> None:
+    d, _, _ = secagg_run
+    log = audit.read_transcript(d / "party-0.jsonl")
+    odd = [e if e.type != "note" else audit.Entry(e.index, "note", {
+        "name": "outcome", "data": {**e["data"], "survivors": survivors}})
+        for e in log.entries[1:]]
+    _replay(log, tmp_path / "s.jsonl", odd)
+    with pytest.raises(InvalidTranscript, match="names no survivors"):
+        protocol_audit.check_stages(audit.read_transcript(tmp_path / "s.jsonl"))
+
+
+@pytest.mark.parametrize("kind", [[], {}, 1, None])
+def test_an_entry_type_that_is_not_a_string_is_an_invalid_transcript(kind: Any) -> None:
+    line = json.dumps({"e": {"i": 0, "t": kind}, "h": "", "s": ""}).encode() + b"\n"
+    with pytest.raises(InvalidTranscript, match="unknown entry type"):
+        audit.read_transcript(line)
+
+
 # ---- cross-checks ------------------------------------------------------------------------
 
 
