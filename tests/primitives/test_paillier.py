@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import sys
 from typing import Any
 
 import gmpy2
@@ -584,3 +586,39 @@ def test_phe_keys_are_accepted_where_a_user_passes_them(
         P.decrypt_array(pub, enc)
     with pytest.raises(InvalidType, match="from_phe"):
         P.encrypt_array(object(), values)  # type: ignore[arg-type]
+
+
+def test_bad_json_forms_are_typed_errors(real: tuple[P.PublicKey, P.PrivateKey]) -> None:
+    pub, sk = real
+    for text in ("[" * 60_000, '{"v": ' + "9" * 5000 + "}", "{"):  # deep, a huge int, cut
+        with pytest.raises(InvalidInput, match="not valid JSON"):
+            P.PublicKey.from_jwk(text)
+    jwk = sk.to_jwk()
+    for ops in (7, None, "decrypt-not"):  # not a list: was a TypeError (7) or a substring
+        with pytest.raises(InvalidInput, match="not a Paillier JWK private key"):
+            P.PrivateKey.from_jwk({**jwk, "key_ops": ops})
+    for v in ("²", "1²", "١٢", " 12", "-5", "1e5"):  # str.isdigit() admits "²" and "١"
+        with pytest.raises(InvalidCiphertext, match="decimal string"):
+            P.EncryptedNumber.from_phe_json(pub, {"v": v, "e": -2})
+
+
+def test_phe_json_of_a_ciphertext_beyond_4300_digits() -> None:
+    # int(str) and str(int) stop at 4300 digits by default; an 8192-bit key's ciphertexts
+    # have 4933 (checked on the public side only: no 8192-bit key generation in a test)
+    rng = random.Random(5)
+    p = gmpy2.next_prime(rng.getrandbits(4096) | 1 << 4095)
+    q = gmpy2.next_prime(rng.getrandbits(4096) | 1 << 4095)
+    pub = P.PublicKey(int(p * q))
+    enc = pub.encrypt(3.5)
+    obj = enc.to_phe_json()
+    assert len(obj["v"]) > 4300
+    back = P.EncryptedNumber.from_phe_json(pub, json.loads(json.dumps(obj)))
+    assert back.ciphertext(rerandomize=False) == enc.ciphertext(rerandomize=False)
+    ppub = phe.PaillierPublicKey(int(p * q))
+    psk = phe.PaillierPrivateKey(ppub, int(p), int(q))
+    old = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # phe's own reading needs it too
+    try:
+        assert psk.decrypt(phe.EncryptedNumber(ppub, int(obj["v"]), obj["e"])) == 3.5
+    finally:
+        sys.set_int_max_str_digits(old)

@@ -101,8 +101,8 @@ def json_obj(jwk: object) -> dict[str, Any]:
             raise InvalidInput("JWK text too long")
         try:
             jwk = json.loads(jwk)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput("JWK is not valid JSON") from exc
+        except (ValueError, RecursionError):  # JSONDecodeError, a 5000-digit int, [[[...
+            raise InvalidInput("JWK is not valid JSON (or nests or numbers too deep)") from None
     if not isinstance(jwk, dict):
         raise InvalidType("a JWK must be a dict or JSON text of an object")
     return jwk

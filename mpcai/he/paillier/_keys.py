@@ -386,7 +386,8 @@ class PrivateKey:
     def from_jwk(cls, jwk: dict[str, Any] | str) -> PrivateKey:
         """Read phe's JWK private key; keeps ``h_s`` from ``pub.mpcai_hs`` or draws a new one."""
         obj = json_obj(jwk)
-        if obj.get("kty") != "DAJ" or "decrypt" not in obj.get("key_ops", ()) \
+        ops = obj.get("key_ops", [])
+        if obj.get("kty") != "DAJ" or not isinstance(ops, list) or "decrypt" not in ops \
                 or "p" not in obj or "q" not in obj or "pub" not in obj:
             raise InvalidInput("not a Paillier JWK private key (kty DAJ, decrypt, p, q, pub)")
         pub = PublicKey.from_jwk(obj["pub"])

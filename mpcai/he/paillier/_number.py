@@ -171,17 +171,18 @@ class EncryptedNumber:
         """phe's CLI form ``{"v": str(c), "e": exponent}`` (base 16: needs frac_bits % 4 == 0)."""
         if self.frac_bits % 4:
             raise InvalidInput("phe exponents are base 16: frac_bits must be a multiple of 4")
-        return {"v": str(self.ciphertext(rerandomize)), "e": -(self.frac_bits // 4)}
+        return {"v": str(mpz(self.ciphertext(rerandomize))), "e": -(self.frac_bits // 4)}
 
     @classmethod
     def from_phe_json(cls, public_key: PublicKey, obj: dict[str, Any] | str) -> EncryptedNumber:
         """Read phe's ``{"v", "e"}``; ``e > 0`` is folded into the plaintext (c^(16^e))."""
         d = json_obj(obj)
         v, e = d.get("v"), d.get("e")
-        if not isinstance(v, str) or len(v) > 2 * MAX_KEY_BITS // 3 + 2 or not v.isdigit():
+        if not isinstance(v, str) or len(v) > 2 * MAX_KEY_BITS // 3 + 2 \
+                or not (v.isascii() and v.isdigit()):  # "²".isdigit() is True
             raise InvalidCiphertext("phe ciphertext 'v' must be a decimal string")
         e = check_int(e, "phe exponent e", lo=-256, hi=256)
-        ct = cls(public_key, int(v), 4 * -e if e < 0 else 0)
+        ct = cls(public_key, int(mpz(v)), 4 * -e if e < 0 else 0)  # no 4300-digit limit
         return ct * (16 ** e) if e > 0 else ct
 
     @classmethod
@@ -193,6 +194,6 @@ class EncryptedNumber:
         if not isinstance(encrypted, phe.EncryptedNumber):
             raise InvalidType(f"expected a phe.EncryptedNumber, not {type(encrypted).__name__}")
         return cls.from_phe_json(encrypted.public_key,
-                                 {"v": str(encrypted.ciphertext(be_secure=False)),
+                                 {"v": str(mpz(encrypted.ciphertext(be_secure=False))),
                                   "e": encrypted.exponent})
 
