@@ -271,8 +271,9 @@ class ReluKey:
         """Rebuild a key received from the dealer, checking it is for ``party``."""
         if not isinstance(d, dict):
             raise InvalidType(f"a ReLU key must be a dict, not {type(d).__name__}")
-        if d.get("party") != party:
-            raise InvalidInput(f"this ReLU key is for party {d.get('party')!r}, not {party}")
+        got = d.get("party")
+        if type(got) is not int or got != party:  # an array here: an ambiguous truth value
+            raise InvalidInput(f"this ReLU key is for party {got!r:.40}, not {party}")
         shape = d.get("shape")
         if not isinstance(shape, list):
             raise InvalidInput("a ReLU key needs its shape")

@@ -77,6 +77,9 @@ def test_relu_before_mask_and_wrong_shapes_are_refused() -> None:
     bad["corr"] = bad["corr"][:, :2]
     with pytest.raises(InvalidInput):
         fss.ReluKey.from_wire(bad, party=1)
+    for party in (np.array([1, 1]), np.array(1), True, 1.0, "1"):  # numpy: ambiguous truth
+        with pytest.raises(InvalidInput, match="is for party"):
+            fss.ReluKey.from_wire({**k1.to_wire(), "party": party}, party=1)
 
 
 def test_party_0_key_is_a_seed_and_the_correction_words() -> None:
