@@ -319,6 +319,134 @@ def parse_vector_proto(buf: bytes) -> tuple[list[int], list[bytes], float]:
     return sizes, cts, scale
 
 
+# ---- what a SEAL object will take once loaded -------------------------------------------
+#
+# SEAL compresses what it saves with zstd, and a ciphertext or key of zeros compresses
+# to almost nothing: 113 bytes for an N = 8192 ciphertext that SEAL then holds as
+# 393 kB.  A peer's blob is therefore measured before SEAL sees it, from the zstd frame
+# header's content size (SEAL writes it, and SEAL 4.3 refuses a frame that decodes to
+# more or less than it declares, holding about 1 MB at most: measured with hand-made
+# frames, tests/primitives/test_ckks.py), and refused where that is out of proportion
+# with the bytes received.
+
+_SEAL_HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, version, compression, size
+_SEAL_MAGIC = 0xA15E
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_COMPR_NONE, _COMPR_ZSTD = 0, 2
+#: a peer's SEAL objects may take at most this many times their bytes once loaded
+#: (honest ones: 1.0-1.2x), the few of a context :data:`INFLATION_SLACK` more each (its
+#: small encryption-parameter blob compresses further)
+MAX_INFLATION = 4
+INFLATION_SLACK = 64 << 10
+
+
+def seal_loaded_size(blob: bytes) -> int:
+    """The bytes of the SEAL object ``blob`` once loaded (its uncompressed size), from
+    its headers alone; :class:`ValueError` if it is not one SEAL object whose size can
+    be known before loading (zlib-compressed, or a zstd frame without its size)."""
+    if len(blob) < _SEAL_HEADER.size:
+        raise ValueError("truncated SEAL object")
+    magic, head, _, _, compr, _, size = _SEAL_HEADER.unpack_from(blob)
+    if magic != _SEAL_MAGIC or head != _SEAL_HEADER.size:
+        raise ValueError("not a SEAL object")
+    if size != len(blob):
+        raise ValueError(f"a SEAL object of {len(blob)} bytes that says {size}")
+    if compr == _COMPR_NONE:
+        return size
+    if compr != _COMPR_ZSTD:
+        raise ValueError(f"SEAL compression mode {compr} (only none and zstd are read)")
+    return head + _zstd_frame_size(blob, head)
+
+
+def _zstd_frame_size(buf: bytes, pos: int) -> int:
+    """The declared content size of the one zstd frame that fills ``buf[pos:]``."""
+    end = len(buf)
+    if buf[pos:pos + 4] != _ZSTD_MAGIC or pos + 5 > end:
+        raise ValueError("not a zstd frame")
+    fhd = buf[pos + 4]
+    pos += 5
+    single = fhd & 0x20
+    if fhd & 0x08 or not (single or fhd >> 6):
+        raise ValueError("a zstd frame that does not declare its content size")
+    pos += (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]  # window, dictionary id
+    width = (1, 2, 4, 8)[fhd >> 6]
+    if pos + width > end:
+        raise ValueError("truncated zstd frame header")
+    content = int.from_bytes(buf[pos:pos + width], "little") + (256 if width == 2 else 0)
+    pos += width
+    blocks, max_blocks = 0, content // 4096 + 8  # zstd's blocks hold up to 128 KiB each
+    while True:  # walk the blocks: the frame must end where the object does
+        if pos + 3 > end or blocks == max_blocks:
+            raise ValueError("a zstd frame cut short or of too many blocks")
+        h = int.from_bytes(buf[pos:pos + 3], "little")
+        kind = (h >> 1) & 3
+        if kind == 3:
+            raise ValueError("a reserved zstd block type")
+        pos += 3 + (1 if kind == 1 else h >> 3)
+        blocks += 1
+        if h & 1:
+            break
+    pos += 4 if fhd & 0x04 else 0  # checksum
+    if pos != end:
+        raise ValueError("bytes before or after the zstd frame")
+    return content
+
+
+def check_loaded_size(blobs: list[bytes], what: str, *, slack: int = 0) -> int:
+    """Refuse SEAL objects from a peer that would take out of proportion more memory
+    once loaded than their bytes (:data:`MAX_INFLATION`, plus ``slack`` bytes each);
+    their loaded size in total."""
+    total = 0
+    for blob in blobs:
+        size = seal_loaded_size(blob)
+        if size > MAX_INFLATION * len(blob) + slack:
+            raise ValueError(f"{what}: a SEAL object of {len(blob)} bytes that would take "
+                             f"{size} once loaded (a decompression bomb?)")
+        total += size
+    return total
+
+
+def _proto_fields(buf: bytes) -> list[tuple[int, object]]:
+    """``(field number, value)`` of a protobuf message: bytes for length-delimited
+    fields, an int for varints; other wire types are skipped (fixed64, fixed32)."""
+    out: list[tuple[int, object]] = []
+    pos = 0
+    while pos < len(buf):
+        key, pos = _read_varint(buf, pos)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            val, pos = _read_varint(buf, pos)
+            out.append((num, val))
+        elif wt == 2:
+            n, pos = _read_varint(buf, pos)
+            if n > len(buf) - pos:
+                raise ValueError("truncated field")
+            out.append((num, buf[pos:pos + n]))
+            pos += n
+        elif wt in (1, 5):
+            pos += 8 if wt == 1 else 4
+            if pos > len(buf):
+                raise ValueError("truncated field")
+        else:
+            raise ValueError(f"protobuf wire type {wt}")
+    return out
+
+
+def context_seal_objects(ts_bytes: bytes) -> list[bytes]:
+    """The SEAL objects of TenSEAL's ``TenSEALContextProto``: encryption parameters (1),
+    the public part's keys (2: public key 1, relinearisation keys 4, Galois keys 5) and
+    the private part's secret key (3: 1)."""
+    blobs: list[bytes] = []
+    for num, val in _proto_fields(ts_bytes):
+        if num == 1 and isinstance(val, bytes):
+            blobs.append(val)
+        elif num in (2, 3) and isinstance(val, bytes):
+            keys = (1, 4, 5) if num == 2 else (1,)
+            blobs += [v for n, v in _proto_fields(val) if n in keys and isinstance(v, bytes)
+                      and v]
+    return blobs
+
+
 def mod_switch_to_last(ts_context: ts.Context, mirror: SealMirror, proto: bytes) -> object:
     """The vector in ``proto`` with every ciphertext mod-switched to the last level."""
     sizes, cts, scale = parse_vector_proto(proto)

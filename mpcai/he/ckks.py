@@ -504,6 +504,14 @@ class CKKSContext:
         if ts_len > len(data) - off:
             raise WireError("truncated CKKS context")
         ts_bytes, rest = data[off:off + ts_len], data[off + ts_len:]
+        try:  # each key checked for a decompression bomb before TenSEAL reads it
+            _ckks_seal.check_loaded_size(_ckks_seal.context_seal_objects(ts_bytes),
+                                         "CKKS context", slack=_ckks_seal.INFLATION_SLACK)
+            if len(rest) >= 4 and 4 + 4 * struct.unpack_from("<I", rest)[0] < len(rest):
+                _ckks_seal.check_loaded_size(
+                    [rest[4 + 4 * struct.unpack_from("<I", rest)[0]:]], "Galois keys")
+        except ValueError as exc:
+            raise WireError(str(exc)) from exc
         try:
             ctx = ts.context_from(ts_bytes)
         except Exception as exc:  # any parser failure is a wire error
@@ -792,7 +800,14 @@ class CKKSVector:
         if data[:8] != _VEC_MAGIC:
             raise WireError("not a serialised mpcai CKKS vector")
         try:
-            sizes, _, _ = _ckks_seal.parse_vector_proto(data[8:])
+            sizes, raws, _ = _ckks_seal.parse_vector_proto(data[8:])
+        except ValueError as exc:
+            raise WireError(f"malformed CKKS vector: {exc}") from exc
+        try:  # zeros compress 3500-fold: a 64 MiB blob could take 200 GB once loaded
+            _ckks_seal.check_loaded_size(raws, "CKKS vector")
+        except ValueError as exc:
+            raise WireError(str(exc)) from exc
+        try:
             v = _TS.CKKSVector(ctx._ctx.data, data[8:])
             cts = v.ciphertext()
         except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import struct
 import sys
 import tempfile
 
@@ -576,3 +577,124 @@ def test_unsupported_tenseal_version_is_a_typed_error(monkeypatch) -> None:
     monkeypatch.setattr(ts, "__version__", "0.2.9")
     with pytest.raises(UnsupportedVersion, match=r"0\.2\.9"):
         CKKSContext.create(galois_keys=False)
+
+
+# ---- decompression bombs: SEAL objects that take far more memory loaded than sent ------
+
+_SEAL_HEAD = struct.Struct("<HBBBBHQ")
+
+
+def _zero_ciphertext_body(ctx: CKKSContext) -> bytes:
+    """What SEAL writes, before compression, for a ciphertext of two zero polynomials at
+    the top level (checked against SEAL's own output once: zstd is no dependency)."""
+    ref = _ckks_seal.load_ciphertext(ctx._mirror, _ckks_seal.parse_vector_proto(
+        ctx.encrypt(np.zeros(4)).serialize()[8:])[1][0])
+    n = 2 * ctx.preset.poly_modulus_degree * ref.coeff_modulus_size()
+    return (struct.pack("<4QBQQQdQ", *ref.parms_id(), 0, 2, ctx.preset.poly_modulus_degree,
+                        ref.coeff_modulus_size(), ref.scale, 1)
+            + _SEAL_HEAD.pack(0xA15E, 16, 4, 3, 0, 0, 16 + 8 + 8 * n)
+            + struct.pack("<Q", n) + bytes(8 * n))
+
+
+def _zstd_frame(content: bytes, declared: int, *, single: bool = True) -> bytes:
+    """A zstd frame by hand: a raw block for the head, RLE blocks for the zeros after it
+    (a 128 KiB block of zeros in 4 bytes), declaring ``declared`` bytes of content."""
+    head = content.rstrip(b"\0")
+    zeros = len(content) - len(head)
+    out = bytearray(b"\x28\xb5\x2f\xfd")
+    out += bytes([0x80 | (0x20 if single else 0)]) + (b"" if single else b"\x58")
+    out += struct.pack("<I", declared)
+    blocks: list[tuple[int, bytes | int]] = [(0, head)]
+    while zeros:
+        n = min(zeros, 128 << 10)
+        zeros -= n
+        blocks.append((1, n))
+    for i, (kind, x) in enumerate(blocks):
+        last = int(i == len(blocks) - 1)
+        if kind == 0:
+            assert isinstance(x, bytes)
+            out += (last | len(x) << 3).to_bytes(3, "little") + x
+        else:
+            out += (last | 1 << 1 | int(x) << 3).to_bytes(3, "little") + b"\0"
+    return bytes(out)
+
+
+def _seal_object(frame: bytes, mode: int = 2) -> bytes:
+    return _SEAL_HEAD.pack(0xA15E, 16, 4, 3, mode, 0, 16 + len(frame)) + frame
+
+
+def _vector_of(ctx: CKKSContext, cts: list[bytes]) -> bytes:
+    return b"MPCKVEC1" + _ckks_seal.vector_proto([1] * len(cts), cts, 2.0**40)
+
+
+@pytest.mark.parametrize("single", [True, False])
+def test_a_vector_of_zero_ciphertexts_is_refused_before_loading(owner: CKKSContext,
+                                                                 single: bool) -> None:
+    body = _zero_ciphertext_body(owner)
+    ok = _seal_object(_zstd_frame(body, len(body), single=single))
+    assert len(ok) < 200 and _ckks_seal.seal_loaded_size(ok) == 16 + len(body)  # 393 kB
+    # 300 of them: 40 kB sent, 118 MB held by SEAL (the fuzzer's 262 kB took 1.15 GB)
+    with pytest.raises(WireError, match="decompression bomb"):
+        CKKSVector.deserialize(owner, _vector_of(owner, [ok] * 300))
+    # declaring less than the frame holds gets past the ratio, and SEAL refuses it
+    for declared in (1, 100, 4 * len(ok) - 16):
+        liar = _seal_object(_zstd_frame(body, declared, single=single))
+        with pytest.raises(WireError, match="TenSEAL rejected"):
+            CKKSVector.deserialize(owner, _vector_of(owner, [liar]))
+
+
+def test_seal_objects_whose_loaded_size_is_unknown_are_refused(owner: CKKSContext) -> None:
+    body = _zero_ciphertext_body(owner)[:100]
+    frame = _zstd_frame(body, len(body))
+    bad = {
+        "zlib": _seal_object(frame, mode=1),
+        "no content size": _seal_object(frame[:4] + b"\x00\x58" + frame[9:]),
+        "trailing bytes": _seal_object(frame + b"\0"),
+        "a second frame": _seal_object(frame + frame),
+        "cut": _seal_object(frame[:-2]),
+        "not zstd": _seal_object(b"\x00" * len(frame)),
+        "size field": _seal_object(frame)[:-1],
+    }
+    for why, blob in bad.items():
+        with pytest.raises(ValueError):
+            _ckks_seal.seal_loaded_size(blob)
+        with pytest.raises(WireError, match=r"SEAL|zstd"):
+            CKKSVector.deserialize(owner, _vector_of(owner, [blob]))
+        assert why
+
+
+def test_a_context_with_a_bomb_for_galois_or_relinearisation_keys_is_refused(
+        owner: CKKSContext) -> None:
+    from mpcai.he import ckks as ckks_mod
+
+    blob = owner.public().serialize()
+    hdr = ckks_mod._CTX_HEADER
+    ts_len = hdr.unpack_from(blob)[-1]
+    ts_bytes, rest = blob[hdr.size:hdr.size + ts_len], blob[hdr.size + ts_len:]
+    bomb = _seal_object(_zstd_frame(bytes(64), 1 << 30))  # 1 GiB declared, in 100 bytes
+    # the Galois keys of matrix products, after TenSEAL's context
+    (n_steps,) = struct.unpack_from("<I", rest)
+    evil = blob[:hdr.size + ts_len] + rest[:4 + 4 * n_steps] + bomb
+    with pytest.raises(WireError, match=r"Galois keys.*decompression bomb"):
+        CKKSContext.deserialize(evil)
+    # TenSEAL's relinearisation keys (field 4 of the public part, field 2 of the context)
+
+    def field(num: int, data: bytes) -> bytes:
+        return _ckks_seal._varint(num << 3 | 2) + _ckks_seal._varint(len(data)) + data
+
+    outer = _ckks_seal._proto_fields(ts_bytes)
+    parts = []
+    for num, val in outer:
+        if num == 2:
+            assert isinstance(val, bytes)
+            inner = [(n, bomb if n == 4 else v) for n, v in _ckks_seal._proto_fields(val)]
+            assert any(n == 4 for n, _ in inner)
+            val = b"".join(field(n, v) if isinstance(v, bytes) else
+                           _ckks_seal._varint(n << 3) + _ckks_seal._varint(v)
+                           for n, v in inner)
+        parts.append(field(num, val) if isinstance(val, bytes) else
+                     _ckks_seal._varint(num << 3) + _ckks_seal._varint(int(val)))  # type: ignore[arg-type]
+    forged = b"".join(parts)
+    evil = blob[:hdr.size - 8] + struct.pack("<Q", len(forged)) + forged + rest
+    with pytest.raises(WireError, match=r"CKKS context.*decompression bomb"):
+        CKKSContext.deserialize(evil)
