@@ -19,7 +19,12 @@ drop the secret key, so what leaves the owner can encrypt and compute but
 not decrypt. The secret key is serialised only with
 ``save_secret_key=True``. ``deserialize`` checks the length against a limit
 before any byte reaches TenSEAL's deserialiser, and checks the parameters against
-the declared preset, so a peer cannot substitute weaker ones.
+the declared preset, so a peer cannot substitute weaker ones.  Both
+``deserialize`` methods also read the size every SEAL object (ciphertext, key)
+will take once decompressed from its zstd header, and refuse one that would take
+more than four times its bytes (honest ones: 1.0-1.3x; zero ciphertexts
+compress 3500-fold): what a peer's blob costs in memory is bounded by its
+length.
 
 **Vectors** (:class:`CKKSVector`) hold numpy arrays of any length (longer
 than the slot count means several ciphertexts).  Addition, multiplication by
