@@ -406,14 +406,22 @@ def check_loaded_size(blobs: list[bytes], what: str, *, slack: int = 0) -> int:
     return total
 
 
-def _proto_fields(buf: bytes) -> list[tuple[int, object]]:
-    """``(field number, value)`` of a protobuf message: bytes for length-delimited
-    fields, an int for varints; other wire types are skipped (fixed64, fixed32)."""
+def _proto_fields(buf: bytes, allowed: dict[int, int]) -> list[tuple[int, object]]:
+    """``(field number, value)`` of a protobuf message whose fields and wire types are
+    ``allowed`` (number -> wire type), each at most once: bytes for length-delimited
+    fields, an int for varints; fixed64 values are skipped.  Anything else (an unknown
+    or repeated field, a tag in more bytes than it needs: protobuf reads 32 bits of it,
+    so ``2^32 + 0x12`` would be field 2 to TenSEAL) raises :class:`ValueError`."""
     out: list[tuple[int, object]] = []
+    seen: set[int] = set()
     pos = 0
     while pos < len(buf):
+        start = pos
         key, pos = _read_varint(buf, pos)
         num, wt = key >> 3, key & 7
+        if pos - start != len(_varint(key)) or allowed.get(num) != wt or num in seen:
+            raise ValueError(f"unexpected protobuf field {num} (wire type {wt})")
+        seen.add(num)
         if wt == 0:
             val, pos = _read_varint(buf, pos)
             out.append((num, val))
@@ -432,19 +440,81 @@ def _proto_fields(buf: bytes) -> list[tuple[int, object]]:
     return out
 
 
-def context_seal_objects(ts_bytes: bytes) -> list[bytes]:
-    """The SEAL objects of TenSEAL's ``TenSEALContextProto``: encryption parameters (1),
-    the public part's keys (2: public key 1, relinearisation keys 4, Galois keys 5) and
-    the private part's secret key (3: 1)."""
-    blobs: list[bytes] = []
-    for num, val in _proto_fields(ts_bytes):
-        if num == 1 and isinstance(val, bytes):
-            blobs.append(val)
-        elif num in (2, 3) and isinstance(val, bytes):
-            keys = (1, 4, 5) if num == 2 else (1,)
-            blobs += [v for n, v in _proto_fields(val) if n in keys and isinstance(v, bytes)
-                      and v]
-    return blobs
+_CT_META = struct.Struct("<4QBQQQdQ")  # parms id, NTT form, size, N, primes, scale, factor
+_CT_BODY = _CT_META.size + _SEAL_HEADER.size + 8  # ... then the data array's header, count
+
+
+def check_ciphertexts(blobs: list[bytes], poly_degree: int, max_primes: int) -> None:
+    """Refuse SEAL ciphertexts from a peer unless each, once loaded, is exactly two
+    polynomials of degree ``poly_degree`` over 1 to ``max_primes`` primes, and takes at
+    most :data:`MAX_INFLATION` times its bytes.
+
+    SEAL reserves what a ciphertext's metadata claims (up to 16 polynomials) before it
+    reads the data, and its memory pool keeps every size it has served: 200-byte
+    vectors claiming 16 polynomials left 316 MB held at N = 16384.  An uncompressed
+    ciphertext's metadata is read here; a compressed one must declare the exact size of
+    a two-polynomial ciphertext, so what a lying one can make SEAL reserve is at most
+    8 times that size, which is at most :data:`MAX_INFLATION` times its bytes."""
+    per_prime = 2 * poly_degree * 8
+    for blob in blobs:
+        loaded = seal_loaded_size(blob)
+        primes, extra = divmod(loaded - _SEAL_HEADER.size - _CT_BODY, per_prime)
+        if extra or not 1 <= primes <= max_primes:
+            raise ValueError(f"a SEAL object of {loaded} bytes once loaded is no ciphertext "
+                             f"of two polynomials of degree {poly_degree}")
+        if loaded > MAX_INFLATION * len(blob):
+            raise ValueError(f"CKKS vector: a ciphertext of {len(blob)} bytes that would take "
+                             f"{loaded} once loaded (a decompression bomb?)")
+        if blob[5] == _COMPR_NONE:  # the header's compression mode
+            meta = _CT_META.unpack_from(blob, _SEAL_HEADER.size)
+            if meta[5:8] != (2, poly_degree, primes):
+                raise ValueError(f"ciphertext metadata {meta[5:8]} does not match its size")
+
+
+#: TenSEAL's ``TenSEALContextProto`` (tensealcontext.proto): field -> wire type
+_CONTEXT_FIELDS = {1: 2, 2: 2, 3: 2, 4: 0}  # parameters, public part, private part, type
+_PUBLIC_FIELDS = {1: 2, 2: 0, 3: 1, 4: 2, 5: 2}  # public key, flags, scale, relin, Galois
+_PRIVATE_FIELDS = {1: 2, 2: 0, 3: 0}  # secret key, relin generated, Galois generated
+
+
+@dataclass
+class ContextParts:
+    """The SEAL objects of a serialised TenSEAL context, read without TenSEAL."""
+
+    parameters: bytes
+    keys: list[bytes]  # public, relinearisation and Galois keys; the secret key
+    private: bool  # a private part (a secret key, or flags that make TenSEAL make keys)
+
+
+def context_parts(ts_bytes: bytes) -> ContextParts:
+    """Split TenSEAL's ``TenSEALContextProto`` (strictly: :func:`_proto_fields`)."""
+    outer = dict(_proto_fields(ts_bytes, _CONTEXT_FIELDS))
+    params = outer.get(1)
+    if not isinstance(params, bytes) or not params:
+        raise ValueError("a CKKS context without encryption parameters")
+    keys: list[bytes] = []
+    for num, fields, wanted in ((2, _PUBLIC_FIELDS, (1, 4, 5)), (3, _PRIVATE_FIELDS, (1,))):
+        part = outer.get(num)
+        if isinstance(part, bytes):
+            keys += [v for n, v in _proto_fields(part, fields)
+                     if n in wanted and isinstance(v, bytes) and v]
+    return ContextParts(params, keys, 3 in outer)
+
+
+def encryption_parameters(data: bytes) -> tuple[int, tuple[int, ...]]:
+    """``(N, coefficient-modulus bit sizes)`` of serialised SEAL encryption parameters,
+    read alone (no ``SEALContext``: no NTT tables for a peer's choice of primes)."""
+    parms = sa.EncryptionParameters(sa.SCHEME_TYPE.CKKS)
+
+    def load(path: str) -> None:
+        _write(path, data)
+        parms.load(path)
+
+    _via_file(len(data), load)
+    if parms.scheme() != sa.SCHEME_TYPE.CKKS:
+        raise ValueError("encryption parameters of another scheme than CKKS")
+    return int(parms.poly_modulus_degree()), tuple(
+        int(m.bit_count()) for m in parms.coeff_modulus())
 
 
 def mod_switch_to_last(ts_context: ts.Context, mirror: SealMirror, proto: bytes) -> object:

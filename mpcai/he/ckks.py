@@ -509,14 +509,24 @@ class CKKSContext:
         if ts_len > len(data) - off:
             raise WireError("truncated CKKS context")
         ts_bytes, rest = data[off:off + ts_len], data[off + ts_len:]
-        try:  # each key checked for a decompression bomb before TenSEAL reads it
-            _ckks_seal.check_loaded_size(_ckks_seal.context_seal_objects(ts_bytes),
-                                         "CKKS context", slack=_ckks_seal.INFLATION_SLACK)
+        preset = PRESETS[_PRESET_ORDER[preset_i]]
+        try:  # what TenSEAL would load, checked without it
+            parts = _ckks_seal.context_parts(ts_bytes)
+            _ckks_seal.check_loaded_size([parts.parameters, *parts.keys], "CKKS context",
+                                         slack=_ckks_seal.INFLATION_SLACK)
             if len(rest) >= 4 and 4 + 4 * struct.unpack_from("<I", rest)[0] < len(rest):
                 _ckks_seal.check_loaded_size(
                     [rest[4 + 4 * struct.unpack_from("<I", rest)[0]:]], "Galois keys")
-        except ValueError as exc:
-            raise WireError(str(exc)) from exc
+            n, bits = _ckks_seal.encryption_parameters(parts.parameters)
+        except (ValueError, RuntimeError) as exc:
+            raise WireError(f"malformed CKKS context: {str(exc)[:200]}") from exc
+        if n != preset.poly_modulus_degree or bits != preset.coeff_mod_bit_sizes:
+            # before TenSEAL builds a SEALContext (NTT tables for every prime) of them
+            raise WireError(f"context parameters (N={n}, chain {bits}) do not match preset "
+                            f"{preset.name}")
+        if parts.private and not has_sk:
+            # a private part makes TenSEAL create keys (seconds, hundreds of MB) as it loads
+            raise WireError("a context without a secret key that has a private part")
         try:
             ctx = ts.context_from(ts_bytes)
         except Exception as exc:  # any parser failure is a wire error
@@ -524,7 +534,6 @@ class CKKSContext:
         if bool(ctx.has_secret_key()) != bool(has_sk):
             raise WireError("secret-key flag does not match the context contents")
         ctx.auto_relin = ctx.auto_rescale = ctx.auto_mod_switch = True
-        preset = PRESETS[_PRESET_ORDER[preset_i]]
         mirror = _ckks_seal.make_mirror(ctx)
         out = cls(_ts_context=ctx, _preset=preset, _key_id=key_id, _budget=budget,
                   _used=used, _mirror=mirror)
@@ -808,8 +817,15 @@ class CKKSVector:
             sizes, raws, _ = _ckks_seal.parse_vector_proto(data[8:])
         except ValueError as exc:
             raise WireError(f"malformed CKKS vector: {exc}") from exc
+        slots = ctx.slot_count
+        # TenSEAL trusts these: a size past the slots reads past a ciphertext's buffer when
+        # decrypting, 2^32 - 1 wraps its total to -1
+        if not raws or len(sizes) != len(raws) or not all(1 <= s <= slots for s in sizes):
+            raise WireError(f"malformed CKKS vector: sizes {sizes[:4]} for {len(raws)} "
+                            f"ciphertexts of {slots} slots")
         try:  # zeros compress 3500-fold: a 64 MiB blob could take 200 GB once loaded
-            _ckks_seal.check_loaded_size(raws, "CKKS vector")
+            _ckks_seal.check_ciphertexts(raws, ctx.preset.poly_modulus_degree,
+                                         len(ctx.preset.coeff_mod_bit_sizes) - 1)
         except ValueError as exc:
             raise WireError(str(exc)) from exc
         try:
@@ -817,10 +833,9 @@ class CKKSVector:
             cts = v.ciphertext()
         except Exception as exc:
             raise WireError(f"TenSEAL rejected the vector: {exc}") from exc
-        if not cts or v.size() < 1 or len(sizes) != len(cts) or any(c.size() != 2 for c in cts):
+        if len(sizes) != len(cts) or any(c.size() != 2 for c in cts):
             raise WireError("malformed CKKS vector")
-        slots = ctx.slot_count
-        size = int(v.size())
+        size = sum(sizes)
         standard = [min(slots, size - i) for i in range(0, size, slots)]
         layout = None if sizes == standard else tuple(sizes)
         return cls(ctx, v, int(cts[0].coeff_modulus_size()) - 1, layout)

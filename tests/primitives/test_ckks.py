@@ -596,16 +596,19 @@ def _zero_ciphertext_body(ctx: CKKSContext) -> bytes:
             + struct.pack("<Q", n) + bytes(8 * n))
 
 
-def _zstd_frame(content: bytes, declared: int, *, single: bool = True) -> bytes:
+def _zstd_frame(content: bytes, declared: int, *, single: bool = True,
+                rle: bool = True) -> bytes:
     """A zstd frame by hand: a raw block for the head, RLE blocks for the zeros after it
-    (a 128 KiB block of zeros in 4 bytes), declaring ``declared`` bytes of content."""
-    head = content.rstrip(b"\0")
+    (a 128 KiB block of zeros in 4 bytes; raw blocks if not ``rle``), declaring
+    ``declared`` bytes of content."""
+    head = content.rstrip(b"\0") if rle else b""
     zeros = len(content) - len(head)
     out = bytearray(b"\x28\xb5\x2f\xfd")
     out += bytes([0x80 | (0x20 if single else 0)]) + (b"" if single else b"\x58")
     out += struct.pack("<I", declared)
-    blocks: list[tuple[int, bytes | int]] = [(0, head)]
-    while zeros:
+    blocks: list[tuple[int, bytes | int]] = [(0, head)] if rle else [
+        (0, content[i:i + (128 << 10)]) for i in range(0, len(content), 128 << 10)]
+    while zeros and rle:
         n = min(zeros, 128 << 10)
         zeros -= n
         blocks.append((1, n))
@@ -636,11 +639,29 @@ def test_a_vector_of_zero_ciphertexts_is_refused_before_loading(owner: CKKSConte
     # 300 of them: 40 kB sent, 118 MB held by SEAL (the fuzzer's 262 kB took 1.15 GB)
     with pytest.raises(WireError, match="decompression bomb"):
         CKKSVector.deserialize(owner, _vector_of(owner, [ok] * 300))
-    # declaring less than the frame holds gets past the ratio, and SEAL refuses it
-    for declared in (1, 100, 4 * len(ok) - 16):
+    # a size that is no two-polynomial ciphertext's: refused before SEAL
+    for declared in (1, 100, len(body) - 1, len(body) + 8):
         liar = _seal_object(_zstd_frame(body, declared, single=single))
+        with pytest.raises(WireError, match="no ciphertext of two polynomials"):
+            CKKSVector.deserialize(owner, _vector_of(owner, [liar]))
+    # sent at full size (raw blocks), the same zeros are a ciphertext like any other
+    full = _seal_object(_zstd_frame(body, len(body), single=single, rle=False))
+    assert len(full) > len(body)
+    assert CKKSVector.deserialize(owner, _vector_of(owner, [full])).ciphertext_count == 1
+    # metadata claiming 16 polynomials (SEAL reserves them before reading: at most 8x
+    # the declared two) or a frame shorter than it declares: SEAL refuses them
+    meta = _ckks_seal._CT_META
+    sixteen = meta.pack(*meta.unpack_from(body)[:5], 16, *meta.unpack_from(body)[6:]) + \
+        body[meta.size:]
+    for content in (sixteen, body[:-8]):
+        liar = _seal_object(_zstd_frame(content, len(body), single=single, rle=False))
         with pytest.raises(WireError, match="TenSEAL rejected"):
             CKKSVector.deserialize(owner, _vector_of(owner, [liar]))
+    # an uncompressed ciphertext's metadata is read: it must match its size
+    plain = _seal_object(sixteen, mode=0)
+    with pytest.raises(WireError, match="metadata"):
+        CKKSVector.deserialize(owner, _vector_of(owner, [plain]))
+    CKKSVector.deserialize(owner, _vector_of(owner, [_seal_object(body, mode=0)]))
 
 
 def test_seal_objects_whose_loaded_size_is_unknown_are_refused(owner: CKKSContext) -> None:
@@ -682,12 +703,13 @@ def test_a_context_with_a_bomb_for_galois_or_relinearisation_keys_is_refused(
     def field(num: int, data: bytes) -> bytes:
         return _ckks_seal._varint(num << 3 | 2) + _ckks_seal._varint(len(data)) + data
 
-    outer = _ckks_seal._proto_fields(ts_bytes)
+    outer = _ckks_seal._proto_fields(ts_bytes, _ckks_seal._CONTEXT_FIELDS)
     parts = []
     for num, val in outer:
         if num == 2:
             assert isinstance(val, bytes)
-            inner = [(n, bomb if n == 4 else v) for n, v in _ckks_seal._proto_fields(val)]
+            inner = [(n, bomb if n == 4 else v) for n, v in _ckks_seal._proto_fields(
+                val, _ckks_seal._PUBLIC_FIELDS)]
             assert any(n == 4 for n, _ in inner)
             val = b"".join(field(n, v) if isinstance(v, bytes) else
                            _ckks_seal._varint(n << 3) + _ckks_seal._varint(v)
@@ -698,3 +720,70 @@ def test_a_context_with_a_bomb_for_galois_or_relinearisation_keys_is_refused(
     evil = blob[:hdr.size - 8] + struct.pack("<Q", len(forged)) + forged + rest
     with pytest.raises(WireError, match=r"CKKS context.*decompression bomb"):
         CKKSContext.deserialize(evil)
+
+
+def test_vector_sizes_past_the_slots_are_refused(owner: CKKSContext) -> None:
+    # TenSEAL trusts them: slots + 1 read past the slots when decrypting, 2^32 - 1 wrapped
+    # its total to -1 (and the layout list built from it never ended)
+    sizes, cts, scale = _ckks_seal.parse_vector_proto(
+        owner.encrypt(np.ones(5)).serialize()[8:])
+    assert sizes == [5]
+    for bad in ([0], [owner.slot_count + 1], [2**32 - 1], [2**31 - 1], [5, 5]):
+        blob = b"MPCKVEC1" + _ckks_seal.vector_proto(bad, cts, scale)
+        with pytest.raises(WireError, match="sizes"):
+            CKKSVector.deserialize(owner, blob)
+    ok = b"MPCKVEC1" + _ckks_seal.vector_proto([owner.slot_count], cts, scale)
+    assert CKKSVector.deserialize(owner, ok).size == owner.slot_count
+
+
+def _context_split(blob: bytes) -> tuple[bytes, bytes, bytes]:
+    from mpcai.he import ckks as ckks_mod
+
+    hdr = ckks_mod._CTX_HEADER
+    ts_len = hdr.unpack_from(blob)[-1]
+    return blob[:hdr.size], blob[hdr.size:hdr.size + ts_len], blob[hdr.size + ts_len:]
+
+
+def _with_ts(head: bytes, ts_bytes: bytes, rest: bytes) -> bytes:
+    return head[:-8] + struct.pack("<Q", len(ts_bytes)) + ts_bytes + rest
+
+
+def test_a_peers_context_is_checked_before_tenseal_reads_it(monkeypatch) -> None:
+    from mpcai.he import ckks as ckks_mod
+
+    small = CKKSContext.create("n8192", galois_keys=False)
+    big = CKKSContext.create("n16384", galois_keys=False)
+    head, ts_bytes, rest = _context_split(small.public().serialize())
+    _, big_ts, _ = _context_split(big.public().serialize())
+    _, secret_ts, _ = _context_split(small.serialize(save_secret_key=True))
+    # field 2 (the public part) under a tag of 5 bytes, 2^32 + 0x12: protobuf keeps 32 bits
+    # of it (field 2 to TenSEAL), a reader of the whole varint saw another field
+    assert ts_bytes.count(b"\x12") >= 1
+    fields = _ckks_seal._proto_fields(ts_bytes, _ckks_seal._CONTEXT_FIELDS)
+    smuggled = b"".join(
+        (b"\x92\x80\x80\x80\x10" if n == 2 else _ckks_seal._varint(n << 3 | 2))
+        + _ckks_seal._varint(len(v)) + v if isinstance(v, bytes)
+        else _ckks_seal._varint(n << 3) + _ckks_seal._varint(int(v))  # type: ignore[arg-type]
+        for n, v in fields)
+    forged = {
+        # N = 16384 parameters under the n8192 preset: SEAL would build their NTT tables
+        "another preset's parameters": (_with_ts(head, big_ts, rest), "do not match preset"),
+        "a smuggled field tag": (_with_ts(head, smuggled, rest), "unexpected protobuf field"),
+        # a secret key in a context that says it has none: TenSEAL makes keys as it loads
+        "a private part": (_with_ts(head, secret_ts, rest), "private part"),
+        "a repeated field": (_with_ts(head, ts_bytes + ts_bytes[:0] + _ckks_seal._varint(
+            4 << 3) + b"\x00" + _ckks_seal._varint(4 << 3) + b"\x00", rest),
+            "unexpected protobuf field"),
+    }
+
+    def never(*_: object) -> None:
+        raise AssertionError("TenSEAL read a context that should have been refused first")
+
+    monkeypatch.setattr(ckks_mod.ts, "context_from", never)
+    for why, (blob, match) in forged.items():
+        with pytest.raises(WireError, match=match):
+            CKKSContext.deserialize(blob)
+        assert why
+    monkeypatch.undo()
+    assert CKKSContext.deserialize(small.public().serialize()).slot_count == 4096
+    assert CKKSContext.deserialize(small.serialize(save_secret_key=True)).has_secret_key
