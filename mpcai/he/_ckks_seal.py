@@ -409,7 +409,7 @@ def check_loaded_size(blobs: list[bytes], what: str, *, slack: int = 0) -> int:
 def _proto_fields(buf: bytes, allowed: dict[int, int]) -> list[tuple[int, object]]:
     """``(field number, value)`` of a protobuf message whose fields and wire types are
     ``allowed`` (number -> wire type), each at most once: bytes for length-delimited
-    fields, an int for varints; fixed64 values are skipped.  Anything else (an unknown
+    fields, an int for varints, a float for fixed64 (doubles).  Anything else (an unknown
     or repeated field, a tag in more bytes than it needs: protobuf reads 32 bits of it,
     so ``2^32 + 0x12`` would be field 2 to TenSEAL) raises :class:`ValueError`."""
     out: list[tuple[int, object]] = []
@@ -431,10 +431,11 @@ def _proto_fields(buf: bytes, allowed: dict[int, int]) -> list[tuple[int, object
                 raise ValueError("truncated field")
             out.append((num, buf[pos:pos + n]))
             pos += n
-        elif wt in (1, 5):
-            pos += 8 if wt == 1 else 4
-            if pos > len(buf):
+        elif wt == 1:
+            if pos + 8 > len(buf):
                 raise ValueError("truncated field")
+            out.append((num, struct.unpack_from("<d", buf, pos)[0]))
+            pos += 8
         else:
             raise ValueError(f"protobuf wire type {wt}")
     return out
@@ -484,6 +485,7 @@ class ContextParts:
     parameters: bytes
     keys: list[bytes]  # public, relinearisation and Galois keys; the secret key
     private: bool  # a private part (a secret key, or flags that make TenSEAL make keys)
+    scale: float | None  # the public part's global scale
 
 
 def context_parts(ts_bytes: bytes) -> ContextParts:
@@ -493,12 +495,15 @@ def context_parts(ts_bytes: bytes) -> ContextParts:
     if not isinstance(params, bytes) or not params:
         raise ValueError("a CKKS context without encryption parameters")
     keys: list[bytes] = []
+    scale = None
     for num, fields, wanted in ((2, _PUBLIC_FIELDS, (1, 4, 5)), (3, _PRIVATE_FIELDS, (1,))):
         part = outer.get(num)
         if isinstance(part, bytes):
-            keys += [v for n, v in _proto_fields(part, fields)
-                     if n in wanted and isinstance(v, bytes) and v]
-    return ContextParts(params, keys, 3 in outer)
+            inner = _proto_fields(part, fields)
+            keys += [v for n, v in inner if n in wanted and isinstance(v, bytes) and v]
+            if num == 2:
+                scale = next((v for n, v in inner if n == 3 and isinstance(v, float)), None)
+    return ContextParts(params, keys, 3 in outer, scale)
 
 
 def encryption_parameters(data: bytes) -> tuple[int, tuple[int, ...]]:

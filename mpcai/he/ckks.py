@@ -216,6 +216,7 @@ from mpcai.errors import (
     EncodingOverflow,
     InvalidInput,
     InvalidType,
+    MessageRejected,
     MissingSecretKey,
     MpcaiError,
     WireError,
@@ -413,8 +414,12 @@ class CKKSContext:
                             f"do not match preset {p.name}")
         if sum(bits) > p.max_coeff_bits:
             raise WireError(f"total modulus {sum(bits)} bits exceeds the 128-bit bound")
-        if self._ctx.global_scale != float(1 << p.scale_bits):
-            raise WireError(f"context scale {self._ctx.global_scale} is not 2^{p.scale_bits}")
+        try:
+            scale = self._ctx.global_scale
+        except ValueError as exc:  # TenSEAL's "no global scale" (negative, NaN)
+            raise WireError(f"context without a usable scale: {exc}") from exc
+        if scale != float(1 << p.scale_bits):
+            raise WireError(f"context scale {scale} is not 2^{p.scale_bits}")
 
     # -- properties -------------------------------------------------------
 
@@ -495,9 +500,17 @@ class CKKSContext:
         return header + data + self._matvec_keys
 
     @classmethod
-    def deserialize(cls, data: bytes, *, max_bytes: int = MAX_CONTEXT_BYTES) -> CKKSContext:
-        """Parse :meth:`serialize` output; lengths and parameters are checked first."""
+    def deserialize(cls, data: bytes, *, max_bytes: int = MAX_CONTEXT_BYTES,
+                    secret_key: bool = False) -> CKKSContext:
+        """Parse :meth:`serialize` output; lengths and parameters are checked first.
+
+        A context with a secret key (``serialize(save_secret_key=True)``: your own
+        file, never a peer's) needs ``secret_key=True``; without it, one is refused
+        before TenSEAL reads it (TenSEAL would make its keys as it loads it: seconds
+        and hundreds of MB for a few hundred kB from a peer).
+        """
         data = check_bytes(data, "data")
+        secret_key = check_bool(secret_key, "secret_key")
         if len(data) > check_int(max_bytes, "max_bytes", lo=0):
             raise WireError(f"context blob of {len(data)} bytes exceeds the limit of {max_bytes}")
         if len(data) < _CTX_HEADER.size or data[:8] != _CTX_MAGIC:
@@ -524,9 +537,14 @@ class CKKSContext:
             # before TenSEAL builds a SEALContext (NTT tables for every prime) of them
             raise WireError(f"context parameters (N={n}, chain {bits}) do not match preset "
                             f"{preset.name}")
-        if parts.private and not has_sk:
+        if (parts.private or has_sk) and not secret_key:
             # a private part makes TenSEAL create keys (seconds, hundreds of MB) as it loads
-            raise WireError("a context without a secret key that has a private part")
+            raise MessageRejected("a context with a secret key (or a private part): load "
+                                  "your own with secret_key=True; a peer's never has one")
+        if parts.private != bool(has_sk):
+            raise WireError("secret-key flag does not match the context contents")
+        if parts.scale != float(1 << preset.scale_bits):
+            raise WireError(f"context scale {parts.scale} is not 2^{preset.scale_bits}")
         try:
             ctx = ts.context_from(ts_bytes)
         except Exception as exc:  # any parser failure is a wire error
@@ -792,6 +810,11 @@ class CKKSVector:
             self._level = int(self._v.ciphertext()[0].coeff_modulus_size()) - 1
         return self._level
 
+    @property
+    def scale(self) -> float:
+        """The ciphertexts' scale (``2^scale_bits`` of the preset when fresh)."""
+        return float(self._v.ciphertext()[0].scale)
+
     def tenseal(self) -> ts.CKKSVector:
         """The TenSEAL vector (shares state; its ``copy()`` re-serialises the context)."""
         return ts.CKKSVector(data=self._v)
@@ -835,6 +858,15 @@ class CKKSVector:
             raise WireError(f"TenSEAL rejected the vector: {exc}") from exc
         if len(sizes) != len(cts) or any(c.size() != 2 for c in cts):
             raise WireError("malformed CKKS vector")
+        primes, scale = cts[0].coeff_modulus_size(), cts[0].scale
+        bits = sum(ctx.preset.coeff_mod_bit_sizes[:primes])
+        # one level and one scale, in NTT form: what every operation on the vector expects
+        # (a second ciphertext one level down or of scale NaN failed only when added)
+        if (any(not c.is_ntt_form() or c.coeff_modulus_size() != primes or c.scale != scale
+                for c in cts) or not (math.isfinite(scale) and 1.0 <= scale)
+                or math.log2(scale) >= bits):
+            raise WireError("a CKKS vector's ciphertexts must share one level and one scale "
+                            "(below the level's modulus), in NTT form")
         size = sum(sizes)
         standard = [min(slots, size - i) for i in range(0, size, slots)]
         layout = None if sizes == standard else tuple(sizes)

@@ -592,12 +592,13 @@ class HEAggStrategy(_Wrapping):
                     raise ValueError("another stage or round")
                 data = _bytes_of(rec, "data")
                 ct = scheme.load_input(data)  # length-checked first
+                summed = ct if total is None else scheme.add(total, ct)  # a new sum
             except (KeyError, TypeError, ValueError, OverflowError, MpcaiError) as exc:
                 _log.warning("HE aggregation: node %d sent a malformed input: %s",
                              r.metadata.src_node_id, exc)
                 errors += 1
                 continue
-            total = ct if total is None else scheme.add(total, ct)
+            total = summed
             ids.append(cid)
             self._note("recv", cid, "input", [data])
         return total, sorted(ids), errors

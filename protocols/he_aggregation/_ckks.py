@@ -132,6 +132,8 @@ class CKKSScheme(Scheme):
                                     f"{self.cfg.length} in {self.count}")
         if vec.level != self.ctx.preset.depth:
             raise InvalidCiphertext("the vector is not at the fresh level")
+        if vec.scale != 2.0 ** self.ctx.preset.scale_bits:  # else adding it would fail
+            raise InvalidCiphertext(f"the vector's scale {vec.scale} is not the fresh scale")
         return vec
 
     def load_input(self, blob: bytes) -> CKKSSum:

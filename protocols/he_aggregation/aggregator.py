@@ -97,11 +97,13 @@ async def _collect(party: Party, scheme: Scheme, cfg: HEAggConfig
         t0 = time.thread_time()  # CPU time: the clients may be threads of this process
         try:
             ct = scheme.load_input(blob)
+            # (adding makes a new sum: a client's input that cannot be added leaves it as
+            # it was, and only that client out)
+            total[:] = [ct if not total else scheme.add(total[0], ct)]
         except MpcaiError as exc:
             _log.warning("aggregator: client %d sent a malformed input: %s", c, exc)
             rejected.append(c)
             return
-        total[:] = [ct if not total else scheme.add(total[0], ct)]
         senders.append(c)
         adding[0] += time.thread_time() - t0
 

@@ -8,6 +8,7 @@ import stat
 import struct
 import sys
 import tempfile
+from typing import Any
 
 import numpy as np
 import pytest
@@ -215,7 +216,7 @@ def test_public_context_without_product_keys_asks_the_owner(owner: CKKSContext) 
 def test_secret_key_is_serialised_only_when_asked(owner: CKKSContext) -> None:
     default = CKKSContext.deserialize(owner.serialize())
     assert not default.has_secret_key
-    full = CKKSContext.deserialize(owner.serialize(save_secret_key=True))
+    full = CKKSContext.deserialize(owner.serialize(save_secret_key=True), secret_key=True)
     assert full.has_secret_key
     x = np.arange(5.0)
     assert np.max(np.abs(full.decrypt(full.encrypt(x)) - x)) < FRESH_ERR
@@ -443,7 +444,7 @@ def test_decryption_budget_is_enforced_per_key(rng) -> None:
     with pytest.raises(DecryptionBudgetExceeded):
         ctx.decrypt_flooded(short, security_bits=20)
     # the budget travels with a secret-key blob and is not reset by reloading
-    again = CKKSContext.deserialize(ctx.serialize(save_secret_key=True))
+    again = CKKSContext.deserialize(ctx.serialize(save_secret_key=True), secret_key=True)
     assert again.decryptions_left == 0
     with pytest.raises(DecryptionBudgetExceeded):
         again.decrypt_flooded(short, security_bits=20)
@@ -478,7 +479,7 @@ def _round_trip(ctx: CKKSContext, rng) -> None:
     x = rng.uniform(-1, 1, 64)
     w = rng.uniform(-1, 1, (64, 16))
     ctx.add_matvec_keys(64, 16)
-    again = CKKSContext.deserialize(ctx.serialize(save_secret_key=True))
+    again = CKKSContext.deserialize(ctx.serialize(save_secret_key=True), secret_key=True)
     y = (again.encrypt(x) @ w).compact()
     assert np.max(np.abs(again.decrypt(y) - x @ w)) < ONE_MUL_ERR
     assert again.estimate_noise(y)[0] < 1e-6
@@ -586,11 +587,12 @@ _SEAL_HEAD = struct.Struct("<HBBBBHQ")
 
 def _zero_ciphertext_body(ctx: CKKSContext) -> bytes:
     """What SEAL writes, before compression, for a ciphertext of two zero polynomials at
-    the top level (checked against SEAL's own output once: zstd is no dependency)."""
+    the top level, in NTT form (checked against SEAL's own output once: zstd is no
+    dependency)."""
     ref = _ckks_seal.load_ciphertext(ctx._mirror, _ckks_seal.parse_vector_proto(
         ctx.encrypt(np.zeros(4)).serialize()[8:])[1][0])
     n = 2 * ctx.preset.poly_modulus_degree * ref.coeff_modulus_size()
-    return (struct.pack("<4QBQQQdQ", *ref.parms_id(), 0, 2, ctx.preset.poly_modulus_degree,
+    return (struct.pack("<4QBQQQdQ", *ref.parms_id(), 1, 2, ctx.preset.poly_modulus_degree,
                         ref.coeff_modulus_size(), ref.scale, 1)
             + _SEAL_HEAD.pack(0xA15E, 16, 4, 3, 0, 0, 16 + 8 + 8 * n)
             + struct.pack("<Q", n) + bytes(8 * n))
@@ -700,9 +702,6 @@ def test_a_context_with_a_bomb_for_galois_or_relinearisation_keys_is_refused(
         CKKSContext.deserialize(evil)
     # TenSEAL's relinearisation keys (field 4 of the public part, field 2 of the context)
 
-    def field(num: int, data: bytes) -> bytes:
-        return _ckks_seal._varint(num << 3 | 2) + _ckks_seal._varint(len(data)) + data
-
     outer = _ckks_seal._proto_fields(ts_bytes, _ckks_seal._CONTEXT_FIELDS)
     parts = []
     for num, val in outer:
@@ -711,12 +710,9 @@ def test_a_context_with_a_bomb_for_galois_or_relinearisation_keys_is_refused(
             inner = [(n, bomb if n == 4 else v) for n, v in _ckks_seal._proto_fields(
                 val, _ckks_seal._PUBLIC_FIELDS)]
             assert any(n == 4 for n, _ in inner)
-            val = b"".join(field(n, v) if isinstance(v, bytes) else
-                           _ckks_seal._varint(n << 3) + _ckks_seal._varint(v)
-                           for n, v in inner)
-        parts.append(field(num, val) if isinstance(val, bytes) else
-                     _ckks_seal._varint(num << 3) + _ckks_seal._varint(int(val)))  # type: ignore[arg-type]
-    forged = b"".join(parts)
+            val = _proto(inner)
+        parts.append((num, val))
+    forged = _proto(parts)
     evil = blob[:hdr.size - 8] + struct.pack("<Q", len(forged)) + forged + rest
     with pytest.raises(WireError, match=r"CKKS context.*decompression bomb"):
         CKKSContext.deserialize(evil)
@@ -734,6 +730,21 @@ def test_vector_sizes_past_the_slots_are_refused(owner: CKKSContext) -> None:
             CKKSVector.deserialize(owner, blob)
     ok = b"MPCKVEC1" + _ckks_seal.vector_proto([owner.slot_count], cts, scale)
     assert CKKSVector.deserialize(owner, ok).size == owner.slot_count
+
+
+def _proto(fields: list[tuple[int, object]], tag2: bytes | None = None) -> bytes:
+    """Protobuf fields (bytes, ints as varints, floats as doubles); ``tag2`` replaces
+    field 2's tag."""
+    out = b""
+    for n, v in fields:
+        if isinstance(v, bytes):
+            tag = tag2 if n == 2 and tag2 else _ckks_seal._varint(n << 3 | 2)
+            out += tag + _ckks_seal._varint(len(v)) + v
+        elif isinstance(v, float):
+            out += _ckks_seal._varint(n << 3 | 1) + struct.pack("<d", v)
+        else:
+            out += _ckks_seal._varint(n << 3) + _ckks_seal._varint(int(v))  # type: ignore[call-overload]
+    return out
 
 
 def _context_split(blob: bytes) -> tuple[bytes, bytes, bytes]:
@@ -760,17 +771,25 @@ def test_a_peers_context_is_checked_before_tenseal_reads_it(monkeypatch) -> None
     # of it (field 2 to TenSEAL), a reader of the whole varint saw another field
     assert ts_bytes.count(b"\x12") >= 1
     fields = _ckks_seal._proto_fields(ts_bytes, _ckks_seal._CONTEXT_FIELDS)
-    smuggled = b"".join(
-        (b"\x92\x80\x80\x80\x10" if n == 2 else _ckks_seal._varint(n << 3 | 2))
-        + _ckks_seal._varint(len(v)) + v if isinstance(v, bytes)
-        else _ckks_seal._varint(n << 3) + _ckks_seal._varint(int(v))  # type: ignore[arg-type]
-        for n, v in fields)
+    assert _proto(fields) == ts_bytes  # the test's encoder is TenSEAL's
+    smuggled = _proto(fields, tag2=b"\x92\x80\x80\x80\x10")
+    public = dict(_ckks_seal._proto_fields(dict(fields)[2], _ckks_seal._PUBLIC_FIELDS))
+
+    def with_scale(scale: float | None) -> bytes:
+        pub = [(n, v) for n, v in public.items() if n != 3]
+        if scale is not None:
+            pub.append((3, scale))
+        return _proto([(n, _proto(pub) if n == 2 else v) for n, v in fields])
     forged = {
         # N = 16384 parameters under the n8192 preset: SEAL would build their NTT tables
         "another preset's parameters": (_with_ts(head, big_ts, rest), "do not match preset"),
         "a smuggled field tag": (_with_ts(head, smuggled, rest), "unexpected protobuf field"),
         # a secret key in a context that says it has none: TenSEAL makes keys as it loads
         "a private part": (_with_ts(head, secret_ts, rest), "private part"),
+        # TenSEAL's global_scale raised a builtin ValueError for these
+        "a negative scale": (_with_ts(head, with_scale(-2.0**40), rest), "scale"),
+        "a NaN scale": (_with_ts(head, with_scale(math.nan), rest), "scale"),
+        "no scale": (_with_ts(head, with_scale(None), rest), "scale"),
         "a repeated field": (_with_ts(head, ts_bytes + ts_bytes[:0] + _ckks_seal._varint(
             4 << 3) + b"\x00" + _ckks_seal._varint(4 << 3) + b"\x00", rest),
             "unexpected protobuf field"),
@@ -786,4 +805,45 @@ def test_a_peers_context_is_checked_before_tenseal_reads_it(monkeypatch) -> None
         assert why
     monkeypatch.undo()
     assert CKKSContext.deserialize(small.public().serialize()).slot_count == 4096
-    assert CKKSContext.deserialize(small.serialize(save_secret_key=True)).has_secret_key
+    assert CKKSContext.deserialize(small.serialize(save_secret_key=True),
+                                   secret_key=True).has_secret_key
+
+
+def test_a_vector_mixing_levels_or_scales_is_refused(owner: CKKSContext) -> None:
+    # each ciphertext valid alone; together they failed only when added (or decrypted)
+    vec = owner.encrypt(np.ones(owner.slot_count + 3))
+    sizes, cts, scale = _ckks_seal.parse_vector_proto(vec.serialize()[8:])
+    mirror = owner._mirror
+
+    def edited(edit: Any) -> bytes:
+        ct = _ckks_seal.load_ciphertext(mirror, cts[1])
+        edit(ct)
+        return _ckks_seal.seal_bytes(ct)
+
+    def lower(ct: Any) -> None:
+        mirror.evaluator.mod_switch_to_next_inplace(ct)
+
+    def set_scale(value: float) -> Any:
+        def edit(ct: Any) -> None:
+            ct.scale = value
+        return edit
+
+    for edit in (lower, set_scale(math.nan), set_scale(math.inf), set_scale(2.0**41),
+                 set_scale(0.5), set_scale(2.0**200)):
+        blob = b"MPCKVEC1" + _ckks_seal.vector_proto(sizes, [cts[0], edited(edit)], scale)
+        with pytest.raises(WireError, match="one level and one scale"):
+            CKKSVector.deserialize(owner, blob)
+    same = b"MPCKVEC1" + _ckks_seal.vector_proto(sizes, [cts[0], edited(lambda ct: None)],
+                                                 scale)
+    assert CKKSVector.deserialize(owner, same).scale == 2.0**40
+
+
+def test_a_secret_context_needs_secret_key_true(owner: CKKSContext) -> None:
+    from mpcai.errors import MessageRejected
+
+    blob = owner.serialize(save_secret_key=True)
+    with pytest.raises(MessageRejected, match="secret_key=True"):
+        CKKSContext.deserialize(blob)
+    assert CKKSContext.deserialize(blob, secret_key=True).has_secret_key
+    with pytest.raises(InvalidType):
+        CKKSContext.deserialize(blob, secret_key="yes")  # type: ignore[arg-type]

@@ -369,3 +369,29 @@ def test_as_processes_over_tls(tmp_path) -> None:
     assert out["participants"].tolist() == [1, 3]
     want = (ups[0] + ups[2]) / 2
     assert np.max(np.abs(out["mean"] - want)) <= 1 / 65535 + 1e-12
+
+
+def test_a_vector_at_another_scale_is_rejected_before_it_is_added(keys, updates) -> None:
+    # valid alone (every ciphertext at one level and one scale), but adding it to the
+    # others' sum would fail: the aggregator once raised out of its round here
+    from mpcai.errors import InvalidCiphertext
+    from mpcai.he import _ckks_seal
+
+    cfg = config(min_clients=1)
+    pk = keys[0]
+    scheme = CKKSScheme(cfg, pk)
+    values, _ = ha.quantize_update(updates[2], cfg, WEIGHTS[2])
+    vec = pk.context.encrypt(values.astype(float))
+    sizes, cts, scale = _ckks_seal.parse_vector_proto(vec.serialize()[8:])
+
+    def doubled(raw: bytes) -> bytes:
+        ct = _ckks_seal.load_ciphertext(pk.context._mirror, raw)
+        ct.scale = 2 * scale
+        return _ckks_seal.seal_bytes(ct)
+
+    head = b"HCI1" + pk.key_id
+    odd = head + b"MPCKVEC1" + _ckks_seal.vector_proto(sizes, [doubled(c) for c in cts],
+                                                       2 * scale)
+    with pytest.raises(InvalidCiphertext, match="fresh scale"):
+        scheme.load_input(odd)
+    assert scheme.load_input(head + vec.serialize()).summands == 1
