@@ -498,7 +498,7 @@ def protocol_function(table: Mapping[str, Any], n_parties: int) -> tuple[str, di
         raise InvalidType("[protocol] must be a table")
     params = dict(table)
     name = params.pop("name", None)
-    if name not in PROTOCOLS:
+    if not isinstance(name, str) or name not in PROTOCOLS:  # (a list: unhashable)
         raise InvalidInput(f"[protocol] name = {name!r} is not a protocol; known: "
                            f"{sorted(PROTOCOLS)}")
     proto = PROTOCOLS[name]

@@ -904,7 +904,7 @@ def _round_config(rec: ConfigRecord) -> tuple[SecAggConfig, list[tuple[str, tupl
         if len(session) != wire.SESSION_ID_BYTES:
             raise ValueError(f"a session id of {len(session)} bytes")
         return cfg, layout, int(rec["id"]), session, str(rec["weight-key"])
-    except (KeyError, TypeError, ValueError, OverflowError, MpcaiError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, IndexError, MpcaiError) as exc:
         raise ProtocolAbort(f"malformed secure-aggregation parameters: {exc}") from exc
 
 

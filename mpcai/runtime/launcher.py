@@ -175,8 +175,8 @@ class PartyConfig:
                 raw = tomllib.loads(path.read_text())
             else:
                 raw = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
-            raise InvalidInput(f"cannot read config {path}: {exc}") from exc
+        except (OSError, ValueError, RecursionError) as exc:  # TOMLDecodeError: ValueError
+            raise InvalidInput(f"cannot read config {path}: {str(exc)[:200]}") from exc
         if not isinstance(raw, dict):
             raise InvalidInput(f"config {path} must be a table (a JSON object)")
         base = path.parent
@@ -197,10 +197,10 @@ class PartyConfig:
                 raise InvalidInput(f"party {pid} needs a host and a port")
             for key in ("cert", "key"):
                 if key in entry:
-                    entry[key] = base / entry[key]
+                    entry[key] = base / _path_field(entry[key], f"party {pid} {key}")
                 elif not plain:
                     raise InvalidInput(f"party {pid} needs '{key}' (or insecure_plaintext)")
-        ca = base / raw["ca"] if "ca" in raw else None
+        ca = base / _path_field(raw["ca"], "ca") if "ca" in raw else None
         if ca is None and not plain:
             raise InvalidInput("config needs 'ca' (or insecure_plaintext)")
         try:
@@ -308,12 +308,18 @@ class _WithAbsent(Network):
             yield {**links, **{p: _AbsentLink(p) for p in self.absent}}
 
 
+def _path_field(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a path (a string), not {type(value).__name__}")
+    return value
+
+
 def _parse_book(line: str, parties: Mapping[int, Any]) -> dict[int, int | None]:
     """``{"id": port or null}`` (null: the party is gone) for every party of the config."""
     try:
         raw = json.loads(line)
         book = {int(k): (None if v is None else int(v)) for k, v in raw.items()}
-    except (ValueError, AttributeError, TypeError) as exc:
+    except (ValueError, AttributeError, TypeError, OverflowError, RecursionError) as exc:
         raise InvalidInput(f"bad address book on stdin: {line[:200]!r}") from exc
     if set(book) != set(parties) or any(p is not None and not 0 < p < 65536
                                         for p in book.values()):

@@ -439,7 +439,8 @@ async def _data_owner(
                         x.shape)
     # the online phase starts when both compute parties hold their correlations
     for party in roles.compute:
-        if await net.recv(party, f"{_TAG}/ready") != 1:
+        ready = await net.recv(party, f"{_TAG}/ready")
+        if type(ready) is not int or ready != 1:  # (an array: an ambiguous truth value)
             raise MisbehaviourDetected("a compute party sent a malformed ready message")
     x_hat = encoding.encode_fixed(x, cfg.frac_bits) + mask
     t0 = time.perf_counter()

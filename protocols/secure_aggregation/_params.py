@@ -40,7 +40,9 @@ All are upper bounds, exact hypergeometric terms inside.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable
 from functools import lru_cache
 
 __all__ = ["choose", "failure_probability", "malicious_probability", "privacy_probability"]
@@ -161,12 +163,13 @@ def choose(n: int, dropout_fraction: float, corrupt_fraction: float, failure_bou
     With ``malicious`` (identities and the consistency check on), privacy must
     hold against a malicious server too, which needs the complete graph.
     ``None`` if nothing meets the bounds."""
+    candidates: Iterable[int]
     if degree is not None:
         candidates = [min(degree, n - 1)]
-    else:
-        candidates = [*range(2, n - 1, 2), n - 1]
+    else:  # lazily: the smallest k that meets the bounds ends the search (n may be huge)
+        candidates = itertools.chain(range(2, n - 1, 2), [n - 1])
     if malicious:
-        candidates = [k for k in candidates if k >= n - 1]
+        candidates = [k for k in candidates if k >= n - 1] if degree is not None else [n - 1]
     for k in candidates:
         if _disconnected(n, k, _corrupt(n, corrupt_fraction)
                          + _dropped(n, dropout_fraction)) > privacy_bound:

@@ -167,6 +167,11 @@ async def advertise_keys(party: Party, state: ClientState) -> None:
     await party.send(SERVER, Stage.ADVERTISE_KEYS.value, [c_pk, s_pk, e_pk, sig, state.length])
 
 
+#: what parsing a malformed server message raises (an array where a dict was expected:
+#: IndexError; an infinite id: OverflowError), each turned into ProtocolAbort
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
+
+
 async def share_keys(party: Party, state: ClientState) -> None:
     """Receive everyone's keys; send Shamir shares of this client's secrets to its neighbours.
 
@@ -180,9 +185,14 @@ async def share_keys(party: Party, state: ClientState) -> None:
     try:
         keys = _crypto.unpack_keys(raw["keys"])
         sigs = raw["sigs"]
-    except (KeyError, TypeError, ValueError) as exc:
+    except _MALFORMED as exc:
         raise ProtocolAbort("the server sent a malformed key list") from exc
-    if state.cfg.identities is not None:
+    # the neighbours follow from the session alone; those without keys did not advertise
+    mine_all = _crypto.Graph(state.session, state.cfg.n_clients,
+                             state.cfg.neighbours).neighbours(state.me)
+    if not set(keys) - {state.me} <= mine_all:
+        raise ProtocolAbort("the server sent keys for other clients than this one's neighbours")
+    if state.cfg.identities is not None:  # (every id now a neighbour's: it has an identity)
         order = sorted(keys)
         if not isinstance(sigs, bytes) or len(sigs) != 64 * len(order):
             raise ProtocolAbort("the server did not forward the key signatures")
@@ -196,11 +206,6 @@ async def share_keys(party: Party, state: ClientState) -> None:
            state.e_sk.public_key().public_bytes(*_crypto._RAW) if state.e_sk else b"")
     if mine != own:
         raise ProtocolAbort("the server's key list does not hold this client's own keys")
-    # the neighbours follow from the session alone; those without keys did not advertise
-    mine_all = _crypto.Graph(state.session, state.cfg.n_clients,
-                             state.cfg.neighbours).neighbours(state.me)
-    if not set(keys) - {state.me} <= mine_all:
-        raise ProtocolAbort("the server sent keys for other clients than this one's neighbours")
     state.graph = frozenset(keys) - {state.me}
     if state.cfg.consistency_check:
         state.signing_keys = {v: k[2] for v, k in keys.items()}
@@ -284,7 +289,7 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray | No
     try:
         blobs: dict[int, bytes] = dict(msg["blobs"])
         u2 = frozenset(int(i) for i in msg["u2"]) | {state.me}  # neighbours in U2, and me
-    except (KeyError, TypeError, ValueError) as exc:
+    except _MALFORMED as exc:
         raise ProtocolAbort("the server sent a malformed share_keys message") from exc
     if not u2 - {state.me} <= state.graph:
         raise ProtocolAbort("the server's survivor list names clients that are not neighbours")
@@ -331,7 +336,7 @@ async def consistency_check(party: Party, state: ClientState) -> None:
         party, max_frame(state.cfg, Stage.CONSISTENCY_CHECK, to_server=False)))
     try:
         u3 = sorted(int(i) for i in raw)
-    except (TypeError, ValueError) as exc:
+    except _MALFORMED as exc:
         raise ProtocolAbort("the server sent a malformed survivor list") from exc
     if len(set(u3)) != len(u3) or not set(u3) & state.graph <= state.u2:
         raise ProtocolAbort("the survivor list contradicts the earlier one")
@@ -352,7 +357,7 @@ async def unmask(party: Party, state: ClientState) -> None:
         u3 = frozenset(int(i) for i in msg["u3"])
         dropped = frozenset(int(i) for i in msg["dropped"])
         sigs = dict(msg.get("sigs") or {})
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except _MALFORMED as exc:
         raise ProtocolAbort("the server sent a malformed unmask request") from exc
     t = state.cfg.threshold
     # the survivors of this client's neighbourhood (the server sends only those, or,

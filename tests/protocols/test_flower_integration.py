@@ -36,6 +36,7 @@ from mpcai.integrations.flower import (
     make_secagg_mod,
     secagg_mod,
 )
+from mpcai.runtime.wire import encode_payload
 
 N, D = 8, 40
 RNG = np.random.default_rng(7)
@@ -403,9 +404,11 @@ def test_a_stage_message_sent_twice_runs_once(caplog: pytest.LogCaptureFixture) 
     assert len(calls) == n_calls  # no second training
 
 
-@pytest.mark.parametrize("session", [2**62, b"short"])
+@pytest.mark.parametrize(("field", "value"), [
+    ("session", 2**62), ("session", b"short"),
+    ("round-config", encode_payload(np.zeros(3)))])  # an array: IndexError once
 def test_a_session_that_is_not_16_bytes_is_refused_before_anything(
-        caplog: pytest.LogCaptureFixture, session: Any) -> None:
+        caplog: pytest.LogCaptureFixture, field: str, value: Any) -> None:
     # bytes(2**62) was once called on it: an allocation of 4 EiB, then a hash of it
     calls: list[tuple[int, str]] = []
     app = client_app({}, calls=calls)
@@ -413,14 +416,16 @@ def test_a_session_that_is_not_16_bytes_is_refused_before_anything(
     run(SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000), grid, rounds=1)
     nid = list(DELTAS)[1]
     begin = copy.deepcopy(rec.sent[(nid, "begin")].content)
-    begin.config_records[RECORD_KEY]["session"] = session
+    begin.config_records[RECORD_KEY][field] = value
+    session = value
     ctx = Context(run_id=1, node_id=nid, node_config={}, state=RecordDict(), run_config={})
     n_calls = len(calls)
     with server_identity(), caplog.at_level(logging.ERROR):
         with pytest.raises(RuntimeError, match="left the round"):
             app(stage_message(nid, begin, "odd-session"), ctx)
     assert "malformed secure-aggregation parameters" in caplog.text
-    assert ("not bytes" if isinstance(session, int) else "session id of 5") in caplog.text
+    if field == "session":
+        assert ("not bytes" if isinstance(session, int) else "session id of 5") in caplog.text
     assert len(calls) == n_calls
 
 

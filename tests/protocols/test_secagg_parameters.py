@@ -180,3 +180,12 @@ def test_malicious_mode_chooses_parameters_private_against_a_malicious_server() 
                              consistency_check=True)
     rep = sa.security_report(sparse)
     assert not rep.private_malicious and rep.malicious_failure_probability == 1.0
+
+
+def test_a_huge_client_count_does_not_enumerate_every_degree() -> None:
+    # the candidate degrees were a list of n/2 ints: 2^40 clients (one int from a Flower
+    # server's round config) raised MemoryError, 10^8 took 13 s and gigabytes
+    from mpcai.protocols.secure_aggregation import SecAggConfig
+
+    cfg = SecAggConfig(n_clients=2**40, max_weight=5, dim=7)
+    assert 2 <= cfg.neighbours < 200

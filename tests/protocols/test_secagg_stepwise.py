@@ -3,6 +3,7 @@ clients keep nothing in memory between messages, only the state bytes they retur
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import Any
 
@@ -11,7 +12,13 @@ import pytest
 from mpcai.protocols.secure_aggregation import SecAggConfig, make_identities
 from mpcai.protocols.secure_aggregation import stepwise as sw
 
-from mpcai.errors import EncodingOverflow, InvalidInput, NotEnoughSurvivors, ProtocolAbort
+from mpcai.errors import (
+    EncodingOverflow,
+    InvalidInput,
+    MpcaiError,
+    NotEnoughSurvivors,
+    ProtocolAbort,
+)
 
 
 class StatelessHost:
@@ -329,3 +336,72 @@ def test_the_server_records_a_transcript_as_the_runtimes_server_does(
     other.close()
     with pytest.raises(InvalidInput):
         sw.run_server(cfg, host.session, host.round_trip, transcript="a path")  # type: ignore[arg-type]
+
+
+def _to_stage(cfg: SecAggConfig, upto: str) -> tuple[Any, dict[str, Any]]:
+    """Client 1's state and the server's messages to it at stage ``upto`` of an honest
+    round (the others answer as honest clients)."""
+    from mpcai.runtime import wire
+
+    session = secrets.token_bytes(16)
+    state: dict[int, Any] = {}
+    got: dict[str, Any] = {}
+
+    def round_trip(tag: str, outgoing: dict[int, Any]) -> dict[int, Any]:
+        replies = {}
+        for cid, msgs in outgoing.items():
+            if tag == upto and cid == 1:
+                got["state"], got["msgs"] = state[1], dict(msgs)
+                continue
+            if not msgs:
+                replies[cid], state[cid] = sw.client_begin(cfg, cid, session, np.zeros(7), 1)
+            else:
+                _, replies[cid], state[cid] = sw.client_step(state[cid], dict(msgs))
+        return replies
+
+    with contextlib.suppress(MpcaiError):  # client 1 never answers: a dropout
+        sw.run_server(cfg, session, round_trip)
+    got["msgs"] = {k: wire.decode_payload(wire.encode_payload(v))
+                   for k, v in got["msgs"].items()}
+    return got["state"], got["msgs"]
+
+
+@pytest.mark.parametrize(("upto", "key", "bad"), [
+    ("masked_input", "share_keys", np.zeros((2, 3), np.uint32)),  # an array: IndexError
+    ("masked_input", "share_keys", {"blobs": {}, "u2": [float("inf")]}),  # OverflowError
+    ("unmask", "unmask", np.zeros((2, 2), np.uint64)),
+    ("unmask", "unmask", {"u3": [float("inf")], "dropped": []}),
+    ("consistency_check", "consistency_check", [float("inf")]),
+])
+def test_a_malformed_server_message_is_a_protocol_abort(upto: str, key: str, bad: Any) -> None:
+    from mpcai.runtime import wire
+
+    cfg = SecAggConfig(n_clients=6, max_weight=5, dim=7,
+                       consistency_check=upto == "consistency_check")
+    state, msgs = _to_stage(cfg, upto)
+    msgs[key] = wire.decode_payload(wire.encode_payload(bad))
+    with pytest.raises(ProtocolAbort, match="malformed"):
+        sw.client_step(state, msgs)
+
+
+def test_malformed_or_foreign_key_lists_are_a_protocol_abort() -> None:
+    from mpcai.runtime import wire
+
+    pub, priv = make_identities(6)
+    for cfg, key, msg in [
+        (SecAggConfig(n_clients=6, max_weight=5, dim=7), None, np.zeros(3)),
+        (SecAggConfig(n_clients=6, max_weight=5, dim=7), None,
+         {"keys": np.zeros(3, np.uint64), "sigs": b""}),
+        (SecAggConfig(n_clients=6, max_weight=5, dim=7), None,
+         {"keys": {"ids": [float("inf")], "c": b"", "s": b"", "e": b""}, "sigs": b""}),
+        # an id with no identity key (0): looked up before the neighbour check, a KeyError
+        (SecAggConfig(n_clients=6, max_weight=5, dim=7, identities=pub,
+                      consistency_check=True), priv[1],
+         {"keys": {"ids": np.array([0], np.uint32), "c": b"\x09" * 32, "s": b"\x09" * 32,
+                   "e": b"\x00" * 32}, "sigs": b"\x00" * 64}),
+    ]:
+        _, st = sw.client_begin(cfg, 1, secrets.token_bytes(16), np.zeros(7), 1,
+                                identity_key=key)
+        with pytest.raises(ProtocolAbort):
+            sw.client_step(st, {"advertise_keys": wire.decode_payload(
+                wire.encode_payload(msg))})

@@ -289,3 +289,30 @@ def test_load_function_of_a_missing_module_is_invalid_input(tmp_path: Path) -> N
     bad.write_text("import nomod_abc\n")
     with pytest.raises(ModuleNotFoundError):
         launcher.load_function(f"{bad}:fn")
+
+
+def test_bad_config_files_and_address_books_are_invalid_input(tmp_path: Path) -> None:
+    from mpcai.cli import _deploy
+    from mpcai.runtime.launcher import _parse_book
+
+    for line in ('{"0": 9000, "1": Infinity}', '{"0": 1e400, "1": null}', "[" * 100_000):
+        with pytest.raises(InvalidInput, match="address book"):
+            _parse_book(line, {0: 1, 1: 2})
+    good = {"session": "00" * 16, "function": "m:f", "ca": "ca.pem",
+            "parties": {"0": {"host": "h", "port": 1, "cert": "a", "key": "b"}}}
+    bad = {
+        "ca.json": json.dumps({**good, "ca": 1}),
+        "cert.json": json.dumps({**good, "parties": {"0": {
+            "host": "h", "port": 1, "cert": 5, "key": "b"}}}),
+        "deep.json": "[" * 100_000,
+        "deep.toml": "a = " + "[" * 100_000,
+        "name.json": json.dumps({"session": "00" * 16, "insecure_plaintext": True,
+                                 "parties": {str(i): {"host": "h", "port": 9000 + i}
+                                             for i in range(4)},
+                                 "protocol": {"name": [1]}}),
+    }
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        load = _deploy.load_config if name == "name.json" else PartyConfig.load
+        with pytest.raises(InvalidInput):
+            load(tmp_path / name)
