@@ -986,9 +986,22 @@ class CKKSVector:
 
     def polyval(self, coefficients: object) -> CKKSVector:
         """``sum_i c_i x^i`` elementwise (``coefficients[0]`` is the constant term)."""
-        c = _real_array(coefficients, "coefficients", 1)
+        c = _real_array(coefficients, "coefficients", 1).tolist()
         with _tenseal_errors("polyval"):
-            return self._wrap(self._v.polyval(c.tolist()), None)
+            if self.ciphertext_count == 1:
+                return self._wrap(self._v.polyval(c), None)
+            # TenSEAL's polyval prints a warning to stdout for a vector of several
+            # ciphertexts: one ciphertext at a time, joined in memory (the same layout)
+            sizes, cts, scale = _ckks_seal.parse_vector_proto(self._v.serialize())
+            out: list[bytes] = []
+            for size, ct in zip(sizes, cts, strict=True):
+                one = _TS.CKKSVector(self._ctx._ctx.data,
+                                     _ckks_seal.vector_proto([size], [ct], scale))
+                _, (res,), scale_out = _ckks_seal.parse_vector_proto(
+                    one.polyval(c).serialize())
+                out.append(res)
+            return self._wrap(_TS.CKKSVector(self._ctx._ctx.data, _ckks_seal.vector_proto(
+                sizes, out, scale_out)), None)
 
     def matmul(self, w: PlainMatrix | np.ndarray) -> CKKSVector:
         """``v @ W`` for a plaintext ``W`` (``d_in x d_out``); one level.
