@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
+import stat
 from typing import Any, TypeVar
 
 import numpy as np
 
 from mpcai.errors import InvalidInput, InvalidType
 
-__all__ = ["check_bool", "check_bytes", "check_fields", "check_int", "check_real"]
+__all__ = ["check_bool", "check_bytes", "check_fields", "check_int", "check_real", "read_file"]
 
 _D = TypeVar("_D")
 
@@ -122,3 +124,29 @@ def check_fields(config: Any, cls: type[_D], name: str = "config") -> _D:
     if missing:
         raise InvalidInput(f"{name} lacks the {cls.__name__} fields {missing}")
     return cls(**config)
+
+
+def read_file(path: str | os.PathLike[str], what: str, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_bytes`` of them.
+
+    Opened without blocking and checked on the open file: a FIFO would hang the
+    read, ``/dev/zero`` never end it.  :class:`~mpcai.errors.InvalidInput`, naming
+    ``what``, for a file that is missing, unreadable, not regular or too large.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise InvalidInput(f"cannot read the {what} {path}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidInput(f"the {what} {path} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the {what} {path}: {exc.strerror or exc}"
+                               ) from None
+    if len(data) > max_bytes:
+        raise InvalidInput(f"the {what} {path} is larger than {max_bytes} bytes")
+    return data

@@ -347,3 +347,19 @@ def test_inference_demo_refuses_flags_it_would_ignore(flags: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["demo", "inference", *flags])
     assert info.value.code == 2
+
+
+def test_party_file_arguments_that_would_hang_or_be_lost_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo")  # read_text() of a FIFO waited for a writer forever
+    for argv in (["--config", str(tmp_path / "fifo")],
+                 ["--config", "/dev/zero"],  # and /dev/zero filled memory
+                 ["--config", str(tmp_path / "c.toml"), "--args", str(tmp_path / "fifo")],
+                 ["--config", str(tmp_path / "c.toml"), "--result", str(tmp_path)]):
+        (tmp_path / "c.toml").write_text('session = "00"')
+        assert cli.main(["party", *argv, "--id", "0"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("mpcai: error:") == 1 and "Traceback" not in err, err
+    assert not list(tmp_path.glob("*.part"))

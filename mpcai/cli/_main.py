@@ -30,6 +30,8 @@ _DEBUG_HELP = "show the full traceback of an error instead of one line"
 _VERBOSE_HELP = ("log what mpcai does to stderr (INFO; -vv: DEBUG); also shows the "
                  "traceback of an error")
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: ``mpcai certs --parties``: at most this many (one CA-signed key pair each, ~1 ms)
+_MAX_CERT_PARTIES = 100_000
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -356,8 +358,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "certs":
         from mpcai.runtime import certs as certs_mod
 
-        if args.parties < 1:
-            parser.error("--parties must be >= 1")
+        if not 1 <= args.parties <= _MAX_CERT_PARTIES:  # each a key pair, made in memory
+            parser.error(f"--parties must be in 1..{_MAX_CERT_PARTIES}")
         written = certs_mod.write_party_certs(args.out, range(args.parties),
                                               overwrite=args.force)
         print(f"wrote a CA and certificates for parties 0..{args.parties - 1} to {args.out}")

@@ -21,6 +21,7 @@ import trio
 from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime import wire
 from mpcai.runtime.launcher import run_party
+from mpcai.validation import read_file
 
 from . import _deploy
 
@@ -50,6 +51,10 @@ def main_party(config_path: str, party_id: int, *, announce: bool, args_path: st
     party <id>: <type>: <message>``, and a hint naming ``--debug``.
     """
     sys.path.extend(extra_path)
+    if result_path and os.path.isdir(result_path):  # before the round: nothing to lose
+        print(f"mpcai: error: party {party_id}: the result path {result_path} is a directory",
+              file=sys.stderr)
+        return 2
     try:
         config = _deploy.load_config(config_path)
         raw_session = config.session
@@ -59,7 +64,8 @@ def main_party(config_path: str, party_id: int, *, announce: bool, args_path: st
         args: list[Any] = []
         io: dict[str, Any] = {}
         if args_path:
-            args = wire.decode_payload(Path(args_path).read_bytes())
+            args = wire.decode_payload(read_file(
+                args_path, "args file", wire.DEFAULT_LIMITS.max_payload_bytes))
         elif config.protocol_table is not None:
             if party_id not in config.parties:
                 raise InvalidInput(f"party {party_id} is not in the config")

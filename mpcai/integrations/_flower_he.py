@@ -47,7 +47,7 @@ from mpcai.protocols.he_aggregation import HEAggConfig, quantize_update
 from mpcai.protocols.he_aggregation._scheme import Scheme, scheme_for
 from mpcai.protocols.he_aggregation.simulation import AUDIT_PROTOCOL
 from mpcai.runtime import wire
-from mpcai.validation import check_int, check_real
+from mpcai.validation import check_int, check_real, read_file
 
 try:
     from flwr.app import (
@@ -73,13 +73,37 @@ _log = logging.getLogger("mpcai.integrations.flower")
 MIN_CLIENTS = 3
 
 
+class _BadField(ProtocolAbort, TypeError):
+    """A record field of the wrong type: a :class:`ProtocolAbort` (and a ``TypeError``
+    for the server's reply parsers, which leave such a node out)."""
+
+
 def _bytes_of(rec: Any, key: str) -> bytes:
     """``rec[key]`` if it is bytes.  Never ``bytes(value)``: a peer's int ``n`` there
     would allocate ``n`` zero bytes before any length check."""
     value = rec[key]
     if type(value) is not bytes:
-        raise TypeError(f"record field {key!r} is a {type(value).__name__}, not bytes")
+        raise _BadField(f"record field {key!r} is a {type(value).__name__}, not bytes")
     return value
+
+
+class _Request:
+    """A server's request record, read by a node: a missing field is a
+    :class:`ProtocolAbort` naming it, not a ``KeyError``."""
+
+    __slots__ = ("_rec",)
+
+    def __init__(self, rec: Any) -> None:
+        self._rec = rec
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._rec[key]
+        except KeyError:
+            raise ProtocolAbort(f"the request has no {key!r} field") from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._rec.get(key, default)
 
 
 def _fl() -> Any:
@@ -167,11 +191,7 @@ def _write_keys(directory: Path, public_key: Any, shares: list[Any]) -> dict[str
 
 
 def _read_bounded(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        blob = f.read(_MAX_KEY_FILE + 1)
-    if len(blob) > _MAX_KEY_FILE:
-        raise InvalidInput(f"{path} is larger than any key file ({_MAX_KEY_FILE} bytes)")
-    return blob
+    return read_file(path, "key file", _MAX_KEY_FILE)
 
 
 def _load_public_key(key: Any) -> Any:
@@ -1121,7 +1141,7 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
             raise RuntimeError(_fl()._FAILED) from None
 
     def _client(msg: Message, context: Context, call_next: Any) -> Message:
-        rec = msg.content.config_records[HE_RECORD_KEY]
+        rec = _Request(msg.content.config_records[HE_RECORD_KEY])
         cfg, layout, key_id = _read_round(rec["round-config"])
         key = key_of(context)
         if key_id != _key_id(key):
@@ -1170,7 +1190,7 @@ def make_he_mod(*, public_key: KeySource = None, key_share: KeySource = None,
         return Message(_record("input", session, data=blob), reply_to=msg)
 
     def _member(msg: Message, context: Context, share: Any) -> Message:
-        rec = msg.content.config_records[HE_RECORD_KEY]
+        rec = _Request(msg.content.config_records[HE_RECORD_KEY])
         key = _key_of_share(share)
         stage, session = rec["stage"], _bytes_of(rec, "session")
         if len(session) != _SESSION_BYTES:

@@ -294,25 +294,32 @@ def _layout(arrays: ArrayRecord) -> list[tuple[str, tuple[int, ...]]]:
 def _numpy_view(arr: Array) -> np.ndarray:
     """``arr.numpy()`` without its copy: a read-only view of the ``.npy`` bytes' values,
     after numpy's own header parser (never a pickle: an object dtype is refused) and a
-    check that exactly the array's bytes follow; any other Array is ``arr.numpy()``."""
+    check that exactly the array's bytes follow; anything else is :class:`InvalidInput`
+    (never ``np.load``: it would take an ``.npz``, or allocate what a header claims)."""
     import io
+    import tokenize
 
     from numpy.lib import format as npy
 
     data = arr.data
     if arr.stype != "numpy.ndarray" or not isinstance(data, bytes):
-        return arr.numpy()
+        raise InvalidInput(f"a model array of stype {arr.stype!r:.40}, not numpy.ndarray")
     head = io.BytesIO(data)
     try:
         version = npy.read_magic(head)
         shape, fortran, dtype = (npy.read_array_header_1_0(head) if version == (1, 0)
                                  else npy.read_array_header_2_0(head))
-    except ValueError:
-        return arr.numpy()  # numpy's loader decides (e.g. a version 3 header)
+    except (ValueError, EOFError, SyntaxError, TypeError, OverflowError,
+            tokenize.TokenError) as exc:
+        raise InvalidInput(f"a model array whose .npy header is malformed: {exc}") from None
+    if any(n < 0 for n in shape):
+        raise InvalidInput(f"a model array of shape {shape}")
     count = math.prod(shape)
-    if dtype.hasobject or fortran or len(data) - head.tell() != count * dtype.itemsize:
-        return arr.numpy()
-    return np.frombuffer(data, dtype=dtype, count=count, offset=head.tell()).reshape(shape)
+    if dtype.hasobject or len(data) - head.tell() != count * dtype.itemsize:
+        raise InvalidInput(f"a model array of {len(data) - head.tell()} bytes for shape "
+                           f"{shape} of {dtype}")
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=head.tell())
+    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 def _delta(reply: ArrayRecord, received: ArrayRecord,
@@ -903,7 +910,10 @@ def _round_config(rec: ConfigRecord) -> tuple[SecAggConfig, list[tuple[str, tupl
         session = _bytes_of(rec, "session")
         if len(session) != wire.SESSION_ID_BYTES:
             raise ValueError(f"a session id of {len(session)} bytes")
-        return cfg, layout, int(rec["id"]), session, str(rec["weight-key"])
+        me = rec["id"]
+        if type(me) is not int or not 1 <= me <= cfg.n_clients:  # before it names a claim
+            raise ValueError(f"client id {me!r:.30} is not in 1..{cfg.n_clients}")
+        return cfg, layout, me, session, str(rec["weight-key"])
     except (KeyError, TypeError, ValueError, OverflowError, IndexError, MpcaiError) as exc:
         raise ProtocolAbort(f"malformed secure-aggregation parameters: {exc}") from exc
 

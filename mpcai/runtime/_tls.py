@@ -23,6 +23,7 @@ from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime._link import CLOSE_TIMEOUT, STREAM_ERRORS
 from mpcai.runtime.certs import create_ca, issue_party_cert, party_id_from_cert
 from mpcai.runtime.network import Buffer
+from mpcai.validation import read_file
 
 __all__ = ["TlsCredentials", "TlsTransport"]
 
@@ -34,14 +35,15 @@ _TLS_READ_CHUNK = 1 << 18
 _TLS_HANDSHAKE_CHUNK = 1 << 14
 
 
+#: certificates and keys are a few kB; a chain of many still far below this
+_MAX_PEM_BYTES = 1 << 20
+
+
 def _read_pem(value: bytes | str | os.PathLike[str], what: str) -> bytes:
     if isinstance(value, (bytes, bytearray)):
         data = bytes(value)
     elif isinstance(value, (str, os.PathLike)):
-        try:
-            data = Path(value).read_bytes()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read the {what} from {value}: {exc}") from exc
+        data = read_file(value, what, _MAX_PEM_BYTES)
     else:
         raise InvalidType(f"the {what} must be PEM bytes or a path, not {type(value).__name__}")
     if b"-----BEGIN" not in data:

@@ -99,7 +99,7 @@ from mpcai.runtime import certs, wire
 from mpcai.runtime.network import Buffer, Link, Network
 from mpcai.runtime.party import DEFAULT_TIMEOUT, open_party
 from mpcai.runtime.stats import CommStats
-from mpcai.validation import check_int, check_real
+from mpcai.validation import check_int, check_real, read_file
 
 __all__ = ["LaunchEvent", "LaunchResult", "PartyConfig", "launch_local", "load_function",
            "run_party"]
@@ -108,6 +108,7 @@ _log = logging.getLogger(__name__)
 
 ANNOUNCE = "MPCAI-LISTENING"
 _MAX_RESULT_BYTES = 1 << 31
+_MAX_CONFIG_BYTES = 16 << 20  # a config file (TOML or JSON)
 
 
 _STDOUT_KEPT = 1 << 16  # bytes of a party's stray stdout kept for its log
@@ -171,10 +172,11 @@ class PartyConfig:
 
         path = Path(path)
         try:
+            text = read_file(path, "config", _MAX_CONFIG_BYTES).decode()
             if path.suffix.lower() == ".toml":
-                raw = tomllib.loads(path.read_text())
+                raw = tomllib.loads(text)
             else:
-                raw = json.loads(path.read_text())
+                raw = json.loads(text)
         except (OSError, ValueError, RecursionError) as exc:  # TOMLDecodeError: ValueError
             raise InvalidInput(f"cannot read config {path}: {str(exc)[:200]}") from exc
         if not isinstance(raw, dict):

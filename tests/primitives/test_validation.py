@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mpcai.errors import InvalidInput, InvalidType
-from mpcai.validation import check_bool, check_bytes, check_int, check_real
+from mpcai.validation import check_bool, check_bytes, check_int, check_real, read_file
 
 
 def test_check_int_accepts_ints_numpy_and_mpz_and_returns_python_ints() -> None:
@@ -86,3 +86,20 @@ def test_check_fields_builds_a_dataclass_and_names_bad_fields() -> None:
         check_fields({"n": 2, "x": 1, "derived": 1}, Conf)
     with pytest.raises(InvalidInput, match=r"cfg lacks the Conf fields \['n'\]"):
         check_fields({"k": 1}, Conf, "cfg")  # tags has a default_factory: not missing
+
+
+def test_read_file_refuses_what_would_hang_or_never_end(tmp_path) -> None:
+    import os
+
+    (tmp_path / "ok").write_bytes(b"abc")
+    assert read_file(tmp_path / "ok", "thing", 3) == b"abc"
+    with pytest.raises(InvalidInput, match="larger than 2 bytes"):
+        read_file(tmp_path / "ok", "thing", 2)
+    os.mkfifo(tmp_path / "fifo")  # a plain open() would block until a writer came
+    for path, why in ((tmp_path / "fifo", "not a regular file"),
+                      ("/dev/zero", "not a regular file"),  # a read that never ends
+                      (tmp_path, "not a regular file"),
+                      (tmp_path / "missing", "cannot read the thing"),
+                      ("a\0b", "cannot read the thing")):
+        with pytest.raises(InvalidInput, match=why):
+            read_file(path, "thing", 1 << 20)

@@ -634,3 +634,27 @@ def test_a_member_refuses_an_attempt_that_does_not_count_up(
     recorded = [f for f in tmp_path.glob("node-*/*/party-*.jsonl")
                 if int(f.stem.split("-")[1]) > N]
     assert not recorded  # no member recorded a request it refused
+
+
+@pytest.mark.parametrize("field", ["weight-key", "session", "round-config"])
+def test_a_request_missing_a_field_is_a_protocol_abort_on_the_node(
+        keys: Any, field: str, caplog: pytest.LogCaptureFixture) -> None:
+    grid = make_grid(he_apps(keys))
+    push = grid.push_messages
+    victim: list[int] = []
+
+    def forge(messages: Iterable[Any]) -> Iterable[str]:
+        messages = list(messages)
+        for m in messages:
+            recs = m.content.config_records if m.has_content() else {}
+            if HE_RECORD_KEY in recs and not victim and field in recs[HE_RECORD_KEY]:
+                victim.append(m.metadata.dst_node_id)
+                del recs[HE_RECORD_KEY][field]
+        return push(messages)
+
+    grid.push_messages = forge
+    with caplog.at_level(logging.ERROR, logger="mpcai.integrations.flower"):
+        run(strategy(keys[0]), grid)
+    assert victim
+    assert f"ProtocolAbort: the request has no {field!r} field" in caplog.text
+    assert "KeyError" not in caplog.text

@@ -406,7 +406,8 @@ def test_a_stage_message_sent_twice_runs_once(caplog: pytest.LogCaptureFixture) 
 
 @pytest.mark.parametrize(("field", "value"), [
     ("session", 2**62), ("session", b"short"),
-    ("round-config", encode_payload(np.zeros(3)))])  # an array: IndexError once
+    ("round-config", encode_payload(np.zeros(3))),  # an array: IndexError once
+    ("id", 2**32), ("id", 0), ("id", 1.5)])  # struct.error once, in the claim's name
 def test_a_session_that_is_not_16_bytes_is_refused_before_anything(
         caplog: pytest.LogCaptureFixture, field: str, value: Any) -> None:
     # bytes(2**62) was once called on it: an allocation of 4 EiB, then a hash of it
@@ -944,3 +945,28 @@ def test_a_nodes_failed_round_keeps_its_own_ending_when_the_next_round_begins(
     (log,) = ended
     assert log.error == "RuntimeError"
     assert [e["tag"] for e in log.messages("recv")] == ["advertise_keys", "share_keys"]
+
+
+def test_model_arrays_are_read_without_numpys_loader() -> None:
+    import io
+
+    from mpcai.integrations.flower import _numpy_view
+
+    def npy(a: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=False)
+        return buf.getvalue()
+
+    f = np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+    for a in (np.arange(5, dtype=np.float32), f, np.zeros((0, 3))):
+        got = _numpy_view(Array(dtype=a.dtype.name, shape=a.shape, stype="numpy.ndarray",
+                                data=npy(a)))
+        np.testing.assert_array_equal(got, a)
+    good = npy(np.zeros(4, dtype=np.float32))
+    zipped = io.BytesIO()
+    np.savez(zipped, a=np.zeros(2))
+    for data in (b"", good[:-1], good + b"\0", zipped.getvalue(), b"\x93NUMPY\x01\x00\x10"
+                 + b"{'descr': '<f4'", npy(np.zeros(1)).replace(b"(1,)", b"(-1,)"),
+                 npy(np.zeros(1)).replace(b"(1,)", b"(10**40,)").replace(b" \n", b"\n")):
+        with pytest.raises(InvalidInput):  # never np.load (an .npz, a 4 TiB allocation)
+            _numpy_view(Array(dtype="float32", shape=(4,), stype="numpy.ndarray", data=data))

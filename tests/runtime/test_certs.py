@@ -190,3 +190,14 @@ def test_certs_command_refuses_overwrite_and_says_what_goes_where(
     assert (out / "ca.pem").read_bytes() == ca_before
     assert cli.main(["certs", "--out", str(out), "--parties", "3", "--force"]) == 0
     assert (out / "ca.pem").read_bytes() != ca_before
+
+
+@pytest.mark.parametrize("n", ["0", "100001", str(10**20)])
+def test_certs_command_bounds_the_party_count(n: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from mpcai import cli
+
+    with pytest.raises(SystemExit) as exit_:  # a usage error, before any key is made
+        cli.main(["certs", "--out", str(tmp_path / "c"), "--parties", n])
+    assert exit_.value.code == 2 and "--parties must be in 1..100000" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -442,6 +442,15 @@ def test_credentials_load_from_the_files_write_party_certs_makes(tmp_path: Any) 
         TlsCredentials.from_directory(tmp_path, 4)
     with pytest.raises(InvalidInput):
         TlsCredentials(c.ca_cert, c.cert, b"-----BEGIN PRIVATE KEY-----\njunk\n")._context(True)
+    # a FIFO in any slot would block the read forever, /dev/zero fill memory
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    ca, cert, key = paths.for_party(3)
+    for bad in ((tmp_path / "fifo", cert, key), (ca, "/dev/zero", key),
+                (ca, cert, tmp_path)):
+        with pytest.raises(InvalidInput, match="not a regular file"):
+            TlsCredentials.from_files(*bad)
 
 
 # ---- connections that never authenticate ---------------------------------------------
