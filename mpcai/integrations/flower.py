@@ -152,6 +152,7 @@ from mpcai import dp as _dpm
 from mpcai.errors import InvalidInput, MpcaiError, ProtocolAbort
 from mpcai.prg import MAX_THREADS
 from mpcai.protocols.secure_aggregation import DPConfig, SecAggConfig, security_report
+from mpcai.protocols.secure_aggregation import _dp as _sa_dp
 from mpcai.protocols.secure_aggregation import stepwise as _sw
 from mpcai.protocols.secure_aggregation.simulation import AUDIT_PROTOCOL, AUDIT_VERSION
 from mpcai.runtime import wire
@@ -582,6 +583,13 @@ class SecAggStrategy(_Wrapping):
         grid = self._grid
 
         errors = self._round.setdefault("errors", {})
+        # what a masked input must be (else the protocol drops it: counted here as malformed)
+        d = sum(math.prod(shape) for _, shape in self._round["layout"])
+        if cfg.dp is None:
+            want = (np.dtype(np.uint32 if cfg.ring_bits == 32 else np.uint64),
+                    _sa_dp.wire_length(cfg, d))
+        else:
+            want = (np.dtype(np.uint8), _sa_dp.packed_bytes(cfg, d))
 
         def parse(replies: Iterable[Message], tag: str) -> dict[int, Any]:
             out: dict[int, Any] = {}
@@ -599,6 +607,9 @@ class SecAggStrategy(_Wrapping):
                     # the masked input comes as an Array, every other stage as wire bytes
                     out[cid] = (_vector_of(r.content) if tag == "masked_input"
                                 else wire.decode_payload(rec["data"]))
+                    if tag == "masked_input" and (out[cid].dtype, out[cid].size) != want:
+                        del out[cid]
+                        raise ValueError("a masked input of another length or type")
                 except (KeyError, TypeError, ValueError, OverflowError, MpcaiError):
                     errors[tag] = errors.get(tag, 0) + 1  # malformed: a dropout too
             return out

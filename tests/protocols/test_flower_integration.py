@@ -58,7 +58,8 @@ def server_identity() -> Iterator[None]:
 
 
 def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
-              bad: set[tuple[int, str]] | None = None) -> Any:
+              bad: set[tuple[int, str]] | None = None,
+              edit: Any = None) -> Any:
     class InProcessGrid(GridBase):
         """Each message to its node's ClientApp, in this thread; (node, stage) in ``drop``
         never answers, in ``bad`` answers garbage."""
@@ -107,6 +108,8 @@ def make_grid(app: ClientApp, drop: dict[tuple[int, str], bool] | None = None,
                 if (nid, stage) in (bad or set()):
                     reply = Message(RecordDict({RECORD_KEY: ConfigRecord(
                         {"stage": "x", "data": b"\x00garbage"})}), reply_to=msg)
+                if edit is not None:
+                    reply = edit(nid, stage, reply)
                 self.keep(mid, reply)
             self.trips.append(stages)
             return ids
@@ -970,3 +973,23 @@ def test_model_arrays_are_read_without_numpys_loader() -> None:
                  npy(np.zeros(1)).replace(b"(1,)", b"(10**40,)").replace(b" \n", b"\n")):
         with pytest.raises(InvalidInput):  # never np.load (an .npz, a 4 TiB allocation)
             _numpy_view(Array(dtype="float32", shape=(4,), stype="numpy.ndarray", data=data))
+
+
+@pytest.mark.parametrize("size", [0, D + 1])
+def test_a_masked_input_of_another_length_is_counted_as_an_error(size: int) -> None:
+    nodes = list(DELTAS)
+
+    def edit(nid: int, stage: str, reply: Message) -> Message:
+        if nid == nodes[0] and stage == "masked_input" and not reply.has_error():
+            (arr,) = reply.content.array_records[VECTOR_KEY].values()
+            reply.content.array_records[VECTOR_KEY] = ArrayRecord({"v": Array(
+                dtype=arr.dtype, shape=(size,), stype=arr.stype,
+                data=bytes(size * np.dtype(arr.dtype).itemsize))})
+        return reply
+
+    strategy = SecAggStrategy(fedavg(), clip=1.0, bits=20, max_weight=1000)
+    result = run(strategy, make_grid(client_app({}), edit=edit), rounds=1)
+    np.testing.assert_allclose(result.arrays["w"].numpy(), plain_mean(np.zeros(D), nodes[1:]),
+                               atol=4 * 2 / (2**20 - 1) + 1e-6)
+    assert strategy.history[0]["secagg-errors"] == 1  # was dropped without a count
+    assert strategy.history[0]["secagg-survivors"] == N - 1
