@@ -690,6 +690,12 @@ def test_transcript_paths_are_checked_before_anything_connects(tmp_path: Path) -
                            1, tmp_path)
     with pytest.raises(InvalidInput, match="without transcript"):
         _deploy.party_args(table, {"input": "u.npy", "transcript_key": "bad.key"}, 1, tmp_path)
+    import os
+
+    os.mkfifo(tmp_path / "fifo.key")  # size 0 passed a stat() check, then read_text() hung
+    with pytest.raises(InvalidInput, match="not a regular file"):
+        _deploy.party_args(table, {**io, "transcript": "t3.jsonl",
+                                   "transcript_key": "fifo.key"}, 1, tmp_path)
     with pytest.raises(InvalidInput, match="placeholders"):
         _deploy.check_io({1: {"transcript": "t-{party}.jsonl"}}, {1: {}})
     assert _deploy.round_io({"transcript": "t-{round}.jsonl"}, 1, 7)["transcript"] == "t-7.jsonl"

@@ -24,7 +24,7 @@ import numpy as np
 
 from mpcai.errors import InvalidInput, InvalidType
 from mpcai.runtime.launcher import PartyConfig
-from mpcai.validation import check_int
+from mpcai.validation import check_int, read_file
 
 __all__ = ["PROTOCOLS", "Protocol", "claim_round", "load_config", "party_args",
            "protocol_function", "round_io", "round_session", "write_output"]
@@ -597,11 +597,9 @@ def _transcript_params(io: Mapping[str, Any], party_id: int, base: Path) -> dict
 
 def _read_signing_key(path: str) -> bytes:
     p = Path(path)
-    try:
-        if p.stat().st_size > 4096:
-            raise InvalidInput(f"transcript_key {p}: more than 4096 bytes, not a key file")
-        text = p.read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # (a FIFO reports size 0: read_file never blocks on one)
+        text = read_file(p, "transcript_key", 4096).decode().strip()
+    except UnicodeDecodeError as exc:
         raise InvalidInput(f"cannot read transcript_key {p}: {exc}") from exc
     if len(text) != 64 or any(c not in string.hexdigits for c in text):
         raise InvalidInput(f"transcript_key {p} must hold 64 hex digits (an Ed25519 "

@@ -605,11 +605,11 @@ class SecAggStrategy(_Wrapping):
                     if rec["stage"] != tag:
                         raise ValueError(rec["stage"])
                     # the masked input comes as an Array, every other stage as wire bytes
-                    out[cid] = (_vector_of(r.content) if tag == "masked_input"
-                                else wire.decode_payload(rec["data"]))
-                    if tag == "masked_input" and (out[cid].dtype, out[cid].size) != want:
-                        del out[cid]
+                    got = (_vector_of(r.content) if tag == "masked_input"
+                           else wire.decode_payload(rec["data"]))
+                    if tag == "masked_input" and (got.dtype, got.size) != want:
                         raise ValueError("a masked input of another length or type")
+                    out[cid] = got
                 except (KeyError, TypeError, ValueError, OverflowError, MpcaiError):
                     errors[tag] = errors.get(tag, 0) + 1  # malformed: a dropout too
             return out

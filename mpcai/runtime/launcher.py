@@ -177,6 +177,8 @@ class PartyConfig:
                 raw = tomllib.loads(text)
             else:
                 raw = json.loads(text)
+        except InvalidInput:
+            raise  # read_file's: it names the file
         except (OSError, ValueError, RecursionError) as exc:  # TOMLDecodeError: ValueError
             raise InvalidInput(f"cannot read config {path}: {str(exc)[:200]}") from exc
         if not isinstance(raw, dict):
