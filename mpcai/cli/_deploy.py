@@ -165,6 +165,8 @@ def _load_update(path: Path, weight_field: str | None) -> tuple[Any, int | None]
     and the weight read from ``weight_field`` of the ``.npz`` (then not part of the
     update).  Never unpickles."""
     suffix = path.suffix.lower()
+    if path.exists() and not path.is_file():  # a FIFO would block np.load forever
+        raise InvalidInput(f"cannot read {path}: not a regular file")
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:  # object arrays (pickles) and malformed files
