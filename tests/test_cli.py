@@ -105,7 +105,7 @@ def test_console_error_has_no_traceback() -> None:
                                        "mpcai: hint: see 'mpcai demo hospitals --help'"]
     res = run("party", "--config", "/nonexistent/mpcai.json", "--id", "0")
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.startswith("mpcai: error: party 0: InvalidInput: cannot read config "
+    assert res.stderr.startswith("mpcai: error: party 0: InvalidInput: cannot read the config "
                                  "/nonexistent/mpcai.json")
     assert len(res.stderr.splitlines()) == 2 and "--debug" in res.stderr
     res = run("--debug", "party", "--config", "/nonexistent/mpcai.json", "--id", "0")
