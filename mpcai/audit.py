@@ -76,7 +76,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mpcai.errors import InvalidInput, InvalidTranscript, InvalidType, WouldOverwrite
-from mpcai.validation import check_bytes, check_int
+from mpcai.validation import check_bytes, check_int, read_file
 
 __all__ = [
     "DEFAULT_HASH",
@@ -932,17 +932,9 @@ def load_keys(source: str | os.PathLike[str] | Mapping[Any, Any]) -> dict[int, b
         raw: Any = dict(source)
     else:
         path = Path(source)
+        data = read_file(path, "keys file", MAX_LINE_BYTES)  # (never blocks on a FIFO)
         try:
-            info = path.stat()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read the keys file {path}: {exc.strerror or exc}"
-                               ) from None
-        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read
-            raise InvalidInput(f"{path}: the keys file is not a regular file")
-        if info.st_size > MAX_LINE_BYTES:
-            raise InvalidInput(f"{path}: a keys file of more than {MAX_LINE_BYTES} bytes")
-        try:
-            raw = json.loads(path.read_bytes())
+            raw = json.loads(data)
         except (ValueError, RecursionError):
             raise InvalidInput(f"{path}: not a JSON object of party id -> hex key") from None
     if not isinstance(raw, dict):

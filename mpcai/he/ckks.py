@@ -523,13 +523,24 @@ class CKKSContext:
             raise WireError("truncated CKKS context")
         ts_bytes, rest = data[off:off + ts_len], data[off + ts_len:]
         preset = PRESETS[_PRESET_ORDER[preset_i]]
-        try:  # what TenSEAL would load, checked without it
+        steps: tuple[int, ...] = ()
+        galois = b""
+        if rest:  # the Galois keys of matrix products: their steps, then SEAL's keys
+            if len(rest) < 4:
+                raise WireError("truncated Galois keys")
+            (n_steps,) = struct.unpack_from("<I", rest)
+            if n_steps > 4 * preset.slot_count or 4 + 4 * n_steps > len(rest):
+                raise WireError("malformed Galois key step list")
+            steps = struct.unpack_from(f"<{n_steps}i", rest, 4)
+            if any(not 0 < abs(s) < preset.slot_count for s in steps):
+                raise WireError("Galois key step out of range")
+            galois = rest[4 + 4 * n_steps:]
+        try:  # what TenSEAL and SEAL would load, checked without them
             parts = _ckks_seal.context_parts(ts_bytes)
             _ckks_seal.check_loaded_size([parts.parameters, *parts.keys], "CKKS context",
                                          slack=_ckks_seal.INFLATION_SLACK)
-            if len(rest) >= 4 and 4 + 4 * struct.unpack_from("<I", rest)[0] < len(rest):
-                _ckks_seal.check_loaded_size(
-                    [rest[4 + 4 * struct.unpack_from("<I", rest)[0]:]], "Galois keys")
+            if galois:
+                _ckks_seal.check_loaded_size([galois], "Galois keys")
             n, bits = _ckks_seal.encryption_parameters(parts.parameters)
         except (ValueError, RuntimeError) as exc:
             raise WireError(f"malformed CKKS context: {str(exc)[:200]}") from exc
@@ -557,16 +568,8 @@ class CKKSContext:
                   _used=used, _mirror=mirror)
         out._check_parameters()
         if rest:
-            if len(rest) < 4:
-                raise WireError("truncated Galois keys")
-            (n_steps,) = struct.unpack_from("<I", rest)
-            if n_steps > 4 * preset.slot_count or 4 + 4 * n_steps > len(rest):
-                raise WireError("malformed Galois key step list")
-            steps = struct.unpack_from(f"<{n_steps}i", rest, 4)
-            if any(not 0 < abs(s) < preset.slot_count for s in steps):
-                raise WireError("Galois key step out of range")
             try:
-                mirror.galois = _ckks_seal.load_galois_keys(mirror, rest[4 + 4 * n_steps:])
+                mirror.galois = _ckks_seal.load_galois_keys(mirror, galois)
             except Exception as exc:
                 raise WireError(f"SEAL rejected the Galois keys: {exc}") from exc
             mirror.steps = frozenset(steps)
