@@ -102,11 +102,11 @@ def _client_steps(x: np.ndarray, cfg: sa.SecAggConfig, reps: int) -> dict[str, f
 
 
 def _plain_client(x: np.ndarray, cfg: sa.SecAggConfig, reps: int) -> float:
-    """The plain client's masked-input step: quantise, ``degree + 1`` masks."""
+    """The plain client's masked-input step: quantise, ``degree + 1`` masks in its ring."""
     def step() -> None:
         q = encoding.quantize(x, clip=cfg.clip, bits=cfg.bits).astype(np.uint32)
         for _ in range(cfg.neighbours + 1):
-            prg.ring_accumulate(q, prg.new_seed(), 1)
+            prg.ring_accumulate(q, prg.new_seed(), 1, bits=cfg.ring_bits)
     return median_time(step, reps)
 
 

@@ -320,6 +320,145 @@ static void ring32_range(const uint32_t st[16], uint32_t first_block, int mode, 
     }
 }
 
+/* ---- Z_2^24: element i is bytes [3i, 3i + 3) of the stream, little-endian ----
+ * 64 elements take exactly 3 blocks (192 bytes), so a unit of work is a multiple
+ * of 3 blocks: scalar 3, AVX2 9 (one chacha9 group), AVX-512 51 (three chacha17
+ * groups).  The keystream of a unit goes to an L1 buffer and is widened from
+ * there (each 24-bit value zero-extended into the uint32 it is added to: the
+ * sum is right modulo 2^24, its top byte is whatever the additions left). */
+#define R24_SCALAR_BLOCKS 3
+#define R24_SCALAR_ELEMS 64
+
+static void r24_widen_scalar(const uint8_t *b, size_t m, int mode, uint32_t *acc)
+{
+    for (size_t k = 0; k < m; k++) {
+        uint32_t v = (uint32_t)b[3 * k] | (uint32_t)b[3 * k + 1] << 8 |
+                     (uint32_t)b[3 * k + 2] << 16;
+        if (mode > 0) acc[k] += v;
+        else acc[k] -= v;
+    }
+}
+
+#if MPCAI_HAVE_AVX2
+#define R24_AVX2_BLOCKS GROUP_BLOCKS              /* 9 */
+#define R24_AVX2_ELEMS (GROUP_BLOCKS * 64 / 3)    /* 192 */
+/* m (a multiple of 8) elements from b (readable 8 bytes past 3 m): lane j of
+ * each 256-bit load gets 12 bytes (dwords 3j..3j+2), spread to 4 dwords. */
+__attribute__((target("avx2"))) static void
+r24_widen_avx2(const uint8_t *b, size_t m, int mode, uint32_t *acc)
+{
+    const __m256i perm = _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0);
+    const __m256i spread = _mm256_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1,
+                                            0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
+    for (size_t k = 0; k < m; k += 8) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(b + 3 * k));
+        w = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(w, perm), spread);
+        __m256i a = _mm256_loadu_si256((const __m256i *)(acc + k));
+        a = mode > 0 ? _mm256_add_epi32(a, w) : _mm256_sub_epi32(a, w);
+        _mm256_storeu_si256((__m256i *)(acc + k), a);
+    }
+}
+
+__attribute__((target("avx2"))) static void
+ring24_acc_avx2(const uint32_t st[16], uint32_t ctr, size_t nunits, int sign, uint32_t *acc)
+{
+    __m256i o[16];
+    uint64_t w8[8];
+    uint8_t buf[GROUP_BLOCKS * 64 + 32];
+    for (size_t g = 0; g < nunits; g++, ctr += R24_AVX2_BLOCKS, acc += R24_AVX2_ELEMS) {
+        chacha9_avx2(st, ctr, o, w8);
+        for (int i = 0; i < 16; i++) _mm256_storeu_si256((__m256i *)(buf + 32 * i), o[i]);
+        memcpy(buf + 512, w8, 64);
+        r24_widen_avx2(buf, R24_AVX2_ELEMS, sign, acc);
+    }
+}
+#endif
+
+#if MPCAI_HAVE_AVX512
+#define R24_Z_BLOCKS (3 * ZG_BLOCKS)              /* 51 */
+#define R24_Z_ELEMS (ZG_BLOCKS * 64)              /* 1088 */
+AVX512_FN void r24_widen_avx512(const uint8_t *b, size_t m, int mode, uint32_t *acc)
+{
+    const __m512i perm = _mm512_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0, 6, 7, 8, 0, 9, 10, 11, 0);
+    const __m512i spread = _mm512_set4_epi32((int)0xFF0B0A09, (int)0xFF080706,
+                                             (int)0xFF050403, (int)0xFF020100);
+    for (size_t k = 0; k < m; k += 16) {
+        __m512i w = _mm512_loadu_si512((const void *)(b + 3 * k));
+        w = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(perm, w), spread);
+        __m512i a = _mm512_loadu_si512((const void *)(acc + k));
+        a = mode > 0 ? _mm512_add_epi32(a, w) : _mm512_sub_epi32(a, w);
+        _mm512_storeu_si512((void *)(acc + k), a);
+    }
+}
+
+AVX512_FN void ring24_acc_avx512(const uint32_t st[16], uint32_t ctr, size_t nunits, int sign,
+                                 uint32_t *acc)
+{
+    __m512i o[16];
+    uint64_t w16[8];
+    uint8_t buf[3 * ZG_BLOCKS * 64 + 64];
+    for (size_t g = 0; g < nunits; g++, acc += R24_Z_ELEMS) {
+        for (int q = 0; q < 3; q++, ctr += ZG_BLOCKS) {
+            uint8_t *out = buf + q * ZG_BLOCKS * 64;
+            chacha17_avx512(st, ctr, o, w16);
+            for (int i = 0; i < 16; i++) _mm512_storeu_si512((void *)(out + 64 * i), o[i]);
+            memcpy(out + 1024, w16, 64);
+        }
+        r24_widen_avx512(buf, R24_Z_ELEMS, sign, acc);
+    }
+}
+#endif
+
+/* Elements a unit of the widest kernel of a level takes (a multiple of 64). */
+static size_t r24_unit(int level)
+{
+#if MPCAI_HAVE_AVX512
+    if (level >= MPCAI_LEVEL_AVX512) return R24_Z_ELEMS;
+#endif
+#if MPCAI_HAVE_AVX2
+    if (level >= MPCAI_LEVEL_AVX2) return R24_AVX2_ELEMS;
+#endif
+    (void)level;
+    return R24_SCALAR_ELEMS;
+}
+
+/* Z_2^24 accumulate over elements [64 k, 64 k + n) where first_block = 3 k. */
+static void ring24_range(const uint32_t st[16], uint32_t first_block, int mode, uint32_t *acc,
+                         size_t n)
+{
+    uint32_t ctr = first_block;
+    size_t i = 0;
+    const int level = simd_level();
+    (void)level;
+#if MPCAI_HAVE_AVX512
+    if (level >= MPCAI_LEVEL_AVX512) {
+        size_t nunits = n / R24_Z_ELEMS;
+        ring24_acc_avx512(st, ctr, nunits, mode, acc);
+        i = nunits * R24_Z_ELEMS;
+        ctr += (uint32_t)(nunits * R24_Z_BLOCKS);
+    }
+#endif
+#if MPCAI_HAVE_AVX2
+    if (level >= MPCAI_LEVEL_AVX2) {
+        size_t nunits = (n - i) / R24_AVX2_ELEMS;
+        ring24_acc_avx2(st, ctr, nunits, mode, acc + i);
+        i += nunits * R24_AVX2_ELEMS;
+        ctr += (uint32_t)(nunits * R24_AVX2_BLOCKS);
+    }
+#endif
+    uint32_t b[16];
+    uint8_t buf[R24_SCALAR_BLOCKS * 64];
+    while (i < n) {
+        for (int q = 0; q < R24_SCALAR_BLOCKS; q++) {
+            chacha_block(st, ctr++, b);
+            for (int k = 0; k < 16; k++) store32_le(buf + 64 * q + 4 * k, b[k]);
+        }
+        size_t m = n - i < R24_SCALAR_ELEMS ? n - i : R24_SCALAR_ELEMS;
+        r24_widen_scalar(buf, m, mode, acc + i);
+        i += m;
+    }
+}
+
 #ifndef _WIN32
 typedef struct {
     const uint32_t *st;
@@ -327,7 +466,7 @@ typedef struct {
     int mode;
     void *acc;
     size_t n;
-    int width; /* 64 or 32 */
+    int width; /* 64, 32 or 24 */
 } ring_job;
 
 static void *ring_job_run(void *arg)
@@ -335,6 +474,8 @@ static void *ring_job_run(void *arg)
     ring_job *j = (ring_job *)arg;
     if (j->width == 64)
         ring64_range(j->st, j->first_block, j->mode, (uint64_t *)j->acc, j->n);
+    else if (j->width == 24)
+        ring24_range(j->st, j->first_block, j->mode, (uint32_t *)j->acc, j->n);
     else
         ring32_range(j->st, j->first_block, j->mode, (uint32_t *)j->acc, j->n);
     return NULL;
@@ -344,7 +485,8 @@ static void *ring_job_run(void *arg)
 /* Below this many words per thread, starting threads costs more than it saves. */
 #define MIN_WORDS_PER_THREAD ((size_t)1 << 16)
 
-/* Shared driver: width 64 (uint64_t words) or 32 (uint32_t words). */
+/* Shared driver: width 64 (uint64_t words), 32 (uint32_t words) or 24 (3-byte
+ * elements added to uint32_t words). */
 static int ring_kernel(const uint8_t *seed, size_t seed_len, int mode, void *acc, size_t n,
                        int n_threads, int width)
 {
@@ -352,7 +494,9 @@ static int ring_kernel(const uint8_t *seed, size_t seed_len, int mode, void *acc
     int rc = seed_state(seed, seed_len, st);
     if (rc) return rc;
     if (!acc && n) return MPCAI_ERR_NULL;
-    const size_t per_block = width == 64 ? 8 : 16, group = per_block * group_blocks(simd_level());
+    const size_t per_block = width == 64 ? 8 : 16;
+    const size_t group = width == 24 ? r24_unit(simd_level())
+                                     : per_block * group_blocks(simd_level());
     if ((uint64_t)n > MPCAI_PRG_MAX_WORDS * (width == 64 ? 1 : 2)) return MPCAI_ERR_LENGTH;
     if (n_threads < 1 || n_threads > MPCAI_MAX_THREADS) return MPCAI_ERR_ARG;
     if ((size_t)n_threads > n / MIN_WORDS_PER_THREAD) n_threads = (int)(n / MIN_WORDS_PER_THREAD);
@@ -369,7 +513,9 @@ static int ring_kernel(const uint8_t *seed, size_t seed_len, int mode, void *acc
             size_t len = (t == n_threads - 1) ? n - start : g * group;
             void *base = width == 64 ? (void *)((uint64_t *)acc + start)
                                      : (void *)((uint32_t *)acc + start);
-            jobs[t] = (ring_job){st, (uint32_t)(start / per_block), mode, base, len, width};
+            /* 24: start is a multiple of 64 elements = 3 blocks */
+            uint32_t first = width == 24 ? (uint32_t)(start / 64 * 3) : (uint32_t)(start / per_block);
+            jobs[t] = (ring_job){st, first, mode, base, len, width};
             start += len;
         }
         for (int t = 1; t < n_threads; t++) {
@@ -385,6 +531,8 @@ static int ring_kernel(const uint8_t *seed, size_t seed_len, int mode, void *acc
 #endif
     if (width == 64)
         ring64_range(st, 0, mode, (uint64_t *)acc, n);
+    else if (width == 24)
+        ring24_range(st, 0, mode, (uint32_t *)acc, n);
     else
         ring32_range(st, 0, mode, (uint32_t *)acc, n);
     return MPCAI_OK;
@@ -419,6 +567,13 @@ int mpcai_prg_ring32_acc_mt(const uint8_t *seed, size_t seed_len, int sign, uint
 {
     if (sign != 1 && sign != -1) return MPCAI_ERR_ARG;
     return ring_kernel(seed, seed_len, sign, acc, n, n_threads, 32);
+}
+
+int mpcai_prg_ring24_acc_mt(const uint8_t *seed, size_t seed_len, int sign, uint32_t *acc,
+                            size_t n, int n_threads)
+{
+    if (sign != 1 && sign != -1) return MPCAI_ERR_ARG;
+    return ring_kernel(seed, seed_len, sign, acc, n, n_threads, 24);
 }
 
 /* Accumulating field kernels read this many elements at a time (8 groups:

@@ -217,12 +217,130 @@ static uint64_t packed_len(size_t n, int bits)
     return ((uint64_t)n * (uint64_t)bits + 7) / 8;
 }
 
+/* bits == 24 (the secure-aggregation ring Z_2^24): whole bytes, so the vector paths
+ * move 8 (AVX2) or 16 (AVX-512) values per step with two shuffles; the same bytes as
+ * the general loop below.  Each returns how many values it handled (the rest are
+ * done by the scalar tail). */
+static void pack24_scalar(const uint32_t *in, size_t i, size_t n, uint8_t *out)
+{
+    for (; i < n; i++) {
+        out[3 * i] = (uint8_t)in[i];
+        out[3 * i + 1] = (uint8_t)(in[i] >> 8);
+        out[3 * i + 2] = (uint8_t)(in[i] >> 16);
+    }
+}
+
+static void unpack24_scalar(const uint8_t *in, size_t i, size_t n, uint32_t *out)
+{
+    for (; i < n; i++)
+        out[i] = (uint32_t)in[3 * i] | (uint32_t)in[3 * i + 1] << 8 | (uint32_t)in[3 * i + 2] << 16;
+}
+
+#if MPCAI_HAVE_AVX2
+__attribute__((target("avx2"))) static size_t pack24_avx2(const uint32_t *in, size_t n,
+                                                          uint8_t *out)
+{
+    const __m256i squeeze = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1,
+                                             -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1,
+                                             -1, -1);
+    const __m256i join = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7);
+    size_t k = 0;
+    /* each step stores 32 bytes of which 24 are its own: stop while 8 bytes remain */
+    for (; k + 8 <= n && 3 * k + 32 <= 3 * n; k += 8) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(in + k));
+        v = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(v, squeeze), join);
+        _mm256_storeu_si256((__m256i *)(out + 3 * k), v);
+    }
+    return k;
+}
+
+__attribute__((target("avx2"))) static size_t unpack24_avx2(const uint8_t *in, size_t n,
+                                                            uint32_t *out)
+{
+    const __m256i perm = _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0);
+    const __m256i spread = _mm256_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1,
+                                            0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
+    size_t k = 0;
+    for (; k + 8 <= n && 3 * k + 32 <= 3 * n; k += 8) { /* each load reads 8 bytes ahead */
+        __m256i w = _mm256_loadu_si256((const __m256i *)(in + 3 * k));
+        w = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(w, perm), spread);
+        _mm256_storeu_si256((__m256i *)(out + k), w);
+    }
+    return k;
+}
+#endif
+
+#if MPCAI_HAVE_AVX512
+__attribute__((target(MPCAI_AVX512_TARGET))) static size_t pack24_avx512(const uint32_t *in,
+                                                                        size_t n, uint8_t *out)
+{
+    const __m512i squeeze = _mm512_set4_epi32(-1, 0x0E0D0C0A, 0x09080605, 0x04020100);
+    const __m512i join = _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 15, 15, 15);
+    size_t k = 0;
+    for (; k + 16 <= n; k += 16) { /* 48 of the 64 bytes stored (masked: no overrun) */
+        __m512i v = _mm512_loadu_si512((const void *)(in + k));
+        v = _mm512_permutexvar_epi32(join, _mm512_shuffle_epi8(v, squeeze));
+        _mm512_mask_storeu_epi8((void *)(out + 3 * k), (__mmask64)0xFFFFFFFFFFFFull, v);
+    }
+    return k;
+}
+
+__attribute__((target(MPCAI_AVX512_TARGET))) static size_t unpack24_avx512(const uint8_t *in,
+                                                                          size_t n, uint32_t *out)
+{
+    const __m512i perm = _mm512_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0, 6, 7, 8, 0, 9, 10, 11, 0);
+    const __m512i spread = _mm512_set4_epi32((int)0xFF0B0A09, (int)0xFF080706,
+                                             (int)0xFF050403, (int)0xFF020100);
+    size_t k = 0;
+    for (; k + 16 <= n; k += 16) { /* a masked load of the 48 bytes: no overread */
+        __m512i w = _mm512_maskz_loadu_epi8((__mmask64)0xFFFFFFFFFFFFull, (const void *)(in + 3 * k));
+        w = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(perm, w), spread);
+        _mm512_storeu_si512((void *)(out + k), w);
+    }
+    return k;
+}
+#endif
+
+static void pack24(const uint32_t *in, size_t n, uint8_t *out)
+{
+    size_t i = 0;
+    const int level = mpcai_internal_simd_level();
+    (void)level;
+#if MPCAI_HAVE_AVX512
+    if (level >= MPCAI_LEVEL_AVX512) i = pack24_avx512(in, n, out);
+    else
+#endif
+#if MPCAI_HAVE_AVX2
+    if (level >= MPCAI_LEVEL_AVX2) i = pack24_avx2(in, n, out);
+#endif
+    pack24_scalar(in, i, n, out);
+}
+
+static void unpack24(const uint8_t *in, size_t n, uint32_t *out)
+{
+    size_t i = 0;
+    const int level = mpcai_internal_simd_level();
+    (void)level;
+#if MPCAI_HAVE_AVX512
+    if (level >= MPCAI_LEVEL_AVX512) i = unpack24_avx512(in, n, out);
+    else
+#endif
+#if MPCAI_HAVE_AVX2
+    if (level >= MPCAI_LEVEL_AVX2) i = unpack24_avx2(in, n, out);
+#endif
+    unpack24_scalar(in, i, n, out);
+}
+
 int mpcai_pack_bits(const uint32_t *in, size_t n, int bits, uint8_t *out, size_t out_len)
 {
     if ((!in && n) || (!out && out_len)) return MPCAI_ERR_NULL;
     if (bits < 1 || bits > 32) return MPCAI_ERR_ARG;
     if ((uint64_t)n > MPCAI_PACK_MAX_COUNT || (uint64_t)out_len != packed_len(n, bits))
         return MPCAI_ERR_LENGTH;
+    if (bits == 24) {
+        pack24(in, n, out);
+        return MPCAI_OK;
+    }
     const uint64_t mask = bits == 32 ? 0xFFFFFFFFu : (((uint64_t)1 << bits) - 1);
     uint64_t acc = 0;
     int nacc = 0;
@@ -254,6 +372,10 @@ int mpcai_unpack_bits(const uint8_t *in, size_t in_len, int bits, uint32_t *out,
     if (bits < 1 || bits > 32) return MPCAI_ERR_ARG;
     if ((uint64_t)n > MPCAI_PACK_MAX_COUNT || (uint64_t)in_len != packed_len(n, bits))
         return MPCAI_ERR_LENGTH;
+    if (bits == 24) {
+        unpack24(in, n, out);
+        return MPCAI_OK;
+    }
     const uint64_t mask = bits == 32 ? 0xFFFFFFFFu : (((uint64_t)1 << bits) - 1);
     size_t i = 0;
     /* values whose 8-byte window lies inside the input: one load each */

@@ -69,6 +69,12 @@ int mpcai_prg_ring64_acc_mt(const uint8_t *seed, size_t seed_len, int sign,
  * threads.  Half the keystream of the 64-bit kernel per element. */
 int mpcai_prg_ring32_acc_mt(const uint8_t *seed, size_t seed_len, int sign,
                             uint32_t *acc, size_t n, int n_threads);
+/* Z_2^24: the same stream read as little-endian 3-byte values u_0, u_1, ...
+ * (u_i is bytes 3i..3i+2); acc[i] = acc[i] + sign * u_i (mod 2^32, so the
+ * low 24 bits are the sum modulo 2^24), over up to n_threads threads.
+ * Three quarters of the keystream of the 32-bit kernel per element. */
+int mpcai_prg_ring24_acc_mt(const uint8_t *seed, size_t seed_len, int sign,
+                            uint32_t *acc, size_t n, int n_threads);
 /* GF(p), p = 2^61 - 1, by rejection sampling: candidate j is
  * w_j & (2^61 - 1); it is rejected iff it equals p.  Element i is the
  * i-th accepted candidate (so the output is uniform, no modulo bias).   */

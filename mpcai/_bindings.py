@@ -42,6 +42,7 @@ __all__ = [
     "pack_bits",
     "prg_fieldp",
     "prg_fieldp_acc",
+    "prg_ring24_acc",
     "prg_ring32_acc",
     "prg_ring64",
     "prg_ring64_acc",
@@ -307,6 +308,22 @@ def prg_ring32_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1
             _u8(seed), SEED_BYTES, sign, _ptr(acc, "uint32_t *"), acc.size, threads
         ),
         "prg_ring32_acc",
+    )
+
+
+def prg_ring24_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1) -> None:
+    """acc += sign * PRG24(seed) in place: the stream read as 3-byte little-endian
+    values, added to uint32 words (the low 24 bits are the sum modulo 2^24)."""
+    seed = check_bytes(seed, "seed", size=SEED_BYTES)
+    acc = _u64_inout(acc, "acc", np.uint32)
+    sign = _sign(sign)
+    threads = _threads(threads)
+    check_int(acc.size, "acc.size", lo=0, hi=2 * PRG_MAX_WORDS)
+    _check(
+        lib.mpcai_prg_ring24_acc_mt(
+            _u8(seed), SEED_BYTES, sign, _ptr(acc, "uint32_t *"), acc.size, threads
+        ),
+        "prg_ring24_acc",
     )
 
 

@@ -93,19 +93,32 @@ def field_vector(seed: bytes, n: int) -> np.ndarray:
     return _bindings.prg_fieldp(seed, n)
 
 
-def ring_accumulate(acc: np.ndarray, seed: bytes, sign: int = 1, *, threads: int = 1) -> None:
+def ring_accumulate(acc: np.ndarray, seed: bytes, sign: int = 1, *, threads: int = 1,
+                    bits: int | None = None) -> None:
     """In place, ``acc = acc + sign * mask`` in the ring of ``acc``'s dtype.
 
     ``uint64``: the mask is ``ring_vector(seed, acc.size)``, modulo 2^64.
     ``uint32``: the same stream read as 32-bit little-endian words (half the
     keystream per element), modulo 2^32 — a different mask from the 64-bit
-    one, so every party must use the same width.  ``acc`` must be a
-    writeable C-contiguous array (any shape); ``sign`` is +1 or -1.  The
-    mask is added from registers, never stored.  ``threads > 1`` splits long
-    vectors over that many OS threads (the result is identical); the GIL is
-    released during the call either way.
+    one, so every party must use the same width.  ``bits=24`` (``uint32``
+    only): the stream read as 3-byte little-endian values (three quarters
+    of the 32-bit keystream), for the ring Z_2^24: the low 24 bits of each
+    word are then the sum modulo 2^24, the top byte is meaningless.
+    ``bits`` defaults to the dtype's width (64 or 32), which it must equal
+    otherwise.  ``acc`` must be a writeable C-contiguous array (any shape);
+    ``sign`` is +1 or -1.  The mask is added from registers or an L1 buffer,
+    never stored whole.  ``threads > 1`` splits long vectors over that many
+    OS threads (the result is identical); the GIL is released during the
+    call either way.
     """
-    if isinstance(acc, np.ndarray) and acc.dtype == np.uint32:
+    is32 = isinstance(acc, np.ndarray) and acc.dtype == np.uint32
+    if bits is not None:
+        allowed = (24, 32) if is32 else (64,)
+        if isinstance(bits, bool) or bits not in allowed:
+            raise InvalidInput(f"bits must be one of {allowed} for this array, got {bits!r}")
+    if bits == 24:
+        _bindings.prg_ring24_acc(seed, acc, sign, threads)
+    elif is32:
         _bindings.prg_ring32_acc(seed, acc, sign, threads)
     else:
         _bindings.prg_ring64_acc(seed, acc, sign, threads)

@@ -585,10 +585,10 @@ class SecAggStrategy(_Wrapping):
         errors = self._round.setdefault("errors", {})
         # what a masked input must be (else the protocol drops it: counted here as malformed)
         d = sum(math.prod(shape) for _, shape in self._round["layout"])
-        if cfg.dp is None:
+        if _sa_dp.packed_bits(cfg) is None:
             want = (np.dtype(np.uint32 if cfg.ring_bits == 32 else np.uint64),
                     _sa_dp.wire_length(cfg, d))
-        else:
+        else:  # dp or Z_2^24: packed bytes
             want = (np.dtype(np.uint8), _sa_dp.packed_bytes(cfg, d))
 
         def parse(replies: Iterable[Message], tag: str) -> dict[int, Any]:

@@ -64,10 +64,11 @@ quantised to ``bits`` bits and multiplied by integer weights; the weights
 are masked too, and so is each client's count of clipped values, so the
 server reports the total (``AggregateResult.clipped``) and issues a
 :class:`~mpcai.errors.ClippingWarning` above 1% of the values.  Masks live in
-Z_2^32 or Z_2^64 and the configuration refuses any size whose largest
-possible sum (every client at the top level ``2^bits - 1`` with the largest
-weight) could overflow it; ``bits`` is at most 53, the grid float64 holds
-exactly.
+the smallest of Z_2^24, Z_2^32 and Z_2^64 that holds the largest possible
+sum (every client at the top level ``2^bits - 1`` with the largest weight;
+Z_2^24 takes 3 bytes of keystream and of wire per value) and the
+configuration refuses any size whose sum could overflow Z_2^64; ``bits``
+is at most 53, the grid float64 holds exactly.
 
 **Differential privacy** (``SecAggConfig(dp=DPConfig(...))``).  The
 distributed discrete Gaussian of Kairouz, Liu and Steinke (ICML 2021,

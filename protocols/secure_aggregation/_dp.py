@@ -19,7 +19,7 @@ from mpcai.errors import InvalidInput
 
 from .config import DPConfig, SecAggConfig
 
-__all__ = ["Params", "decode", "encode", "pack", "packed_bytes", "params", "record",
+__all__ = ["Params", "decode", "encode", "pack", "packed_bits", "packed_bytes", "params", "record",
            "rotation_seed", "unpack", "wire_length"]
 
 
@@ -155,11 +155,21 @@ def record(cfg: SecAggConfig, d: int, survivors: int, clipped: int) -> dp.RoundP
                            clipped_clients=clipped)
 
 
+def packed_bits(cfg: SecAggConfig) -> int | None:
+    """Bits per value of a masked vector on the wire when it is sent packed (uint8):
+    ``dp.bits`` with dp, 24 in the ring Z_2^24; ``None``: sent as the ring's own
+    ``uint32``/``uint64`` array."""
+    if cfg.dp is not None:
+        return cfg.dp.bits
+    return 24 if cfg.ring_bits == 24 else None
+
+
 def packed_bytes(cfg: SecAggConfig, d: int) -> int:
-    """Bytes on the wire of one masked DP vector: ``wire_length`` values of
-    ``dp.bits`` bits each."""
-    assert cfg.dp is not None
-    return (wire_length(cfg, d) * cfg.dp.bits + 7) // 8
+    """Bytes on the wire of one packed masked vector: ``wire_length`` values of
+    :func:`packed_bits` bits each."""
+    bits = packed_bits(cfg)
+    assert bits is not None
+    return (wire_length(cfg, d) * bits + 7) // 8
 
 
 def pack(values: np.ndarray, bits: int) -> np.ndarray:

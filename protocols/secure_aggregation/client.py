@@ -52,7 +52,8 @@ def max_frame(cfg: SecAggConfig, stage: Stage, *, to_server: bool, length: int =
     to the server                 advertise keys, consistency check: 4 small fields;
                                   share keys: k blobs; masked input: the vector
                                   (``wire_length`` values of 4 or 8 bytes, or
-                                  ``packed_bytes`` with dp); unmask: 2 (k + 1) rows
+                                  ``packed_bytes`` with dp or in Z_2^24); unmask:
+                                  2 (k + 1) rows
     to a client                   advertise keys: k + 1 keys and signatures;
                                   share keys: k blobs and k ids; consistency check:
                                   n ids; unmask: n + k ids and k + 1 signatures
@@ -63,7 +64,7 @@ def max_frame(cfg: SecAggConfig, stage: Stage, *, to_server: bool, length: int =
     k, n = cfg.neighbours, cfg.n_clients
     if to_server:
         if stage is Stage.MASKED_INPUT:
-            if cfg.dp is not None:
+            if _dp.packed_bits(cfg) is not None:
                 body = _dp.packed_bytes(cfg, length)
             else:
                 body = _dp.wire_length(cfg, length) * (4 if cfg.ring_bits == 32 else 8)
@@ -252,7 +253,7 @@ def _quantised(state: ClientState, update: np.ndarray, weight: int) -> np.ndarra
         vec, was_clipped = _dp.encode(cfg, state.session, x)
         state.clipped = int(was_clipped)
         return vec
-    dtype = np.uint32 if cfg.ring_bits == 32 else np.uint64  # fits: checked by the config
+    dtype = np.uint64 if cfg.ring_bits == 64 else np.uint32  # fits: checked by the config
     # [weight x quantised values..., clipped count (saturated), weight]: the count is
     # masked too, so the server learns how many values were clipped in all, no more
     vec = np.empty(x.size + 2, dtype=dtype)
@@ -278,7 +279,7 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray | No
     if quantised is None:
         vec = _quantised(state, update, int(weight))  # bad input fails before anything is sent
     else:
-        want = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
+        want = np.uint64 if state.cfg.ring_bits == 64 else np.uint32
         if (quantised.dtype != want or quantised.ndim != 1
                 or quantised.size != _dp.wire_length(state.cfg, state.length)
                 or int(quantised[-1]) != int(weight)):
@@ -311,16 +312,17 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray | No
                 state.session, u, state.me, pair[0], pair[1]):
             continue  # not the shares u committed to: not held (u's fault, not ours)
         state.held[u] = pair
-    threads = state.cfg.threads
-    prg.ring_accumulate(vec, state.self_seed, +1, threads=threads)
+    threads, ring = state.cfg.threads, state.cfg.ring_bits
+    prg.ring_accumulate(vec, state.self_seed, +1, threads=threads, bits=ring)
     for v in sorted(state.graph & u2):
         prg.ring_accumulate(vec, state.mask_seeds[v], +1 if state.me < v else -1,
-                            threads=threads)
+                            threads=threads, bits=ring)
     # the pairwise keys have done their work: keep no secret longer than needed
     state.share_keys.clear()
     state.mask_seeds.clear()
-    if state.cfg.dp is not None:  # only the residues mod 2^bits count: dp.bits bits a value
-        await party.send(SERVER, Stage.MASKED_INPUT.value, _dp.pack(vec, state.cfg.dp.bits))
+    packed = _dp.packed_bits(state.cfg)
+    if packed is not None:  # only the residues mod 2^bits count: that many bits a value
+        await party.send(SERVER, Stage.MASKED_INPUT.value, _dp.pack(vec, packed))
         return
     await party.send(SERVER, Stage.MASKED_INPUT.value, vec)
 

@@ -1,7 +1,7 @@
 """Configuration of secure aggregation: parameters, their checks, the security statement.
 
-Masking is over the ring Z_2^32 whenever the sum fits in it, else Z_2^64
-(:attr:`SecAggConfig.ring_bits`).  Each client's update is quantised into
+Masking is over the smallest of the rings Z_2^24, Z_2^32 and Z_2^64 the sum
+fits in (:attr:`SecAggConfig.ring_bits`).  Each client's update is quantised into
 ``[0, 2^bits - 1]`` over an explicit clipping range and multiplied by its
 (integer) weight; the weights are summed, masked, alongside.  The sum of at
 most ``n_clients`` such vectors must not wrap around 2^64: a configuration
@@ -294,10 +294,14 @@ class SecAggConfig:
 
     @property
     def ring_bits(self) -> int:
-        """Bits of the masking ring: Z_2^32 when the sum cannot reach 2^32, else Z_2^64.
+        """Bits of the masking ring: 24, 32 or 64, the smallest whose modulus the
+        largest possible sum (``n_clients`` x ``max_weight`` x ``levels``, and the
+        clipped count) stays below.
 
-        The 32-bit ring halves the traffic and the keystream needed for the
-        masks (each mask element is one 32-bit word of the ChaCha20 stream).
+        Z_2^24 (e.g. 16 bits, weight 1, up to 256 clients): each mask element
+        is 3 bytes of the ChaCha20 stream and each masked value 3 bytes on the
+        wire (:func:`mpcai.encoding.pack_bits`), a quarter less than Z_2^32;
+        Z_2^32: one 32-bit word each, half the traffic and keystream of Z_2^64.
         With ``dp`` always Z_2^32: the values are modulo ``2^dp.bits`` (at most
         2^32) and the clipped count and weights sum to at most ``n_clients <
         2^(dp.bits - 1)`` (the DP encoding refuses more).
@@ -305,7 +309,7 @@ class SecAggConfig:
         if self.dp is not None:
             return 32
         worst = self.n_clients * max(self.max_weight * self.levels, CLIPPED_COUNT_CAP)
-        return 32 if worst < 1 << 32 else 64
+        return 24 if worst < 1 << 24 else 32 if worst < 1 << 32 else 64
 
     @property
     def levels(self) -> int:

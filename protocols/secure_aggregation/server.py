@@ -48,7 +48,7 @@ class AggregateResult:
 
     mean: np.ndarray
     total_weight: int
-    #: the exact unmasked sum in the masking ring (uint32 for Z_2^32, uint64 for Z_2^64,
+    #: the exact unmasked sum in the masking ring (uint32 for Z_2^24 and Z_2^32, uint64 for Z_2^64,
     #: see SecAggConfig.ring_bits): sum of weight * quantised update, then the clipped
     #: count, then total weight (with dp: modulo 2^dp.bits, the values before centring)
     quantised_sum: np.ndarray
@@ -196,9 +196,10 @@ async def masked_input(party: Party, state: ServerState) -> None:
     """Collect the masked updates, adding each to the running sum as it arrives (the
     server holds one vector, not one per client); any other length is a dropout."""
     state.machine.advance(Stage.MASKED_INPUT)
-    dtype = np.uint32 if state.cfg.ring_bits == 32 else np.uint64
+    dtype = np.uint64 if state.cfg.ring_bits == 64 else np.uint32
     size = _dp.wire_length(state.cfg, state.length)  # values, clipped count, weight
-    packed = None if state.cfg.dp is None else _dp.packed_bytes(state.cfg, state.length)
+    bits = _dp.packed_bits(state.cfg)  # dp or Z_2^24: sent packed
+    packed = None if bits is None else _dp.packed_bytes(state.cfg, state.length)
     # allocated from the first vector that arrives, so an announced length alone never
     # makes the server allocate (what arrives passed the network's size limits)
     sums: list[np.ndarray] = []
@@ -212,16 +213,16 @@ async def masked_input(party: Party, state: ServerState) -> None:
             v = await party.recv(u, tag, timeout=state.cfg.timeout, **bound)
         except (PeerError, WireError):
             return  # silent, gone or garbled: a dropout
-        if packed is not None:  # dp: dp.bits bits per value, exactly this many bytes
+        if packed is not None:  # bits bits per value, exactly this many bytes
             if not (isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == np.uint8
                     and v.size == packed):
                 return
-            v = _dp.unpack(v, state.cfg.dp.bits, size)
+            v = _dp.unpack(v, bits, size)
         if isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == dtype and v.size == size:
             if sums:
                 np.add(sums[0], v, out=sums[0])
             else:
-                sums.append(v.copy())  # the ring: uint32 or uint64
+                sums.append(v.copy())  # the ring: uint32 (Z_2^24, Z_2^32) or uint64
             senders.append(u)
 
     async with trio.open_nursery() as nursery:
@@ -372,18 +373,20 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
                         continue
                 into[v][u] = row
     total = state.total
-    threads = state.cfg.threads
+    threads, ring = state.cfg.threads, state.cfg.ring_bits
     for v in state.u3:
         prg.ring_accumulate(total, _reconstruct(state, v, b_held[v],
                                                 f"client {v}'s self-mask seed"),
-                            -1, threads=threads)
+                            -1, threads=threads, bits=ring)
     for v in dropped:
         s_sk = _crypto.x25519_from_bytes(
             _reconstruct(state, v, s_held[v], f"dropped client {v}'s mask key"))
         for u in sorted(state.graph[v] & u3):
             seed = _crypto.agree(s_sk, state.keys[u][1], "secagg/mask",
                                  _crypto.pair_context(state.session, u, v))
-            prg.ring_accumulate(total, seed, -1 if u < v else +1, threads=threads)
+            prg.ring_accumulate(total, seed, -1 if u < v else +1, threads=threads, bits=ring)
+    if ring == 24:  # the ring's residues (the words' top bytes are the masks' carries)
+        np.bitwise_and(total, np.uint32((1 << 24) - 1), out=total)
     state.machine.advance(Stage.DONE)
     return total
 

@@ -273,6 +273,41 @@ def test_ring32_acc_reads_the_stream_as_32_bit_words(path: int, n: int, threads:
     np.testing.assert_array_equal(acc, expected + mask)
 
 
+@pytest.mark.parametrize(
+    "n", [0, 1, 15, 63, 64, 65, 191, 192, 193, 1087, 1088, 1089, 1280, 2177, 300_001]
+)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_ring24_acc_reads_the_stream_as_3_byte_values(path: int, n: int, threads: int) -> None:
+    """Value i is bytes 3i..3i+2 of OpenSSL's ChaCha20 stream (little-endian), added to
+    a uint32 word: across the scalar (3 blocks), AVX2 (9) and AVX-512 (51) units, the
+    threads' slices and the tails."""
+    seed = os.urandom(32)
+    raw = np.frombuffer(openssl_keystream(seed, bytes(12), 0, 3 * n), dtype=np.uint8)
+    raw = raw.astype(np.uint32)
+    mask = raw[0::3] | (raw[1::3] << np.uint32(8)) | (raw[2::3] << np.uint32(16))
+    acc = np.frombuffer(os.urandom(4 * n), dtype=np.uint32).copy()
+    expected = acc - mask
+    nb.prg_ring24_acc(seed, acc, -1, threads)
+    np.testing.assert_array_equal(acc, expected)
+    nb.prg_ring24_acc(seed, acc, 1, threads)
+    np.testing.assert_array_equal(acc, expected + mask)
+
+
+def test_ring24_is_not_the_32_bit_stream_and_checks_its_array() -> None:
+    seed = os.urandom(32)
+    a24, a32 = np.zeros(1000, dtype=np.uint32), np.zeros(1000, dtype=np.uint32)
+    nb.prg_ring24_acc(seed, a24)
+    nb.prg_ring32_acc(seed, a32)
+    assert int(a24.max()) < 1 << 24 and int(a24.max()) > (1 << 24) - (1 << 16)
+    assert not np.array_equal(a24, a32 & np.uint32(0xFFFFFF))
+    with pytest.raises(InvalidType):
+        nb.prg_ring24_acc(seed, np.zeros(4, dtype=np.uint64))
+    with pytest.raises(InvalidType):
+        nb.prg_ring24_acc(seed, np.zeros(8, dtype=np.uint32)[::2])
+    with pytest.raises(InvalidInput):
+        nb.prg_ring24_acc(seed, a24, 2)
+
+
 def test_ring32_acc_checks_its_array() -> None:
     with pytest.raises(InvalidType):
         nb.prg_ring32_acc(os.urandom(32), np.zeros(4, dtype=np.uint64))

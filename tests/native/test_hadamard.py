@@ -162,6 +162,24 @@ def test_pack_and_unpack_are_the_numpy_reference(bits: int) -> None:
                                       _unpack_reference(noise, bits, count))
 
 
+def test_pack_and_unpack_24_bits_every_path() -> None:
+    """The byte-aligned 24-bit form (the secure-aggregation ring Z_2^24) has its own
+    vector paths: every length around their 8- and 16-value steps, on every path."""
+    rng = np.random.default_rng(24)
+    for _ in each_path():
+        for count in [*range(0, 70), 1000, 4099, 200_003]:
+            v = rng.integers(0, 1 << 32, size=count, dtype=np.uint64).astype(np.uint32)
+            packed = encoding.pack_bits(v, 24)
+            raw = np.empty(3 * count, dtype=np.uint8)
+            raw[0::3], raw[1::3], raw[2::3] = v & 255, (v >> 8) & 255, (v >> 16) & 255
+            np.testing.assert_array_equal(packed, raw)
+            np.testing.assert_array_equal(encoding.unpack_bits(packed, 24, count),
+                                          v & np.uint32(0xFFFFFF))
+            noise = rng.integers(0, 256, size=3 * count, dtype=np.uint8)
+            np.testing.assert_array_equal(encoding.unpack_bits(noise, 24, count),
+                                          _unpack_reference(noise, 24, count))
+
+
 def test_pack_refuses_bad_input() -> None:
     v = np.zeros(10, dtype=np.uint32)
     for bad_bits in (0, 33, -1):
@@ -222,7 +240,8 @@ def test_unaligned_arrays_reach_c_aligned(monkeypatch: pytest.MonkeyPatch) -> No
         nb.fwht(a)
         np.testing.assert_array_equal(_bits_of(np.array(a)), _bits_of(dp._fwht_reference(x)))
     v = rng.integers(0, 1 << 32, size=1001, dtype=np.uint64).astype(np.uint32)
-    packed = encoding.pack_bits(_unaligned(v), 13)
-    np.testing.assert_array_equal(packed, _pack_reference(v, 13))
-    np.testing.assert_array_equal(encoding.unpack_bits(_unaligned(packed), 13, v.size),
-                                  v & np.uint32((1 << 13) - 1))
+    for bits in (13, 24):
+        packed = encoding.pack_bits(_unaligned(v), bits)
+        np.testing.assert_array_equal(packed, _pack_reference(v, bits))
+        np.testing.assert_array_equal(encoding.unpack_bits(_unaligned(packed), bits, v.size),
+                                      v & np.uint32((1 << bits) - 1))

@@ -44,6 +44,26 @@ def test_derive_seed_rejects_weak_or_bad_input() -> None:
         prg.derive_seed(prg.new_seed(), 3)  # type: ignore[arg-type]
 
 
+def test_ring_accumulate_bits() -> None:
+    """bits=24 reads the 3-byte stream (uint32 only); bits must match the dtype otherwise."""
+    from mpcai import _bindings
+
+    seed = prg.new_seed()
+    acc, ref = np.arange(777, dtype=np.uint32), np.arange(777, dtype=np.uint32)
+    prg.ring_accumulate(acc, seed, -1, bits=24, threads=2)
+    _bindings.prg_ring24_acc(seed, ref, -1)
+    np.testing.assert_array_equal(acc, ref)
+    a32, r32 = np.zeros(777, dtype=np.uint32), np.zeros(777, dtype=np.uint32)
+    prg.ring_accumulate(a32, seed, bits=32)
+    prg.ring_accumulate(r32, seed)  # the dtype's width
+    np.testing.assert_array_equal(a32, r32)
+    for arr, bad in ((np.zeros(4, dtype=np.uint32), 64), (np.zeros(4, dtype=np.uint32), 16),
+                     (np.zeros(4, dtype=np.uint64), 24), (np.zeros(4, dtype=np.uint64), 32),
+                     (np.zeros(4, dtype=np.uint32), True)):
+        with pytest.raises(InvalidInput):
+            prg.ring_accumulate(arr, seed, bits=bad)
+
+
 def test_vectors_and_accumulate() -> None:
     seed = prg.new_seed()
     v = prg.ring_vector(seed, 1000)

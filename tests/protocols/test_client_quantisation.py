@@ -47,7 +47,7 @@ def test_secagg_quantised_is_the_former_loop(dtype: type, bits: int, max_weight:
     n = (1 << 18) + 1001  # more than one former chunk
     cfg = sa.SecAggConfig(n_clients=5, threshold=3, clip=1.0, bits=bits,
                           max_weight=max_weight, out_of_range="clip", dim=n)
-    ring = np.uint32 if cfg.ring_bits == 32 else np.uint64
+    ring = np.uint64 if cfg.ring_bits == 64 else np.uint32
     x = _update(n, dtype, bits)
     for weight in {1, 7, max_weight}:
         state = _sa_client.ClientState(cfg=cfg, me=1, session=bytes(32))

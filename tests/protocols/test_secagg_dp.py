@@ -223,7 +223,7 @@ def test_a_dp_client_sends_bits_not_words() -> None:
     plain = sa.simulate(ups, SecAggConfig(**base, bits=16)).stats[1].bytes_sent
     # the masked vector dominates: 4096 values x (20 - 16) bits / 8 = 2048 bytes more
     assert sent[20] - sent[16] == pytest.approx(4096 * 4 / 8, abs=16)
-    assert plain - sent[16] == pytest.approx(4096 * 2, abs=64)  # 32-bit words vs 16 bits
+    assert plain - sent[16] == pytest.approx(4096 * 1, abs=64)  # Z_2^24: 24 bits vs 16
 
 
 def test_clients_refuse_a_server_that_unmasks_fewer_survivors_than_dp_needs() -> None:

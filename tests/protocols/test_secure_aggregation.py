@@ -231,17 +231,32 @@ def test_over_tls_processes(drop: str | None) -> None:
     assert run.stats[0].bytes_received > 0
 
 
-@pytest.mark.parametrize(("bits", "max_weight", "ring"), [(16, 1, 32), (28, 100, 64)])
+@pytest.mark.parametrize(("bits", "max_weight", "ring"),
+                         [(16, 1, 24), (20, 16, 32), (28, 100, 64)])
 def test_ring_is_the_smallest_that_cannot_overflow(bits: int, max_weight: int, ring: int) -> None:
-    n = 6
+    n, d = 6, 3000
     cfg = sa.SecAggConfig(n_clients=n, threshold=3, bits=bits, max_weight=max_weight)
     assert cfg.ring_bits == ring
-    updates = [RNG.uniform(-1, 1, 33) for _ in range(n)]
+    # values at both ends of the range: the sums fill the ring's top bits
+    updates = [np.where(RNG.random(d) < 0.5, -1.0, 1.0) * RNG.uniform(0.9, 1.0, d)
+               for _ in range(n)]
     weights = [max_weight] * n
     res = sa.simulate(updates, cfg, weights=weights, dropouts={2: Stage.MASKED_INPUT})
     assert_exact_sum(res.aggregate, cfg, updates, weights)
-    masked_bytes = res.stats[1].sent_to[0]
-    assert masked_bytes > 0 and res.stats[0].bytes_received > n * 33 * ring // 8
+    assert int(res.aggregate.quantised_sum.max()) < 1 << ring
+    # a masked input is the ring's bytes per value (and a small frame header)
+    masked = res.stats[1].sent_to[0] - sa.simulate(
+        [u[:1] for u in updates], cfg, weights=weights).stats[1].sent_to[0]
+    assert masked == pytest.approx((d - 1) * ring // 8, abs=16)
+
+
+@pytest.mark.parametrize(("n", "bits", "max_weight", "ring"),
+                         [(256, 16, 1, 24), (257, 16, 1, 32), (3, 22, 1, 24), (5, 22, 1, 32),
+                          (64, 8, 1, 24), (65536, 8, 1, 32), (4, 16, 64, 24), (4, 16, 65, 32)])
+def test_ring_bits_boundaries(n: int, bits: int, max_weight: int, ring: int) -> None:
+    """Z_2^24 exactly while n x max(max_weight x (2^bits - 1), 2^16 - 1) < 2^24."""
+    cfg = sa.SecAggConfig(n_clients=n, threshold=min(n, 3), bits=bits, max_weight=max_weight)
+    assert cfg.ring_bits == ring
 
 
 def _wire_tamper(kind: str):
@@ -429,22 +444,26 @@ def _lying_client(monkeypatch: pytest.MonkeyPatch, liar: int, tag: str, change) 
     monkeypatch.setattr(client_mod.Party, "send", send)
 
 
+@pytest.mark.parametrize("ring", [24, 32])
 @pytest.mark.parametrize("forged", ["zero_weight", "huge_value"])
 def test_out_of_range_masked_input_is_a_typed_error(monkeypatch: pytest.MonkeyPatch,
-                                                    forged: str) -> None:
+                                                    forged: str, ring: int) -> None:
     """A client whose masked input hides a weight that cancels the others' (total 0:
     the mean was inf/NaN) or a value beyond any honest sum: refused, no mean."""
     n = 5
-    cfg = sa.SecAggConfig(n_clients=n, threshold=3, timeout=10)
-    assert cfg.ring_bits == 32
+    cfg = sa.SecAggConfig(n_clients=n, threshold=3, timeout=10,
+                          **({} if ring == 24 else {"bits": 20, "max_weight": 4}))
+    assert cfg.ring_bits == ring
+    size = 6 + 2
 
     def forge(vec: np.ndarray) -> np.ndarray:
-        vec = vec.copy()
+        # Z_2^24 travels packed, 3 bytes a value
+        vals = encoding.unpack_bits(vec, 24, size) if ring == 24 else vec.copy()
         if forged == "zero_weight":  # its weight becomes -(n - 1): the total is 0
-            vec[-1] = (int(vec[-1]) - n) % 2**32
+            vals[-1] = (int(vals[-1]) - n) % 2**ring
         else:
-            vec[0] = (int(vec[0]) + 2**31) % 2**32
-        return vec
+            vals[0] = (int(vals[0]) + 2**(ring - 1)) % 2**ring
+        return encoding.pack_bits(vals, 24) if ring == 24 else vals
 
     _lying_client(monkeypatch, 3, "masked_input", forge)
     with pytest.raises(AggregateOutOfRange):
