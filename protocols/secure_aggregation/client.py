@@ -312,7 +312,7 @@ async def masked_input(party: Party, state: ClientState, update: np.ndarray | No
                 state.session, u, state.me, pair[0], pair[1]):
             continue  # not the shares u committed to: not held (u's fault, not ours)
         state.held[u] = pair
-    threads, ring = state.cfg.threads, state.cfg.ring_bits
+    threads, ring = state.cfg.threads, state.cfg.mask_bits
     prg.ring_accumulate(vec, state.self_seed, +1, threads=threads, bits=ring)
     for v in sorted(state.graph & u2):
         prg.ring_accumulate(vec, state.mask_seeds[v], +1 if state.me < v else -1,

@@ -312,6 +312,16 @@ class SecAggConfig:
         return 24 if worst < 1 << 24 else 32 if worst < 1 << 32 else 64
 
     @property
+    def mask_bits(self) -> int:
+        """Bits of keystream per mask value (``prg.ring_accumulate(bits=)``): 24 in
+        Z_2^24 and with ``dp`` of at most 24 bits (only the residues modulo
+        ``2^dp.bits`` are sent and summed, and 3-byte masks are uniform modulo
+        them), else the ring's 32 or 64."""
+        if self.dp is not None:
+            return 24 if self.dp.bits <= 24 else 32
+        return self.ring_bits
+
+    @property
     def levels(self) -> int:
         """Largest quantised value, ``2^bits - 1``."""
         return (1 << self.bits) - 1

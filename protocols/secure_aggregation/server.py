@@ -373,7 +373,7 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
                         continue
                 into[v][u] = row
     total = state.total
-    threads, ring = state.cfg.threads, state.cfg.ring_bits
+    threads, ring = state.cfg.threads, state.cfg.mask_bits
     for v in state.u3:
         prg.ring_accumulate(total, _reconstruct(state, v, b_held[v],
                                                 f"client {v}'s self-mask seed"),
@@ -385,7 +385,7 @@ async def unmask(party: Party, state: ServerState) -> np.ndarray:
             seed = _crypto.agree(s_sk, state.keys[u][1], "secagg/mask",
                                  _crypto.pair_context(state.session, u, v))
             prg.ring_accumulate(total, seed, -1 if u < v else +1, threads=threads, bits=ring)
-    if ring == 24:  # the ring's residues (the words' top bytes are the masks' carries)
+    if state.cfg.ring_bits == 24:  # the ring's residues (the top bytes: the masks' carries)
         np.bitwise_and(total, np.uint32((1 << 24) - 1), out=total)
     state.machine.advance(Stage.DONE)
     return total

@@ -337,6 +337,21 @@ def test_the_dp_ring_is_32_bits_for_any_number_of_clients() -> None:
     assert vec.dtype == np.uint32 and vec.size == _dp.wire_length(cfg, 8)
 
 
+@pytest.mark.parametrize(("bits", "mask_bits"), [(16, 24), (24, 24), (25, 32), (32, 32)])
+def test_dp_masks_take_3_bytes_of_keystream_up_to_24_bits(bits: int, mask_bits: int) -> None:
+    """Only the residues modulo 2^dp.bits are sent and summed: up to 24 bits the masks
+    come from the 3-byte stream; the round is exact either way (no noise: the mean is
+    the clipped mean within rounding, against the plaintext)."""
+    n, d = 5, 300
+    cfg = SecAggConfig(n_clients=n, threshold=3, dp=DPConfig(1.0, 0.0, bits=bits))
+    assert cfg.mask_bits == mask_bits and cfg.ring_bits == 32
+    ups = _updates(n, d)
+    res = sa.simulate(ups, cfg, session=SESSION, dropouts={4: sa.Stage.MASKED_INPUT})
+    want = np.mean([_clipped(u, 1.0) for i, u in enumerate(ups, 1) if i != 4], axis=0)
+    assert np.allclose(res.mean, want, atol=1e-4)
+    assert SecAggConfig(n_clients=n, threshold=3).mask_bits == 24  # plain: the ring's
+
+
 def test_with_the_consistency_check_a_smaller_signed_list_gets_no_share() -> None:
     """The malicious-server setting (identities, consistency check, complete graph): a
     server that has every masked input but has the clients sign a list of 3 (claiming
