@@ -295,7 +295,7 @@ def test_ring24_acc_reads_the_stream_as_3_byte_values(path: int, n: int, threads
 
 def test_ring24_is_not_the_32_bit_stream_and_checks_its_array() -> None:
     seed = os.urandom(32)
-    a24, a32 = np.zeros(1000, dtype=np.uint32), np.zeros(1000, dtype=np.uint32)
+    a24, a32 = np.zeros(20_000, dtype=np.uint32), np.zeros(20_000, dtype=np.uint32)
     nb.prg_ring24_acc(seed, a24)
     nb.prg_ring32_acc(seed, a32)
     assert int(a24.max()) < 1 << 24 and int(a24.max()) > (1 << 24) - (1 << 16)
