@@ -104,9 +104,10 @@ def _client_steps(x: np.ndarray, cfg: sa.SecAggConfig, reps: int) -> dict[str, f
 def _plain_client(x: np.ndarray, cfg: sa.SecAggConfig, reps: int) -> float:
     """The plain client's masked-input step: quantise, ``degree + 1`` masks in its ring."""
     def step() -> None:
-        q = encoding.quantize(x, clip=cfg.clip, bits=cfg.bits).astype(np.uint32)
+        q = encoding.quantize(x, clip=cfg.clip, bits=cfg.bits).astype(
+            np.uint64 if cfg.ring_bits == 64 else np.uint32)
         for _ in range(cfg.neighbours + 1):
-            prg.ring_accumulate(q, prg.new_seed(), 1, bits=cfg.ring_bits)
+            prg.ring_accumulate(q, prg.new_seed(), 1, bits=cfg.mask_bits)
     return median_time(step, reps)
 
 

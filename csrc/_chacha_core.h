@@ -208,6 +208,8 @@ CHACHA_AVX2_INLINE void chacha9_avx2(const uint32_t st[16], uint32_t ctr, __m256
     o[12] = x6; o[13] = x14; o[14] = x7; o[15] = x15;
 }
 
+#endif /* MPCAI_HAVE_AVX2 (reopened below: the forcing is used by every path) */
+
 /* ---- tests only: forced rejections ------------------------------------- */
 
 /* The test hooks of mpcai_native.h make the rejection path (probability
@@ -228,6 +230,8 @@ static inline void chacha_force_words(uint64_t *raw, uint64_t base, size_t n,
         if (j < n) raw[j] = UINT64_MAX;
     }
 }
+
+#if MPCAI_HAVE_AVX2
 
 /* The 72 field candidates (word & (2^61 - 1)) of the group at ctr, in
  * stream order; nonzero iff one of them equals p (must be rejected).

@@ -329,11 +329,11 @@ static void ring32_range(const uint32_t st[16], uint32_t first_block, int mode, 
 #define R24_SCALAR_BLOCKS 3
 #define R24_SCALAR_ELEMS 64
 
+/* b must be readable one byte past 3 m (a 4-byte little-endian load per value) */
 static void r24_widen_scalar(const uint8_t *b, size_t m, int mode, uint32_t *acc)
 {
     for (size_t k = 0; k < m; k++) {
-        uint32_t v = (uint32_t)b[3 * k] | (uint32_t)b[3 * k + 1] << 8 |
-                     (uint32_t)b[3 * k + 2] << 16;
+        uint32_t v = chacha_load32_le(b + 3 * k) & 0xFFFFFFu;
         if (mode > 0) acc[k] += v;
         else acc[k] -= v;
     }
@@ -447,7 +447,7 @@ static void ring24_range(const uint32_t st[16], uint32_t first_block, int mode, 
     }
 #endif
     uint32_t b[16];
-    uint8_t buf[R24_SCALAR_BLOCKS * 64];
+    uint8_t buf[R24_SCALAR_BLOCKS * 64 + 4];
     while (i < n) {
         for (int q = 0; q < R24_SCALAR_BLOCKS; q++) {
             chacha_block(st, ctr++, b);

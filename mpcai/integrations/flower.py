@@ -586,7 +586,7 @@ class SecAggStrategy(_Wrapping):
         # what a masked input must be (else the protocol drops it: counted here as malformed)
         d = sum(math.prod(shape) for _, shape in self._round["layout"])
         if _sa_dp.packed_bits(cfg) is None:
-            want = (np.dtype(np.uint32 if cfg.ring_bits == 32 else np.uint64),
+            want = (np.dtype(np.uint64 if cfg.ring_bits == 64 else np.uint32),
                     _sa_dp.wire_length(cfg, d))
         else:  # dp or Z_2^24: packed bytes
             want = (np.dtype(np.uint8), _sa_dp.packed_bytes(cfg, d))

@@ -67,7 +67,7 @@ def max_frame(cfg: SecAggConfig, stage: Stage, *, to_server: bool, length: int =
             if _dp.packed_bits(cfg) is not None:
                 body = _dp.packed_bytes(cfg, length)
             else:
-                body = _dp.wire_length(cfg, length) * (4 if cfg.ring_bits == 32 else 8)
+                body = _dp.wire_length(cfg, length) * cfg.ring_bits // 8  # 32 or 64
         elif stage is Stage.SHARE_KEYS:
             body = k * _BLOB
         elif stage is Stage.UNMASK:

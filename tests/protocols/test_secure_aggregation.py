@@ -252,9 +252,11 @@ def test_ring_is_the_smallest_that_cannot_overflow(bits: int, max_weight: int, r
 
 @pytest.mark.parametrize(("n", "bits", "max_weight", "ring"),
                          [(256, 16, 1, 24), (257, 16, 1, 32), (3, 22, 1, 24), (5, 22, 1, 32),
-                          (64, 8, 1, 24), (65536, 8, 1, 32), (4, 16, 64, 24), (4, 16, 65, 32)])
+                          (64, 8, 1, 24), (65536, 8, 1, 32), (4, 16, 64, 24), (4, 16, 65, 32),
+                          (256, 1, 65536, 32), (128, 1, 65536, 24)])
 def test_ring_bits_boundaries(n: int, bits: int, max_weight: int, ring: int) -> None:
-    """Z_2^24 exactly while n x max(max_weight x (2^bits - 1), 2^16 - 1) < 2^24."""
+    """Z_2^24 exactly while n x max(max_weight x (2^bits - 1), 2^16 - 1) < 2^24 (256 x
+    65536 x 1 is 2^24 itself: the sum would wrap to 0)."""
     cfg = sa.SecAggConfig(n_clients=n, threshold=min(n, 3), bits=bits, max_weight=max_weight)
     assert cfg.ring_bits == ring
 
