@@ -11,7 +11,9 @@ The stream for a seed is ChaCha20 with ``key = seed``, an all-zero nonce and
 the block counter starting at 0, read as little-endian 64-bit words.  Over
 Z_2^64 each word is one element; over GF(p), p = 2^61 - 1, a word's low 61
 bits are a candidate and the candidate equal to p is rejected, so elements
-are exactly uniform.  Two seeds derived under different labels give
+are exactly uniform.  Over Z_2^32 the same stream is read as 32-bit words,
+over Z_2^24 as 3-byte little-endian values (:func:`ring_accumulate`'s
+``bits``).  Two seeds derived under different labels give
 independent streams; never expand the same seed for two purposes.
 
 The accumulate forms (:func:`ring_accumulate`, :func:`field_accumulate`)
