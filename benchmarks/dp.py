@@ -90,7 +90,7 @@ def _client_steps(x: np.ndarray, cfg: sa.SecAggConfig, reps: int) -> dict[str, f
 
     def masks() -> None:
         for _ in range(cfg.neighbours + 1):
-            prg.ring_accumulate(vec, prg.new_seed(), 1)
+            prg.ring_accumulate(vec, prg.new_seed(), 1, bits=cfg.mask_bits)
 
     return {
         "rotate_s": median_time(lambda: dp.rotate(x, seed), reps),

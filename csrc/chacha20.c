@@ -447,7 +447,7 @@ static void ring24_range(const uint32_t st[16], uint32_t first_block, int mode, 
     }
 #endif
     uint32_t b[16];
-    uint8_t buf[R24_SCALAR_BLOCKS * 64 + 4];
+    uint8_t buf[R24_SCALAR_BLOCKS * 64 + 4] = {0}; /* the last value's load reads byte 192 */
     while (i < n) {
         for (int q = 0; q < R24_SCALAR_BLOCKS; q++) {
             chacha_block(st, ctr++, b);

@@ -9,7 +9,7 @@ import pytest
 from mpcai.protocols import secure_aggregation as sa
 from mpcai.protocols.secure_aggregation import DPConfig, SecAggConfig, Stage, _dp
 
-from mpcai import dp
+from mpcai import dp, prg
 from mpcai.errors import InvalidInput, InvalidType, NotEnoughSurvivors
 
 SESSION = bytes(range(16))
@@ -338,7 +338,8 @@ def test_the_dp_ring_is_32_bits_for_any_number_of_clients() -> None:
 
 
 @pytest.mark.parametrize(("bits", "mask_bits"), [(16, 24), (24, 24), (25, 32), (32, 32)])
-def test_dp_masks_take_3_bytes_of_keystream_up_to_24_bits(bits: int, mask_bits: int) -> None:
+def test_dp_masks_take_3_bytes_of_keystream_up_to_24_bits(monkeypatch: pytest.MonkeyPatch,
+                                                           bits: int, mask_bits: int) -> None:
     """Only the residues modulo 2^dp.bits are sent and summed: up to 24 bits the masks
     come from the 3-byte stream; the round is exact either way (no noise: the mean is
     the clipped mean within rounding, against the plaintext)."""
@@ -346,9 +347,18 @@ def test_dp_masks_take_3_bytes_of_keystream_up_to_24_bits(bits: int, mask_bits: 
     cfg = SecAggConfig(n_clients=n, threshold=3, dp=DPConfig(1.0, 0.0, bits=bits))
     assert cfg.mask_bits == mask_bits and cfg.ring_bits == 32
     ups = _updates(n, d)
+    widths: list[object] = []
+    real = prg.ring_accumulate
+
+    def spy(*args: object, **kw: object) -> None:
+        widths.append(kw.get("bits"))
+        real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prg, "ring_accumulate", spy)
     res = sa.simulate(ups, cfg, session=SESSION, dropouts={4: sa.Stage.MASKED_INPUT})
     want = np.mean([_clipped(u, 1.0) for i, u in enumerate(ups, 1) if i != 4], axis=0)
     assert np.allclose(res.mean, want, atol=1e-4)
+    assert widths and set(widths) == {mask_bits}  # clients' and server's masks
     assert SecAggConfig(n_clients=n, threshold=3).mask_bits == 24  # plain: the ring's
 
 
