@@ -296,35 +296,27 @@ def dgauss_sample(seed: bytes, hi: np.ndarray, lo: np.ndarray, guide: np.ndarray
     return out
 
 
-def prg_ring32_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1) -> None:
-    """acc += sign * PRG32(seed) over Z_2^32 (the stream read as 32-bit words), in place."""
+def _u32_acc(kernel: Any, name: str, seed: bytes, acc: np.ndarray, sign: int,
+             threads: int) -> None:
+    """Run a uint32 accumulate kernel (ring32 / ring24) after the common checks."""
     seed = check_bytes(seed, "seed", size=SEED_BYTES)
     acc = _u64_inout(acc, "acc", np.uint32)
     sign = _sign(sign)
     threads = _threads(threads)
     check_int(acc.size, "acc.size", lo=0, hi=2 * PRG_MAX_WORDS)
-    _check(
-        lib.mpcai_prg_ring32_acc_mt(
-            _u8(seed), SEED_BYTES, sign, _ptr(acc, "uint32_t *"), acc.size, threads
-        ),
-        "prg_ring32_acc",
-    )
+    _check(kernel(_u8(seed), SEED_BYTES, sign, _ptr(acc, "uint32_t *"), acc.size, threads),
+           name)
+
+
+def prg_ring32_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1) -> None:
+    """acc += sign * PRG32(seed) over Z_2^32 (the stream read as 32-bit words), in place."""
+    _u32_acc(lib.mpcai_prg_ring32_acc_mt, "prg_ring32_acc", seed, acc, sign, threads)
 
 
 def prg_ring24_acc(seed: bytes, acc: np.ndarray, sign: int = 1, threads: int = 1) -> None:
     """acc += sign * PRG24(seed) in place: the stream read as 3-byte little-endian
     values, added to uint32 words (the low 24 bits are the sum modulo 2^24)."""
-    seed = check_bytes(seed, "seed", size=SEED_BYTES)
-    acc = _u64_inout(acc, "acc", np.uint32)
-    sign = _sign(sign)
-    threads = _threads(threads)
-    check_int(acc.size, "acc.size", lo=0, hi=2 * PRG_MAX_WORDS)
-    _check(
-        lib.mpcai_prg_ring24_acc_mt(
-            _u8(seed), SEED_BYTES, sign, _ptr(acc, "uint32_t *"), acc.size, threads
-        ),
-        "prg_ring24_acc",
-    )
+    _u32_acc(lib.mpcai_prg_ring24_acc_mt, "prg_ring24_acc", seed, acc, sign, threads)
 
 
 def prg_fieldp(seed: bytes, n: int) -> np.ndarray:
